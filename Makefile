@@ -1,0 +1,100 @@
+# ctrace - circuit tracing in C with an embedded LuaJIT.
+#
+#   make run        install what is missing, build, and run the main job on stories260K
+#   make check      install what is missing (test tools too), build, and run the whole suite
+#   make            build build/ctrace
+#   make test       build and run the whole test suite (C, Lua, tokenizer parity, fuzz smoke)
+#   make asan       build under AddressSanitizer + UBSan into build-asan/ and run the C and Lua tests
+#   make deps       install the Debian packages ctrace needs (as root)
+#   make bench      run the benchmarks in bench/
+#   make clean
+
+# ---- settings ---------------------------------------------------------------
+CC      ?= cc
+OPT     ?= -O2
+BUILD   ?= build
+SAN     ?=
+WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS  ?= $(OPT) -g
+# name:debian-package for every pkg-config module ctrace links
+PKGS    = luajit:libluajit-5.1-dev libcjson:libcjson-dev libcurl:libcurl4-openssl-dev \
+          openblas:libopenblas-dev libutf8proc:libutf8proc-dev
+
+# ---- dependency probe -------------------------------------------------------
+ifeq ($(filter deps clean run check,$(MAKECMDGOALS)),)
+MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(word 1,$(subst :, ,$(p))) 2>/dev/null && echo y),,$(word 2,$(subst :, ,$(p))))))
+ifneq ($(MISSING),)
+$(error missing Debian packages: $(MISSING). Install them with 'apt-get install $(MISSING)' or run 'make deps' as root)
+endif
+MODS    = $(foreach p,$(PKGS),$(word 1,$(subst :, ,$(p))))
+DEP_CFLAGS := $(shell pkg-config --cflags $(MODS))
+DEP_LIBS   := $(shell pkg-config --libs $(MODS))
+endif
+
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SAN) $(DEP_CFLAGS) -Iengine -MMD -MP
+LDLIBS     = $(DEP_LIBS) -lm -lpthread
+
+# ---- sources ----------------------------------------------------------------
+CORE_SRC = $(wildcard engine/*.c)
+CORE_SRC := $(filter-out engine/host.c engine/main.c,$(CORE_SRC))
+BIND_SRC = $(wildcard engine/bind/*.c) engine/host.c
+CORE_OBJ = $(CORE_SRC:%.c=$(BUILD)/%.o)
+BIND_OBJ = $(BIND_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC = $(wildcard tests/c/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+
+.PHONY: run check all test test-c test-lua test-tok test-fuzz asan deps bench clean
+
+all: $(BUILD)/ctrace
+
+# The main job on the embedded default model (later: trace a circuit).
+MAIN_JOB = local ct = require "ctrace"; local m = ct.load_model("stories260K"); \
+           print(m); print(m:generate("Once upon a time", {max_tokens = 120, temperature = 0}))
+
+run:
+	@tests/setup.sh runtime
+	@$(MAKE) --no-print-directory all
+	$(BUILD)/ctrace -e '$(MAIN_JOB)'
+
+check:
+	@tests/setup.sh test
+	@$(MAKE) --no-print-directory test
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libctrace.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/ctrace: $(BUILD)/engine/main.o $(BIND_OBJ) $(BUILD)/libctrace.a
+	$(CC) $(SAN) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libctrace.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/c $< $(BUILD)/libctrace.a $(LDLIBS) -o $@
+
+# ---- tests ------------------------------------------------------------------
+test: all $(TEST_BIN)
+	BUILD=$(BUILD) tests/run_all.sh
+
+test-c: $(TEST_BIN)
+	prove -e '' $(TEST_BIN)
+
+test-lua: all
+	$(BUILD)/ctrace tests/lua/run.lua
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN))
+	ASAN_OPTIONS=detect_leaks=1 BUILD=build-asan SKIP_SLOW=1 tests/run_all.sh
+
+deps:
+	tests/setup.sh runtime
+
+bench: all
+	bench/run.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(CORE_OBJ:.o=.d) $(BIND_OBJ:.o=.d)

@@ -1,0 +1,58 @@
+// bind.h - helpers shared by the Lua bindings (one file per Lua type). Only engine/bind/ and
+// host.c include lua.h.
+//
+// Conventions: engine failures are raised as "<STATUS>: <message>" after every C temporary
+// is freed (return ct_lua_raise(L, &err) as the last statement); options are named tables
+// checked strictly (unknown keys raise); userdata box one engine pointer and a freed box
+// (pointer NULL) raises "ctrace.X expected (freed)".
+#ifndef CT_BIND_H
+#define CT_BIND_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "model.h"
+#include "status.h"
+#include "tensor.h"
+#include "tokenizer.h"
+
+#define CT_MT_TENSOR "ctrace.Tensor"
+#define CT_MT_MODEL "ctrace.Model"
+#define CT_MT_TOKENIZER "ctrace.Tokenizer"
+
+// Raises err as a Lua error "<STATUS>: <message>". Never returns.
+int ct_lua_raise(lua_State *L, const ct_err *err);
+// Raises a formatted error with a status name prefix. Never returns.
+int ct_lua_fail(lua_State *L, ct_status st, const char *fmt, ...);
+
+// Checks that the table at idx (or nil) only has keys from allowed (NULL-terminated).
+void ct_lua_check_opts(lua_State *L, int idx, const char *fn, const char *const *allowed);
+lua_Number ct_lua_opt_number(lua_State *L, int idx, const char *key, lua_Number def);
+int ct_lua_opt_bool(lua_State *L, int idx, const char *key, int def);
+
+// Boxes: the userdata holds one pointer. new_box sets the metatable.
+void **ct_lua_new_box(lua_State *L, const char *mt);
+void *ct_lua_check_box(lua_State *L, int idx, const char *mt);   // raises on wrong type or freed
+
+// Token ids: reads a Lua array of integers (ids) into a malloc'ed array.
+int *ct_lua_check_ids(lua_State *L, int idx, int *n);
+void ct_lua_push_ids(lua_State *L, const int *ids, int n);
+
+// Tensor type
+void ct_lua_push_tensor(lua_State *L, ct_tensor *t);   // takes the reference
+ct_tensor *ct_lua_check_tensor(lua_State *L, int idx);
+int luaopen_ctrace_tensor(lua_State *L);
+int luaopen_ctrace_model(lua_State *L);
+int luaopen_ctrace_tokenizer(lua_State *L);
+// Registers type-specific functions into the module table at the top of the stack.
+void ct_lua_register_model(lua_State *L);
+void ct_lua_register_tokenizer(lua_State *L);
+void ct_lua_register_tensor(lua_State *L);
+
+// Tokenizer userdata that borrows a model's tokenizer keeps the model alive (uservalue).
+void ct_lua_push_tokenizer_of(lua_State *L, int model_idx, ct_tokenizer *tok);
+
+// The ctrace.core module.
+int luaopen_ctrace_core(lua_State *L);
+
+#endif

@@ -1,0 +1,33 @@
+// core.c - the ctrace.core module: registers every type and a few engine facts.
+#include <stdlib.h>
+
+#include "bind.h"
+
+#ifndef CT_VERSION
+#define CT_VERSION "0.1.0"
+#endif
+
+static int l_mem_bytes(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)ct_mem_bytes());
+    return 1;
+}
+
+static int l_threads(lua_State *L) {
+    if (!lua_isnoneornil(L, 1)) ct_set_threads((int)luaL_checkinteger(L, 1));
+    lua_pushinteger(L, ct_get_threads());
+    return 1;
+}
+
+int luaopen_ctrace_core(lua_State *L) {
+    lua_newtable(L);
+    ct_lua_register_tensor(L);
+    ct_lua_register_model(L);
+    ct_lua_register_tokenizer(L);
+    lua_pushcfunction(L, l_mem_bytes);
+    lua_setfield(L, -2, "mem_bytes");
+    lua_pushcfunction(L, l_threads);
+    lua_setfield(L, -2, "threads");
+    lua_pushstring(L, CT_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}

@@ -1,0 +1,286 @@
+// bind_model.c - "ctrace.Model": loading, config fields, tokenize, forward, run_with_cache,
+// generate.
+//
+// Inputs to forward/run_with_cache/generate are a string (tokenized with the model's
+// tokenizer, BOS added as Hugging Face does) or a table of token ids.
+#include <stdlib.h>
+#include <string.h>
+
+#include "bind.h"
+
+static ct_model *check_model(lua_State *L, int idx) { return ct_lua_check_box(L, idx, CT_MT_MODEL); }
+
+static int l_load_model(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    ct_model *m;
+    ct_err err = {0};
+    if (ct_model_load(&m, path, &err)) return ct_lua_raise(L, &err);
+    void **box = ct_lua_new_box(L, CT_MT_MODEL);
+    *box = m;
+    return 1;
+}
+
+static ct_tokenizer *need_tokenizer(lua_State *L, ct_model *m, const char *fn) {
+    if (!m->tok)
+        ct_lua_fail(L, CT_STATUS_NOT_FOUND, "ctrace.Model:%s: the model at %s has no tokenizer beside it; "
+                    "pass token ids instead", fn, m->path);
+    return m->tok;
+}
+
+// Token ids of the input at idx (string or id table); malloc'ed. empty_bos: an empty string
+// gives BOS alone.
+static int *input_ids(lua_State *L, ct_model *m, int idx, int *n, const char *fn) {
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        ct_tokenizer *tok = need_tokenizer(L, m, fn);
+        int *ids;
+        ct_err err = {0};
+        if (ct_tokenizer_encode(tok, s, len, 1, &ids, n, &err)) {
+            ct_lua_raise(L, &err);
+            return NULL;
+        }
+        if (*n == 0 && m->cfg.bos_id >= 0) ids[(*n)++] = m->cfg.bos_id;   // room: encode allocates >= 1
+        return ids;
+    }
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.Model:%s expects a prompt string or a table of token ids, got %s", fn,
+                    luaL_typename(L, idx));
+        return NULL;
+    }
+    return ct_lua_check_ids(L, idx, n);
+}
+
+static int l_model_tokenize(lua_State *L) {
+    ct_model *m = check_model(L, 1);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    static const char *const allowed[] = {"add_special_tokens", NULL};
+    ct_lua_check_opts(L, 3, "ctrace.Model:tokenize", allowed);
+    int add = ct_lua_opt_bool(L, 3, "add_special_tokens", 1);
+    int *ids, n;
+    ct_err err = {0};
+    if (ct_tokenizer_encode(need_tokenizer(L, m, "tokenize"), s, len, add, &ids, &n, &err)) return ct_lua_raise(L, &err);
+    ct_lua_push_ids(L, ids, n);
+    free(ids);
+    return 1;
+}
+
+static int l_model_detokenize(lua_State *L) {
+    ct_model *m = check_model(L, 1);
+    static const char *const allowed[] = {"skip_special_tokens", NULL};
+    ct_lua_check_opts(L, 3, "ctrace.Model:detokenize", allowed);
+    int skip = ct_lua_opt_bool(L, 3, "skip_special_tokens", 0);
+    ct_tokenizer *tok = need_tokenizer(L, m, "detokenize");
+    int n, *ids = ct_lua_check_ids(L, 2, &n);
+    char *text;
+    size_t len;
+    ct_err err = {0};
+    ct_status rc = ct_tokenizer_decode(tok, ids, n, skip, &text, &len, &err);
+    free(ids);
+    if (rc) return ct_lua_raise(L, &err);
+    lua_pushlstring(L, text, len);
+    free(text);
+    return 1;
+}
+
+static int l_model_forward(lua_State *L) {
+    ct_model *m = check_model(L, 1);
+    int n, *ids = input_ids(L, m, 2, &n, "forward");
+    int64_t shape[2] = {n, m->cfg.vocab_size};
+    ct_tensor *logits = ct_tensor_new(2, shape);
+    ct_err err = {0};
+    ct_status rc = logits ? ct_model_forward(m, ids, n, NULL, NULL, ct_tensor_data(logits), 1, &err)
+                          : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory for logits of %d positions", n);
+    free(ids);
+    if (rc) {
+        ct_tensor_free(logits);
+        return ct_lua_raise(L, &err);
+    }
+    ct_lua_push_tensor(L, logits);
+    return 1;
+}
+
+static int l_model_run_with_cache(lua_State *L) {
+    ct_model *m = check_model(L, 1);
+    static const char *const allowed[] = {"hooks", NULL};
+    ct_lua_check_opts(L, 3, "ctrace.Model:run_with_cache", allowed);
+    ct_hook_cache hc;
+    ct_err err = {0};
+    int n_hooks = -1;
+    ct_hook_id *hids = NULL;
+    if (!lua_isnoneornil(L, 3)) {
+        lua_getfield(L, 3, "hooks");
+        if (!lua_isnil(L, -1)) {
+            if (!lua_istable(L, -1)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "option 'hooks' expects a list of hook names");
+            n_hooks = (int)lua_objlen(L, -1);
+            hids = lua_newuserdata(L, sizeof *hids * (size_t)(n_hooks + 1));   // GC-owned scratch
+            for (int i = 0; i < n_hooks; i++) {
+                lua_rawgeti(L, -2, i + 1);
+                const char *name = lua_tostring(L, -1);
+                if (!name) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "hooks[%d] is not a string", i + 1);
+                if (ct_hook_parse(m, name, &hids[i], &err)) return ct_lua_raise(L, &err);
+                lua_pop(L, 1);
+            }
+        }
+    }
+    int n, *ids = input_ids(L, m, 2, &n, "run_with_cache");
+    ct_status rc = n_hooks >= 0 ? ct_hook_cache_init(&hc, hids, n_hooks, &err) : ct_hook_cache_init_all(&hc, m, &err);
+    if (rc) {
+        free(ids);
+        return ct_lua_raise(L, &err);
+    }
+    int64_t shape[2] = {n, m->cfg.vocab_size};
+    ct_tensor *logits = ct_tensor_new(2, shape);
+    rc = logits ? ct_model_forward(m, ids, n, NULL, &hc, ct_tensor_data(logits), 1, &err)
+                : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory for logits");
+    free(ids);
+    if (rc) {
+        ct_tensor_free(logits);
+        ct_hook_cache_free(&hc);
+        return ct_lua_raise(L, &err);
+    }
+    ct_lua_push_tensor(L, logits);
+    lua_createtable(L, 0, hc.n);
+    for (int i = 0; i < hc.n; i++) {
+        char name[96];
+        ct_hook_name(hc.ids[i], name, sizeof name);
+        ct_tensor_retain(hc.values[i]);
+        ct_lua_push_tensor(L, hc.values[i]);
+        lua_setfield(L, -2, name);
+    }
+    ct_hook_cache_free(&hc);
+    return 2;
+}
+
+static int l_model_generate(lua_State *L) {
+    ct_model *m = check_model(L, 1);
+    static const char *const allowed[] = {"max_tokens", "temperature", "top_p", "seed", "stop_at_eos", NULL};
+    ct_lua_check_opts(L, 3, "ctrace.Model:generate", allowed);
+    ct_gen_opts o = {
+        .max_tokens = (int)ct_lua_opt_number(L, 3, "max_tokens", 64),
+        .temperature = (float)ct_lua_opt_number(L, 3, "temperature", 1.0),
+        .top_p = (float)ct_lua_opt_number(L, 3, "top_p", 1.0),
+        .seed = (uint64_t)ct_lua_opt_number(L, 3, "seed", 0),
+        .stop_at_eos = ct_lua_opt_bool(L, 3, "stop_at_eos", 1),
+    };
+    if (o.max_tokens < 0 || o.max_tokens > (1 << 20))
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.Model:generate: max_tokens must be in 0..1048576, got %d", o.max_tokens);
+    if (!(o.temperature >= 0)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.Model:generate: temperature must be >= 0");
+    if (!(o.top_p > 0 && o.top_p <= 1)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.Model:generate: top_p must be in (0, 1]");
+    ct_tokenizer *tok = need_tokenizer(L, m, "generate");
+    int n, *ids = input_ids(L, m, 2, &n, "generate");
+    int *all = malloc(sizeof(int) * (size_t)(n + o.max_tokens + 1));
+    ct_err err = {0};
+    int n_gen = 0;
+    ct_status rc = all ? ct_model_generate(m, ids, n, &o, all + n, &n_gen, &err)
+                       : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    char *full = NULL, *prefix = NULL;
+    size_t full_len = 0, prefix_len = 0;
+    if (!rc) {
+        // the continuation is decode(prompt + generated) minus decode(prompt), so spaces that
+        // belong between the two are kept
+        memcpy(all, ids, sizeof(int) * (size_t)n);
+        rc = ct_tokenizer_decode(tok, all, n + n_gen, 1, &full, &full_len, &err);
+        if (!rc) rc = ct_tokenizer_decode(tok, ids, n, 1, &prefix, &prefix_len, &err);
+    }
+    free(ids);
+    free(all);
+    if (!rc) {
+        if (prefix_len <= full_len && memcmp(full, prefix, prefix_len) == 0)
+            lua_pushlstring(L, full + prefix_len, full_len - prefix_len);
+        else
+            lua_pushlstring(L, full, full_len);
+    }
+    free(full);
+    free(prefix);
+    if (rc) return ct_lua_raise(L, &err);
+    return 1;
+}
+
+static int l_model_config(lua_State *L) {
+    ct_model *m = check_model(L, 1);
+    const ct_config *c = &m->cfg;
+    lua_createtable(L, 0, 16);
+#define SETI(k, v) (lua_pushinteger(L, (v)), lua_setfield(L, -2, k))
+#define SETN(k, v) (lua_pushnumber(L, (v)), lua_setfield(L, -2, k))
+    lua_pushstring(L, c->architecture);
+    lua_setfield(L, -2, "architecture");
+    SETI("d_model", c->d_model);
+    SETI("d_mlp", c->d_mlp);
+    SETI("n_layers", c->n_layers);
+    SETI("n_heads", c->n_heads);
+    SETI("n_kv_heads", c->n_kv_heads);
+    SETI("d_head", c->head_dim);
+    SETI("d_vocab", c->vocab_size);
+    SETI("n_ctx", c->max_seq_len);
+    SETI("bos_token_id", c->bos_id);
+    SETI("eos_token_id", c->eos_id);
+    SETN("norm_eps", c->norm_eps);
+    SETN("rope_theta", c->rope_theta);
+    lua_pushboolean(L, c->tied);
+    lua_setfield(L, -2, "tied_embeddings");
+    lua_pushstring(L, m->path);
+    lua_setfield(L, -2, "path");
+#undef SETI
+#undef SETN
+    return 1;
+}
+
+// Model fields read as m.d_model, m.n_layers, ... (names as TransformerLens' cfg).
+static int l_model_index(lua_State *L) {
+    luaL_getmetatable(L, CT_MT_MODEL);
+    lua_getfield(L, -1, "__methods");
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    if (!lua_isnil(L, -1)) return 1;
+    lua_settop(L, 2);
+    if (lua_type(L, 2) != LUA_TSTRING) return 0;
+    l_model_config(L);   // [m, key, cfg]
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+static int l_model_tokenizer(lua_State *L) {
+    ct_model *m = check_model(L, 1);
+    ct_lua_push_tokenizer_of(L, 1, need_tokenizer(L, m, "tokenizer"));
+    return 1;
+}
+
+static int l_model_free(lua_State *L) {
+    void **box = luaL_checkudata(L, 1, CT_MT_MODEL);
+    ct_model_free(*box);
+    *box = NULL;
+    return 0;
+}
+
+static int l_model_tostring(lua_State *L) {
+    void **box = luaL_checkudata(L, 1, CT_MT_MODEL);
+    ct_model *m = *box;
+    if (!m) lua_pushstring(L, "ctrace.Model (freed)");
+    else
+        lua_pushfstring(L, "ctrace.Model(%s, %d layers, d_model %d, vocab %d: %s)", m->cfg.architecture,
+                        m->cfg.n_layers, m->cfg.d_model, m->cfg.vocab_size, m->path);
+    return 1;
+}
+
+void ct_lua_register_model(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"tokenize", l_model_tokenize}, {"detokenize", l_model_detokenize}, {"forward", l_model_forward},
+        {"run_with_cache", l_model_run_with_cache}, {"generate", l_model_generate}, {"config", l_model_config},
+        {"tokenizer", l_model_tokenizer}, {"free", l_model_free}, {NULL, NULL}};
+    luaL_newmetatable(L, CT_MT_MODEL);
+    lua_newtable(L);
+    luaL_register(L, NULL, methods);
+    lua_setfield(L, -2, "__methods");
+    lua_pushcfunction(L, l_model_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_model_free);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_model_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_load_model);
+    lua_setfield(L, -2, "load_model");
+}

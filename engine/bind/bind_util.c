@@ -1,0 +1,122 @@
+// bind_util.c - error raising, option tables, boxes and id lists for the bindings.
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bind.h"
+
+int ct_lua_raise(lua_State *L, const ct_err *err) {
+    return luaL_error(L, "%s: %s", ct_status_str(err->status), err->msg);
+}
+
+int ct_lua_fail(lua_State *L, ct_status st, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return luaL_error(L, "%s: %s", ct_status_str(st), msg);
+}
+
+void ct_lua_check_opts(lua_State *L, int idx, const char *fn, const char *const *allowed) {
+    if (lua_isnoneornil(L, idx)) return;
+    if (!lua_istable(L, idx)) {
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s expects an options table, got %s", fn, luaL_typename(L, idx));
+        return;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {   // [key, value]
+        lua_pop(L, 1);
+        int known = 0;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -1);
+            for (int i = 0; allowed[i] && !known; i++) known = strcmp(k, allowed[i]) == 0;
+        }
+        if (!known) {
+            char list[400] = "";
+            size_t n = 0;
+            for (int i = 0; allowed[i] && n < sizeof list - 64; i++)
+                n += (size_t)snprintf(list + n, sizeof list - n, i ? ", %s" : "%s", allowed[i]);
+            const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1);
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: unknown option '%s' (expected one of: %s)", fn, k, list);
+        }
+    }
+}
+
+lua_Number ct_lua_opt_number(lua_State *L, int idx, const char *key, lua_Number def) {
+    if (lua_isnoneornil(L, idx)) return def;
+    lua_getfield(L, idx, key);
+    lua_Number v = def;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER) {
+            const char *tn = luaL_typename(L, -1);
+            lua_pop(L, 1);
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "option '%s' expects a number, got %s", key, tn);
+        }
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+int ct_lua_opt_bool(lua_State *L, int idx, const char *key, int def) {
+    if (lua_isnoneornil(L, idx)) return def;
+    lua_getfield(L, idx, key);
+    int v = def;
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isboolean(L, -1)) {
+            const char *tn = luaL_typename(L, -1);
+            lua_pop(L, 1);
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "option '%s' expects a boolean, got %s", key, tn);
+        }
+        v = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+void **ct_lua_new_box(lua_State *L, const char *mt) {
+    void **box = lua_newuserdata(L, sizeof(void *));
+    *box = NULL;
+    luaL_getmetatable(L, mt);
+    lua_setmetatable(L, -2);
+    return box;
+}
+
+void *ct_lua_check_box(lua_State *L, int idx, const char *mt) {
+    void **box = luaL_checkudata(L, idx, mt);
+    if (!*box) luaL_argerror(L, idx, lua_pushfstring(L, "%s expected (freed)", mt));
+    return *box;
+}
+
+int *ct_lua_check_ids(lua_State *L, int idx, int *n) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int len = (int)lua_objlen(L, idx);
+    int *ids = malloc(sizeof(int) * (size_t)(len > 0 ? len : 1));
+    if (!ids) {
+        ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < len; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        lua_Number v = lua_tonumber(L, -1);
+        int bad = lua_type(L, -1) != LUA_TNUMBER || v != (lua_Number)(int)v;
+        lua_pop(L, 1);
+        if (bad) {
+            free(ids);
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "token ids: entry %d is not an integer", i + 1);
+        }
+        ids[i] = (int)v;
+    }
+    *n = len;
+    return ids;
+}
+
+void ct_lua_push_ids(lua_State *L, const int *ids, int n) {
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushinteger(L, ids[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+}

@@ -1,0 +1,254 @@
+// tensor.c - tensor storage, views and the float32 kernels on OpenBLAS.
+#include "tensor.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// Counted allocation
+
+static _Atomic size_t g_mem_bytes;   // statistics only; no state a script depends on
+
+size_t ct_mem_bytes(void) { return atomic_load(&g_mem_bytes); }
+
+void *ct_alloc(size_t nbytes) {
+    void *p = malloc(nbytes ? nbytes : 1);
+    if (p) atomic_fetch_add(&g_mem_bytes, nbytes);
+    return p;
+}
+
+void *ct_calloc(size_t nbytes) {
+    void *p = calloc(1, nbytes ? nbytes : 1);
+    if (p) atomic_fetch_add(&g_mem_bytes, nbytes);
+    return p;
+}
+
+void ct_dealloc(void *p, size_t nbytes) {
+    if (!p) return;
+    free(p);
+    atomic_fetch_sub(&g_mem_bytes, nbytes);
+}
+
+// ----------------------------------------------------------------------------
+// Tensors
+
+static int shape_numel(int ndim, const int64_t *shape, size_t *out) {
+    size_t n = 1;
+    if (ndim < 0 || ndim > CT_MAX_DIMS) return 0;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return 0;
+        if (shape[i] && n > SIZE_MAX / 4 / (size_t)shape[i]) return 0;
+        n *= (size_t)shape[i];
+    }
+    *out = n;
+    return 1;
+}
+
+ct_tensor *ct_tensor_new(int ndim, const int64_t *shape) {
+    size_t n;
+    if (!shape_numel(ndim, shape, &n)) return NULL;
+    ct_storage *s = malloc(sizeof *s);
+    ct_tensor *t = malloc(sizeof *t);
+    float *data = ct_calloc(n * sizeof(float));
+    if (!s || !t || !data) {
+        free(s);
+        free(t);
+        ct_dealloc(data, n * sizeof(float));
+        return NULL;
+    }
+    *s = (ct_storage){.data = data, .n = n, .refcount = 1, .owned = 1};
+    memset(t, 0, sizeof *t);
+    t->storage = s;
+    t->ndim = ndim;
+    t->refcount = 1;
+    int64_t stride = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        t->shape[i] = shape[i];
+        t->stride[i] = stride;
+        stride *= shape[i];
+    }
+    return t;
+}
+
+ct_tensor *ct_tensor_from(const float *data, int ndim, const int64_t *shape) {
+    ct_tensor *t = ct_tensor_new(ndim, shape);
+    if (t && t->storage->n) memcpy(t->storage->data, data, t->storage->n * sizeof(float));
+    return t;
+}
+
+void ct_tensor_retain(ct_tensor *t) {
+    if (t) t->refcount++;
+}
+
+static void storage_free(ct_storage *s) {
+    if (!s || --s->refcount > 0) return;
+    if (s->owned) ct_dealloc(s->data, s->n * sizeof(float));
+    free(s);
+}
+
+void ct_tensor_free(ct_tensor *t) {
+    if (!t || --t->refcount > 0) return;
+    storage_free(t->storage);
+    free(t);
+}
+
+int64_t ct_tensor_numel(const ct_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+int ct_tensor_is_contiguous(const ct_tensor *t) {
+    int64_t stride = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != stride) return 0;
+        stride *= t->shape[i];
+    }
+    return 1;
+}
+
+float *ct_tensor_data(const ct_tensor *t) { return t->storage->data + t->offset; }
+
+ct_tensor *ct_tensor_contiguous(ct_tensor *t) {
+    if (ct_tensor_is_contiguous(t)) {
+        ct_tensor_retain(t);
+        return t;
+    }
+    ct_tensor *c = ct_tensor_new(t->ndim, t->shape);
+    if (!c) return NULL;
+    int64_t n = ct_tensor_numel(t), idx[CT_MAX_DIMS] = {0};
+    const float *src = ct_tensor_data(t);
+    float *dst = ct_tensor_data(c);
+    for (int64_t k = 0; k < n; k++) {
+        int64_t off = 0;
+        for (int d = 0; d < t->ndim; d++) off += idx[d] * t->stride[d];
+        dst[k] = src[off];
+        for (int d = t->ndim - 1; d >= 0; d--) {   // odometer increment
+            if (++idx[d] < t->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return c;
+}
+
+static ct_tensor *view_of(ct_tensor *t) {
+    ct_tensor *v = malloc(sizeof *v);
+    if (!v) return NULL;
+    *v = *t;
+    v->refcount = 1;
+    v->storage->refcount++;
+    return v;
+}
+
+ct_status ct_tensor_slice(ct_tensor **out, ct_tensor *t, int dim, int64_t start, int64_t stop,
+                          int64_t step, ct_err *err) {
+    if (dim < 0 || dim >= t->ndim)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "dimension %d out of range for a %d-d tensor",
+                       dim, t->ndim);
+    if (step < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "slice step must be >= 1, got %lld",
+                                 (long long)step);
+    if (start < 0 || stop > t->shape[dim] || start > stop)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE,
+                       "slice [%lld, %lld) out of range for dimension %d of size %lld",
+                       (long long)start, (long long)stop, dim, (long long)t->shape[dim]);
+    ct_tensor *v = view_of(t);
+    if (!v) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory making a view");
+    v->offset += (size_t)(start * t->stride[dim]);
+    v->shape[dim] = (stop - start + step - 1) / step;
+    v->stride[dim] = t->stride[dim] * step;
+    *out = v;
+    return CT_OK;
+}
+
+ct_status ct_tensor_select(ct_tensor **out, ct_tensor *t, int dim, int64_t i, ct_err *err) {
+    if (dim < 0 || dim >= t->ndim)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "dimension %d out of range for a %d-d tensor",
+                       dim, t->ndim);
+    if (i < 0 || i >= t->shape[dim])
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "index %lld out of range for dimension %d of size %lld",
+                       (long long)i, dim, (long long)t->shape[dim]);
+    ct_tensor *v = view_of(t);
+    if (!v) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory making a view");
+    v->offset += (size_t)(i * t->stride[dim]);
+    for (int d = dim; d < t->ndim - 1; d++) {
+        v->shape[d] = t->shape[d + 1];
+        v->stride[d] = t->stride[d + 1];
+    }
+    v->ndim--;
+    *out = v;
+    return CT_OK;
+}
+
+// ----------------------------------------------------------------------------
+// Kernels
+
+void ct_matmul(float *out, const float *x, const float *w, const float *b, int T, int n_in,
+               int n_out) {
+    if (T == 1) {
+        // out (n_out,) = w (n_out, n_in) @ x (n_in,): a plain loop beats a BLAS call on the
+        // small matrices generation meets, and gives the same bits for any thread count.
+        for (int o = 0; o < n_out; o++) {
+            const float *row = w + (size_t)o * n_in;
+            float s = 0.0f;
+            for (int i = 0; i < n_in; i++) s += row[i] * x[i];
+            out[o] = s;
+        }
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_out, n_in, 1.0f, x, n_in, w,
+                    n_in, 0.0f, out, n_out);
+    }
+    if (b)
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < n_out; o++) out[(size_t)t * n_out + o] += b[o];
+}
+
+float ct_rmsnorm(float *out, const float *x, const float *g, float gain_offset, float eps, int n) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float denom = sqrtf((float)(ss / n) + eps);
+    float inv = 1.0f / denom;
+    for (int i = 0; i < n; i++) out[i] = x[i] * inv * (g ? g[i] + gain_offset : 1.0f);
+    return denom;
+}
+
+float ct_layernorm(float *out, const float *x, const float *g, const float *b, float eps, int n) {
+    double mean = 0.0, var = 0.0;
+    for (int i = 0; i < n; i++) mean += x[i];
+    mean /= n;
+    for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    var /= n;
+    float denom = sqrtf((float)var + eps);
+    for (int i = 0; i < n; i++) {
+        float v = (float)(x[i] - mean) / denom;
+        out[i] = v * (g ? g[i] : 1.0f) + (b ? b[i] : 0.0f);
+    }
+    return denom;
+}
+
+void ct_softmax(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++) x[i] = (float)(x[i] / sum);
+}
+
+float ct_gelu_tanh(float x) {
+    const float c = 0.7978845608028654f;   // sqrt(2/pi)
+    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+
+float ct_silu(float x) { return x / (1.0f + expf(-x)); }
+
+void ct_set_threads(int n) {
+    if (n > 0) openblas_set_num_threads(n);
+}
+
+int ct_get_threads(void) { return openblas_get_num_threads(); }

@@ -1,0 +1,87 @@
+// tensor.h - float32 tensors and the linear-algebra conventions of the engine.
+//
+// Conventions used by every kernel in ctrace:
+//   - float32 data, row-major (C order): the last dimension is contiguous.
+//   - Linear weights are stored [out, in] (PyTorch nn.Linear); y = x W^T + b.
+//   - Activations of a prompt are [T, D]: one row per position.
+//   - Kernel signatures put outputs first: ct_matmul(out, x, w, ...).
+//   - Long reductions (norms, softmax sums) accumulate in double.
+//
+// A ct_tensor is a refcounted view (offset, shape, strides in elements) on a refcounted
+// storage. Views made by ct_tensor_slice/select share the storage and retain it, so a view
+// stays valid after its parent is freed. Storage can also wrap memory it does not own (a
+// memory-mapped weight); then the owner must outlive it.
+#ifndef CT_TENSOR_H
+#define CT_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define CT_MAX_DIMS 8
+
+typedef struct {
+    float *data;
+    size_t n;        // number of floats
+    int refcount;
+    int owned;       // 1: data was allocated here and is freed with the storage
+} ct_storage;
+
+typedef struct {
+    ct_storage *storage;
+    size_t offset;                  // in elements, into storage->data
+    int ndim;
+    int64_t shape[CT_MAX_DIMS];
+    int64_t stride[CT_MAX_DIMS];    // in elements
+    int refcount;
+} ct_tensor;
+
+// New zero-filled contiguous tensor; NULL when out of memory or the shape is invalid.
+ct_tensor *ct_tensor_new(int ndim, const int64_t *shape);
+// New tensor that copies n contiguous floats of data, shaped by shape.
+ct_tensor *ct_tensor_from(const float *data, int ndim, const int64_t *shape);
+void ct_tensor_retain(ct_tensor *t);
+void ct_tensor_free(ct_tensor *t);   // drops one reference; NULL is fine
+
+int64_t ct_tensor_numel(const ct_tensor *t);
+int ct_tensor_is_contiguous(const ct_tensor *t);
+// Pointer to the first element of the view.
+float *ct_tensor_data(const ct_tensor *t);
+// Contiguous copy (or a retained self when already contiguous).
+ct_tensor *ct_tensor_contiguous(ct_tensor *t);
+
+// View of dim `dim` restricted to [start, stop) with a positive step.
+ct_status ct_tensor_slice(ct_tensor **out, ct_tensor *t, int dim, int64_t start, int64_t stop,
+                          int64_t step, ct_err *err);
+// View with dimension `dim` fixed at index i (one dimension fewer).
+ct_status ct_tensor_select(ct_tensor **out, ct_tensor *t, int dim, int64_t i, ct_err *err);
+
+// Bytes of tensor storage currently allocated by the engine (for the Lua GC's accounting).
+size_t ct_mem_bytes(void);
+// Allocation wrappers that count bytes; all engine buffers of float data go through them.
+void *ct_alloc(size_t nbytes);
+void *ct_calloc(size_t nbytes);
+void ct_dealloc(void *p, size_t nbytes);
+
+// ----------------------------------------------------------------------------
+// Kernels (contiguous float arrays)
+
+// out (T, n_out) = x (T, n_in) @ w (n_out, n_in)^T [+ b (n_out,)]
+void ct_matmul(float *out, const float *x, const float *w, const float *b, int T, int n_in,
+               int n_out);
+// out (n,) = x (n,) * g (n,) / sqrt(mean(x^2) + eps), g offset by gain_offset (Gemma: 1).
+// Returns the denominator sqrt(mean(x^2) + eps).
+float ct_rmsnorm(float *out, const float *x, const float *g, float gain_offset, float eps, int n);
+// out (n,) = (x - mean) / sqrt(var + eps) * g + b. Returns the denominator.
+float ct_layernorm(float *out, const float *x, const float *g, const float *b, float eps, int n);
+// In-place softmax over n values, double accumulation.
+void ct_softmax(float *x, int n);
+float ct_gelu_tanh(float x);
+float ct_silu(float x);
+
+// Number of BLAS threads (0 leaves the library default).
+void ct_set_threads(int n);
+int ct_get_threads(void);
+
+#endif

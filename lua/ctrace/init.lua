@@ -1,0 +1,56 @@
+-- ctrace: circuit tracing with a C engine. require "ctrace" gives this module.
+--
+-- ctrace.load_model(path_or_name)   llama2.c .bin, a directory holding one, a Hugging Face
+--                                   directory, or the name "stories260K" (the default model)
+-- ctrace.load_tokenizer(path)       tok512.bin or tokenizer.json
+-- ctrace.tensor{...}, ctrace.zeros(d1, d2, ...)
+local core = require "ctrace.core"
+
+local M = {
+  version = core.version,
+  root = core.root,
+  tensor = core.tensor,
+  zeros = core.zeros,
+  threads = core.threads,
+  mem_bytes = core.mem_bytes,
+}
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+-- Directories searched for named models: $CTRACE_MODELS, then ../shared/models beside the
+-- project.
+function M.model_dirs()
+  local dirs = {}
+  local env = os.getenv("CTRACE_MODELS")
+  if env and env ~= "" then dirs[#dirs + 1] = env end
+  if M.root then dirs[#dirs + 1] = M.root .. "/../shared/models" end
+  return dirs
+end
+
+-- Resolves a model name ("stories260K") to a path; other strings are returned unchanged.
+function M.resolve_model(name)
+  if type(name) ~= "string" then
+    error("BAD_ARG: ctrace.load_model expects a path or model name, got " .. type(name), 3)
+  end
+  if name:find("/", 1, true) or exists(name) then return name end
+  for _, dir in ipairs(M.model_dirs()) do
+    local p = dir .. "/" .. name
+    if exists(p .. "/" .. name .. ".bin") or exists(p .. "/config.json") then return p end
+  end
+  error("NOT_FOUND: no model named '" .. name .. "' (looked in " .. table.concat(M.model_dirs(), ", ") ..
+        "; set CTRACE_MODELS or pass a path)", 3)
+end
+
+function M.load_model(path_or_name)
+  return core.load_model(M.resolve_model(path_or_name))
+end
+
+function M.load_tokenizer(path)
+  return core.load_tokenizer(path)
+end
+
+return M

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The ctrace program: the README's main job, -e, scripts with arguments, the REPL, errors.
+cd "$(dirname "$0")/../.."
+CT=${CTRACE_BUILD:-build}/ctrace
+SHARED=${CTRACE_MODELS:-../shared/models}
+n=0; failed=0
+check() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed+1)); fi; }
+
+out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+$CT -e 'io.write(require("ctrace").load_model("stories260K"):generate("", {max_tokens=200, temperature=0}))' > "$out/g.txt"
+cmp -s "$out/g.txt" "$SHARED/stories260K/greedy_200.txt"; check $? "the issue's -e command prints greedy_200.txt byte for byte"
+
+printf 'print(#arg, arg[0], ...)\n' > "$out/s.lua"
+[ "$($CT "$out/s.lua" a b)" = "2	$out/s.lua	a	b" ]; check $? "script receives arg and ..."
+
+printf 'm = ct.load_model("stories260K")\nm.n_layers\nx = 40\nx + 2\n' | $CT > "$out/repl.txt"
+[ "$(cat "$out/repl.txt")" = "$(printf '5\n42')" ]; check $? "REPL keeps state between lines"
+
+$CT -e 'error("boom")' 2> "$out/err.txt"; rc=$?
+[ $rc -ne 0 ] && grep -q "boom" "$out/err.txt" && grep -q "traceback" "$out/err.txt"; check $? "errors exit non-zero with a traceback"
+
+$CT --bogus 2>/dev/null; [ $? -eq 2 ]; check $? "unknown option exits 2"
+$CT --help | grep -q "usage: ctrace"; check $? "--help"
+
+echo "1..$n"
+[ $failed -eq 0 ]

@@ -1,0 +1,139 @@
+-- test_model.lua - the Lua surface of ctrace.Model, ctrace.Tensor and ctrace.Tokenizer on
+-- stories260K: entry points, hooks, generation, and errors that must raise, never crash.
+package.path = "tests/lua/?.lua;" .. package.path
+local t = require "tap"
+local ct = require "ctrace"
+
+local m = ct.load_model("stories260K")
+
+t.run {
+  {"greedy 200 from BOS equals greedy_200.txt", function()
+    local f = assert(io.open(t.shared .. "/stories260K/greedy_200.txt", "rb"))
+    local want = f:read("*a") f:close()
+    t.eq(m:generate("", {max_tokens = 200, temperature = 0}), want, "generate text")
+  end},
+  {"config fields", function()
+    t.eq(m.d_model, 64, "d_model")
+    t.eq(m.n_layers, 5, "n_layers")
+    t.eq(m.n_kv_heads, 4, "n_kv_heads")
+    t.eq(m.d_vocab, 512, "d_vocab")
+    t.eq(m:config().architecture, "llama2.c", "architecture")
+  end},
+  {"tokenize / detokenize", function()
+    local ids = m:tokenize("Once upon a time")
+    t.eq(ids[1], 1, "BOS first")
+    t.eq(#m:tokenize("Once upon a time", {add_special_tokens = false}), #ids - 1, "without BOS")
+    t.eq(m:detokenize(ids, {skip_special_tokens = true}), "Once upon a time", "round trip")
+  end},
+  {"forward logits match run_with_cache and generation", function()
+    local logits = m:forward("Once upon a time")
+    local shape = logits:shape()
+    t.eq(shape[1], 5, "T")
+    t.eq(shape[2], 512, "V")
+    local lg2, cache = m:run_with_cache("Once upon a time")
+    t.eq(lg2:get(5, 7), logits:get(5, 7), "same logits with the cache on")
+    local last = logits[5]
+    local greedy = m:generate("Once upon a time", {max_tokens = 1, temperature = 0})
+    t.eq(m:detokenize({last:argmax() - 1}), greedy:gsub("^ ", ""), "argmax of the last row is the greedy token")
+    -- every hook of the issue is present with its shape
+    local D, T = 64, 5
+    for l = 0, 4 do
+      for _, h in ipairs {"hook_resid_pre", "hook_resid_mid", "hook_resid_post", "ln1.hook_normalized",
+                          "ln2.hook_normalized", "mlp.hook_in", "mlp.hook_out", "hook_mlp_out", "hook_attn_out"} do
+        local x = cache["blocks." .. l .. "." .. h]
+        t.ok(x and x:shape()[1] == T and x:shape()[2] == D, "blocks." .. l .. "." .. h .. " is (T, D)")
+      end
+      local p = cache["blocks." .. l .. ".attn.hook_pattern"]
+      t.ok(p and p:shape()[1] == 8 and p:shape()[2] == T and p:shape()[3] == T, "pattern is (H, T, T)")
+      t.ok(cache["blocks." .. l .. ".ln1.hook_scale"]:shape()[1] == T, "ln1 scale is (T,)")
+      t.ok(cache["blocks." .. l .. ".ln2.hook_scale"]:shape()[1] == T, "ln2 scale is (T,)")
+    end
+    t.ok(cache["ln_final.hook_scale"] and cache["unembed.hook_pre"] and cache["hook_embed"], "global hooks")
+    -- residual bookkeeping: resid_post = resid_mid + mlp_out, resid_mid = resid_pre + attn_out
+    local pre, mid, post = cache["blocks.2.hook_resid_pre"], cache["blocks.2.hook_resid_mid"], cache["blocks.2.hook_resid_post"]
+    local ao, mo = cache["blocks.2.hook_attn_out"], cache["blocks.2.hook_mlp_out"]
+    local worst = 0
+    for i = 1, T do for j = 1, D do
+      worst = math.max(worst, math.abs(pre:get(i, j) + ao:get(i, j) - mid:get(i, j)),
+                       math.abs(mid:get(i, j) + mo:get(i, j) - post:get(i, j)))
+    end end
+    t.ok(worst < 1e-5, "residual sums hold (max err " .. worst .. ")")
+    -- pattern rows sum to one and are causal
+    local pat = cache["blocks.1.attn.hook_pattern"]
+    local s = 0
+    for k = 1, T do s = s + pat:get(3, 4, k) end
+    t.close(s, 1, 1e-5, "pattern row sums to 1")
+    t.eq(pat:get(3, 2, 4), 0, "pattern is causal")
+  end},
+  {"TransformerLens aliases and selected hooks", function()
+    local _, c = m:run_with_cache({1, 403, 407}, {hooks = {"blocks.3.hook_mlp_in", "blocks.1.ln2.hook_normalized"}})
+    t.ok(c["blocks.3.mlp.hook_in"] ~= nil, "hook_mlp_in is an alias of mlp.hook_in")
+    local n = 0
+    for _ in pairs(c) do n = n + 1 end
+    t.eq(n, 2, "only the requested hooks")
+  end},
+  {"seeded sampling repeats", function()
+    local a = m:generate("Lily", {max_tokens = 30, temperature = 1, top_p = 0.9, seed = 7})
+    local b = m:generate("Lily", {max_tokens = 30, temperature = 1, top_p = 0.9, seed = 7})
+    t.eq(a, b, "same seed same text")
+  end},
+  {"tensor views and printing", function()
+    local x = ct.tensor {1, 2, 3, 4, 5, 6}
+    t.eq(#x, 6, "length")
+    t.eq(x[3], 3, "index")
+    local s = x:slice(1, 2, 4)
+    t.eq(s:numel(), 3, "slice length")
+    t.eq(s[1], 2, "slice starts at 2")
+    x:set(2, 20)
+    t.eq(s[1], 20, "slice shares storage")
+    t.ok(tostring(x):find("tensor%(%[1%.0000, 20%.0000") ~= nil, "tostring: " .. tostring(x))
+    local z = ct.zeros(2, 3)
+    t.eq(z[2]:numel(), 3, "row view of a 2-d tensor")
+    t.eq(#z:totable(), 2, "totable")
+    local view = z[1]
+    z = nil
+    collectgarbage("collect")
+    t.eq(view[1], 0, "a view outlives its parent")
+  end},
+  {"load_tokenizer alone", function()
+    local tok = ct.load_tokenizer(t.shared .. "/stories260K/tok512.bin")
+    t.eq(tok:vocab_size(), 512, "vocab")
+    t.eq(tok.bos_token_id, 1, "bos")
+    local ids = tok:encode("Lily")
+    t.eq(tok:decode(ids, {skip_special_tokens = true}), "Lily", "round trip")
+    local mt = m:tokenizer()
+    t.eq(#mt:encode("Lily"), #ids, "model tokenizer agrees")
+  end},
+}
+
+-- errors: wrong types, unknown options, freed objects, out-of-range indices
+t.run {
+  {"errors raise cleanly", function()
+    t.raises(function() ct.load_model("no/such/model") end, "NOT_FOUND", "missing model")
+    t.raises(function() ct.load_model(42) end, "BAD_ARG", "number as path")
+    t.raises(function() m:generate("x", {max_tokens = 1, bogus = 1}) end, "unknown option 'bogus'", "unknown option")
+    t.raises(function() m:generate("x", {max_tokens = "many"}) end, "expects a number", "wrong option type")
+    t.raises(function() m:forward({1, 9999}) end, "OUT_OF_RANGE", "token outside the vocabulary")
+    t.raises(function() m:forward({}) end, "BAD_ARG", "empty input")
+    t.raises(function() m:forward(12) end, "expects a prompt string", "number as prompt")
+    t.raises(function() m:run_with_cache("x", {hooks = {"blocks.9.hook_resid_mid"}}) end, "NOT_FOUND", "layer out of range")
+    t.raises(function() m:run_with_cache("x", {hooks = {"blocks.0.ln1_post.hook_scale"}}) end, "does not exist",
+             "Gemma-only hook on a Llama model")
+    t.raises(function() m:tokenize("\255abc") end, "BAD_UTF8", "invalid UTF-8 text")
+    local x = ct.tensor {1, 2, 3}
+    t.raises(function() return x[4] end, "OUT_OF_RANGE", "index past the end")
+    t.raises(function() return x[0] end, "OUT_OF_RANGE", "index 0")
+    t.raises(function() x:slice(1, 2, 9) end, "OUT_OF_RANGE", "slice past the end")
+    t.raises(function() x:get(1, 1) end, "expected 1 indices", "wrong index count")
+    t.raises(function() x.select(m, 1, 1) end, "ctrace.Tensor expected", "model passed as tensor")
+    x:free()
+    t.raises(function() return x[1] end, "freed", "freed tensor")
+    local m2 = ct.load_model("stories260K")
+    local tok = m2:tokenizer()
+    m2:free()
+    t.raises(function() m2:forward({1}) end, "freed", "freed model")
+    t.raises(function() tok:encode("a") end, "freed", "tokenizer of a freed model")
+    m2:free()   -- idempotent
+  end},
+}
+t.done()

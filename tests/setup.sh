@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what ctrace needs on a Debian machine, skipping what is already there.
+#   tests/setup.sh runtime   Debian packages to build and run ctrace
+#   tests/setup.sh test      also the test tools (clang for libFuzzer, node + npm packages
+#                            used as tokenizer oracles)
+set -eu
+cd "$(dirname "$0")/.."
+mode=${1:-runtime}
+
+runtime_pkgs="pkg-config libluajit-5.1-dev luajit libopenblas-dev libcjson-dev libcurl4-openssl-dev libutf8proc-dev make gcc"
+test_pkgs="clang perl"
+
+missing=""
+for p in $runtime_pkgs $([ "$mode" = test ] && echo $test_pkgs); do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ "$mode" = test ] && ! command -v node >/dev/null; then missing="$missing nodejs npm"; fi
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "ctrace: missing Debian packages:$missing" >&2
+    echo "ctrace: install them with: sudo apt-get install$missing" >&2
+    exit 1
+  fi
+  echo "ctrace: installing$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+if [ "$mode" = test ] && [ ! -d tests/tok/node_modules/@huggingface/tokenizers ]; then
+  echo "ctrace: installing the tokenizer oracles (npm)"
+  (cd tests/tok && npm ci --no-audit --no-fund --loglevel=error)
+fi
+exit 0

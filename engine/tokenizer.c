@@ -384,7 +384,7 @@ static ct_status llama2c_encode(const ct_tokenizer *t, const char *text, size_t 
 static ct_status llama2c_decode(const ct_tokenizer *t, const int *ids, int n, int skip_special, char **text,
                                 size_t *len, ct_err *err) {
     ct_buf b = {0};
-    int ok = ct_buf_put(&b, "", 0);
+    int ok = ct_buf_put(&b, "", 0), started = 0;
     for (int i = 0; ok && i < n; i++) {
         int id = ids[i];
         if (id < 0 || id >= t->n_vocab) {
@@ -403,9 +403,10 @@ static ct_status llama2c_decode(const ct_tokenizer *t, const int *ids, int n, in
             char ch = (char)byte;
             ok = ct_buf_put(&b, &ch, 1);
         } else {
-            if (b.n == 0 && pl && p[0] == ' ') p++, pl--;   // the dummy prefix
+            if (!started && pl && p[0] == ' ') p++, pl--;   // the dummy prefix
             ok = ct_buf_put(&b, p, pl);
         }
+        started = 1;
     }
     if (!ok) {
         free(b.p);

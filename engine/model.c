@@ -273,9 +273,9 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
             for (int j = 0; j < S; j++) a[j] = 0.0f;
             for (int j = lo; j <= p; j++) {
                 const float *kv = kc + (size_t)j * kvd + (size_t)kvh * hd;
-                float s = 0.0f;
-                for (int i = 0; i < hd; i++) s += qv[i] * kv[i];
-                s *= c->attn_scale;
+                double dot = 0.0;   // double: the sum must not depend on the order of RoPE pairs
+                for (int i = 0; i < hd; i++) dot += (double)qv[i] * kv[i];
+                float s = (float)dot * c->attn_scale;
                 if (c->attn_softcap > 0) s = c->attn_softcap * tanhf(s / c->attn_softcap);
                 a[j] = s;
             }

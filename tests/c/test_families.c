@@ -1,0 +1,281 @@
+// test_families.c - Hugging Face checkpoints of every family: tiny random checkpoints written
+// with ctrace's safetensors writer (F32, F16, BF16) load, run, expose every hook point with
+// the right shape and round-trip through the writer; stories260K written as a Hugging Face
+// Llama directory gives the llama2.c checkpoint's logits.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "model.h"
+#include "safetensors.h"
+
+static uint64_t rng = 12345;
+static float urand(void) {   // uniform(-0.5, 0.5)
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((rng >> 40) / 16777216.0) - 0.5f;
+}
+
+#define MAX_T 64
+typedef struct {
+    ct_st_entry e[MAX_T * 4];
+    float *data[MAX_T * 4];
+    int n;
+} ckpt;
+
+static void add(ckpt *c, const char *name, ct_dtype dt, int nd, int64_t d0, int64_t d1, float base) {
+    ct_st_entry *e = &c->e[c->n];
+    size_t numel = (size_t)d0 * (size_t)(nd == 2 ? d1 : 1);
+    float *p = malloc(sizeof(float) * numel);
+    for (size_t i = 0; i < numel; i++) p[i] = base + urand();
+    e->name = strdup(name);
+    e->dtype = dt;
+    e->ndim = nd;
+    e->shape[0] = d0;
+    e->shape[1] = d1;
+    e->data = p;
+    c->data[c->n++] = p;
+}
+
+static void ckpt_free(ckpt *c) {
+    for (int i = 0; i < c->n; i++) {
+        free(c->data[i]);
+        free((char *)c->e[i].name);
+    }
+    c->n = 0;
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+enum { D = 16, F = 32, V = 40, L = 2, H = 4, KV = 2 };
+
+// Writes a tiny random checkpoint of a family into dir.
+static void make_family(const char *dir, const char *arch, ct_dtype dt) {
+    mkdir(dir, 0755);
+    ckpt c = {0};
+    char n[128], cfg[2048], path[1100];
+    int hd = strcmp(arch, "Qwen3ForCausalLM") == 0 ? 8 : D / H;
+    if (strcmp(arch, "GPT2LMHeadModel") == 0) {
+        snprintf(cfg, sizeof cfg, "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_embd\": %d, \"n_layer\": %d, "
+                 "\"n_head\": %d, \"n_positions\": 16, \"vocab_size\": %d, \"layer_norm_epsilon\": 1e-5, "
+                 "\"activation_function\": \"gelu_new\"}", D, L, H, V);
+        add(&c, "transformer.wte.weight", dt, 2, V, D, 0);
+        add(&c, "transformer.wpe.weight", dt, 2, 16, D, 0);
+        for (int l = 0; l < L; l++) {
+#define A(suffix, nd, a, b, base) (snprintf(n, sizeof n, "transformer.h.%d.%s", l, suffix), add(&c, n, dt, nd, a, b, base))
+            A("ln_1.weight", 1, D, 0, 1); A("ln_1.bias", 1, D, 0, 0);
+            A("attn.c_attn.weight", 2, D, 3 * D, 0); A("attn.c_attn.bias", 1, 3 * D, 0, 0);
+            A("attn.c_proj.weight", 2, D, D, 0); A("attn.c_proj.bias", 1, D, 0, 0);
+            A("ln_2.weight", 1, D, 0, 1); A("ln_2.bias", 1, D, 0, 0);
+            A("mlp.c_fc.weight", 2, D, 4 * D, 0); A("mlp.c_fc.bias", 1, 4 * D, 0, 0);
+            A("mlp.c_proj.weight", 2, 4 * D, D, 0); A("mlp.c_proj.bias", 1, D, 0, 0);
+#undef A
+        }
+        add(&c, "transformer.ln_f.weight", dt, 1, D, 0, 1);
+        add(&c, "transformer.ln_f.bias", dt, 1, D, 0, 0);
+    } else {
+        int gemma = strcmp(arch, "Gemma2ForCausalLM") == 0, qwen = hd == 8, llama = !gemma && !qwen;
+        snprintf(cfg, sizeof cfg, "{\"architectures\": [\"%s\"], \"hidden_size\": %d, \"intermediate_size\": %d, "
+                 "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
+                 "\"vocab_size\": %d, \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0, \"tie_word_embeddings\": %s%s}",
+                 arch, D, F, L, H, KV, hd, V, llama ? "false" : "true",
+                 gemma ? ", \"query_pre_attn_scalar\": 8, \"attn_logit_softcapping\": 50.0, \"final_logit_softcapping\": 30.0, "
+                         "\"sliding_window\": 4, \"hidden_activation\": \"gelu_pytorch_tanh\""
+                 : llama ? ", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+                           "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 16}" : "");
+        add(&c, "model.embed_tokens.weight", dt, 2, V, D, 0);
+        for (int l = 0; l < L; l++) {
+#define A(suffix, nd, a, b, base) (snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix), add(&c, n, dt, nd, a, b, base))
+            A("input_layernorm.weight", 1, D, 0, gemma ? 0 : 1);
+            A("self_attn.q_proj.weight", 2, H * hd, D, 0); A("self_attn.k_proj.weight", 2, KV * hd, D, 0);
+            A("self_attn.v_proj.weight", 2, KV * hd, D, 0); A("self_attn.o_proj.weight", 2, D, H * hd, 0);
+            if (qwen) { A("self_attn.q_norm.weight", 1, hd, 0, 1); A("self_attn.k_norm.weight", 1, hd, 0, 1); }
+            A("post_attention_layernorm.weight", 1, D, 0, gemma ? 0 : 1);
+            if (gemma) { A("pre_feedforward_layernorm.weight", 1, D, 0, 0); A("post_feedforward_layernorm.weight", 1, D, 0, 0); }
+            A("mlp.gate_proj.weight", 2, F, D, 0); A("mlp.up_proj.weight", 2, F, D, 0); A("mlp.down_proj.weight", 2, D, F, 0);
+#undef A
+        }
+        add(&c, "model.norm.weight", dt, 1, D, 0, gemma ? 0 : 1);
+        if (llama) add(&c, "lm_head.weight", dt, 2, V, D, 0);
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_file(path, cfg);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ct_err err = {0};
+    const char *meta[] = {"format", "pt"};
+    if (ct_safetensors_write(path, c.e, c.n, meta, 1, &err)) printf("# write failed: %s\n", err.msg);
+    ckpt_free(&c);
+}
+
+// Re-saves every tensor of dir/model.safetensors as F32 into out_dir (with the same config).
+static int resave(const char *dir, const char *out_dir) {
+    char path[1100], cmd[2400];
+    mkdir(out_dir, 0755);
+    snprintf(cmd, sizeof cmd, "cp %s/config.json %s/config.json", dir, out_dir);
+    if (system(cmd) != 0) return 0;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ct_safetensors *st;
+    ct_err err = {0};
+    if (ct_safetensors_open(&st, path, &err)) return 0;
+    ct_st_entry *e = calloc((size_t)st->n_tensors, sizeof *e);
+    for (int i = 0; i < st->n_tensors; i++) {
+        const ct_st_tensor *t = &st->tensors[i];
+        float *p = malloc(sizeof(float) * (size_t)ct_st_numel(t));
+        ct_st_to_f32(p, t, &err);
+        e[i] = (ct_st_entry){.name = t->name, .dtype = CT_DT_F32, .ndim = t->ndim, .data = p};
+        memcpy(e[i].shape, t->shape, sizeof t->shape);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    int ok = ct_safetensors_write(path, e, st->n_tensors, NULL, 0, &err) == CT_OK;
+    for (int i = 0; i < st->n_tensors; i++) free((void *)e[i].data);
+    free(e);
+    ct_safetensors_free(st);
+    return ok;
+}
+
+static const int prompt[8] = {0, 3, 4, 3, 2, 5, 3, 8};
+
+static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
+    char dir[512], dir2[600];
+    snprintf(dir, sizeof dir, "%s/%s-%s", tmp, arch, ct_dtype_name(dt));
+    snprintf(dir2, sizeof dir2, "%s-resaved", dir);
+    make_family(dir, arch, dt);
+    ct_model *m = NULL, *m2 = NULL;
+    ct_err err = {0};
+    ct_status rc = ct_model_load(&m, dir, &err);
+    ok(rc == CT_OK, "%s %s loads (%s)", arch, ct_dtype_name(dt), rc ? err.msg : "ok");
+    if (rc) return;
+    ct_hook_cache hc;
+    ct_hook_cache_init_all(&hc, m, &err);
+    float logits[8 * V], logits2[8 * V];
+    rc = ct_model_forward(m, prompt, 8, NULL, &hc, logits, 1, &err);
+    int finite = 1;
+    for (int i = 0; i < 8 * V; i++) finite = finite && isfinite(logits[i]);
+    ok(rc == CT_OK && finite, "%s %s forward gives finite logits", arch, ct_dtype_name(dt));
+    int shapes_ok = hc.n > 0;
+    for (int i = 0; i < hc.n; i++) {
+        int64_t want[4];
+        int nd = ct_hook_shape(m, hc.ids[i], 8, want);
+        ct_tensor *t = hc.values[i];
+        int good = t && t->ndim == nd;
+        for (int d = 0; good && d < nd; d++) good = t->shape[d] == want[d];
+        if (!good) {
+            char name[96];
+            ct_hook_name(hc.ids[i], name, sizeof name);
+            printf("# bad hook %s\n", name);
+        }
+        shapes_ok = shapes_ok && good;
+    }
+    int expect = 5 + (m->cfg.learned_pos ? 1 : 0) - 1 + L * (CT_HOOK_N_LAYER - (m->cfg.post_norms ? 0 : 2));
+    ok(shapes_ok && hc.n == expect, "%s: all %d hook points present with the right shapes", arch, hc.n);
+    // incremental decoding with the KV cache equals the batched pass
+    ct_kv_cache kv;
+    ct_kv_cache_init(&kv, m, 8, &err);
+    float step[V];
+    int same = 1;
+    for (int t = 0; t < 8; t++) {
+        ct_model_forward(m, &prompt[t], 1, &kv, NULL, step, 0, &err);
+        for (int v = 0; v < V; v++) same = same && fabsf(step[v] - logits[t * V + v]) <= 1e-5f + 1e-5f * fabsf(step[v]);
+    }
+    ct_kv_cache_free(&kv);
+    ok(same, "%s: KV-cache steps match the batched forward (1e-5)", arch);
+    ct_hook_cache_free(&hc);
+    ok(resave(dir, dir2), "%s: re-saved through the writer as F32", arch);
+    rc = ct_model_load(&m2, dir2, &err);
+    if (!rc) rc = ct_model_forward(m2, prompt, 8, NULL, NULL, logits2, 1, &err);
+    ok(rc == CT_OK && memcmp(logits, logits2, sizeof logits) == 0, "%s %s: the re-saved checkpoint gives identical logits",
+       arch, ct_dtype_name(dt));
+    ct_model_free(m);
+    ct_model_free(m2);
+}
+
+// stories260K as a Hugging Face Llama directory: q/k rows permuted from llama2.c's interleaved
+// RoPE pairs to rotate-half order.
+static void check_llama2c_as_hf(const char *tmp) {
+    const char *models = getenv("CTRACE_MODELS") ? getenv("CTRACE_MODELS") : "../shared/models";
+    char path[1100], dir[512];
+    snprintf(path, sizeof path, "%s/stories260K/stories260K.bin", models);
+    ct_model *a = NULL, *b = NULL;
+    ct_err err = {0};
+    if (ct_model_load(&a, path, &err)) {
+        ok(0, "load stories260K (%s)", err.msg);
+        return;
+    }
+    const ct_config *c = &a->cfg;
+    int d = c->d_model, f = c->d_mlp, hd = c->head_dim, kvd = c->n_kv_heads * hd;
+    snprintf(dir, sizeof dir, "%s/stories260K-hf", tmp);
+    mkdir(dir, 0755);
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": %d, \"intermediate_size\": %d, "
+             "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"vocab_size\": %d, "
+             "\"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, \"max_position_embeddings\": %d, \"tie_word_embeddings\": true, "
+             "\"bos_token_id\": 1, \"eos_token_id\": 2}", d, f, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->max_seq_len);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_file(path, cfg);
+    ct_st_entry e[256];
+    float *owned[256];
+    int n = 0, no = 0;
+    char names[256][96];
+#define E(nm, p, a0, a1) (snprintf(names[n], 96, "%s", nm), e[n] = (ct_st_entry){names[n], CT_DT_F32, (a1) ? 2 : 1, {a0, a1}, p}, n++)
+    E("model.embed_tokens.weight", a->embed, c->vocab_size, d);
+    E("model.norm.weight", a->lnf_w, d, 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        const ct_layer *w = &a->layers[l];
+        char nm[96];
+        float *q = owned[no++] = malloc(sizeof(float) * (size_t)d * d), *k = owned[no++] = malloc(sizeof(float) * (size_t)kvd * d);
+        // HF row (h, j, i) = llama2.c row (h, i, j): pairs (2i, 2i+1) -> (i, i + hd/2)
+        for (int r = 0; r < d; r++) {
+            int h = r / hd, j = (r % hd) / (hd / 2), i = r % (hd / 2);
+            memcpy(q + (size_t)r * d, w->wq + (size_t)(h * hd + 2 * i + j) * d, sizeof(float) * (size_t)d);
+            if (r < kvd) memcpy(k + (size_t)r * d, w->wk + (size_t)(h * hd + 2 * i + j) * d, sizeof(float) * (size_t)d);
+        }
+#define L_(s, p, a0, a1) (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, s), E(nm, p, a0, a1))
+        L_("input_layernorm.weight", w->ln1_w, d, 0);
+        L_("self_attn.q_proj.weight", q, d, d);
+        L_("self_attn.k_proj.weight", k, kvd, d);
+        L_("self_attn.v_proj.weight", w->wv, kvd, d);
+        L_("self_attn.o_proj.weight", w->wo, d, d);
+        L_("post_attention_layernorm.weight", w->ln2_w, d, 0);
+        L_("mlp.gate_proj.weight", w->w_gate, f, d);
+        L_("mlp.up_proj.weight", w->w_up, f, d);
+        L_("mlp.down_proj.weight", w->w_down, d, f);
+#undef L_
+    }
+#undef E
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ct_status rc = ct_safetensors_write(path, e, n, NULL, 0, &err);
+    for (int i = 0; i < no; i++) free(owned[i]);
+    if (!rc) rc = ct_model_load(&b, dir, &err);
+    ok(rc == CT_OK, "stories260K written as a Hugging Face Llama directory loads (%s)", rc ? err.msg : "ok");
+    int ids[32] = {1};
+    for (int t = 1; t < 32; t++) ids[t] = (t * 37) % c->vocab_size;
+    float *la = malloc(sizeof(float) * 32 * (size_t)c->vocab_size), *lb = malloc(sizeof(float) * 32 * (size_t)c->vocab_size);
+    if (!rc) rc = ct_model_forward(a, ids, 32, NULL, NULL, la, 1, &err);
+    if (!rc) rc = ct_model_forward(b, ids, 32, NULL, NULL, lb, 1, &err);
+    ok(rc == CT_OK && check_close(lb, la, 32 * (size_t)c->vocab_size, 1e-5, 0, "llama2.c vs HF logits"),
+       "llama2.c checkpoint and its Hugging Face form agree to 1e-5 on 32 positions");
+    free(la);
+    free(lb);
+    ct_model_free(a);
+    ct_model_free(b);
+}
+
+int main(void) {
+    char tmp[] = "/tmp/ctrace-families-XXXXXX";
+    if (!mkdtemp(tmp)) return 1;
+    const char *archs[] = {"LlamaForCausalLM", "Gemma2ForCausalLM", "GPT2LMHeadModel", "Qwen3ForCausalLM"};
+    const ct_dtype dts[] = {CT_DT_F32, CT_DT_BF16, CT_DT_F16};
+    for (int a = 0; a < 4; a++)
+        for (int k = 0; k < 3; k++) check_family(tmp, archs[a], dts[(a + k) % 3 == 0 ? 0 : k]);
+    check_llama2c_as_hf(tmp);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    if (system(cmd) != 0) printf("# could not remove %s\n", tmp);
+    return check_done();
+}

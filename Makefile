@@ -43,7 +43,7 @@ BIND_OBJ = $(BIND_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC = $(wildcard tests/c/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
-.PHONY: run check all test test-c test-lua test-tok test-fuzz asan deps bench clean
+.PHONY: run check all test test-c test-lua asan fuzz deps bench clean
 
 all: $(BUILD)/ctrace
 
@@ -58,7 +58,7 @@ run:
 
 check:
 	@tests/setup.sh test
-	@$(MAKE) --no-print-directory test
+	@$(MAKE) --no-print-directory test asan
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -86,7 +86,23 @@ test-lua: all
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN))
-	ASAN_OPTIONS=detect_leaks=1 BUILD=build-asan SKIP_SLOW=1 tests/run_all.sh
+	ASAN_OPTIONS=detect_leaks=1 BUILD=build-asan SKIP_FUZZ=1 tests/run_all.sh
+
+# ---- fuzzing (libFuzzer, clang) ---------------------------------------------
+FUZZ_SRC  = $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN  = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
+FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+             $(DEP_CFLAGS) -Iengine
+FUZZ_CORE = $(CORE_SRC:%.c=build-fuzz/%.o)
+
+build-fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_CORE)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
+fuzz: $(FUZZ_BIN)
 
 deps:
 	tests/setup.sh runtime

@@ -139,7 +139,7 @@ static void llama2c_config(ct_config *c, const int32_t *h) {
     c->n_layers = h[2];
     c->n_heads = h[3];
     c->n_kv_heads = h[4];
-    c->vocab_size = h[5] < 0 ? -h[5] : h[5];
+    c->vocab_size = h[5] == INT32_MIN ? 0 : h[5] < 0 ? -h[5] : h[5];
     c->max_seq_len = h[6];
     c->head_dim = c->n_heads > 0 ? c->d_model / c->n_heads : 0;
     c->norm = CT_NORM_RMS;
@@ -170,7 +170,6 @@ ct_status ct_model_parse_llama2c(ct_model **out, const uint8_t *buf, size_t size
                        "supported; expected the legacy version 0 (export with --version 0)");
     ct_config c;
     llama2c_config(&c, h);
-    if (h[5] == INT32_MIN) c.vocab_size = 0;
     if (h[3] <= 0 || h[0] % h[3] != 0)
         return ct_fail(err, CT_STATUS_BAD_FORMAT, "llama2.c checkpoint: dim %d is not a positive multiple of n_heads %d",
                        h[0], h[3]);
@@ -348,7 +347,7 @@ static int json_bool(const cJSON *o, const char *key, int def) {
 static int json_token_id(const cJSON *o, const char *key, int def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
-    return cJSON_IsNumber(v) ? (int)v->valuedouble : def;
+    return cJSON_IsNumber(v) && v->valuedouble >= -1 && v->valuedouble < (1 << 24) ? (int)v->valuedouble : def;
 }
 
 static ct_status hf_config(ct_config *c, const cJSON *j, const char *dir, ct_err *err) {

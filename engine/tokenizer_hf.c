@@ -134,6 +134,13 @@ void ct_hf_free(struct ct_hf_tok *hf) {
     free(hf);
 }
 
+// A JSON number that is an integer in [lo, hi], else def (NaN and huge values included).
+static int json_int_in(const cJSON *v, int lo, int hi, int def) {
+    if (!cJSON_IsNumber(v)) return def;
+    double d = v->valuedouble;
+    return d >= lo && d <= hi && d == (double)(int)d ? (int)d : def;
+}
+
 static int is_letter(uint32_t c) {
     if (c < 128) return (c | 32) >= 'a' && (c | 32) <= 'z';
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
@@ -369,10 +376,8 @@ static ct_status parse_decoder(struct ct_hf_tok *hf, const cJSON *n, ct_err *err
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(n, "content");
         s->type = DEC_STRIP;
         s->a = dupstr(cJSON_IsString(content) ? content->valuestring : " ");
-        s->start = (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(n, "start"));
-        s->stop = (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(n, "stop"));
-        if (s->start < 0 || s->start > 1000) s->start = 0;
-        if (s->stop < 0 || s->stop > 1000) s->stop = 0;
+        s->start = json_int_in(cJSON_GetObjectItemCaseSensitive(n, "start"), 0, 1000, 0);
+        s->stop = json_int_in(cJSON_GetObjectItemCaseSensitive(n, "stop"), 0, 1000, 0);
     } else {
         return ct_fail(err, CT_STATUS_UNSUPPORTED, "tokenizer.json: decoder '%.40s' is not supported "
                        "(supported: ByteLevel, ByteFallback, Fuse, Replace, Strip, Sequence)", t);
@@ -413,8 +418,8 @@ static ct_status parse_post(struct ct_hf_tok *hf, const cJSON *n, const ct_token
         if (!cJSON_IsArray(ids))
             return ct_fail(err, CT_STATUS_BAD_FORMAT, "tokenizer.json: TemplateProcessing special token '%.40s' has no ids", name);
         cJSON_ArrayForEach(v, ids) {
-            int id = (int)cJSON_GetNumberValue(v);
-            if (!cJSON_IsNumber(v) || id < 0 || id >= t->n_vocab)
+            int id = json_int_in(v, 0, t->n_vocab - 1, -1);
+            if (id < 0)
                 return ct_fail(err, CT_STATUS_BAD_FORMAT, "tokenizer.json: special token '%.40s' id out of range", name);
             int *cnt = seen_seq ? &hf->n_suffix : &hf->n_prefix;
             int *arr = seen_seq ? hf->suffix : hf->prefix;
@@ -461,19 +466,17 @@ static ct_status parse_json(ct_tokenizer *t, const cJSON *j, const cJSON *cfg, c
     // vocabulary size: one past the largest id of vocab and added tokens
     int max_id = -1, n_entries = 0;
     cJSON_ArrayForEach(e, vocab) {
-        double v = cJSON_GetNumberValue(e);
-        if (!cJSON_IsNumber(e) || v < 0 || v >= (1 << 24) || v != (int)v)
-            return ct_fail(err, CT_STATUS_BAD_FORMAT, "tokenizer.json: vocab entry has an invalid id");
-        if ((int)v > max_id) max_id = (int)v;
+        int id = json_int_in(e, 0, (1 << 24) - 1, -1);
+        if (id < 0) return ct_fail(err, CT_STATUS_BAD_FORMAT, "tokenizer.json: vocab entry '%.40s' has an invalid id", e->string);
+        if (id > max_id) max_id = id;
         n_entries++;
     }
     cJSON_ArrayForEach(e, added) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+        int id = json_int_in(cJSON_GetObjectItemCaseSensitive(e, "id"), 0, (1 << 24) - 1, -1);
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
-        double v = cJSON_GetNumberValue(id);
-        if (!cJSON_IsNumber(id) || v < 0 || v >= (1 << 24) || !cJSON_IsString(content) || !content->valuestring[0])
-            return ct_fail(err, CT_STATUS_BAD_FORMAT, "tokenizer.json: added token needs an id in range and non-empty content");
-        if ((int)v > max_id) max_id = (int)v;
+        if (id < 0 || !cJSON_IsString(content) || !content->valuestring[0])
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "tokenizer.json: added token needs an id in 0..16777215 and non-empty content");
+        if (id > max_id) max_id = id;
         n_entries++;
     }
     t->n_vocab = max_id + 1;

@@ -111,6 +111,6 @@ bench: all
 	bench/run.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(CORE_OBJ:.o=.d) $(BIND_OBJ:.o=.d)

@@ -2,6 +2,7 @@
 // Loading lives in model_load.c. Legend: see model.h.
 #include "model.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +200,7 @@ typedef struct {
     float *hg, *hu;  // (T, F)
     float *mo;       // (T, D)
     float *scale;    // (T,) norm denominators
+    float *cs, *sn;  // (T, hd/2) RoPE angles
 } fwd_buffers;
 
 // Where a hook's tensor is (NULL: not requested).
@@ -236,19 +238,47 @@ static void norm_rows(const ct_config *c, float *out, const float *x, const floa
     }
 }
 
-// Rotates one head vector v (hd,) at absolute position pos.
-static void rope_apply(const ct_model *m, float *v, int pos) {
-    const ct_config *c = &m->cfg;
+// cs, sn (T, hd/2): cos and sin of position * inv_freq for the T positions from pos0.
+static void rope_table(const ct_model *m, float *cs, float *sn, int pos0, int T) {
+    int half = m->cfg.head_dim / 2;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float ang = (float)(pos0 + t) * m->rope_inv_freq[i];
+            cs[t * half + i] = cosf(ang);
+            sn[t * half + i] = sinf(ang);
+        }
+}
+
+// Rotates one head vector v (hd,) by the angles of one position (cs, sn: (hd/2,)).
+static void rope_apply(const ct_config *c, float *v, const float *cs, const float *sn) {
     int half = c->head_dim / 2;
     for (int i = 0; i < half; i++) {
-        float ang = (float)pos * m->rope_inv_freq[i];
-        float cs = cosf(ang), sn = sinf(ang);
         int a = c->rope == CT_ROPE_ADJACENT ? 2 * i : i;
         int b = c->rope == CT_ROPE_ADJACENT ? 2 * i + 1 : i + half;
         float v0 = v[a], v1 = v[b];
-        v[a] = v0 * cs - v1 * sn;
-        v[b] = v0 * sn + v1 * cs;
+        v[a] = v0 * cs[i] - v1 * sn[i];
+        v[b] = v0 * sn[i] + v1 * cs[i];
     }
+}
+
+// y (n,) += a * x (n,)
+static void axpy(float *restrict y, float a, const float *restrict x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+// q . k (hd,) summed pair by pair in RoPE-pair order, so a checkpoint gives the same bits
+// whether its heads store pairs adjacent (llama2.c) or split in halves (Hugging Face).
+static float rope_dot(const ct_config *c, const float *q, const float *k) {
+    int half = c->head_dim / 2;
+    float s = 0.0f;
+    if (c->rope == CT_ROPE_ADJACENT) {
+        for (int i = 0; i < half; i++) s += q[2 * i] * k[2 * i] + q[2 * i + 1] * k[2 * i + 1];
+    } else if (c->rope == CT_ROPE_HALF) {
+        for (int i = 0; i < half; i++) s += q[i] * k[i] + q[i + half] * k[i + half];
+    } else {
+        for (int i = 0; i < c->head_dim; i++) s += q[i] * k[i];
+    }
+    return s;
 }
 
 static float act_fn(const ct_config *c, float x) {
@@ -273,29 +303,29 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
             for (int j = 0; j < S; j++) a[j] = 0.0f;
             for (int j = lo; j <= p; j++) {
                 const float *kv = kc + (size_t)j * kvd + (size_t)kvh * hd;
-                double dot = 0.0;   // double: the sum must not depend on the order of RoPE pairs
-                for (int i = 0; i < hd; i++) dot += (double)qv[i] * kv[i];
-                float s = (float)dot * c->attn_scale;
+                float s = rope_dot(c, qv, kv) * c->attn_scale;
                 if (c->attn_softcap > 0) s = c->attn_softcap * tanhf(s / c->attn_softcap);
                 a[j] = s;
             }
             ct_softmax(a + lo, p - lo + 1);
-            float *zo = z + (size_t)t * c->n_heads * hd + (size_t)h * hd;
-            for (int i = 0; i < hd; i++) zo[i] = 0.0f;
-            for (int j = lo; j <= p; j++) {
-                const float *vv = vc + (size_t)j * kvd + (size_t)kvh * hd;
-                float w = a[j];
-                for (int i = 0; i < hd; i++) zo[i] += w * vv[i];
-            }
             if (pattern_hook)
                 memcpy(pattern_hook + ((size_t)h * T + t) * T, a, sizeof(float) * (size_t)T);
+            if (T == 1) {   // one query: a plain loop beats a BLAS call
+                float *zo = z + (size_t)h * hd;
+                for (int i = 0; i < hd; i++) zo[i] = 0.0f;
+                for (int j = lo; j <= p; j++) axpy(zo, a[j], vc + (size_t)j * kvd + (size_t)kvh * hd, hd);
+            }
         }
+        // z_h (T, hd) = P_h (T, S) @ V_kvh (S, hd), rows of z strided by H*hd
+        if (T > 1)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, 1.0f, att + (size_t)h * T * S, S,
+                        vc + (size_t)kvh * hd, kvd, 0.0f, z + (size_t)h * hd, c->n_heads * hd);
     }
 }
 
 static void buffers_free(fwd_buffers *b) {
     free(b->x); free(b->xb); free(b->q); free(b->z); free(b->att);
-    free(b->ao); free(b->hg); free(b->hu); free(b->mo); free(b->scale);
+    free(b->ao); free(b->hg); free(b->hu); free(b->mo); free(b->scale); free(b->cs); free(b->sn);
 }
 
 ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *kv_in,
@@ -345,11 +375,14 @@ ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *k
         .att = malloc((size_t)c->n_heads * T * S * sizeof(float)), .ao = malloc(TD * sizeof(float)),
         .hg = malloc((size_t)T * Fm * sizeof(float)), .hu = malloc((size_t)T * Fm * sizeof(float)),
         .mo = malloc(TD * sizeof(float)), .scale = malloc((size_t)T * sizeof(float)),
+        .cs = malloc(((size_t)T * hd / 2 + 1) * sizeof(float)), .sn = malloc(((size_t)T * hd / 2 + 1) * sizeof(float)),
     };
-    if (!b.x || !b.xb || !b.q || !b.z || !b.att || !b.ao || !b.hg || !b.hu || !b.mo || !b.scale) {
+    if (!b.x || !b.xb || !b.q || !b.z || !b.att || !b.ao || !b.hg || !b.hu || !b.mo || !b.scale || !b.cs || !b.sn) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a forward pass over %d positions", T);
         goto done;
     }
+
+    if (c->rope != CT_ROPE_NONE) rope_table(m, b.cs, b.sn, pos0, T);
 
     // embeddings: x = embed[token] * scale (+ pos_embed)
     for (int t = 0; t < T; t++) {
@@ -382,13 +415,14 @@ ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *k
         for (int t = 0; t < T; t++) {
             float *kr = kc + (size_t)(pos0 + t) * kvd;
             float *qr = b.q + (size_t)t * qd;
+            const float *cs = b.cs + (size_t)t * (hd / 2), *sn = b.sn + (size_t)t * (hd / 2);
             for (int h = 0; h < c->n_heads; h++) {
                 if (c->qk_norm) ct_rmsnorm(qr + h * hd, qr + h * hd, w->q_norm, c->norm_gain_offset, c->norm_eps, hd);
-                if (c->rope != CT_ROPE_NONE) rope_apply(m, qr + h * hd, pos0 + t);
+                if (c->rope != CT_ROPE_NONE) rope_apply(c, qr + h * hd, cs, sn);
             }
             for (int h = 0; h < c->n_kv_heads; h++) {
                 if (c->qk_norm) ct_rmsnorm(kr + h * hd, kr + h * hd, w->k_norm, c->norm_gain_offset, c->norm_eps, hd);
-                if (c->rope != CT_ROPE_NONE) rope_apply(m, kr + h * hd, pos0 + t);
+                if (c->rope != CT_ROPE_NONE) rope_apply(c, kr + h * hd, cs, sn);
             }
         }
         hook_copy(hooks, CT_HOOK_Q, l, b.q, (size_t)T * qd);

@@ -190,10 +190,16 @@ void ct_matmul(float *out, const float *x, const float *w, const float *b, int T
     if (T == 1) {
         // out (n_out,) = w (n_out, n_in) @ x (n_in,): a plain loop beats a BLAS call on the
         // small matrices generation meets, and gives the same bits for any thread count.
+        // Eight partial sums (fixed order, so results do not depend on the machine) let the
+        // compiler use vector instructions.
         for (int o = 0; o < n_out; o++) {
             const float *row = w + (size_t)o * n_in;
-            float s = 0.0f;
-            for (int i = 0; i < n_in; i++) s += row[i] * x[i];
+            float acc[8] = {0};
+            int i = 0;
+            for (; i + 8 <= n_in; i += 8)
+                for (int k = 0; k < 8; k++) acc[k] += row[i + k] * x[i + k];
+            float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for (; i < n_in; i++) s += row[i] * x[i];
             out[o] = s;
         }
     } else {
@@ -237,7 +243,8 @@ void ct_softmax(float *x, int n) {
         x[i] = expf(x[i] - mx);
         sum += x[i];
     }
-    for (int i = 0; i < n; i++) x[i] = (float)(x[i] / sum);
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
 float ct_gelu_tanh(float x) {

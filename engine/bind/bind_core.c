@@ -1,5 +1,6 @@
 // core.c - the ctrace.core module: registers every type and a few engine facts.
 #include <stdlib.h>
+#include <time.h>
 
 #include "bind.h"
 
@@ -18,6 +19,14 @@ static int l_threads(lua_State *L) {
     return 1;
 }
 
+// Monotonic wall-clock seconds (os.clock counts CPU time of every BLAS thread).
+static int l_clock(lua_State *L) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    lua_pushnumber(L, (lua_Number)t.tv_sec + (lua_Number)t.tv_nsec * 1e-9);
+    return 1;
+}
+
 int luaopen_ctrace_core(lua_State *L) {
     lua_newtable(L);
     ct_lua_register_tensor(L);
@@ -27,6 +36,8 @@ int luaopen_ctrace_core(lua_State *L) {
     lua_setfield(L, -2, "mem_bytes");
     lua_pushcfunction(L, l_threads);
     lua_setfield(L, -2, "threads");
+    lua_pushcfunction(L, l_clock);
+    lua_setfield(L, -2, "clock");
     lua_pushstring(L, CT_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

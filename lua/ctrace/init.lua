@@ -13,6 +13,7 @@ local M = {
   zeros = core.zeros,
   threads = core.threads,
   mem_bytes = core.mem_bytes,
+  clock = core.clock,   -- monotonic wall-clock seconds
 }
 
 local function exists(path)

@@ -139,6 +139,43 @@ static int resave(const char *dir, const char *out_dir) {
     return ok;
 }
 
+// Splits dir/model.safetensors into two shards with a model.safetensors.index.json in out_dir.
+static int shard(const char *dir, const char *out_dir, const char *bad_entry) {
+    char path[1100], cmd[2400];
+    mkdir(out_dir, 0755);
+    snprintf(cmd, sizeof cmd, "cp %s/config.json %s/config.json", dir, out_dir);
+    if (system(cmd) != 0) return 0;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ct_safetensors *st;
+    ct_err err = {0};
+    if (ct_safetensors_open(&st, path, &err)) return 0;
+    int n = st->n_tensors, ok_ = 1;
+    ct_st_entry *e = calloc((size_t)n, sizeof *e);
+    for (int i = 0; i < n; i++) {
+        const ct_st_tensor *t = &st->tensors[i];
+        float *p = malloc(sizeof(float) * (size_t)ct_st_numel(t));
+        ct_st_to_f32(p, t, &err);
+        e[i] = (ct_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = p};
+        memcpy(e[i].shape, t->shape, sizeof t->shape);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", out_dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "", e[i].name, 1 + (i >= n / 2));
+    if (bad_entry) fprintf(f, ", \"%s\": \"model-00001-of-00002.safetensors\"", bad_entry);
+    fprintf(f, "}}\n");
+    fclose(f);
+    snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", out_dir);
+    ok_ = ct_safetensors_write(path, e, n / 2, NULL, 0, &err) == CT_OK;
+    snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", out_dir);
+    ok_ = ok_ && ct_safetensors_write(path, e + n / 2, n - n / 2, NULL, 0, &err) == CT_OK;
+    for (int i = 0; i < n; i++) free((void *)e[i].data);
+    free(e);
+    ct_safetensors_free(st);
+    return ok_;
+}
+
 static const int prompt[8] = {0, 3, 4, 3, 2, 5, 3, 8};
 
 static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
@@ -158,6 +195,12 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     int finite = 1;
     for (int i = 0; i < 8 * V; i++) finite = finite && isfinite(logits[i]);
     ok(rc == CT_OK && finite, "%s %s forward gives finite logits", arch, ct_dtype_name(dt));
+    if (getenv("CTRACE_FAMILIES_DIR")) {   // kept for the independent numpy reference
+        char lp[700];
+        snprintf(lp, sizeof lp, "%s/logits.f32", dir);
+        FILE *f = fopen(lp, "wb");
+        if (f) fwrite(logits, sizeof(float), 8 * V, f), fclose(f);
+    }
     int shapes_ok = hc.n > 0;
     for (int i = 0; i < hc.n; i++) {
         int64_t want[4];
@@ -191,6 +234,19 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     if (!rc) rc = ct_model_forward(m2, prompt, 8, NULL, NULL, logits2, 1, &err);
     ok(rc == CT_OK && memcmp(logits, logits2, sizeof logits) == 0, "%s %s: the re-saved checkpoint gives identical logits",
        arch, ct_dtype_name(dt));
+    if (dt == CT_DT_BF16) {   // sharded: two files and an index
+        ct_model *m3 = NULL;
+        snprintf(dir2, sizeof dir2, "%s-sharded", dir);
+        rc = shard(dir, dir2, NULL) ? ct_model_load(&m3, dir2, &err) : CT_STATUS_IO;
+        if (!rc) rc = ct_model_forward(m3, prompt, 8, NULL, NULL, logits2, 1, &err);
+        ok(rc == CT_OK && m3->n_shards == 2 && memcmp(logits, logits2, sizeof logits) == 0,
+           "%s: two shards and an index give identical logits (%s)", arch, rc ? err.msg : "ok");
+        ct_model_free(m3);
+        snprintf(dir2, sizeof dir2, "%s-badindex", dir);
+        rc = shard(dir, dir2, "model.extra.weight") ? ct_model_load(&m3, dir2, &err) : CT_STATUS_IO;
+        ok(rc == CT_STATUS_NOT_FOUND && strstr(err.msg, "model.extra.weight"), "%s: an index naming a missing tensor: %s",
+           arch, err.msg);
+    }
     ct_model_free(m);
     ct_model_free(m2);
 }
@@ -267,15 +323,17 @@ static void check_llama2c_as_hf(const char *tmp) {
 }
 
 int main(void) {
-    char tmp[] = "/tmp/ctrace-families-XXXXXX";
-    if (!mkdtemp(tmp)) return 1;
+    char tmp[512] = "/tmp/ctrace-families-XXXXXX";
+    const char *keep = getenv("CTRACE_FAMILIES_DIR");   // write checkpoints there and keep them
+    if (keep) snprintf(tmp, sizeof tmp, "%s", keep);
+    else if (!mkdtemp(tmp)) return 1;
     const char *archs[] = {"LlamaForCausalLM", "Gemma2ForCausalLM", "GPT2LMHeadModel", "Qwen3ForCausalLM"};
     const ct_dtype dts[] = {CT_DT_F32, CT_DT_BF16, CT_DT_F16};
     for (int a = 0; a < 4; a++)
-        for (int k = 0; k < 3; k++) check_family(tmp, archs[a], dts[(a + k) % 3 == 0 ? 0 : k]);
+        for (int k = 0; k < 3; k++) check_family(tmp, archs[a], dts[k]);
     check_llama2c_as_hf(tmp);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    if (system(cmd) != 0) printf("# could not remove %s\n", tmp);
+    if (!keep && system(cmd) != 0) printf("# could not remove %s\n", tmp);
     return check_done();
 }

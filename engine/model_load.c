@@ -627,6 +627,10 @@ ct_status ct_model_load_hf(ct_model **out, const char *dir, ct_err *err) {
     }
     if (!rc) rc = ct_model_init_rope(m, err);
     if (!rc) rc = load_tokenizer_beside(m, dir, 0, err);
+    if (!rc && m->tok) {   // ids the config leaves out come from the tokenizer
+        if (m->cfg.bos_id < 0) m->cfg.bos_id = ct_tokenizer_bos(m->tok);
+        if (m->cfg.eos_id < 0) m->cfg.eos_id = ct_tokenizer_eos(m->tok);
+    }
     if (rc) {
         ct_model_free(m);
         return rc;

@@ -13,6 +13,10 @@
 void ct_lua_push_tensor(lua_State *L, ct_tensor *t) {
     void **box = ct_lua_new_box(L, CT_MT_TENSOR);
     *box = t;
+    // The collector sees only the small box: step it by the native size (in KB), as torch7
+    // does, so big tensors are reclaimed without an explicit free.
+    size_t kb = (size_t)ct_tensor_numel(t) * sizeof(float) / 1024;
+    if (kb > 0) lua_gc(L, LUA_GCSTEP, (int)(kb < (1u << 30) ? kb : (1u << 30)));
 }
 
 ct_tensor *ct_lua_check_tensor(lua_State *L, int idx) { return ct_lua_check_box(L, idx, CT_MT_TENSOR); }

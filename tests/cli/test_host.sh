@@ -22,5 +22,16 @@ $CT -e 'error("boom")' 2> "$out/err.txt"; rc=$?
 $CT --bogus 2>/dev/null; [ $? -eq 2 ]; check $? "unknown option exits 2"
 $CT --help | grep -q "usage: ctrace"; check $? "--help"
 
+PKG_CONFIG_LIBDIR=/nonexistent make -n all > "$out/mk.txt" 2>&1
+grep -q "missing Debian packages: libluajit-5.1-dev libcjson-dev libcurl4-openssl-dev libopenblas-dev libutf8proc-dev" "$out/mk.txt"
+check $? "make names the Debian packages that are missing"
+
+# many large tensors in a loop stay bounded without explicit frees
+$CT -e 'local ct = require "ctrace"
+local peak = 0
+for i = 1, 400 do local t = ct.zeros(1024, 1024) peak = math.max(peak, ct.mem_bytes()) end
+assert(peak < 512 * 2^20, "engine peaked at " .. peak .. " bytes")' 2> "$out/gc.txt"
+check $? "the collector reclaims native tensor memory while 400 x 4 MB tensors are made (peak < 512 MB)"
+
 echo "1..$n"
 [ $failed -eq 0 ]

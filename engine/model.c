@@ -195,7 +195,7 @@ typedef struct {
     float *xb;       // (T, D) normalized input to attention or MLP
     float *q;        // (T, H*hd)
     float *z;        // (T, H*hd)
-    float *att;      // (H, T, S) scores then pattern
+    float *att;      // (T, S) scores then pattern of one head
     float *ao;       // (T, D)
     float *hg, *hu;  // (T, F)
     float *mo;       // (T, D)
@@ -286,7 +286,8 @@ static float act_fn(const ct_config *c, float x) {
 }
 
 // Attention of layer l for T new positions starting at pos0; keys/values for positions
-// 0..pos0+T-1 are in kc/vc (S_total, KV*hd). z (T, H*hd); pattern hook (H, T, T) when pos0 == 0.
+// 0..pos0+T-1 are in kc/vc (S, KV*hd). z (T, H*hd); att (T, S) scratch; pattern hook (H, T, T)
+// when pos0 == 0.
 static void attention(const ct_model *m, int l, const float *q, const float *kc, const float *vc,
                       int pos0, int T, float *z, float *att, float *pattern_hook) {
     const ct_config *c = &m->cfg;
@@ -299,7 +300,7 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
             int p = pos0 + t;
             int lo = window ? (p - window + 1 > 0 ? p - window + 1 : 0) : 0;
             const float *qv = q + (size_t)t * c->n_heads * hd + (size_t)h * hd;
-            float *a = att + ((size_t)h * T + t) * S;
+            float *a = att + (size_t)t * S;   // one head at a time: att is (T, S)
             for (int j = 0; j < S; j++) a[j] = 0.0f;
             for (int j = lo; j <= p; j++) {
                 const float *kv = kc + (size_t)j * kvd + (size_t)kvh * hd;
@@ -318,7 +319,7 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
         }
         // z_h (T, hd) = P_h (T, S) @ V_kvh (S, hd), rows of z strided by H*hd
         if (T > 1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, 1.0f, att + (size_t)h * T * S, S,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, 1.0f, att, S,
                         vc + (size_t)kvh * hd, kvd, 0.0f, z + (size_t)h * hd, c->n_heads * hd);
     }
 }
@@ -372,7 +373,7 @@ ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *k
     fwd_buffers b = {
         .x = malloc(TD * sizeof(float)), .xb = malloc(TD * sizeof(float)),
         .q = malloc((size_t)T * qd * sizeof(float)), .z = malloc((size_t)T * qd * sizeof(float)),
-        .att = malloc((size_t)c->n_heads * T * S * sizeof(float)), .ao = malloc(TD * sizeof(float)),
+        .att = malloc((size_t)T * S * sizeof(float)), .ao = malloc(TD * sizeof(float)),
         .hg = malloc((size_t)T * Fm * sizeof(float)), .hu = malloc((size_t)T * Fm * sizeof(float)),
         .mo = malloc(TD * sizeof(float)), .scale = malloc((size_t)T * sizeof(float)),
         .cs = malloc(((size_t)T * hd / 2 + 1) * sizeof(float)), .sn = malloc(((size_t)T * hd / 2 + 1) * sizeof(float)),

@@ -113,51 +113,54 @@ static void make_family(const char *dir, const char *arch, ct_dtype dt) {
     ckpt_free(&c);
 }
 
-// Re-saves every tensor of dir/model.safetensors as F32 into out_dir (with the same config).
-static int resave(const char *dir, const char *out_dir) {
+// Reads dir/model.safetensors as float32 entries (names borrowed from *st) and copies
+// config.json into out_dir. dtype: the dtype the entries will be written with (-1: keep).
+static ct_st_entry *read_entries(const char *dir, const char *out_dir, int dtype, ct_safetensors **st) {
     char path[1100], cmd[2400];
     mkdir(out_dir, 0755);
     snprintf(cmd, sizeof cmd, "cp %s/config.json %s/config.json", dir, out_dir);
-    if (system(cmd) != 0) return 0;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    ct_safetensors *st;
     ct_err err = {0};
-    if (ct_safetensors_open(&st, path, &err)) return 0;
-    ct_st_entry *e = calloc((size_t)st->n_tensors, sizeof *e);
-    for (int i = 0; i < st->n_tensors; i++) {
-        const ct_st_tensor *t = &st->tensors[i];
+    if (system(cmd) != 0 || ct_safetensors_open(st, path, &err)) return NULL;
+    ct_st_entry *e = calloc((size_t)(*st)->n_tensors, sizeof *e);
+    for (int i = 0; i < (*st)->n_tensors; i++) {
+        const ct_st_tensor *t = &(*st)->tensors[i];
         float *p = malloc(sizeof(float) * (size_t)ct_st_numel(t));
         ct_st_to_f32(p, t, &err);
-        e[i] = (ct_st_entry){.name = t->name, .dtype = CT_DT_F32, .ndim = t->ndim, .data = p};
+        e[i] = (ct_st_entry){.name = t->name, .dtype = dtype < 0 ? t->dtype : (ct_dtype)dtype, .ndim = t->ndim, .data = p};
         memcpy(e[i].shape, t->shape, sizeof t->shape);
     }
-    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-    int ok = ct_safetensors_write(path, e, st->n_tensors, NULL, 0, &err) == CT_OK;
+    return e;
+}
+
+static void free_entries(ct_st_entry *e, ct_safetensors *st) {
     for (int i = 0; i < st->n_tensors; i++) free((void *)e[i].data);
     free(e);
     ct_safetensors_free(st);
-    return ok;
 }
 
-// Splits dir/model.safetensors into two shards with a model.safetensors.index.json in out_dir.
-static int shard(const char *dir, const char *out_dir, const char *bad_entry) {
-    char path[1100], cmd[2400];
-    mkdir(out_dir, 0755);
-    snprintf(cmd, sizeof cmd, "cp %s/config.json %s/config.json", dir, out_dir);
-    if (system(cmd) != 0) return 0;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+// Re-saves every tensor of dir/model.safetensors as F32 into out_dir (with the same config).
+static int resave(const char *dir, const char *out_dir) {
     ct_safetensors *st;
+    ct_st_entry *e = read_entries(dir, out_dir, CT_DT_F32, &st);
+    if (!e) return 0;
+    char path[1100];
     ct_err err = {0};
-    if (ct_safetensors_open(&st, path, &err)) return 0;
-    int n = st->n_tensors, ok_ = 1;
-    ct_st_entry *e = calloc((size_t)n, sizeof *e);
-    for (int i = 0; i < n; i++) {
-        const ct_st_tensor *t = &st->tensors[i];
-        float *p = malloc(sizeof(float) * (size_t)ct_st_numel(t));
-        ct_st_to_f32(p, t, &err);
-        e[i] = (ct_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = p};
-        memcpy(e[i].shape, t->shape, sizeof t->shape);
-    }
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    int ok_ = ct_safetensors_write(path, e, st->n_tensors, NULL, 0, &err) == CT_OK;
+    free_entries(e, st);
+    return ok_;
+}
+
+// Splits dir/model.safetensors into two shards with a model.safetensors.index.json in out_dir;
+// bad_entry (may be NULL) adds an index line for a tensor no shard holds.
+static int shard(const char *dir, const char *out_dir, const char *bad_entry) {
+    ct_safetensors *st;
+    ct_st_entry *e = read_entries(dir, out_dir, -1, &st);
+    if (!e) return 0;
+    char path[1100];
+    ct_err err = {0};
+    int n = st->n_tensors, ok_;
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", out_dir);
     FILE *f = fopen(path, "w");
     fprintf(f, "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {");
@@ -170,9 +173,7 @@ static int shard(const char *dir, const char *out_dir, const char *bad_entry) {
     ok_ = ct_safetensors_write(path, e, n / 2, NULL, 0, &err) == CT_OK;
     snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", out_dir);
     ok_ = ok_ && ct_safetensors_write(path, e + n / 2, n - n / 2, NULL, 0, &err) == CT_OK;
-    for (int i = 0; i < n; i++) free((void *)e[i].data);
-    free(e);
-    ct_safetensors_free(st);
+    free_entries(e, st);
     return ok_;
 }
 

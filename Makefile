@@ -48,8 +48,8 @@ TEST_BIN = $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 all: $(BUILD)/ctrace
 
 # The main job on the embedded default model (later: trace a circuit).
-MAIN_JOB = local ct = require "ctrace"; local m = ct.load_model("stories260K"); \
-           print(m); print(m:generate("Once upon a time", {max_tokens = 120, temperature = 0}))
+MAIN_JOB = local ct = require "ctrace"; local m = ct.load_model("stories260K"); local p = "Once upon a time"; \
+           print(m); print(p .. m:generate(p, {max_tokens = 120, temperature = 0}))
 
 run:
 	@tests/setup.sh runtime

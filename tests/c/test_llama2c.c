@@ -1,5 +1,6 @@
 // test_llama2c.c - stories260K: the llama2.c checkpoint and tokenizer against llama2.c's own
 // expected greedy output (greedy_200.txt), and rejection of damaged checkpoints.
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +65,34 @@ int main(void) {
     so.seed = 43;
     ct_model_generate(m, &bos, 1, &so, b, &nb, &err);
     ok(na != nb || memcmp(a, b, sizeof(int) * (size_t)na) != 0, "another seed, another sample");
+
+    // the same weights with a separate classifier (negative vocab_size, wcls appended) give
+    // the same logits; a different classifier gives different ones
+    void *map;
+    size_t size;
+    snprintf(path, sizeof path, "%s/stories260K/stories260K.bin", shared_models());
+    ct_map_file(path, &map, &size, &err);
+    size_t extra = (size_t)m->cfg.vocab_size * m->cfg.d_model * sizeof(float);
+    float *buf = malloc(size + extra);
+    memcpy(buf, map, size);
+    ((int32_t *)buf)[5] = -m->cfg.vocab_size;
+    memcpy((char *)buf + size, m->embed, extra);
+    ct_unmap_file(map, size);
+    ct_model *u = NULL;
+    rc = ct_model_parse_llama2c(&u, (const uint8_t *)buf, size + extra, &err);
+    ok(rc == CT_OK && !u->cfg.tied && u->lm_head != u->embed, "unshared classifier parses (%s)", rc ? err.msg : "ok");
+    float la[512], lb[512];
+    if (!rc) {
+        ct_model_forward(m, ids, 10, NULL, NULL, la, 0, &err);
+        ct_model_forward(u, ids, 10, NULL, NULL, lb, 0, &err);
+        ok(memcmp(la, lb, sizeof la) == 0, "a copied classifier gives identical logits");
+        float *wcls = (float *)((char *)buf + size);
+        for (size_t i = 0; i < (size_t)512 * 64; i++) wcls[i] *= 0.5f;
+        ct_model_forward(u, ids, 10, NULL, NULL, lb, 0, &err);
+        ok(fabsf(lb[7] - 0.5f * la[7]) < 1e-4f && lb[7] != la[7], "the classifier is read from the end of the file");
+        ct_model_free(u);
+    }
+    free(buf);
     ct_model_free(m);
     return check_done();
 }

@@ -18,7 +18,7 @@ WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-u
 CFLAGS  ?= $(OPT) -g
 # name:debian-package for every pkg-config module ctrace links
 PKGS    = luajit:libluajit-5.1-dev libcjson:libcjson-dev libcurl:libcurl4-openssl-dev \
-          openblas:libopenblas-dev libutf8proc:libutf8proc-dev
+          openblas:libopenblas-dev libutf8proc:libutf8proc-dev zlib:zlib1g-dev
 
 # ---- dependency probe -------------------------------------------------------
 ifeq ($(filter deps clean run check,$(MAKECMDGOALS)),)

@@ -19,6 +19,7 @@
 #define CT_MT_TENSOR "ctrace.Tensor"
 #define CT_MT_MODEL "ctrace.Model"
 #define CT_MT_TOKENIZER "ctrace.Tokenizer"
+#define CT_MT_TRANSCODERS "ctrace.Transcoders"
 
 // Raises err as a Lua error "<STATUS>: <message>". Never returns.
 int ct_lua_raise(lua_State *L, const ct_err *err);
@@ -41,13 +42,11 @@ void ct_lua_push_ids(lua_State *L, const int *ids, int n);
 // Tensor type
 void ct_lua_push_tensor(lua_State *L, ct_tensor *t);   // takes the reference
 ct_tensor *ct_lua_check_tensor(lua_State *L, int idx);
-int luaopen_ctrace_tensor(lua_State *L);
-int luaopen_ctrace_model(lua_State *L);
-int luaopen_ctrace_tokenizer(lua_State *L);
 // Registers type-specific functions into the module table at the top of the stack.
 void ct_lua_register_model(lua_State *L);
 void ct_lua_register_tokenizer(lua_State *L);
 void ct_lua_register_tensor(lua_State *L);
+void ct_lua_register_transcoders(lua_State *L);
 
 // Tokenizer userdata that borrows a model's tokenizer keeps the model alive (uservalue).
 void ct_lua_push_tokenizer_of(lua_State *L, int model_idx, ct_tokenizer *tok);

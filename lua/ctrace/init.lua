@@ -54,4 +54,9 @@ function M.load_tokenizer(path)
   return core.load_tokenizer(path)
 end
 
+-- A transcoder set: config.yaml, a directory, or one .npz / .safetensors file.
+function M.load_transcoders(path)
+  return core.load_transcoders(path)
+end
+
 return M

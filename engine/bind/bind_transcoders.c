@@ -1,0 +1,239 @@
+// bind_transcoders.c - "ctrace.Transcoders": a loaded transcoder set.
+//
+// Layers, features and target layers count from 0 (as hook names and graph node ids do);
+// tensors index from 1.
+#include <stdlib.h>
+#include <string.h>
+
+#include "bind.h"
+#include "transcoder.h"
+
+static ct_transcoders *check_tc(lua_State *L, int idx) { return ct_lua_check_box(L, idx, CT_MT_TRANSCODERS); }
+
+static int check_layer(lua_State *L, ct_transcoders *tc, int arg) {
+    lua_Integer l = luaL_checkinteger(L, arg);
+    if (l < 0 || l >= tc->n_layers)
+        ct_lua_fail(L, CT_STATUS_OUT_OF_RANGE, "layer %d outside 0..%d", (int)l, tc->n_layers - 1);
+    return (int)l;
+}
+
+// A contiguous (T, n) float tensor argument; returns its data and T.
+static const float *check_rows(lua_State *L, int arg, int n, int *T, const char *what) {
+    ct_tensor *t = ct_lua_check_tensor(L, arg);
+    if (t->ndim != 2 || t->shape[1] != n || !ct_tensor_is_contiguous(t))
+        ct_lua_fail(L, CT_STATUS_BAD_SHAPE, "%s: expected a contiguous (T, %d) tensor, got %d-d with last size %d", what, n,
+                    t->ndim, t->ndim ? (int)t->shape[t->ndim - 1] : 0);
+    *T = (int)t->shape[0];
+    return ct_tensor_data(t);
+}
+
+static ct_tensor *new_2d(lua_State *L, int64_t a, int64_t b) {
+    int64_t shape[2] = {a, b};
+    ct_tensor *t = ct_tensor_new(2, shape);
+    if (!t) ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory for a (%lld, %lld) tensor", (long long)a, (long long)b);
+    ct_lua_push_tensor(L, t);   // owned by Lua from here on
+    return t;
+}
+
+static int l_load_transcoders(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    ct_transcoders *tc;
+    ct_err err = {0};
+    if (ct_transcoders_load(&tc, path, &err)) return ct_lua_raise(L, &err);
+    void **box = ct_lua_new_box(L, CT_MT_TRANSCODERS);
+    *box = tc;
+    return 1;
+}
+
+// tc:encode(layer, x (T, D)) -> pre (T, F), acts (T, F)
+static int l_tc_encode(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    int l = check_layer(L, tc, 2), T;
+    const float *x = check_rows(L, 3, tc->d_model, &T, "ctrace.Transcoders:encode");
+    int F = tc->layers[l].d_tc;
+    ct_tensor *pre = new_2d(L, T, F), *act = new_2d(L, T, F);
+    ct_err err = {0};
+    if (ct_tc_encode(tc, l, x, T, ct_tensor_data(pre), ct_tensor_data(act), &err)) return ct_lua_raise(L, &err);
+    return 2;
+}
+
+// tc:decode(layer, acts (T, F) [, target]) -> (T, D): acts through the decoder into `target`
+// (default: layer), without bias or skip.
+static int l_tc_decode(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    int l = check_layer(L, tc, 2), T;
+    const float *act = check_rows(L, 3, tc->layers[l].d_tc, &T, "ctrace.Transcoders:decode");
+    int target = (int)luaL_optinteger(L, 4, l);
+    ct_tensor *y = new_2d(L, T, tc->d_model);
+    ct_err err = {0};
+    if (target < l || target >= l + tc->layers[l].n_out)
+        return ct_lua_fail(L, CT_STATUS_OUT_OF_RANGE, "layer %d features write layers %d..%d; got target %d", l, l,
+                           l + tc->layers[l].n_out - 1, target);
+    if (ct_tc_decode_add(tc, l, target - l, act, T, ct_tensor_data(y), &err)) return ct_lua_raise(L, &err);
+    return 1;
+}
+
+// tc:reconstruct({x_0, ..., x_{L-1}}) -> {y_0, ...}: every output hook from the input hooks
+static int l_tc_reconstruct(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if ((int)lua_objlen(L, 2) != tc->n_layers)
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "reconstruct expects a list of %d input tensors, got %d", tc->n_layers,
+                           (int)lua_objlen(L, 2));
+    int T = -1, D = tc->d_model;
+    ct_tensor *in = NULL;
+    for (int l = 0; l < tc->n_layers; l++) {
+        lua_rawgeti(L, 2, l + 1);
+        int Tl;
+        const float *x = check_rows(L, -1, D, &Tl, "ctrace.Transcoders:reconstruct");
+        if (T < 0) {
+            T = Tl;
+            in = new_2d(L, (int64_t)tc->n_layers * T, D);   // [.., x, in]
+            lua_insert(L, -2);
+        } else if (Tl != T) {
+            return ct_lua_fail(L, CT_STATUS_BAD_SHAPE, "reconstruct: input %d has %d positions, input 1 has %d", l + 1, Tl, T);
+        }
+        memcpy(ct_tensor_data(in) + (size_t)l * T * D, x, sizeof(float) * (size_t)T * D);
+        lua_pop(L, 1);
+    }
+    ct_tensor *out = new_2d(L, (int64_t)tc->n_layers * T, D);
+    ct_err err = {0};
+    if (ct_tc_reconstruct(tc, ct_tensor_data(in), T, ct_tensor_data(out), &err)) return ct_lua_raise(L, &err);
+    lua_createtable(L, tc->n_layers, 0);
+    for (int l = 0; l < tc->n_layers; l++) {
+        ct_tensor *v;
+        if (ct_tensor_slice(&v, out, 0, (int64_t)l * T, (int64_t)(l + 1) * T, 1, &err)) return ct_lua_raise(L, &err);
+        ct_lua_push_tensor(L, v);
+        lua_rawseti(L, -2, l + 1);
+    }
+    return 1;
+}
+
+static int push_vec(lua_State *L, const float *v, int n) {
+    if (!v) {
+        lua_pushnil(L);
+        return 1;
+    }
+    int64_t shape[1] = {n};
+    ct_tensor *t = ct_tensor_from(v, 1, shape);
+    if (!t) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_lua_push_tensor(L, t);
+    return 1;
+}
+
+// tc:decoder_row(layer, feature [, target]) -> (D,)
+static int l_tc_decoder_row(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    int l = check_layer(L, tc, 2);
+    lua_Integer f = luaL_checkinteger(L, 3);
+    int target = (int)luaL_optinteger(L, 4, l);
+    int64_t shape[1] = {tc->d_model};
+    ct_tensor *t = ct_tensor_new(1, shape);
+    if (!t) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_lua_push_tensor(L, t);
+    ct_err err = {0};
+    if (ct_tc_decoder_row(tc, l, (int64_t)f, target - l, ct_tensor_data(t), &err)) return ct_lua_raise(L, &err);
+    return 1;
+}
+
+// tc:encoder_row(layer, feature) -> (D,)
+static int l_tc_encoder_row(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    int l = check_layer(L, tc, 2);
+    lua_Integer f = luaL_checkinteger(L, 3);
+    if (f < 0 || f >= tc->layers[l].d_tc)
+        return ct_lua_fail(L, CT_STATUS_OUT_OF_RANGE, "feature %d outside 0..%d", (int)f, tc->layers[l].d_tc - 1);
+    return push_vec(L, tc->layers[l].W_enc + (size_t)f * tc->d_model, tc->d_model);
+}
+
+// tc:params(layer) -> {b_enc=, b_dec=, threshold=} copies
+static int l_tc_params(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    int l = check_layer(L, tc, 2);
+    const ct_tc_layer *y = &tc->layers[l];
+    lua_createtable(L, 0, 3);
+    push_vec(L, y->b_enc, y->d_tc);
+    lua_setfield(L, -2, "b_enc");
+    push_vec(L, y->b_dec, tc->d_model);
+    lua_setfield(L, -2, "b_dec");
+    push_vec(L, y->threshold, y->d_tc);
+    lua_setfield(L, -2, "threshold");
+    return 1;
+}
+
+static int l_tc_d_transcoder(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    lua_pushinteger(L, tc->layers[check_layer(L, tc, 2)].d_tc);
+    return 1;
+}
+
+static int l_tc_check(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    ct_model *m = ct_lua_check_box(L, 2, CT_MT_MODEL);
+    ct_err err = {0};
+    if (ct_transcoders_check(tc, m, &err)) return ct_lua_raise(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_tc_index(lua_State *L) {
+    luaL_getmetatable(L, CT_MT_TRANSCODERS);
+    lua_getfield(L, -1, "__methods");
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING) return 1;
+    ct_transcoders *tc = check_tc(L, 1);
+    const char *k = lua_tostring(L, 2);
+    static const char *acts[] = {"relu", "jump_relu", "topk"};
+    if (strcmp(k, "n_layers") == 0) lua_pushinteger(L, tc->n_layers);
+    else if (strcmp(k, "d_model") == 0) lua_pushinteger(L, tc->d_model);
+    else if (strcmp(k, "kind") == 0) lua_pushstring(L, tc->kind == CT_TC_CLT ? "clt" : "plt");
+    else if (strcmp(k, "activation") == 0) lua_pushstring(L, acts[tc->act]);
+    else if (strcmp(k, "k") == 0 && tc->act == CT_TC_TOPK) lua_pushinteger(L, tc->k);
+    else if (strcmp(k, "feature_input_hook") == 0) lua_pushstring(L, tc->input_hook);
+    else if (strcmp(k, "feature_output_hook") == 0) lua_pushstring(L, tc->output_hook);
+    else if (strcmp(k, "model_name") == 0) lua_pushstring(L, tc->model_name);
+    else if (strcmp(k, "scan") == 0) lua_pushstring(L, tc->scan);
+    else if (strcmp(k, "path") == 0) lua_pushstring(L, tc->path);
+    else if (strcmp(k, "skip") == 0) lua_pushboolean(L, tc->layers[0].W_skip != NULL);
+    else lua_pushnil(L);
+    return 1;
+}
+
+static int l_tc_free(lua_State *L) {
+    void **box = luaL_checkudata(L, 1, CT_MT_TRANSCODERS);
+    ct_transcoders_free(*box);
+    *box = NULL;
+    return 0;
+}
+
+static int l_tc_tostring(lua_State *L) {
+    void **box = luaL_checkudata(L, 1, CT_MT_TRANSCODERS);
+    ct_transcoders *tc = *box;
+    if (!tc) lua_pushstring(L, "ctrace.Transcoders (freed)");
+    else
+        lua_pushfstring(L, "ctrace.Transcoders(%s, %d layers, d_model %d, %d features in layer 0, %s -> %s: %s)",
+                        tc->kind == CT_TC_CLT ? "clt" : "plt", tc->n_layers, tc->d_model, tc->layers[0].d_tc, tc->input_hook,
+                        tc->output_hook, tc->path);
+    return 1;
+}
+
+void ct_lua_register_transcoders(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"encode", l_tc_encode}, {"decode", l_tc_decode}, {"reconstruct", l_tc_reconstruct},
+        {"decoder_row", l_tc_decoder_row}, {"encoder_row", l_tc_encoder_row}, {"params", l_tc_params},
+        {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"free", l_tc_free}, {NULL, NULL}};
+    luaL_newmetatable(L, CT_MT_TRANSCODERS);
+    lua_newtable(L);
+    luaL_register(L, NULL, methods);
+    lua_setfield(L, -2, "__methods");
+    lua_pushcfunction(L, l_tc_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_tc_free);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_tc_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_load_transcoders);
+    lua_setfield(L, -2, "load_transcoders");
+}

@@ -1,0 +1,123 @@
+-- test_transcoders.lua - every transcoder format, built by tests/ref/make_transcoders.py with
+-- numpy alone (GemmaScope npz stored and deflated, circuit-tracer safetensors in both decoder
+-- orientations, TopK, GemmaScope-2 keys, a cross-layer directory with BF16 decoders), loads
+-- and gives numpy's dense encode / decode / reconstruction to 1e-6, relative for values above
+-- one (|a - b| <= 1e-6 max(1, |b|)): float32 carries 6e-8 relative precision and these are
+-- sums of 16-120 terms, numpy's in another order.
+package.path = "tests/lua/?.lua;" .. package.path
+local t = require "tap"
+local ct = require "ctrace"
+
+local dir = os.tmpname()
+os.remove(dir)
+assert(os.execute("mkdir -p " .. dir .. " && /usr/bin/python3 tests/ref/make_transcoders.py " .. dir) == 0,
+       "make_transcoders.py failed")
+
+-- Lines of numbers; named: the first word of each line is its key.
+local function read_rows(path, named)
+  local rows = {}
+  for line in io.lines(path) do
+    local name, rest = line, line
+    if named then name, rest = line:match("^(%S+) (.*)$") end
+    local v = {}
+    for x in rest:gmatch("%S+") do v[#v + 1] = tonumber(x) end
+    if named then rows[name] = v else rows[#rows + 1] = v end
+  end
+  return rows
+end
+
+local function tensor2d(v, T, n)
+  local x = ct.zeros(T, n)
+  for i = 1, T do for j = 1, n do x:set(i, j, v[(i - 1) * n + j]) end end
+  return x
+end
+
+-- max |a - b| / max(1, |b|) over a (T, n) tensor and a flat list
+local function maxdiff(x, v)
+  local T, n, worst = x:size(1), x:size(2), 0
+  for i = 1, T do for j = 1, n do
+    local b = v[(i - 1) * n + j]
+    worst = math.max(worst, math.abs(x:get(i, j) - b) / math.max(1, math.abs(b)))
+  end end
+  return worst
+end
+
+local cases = {
+  {"gemmascope_stored", "gemmascope_stored/params.npz", "plt", "jump_relu"},
+  {"gemmascope_deflated", "gemmascope_deflated/params.npz", "plt", "jump_relu"},
+  {"circuit_tracer", "circuit_tracer/config.yaml", "plt", "jump_relu"},
+  {"circuit_tracer_old", "circuit_tracer_old/layer_0.safetensors", "plt", "relu"},
+  {"topk", "topk", "plt", "topk"},
+  {"gemmascope2", "gemmascope2/params.safetensors", "plt", "jump_relu"},
+  {"clt", "clt", "clt", "jump_relu"},
+}
+
+for _, c in ipairs(cases) do
+  local name, path, kind, act = c[1], c[2], c[3], c[4]
+  local ok_, err = pcall(function()
+    local tc = ct.load_transcoders(dir .. "/" .. path)
+    t.eq(tc.kind, kind, name .. ": kind")
+    t.eq(tc.activation, act, name .. ": activation")
+    local xs, want = read_rows(dir .. "/" .. name .. "/x.txt"), read_rows(dir .. "/" .. name .. "/expected.txt", true)
+    local D, L = tc.d_model, tc.n_layers
+    local T = #xs[1] / D
+    local inputs, worst = {}, {enc = 0, dec = 0, rec = 0}
+    for l = 0, L - 1 do
+      local x = tensor2d(xs[l + 1], T, D)
+      inputs[l + 1] = x
+      local pre, acts = tc:encode(l, x)
+      worst.enc = math.max(worst.enc, maxdiff(pre, want["pre_" .. l]), maxdiff(acts, want["act_" .. l]))
+      for target = l, L - 1 do
+        local w = want["dec_" .. l .. "_" .. target]
+        if w then worst.dec = math.max(worst.dec, maxdiff(tc:decode(l, acts, target), w)) end
+      end
+    end
+    local rec = tc:reconstruct(inputs)
+    for l = 0, L - 1 do worst.rec = math.max(worst.rec, maxdiff(rec[l + 1], want["recon_" .. l])) end
+    t.ok(worst.enc <= 1e-6, string.format("%s: encode (pre and activations) matches numpy, max diff %.2g", name, worst.enc))
+    t.ok(worst.dec <= 1e-6, string.format("%s: every decoder slice matches numpy, max diff %.2g", name, worst.dec))
+    t.ok(worst.rec <= 1e-6, string.format("%s: reconstruction (bias, skip, all decoders) matches numpy, max diff %.2g",
+                                          name, worst.rec))
+  end)
+  if not ok_ then t.ok(false, name .. " raised", err) end
+end
+
+t.run {
+  {"config.yaml hooks and names", function()
+    local tc = ct.load_transcoders(dir .. "/circuit_tracer")
+    t.eq(tc.feature_input_hook, "mlp.hook_in", "input hook from config.yaml")
+    t.eq(tc.feature_output_hook, "mlp.hook_out", "output hook")
+    t.eq(tc.model_name, "test/tiny", "model_name")
+    t.eq(tc.n_layers, 2, "two layers from the list")
+    t.ok(tc.skip, "skip connection found")
+    local g = ct.load_transcoders(dir .. "/gemmascope_stored/params.npz")
+    t.eq(g.feature_input_hook, "ln2.hook_normalized", "GemmaScope default input hook")
+    t.eq(ct.load_transcoders(dir .. "/clt").feature_input_hook, "hook_resid_mid", "CLT hook")
+    t.eq(ct.load_transcoders(dir .. "/topk").k, 4, "TopK k read from the file")
+  end},
+  {"bad inputs", function()
+    t.raises(function() ct.load_transcoders(dir .. "/nothing") end, "NOT_FOUND", "missing path")
+    local tc = ct.load_transcoders(dir .. "/clt")
+    t.raises(function() tc:encode(3, ct.zeros(2, 16)) end, "OUT_OF_RANGE", "layer out of range")
+    t.raises(function() tc:encode(0, ct.zeros(2, 15)) end, "BAD_SHAPE", "input of the wrong width")
+    t.raises(function() tc:decoder_row(2, 0, 3) end, "OUT_OF_RANGE", "CLT target past the last layer")
+    t.raises(function() tc:decode(1, ct.zeros(2, 40), 0) end, "OUT_OF_RANGE", "CLT target before the source layer")
+    local m = ct.load_model("stories260K")
+    t.raises(function() tc:check(m) end, "d_model 16", "d_model mismatch with the model")
+    local b = dir .. "/bad/"
+    t.raises(function() ct.load_transcoders(b .. "fortran.npz") end, "fortran_order", "npy in Fortran order")
+    t.raises(function() ct.load_transcoders(b .. "bigendian.npz") end, "big-endian", "big-endian npy")
+    t.raises(function() ct.load_transcoders(b .. "corrupt_directory.npz") end, "corrupt central directory", "corrupt zip directory")
+    t.raises(function() ct.load_transcoders(b .. "truncated.npz") end, "BAD_FORMAT", "truncated npz")
+    t.ok(ct.load_transcoders(b .. "good.npz") ~= nil, "the undamaged archive loads")
+    t.raises(function() ct.load_transcoders(b .. "yaml_syntax") end, "config.yaml line 4", "config.yaml syntax error names its line")
+    t.raises(function() ct.load_transcoders(b .. "unknown_activation") end, "unknown activation 'gelu'", "unknown activation")
+    t.raises(function() ct.load_transcoders(b .. "duplicate_layer") end, "repeats the file of layer 0", "duplicate layer")
+    t.raises(function() ct.load_transcoders(b .. "missing_layer") end, "layer_1.safetensors is missing", "missing layer")
+    t.ok(ct.load_transcoders(b .. "stories_hooks_ok"):check(m), "a set with hooks the model has passes check")
+    t.raises(function() ct.load_transcoders(b .. "stories_hooks_bad"):check(m) end, "'mlp.hook_nonexistent' is not a hook point",
+             "hook names the model lacks")
+  end},
+}
+os.execute("rm -rf " .. dir)
+t.done()

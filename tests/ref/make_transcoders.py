@@ -1,0 +1,215 @@
+#!/usr/bin/python3
+"""Builds transcoder files in every format ctrace reads, with numpy alone, and the dense
+reference results ctrace must reproduce. Test tooling only.
+
+    make_transcoders.py OUTDIR
+
+Each case OUTDIR/<case>/ holds the files, x.txt (inputs, one line per layer) and expected.txt:
+lines "<name> <values...>" for pre_<l>, act_<l>, dec_<l>_<target> (acts through one decoder
+slice, no bias) and recon_<l> (every decoder into layer l, plus b_dec and skip).
+"""
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+rng = np.random.default_rng(1234)
+D, F, T = 16, 40, 5
+
+
+def save_safetensors(path, tensors):
+    header, blobs, off = {}, [], 0
+    for name, (arr, dtype) in tensors.items():
+        if dtype == "BF16":
+            u = np.asarray(arr, dtype=np.float32).view(np.uint32)
+            raw = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes()
+            vals = (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).view(np.float32)   # what the file holds
+        elif dtype == "I64":
+            raw = np.asarray(arr, dtype="<i8").tobytes()
+            vals = arr
+        else:
+            raw = np.asarray(arr, dtype="<f4").tobytes()
+            vals = arr
+        header[name] = {"dtype": dtype, "shape": list(np.shape(arr)), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+        tensors[name] = (vals, dtype)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def act_fn(pre, kind, thr=None, k=None):
+    if kind == "jump_relu":
+        return pre * (pre > thr)
+    if kind == "topk":
+        out = np.zeros_like(pre)
+        idx = np.argsort(-pre, axis=-1, kind="stable")[:, :k]
+        rows = np.arange(pre.shape[0])[:, None]
+        out[rows, idx] = np.maximum(pre[rows, idx], 0)
+        return out
+    return np.maximum(pre, 0)
+
+
+def write_case(out, name, layers, kind, skip_mode=None, n_layers=None):
+    """layers: list of dicts W_enc (F, D), W_dec (F, n_out, D), b_enc, b_dec, threshold, W_skip."""
+    d = os.path.join(out, name)
+    L = len(layers)
+    xs = [rng.standard_normal((T, D)).astype(np.float32) for _ in range(L)]
+    # the reference runs in float64 on the float32 values the files hold
+    layers = [{k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v) for k, v in p.items()} for p in layers]
+    lines, recon = [], [np.tile(layers[l]["b_dec"], (T, 1)) for l in range(L)]
+    for l, p in enumerate(layers):
+        xs64 = xs[l].astype(np.float64)
+        pre = xs64 @ p["W_enc"].T + p["b_enc"]
+        act = act_fn(pre, kind, p.get("threshold"), p.get("k"))
+        lines.append(("pre_%d" % l, pre))
+        lines.append(("act_%d" % l, act))
+        for j in range(p["W_dec"].shape[1]):
+            dec = act @ p["W_dec"][:, j, :]
+            lines.append(("dec_%d_%d" % (l, l + j), dec))
+            recon[l + j] = recon[l + j] + dec
+        if p.get("W_skip") is not None:
+            recon[l] = recon[l] + (xs64 @ p["W_skip"].T if skip_mode == "xwt" else xs64 @ p["W_skip"])
+    for l in range(L):
+        lines.append(("recon_%d" % l, recon[l]))
+    with open(os.path.join(d, "x.txt"), "w") as f:
+        for x in xs:
+            f.write(" ".join("%.9g" % v for v in x.ravel()) + "\n")
+    with open(os.path.join(d, "expected.txt"), "w") as f:
+        for n, v in lines:
+            f.write(n + " " + " ".join("%.9g" % x for x in np.asarray(v, dtype=np.float64).ravel()) + "\n")
+
+
+def plt_params(threshold=True, skip=False):
+    p = {"W_enc": rng.standard_normal((F, D)).astype(np.float32) * 0.5,
+         "W_dec": rng.standard_normal((F, 1, D)).astype(np.float32) * 0.3,
+         "b_enc": rng.standard_normal(F).astype(np.float32) * 0.1,
+         "b_dec": rng.standard_normal(D).astype(np.float32) * 0.1}
+    if threshold:
+        p["threshold"] = rng.uniform(0, 0.5, F).astype(np.float32)
+    if skip:
+        p["W_skip"] = rng.standard_normal((D, D)).astype(np.float32) * 0.1
+    return p
+
+
+def main():
+    out = sys.argv[1]
+    # GemmaScope params.npz, stored and deflated: W_enc (D, F), JumpReLU threshold
+    for case, save in (("gemmascope_stored", np.savez), ("gemmascope_deflated", np.savez_compressed)):
+        os.makedirs(os.path.join(out, case), exist_ok=True)
+        p = plt_params()
+        save(os.path.join(out, case, "params.npz"), W_enc=p["W_enc"].T.copy(), W_dec=p["W_dec"][:, 0, :],
+             b_enc=p["b_enc"], b_dec=p["b_dec"], threshold=p["threshold"])
+        write_case(out, case, [p], "jump_relu")
+    # circuit-tracer layout, two layers, skip, JumpReLU, config.yaml with hooks
+    case = "circuit_tracer"
+    os.makedirs(os.path.join(out, case), exist_ok=True)
+    ps = [plt_params(skip=True) for _ in range(2)]
+    for l, p in enumerate(ps):
+        save_safetensors(os.path.join(out, case, "layer_%d.safetensors" % l),
+                         {"W_enc": (p["W_enc"], "F32"), "W_dec": (p["W_dec"][:, 0, :], "F32"), "b_enc": (p["b_enc"], "F32"),
+                          "b_dec": (p["b_dec"], "F32"), "activation_function.threshold": (p["threshold"], "F32"),
+                          "W_skip": (p["W_skip"], "F32")})
+    with open(os.path.join(out, case, "config.yaml"), "w") as f:
+        f.write("# a per-layer set\nmodel_name: test/tiny\nmodel_kind: transcoder_set\n"
+                "feature_input_hook: \"mlp.hook_in\"\nfeature_output_hook: 'mlp.hook_out'\n"
+                "transcoders:\n  - layer_0.safetensors\n  - layer_1.safetensors\n")
+    write_case(out, case, ps, "jump_relu", "xwt")
+    # older layout: W_dec stored (D, F), ReLU, BF16 decoder
+    case = "circuit_tracer_old"
+    os.makedirs(os.path.join(out, case), exist_ok=True)
+    p = plt_params(threshold=False)
+    t = {"W_enc": (p["W_enc"], "F32"), "W_dec": (p["W_dec"][:, 0, :].T.copy(), "BF16"), "b_enc": (p["b_enc"], "F32"),
+         "b_dec": (p["b_dec"], "F32")}
+    save_safetensors(os.path.join(out, case, "layer_0.safetensors"), t)
+    p["W_dec"] = t["W_dec"][0].T.reshape(F, 1, D)   # the BF16 values the file holds
+    write_case(out, case, [p], "relu")
+    # TopK with a scalar k
+    case = "topk"
+    os.makedirs(os.path.join(out, case), exist_ok=True)
+    p = plt_params(threshold=False)
+    p["k"] = 4
+    save_safetensors(os.path.join(out, case, "layer_0.safetensors"),
+                     {"W_enc": (p["W_enc"], "F32"), "W_dec": (p["W_dec"][:, 0, :], "F32"), "b_enc": (p["b_enc"], "F32"),
+                      "b_dec": (p["b_dec"], "F32"), "k": (np.array(4), "I64")})
+    write_case(out, case, [p], "topk")
+    # GemmaScope-2 keys: w_enc (D, F), affine skip x A
+    case = "gemmascope2"
+    os.makedirs(os.path.join(out, case), exist_ok=True)
+    p = plt_params(skip=True)
+    save_safetensors(os.path.join(out, case, "params.safetensors"),
+                     {"w_enc": (p["W_enc"].T.copy(), "F32"), "w_dec": (p["W_dec"][:, 0, :], "F32"), "b_enc": (p["b_enc"], "F32"),
+                      "b_dec": (p["b_dec"], "F32"), "threshold": (p["threshold"], "F32"),
+                      "affine_skip_connection": (p["W_skip"], "F32")})
+    write_case(out, case, [p], "jump_relu", "xw")
+    # cross-layer transcoder directory, 3 layers, BF16 decoders, JumpReLU
+    case = "clt"
+    os.makedirs(os.path.join(out, case), exist_ok=True)
+    L = 3
+    ps = []
+    for i in range(L):
+        p = plt_params()
+        p["W_dec"] = rng.standard_normal((F, L - i, D)).astype(np.float32) * 0.3
+        e = {"W_enc_%d" % i: (p["W_enc"], "F32"), "b_enc_%d" % i: (p["b_enc"], "F32"), "b_dec_%d" % i: (p["b_dec"], "F32"),
+             "threshold_%d" % i: (p["threshold"], "F32")}
+        dd = {"W_dec_%d" % i: (p["W_dec"], "BF16")}
+        save_safetensors(os.path.join(out, case, "W_enc_%d.safetensors" % i), e)
+        save_safetensors(os.path.join(out, case, "W_dec_%d.safetensors" % i), dd)
+        p["W_dec"] = dd["W_dec_%d" % i][0]
+        ps.append(p)
+    with open(os.path.join(out, case, "config.yaml"), "w") as f:
+        f.write("model_name: test/tiny\nmodel_kind: cross_layer_transcoder\nfeature_input_hook: hook_resid_mid\n"
+                "feature_output_hook: hook_mlp_out\n")
+    write_case(out, case, ps, "jump_relu")
+    make_bad(out)
+
+
+def make_bad(out):
+    """Damaged inputs: each must give a clear error."""
+    b = os.path.join(out, "bad")
+    os.makedirs(b, exist_ok=True)
+    p = plt_params()
+    w = dict(W_enc=p["W_enc"].T.copy(), W_dec=p["W_dec"][:, 0, :], b_enc=p["b_enc"], b_dec=p["b_dec"], threshold=p["threshold"])
+    np.savez(os.path.join(b, "fortran.npz"), **dict(w, W_enc=np.asfortranarray(w["W_enc"])))
+    np.savez(os.path.join(b, "bigendian.npz"), **dict(w, W_enc=w["W_enc"].astype(">f4")))
+    np.savez(os.path.join(b, "good.npz"), **w)
+    raw = open(os.path.join(b, "good.npz"), "rb").read()
+    cd = raw.rfind(b"PK\x01\x02")   # damage the last central directory entry's signature
+    open(os.path.join(b, "corrupt_directory.npz"), "wb").write(raw[:cd] + b"XX" + raw[cd + 2:])
+    open(os.path.join(b, "truncated.npz"), "wb").write(raw[: len(raw) // 2])
+    # config.yaml with a syntax error on line 4
+    d = os.path.join(b, "yaml_syntax")
+    os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, "config.yaml"), "w").write('model_name: x\nmodel_kind: transcoder_set\n'
+                                                     'feature_input_hook: mlp.hook_in\nfeature_output_hook "mlp.hook_out"\n')
+    # unknown activation, duplicate layer, missing layer
+    lay = {"W_enc": (p["W_enc"], "F32"), "W_dec": (p["W_dec"][:, 0, :], "F32"), "b_enc": (p["b_enc"], "F32"),
+           "b_dec": (p["b_dec"], "F32")}
+    for case, files, cfg in (
+            ("unknown_activation", [0, 1], "activation: gelu\n"),
+            ("duplicate_layer", [0, 1], "transcoders:\n  - layer_0.safetensors\n  - layer_0.safetensors\n"),
+            ("missing_layer", [0, 2], None)):
+        d = os.path.join(b, case)
+        os.makedirs(d, exist_ok=True)
+        for i in files:
+            save_safetensors(os.path.join(d, "layer_%d.safetensors" % i), dict(lay))
+        if cfg:
+            open(os.path.join(d, "config.yaml"), "w").write("model_kind: transcoder_set\n" + cfg)
+    # stories260K-shaped sets (5 layers, d_model 64): one with hooks the model has, one without
+    for case, hook in (("stories_hooks_ok", "mlp.hook_in"), ("stories_hooks_bad", "mlp.hook_nonexistent")):
+        d = os.path.join(b, case)
+        os.makedirs(d, exist_ok=True)
+        for i in range(5):
+            q = {"W_enc": (rng.standard_normal((8, 64)).astype(np.float32), "F32"),
+                 "W_dec": (rng.standard_normal((8, 64)).astype(np.float32), "F32"),
+                 "b_enc": (np.zeros(8, np.float32), "F32"), "b_dec": (np.zeros(64, np.float32), "F32")}
+            save_safetensors(os.path.join(d, "layer_%d.safetensors" % i), q)
+        open(os.path.join(d, "config.yaml"), "w").write(
+            "model_kind: transcoder_set\nfeature_input_hook: %s\nfeature_output_hook: mlp.hook_out\n" % hook)
+
+
+main()

@@ -329,8 +329,13 @@ static void buffers_free(fwd_buffers *b) {
     free(b->ao); free(b->hg); free(b->hu); free(b->mo); free(b->scale); free(b->cs); free(b->sn);
 }
 
-ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *kv_in,
-                           ct_hook_cache *hooks, float *logits, int all_logits, ct_err *err) {
+ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *kv, ct_hook_cache *hooks,
+                           float *logits, int all_logits, ct_err *err) {
+    return ct_model_forward_ctl(m, tokens, T, kv, hooks, logits, all_logits, NULL, err);
+}
+
+ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cache *kv_in, ct_hook_cache *hooks,
+                               float *logits, int all_logits, const ct_forward_ctl *ctl, ct_err *err) {
     const ct_config *c = &m->cfg;
     int D = c->d_model, F = c->d_mlp, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     int V = c->vocab_size, L = c->n_layers;
@@ -442,26 +447,38 @@ ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *k
         hook_copy(hooks, CT_HOOK_RESID_MID, l, b.x, TD);
 
         // MLP
-        norm_rows(c, b.xb, b.x, w->ln2_w, w->ln2_b, b.scale, hook_slot(hooks, CT_HOOK_LN2_NORMALIZED, l), T, D);
+        float *normalized = hook_slot(hooks, CT_HOOK_LN2_NORMALIZED, l);
+        if (!normalized && ctl && ctl->mlp) normalized = b.ao;   // free until the next layer
+        norm_rows(c, b.xb, b.x, w->ln2_w, w->ln2_b, b.scale, normalized, T, D);
         hook_copy(hooks, CT_HOOK_LN2_SCALE, l, b.scale, (size_t)T);
         hook_copy(hooks, CT_HOOK_MLP_IN, l, b.xb, TD);
         size_t TF = (size_t)T * F;
-        if (c->gated_mlp) {
-            ct_matmul(b.hg, b.xb, w->w_gate, NULL, T, D, F);
-            ct_matmul(b.hu, b.xb, w->w_up, w->b_up, T, D, F);
-            hook_copy(hooks, CT_HOOK_MLP_PRE, l, b.hg, TF);
-            for (size_t i = 0; i < TF; i++) b.hg[i] = act_fn(c, b.hg[i]) * b.hu[i];
+        if (ctl && ctl->mlp) {   // replaced: the controller writes the MLP's output
+            ct_mlp_io io = {b.x, normalized, b.xb, T, D};
+            if ((rc = ctl->mlp(ctl->ctx, l, &io, b.mo, err))) goto done;
+            if (ctl->mlp_out_raw) hook_copy(hooks, CT_HOOK_MLP_RAW_OUT, l, b.mo, TD);
+            if (ctl->mlp_out_raw && c->post_norms) {
+                norm_rows(c, b.mo, b.mo, w->post_ff_w, NULL, b.scale, NULL, T, D);
+                hook_copy(hooks, CT_HOOK_LN2_POST_SCALE, l, b.scale, (size_t)T);
+            }
         } else {
-            ct_matmul(b.hg, b.xb, w->w_up, w->b_up, T, D, F);
-            hook_copy(hooks, CT_HOOK_MLP_PRE, l, b.hg, TF);
-            for (size_t i = 0; i < TF; i++) b.hg[i] = act_fn(c, b.hg[i]);
-        }
-        hook_copy(hooks, CT_HOOK_MLP_POST, l, b.hg, TF);
-        ct_matmul(b.mo, b.hg, w->w_down, w->b_down, T, F, D);
-        hook_copy(hooks, CT_HOOK_MLP_RAW_OUT, l, b.mo, TD);
-        if (c->post_norms) {
-            norm_rows(c, b.mo, b.mo, w->post_ff_w, NULL, b.scale, NULL, T, D);
-            hook_copy(hooks, CT_HOOK_LN2_POST_SCALE, l, b.scale, (size_t)T);
+            if (c->gated_mlp) {
+                ct_matmul(b.hg, b.xb, w->w_gate, NULL, T, D, F);
+                ct_matmul(b.hu, b.xb, w->w_up, w->b_up, T, D, F);
+                hook_copy(hooks, CT_HOOK_MLP_PRE, l, b.hg, TF);
+                for (size_t i = 0; i < TF; i++) b.hg[i] = act_fn(c, b.hg[i]) * b.hu[i];
+            } else {
+                ct_matmul(b.hg, b.xb, w->w_up, w->b_up, T, D, F);
+                hook_copy(hooks, CT_HOOK_MLP_PRE, l, b.hg, TF);
+                for (size_t i = 0; i < TF; i++) b.hg[i] = act_fn(c, b.hg[i]);
+            }
+            hook_copy(hooks, CT_HOOK_MLP_POST, l, b.hg, TF);
+            ct_matmul(b.mo, b.hg, w->w_down, w->b_down, T, F, D);
+            hook_copy(hooks, CT_HOOK_MLP_RAW_OUT, l, b.mo, TD);
+            if (c->post_norms) {
+                norm_rows(c, b.mo, b.mo, w->post_ff_w, NULL, b.scale, NULL, T, D);
+                hook_copy(hooks, CT_HOOK_LN2_POST_SCALE, l, b.scale, (size_t)T);
+            }
         }
         hook_copy(hooks, CT_HOOK_MLP_OUT, l, b.mo, TD);
         for (size_t i = 0; i < TD; i++) b.x[i] += b.mo[i];

@@ -170,11 +170,31 @@ typedef struct {
 ct_status ct_kv_cache_init(ct_kv_cache *kv, const ct_model *m, int max_len, ct_err *err);
 void ct_kv_cache_free(ct_kv_cache *kv);
 
+// The MLP's inputs at one layer, for a replacement (all (T, D)).
+typedef struct {
+    const float *resid_mid;    // residual stream before the pre-MLP norm
+    const float *normalized;   // pre-MLP norm output before the gain
+    const float *mlp_in;       // after the gain
+    int T, D;
+} ct_mlp_io;
+
+// Forward-pass controls. mlp, when set, replaces every layer's MLP: it writes out (T, D) at the
+// MLP's raw output (mlp_out_raw: before Gemma's post-feedforward norm, which is then applied)
+// or at its contribution to the residual.
+typedef struct {
+    ct_status (*mlp)(void *ctx, int layer, const ct_mlp_io *io, float *out, ct_err *err);
+    int mlp_out_raw;
+    void *ctx;
+} ct_forward_ctl;
+
 // Runs tokens (T,) at positions kv->len .. kv->len+T-1 (kv may be NULL: a fresh pass from
 // position 0) and appends their keys and values to kv. logits: (T, V) when all_logits, else
 // (V,) for the last position; may be NULL. hooks (may be NULL) are filled for the T positions.
 ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *kv,
                            ct_hook_cache *hooks, float *logits, int all_logits, ct_err *err);
+// The same with controls (ctl may be NULL).
+ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cache *kv, ct_hook_cache *hooks,
+                               float *logits, int all_logits, const ct_forward_ctl *ctl, ct_err *err);
 
 typedef struct {
     int max_tokens;

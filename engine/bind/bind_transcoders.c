@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bind.h"
+#include "replacement.h"
 #include "transcoder.h"
 
 static ct_transcoders *check_tc(lua_State *L, int idx) { return ct_lua_check_box(L, idx, CT_MT_TRANSCODERS); }
@@ -161,6 +162,80 @@ static int l_tc_params(lua_State *L) {
     return 1;
 }
 
+// Token id lists of a table of texts (strings tokenized with BOS, or id tables); malloc'ed.
+static int **texts_ids(lua_State *L, int idx, ct_model *m, int **lens, int *n) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    *n = (int)lua_objlen(L, idx);
+    int **ids = calloc((size_t)*n + 1, sizeof *ids);
+    *lens = calloc((size_t)*n + 1, sizeof **lens);
+    ct_err err = {0};
+    ct_status rc = ids && *lens ? CT_OK : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int i = 0; i < *n && !rc; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t len;
+            const char *s = lua_tolstring(L, -1, &len);
+            if (!m->tok) rc = ct_fail(&err, CT_STATUS_NOT_FOUND, "evaluate: the model has no tokenizer; pass token ids");
+            else rc = ct_tokenizer_encode(m->tok, s, len, 1, &ids[i], &(*lens)[i], &err);
+        } else if (lua_type(L, -1) == LUA_TTABLE) {
+            int k = (int)lua_objlen(L, -1);
+            ids[i] = malloc(sizeof(int) * (size_t)(k + 1));
+            (*lens)[i] = k;
+            for (int j = 0; ids[i] && j < k; j++) {
+                lua_rawgeti(L, -1, j + 1);
+                ids[i][j] = (int)lua_tointeger(L, -1);
+                lua_pop(L, 1);
+            }
+        } else {
+            rc = ct_fail(&err, CT_STATUS_BAD_ARG, "evaluate: texts[%d] is %s; expected a string or a table of ids", i + 1,
+                         luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    if (rc) {
+        for (int i = 0; ids && i < *n; i++) free(ids[i]);
+        free(ids);
+        free(*lens);
+        ct_lua_raise(L, &err);
+    }
+    return ids;
+}
+
+// tc:evaluate(model, texts) -> {layers = {{fvu=, l0=, dead=}, ...}, agreement=, kl=, n_tokens=}
+static int l_tc_evaluate(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    ct_model *m = ct_lua_check_box(L, 2, CT_MT_MODEL);
+    int n, *lens, **ids = texts_ids(L, 3, m, &lens, &n);
+    ct_tc_eval e;
+    ct_err err = {0};
+    ct_status rc = ct_tc_evaluate(tc, m, (const int *const *)ids, lens, n, &e, &err);
+    for (int i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+    free(lens);
+    if (rc) return ct_lua_raise(L, &err);
+    lua_createtable(L, 0, 4);
+    lua_createtable(L, e.n_layers, 0);
+    for (int l = 0; l < e.n_layers; l++) {
+        lua_createtable(L, 0, 3);
+        lua_pushnumber(L, e.fvu[l]);
+        lua_setfield(L, -2, "fvu");
+        lua_pushnumber(L, e.l0[l]);
+        lua_setfield(L, -2, "l0");
+        lua_pushnumber(L, e.dead[l]);
+        lua_setfield(L, -2, "dead");
+        lua_rawseti(L, -2, l + 1);
+    }
+    lua_setfield(L, -2, "layers");
+    lua_pushnumber(L, e.agreement);
+    lua_setfield(L, -2, "agreement");
+    lua_pushnumber(L, e.kl);
+    lua_setfield(L, -2, "kl");
+    lua_pushnumber(L, (lua_Number)e.n_tokens);
+    lua_setfield(L, -2, "n_tokens");
+    ct_tc_eval_free(&e);
+    return 1;
+}
+
 static int l_tc_d_transcoder(lua_State *L) {
     ct_transcoders *tc = check_tc(L, 1);
     lua_pushinteger(L, tc->layers[check_layer(L, tc, 2)].d_tc);
@@ -222,7 +297,7 @@ void ct_lua_register_transcoders(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"encode", l_tc_encode}, {"decode", l_tc_decode}, {"reconstruct", l_tc_reconstruct},
         {"decoder_row", l_tc_decoder_row}, {"encoder_row", l_tc_encoder_row}, {"params", l_tc_params},
-        {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"free", l_tc_free}, {NULL, NULL}};
+        {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"evaluate", l_tc_evaluate}, {"free", l_tc_free}, {NULL, NULL}};
     luaL_newmetatable(L, CT_MT_TRANSCODERS);
     lua_newtable(L);
     luaL_register(L, NULL, methods);

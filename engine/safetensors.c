@@ -377,8 +377,8 @@ ct_status ct_safetensors_write(const char *path, const ct_st_entry *entries, int
     uint64_t offset = 0;
     for (int i = 0; i < n; i++) {
         const ct_st_entry *e = &entries[i];
-        if (e->dtype != CT_DT_F32 && e->dtype != CT_DT_F16 && e->dtype != CT_DT_BF16) {
-            rc = ct_fail(err, CT_STATUS_BAD_DTYPE, "safetensors writer: tensor '%s': dtype %s; expected F32, F16 or BF16",
+        if (e->dtype != CT_DT_F32 && e->dtype != CT_DT_F16 && e->dtype != CT_DT_BF16 && !(e->dtype == CT_DT_I64 && e->i64)) {
+            rc = ct_fail(err, CT_STATUS_BAD_DTYPE, "safetensors writer: tensor '%s': dtype %s; expected F32, F16, BF16 or I64",
                          e->name, ct_dtype_name(e->dtype));
             goto done;
         }
@@ -431,6 +431,8 @@ ct_status ct_safetensors_write(const char *path, const ct_st_entry *entries, int
         for (int d = 0; d < e->ndim; d++) numel *= (size_t)e->shape[d];
         if (e->dtype == CT_DT_F32) {
             ok = fwrite(e->data, 4, numel, f) == numel;
+        } else if (e->dtype == CT_DT_I64) {
+            ok = fwrite(e->i64, 8, numel, f) == numel;
         } else {
             for (size_t k = 0; ok && k < numel; k++) {
                 uint16_t h = e->dtype == CT_DT_F16 ? ct_f32_to_f16(e->data[k]) : ct_f32_to_bf16(e->data[k]);

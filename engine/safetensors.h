@@ -65,10 +65,11 @@ uint16_t ct_f32_to_bf16(float f);   // round to nearest even
 
 typedef struct {
     const char *name;
-    ct_dtype dtype;          // F32, F16 or BF16 (data is converted from float32)
+    ct_dtype dtype;          // F32, F16 or BF16 (data is converted from float32), or I64
     int ndim;
     int64_t shape[CT_ST_MAX_DIMS];
     const float *data;       // numel floats
+    const int64_t *i64;      // numel integers when dtype is I64
 } ct_st_entry;
 
 // Writes entries in the given order to path (through a temporary file and a rename).

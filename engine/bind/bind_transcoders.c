@@ -5,8 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+
 #include "bind.h"
 #include "replacement.h"
+#include "train.h"
 #include "transcoder.h"
 
 static ct_transcoders *check_tc(lua_State *L, int idx) { return ct_lua_check_box(L, idx, CT_MT_TRANSCODERS); }
@@ -236,6 +239,112 @@ static int l_tc_evaluate(lua_State *L) {
     return 1;
 }
 
+static void print_progress(void *ctx, const ct_train_progress *p) {
+    const int *layer = ctx;
+    fprintf(stderr, "layer %d step %ld/%ld loss %.4f fvu %.4f l0 %.1f dead %.1f%% %.0f tok/s\n", *layer, p->step, p->steps,
+            p->loss, p->fvu, p->l0, 100.0 * p->dead, p->tokens_per_s);
+}
+
+// Collects (input hook, output hook) pairs of one layer over texts, positions >= 1.
+static ct_status collect(ct_model *m, int layer, const char *in_hook, const char *out_hook, int **ids, const int *lens, int n,
+                         float **x, float **y, long *count, ct_err *err) {
+    char a[128], b[128];
+    ct_hook_id hid[2];
+    snprintf(a, sizeof a, "blocks.%d.%s", layer, in_hook);
+    snprintf(b, sizeof b, "blocks.%d.%s", layer, out_hook);
+    ct_status rc = ct_hook_parse(m, a, &hid[0], err);
+    if (!rc) rc = ct_hook_parse(m, b, &hid[1], err);
+    if (rc) return rc;
+    long total = 0;
+    for (int i = 0; i < n; i++) total += lens[i] > 1 ? lens[i] - 1 : 0;
+    int D = m->cfg.d_model;
+    *x = malloc(sizeof(float) * (size_t)(total + 1) * D);
+    *y = malloc(sizeof(float) * (size_t)(total + 1) * D);
+    if (!*x || !*y) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for %ld activations", total);
+    long k = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (lens[i] < 2) continue;
+        ct_hook_cache hc;
+        if ((rc = ct_hook_cache_init(&hc, hid, 2, err))) break;
+        rc = ct_model_forward(m, ids[i], lens[i], NULL, &hc, NULL, 0, err);
+        if (!rc) {
+            size_t cnt = (size_t)(lens[i] - 1) * D;
+            memcpy(*x + (size_t)k * D, ct_tensor_data(hc.values[0]) + D, sizeof(float) * cnt);
+            memcpy(*y + (size_t)k * D, ct_tensor_data(hc.values[1]) + D, sizeof(float) * cnt);
+            k += lens[i] - 1;
+        }
+        ct_hook_cache_free(&hc);
+    }
+    *count = k;
+    return rc;
+}
+
+// ctrace.train_transcoders(model, texts, opts): trains per-layer TopK transcoders for every
+// layer and writes the set (config.yaml + layer_{i}.safetensors) to opts.dir.
+static int l_train_transcoders(lua_State *L) {
+    ct_model *m = ct_lua_check_box(L, 1, CT_MT_MODEL);
+    static const char *const allowed[] = {"dir", "d_transcoder", "k", "k_aux", "aux_coef", "batch", "steps", "lr", "seed",
+                                          "skip", "input_hook", "output_hook", "dead_tokens", "log_every", "checkpoint_dir",
+                                          "resume", "quiet", "model_name", NULL};
+    ct_lua_check_opts(L, 3, "ctrace.train_transcoders", allowed);
+    lua_getfield(L, 3, "dir");
+    const char *dir = lua_tostring(L, -1);
+    if (!dir) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.train_transcoders: option 'dir' (output directory) is required");
+    lua_getfield(L, 3, "input_hook");
+    const char *in_hook = lua_isstring(L, -1) ? lua_tostring(L, -1) : "mlp.hook_in";
+    lua_getfield(L, 3, "output_hook");
+    const char *out_hook = lua_isstring(L, -1) ? lua_tostring(L, -1) : "mlp.hook_out";
+    lua_getfield(L, 3, "checkpoint_dir");
+    const char *ckdir = lua_tostring(L, -1);
+    lua_getfield(L, 3, "model_name");
+    const char *model_name = lua_isstring(L, -1) ? lua_tostring(L, -1) : m->cfg.architecture;
+    int layer_now = 0;
+    ct_train_opts o = {
+        .d_tc = (int)ct_lua_opt_number(L, 3, "d_transcoder", 1024),
+        .k = (int)ct_lua_opt_number(L, 3, "k", 16),
+        .k_aux = (int)ct_lua_opt_number(L, 3, "k_aux", 32),
+        .aux_coef = (float)ct_lua_opt_number(L, 3, "aux_coef", 1.0 / 32),
+        .batch = (int)ct_lua_opt_number(L, 3, "batch", 1024),
+        .steps = (long)ct_lua_opt_number(L, 3, "steps", 2000),
+        .lr = (float)ct_lua_opt_number(L, 3, "lr", 1e-3),
+        .seed = (uint64_t)ct_lua_opt_number(L, 3, "seed", 1),
+        .skip = ct_lua_opt_bool(L, 3, "skip", 0),
+        .dead_tokens = (long)ct_lua_opt_number(L, 3, "dead_tokens", 100000),
+        .log_every = (int)ct_lua_opt_number(L, 3, "log_every", 200),
+        .resume = ct_lua_opt_bool(L, 3, "resume", 0),
+        .progress = ct_lua_opt_bool(L, 3, "quiet", 0) ? NULL : print_progress,
+        .ctx = &layer_now,
+    };
+    int n, *lens, **ids = texts_ids(L, 2, m, &lens, &n);
+    int NL = m->cfg.n_layers;
+    ct_plt_params *params = calloc((size_t)NL, sizeof *params);
+    ct_err err = {0};
+    ct_status rc = params ? CT_OK : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    char ck[1200];
+    for (int l = 0; l < NL && !rc; l++) {
+        float *x = NULL, *y = NULL;
+        long count = 0;
+        layer_now = l;
+        rc = collect(m, l, in_hook, out_hook, ids, lens, n, &x, &y, &count, &err);
+        if (!rc && ckdir) {
+            snprintf(ck, sizeof ck, "%s/layer_%d.state.safetensors", ckdir, l);
+            o.checkpoint = ck;
+        }
+        if (!rc) rc = ct_train_plt(x, y, count, m->cfg.d_model, &o, &params[l], &err);
+        free(x);
+        free(y);
+    }
+    if (!rc) rc = ct_plt_save_set(dir, params, NL, model_name, in_hook, out_hook, &err);
+    for (int l = 0; params && l < NL; l++) ct_plt_params_free(&params[l]);
+    free(params);
+    for (int i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+    free(lens);
+    if (rc) return ct_lua_raise(L, &err);
+    lua_pushstring(L, dir);
+    return 1;
+}
+
 static int l_tc_d_transcoder(lua_State *L) {
     ct_transcoders *tc = check_tc(L, 1);
     lua_pushinteger(L, tc->layers[check_layer(L, tc, 2)].d_tc);
@@ -311,4 +420,6 @@ void ct_lua_register_transcoders(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_load_transcoders);
     lua_setfield(L, -2, "load_transcoders");
+    lua_pushcfunction(L, l_train_transcoders);
+    lua_setfield(L, -2, "train_transcoders");
 }

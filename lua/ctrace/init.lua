@@ -59,4 +59,18 @@ function M.load_transcoders(path)
   return core.load_transcoders(path)
 end
 
+-- Trains per-layer TopK transcoders for every layer of a model on texts and writes the set to
+-- opts.dir (see README: Transcoders).
+M.train_transcoders = core.train_transcoders
+
+-- Texts sampled from a model itself: n texts of up to max_tokens tokens from BOS, temperature
+-- 1, seeds first_seed .. first_seed + n - 1 (the model's own distribution, no dataset needed).
+function M.sample_texts(model, n, max_tokens, first_seed)
+  local texts = {}
+  for i = 1, n do
+    texts[i] = model:generate("", {max_tokens = max_tokens or 256, temperature = 1, seed = (first_seed or 1) + i - 1})
+  end
+  return texts
+end
+
 return M

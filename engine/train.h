@@ -1,0 +1,60 @@
+// train.h - training per-layer transcoders in C (OpenBLAS, Adam).
+//
+// Objective: TopK sparsity (Gao et al. 2024): the k largest pre-activations of a token are
+// kept (then ReLU), so L0 is k by construction and no sparsity penalty needs tuning; loss =
+// mean over the batch of ||y_hat - y||^2 (inputs and targets scaled to unit mean square
+// first, folded back into the weights at the end). Dead features (none of their activations in
+// the last dead_tokens tokens) get the AuxK loss: the k_aux largest dead pre-activations
+// reconstruct the main residual y - y_hat, weighted aux_coef. Decoder rows are kept at unit
+// norm after every step. Deterministic for a given seed and BLAS thread count.
+#ifndef CT_TRAIN_H
+#define CT_TRAIN_H
+
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct {
+    long step, steps;
+    double loss, fvu, l0, dead, tokens_per_s;
+} ct_train_progress;
+
+typedef struct {
+    int d_tc;             // features
+    int k;                // TopK
+    int k_aux;            // AuxK (0: off)
+    float aux_coef;
+    int batch;            // tokens per step
+    long steps;
+    float lr;             // Adam
+    uint64_t seed;
+    int skip;             // train a linear skip W_skip (D, D), applied as x W_skip^T
+    long dead_tokens;     // a feature not active for this many tokens is dead
+    int log_every;        // progress every n steps (0: never)
+    const char *checkpoint;   // save state here every log_every steps and at the end (NULL: no)
+    int resume;           // continue from checkpoint when it exists
+    void (*progress)(void *ctx, const ct_train_progress *p);
+    void *ctx;
+    volatile int *cancel; // set non-zero to stop after the current step
+} ct_train_opts;
+
+// Trained parameters of one per-layer transcoder, float32, in the model's units.
+typedef struct {
+    int d_model, d_tc, k;
+    float *W_enc;   // (F, D)
+    float *b_enc;   // (F,)
+    float *W_dec;   // (F, D)
+    float *b_dec;   // (D,)
+    float *W_skip;  // (D, D) or NULL
+} ct_plt_params;
+
+// Trains on n pairs x (n, D) -> y (n, D).
+ct_status ct_train_plt(const float *x, const float *y, long n, int d_model, const ct_train_opts *o, ct_plt_params *out,
+                       ct_err *err);
+void ct_plt_params_free(ct_plt_params *p);
+// Writes layer_{i}.safetensors for i < n_layers and config.yaml into dir (circuit-tracer's
+// layout: W_enc, W_dec (F, D), b_enc, b_dec, k, optional W_skip).
+ct_status ct_plt_save_set(const char *dir, const ct_plt_params *layers, int n_layers, const char *model_name,
+                          const char *input_hook, const char *output_hook, ct_err *err);
+
+#endif

@@ -5,7 +5,7 @@ set -u
 cd "$(dirname "$0")/.."
 secs=${1:-600}
 make -s fuzz || exit 1
-for t in safetensors llama2c tokenizer; do
+for t in safetensors llama2c tokenizer npz yaml; do
   corpus=build-fuzz/corpus-$t; mkdir -p "$corpus"
   log=build-fuzz/$t.log
   ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz_$t "$corpus" tests/fuzz/seeds/$t -max_total_time="$secs" \

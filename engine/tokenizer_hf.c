@@ -702,6 +702,12 @@ static ct_status normalize(const struct ct_hf_tok *hf, const char *s, size_t n, 
         ct_buf sw = cur;
         cur = next;
         next = sw;
+        if (cur.n > 16 * n + 4096) {   // chained replacements could grow the text without bound
+            free(cur.p);
+            free(next.p);
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "tokenizer.json: the normalizers expand %zu bytes of text to more "
+                           "than %zu", n, 16 * n + 4096);
+        }
     }
     free(next.p);
     *out = cur;

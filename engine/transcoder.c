@@ -607,27 +607,37 @@ ct_status ct_tc_decoder_row(const ct_transcoders *tc, int layer, int64_t f, int 
 ct_status ct_tc_decode_add(const ct_transcoders *tc, int layer, int j, const float *act, int T, float *y, ct_err *err) {
     const ct_tc_layer *L = &tc->layers[layer];
     int F = L->d_tc, D = tc->d_model;
+    // the nonzero activations grouped by feature (one sequential scan, then counting sort), so
+    // each decoder row is read once
+    size_t nnz = 0;
+    for (size_t i = 0; i < (size_t)T * F; i++) nnz += act[i] != 0.0f;
+    int *start = calloc((size_t)F + 1, sizeof(int)), *pos = malloc(sizeof(int) * (nnz + 1));
     float *row = malloc(sizeof(float) * (size_t)D);
     double *acc = calloc((size_t)T * D, sizeof(double));   // (T, D): sums of up to F terms
-    if (!row || !acc) {
-        free(row);
-        free(acc);
-        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_status rc = start && pos && row && acc ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) {
+        for (size_t i = 0; i < (size_t)T * F; i++)
+            if (act[i] != 0.0f) start[i % (size_t)F + 1]++;
+        for (int f = 0; f < F; f++) start[f + 1] += start[f];
+        int *fill = calloc((size_t)F, sizeof(int));
+        if (!fill) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        for (int t = 0; !rc && t < T; t++)
+            for (int f = 0; f < F; f++)
+                if (act[(size_t)t * F + f] != 0.0f) pos[start[f] + fill[f]++] = t;
+        free(fill);
     }
-    ct_status rc = CT_OK;
     for (int f = 0; f < F && !rc; f++) {
-        int any = 0;
-        for (int t = 0; t < T && !any; t++) any = act[(size_t)t * F + f] != 0.0f;
-        if (!any) continue;
+        if (start[f] == start[f + 1]) continue;
         if ((rc = ct_tc_decoder_row(tc, layer, f, j, row, err))) break;
-        for (int t = 0; t < T; t++) {
-            double a = act[(size_t)t * F + f];
-            if (a == 0.0) continue;
-            double *at = acc + (size_t)t * D;
+        for (int k = start[f]; k < start[f + 1]; k++) {
+            int t = pos[k];
+            double a = act[(size_t)t * F + f], *at = acc + (size_t)t * D;
             for (int d = 0; d < D; d++) at[d] += a * row[d];
         }
     }
     for (size_t i = 0; !rc && i < (size_t)T * D; i++) y[i] += (float)acc[i];
+    free(start);
+    free(pos);
     free(row);
     free(acc);
     return rc;

@@ -27,6 +27,15 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
+// The methods table of a ctrace type, so lua/ctrace can add conveniences written in Lua.
+static int l_methods(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    luaL_getmetatable(L, name);
+    if (!lua_istable(L, -1)) return ct_lua_fail(L, CT_STATUS_NOT_FOUND, "no ctrace type named '%s'", name);
+    lua_getfield(L, -1, "__methods");
+    return 1;
+}
+
 int luaopen_ctrace_core(lua_State *L) {
     lua_newtable(L);
     ct_lua_register_tensor(L);
@@ -37,6 +46,8 @@ int luaopen_ctrace_core(lua_State *L) {
     lua_setfield(L, -2, "mem_bytes");
     lua_pushcfunction(L, l_threads);
     lua_setfield(L, -2, "threads");
+    lua_pushcfunction(L, l_methods);
+    lua_setfield(L, -2, "methods");
     lua_pushcfunction(L, l_clock);
     lua_setfield(L, -2, "clock");
     lua_pushstring(L, CT_VERSION);

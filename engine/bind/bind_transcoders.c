@@ -345,6 +345,82 @@ static int l_train_transcoders(lua_State *L) {
     return 1;
 }
 
+typedef struct {
+    float v;
+    int id;
+} tok_val;
+
+static int cmp_tok_desc(const void *a, const void *b) {
+    const tok_val *x = a, *y = b;
+    return x->v != y->v ? (x->v > y->v ? -1 : 1) : x->id - y->id;
+}
+
+static void push_tok_list(lua_State *L, const ct_model *m, const tok_val *tv, int n) {
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, tv[i].id);
+        lua_setfield(L, -2, "id");
+        lua_pushnumber(L, tv[i].v);
+        lua_setfield(L, -2, "value");
+        const char *piece = m->tok ? ct_tokenizer_piece(m->tok, tv[i].id) : NULL;
+        if (piece) {
+            lua_pushstring(L, piece);
+            lua_setfield(L, -2, "token");
+        }
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+// tc:top_logits(model, layer, feature [, n]) -> {top = {{id, token, value}, ...}, bottom = ...}:
+// the feature's direct effect on the logits, W_U (g * d) with d its decoder vectors summed over
+// the layers it writes and g the final norm's gain (the norm's scale left out).
+static int l_tc_top_logits(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    ct_model *m = ct_lua_check_box(L, 2, CT_MT_MODEL);
+    int l = check_layer(L, tc, 3);
+    lua_Integer f = luaL_checkinteger(L, 4);
+    int n = (int)luaL_optinteger(L, 5, 10), D = tc->d_model, V = m->cfg.vocab_size;
+    if (D != m->cfg.d_model) return ct_lua_fail(L, CT_STATUS_BAD_SHAPE, "transcoders d_model %d, model %d", D, m->cfg.d_model);
+    if (n < 1 || n > V) n = V < 10 ? V : 10;
+    float *d = calloc((size_t)D, sizeof(float)), *row = malloc(sizeof(float) * (size_t)D);
+    tok_val *tv = malloc(sizeof *tv * (size_t)V);
+    ct_err err = {0};
+    ct_status rc = d && row && tv ? CT_OK : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int j = 0; !rc && j < tc->layers[l].n_out; j++) {
+        rc = ct_tc_decoder_row(tc, l, (int64_t)f, j, row, &err);
+        for (int i = 0; !rc && i < D; i++) d[i] += row[i];
+    }
+    for (int i = 0; !rc && i < D; i++) d[i] *= m->lnf_w ? m->lnf_w[i] + m->cfg.norm_gain_offset : 1.0f;
+    if (!rc) {
+        for (int v = 0; v < V; v++) {
+            const float *u = m->lm_head + (size_t)v * D;
+            double s = 0;
+            for (int i = 0; i < D; i++) s += (double)u[i] * d[i];
+            tv[v] = (tok_val){(float)s, v};
+        }
+        qsort(tv, (size_t)V, sizeof *tv, cmp_tok_desc);
+    }
+    free(d);
+    free(row);
+    if (rc) {
+        free(tv);
+        return ct_lua_raise(L, &err);
+    }
+    lua_createtable(L, 0, 2);
+    push_tok_list(L, m, tv, n);
+    lua_setfield(L, -2, "top");
+    for (int i = 0; i < n / 2 + n % 2; i++) {   // bottom: the n most negative, most negative first
+        tok_val t = tv[V - 1 - i];
+        tv[V - 1 - i] = tv[V - n + i];
+        tv[V - n + i] = t;
+    }
+    push_tok_list(L, m, tv + V - n, n);
+    lua_setfield(L, -2, "bottom");
+    free(tv);
+    return 1;
+}
+
 static int l_tc_d_transcoder(lua_State *L) {
     ct_transcoders *tc = check_tc(L, 1);
     lua_pushinteger(L, tc->layers[check_layer(L, tc, 2)].d_tc);
@@ -406,7 +482,7 @@ void ct_lua_register_transcoders(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"encode", l_tc_encode}, {"decode", l_tc_decode}, {"reconstruct", l_tc_reconstruct},
         {"decoder_row", l_tc_decoder_row}, {"encoder_row", l_tc_encoder_row}, {"params", l_tc_params},
-        {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"evaluate", l_tc_evaluate}, {"free", l_tc_free}, {NULL, NULL}};
+        {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"evaluate", l_tc_evaluate}, {"top_logits", l_tc_top_logits}, {"free", l_tc_free}, {NULL, NULL}};
     luaL_newmetatable(L, CT_MT_TRANSCODERS);
     lua_newtable(L);
     luaL_register(L, NULL, methods);

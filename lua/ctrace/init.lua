@@ -5,6 +5,7 @@
 -- ctrace.load_tokenizer(path)       tok512.bin or tokenizer.json
 -- ctrace.tensor{...}, ctrace.zeros(d1, d2, ...)
 local core = require "ctrace.core"
+require "ctrace.transcoders"   -- Lua methods of ctrace.Transcoders
 
 local M = {
   version = core.version,
@@ -54,9 +55,22 @@ function M.load_tokenizer(path)
   return core.load_tokenizer(path)
 end
 
--- A transcoder set: config.yaml, a directory, or one .npz / .safetensors file.
-function M.load_transcoders(path)
-  return core.load_transcoders(path)
+-- Default transcoder sets of named models, in the project.
+M.default_transcoders = {stories260K = "experiments/stories260K-transcoders/transcoders"}
+
+-- A transcoder set: config.yaml, a directory, one .npz / .safetensors file, or the name of a
+-- model with a default set ("stories260K").
+function M.load_transcoders(path_or_name)
+  local default = M.default_transcoders[path_or_name]
+  if default and not exists(path_or_name) then
+    local p = (M.root or ".") .. "/" .. default
+    if not exists(p .. "/config.yaml") then
+      error("NOT_FOUND: the default transcoders of " .. path_or_name .. " are missing at " .. p ..
+            " (regenerate them with experiments/stories260K-transcoders/train.lua)", 2)
+    end
+    return core.load_transcoders(p)
+  end
+  return core.load_transcoders(path_or_name)
 end
 
 -- Trains per-layer TopK transcoders for every layer of a model on texts and writes the set to

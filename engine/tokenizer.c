@@ -427,6 +427,26 @@ ct_status ct_tokenizer_encode(const ct_tokenizer *t, const char *text, size_t le
     return ct_hf_encode(t, text, len, add_special, ids, n_ids, err);
 }
 
+ct_status ct_tokenizer_token_text(const ct_tokenizer *t, int id, char **text, size_t *len, ct_err *err) {
+    *text = NULL;
+    *len = 0;
+    if (id < 0 || id >= t->n_vocab || !t->pieces[id])
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "token id %d is not in the vocabulary 0..%d", id, t->n_vocab - 1);
+    if (t->kind == CT_TOK_HF) return ct_hf_decode_nostrip(t, &id, 1, text, len, err);
+    unsigned int byte;
+    char c;
+    const char *p = t->pieces[id];
+    size_t n = (size_t)t->piece_lens[id];
+    char b;
+    if (n == 6 && sscanf(p, "<0x%02X%c", &byte, &c) == 2 && c == '>') b = (char)byte, p = &b, n = 1;
+    *text = malloc(n + 1);
+    if (!*text) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    memcpy(*text, p, n);
+    (*text)[n] = 0;
+    *len = n;
+    return CT_OK;
+}
+
 ct_status ct_tokenizer_decode(const ct_tokenizer *t, const int *ids, int n_ids, int skip_special, char **text,
                               size_t *len, ct_err *err) {
     *text = NULL;

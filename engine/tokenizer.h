@@ -35,6 +35,9 @@ ct_status ct_tokenizer_encode(const ct_tokenizer *t, const char *text, size_t le
 // special tokens (BOS, EOS, ...).
 ct_status ct_tokenizer_decode(const ct_tokenizer *t, const int *ids, int n_ids, int skip_special,
                               char **text, size_t *len, ct_err *err);
+// The text one token stands for inside a text (leading spaces kept, byte tokens as their
+// byte): the decoders without Strip. malloc'ed; *len bytes.
+ct_status ct_tokenizer_token_text(const ct_tokenizer *t, int id, char **text, size_t *len, ct_err *err);
 // The stored string of one token (byte-level tokens in their unicode-mapped form); NULL if out
 // of range.
 const char *ct_tokenizer_piece(const ct_tokenizer *t, int id);

@@ -1022,8 +1022,20 @@ static int is_added_id(const ct_tokenizer *t, int id) {
     return k >= 0;
 }
 
+static ct_status decode_chain(const ct_tokenizer *t, const int *ids, int n, int skip_special, int strip, char **text,
+                              size_t *len, ct_err *err);
+
 ct_status ct_hf_decode(const ct_tokenizer *t, const int *ids, int n, int skip_special, char **text, size_t *len,
                        ct_err *err) {
+    return decode_chain(t, ids, n, skip_special, 1, text, len, err);
+}
+
+ct_status ct_hf_decode_nostrip(const ct_tokenizer *t, const int *ids, int n, char **text, size_t *len, ct_err *err) {
+    return decode_chain(t, ids, n, 0, 0, text, len, err);
+}
+
+static ct_status decode_chain(const ct_tokenizer *t, const int *ids, int n, int skip_special, int strip, char **text,
+                              size_t *len, ct_err *err) {
     const struct ct_hf_tok *hf = t->hf;
     toks cur = {calloc((size_t)n + 1, sizeof(ct_buf)), 0};
     unsigned char *added = calloc((size_t)n + 1, 1);
@@ -1121,7 +1133,7 @@ ct_status ct_hf_decode(const ct_tokenizer *t, const int *ids, int n, int skip_sp
             ok = ok && cur.v;
             if (ok) cur.v[0] = all, cur.n = 1;
             else free(all.p);
-        } else if (st->type == DEC_STRIP) {
+        } else if (st->type == DEC_STRIP && strip) {
             size_t lc = strlen(st->a);
             for (int i = 0; i < cur.n; i++) {
                 ct_buf *b = &cur.v[i];

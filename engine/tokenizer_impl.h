@@ -44,6 +44,8 @@ ct_status ct_hf_encode(const ct_tokenizer *t, const char *text, size_t len, int 
                        int *n_ids, ct_err *err);
 ct_status ct_hf_decode(const ct_tokenizer *t, const int *ids, int n, int skip_special, char **text,
                        size_t *len, ct_err *err);
+// The decoder chain without its Strip steps (one token's text as it sits inside a text).
+ct_status ct_hf_decode_nostrip(const ct_tokenizer *t, const int *ids, int n, char **text, size_t *len, ct_err *err);
 void ct_hf_free(struct ct_hf_tok *hf);
 
 // Growable byte and int buffers used by the tokenizers.

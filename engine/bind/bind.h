@@ -47,6 +47,7 @@ void ct_lua_register_model(lua_State *L);
 void ct_lua_register_tokenizer(lua_State *L);
 void ct_lua_register_tensor(lua_State *L);
 void ct_lua_register_transcoders(lua_State *L);
+void ct_lua_register_json(lua_State *L);
 
 // Tokenizer userdata that borrows a model's tokenizer keeps the model alive (uservalue).
 void ct_lua_push_tokenizer_of(lua_State *L, int model_idx, ct_tokenizer *tok);

@@ -42,6 +42,7 @@ int luaopen_ctrace_core(lua_State *L) {
     ct_lua_register_model(L);
     ct_lua_register_tokenizer(L);
     ct_lua_register_transcoders(L);
+    ct_lua_register_json(L);
     lua_pushcfunction(L, l_mem_bytes);
     lua_setfield(L, -2, "mem_bytes");
     lua_pushcfunction(L, l_threads);

@@ -93,6 +93,18 @@ static int l_tok_id_to_token(lua_State *L) {
     return 1;
 }
 
+// tok:token_text(id): the text one token stands for inside a text (leading space kept)
+static int l_tok_token_text(lua_State *L) {
+    ct_tokenizer *t = check_tok(L, 1);
+    char *s;
+    size_t n;
+    ct_err err = {0};
+    if (ct_tokenizer_token_text(t, (int)luaL_checkinteger(L, 2), &s, &n, &err)) return ct_lua_raise(L, &err);
+    lua_pushlstring(L, s, n);
+    free(s);
+    return 1;
+}
+
 static int l_tok_token_to_id(lua_State *L) {
     ct_tokenizer *t = check_tok(L, 1);
     int id = ct_tokenizer_lookup(t, luaL_checkstring(L, 2));
@@ -133,7 +145,7 @@ static int l_tok_gc(lua_State *L) {
 void ct_lua_register_tokenizer(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"encode", l_tok_encode}, {"decode", l_tok_decode}, {"vocab_size", l_tok_vocab_size},
-        {"id_to_token", l_tok_id_to_token}, {"token_to_id", l_tok_token_to_id}, {"free", l_tok_gc}, {NULL, NULL}};
+        {"id_to_token", l_tok_id_to_token}, {"token_text", l_tok_token_text}, {"token_to_id", l_tok_token_to_id}, {"free", l_tok_gc}, {NULL, NULL}};
     luaL_newmetatable(L, CT_MT_TOKENIZER);
     lua_newtable(L);
     luaL_register(L, NULL, methods);

@@ -61,6 +61,36 @@ static int l_tc_encode(lua_State *L) {
     return 2;
 }
 
+// tc:encode_sparse(layer, x (T, D)) -> positions, indices, activations: three lists of the
+// nonzero activations in row-major order (positions and indices from 0)
+static int l_tc_encode_sparse(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    int l = check_layer(L, tc, 2), T;
+    const float *x = check_rows(L, 3, tc->d_model, &T, "ctrace.Transcoders:encode_sparse");
+    int F = tc->layers[l].d_tc;
+    ct_tensor *act = new_2d(L, T, F);   // scratch, collected with the call
+    ct_err err = {0};
+    if (ct_tc_encode(tc, l, x, T, NULL, ct_tensor_data(act), &err)) return ct_lua_raise(L, &err);
+    const float *a = ct_tensor_data(act);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_newtable(L);   // [.., act, pos, idx, val]
+    int n = 0;
+    for (int t = 0; t < T; t++)
+        for (int f = 0; f < F; f++) {
+            float v = a[(size_t)t * F + f];
+            if (v == 0.0f) continue;
+            n++;
+            lua_pushinteger(L, t);
+            lua_rawseti(L, -4, n);
+            lua_pushinteger(L, f);
+            lua_rawseti(L, -3, n);
+            lua_pushnumber(L, v);
+            lua_rawseti(L, -2, n);
+        }
+    return 3;
+}
+
 // tc:decode(layer, acts (T, F) [, target]) -> (T, D): acts through the decoder into `target`
 // (default: layer), without bias or skip.
 static int l_tc_decode(lua_State *L) {
@@ -480,7 +510,7 @@ static int l_tc_tostring(lua_State *L) {
 
 void ct_lua_register_transcoders(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"encode", l_tc_encode}, {"decode", l_tc_decode}, {"reconstruct", l_tc_reconstruct},
+        {"encode", l_tc_encode}, {"encode_sparse", l_tc_encode_sparse}, {"decode", l_tc_decode}, {"reconstruct", l_tc_reconstruct},
         {"decoder_row", l_tc_decoder_row}, {"encoder_row", l_tc_encoder_row}, {"params", l_tc_params},
         {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"evaluate", l_tc_evaluate}, {"top_logits", l_tc_top_logits}, {"free", l_tc_free}, {NULL, NULL}};
     luaL_newmetatable(L, CT_MT_TRANSCODERS);

@@ -15,6 +15,8 @@ local M = {
   threads = core.threads,
   mem_bytes = core.mem_bytes,
   clock = core.clock,   -- monotonic wall-clock seconds
+  json_encode = core.json_encode,   -- (value [, pretty]) -> string
+  json_decode = core.json_decode,
 }
 
 local function exists(path)

@@ -28,12 +28,10 @@ function M.active_features(tc, model, prompt, opts)
   local _, cache = model:run_with_cache(prompt, {hooks = hooks})
   local out = {}
   for l = 0, tc.n_layers - 1 do
-    local _, acts = tc:encode(l, cache["blocks." .. l .. "." .. tc.feature_input_hook])
-    local T, F = acts:size(1), acts:size(2)
-    for t = include_bos and 1 or 2, T do
-      for f = 1, F do
-        local a = acts:get(t, f)
-        if a ~= 0 then out[#out + 1] = {layer = l, position = t - 1, index = f - 1, activation = a} end
+    local pos, idx, val = tc:encode_sparse(l, cache["blocks." .. l .. "." .. tc.feature_input_hook])
+    for i = 1, #pos do
+      if pos[i] > 0 or include_bos then
+        out[#out + 1] = {layer = l, position = pos[i], index = idx[i], activation = val[i]}
       end
     end
   end

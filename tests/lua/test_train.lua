@@ -61,6 +61,30 @@ t.run {
          string.format("40 steps beat 2 steps on layer 0 FVU (%.3f < %.3f)", e_long.layers[1].fvu, e_short.layers[1].fvu))
     t.ok(e_long.layers[1].l0 <= 4 + 1e-9, "L0 is at most k")
   end},
+  {"dashboards agree with encode", function()
+    local dash = require "ctrace.dashboards"
+    local tc = ct.load_transcoders(tmp .. "/a")
+    local d = dash.compute(m, tc, texts, {examples = 4})
+    dash.save(d, tmp .. "/a")
+    local back = dash.load(tmp .. "/a")
+    local f = dash.feature(back, m, 1, 5)
+    t.ok(f.density >= 0 and f.density <= 1, "density in [0, 1]")
+    local ok_sorted, ok_match = true, true
+    for i, e in ipairs(f.examples) do
+      if i > 1 and e.activation > f.examples[i - 1].activation then ok_sorted = false end
+      -- recompute the activation from the model at that text and position
+      local ids = m:tokenize(texts[e.text])
+      local _, cache = m:run_with_cache(ids, {hooks = {"blocks.1.mlp.hook_in"}})
+      local _, acts = tc:encode(1, cache["blocks.1.mlp.hook_in"])
+      if math.abs(acts:get(e.position + 1, 6) - e.activation) > 1e-5 then ok_match = false end
+      if e.tokens[e.marked] ~= m:tokenizer():token_text(ids[e.position + 1]) then ok_match = false end
+    end
+    t.ok(#f.examples > 0, "feature 5 of layer 1 has examples")
+    t.ok(ok_sorted, "examples in descending activation")
+    t.ok(ok_match, "each example's activation and marked token match a fresh encode")
+    t.eq(#f.top_logits, 5, "five top logits")
+    t.ok(type(f.label) == "string" and #f.label > 0, "a label: " .. tostring(f.label))
+  end},
   {"bad options", function()
     t.raises(function() ct.train_transcoders(m, texts, {steps = 1}) end, "'dir'", "dir is required")
     t.raises(function() ct.train_transcoders(m, texts, opts {dir = tmp .. "/x", k = 0, steps = 1}) end, "BAD_ARG", "k = 0")

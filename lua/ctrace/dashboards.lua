@@ -1,0 +1,119 @@
+-- ctrace.dashboards - feature dashboards computed over a corpus, stored beside a transcoder set.
+--
+--   local dash = require "ctrace.dashboards"
+--   local d = dash.compute(model, tc, texts, {examples = 8, logits = 5})
+--   dash.save(d, dir)                        -- dir/dashboards.json
+--   local d = dash.load(dir)
+--   local f = dash.feature(d, model, layer, index)
+--       -> {layer, index, density, max, examples = {{text, position, activation, tokens, marked}},
+--           top_logits = {{token, value}}, bottom_logits = ..., label}
+-- Density is the fraction of corpus tokens (position >= 1) on which the feature is active;
+-- examples are the top activations, each with a window of tokens around the activating one
+-- (tokens[marked] is the activating token).
+local ct = require "ctrace"
+local M = {}
+
+function M.compute(model, tc, texts, opts)
+  opts = opts or {}
+  local n_ex, n_logits = opts.examples or 8, opts.logits or 5
+  local L = tc.n_layers
+  local hooks = {}
+  for l = 0, L - 1 do hooks[l + 1] = "blocks." .. l .. "." .. tc.feature_input_hook end
+  local corpus, count, top, n_tokens = {}, {}, {}, 0
+  for l = 0, L - 1 do count[l], top[l] = {}, {} end
+  for ti, text in ipairs(texts) do
+    local ids = model:tokenize(text)
+    corpus[ti] = ids
+    n_tokens = n_tokens + #ids - 1
+    local _, cache = model:run_with_cache(ids, {hooks = hooks})
+    for l = 0, L - 1 do
+      local pos, idx, val = tc:encode_sparse(l, cache[hooks[l + 1]])
+      local c, tp = count[l], top[l]
+      for i = 1, #pos do
+        if pos[i] > 0 then
+          local f, a = idx[i], val[i]
+          c[f] = (c[f] or 0) + 1
+          local list = tp[f]
+          if not list then list = {} tp[f] = list end
+          if #list < n_ex or a > list[#list][3] then   -- keep the n_ex largest, descending
+            local j = #list < n_ex and #list + 1 or #list
+            list[j] = {ti, pos[i], a}
+            while j > 1 and list[j - 1][3] < list[j][3] do list[j - 1], list[j] = list[j], list[j - 1] j = j - 1 end
+          end
+        end
+      end
+    end
+  end
+  local layers = {}
+  for l = 0, L - 1 do
+    local feats = {}
+    for f = 0, tc:d_transcoder(l) - 1 do
+      local ex = top[l][f] or {}
+      local lg = tc:top_logits(model, l, f, n_logits)
+      local function ids_of(list)
+        local out = {}
+        for i, x in ipairs(list) do out[i] = {x.id, x.value} end
+        return out
+      end
+      feats[f + 1] = {density = (count[l][f] or 0) / math.max(1, n_tokens), max = ex[1] and ex[1][3] or 0,
+                      examples = ex, top_logits = ids_of(lg.top), bottom_logits = ids_of(lg.bottom)}
+    end
+    layers[l + 1] = feats
+  end
+  return {corpus = corpus, n_tokens = n_tokens, window = {opts.before or 8, opts.after or 2}, layers = layers}
+end
+
+function M.save(d, dir)
+  local path = dir .. "/dashboards.json"
+  local f = assert(io.open(path .. ".tmp", "wb"))
+  f:write(ct.json_encode(d))
+  f:close()
+  assert(os.rename(path .. ".tmp", path))
+  return path
+end
+
+local cache = {}
+function M.load(dir)
+  if cache[dir] then return cache[dir] end
+  local f = io.open(dir .. "/dashboards.json", "rb")
+  if not f then return nil, "NOT_FOUND: no dashboards.json in " .. dir end
+  local d = ct.json_decode(f:read("*a"))
+  f:close()
+  cache[dir] = d
+  return d
+end
+
+-- A short label from the dashboard: the tokens the feature fires on most, and its top logits.
+local function label(fe, piece)
+  local seen, on = {}, {}
+  for _, e in ipairs(fe.examples) do
+    local tok = e.tokens[e.marked]
+    if not seen[tok] and #on < 3 then seen[tok] = true on[#on + 1] = string.format("%q", tok) end
+  end
+  local out = {}
+  for i = 1, math.min(3, #fe.top_logits) do out[i] = string.format("%q", fe.top_logits[i].token) end
+  if #on == 0 then return "never active on the corpus" end
+  return "on " .. table.concat(on, ", ") .. " -> " .. table.concat(out, ", ")
+end
+
+function M.feature(d, model, layer, index)
+  local fe = d.layers[layer + 1] and d.layers[layer + 1][index + 1]
+  if not fe then error(string.format("OUT_OF_RANGE: no feature %d in layer %d of the dashboards", index, layer), 2) end
+  local tok = model:tokenizer()
+  local function piece(id) return tok:token_text(id) end
+  local out = {layer = layer, index = index, density = fe.density, max = fe.max, examples = {}, top_logits = {},
+               bottom_logits = {}}
+  local before, after = d.window[1], d.window[2]
+  for i, e in ipairs(fe.examples) do
+    local ids, p = d.corpus[e[1]], e[2] + 1   -- 1-based index of the activating token
+    local tokens, lo = {}, math.max(2, p - before)
+    for j = lo, math.min(#ids, p + after) do tokens[#tokens + 1] = piece(ids[j]) end
+    out.examples[i] = {text = e[1], position = e[2], activation = e[3], tokens = tokens, marked = p - lo + 1}
+  end
+  for i, x in ipairs(fe.top_logits) do out.top_logits[i] = {id = x[1], token = piece(x[1]), value = x[2]} end
+  for i, x in ipairs(fe.bottom_logits) do out.bottom_logits[i] = {id = x[1], token = piece(x[1]), value = x[2]} end
+  out.label = label(out, piece)
+  return out
+end
+
+return M

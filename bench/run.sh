@@ -16,3 +16,4 @@ build/bench/ref_llama2c "$MODELS/stories260K/stories260K.bin" 256 21
 cc -O2 -std=c11 -D_GNU_SOURCE -Iengine $(pkg-config --cflags openblas) -o build/bench/bench_transcoder bench/bench_transcoder.c \
   build/libctrace.a $(pkg-config --libs luajit libcjson libcurl openblas libutf8proc zlib) -lm -lpthread
 build/bench/bench_transcoder
+build/ctrace bench/train.lua

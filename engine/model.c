@@ -2,7 +2,6 @@
 // Loading lives in model_load.c. Legend: see model.h.
 #include "model.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -319,8 +318,7 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
         }
         // z_h (T, hd) = P_h (T, S) @ V_kvh (S, hd), rows of z strided by H*hd
         if (T > 1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, 1.0f, att, S,
-                        vc + (size_t)kvh * hd, kvd, 0.0f, z + (size_t)h * hd, c->n_heads * hd);
+            ct_sgemm(0, 0, T, hd, S, 1.0f, att, S, vc + (size_t)kvh * hd, kvd, 0.0f, z + (size_t)h * hd, c->n_heads * hd);
     }
 }
 

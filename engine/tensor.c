@@ -185,6 +185,22 @@ ct_status ct_tensor_select(ct_tensor **out, ct_tensor *t, int dim, int64_t i, ct
 // ----------------------------------------------------------------------------
 // Kernels
 
+static int g_threads;   // the thread count large products use (0: not yet read from the library)
+
+static int large_threads(void) {
+    if (!g_threads) g_threads = openblas_get_num_threads();   // honours OPENBLAS_NUM_THREADS
+    return g_threads;
+}
+
+void ct_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc) {
+    int small = (double)M * N * K < (double)(1 << 22);
+    int want = small ? 1 : large_threads();
+    if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
+                ldb, beta, C, ldc);
+}
+
 void ct_matmul(float *out, const float *x, const float *w, const float *b, int T, int n_in,
                int n_out) {
     if (T == 1) {
@@ -203,8 +219,7 @@ void ct_matmul(float *out, const float *x, const float *w, const float *b, int T
             out[o] = s;
         }
     } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_out, n_in, 1.0f, x, n_in, w,
-                    n_in, 0.0f, out, n_out);
+        ct_sgemm(0, 1, T, n_out, n_in, 1.0f, x, n_in, w, n_in, 0.0f, out, n_out);
     }
     if (b)
         for (int t = 0; t < T; t++)
@@ -255,7 +270,7 @@ float ct_gelu_tanh(float x) {
 float ct_silu(float x) { return x / (1.0f + expf(-x)); }
 
 void ct_set_threads(int n) {
-    if (n > 0) openblas_set_num_threads(n);
+    if (n > 0) g_threads = n;
 }
 
-int ct_get_threads(void) { return openblas_get_num_threads(); }
+int ct_get_threads(void) { return large_threads(); }

@@ -67,6 +67,11 @@ void ct_dealloc(void *p, size_t nbytes);
 // ----------------------------------------------------------------------------
 // Kernels (contiguous float arrays)
 
+// C (M, N) = alpha op(A) op(B) + beta C, row-major; ta/tb transpose A (M, K) / B (K, N) as
+// stored. Small products run on one BLAS thread: waking the pool costs more than they do
+// (the result does not depend on the thread count).
+void ct_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc);
 // out (T, n_out) = x (T, n_in) @ w (n_out, n_in)^T [+ b (n_out,)]
 void ct_matmul(float *out, const float *x, const float *w, const float *b, int T, int n_in,
                int n_out);

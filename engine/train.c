@@ -1,7 +1,6 @@
 // train.c - per-layer transcoder training (see train.h).
 #include "train.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +10,7 @@
 #include <time.h>
 
 #include "safetensors.h"
+#include "tensor.h"
 
 // ----------------------------------------------------------------------------
 // Random numbers (splitmix64 seeding, xorshift64*)
@@ -159,6 +159,21 @@ static void topk(const float *v, int F, int k, int *idx, const unsigned char *al
 // ----------------------------------------------------------------------------
 // Training
 
+// Backward through one active feature f with activation a, output gradient g (D,) and input
+// x (D,): dW_dec[f] += a g; dpre = g . W_dec[f]; db_enc[f] += dpre; dW_enc[f] += dpre x.
+static void feature_backward(state *s, int f, float a, const float *g, const float *x) {
+    int D = s->D;
+    const float *wd = PARAM(s, P_WDEC) + (size_t)f * D;
+    float *gwd = GRAD(s, P_WDEC) + (size_t)f * D, *gwe = GRAD(s, P_WENC) + (size_t)f * D;
+    double ga = 0;
+    for (int d = 0; d < D; d++) {
+        gwd[d] += a * g[d];
+        ga += (double)g[d] * wd[d];
+    }
+    GRAD(s, P_BENC)[f] += (float)ga;
+    for (int d = 0; d < D; d++) gwe[d] += (float)ga * x[d];
+}
+
 ct_status ct_train_plt(const float *x, const float *y, long n, int D, const ct_train_opts *o, ct_plt_params *out,
                        ct_err *err) {
     memset(out, 0, sizeof *out);
@@ -224,14 +239,14 @@ ct_status ct_train_plt(const float *x, const float *y, long n, int D, const ct_t
         }
         const float *We = PARAM(&s, P_WENC), *be = PARAM(&s, P_BENC), *Wd = PARAM(&s, P_WDEC), *bd = PARAM(&s, P_BDEC);
         memset(s.g, 0, sizeof(float) * s.n);
-        float *gWe = GRAD(&s, P_WENC), *gbe = GRAD(&s, P_BENC), *gWd = GRAD(&s, P_WDEC), *gbd = GRAD(&s, P_BDEC);
+        float *gbd = GRAD(&s, P_BDEC);
         // pre (B, F) = xb (B, D) @ W_enc^T + b_enc
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, F, D, 1.0f, xb, D, We, D, 0.0f, pre, F);
+        ct_sgemm(0, 1, B, F, D, 1.0f, xb, D, We, D, 0.0f, pre, F);
         for (int b = 0; b < B; b++)
             for (int f = 0; f < F; f++) pre[(size_t)b * F + f] += be[f];
         // y_hat = sum of the k selected features' decoder rows + b_dec (+ skip)
         for (int b = 0; b < B; b++) memcpy(yh + (size_t)b * D, bd, sizeof(float) * (size_t)D);
-        if (s.skip) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, D, D, 1.0f, xb, D, PARAM(&s, P_WSKIP), D, 1.0f, yh, D);
+        if (s.skip) ct_sgemm(0, 1, B, D, D, 1.0f, xb, D, PARAM(&s, P_WSKIP), D, 1.0f, yh, D);
         double l0 = 0;
         for (int b = 0; b < B; b++) {
             int *ib = idx + (size_t)b * K;
@@ -261,25 +276,15 @@ ct_status ct_train_plt(const float *x, const float *y, long n, int D, const ct_t
             gy[i] = (float)(2.0 * e / B);
         }
         // backward through the selected features
-        for (int b = 0; b < B; b++) {
-            const float *g = gy + (size_t)b * D, *xr = xb + (size_t)b * D;
+        for (int b = 0; b < B; b++)
             for (int j = 0; j < K; j++) {
                 int f = idx[(size_t)b * K + j];
-                if (f < 0) continue;
-                float a = pre[(size_t)b * F + f];
-                double ga = 0;
-                for (int d = 0; d < D; d++) {
-                    gWd[(size_t)f * D + d] += a * g[d];
-                    ga += (double)g[d] * Wd[(size_t)f * D + d];
-                }
-                gbe[f] += (float)ga;
-                for (int d = 0; d < D; d++) gWe[(size_t)f * D + d] += (float)ga * xr[d];
+                if (f >= 0) feature_backward(&s, f, pre[(size_t)b * F + f], gy + (size_t)b * D, xb + (size_t)b * D);
             }
-        }
         for (int b = 0; b < B; b++)
             for (int d = 0; d < D; d++) gbd[d] += gy[(size_t)b * D + d];
         if (s.skip)   // dW_skip (D, D) = gy^T (D, B) @ xb (B, D)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, D, B, 1.0f, gy, D, xb, D, 0.0f, GRAD(&s, P_WSKIP), D);
+            ct_sgemm(1, 0, D, D, B, 1.0f, gy, D, xb, D, 0.0f, GRAD(&s, P_WSKIP), D);
         // AuxK: dead features reconstruct the residual
         int n_dead = 0;
         for (int f = 0; f < F; f++) n_dead += (dead[f] = s.tokens - s.last_fired[f] > o->dead_tokens && s.step > 0);
@@ -298,15 +303,7 @@ ct_status ct_train_plt(const float *x, const float *y, long n, int D, const ct_t
                 for (int d = 0; d < D; d++) g[d] = (float)(2.0 * o->aux_coef * (ea[d] - res[(size_t)b * D + d]) / B);
                 for (int j = 0; j < ka; j++) {
                     int f = ia[j];
-                    if (f < 0 || pre[(size_t)b * F + f] <= 0) continue;
-                    float a = pre[(size_t)b * F + f];
-                    double ga = 0;
-                    for (int d = 0; d < D; d++) {
-                        gWd[(size_t)f * D + d] += a * g[d];
-                        ga += (double)g[d] * Wd[(size_t)f * D + d];
-                    }
-                    gbe[f] += (float)ga;
-                    for (int d = 0; d < D; d++) gWe[(size_t)f * D + d] += (float)ga * xb[(size_t)b * D + d];
+                    if (f >= 0 && pre[(size_t)b * F + f] > 0) feature_backward(&s, f, pre[(size_t)b * F + f], g, xb + (size_t)b * D);
                 }
             }
         }

@@ -1,7 +1,6 @@
 // transcoder.c - transcoder sets: formats, encode, decode, reconstruction (see transcoder.h).
 #include "transcoder.h"
 
-#include <cblas.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -577,7 +576,7 @@ ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int 
     float *buf = pre ? pre : act;
     if (!buf) return CT_OK;
     // buf (T, F) = x (T, D) @ W_enc (F, D)^T + b_enc
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, F, D, 1.0f, x, D, L->W_enc, D, 0.0f, buf, F);
+    ct_sgemm(0, 1, T, F, D, 1.0f, x, D, L->W_enc, D, 0.0f, buf, F);
     for (int t = 0; t < T; t++)
         for (int f = 0; f < F; f++) buf[(size_t)t * F + f] += L->b_enc[f];
     if (act) {
@@ -647,8 +646,7 @@ void ct_tc_skip_add(const ct_transcoders *tc, int layer, const float *x, int T, 
     const ct_tc_layer *L = &tc->layers[layer];
     if (!L->W_skip) return;
     int D = tc->d_model;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, L->skip_mode == CT_SKIP_XWT ? CblasTrans : CblasNoTrans, T, D, D, 1.0f, x, D,
-                L->W_skip, D, 1.0f, y, D);
+    ct_sgemm(0, L->skip_mode == CT_SKIP_XWT, T, D, D, 1.0f, x, D, L->W_skip, D, 1.0f, y, D);
 }
 
 ct_status ct_tc_reconstruct(const ct_transcoders *tc, const float *inputs, int T, float *out, ct_err *err) {

@@ -1,13 +1,15 @@
 -- train.lua - trains the default transcoder set of stories260K and evaluates it.
 --   build/ctrace experiments/stories260K-transcoders/train.lua [out_dir] [key=value ...]
 -- Corpus: texts sampled from stories260K itself (temperature 1, seeds 1..n_train); held-out
--- texts from seeds 1000001 on. Deterministic for a given BLAS thread count (see README).
+-- texts from seeds 1000001 on, used for the evaluation and the feature dashboards (written to
+-- out_dir/dashboards.json). Deterministic for a given OpenBLAS kernel and thread count (see
+-- README).
 local ct = require "ctrace"
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local out = arg[1] or (here .. "/transcoders")
 
 local cfg = {n_train = 1000, n_eval = 100, max_tokens = 256, d_transcoder = 1024, k = 24, k_aux = 64, steps = 3000,
-             batch = 1024, lr = 1e-3, seed = 1, skip = false, log_every = 500}
+             batch = 1024, lr = 1e-3, seed = 1, skip = true, log_every = 500}
 for i = 2, #arg do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
   assert(k and cfg[k] ~= nil, "unknown setting " .. arg[i])
@@ -31,4 +33,8 @@ for l, x in ipairs(e.layers) do
 end
 print(string.format("mean     fvu %.4f  l0 %.2f  dead %.2f%%", fvu, l0, 100 * dead))
 print(string.format("replacement model: agreement %.4f  kl %.4f  (%d held-out positions)", e.agreement, e.kl, e.n_tokens))
-print(string.format("sampling %.1f s, training %.1f s, %d BLAS threads", t1 - t0, t2 - t1, ct.threads()))
+local t3 = ct.clock()
+local dash = require "ctrace.dashboards"
+dash.save(dash.compute(m, ct.load_transcoders(out), held), out)
+print(string.format("sampling %.1f s, training %.1f s, evaluation %.1f s, dashboards %.1f s, %d BLAS threads", t1 - t0,
+                    t2 - t1, t3 - t2, ct.clock() - t3, ct.threads()))

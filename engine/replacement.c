@@ -111,6 +111,19 @@ ct_status ct_replacement_forward(const ct_transcoders *tc, ct_model *m, const in
     return rc;
 }
 
+ct_status ct_tc_errors(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, float *err_out, ct_err *err) {
+    ct_status rc = ct_transcoders_check(tc, m, err);
+    if (rc) return rc;
+    size_t LTD = (size_t)tc->n_layers * T * tc->d_model;
+    float *in = malloc(sizeof(float) * LTD), *out = malloc(sizeof(float) * LTD);
+    rc = in && out ? real_hooks(tc, m, tokens, T, in, out, NULL, err) : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) rc = ct_tc_reconstruct(tc, in, T, err_out, err);
+    for (size_t i = 0; !rc && i < LTD; i++) err_out[i] = out[i] - err_out[i];
+    free(in);
+    free(out);
+    return rc;
+}
+
 void ct_tc_eval_free(ct_tc_eval *e) {
     free(e->fvu);
     free(e->l0);

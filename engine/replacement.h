@@ -14,6 +14,10 @@
 ct_status ct_replacement_forward(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, float *logits,
                                  ct_err *err);
 
+// Error vectors of the real run: err (L, T, D) = output hook - reconstruction from the input
+// hooks, every layer and position (position 0 included; circuit-tracer zeroes it in graphs).
+ct_status ct_tc_errors(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, float *err_out, ct_err *err);
+
 typedef struct {
     int n_layers;
     double *fvu;        // (L,) fraction of variance of the output hook left unexplained

@@ -451,6 +451,39 @@ static int l_tc_top_logits(lua_State *L) {
     return 1;
 }
 
+// tc:errors(model, input) -> {e_0, ..., e_{L-1}}: (T, D) error vectors of the real run
+// (output hook minus the transcoders' reconstruction) at every layer
+static int l_tc_errors(lua_State *L) {
+    ct_transcoders *tc = check_tc(L, 1);
+    ct_model *m = ct_lua_check_box(L, 2, CT_MT_MODEL);
+    int n, *lens, **ids;
+    lua_createtable(L, 1, 0);   // wrap the input as a list of one text
+    lua_pushvalue(L, 3);
+    lua_rawseti(L, -2, 1);
+    ids = texts_ids(L, lua_gettop(L), m, &lens, &n);
+    int T = lens[0];
+    ct_tensor *all = ct_tensor_new(2, (int64_t[]){(int64_t)tc->n_layers * T, tc->d_model});
+    ct_err err = {0};
+    ct_status rc = all ? ct_tc_errors(tc, m, ids[0], T, ct_tensor_data(all), &err)
+                       : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    free(ids[0]);
+    free(ids);
+    free(lens);
+    if (rc) {
+        ct_tensor_free(all);
+        return ct_lua_raise(L, &err);
+    }
+    ct_lua_push_tensor(L, all);   // [.., list, all]
+    lua_createtable(L, tc->n_layers, 0);
+    for (int l = 0; l < tc->n_layers; l++) {
+        ct_tensor *v;
+        if (ct_tensor_slice(&v, all, 0, (int64_t)l * T, (int64_t)(l + 1) * T, 1, &err)) return ct_lua_raise(L, &err);
+        ct_lua_push_tensor(L, v);
+        lua_rawseti(L, -2, l + 1);
+    }
+    return 1;
+}
+
 static int l_tc_d_transcoder(lua_State *L) {
     ct_transcoders *tc = check_tc(L, 1);
     lua_pushinteger(L, tc->layers[check_layer(L, tc, 2)].d_tc);
@@ -512,7 +545,7 @@ void ct_lua_register_transcoders(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"encode", l_tc_encode}, {"encode_sparse", l_tc_encode_sparse}, {"decode", l_tc_decode}, {"reconstruct", l_tc_reconstruct},
         {"decoder_row", l_tc_decoder_row}, {"encoder_row", l_tc_encoder_row}, {"params", l_tc_params},
-        {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"evaluate", l_tc_evaluate}, {"top_logits", l_tc_top_logits}, {"free", l_tc_free}, {NULL, NULL}};
+        {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"evaluate", l_tc_evaluate}, {"top_logits", l_tc_top_logits}, {"errors", l_tc_errors}, {"free", l_tc_free}, {NULL, NULL}};
     luaL_newmetatable(L, CT_MT_TRANSCODERS);
     lua_newtable(L);
     luaL_register(L, NULL, methods);

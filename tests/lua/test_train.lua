@@ -60,6 +60,22 @@ t.run {
     t.ok(e_long.layers[1].fvu < e_short.layers[1].fvu,
          string.format("40 steps beat 2 steps on layer 0 FVU (%.3f < %.3f)", e_long.layers[1].fvu, e_short.layers[1].fvu))
     t.ok(e_long.layers[1].l0 <= 4 + 1e-9, "L0 is at most k")
+    -- error vectors: output hook = reconstruction from the input hooks + error, every layer
+    local prompt = "Once upon a time"
+    local errs = tc:errors(m, prompt)
+    local hooks = {}
+    for l = 0, 4 do hooks[#hooks + 1] = "blocks." .. l .. ".mlp.hook_in" hooks[#hooks + 1] = "blocks." .. l .. ".mlp.hook_out" end
+    local _, c = m:run_with_cache(prompt, {hooks = hooks})
+    local ins = {}
+    for l = 0, 4 do ins[l + 1] = c["blocks." .. l .. ".mlp.hook_in"] end
+    local rec, worst = tc:reconstruct(ins), 0
+    for l = 0, 4 do
+      local y = c["blocks." .. l .. ".mlp.hook_out"]
+      for i = 1, y:size(1) do for j = 1, y:size(2) do
+        worst = math.max(worst, math.abs(rec[l + 1]:get(i, j) + errs[l + 1]:get(i, j) - y:get(i, j)))
+      end end
+    end
+    t.ok(#errs == 5 and worst < 1e-5, "reconstruction + error = the real output hook (max diff " .. worst .. ")")
   end},
   {"dashboards agree with encode", function()
     local dash = require "ctrace.dashboards"

@@ -63,12 +63,13 @@ ct_status ct_npy_parse(ct_npy_array *a, const uint8_t *buf, size_t size, ct_err 
     char endian = d[1];
     char kind = d[2];
     int bytes = d[3] - '0';
+    char descr[4] = {d[1], d[2], d[3], 0};   // for messages: never print from the file buffer itself
     if (d[4] != q || bytes < 1 || bytes > 8)
-        return ct_fail(err, CT_STATUS_UNSUPPORTED, "npy: dtype %.3s is not supported", d + 1);
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "npy: dtype %s is not supported", descr);
     if (endian == '>' && bytes > 1)
-        return ct_fail(err, CT_STATUS_BAD_DTYPE, "npy: big-endian dtype %.3s is not supported; expected little-endian", d + 1);
+        return ct_fail(err, CT_STATUS_BAD_DTYPE, "npy: big-endian dtype %s is not supported; expected little-endian", descr);
     if (endian != '<' && endian != '|' && endian != '=' && endian != '>')
-        return ct_fail(err, CT_STATUS_BAD_FORMAT, "npy: dtype %.6s has no byte order", d);
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "npy: dtype %s has no byte order", descr);
     static const struct { char kind; int bytes; ct_dtype dt; } types[] = {
         {'f', 2, CT_DT_F16}, {'f', 4, CT_DT_F32}, {'f', 8, CT_DT_F64}, {'i', 1, CT_DT_I8}, {'i', 2, CT_DT_I16},
         {'i', 4, CT_DT_I32}, {'i', 8, CT_DT_I64}, {'u', 1, CT_DT_U8}, {'u', 2, CT_DT_U16}, {'u', 4, CT_DT_U32},
@@ -76,7 +77,7 @@ ct_status ct_npy_parse(ct_npy_array *a, const uint8_t *buf, size_t size, ct_err 
     int found = 0;
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (types[i].kind == kind && types[i].bytes == bytes) a->dtype = types[i].dt, found = 1;
-    if (!found) return ct_fail(err, CT_STATUS_BAD_DTYPE, "npy: dtype %.3s is not supported", d + 1);
+    if (!found) return ct_fail(err, CT_STATUS_BAD_DTYPE, "npy: dtype %s is not supported", descr);
     // shape: a tuple of non-negative integers
     if (*sh != '(') return ct_fail(err, CT_STATUS_BAD_FORMAT, "npy: shape is not a tuple");
     const char *p = sh + 1, *end = h + hl;

@@ -30,51 +30,64 @@ static double rng_normal(uint64_t *s) {   // Box-Muller
 }
 
 // ----------------------------------------------------------------------------
-// Parameters and Adam state in one block
+// Parameters and Adam state in one block: per layer l, W_enc (F, D), b_enc (F),
+// W_dec (F, L - l, D), b_dec (D) (target layer l's bias), W_skip (D, D) when skip (one layer).
 
 enum { P_WENC, P_BENC, P_WDEC, P_BDEC, P_WSKIP, P_N };
 
 typedef struct {
-    int D, F, skip;
-    size_t off[P_N + 1];   // offsets into the flat parameter vector
+    int L, D, F, skip;
+    size_t *off;           // (L * P_N + 1,) offsets into the flat vectors
     float *p, *g, *m, *v;  // (n,) each
     size_t n;
-    long step;
+    long step, tokens;
     uint64_t rng;
-    long *last_fired;      // (F,) token count when each feature last fired
-    long tokens;
-    double sx, sy;         // input and target scales
+    long *last_fired;      // (L, F) token count when each feature last fired
+    float *sx, *sy;        // (L,) input and target scales
 } state;
 
+#define OFF(s, l, i) ((s)->off[(size_t)(l) * P_N + (i)])
+#define PARAM(s, l, i) ((s)->p + OFF(s, l, i))
+#define GRAD(s, l, i) ((s)->g + OFF(s, l, i))
+
 static void state_free(state *s) {
-    free(s->p), free(s->g), free(s->m), free(s->v), free(s->last_fired);
+    free(s->off), free(s->p), free(s->g), free(s->m), free(s->v), free(s->last_fired), free(s->sx), free(s->sy);
     memset(s, 0, sizeof *s);
 }
 
-static int state_init(state *s, int D, int F, int skip) {
+static int state_init(state *s, int L, int D, int F, int skip) {
     memset(s, 0, sizeof *s);
-    s->D = D, s->F = F, s->skip = skip;
-    size_t sizes[P_N] = {(size_t)F * D, (size_t)F, (size_t)F * D, (size_t)D, skip ? (size_t)D * D : 0};
-    for (int i = 0; i < P_N; i++) s->off[i + 1] = s->off[i] + sizes[i];
-    s->n = s->off[P_N];
+    s->L = L, s->D = D, s->F = F, s->skip = skip;
+    s->off = calloc((size_t)L * P_N + 1, sizeof(size_t));
+    if (!s->off) return 0;
+    size_t at = 0;
+    for (int l = 0; l < L; l++) {
+        size_t sizes[P_N] = {(size_t)F * D, (size_t)F, (size_t)F * (L - l) * D, (size_t)D, skip ? (size_t)D * D : 0};
+        for (int i = 0; i < P_N; i++) s->off[(size_t)l * P_N + i] = at, at += sizes[i];
+    }
+    s->off[(size_t)L * P_N] = at;
+    s->n = at;
     s->p = calloc(s->n, sizeof(float));
     s->g = calloc(s->n, sizeof(float));
     s->m = calloc(s->n, sizeof(float));
     s->v = calloc(s->n, sizeof(float));
-    s->last_fired = calloc((size_t)F, sizeof(long));
-    return s->p && s->g && s->m && s->v && s->last_fired;
+    s->last_fired = calloc((size_t)L * F, sizeof(long));
+    s->sx = calloc((size_t)L, sizeof(float));
+    s->sy = calloc((size_t)L, sizeof(float));
+    return s->p && s->g && s->m && s->v && s->last_fired && s->sx && s->sy;
 }
 
-#define PARAM(s, i) ((s)->p + (s)->off[i])
-#define GRAD(s, i) ((s)->g + (s)->off[i])
-
-static void normalize_decoder(state *s) {
-    float *W = PARAM(s, P_WDEC);
-    for (int f = 0; f < s->F; f++) {
-        double n = 0;
-        for (int d = 0; d < s->D; d++) n += (double)W[(size_t)f * s->D + d] * W[(size_t)f * s->D + d];
-        float inv = n > 0 ? (float)(1.0 / sqrt(n)) : 0.0f;
-        for (int d = 0; d < s->D; d++) W[(size_t)f * s->D + d] *= inv;
+// Every feature's whole decoder (all its target slices) to unit norm.
+static void normalize_decoders(state *s) {
+    for (int l = 0; l < s->L; l++) {
+        size_t w = (size_t)(s->L - l) * s->D;
+        float *W = PARAM(s, l, P_WDEC);
+        for (int f = 0; f < s->F; f++) {
+            double n = 0;
+            for (size_t d = 0; d < w; d++) n += (double)W[f * w + d] * W[f * w + d];
+            float inv = n > 0 ? (float)(1.0 / sqrt(n)) : 0.0f;
+            for (size_t d = 0; d < w; d++) W[f * w + d] *= inv;
+        }
     }
 }
 
@@ -82,22 +95,27 @@ static void normalize_decoder(state *s) {
 // Checkpoints: the state as a safetensors file (parameters, Adam moments, counters)
 
 static ct_status save_state(const state *s, const char *path, ct_err *err) {
-    int64_t ints[4] = {s->step, s->tokens, (int64_t)s->rng, 0};
-    double scales[2] = {s->sx, s->sy};
-    float sc[2] = {(float)scales[0], (float)scales[1]};
-    int64_t *lf = malloc(sizeof(int64_t) * (size_t)s->F);
-    if (!lf) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    for (int f = 0; f < s->F; f++) lf[f] = s->last_fired[f];
+    int64_t ints[4] = {s->step, s->tokens, (int64_t)s->rng, s->L};
+    size_t nf = (size_t)s->L * s->F;
+    int64_t *lf = malloc(sizeof(int64_t) * nf);
+    float *sc = malloc(sizeof(float) * 2 * (size_t)s->L);
+    if (!lf || !sc) {
+        free(lf), free(sc);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    for (size_t f = 0; f < nf; f++) lf[f] = s->last_fired[f];
+    memcpy(sc, s->sx, sizeof(float) * (size_t)s->L);
+    memcpy(sc + s->L, s->sy, sizeof(float) * (size_t)s->L);
     ct_st_entry e[] = {
         {"params", CT_DT_F32, 1, {(int64_t)s->n}, s->p, NULL},
         {"adam_m", CT_DT_F32, 1, {(int64_t)s->n}, s->m, NULL},
         {"adam_v", CT_DT_F32, 1, {(int64_t)s->n}, s->v, NULL},
         {"counters", CT_DT_I64, 1, {4}, NULL, ints},
-        {"last_fired", CT_DT_I64, 1, {s->F}, NULL, lf},
-        {"scales", CT_DT_F32, 1, {2}, sc, NULL},
+        {"last_fired", CT_DT_I64, 1, {(int64_t)nf}, NULL, lf},
+        {"scales", CT_DT_F32, 1, {2 * s->L}, sc, NULL},
     };
     ct_status rc = ct_safetensors_write(path, e, 6, NULL, 0, err);
-    free(lf);
+    free(lf), free(sc);
     return rc;
 }
 
@@ -114,23 +132,23 @@ static ct_status load_state(state *s, const char *path, ct_err *err) {
                          path, names[i], s->n);
         else memcpy(dst[i], t->data, sizeof(float) * s->n);
     }
+    size_t nf = (size_t)s->L * s->F;
     const ct_st_tensor *c = ct_safetensors_find(st, "counters"), *lf = ct_safetensors_find(st, "last_fired"),
                        *sc = ct_safetensors_find(st, "scales");
     if (!rc && (!c || c->dtype != CT_DT_I64 || ct_st_numel(c) != 4 || !lf || lf->dtype != CT_DT_I64 ||
-                ct_st_numel(lf) != s->F || !sc || sc->dtype != CT_DT_F32 || ct_st_numel(sc) != 2))
+                ct_st_numel(lf) != (int64_t)nf || !sc || sc->dtype != CT_DT_F32 || ct_st_numel(sc) != 2 * s->L))
         rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "checkpoint %s: counters, last_fired or scales missing", path);
     if (!rc) {
         int64_t ints[4];
         memcpy(ints, c->data, sizeof ints);
         s->step = (long)ints[0], s->tokens = (long)ints[1], s->rng = (uint64_t)ints[2];
-        for (int f = 0; f < s->F; f++) {
+        for (size_t f = 0; f < nf; f++) {
             int64_t v;
-            memcpy(&v, lf->data + 8 * (size_t)f, 8);
+            memcpy(&v, lf->data + 8 * f, 8);
             s->last_fired[f] = (long)v;
         }
-        float scl[2];
-        memcpy(scl, sc->data, sizeof scl);
-        s->sx = scl[0], s->sy = scl[1];
+        memcpy(s->sx, sc->data, sizeof(float) * (size_t)s->L);
+        memcpy(s->sy, sc->data + sizeof(float) * (size_t)s->L, sizeof(float) * (size_t)s->L);
     }
     ct_safetensors_free(st);
     return rc;
@@ -159,152 +177,178 @@ static void topk(const float *v, int F, int k, int *idx, const unsigned char *al
 // ----------------------------------------------------------------------------
 // Training
 
-// Backward through one active feature f with activation a, output gradient g (D,) and input
-// x (D,): dW_dec[f] += a g; dpre = g . W_dec[f]; db_enc[f] += dpre; dW_enc[f] += dpre x.
-static void feature_backward(state *s, int f, float a, const float *g, const float *x) {
-    int D = s->D;
-    const float *wd = PARAM(s, P_WDEC) + (size_t)f * D;
-    float *gwd = GRAD(s, P_WDEC) + (size_t)f * D, *gwe = GRAD(s, P_WENC) + (size_t)f * D;
+// Backward through feature f of layer l with activation a, for token b: out gradients gy
+// (L, B, D) of the targets t >= l (t_max: the last target used), input x (D,):
+// dW_dec[f, t-l] += a gy_t; dpre = sum_t gy_t . W_dec[f, t-l]; db_enc += dpre; dW_enc[f] += dpre x.
+static void feature_backward(state *s, int l, int f, float a, const float *gy, int B, int b, int t_max, const float *x) {
+    int D = s->D, w = (s->L - l) * D;
+    const float *wd = PARAM(s, l, P_WDEC) + (size_t)f * w;
+    float *gwd = GRAD(s, l, P_WDEC) + (size_t)f * w, *gwe = GRAD(s, l, P_WENC) + (size_t)f * D;
     double ga = 0;
-    for (int d = 0; d < D; d++) {
-        gwd[d] += a * g[d];
-        ga += (double)g[d] * wd[d];
+    for (int t = l; t <= t_max; t++) {
+        const float *g = gy + ((size_t)t * B + b) * D;
+        for (int d = 0; d < D; d++) {
+            gwd[(t - l) * D + d] += a * g[d];
+            ga += (double)g[d] * wd[(t - l) * D + d];
+        }
     }
-    GRAD(s, P_BENC)[f] += (float)ga;
+    GRAD(s, l, P_BENC)[f] += (float)ga;
     for (int d = 0; d < D; d++) gwe[d] += (float)ga * x[d];
 }
 
-ct_status ct_train_plt(const float *x, const float *y, long n, int D, const ct_train_opts *o, ct_plt_params *out,
-                       ct_err *err) {
+// y (D,) += a * W_dec_l[f, t - l, :]
+static void add_decoder(const state *s, int l, int f, int t, float a, float *y) {
+    const float *w = PARAM(s, l, P_WDEC) + (size_t)f * (s->L - l) * s->D + (size_t)(t - l) * s->D;
+    for (int d = 0; d < s->D; d++) y[d] += a * w[d];
+}
+
+ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, long n, int D, const ct_train_opts *o,
+                       ct_clt_params *out, ct_err *err) {
     memset(out, 0, sizeof *out);
     int F = o->d_tc, K = o->k, KA = o->k_aux, B = o->batch;
     if (F == D)
         return ct_fail(err, CT_STATUS_BAD_ARG, "train: d_transcoder %d equals d_model; the circuit-tracer layout cannot tell "
                        "a square W_dec's orientation, so choose another width", F);
-    if (F < 1 || K < 1 || K > F || KA < 0 || KA > F || B < 1 || o->steps < 1 || n < 1 || !(o->lr > 0))
+    if (L < 1 || F < 1 || K < 1 || K > F || KA < 0 || KA > F || B < 1 || o->steps < 1 || n < 1 || !(o->lr > 0))
         return ct_fail(err, CT_STATUS_BAD_ARG, "train: need d_tc >= 1, 1 <= k <= d_tc, 0 <= k_aux <= d_tc, batch >= 1, "
                        "steps >= 1, lr > 0 and data (got d_tc %d, k %d, k_aux %d, batch %d, steps %ld, lr %g, %ld tokens)",
                        F, K, KA, B, o->steps, o->lr, n);
+    if (o->skip && L > 1) return ct_fail(err, CT_STATUS_UNSUPPORTED, "train: skip connections are trained for per-layer sets only");
     state s;
-    if (!state_init(&s, D, F, o->skip)) {
+    if (!state_init(&s, L, D, F, o->skip)) {
         state_free(&s);
-        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a %d x %d transcoder", F, D);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a %d-layer %d x %d transcoder", L, F, D);
     }
     ct_status rc = CT_OK;
     struct stat sb;
     if (o->resume && o->checkpoint && stat(o->checkpoint, &sb) == 0) {
         rc = load_state(&s, o->checkpoint, err);
     } else {
-        // scales: unit mean square per dimension for inputs and targets
-        double sxx = 0, syy = 0;
-        for (long i = 0; i < n * D; i++) sxx += (double)x[i] * x[i], syy += (double)y[i] * y[i];
-        s.sx = (float)(sqrt(sxx / ((double)n * D)) + 1e-12);   // float: checkpoints store them exactly
-        s.sy = (float)(sqrt(syy / ((double)n * D)) + 1e-12);
         s.rng = o->seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
         if (!s.rng) s.rng = 1;
-        // decoder rows random unit vectors, encoder = decoder^T, b_dec = mean target
-        float *Wd = PARAM(&s, P_WDEC), *We = PARAM(&s, P_WENC), *bd = PARAM(&s, P_BDEC);
-        for (size_t i = 0; i < (size_t)F * D; i++) Wd[i] = (float)rng_normal(&s.rng);
-        normalize_decoder(&s);
-        memcpy(We, Wd, sizeof(float) * (size_t)F * D);
-        for (long i = 0; i < n; i++)
-            for (int d = 0; d < D; d++) bd[d] += (float)(y[(size_t)i * D + d] / s.sy / n);
+        for (int l = 0; l < L; l++) {
+            // scales: unit mean square per dimension (float: checkpoints store them exactly)
+            double sxx = 0, syy = 0;
+            for (long i = 0; i < n * D; i++) sxx += (double)xs[l][i] * xs[l][i], syy += (double)ys[l][i] * ys[l][i];
+            s.sx[l] = (float)(sqrt(sxx / ((double)n * D)) + 1e-12);
+            s.sy[l] = (float)(sqrt(syy / ((double)n * D)) + 1e-12);
+            // decoders random unit vectors, encoder = the decoder's first slice (transposed), b_dec = mean target
+            float *Wd = PARAM(&s, l, P_WDEC), *bd = PARAM(&s, l, P_BDEC);
+            for (size_t i = 0; i < (size_t)F * (L - l) * D; i++) Wd[i] = (float)rng_normal(&s.rng);
+            for (long i = 0; i < n; i++)
+                for (int d = 0; d < D; d++) bd[d] += (float)(ys[l][(size_t)i * D + d] / s.sy[l] / n);
+        }
+        normalize_decoders(&s);
+        for (int l = 0; l < L; l++)
+            for (int f = 0; f < F; f++)
+                memcpy(PARAM(&s, l, P_WENC) + (size_t)f * D, PARAM(&s, l, P_WDEC) + (size_t)f * (L - l) * D,
+                       sizeof(float) * (size_t)D);
     }
-    float *xb = malloc(sizeof(float) * (size_t)B * D), *yb = malloc(sizeof(float) * (size_t)B * D);
-    float *pre = malloc(sizeof(float) * (size_t)B * F), *yh = malloc(sizeof(float) * (size_t)B * D);
-    float *gy = malloc(sizeof(float) * (size_t)B * D), *res = malloc(sizeof(float) * (size_t)B * D);
-    int *idx = malloc(sizeof(int) * (size_t)B * (K + KA + 1));
+    size_t LBD = (size_t)L * B * D;
+    float *xb = malloc(sizeof(float) * LBD), *yb = malloc(sizeof(float) * LBD), *yh = malloc(sizeof(float) * LBD);
+    float *gy = malloc(sizeof(float) * LBD), *pre = malloc(sizeof(float) * (size_t)L * B * F);
+    int *idx = malloc(sizeof(int) * (size_t)L * B * K), *ia = malloc(sizeof(int) * (size_t)(KA + 1));
+    long *rows = malloc(sizeof(long) * (size_t)B);
     unsigned char *dead = malloc((size_t)F);
+    float *ea = malloc(sizeof(float) * (size_t)D), *ga_aux = malloc(sizeof(float) * (size_t)B * D * L);
     double *mean = malloc(sizeof(double) * (size_t)D);
-    float *ea = malloc(sizeof(float) * (size_t)D), *ga_aux = malloc(sizeof(float) * (size_t)D);
-    if (!rc && (!xb || !yb || !pre || !yh || !gy || !res || !idx || !dead || !mean || !ea || !ga_aux))
+    if (!rc && (!xb || !yb || !yh || !gy || !pre || !idx || !ia || !rows || !dead || !ea || !ga_aux || !mean))
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a batch of %d", B);
     struct timespec w0;
     clock_gettime(CLOCK_MONOTONIC, &w0);
     long step0 = s.step;
-    double log_loss = 0, log_fvu_num = 0, log_fvu_den = 0, log_l0 = 0;
+    double log_loss = 0, log_num = 0, log_den = 0, log_l0 = 0;
     int log_n = 0;
     while (!rc && s.step < o->steps) {
         if (o->cancel && *o->cancel) {
             rc = ct_fail(err, CT_STATUS_CANCELLED, "training cancelled at step %ld", s.step);
             break;
         }
-        // batch
-        for (int b = 0; b < B; b++) {
-            long i = (long)(rng_next(&s.rng) % (uint64_t)n);
-            for (int d = 0; d < D; d++) {
-                xb[(size_t)b * D + d] = (float)(x[(size_t)i * D + d] / s.sx);
-                yb[(size_t)b * D + d] = (float)(y[(size_t)i * D + d] / s.sy);
-            }
-        }
-        const float *We = PARAM(&s, P_WENC), *be = PARAM(&s, P_BENC), *Wd = PARAM(&s, P_WDEC), *bd = PARAM(&s, P_BDEC);
+        for (int b = 0; b < B; b++) rows[b] = (long)(rng_next(&s.rng) % (uint64_t)n);
         memset(s.g, 0, sizeof(float) * s.n);
-        float *gbd = GRAD(&s, P_BDEC);
-        // pre (B, F) = xb (B, D) @ W_enc^T + b_enc
-        ct_sgemm(0, 1, B, F, D, 1.0f, xb, D, We, D, 0.0f, pre, F);
-        for (int b = 0; b < B; b++)
-            for (int f = 0; f < F; f++) pre[(size_t)b * F + f] += be[f];
-        // y_hat = sum of the k selected features' decoder rows + b_dec (+ skip)
-        for (int b = 0; b < B; b++) memcpy(yh + (size_t)b * D, bd, sizeof(float) * (size_t)D);
-        if (s.skip) ct_sgemm(0, 1, B, D, D, 1.0f, xb, D, PARAM(&s, P_WSKIP), D, 1.0f, yh, D);
-        double l0 = 0;
-        for (int b = 0; b < B; b++) {
-            int *ib = idx + (size_t)b * K;
-            topk(pre + (size_t)b * F, F, K, ib, NULL);
-            for (int j = 0; j < K; j++) {
-                int f = ib[j];
-                float a = pre[(size_t)b * F + f];
-                if (a <= 0) {
-                    ib[j] = -1;
-                    continue;
+        double loss = 0, var = 0, l0 = 0;
+        for (int l = 0; l < L; l++) {   // inputs, targets, encoders, biases, skip
+            float *x = xb + (size_t)l * B * D, *y = yb + (size_t)l * B * D, *h = yh + (size_t)l * B * D;
+            float *pl = pre + (size_t)l * B * F;
+            const float *be = PARAM(&s, l, P_BENC), *bd = PARAM(&s, l, P_BDEC);
+            for (int b = 0; b < B; b++)
+                for (int d = 0; d < D; d++) {
+                    x[(size_t)b * D + d] = (float)(xs[l][(size_t)rows[b] * D + d] / s.sx[l]);
+                    y[(size_t)b * D + d] = (float)(ys[l][(size_t)rows[b] * D + d] / s.sy[l]);
                 }
-                l0 += 1;
-                s.last_fired[f] = s.tokens + b;
-                for (int d = 0; d < D; d++) yh[(size_t)b * D + d] += a * Wd[(size_t)f * D + d];
-            }
-        }
-        // loss and its gradient
-        double loss = 0, var = 0;
-        for (int d = 0; d < D; d++) mean[d] = 0;
-        for (int b = 0; b < B; b++)
-            for (int d = 0; d < D; d++) mean[d] += yb[(size_t)b * D + d] / B;
-        for (size_t i = 0; i < (size_t)B * D; i++) {
-            double e = yh[i] - yb[i], c = yb[i] - mean[i % (size_t)D];
-            loss += e * e;
-            var += c * c;
-            res[i] = yb[i] - yh[i];
-            gy[i] = (float)(2.0 * e / B);
-        }
-        // backward through the selected features
-        for (int b = 0; b < B; b++)
-            for (int j = 0; j < K; j++) {
-                int f = idx[(size_t)b * K + j];
-                if (f >= 0) feature_backward(&s, f, pre[(size_t)b * F + f], gy + (size_t)b * D, xb + (size_t)b * D);
-            }
-        for (int b = 0; b < B; b++)
-            for (int d = 0; d < D; d++) gbd[d] += gy[(size_t)b * D + d];
-        if (s.skip)   // dW_skip (D, D) = gy^T (D, B) @ xb (B, D)
-            ct_sgemm(1, 0, D, D, B, 1.0f, gy, D, xb, D, 0.0f, GRAD(&s, P_WSKIP), D);
-        // AuxK: dead features reconstruct the residual
-        int n_dead = 0;
-        for (int f = 0; f < F; f++) n_dead += (dead[f] = s.tokens - s.last_fired[f] > o->dead_tokens && s.step > 0);
-        if (KA > 0 && n_dead > 0) {
-            int ka = KA < n_dead ? KA : n_dead;
-            int *ia = idx + (size_t)B * K;
+            // pre (B, F) = x (B, D) @ W_enc^T + b_enc
+            ct_sgemm(0, 1, B, F, D, 1.0f, x, D, PARAM(&s, l, P_WENC), D, 0.0f, pl, F);
             for (int b = 0; b < B; b++) {
-                topk(pre + (size_t)b * F, F, ka, ia, dead);
+                for (int f = 0; f < F; f++) pl[(size_t)b * F + f] += be[f];
+                memcpy(h + (size_t)b * D, bd, sizeof(float) * (size_t)D);
+            }
+            if (s.skip) ct_sgemm(0, 1, B, D, D, 1.0f, x, D, PARAM(&s, l, P_WSKIP), D, 1.0f, h, D);
+        }
+        for (int l = 0; l < L; l++)   // TopK and the decoders into every target t >= l
+            for (int b = 0; b < B; b++) {
+                int *ib = idx + ((size_t)l * B + b) * K;
+                const float *pr = pre + ((size_t)l * B + b) * F;
+                topk(pr, F, K, ib, NULL);
+                for (int j = 0; j < K; j++) {
+                    int f = ib[j];
+                    if (pr[f] <= 0) {
+                        ib[j] = -1;
+                        continue;
+                    }
+                    l0 += 1;
+                    s.last_fired[(size_t)l * F + f] = s.tokens + b;
+                    for (int t = l; t < L; t++) add_decoder(&s, l, f, t, pr[f], yh + ((size_t)t * B + b) * D);
+                }
+            }
+        for (int t = 0; t < L; t++) {   // loss and its gradient per target
+            const float *y = yb + (size_t)t * B * D, *h = yh + (size_t)t * B * D;
+            float *g = gy + (size_t)t * B * D;
+            for (int d = 0; d < D; d++) mean[d] = 0;
+            for (int b = 0; b < B; b++)
+                for (int d = 0; d < D; d++) mean[d] += y[(size_t)b * D + d] / B;
+            for (size_t i = 0; i < (size_t)B * D; i++) {
+                double e = h[i] - y[i], c = y[i] - mean[i % (size_t)D];
+                loss += e * e;
+                var += c * c;
+                g[i] = (float)(2.0 * e / B);
+            }
+        }
+        for (int l = 0; l < L; l++) {   // backward
+            for (int b = 0; b < B; b++)
+                for (int j = 0; j < K; j++) {
+                    int f = idx[((size_t)l * B + b) * K + j];
+                    if (f >= 0) feature_backward(&s, l, f, pre[((size_t)l * B + b) * F + f], gy, B, b, L - 1,
+                                                 xb + ((size_t)l * B + b) * D);
+                }
+            float *gbd = GRAD(&s, l, P_BDEC);
+            for (int b = 0; b < B; b++)
+                for (int d = 0; d < D; d++) gbd[d] += gy[((size_t)l * B + b) * D + d];
+            if (s.skip)   // dW_skip (D, D) = gy^T (D, B) @ x (B, D)
+                ct_sgemm(1, 0, D, D, B, 1.0f, gy + (size_t)l * B * D, D, xb + (size_t)l * B * D, D, 0.0f,
+                         GRAD(&s, l, P_WSKIP), D);
+        }
+        // AuxK: each layer's dead features reconstruct the residual of its own target
+        int n_dead_all = 0;
+        for (int l = 0; l < L; l++) {
+            int n_dead = 0;
+            for (int f = 0; f < F; f++)
+                n_dead += (dead[f] = s.tokens - s.last_fired[(size_t)l * F + f] > o->dead_tokens && s.step > 0);
+            n_dead_all += n_dead;
+            if (KA == 0 || n_dead == 0) continue;
+            int ka = KA < n_dead ? KA : n_dead;
+            float *g = ga_aux + (size_t)l * B * D;   // laid out as gy: target l's rows
+            memset(ga_aux, 0, sizeof(float) * (size_t)B * D * L);
+            for (int b = 0; b < B; b++) {
+                const float *pr = pre + ((size_t)l * B + b) * F;
+                topk(pr, F, ka, ia, dead);
                 for (int d = 0; d < D; d++) ea[d] = 0;
-                for (int j = 0; j < ka; j++) {
-                    int f = ia[j];
-                    if (f < 0 || pre[(size_t)b * F + f] <= 0) continue;
-                    for (int d = 0; d < D; d++) ea[d] += pre[(size_t)b * F + f] * Wd[(size_t)f * D + d];
-                }
-                float *g = ga_aux;
-                for (int d = 0; d < D; d++) g[d] = (float)(2.0 * o->aux_coef * (ea[d] - res[(size_t)b * D + d]) / B);
-                for (int j = 0; j < ka; j++) {
-                    int f = ia[j];
-                    if (f >= 0 && pre[(size_t)b * F + f] > 0) feature_backward(&s, f, pre[(size_t)b * F + f], g, xb + (size_t)b * D);
-                }
+                for (int j = 0; j < ka; j++)
+                    if (ia[j] >= 0 && pr[ia[j]] > 0) add_decoder(&s, l, ia[j], l, pr[ia[j]], ea);
+                const float *h = yh + ((size_t)l * B + b) * D, *y = yb + ((size_t)l * B + b) * D;
+                for (int d = 0; d < D; d++) g[(size_t)b * D + d] = (float)(2.0 * o->aux_coef * (ea[d] - (y[d] - h[d])) / B);
+                for (int j = 0; j < ka; j++)
+                    if (ia[j] >= 0 && pr[ia[j]] > 0)
+                        feature_backward(&s, l, ia[j], pr[ia[j]], ga_aux, B, b, l, xb + ((size_t)l * B + b) * D);
             }
         }
         // Adam
@@ -315,48 +359,130 @@ ct_status ct_train_plt(const float *x, const float *y, long n, int D, const ct_t
             s.v[i] = (float)(b2 * s.v[i] + (1 - b2) * (double)s.g[i] * s.g[i]);
             s.p[i] -= (float)(o->lr * (s.m[i] / bc1) / (sqrt(s.v[i] / bc2) + 1e-8));
         }
-        normalize_decoder(&s);
+        normalize_decoders(&s);
         s.tokens += B;
-        log_loss += loss / B, log_fvu_num += loss, log_fvu_den += var, log_l0 += l0 / B, log_n++;
+        log_loss += loss / B, log_num += loss, log_den += var, log_l0 += l0 / B / L, log_n++;
         if ((o->log_every > 0 && s.step % o->log_every == 0) || s.step == o->steps) {
             struct timespec w1;
             clock_gettime(CLOCK_MONOTONIC, &w1);
             double dt = (double)(w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) * 1e-9;
-            ct_train_progress p = {s.step, o->steps, log_loss / log_n, log_fvu_den > 0 ? log_fvu_num / log_fvu_den : 0,
-                                   log_l0 / log_n, (double)n_dead / F, dt > 0 ? (double)(s.step - step0) * B / dt : 0};
+            ct_train_progress p = {s.step, o->steps, log_loss / log_n, log_den > 0 ? log_num / log_den : 0, log_l0 / log_n,
+                                   (double)n_dead_all / ((double)F * L), dt > 0 ? (double)(s.step - step0) * B / dt : 0};
             if (o->progress) o->progress(o->ctx, &p);
-            log_loss = log_fvu_num = log_fvu_den = log_l0 = 0, log_n = 0;
+            log_loss = log_num = log_den = log_l0 = 0, log_n = 0;
             if (o->checkpoint) rc = save_state(&s, o->checkpoint, err);
         }
     }
-    free(xb), free(yb), free(pre), free(yh), free(gy), free(res), free(idx), free(dead), free(mean), free(ea), free(ga_aux);
-    if (!rc) {   // fold the scales into the weights: x -> x / sx, y = sy * y'
-        out->d_model = D, out->d_tc = F, out->k = K;
-        out->W_enc = malloc(sizeof(float) * (size_t)F * D);
-        out->b_enc = malloc(sizeof(float) * (size_t)F);
-        out->W_dec = malloc(sizeof(float) * (size_t)F * D);
-        out->b_dec = malloc(sizeof(float) * (size_t)D);
-        out->W_skip = s.skip ? malloc(sizeof(float) * (size_t)D * D) : NULL;
-        if (!out->W_enc || !out->b_enc || !out->W_dec || !out->b_dec || (s.skip && !out->W_skip)) {
-            ct_plt_params_free(out);
-            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-        } else {
-            for (size_t i = 0; i < (size_t)F * D; i++) {
-                out->W_enc[i] = (float)(PARAM(&s, P_WENC)[i] / s.sx);
-                out->W_dec[i] = (float)(PARAM(&s, P_WDEC)[i] * s.sy);
+    free(xb), free(yb), free(yh), free(gy), free(pre), free(idx), free(ia), free(rows), free(dead), free(ea), free(ga_aux);
+    free(mean);
+    if (!rc) {   // fold the scales into the weights: x -> x / sx_l, y_t = sy_t * y'_t
+        out->n_layers = L, out->d_model = D, out->d_tc = F, out->k = K;
+        out->W_enc = calloc((size_t)L, sizeof(float *));
+        out->b_enc = calloc((size_t)L, sizeof(float *));
+        out->W_dec = calloc((size_t)L, sizeof(float *));
+        out->b_dec = calloc((size_t)L, sizeof(float *));
+        out->W_skip = s.skip ? calloc((size_t)L, sizeof(float *)) : NULL;
+        int ok = out->W_enc && out->b_enc && out->W_dec && out->b_dec && (!s.skip || out->W_skip);
+        for (int l = 0; ok && l < L; l++) {
+            size_t w = (size_t)(L - l) * D;
+            ok = (out->W_enc[l] = malloc(sizeof(float) * (size_t)F * D)) && (out->b_enc[l] = malloc(sizeof(float) * (size_t)F)) &&
+                 (out->W_dec[l] = malloc(sizeof(float) * (size_t)F * w)) && (out->b_dec[l] = malloc(sizeof(float) * (size_t)D));
+            if (!ok) break;
+            for (size_t i = 0; i < (size_t)F * D; i++) out->W_enc[l][i] = (float)(PARAM(&s, l, P_WENC)[i] / s.sx[l]);
+            memcpy(out->b_enc[l], PARAM(&s, l, P_BENC), sizeof(float) * (size_t)F);
+            for (int f = 0; f < F; f++)
+                for (size_t c = 0; c < w; c++)
+                    out->W_dec[l][f * w + c] = (float)(PARAM(&s, l, P_WDEC)[f * w + c] * s.sy[l + c / (size_t)D]);
+            for (int d = 0; d < D; d++) out->b_dec[l][d] = (float)(PARAM(&s, l, P_BDEC)[d] * s.sy[l]);
+            if (s.skip) {
+                if (!(ok = (out->W_skip[l] = malloc(sizeof(float) * (size_t)D * D)) != NULL)) break;
+                for (size_t i = 0; i < (size_t)D * D; i++)
+                    out->W_skip[l][i] = (float)(PARAM(&s, l, P_WSKIP)[i] * s.sy[l] / s.sx[l]);
             }
-            memcpy(out->b_enc, PARAM(&s, P_BENC), sizeof(float) * (size_t)F);
-            for (int d = 0; d < D; d++) out->b_dec[d] = (float)(PARAM(&s, P_BDEC)[d] * s.sy);
-            for (size_t i = 0; s.skip && i < (size_t)D * D; i++) out->W_skip[i] = (float)(PARAM(&s, P_WSKIP)[i] * s.sy / s.sx);
+        }
+        if (!ok) {
+            ct_clt_params_free(out);
+            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
         }
     }
     state_free(&s);
     return rc;
 }
 
+ct_status ct_train_plt(const float *x, const float *y, long n, int D, const ct_train_opts *o, ct_plt_params *out,
+                       ct_err *err) {
+    memset(out, 0, sizeof *out);
+    ct_clt_params c;   // the one-layer case of the cross-layer trainer
+    ct_status rc = ct_train_clt(&x, &y, 1, n, D, o, &c, err);
+    if (rc) return rc;
+    out->d_model = D, out->d_tc = c.d_tc, out->k = c.k;
+    out->W_enc = c.W_enc[0], out->b_enc = c.b_enc[0], out->W_dec = c.W_dec[0], out->b_dec = c.b_dec[0];
+    out->W_skip = c.W_skip ? c.W_skip[0] : NULL;
+    free(c.W_enc), free(c.b_enc), free(c.W_dec), free(c.b_dec), free(c.W_skip);
+    return CT_OK;
+}
+
+void ct_clt_params_free(ct_clt_params *p) {
+    for (int l = 0; l < p->n_layers; l++) {
+        if (p->W_enc) free(p->W_enc[l]);
+        if (p->b_enc) free(p->b_enc[l]);
+        if (p->W_dec) free(p->W_dec[l]);
+        if (p->b_dec) free(p->b_dec[l]);
+        if (p->W_skip) free(p->W_skip[l]);
+    }
+    free(p->W_enc), free(p->b_enc), free(p->W_dec), free(p->b_dec), free(p->W_skip);
+    memset(p, 0, sizeof *p);
+}
+
 void ct_plt_params_free(ct_plt_params *p) {
     free(p->W_enc), free(p->b_enc), free(p->W_dec), free(p->b_dec), free(p->W_skip);
     memset(p, 0, sizeof *p);
+}
+
+static ct_status write_config(const char *dir, const char *kind, const char *model_name, const char *input_hook,
+                              const char *output_hook, int k, int n_layers, const char *list_fmt, ct_err *err) {
+    char path[1200], tmp[1300];
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", tmp, strerror(errno));
+    fprintf(f, "model_name: %s\nmodel_kind: %s\nfeature_input_hook: %s\nfeature_output_hook: %s\nactivation: topk\nk: %d\n",
+            model_name, kind, input_hook, output_hook, k);
+    if (list_fmt) {
+        fprintf(f, "transcoders:\n");
+        for (int l = 0; l < n_layers; l++) {
+            fprintf(f, "  - ");
+            fprintf(f, list_fmt, l);
+            fprintf(f, "\n");
+        }
+    }
+    if (fclose(f) != 0 || rename(tmp, path) != 0) return ct_fail(err, CT_STATUS_IO, "cannot write %s", path);
+    return CT_OK;
+}
+
+ct_status ct_clt_save_set(const char *dir, const ct_clt_params *p, const char *model_name, const char *input_hook,
+                          const char *output_hook, ct_err *err) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return ct_fail(err, CT_STATUS_IO, "cannot create %s: %s", dir, strerror(errno));
+    char path[1200], n1[32], n2[32], n3[32], n4[32];
+    int L = p->n_layers;
+    for (int l = 0; l < L; l++) {
+        snprintf(n1, sizeof n1, "W_enc_%d", l);
+        snprintf(n2, sizeof n2, "b_enc_%d", l);
+        snprintf(n3, sizeof n3, "b_dec_%d", l);
+        snprintf(n4, sizeof n4, "W_dec_%d", l);
+        ct_st_entry e[] = {
+            {n1, CT_DT_F32, 2, {p->d_tc, p->d_model}, p->W_enc[l], NULL},
+            {n2, CT_DT_F32, 1, {p->d_tc}, p->b_enc[l], NULL},
+            {n3, CT_DT_F32, 1, {p->d_model}, p->b_dec[l], NULL},
+        };
+        ct_st_entry d = {n4, CT_DT_F32, 3, {p->d_tc, L - l, p->d_model}, p->W_dec[l], NULL};
+        snprintf(path, sizeof path, "%s/W_enc_%d.safetensors", dir, l);
+        ct_status rc = ct_safetensors_write(path, e, 3, NULL, 0, err);
+        snprintf(path, sizeof path, "%s/W_dec_%d.safetensors", dir, l);
+        if (!rc) rc = ct_safetensors_write(path, &d, 1, NULL, 0, err);
+        if (rc) return rc;
+    }
+    return write_config(dir, "cross_layer_transcoder", model_name, input_hook, output_hook, p->k, L, NULL, err);
 }
 
 ct_status ct_plt_save_set(const char *dir, const ct_plt_params *layers, int n_layers, const char *model_name,
@@ -378,14 +504,6 @@ ct_status ct_plt_save_set(const char *dir, const ct_plt_params *layers, int n_la
         ct_status rc = ct_safetensors_write(path, e, p->W_skip ? 6 : 5, NULL, 0, err);
         if (rc) return rc;
     }
-    snprintf(path, sizeof path, "%s/config.yaml", dir);
-    char tmp[1300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", tmp, strerror(errno));
-    fprintf(f, "model_name: %s\nmodel_kind: transcoder_set\nfeature_input_hook: %s\nfeature_output_hook: %s\n"
-               "activation: topk\nk: %d\ntranscoders:\n", model_name, input_hook, output_hook, layers[0].k);
-    for (int l = 0; l < n_layers; l++) fprintf(f, "  - layer_%d.safetensors\n", l);
-    if (fclose(f) != 0 || rename(tmp, path) != 0) return ct_fail(err, CT_STATUS_IO, "cannot write %s", path);
-    return CT_OK;
+    return write_config(dir, "transcoder_set", model_name, input_hook, output_hook, layers[0].k, n_layers,
+                        "layer_%d.safetensors", err);
 }

@@ -271,7 +271,10 @@ static int l_tc_evaluate(lua_State *L) {
 
 static void print_progress(void *ctx, const ct_train_progress *p) {
     const int *layer = ctx;
-    fprintf(stderr, "layer %d step %ld/%ld loss %.4f fvu %.4f l0 %.1f dead %.1f%% %.0f tok/s\n", *layer, p->step, p->steps,
+    if (*layer < 0)
+        fprintf(stderr, "clt step %ld/%ld loss %.4f fvu %.4f l0 %.1f dead %.1f%% %.0f tok/s\n", p->step, p->steps, p->loss,
+                p->fvu, p->l0, 100.0 * p->dead, p->tokens_per_s);
+    else fprintf(stderr, "layer %d step %ld/%ld loss %.4f fvu %.4f l0 %.1f dead %.1f%% %.0f tok/s\n", *layer, p->step, p->steps,
             p->loss, p->fvu, p->l0, 100.0 * p->dead, p->tokens_per_s);
 }
 
@@ -315,15 +318,20 @@ static int l_train_transcoders(lua_State *L) {
     ct_model *m = ct_lua_check_box(L, 1, CT_MT_MODEL);
     static const char *const allowed[] = {"dir", "d_transcoder", "k", "k_aux", "aux_coef", "batch", "steps", "lr", "seed",
                                           "skip", "input_hook", "output_hook", "dead_tokens", "log_every", "checkpoint_dir",
-                                          "resume", "quiet", "model_name", NULL};
+                                          "resume", "quiet", "model_name", "kind", NULL};
     ct_lua_check_opts(L, 3, "ctrace.train_transcoders", allowed);
     lua_getfield(L, 3, "dir");
     const char *dir = lua_tostring(L, -1);
     if (!dir) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.train_transcoders: option 'dir' (output directory) is required");
+    lua_getfield(L, 3, "kind");
+    const char *kind = lua_isstring(L, -1) ? lua_tostring(L, -1) : "plt";
+    int clt = strcmp(kind, "clt") == 0;
+    if (!clt && strcmp(kind, "plt") != 0)
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.train_transcoders: kind '%s'; expected plt or clt", kind);
     lua_getfield(L, 3, "input_hook");
-    const char *in_hook = lua_isstring(L, -1) ? lua_tostring(L, -1) : "mlp.hook_in";
+    const char *in_hook = lua_isstring(L, -1) ? lua_tostring(L, -1) : clt ? "hook_resid_mid" : "mlp.hook_in";
     lua_getfield(L, 3, "output_hook");
-    const char *out_hook = lua_isstring(L, -1) ? lua_tostring(L, -1) : "mlp.hook_out";
+    const char *out_hook = lua_isstring(L, -1) ? lua_tostring(L, -1) : clt ? "hook_mlp_out" : "mlp.hook_out";
     lua_getfield(L, 3, "checkpoint_dir");
     const char *ckdir = lua_tostring(L, -1);
     lua_getfield(L, 3, "model_name");
@@ -347,26 +355,46 @@ static int l_train_transcoders(lua_State *L) {
     };
     int n, *lens, **ids = texts_ids(L, 2, m, &lens, &n);
     int NL = m->cfg.n_layers;
-    ct_plt_params *params = calloc((size_t)NL, sizeof *params);
     ct_err err = {0};
-    ct_status rc = params ? CT_OK : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_status rc = CT_OK;
     char ck[1200];
+    float **xs = calloc((size_t)NL, sizeof(float *)), **ys = calloc((size_t)NL, sizeof(float *));
+    ct_plt_params *params = calloc((size_t)NL, sizeof *params);
+    if (!xs || !ys || !params) rc = ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    long count = 0;
     for (int l = 0; l < NL && !rc; l++) {
-        float *x = NULL, *y = NULL;
-        long count = 0;
+        rc = collect(m, l, in_hook, out_hook, ids, lens, n, &xs[l], &ys[l], &count, &err);
+        if (rc || clt) continue;   // a CLT trains every layer at once below
         layer_now = l;
-        rc = collect(m, l, in_hook, out_hook, ids, lens, n, &x, &y, &count, &err);
-        if (!rc && ckdir) {
+        if (ckdir) {
             snprintf(ck, sizeof ck, "%s/layer_%d.state.safetensors", ckdir, l);
             o.checkpoint = ck;
         }
-        if (!rc) rc = ct_train_plt(x, y, count, m->cfg.d_model, &o, &params[l], &err);
-        free(x);
-        free(y);
+        rc = ct_train_plt(xs[l], ys[l], count, m->cfg.d_model, &o, &params[l], &err);
+        free(xs[l]), free(ys[l]);
+        xs[l] = ys[l] = NULL;
     }
-    if (!rc) rc = ct_plt_save_set(dir, params, NL, model_name, in_hook, out_hook, &err);
-    for (int l = 0; params && l < NL; l++) ct_plt_params_free(&params[l]);
-    free(params);
+    if (!rc && clt) {
+        ct_clt_params cp;
+        layer_now = -1;
+        if (ckdir) {
+            snprintf(ck, sizeof ck, "%s/clt.state.safetensors", ckdir);
+            o.checkpoint = ck;
+        }
+        rc = ct_train_clt((const float *const *)xs, (const float *const *)ys, NL, count, m->cfg.d_model, &o, &cp, &err);
+        if (!rc) {
+            rc = ct_clt_save_set(dir, &cp, model_name, in_hook, out_hook, &err);
+            ct_clt_params_free(&cp);
+        }
+    } else if (!rc) {
+        rc = ct_plt_save_set(dir, params, NL, model_name, in_hook, out_hook, &err);
+    }
+    for (int l = 0; l < NL; l++) {
+        if (xs) free(xs[l]);
+        if (ys) free(ys[l]);
+        if (params) ct_plt_params_free(&params[l]);
+    }
+    free(xs), free(ys), free(params);
     for (int i = 0; i < n; i++) free(ids[i]);
     free(ids);
     free(lens);

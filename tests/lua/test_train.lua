@@ -18,9 +18,12 @@ local function slurp(path)
   return s
 end
 
-local function same_set(a, b)
+local function same_set(a, b, clt)
   for l = 0, 4 do
-    if slurp(a .. "/layer_" .. l .. ".safetensors") ~= slurp(b .. "/layer_" .. l .. ".safetensors") then return false end
+    local names = clt and {"W_enc_" .. l, "W_dec_" .. l} or {"layer_" .. l}
+    for _, n in ipairs(names) do
+      if slurp(a .. "/" .. n .. ".safetensors") ~= slurp(b .. "/" .. n .. ".safetensors") then return false end
+    end
   end
   return slurp(a .. "/config.yaml") == slurp(b .. "/config.yaml")
 end
@@ -100,6 +103,25 @@ t.run {
     t.ok(ok_match, "each example's activation and marked token match a fresh encode")
     t.eq(#f.top_logits, 5, "five top logits")
     t.ok(type(f.label) == "string" and #f.label > 0, "a label: " .. tostring(f.label))
+  end},
+  {"cross-layer: deterministic, resumable, loads and reconstructs", function()
+    local a = tmp .. "/clt_a"
+    ct.train_transcoders(m, texts, opts {kind = "clt", steps = 20, seed = 5, dir = a})
+    ct.train_transcoders(m, texts, opts {kind = "clt", steps = 20, seed = 5, dir = tmp .. "/clt_b"})
+    t.ok(same_set(a, tmp .. "/clt_b", true), "two CLT runs with one seed write identical files")
+    os.execute("mkdir -p " .. tmp .. "/cltck")
+    ct.train_transcoders(m, texts, opts {kind = "clt", steps = 10, seed = 5, dir = tmp .. "/clt_half", checkpoint_dir = tmp .. "/cltck"})
+    ct.train_transcoders(m, texts, opts {kind = "clt", steps = 20, seed = 5, dir = tmp .. "/clt_res", checkpoint_dir = tmp .. "/cltck",
+                                          resume = true})
+    t.ok(same_set(a, tmp .. "/clt_res", true), "a resumed CLT run equals a straight one")
+    local tc = ct.load_transcoders(a)
+    t.eq(tc.kind, "clt", "saved as a cross-layer directory")
+    t.eq(tc.feature_input_hook, "hook_resid_mid", "CLT input hook")
+    t.ok(tc:check(m), "fits stories260K")
+    local e = tc:evaluate(m, texts)
+    t.ok(e.layers[5].l0 <= 4 + 1e-9 and e.layers[5].fvu < 2, string.format("evaluates (layer 4 fvu %.3f)", e.layers[5].fvu))
+    t.raises(function() ct.train_transcoders(m, texts, opts {kind = "clt", skip = true, dir = tmp .. "/x", steps = 1}) end,
+             "per-layer sets only", "CLT with skip refused")
   end},
   {"bad options", function()
     t.raises(function() ct.train_transcoders(m, texts, {steps = 1}) end, "'dir'", "dir is required")

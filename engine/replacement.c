@@ -52,7 +52,7 @@ static ct_status repl_mlp(void *vctx, int l, const ct_mlp_io *io, float *out, ct
 static ct_status real_hooks(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, float *in, float *out,
                             float *logits, ct_err *err) {
     int L = tc->n_layers;
-    ct_hook_id *ids = malloc(sizeof *ids * (size_t)(2 * L));
+    ct_hook_id *ids = calloc((size_t)(2 * L), sizeof *ids);
     if (!ids) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     ct_status rc = CT_OK;
     for (int l = 0; l < L && !rc; l++) {

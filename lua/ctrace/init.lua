@@ -58,7 +58,8 @@ function M.load_tokenizer(path)
 end
 
 -- Default transcoder sets of named models, in the project.
-M.default_transcoders = {stories260K = "experiments/stories260K-transcoders/transcoders"}
+M.default_transcoders = {stories260K = "experiments/stories260K-transcoders/transcoders",
+                         ["stories260K-clt"] = "experiments/stories260K-transcoders/clt"}
 
 -- A transcoder set: config.yaml, a directory, one .npz / .safetensors file, or the name of a
 -- model with a default set ("stories260K").

@@ -9,27 +9,33 @@ local ct = require "ctrace"
 local dash = require "ctrace.dashboards"
 
 local m = ct.load_model("stories260K")
-local tc = ct.load_transcoders("stories260K")
-t.ok(tc:check(m), "the default set fits stories260K: " .. tostring(tc))
-
 local held = ct.sample_texts(m, 40, 256, 1000001)
-local e = tc:evaluate(m, held)
-local fvu, l0 = 0, 0
-for l, x in ipairs(e.layers) do
-  io.write(string.format("# layer %d: fvu %.4f  l0 %.2f  dead on this sample %.1f%%\n", l - 1, x.fvu, x.l0, 100 * x.dead))
-  fvu, l0 = fvu + x.fvu / #e.layers, l0 + x.l0 / #e.layers
-end
-t.ok(fvu <= 0.15, string.format("mean FVU %.4f <= 0.15 on %d held-out positions", fvu, e.n_tokens))
-t.ok(l0 <= 24, string.format("mean L0 %.2f <= 24", l0))
-t.ok(e.agreement >= 0.60, string.format("replacement model top-1 agreement %.4f >= 0.60 (mean KL %.4f)", e.agreement, e.kl))
 
-local d = assert(dash.load(tc.path))
-for l = 0, tc.n_layers - 1 do
-  local dead = 0
-  for _, f in ipairs(d.layers[l + 1]) do dead = dead + (f.density == 0 and 1 or 0) end
-  t.ok(dead / #d.layers[l + 1] < 0.10, string.format("layer %d: %.1f%% of features never active on %d dashboard tokens",
-                                                      l, 100 * dead / #d.layers[l + 1], d.n_tokens))
+for _, name in ipairs {"stories260K", "stories260K-clt"} do
+  local tc = ct.load_transcoders(name)
+  t.ok(tc:check(m), name .. " fits stories260K: " .. tostring(tc))
+  local e = tc:evaluate(m, held)
+  local fvu, l0 = 0, 0
+  for l, x in ipairs(e.layers) do
+    io.write(string.format("# %s layer %d: fvu %.4f  l0 %.2f  dead on this sample %.1f%%\n", name, l - 1, x.fvu, x.l0,
+                           100 * x.dead))
+    fvu, l0 = fvu + x.fvu / #e.layers, l0 + x.l0 / #e.layers
+  end
+  t.ok(fvu <= 0.15, string.format("%s: mean FVU %.4f <= 0.15 on %d held-out positions", name, fvu, e.n_tokens))
+  t.ok(l0 <= 24, string.format("%s: mean L0 %.2f <= 24", name, l0))
+  t.ok(e.agreement >= 0.60, string.format("%s: replacement model top-1 agreement %.4f >= 0.60 (mean KL %.4f)", name,
+                                          e.agreement, e.kl))
+  local d = assert(dash.load(tc.path))
+  for l = 0, tc.n_layers - 1 do
+    local dead = 0
+    for _, f in ipairs(d.layers[l + 1]) do dead = dead + (f.density == 0 and 1 or 0) end
+    t.ok(dead / #d.layers[l + 1] < 0.10, string.format("%s layer %d: %.1f%% of features never active on %d dashboard tokens",
+                                                        name, l, 100 * dead / #d.layers[l + 1], d.n_tokens))
+  end
 end
+
+local tc = ct.load_transcoders("stories260K")
+local d = assert(dash.load(tc.path))
 
 -- spot check: a dashboard example is what the model and the set give now
 local f = dash.feature(d, m, 2, 7)

@@ -290,6 +290,53 @@ static ct_status load_clt_layer(ct_transcoders *tc, int i, const char *enc_path,
     return CT_OK;
 }
 
+// GemmaScope-2 cross-layer layer file i: w_enc (D, F), w_dec (F, L, D) of which layer i uses
+// the slices i.., b_enc, b_dec, optional threshold and affine_skip_connection (x A).
+static ct_status load_gs2_clt_layer(ct_transcoders *tc, int i, const layer_file *f, const char *where, ct_err *err) {
+    ct_tc_layer *L = &tc->layers[i];
+    tensor_ref enc, dec, be, bd;
+    char s1[64];
+    if (!file_get(f, "w_enc", &enc) || !file_get(f, "w_dec", &dec) || !file_get(f, "b_enc", &be) || !file_get(f, "b_dec", &bd))
+        return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: a GemmaScope-2 cross-layer file needs w_enc, w_dec, b_enc and b_dec", where);
+    if (be.ndim != 1 || bd.ndim != 1 || enc.ndim != 2)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: expected 2-d w_enc and 1-d b_enc, b_dec", where);
+    int64_t F = be.shape[0], D = bd.shape[0], NL = tc->n_layers;
+    if (tc->d_model && D != tc->d_model)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: d_model %lld differs from %d in the other layers", where, (long long)D,
+                       tc->d_model);
+    if (enc.shape[0] != D || enc.shape[1] != F)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: w_enc has shape %s; expected [%lld, %lld]", where,
+                       shape_str(&enc, s1, sizeof s1), (long long)D, (long long)F);
+    if (dec.ndim != 3 || dec.shape[0] != F || dec.shape[1] != NL || dec.shape[2] != D)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: w_dec has shape %s; expected [%lld, %lld, %lld] (features, all %lld layers, "
+                       "d_model)", where, shape_str(&dec, s1, sizeof s1), (long long)F, (long long)NL, (long long)D, (long long)NL);
+    tc->d_model = (int)D;
+    L->d_tc = (int)F;
+    ct_status rc = set_encoder(L, &enc, 1, err);
+    if (rc) return rc;
+    // layer i writes layers i..L-1: columns [i*D, L*D) of each feature's (L*D) row
+    if ((rc = as_mat(&L->W_dec, dec.data + (size_t)(i * D) * ct_dtype_size(dec.dtype), dec.dtype, F, (NL - i) * D, 0,
+                     dec.name, err)))
+        return rc;
+    L->W_dec.rs = NL * D;
+    L->n_out = (int)(NL - i);
+    if ((rc = get_vec(f, "b_enc", F, 1, &L->b_enc, where, err)) || (rc = get_vec(f, "b_dec", D, 1, &L->b_dec, where, err)) ||
+        (rc = get_vec(f, "threshold", F, 0, &L->threshold, where, err)))
+        return rc;
+    if (L->threshold) tc->act = CT_TC_JUMPRELU;
+    tensor_ref sk;
+    if (file_get(f, "affine_skip_connection", &sk)) {
+        ct_mat m;
+        if (sk.ndim != 2 || sk.shape[0] != D || sk.shape[1] != D)
+            return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: affine_skip_connection has shape %s; expected [%lld, %lld]", where,
+                           shape_str(&sk, s1, sizeof s1), (long long)D, (long long)D);
+        if ((rc = as_mat(&m, sk.data, sk.dtype, D, D, 0, sk.name, err))) return rc;
+        if (!(L->W_skip = mat_to_f32(&m))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        L->skip_mode = CT_SKIP_XW;
+    }
+    return CT_OK;
+}
+
 // ----------------------------------------------------------------------------
 // Resolving paths: local files, and hf:// URIs in the standard Hugging Face cache
 
@@ -368,7 +415,7 @@ static int count_files(const char *dir, const char *fmt, int *gap) {
 static ct_status load_dir_files(ct_transcoders *tc, const char *dir, const ct_yaml *list, ct_err *err) {
     char p[1200], q[1200];
     ct_status rc;
-    if (tc->kind == CT_TC_CLT) {
+    if (tc->kind == CT_TC_CLT && !list) {
         int gap, n = count_files(dir, "W_enc_%d.safetensors", &gap);
         if (gap) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: W_enc_%d.safetensors is missing (W_enc_%d exists)", dir, n, gap);
         if ((rc = set_layers(tc, n, err))) return rc;
@@ -402,7 +449,8 @@ static ct_status load_dir_files(ct_transcoders *tc, const char *dir, const ct_ya
         }
         layer_file f;
         if ((rc = open_file(tc, p, &f, err))) return rc;
-        if ((rc = load_plt_layer(tc, i, &f, p, err))) return rc;
+        rc = tc->kind == CT_TC_CLT ? load_gs2_clt_layer(tc, i, &f, p, err) : load_plt_layer(tc, i, &f, p, err);
+        if (rc) return rc;
     }
     return CT_OK;
 }

@@ -1,6 +1,7 @@
 -- test_transcoders.lua - every transcoder format, built by tests/ref/make_transcoders.py with
 -- numpy alone (GemmaScope npz stored and deflated, circuit-tracer safetensors in both decoder
--- orientations, TopK, GemmaScope-2 keys, a cross-layer directory with BF16 decoders), loads
+-- orientations, TopK, GemmaScope-2 keys, a cross-layer directory with BF16 decoders, a
+-- GemmaScope-2 cross-layer set with per-layer files and an affine skip), loads
 -- and gives numpy's dense encode / decode / reconstruction to 1e-6, relative for values above
 -- one (|a - b| <= 1e-6 max(1, |b|)): float32 carries 6e-8 relative precision and these are
 -- sums of 16-120 terms, numpy's in another order.
@@ -50,6 +51,7 @@ local cases = {
   {"topk", "topk", "plt", "topk"},
   {"gemmascope2", "gemmascope2/params.safetensors", "plt", "jump_relu"},
   {"clt", "clt", "clt", "jump_relu"},
+  {"gemmascope2_clt", "gemmascope2_clt/config.yaml", "clt", "jump_relu"},
 }
 
 for _, c in ipairs(cases) do

@@ -165,6 +165,24 @@ def main():
         f.write("model_name: test/tiny\nmodel_kind: cross_layer_transcoder\nfeature_input_hook: hook_resid_mid\n"
                 "feature_output_hook: hook_mlp_out\n")
     write_case(out, case, ps, "jump_relu")
+    # GemmaScope-2 cross-layer: one file per layer with w_dec (F, L, D), layer i using slices i..
+    case = "gemmascope2_clt"
+    os.makedirs(os.path.join(out, case), exist_ok=True)
+    ps = []
+    for i in range(L):
+        p = plt_params(skip=(i == 1))
+        full = rng.standard_normal((F, L, D)).astype(np.float32) * 0.3
+        t = {"w_enc": (p["W_enc"].T.copy(), "F32"), "w_dec": (full, "BF16"), "b_enc": (p["b_enc"], "F32"),
+             "b_dec": (p["b_dec"], "F32"), "threshold": (p["threshold"], "F32")}
+        if i == 1:
+            t["affine_skip_connection"] = (p["W_skip"], "F32")
+        save_safetensors(os.path.join(out, case, "layer_%d.safetensors" % i), t)
+        p["W_dec"] = t["w_dec"][0][:, i:, :]
+        ps.append(p)
+    with open(os.path.join(out, case, "config.yaml"), "w") as f:
+        f.write("model_kind: cross_layer_transcoder\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: hook_mlp_out\n"
+                "transcoders:\n" + "".join("  - layer_%d.safetensors\n" % i for i in range(L)))
+    write_case(out, case, ps, "jump_relu", "xw")
     make_bad(out)
 
 

@@ -165,7 +165,7 @@ static int is_nl(uint32_t c) { return c == '\r' || c == '\n'; }
 // Regex pre-tokenizers, written out by hand. cps (n,) code points; returns the end of the
 // match starting at i (always > i).
 
-static int lower_ascii(uint32_t c) { return c < 128 ? (int)(c | 32) * (c >= 'A' && c <= 'Z') + (int)c * !(c >= 'A' && c <= 'Z') : -1; }
+static int lower_ascii(uint32_t c) { return c >= 'A' && c <= 'Z' ? (int)(c | 32) : (int)c; }
 
 static int match_contraction(const uint32_t *c, int n, int i, int fold) {
     if (c[i] != '\'' || i + 1 >= n) return 0;

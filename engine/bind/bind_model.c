@@ -27,8 +27,7 @@ static ct_tokenizer *need_tokenizer(lua_State *L, ct_model *m, const char *fn) {
     return m->tok;
 }
 
-// Token ids of the input at idx (string or id table); malloc'ed. empty_bos: an empty string
-// gives BOS alone.
+// Token ids of the input at idx (string or id table); malloc'ed. An empty string gives BOS alone.
 static int *input_ids(lua_State *L, ct_model *m, int idx, int *n, const char *fn) {
     if (lua_type(L, idx) == LUA_TSTRING) {
         size_t len;

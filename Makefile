@@ -4,7 +4,7 @@
 #   make check      install what is missing (test tools too), build, and run the whole suite
 #   make            build build/ctrace
 #   make test       build and run the whole test suite (C, Lua, tokenizer parity, fuzz smoke)
-#   make asan       build under AddressSanitizer + UBSan into build-asan/ and run the C and Lua tests
+#   make asan       build under AddressSanitizer + UBSan into build/asan/ and run the C and Lua tests
 #   make deps       install the Debian packages ctrace needs (as root)
 #   make bench      run the benchmarks in bench/
 #   make clean
@@ -85,21 +85,21 @@ test-lua: all
 	$(BUILD)/ctrace tests/lua/run.lua
 
 asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN))
-	ASAN_OPTIONS=detect_leaks=1 BUILD=build-asan SKIP_FUZZ=1 tests/run_all.sh
+	$(MAKE) BUILD=build/asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all $(patsubst $(BUILD)/%,build/asan/%,$(TEST_BIN))
+	ASAN_OPTIONS=detect_leaks=1 BUILD=build/asan SKIP_FUZZ=1 tests/run_all.sh
 
 # ---- fuzzing (libFuzzer, clang) ---------------------------------------------
 FUZZ_SRC  = $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_BIN  = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
+FUZZ_BIN  = $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
              $(DEP_CFLAGS) -Iengine
-FUZZ_CORE = $(CORE_SRC:%.c=build-fuzz/%.o)
+FUZZ_CORE = $(CORE_SRC:%.c=build/fuzz/%.o)
 
-build-fuzz/%.o: %.c
+build/fuzz/%.o: %.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_CORE)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_CORE)
 	clang $(FUZZ_FLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
 
 fuzz: $(FUZZ_BIN)
@@ -111,6 +111,6 @@ bench: all
 	bench/run.sh
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build
 
 -include $(CORE_OBJ:.o=.d) $(BIND_OBJ:.o=.d)

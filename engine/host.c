@@ -65,26 +65,30 @@ static int docall(lua_State *L, int n_args, int n_results) {
 // ----------------------------------------------------------------------------
 // State
 
-// Directory of the project (holding lua/): $CTRACE_ROOT, else derived from the executable
-// (build/ctrace -> project root).
+// Directory of the project (holding lua/ctrace): $CTRACE_ROOT, else the nearest directory above
+// the executable that has lua/ctrace/init.lua (build/ctrace, build/asan/ctrace -> the project).
 static void find_root(char *out, size_t n) {
     const char *env = getenv("CTRACE_ROOT");
     if (env) {
         snprintf(out, n, "%s", env);
         return;
     }
-    char exe[1024];
-    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (k <= 0) {
-        snprintf(out, n, ".");
-        return;
+    char dir[1024];
+    ssize_t k = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    snprintf(out, n, ".");
+    if (k <= 0) return;
+    dir[k] = 0;
+    for (int up = 0; up < 4; up++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) return;
+        *slash = 0;
+        char probe[1200];
+        snprintf(probe, sizeof probe, "%s/lua/ctrace/init.lua", dir);
+        if (access(probe, R_OK) == 0) {
+            snprintf(out, n, "%s", dir);
+            return;
+        }
     }
-    exe[k] = 0;
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = 0;   // build dir
-    slash = strrchr(exe, '/');
-    if (slash) *slash = 0;   // project root
-    snprintf(out, n, "%s", exe);
 }
 
 lua_State *ct_host_new(void) {

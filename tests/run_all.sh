@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test under prove (TAP): C unit tests, Lua tests, command-line tests (tokenizer
-# parity, libFuzzer smoke runs). BUILD selects the build directory (build or build-asan);
+# parity, libFuzzer smoke runs). BUILD selects the build directory (build or build/asan);
 # SKIP_FUZZ=1 leaves out the fuzz runs (the asan pass: the fuzzers are sanitized already).
 set -eu
 cd "$(dirname "$0")/.."

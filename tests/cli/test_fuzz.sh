@@ -9,7 +9,7 @@ make -s fuzz > /dev/null 2>&1; check $? "fuzz targets build with clang -fsanitiz
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 for t in safetensors llama2c tokenizer npz yaml; do
   mkdir -p "$out/$t"
-  ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz_$t "$out/$t" tests/fuzz/seeds/$t -max_total_time="$secs" -rss_limit_mb=2048 \
+  ASAN_OPTIONS=detect_leaks=1 build/fuzz/fuzz_$t "$out/$t" tests/fuzz/seeds/$t -max_total_time="$secs" -rss_limit_mb=2048 \
     -max_len=65536 -artifact_prefix="$out/crash-" > "$out/$t.log" 2>&1
   rc=$?
   runs=$(grep -o "Done [0-9]* runs" "$out/$t.log" | awk '{print $2}')

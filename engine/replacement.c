@@ -27,7 +27,6 @@ typedef struct {
     const float *real_out;   // (L, T, D) real MLP outputs at the output hook (position 0 is kept)
     float *pending;          // (L, T, D) decoder contributions written ahead (CLT)
     float *act;              // (T, F_max)
-    int T;
 } repl_ctx;
 
 static ct_status repl_mlp(void *vctx, int l, const ct_mlp_io *io, float *out, ct_err *err) {
@@ -89,7 +88,7 @@ static ct_status repl_forward(const ct_transcoders *tc, ct_model *m, const int *
     ct_status rc = ct_replacement_hooks(tc, &in_kind, &raw, err);
     if (rc) return rc;
     size_t LTD = (size_t)tc->n_layers * T * tc->d_model;
-    repl_ctx r = {tc, in_kind, real_out, calloc(LTD, sizeof(float)), malloc(sizeof(float) * (size_t)T * max_width(tc)), T};
+    repl_ctx r = {tc, in_kind, real_out, calloc(LTD, sizeof(float)), malloc(sizeof(float) * (size_t)T * max_width(tc))};
     if (!r.pending || !r.act) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     ct_forward_ctl ctl = {repl_mlp, raw, &r};
     if (!rc) rc = ct_model_forward_ctl(m, tokens, T, NULL, NULL, logits, 1, &ctl, err);

@@ -336,8 +336,7 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
             n_dead_all += n_dead;
             if (KA == 0 || n_dead == 0) continue;
             int ka = KA < n_dead ? KA : n_dead;
-            float *g = ga_aux + (size_t)l * B * D;   // laid out as gy: target l's rows
-            memset(ga_aux, 0, sizeof(float) * (size_t)B * D * L);
+            float *g = ga_aux + (size_t)l * B * D;   // laid out as gy: target l's rows, each written before use
             for (int b = 0; b < B; b++) {
                 const float *pr = pre + ((size_t)l * B + b) * F;
                 topk(pr, F, ka, ia, dead);

@@ -208,7 +208,7 @@ static int **texts_ids(lua_State *L, int idx, ct_model *m, int **lens, int *n) {
         if (lua_type(L, -1) == LUA_TSTRING) {
             size_t len;
             const char *s = lua_tolstring(L, -1, &len);
-            if (!m->tok) rc = ct_fail(&err, CT_STATUS_NOT_FOUND, "evaluate: the model has no tokenizer; pass token ids");
+            if (!m->tok) rc = ct_fail(&err, CT_STATUS_NOT_FOUND, "texts: the model has no tokenizer; pass token ids");
             else rc = ct_tokenizer_encode(m->tok, s, len, 1, &ids[i], &(*lens)[i], &err);
         } else if (lua_type(L, -1) == LUA_TTABLE) {
             int k = (int)lua_objlen(L, -1);
@@ -220,7 +220,7 @@ static int **texts_ids(lua_State *L, int idx, ct_model *m, int **lens, int *n) {
                 lua_pop(L, 1);
             }
         } else {
-            rc = ct_fail(&err, CT_STATUS_BAD_ARG, "evaluate: texts[%d] is %s; expected a string or a table of ids", i + 1,
+            rc = ct_fail(&err, CT_STATUS_BAD_ARG, "texts[%d] is %s; expected a string or a table of ids", i + 1,
                          luaL_typename(L, -1));
         }
         lua_pop(L, 1);

@@ -84,7 +84,7 @@ function M.load(dir)
 end
 
 -- A short label from the dashboard: the tokens the feature fires on most, and its top logits.
-local function label(fe, piece)
+local function label(fe)
   local seen, on = {}, {}
   for _, e in ipairs(fe.examples) do
     local tok = e.tokens[e.marked]
@@ -112,7 +112,7 @@ function M.feature(d, model, layer, index)
   end
   for i, x in ipairs(fe.top_logits) do out.top_logits[i] = {id = x[1], token = piece(x[1]), value = x[2]} end
   for i, x in ipairs(fe.bottom_logits) do out.bottom_logits[i] = {id = x[1], token = piece(x[1]), value = x[2]} end
-  out.label = label(out, piece)
+  out.label = label(out)
   return out
 end
 

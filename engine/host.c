@@ -171,7 +171,7 @@ static int incomplete(lua_State *L, int st) {
 // its values.
 static int repl(lua_State *L) {
     int tty = isatty(0), errors = 0;
-    if (tty) printf("ctrace %s (LuaJIT). require \"ctrace\" is loaded as ct.\n", CT_HOST_VERSION);
+    if (tty) printf("ctrace %s (LuaJIT). require \"ctrace\" is loaded as ct.\n", CT_VERSION);
     run_string(L, "ct = require 'ctrace'", "=repl");
     char line[8192];
     while (read_line(line, sizeof line, "> ", tty)) {
@@ -237,7 +237,7 @@ int ct_host_main(int argc, char **argv) {
             return 0;
         }
         if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--version") == 0) {
-            printf("ctrace %s\n", CT_HOST_VERSION);
+            printf("ctrace %s\n", CT_VERSION);
             return 0;
         }
     }

@@ -2,7 +2,6 @@
 #ifndef CT_HOST_H
 #define CT_HOST_H
 
-#define CT_HOST_VERSION "0.1.0"
 
 struct lua_State;
 // A new state with the standard libraries, package.path covering the project's lua/, and

@@ -216,24 +216,41 @@ static void hook_copy(ct_hook_cache *hc, ct_hook_kind kind, int layer, const flo
     if (dst) memcpy(dst, src, n * sizeof(float));
 }
 
+// h (n,) = x normalised with denominator d, before the gain: RMS x / d, LayerNorm (x - mean x) / d
+// (the same arithmetic as ct_rmsnorm / ct_layernorm).
+static void normalize_row(const ct_config *c, float *h, const float *x, float d, int n) {
+    if (c->norm == CT_NORM_RMS) {
+        float inv = 1.0f / d;
+        for (int i = 0; i < n; i++) h[i] = x[i] * inv;
+    } else {
+        double mean = 0.0;
+        for (int i = 0; i < n; i++) mean += x[i];
+        mean /= n;
+        for (int i = 0; i < n; i++) h[i] = (float)(x[i] - mean) / d;
+    }
+}
+
 // out (T, D) = norm(x (T, D)) with gain; scale (T,) gets the denominators. normalized_hook
-// (T, D) (may be NULL) gets the value before the gain.
+// (T, D) (may be NULL) gets the value before the gain. frozen (T,) (may be NULL): denominators
+// to use instead of computing them, which makes the norm linear in x.
 static void norm_rows(const ct_config *c, float *out, const float *x, const float *w, const float *b,
-                      float *scale, float *normalized_hook, int T, int n) {
+                      float *scale, float *normalized_hook, int T, int n, const float *frozen) {
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * n;
         float *o = out + (size_t)t * n;
-        float d = c->norm == CT_NORM_RMS ? ct_rmsnorm(o, xr, w, c->norm_gain_offset, c->norm_eps, n)
-                                         : ct_layernorm(o, xr, w, b, c->norm_eps, n);
-        scale[t] = d;
-        if (normalized_hook) {
-            float *h = normalized_hook + (size_t)t * n;
-            if (c->norm == CT_NORM_RMS) {
-                ct_rmsnorm(h, xr, NULL, 0.0f, c->norm_eps, n);
-            } else {
-                ct_layernorm(h, xr, NULL, NULL, c->norm_eps, n);
-            }
+        float d;
+        if (frozen) {
+            d = frozen[t];
+            normalize_row(c, o, xr, d, n);
+            for (int i = 0; i < n; i++)
+                o[i] = c->norm == CT_NORM_RMS ? o[i] * (w ? w[i] + c->norm_gain_offset : 1.0f)
+                                              : o[i] * (w ? w[i] : 1.0f) + (b ? b[i] : 0.0f);
+        } else {
+            d = c->norm == CT_NORM_RMS ? ct_rmsnorm(o, xr, w, c->norm_gain_offset, c->norm_eps, n)
+                                       : ct_layernorm(o, xr, w, b, c->norm_eps, n);
         }
+        scale[t] = d;
+        if (normalized_hook) normalize_row(c, normalized_hook + (size_t)t * n, xr, d, n);
     }
 }
 
@@ -287,8 +304,9 @@ static float act_fn(const ct_config *c, float x) {
 // Attention of layer l for T new positions starting at pos0; keys/values for positions
 // 0..pos0+T-1 are in kc/vc (S, KV*hd). z (T, H*hd); att (T, S) scratch; pattern hook (H, T, T)
 // when pos0 == 0.
+// frozen (H, T, T) (may be NULL, pos0 must be 0): the pattern to use instead of softmax(q.k).
 static void attention(const ct_model *m, int l, const float *q, const float *kc, const float *vc,
-                      int pos0, int T, float *z, float *att, float *pattern_hook) {
+                      int pos0, int T, float *z, float *att, float *pattern_hook, const float *frozen) {
     const ct_config *c = &m->cfg;
     int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
     int S = pos0 + T;
@@ -300,14 +318,19 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
             int lo = window ? (p - window + 1 > 0 ? p - window + 1 : 0) : 0;
             const float *qv = q + (size_t)t * c->n_heads * hd + (size_t)h * hd;
             float *a = att + (size_t)t * S;   // one head at a time: att is (T, S)
-            for (int j = 0; j < S; j++) a[j] = 0.0f;
-            for (int j = lo; j <= p; j++) {
-                const float *kv = kc + (size_t)j * kvd + (size_t)kvh * hd;
-                float s = rope_dot(c, qv, kv) * c->attn_scale;
-                if (c->attn_softcap > 0) s = c->attn_softcap * tanhf(s / c->attn_softcap);
-                a[j] = s;
+            if (frozen) {
+                memcpy(a, frozen + ((size_t)h * T + t) * T, sizeof(float) * (size_t)S);
+                lo = 0;
+            } else {
+                for (int j = 0; j < S; j++) a[j] = 0.0f;
+                for (int j = lo; j <= p; j++) {
+                    const float *kv = kc + (size_t)j * kvd + (size_t)kvh * hd;
+                    float s = rope_dot(c, qv, kv) * c->attn_scale;
+                    if (c->attn_softcap > 0) s = c->attn_softcap * tanhf(s / c->attn_softcap);
+                    a[j] = s;
+                }
+                ct_softmax(a + lo, p - lo + 1);
             }
-            ct_softmax(a + lo, p - lo + 1);
             if (pattern_hook)
                 memcpy(pattern_hook + ((size_t)h * T + t) * T, a, sizeof(float) * (size_t)T);
             if (T == 1) {   // one query: a plain loop beats a BLAS call
@@ -342,6 +365,9 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         if (tokens[t] < 0 || tokens[t] >= V)
             return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "forward: token %d at position %d is outside the vocabulary 0..%d",
                            tokens[t], t, V - 1);
+    const ct_frozen *fz = ctl ? ctl->frozen : NULL;
+    if (fz && (kv_in && kv_in->len != 0))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "forward: frozen values need a pass from position 0");
     ct_kv_cache local = {0}, *kv = kv_in;
     ct_status rc = CT_OK;
     if (!kv) {
@@ -403,6 +429,7 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
                 if (ph) ph[(size_t)t * D + i] = p;
             }
     }
+    if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_EMBED, -1}, b.x, T, err))) goto done;
 
     for (int l = 0; l < L; l++) {
         const ct_layer *w = &m->layers[l];
@@ -410,7 +437,8 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         hook_copy(hooks, CT_HOOK_RESID_PRE, l, b.x, TD);
 
         // attention
-        norm_rows(c, b.xb, b.x, w->ln1_w, w->ln1_b, b.scale, hook_slot(hooks, CT_HOOK_LN1_NORMALIZED, l), T, D);
+        norm_rows(c, b.xb, b.x, w->ln1_w, w->ln1_b, b.scale, hook_slot(hooks, CT_HOOK_LN1_NORMALIZED, l), T, D,
+                  fz && fz->ln1_scale ? fz->ln1_scale[l] : NULL);
         hook_copy(hooks, CT_HOOK_LN1_SCALE, l, b.scale, (size_t)T);
         hook_copy(hooks, CT_HOOK_ATTN_IN, l, b.xb, TD);
         ct_matmul(b.q, b.xb, w->wq, w->bq, T, D, qd);
@@ -432,31 +460,36 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         hook_copy(hooks, CT_HOOK_Q, l, b.q, (size_t)T * qd);
         hook_copy(hooks, CT_HOOK_K, l, kc + (size_t)pos0 * kvd, (size_t)T * kvd);
         hook_copy(hooks, CT_HOOK_V, l, vc + (size_t)pos0 * kvd, (size_t)T * kvd);
-        attention(m, l, b.q, kc, vc, pos0, T, b.z, b.att, pos0 == 0 ? hook_slot(hooks, CT_HOOK_PATTERN, l) : NULL);
+        attention(m, l, b.q, kc, vc, pos0, T, b.z, b.att, pos0 == 0 ? hook_slot(hooks, CT_HOOK_PATTERN, l) : NULL,
+                  fz && fz->pattern ? fz->pattern[l] : NULL);
         hook_copy(hooks, CT_HOOK_Z, l, b.z, (size_t)T * qd);
         ct_matmul(b.ao, b.z, w->wo, w->bo, T, qd, D);
         hook_copy(hooks, CT_HOOK_ATTN_RESULT, l, b.ao, TD);
         if (c->post_norms) {
-            norm_rows(c, b.ao, b.ao, w->post_attn_w, NULL, b.scale, NULL, T, D);
+            norm_rows(c, b.ao, b.ao, w->post_attn_w, NULL, b.scale, NULL, T, D,
+                      fz && fz->ln1_post_scale ? fz->ln1_post_scale[l] : NULL);
             hook_copy(hooks, CT_HOOK_LN1_POST_SCALE, l, b.scale, (size_t)T);
         }
         hook_copy(hooks, CT_HOOK_ATTN_OUT, l, b.ao, TD);
         for (size_t i = 0; i < TD; i++) b.x[i] += b.ao[i];
+        if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_RESID_MID, l}, b.x, T, err))) goto done;
         hook_copy(hooks, CT_HOOK_RESID_MID, l, b.x, TD);
 
         // MLP
         float *normalized = hook_slot(hooks, CT_HOOK_LN2_NORMALIZED, l);
         if (!normalized && ctl && ctl->mlp) normalized = b.ao;   // free until the next layer
-        norm_rows(c, b.xb, b.x, w->ln2_w, w->ln2_b, b.scale, normalized, T, D);
+        norm_rows(c, b.xb, b.x, w->ln2_w, w->ln2_b, b.scale, normalized, T, D, fz && fz->ln2_scale ? fz->ln2_scale[l] : NULL);
         hook_copy(hooks, CT_HOOK_LN2_SCALE, l, b.scale, (size_t)T);
         hook_copy(hooks, CT_HOOK_MLP_IN, l, b.xb, TD);
         size_t TF = (size_t)T * F;
         if (ctl && ctl->mlp) {   // replaced: the controller writes the MLP's output
             ct_mlp_io io = {b.x, normalized, b.xb, T, D};
             if ((rc = ctl->mlp(ctl->ctx, l, &io, b.mo, err))) goto done;
+            if (ctl->mlp_out_raw && ctl->edit &&
+                (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_MLP_RAW_OUT, l}, b.mo, T, err))) goto done;
             if (ctl->mlp_out_raw) hook_copy(hooks, CT_HOOK_MLP_RAW_OUT, l, b.mo, TD);
             if (ctl->mlp_out_raw && c->post_norms) {
-                norm_rows(c, b.mo, b.mo, w->post_ff_w, NULL, b.scale, NULL, T, D);
+                norm_rows(c, b.mo, b.mo, w->post_ff_w, NULL, b.scale, NULL, T, D, fz && fz->ln2_post_scale ? fz->ln2_post_scale[l] : NULL);
                 hook_copy(hooks, CT_HOOK_LN2_POST_SCALE, l, b.scale, (size_t)T);
             }
         } else {
@@ -472,18 +505,21 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
             }
             hook_copy(hooks, CT_HOOK_MLP_POST, l, b.hg, TF);
             ct_matmul(b.mo, b.hg, w->w_down, w->b_down, T, F, D);
+            if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_MLP_RAW_OUT, l}, b.mo, T, err))) goto done;
             hook_copy(hooks, CT_HOOK_MLP_RAW_OUT, l, b.mo, TD);
             if (c->post_norms) {
-                norm_rows(c, b.mo, b.mo, w->post_ff_w, NULL, b.scale, NULL, T, D);
+                norm_rows(c, b.mo, b.mo, w->post_ff_w, NULL, b.scale, NULL, T, D, fz && fz->ln2_post_scale ? fz->ln2_post_scale[l] : NULL);
                 hook_copy(hooks, CT_HOOK_LN2_POST_SCALE, l, b.scale, (size_t)T);
             }
         }
+        if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_MLP_OUT, l}, b.mo, T, err))) goto done;
         hook_copy(hooks, CT_HOOK_MLP_OUT, l, b.mo, TD);
         for (size_t i = 0; i < TD; i++) b.x[i] += b.mo[i];
         hook_copy(hooks, CT_HOOK_RESID_POST, l, b.x, TD);
     }
 
-    norm_rows(c, b.xb, b.x, m->lnf_w, m->lnf_b, b.scale, hook_slot(hooks, CT_HOOK_LNF_NORMALIZED, -1), T, D);
+    norm_rows(c, b.xb, b.x, m->lnf_w, m->lnf_b, b.scale, hook_slot(hooks, CT_HOOK_LNF_NORMALIZED, -1), T, D,
+              fz ? fz->lnf_scale : NULL);
     hook_copy(hooks, CT_HOOK_LNF_SCALE, -1, b.scale, (size_t)T);
     hook_copy(hooks, CT_HOOK_UNEMBED_PRE, -1, b.xb, TD);
     if (logits) {

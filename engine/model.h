@@ -178,12 +178,28 @@ typedef struct {
     int T, D;
 } ct_mlp_io;
 
+// Values of a clean run held fixed in a later pass (the local replacement model): attention
+// patterns and norm denominators. Any pointer may be NULL (computed as usual). Only for passes
+// from position 0 over the same number of positions T as the clean run.
+typedef struct {
+    const float *const *pattern;          // (L) each (H, T, T) post-softmax
+    const float *const *ln1_scale;        // (L) each (T,)
+    const float *const *ln1_post_scale;   // (L) each (T,) Gemma post-attention norm
+    const float *const *ln2_scale;        // (L) each (T,)
+    const float *const *ln2_post_scale;   // (L) each (T,) Gemma post-feedforward norm
+    const float *lnf_scale;               // (T,)
+} ct_frozen;
+
 // Forward-pass controls. mlp, when set, replaces every layer's MLP: it writes out (T, D) at the
 // MLP's raw output (mlp_out_raw: before Gemma's post-feedforward norm, which is then applied)
-// or at its contribution to the residual.
+// or at its contribution to the residual. edit, when set, may change x (T, D) in place at
+// hook_embed (after positions are added), blocks.l.hook_resid_mid, mlp.hook_out (raw output)
+// and hook_mlp_out, before the value is used.
 typedef struct {
     ct_status (*mlp)(void *ctx, int layer, const ct_mlp_io *io, float *out, ct_err *err);
     int mlp_out_raw;
+    ct_status (*edit)(void *ctx, ct_hook_id at, float *x, int T, ct_err *err);
+    const ct_frozen *frozen;
     void *ctx;
 } ct_forward_ctl;
 

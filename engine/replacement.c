@@ -90,7 +90,7 @@ static ct_status repl_forward(const ct_transcoders *tc, ct_model *m, const int *
     size_t LTD = (size_t)tc->n_layers * T * tc->d_model;
     repl_ctx r = {tc, in_kind, real_out, calloc(LTD, sizeof(float)), malloc(sizeof(float) * (size_t)T * max_width(tc))};
     if (!r.pending || !r.act) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    ct_forward_ctl ctl = {repl_mlp, raw, &r};
+    ct_forward_ctl ctl = {.mlp = repl_mlp, .mlp_out_raw = raw, .ctx = &r};
     if (!rc) rc = ct_model_forward_ctl(m, tokens, T, NULL, NULL, logits, 1, &ctl, err);
     free(r.pending);
     free(r.act);

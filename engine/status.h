@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#define CT_VERSION "0.1.0"
+
 #define CT_STATUS_TABLE(X)                                                      \
     X(CT_OK, 0, "OK", "success")                                                \
     X(CT_STATUS_NO_MEMORY, -1, "NO_MEMORY", "out of memory")                    \

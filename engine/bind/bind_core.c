@@ -4,10 +4,6 @@
 
 #include "bind.h"
 
-#ifndef CT_VERSION
-#define CT_VERSION "0.1.0"
-#endif
-
 static int l_mem_bytes(lua_State *L) {
     lua_pushnumber(L, (lua_Number)ct_mem_bytes());
     return 1;

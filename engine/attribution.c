@@ -1,0 +1,716 @@
+// attribution.c - attribution graphs of the local replacement model (see attribution.h).
+//
+// Columns of the row buffer follow circuit-tracer: every active feature (index into the sorted
+// active list), then L*T error nodes, T token nodes, K logit nodes; a row is the direct effect
+// of every column on one target. Rows are computed for the K logit targets first, then for
+// feature targets, ranked by their estimated influence when the budget does not cover all of
+// them. Position 0 is a constant: no features, a zero error vector.
+#include "attribution.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replacement.h"
+
+enum { IN_RESID_MID, IN_NORMALIZED, IN_MLP_IN };   // as replacement.c
+
+void ct_attr_opts_default(ct_attr_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->max_n_logits = 10;
+    o->desired_logit_prob = 0.95;
+    o->batch_size = 512;
+    o->update_interval = 4;
+}
+
+typedef struct {
+    ct_model *m;
+    const ct_transcoders *tc;
+    int L, T, D, H, KV, hd, in_kind, out_raw;
+    ct_hook_cache hc;
+    const float **pattern, **ln1, **ln1p, **ln2, **ln2p;   // (L) clean-run values, see ct_frozen
+    const float *lnf;       // (T,)
+    const float *embed;     // (T, D) token embeddings as added
+    float *err_vec;         // (L, T, D) error vectors (position 0 zero)
+    float *logits;          // (V,) last position
+    int64_t n_active;
+    int32_t *active;        // (n_active, 3)
+    float *act_val;         // (n_active,)
+    int64_t *start;         // (L*T + 1) first active index of (layer, position)
+    int64_t n_cols;         // n_active + (L+1)*T + K
+    int K;
+    // batch scratch
+    int max_B;
+    float *G, *A1, *A2;     // (T, B, max(D, H*hd)) each
+    float *S;               // (max features at one (layer, position), D) source vectors
+    float *v;               // (D,)
+    int64_t max_block;
+} attr_ctx;
+
+static const float *hook_of(const attr_ctx *a, ct_hook_kind kind, int layer) {
+    for (int i = 0; i < a->hc.n; i++)
+        if (a->hc.ids[i].kind == kind && a->hc.ids[i].layer == layer) return ct_tensor_data(a->hc.values[i]);
+    return NULL;
+}
+
+static void ctx_free(attr_ctx *a) {
+    ct_hook_cache_free(&a->hc);
+    free(a->pattern); free(a->ln1); free(a->ln1p); free(a->ln2); free(a->ln2p);
+    free(a->err_vec); free(a->logits); free(a->active); free(a->act_val); free(a->start);
+    free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clean run: frozen values, active features, error vectors
+
+static ct_status clean_run(attr_ctx *a, const int *tokens, ct_err *err) {
+    ct_model *m = a->m;
+    const ct_transcoders *tc = a->tc;
+    int L = a->L, T = a->T, D = a->D;
+    size_t TD = (size_t)T * D;
+    int n_per = 5 + 2 * (m->cfg.post_norms != 0);
+    ct_hook_id *ids = calloc((size_t)(L * n_per + 2), sizeof *ids);
+    if (!ids) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_status rc = CT_OK;
+    int n = 0;
+    for (int l = 0; l < L && !rc; l++) {
+        char name[128];
+        snprintf(name, sizeof name, "blocks.%d.%s", l, tc->input_hook);
+        rc = ct_hook_parse(m, name, &ids[n++], err);
+        snprintf(name, sizeof name, "blocks.%d.%s", l, tc->output_hook);
+        if (!rc) rc = ct_hook_parse(m, name, &ids[n++], err);
+        ids[n++] = (ct_hook_id){CT_HOOK_PATTERN, l};
+        ids[n++] = (ct_hook_id){CT_HOOK_LN1_SCALE, l};
+        ids[n++] = (ct_hook_id){CT_HOOK_LN2_SCALE, l};
+        if (m->cfg.post_norms) {
+            ids[n++] = (ct_hook_id){CT_HOOK_LN1_POST_SCALE, l};
+            ids[n++] = (ct_hook_id){CT_HOOK_LN2_POST_SCALE, l};
+        }
+    }
+    ids[n++] = (ct_hook_id){CT_HOOK_LNF_SCALE, -1};
+    ids[n++] = (ct_hook_id){CT_HOOK_EMBED, -1};
+    if (!rc) rc = ct_hook_cache_init(&a->hc, ids, n, err);
+    free(ids);
+    if (rc) return rc;
+    a->logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    if (!a->logits) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if ((rc = ct_model_forward(m, tokens, T, NULL, &a->hc, a->logits, 0, err))) return rc;
+
+    a->pattern = calloc((size_t)L, sizeof(float *));
+    a->ln1 = calloc((size_t)L, sizeof(float *));
+    a->ln1p = calloc((size_t)L, sizeof(float *));
+    a->ln2 = calloc((size_t)L, sizeof(float *));
+    a->ln2p = calloc((size_t)L, sizeof(float *));
+    float *in = malloc(sizeof(float) * L * TD), *act = NULL;
+    a->err_vec = malloc(sizeof(float) * L * TD);
+    if (!a->pattern || !a->ln1 || !a->ln1p || !a->ln2 || !a->ln2p || !in || !a->err_vec) {
+        free(in);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a %d-position prompt", T);
+    }
+    for (int l = 0; l < L; l++) {
+        a->pattern[l] = hook_of(a, CT_HOOK_PATTERN, l);
+        a->ln1[l] = hook_of(a, CT_HOOK_LN1_SCALE, l);
+        a->ln2[l] = hook_of(a, CT_HOOK_LN2_SCALE, l);
+        a->ln1p[l] = hook_of(a, CT_HOOK_LN1_POST_SCALE, l);
+        a->ln2p[l] = hook_of(a, CT_HOOK_LN2_POST_SCALE, l);
+        memcpy(in + l * TD, ct_tensor_data(a->hc.values[l * n_per]), sizeof(float) * TD);
+    }
+    a->lnf = hook_of(a, CT_HOOK_LNF_SCALE, -1);
+    a->embed = hook_of(a, CT_HOOK_EMBED, -1);
+
+    // error = output hook - reconstruction from every layer's features (position 0 zero)
+    rc = ct_tc_reconstruct(tc, in, T, a->err_vec, err);
+    for (int l = 0; l < L && !rc; l++) {
+        const float *out = ct_tensor_data(a->hc.values[l * n_per + 1]);
+        float *e = a->err_vec + l * TD;
+        for (size_t i = 0; i < TD; i++) e[i] = i < (size_t)D ? 0.0f : out[i] - e[i];
+    }
+
+    // active features, sorted by (layer, position, index); position 0 dropped
+    int64_t cap = 0;
+    a->start = calloc((size_t)L * T + 1, sizeof(int64_t));
+    if (!rc && !a->start) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int l = 0; l < L && !rc; l++) {
+        int F = tc->layers[l].d_tc;
+        free(act);
+        if (!(act = malloc(sizeof(float) * (size_t)T * F))) {
+            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+            break;
+        }
+        if ((rc = ct_tc_encode(tc, l, in + l * TD, T, NULL, act, err))) break;
+        for (int t = 0; t < T && !rc; t++) {
+            a->start[l * T + t] = a->n_active;
+            if (t == 0) continue;
+            for (int f = 0; f < F; f++) {
+                float v = act[(size_t)t * F + f];
+                if (v == 0.0f) continue;
+                if (a->n_active == cap) {
+                    cap = cap ? 2 * cap : 4096;
+                    int32_t *na = realloc(a->active, sizeof(int32_t) * 3 * (size_t)cap);
+                    if (na) a->active = na;
+                    float *nv = realloc(a->act_val, sizeof(float) * (size_t)cap);
+                    if (nv) a->act_val = nv;
+                    if (!na || !nv) {
+                        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for active features");
+                        break;
+                    }
+                }
+                int32_t *r = a->active + 3 * a->n_active;
+                r[0] = l, r[1] = t, r[2] = f;
+                a->act_val[a->n_active++] = v;
+            }
+        }
+    }
+    if (a->start) a->start[(size_t)L * T] = a->n_active;
+    for (int64_t i = 0; !rc && i < (int64_t)L * T; i++)
+        if (a->start[i + 1] - a->start[i] > a->max_block) a->max_block = a->start[i + 1] - a->start[i];
+    free(act);
+    free(in);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward pass of one batch
+
+// out (Tp, B, D) (+)= the transpose of a frozen norm's Jacobian applied to in (Tp, B, D):
+// in * gain / d[t], centred over D for LayerNorm. w NULL: no gain (the normalised value).
+static void norm_back(const attr_ctx *a, float *out, const float *in, const float *d, const float *w, int Tp, int B,
+                      int add) {
+    const ct_config *c = &a->m->cfg;
+    int D = a->D;
+    float off = c->norm == CT_NORM_RMS ? c->norm_gain_offset : 0.0f;
+    for (int t = 0; t < Tp; t++) {
+        float inv = 1.0f / d[t];
+        for (int b = 0; b < B; b++) {
+            const float *x = in + ((size_t)t * B + b) * D;
+            float *y = out + ((size_t)t * B + b) * D;
+            double mean = 0.0;
+            if (c->norm == CT_NORM_LAYER) {
+                for (int i = 0; i < D; i++) mean += x[i] * (w ? w[i] : 1.0f) * inv;
+                mean /= D;
+            }
+            for (int i = 0; i < D; i++) {
+                float v = x[i] * (w ? w[i] + off : 1.0f) * inv - (float)mean;
+                y[i] = add ? y[i] + v : v;
+            }
+        }
+    }
+}
+
+// Source vectors of (layer lf, position t) as written into layer lf + j: S (n, D).
+static ct_status fill_sources(attr_ctx *a, int lf, int t, int j, ct_err *err) {
+    int64_t s = a->start[lf * a->T + t], e = a->start[lf * a->T + t + 1];
+    for (int64_t i = s; i < e; i++) {
+        float *row = a->S + (size_t)(i - s) * a->D;
+        ct_status rc = ct_tc_decoder_row(a->tc, lf, a->active[3 * i + 2], j, row, err);
+        if (rc) return rc;
+        for (int k = 0; k < a->D; k++) row[k] *= a->act_val[i];
+    }
+    return CT_OK;
+}
+
+typedef struct {
+    int layer, pos;       // read point: layer L for logit targets
+    const float *vec;     // (D,) at the transcoder input hook (features) or final norm output
+} attr_row;
+
+// rows (B, n_cols) += the direct effects of every column on each of the B targets.
+static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, ct_err *err) {
+    const ct_config *c = &a->m->cfg;
+    const ct_transcoders *tc = a->tc;
+    int L = a->L, T = a->T, D = a->D, hd = a->hd, H = a->H, KV = a->KV, group = H / KV;
+    int64_t ldr = a->n_cols;
+    int Tp = 0, top = -1;
+    for (int b = 0; b < B; b++) {
+        if (r[b].pos + 1 > Tp) Tp = r[b].pos + 1;
+        if (r[b].layer > top) top = r[b].layer;
+    }
+    size_t TBD = (size_t)Tp * B * D;
+    float *G = a->G;
+    memset(G, 0, sizeof(float) * TBD);
+    // logit targets: seed at the final norm's output
+    for (int b = 0; b < B; b++)
+        if (r[b].layer == L) {
+            float *g = G + ((size_t)r[b].pos * B + b) * D;
+            memcpy(g, r[b].vec, sizeof(float) * D);
+            // one position, one row: map in place through the final norm
+            norm_back(a, g, g, a->lnf + r[b].pos, a->m->lnf_w, 1, 1, 0);
+        }
+    for (int l = (top < L ? top : L - 1); l >= 0; l--) {
+        const ct_tc_layer *tl = &tc->layers[l];
+        int live_above = top > l;
+        // 1. sources written at layer l's output hook
+        if (live_above) {
+            const float *GO = G;
+            if (a->out_raw && c->post_norms) {   // raw MLP output: back through the post-FF norm
+                norm_back(a, a->A1, G, a->ln2p[l], a->m->layers[l].post_ff_w, Tp, B, 0);
+                GO = a->A1;
+            }
+            int l0 = tc->kind == CT_TC_CLT ? 0 : l;
+            for (int lf = l0; lf <= l; lf++) {
+                if (l - lf >= tc->layers[lf].n_out) continue;
+                for (int t = 1; t < Tp; t++) {
+                    int64_t s = a->start[lf * T + t], n = a->start[lf * T + t + 1] - s;
+                    if (n == 0) continue;
+                    ct_status rc = fill_sources(a, lf, t, l - lf, err);
+                    if (rc) return rc;
+                    // rows[:, s:s+n] += GO[t] (B, D) @ S^T (D, n)
+                    ct_sgemm(0, 1, B, (int)n, D, 1.0f, GO + (size_t)t * B * D, D, a->S, D, 1.0f, rows + s, (int)ldr);
+                }
+            }
+            for (int t = 1; t < Tp; t++) {
+                int64_t col = a->n_active + (int64_t)l * T + t;
+                ct_sgemm(0, 1, B, 1, D, 1.0f, GO + (size_t)t * B * D, D, a->err_vec + ((size_t)l * T + t) * D, D, 1.0f,
+                         rows + col, (int)ldr);
+            }
+            // 2. skip connection: gradient at the input hook
+            if (tl->W_skip) {
+                float *GI = a->A2;
+                // PLT y = x W^T: g_x = g_y W; CLT y = x W: g_x = g_y W^T
+                ct_sgemm(0, tl->skip_mode == CT_SKIP_XW, Tp * B, D, D, 1.0f, GO, D, tl->W_skip, D, 0.0f, GI, D);
+                if (a->in_kind == IN_RESID_MID) {
+                    for (size_t i = 0; i < TBD; i++) G[i] += GI[i];
+                } else {
+                    norm_back(a, G, GI, a->ln2[l], a->in_kind == IN_MLP_IN ? a->m->layers[l].ln2_w : NULL, Tp, B, 1);
+                }
+            }
+        }
+        // 3. feature targets of this layer: encoder rows at the input hook
+        for (int b = 0; b < B; b++) {
+            if (r[b].layer != l) continue;
+            float *g = G + ((size_t)r[b].pos * B + b) * D;
+            float *tmp = a->v;
+            memcpy(tmp, r[b].vec, sizeof(float) * D);
+            if (a->in_kind != IN_RESID_MID)
+                norm_back(a, tmp, tmp, a->ln2[l] + r[b].pos, a->in_kind == IN_MLP_IN ? a->m->layers[l].ln2_w : NULL, 1, 1, 0);
+            for (int i = 0; i < D; i++) g[i] += tmp[i];
+        }
+        // 4. attention with frozen patterns: Z = G' W_O; dV_h = P_h^T Z_h; G += N1^T(dV W_V)
+        const ct_layer *w = &a->m->layers[l];
+        const float *Gp = G;
+        if (c->post_norms) {
+            norm_back(a, a->A1, G, a->ln1p[l], w->post_attn_w, Tp, B, 0);
+            Gp = a->A1;
+        }
+        int qd = H * hd, kvd = KV * hd;
+        float *Z = a->A2;   // (Tp, B, H*hd)
+        ct_sgemm(0, 0, Tp * B, qd, D, 1.0f, Gp, D, w->wo, qd, 0.0f, Z, qd);
+        float *ZH = a->A1;   // (H, Tp, B, hd)
+        for (int t = 0; t < Tp; t++)
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < H; h++)
+                    memcpy(ZH + (((size_t)h * Tp + t) * B + b) * hd, Z + ((size_t)t * B + b) * qd + (size_t)h * hd,
+                           sizeof(float) * hd);
+        float *DVK = a->A2;   // (KV, Tp, B, hd)
+        for (int h = 0; h < H; h++) {
+            // DVK[kv] (Tp, B*hd) (+)= P_h[:Tp, :Tp]^T @ ZH[h] (Tp, B*hd)
+            const float *P = a->pattern[l] + (size_t)h * T * T;
+            ct_sgemm(1, 0, Tp, B * hd, Tp, 1.0f, P, T, ZH + (size_t)h * Tp * B * hd, B * hd, h % group ? 1.0f : 0.0f,
+                     DVK + (size_t)(h / group) * Tp * B * hd, B * hd);
+        }
+        float *DV = a->A1;   // (Tp, B, KV*hd)
+        for (int k = 0; k < KV; k++)
+            for (int t = 0; t < Tp; t++)
+                for (int b = 0; b < B; b++)
+                    memcpy(DV + ((size_t)t * B + b) * kvd + (size_t)k * hd, DVK + (((size_t)k * Tp + t) * B + b) * hd,
+                           sizeof(float) * hd);
+        float *XN = a->A2;   // (Tp, B, D) gradient at the attention input (after ln1)
+        ct_sgemm(0, 0, Tp * B, D, kvd, 1.0f, DV, kvd, w->wv, D, 0.0f, XN, D);
+        norm_back(a, G, XN, a->ln1[l], w->ln1_w, Tp, B, 1);
+    }
+    // 5. token embeddings
+    for (int t = 0; t < Tp; t++) {
+        int64_t col = a->n_active + (int64_t)L * T + t;
+        ct_sgemm(0, 1, B, 1, D, 1.0f, G + (size_t)t * B * D, D, a->embed + (size_t)t * D, D, 1.0f, rows + col, (int)ldr);
+    }
+    return CT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets
+
+typedef struct {
+    int64_t vocab_id;
+    float prob;
+    char *label;
+    float *vec;   // (D,)
+} target;
+
+static int cmp_prob(const void *x, const void *y, void *ctx) {
+    const float *p = ctx;
+    int i = *(const int *)x, j = *(const int *)y;
+    if (p[i] != p[j]) return p[i] > p[j] ? -1 : 1;
+    return i - j;
+}
+
+static char *token_label(const ct_model *m, int id) {
+    char *txt = NULL;
+    size_t len = 0;
+    if (m->tok && ct_tokenizer_token_text(m->tok, id, &txt, &len, NULL) == CT_OK) {
+        char *s = malloc(len + 1);
+        if (s) {
+            memcpy(s, txt, len);
+            s[len] = 0;
+        }
+        free(txt);
+        return s;
+    }
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d", id);
+    return strdup(buf);
+}
+
+static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, int *n_out, ct_err *err) {
+    const ct_model *m = a->m;
+    int V = m->cfg.vocab_size, D = a->D;
+    // probabilities of the real output at the last position
+    float *p = malloc(sizeof(float) * V);
+    int *idx = malloc(sizeof(int) * V);
+    double *mean = calloc((size_t)D, sizeof(double));
+    if (!p || !idx || !mean) {
+        free(p), free(idx), free(mean);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    memcpy(p, a->logits, sizeof(float) * V);
+    ct_softmax(p, V);
+    for (int v = 0; v < V; v++)
+        for (int i = 0; i < D; i++) mean[i] += m->lm_head[(size_t)v * D + i];
+    int K = 0;
+    if (o->n_targets > 0) {
+        K = o->n_targets;
+    } else {
+        for (int v = 0; v < V; v++) idx[v] = v;
+        qsort_r(idx, V, sizeof(int), cmp_prob, p);
+        double cum = 0.0;
+        while (K < o->max_n_logits && K < V) {
+            cum += p[idx[K++]];
+            if (cum >= o->desired_logit_prob) break;
+        }
+    }
+    target *tg = calloc((size_t)K, sizeof *tg);
+    ct_status rc = tg ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    int n_custom = 0;
+    for (int k = 0; k < K && !rc; k++) {
+        if (!(tg[k].vec = malloc(sizeof(float) * D))) {
+            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+            break;
+        }
+        const ct_attr_target *x = o->n_targets > 0 ? &o->targets[k] : NULL;
+        int v = x ? x->token : idx[k];
+        if (x && !x->vec) {
+            if (v < 0 || v >= V) {
+                rc = ct_fail(err, CT_STATUS_OUT_OF_RANGE, "target token %d is outside the vocabulary 0..%d", v, V - 1);
+                break;
+            }
+        }
+        if (x && x->vec) {
+            tg[k].vocab_id = V + n_custom++;
+            tg[k].prob = x->weight;
+            tg[k].label = strdup(x->label ? x->label : "custom");
+            memcpy(tg[k].vec, x->vec, sizeof(float) * D);
+            for (int i = 0; i < D; i++)
+                if (!isfinite(tg[k].vec[i])) {
+                    rc = ct_fail(err, CT_STATUS_BAD_ARG, "custom target %d: element %d is not finite", k + 1, i + 1);
+                    break;
+                }
+        } else {
+            tg[k].vocab_id = v;
+            tg[k].prob = p[v];
+            tg[k].label = token_label(m, v);
+            for (int i = 0; i < D; i++) tg[k].vec[i] = (float)(m->lm_head[(size_t)v * D + i] - mean[i] / V);
+        }
+        if (!rc && !tg[k].label) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    free(p), free(idx), free(mean);
+    *out = tg;
+    *n_out = K;
+    return rc;
+}
+
+static void targets_free(target *tg, int K) {
+    for (int k = 0; tg && k < K; k++) {
+        free(tg[k].vec);
+        free(tg[k].label);
+    }
+    free(tg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Influence ranking (circuit-tracer's partial influences)
+
+// Influence on the logits of every active feature, estimated from the rows computed so far:
+// x_0 = logit weights on the logit rows; x_{k+1}[r'] = sum_r x_k[r] |A[r, node r']| / rowsum r;
+// out[c] = sum_k sum_r x_k[r] |A[r, c]| / rowsum r. The iteration runs on the square block of
+// computed rows; one pass over the full rows finishes it.
+static ct_status partial_influence(const float *rows, int64_t n_rows, int64_t ldr, const double *rowsum,
+                                   const int64_t *row_node, const target *tg, int K, int64_t n_active, double *out,
+                                   ct_err *err) {
+    double *x = calloc((size_t)n_rows, sizeof(double)), *s = calloc((size_t)n_rows, sizeof(double));
+    double *nx = calloc((size_t)n_rows, sizeof(double));
+    if (!x || !s || !nx) {
+        free(x), free(s), free(nx);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    for (int k = 0; k < K; k++) x[k] = tg[k].prob;   // the first K rows are the logit rows
+    ct_status rc = CT_OK;
+    for (int it = 0;; it++) {
+        int any = 0;
+        for (int64_t r = 0; r < n_rows; r++) {
+            s[r] += x[r];
+            any |= x[r] != 0.0;
+        }
+        if (!any) break;
+        if (it == 128) {
+            rc = ct_fail(err, CT_STATUS_BAD_ARG, "influence estimate did not converge after 128 iterations");
+            break;
+        }
+        memset(nx, 0, sizeof(double) * n_rows);
+        for (int64_t r = 0; r < n_rows; r++) {
+            if (x[r] == 0.0) continue;
+            double wgt = x[r] / (rowsum[r] > 1e-8 ? rowsum[r] : 1e-8);
+            const float *row = rows + r * ldr;
+            for (int64_t q = K; q < n_rows; q++) nx[q] += wgt * fabsf(row[row_node[q]]);
+        }
+        double *tmp = x;
+        x = nx, nx = tmp;
+    }
+    memset(out, 0, sizeof(double) * n_active);
+    for (int64_t r = 0; !rc && r < n_rows; r++) {
+        if (s[r] == 0.0) continue;
+        double wgt = s[r] / (rowsum[r] > 1e-8 ? rowsum[r] : 1e-8);
+        const float *row = rows + r * ldr;
+        for (int64_t c = 0; c < n_active; c++) out[c] += wgt * fabsf(row[c]);
+    }
+    free(x), free(s), free(nx);
+    return rc;
+}
+
+// rowsum[r] = sum |rows[r, :]| for rows st .. st+n-1
+static void row_sums(const float *rows, int64_t st, int n, int64_t ldr, double *rowsum) {
+    for (int i = 0; i < n; i++) {
+        const float *row = rows + (st + i) * ldr;
+        double sum = 0.0;
+        for (int64_t c = 0; c < ldr; c++) sum += fabsf(row[c]);
+        rowsum[st + i] = sum;
+    }
+}
+
+static int cmp_desc(const void *x, const void *y, void *ctx) {
+    const double *v = ctx;
+    int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
+    if (v[i] != v[j]) return v[i] > v[j] ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+// batch order: by position, then layer (each batch then spans few positions and layers)
+static int cmp_pos_layer(const void *x, const void *y, void *ctx) {
+    const int32_t *act = ctx;
+    int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
+    if (act[3 * i + 1] != act[3 * j + 1]) return act[3 * i + 1] - act[3 * j + 1];
+    if (act[3 * i] != act[3 * j]) return act[3 * i] - act[3 * j];
+    return i < j ? -1 : i > j;
+}
+
+// The prompt's text and each token's text (ids when the model has no tokenizer).
+static ct_status prompt_text(ct_graph *g, const ct_model *m, ct_err *err) {
+    g->token_text = calloc((size_t)g->n_pos, sizeof(char *));
+    if (!g->token_text) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    size_t total = 1;
+    for (int t = 0; t < g->n_pos; t++) {
+        if (!(g->token_text[t] = token_label(m, g->tokens[t]))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        total += strlen(g->token_text[t]);
+    }
+    if (!(g->prompt = malloc(total))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    g->prompt[0] = 0;
+    for (int t = 0; t < g->n_pos; t++) strcat(g->prompt, g->token_text[t]);
+    return CT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static ct_status check_opts(const ct_attr_opts *o, ct_err *err) {
+    if (o->max_n_logits < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "max_n_logits: expected at least 1, got %d", o->max_n_logits);
+    if (!(o->desired_logit_prob > 0.0 && o->desired_logit_prob <= 1.0))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "desired_logit_prob: expected a value in (0, 1], got %g", o->desired_logit_prob);
+    if (o->batch_size < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "batch_size: expected at least 1, got %d", o->batch_size);
+    if (o->max_feature_nodes < 0)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "max_feature_nodes: expected a positive count, got %lld",
+                       (long long)o->max_feature_nodes);
+    if (o->update_interval < 1)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "update_interval: expected at least 1, got %d", o->update_interval);
+    return CT_OK;
+}
+
+static void report(const ct_attr_opts *o, const char *phase, int64_t done, int64_t total) {
+    if (o->progress) o->progress(o->progress_ctx, phase, done, total);
+}
+
+ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
+                       const ct_attr_opts *o, ct_err *err) {
+    *out = NULL;
+    ct_status rc;
+    if ((rc = check_opts(o, err))) return rc;
+    if (T < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "attribute: expected a prompt of at least one token, got %d", T);
+    if (m->cfg.max_seq_len > 0 && T > m->cfg.max_seq_len)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "attribute: the prompt has %d tokens; the model's context is %d",
+                       T, m->cfg.max_seq_len);
+    if ((rc = ct_transcoders_check(tc, m, err))) return rc;
+    attr_ctx a = {.m = m, .tc = tc, .L = m->cfg.n_layers, .T = T, .D = m->cfg.d_model, .H = m->cfg.n_heads,
+                  .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim};
+    target *tg = NULL;
+    float *rowbuf = NULL;
+    double *rowsum = NULL, *infl = NULL;
+    int64_t *row_node = NULL, *order = NULL, *col_of = NULL;
+    attr_row *batch = NULL;
+    uint8_t *visited = NULL;
+    ct_graph *g = NULL;
+    int L = a.L, D = a.D;
+
+    if ((rc = ct_replacement_hooks(tc, &a.in_kind, &a.out_raw, err))) goto done;
+    report(o, "setup", 0, 1);
+    if ((rc = clean_run(&a, tokens, err))) goto done;
+    if ((rc = make_targets(&a, o, &tg, &a.K, err))) goto done;
+    int K = a.K;
+    int64_t NA = a.n_active;
+    a.n_cols = NA + (int64_t)(L + 1) * T + K;
+    int64_t budget = o->max_feature_nodes > 0 && o->max_feature_nodes < NA ? o->max_feature_nodes : NA;
+    int B = o->batch_size;
+    a.max_B = B;
+    size_t wmax = (size_t)(D > a.H * a.hd ? D : a.H * a.hd);
+    size_t scratch = (size_t)T * B * wmax;
+    a.G = malloc(sizeof(float) * (size_t)T * B * D);
+    a.A1 = malloc(sizeof(float) * scratch);
+    a.A2 = malloc(sizeof(float) * scratch);
+    a.S = malloc(sizeof(float) * (size_t)(a.max_block + 1) * D);
+    a.v = malloc(sizeof(float) * (size_t)D);
+    int64_t n_rows = K + budget;
+    rowbuf = calloc((size_t)n_rows * (size_t)a.n_cols, sizeof(float));
+    rowsum = calloc((size_t)n_rows, sizeof(double));
+    row_node = malloc(sizeof(int64_t) * (size_t)n_rows);
+    order = malloc(sizeof(int64_t) * (size_t)(NA + 1));
+    infl = malloc(sizeof(double) * (size_t)(NA + 1));
+    visited = calloc((size_t)NA + 1, 1);
+    batch = malloc(sizeof(attr_row) * (size_t)B);
+    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !rowbuf || !rowsum || !row_node || !order || !infl || !visited || !batch) {
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory: %lld rows of %lld columns need %.1f GB",
+                     (long long)n_rows, (long long)a.n_cols, (double)n_rows * a.n_cols * 4 / 1e9);
+        goto done;
+    }
+
+    // logit rows
+    int64_t st = 0;
+    for (int k0 = 0; k0 < K; k0 += B) {
+        int nb = K - k0 < B ? K - k0 : B;
+        for (int i = 0; i < nb; i++) {
+            batch[i] = (attr_row){L, T - 1, tg[k0 + i].vec};
+            row_node[st + i] = NA + (int64_t)(L + 1) * T + k0 + i;
+        }
+        if ((rc = run_batch(&a, batch, nb, rowbuf + st * a.n_cols, err))) goto done;
+        row_sums(rowbuf, st, nb, a.n_cols, rowsum);
+        st += nb;
+    }
+    report(o, "logits", K, K);
+
+    // feature rows
+    int64_t n_visited = 0;
+    while (n_visited < budget) {
+        int64_t n_pending = 0;
+        if (budget == NA) {
+            for (int64_t i = 0; i < NA; i++) order[n_pending++] = i;
+        } else {
+            if ((rc = partial_influence(rowbuf, st, a.n_cols, rowsum, row_node, tg, K, NA, infl, err))) goto done;
+            int64_t n_rank = 0;
+            for (int64_t i = 0; i < NA; i++)
+                if (!visited[i]) order[n_rank++] = i;
+            qsort_r(order, (size_t)n_rank, sizeof(int64_t), cmp_desc, infl);
+            int64_t q = (int64_t)o->update_interval * B;
+            n_pending = q < budget - n_visited ? q : budget - n_visited;
+        }
+        qsort_r(order, (size_t)n_pending, sizeof(int64_t), cmp_pos_layer, a.active);
+        for (int64_t i0 = 0; i0 < n_pending; i0 += B) {
+            if (o->cancel && *o->cancel) {
+                rc = ct_fail(err, CT_STATUS_CANCELLED, "attribution cancelled after %lld of %lld feature rows",
+                             (long long)n_visited, (long long)budget);
+                goto done;
+            }
+            int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;
+            for (int i = 0; i < nb; i++) {
+                int64_t f = order[i0 + i];
+                const int32_t *af = a.active + 3 * f;
+                batch[i] = (attr_row){af[0], af[1], tc->layers[af[0]].W_enc + (size_t)af[2] * D};
+                row_node[st + i] = f;
+                visited[f] = 1;
+            }
+            if ((rc = run_batch(&a, batch, nb, rowbuf + st * a.n_cols, err))) goto done;
+            row_sums(rowbuf, st, nb, a.n_cols, rowsum);
+            st += nb;
+            n_visited += nb;
+            report(o, "features", n_visited, budget);
+        }
+    }
+
+    // graph: selected features ascending, then error, token and logit nodes
+    g = calloc(1, sizeof *g);
+    if (!g) {
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    int64_t S = budget, N = S + (int64_t)(L + 1) * T + K;
+    g->n_pos = T;
+    g->n_layers = L;
+    g->d_model = D;
+    g->vocab_size = m->cfg.vocab_size;
+    g->n_active = NA;
+    g->active = a.active, a.active = NULL;
+    g->activation = a.act_val, a.act_val = NULL;
+    g->n_selected = S;
+    g->selected = malloc(sizeof(int64_t) * (size_t)(S + 1));
+    g->tokens = malloc(sizeof(int) * (size_t)T);
+    g->n_logits = K;
+    g->logits = calloc((size_t)K, sizeof(ct_logit_target));
+    g->n_nodes = N;
+    g->adj = calloc((size_t)N * (size_t)N, sizeof(float));
+    col_of = malloc(sizeof(int64_t) * (size_t)(NA + 1));
+    if (!g->selected || !g->tokens || !g->logits || !g->adj || !col_of) {
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a graph of %lld nodes", (long long)N);
+        goto done;
+    }
+    memcpy(g->tokens, tokens, sizeof(int) * (size_t)T);
+    if ((rc = prompt_text(g, m, err))) goto done;
+    int64_t s = 0;
+    for (int64_t i = 0; i < NA; i++) {
+        col_of[i] = visited[i] ? s : -1;
+        if (visited[i]) g->selected[s++] = i;
+    }
+    for (int k = 0; k < K; k++) {
+        g->logits[k] = (ct_logit_target){tg[k].vocab_id, tg[k].prob, tg[k].label};
+        tg[k].label = NULL;
+    }
+    for (int64_t r = 0; r < st; r++) {
+        const float *row = rowbuf + r * a.n_cols;
+        int64_t node = row_node[r];
+        int64_t ti = node < NA ? col_of[node] : S + (node - NA);
+        float *dst = g->adj + (size_t)ti * N;
+        for (int64_t j = 0; j < S; j++) dst[j] = row[g->selected[j]];
+        memcpy(dst + S, row + NA, sizeof(float) * (size_t)(L + 1) * T);
+    }
+    g->settings = (ct_graph_settings){o->max_n_logits, o->desired_logit_prob, o->batch_size, o->max_feature_nodes,
+                                      o->update_interval, -1, -1};
+    snprintf(g->scan, sizeof g->scan, "%s", tc->scan);
+    snprintf(g->model_name, sizeof g->model_name, "%s", tc->model_name);
+    snprintf(g->input_hook, sizeof g->input_hook, "%s", tc->input_hook);
+    snprintf(g->output_hook, sizeof g->output_hook, "%s", tc->output_hook);
+    report(o, "done", 1, 1);
+
+done:
+    if (rc) {
+        ct_graph_free(g);
+        g = NULL;
+    }
+    targets_free(tg, a.K);
+    free(rowbuf), free(rowsum), free(row_node), free(order), free(infl), free(visited), free(batch), free(col_of);
+    ctx_free(&a);
+    *out = g;
+    return rc;
+}

@@ -1,0 +1,297 @@
+// test_attribution.c - every edge of an attribution graph against the measured effect of
+// perturbing its source in the real model with attention patterns, norm denominators and MLP
+// outputs frozen (the local replacement model run forwards): doubling a feature adds its
+// activation times its decoder row(s) at the output hook; an error node adds its error vector
+// again; a token node adds its embedding again. Target feature pre-activations must move by the
+// edge within atol 5e-4, demeaned logits within 1e-5 + 1e-3 |edge|. Tiny random models of every
+// family with per-layer (ReLU, JumpReLU, TopK; with and without skip) and cross-layer
+// transcoders, then stories260K with its default transcoders.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "attribution.h"
+#include "check.h"
+#include "replacement.h"
+#include "tiny.h"
+
+enum { IN_RESID_MID, IN_NORMALIZED, IN_MLP_IN };   // as ct_replacement_hooks
+
+typedef struct {
+    ct_model *m;
+    const ct_transcoders *tc;
+    int T, Lm, Dm, in_kind, out_raw;
+    ct_frozen fz;
+    const float **pattern, **ln1, **ln1p, **ln2, **ln2p;
+    float *clean_in, *clean_out, *clean_skip;   // (L, T, D)
+    float *delta;                               // (L, T, D) added at the output hooks
+    float *embed_delta;                         // (T, D) added to the embeddings
+    ct_hook_cache hc;                           // input hooks (L) and unembed.hook_pre
+} probe;
+
+static ct_status probe_mlp(void *ctx, int l, const ct_mlp_io *io, float *out, ct_err *err) {
+    probe *p = ctx;
+    size_t TD = (size_t)p->T * p->Dm;
+    const float *x = p->in_kind == IN_RESID_MID ? io->resid_mid : p->in_kind == IN_NORMALIZED ? io->normalized : io->mlp_in;
+    for (size_t i = 0; i < TD; i++) out[i] = p->clean_out[l * TD + i] + p->delta[l * TD + i] - p->clean_skip[l * TD + i];
+    ct_tc_skip_add(p->tc, l, x, p->T, out);
+    return CT_OK;
+}
+
+static ct_status probe_edit(void *ctx, ct_hook_id at, float *x, int T, ct_err *err) {
+    probe *p = ctx;
+    if (at.kind == CT_HOOK_EMBED)
+        for (size_t i = 0; i < (size_t)T * p->Dm; i++) x[i] += p->embed_delta[i];
+    return CT_OK;
+}
+
+// Frozen pass with the current perturbation: inputs (L, T, D), final-norm output at T-1 (D,).
+static void probe_run(probe *p, const int *tokens, float *inputs, float *final) {
+    ct_forward_ctl ctl = {.mlp = probe_mlp, .mlp_out_raw = p->out_raw, .edit = probe_edit, .frozen = &p->fz, .ctx = p};
+    ct_err err = {0};
+    if (ct_model_forward_ctl(p->m, tokens, p->T, NULL, &p->hc, NULL, 0, &ctl, &err)) printf("# forward: %s\n", err.msg);
+    size_t TD = (size_t)p->T * p->Dm;
+    for (int l = 0; l < p->Lm; l++) memcpy(inputs + l * TD, ct_tensor_data(p->hc.values[l]), sizeof(float) * TD);
+    memcpy(final, ct_tensor_data(p->hc.values[p->Lm]) + (size_t)(p->T - 1) * p->Dm, sizeof(float) * p->Dm);
+}
+
+static const float *cached(ct_hook_cache *hc, ct_hook_kind k, int l) {
+    for (int i = 0; i < hc->n; i++)
+        if (hc->ids[i].kind == k && hc->ids[i].layer == l) return ct_tensor_data(hc->values[i]);
+    return NULL;
+}
+
+static int64_t rng_state = 99;
+static int64_t pick(int64_t n) {
+    rng_state = rng_state * 6364136223846793005LL + 1442695040888963407LL;
+    return (int64_t)(((uint64_t)rng_state >> 33) % (uint64_t)n);
+}
+
+// Checks every column of the named kinds against perturbations; n_features sampled features.
+static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc, const int *tokens, int T, int n_features) {
+    ct_err err = {0};
+    ct_attr_opts o;
+    ct_attr_opts_default(&o);
+    o.batch_size = 64;   // several batches, mixed layers and positions
+    ct_graph *g = NULL;
+    ct_status rc = ct_attribute(&g, m, tc, tokens, T, &o, &err);
+    ok(rc == CT_OK, "%s: attribute (%s)", name, rc ? err.msg : "ok");
+    if (rc) return;
+    int nL = m->cfg.n_layers, nD = m->cfg.d_model;
+    size_t TD = (size_t)T * nD;
+    probe p = {.m = m, .tc = tc, .T = T, .Lm = nL, .Dm = nD};
+    ct_replacement_hooks(tc, &p.in_kind, &p.out_raw, &err);
+    // clean run: frozen values, transcoder inputs and outputs
+    ct_hook_cache clean = {0};
+    ct_hook_id ids[8 * 64 + 2];
+    int n = 0;
+    for (int l = 0; l < nL; l++) {
+        char hn[128];
+        snprintf(hn, sizeof hn, "blocks.%d.%s", l, tc->input_hook);
+        ct_hook_parse(m, hn, &ids[n++], &err);
+        snprintf(hn, sizeof hn, "blocks.%d.%s", l, tc->output_hook);
+        ct_hook_parse(m, hn, &ids[n++], &err);
+        ids[n++] = (ct_hook_id){CT_HOOK_PATTERN, l};
+        ids[n++] = (ct_hook_id){CT_HOOK_LN1_SCALE, l};
+        ids[n++] = (ct_hook_id){CT_HOOK_LN2_SCALE, l};
+        if (m->cfg.post_norms) {
+            ids[n++] = (ct_hook_id){CT_HOOK_LN1_POST_SCALE, l};
+            ids[n++] = (ct_hook_id){CT_HOOK_LN2_POST_SCALE, l};
+        }
+    }
+    ids[n++] = (ct_hook_id){CT_HOOK_LNF_SCALE, -1};
+    ids[n++] = (ct_hook_id){CT_HOOK_EMBED, -1};
+    ct_hook_cache_init(&clean, ids, n, &err);
+    ct_model_forward(m, tokens, T, NULL, &clean, NULL, 0, &err);
+    p.pattern = calloc(nL, sizeof(float *)), p.ln1 = calloc(nL, sizeof(float *)), p.ln1p = calloc(nL, sizeof(float *));
+    p.ln2 = calloc(nL, sizeof(float *)), p.ln2p = calloc(nL, sizeof(float *));
+    p.clean_in = malloc(sizeof(float) * nL * TD), p.clean_out = malloc(sizeof(float) * nL * TD);
+    p.clean_skip = calloc(nL * TD, sizeof(float)), p.delta = calloc(nL * TD, sizeof(float));
+    p.embed_delta = calloc(TD, sizeof(float));
+    int per = m->cfg.post_norms ? 7 : 5;
+    for (int l = 0; l < nL; l++) {
+        memcpy(p.clean_in + l * TD, ct_tensor_data(clean.values[l * per]), sizeof(float) * TD);
+        memcpy(p.clean_out + l * TD, ct_tensor_data(clean.values[l * per + 1]), sizeof(float) * TD);
+        ct_tc_skip_add(tc, l, p.clean_in + l * TD, T, p.clean_skip + l * TD);
+        p.pattern[l] = cached(&clean, CT_HOOK_PATTERN, l);
+        p.ln1[l] = cached(&clean, CT_HOOK_LN1_SCALE, l);
+        p.ln2[l] = cached(&clean, CT_HOOK_LN2_SCALE, l);
+        p.ln1p[l] = cached(&clean, CT_HOOK_LN1_POST_SCALE, l);
+        p.ln2p[l] = cached(&clean, CT_HOOK_LN2_POST_SCALE, l);
+    }
+    p.fz = (ct_frozen){p.pattern, p.ln1, p.ln1p, p.ln2, p.ln2p, cached(&clean, CT_HOOK_LNF_SCALE, -1)};
+    const float *embed = cached(&clean, CT_HOOK_EMBED, -1);
+    ct_hook_id pid[65];
+    for (int l = 0; l < nL; l++) pid[l] = ids[l * per];
+    pid[nL] = (ct_hook_id){CT_HOOK_UNEMBED_PRE, -1};
+    ct_hook_cache_init(&p.hc, pid, nL + 1, &err);
+
+    // demeaned unembedding of the logit targets
+    int K = g->n_logits;
+    double *u = calloc((size_t)K * nD, sizeof(double)), *mean = calloc(nD, sizeof(double));
+    for (int v = 0; v < m->cfg.vocab_size; v++)
+        for (int i = 0; i < nD; i++) mean[i] += m->lm_head[(size_t)v * nD + i];
+    for (int k = 0; k < K; k++)
+        for (int i = 0; i < nD; i++) u[k * nD + i] = m->lm_head[(size_t)g->logits[k].vocab_id * nD + i] - mean[i] / m->cfg.vocab_size;
+
+    float *base_in = malloc(sizeof(float) * nL * TD), *in = malloc(sizeof(float) * nL * TD);
+    float base_fin[4096], fin[4096];
+    probe_run(&p, tokens, base_in, base_fin);
+    // the frozen pass with no perturbation reproduces the clean run
+    ok(check_close(base_in, p.clean_in, nL * TD, 1e-5, 1e-5, "frozen pass = clean run"), "%s: frozen pass reproduces the clean run", name);
+
+    int64_t N = g->n_nodes, S = g->n_selected;
+    double worst_f = 0, worst_l = 0;
+    int64_t n_bad = 0, n_checked = 0, n_cols = 0;
+    // columns to check: sampled features, every error node, every token node
+    int64_t n_err = (int64_t)nL * T;
+    int64_t n_try = (S < n_features ? S : n_features) + n_err + T;
+    uint8_t *seen = calloc(S + 1, 1);
+    for (int64_t q = 0; q < n_try; q++) {
+        int64_t col;
+        memset(p.delta, 0, sizeof(float) * nL * TD);
+        memset(p.embed_delta, 0, sizeof(float) * TD);
+        if (q < n_try - n_err - T) {   // a feature: double it
+            do col = S <= n_features ? q : pick(S);
+            while (S > n_features && seen[col]);
+            seen[col] = 1;
+            ct_node_info ni = ct_graph_node(g, col);
+            float a = g->activation[ni.active];
+            float row[4096];
+            for (int j = 0; j < tc->layers[ni.layer].n_out; j++) {
+                ct_tc_decoder_row(tc, ni.layer, ni.feature, j, row, &err);
+                float *d = p.delta + ((size_t)(ni.layer + j) * T + ni.pos) * nD;
+                for (int i = 0; i < nD; i++) d[i] = a * row[i];
+            }
+        } else if (q < n_try - T) {   // an error node: add its vector again
+            int64_t e = q - (n_try - n_err - T);
+            col = S + e;
+            const float *ev = p.clean_out;   // error = clean output - reconstruction
+            (void)ev;
+            int l = (int)(e / T), t = (int)(e % T);
+            // the error vector of (l, t) from the graph's own definition: recompute from the set
+            float *recon = malloc(sizeof(float) * nL * TD);
+            ct_tc_reconstruct(tc, p.clean_in, T, recon, &err);
+            if (t > 0)
+                for (int i = 0; i < nD; i++)
+                    p.delta[((size_t)l * T + t) * nD + i] = p.clean_out[((size_t)l * T + t) * nD + i] - recon[((size_t)l * T + t) * nD + i];
+            free(recon);
+        } else {   // a token node: add its embedding again
+            int t = (int)(q - (n_try - T));
+            col = S + n_err + t;
+            memcpy(p.embed_delta + (size_t)t * nD, embed + (size_t)t * nD, sizeof(float) * nD);
+        }
+        n_cols++;
+        probe_run(&p, tokens, in, fin);
+        // feature targets
+        for (int64_t r = 0; r < S; r++) {
+            ct_node_info ni = ct_graph_node(g, r);
+            const float *w = tc->layers[ni.layer].W_enc + (size_t)ni.feature * nD;
+            const float *x1 = in + ((size_t)ni.layer * T + ni.pos) * nD, *x0 = base_in + ((size_t)ni.layer * T + ni.pos) * nD;
+            double meas = 0;
+            for (int i = 0; i < nD; i++) meas += ((double)x1[i] - x0[i]) * w[i];
+            double pred = g->adj[(size_t)r * N + col], d = fabs(meas - pred);
+            if (d > worst_f) worst_f = d;
+            if (!(d <= 5e-4)) {
+                if (n_bad < 5) printf("# %s: feature row %lld col %lld: measured %.6g, edge %.6g\n", name, (long long)r, (long long)col, meas, pred);
+                n_bad++;
+            }
+            n_checked++;
+        }
+        for (int k = 0; k < K; k++) {
+            double meas = 0;
+            for (int i = 0; i < nD; i++) meas += ((double)fin[i] - base_fin[i]) * u[k * nD + i];
+            double pred = g->adj[(size_t)ct_graph_logit_node(g, k) * N + col], d = fabs(meas - pred);
+            if (d / (fabs(pred) + 1e-3) > worst_l) worst_l = d / (fabs(pred) + 1e-3);
+            if (!(d <= 1e-5 + 1e-3 * fabs(pred))) {
+                if (n_bad < 5) printf("# %s: logit %d col %lld: measured %.8g, edge %.8g\n", name, k, (long long)col, meas, pred);
+                n_bad++;
+            }
+            n_checked++;
+        }
+    }
+    printf("# %s: %lld active features, %lld columns checked (%lld features), %lld edges; worst feature |diff| %.3g, "
+           "worst logit relative %.3g\n", name, (long long)g->n_active, (long long)n_cols,
+           (long long)(n_try - n_err - T), (long long)n_checked, worst_f, worst_l);
+    ok(n_bad == 0 && n_checked > 0, "%s: %lld edges equal the measured effects (%lld off)", name, (long long)n_checked, (long long)n_bad);
+    ok(S >= (n_features < 100 ? 1 : 100) || S == g->n_active, "%s: %lld feature nodes", name, (long long)S);
+
+    free(seen), free(u), free(mean), free(base_in), free(in);
+    free(p.pattern), free(p.ln1), free(p.ln1p), free(p.ln2), free(p.ln2p);
+    free(p.clean_in), free(p.clean_out), free(p.clean_skip), free(p.delta), free(p.embed_delta);
+    ct_hook_cache_free(&p.hc);
+    ct_hook_cache_free(&clean);
+    ct_graph_free(g);
+}
+
+typedef struct {
+    const char *arch;
+    int clt;
+    const char *act;
+    int skip;
+    const char *in, *out;
+} tc_case;
+
+static const int prompt[8] = {0, 3, 4, 3, 2, 5, 3, 8};
+
+int main(void) {
+    char tmp[] = "/tmp/ct_attrXXXXXX";
+    if (!mkdtemp(tmp)) return 1;
+    const tc_case cases[] = {
+        {"LlamaForCausalLM", 0, "relu", 0, "mlp.hook_in", "mlp.hook_out"},
+        {"LlamaForCausalLM", 0, "topk", 1, "hook_resid_mid", "mlp.hook_out"},
+        {"Gemma2ForCausalLM", 0, "jumprelu", 0, "ln2.hook_normalized", "hook_mlp_out"},
+        {"Gemma2ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out"},
+        {"GPT2LMHeadModel", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out"},
+        {"GPT2LMHeadModel", 0, "topk", 0, "ln2.hook_normalized", "hook_mlp_out"},
+        {"Qwen3ForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out"},
+        {"Qwen3ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out"},
+        {"LlamaForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out"},
+        {"Gemma2ForCausalLM", 1, "jumprelu", 0, "hook_resid_mid", "hook_mlp_out"},
+        {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const tc_case *k = &cases[c];
+        char mdir[256], tdir[256], name[256];
+        snprintf(mdir, sizeof mdir, "%s/%s", tmp, k->arch);
+        snprintf(tdir, sizeof tdir, "%s/tc%zu", tmp, c);
+        snprintf(name, sizeof name, "%s %s %s%s %s->%s", k->arch, k->clt ? "CLT" : "PLT", k->act, k->skip ? "+skip" : "",
+                 k->in, k->out);
+        make_family(mdir, k->arch, CT_DT_F32);
+        make_transcoders(tdir, k->clt, k->act, k->skip, k->in, k->out);
+        ct_model *m = NULL;
+        ct_transcoders *tc = NULL;
+        ct_err err = {0};
+        int okm = ct_model_load(&m, mdir, &err) == CT_OK && ct_transcoders_load(&tc, tdir, &err) == CT_OK;
+        ok(okm, "%s: load (%s)", name, okm ? "ok" : err.msg);
+        if (okm) check_graph(name, m, tc, prompt, 8, 100);
+        ct_transcoders_free(tc);
+        ct_model_free(m);
+    }
+
+    // stories260K with its default transcoders: real weights
+    const char *models = getenv("CTRACE_MODELS") ? getenv("CTRACE_MODELS") : "../shared/models";
+    char path[1024];
+    snprintf(path, sizeof path, "%s/stories260K", models);
+    ct_model *m = NULL;
+    ct_transcoders *tc = NULL;
+    ct_err err = {0};
+    int okm = ct_model_load(&m, path, &err) == CT_OK &&
+              ct_transcoders_load(&tc, "experiments/stories260K-transcoders/transcoders", &err) == CT_OK;
+    ok(okm, "stories260K: load (%s)", okm ? "ok" : err.msg);
+    if (okm) {
+        int *ids = NULL, n = 0;
+        const char *text = "Once upon a time, there was a little girl named Lily. She";
+        ct_tokenizer_encode(m->tok, text, strlen(text), 1, &ids, &n, &err);
+        check_graph("stories260K", m, tc, ids, n, 150);
+        free(ids);
+    }
+    ct_transcoders_free(tc);
+    ct_model_free(m);
+
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    if (system(cmd) != 0) printf("# could not remove %s\n", tmp);
+    return check_done();
+}

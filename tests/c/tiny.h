@@ -1,0 +1,165 @@
+// tiny.h - tiny random checkpoints of every model family and transcoder sets in the published
+// formats, written with ctrace's safetensors writer, for the C tests.
+#ifndef CT_TINY_H
+#define CT_TINY_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "safetensors.h"
+
+static uint64_t rng = 12345;
+static float urand(void) {   // uniform(-0.5, 0.5)
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((rng >> 40) / 16777216.0) - 0.5f;
+}
+
+#define MAX_T 64
+typedef struct {
+    ct_st_entry e[MAX_T * 4];
+    float *data[MAX_T * 4];
+    int n;
+} ckpt;
+
+static void add(ckpt *c, const char *name, ct_dtype dt, int nd, int64_t d0, int64_t d1, float base) {
+    ct_st_entry *e = &c->e[c->n];
+    size_t numel = (size_t)d0 * (size_t)(nd == 2 ? d1 : 1);
+    float *p = malloc(sizeof(float) * numel);
+    for (size_t i = 0; i < numel; i++) p[i] = base + urand();
+    e->name = strdup(name);
+    e->dtype = dt;
+    e->ndim = nd;
+    e->shape[0] = d0;
+    e->shape[1] = d1;
+    e->data = p;
+    c->data[c->n++] = p;
+}
+
+// A float32 tensor (d0, d1, d2) of uniform(-0.5, 0.5) + base.
+static void add3(ckpt *c, const char *name, int64_t d0, int64_t d1, int64_t d2, float base) {
+    add(c, name, CT_DT_F32, 2, d0, d1 * d2, base);
+    ct_st_entry *e = &c->e[c->n - 1];
+    e->ndim = 3, e->shape[1] = d1, e->shape[2] = d2;
+}
+
+static void ckpt_free(ckpt *c) {
+    for (int i = 0; i < c->n; i++) {
+        free(c->data[i]);
+        free((char *)c->e[i].name);
+    }
+    c->n = 0;
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+enum { D = 16, F = 32, V = 40, L = 2, H = 4, KV = 2 };
+
+// Writes a tiny random checkpoint of a family into dir.
+static void make_family(const char *dir, const char *arch, ct_dtype dt) {
+    mkdir(dir, 0755);
+    ckpt c = {0};
+    char n[128], cfg[2048], path[1100];
+    int hd = strcmp(arch, "Qwen3ForCausalLM") == 0 ? 8 : D / H;
+    if (strcmp(arch, "GPT2LMHeadModel") == 0) {
+        snprintf(cfg, sizeof cfg, "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_embd\": %d, \"n_layer\": %d, "
+                 "\"n_head\": %d, \"n_positions\": 16, \"vocab_size\": %d, \"layer_norm_epsilon\": 1e-5, "
+                 "\"activation_function\": \"gelu_new\"}", D, L, H, V);
+        add(&c, "transformer.wte.weight", dt, 2, V, D, 0);
+        add(&c, "transformer.wpe.weight", dt, 2, 16, D, 0);
+        for (int l = 0; l < L; l++) {
+#define A(suffix, nd, a, b, base) (snprintf(n, sizeof n, "transformer.h.%d.%s", l, suffix), add(&c, n, dt, nd, a, b, base))
+            A("ln_1.weight", 1, D, 0, 1); A("ln_1.bias", 1, D, 0, 0);
+            A("attn.c_attn.weight", 2, D, 3 * D, 0); A("attn.c_attn.bias", 1, 3 * D, 0, 0);
+            A("attn.c_proj.weight", 2, D, D, 0); A("attn.c_proj.bias", 1, D, 0, 0);
+            A("ln_2.weight", 1, D, 0, 1); A("ln_2.bias", 1, D, 0, 0);
+            A("mlp.c_fc.weight", 2, D, 4 * D, 0); A("mlp.c_fc.bias", 1, 4 * D, 0, 0);
+            A("mlp.c_proj.weight", 2, 4 * D, D, 0); A("mlp.c_proj.bias", 1, D, 0, 0);
+#undef A
+        }
+        add(&c, "transformer.ln_f.weight", dt, 1, D, 0, 1);
+        add(&c, "transformer.ln_f.bias", dt, 1, D, 0, 0);
+    } else {
+        int gemma = strcmp(arch, "Gemma2ForCausalLM") == 0, qwen = hd == 8, llama = !gemma && !qwen;
+        snprintf(cfg, sizeof cfg, "{\"architectures\": [\"%s\"], \"hidden_size\": %d, \"intermediate_size\": %d, "
+                 "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
+                 "\"vocab_size\": %d, \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0, \"tie_word_embeddings\": %s%s}",
+                 arch, D, F, L, H, KV, hd, V, llama ? "false" : "true",
+                 gemma ? ", \"query_pre_attn_scalar\": 8, \"attn_logit_softcapping\": 50.0, \"final_logit_softcapping\": 30.0, "
+                         "\"sliding_window\": 4, \"hidden_activation\": \"gelu_pytorch_tanh\""
+                 : llama ? ", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+                           "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 16}" : "");
+        add(&c, "model.embed_tokens.weight", dt, 2, V, D, 0);
+        for (int l = 0; l < L; l++) {
+#define A(suffix, nd, a, b, base) (snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix), add(&c, n, dt, nd, a, b, base))
+            A("input_layernorm.weight", 1, D, 0, gemma ? 0 : 1);
+            A("self_attn.q_proj.weight", 2, H * hd, D, 0); A("self_attn.k_proj.weight", 2, KV * hd, D, 0);
+            A("self_attn.v_proj.weight", 2, KV * hd, D, 0); A("self_attn.o_proj.weight", 2, D, H * hd, 0);
+            if (qwen) { A("self_attn.q_norm.weight", 1, hd, 0, 1); A("self_attn.k_norm.weight", 1, hd, 0, 1); }
+            A("post_attention_layernorm.weight", 1, D, 0, gemma ? 0 : 1);
+            if (gemma) { A("pre_feedforward_layernorm.weight", 1, D, 0, 0); A("post_feedforward_layernorm.weight", 1, D, 0, 0); }
+            A("mlp.gate_proj.weight", 2, F, D, 0); A("mlp.up_proj.weight", 2, F, D, 0); A("mlp.down_proj.weight", 2, D, F, 0);
+#undef A
+        }
+        add(&c, "model.norm.weight", dt, 1, D, 0, gemma ? 0 : 1);
+        if (llama) add(&c, "lm_head.weight", dt, 2, V, D, 0);
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_file(path, cfg);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ct_err err = {0};
+    const char *meta[] = {"format", "pt"};
+    if (ct_safetensors_write(path, c.e, c.n, meta, 1, &err)) printf("# write failed: %s\n", err.msg);
+    ckpt_free(&c);
+}
+
+
+// Transcoders for a tiny model: per-layer (circuit-tracer layer_{i}.safetensors) or cross-layer
+// (W_enc_{i} / W_dec_{i}) files and a config.yaml. act: "relu", "jumprelu" or "topk" (k 4).
+enum { TF = 32 };
+__attribute__((unused)) static void make_transcoders(const char *dir, int clt, const char *act, int skip, const char *in_hook,
+                             const char *out_hook) {
+    mkdir(dir, 0755);
+    char path[1200], yaml[2048];
+    ct_err err = {0};
+    int jump = strcmp(act, "jumprelu") == 0, topk = strcmp(act, "topk") == 0;
+    snprintf(yaml, sizeof yaml, "model_name: tiny\nmodel_kind: %s\nfeature_input_hook: %s\nfeature_output_hook: %s\n%s",
+             clt ? "cross_layer_transcoder" : "transcoder_set", in_hook, out_hook, topk ? "activation: topk\nk: 4\n" : "");
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    write_file(path, yaml);
+    for (int l = 0; l < L; l++) {
+        ckpt c = {0};
+        char n[64];
+        int n_out = clt ? L - l : 1;
+        snprintf(n, sizeof n, clt ? "W_enc_%d" : "W_enc", l);
+        add(&c, n, CT_DT_F32, 2, TF, D, 0);
+        snprintf(n, sizeof n, clt ? "b_enc_%d" : "b_enc", l);
+        add(&c, n, CT_DT_F32, 1, TF, 0, 0.1f);
+        snprintf(n, sizeof n, clt ? "b_dec_%d" : "b_dec", l);
+        add(&c, n, CT_DT_F32, 1, D, 0, 0);
+        if (jump) {
+            snprintf(n, sizeof n, clt ? "threshold_%d" : "activation_function.threshold", l);
+            add(&c, n, CT_DT_F32, 1, TF, 0, 0.5f);   // uniform(0, 1)
+        }
+        if (skip && clt) add3(&c, "W_skip", L, D, D, 0);
+        if (skip && !clt) add(&c, "W_skip", CT_DT_F32, 2, D, D, 0);
+        if (!clt) add(&c, "W_dec", CT_DT_F32, 2, TF, D, 0);
+        snprintf(path, sizeof path, clt ? "%s/W_enc_%d.safetensors" : "%s/layer_%d.safetensors", dir, l);
+        if (ct_safetensors_write(path, c.e, c.n, NULL, 0, &err)) printf("# write failed: %s\n", err.msg);
+        ckpt_free(&c);
+        if (clt) {
+            snprintf(n, sizeof n, "W_dec_%d", l);
+            add3(&c, n, TF, n_out, D, 0);
+            snprintf(path, sizeof path, "%s/W_dec_%d.safetensors", dir, l);
+            if (ct_safetensors_write(path, c.e, c.n, NULL, 0, &err)) printf("# write failed: %s\n", err.msg);
+            ckpt_free(&c);
+        }
+    }
+}
+
+#endif

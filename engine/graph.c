@@ -281,6 +281,17 @@ static int cmp_desc(const void *x, const void *y, void *ctx) {
     return i < j ? -1 : i > j;
 }
 
+void ct_graph_rank_fraction(const double *inf, int64_t N, int64_t *order, float *cum) {
+    for (int64_t i = 0; i < N; i++) order[i] = i;
+    qsort_r(order, (size_t)N, sizeof(int64_t), cmp_desc, (void *)inf);
+    double total = 0.0, acc = 0.0;
+    for (int64_t i = 0; i < N; i++) total += inf[i];
+    for (int64_t i = 0; i < N; i++) {
+        acc += inf[order[i]];
+        cum[order[i]] = (float)(total > 0 ? acc / total : 0.0);
+    }
+}
+
 static int is_feature_or_error(const ct_graph *g, int64_t i) { return i < g->n_selected + (int64_t)g->n_layers * g->n_pos; }
 
 ct_status ct_graph_prune(ct_graph **out, const ct_graph *g, double node_threshold, double edge_threshold, ct_err *err) {
@@ -364,15 +375,7 @@ ct_status ct_graph_prune(ct_graph **out, const ct_graph *g, double node_threshol
         P[k] = p->node_mask[r] && p->node_mask[c] && P[k] > 0.0f && P[k] >= edge_thr ? g->adj[k] : 0.0f;
     }
     p->adj = P, P = NULL;
-    // cumulative scores: rank the nodes by influence, descending (ties by index)
-    for (int64_t i = 0; i < N; i++) order[i] = i;
-    qsort_r(order, (size_t)N, sizeof(int64_t), cmp_desc, node_inf);
-    double total = 0.0, cum = 0.0;
-    for (int64_t i = 0; i < N; i++) total += node_inf[i];
-    for (int64_t i = 0; i < N; i++) {
-        cum += node_inf[order[i]];
-        p->node_influence[order[i]] = (float)(total > 0 ? cum / total : 0.0);
-    }
+    ct_graph_rank_fraction(node_inf, N, order, p->node_influence);
     // scores of the pruned graph: dropped features merge into their (layer, position) error node
     memcpy(merged, g->adj, sizeof(float) * (size_t)N * N);
     for (int64_t f = 0; f < S; f++) {

@@ -75,9 +75,18 @@ int64_t ct_graph_logit_node(const ct_graph *g, int k);
 // Node index of a feature (layer, pos, feature) among the selected ones, or -1.
 int64_t ct_graph_feature_node(const ct_graph *g, int layer, int pos, int64_t feature);
 
+// The graph JSON id of node i ("{layer}_{feature}_{pos}", "{layer}_-1_{pos}", "E_{token}_{pos}",
+// "{L+1}_{vocab}_{T-1}") into buf; the node index of an id, or -1.
+void ct_graph_node_id(const ct_graph *g, int64_t i, char *buf, size_t n);
+int64_t ct_graph_find_node_id(const ct_graph *g, const char *id);
+
 // Total influence of every node on the logits: w A + w A^2 + ... with A = normalize(adj)
 // (|adj| / row sums, clamped at 1e-10) and w the logit weights. out (N,), float64.
 ct_status ct_graph_influence(const ct_graph *g, double *out, ct_err *err);
+
+// cum (N,) = the cumulative fraction of total influence at each node's rank (descending, ties
+// by index): the graph JSON "influence" field. order (N,) is scratch.
+void ct_graph_rank_fraction(const double *inf, int64_t N, int64_t *order, float *cum);
 
 // circuit-tracer's pruning (node threshold, edge threshold, iterate until every kept feature has
 // an incoming and an outgoing edge and every kept error node an outgoing one). Returns a new

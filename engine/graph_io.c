@@ -131,8 +131,7 @@ static ct_status sb_save(sbuf *b, const char *path, ct_err *err) {
 // ---------------------------------------------------------------------------------------------
 // Graph JSON
 
-// node_id of node i into buf.
-static void node_id(const ct_graph *g, int64_t i, char *buf, size_t n) {
+void ct_graph_node_id(const ct_graph *g, int64_t i, char *buf, size_t n) {
     ct_node_info ni = ct_graph_node(g, i);
     switch (ni.kind) {
     case CT_NODE_FEATURE: snprintf(buf, n, "%d_%lld_%d", ni.layer, (long long)ni.feature, ni.pos); break;
@@ -142,10 +141,26 @@ static void node_id(const ct_graph *g, int64_t i, char *buf, size_t n) {
     }
 }
 
+int64_t ct_graph_find_node_id(const ct_graph *g, const char *id) {
+    int a, b, c;
+    char rest[8];
+    if (sscanf(id, "E_%d_%d%1s", &a, &b, rest) == 2)
+        return b >= 0 && b < g->n_pos && g->tokens[b] == a ? ct_graph_token_node(g, b) : -1;
+    if (sscanf(id, "%d_%d_%d%1s", &a, &b, &c, rest) != 3 || a < 0 || c < 0 || c >= g->n_pos) return -1;
+    if (a == g->n_layers + 1) {
+        for (int k = 0; k < g->n_logits; k++)
+            if (g->logits[k].vocab_id == b && c == g->n_pos - 1) return ct_graph_logit_node(g, k);
+        return -1;
+    }
+    if (a >= g->n_layers) return -1;
+    if (b == -1) return ct_graph_error_node(g, a, c);
+    return b >= 0 ? ct_graph_feature_node(g, a, c, b) : -1;
+}
+
 static void write_node(sbuf *b, const ct_graph *g, int64_t i, int first_logit) {
     ct_node_info ni = ct_graph_node(g, i);
     char id[64], js[64];
-    node_id(g, i, id, sizeof id);
+    ct_graph_node_id(g, i, id, sizeof id);
     const char *type = "cross layer transcoder";
     int64_t feature = -1;
     char layer[16];
@@ -286,8 +301,8 @@ static ct_status write_json(const ct_graph *p, const char *path, const ct_json_o
             float w = p->adj[(size_t)r * N + c];
             if (w == 0.0f) continue;
             char s[64], t[64];
-            node_id(p, c, s, sizeof s);
-            node_id(p, r, t, sizeof t);
+            ct_graph_node_id(p, c, s, sizeof s);
+            ct_graph_node_id(p, r, t, sizeof t);
             sb_printf(&b, "%s    {\"source\": \"%s\", \"target\": \"%s\", \"weight\": ", first ? "" : ",\n", s, t);
             sb_float(&b, w);
             sb_str(&b, "}");
@@ -354,13 +369,19 @@ ct_status ct_graph_metadata_upsert(const ct_graph *g, const char *dir, const ct_
         i++;
     }
     if (!replaced) cJSON_AddItemToArray(graphs, entry);
-    char *out = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!out) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    // indent 2, one entry per line
     sbuf ob = {0};
-    sb_str(&ob, out);
-    sb_str(&ob, "\n");
-    free(out);
+    sb_str(&ob, "{\n  \"graphs\": [");
+    i = 0;
+    cJSON_ArrayForEach(it, graphs) {
+        char *e = cJSON_PrintUnformatted(it);
+        if (!e) ob.oom = 1;
+        sb_str(&ob, i++ ? ",\n    " : "\n    ");
+        sb_str(&ob, e ? e : "");
+        free(e);
+    }
+    sb_str(&ob, "\n  ]\n}\n");
+    cJSON_Delete(root);
     rc = sb_save(&ob, path, err);
     free(ob.s);
     return rc;
@@ -594,8 +615,8 @@ ct_status ct_graph_load_json(ct_graph **out, const char *path, ct_err *err) {
     g->settings.node_threshold = g->settings.edge_threshold = -1;
     const cJSON *nt = cJSON_GetObjectItemCaseSensitive(meta, "node_threshold");
     if (cJSON_IsNumber(nt)) g->settings.node_threshold = nt->valuedouble;
-    const cJSON *gs = cJSON_GetObjectItemCaseSensitive(root, "generation_settings");
-    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(root, "pruning_settings");
+    const cJSON *gs = cJSON_GetObjectItemCaseSensitive(meta, "generation_settings");
+    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(meta, "pruning_settings");
     long long v;
     if (jint(gs, "max_n_logits", &v)) g->settings.max_n_logits = (int)v;
     if (jint(gs, "batch_size", &v)) g->settings.batch_size = (int)v;

@@ -25,6 +25,7 @@ static void interrupted_hook(lua_State *L, lua_Debug *ar) {
 
 static void on_sigint(int sig) {
     signal(sig, SIG_DFL);   // a second Ctrl-C kills the process
+    ct_cancel_requested = 1;   // engine loops stop at their next check
     if (g_sigint_state) lua_sethook(g_sigint_state, interrupted_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
@@ -48,6 +49,7 @@ static int docall(lua_State *L, int n_args, int n_results) {
     lua_pushcfunction(L, traceback);
     lua_insert(L, base);
     g_sigint_state = L;
+    ct_cancel_requested = 0;
     signal(SIGINT, on_sigint);
     int st = lua_pcall(L, n_args, n_results, base);
     signal(SIGINT, SIG_DFL);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+volatile int ct_cancel_requested;
+
 const char *ct_status_str(ct_status st) {
     switch (st) {
 #define CT_X(name, value, str, desc) case name: return str;

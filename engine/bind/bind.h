@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "graph.h"
 #include "model.h"
 #include "status.h"
 #include "tensor.h"
@@ -20,6 +21,8 @@
 #define CT_MT_MODEL "ctrace.Model"
 #define CT_MT_TOKENIZER "ctrace.Tokenizer"
 #define CT_MT_TRANSCODERS "ctrace.Transcoders"
+#define CT_MT_REPLACEMENT "ctrace.ReplacementModel"
+#define CT_MT_GRAPH "ctrace.Graph"
 
 // Raises err as a Lua error "<STATUS>: <message>". Never returns.
 int ct_lua_raise(lua_State *L, const ct_err *err);
@@ -48,6 +51,11 @@ void ct_lua_register_tokenizer(lua_State *L);
 void ct_lua_register_tensor(lua_State *L);
 void ct_lua_register_transcoders(lua_State *L);
 void ct_lua_register_json(lua_State *L);
+void ct_lua_register_replacement(lua_State *L);
+void ct_lua_register_graph(lua_State *L);
+
+// Pushes a new ctrace.Graph that owns g.
+void ct_lua_push_graph(lua_State *L, ct_graph *g);
 
 // Tokenizer userdata that borrows a model's tokenizer keeps the model alive (uservalue).
 void ct_lua_push_tokenizer_of(lua_State *L, int model_idx, ct_tokenizer *tok);

@@ -39,6 +39,8 @@ int luaopen_ctrace_core(lua_State *L) {
     ct_lua_register_tokenizer(L);
     ct_lua_register_transcoders(L);
     ct_lua_register_json(L);
+    ct_lua_register_replacement(L);
+    ct_lua_register_graph(L);
     lua_pushcfunction(L, l_mem_bytes);
     lua_setfield(L, -2, "mem_bytes");
     lua_pushcfunction(L, l_threads);

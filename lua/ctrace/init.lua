@@ -4,8 +4,12 @@
 --                                   directory, or the name "stories260K" (the default model)
 -- ctrace.load_tokenizer(path)       tok512.bin or tokenizer.json
 -- ctrace.tensor{...}, ctrace.zeros(d1, d2, ...)
+-- ctrace.load_transcoders(path_or_name)
+-- ctrace.replacement_model(model, transcoders)   rm:attribute(prompt, opts) -> ctrace.Graph
+-- ctrace.load_graph(path)           graph JSON or a full graph in safetensors
 local core = require "ctrace.core"
 require "ctrace.transcoders"   -- Lua methods of ctrace.Transcoders
+require "ctrace.graph"         -- Lua methods of ctrace.Graph
 
 local M = {
   version = core.version,
@@ -17,6 +21,8 @@ local M = {
   clock = core.clock,   -- monotonic wall-clock seconds
   json_encode = core.json_encode,   -- (value [, pretty]) -> string
   json_decode = core.json_decode,
+  replacement_model = core.replacement_model,
+  load_graph = core.load_graph,
 }
 
 local function exists(path)

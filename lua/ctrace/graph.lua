@@ -1,0 +1,39 @@
+-- ctrace.graph - conveniences on ctrace.Graph written in Lua.
+--
+--   g:top_features{n = 10} -> the n feature nodes with the most influence on the logits, most
+--       influential first (nodes as g:nodes() gives them)
+--   g:summary([n]) -> a few lines: prompt, logit targets, scores, the top n features
+local core = require "ctrace.core"
+local M = core.methods("ctrace.Graph")
+
+function M.top_features(g, opts)
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "n" then error("BAD_ARG: top_features: unknown option '" .. tostring(k) .. "' (expected n)", 2) end
+  end
+  local nodes = g:nodes("feature")
+  -- influence is the cumulative rank fraction: smaller means more influential
+  table.sort(nodes, function(a, b)
+    if a.influence ~= b.influence then return a.influence < b.influence end
+    return a.index < b.index
+  end)
+  local out = {}
+  for i = 1, math.min(opts.n or 10, #nodes) do out[i] = nodes[i] end
+  return out
+end
+
+function M.summary(g, n)
+  local lines = {string.format("prompt: %q", g:prompt())}
+  local logits = {}
+  for _, l in ipairs(g:logits()) do logits[#logits + 1] = string.format("%q %.3f", l.token, l.prob) end
+  lines[#lines + 1] = "logit targets: " .. table.concat(logits, ", ")
+  local ok, r, c = pcall(g.scores, g)
+  if ok then lines[#lines + 1] = string.format("replacement %.3f, completeness %.3f", r, c) end
+  for _, f in ipairs(g:top_features{n = n or 5}) do
+    lines[#lines + 1] = string.format("  %-12s act %.3f  influence %.3f%s", f.node_id, f.activation, f.influence,
+                                      f.label and ("  " .. f.label) or "")
+  end
+  return table.concat(lines, "\n")
+end
+
+return M

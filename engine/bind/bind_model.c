@@ -241,6 +241,27 @@ static int l_model_index(lua_State *L) {
     return 1;
 }
 
+// m:unembedding([id]) -> the unembedding row of token id (D,), or the whole matrix (V, D)
+static int l_model_unembedding(lua_State *L) {
+    ct_model *m = check_model(L, 1);
+    int D = m->cfg.d_model, V = m->cfg.vocab_size;
+    if (lua_isnoneornil(L, 2)) {
+        int64_t shape[2] = {V, D};
+        ct_tensor *t = ct_tensor_from(m->lm_head, 2, shape);
+        if (!t) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
+        ct_lua_push_tensor(L, t);
+        return 1;
+    }
+    lua_Number id = luaL_checknumber(L, 2);
+    if (id != (lua_Number)(int)id || id < 0 || id >= V)
+        return ct_lua_fail(L, CT_STATUS_OUT_OF_RANGE, "unembedding: token id %g outside 0..%d", id, V - 1);
+    int64_t shape[1] = {D};
+    ct_tensor *t = ct_tensor_from(m->lm_head + (size_t)id * D, 1, shape);
+    if (!t) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_lua_push_tensor(L, t);
+    return 1;
+}
+
 static int l_model_tokenizer(lua_State *L) {
     ct_model *m = check_model(L, 1);
     ct_lua_push_tokenizer_of(L, 1, need_tokenizer(L, m, "tokenizer"));
@@ -267,7 +288,7 @@ static int l_model_tostring(lua_State *L) {
 void ct_lua_register_model(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"tokenize", l_model_tokenize}, {"detokenize", l_model_detokenize}, {"forward", l_model_forward},
-        {"run_with_cache", l_model_run_with_cache}, {"generate", l_model_generate}, {"config", l_model_config},
+        {"run_with_cache", l_model_run_with_cache}, {"generate", l_model_generate}, {"config", l_model_config}, {"unembedding", l_model_unembedding},
         {"tokenizer", l_model_tokenizer}, {"free", l_model_free}, {NULL, NULL}};
     luaL_newmetatable(L, CT_MT_MODEL);
     lua_newtable(L);

@@ -62,10 +62,10 @@ static const float *cached(ct_hook_cache *hc, ct_hook_kind k, int l) {
     return NULL;
 }
 
-static int64_t rng_state = 99;
+static uint64_t rng_state = 99;
 static int64_t pick(int64_t n) {
-    rng_state = rng_state * 6364136223846793005LL + 1442695040888963407LL;
-    return (int64_t)(((uint64_t)rng_state >> 33) % (uint64_t)n);
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (int64_t)((rng_state >> 33) % (uint64_t)n);
 }
 
 // Checks every column of the named kinds against perturbations; n_features sampled features.

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 // ----------------------------------------------------------------------------
 // Counted allocation
@@ -185,6 +186,26 @@ ct_status ct_tensor_select(ct_tensor **out, ct_tensor *t, int dim, int64_t i, ct
 // ----------------------------------------------------------------------------
 // Kernels
 
+const char *ct_blas_better_core(void) {
+    if (getenv("OPENBLAS_CORETYPE")) return NULL;
+    const char *core = openblas_get_corename();
+    if (!core || (strcasecmp(core, "Prescott") != 0 && strcasecmp(core, "Core2") != 0 && strcasecmp(core, "Nehalem") != 0))
+        return NULL;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
+
+const char *ct_blas_core(void) {
+    const char *core = openblas_get_corename();
+    return core ? core : "unknown";
+}
+
 static int g_threads;   // the thread count large products use (0: not yet read from the library)
 
 static int large_threads(void) {
@@ -199,6 +220,13 @@ void ct_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
     if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
                 ldb, beta, C, ldc);
+}
+
+void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb) {
+    int small = (double)M * M * N < (double)(1 << 23);
+    int want = small ? 1 : large_threads();
+    if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
+    cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, M, N, 1.0f, A, lda, B, ldb);
 }
 
 void ct_matmul(float *out, const float *x, const float *w, const float *b, int T, int n_in,

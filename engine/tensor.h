@@ -72,6 +72,8 @@ void ct_dealloc(void *p, size_t nbytes);
 // (the result does not depend on the thread count).
 void ct_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
+// B (M, N) = A^T B in place, A (M, M) lower triangular (row-major, leading dimension lda).
+void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb);
 // out (T, n_out) = x (T, n_in) @ w (n_out, n_in)^T [+ b (n_out,)]
 void ct_matmul(float *out, const float *x, const float *w, const float *b, int T, int n_in,
                int n_out);
@@ -86,6 +88,14 @@ float ct_gelu_tanh(float x);
 float ct_silu(float x);
 
 // Number of BLAS threads (0 leaves the library default).
+// OpenBLAS picks its kernels at load time from the CPU model; on CPUs it does not know it falls
+// back to its slowest x86-64 kernels (Prescott, SSE3: a fifth of the speed on AVX-512 parts).
+// When that happened and OPENBLAS_CORETYPE is unset, returns the core type this CPU supports
+// ("SkylakeX" with AVX-512, "Haswell" with AVX2 and FMA); the caller sets OPENBLAS_CORETYPE and
+// restarts the process before the library loads again. NULL otherwise.
+const char *ct_blas_better_core(void);
+// The kernel family OpenBLAS is using ("SkylakeX", "Haswell", "Prescott", ...).
+const char *ct_blas_core(void);
 void ct_set_threads(int n);
 int ct_get_threads(void);
 

@@ -51,5 +51,7 @@ int luaopen_ctrace_core(lua_State *L) {
     lua_setfield(L, -2, "clock");
     lua_pushstring(L, CT_VERSION);
     lua_setfield(L, -2, "version");
+    lua_pushstring(L, ct_blas_core());
+    lua_setfield(L, -2, "blas_core");
     return 1;
 }

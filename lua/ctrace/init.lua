@@ -13,6 +13,7 @@ require "ctrace.graph"         -- Lua methods of ctrace.Graph
 
 local M = {
   version = core.version,
+  blas_core = core.blas_core,   -- the OpenBLAS kernel family in use
   root = core.root,
   tensor = core.tensor,
   zeros = core.zeros,

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "replacement.h"
 
@@ -46,6 +47,7 @@ typedef struct {
     float *S;               // (max features at one (layer, position), D) source vectors
     float *v;               // (D,)
     int *first;             // (T + 1,) first live row at each position
+    double flops;           // of the backward passes so far
     int64_t max_block;
 } attr_ctx;
 
@@ -200,16 +202,23 @@ static void norm_back(const attr_ctx *a, float *out, const float *in, const floa
     }
 }
 
+// ct_sgemm, counting its floating-point operations into *flops
+static void gemm(double *flops, int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                 float beta, float *C, int ldc) {
+    ct_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    *flops += 2.0 * M * N * K;
+}
+
 // C (Tp, B, n) = A (Tp, B, k) @ op(W) for the rows live at each position: one product over the
 // leading positions where every row is live, then one per position.
-static void gemm_live(const int *first, int Tp, int B, int k, int n, const float *A, const float *W, int tw, int ldw,
-                      float *C) {
+static void gemm_live(double *flops, const int *first, int Tp, int B, int k, int n, const float *A, const float *W, int tw,
+                      int ldw, float *C) {
     int t0 = 0;
     while (t0 < Tp && first[t0] == 0) t0++;
-    if (t0 > 0) ct_sgemm(0, tw, t0 * B, n, k, 1.0f, A, k, W, ldw, 0.0f, C, n);
+    if (t0 > 0) gemm(flops, 0, tw, t0 * B, n, k, A, k, W, ldw, 0.0f, C, n);
     for (int t = t0; t < Tp; t++)
-        ct_sgemm(0, tw, B - first[t], n, k, 1.0f, A + ((size_t)t * B + first[t]) * k, k, W, ldw, 0.0f,
-                 C + ((size_t)t * B + first[t]) * n, n);
+        gemm(flops, 0, tw, B - first[t], n, k, A + ((size_t)t * B + first[t]) * k, k, W, ldw, 0.0f,
+             C + ((size_t)t * B + first[t]) * n, n);
 }
 
 // Source vectors of (layer lf, position t) as written into layer lf + j: S (n, D).
@@ -237,7 +246,7 @@ static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp,
     const ct_layer *w = &a->m->layers[l];
     float *X = a->A2, *Z = a->A2 + (size_t)B * D;   // X (B, D) the rows' gradients, Z (B, H*hd)
     for (int b = 0; b < B; b++) memcpy(X + (size_t)b * D, Gp + ((size_t)r[b].pos * B + b) * D, sizeof(float) * D);
-    ct_sgemm(0, 0, B, qd, D, 1.0f, X, D, w->wo, qd, 0.0f, Z, qd);
+    gemm(&a->flops, 0, 0, B, qd, D, X, D, w->wo, qd, 0.0f, Z, qd);
     float *DV = a->A1 + (size_t)Tp * B * D;   // (Tp, B, KV*hd) past the end of the output's room
     for (int b = 0; b < B; b++) {
         int p = r[b].pos;
@@ -251,8 +260,9 @@ static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp,
                 for (int i = 0; i < hd; i++) oh[i] += pk * z[i];
             }
         }
+        a->flops += 2.0 * (p + 1) * H * hd;
     }
-    gemm_live(a->first, Tp, B, kvd, D, DV, w->wv, 0, D, a->A1);
+    gemm_live(&a->flops, a->first, Tp, B, kvd, D, DV, w->wv, 0, D, a->A1);
 }
 
 // rows (B, n_cols) += the direct effects of every column on each of the B targets, which come
@@ -302,20 +312,20 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
                     ct_status rc = fill_sources(a, lf, t, l - lf, err);
                     if (rc) return rc;
                     // rows[live, s0:s0+n] += GO[t, live] (B', D) @ S^T (D, n)
-                    ct_sgemm(0, 1, B - f, (int)n, D, 1.0f, GO + ((size_t)t * B + f) * D, D, a->S, D, 1.0f,
+                    gemm(&a->flops, 0, 1, B - f, (int)n, D, GO + ((size_t)t * B + f) * D, D, a->S, D, 1.0f,
                              rows + f * ldr + s0, (int)ldr);
                 }
             }
             for (int t = 1; t < Tp; t++) {
                 int f = first[t];
                 int64_t col = a->n_active + (int64_t)l * T + t;
-                ct_sgemm(0, 1, B - f, 1, D, 1.0f, GO + ((size_t)t * B + f) * D, D, a->err_vec + ((size_t)l * T + t) * D, D,
+                gemm(&a->flops, 0, 1, B - f, 1, D, GO + ((size_t)t * B + f) * D, D, a->err_vec + ((size_t)l * T + t) * D, D,
                          1.0f, rows + f * ldr + col, (int)ldr);
             }
             // 2. skip connection: PLT y = x W^T gives g_x = g_y W; CLT y = x W gives g_x = g_y W^T
             if (tl->W_skip) {
                 float *GI = a->A2;
-                gemm_live(first, Tp, B, D, D, GO, tl->W_skip, tl->skip_mode == CT_SKIP_XW, D, GI);
+                gemm_live(&a->flops, first, Tp, B, D, D, GO, tl->W_skip, tl->skip_mode == CT_SKIP_XW, D, GI);
                 if (a->in_kind == IN_RESID_MID) {
                     for (int t = 0; t < Tp; t++)
                         for (size_t i = ((size_t)t * B + first[t]) * D; i < (size_t)(t + 1) * B * D; i++) G[i] += GI[i];
@@ -349,7 +359,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
             continue;
         }
         float *Z = a->A2;   // (Tp, B, H*hd)
-        gemm_live(first, Tp, B, D, qd, Gp, w->wo, 0, qd, Z);
+        gemm_live(&a->flops, first, Tp, B, D, qd, Gp, w->wo, 0, qd, Z);
         float *ZH = a->A1;   // (H, Tp, B, hd), zero where a row is not live
         for (int h = 0; h < H; h++)
             for (int t = 0; t < Tp; t++) {
@@ -364,8 +374,11 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
         for (int c0 = 0; c0 < B; c0 += cs) {
             int c1 = c0 + cs < B ? c0 + cs : B, Tc = r[c1 - 1].pos + 1;
             for (int h = 0; h < H; h++)
+            {
                 ct_strmm_lower_t(Tc, (c1 - c0) * hd, a->pattern[l] + (size_t)h * T * T, T,
                                  ZH + (size_t)h * Tp * B * hd + (size_t)c0 * hd, B * hd);
+                a->flops += (double)Tc * (Tc + 1) * (c1 - c0) * hd;
+            }
         }
         float *DV = a->A2;   // (Tp, B, KV*hd): heads sharing a key/value head summed
         for (int t = 0; t < Tp; t++)
@@ -382,14 +395,14 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
                 }
             }
         float *XN = a->A1;   // (Tp, B, D) gradient at the attention input (after ln1)
-        gemm_live(first, Tp, B, kvd, D, DV, w->wv, 0, D, XN);
+        gemm_live(&a->flops, first, Tp, B, kvd, D, DV, w->wv, 0, D, XN);
         norm_back(a, G, XN, a->ln1[l], w->ln1_w, Tp, B, first, 1);
     }
     // 5. token embeddings
     for (int t = 0; t < Tp; t++) {
         int f = first[t];
         int64_t col = a->n_active + (int64_t)L * T + t;
-        ct_sgemm(0, 1, B - f, 1, D, 1.0f, G + ((size_t)t * B + f) * D, D, a->embed + (size_t)t * D, D, 1.0f,
+        gemm(&a->flops, 0, 1, B - f, 1, D, G + ((size_t)t * B + f) * D, D, a->embed + (size_t)t * D, D, 1.0f,
                  rows + f * ldr + col, (int)ldr);
     }
     return CT_OK;
@@ -570,6 +583,20 @@ static ct_status partial_influence(const float *rows, int64_t n_rows, int64_t ld
     return rc;
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static ct_status timed_batch(attr_ctx *a, const attr_row *r, int B, float *rows, ct_attr_stats *stats, ct_err *err) {
+    double t = now_s();
+    ct_status rc = run_batch(a, r, B, rows, err);
+    stats->backward_s += now_s() - t;
+    stats->n_batches++;
+    return rc;
+}
+
 // rowsum[r] = sum |rows[r, :]| for rows st .. st+n-1
 static void row_sums(const float *rows, int64_t st, int n, int64_t ldr, double *rowsum) {
     for (int i = 0; i < n; i++) rowsum[st + i] = abs_sum(rows + (st + i) * ldr, ldr);
@@ -653,9 +680,12 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     int L = a.L, D = a.D;
 
     if ((rc = ct_replacement_hooks(tc, &a.in_kind, &a.out_raw, err))) goto done;
+    ct_attr_stats stats = {0};
+    double t0 = now_s(), t1;
     report(o, "setup", 0, 1);
     if ((rc = clean_run(&a, tokens, err))) goto done;
     if ((rc = make_targets(&a, o, &tg, &a.K, err))) goto done;
+    stats.setup_s = (t1 = now_s()) - t0;
     int K = a.K;
     int64_t NA = a.n_active;
     a.n_cols = NA + (int64_t)(L + 1) * T + K;
@@ -695,11 +725,12 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
             batch[i] = (attr_row){L, T - 1, tg[k0 + i].vec};
             row_node[st + i] = NA + (int64_t)(L + 1) * T + k0 + i;
         }
-        if ((rc = run_batch(&a, batch, nb, rowbuf + st * a.n_cols, err))) goto done;
+        if ((rc = timed_batch(&a, batch, nb, rowbuf + st * a.n_cols, &stats, err))) goto done;
         row_sums(rowbuf, st, nb, a.n_cols, rowsum);
         st += nb;
     }
     report(o, "logits", K, K);
+    stats.logits_s = (t0 = now_s()) - t1;
 
     // feature rows
     int64_t n_visited = 0;
@@ -708,6 +739,7 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
         if (budget == NA) {
             for (int64_t i = 0; i < NA; i++) order[n_pending++] = i;
         } else {
+            double tr = now_s();
             if ((rc = partial_influence(rowbuf, st, a.n_cols, rowsum, row_node, tg, K, NA, infl, err))) goto done;
             int64_t n_rank = 0;
             for (int64_t i = 0; i < NA; i++)
@@ -715,6 +747,7 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
             qsort_r(order, (size_t)n_rank, sizeof(int64_t), cmp_desc, infl);
             int64_t q = (int64_t)o->update_interval * B;
             n_pending = q < budget - n_visited ? q : budget - n_visited;
+            stats.ranking_s += now_s() - tr;
         }
         // batches: consecutive in (layer, position) order, so each starts at few layers; within a
         // batch by position, as run_batch wants
@@ -734,7 +767,7 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
                 row_node[st + i] = f;
                 visited[f] = 1;
             }
-            if ((rc = run_batch(&a, batch, nb, rowbuf + st * a.n_cols, err))) goto done;
+            if ((rc = timed_batch(&a, batch, nb, rowbuf + st * a.n_cols, &stats, err))) goto done;
             row_sums(rowbuf, st, nb, a.n_cols, rowsum);
             st += nb;
             n_visited += nb;
@@ -743,6 +776,7 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     }
 
     // graph: selected features ascending, then error, token and logit nodes
+    stats.features_s = (t1 = now_s()) - t0;
     g = calloc(1, sizeof *g);
     if (!g) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
@@ -793,6 +827,11 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     snprintf(g->model_name, sizeof g->model_name, "%s", tc->model_name);
     snprintf(g->input_hook, sizeof g->input_hook, "%s", tc->input_hook);
     snprintf(g->output_hook, sizeof g->output_hook, "%s", tc->output_hook);
+    stats.graph_s = now_s() - t1;
+    stats.backward_flops = a.flops;
+    stats.n_active = NA;
+    stats.n_rows = st;
+    if (o->stats) *o->stats = stats;
     report(o, "done", 1, 1);
 
 done:

@@ -23,6 +23,13 @@ typedef struct {
     float weight;         // custom targets: their weight in influence (tokens: their probability)
 } ct_attr_target;
 
+// Where the time went (filled when ct_attr_opts.stats is set).
+typedef struct {
+    double setup_s, logits_s, features_s, ranking_s, graph_s;   // wall-clock seconds per phase
+    double backward_s, backward_flops;   // inside the backward passes (logit and feature rows)
+    int64_t n_active, n_rows, n_batches;
+} ct_attr_stats;
+
 typedef struct {
     int max_n_logits;             // salient targets: at most this many (10)
     double desired_logit_prob;    // ... until their cumulative probability reaches this (0.95)
@@ -35,6 +42,7 @@ typedef struct {
     void (*progress)(void *ctx, const char *phase, int64_t done, int64_t total);
     void *progress_ctx;
     volatile int *cancel;         // checked between batches; non-zero stops with CANCELLED
+    ct_attr_stats *stats;         // may be NULL
 } ct_attr_opts;
 
 void ct_attr_opts_default(ct_attr_opts *o);

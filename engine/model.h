@@ -90,6 +90,9 @@ ct_status ct_model_load_hf(ct_model **out, const char *dir, ct_err *err);
 // Validates a llama2.c checkpoint held in memory (borrowed). Used by the fuzzer and tests.
 ct_status ct_model_parse_llama2c(ct_model **out, const uint8_t *buf, size_t size, ct_err *err);
 void ct_model_free(ct_model *m);
+// A Llama-shaped model (RMS norms, gated SiLU MLP, RoPE) with uniform random weights scaled by
+// 1/sqrt(fan-in), for benchmarks and tests at sizes no checkpoint is worth writing for.
+ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, ct_err *err);
 // Checks the config for values the forward pass cannot run with; called by every loader.
 ct_status ct_config_validate(ct_config *c, ct_err *err);
 // Fills rope_inv_freq from the config.

@@ -670,3 +670,52 @@ ct_status ct_model_load(ct_model **out, const char *path, ct_err *err) {
     ct_path_join(p, sizeof p, path, found);
     return ct_model_load_llama2c(out, p, err);
 }
+
+// ----------------------------------------------------------------------------
+// Random models (benchmarks and tests at sizes no checkpoint file is worth writing for)
+
+// n floats owned by m, uniform(-scale, scale) + base; NULL when out of memory.
+static const float *random_weights(ct_model *m, size_t n, float scale, float base, uint64_t *seed) {
+    float *p = model_own(m, n);
+    if (p)
+        for (size_t i = 0; i < n; i++) p[i] = base + scale * ct_rand_uniform(seed);
+    return p;
+}
+
+ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, ct_err *err) {
+    *out = NULL;
+    ct_model *m = model_new();
+    if (!m) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    m->cfg = *cfg;
+    ct_config *c = &m->cfg;
+    snprintf(c->architecture, sizeof c->architecture, "random");
+    snprintf(m->path, sizeof m->path, "random:%llu", (unsigned long long)seed);
+    ct_status rc = ct_config_validate(c, err);
+    if (!rc && (c->learned_pos || c->post_norms || c->qk_norm || c->norm != CT_NORM_RMS || !c->gated_mlp))
+        rc = ct_fail(err, CT_STATUS_UNSUPPORTED, "random models: a Llama-shaped config (RMS norms, gated MLP)");
+    if (rc) {
+        ct_model_free(m);
+        return rc;
+    }
+    size_t D = c->d_model, F = c->d_mlp, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    float sd = 1.0f / sqrtf((float)D), sf = 1.0f / sqrtf((float)F), sq = 1.0f / sqrtf((float)qd);
+    int ok = (m->layers = calloc((size_t)c->n_layers, sizeof(ct_layer))) != NULL;
+    ok = ok && (m->embed = random_weights(m, (size_t)c->vocab_size * D, 1.0f, 0.0f, &seed));
+    for (int l = 0; ok && l < c->n_layers; l++) {
+        ct_layer *w = &m->layers[l];
+        ok = (w->ln1_w = random_weights(m, D, 0.1f, 1.0f, &seed)) && (w->ln2_w = random_weights(m, D, 0.1f, 1.0f, &seed)) &&
+             (w->wq = random_weights(m, qd * D, sd, 0, &seed)) && (w->wk = random_weights(m, kvd * D, sd, 0, &seed)) &&
+             (w->wv = random_weights(m, kvd * D, sd, 0, &seed)) && (w->wo = random_weights(m, D * qd, sq, 0, &seed)) &&
+             (w->w_gate = random_weights(m, F * D, sd, 0, &seed)) && (w->w_up = random_weights(m, F * D, sd, 0, &seed)) &&
+             (w->w_down = random_weights(m, D * F, sf, 0, &seed));
+    }
+    ok = ok && (m->lnf_w = random_weights(m, D, 0.1f, 1.0f, &seed));
+    ok = ok && (m->lm_head = c->tied ? m->embed : random_weights(m, (size_t)c->vocab_size * D, sd, 0, &seed));
+    rc = ok ? ct_model_init_rope(m, err) : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a random model");
+    if (rc) {
+        ct_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return CT_OK;
+}

@@ -186,6 +186,14 @@ ct_status ct_tensor_select(ct_tensor **out, ct_tensor *t, int dim, int64_t i, ct
 // ----------------------------------------------------------------------------
 // Kernels
 
+float ct_rand_uniform(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);   // splitmix64
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (float)((double)(z >> 40) / 8388608.0 - 1.0);
+}
+
 const char *ct_blas_better_core(void) {
     if (getenv("OPENBLAS_CORETYPE")) return NULL;
     const char *core = openblas_get_corename();

@@ -88,6 +88,9 @@ float ct_gelu_tanh(float x);
 float ct_silu(float x);
 
 // Number of BLAS threads (0 leaves the library default).
+// Uniform(-1, 1) from a splitmix64 state (the same sequence everywhere).
+float ct_rand_uniform(uint64_t *state);
+
 // OpenBLAS picks its kernels at load time from the CPU model; on CPUs it does not know it falls
 // back to its slowest x86-64 kernels (Prescott, SSE3: a fifth of the speed on AVX-512 parts).
 // When that happened and OPENBLAS_CORETYPE is unset, returns the core type this CPU supports

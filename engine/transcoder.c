@@ -2,6 +2,7 @@
 #include "transcoder.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,7 @@ static ct_status get_vec(const layer_file *f, const char *name, int64_t n, int r
 }
 
 static void layer_free(ct_tc_layer *l, int d_model) {
+    ct_dealloc(l->W_dec_owned, sizeof(float) * (size_t)l->d_tc * (size_t)l->n_out * (size_t)d_model + 1);
     if (l->W_enc_owned) ct_dealloc(l->W_enc, sizeof(float) * (size_t)l->d_tc * (size_t)d_model + 1);
     ct_dealloc(l->b_enc, sizeof(float) * (size_t)l->d_tc + 1);
     ct_dealloc(l->threshold, sizeof(float) * (size_t)l->d_tc + 1);
@@ -715,4 +717,47 @@ ct_status ct_tc_reconstruct(const ct_transcoders *tc, const float *inputs, int T
         free(act);
     }
     return rc;
+}
+
+// ----------------------------------------------------------------------------
+// Random sets
+
+static float *random_vec(size_t n, float scale, float base, uint64_t *seed) {
+    float *p = ct_alloc(sizeof(float) * n + 1);
+    if (p)
+        for (size_t i = 0; i < n; i++) p[i] = base + scale * ct_rand_uniform(seed);
+    return p;
+}
+
+ct_status ct_transcoders_random(ct_transcoders **out, const ct_model *m, int d_tc, int k, uint64_t seed, ct_err *err) {
+    *out = NULL;
+    int L = m->cfg.n_layers, D = m->cfg.d_model;
+    if (d_tc <= 0 || k < 0 || k > d_tc)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "random transcoders: expected d_tc > 0 and 0 <= k <= d_tc, got %d and %d", d_tc, k);
+    ct_transcoders *tc = calloc(1, sizeof *tc);
+    if (!tc || !(tc->layers = calloc((size_t)L, sizeof(ct_tc_layer)))) {
+        free(tc);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    tc->kind = CT_TC_PLT, tc->n_layers = L, tc->d_model = D;
+    tc->act = k ? CT_TC_TOPK : CT_TC_RELU, tc->k = k;
+    snprintf(tc->input_hook, sizeof tc->input_hook, "mlp.hook_in");
+    snprintf(tc->output_hook, sizeof tc->output_hook, "mlp.hook_out");
+    snprintf(tc->format, sizeof tc->format, "random");
+    snprintf(tc->path, sizeof tc->path, "random:%llu", (unsigned long long)seed);
+    float s = 1.0f / sqrtf((float)D);
+    int ok = 1;
+    for (int l = 0; l < L && ok; l++) {
+        ct_tc_layer *y = &tc->layers[l];
+        y->d_tc = d_tc, y->n_out = 1, y->W_enc_owned = 1;
+        ok = (y->W_enc = random_vec((size_t)d_tc * D, s, 0, &seed)) && (y->b_enc = random_vec((size_t)d_tc, 0.1f, 0, &seed)) &&
+             (y->b_dec = random_vec((size_t)D, 0.1f, 0, &seed)) && (y->W_dec_owned = random_vec((size_t)d_tc * D, s, 0, &seed));
+        if (ok) y->W_dec = (ct_mat){(const uint8_t *)y->W_dec_owned, CT_DT_F32, d_tc, D, D, 1};
+    }
+    if (!ok) {
+        ct_transcoders_free(tc);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for random transcoders");
+    }
+    *out = tc;
+    return CT_OK;
 }

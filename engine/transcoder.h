@@ -42,6 +42,7 @@ typedef struct {
     float *b_enc;          // (F,)
     float *threshold;      // (F,) or NULL
     ct_mat W_dec;          // PLT (F, D); CLT (F, n_out * D), slice j at columns j*D
+    float *W_dec_owned;    // the decoder's memory when the set owns it (random sets), else NULL
     int n_out;             // PLT 1; CLT L - l
     float *b_dec;          // (D,)
     float *W_skip;         // (D, D) or NULL
@@ -67,6 +68,9 @@ typedef struct ct_transcoders {
 // W_enc_{i}/W_dec_{i} files), or one file (.npz or .safetensors: a one-layer set).
 ct_status ct_transcoders_load(ct_transcoders **out, const char *path, ct_err *err);
 void ct_transcoders_free(ct_transcoders *tc);
+// A per-layer set for m with uniform random weights (mlp.hook_in -> mlp.hook_out, d_tc features
+// per layer, TopK k, or ReLU when k is 0), for benchmarks and tests.
+ct_status ct_transcoders_random(ct_transcoders **out, const ct_model *m, int d_tc, int k, uint64_t seed, ct_err *err);
 // Checks that the set fits the model: d_model, layer count, hook names.
 ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_err *err);
 

@@ -796,7 +796,7 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     g->n_logits = K;
     g->logits = calloc((size_t)K, sizeof(ct_logit_target));
     g->n_nodes = N;
-    g->adj = calloc((size_t)N * (size_t)N, sizeof(float));
+    g->adj = calloc((size_t)(S + K) * (size_t)N, sizeof(float));
     col_of = malloc(sizeof(int64_t) * (size_t)(NA + 1));
     if (!g->selected || !g->tokens || !g->logits || !g->adj || !col_of) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a graph of %lld nodes", (long long)N);
@@ -816,7 +816,7 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     for (int64_t r = 0; r < st; r++) {
         const float *row = rowbuf + r * a.n_cols;
         int64_t node = row_node[r];
-        int64_t ti = node < NA ? col_of[node] : S + (node - NA);
+        int64_t ti = node < NA ? col_of[node] : S + (node - NA - (int64_t)(L + 1) * T);   // stored row
         float *dst = g->adj + (size_t)ti * N;
         for (int64_t j = 0; j < S; j++) dst[j] = row[g->selected[j]];
         memcpy(dst + S, row + NA, sizeof(float) * (size_t)(L + 1) * T);

@@ -27,6 +27,24 @@ void ct_graph_free(ct_graph *g) {
     free(g);
 }
 
+int64_t ct_graph_n_rows(const ct_graph *g) { return g->n_selected + g->n_logits; }
+
+int64_t ct_graph_row_node(const ct_graph *g, int64_t r) {
+    return r < g->n_selected ? r : ct_graph_logit_node(g, (int)(r - g->n_selected));
+}
+
+const float *ct_graph_row(const ct_graph *g, int64_t i) {
+    int64_t S = g->n_selected, l0 = S + (int64_t)(g->n_layers + 1) * g->n_pos;
+    if (i < S) return g->adj + (size_t)i * g->n_nodes;
+    if (i >= l0) return g->adj + (size_t)(S + i - l0) * g->n_nodes;
+    return NULL;
+}
+
+float ct_graph_weight(const ct_graph *g, int64_t target, int64_t source) {
+    const float *row = ct_graph_row(g, target);
+    return row ? row[source] : 0.0f;
+}
+
 int64_t ct_graph_error_node(const ct_graph *g, int layer, int pos) {
     return g->n_selected + (int64_t)layer * g->n_pos + pos;
 }
@@ -76,19 +94,48 @@ int64_t ct_cantor(int64_t layer, int64_t feature) {
 // ---------------------------------------------------------------------------------------------
 // Influence
 
-// rinv (N,) = 1 / max(sum |A[r, :]|, clamp): row r of normalize(A) is |A[r, :]| * rinv[r].
-static void row_inverse(const float *A, int64_t N, double clamp, double *rinv) {
-    for (int64_t r = 0; r < N; r++) {
-        const float *row = A + (size_t)r * N;
+// The stored rows of an adjacency as influence and scores read them: optionally with nodes
+// left out (their rows and columns read as zero) and with columns merged into others.
+typedef struct {
+    const ct_graph *g;
+    const float *A;          // (R, N) laid out as g->adj
+    const uint8_t *mask;     // (N,) or NULL: nodes with mask 0 are left out
+    const int64_t *merge;    // (N,) or NULL: column c adds into column merge[c] when merge[c] >= 0
+    float *buf;              // (N,) scratch when mask or merge is set
+} rows_view;
+
+// Row r as the view reads it, or NULL when it is left out.
+static const float *view_row(const rows_view *v, int64_t r) {
+    int64_t N = v->g->n_nodes;
+    const float *row = v->A + (size_t)r * N;
+    if (!v->mask && !v->merge) return row;
+    if (v->mask && !v->mask[ct_graph_row_node(v->g, r)]) return NULL;
+    memcpy(v->buf, row, sizeof(float) * (size_t)N);
+    if (v->merge)
+        for (int64_t c = 0; c < v->g->n_selected; c++)
+            if (v->merge[c] >= 0) v->buf[v->merge[c]] += v->buf[c], v->buf[c] = 0.0f;
+    if (v->mask)
+        for (int64_t c = 0; c < N; c++)
+            if (!v->mask[c]) v->buf[c] = 0.0f;
+    return v->buf;
+}
+
+// rinv (R,) = 1 / max(sum |A[r, :]|, clamp): row r of normalize(A) is |A[r, :]| * rinv[r].
+static void row_inverse(const rows_view *v, double clamp, double *rinv) {
+    int64_t N = v->g->n_nodes;
+    for (int64_t r = 0; r < ct_graph_n_rows(v->g); r++) {
+        const float *row = view_row(v, r);
         double s = 0.0;
-        for (int64_t c = 0; c < N; c++) s += fabsf(row[c]);
+        for (int64_t c = 0; row && c < N; c++) s += fabsf(row[c]);
         rinv[r] = 1.0 / (s > clamp ? s : clamp);
     }
 }
 
-// out (N,) = w An + w An^2 + ... with An = |A| * rinv (rows); the terms reach exactly zero on a
-// graph without cycles.
-static ct_status influence(const float *A, const double *rinv, const double *w, int64_t N, double *out, ct_err *err) {
+// out (N,) = w An + w An^2 + ... with An = |A| * rinv; the terms reach exactly zero on a graph
+// without cycles.
+static ct_status influence(const rows_view *v, const double *rinv, const double *w, double *out, ct_err *err) {
+    const ct_graph *g = v->g;
+    int64_t N = g->n_nodes, R = ct_graph_n_rows(g);
     double *x = malloc(sizeof(double) * N), *nx = malloc(sizeof(double) * N);
     if (!x || !nx) {
         free(x), free(nx);
@@ -100,10 +147,11 @@ static ct_status influence(const float *A, const double *rinv, const double *w, 
     for (int it = 0;; it++) {
         memset(nx, 0, sizeof(double) * N);
         int any = 0;
-        for (int64_t r = 0; r < N; r++) {
-            if (x[r] == 0.0) continue;
-            double s = x[r] * rinv[r];
-            const float *row = A + (size_t)r * N;
+        for (int64_t r = 0; r < R; r++) {
+            double xr = x[ct_graph_row_node(g, r)];
+            const float *row = xr != 0.0 ? view_row(v, r) : NULL;
+            if (!row) continue;
+            double s = xr * rinv[r];
             for (int64_t c = 0; c < N; c++) nx[c] += s * fabsf(row[c]);
         }
         for (int64_t c = 0; c < N; c++) {
@@ -130,12 +178,12 @@ static double *logit_weights(const ct_graph *g) {
 }
 
 ct_status ct_graph_influence(const ct_graph *g, double *out, ct_err *err) {
-    int64_t N = g->n_nodes;
-    double *rinv = malloc(sizeof(double) * (size_t)(N + 1)), *w = logit_weights(g);
+    double *rinv = malloc(sizeof(double) * (size_t)(ct_graph_n_rows(g) + 1)), *w = logit_weights(g);
     ct_status rc = rinv && w ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    rows_view v = {g, g->adj, NULL, NULL, NULL};
     if (!rc) {
-        row_inverse(g->adj, N, 1e-10, rinv);
-        rc = influence(g->adj, rinv, w, N, out, err);
+        row_inverse(&v, 1e-10, rinv);
+        rc = influence(&v, rinv, w, out, err);
     }
     free(rinv), free(w);
     return rc;
@@ -188,29 +236,32 @@ static float find_threshold(float *v, int64_t n, double q) {
 // ---------------------------------------------------------------------------------------------
 // Scores
 
-// Replacement and completeness of A (N, N) with logit weights w.
-static ct_status scores_of(const ct_graph *g, const float *A, double *repl, double *compl, ct_err *err) {
-    int64_t N = g->n_nodes, S = g->n_selected, T = g->n_pos, L = g->n_layers;
+// Replacement and completeness of the graph as v reads it.
+static ct_status scores_of(const rows_view *v, double *repl, double *compl, ct_err *err) {
+    const ct_graph *g = v->g;
+    int64_t N = g->n_nodes, R = ct_graph_n_rows(g), S = g->n_selected, T = g->n_pos, L = g->n_layers;
     int64_t e0 = S, e1 = S + L * T, t1 = e1 + T;
-    double *rinv = malloc(sizeof(double) * (size_t)(N + 1)), *inf = malloc(sizeof(double) * (size_t)(N + 1));
+    double *rinv = malloc(sizeof(double) * (size_t)(R + 1)), *inf = malloc(sizeof(double) * (size_t)(N + 1));
     double *w = logit_weights(g);
     ct_status rc = rinv && inf && w ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     if (!rc) {
-        row_inverse(A, N, 1e-10, rinv);
-        rc = influence(A, rinv, w, N, inf, err);
+        row_inverse(v, 1e-10, rinv);
+        rc = influence(v, rinv, w, inf, err);
     }
     if (!rc) {
         double tok = 0.0, er = 0.0, num = 0.0, den = 0.0;
         for (int64_t i = e1; i < t1; i++) tok += inf[i];
         for (int64_t i = e0; i < e1; i++) er += inf[i];
         *repl = tok + er > 0 ? tok / (tok + er) : 0.0;
-        for (int64_t r = 0; r < N; r++) {
-            const float *row = A + (size_t)r * N;
+        // sum over nodes of (1 - error share of its input) (influence + w); nodes without a row
+        // read no error
+        for (int64_t n = 0; n < N; n++) num += inf[n] + w[n], den += inf[n] + w[n];
+        for (int64_t r = 0; r < R; r++) {
+            const float *row = view_row(v, r);
             double err_frac = 0.0;
-            for (int64_t c = e0; c < e1; c++) err_frac += fabsf(row[c]);
-            double out_inf = inf[r] + w[r];
-            num += (1.0 - err_frac * rinv[r]) * out_inf;
-            den += out_inf;
+            for (int64_t c = e0; row && c < e1; c++) err_frac += fabsf(row[c]);
+            int64_t n = ct_graph_row_node(g, r);
+            num -= err_frac * rinv[r] * (inf[n] + w[n]);
         }
         *compl = den > 0 ? num / den : 0.0;
     }
@@ -226,7 +277,8 @@ ct_status ct_graph_scores(const ct_graph *g, double *replacement, double *comple
     }
     if (g->node_mask)
         return ct_fail(err, CT_STATUS_UNSUPPORTED, "scores: this graph was read from JSON and holds only its kept edges");
-    return scores_of(g, g->adj, replacement, completeness, err);
+    rows_view v = {g, g->adj, NULL, NULL, NULL};
+    return scores_of(&v, replacement, completeness, err);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,6 +346,9 @@ void ct_graph_rank_fraction(const double *inf, int64_t N, int64_t *order, float 
 
 static int is_feature_or_error(const ct_graph *g, int64_t i) { return i < g->n_selected + (int64_t)g->n_layers * g->n_pos; }
 
+// The edge score circuit-tracer prunes with: normalize(P)[t, s] * (influence(P) + w)[t].
+static float edge_score(float a, double rinv, double out_inf) { return (float)(fabsf(a) * rinv * out_inf); }
+
 ct_status ct_graph_prune(ct_graph **out, const ct_graph *g, double node_threshold, double edge_threshold, ct_err *err) {
     *out = NULL;
     if (!(node_threshold >= 0.0 && node_threshold <= 1.0))
@@ -301,58 +356,47 @@ ct_status ct_graph_prune(ct_graph **out, const ct_graph *g, double node_threshol
     if (!(edge_threshold >= 0.0 && edge_threshold <= 1.0))
         return ct_fail(err, CT_STATUS_BAD_ARG, "edge_threshold: expected a value in [0, 1], got %g", edge_threshold);
     if (g->node_mask) return ct_fail(err, CT_STATUS_UNSUPPORTED, "prune: the graph is already pruned; prune the full graph");
-    int64_t N = g->n_nodes, S = g->n_selected;
+    int64_t N = g->n_nodes, S = g->n_selected, R = ct_graph_n_rows(g);
     int64_t keep_from = N - g->n_logits - g->n_pos;   // tokens and logits are always kept
-    double *node_inf = malloc(sizeof(double) * (size_t)(N + 1)), *rinv = malloc(sizeof(double) * (size_t)(N + 1));
+    double *node_inf = malloc(sizeof(double) * (size_t)(N + 1)), *rinv = malloc(sizeof(double) * (size_t)(R + 1));
     double *pinf = malloc(sizeof(double) * (size_t)(N + 1)), *w = logit_weights(g);
-    float *nscore = malloc(sizeof(float) * (size_t)(N + 1));
-    uint8_t *mask = malloc((size_t)N + 1), *has_in = malloc((size_t)N + 1), *has_out = malloc((size_t)N + 1);
-    float *P = malloc(sizeof(float) * (size_t)N * (size_t)N + 1);
-    float *scores = NULL, *merged = NULL;
-    int64_t *order = NULL;
+    float *nscore = malloc(sizeof(float) * (size_t)(N + 1)), *buf = malloc(sizeof(float) * (size_t)(N + 1));
+    uint8_t *mask = malloc((size_t)N + 1), *mask1 = malloc((size_t)N + 1), *has_in = malloc((size_t)N + 1);
+    uint8_t *has_out = malloc((size_t)N + 1);
+    int64_t *order = malloc(sizeof(int64_t) * (size_t)(N + 1)), *merge = malloc(sizeof(int64_t) * (size_t)(N + 1));
+    float *P = malloc(sizeof(float) * (size_t)R * (size_t)N + 1);
     ct_graph *p = NULL;
-    ct_status rc = node_inf && rinv && pinf && w && nscore && mask && has_in && has_out && P
+    ct_status rc = node_inf && rinv && pinf && w && nscore && buf && mask && mask1 && has_in && has_out && order && merge && P
                        ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for pruning %lld nodes", (long long)N);
     if (rc) goto done;
     // 1. node influence and the node threshold
     if ((rc = ct_graph_influence(g, node_inf, err))) goto done;
     for (int64_t i = 0; i < N; i++) nscore[i] = (float)node_inf[i];
     float node_thr = find_threshold(nscore, N, node_threshold);
-    for (int64_t i = 0; i < N; i++) mask[i] = i >= keep_from || (float)node_inf[i] >= node_thr;
-    // 2. edge scores on the graph restricted to kept nodes
-    for (int64_t r = 0; r < N; r++)
-        for (int64_t c = 0; c < N; c++) {
-            size_t k = (size_t)r * N + c;
-            P[k] = mask[r] && mask[c] ? g->adj[k] : 0.0f;
-        }
-    row_inverse(P, N, 1e-10, rinv);
-    if ((rc = influence(P, rinv, w, N, pinf, err))) goto done;
-    int64_t n_nz = 0;
-    for (size_t k = 0; k < (size_t)N * N; k++) n_nz += P[k] != 0.0f;
-    if (!(scores = malloc(sizeof(float) * (size_t)(n_nz + 1)))) {
-        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for %lld edge scores", (long long)n_nz);
-        goto done;
+    for (int64_t i = 0; i < N; i++) mask[i] = mask1[i] = i >= keep_from || (float)node_inf[i] >= node_thr;
+    // 2. edge scores on the graph restricted to the kept nodes; the edge threshold
+    rows_view kept = {g, g->adj, mask1, NULL, buf};
+    row_inverse(&kept, 1e-10, rinv);
+    if ((rc = influence(&kept, rinv, w, pinf, err))) goto done;
+    for (int64_t r = 0; r < R; r++) {
+        int64_t n = ct_graph_row_node(g, r);
+        const float *row = g->adj + (size_t)r * N;
+        for (int64_t c = 0; c < N; c++)
+            P[(size_t)r * N + c] = mask1[n] && mask1[c] ? edge_score(row[c], rinv[r], pinf[n] + w[n]) : 0.0f;
     }
-    // edge score = normalize(P)[t, s] * (influence + w)[t]; P becomes the score matrix
-    n_nz = 0;
-    for (int64_t r = 0; r < N; r++)
-        for (int64_t c = 0; c < N; c++) {
-            size_t k = (size_t)r * N + c;
-            if (P[k] == 0.0f) continue;
-            P[k] = (float)(fabsf(P[k]) * rinv[r] * (pinf[r] + w[r]));
-            scores[n_nz++] = P[k];
-        }
-    float edge_thr = find_threshold(scores, n_nz, edge_threshold);
+    float edge_thr = find_threshold(P, R * N, edge_threshold);   // reorders P
+#define KEPT(r, n, c) \
+    (mask[n] && mask[c] && (sc = edge_score(g->adj[(size_t)(r) * N + (c)], rinv[r], pinf[n] + w[n])) > 0.0f && sc >= edge_thr)
     // 3. until nothing changes: features and errors need a kept outgoing edge, features a kept
     // incoming one; edges of dropped nodes go
     for (int changed = 1; changed;) {
         memset(has_in, 0, (size_t)N);
         memset(has_out, 0, (size_t)N);
-        for (int64_t r = 0; r < N; r++) {
-            if (!mask[r]) continue;
-            const float *row = P + (size_t)r * N;
-            for (int64_t c = 0; c < N; c++)
-                if (mask[c] && row[c] > 0.0f && row[c] >= edge_thr) has_in[r] = has_out[c] = 1;
+        for (int64_t r = 0; r < R; r++) {
+            int64_t n = ct_graph_row_node(g, r);
+            float sc;
+            for (int64_t c = 0; mask[n] && c < N; c++)
+                if (KEPT(r, n, c)) has_in[n] = has_out[c] = 1;
         }
         changed = 0;
         for (int64_t i = 0; i < keep_from; i++) {
@@ -360,36 +404,32 @@ ct_status ct_graph_prune(ct_graph **out, const ct_graph *g, double node_threshol
             if (keep != mask[i]) mask[i] = (uint8_t)keep, changed = 1;
         }
     }
-    // 4. the pruned graph: kept edges, node mask, cumulative influence rank fraction
+    // 4. the pruned graph: kept edges (in P's memory), node mask, cumulative influence
     if ((rc = copy_header(&p, g, err))) goto done;
+    for (int64_t r = 0; r < R; r++) {
+        int64_t n = ct_graph_row_node(g, r);
+        float sc;
+        for (int64_t c = 0; c < N; c++) P[(size_t)r * N + c] = KEPT(r, n, c) ? g->adj[(size_t)r * N + c] : 0.0f;
+    }
+#undef KEPT
+    p->adj = P, P = NULL;
     p->node_mask = mask, mask = NULL;
-    p->node_influence = malloc(sizeof(float) * (size_t)(N + 1));
-    order = malloc(sizeof(int64_t) * (size_t)(N + 1));
-    merged = malloc(sizeof(float) * (size_t)N * (size_t)N + 1);
-    if (!p->node_influence || !order || !merged) {
+    if (!(p->node_influence = malloc(sizeof(float) * (size_t)(N + 1)))) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
         goto done;
     }
-    for (size_t k = 0; k < (size_t)N * N; k++) {
-        int64_t r = (int64_t)(k / N), c = (int64_t)(k % N);
-        P[k] = p->node_mask[r] && p->node_mask[c] && P[k] > 0.0f && P[k] >= edge_thr ? g->adj[k] : 0.0f;
-    }
-    p->adj = P, P = NULL;
     ct_graph_rank_fraction(node_inf, N, order, p->node_influence);
-    // scores of the pruned graph: dropped features merge into their (layer, position) error node
-    memcpy(merged, g->adj, sizeof(float) * (size_t)N * N);
+    // 5. scores of the pruned graph: dropped features merge into their (layer, position) error
+    // node; every edge of the full graph counts
+    for (int64_t i = 0; i < N; i++) mask1[i] = 1, merge[i] = -1;
     for (int64_t f = 0; f < S; f++) {
         if (p->node_mask[f]) continue;
         const int32_t *a = g->active + 3 * g->selected[f];
-        int64_t e = ct_graph_error_node(g, a[0], a[1]);
-        for (int64_t r = 0; r < N; r++) {
-            float *row = merged + (size_t)r * N;
-            row[e] += row[f];
-            row[f] = 0.0f;
-        }
-        memset(merged + (size_t)f * N, 0, sizeof(float) * (size_t)N);
+        merge[f] = ct_graph_error_node(g, a[0], a[1]);
+        mask1[f] = 0;
     }
-    if ((rc = scores_of(g, merged, &p->scores[0], &p->scores[1], err))) goto done;
+    rows_view merged = {g, g->adj, mask1, merge, buf};
+    if ((rc = scores_of(&merged, &p->scores[0], &p->scores[1], err))) goto done;
     p->has_scores = 1;
     p->settings.node_threshold = node_threshold;
     p->settings.edge_threshold = edge_threshold;
@@ -398,8 +438,8 @@ done:
         ct_graph_free(p);
         p = NULL;
     }
-    free(node_inf), free(rinv), free(pinf), free(w), free(nscore), free(mask), free(has_in), free(has_out);
-    free(P), free(scores), free(merged), free(order);
+    free(node_inf), free(rinv), free(pinf), free(w), free(nscore), free(buf), free(mask), free(mask1), free(has_in);
+    free(has_out), free(order), free(merge), free(P);
     *out = p;
     return rc;
 }

@@ -5,8 +5,9 @@
 //   S + l*T + t              error node of layer l, position t (layer-major)
 //   S + L*T + t              token (embedding) node of position t
 //   S + (L+1)*T + k          logit target k
-// N = S + (L+1)*T + K. adj is dense (N, N), rows = targets, columns = sources: adj[t*N + s] is
-// the direct effect of s on t. Only feature and logit rows are non-zero.
+// N = S + (L+1)*T + K. Rows are targets, columns sources: A[t, s] is the direct effect of s on
+// t. Error and token nodes have no incoming edges, so only the S + K rows of the feature and
+// logit nodes are stored: adj (S + K, N), feature rows first (ct_graph_row finds a node's row).
 #ifndef CT_GRAPH_H
 #define CT_GRAPH_H
 
@@ -45,7 +46,7 @@ typedef struct ct_graph {
     int n_logits;
     ct_logit_target *logits;   // (K,)
     int64_t n_nodes;           // N
-    float *adj;                // (N, N)
+    float *adj;                // (S + K, N) rows of the feature nodes, then of the logit nodes
     // pruned graphs: adj holds only the kept edges; node_mask (N,) the kept nodes
     uint8_t *node_mask;
     float *node_influence;     // (N,) cumulative influence rank fraction (pruned graphs), else NULL
@@ -66,6 +67,13 @@ typedef struct {
 } ct_node_info;
 
 void ct_graph_free(ct_graph *g);
+// Rows stored in adj (S + K) and the node each belongs to.
+int64_t ct_graph_n_rows(const ct_graph *g);
+int64_t ct_graph_row_node(const ct_graph *g, int64_t r);
+// The row of node i (N floats), or NULL for error and token nodes (their rows are zero).
+const float *ct_graph_row(const ct_graph *g, int64_t i);
+// A[target, source].
+float ct_graph_weight(const ct_graph *g, int64_t target, int64_t source);
 // Describes node i (0 <= i < N).
 ct_node_info ct_graph_node(const ct_graph *g, int64_t i);
 // Node index of the error node (layer, pos), token node pos, logit k.

@@ -12,6 +12,7 @@
 #include "fileio.h"
 #include "graph.h"
 #include "safetensors.h"
+#include "transcoder.h"
 
 // ---------------------------------------------------------------------------------------------
 // Writing JSON text
@@ -277,9 +278,11 @@ static ct_status write_json(const ct_graph *p, const char *path, const ct_json_o
     uint8_t *used = calloc((size_t)N + 1, 1);
     if (!used) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     // written nodes: on a kept edge, plus every token and logit node
-    for (int64_t r = 0; r < N; r++)
+    for (int64_t r = 0; r < ct_graph_n_rows(p); r++) {
+        const float *row = p->adj + (size_t)r * N;
         for (int64_t c = 0; c < N; c++)
-            if (p->adj[(size_t)r * N + c] != 0.0f) used[r] = used[c] = 1;
+            if (row[c] != 0.0f) used[ct_graph_row_node(p, r)] = used[c] = 1;
+    }
     for (int64_t i = ct_graph_token_node(p, 0); i < N; i++) used[i] = 1;
     sbuf b = {0};
     sb_str(&b, "{\n  \"metadata\": ");
@@ -296,18 +299,20 @@ static ct_status write_json(const ct_graph *p, const char *path, const ct_json_o
     }
     sb_str(&b, "\n  ],\n  \"links\": [\n");
     first = 1;
-    for (int64_t r = 0; r < N; r++)
+    for (int64_t r = 0; r < ct_graph_n_rows(p); r++) {
+        const float *row = p->adj + (size_t)r * N;
+        char t[64];
+        ct_graph_node_id(p, ct_graph_row_node(p, r), t, sizeof t);
         for (int64_t c = 0; c < N; c++) {
-            float w = p->adj[(size_t)r * N + c];
-            if (w == 0.0f) continue;
-            char s[64], t[64];
+            if (row[c] == 0.0f) continue;
+            char s[64];
             ct_graph_node_id(p, c, s, sizeof s);
-            ct_graph_node_id(p, r, t, sizeof t);
             sb_printf(&b, "%s    {\"source\": \"%s\", \"target\": \"%s\", \"weight\": ", first ? "" : ",\n", s, t);
-            sb_float(&b, w);
+            sb_float(&b, row[c]);
             sb_str(&b, "}");
             first = 0;
         }
+    }
     sb_str(&b, "\n  ]\n}\n");
     free(used);
     ct_status rc = sb_save(&b, path, err);
@@ -524,7 +529,7 @@ ct_status ct_graph_load_json(ct_graph **out, const char *path, ct_err *err) {
     g->activation = malloc(sizeof(float) * (size_t)(S + 1));
     g->selected = malloc(sizeof(int64_t) * (size_t)(S + 1));
     g->logits = calloc((size_t)K, sizeof(ct_logit_target));
-    g->adj = calloc((size_t)N * (size_t)N, sizeof(float));
+    g->adj = calloc((size_t)(S + K) * (size_t)N, sizeof(float));
     g->node_mask = calloc((size_t)N, 1);
     g->node_influence = calloc((size_t)N, sizeof(float));
     g->node_label = calloc((size_t)N, sizeof(char *));
@@ -597,12 +602,13 @@ ct_status ct_graph_load_json(ct_graph **out, const char *path, ct_err *err) {
         const json_node *fs = src ? bsearch(&ks, jn, (size_t)n, sizeof *jn, cmp_id) : NULL;
         const json_node *ft = dst ? bsearch(&kt, jn, (size_t)n, sizeof *jn, cmp_id) : NULL;
         int64_t si = fs ? fs->feature : -1, ti = ft ? ft->feature : -1;
-        if (si < 0 || ti < 0 || !cJSON_IsNumber(w)) {
-            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: link %d: expected source and target naming nodes, and a weight",
-                         path, li + 1);
+        float *row = ti >= 0 ? (float *)ct_graph_row(g, ti) : NULL;
+        if (si < 0 || !row || !cJSON_IsNumber(w)) {
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: link %d: expected a source naming a node, a target naming a "
+                         "feature or logit node, and a weight", path, li + 1);
             goto done;
         }
-        g->adj[(size_t)ti * N + si] = (float)w->valuedouble;
+        row[si] = (float)w->valuedouble;
         li++;
     }
     // prompt and settings
@@ -643,6 +649,14 @@ done:
 // ---------------------------------------------------------------------------------------------
 // safetensors
 
+// Row r of the (N, N) adjacency as circuit-tracer stores it (zero for error and token nodes).
+static void adjacency_row(void *ctx, int64_t r, float *out) {
+    const ct_graph *g = ctx;
+    const float *row = ct_graph_row(g, r);
+    if (row) memcpy(out, row, sizeof(float) * (size_t)g->n_nodes);
+    else memset(out, 0, sizeof(float) * (size_t)g->n_nodes);
+}
+
 ct_status ct_graph_save(const ct_graph *g, const char *path, ct_err *err) {
     if (g->node_mask)
         return ct_fail(err, CT_STATUS_UNSUPPORTED, "save: only full graphs are saved as safetensors (this one is pruned)");
@@ -656,7 +670,7 @@ ct_status ct_graph_save(const ct_graph *g, const char *path, ct_err *err) {
         for (int64_t t = 0; t < T; t++) tokens[t] = g->tokens[t];
         for (int64_t k = 0; k < K; k++) logit_tokens[k] = g->logits[k].vocab_id, probs[k] = g->logits[k].prob;
         ct_st_entry e[] = {
-            {.name = "adjacency_matrix", .dtype = CT_DT_F32, .ndim = 2, .shape = {N, N}, .data = g->adj},
+            {.name = "adjacency_matrix", .dtype = CT_DT_F32, .ndim = 2, .shape = {N, N}, .row = adjacency_row, .ctx = (void *)g},
             {.name = "active_features", .dtype = CT_DT_I64, .ndim = 2, .shape = {NA, 3}, .i64 = active},
             {.name = "selected_features", .dtype = CT_DT_I64, .ndim = 1, .shape = {S}, .i64 = g->selected},
             {.name = "activation_values", .dtype = CT_DT_F32, .ndim = 1, .shape = {NA}, .data = g->activation},
@@ -730,7 +744,7 @@ ct_status ct_graph_load(ct_graph **out, const char *path, ct_err *err) {
     if (rc) return rc;
     ct_graph *g = calloc(1, sizeof *g);
     int64_t *tmp = NULL, *lt = NULL, *active = NULL;
-    float *probs = NULL;
+    float *probs = NULL, *row = NULL;
     cJSON *labels = NULL, *texts = NULL, *gs = NULL;
     const ct_st_tensor *adj = ct_safetensors_find(st, "adjacency_matrix");
     const ct_st_tensor *af = ct_safetensors_find(st, "active_features");
@@ -760,8 +774,7 @@ ct_status ct_graph_load(ct_graph **out, const char *path, ct_err *err) {
                      (long long)g->n_selected, g->n_layers, g->n_pos, g->n_logits, (long long)N);
         goto done;
     }
-    if ((rc = get_f32(st, path, "adjacency_matrix", N * N, &g->adj, err)) ||
-        (rc = get_i64(st, path, "active_features", 2, g->n_active, 3, &active, err)) ||
+    if ((rc = get_i64(st, path, "active_features", 2, g->n_active, 3, &active, err)) ||
         (rc = get_i64(st, path, "selected_features", 1, g->n_selected, 0, &g->selected, err)) ||
         (rc = get_f32(st, path, "activation_values", g->n_active, &g->activation, err)) ||
         (rc = get_i64(st, path, "input_tokens", 1, g->n_pos, 0, &tmp, err)) ||
@@ -790,6 +803,28 @@ ct_status ct_graph_load(ct_graph **out, const char *path, ct_err *err) {
             goto done;
         }
     for (int t = 0; t < g->n_pos; t++) g->tokens[t] = (int)tmp[t];
+    // the adjacency: the rows of feature and logit nodes; the others must be zero
+    if (!(g->adj = malloc(sizeof(float) * (size_t)(g->n_selected + g->n_logits) * (size_t)N + 1)) ||
+        !(row = malloc(sizeof(float) * (size_t)(N + 1)))) {
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a %lld-node graph", (long long)N);
+        goto done;
+    }
+    if (adj->dtype != CT_DT_F32 && adj->dtype != CT_DT_F16 && adj->dtype != CT_DT_BF16) {
+        rc = ct_fail(err, CT_STATUS_BAD_DTYPE, "%s: adjacency_matrix has dtype %s; expected F32, F16 or BF16", path,
+                     ct_dtype_name(adj->dtype));
+        goto done;
+    }
+    ct_mat am = {adj->data, adj->dtype, N, N, N, 1};
+    for (int64_t r = 0; r < N; r++) {
+        float *dst = (float *)ct_graph_row(g, r);
+        ct_mat_row(&am, r, dst ? dst : row);
+        for (int64_t c = 0; !dst && c < N; c++)
+            if (row[c] != 0.0f) {
+                rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: adjacency_matrix row %lld (an error or token node) is not zero",
+                             path, (long long)r);
+                goto done;
+            }
+    }
     labels = cJSON_Parse(meta_get(st, "logit_labels") ? meta_get(st, "logit_labels") : "[]");
     texts = cJSON_Parse(meta_get(st, "prompt_tokens") ? meta_get(st, "prompt_tokens") : "[]");
     gs = cJSON_Parse(meta_get(st, "generation_settings") ? meta_get(st, "generation_settings") : "{}");
@@ -820,7 +855,7 @@ ct_status ct_graph_load(ct_graph **out, const char *path, ct_err *err) {
     if (!rc && !g->prompt) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
 done:
     cJSON_Delete(labels), cJSON_Delete(texts), cJSON_Delete(gs);
-    free(tmp), free(lt), free(active), free(probs);
+    free(tmp), free(lt), free(active), free(probs), free(row);
     ct_safetensors_free(st);
     if (rc) {
         ct_graph_free(g);

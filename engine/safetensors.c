@@ -377,9 +377,10 @@ ct_status ct_safetensors_write(const char *path, const ct_st_entry *entries, int
     uint64_t offset = 0;
     for (int i = 0; i < n; i++) {
         const ct_st_entry *e = &entries[i];
-        if (e->dtype != CT_DT_F32 && e->dtype != CT_DT_F16 && e->dtype != CT_DT_BF16 && !(e->dtype == CT_DT_I64 && e->i64)) {
-            rc = ct_fail(err, CT_STATUS_BAD_DTYPE, "safetensors writer: tensor '%s': dtype %s; expected F32, F16, BF16 or I64",
-                         e->name, ct_dtype_name(e->dtype));
+        if ((e->dtype != CT_DT_F32 && e->dtype != CT_DT_F16 && e->dtype != CT_DT_BF16 && !(e->dtype == CT_DT_I64 && e->i64)) ||
+            (!e->data && !e->i64 && !(e->row && e->dtype == CT_DT_F32 && e->ndim >= 1))) {
+            rc = ct_fail(err, CT_STATUS_BAD_DTYPE, "safetensors writer: tensor '%s': dtype %s; expected F32, F16, BF16 or I64 "
+                         "data (or F32 rows)", e->name, ct_dtype_name(e->dtype));
             goto done;
         }
         uint64_t numel = 1;
@@ -429,7 +430,16 @@ ct_status ct_safetensors_write(const char *path, const ct_st_entry *entries, int
         const ct_st_entry *e = &entries[i];
         size_t numel = 1;
         for (int d = 0; d < e->ndim; d++) numel *= (size_t)e->shape[d];
-        if (e->dtype == CT_DT_F32) {
+        if (e->dtype == CT_DT_F32 && !e->data) {
+            size_t cols = e->shape[0] ? numel / (size_t)e->shape[0] : 0;
+            float *buf = malloc(sizeof(float) * (cols + 1));
+            ok = buf != NULL;
+            for (int64_t r = 0; ok && r < e->shape[0]; r++) {
+                e->row(e->ctx, r, buf);
+                ok = fwrite(buf, 4, cols, f) == cols;
+            }
+            free(buf);
+        } else if (e->dtype == CT_DT_F32) {
             ok = fwrite(e->data, 4, numel, f) == numel;
         } else if (e->dtype == CT_DT_I64) {
             ok = fwrite(e->i64, 8, numel, f) == numel;

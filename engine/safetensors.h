@@ -70,6 +70,10 @@ typedef struct {
     int64_t shape[CT_ST_MAX_DIMS];
     const float *data;       // numel floats
     const int64_t *i64;      // numel integers when dtype is I64
+    // F32 only, when data is NULL: fills row r (numel / shape[0] floats), so a large tensor
+    // never has to exist in memory at once
+    void (*row)(void *ctx, int64_t r, float *out);
+    void *ctx;
 } ct_st_entry;
 
 // Writes entries in the given order to path (through a temporary file and a rename).

@@ -107,12 +107,12 @@ static ct_status save_state(const state *s, const char *path, ct_err *err) {
     memcpy(sc, s->sx, sizeof(float) * (size_t)s->L);
     memcpy(sc + s->L, s->sy, sizeof(float) * (size_t)s->L);
     ct_st_entry e[] = {
-        {"params", CT_DT_F32, 1, {(int64_t)s->n}, s->p, NULL},
-        {"adam_m", CT_DT_F32, 1, {(int64_t)s->n}, s->m, NULL},
-        {"adam_v", CT_DT_F32, 1, {(int64_t)s->n}, s->v, NULL},
-        {"counters", CT_DT_I64, 1, {4}, NULL, ints},
-        {"last_fired", CT_DT_I64, 1, {(int64_t)nf}, NULL, lf},
-        {"scales", CT_DT_F32, 1, {2 * s->L}, sc, NULL},
+        {.name = "params", .dtype = CT_DT_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->p},
+        {.name = "adam_m", .dtype = CT_DT_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->m},
+        {.name = "adam_v", .dtype = CT_DT_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->v},
+        {.name = "counters", .dtype = CT_DT_I64, .ndim = 1, .shape = {4}, .i64 = ints},
+        {.name = "last_fired", .dtype = CT_DT_I64, .ndim = 1, .shape = {(int64_t)nf}, .i64 = lf},
+        {.name = "scales", .dtype = CT_DT_F32, .ndim = 1, .shape = {2 * s->L}, .data = sc},
     };
     ct_status rc = ct_safetensors_write(path, e, 6, NULL, 0, err);
     free(lf), free(sc);
@@ -470,11 +470,11 @@ ct_status ct_clt_save_set(const char *dir, const ct_clt_params *p, const char *m
         snprintf(n3, sizeof n3, "b_dec_%d", l);
         snprintf(n4, sizeof n4, "W_dec_%d", l);
         ct_st_entry e[] = {
-            {n1, CT_DT_F32, 2, {p->d_tc, p->d_model}, p->W_enc[l], NULL},
-            {n2, CT_DT_F32, 1, {p->d_tc}, p->b_enc[l], NULL},
-            {n3, CT_DT_F32, 1, {p->d_model}, p->b_dec[l], NULL},
+            {.name = n1, .dtype = CT_DT_F32, .ndim = 2, .shape = {p->d_tc, p->d_model}, .data = p->W_enc[l]},
+            {.name = n2, .dtype = CT_DT_F32, .ndim = 1, .shape = {p->d_tc}, .data = p->b_enc[l]},
+            {.name = n3, .dtype = CT_DT_F32, .ndim = 1, .shape = {p->d_model}, .data = p->b_dec[l]},
         };
-        ct_st_entry d = {n4, CT_DT_F32, 3, {p->d_tc, L - l, p->d_model}, p->W_dec[l], NULL};
+        ct_st_entry d = {.name = n4, .dtype = CT_DT_F32, .ndim = 3, .shape = {p->d_tc, L - l, p->d_model}, .data = p->W_dec[l]};
         snprintf(path, sizeof path, "%s/W_enc_%d.safetensors", dir, l);
         ct_status rc = ct_safetensors_write(path, e, 3, NULL, 0, err);
         snprintf(path, sizeof path, "%s/W_dec_%d.safetensors", dir, l);
@@ -492,12 +492,12 @@ ct_status ct_plt_save_set(const char *dir, const ct_plt_params *layers, int n_la
         const ct_plt_params *p = &layers[l];
         int64_t k = p->k;
         ct_st_entry e[] = {
-            {"W_enc", CT_DT_F32, 2, {p->d_tc, p->d_model}, p->W_enc, NULL},
-            {"W_dec", CT_DT_F32, 2, {p->d_tc, p->d_model}, p->W_dec, NULL},
-            {"b_enc", CT_DT_F32, 1, {p->d_tc}, p->b_enc, NULL},
-            {"b_dec", CT_DT_F32, 1, {p->d_model}, p->b_dec, NULL},
-            {"k", CT_DT_I64, 0, {0}, NULL, &k},
-            {"W_skip", CT_DT_F32, 2, {p->d_model, p->d_model}, p->W_skip, NULL},
+            {.name = "W_enc", .dtype = CT_DT_F32, .ndim = 2, .shape = {p->d_tc, p->d_model}, .data = p->W_enc},
+            {.name = "W_dec", .dtype = CT_DT_F32, .ndim = 2, .shape = {p->d_tc, p->d_model}, .data = p->W_dec},
+            {.name = "b_enc", .dtype = CT_DT_F32, .ndim = 1, .shape = {p->d_tc}, .data = p->b_enc},
+            {.name = "b_dec", .dtype = CT_DT_F32, .ndim = 1, .shape = {p->d_model}, .data = p->b_dec},
+            {.name = "k", .dtype = CT_DT_I64, .ndim = 0, .shape = {0}, .i64 = &k},
+            {.name = "W_skip", .dtype = CT_DT_F32, .ndim = 2, .shape = {p->d_model, p->d_model}, .data = p->W_skip},
         };
         snprintf(path, sizeof path, "%s/layer_%d.safetensors", dir, l);
         ct_status rc = ct_safetensors_write(path, e, p->W_skip ? 6 : 5, NULL, 0, err);

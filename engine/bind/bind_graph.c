@@ -167,10 +167,15 @@ static int push_edges(lua_State *L, int in) {
     lua_Number limit = ct_lua_opt_number(L, 3, "n", (lua_Number)N);
     edge *e = lua_newuserdata(L, sizeof(edge) * (size_t)(N + 1));
     int64_t n = 0;
-    for (int64_t j = 0; j < N; j++) {
-        float w = in ? g->adj[(size_t)i * N + j] : g->adj[(size_t)j * N + i];
-        if (w != 0.0f) e[n++] = (edge){j, w};
-    }
+    const float *row = ct_graph_row(g, i);
+    if (in)
+        for (int64_t j = 0; row && j < N; j++)
+            if (row[j] != 0.0f) e[n++] = (edge){j, row[j]};
+    if (!in)
+        for (int64_t r = 0; r < ct_graph_n_rows(g); r++) {
+            float w = g->adj[(size_t)r * N + i];
+            if (w != 0.0f) e[n++] = (edge){ct_graph_row_node(g, r), w};
+        }
     qsort(e, (size_t)n, sizeof *e, cmp_edge);
     lua_newtable(L);
     for (int64_t k = 0; k < n && k < limit; k++) {
@@ -188,9 +193,13 @@ static int l_graph_edges_out(lua_State *L) { return push_edges(L, 0); }
 
 static int l_graph_adjacency(lua_State *L) {
     ct_graph *g = check_graph(L, 1);
-    int64_t shape[2] = {g->n_nodes, g->n_nodes};
-    ct_tensor *t = ct_tensor_from(g->adj, 2, shape);
-    if (!t) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory for a %lld-node adjacency", (long long)g->n_nodes);
+    int64_t N = g->n_nodes, shape[2] = {N, N};
+    ct_tensor *t = ct_tensor_new(2, shape);
+    if (!t) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory for a %lld-node adjacency", (long long)N);
+    float *d = ct_tensor_data(t);
+    memset(d, 0, sizeof(float) * (size_t)N * N);
+    for (int64_t r = 0; r < ct_graph_n_rows(g); r++)
+        memcpy(d + (size_t)ct_graph_row_node(g, r) * N, g->adj + (size_t)r * N, sizeof(float) * (size_t)N);
     ct_lua_push_tensor(L, t);
     return 1;
 }
@@ -270,7 +279,7 @@ static int l_graph_info(lua_State *L) {
     if (g->settings.node_threshold >= 0) set_num(L, "node_threshold", g->settings.node_threshold);
     if (g->settings.edge_threshold >= 0) set_num(L, "edge_threshold", g->settings.edge_threshold);
     int64_t edges = 0;
-    for (size_t k = 0; k < (size_t)g->n_nodes * g->n_nodes; k++) edges += g->adj[k] != 0.0f;
+    for (size_t k = 0; k < (size_t)ct_graph_n_rows(g) * g->n_nodes; k++) edges += g->adj[k] != 0.0f;
     set_num(L, "n_edges", (double)edges);
     return 1;
 }

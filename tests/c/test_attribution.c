@@ -141,7 +141,7 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
     // the frozen pass with no perturbation reproduces the clean run
     ok(check_close(base_in, p.clean_in, nL * TD, 1e-5, 1e-5, "frozen pass = clean run"), "%s: frozen pass reproduces the clean run", name);
 
-    int64_t N = g->n_nodes, S = g->n_selected;
+    int64_t S = g->n_selected;
     double worst_f = 0, worst_l = 0;
     int64_t n_bad = 0, n_checked = 0, n_cols = 0;
     // columns to check: sampled features, every error node, every token node
@@ -191,7 +191,7 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
             const float *x1 = in + ((size_t)ni.layer * T + ni.pos) * nD, *x0 = base_in + ((size_t)ni.layer * T + ni.pos) * nD;
             double meas = 0;
             for (int i = 0; i < nD; i++) meas += ((double)x1[i] - x0[i]) * w[i];
-            double pred = g->adj[(size_t)r * N + col], d = fabs(meas - pred);
+            double pred = ct_graph_weight(g, r, col), d = fabs(meas - pred);
             if (d > worst_f) worst_f = d;
             if (!(d <= 5e-4)) {
                 if (n_bad < 5) printf("# %s: feature row %lld col %lld: measured %.6g, edge %.6g\n", name, (long long)r, (long long)col, meas, pred);
@@ -202,7 +202,7 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
         for (int k = 0; k < K; k++) {
             double meas = 0;
             for (int i = 0; i < nD; i++) meas += ((double)fin[i] - base_fin[i]) * u[k * nD + i];
-            double pred = g->adj[(size_t)ct_graph_logit_node(g, k) * N + col], d = fabs(meas - pred);
+            double pred = ct_graph_weight(g, ct_graph_logit_node(g, k), col), d = fabs(meas - pred);
             if (d / (fabs(pred) + 1e-3) > worst_l) worst_l = d / (fabs(pred) + 1e-3);
             if (!(d <= 1e-5 + 1e-3 * fabs(pred))) {
                 if (n_bad < 5) printf("# %s: logit %d col %lld: measured %.8g, edge %.8g\n", name, k, (long long)col, meas, pred);

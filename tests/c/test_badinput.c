@@ -101,7 +101,7 @@ int main(void) {
     rc = ct_model_load(&m, dir, &e);
     ok(rc == CT_STATUS_NOT_FOUND && has(&e, "model.safetensors"), "no weights: %s", e.msg);
     float z[80] = {0};
-    ct_st_entry ent = {"model.embed_tokens.weight", CT_DT_F32, 2, {10, 8}, z, NULL};
+    ct_st_entry ent = {.name = "model.embed_tokens.weight", .dtype = CT_DT_F32, .ndim = 2, .shape = {10, 8}, .data = z};
     char st_path[400];
     snprintf(st_path, sizeof st_path, "%s/model.safetensors", dir);
     ct_safetensors_write(st_path, &ent, 1, NULL, 0, &e);

@@ -179,7 +179,7 @@ static void check_llama2c_as_hf(const char *tmp) {
     float *owned[256];
     int n = 0, no = 0;
     char names[256][96];
-#define E(nm, p, a0, a1) (snprintf(names[n], 96, "%s", nm), e[n] = (ct_st_entry){names[n], CT_DT_F32, (a1) ? 2 : 1, {a0, a1}, p, NULL}, n++)
+#define E(nm, p, a0, a1) (snprintf(names[n], 96, "%s", nm), e[n] = (ct_st_entry){.name = names[n], .dtype = CT_DT_F32, .ndim = (a1) ? 2 : 1, .shape = {a0, a1}, .data = p}, n++)
     E("model.embed_tokens.weight", a->embed, c->vocab_size, d);
     E("model.norm.weight", a->lnf_w, d, 0);
     for (int l = 0; l < c->n_layers; l++) {

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "replacement.h"
+#include "rowstore.h"
 
 enum { IN_RESID_MID, IN_NORMALIZED, IN_MLP_IN };   // as replacement.c
 
@@ -533,20 +534,21 @@ static double abs_sum(const float *x, int64_t n) {
     return s;
 }
 
-// Influence on the logits of every active feature, estimated from the rows computed so far:
-// x_0 = logit weights on the logit rows; x_{k+1}[r'] = sum_r x_k[r] |A[r, node r']| / rowsum r;
-// out[c] = sum_k sum_r x_k[r] |A[r, c]| / rowsum r. The iteration runs on the square block of
-// computed rows; one pass over the full rows finishes it. Only a ranking: float sums.
-static ct_status partial_influence(const float *rows, int64_t n_rows, int64_t ldr, const double *rowsum,
-                                   const int64_t *row_node, const target *tg, int K, int64_t n_active, float *out,
-                                   ct_err *err) {
+// Influence on the logits of every active feature, estimated from the n_rows rows computed so
+// far (the first K for the logit targets, then one per visited feature in visit order):
+// x_0 = logit weights on the logit rows; x_{k+1}[q] = sum_r x_k[r] |A[r, feature of q]| / rowsum r;
+// out[c] = sum_k sum_r x_k[r] |A[r, c]| / rowsum r. The iteration runs on sq, the rows' values at
+// the visited features' columns (sq[r * ld + q - K]); one pass over the stored rows finishes it.
+// Only a ranking: float sums.
+static ct_status partial_influence(ct_rowstore *store, const float *sq, int64_t ld, int64_t n_rows, const double *rowsum,
+                                   const target *tg, int K, int64_t n_active, float *out, ct_err *err) {
     double *x = calloc((size_t)n_rows, sizeof(double)), *s = calloc((size_t)n_rows, sizeof(double));
     double *nx = calloc((size_t)n_rows, sizeof(double));
     if (!x || !s || !nx) {
         free(x), free(s), free(nx);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
-    for (int k = 0; k < K; k++) x[k] = tg[k].prob;   // the first K rows are the logit rows
+    for (int k = 0; k < K; k++) x[k] = tg[k].prob;
     ct_status rc = CT_OK;
     for (int it = 0;; it++) {
         int any = 0;
@@ -563,21 +565,27 @@ static ct_status partial_influence(const float *rows, int64_t n_rows, int64_t ld
         for (int64_t r = 0; r < n_rows; r++) {
             if (x[r] == 0.0) continue;
             double wgt = x[r] / (rowsum[r] > 1e-8 ? rowsum[r] : 1e-8);
-            const float *row = rows + r * ldr;
-            for (int64_t q = K; q < n_rows; q++) nx[q] += wgt * fabsf(row[row_node[q]]);
+            const float *row = sq + r * ld;   // row[j]: visit j, that is row K + j
+            for (int64_t q = K; q < n_rows; q++) nx[q] += wgt * row[q - K];
         }
         double *tmp = x;
         x = nx, nx = tmp;
     }
     memset(out, 0, sizeof(float) * n_active);
+    ct_row_seg segs[1025];
+    int n_segs;
     for (int64_t r = 0; !rc && r < n_rows; r++) {
         if (s[r] == 0.0) continue;
         float wgt = (float)(s[r] / (rowsum[r] > 1e-8 ? rowsum[r] : 1e-8));
-        const float *row = rows + r * ldr;
-        int64_t c = 0;
-        for (; c + 16 <= n_active; c += 16)   // fixed-size blocks vectorise at -O2
-            for (int k = 0; k < 16; k++) out[c + k] += wgt * fabsf(row[c + k]);
-        for (; c < n_active; c++) out[c] += wgt * fabsf(row[c]);
+        if ((rc = ct_rowstore_read(store, r, segs, &n_segs, err))) break;
+        for (int k = 0; k < n_segs; k++) {
+            int64_t n = segs[k].col + segs[k].n <= n_active ? segs[k].n : n_active - segs[k].col, c = 0;
+            float *o = out + segs[k].col;
+            const float *v = segs[k].v;
+            for (; c + 16 <= n; c += 16)   // fixed-size blocks vectorise at -O2
+                for (int i = 0; i < 16; i++) o[c + i] += wgt * fabsf(v[c + i]);
+            for (; c < n; c++) o[c] += wgt * fabsf(v[c]);
+        }
     }
     free(x), free(s), free(nx);
     return rc;
@@ -595,11 +603,6 @@ static ct_status timed_batch(attr_ctx *a, const attr_row *r, int B, float *rows,
     stats->backward_s += now_s() - t;
     stats->n_batches++;
     return rc;
-}
-
-// rowsum[r] = sum |rows[r, :]| for rows st .. st+n-1
-static void row_sums(const float *rows, int64_t st, int n, int64_t ldr, double *rowsum) {
-    for (int i = 0; i < n; i++) rowsum[st + i] = abs_sum(rows + (st + i) * ldr, ldr);
 }
 
 static int cmp_desc(const void *x, const void *y, void *ctx) {
@@ -657,6 +660,49 @@ static void report(const ct_attr_opts *o, const char *phase, int64_t done, int64
     if (o->progress) o->progress(o->progress_ctx, phase, done, total);
 }
 
+// Computes a batch of rows into bbuf (B, n_cols), then stores them: row sums, the values at the
+// visited features' columns (sq), and the rows themselves.
+typedef struct {
+    ct_rowstore *store;
+    float *bbuf;            // (B, n_cols)
+    double *rowsum;         // (max rows,)
+    float *sq;              // (max rows, ld) or NULL: values at the columns of visited features
+    int64_t ld;
+    const int64_t *visit;   // (ld,) feature of each visit index
+    int64_t n_visit;        // visit indices known so far
+} rows_state;
+
+static ct_status batch_rows(attr_ctx *a, rows_state *rs, const attr_row *r, int B, ct_attr_stats *stats, ct_err *err) {
+    int64_t nc = a->n_cols;
+    float *rows = ct_rowstore_next(rs->store, B);   // in memory: computed in place
+    if (!rows) {
+        rows = rs->bbuf;
+        memset(rows, 0, sizeof(float) * (size_t)B * nc);
+    }
+    ct_status rc = timed_batch(a, r, B, rows, stats, err);
+    for (int b = 0; !rc && b < B; b++) {
+        const float *row = rows + (size_t)b * nc;
+        int64_t at = ct_rowstore_rows(rs->store);
+        rs->rowsum[at] = abs_sum(row, nc);
+        if (rs->sq)
+            for (int64_t j = 0; j < rs->n_visit; j++) rs->sq[at * rs->ld + j] = fabsf(row[rs->visit[j]]);
+        rc = ct_rowstore_append(rs->store, row, r[b].layer, r[b].pos, err);
+    }
+    return rc;
+}
+
+// The stored rows' values at the columns of visits j0 .. j1-1 (features chosen after the rows).
+static ct_status fill_sq(rows_state *rs, int64_t j0, int64_t j1, ct_err *err) {
+    ct_row_seg segs[1025];
+    int n_segs;
+    for (int64_t r = 0; r < ct_rowstore_rows(rs->store); r++) {
+        ct_status rc = ct_rowstore_read(rs->store, r, segs, &n_segs, err);
+        if (rc) return rc;
+        for (int64_t j = j0; j < j1; j++) rs->sq[r * rs->ld + j] = fabsf(ct_row_value(segs, n_segs, rs->visit[j]));
+    }
+    return CT_OK;
+}
+
 ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
                        const ct_attr_opts *o, ct_err *err) {
     *out = NULL;
@@ -670,18 +716,17 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     attr_ctx a = {.m = m, .tc = tc, .L = m->cfg.n_layers, .T = T, .D = m->cfg.d_model, .H = m->cfg.n_heads,
                   .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim};
     target *tg = NULL;
-    float *rowbuf = NULL;
-    double *rowsum = NULL;
+    rows_state rs = {0};
     float *infl = NULL;
-    int64_t *row_node = NULL, *order = NULL, *col_of = NULL;
+    int64_t *row_node = NULL, *order = NULL, *col_of = NULL, *visit = NULL;
     attr_row *batch = NULL;
     uint8_t *visited = NULL;
     ct_graph *g = NULL;
     int L = a.L, D = a.D;
-
-    if ((rc = ct_replacement_hooks(tc, &a.in_kind, &a.out_raw, err))) goto done;
     ct_attr_stats stats = {0};
     double t0 = now_s(), t1;
+
+    if ((rc = ct_replacement_hooks(tc, &a.in_kind, &a.out_raw, err))) goto done;
     report(o, "setup", 0, 1);
     if ((rc = clean_run(&a, tokens, err))) goto done;
     if ((rc = make_targets(&a, o, &tg, &a.K, err))) goto done;
@@ -690,11 +735,15 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     int64_t NA = a.n_active;
     a.n_cols = NA + (int64_t)(L + 1) * T + K;
     int64_t budget = o->max_feature_nodes > 0 && o->max_feature_nodes < NA ? o->max_feature_nodes : NA;
-    int B = o->batch_size;
-    a.max_B = B;
-    // scratch (see run_batch): A1 holds (T, B, max(D, H*hd)) or (T, B, D) + (T, B, KV*hd);
-    // A2 (T, B, max(D, H*hd)) or (B, D) + (B, H*hd)
+    int64_t n_rows = K + budget;
+    // memory: rows in RAM up to half the limit (else packed in a file); the batch's scratch
+    // (see run_batch) within an eighth, by fewer rows per batch when needed
+    size_t limit = o->memory_limit ? o->memory_limit : (size_t)4 << 30;
     size_t qd = (size_t)a.H * a.hd, kvd = (size_t)a.KV * a.hd, wmax = (size_t)D > qd ? (size_t)D : qd;
+    size_t per_row = sizeof(float) * ((size_t)T * (D + (wmax > D + kvd ? wmax : D + kvd) + wmax + D + qd) + (size_t)a.n_cols);
+    int B = o->batch_size;
+    while (B > 1 && (size_t)B * per_row > limit / 8) B /= 2;
+    stats.batch_size = B;
     size_t s1 = (size_t)T * B * (wmax > D + kvd ? wmax : D + kvd), s2 = (size_t)T * B * wmax;
     if (s2 < (size_t)B * (D + qd)) s2 = (size_t)B * (D + qd);
     a.G = malloc(sizeof(float) * (size_t)T * B * D);
@@ -703,36 +752,41 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     a.S = malloc(sizeof(float) * (size_t)(a.max_block + 1) * D);
     a.v = malloc(sizeof(float) * (size_t)D);
     a.first = malloc(sizeof(int) * (size_t)(T + 1));
-    int64_t n_rows = K + budget;
-    rowbuf = calloc((size_t)n_rows * (size_t)a.n_cols, sizeof(float));
-    rowsum = calloc((size_t)n_rows, sizeof(double));
+    ct_row_layout lay = {L, T, NA, a.n_cols, a.start};
+    if ((rc = ct_rowstore_open(&rs.store, &lay, n_rows, limit / 2, err))) goto done;
+    if (ct_rowstore_spilled(rs.store)) rs.bbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
+    rs.rowsum = calloc((size_t)n_rows, sizeof(double));
+    if (budget < NA) {   // the influence ranking reads the rows at the visited features' columns
+        rs.ld = budget;
+        rs.sq = malloc(sizeof(float) * (size_t)n_rows * (size_t)budget + 1);
+    }
+    rs.visit = visit = malloc(sizeof(int64_t) * (size_t)(budget + 1));
     row_node = malloc(sizeof(int64_t) * (size_t)n_rows);
     order = malloc(sizeof(int64_t) * (size_t)(NA + 1));
     infl = malloc(sizeof(float) * (size_t)(NA + 1));
     visited = calloc((size_t)NA + 1, 1);
     batch = malloc(sizeof(attr_row) * (size_t)B);
-    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !a.first || !rowbuf || !rowsum || !row_node || !order || !infl || !visited || !batch) {
-        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory: %lld rows of %lld columns need %.1f GB",
-                     (long long)n_rows, (long long)a.n_cols, (double)n_rows * a.n_cols * 4 / 1e9);
+    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !a.first || (ct_rowstore_spilled(rs.store) && !rs.bbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
+        !row_node || !order || !infl || !visited || !batch) {
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
+                     (long long)a.n_cols);
         goto done;
     }
 
     // logit rows
-    int64_t st = 0;
     for (int k0 = 0; k0 < K; k0 += B) {
         int nb = K - k0 < B ? K - k0 : B;
         for (int i = 0; i < nb; i++) {
             batch[i] = (attr_row){L, T - 1, tg[k0 + i].vec};
-            row_node[st + i] = NA + (int64_t)(L + 1) * T + k0 + i;
+            row_node[k0 + i] = NA + (int64_t)(L + 1) * T + k0 + i;
         }
-        if ((rc = timed_batch(&a, batch, nb, rowbuf + st * a.n_cols, &stats, err))) goto done;
-        row_sums(rowbuf, st, nb, a.n_cols, rowsum);
-        st += nb;
+        if ((rc = batch_rows(&a, &rs, batch, nb, &stats, err))) goto done;
     }
     report(o, "logits", K, K);
     stats.logits_s = (t0 = now_s()) - t1;
 
-    // feature rows
+    // feature rows: the whole budget at once, or update_interval batches at a time in order of
+    // estimated influence
     int64_t n_visited = 0;
     while (n_visited < budget) {
         int64_t n_pending = 0;
@@ -740,12 +794,13 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
             for (int64_t i = 0; i < NA; i++) order[n_pending++] = i;
         } else {
             double tr = now_s();
-            if ((rc = partial_influence(rowbuf, st, a.n_cols, rowsum, row_node, tg, K, NA, infl, err))) goto done;
+            if ((rc = partial_influence(rs.store, rs.sq, rs.ld, ct_rowstore_rows(rs.store), rs.rowsum, tg, K, NA, infl, err)))
+                goto done;
             int64_t n_rank = 0;
             for (int64_t i = 0; i < NA; i++)
                 if (!visited[i]) order[n_rank++] = i;
             qsort_r(order, (size_t)n_rank, sizeof(int64_t), cmp_desc, infl);
-            int64_t q = (int64_t)o->update_interval * B;
+            int64_t q = (int64_t)o->update_interval * o->batch_size;
             n_pending = q < budget - n_visited ? q : budget - n_visited;
             stats.ranking_s += now_s() - tr;
         }
@@ -753,30 +808,44 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
         // batch by position, as run_batch wants
         qsort(order, (size_t)n_pending, sizeof(int64_t), cmp_index);
         for (int64_t i0 = 0; i0 < n_pending; i0 += B) {
+            int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;
+            qsort_r(order + i0, (size_t)nb, sizeof(int64_t), cmp_pos_layer, a.active);
+        }
+        for (int64_t i = 0; i < n_pending; i++) {
+            visit[n_visited + i] = order[i];
+            visited[order[i]] = 1;
+            row_node[K + n_visited + i] = order[i];
+        }
+        rs.n_visit = n_visited + n_pending;
+        if (rs.sq && (rc = fill_sq(&rs, n_visited, n_visited + n_pending, err))) goto done;
+        for (int64_t i0 = 0; i0 < n_pending; i0 += B) {
             if (o->cancel && *o->cancel) {
                 rc = ct_fail(err, CT_STATUS_CANCELLED, "attribution cancelled after %lld of %lld feature rows",
                              (long long)n_visited, (long long)budget);
                 goto done;
             }
             int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;
-            qsort_r(order + i0, (size_t)nb, sizeof(int64_t), cmp_pos_layer, a.active);
             for (int i = 0; i < nb; i++) {
-                int64_t f = order[i0 + i];
-                const int32_t *af = a.active + 3 * f;
+                const int32_t *af = a.active + 3 * order[i0 + i];
                 batch[i] = (attr_row){af[0], af[1], tc->layers[af[0]].W_enc + (size_t)af[2] * D};
-                row_node[st + i] = f;
-                visited[f] = 1;
             }
-            if ((rc = timed_batch(&a, batch, nb, rowbuf + st * a.n_cols, &stats, err))) goto done;
-            row_sums(rowbuf, st, nb, a.n_cols, rowsum);
-            st += nb;
-            n_visited += nb;
-            report(o, "features", n_visited, budget);
+            if ((rc = batch_rows(&a, &rs, batch, nb, &stats, err))) goto done;
+            report(o, "features", n_visited + i0 + nb, budget);
         }
+        n_visited += n_pending;
     }
+    stats.features_s = (t1 = now_s()) - t0;
+    stats.backward_flops = a.flops;
+    stats.n_active = NA;
+    stats.n_rows = ct_rowstore_rows(rs.store);
+    stats.spilled = ct_rowstore_spilled(rs.store);
+    stats.row_bytes = ct_rowstore_bytes(rs.store);
+    // the scratch and the clean run's values are done with; the graph takes their room
+    free(rs.sq), free(rs.bbuf), free(a.G), free(a.A1), free(a.A2);
+    rs.sq = NULL, rs.bbuf = NULL, a.G = a.A1 = a.A2 = NULL;
+    ct_hook_cache_free(&a.hc);
 
     // graph: selected features ascending, then error, token and logit nodes
-    stats.features_s = (t1 = now_s()) - t0;
     g = calloc(1, sizeof *g);
     if (!g) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
@@ -813,13 +882,19 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
         g->logits[k] = (ct_logit_target){tg[k].vocab_id, tg[k].prob, tg[k].label};
         tg[k].label = NULL;
     }
-    for (int64_t r = 0; r < st; r++) {
-        const float *row = rowbuf + r * a.n_cols;
+    ct_row_seg segs[1025];
+    int n_segs;
+    for (int64_t r = 0; r < ct_rowstore_rows(rs.store); r++) {
+        if ((rc = ct_rowstore_read(rs.store, r, segs, &n_segs, err))) goto done;
         int64_t node = row_node[r];
         int64_t ti = node < NA ? col_of[node] : S + (node - NA - (int64_t)(L + 1) * T);   // stored row
         float *dst = g->adj + (size_t)ti * N;
-        for (int64_t j = 0; j < S; j++) dst[j] = row[g->selected[j]];
-        memcpy(dst + S, row + NA, sizeof(float) * (size_t)(L + 1) * T);
+        for (int k = 0; k < n_segs; k++)
+            for (int64_t i = 0; i < segs[k].n; i++) {
+                int64_t c = segs[k].col + i;
+                if (c >= NA) dst[S + c - NA] = segs[k].v[i];   // error, token (and zero logit) columns
+                else if (col_of[c] >= 0) dst[col_of[c]] = segs[k].v[i];
+            }
     }
     g->settings = (ct_graph_settings){o->max_n_logits, o->desired_logit_prob, o->batch_size, o->max_feature_nodes,
                                       o->update_interval, -1, -1};
@@ -828,9 +903,6 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     snprintf(g->input_hook, sizeof g->input_hook, "%s", tc->input_hook);
     snprintf(g->output_hook, sizeof g->output_hook, "%s", tc->output_hook);
     stats.graph_s = now_s() - t1;
-    stats.backward_flops = a.flops;
-    stats.n_active = NA;
-    stats.n_rows = st;
     if (o->stats) *o->stats = stats;
     report(o, "done", 1, 1);
 
@@ -840,7 +912,9 @@ done:
         g = NULL;
     }
     targets_free(tg, a.K);
-    free(rowbuf), free(rowsum), free(row_node), free(order), free(infl), free(visited), free(batch), free(col_of);
+    ct_rowstore_close(rs.store);
+    free(rs.bbuf), free(rs.rowsum), free(rs.sq), free(visit);
+    free(row_node), free(order), free(infl), free(visited), free(batch), free(col_of);
     ctx_free(&a);
     *out = g;
     return rc;

@@ -28,6 +28,9 @@ typedef struct {
     double setup_s, logits_s, features_s, ranking_s, graph_s;   // wall-clock seconds per phase
     double backward_s, backward_flops;   // inside the backward passes (logit and feature rows)
     int64_t n_active, n_rows, n_batches;
+    int batch_size;                      // rows per backward pass (the option, or fewer to fit memory)
+    int spilled;                         // rows kept in a file rather than memory
+    size_t row_bytes;                    // the rows' size (memory or file)
 } ct_attr_stats;
 
 typedef struct {
@@ -43,6 +46,8 @@ typedef struct {
     void *progress_ctx;
     volatile int *cancel;         // checked between batches; non-zero stops with CANCELLED
     ct_attr_stats *stats;         // may be NULL
+    size_t memory_limit;          // working memory in bytes (0: 4 GiB): rows beyond half of it go
+                                  // to a file, batches shrink to keep their scratch within an eighth
 } ct_attr_opts;
 
 void ct_attr_opts_default(ct_attr_opts *o);

@@ -207,13 +207,13 @@ static int read_targets(lua_State *L, int opts, ct_model *m, ct_attr_target **ou
     return n;   // the two userdata stay on the stack until the call returns
 }
 
-// rm:attribute(prompt_or_ids, opts) -> ctrace.Graph
+// rm:attribute(prompt_or_ids, opts) -> ctrace.Graph, stats (time per phase, rows, memory)
 static int l_rm_attribute(lua_State *L) {
     ct_model *m;
     ct_transcoders *tc;
     check_rm(L, 1, &m, &tc);
     static const char *const allowed[] = {"max_n_logits", "desired_logit_prob", "batch_size", "max_feature_nodes",
-                                          "update_interval", "targets", "verbose", NULL};
+                                          "update_interval", "targets", "verbose", "memory_limit", NULL};
     ct_lua_check_opts(L, 3, "attribute", allowed);
     ct_attr_opts o;
     ct_attr_opts_default(&o);
@@ -234,6 +234,11 @@ static int l_rm_attribute(lua_State *L) {
     o.max_feature_nodes = v > 9e15 ? 0 : (int64_t)v;
     v = ct_lua_opt_number(L, 3, "update_interval", o.update_interval);
     o.update_interval = v >= 1 && v <= 1e6 ? (int)v : (v < 1 ? 0 : 1000000);
+    v = ct_lua_opt_number(L, 3, "memory_limit", 0);
+    if (!(v >= 0 && v < 1e18)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "attribute: memory_limit must be a byte count, got %g", v);
+    o.memory_limit = (size_t)v;
+    ct_attr_stats stats;
+    o.stats = &stats;
     int verbose = ct_lua_opt_bool(L, 3, "verbose", isatty(2));
     progress_state ps = {now_s(), 0};
     if (verbose) o.progress = progress_line, o.progress_ctx = &ps;
@@ -254,7 +259,16 @@ static int l_rm_attribute(lua_State *L) {
         if (p) free(g->prompt), g->prompt = p;
     }
     ct_lua_push_graph(L, g);
-    return 1;
+    lua_createtable(L, 0, 14);
+#define F(k, v) (lua_pushnumber(L, (lua_Number)(v)), lua_setfield(L, -2, k))
+    F("setup_s", stats.setup_s), F("logits_s", stats.logits_s), F("features_s", stats.features_s);
+    F("ranking_s", stats.ranking_s), F("graph_s", stats.graph_s), F("backward_s", stats.backward_s);
+    F("backward_flops", stats.backward_flops), F("n_rows", stats.n_rows), F("n_batches", stats.n_batches);
+    F("batch_size", stats.batch_size), F("row_bytes", stats.row_bytes);
+#undef F
+    lua_pushboolean(L, stats.spilled);
+    lua_setfield(L, -2, "spilled");
+    return 2;
 }
 
 static int l_rm_tostring(lua_State *L) {

@@ -140,6 +140,26 @@ t.run {
     t.ok(read(dir .. "/a.safetensors") == read(dir .. "/b.safetensors"), "two runs: identical adjacency bytes")
   end},
 
+  {"rows spilled to a file give the same graph as rows in memory", function()
+    -- limits below the rows' size (half of it holds rows) but above the batch's scratch
+    for _, case in ipairs {{false, 64, 20e6}, {300, 16, 4.5e6}} do
+      local budget, batch, limit = case[1], case[2], case[3]
+      local opts = {batch_size = batch, verbose = false, max_feature_nodes = budget or nil}
+      local g1, s1 = rm:attribute(prompt, opts)
+      opts.memory_limit = limit
+      local g2, s2 = rm:attribute(prompt, opts)
+      t.ok(not s1.spilled and s2.spilled and s2.batch_size == batch, "the limit spills the rows, batch unchanged",
+           string.format("%s %s %d", tostring(s1.spilled), tostring(s2.spilled), s2.batch_size))
+      g1:save(dir .. "/m.safetensors")
+      g2:save(dir .. "/s.safetensors")
+      t.ok(read(dir .. "/m.safetensors") == read(dir .. "/s.safetensors"),
+           "identical bytes (" .. (budget and "budget 300, ranking on spilled rows" or "every feature") .. ")")
+      t.ok(s2.row_bytes < s1.row_bytes, string.format("packed rows: %.1f MB vs %.1f MB", s2.row_bytes / 1e6, s1.row_bytes / 1e6))
+    end
+    local _, s3 = rm:attribute(prompt, {batch_size = 512, memory_limit = 16e6, verbose = false})
+    t.ok(s3.batch_size < 512, "a small limit shrinks the batch (" .. s3.batch_size .. ")")
+  end},
+
   {"safetensors form: circuit-tracer field names, and it loads back to the same graph", function()
     g:save(dir .. "/g.safetensors")
     local h = ct.load_graph(dir .. "/g.safetensors")

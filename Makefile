@@ -47,9 +47,11 @@ TEST_BIN = $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/ctrace
 
-# The main job on the embedded default model (later: trace a circuit).
+# The main job on the embedded default model: generate, then trace the next token's graph.
 MAIN_JOB = local ct = require "ctrace"; local m = ct.load_model("stories260K"); local p = "Once upon a time"; \
-           print(m); print(p .. m:generate(p, {max_tokens = 120, temperature = 0}))
+           print(m); print(p .. m:generate(p, {max_tokens = 120, temperature = 0})); \
+           local g = ct.replacement_model(m, ct.load_transcoders("stories260K")):attribute(p, {verbose = false}); \
+           print(g); print(g:prune{}:summary())
 
 run:
 	@tests/setup.sh runtime

@@ -1,10 +1,11 @@
 // attribution.c - attribution graphs of the local replacement model (see attribution.h).
 //
-// Columns of the row buffer follow circuit-tracer: every active feature (index into the sorted
-// active list), then L*T error nodes, T token nodes, K logit nodes; a row is the direct effect
-// of every column on one target. Rows are computed for the K logit targets first, then for
-// feature targets, ranked by their estimated influence when the budget does not cover all of
-// them. Position 0 is a constant: no features, a zero error vector.
+// Columns of a row follow circuit-tracer: every active feature (index into the sorted active
+// list), then L*T error nodes, T token nodes, K logit nodes; a row is the direct effect of every
+// column on one target. Rows are computed for the K logit targets first, then for feature
+// targets, ranked by their estimated influence when the budget does not cover all of them, and
+// kept in a row store (memory, or a file past the memory limit) until the graph takes the
+// selected columns. Position 0 is a constant: no features, a zero error vector.
 #include "attribution.h"
 
 #include <math.h>
@@ -42,9 +43,9 @@ typedef struct {
     int64_t *start;         // (L*T + 1) first active index of (layer, position)
     int64_t n_cols;         // n_active + (L+1)*T + K
     int K;
-    // batch scratch
-    int max_B;
-    float *G, *A1, *A2;     // (T, B, max(D, H*hd)) each
+    // batch scratch, sized in ct_attribute
+    float *G;               // (T, B, D) gradients, position-major
+    float *A1, *A2;         // products along the way (see run_batch)
     float *S;               // (max features at one (layer, position), D) source vectors
     float *v;               // (D,)
     int *first;             // (T + 1,) first live row at each position
@@ -480,11 +481,9 @@ static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, 
         }
         const ct_attr_target *x = o->n_targets > 0 ? &o->targets[k] : NULL;
         int v = x ? x->token : idx[k];
-        if (x && !x->vec) {
-            if (v < 0 || v >= V) {
-                rc = ct_fail(err, CT_STATUS_OUT_OF_RANGE, "target token %d is outside the vocabulary 0..%d", v, V - 1);
-                break;
-            }
+        if (x && !x->vec && (v < 0 || v >= V)) {
+            rc = ct_fail(err, CT_STATUS_OUT_OF_RANGE, "target token %d is outside the vocabulary 0..%d", v, V - 1);
+            break;
         }
         if (x && x->vec) {
             tg[k].vocab_id = V + n_custom++;

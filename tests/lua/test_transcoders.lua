@@ -2,9 +2,10 @@
 -- numpy alone (GemmaScope npz stored and deflated, circuit-tracer safetensors in both decoder
 -- orientations, TopK, GemmaScope-2 keys, a cross-layer directory with BF16 decoders, a
 -- GemmaScope-2 cross-layer set with per-layer files and an affine skip), loads
--- and gives numpy's dense encode / decode / reconstruction to 1e-6, relative for values above
--- one (|a - b| <= 1e-6 max(1, |b|)): float32 carries 6e-8 relative precision and these are
--- sums of 16-120 terms, numpy's in another order.
+-- and gives numpy's dense encode / decode / reconstruction to 4e-6, relative for values above
+-- one (|a - b| <= 4e-6 max(1, |b|)): float32 carries 6e-8 relative precision and these are
+-- sums of 16-120 terms, numpy's in another order and ctrace's with the fused multiply-adds of the
+-- BLAS kernels the CPU gets (worst seen 1.1e-6; 120 terms bound the error near 7e-6).
 package.path = "tests/lua/?.lua;" .. package.path
 local t = require "tap"
 local ct = require "ctrace"
@@ -76,9 +77,9 @@ for _, c in ipairs(cases) do
     end
     local rec = tc:reconstruct(inputs)
     for l = 0, L - 1 do worst.rec = math.max(worst.rec, maxdiff(rec[l + 1], want["recon_" .. l])) end
-    t.ok(worst.enc <= 1e-6, string.format("%s: encode (pre and activations) matches numpy, max diff %.2g", name, worst.enc))
-    t.ok(worst.dec <= 1e-6, string.format("%s: every decoder slice matches numpy, max diff %.2g", name, worst.dec))
-    t.ok(worst.rec <= 1e-6, string.format("%s: reconstruction (bias, skip, all decoders) matches numpy, max diff %.2g",
+    t.ok(worst.enc <= 4e-6, string.format("%s: encode (pre and activations) matches numpy, max diff %.2g", name, worst.enc))
+    t.ok(worst.dec <= 4e-6, string.format("%s: every decoder slice matches numpy, max diff %.2g", name, worst.dec))
+    t.ok(worst.rec <= 4e-6, string.format("%s: reconstruction (bias, skip, all decoders) matches numpy, max diff %.2g",
                                           name, worst.rec))
   end)
   if not ok_ then t.ok(false, name .. " raised", err) end

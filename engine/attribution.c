@@ -31,9 +31,8 @@ typedef struct {
     ct_model *m;
     const ct_transcoders *tc;
     int L, T, D, H, KV, hd, in_kind, out_raw;
-    ct_hook_cache hc;
-    const float **pattern, **ln1, **ln1p, **ln2, **ln2p;   // (L) clean-run values, see ct_frozen
-    const float *lnf;       // (T,)
+    ct_frozen_run clean;    // frozen patterns and norm denominators; transcoder hooks, embeddings
+    const ct_frozen *fz;
     const float *embed;     // (T, D) token embeddings as added
     float *err_vec;         // (L, T, D) error vectors (position 0 zero)
     float *logits;          // (V,) last position
@@ -53,15 +52,8 @@ typedef struct {
     int64_t max_block;
 } attr_ctx;
 
-static const float *hook_of(const attr_ctx *a, ct_hook_kind kind, int layer) {
-    for (int i = 0; i < a->hc.n; i++)
-        if (a->hc.ids[i].kind == kind && a->hc.ids[i].layer == layer) return ct_tensor_data(a->hc.values[i]);
-    return NULL;
-}
-
 static void ctx_free(attr_ctx *a) {
-    ct_hook_cache_free(&a->hc);
-    free(a->pattern); free(a->ln1); free(a->ln1p); free(a->ln2); free(a->ln2p);
+    ct_frozen_run_free(&a->clean);
     free(a->err_vec); free(a->logits); free(a->active); free(a->act_val); free(a->start);
     free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->v); free(a->first);
 }
@@ -74,60 +66,37 @@ static ct_status clean_run(attr_ctx *a, const int *tokens, ct_err *err) {
     const ct_transcoders *tc = a->tc;
     int L = a->L, T = a->T, D = a->D;
     size_t TD = (size_t)T * D;
-    int n_per = 5 + 2 * (m->cfg.post_norms != 0);
-    ct_hook_id *ids = calloc((size_t)(L * n_per + 2), sizeof *ids);
+    // extra hooks: each layer's transcoder input and output, then the embeddings
+    ct_hook_id *ids = calloc((size_t)(2 * L + 1), sizeof *ids);
     if (!ids) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     ct_status rc = CT_OK;
-    int n = 0;
     for (int l = 0; l < L && !rc; l++) {
         char name[128];
         snprintf(name, sizeof name, "blocks.%d.%s", l, tc->input_hook);
-        rc = ct_hook_parse(m, name, &ids[n++], err);
+        rc = ct_hook_parse(m, name, &ids[2 * l], err);
         snprintf(name, sizeof name, "blocks.%d.%s", l, tc->output_hook);
-        if (!rc) rc = ct_hook_parse(m, name, &ids[n++], err);
-        ids[n++] = (ct_hook_id){CT_HOOK_PATTERN, l};
-        ids[n++] = (ct_hook_id){CT_HOOK_LN1_SCALE, l};
-        ids[n++] = (ct_hook_id){CT_HOOK_LN2_SCALE, l};
-        if (m->cfg.post_norms) {
-            ids[n++] = (ct_hook_id){CT_HOOK_LN1_POST_SCALE, l};
-            ids[n++] = (ct_hook_id){CT_HOOK_LN2_POST_SCALE, l};
-        }
+        if (!rc) rc = ct_hook_parse(m, name, &ids[2 * l + 1], err);
     }
-    ids[n++] = (ct_hook_id){CT_HOOK_LNF_SCALE, -1};
-    ids[n++] = (ct_hook_id){CT_HOOK_EMBED, -1};
-    if (!rc) rc = ct_hook_cache_init(&a->hc, ids, n, err);
+    ids[2 * L] = (ct_hook_id){CT_HOOK_EMBED, -1};
+    a->logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    if (!rc && !a->logits) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) rc = ct_frozen_capture(&a->clean, m, tokens, T, ids, 2 * L + 1, a->logits, err);
     free(ids);
     if (rc) return rc;
-    a->logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
-    if (!a->logits) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    if ((rc = ct_model_forward(m, tokens, T, NULL, &a->hc, a->logits, 0, err))) return rc;
-
-    a->pattern = calloc((size_t)L, sizeof(float *));
-    a->ln1 = calloc((size_t)L, sizeof(float *));
-    a->ln1p = calloc((size_t)L, sizeof(float *));
-    a->ln2 = calloc((size_t)L, sizeof(float *));
-    a->ln2p = calloc((size_t)L, sizeof(float *));
+    a->fz = &a->clean.fz;
+    a->embed = ct_frozen_extra(&a->clean, 2 * L);
     float *in = malloc(sizeof(float) * L * TD), *act = NULL;
     a->err_vec = malloc(sizeof(float) * L * TD);
-    if (!a->pattern || !a->ln1 || !a->ln1p || !a->ln2 || !a->ln2p || !in || !a->err_vec) {
+    if (!in || !a->err_vec) {
         free(in);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a %d-position prompt", T);
     }
-    for (int l = 0; l < L; l++) {
-        a->pattern[l] = hook_of(a, CT_HOOK_PATTERN, l);
-        a->ln1[l] = hook_of(a, CT_HOOK_LN1_SCALE, l);
-        a->ln2[l] = hook_of(a, CT_HOOK_LN2_SCALE, l);
-        a->ln1p[l] = hook_of(a, CT_HOOK_LN1_POST_SCALE, l);
-        a->ln2p[l] = hook_of(a, CT_HOOK_LN2_POST_SCALE, l);
-        memcpy(in + l * TD, ct_tensor_data(a->hc.values[l * n_per]), sizeof(float) * TD);
-    }
-    a->lnf = hook_of(a, CT_HOOK_LNF_SCALE, -1);
-    a->embed = hook_of(a, CT_HOOK_EMBED, -1);
+    for (int l = 0; l < L; l++) memcpy(in + l * TD, ct_frozen_extra(&a->clean, 2 * l), sizeof(float) * TD);
 
     // error = output hook - reconstruction from every layer's features (position 0 zero)
     rc = ct_tc_reconstruct(tc, in, T, a->err_vec, err);
     for (int l = 0; l < L && !rc; l++) {
-        const float *out = ct_tensor_data(a->hc.values[l * n_per + 1]);
+        const float *out = ct_frozen_extra(&a->clean, 2 * l + 1);
         float *e = a->err_vec + l * TD;
         for (size_t i = 0; i < TD; i++) e[i] = i < (size_t)D ? 0.0f : out[i] - e[i];
     }
@@ -256,7 +225,7 @@ static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp,
             float *o = DV + ((size_t)k * B + b) * kvd;
             memset(o, 0, sizeof(float) * kvd);
             for (int h = 0; h < H; h++) {
-                float pk = a->pattern[l][((size_t)h * T + p) * T + k];
+                float pk = a->fz->pattern[l][((size_t)h * T + p) * T + k];
                 const float *z = Z + (size_t)b * qd + (size_t)h * hd;
                 float *oh = o + (size_t)(h / group) * hd;
                 for (int i = 0; i < hd; i++) oh[i] += pk * z[i];
@@ -291,7 +260,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
         if (r[b].layer == L) {
             float *g = G + ((size_t)r[b].pos * B + b) * D;
             memcpy(g, r[b].vec, sizeof(float) * D);
-            norm_back(a, g, g, a->lnf + r[b].pos, a->m->lnf_w, 1, 1, NULL, 0);
+            norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 1, 1, NULL, 0);
         }
     for (int l = (top < L ? top : L - 1); l >= 0; l--) {
         const ct_tc_layer *tl = &tc->layers[l];
@@ -301,7 +270,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
         if (top > l) {
             const float *GO = G;
             if (a->out_raw && c->post_norms) {   // raw MLP output: back through the post-FF norm
-                norm_back(a, a->A1, G, a->ln2p[l], w->post_ff_w, Tp, B, first, 0);
+                norm_back(a, a->A1, G, a->fz->ln2_post_scale[l], w->post_ff_w, Tp, B, first, 0);
                 GO = a->A1;
             }
             int l0 = tc->kind == CT_TC_CLT ? 0 : l;
@@ -332,7 +301,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
                     for (int t = 0; t < Tp; t++)
                         for (size_t i = ((size_t)t * B + first[t]) * D; i < (size_t)(t + 1) * B * D; i++) G[i] += GI[i];
                 } else {
-                    norm_back(a, G, GI, a->ln2[l], a->in_kind == IN_MLP_IN ? w->ln2_w : NULL, Tp, B, first, 1);
+                    norm_back(a, G, GI, a->fz->ln2_scale[l], a->in_kind == IN_MLP_IN ? w->ln2_w : NULL, Tp, B, first, 1);
                 }
             }
         }
@@ -342,13 +311,13 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
             float *g = G + ((size_t)r[b].pos * B + b) * D, *v = a->v;
             memcpy(v, r[b].vec, sizeof(float) * D);
             if (a->in_kind != IN_RESID_MID)
-                norm_back(a, v, v, a->ln2[l] + r[b].pos, a->in_kind == IN_MLP_IN ? w->ln2_w : NULL, 1, 1, NULL, 0);
+                norm_back(a, v, v, a->fz->ln2_scale[l] + r[b].pos, a->in_kind == IN_MLP_IN ? w->ln2_w : NULL, 1, 1, NULL, 0);
             for (int i = 0; i < D; i++) g[i] += v[i];
         }
         // 4. attention with frozen patterns: Z = G' W_O; dV_h = P_h^T Z_h; G += N1^T(dV W_V)
         const float *Gp = G;
         if (c->post_norms) {
-            norm_back(a, a->A1, G, a->ln1p[l], w->post_attn_w, Tp, B, first, 0);
+            norm_back(a, a->A1, G, a->fz->ln1_post_scale[l], w->post_attn_w, Tp, B, first, 0);
             Gp = a->A1;
         }
         // every target injected at this layer (or a logit target at the last layer): the
@@ -357,7 +326,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
         for (int b = 0; b < B && single; b++) single = r[b].layer == l || (r[b].layer == L && l == L - 1);
         if (single) {
             attention_back_single(a, r, B, Tp, l, Gp);
-            norm_back(a, G, a->A1, a->ln1[l], w->ln1_w, Tp, B, first, 1);
+            norm_back(a, G, a->A1, a->fz->ln1_scale[l], w->ln1_w, Tp, B, first, 1);
             continue;
         }
         float *Z = a->A2;   // (Tp, B, H*hd)
@@ -377,7 +346,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
             int c1 = c0 + cs < B ? c0 + cs : B, Tc = r[c1 - 1].pos + 1;
             for (int h = 0; h < H; h++)
             {
-                ct_strmm_lower_t(Tc, (c1 - c0) * hd, a->pattern[l] + (size_t)h * T * T, T,
+                ct_strmm_lower_t(Tc, (c1 - c0) * hd, a->fz->pattern[l] + (size_t)h * T * T, T,
                                  ZH + (size_t)h * Tp * B * hd + (size_t)c0 * hd, B * hd);
                 a->flops += (double)Tc * (Tc + 1) * (c1 - c0) * hd;
             }
@@ -398,7 +367,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
             }
         float *XN = a->A1;   // (Tp, B, D) gradient at the attention input (after ln1)
         gemm_live(&a->flops, first, Tp, B, kvd, D, DV, w->wv, 0, D, XN);
-        norm_back(a, G, XN, a->ln1[l], w->ln1_w, Tp, B, first, 1);
+        norm_back(a, G, XN, a->fz->ln1_scale[l], w->ln1_w, Tp, B, first, 1);
     }
     // 5. token embeddings
     for (int t = 0; t < Tp; t++) {
@@ -842,7 +811,7 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     // the scratch and the clean run's values are done with; the graph takes their room
     free(rs.sq), free(rs.bbuf), free(a.G), free(a.A1), free(a.A2);
     rs.sq = NULL, rs.bbuf = NULL, a.G = a.A1 = a.A2 = NULL;
-    ct_hook_cache_free(&a.hc);
+    ct_frozen_run_free(&a.clean);
 
     // graph: selected features ascending, then error, token and logit nodes
     g = calloc(1, sizeof *g);

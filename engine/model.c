@@ -536,6 +536,50 @@ done:
 }
 
 // ----------------------------------------------------------------------------
+// Frozen values
+
+ct_status ct_frozen_capture(ct_frozen_run *f, ct_model *m, const int *tokens, int T, const ct_hook_id *extra,
+                            int n_extra, float *logits, ct_err *err) {
+    memset(f, 0, sizeof *f);
+    int L = m->cfg.n_layers, post = m->cfg.post_norms != 0;
+    ct_hook_id *ids = malloc(sizeof *ids * (size_t)(5 * L + 1 + n_extra));
+    f->ptrs = calloc((size_t)(5 * L), sizeof *f->ptrs);
+    if (!ids || !f->ptrs) {
+        free(ids);
+        ct_frozen_run_free(f);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    int n = 0;
+    static const ct_hook_kind per_layer[] = {CT_HOOK_PATTERN, CT_HOOK_LN1_SCALE, CT_HOOK_LN2_SCALE,
+                                             CT_HOOK_LN1_POST_SCALE, CT_HOOK_LN2_POST_SCALE};
+    for (int k = 0; k < 3 + 2 * post; k++)
+        for (int l = 0; l < L; l++) ids[n++] = (ct_hook_id){per_layer[k], l};
+    ids[n++] = (ct_hook_id){CT_HOOK_LNF_SCALE, -1};
+    f->n_frozen = n;
+    for (int i = 0; i < n_extra; i++) ids[n++] = extra[i];
+    ct_status rc = ct_hook_cache_init(&f->hc, ids, n, err);
+    free(ids);
+    if (!rc) rc = ct_model_forward(m, tokens, T, NULL, &f->hc, logits, 0, err);
+    if (rc) {
+        ct_frozen_run_free(f);
+        return rc;
+    }
+    for (int i = 0; i < f->n_frozen - 1; i++) f->ptrs[i] = ct_tensor_data(f->hc.values[i]);
+    const float *const *p = f->ptrs;
+    f->fz = (ct_frozen){p, p + L, post ? p + 3 * L : NULL, p + 2 * L, post ? p + 4 * L : NULL,
+                        ct_tensor_data(f->hc.values[f->n_frozen - 1])};
+    return CT_OK;
+}
+
+const float *ct_frozen_extra(const ct_frozen_run *f, int i) { return ct_tensor_data(f->hc.values[f->n_frozen + i]); }
+
+void ct_frozen_run_free(ct_frozen_run *f) {
+    ct_hook_cache_free(&f->hc);
+    free(f->ptrs);
+    memset(f, 0, sizeof *f);
+}
+
+// ----------------------------------------------------------------------------
 // Sampling and generation
 
 static uint32_t rng_u32(uint64_t *s) {   // xorshift64*

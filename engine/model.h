@@ -193,6 +193,22 @@ typedef struct {
     const float *lnf_scale;               // (T,)
 } ct_frozen;
 
+// A clean run's values for passes that hold them fixed, plus any extra hooks asked for.
+typedef struct {
+    ct_hook_cache hc;        // the frozen values, then the extra hooks
+    int n_frozen;
+    ct_frozen fz;            // points into hc
+    const float **ptrs;      // (5L) storage behind fz's per-layer arrays
+} ct_frozen_run;
+
+// Runs tokens (T,) from position 0 and keeps every attention pattern and norm denominator, and
+// the extra hooks (n_extra ids); logits (V,) of the last position (may be NULL).
+ct_status ct_frozen_capture(ct_frozen_run *out, ct_model *m, const int *tokens, int T, const ct_hook_id *extra,
+                            int n_extra, float *logits, ct_err *err);
+// Data of extra hook i (in the order asked for).
+const float *ct_frozen_extra(const ct_frozen_run *f, int i);
+void ct_frozen_run_free(ct_frozen_run *f);
+
 // Forward-pass controls. mlp, when set, replaces every layer's MLP: it writes out (T, D) at the
 // MLP's raw output (mlp_out_raw: before Gemma's post-feedforward norm, which is then applied)
 // or at its contribution to the residual. edit, when set, may change x (T, D) in place at

@@ -22,8 +22,7 @@ typedef struct {
     ct_model *m;
     const ct_transcoders *tc;
     int T, Lm, Dm, in_kind, out_raw;
-    ct_frozen fz;
-    const float **pattern, **ln1, **ln1p, **ln2, **ln2p;
+    const ct_frozen *fz;
     float *clean_in, *clean_out, *clean_skip;   // (L, T, D)
     float *delta;                               // (L, T, D) added at the output hooks
     float *embed_delta;                         // (T, D) added to the embeddings
@@ -48,18 +47,12 @@ static ct_status probe_edit(void *ctx, ct_hook_id at, float *x, int T, ct_err *e
 
 // Frozen pass with the current perturbation: inputs (L, T, D), final-norm output at T-1 (D,).
 static void probe_run(probe *p, const int *tokens, float *inputs, float *final) {
-    ct_forward_ctl ctl = {.mlp = probe_mlp, .mlp_out_raw = p->out_raw, .edit = probe_edit, .frozen = &p->fz, .ctx = p};
+    ct_forward_ctl ctl = {.mlp = probe_mlp, .mlp_out_raw = p->out_raw, .edit = probe_edit, .frozen = p->fz, .ctx = p};
     ct_err err = {0};
     if (ct_model_forward_ctl(p->m, tokens, p->T, NULL, &p->hc, NULL, 0, &ctl, &err)) printf("# forward: %s\n", err.msg);
     size_t TD = (size_t)p->T * p->Dm;
     for (int l = 0; l < p->Lm; l++) memcpy(inputs + l * TD, ct_tensor_data(p->hc.values[l]), sizeof(float) * TD);
     memcpy(final, ct_tensor_data(p->hc.values[p->Lm]) + (size_t)(p->T - 1) * p->Dm, sizeof(float) * p->Dm);
-}
-
-static const float *cached(ct_hook_cache *hc, ct_hook_kind k, int l) {
-    for (int i = 0; i < hc->n; i++)
-        if (hc->ids[i].kind == k && hc->ids[i].layer == l) return ct_tensor_data(hc->values[i]);
-    return NULL;
 }
 
 static uint64_t rng_state = 99;
@@ -82,48 +75,29 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
     size_t TD = (size_t)T * nD;
     probe p = {.m = m, .tc = tc, .T = T, .Lm = nL, .Dm = nD};
     ct_replacement_hooks(tc, &p.in_kind, &p.out_raw, &err);
-    // clean run: frozen values, transcoder inputs and outputs
-    ct_hook_cache clean = {0};
-    ct_hook_id ids[8 * 64 + 2];
-    int n = 0;
+    // clean run: frozen values, transcoder inputs and outputs, embeddings
+    ct_frozen_run clean;
+    ct_hook_id ids[2 * 64 + 1], pid[65];
     for (int l = 0; l < nL; l++) {
         char hn[128];
         snprintf(hn, sizeof hn, "blocks.%d.%s", l, tc->input_hook);
-        ct_hook_parse(m, hn, &ids[n++], &err);
+        ct_hook_parse(m, hn, &ids[2 * l], &err);
         snprintf(hn, sizeof hn, "blocks.%d.%s", l, tc->output_hook);
-        ct_hook_parse(m, hn, &ids[n++], &err);
-        ids[n++] = (ct_hook_id){CT_HOOK_PATTERN, l};
-        ids[n++] = (ct_hook_id){CT_HOOK_LN1_SCALE, l};
-        ids[n++] = (ct_hook_id){CT_HOOK_LN2_SCALE, l};
-        if (m->cfg.post_norms) {
-            ids[n++] = (ct_hook_id){CT_HOOK_LN1_POST_SCALE, l};
-            ids[n++] = (ct_hook_id){CT_HOOK_LN2_POST_SCALE, l};
-        }
+        ct_hook_parse(m, hn, &ids[2 * l + 1], &err);
+        pid[l] = ids[2 * l];
     }
-    ids[n++] = (ct_hook_id){CT_HOOK_LNF_SCALE, -1};
-    ids[n++] = (ct_hook_id){CT_HOOK_EMBED, -1};
-    ct_hook_cache_init(&clean, ids, n, &err);
-    ct_model_forward(m, tokens, T, NULL, &clean, NULL, 0, &err);
-    p.pattern = calloc(nL, sizeof(float *)), p.ln1 = calloc(nL, sizeof(float *)), p.ln1p = calloc(nL, sizeof(float *));
-    p.ln2 = calloc(nL, sizeof(float *)), p.ln2p = calloc(nL, sizeof(float *));
+    ids[2 * nL] = (ct_hook_id){CT_HOOK_EMBED, -1};
+    ct_frozen_capture(&clean, m, tokens, T, ids, 2 * nL + 1, NULL, &err);
+    p.fz = &clean.fz;
     p.clean_in = malloc(sizeof(float) * nL * TD), p.clean_out = malloc(sizeof(float) * nL * TD);
     p.clean_skip = calloc(nL * TD, sizeof(float)), p.delta = calloc(nL * TD, sizeof(float));
     p.embed_delta = calloc(TD, sizeof(float));
-    int per = m->cfg.post_norms ? 7 : 5;
     for (int l = 0; l < nL; l++) {
-        memcpy(p.clean_in + l * TD, ct_tensor_data(clean.values[l * per]), sizeof(float) * TD);
-        memcpy(p.clean_out + l * TD, ct_tensor_data(clean.values[l * per + 1]), sizeof(float) * TD);
+        memcpy(p.clean_in + l * TD, ct_frozen_extra(&clean, 2 * l), sizeof(float) * TD);
+        memcpy(p.clean_out + l * TD, ct_frozen_extra(&clean, 2 * l + 1), sizeof(float) * TD);
         ct_tc_skip_add(tc, l, p.clean_in + l * TD, T, p.clean_skip + l * TD);
-        p.pattern[l] = cached(&clean, CT_HOOK_PATTERN, l);
-        p.ln1[l] = cached(&clean, CT_HOOK_LN1_SCALE, l);
-        p.ln2[l] = cached(&clean, CT_HOOK_LN2_SCALE, l);
-        p.ln1p[l] = cached(&clean, CT_HOOK_LN1_POST_SCALE, l);
-        p.ln2p[l] = cached(&clean, CT_HOOK_LN2_POST_SCALE, l);
     }
-    p.fz = (ct_frozen){p.pattern, p.ln1, p.ln1p, p.ln2, p.ln2p, cached(&clean, CT_HOOK_LNF_SCALE, -1)};
-    const float *embed = cached(&clean, CT_HOOK_EMBED, -1);
-    ct_hook_id pid[65];
-    for (int l = 0; l < nL; l++) pid[l] = ids[l * per];
+    const float *embed = ct_frozen_extra(&clean, 2 * nL);
     pid[nL] = (ct_hook_id){CT_HOOK_UNEMBED_PRE, -1};
     ct_hook_cache_init(&p.hc, pid, nL + 1, &err);
 
@@ -218,10 +192,9 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
     ok(S >= (n_features < 100 ? 1 : 100) || S == g->n_active, "%s: %lld feature nodes", name, (long long)S);
 
     free(seen), free(u), free(mean), free(base_in), free(in);
-    free(p.pattern), free(p.ln1), free(p.ln1p), free(p.ln2), free(p.ln2p);
     free(p.clean_in), free(p.clean_out), free(p.clean_skip), free(p.delta), free(p.embed_delta);
     ct_hook_cache_free(&p.hc);
-    ct_hook_cache_free(&clean);
+    ct_frozen_run_free(&clean);
     ct_graph_free(g);
 }
 

@@ -345,6 +345,39 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
     }
 }
 
+// out (T, D) = the raw MLP output of layer l on x (T, D) (after the pre-MLP norm); hg, hu (T, F)
+// scratch; hooks (may be NULL) get mlp.hook_pre and mlp.hook_post.
+static void mlp(const ct_model *m, int l, const float *x, int T, float *hg, float *hu, float *out, ct_hook_cache *hooks) {
+    const ct_config *c = &m->cfg;
+    const ct_layer *w = &m->layers[l];
+    int D = c->d_model, F = c->d_mlp;
+    size_t TF = (size_t)T * F;
+    if (c->gated_mlp) {
+        ct_matmul(hg, x, w->w_gate, NULL, T, D, F);
+        ct_matmul(hu, x, w->w_up, w->b_up, T, D, F);
+        hook_copy(hooks, CT_HOOK_MLP_PRE, l, hg, TF);
+        for (size_t i = 0; i < TF; i++) hg[i] = act_fn(c, hg[i]) * hu[i];
+    } else {
+        ct_matmul(hg, x, w->w_up, w->b_up, T, D, F);
+        hook_copy(hooks, CT_HOOK_MLP_PRE, l, hg, TF);
+        for (size_t i = 0; i < TF; i++) hg[i] = act_fn(c, hg[i]);
+    }
+    hook_copy(hooks, CT_HOOK_MLP_POST, l, hg, TF);
+    ct_matmul(out, hg, w->w_down, w->b_down, T, F, D);
+}
+
+ct_status ct_model_mlp(const ct_model *m, int layer, const float *x, int T, float *out, ct_err *err) {
+    size_t TF = (size_t)T * m->cfg.d_mlp;
+    float *hg = malloc(sizeof(float) * (TF + 1)), *hu = malloc(sizeof(float) * (TF + 1));
+    if (!hg || !hu) {
+        free(hg), free(hu);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for an MLP over %d positions", T);
+    }
+    mlp(m, layer, x, T, hg, hu, out, NULL);
+    free(hg), free(hu);
+    return CT_OK;
+}
+
 static void buffers_free(fwd_buffers *b) {
     free(b->x); free(b->xb); free(b->q); free(b->z); free(b->att);
     free(b->ao); free(b->hg); free(b->hu); free(b->mo); free(b->scale); free(b->cs); free(b->sn);
@@ -481,7 +514,6 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         norm_rows(c, b.xb, b.x, w->ln2_w, w->ln2_b, b.scale, normalized, T, D, fz && fz->ln2_scale ? fz->ln2_scale[l] : NULL);
         hook_copy(hooks, CT_HOOK_LN2_SCALE, l, b.scale, (size_t)T);
         hook_copy(hooks, CT_HOOK_MLP_IN, l, b.xb, TD);
-        size_t TF = (size_t)T * F;
         if (ctl && ctl->mlp) {   // replaced: the controller writes the MLP's output
             ct_mlp_io io = {b.x, normalized, b.xb, T, D};
             if ((rc = ctl->mlp(ctl->ctx, l, &io, b.mo, err))) goto done;
@@ -493,18 +525,7 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
                 hook_copy(hooks, CT_HOOK_LN2_POST_SCALE, l, b.scale, (size_t)T);
             }
         } else {
-            if (c->gated_mlp) {
-                ct_matmul(b.hg, b.xb, w->w_gate, NULL, T, D, F);
-                ct_matmul(b.hu, b.xb, w->w_up, w->b_up, T, D, F);
-                hook_copy(hooks, CT_HOOK_MLP_PRE, l, b.hg, TF);
-                for (size_t i = 0; i < TF; i++) b.hg[i] = act_fn(c, b.hg[i]) * b.hu[i];
-            } else {
-                ct_matmul(b.hg, b.xb, w->w_up, w->b_up, T, D, F);
-                hook_copy(hooks, CT_HOOK_MLP_PRE, l, b.hg, TF);
-                for (size_t i = 0; i < TF; i++) b.hg[i] = act_fn(c, b.hg[i]);
-            }
-            hook_copy(hooks, CT_HOOK_MLP_POST, l, b.hg, TF);
-            ct_matmul(b.mo, b.hg, w->w_down, w->b_down, T, F, D);
+            mlp(m, l, b.xb, T, b.hg, b.hu, b.mo, hooks);
             if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_MLP_RAW_OUT, l}, b.mo, T, err))) goto done;
             hook_copy(hooks, CT_HOOK_MLP_RAW_OUT, l, b.mo, TD);
             if (c->post_norms) {
@@ -649,6 +670,12 @@ int ct_sample(float *logits, int V, float temperature, float top_p, uint64_t *rn
 
 ct_status ct_model_generate(ct_model *m, const int *prompt, int n_prompt, const ct_gen_opts *o,
                             int *out, int *n_out, ct_err *err) {
+    return ct_model_generate_ctl(m, prompt, n_prompt, o, NULL, NULL, NULL, out, n_out, err);
+}
+
+ct_status ct_model_generate_ctl(ct_model *m, const int *prompt, int n_prompt, const ct_gen_opts *o,
+                                const ct_forward_ctl *prompt_ctl, const ct_forward_ctl *step_ctl, ct_kv_cache **kv_out,
+                                int *out, int *n_out, ct_err *err) {
     *n_out = 0;
     if (n_prompt <= 0) return ct_fail(err, CT_STATUS_BAD_ARG, "generate: expected a non-empty prompt (at least BOS)");
     if (o->max_tokens < 0) return ct_fail(err, CT_STATUS_BAD_ARG, "generate: max_tokens must be >= 0, got %d", o->max_tokens);
@@ -658,20 +685,22 @@ ct_status ct_model_generate(ct_model *m, const int *prompt, int n_prompt, const 
     ct_kv_cache kv;
     ct_status rc = ct_kv_cache_init(&kv, m, total, err);
     if (rc) return rc;
+    if (kv_out) *kv_out = &kv;   // the controls' context may read the pass position (kv.len)
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
     if (!logits) {
         ct_kv_cache_free(&kv);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
     uint64_t rng = o->seed ? o->seed : 0x9E3779B97F4A7C15ULL;
-    rc = ct_model_forward(m, prompt, n_prompt, &kv, NULL, logits, 0, err);
+    rc = ct_model_forward_ctl(m, prompt, n_prompt, &kv, NULL, logits, 0, prompt_ctl, err);
     while (!rc && *n_out < o->max_tokens) {
         int next = ct_sample(logits, m->cfg.vocab_size, o->temperature, o->top_p, &rng);
         if (o->stop_at_eos && (next == m->cfg.eos_id || next == m->cfg.bos_id)) break;
         out[(*n_out)++] = next;
         if (*n_out == o->max_tokens || kv.len >= total) break;
-        rc = ct_model_forward(m, &next, 1, &kv, NULL, logits, 0, err);
+        rc = ct_model_forward_ctl(m, &next, 1, &kv, NULL, logits, 0, step_ctl, err);
     }
+    if (kv_out) *kv_out = NULL;
     free(logits);
     ct_kv_cache_free(&kv);
     return rc;

@@ -193,6 +193,9 @@ typedef struct {
     const float *lnf_scale;               // (T,)
 } ct_frozen;
 
+// out (T, D) = the raw MLP output of layer `layer` on x (T, D), the pre-MLP norm's output.
+ct_status ct_model_mlp(const ct_model *m, int layer, const float *x, int T, float *out, ct_err *err);
+
 // A clean run's values for passes that hold them fixed, plus any extra hooks asked for.
 typedef struct {
     ct_hook_cache hc;        // the frozen values, then the extra hooks
@@ -242,6 +245,13 @@ typedef struct {
 // Generates after the prompt tokens; out receives up to opts->max_tokens ids (*n_out set).
 ct_status ct_model_generate(ct_model *m, const int *prompt, int n_prompt, const ct_gen_opts *opts,
                             int *out, int *n_out, ct_err *err);
+
+// The same with forward controls for the prompt pass and for each later token (either may be
+// NULL). *kv_out (may be NULL) points at the KV cache while generation runs, so a control's
+// context can read the position a pass starts at (kv->len).
+ct_status ct_model_generate_ctl(ct_model *m, const int *prompt, int n_prompt, const ct_gen_opts *opts,
+                                const ct_forward_ctl *prompt_ctl, const ct_forward_ctl *step_ctl, ct_kv_cache **kv_out,
+                                int *out, int *n_out, ct_err *err);
 
 // Index of the sampled token from logits (V,) (modified in place).
 int ct_sample(float *logits, int V, float temperature, float top_p, uint64_t *rng_state);

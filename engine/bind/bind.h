@@ -42,6 +42,12 @@ void *ct_lua_check_box(lua_State *L, int idx, const char *mt);   // raises on wr
 int *ct_lua_check_ids(lua_State *L, int idx, int *n);
 void ct_lua_push_ids(lua_State *L, const int *ids, int n);
 
+// Generation options {max_tokens, temperature, top_p, seed, stop_at_eos} at idx, checked.
+void ct_lua_gen_opts(lua_State *L, int idx, const char *fn, ct_gen_opts *o);
+// Pushes the text generated after prompt: decode(prompt + gen) less decode(prompt).
+ct_status ct_lua_push_continuation(lua_State *L, const ct_tokenizer *tok, const int *prompt, int n, const int *gen,
+                                   int n_gen, ct_err *err);
+
 // Tensor type
 void ct_lua_push_tensor(lua_State *L, ct_tensor *t);   // takes the reference
 ct_tensor *ct_lua_check_tensor(lua_State *L, int idx);
@@ -56,6 +62,8 @@ void ct_lua_register_graph(lua_State *L);
 
 // Pushes a new ctrace.Graph that owns g.
 void ct_lua_push_graph(lua_State *L, ct_graph *g);
+// The live graph whose node tables carry graph_id id, or NULL (freed or collected).
+ct_graph *ct_lua_graph_by_id(lua_State *L, lua_Number id);
 
 // Tokenizer userdata that borrows a model's tokenizer keeps the model alive (uservalue).
 void ct_lua_push_tokenizer_of(lua_State *L, int model_idx, ct_tokenizer *tok);

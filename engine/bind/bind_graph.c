@@ -14,16 +14,35 @@
 typedef struct {
     ct_graph *g;       // first field: ct_lua_check_box reads it
     float *cum;        // (N,) cumulative influence of a full graph, computed on first use
+    int64_t id;        // graph_id of its node tables
 } graph_box;
+
+#define GRAPHS_BY_ID "ctrace.graphs"   // registry: weak table graph_id -> graph
 
 static ct_graph *check_graph(lua_State *L, int idx) { return ct_lua_check_box(L, idx, CT_MT_GRAPH); }
 
 void ct_lua_push_graph(lua_State *L, ct_graph *g) {
+    static int64_t next_id = 1;
     graph_box *b = lua_newuserdata(L, sizeof *b);
     b->g = g;
     b->cum = NULL;
+    b->id = next_id++;
     luaL_getmetatable(L, CT_MT_GRAPH);
     lua_setmetatable(L, -2);
+    lua_getfield(L, LUA_REGISTRYINDEX, GRAPHS_BY_ID);   // [.., ud, graphs]
+    lua_pushnumber(L, (lua_Number)b->id);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+ct_graph *ct_lua_graph_by_id(lua_State *L, lua_Number id) {
+    lua_getfield(L, LUA_REGISTRYINDEX, GRAPHS_BY_ID);
+    lua_pushnumber(L, id);
+    lua_rawget(L, -2);
+    graph_box *b = luaL_testudata(L, -1, CT_MT_GRAPH);
+    lua_pop(L, 2);
+    return b ? b->g : NULL;
 }
 
 // Cumulative influence rank fraction of every node (the JSON "influence" field).
@@ -71,6 +90,7 @@ static void push_node(lua_State *L, int gi, int64_t i) {
     lua_createtable(L, 0, 10);
     set_num(L, "index", (double)(i + 1));
     set_str(L, "node_id", id);
+    set_num(L, "graph_id", (double)((graph_box *)lua_touserdata(L, gi))->id);   // which graph it came from
     set_str(L, "kind", kind_name(ni.kind));
     set_num(L, "pos", ni.pos);
     if (ni.kind != CT_NODE_TOKEN) set_num(L, "layer", ni.layer);
@@ -98,9 +118,13 @@ static int64_t check_node(lua_State *L, int gi, int arg) {
     ct_graph *g = check_graph(L, gi);
     int64_t i = -1;
     if (lua_istable(L, arg)) {
+        lua_getfield(L, arg, "graph_id");
+        lua_Number gid = lua_tonumber(L, -1);
         lua_getfield(L, arg, "index");
         lua_Number v = lua_tonumber(L, -1);
-        lua_pop(L, 1);
+        lua_pop(L, 2);
+        if (gid != ((graph_box *)lua_touserdata(L, gi))->id)
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "the node belongs to another graph (graph_id %g)", gid);
         lua_getfield(L, arg, "node_id");
         const char *id = lua_tostring(L, -1);
         char mine[64] = "";
@@ -418,4 +442,10 @@ void ct_lua_register_graph(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_load_graph);
     lua_setfield(L, -2, "load_graph");
+    lua_newtable(L);   // graphs by id, weak values: a node table does not keep its graph alive
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, GRAPHS_BY_ID);
 }

@@ -156,43 +156,17 @@ static int l_model_generate(lua_State *L) {
     ct_model *m = check_model(L, 1);
     static const char *const allowed[] = {"max_tokens", "temperature", "top_p", "seed", "stop_at_eos", NULL};
     ct_lua_check_opts(L, 3, "ctrace.Model:generate", allowed);
-    ct_gen_opts o = {
-        .max_tokens = (int)ct_lua_opt_number(L, 3, "max_tokens", 64),
-        .temperature = (float)ct_lua_opt_number(L, 3, "temperature", 1.0),
-        .top_p = (float)ct_lua_opt_number(L, 3, "top_p", 1.0),
-        .seed = (uint64_t)ct_lua_opt_number(L, 3, "seed", 0),
-        .stop_at_eos = ct_lua_opt_bool(L, 3, "stop_at_eos", 1),
-    };
-    if (o.max_tokens < 0 || o.max_tokens > (1 << 20))
-        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.Model:generate: max_tokens must be in 0..1048576, got %d", o.max_tokens);
-    if (!(o.temperature >= 0)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.Model:generate: temperature must be >= 0");
-    if (!(o.top_p > 0 && o.top_p <= 1)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.Model:generate: top_p must be in (0, 1]");
+    ct_gen_opts o;
+    ct_lua_gen_opts(L, 3, "ctrace.Model:generate", &o);
     ct_tokenizer *tok = need_tokenizer(L, m, "generate");
     int n, *ids = input_ids(L, m, 2, &n, "generate");
-    int *all = malloc(sizeof(int) * (size_t)(n + o.max_tokens + 1));
+    int *gen = malloc(sizeof(int) * (size_t)(o.max_tokens + 1));
     ct_err err = {0};
     int n_gen = 0;
-    ct_status rc = all ? ct_model_generate(m, ids, n, &o, all + n, &n_gen, &err)
-                       : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
-    char *full = NULL, *prefix = NULL;
-    size_t full_len = 0, prefix_len = 0;
-    if (!rc) {
-        // the continuation is decode(prompt + generated) minus decode(prompt), so spaces that
-        // belong between the two are kept
-        memcpy(all, ids, sizeof(int) * (size_t)n);
-        rc = ct_tokenizer_decode(tok, all, n + n_gen, 1, &full, &full_len, &err);
-        if (!rc) rc = ct_tokenizer_decode(tok, ids, n, 1, &prefix, &prefix_len, &err);
-    }
+    ct_status rc = gen ? ct_model_generate(m, ids, n, &o, gen, &n_gen, &err) : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) rc = ct_lua_push_continuation(L, tok, ids, n, gen, n_gen, &err);
     free(ids);
-    free(all);
-    if (!rc) {
-        if (prefix_len <= full_len && memcmp(full, prefix, prefix_len) == 0)
-            lua_pushlstring(L, full + prefix_len, full_len - prefix_len);
-        else
-            lua_pushlstring(L, full, full_len);
-    }
-    free(full);
-    free(prefix);
+    free(gen);
     if (rc) return ct_lua_raise(L, &err);
     return 1;
 }

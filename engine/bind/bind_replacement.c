@@ -12,6 +12,7 @@
 
 #include "attribution.h"
 #include "bind.h"
+#include "intervention.h"
 
 typedef struct {
     void **model_box;   // borrowed boxes (kept alive by the uservalue)
@@ -271,6 +272,304 @@ static int l_rm_attribute(lua_State *L) {
     return 2;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Interventions
+
+static int field_int(lua_State *L, int t, const char *k, int *out) {
+    lua_getfield(L, t, k);
+    int has = !lua_isnil(L, -1);
+    if (has) {
+        lua_Number v = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || v != floor(v) || fabs(v) > 2e9)
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention field '%s': expected an integer, got %s", k, luaL_typename(L, -1));
+        *out = (int)v;
+    }
+    lua_pop(L, 1);
+    return has;
+}
+
+// Reads one intervention table at index t: {layer =, pos =, feature =} or {node =} (a graph node
+// table), or {error = true, layer =, pos =}, or {token = true, pos =}; and exactly one of
+// scale =, value = (set), add =. pos: an index, {first, last}, {first, "end"}, or "all".
+static void read_intervention(lua_State *L, int t, int i, ct_model *m, const ct_transcoders *tc, ct_intervention *v) {
+    t = t < 0 ? lua_gettop(L) + t + 1 : t;
+    if (!lua_istable(L, t)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: expected a table, got %s", i, luaL_typename(L, t));
+    static const char *const keys[] = {"layer", "pos", "feature", "node", "error", "token", "scale", "value", "add", NULL};
+    char fn[64];
+    snprintf(fn, sizeof fn, "intervention %d", i);
+    ct_lua_check_opts(L, t, fn, keys);
+    memset(v, 0, sizeof *v);
+    v->kind = CT_IV_FEATURE;
+    v->pos1 = -2;   // unset
+    lua_getfield(L, t, "node");
+    int node = lua_gettop(L);
+    if (!lua_isnil(L, node)) {   // a node of a graph made with this model and transcoder set
+        if (!lua_istable(L, node)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: node must be a graph node table", i);
+        lua_getfield(L, node, "graph_id");
+        ct_graph *g = lua_isnumber(L, -1) ? ct_lua_graph_by_id(L, lua_tonumber(L, -1)) : NULL;
+        lua_pop(L, 1);
+        if (g && (g->n_layers != tc->n_layers || g->d_model != tc->d_model || g->vocab_size != m->cfg.vocab_size ||
+                  strcmp(g->input_hook, tc->input_hook) != 0 || strcmp(g->scan, tc->scan) != 0))
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: the node comes from a graph of another model or transcoder set", i);
+        lua_getfield(L, node, "kind");
+        const char *k = lua_tostring(L, -1);
+        if (!k || (strcmp(k, "feature") && strcmp(k, "error") && strcmp(k, "token")))
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: a node of kind %s cannot be intervened on (feature, error "
+                        "or token)", i, k ? k : "(none)");
+        v->kind = strcmp(k, "feature") == 0 ? CT_IV_FEATURE : strcmp(k, "error") == 0 ? CT_IV_ERROR : CT_IV_TOKEN;
+        lua_pop(L, 1);
+        int f = 0;
+        field_int(L, node, "layer", &v->layer);
+        field_int(L, node, "pos", &v->pos0);
+        if (field_int(L, node, "feature", &f)) v->feature = f;
+        v->pos1 = v->pos0;
+    } else {
+        lua_getfield(L, t, "error");
+        int err = lua_toboolean(L, -1);
+        lua_getfield(L, t, "token");
+        int tok = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+        v->kind = err ? CT_IV_ERROR : tok ? CT_IV_TOKEN : CT_IV_FEATURE;
+        if (v->kind != CT_IV_TOKEN && !field_int(L, t, "layer", &v->layer))
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: expected layer", i);
+        int f;
+        if (v->kind == CT_IV_FEATURE) {
+            if (!field_int(L, t, "feature", &f)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: expected feature", i);
+            v->feature = f;
+        }
+    }
+    lua_pop(L, 1);   // node
+    // positions
+    lua_getfield(L, t, "pos");
+    int p = lua_gettop(L);
+    if (lua_type(L, p) == LUA_TNUMBER) {
+        field_int(L, t, "pos", &v->pos0);
+        v->pos1 = v->pos0;
+    } else if (lua_type(L, p) == LUA_TSTRING && strcmp(lua_tostring(L, p), "all") == 0) {
+        v->pos0 = 0, v->pos1 = -1;
+    } else if (lua_istable(L, p)) {
+        lua_rawgeti(L, p, 1);
+        lua_rawgeti(L, p, 2);
+        int ok = lua_isnumber(L, -2) && (lua_isnumber(L, -1) || (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "end") == 0));
+        if (!ok) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: pos must be an index, {first, last}, {first, \"end\"} or \"all\"", i);
+        v->pos0 = (int)lua_tonumber(L, -2);
+        v->pos1 = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tonumber(L, -1) : -1;
+        lua_pop(L, 2);
+    } else if (v->pos1 == -2) {
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: expected pos (an index, {first, last}, {first, \"end\"} or \"all\")", i);
+    }
+    lua_pop(L, 1);
+    // the operation
+    int n_ops = 0;
+    static const char *const ops[] = {"scale", "value", "add"};
+    for (int k = 0; k < 3; k++) {
+        lua_getfield(L, t, ops[k]);
+        if (!lua_isnil(L, -1)) {
+            if (lua_type(L, -1) != LUA_TNUMBER) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: %s must be a number", i, ops[k]);
+            v->op = k == 0 ? CT_IV_SCALE : k == 1 ? CT_IV_SET : CT_IV_ADD;
+            v->value = (float)lua_tonumber(L, -1);
+            if (!isfinite(lua_tonumber(L, -1)))
+                ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: %s is %g; expected a finite number", i, ops[k], lua_tonumber(L, -1));
+            n_ops++;
+        }
+        lua_pop(L, 1);
+    }
+    if (n_ops != 1) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervention %d: expected exactly one of scale, value (set) or add, got %d", i, n_ops);
+}
+
+// The interventions list at idx as a userdata-backed array (freed with the call's stack).
+static ct_intervention *read_interventions(lua_State *L, int idx, ct_model *m, const ct_transcoders *tc, int *n) {
+    if (!lua_istable(L, idx)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "interventions: expected a list, got %s", luaL_typename(L, idx));
+    *n = (int)lua_objlen(L, idx);
+    ct_intervention *iv = lua_newuserdata(L, sizeof *iv * (size_t)(*n + 1));
+    for (int i = 0; i < *n; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        read_intervention(L, -1, i + 1, m, tc, &iv[i]);
+        lua_pop(L, 1);
+    }
+    return iv;
+}
+
+static void read_iv_opts(lua_State *L, int idx, ct_model *m, ct_iv_opts *o, const char *fn) {
+    static const char *const allowed[] = {"freeze_attention", "constrained_layers", "readout", "activations", "watch",
+                                          "max_tokens", "temperature", "top_p", "seed", "stop_at_eos", NULL};
+    ct_lua_check_opts(L, idx, fn, allowed);
+    ct_iv_opts_default(o);
+    o->freeze_attention = ct_lua_opt_bool(L, idx, "freeze_attention", 1);
+    o->activations = ct_lua_opt_bool(L, idx, "activations", 1);
+    if (lua_istable(L, idx)) {
+        lua_getfield(L, idx, "constrained_layers");
+        if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "all") == 0) {
+            o->constrained = 1, o->first = 0, o->last = m->cfg.n_layers - 1;
+        } else if (lua_istable(L, -1)) {
+            lua_rawgeti(L, -1, 1);
+            lua_rawgeti(L, -2, 2);
+            if (!lua_isnumber(L, -2) || !lua_isnumber(L, -1))
+                ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: constrained_layers must be {first, last} or \"all\"", fn);
+            o->constrained = 1, o->first = (int)lua_tonumber(L, -2), o->last = (int)lua_tonumber(L, -1);
+            lua_pop(L, 2);
+        } else if (!lua_isnil(L, -1)) {
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: constrained_layers must be {first, last} or \"all\"", fn);
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, idx, "readout");
+        const char *r = lua_tostring(L, -1);
+        if (r && strcmp(r, "pre") && strcmp(r, "post"))
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: readout must be \"pre\" or \"post\", got '%s'", fn, r);
+        o->pre_activation = r && strcmp(r, "pre") == 0;
+        lua_pop(L, 1);
+    }
+}
+
+// Pushes {layer, pos, feature, value[, clean, delta]} entries of a sparse activation set; with
+// clean, the union of both, each with its clean value and change.
+static void push_acts(lua_State *L, const ct_sparse_acts *a, const ct_sparse_acts *clean) {
+    lua_createtable(L, (int)a->n, 0);
+    int64_t i = 0, j = 0, n = 0;
+    while (i < a->n || (clean && j < clean->n)) {
+        int c = 0;   // <0: from a only, >0: from clean only, 0: both
+        if (!clean || j >= clean->n) c = -1;
+        else if (i >= a->n) c = 1;
+        else
+            for (int k = 0; k < 3 && !c; k++)
+                c = a->idx[3 * i + k] < clean->idx[3 * j + k] ? -1 : a->idx[3 * i + k] > clean->idx[3 * j + k];
+        const int32_t *id = c <= 0 ? a->idx + 3 * i : clean->idx + 3 * j;
+        float v = c <= 0 ? a->value[i] : 0.0f, cv = c >= 0 && clean ? clean->value[j] : 0.0f;
+        lua_createtable(L, 0, 6);
+        lua_pushinteger(L, id[0]), lua_setfield(L, -2, "layer");
+        lua_pushinteger(L, id[1]), lua_setfield(L, -2, "pos");
+        lua_pushinteger(L, id[2]), lua_setfield(L, -2, "feature");
+        lua_pushnumber(L, v), lua_setfield(L, -2, "value");
+        if (clean) {
+            lua_pushnumber(L, cv), lua_setfield(L, -2, "clean");
+            lua_pushnumber(L, (double)v - cv), lua_setfield(L, -2, "delta");
+        }
+        lua_rawseti(L, -2, (int)++n);
+        if (c <= 0) i++;
+        if (c >= 0 && clean) j++;
+    }
+}
+
+// Index of (layer, pos, feature) in a sorted sparse set, or -1.
+static int64_t find_act(const ct_sparse_acts *a, int layer, int pos, int feature) {
+    int64_t lo = 0, hi = a->n;
+    int32_t key[3] = {layer, pos, feature};
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        int c = 0;
+        for (int k = 0; k < 3 && !c; k++) c = a->idx[3 * mid + k] < key[k] ? -1 : a->idx[3 * mid + k] > key[k];
+        if (c == 0) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+// Checks the watch list opts.watch (before any engine memory needs freeing).
+static void check_watch(lua_State *L, int opts) {
+    if (!lua_istable(L, opts)) return;
+    lua_getfield(L, opts, "watch");
+    int w = lua_gettop(L);
+    if (!lua_isnil(L, w) && !lua_istable(L, w)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervene: watch must be a list of features");
+    for (int i = 0; lua_istable(L, w) && i < (int)lua_objlen(L, w); i++) {
+        lua_rawgeti(L, w, i + 1);
+        int t = lua_gettop(L), x;
+        if (!lua_istable(L, t) || !field_int(L, t, "layer", &x) || !field_int(L, t, "pos", &x) || !field_int(L, t, "feature", &x))
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "watch %d: expected a feature {layer, pos, feature}", i + 1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+// Pushes, for each node of the watch list at idx ({layer, pos, feature} tables, graph nodes
+// among them), {layer, pos, feature, value, clean, delta}; 0 where a feature is not active.
+static void push_watched(lua_State *L, int idx, const ct_sparse_acts *a, const ct_sparse_acts *clean) {
+    int n = (int)lua_objlen(L, idx);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        int t = lua_gettop(L), layer = -1, pos = -1, feature = -1;   // checked by check_watch
+        field_int(L, t, "layer", &layer), field_int(L, t, "pos", &pos), field_int(L, t, "feature", &feature);
+        int64_t j = find_act(a, layer, pos, feature), k = find_act(clean, layer, pos, feature);
+        double v = j >= 0 ? a->value[j] : 0.0, cv = k >= 0 ? clean->value[k] : 0.0;
+        lua_createtable(L, 0, 6);
+        lua_pushinteger(L, layer), lua_setfield(L, -2, "layer");
+        lua_pushinteger(L, pos), lua_setfield(L, -2, "pos");
+        lua_pushinteger(L, feature), lua_setfield(L, -2, "feature");
+        lua_pushnumber(L, v), lua_setfield(L, -2, "value");
+        lua_pushnumber(L, cv), lua_setfield(L, -2, "clean");
+        lua_pushnumber(L, v - cv), lua_setfield(L, -2, "delta");
+        lua_rawseti(L, -3, i + 1);
+        lua_pop(L, 1);
+    }
+}
+
+// rm:intervene(prompt, interventions, opts) -> logits (T, V), activations (list) or nil
+static int l_rm_intervene(lua_State *L) {
+    ct_model *m;
+    ct_transcoders *tc;
+    check_rm(L, 1, &m, &tc);
+    int n_iv;
+    ct_intervention *iv = read_interventions(L, 3, m, tc, &n_iv);
+    ct_iv_opts o;
+    read_iv_opts(L, 4, m, &o, "intervene");
+    check_watch(L, 4);
+    int T;
+    int *ids = prompt_ids(L, 2, m, &T);
+    int64_t shape[2] = {T, m->cfg.vocab_size};
+    ct_tensor *logits = ct_tensor_new(2, shape);
+    ct_sparse_acts acts = {0}, clean = {0};
+    ct_err err = {0};
+    ct_status rc = logits ? ct_intervene(m, tc, ids, T, iv, n_iv, &o, ct_tensor_data(logits), &acts, &err)
+                          : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory for logits");
+    if (!rc && o.activations) rc = ct_intervene(m, tc, ids, T, NULL, 0, &o, NULL, &clean, &err);   // for the changes
+    free(ids);
+    if (rc) {
+        ct_tensor_free(logits);
+        ct_sparse_acts_free(&acts), ct_sparse_acts_free(&clean);
+        return ct_lua_raise(L, &err);
+    }
+    ct_lua_push_tensor(L, logits);
+    if (lua_istable(L, 4)) lua_getfield(L, 4, "watch");
+    else lua_pushnil(L);
+    int watch = lua_gettop(L);
+    if (o.activations && lua_istable(L, watch)) push_watched(L, watch, &acts, &clean);
+    else if (o.activations) push_acts(L, &acts, &clean);
+    else lua_pushnil(L);
+    lua_remove(L, watch);
+    ct_sparse_acts_free(&acts), ct_sparse_acts_free(&clean);
+    return 2;
+}
+
+// rm:generate(prompt, interventions, {max_tokens, temperature, top_p, seed, ...}) -> text, ids
+static int l_rm_generate(lua_State *L) {
+    ct_model *m;
+    ct_transcoders *tc;
+    check_rm(L, 1, &m, &tc);
+    int n_iv;
+    ct_intervention *iv = read_interventions(L, 3, m, tc, &n_iv);
+    ct_iv_opts o;
+    read_iv_opts(L, 4, m, &o, "generate");
+    ct_gen_opts g;
+    ct_lua_gen_opts(L, 4, "generate", &g);
+    if (!m->tok) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "generate: the model has no tokenizer");
+    int T;
+    int *ids = prompt_ids(L, 2, m, &T);
+    int *out = malloc(sizeof(int) * (size_t)(g.max_tokens + 1)), n = 0;
+    ct_err err = {0};
+    ct_status rc = out ? ct_intervene_generate(m, tc, ids, T, iv, n_iv, &o, &g, out, &n, &err)
+                       : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) rc = ct_lua_push_continuation(L, m->tok, ids, T, out, n, &err);
+    free(ids);
+    if (rc) {
+        free(out);
+        return ct_lua_raise(L, &err);
+    }
+    ct_lua_push_ids(L, out, n);
+    free(out);
+    return 2;
+}
+
 static int l_rm_tostring(lua_State *L) {
     rm_box *b = luaL_checkudata(L, 1, CT_MT_REPLACEMENT);
     ct_model *m = *b->model_box;
@@ -284,7 +583,8 @@ static int l_rm_tostring(lua_State *L) {
 
 void ct_lua_register_replacement(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"attribute", l_rm_attribute}, {"model", l_rm_model}, {"transcoders", l_rm_transcoders}, {NULL, NULL}};
+        {"attribute", l_rm_attribute}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
+        {"model", l_rm_model}, {"transcoders", l_rm_transcoders}, {NULL, NULL}};
     luaL_newmetatable(L, CT_MT_REPLACEMENT);
     lua_newtable(L);
     luaL_register(L, NULL, methods);

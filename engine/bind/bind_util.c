@@ -120,3 +120,40 @@ void ct_lua_push_ids(lua_State *L, const int *ids, int n) {
         lua_rawseti(L, -2, i + 1);
     }
 }
+
+void ct_lua_gen_opts(lua_State *L, int idx, const char *fn, ct_gen_opts *o) {
+    *o = (ct_gen_opts){
+        .max_tokens = (int)ct_lua_opt_number(L, idx, "max_tokens", 64),
+        .temperature = (float)ct_lua_opt_number(L, idx, "temperature", 1.0),
+        .top_p = (float)ct_lua_opt_number(L, idx, "top_p", 1.0),
+        .seed = (uint64_t)ct_lua_opt_number(L, idx, "seed", 0),
+        .stop_at_eos = ct_lua_opt_bool(L, idx, "stop_at_eos", 1),
+    };
+    if (o->max_tokens < 0 || o->max_tokens > (1 << 20))
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: max_tokens must be in 0..1048576, got %d", fn, o->max_tokens);
+    if (!(o->temperature >= 0)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: temperature must be >= 0", fn);
+    if (!(o->top_p > 0 && o->top_p <= 1)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: top_p must be in (0, 1]", fn);
+}
+
+ct_status ct_lua_push_continuation(lua_State *L, const ct_tokenizer *tok, const int *prompt, int n, const int *gen,
+                                   int n_gen, ct_err *err) {
+    // decode(prompt + generated) minus decode(prompt), so spaces that belong between the two stay
+    int *all = malloc(sizeof(int) * (size_t)(n + n_gen + 1));
+    char *full = NULL, *prefix = NULL;
+    size_t full_len = 0, prefix_len = 0;
+    ct_status rc = all ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) {
+        memcpy(all, prompt, sizeof(int) * (size_t)n);
+        memcpy(all + n, gen, sizeof(int) * (size_t)n_gen);
+        rc = ct_tokenizer_decode(tok, all, n + n_gen, 1, &full, &full_len, err);
+    }
+    if (!rc) rc = ct_tokenizer_decode(tok, prompt, n, 1, &prefix, &prefix_len, err);
+    if (!rc) {
+        if (prefix_len <= full_len && memcmp(full, prefix, prefix_len) == 0)
+            lua_pushlstring(L, full + prefix_len, full_len - prefix_len);
+        else
+            lua_pushlstring(L, full, full_len);
+    }
+    free(all), free(full), free(prefix);
+    return rc;
+}

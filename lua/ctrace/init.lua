@@ -10,6 +10,7 @@
 local core = require "ctrace.core"
 require "ctrace.transcoders"   -- Lua methods of ctrace.Transcoders
 require "ctrace.graph"         -- Lua methods of ctrace.Graph
+local intervention = require "ctrace.intervention"   -- rm:intervene, rm:generate, supernodes
 
 local M = {
   version = core.version,
@@ -23,6 +24,7 @@ local M = {
   json_encode = core.json_encode,   -- (value [, pretty]) -> string
   json_decode = core.json_decode,
   replacement_model = core.replacement_model,
+  supernode = intervention.supernode,
   load_graph = core.load_graph,
 }
 

@@ -1,0 +1,143 @@
+-- ctrace.intervention - interventions from Lua: results, supernodes, swaps.
+--
+--   rm:intervene(prompt, interventions, opts) -> result
+--       interventions: a list of
+--         {layer =, pos =, feature =, scale = k | value = v | add = d}   a transcoder feature
+--         {node = graph_node, scale = ... }                              a feature, error or token node
+--         {error = true, layer =, pos =, scale = ...}, {token = true, pos =, scale = ...}
+--         {supernode = sn, scale = ...}                                  every member of a supernode
+--         {swap = sn, from = prompt2 [, with = sn2] [, from_pos = "same" | p]}
+--             members take the activations the same features (or sn2's, member by member) have
+--             on prompt2 (at the same position, or at from_pos)
+--       pos: an index, {first, last}, {first, "end"} (also generated tokens) or "all".
+--       opts: freeze_attention (true), constrained_layers ({first, last} or "all": direct
+--             effects), readout ("post" | "pre"), activations (true: every feature's activation
+--             and its change from the clean run).
+--   result.logits (T, V); result:top_logits(n [, pos]) -> {{token, id, prob, logit}, ...};
+--   result.activations (list of {layer, pos, feature, value, clean, delta});
+--   result:activation(layer, pos, feature) -> entry or nil; result:fraction(node) -> value / clean
+--   rm:generate(prompt, interventions, {max_tokens, temperature, top_p, seed, ...}) -> text, ids
+--   ctrace.supernode(name, nodes) -> {name =, members = {...}}
+local core = require "ctrace.core"
+local M = core.methods("ctrace.ReplacementModel")
+
+local Result = {}
+Result.__index = Result
+
+local function softmax_row(logits, t)
+  local V = logits:size(2)
+  local mx = -math.huge
+  for v = 1, V do mx = math.max(mx, logits:get(t, v)) end
+  local z = 0
+  for v = 1, V do z = z + math.exp(logits:get(t, v) - mx) end
+  return mx, z
+end
+
+-- The n most probable tokens at position pos (1-based, default the last).
+function Result:top_logits(n, pos)
+  local t = pos or self.logits:size(1)
+  local V = self.logits:size(2)
+  local mx, z = softmax_row(self.logits, t)
+  local order = {}
+  for v = 1, V do order[v] = v end
+  table.sort(order, function(a, b)
+    local la, lb = self.logits:get(t, a), self.logits:get(t, b)
+    if la ~= lb then return la > lb end
+    return a < b
+  end)
+  local out, tok = {}, self.model:tokenizer()
+  for i = 1, math.min(n or 5, V) do
+    local v = order[i]
+    local logit = self.logits:get(t, v)
+    out[i] = {token = tok and tok:token_text(v - 1) or tostring(v - 1), id = v - 1,
+              prob = math.exp(logit - mx) / z, logit = logit}
+  end
+  return out
+end
+
+-- Probability of token id at position pos (1-based, default the last).
+function Result:prob(id, pos)
+  local t = pos or self.logits:size(1)
+  local mx, z = softmax_row(self.logits, t)
+  return math.exp(self.logits:get(t, id + 1) - mx) / z
+end
+
+function Result:activation(layer, pos, feature)
+  if not self.activations then error("BAD_ARG: this result was run with activations = false", 2) end
+  if not self.index then
+    self.index = {}
+    for _, a in ipairs(self.activations) do self.index[a.layer .. "_" .. a.feature .. "_" .. a.pos] = a end
+  end
+  return self.index[layer .. "_" .. feature .. "_" .. pos]
+end
+
+-- A feature's activation as a fraction of its clean value (nil when it was not active clean).
+function Result:fraction(node)
+  local a = self:activation(node.layer, node.pos, node.feature)
+  if not a or a.clean == 0 then return nil end
+  return a.value / a.clean
+end
+
+local function supernode_members(sn, i)
+  if type(sn) ~= "table" or type(sn.members) ~= "table" or #sn.members == 0 then
+    error("BAD_ARG: intervention " .. i .. ": a supernode needs a non-empty members list", 4)
+  end
+  return sn.members
+end
+
+-- Expands supernodes and swaps into plain interventions.
+function M.expand_interventions(rm, list, opts)
+  if type(list) ~= "table" then error("BAD_ARG: interventions: expected a list, got " .. type(list), 3) end
+  local out = {}
+  for i, iv in ipairs(list) do
+    if type(iv) == "table" and iv.supernode then
+      for _, node in ipairs(supernode_members(iv.supernode, i)) do
+        local e = {node = node, scale = iv.scale, value = iv.value, add = iv.add}
+        out[#out + 1] = e
+      end
+    elseif type(iv) == "table" and iv.swap then
+      local members = supernode_members(iv.swap, i)
+      local source = iv.with and supernode_members(iv.with, i) or members
+      if #source ~= #members then
+        error("BAD_ARG: intervention " .. i .. ": swap with a group of " .. #source .. " for " .. #members .. " members", 3)
+      end
+      if iv.from == nil then error("BAD_ARG: intervention " .. i .. ": swap needs from = a second prompt", 3) end
+      local donor = rm:intervene(iv.from, {}, {freeze_attention = false})
+      local T2 = donor.logits:size(1)
+      for k, node in ipairs(members) do
+        local src = source[k]
+        local pos = iv.from_pos
+        if pos == nil or pos == "same" then pos = src.pos end
+        if type(pos) ~= "number" or pos >= T2 then
+          error(string.format("OUT_OF_RANGE: intervention %d: position %s is not in the second prompt (%d tokens)",
+                              i, tostring(pos), T2), 3)
+        end
+        local a = donor:activation(src.layer, pos, src.feature)
+        out[#out + 1] = {layer = node.layer, pos = node.pos, feature = node.feature, value = a and a.value or 0}
+      end
+    else
+      out[#out + 1] = iv
+    end
+  end
+  return out
+end
+
+function M.intervene(rm, prompt, list, opts)
+  local flat = rm:expand_interventions(list, opts)
+  local logits, acts = rm:intervene_raw(prompt, flat, opts)
+  return setmetatable({logits = logits, activations = acts, model = rm:model(), interventions = flat}, Result)
+end
+
+local gen_raw = M.generate
+function M.generate(rm, prompt, list, opts)
+  return gen_raw(rm, prompt, rm:expand_interventions(list, opts), opts)
+end
+
+-- A named group of nodes (graph node tables or {layer, pos, feature} tables) acted on together.
+local function supernode(name, nodes)
+  if type(name) ~= "string" then error("BAD_ARG: supernode: expected a name, got " .. type(name), 2) end
+  if type(nodes) ~= "table" or #nodes == 0 then error("BAD_ARG: supernode '" .. name .. "': expected a non-empty list of nodes", 2) end
+  return {name = name, members = nodes}
+end
+
+return {Result = Result, supernode = supernode}

@@ -1,0 +1,161 @@
+-- test_intervention.lua - interventions on stories260K with its default transcoders, through the
+-- public API: with everything frozen (constrained to every layer, pre-activation readout) the
+-- change an intervention makes equals the attribution graph's column for every feature target
+-- and logit; a no-op in free propagation gives the real model's logits; supernodes, swaps and
+-- generation; bad input.
+package.path = "tests/lua/?.lua;" .. package.path
+local t = require "tap"
+local ct = require "ctrace"
+
+local m = ct.load_model("stories260K")
+local tc = ct.load_transcoders("stories260K")
+local rm = ct.replacement_model(m, tc)
+local prompt = "Once upon a time, there was a little girl named Lily. She"
+local g = rm:attribute(prompt, {verbose = false})
+local A = g:adjacency()
+local features = g:nodes("feature")
+local logits = g:logits()
+
+-- demeaned logit of token id at the last position
+local function demeaned(lg, id)
+  local T, V = lg:size(1), lg:size(2)
+  local s = 0
+  for v = 1, V do s = s + lg:get(T, v) end
+  return lg:get(T, id + 1) - s / V
+end
+
+local function maxdiff(a, b)
+  local worst = 0
+  for i = 1, a:size(1) do for j = 1, a:size(2) do worst = math.max(worst, math.abs(a:get(i, j) - b:get(i, j))) end end
+  return worst
+end
+
+t.run {
+  {"everything frozen: intervention deltas equal the graph's columns", function()
+    local frozen = {constrained_layers = "all", readout = "pre", watch = features}
+    local clean = rm:intervene(prompt, {}, frozen)
+    -- sources: 40 features spread over the graph, every error node past BOS, every token
+    local sources = {}
+    for i = 1, #features, math.max(1, math.floor(#features / 40)) do sources[#sources + 1] = features[i] end
+    for _, n in ipairs(g:nodes("error")) do if n.pos > 0 then sources[#sources + 1] = n end end
+    for _, n in ipairs(g:nodes("token")) do sources[#sources + 1] = n end
+    local worst_f, worst_l, bad = 0, 0, 0
+    for _, s in ipairs(sources) do
+      local r = rm:intervene(prompt, {{node = s, scale = 2}}, frozen)   -- doubles a feature, adds an error / token vector again
+      for k, f in ipairs(features) do
+        local d = math.abs((r.activations[k].value - clean.activations[k].value) - A:get(f.index, s.index))
+        worst_f = math.max(worst_f, d)
+        if d > 5e-4 then bad = bad + 1 end
+      end
+      for _, l in ipairs(logits) do
+        local edge = A:get(l.index, s.index)
+        local d = math.abs((demeaned(r.logits, l.id) - demeaned(clean.logits, l.id)) - edge)
+        worst_l = math.max(worst_l, d / (1e-5 + 1e-3 * math.abs(edge)))
+        if d > 1e-5 + 1e-3 * math.abs(edge) then bad = bad + 1 end
+      end
+    end
+    t.ok(bad == 0, string.format("%d sources x %d feature targets and %d logits: worst feature |diff| %.2g, worst logit "
+                                 .. "diff / tolerance %.2g", #sources, #features, #logits, worst_f, worst_l))
+  end},
+
+  {"free propagation: a no-op intervention gives the real model's logits", function()
+    local real = m:forward(prompt)
+    local ops = {}
+    for i = 1, 5 do ops[i] = {node = features[i * 7], scale = 1} end
+    for _, fa in ipairs {true, false} do
+      local r = rm:intervene(prompt, ops, {freeze_attention = fa, activations = false})
+      t.ok(maxdiff(r.logits, real) <= 1e-5, "freeze_attention " .. tostring(fa) .. ": logits equal to 1e-5",
+           string.format("%.3g", maxdiff(r.logits, real)))
+    end
+    local r = rm:intervene(prompt, {{layer = 2, pos = {1, "end"}, feature = 5, add = 0}}, {})
+    t.ok(maxdiff(r.logits, real) <= 1e-5, "add 0 over every position")
+  end},
+
+  {"inhibition changes the logits; activations report their change from the clean run", function()
+    local top   -- the most influential feature below the last layer
+    for _, f in ipairs(g:prune{}:top_features{n = 20}) do
+      if f.layer < m.n_layers - 1 then top = f break end
+    end
+    local r = rm:intervene(prompt, {{node = top, scale = -2}})
+    local before, after = g:logits()[1], r:top_logits(3)
+    t.ok(r:prob(before.id) < before.prob, string.format("p(%q) %.3f -> %.3f", before.token, before.prob, r:prob(before.id)))
+    t.ok(#after == 3 and after[1].prob >= after[2].prob and after[1].id and after[1].logit, "top_logits entries")
+    local changed = 0
+    for _, a in ipairs(r.activations) do
+      if a.layer > top.layer and a.pos == top.pos and a.delta ~= 0 then changed = changed + 1 end
+    end
+    t.ok(changed > 0, changed .. " later features at its position change")
+    local a = r:activation(top.layer, top.pos, top.feature)
+    t.ok(a and a.clean > 0, "the feature's own activation entry")
+  end},
+
+  {"constrained layers: effects stop at the range's end", function()
+    local f = features[1]   -- layer 0
+    local r1 = rm:intervene(prompt, {{node = f, scale = 0}}, {constrained_layers = {0, 0}, activations = false})
+    local r2 = rm:intervene(prompt, {{node = f, scale = 0}}, {activations = false})
+    t.ok(maxdiff(r1.logits, r2.logits) > 0, "constrained to layer 0 differs from free propagation")
+  end},
+
+  {"supernodes and swaps", function()
+    local sn = ct.supernode("she", {features[#features], features[#features - 1]})
+    local r1 = rm:intervene(prompt, {{supernode = sn, scale = -2}}, {activations = false})
+    local r2 = rm:intervene(prompt, {{node = sn.members[1], scale = -2}, {node = sn.members[2], scale = -2}},
+                            {activations = false})
+    t.eq(maxdiff(r1.logits, r2.logits), 0, "a supernode acts as its members together")
+    -- swap from the same prompt: every member keeps its value
+    local same = rm:intervene(prompt, {{swap = sn, from = prompt}}, {activations = false})
+    local clean = rm:intervene(prompt, {}, {activations = false})
+    t.ok(maxdiff(same.logits, clean.logits) < 1e-5, "swap from the same prompt changes nothing")
+    -- swap from another prompt: the members take the donor's activations
+    local donor = "Once upon a time, there was a little boy named Tom. He"
+    local d = rm:intervene(donor, {}, {freeze_attention = false})
+    local sw = rm:intervene(prompt, {{swap = sn, from = donor}}, {activations = false})
+    local ops = {}
+    for k, n in ipairs(sn.members) do
+      local a = d:activation(n.layer, n.pos, n.feature)
+      ops[k] = {layer = n.layer, pos = n.pos, feature = n.feature, value = a and a.value or 0}
+    end
+    local explicit = rm:intervene(prompt, ops, {activations = false})
+    t.eq(maxdiff(sw.logits, explicit.logits), 0, "swap = setting the donor's activations")
+  end},
+
+  {"generation with interventions", function()
+    local a = rm:generate(prompt, {}, {max_tokens = 20, temperature = 0})
+    local b = m:generate(prompt, {max_tokens = 20, temperature = 0})
+    t.eq(a, b, "no interventions: the model's own continuation")
+    local T = #m:tokenize(prompt)
+    local noop = rm:generate(prompt, {{layer = 1, pos = {T - 1, "end"}, feature = 3, scale = 1}}, {max_tokens = 20, temperature = 0})
+    t.eq(noop, b, "an open-ended no-op changes nothing")
+    local top = g:prune{}:top_features{n = 2}
+    local steered, ids = rm:generate(prompt, {{node = top[1], scale = -4}, {node = top[2], scale = -4}},
+                                     {max_tokens = 20, temperature = 0})
+    t.ok(steered ~= b and #ids > 0, "inhibiting the top features changes the continuation: " .. steered)
+  end},
+
+  {"bad input: clear errors", function()
+    t.raises(function() rm:intervene(prompt, {{layer = 9, pos = 3, feature = 1, scale = 2}}) end, "layer 9 outside", "layer")
+    t.raises(function() rm:intervene(prompt, {{layer = 1, pos = 99, feature = 1, scale = 2}}) end, "positions 99..99", "position")
+    t.raises(function() rm:intervene(prompt, {{layer = 1, pos = 3, feature = 5000, scale = 2}}) end, "feature 5000", "feature")
+    t.raises(function() rm:intervene(prompt, {{layer = 1, pos = 3, feature = 1, scale = 0 / 0}}) end, "finite", "NaN")
+    t.raises(function() rm:intervene(prompt, {{layer = 1, pos = 3, feature = 1, value = math.huge}}) end, "finite", "infinity")
+    t.raises(function() rm:intervene(prompt, {{layer = 1, pos = 3, feature = 1}}) end, "exactly one of", "no operation")
+    t.raises(function() rm:intervene(prompt, {{layer = 1, pos = 3, feature = 1, scale = 2, add = 1}}) end, "exactly one of", "two operations")
+    t.raises(function() rm:intervene(prompt, {{layer = 1, pos = {4, 2}, feature = 1, scale = 2}}) end, "positions 4..2", "reversed range")
+    t.raises(function() rm:intervene(prompt, {{layer = 1, pos = 3, feature = 1, scale = 2, bogus = 1}}) end, "unknown option 'bogus'", "unknown key")
+    t.raises(function() rm:intervene(prompt, {{supernode = {name = "x", members = {}}, scale = 2}}) end, "non-empty", "empty supernode")
+    t.raises(function() ct.supernode("x", {}) end, "non-empty", "supernode without nodes")
+    t.raises(function() rm:intervene(prompt, {{swap = ct.supernode("x", {features[1]})}}) end, "from", "swap without a donor")
+    t.raises(function() rm:intervene(prompt, "x") end, "expected a list", "not a list")
+    t.raises(function() rm:intervene(prompt, {}, {constrained_layers = {3, 9}}) end, "constrained layers 3..9", "range")
+    t.raises(function() rm:intervene(prompt, {}, {readout = "mid"}) end, "readout", "readout")
+    local logit_node = g:node(logits[1].index)
+    t.raises(function() rm:intervene(prompt, {{node = logit_node, scale = 2}}) end, "kind logit", "a logit node")
+    -- a node of a graph made with other transcoders
+    local rm2 = ct.replacement_model(m, ct.load_transcoders("stories260K-clt"))
+    local g2 = rm2:attribute(prompt, {verbose = false, max_feature_nodes = 20})
+    t.raises(function() rm:intervene(prompt, {{node = g2:nodes("feature")[1], scale = 2}}) end, "another model or transcoder set",
+             "node from a graph of another transcoder set")
+  end},
+}
+
+t.done()

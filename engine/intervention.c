@@ -45,26 +45,31 @@ ct_status ct_iv_check(const ct_model *m, const ct_transcoders *tc, const ct_inte
     return CT_OK;
 }
 
-typedef struct {
+struct ct_iv_session {
     ct_model *m;
     const ct_transcoders *tc;
-    const ct_iv_opts *o;
-    const ct_intervention *iv;
-    int n_iv;
     int L, D, T_prompt, in_kind, out_raw;
-    ct_kv_cache **kv;             // generation: the cache (its length is the pass's first position)
+    int *tokens;                  // (T,) the prompt
     // the clean run (prompt positions)
     ct_frozen_run clean;
     float *clean_in;              // (L, T, D) transcoder inputs
     float *clean_raw;             // (L, T, D) raw MLP outputs
     float *err_vec;               // (L, T, D) error vectors
-    // this pass
+    ct_sparse_acts clean_acts[2]; // post- and pre-activation readouts, computed on first use
+    int have_clean_acts[2];
+    // one pass
+    const ct_iv_opts *o;
+    const ct_intervention *iv;
+    int n_iv;
+    ct_kv_cache **kv;             // generation: the cache (its length is the pass's first position)
     float *pending;               // (L, T, D) deltas waiting for each layer's output hook
     float *pre, *act;             // (T, F_max)
+    uint8_t *encoded;             // (T,) rows of act holding this pass's activations
     float *row;                   // (D,)
     ct_sparse_acts *acts;
     int64_t acts_cap;
-} iv_ctx;
+};
+typedef struct ct_iv_session iv_ctx;
 
 // The first position of the current pass: 0 for the prompt, the cache's length for generated ones.
 static int pass_pos0(const iv_ctx *c) { return c->kv && *c->kv ? (*c->kv)->len : 0; }
@@ -120,10 +125,13 @@ static ct_status iv_mlp(void *vctx, int l, const ct_mlp_io *io, float *out, ct_e
     int has_feature = 0;
     for (int i = 0; i < c->n_iv; i++) has_feature |= c->iv[i].kind == CT_IV_FEATURE && c->iv[i].layer == l;
     ct_status rc = CT_OK;
-    // this pass's activations (readout, and the current values free interventions change)
-    if (c->o->activations || (has_feature && !frozen_mlp)) {
+    // this pass's activations: every row for a readout; else only the rows free interventions
+    // change (their current values)
+    memset(c->encoded, 0, (size_t)T);
+    if (c->o->activations) {
         if ((rc = ct_tc_encode(tc, l, x, T, c->pre, c->act, err))) return rc;
         if (c->acts && (rc = record_acts(c, l, c->o->pre_activation ? c->pre : c->act, T, F, err))) return rc;
+        memset(c->encoded, 1, (size_t)T);
     }
     // feature interventions: constrained layers change clean activations, free ones current ones
     if (has_feature && frozen_mlp &&
@@ -141,6 +149,10 @@ static ct_status iv_mlp(void *vctx, int l, const ct_mlp_io *io, float *out, ct_e
                 float *p = c->pending + ((size_t)l * T + t) * D;
                 for (int k = 0; k < D; k++) p[k] += d * e[k];
                 continue;
+            }
+            if (!frozen_mlp && !c->encoded[t]) {
+                if ((rc = ct_tc_encode(tc, l, x + (size_t)t * D, 1, NULL, c->act + (size_t)t * F, err))) return rc;
+                c->encoded[t] = 1;
             }
             float a = c->act[(size_t)t * F + v->feature], d = new_value(v, a) - a;
             if (d == 0.0f) continue;
@@ -188,39 +200,53 @@ static ct_status iv_edit(void *vctx, ct_hook_id at, float *x, int T, ct_err *err
     return CT_OK;
 }
 
-static void ctx_free(iv_ctx *c) {
+void ct_iv_session_free(ct_iv_session *c) {
+    if (!c) return;
     ct_frozen_run_free(&c->clean);
-    free(c->clean_in), free(c->clean_raw), free(c->err_vec), free(c->pending), free(c->pre), free(c->act), free(c->row);
+    for (int k = 0; k < 2; k++) ct_sparse_acts_free(&c->clean_acts[k]);
+    free(c->tokens), free(c->clean_in), free(c->clean_raw), free(c->err_vec), free(c->pending), free(c->pre);
+    free(c->act), free(c->encoded), free(c->row);
+    free(c);
 }
 
-// Clean run values and pass scratch for a prompt of T positions.
-static ct_status ctx_init(iv_ctx *c, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
-                          const ct_intervention *iv, int n_iv, const ct_iv_opts *o, ct_err *err) {
-    memset(c, 0, sizeof *c);
-    *c = (iv_ctx){.m = m, .tc = tc, .o = o, .iv = iv, .n_iv = n_iv, .L = m->cfg.n_layers, .D = m->cfg.d_model,
-                  .T_prompt = T};
-    ct_status rc;
-    if ((rc = ct_transcoders_check(tc, m, err)) || (rc = ct_replacement_hooks(tc, &c->in_kind, &c->out_raw, err)) ||
-        (rc = ct_iv_check(m, tc, iv, n_iv, T, err)))
+ct_status ct_iv_session_open(ct_iv_session **out, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
+                             ct_err *err) {
+    *out = NULL;
+    if (T < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "intervene: expected a prompt of at least one token, got %d", T);
+    if (m->cfg.max_seq_len > 0 && T > m->cfg.max_seq_len)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "intervene: the prompt has %d tokens; the model's context is %d", T,
+                       m->cfg.max_seq_len);
+    ct_status rc = ct_transcoders_check(tc, m, err);
+    if (rc) return rc;
+    iv_ctx *c = calloc(1, sizeof *c);
+    if (!c) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    *c = (iv_ctx){.m = m, .tc = tc, .L = m->cfg.n_layers, .D = m->cfg.d_model, .T_prompt = T};
+    if ((rc = ct_replacement_hooks(tc, &c->in_kind, &c->out_raw, err))) {
+        ct_iv_session_free(c);
         return rc;
-    if (o->constrained && (o->first < 0 || o->last >= c->L || o->first > o->last))
-        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "constrained layers %d..%d outside 0..%d", o->first, o->last, c->L - 1);
+    }
     int L = c->L, D = c->D, Fmax = 1;
     for (int l = 0; l < L; l++)
         if (tc->layers[l].d_tc > Fmax) Fmax = tc->layers[l].d_tc;
     size_t TD = (size_t)T * D, scratch = (size_t)T * (Fmax > D ? Fmax : D);
+    c->tokens = malloc(sizeof(int) * (size_t)T);
     c->pending = calloc((size_t)L * TD + 1, sizeof(float));
     c->pre = malloc(sizeof(float) * scratch);
     c->act = malloc(sizeof(float) * scratch);
+    c->encoded = malloc((size_t)T);
     c->row = malloc(sizeof(float) * (size_t)D);
-    if (!c->pending || !c->pre || !c->act || !c->row) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    int has_error = 0;
-    for (int i = 0; i < n_iv; i++) has_error |= iv[i].kind == CT_IV_ERROR;
-    if (!o->freeze_attention && !o->constrained && !has_error) return CT_OK;
-    // the clean run: frozen values, transcoder inputs, outputs and raw MLP outputs
+    c->clean_in = malloc(sizeof(float) * L * TD);
+    c->clean_raw = malloc(sizeof(float) * L * TD);
+    c->err_vec = malloc(sizeof(float) * L * TD);
     ct_hook_id *ids = malloc(sizeof *ids * (size_t)(3 * L));
-    if (!ids) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    rc = CT_OK;
+    if (!c->tokens || !c->pending || !c->pre || !c->act || !c->encoded || !c->row || !c->clean_in || !c->clean_raw ||
+        !c->err_vec || !ids) {
+        free(ids);
+        ct_iv_session_free(c);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for interventions on a %d-token prompt", T);
+    }
+    memcpy(c->tokens, tokens, sizeof(int) * (size_t)T);
+    // the clean run: frozen values, transcoder inputs, outputs and raw MLP outputs
     for (int l = 0; l < L && !rc; l++) {
         char name[128];
         snprintf(name, sizeof name, "blocks.%d.%s", l, tc->input_hook);
@@ -231,23 +257,27 @@ static ct_status ctx_init(iv_ctx *c, ct_model *m, const ct_transcoders *tc, cons
     }
     if (!rc) rc = ct_frozen_capture(&c->clean, m, tokens, T, ids, 3 * L, NULL, err);
     free(ids);
-    if (rc) return rc;
-    c->clean_in = malloc(sizeof(float) * L * TD);
-    c->clean_raw = malloc(sizeof(float) * L * TD);
-    c->err_vec = malloc(sizeof(float) * L * TD);
-    if (!c->clean_in || !c->clean_raw || !c->err_vec) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    for (int l = 0; l < L; l++) {
+    for (int l = 0; l < L && !rc; l++) {
         memcpy(c->clean_in + l * TD, ct_frozen_extra(&c->clean, 3 * l), sizeof(float) * TD);
         memcpy(c->clean_raw + l * TD, ct_frozen_extra(&c->clean, 3 * l + 2), sizeof(float) * TD);
     }
     // error vectors: output hook - reconstruction, zero at position 0
-    if ((rc = ct_tc_reconstruct(tc, c->clean_in, T, c->err_vec, err))) return rc;
-    for (int l = 0; l < L; l++) {
-        const float *out = ct_frozen_extra(&c->clean, 3 * l + 1);
+    if (!rc) rc = ct_tc_reconstruct(tc, c->clean_in, T, c->err_vec, err);
+    for (int l = 0; l < L && !rc; l++) {
+        const float *o = ct_frozen_extra(&c->clean, 3 * l + 1);
         float *e = c->err_vec + l * TD;
-        for (size_t i = 0; i < TD; i++) e[i] = i < (size_t)D ? 0.0f : out[i] - e[i];
+        for (size_t i = 0; i < TD; i++) e[i] = i < (size_t)D ? 0.0f : o[i] - e[i];
     }
+    if (rc) {
+        ct_iv_session_free(c);
+        return rc;
+    }
+    *out = c;
     return CT_OK;
+}
+
+int ct_iv_session_matches(const ct_iv_session *c, const ct_model *m, const ct_transcoders *tc, const int *tokens, int T) {
+    return c && c->m == m && c->tc == tc && c->T_prompt == T && memcmp(c->tokens, tokens, sizeof(int) * (size_t)T) == 0;
 }
 
 // The frozen values a prompt pass uses: patterns when attention is frozen, every norm denominator
@@ -255,49 +285,69 @@ static ct_status ctx_init(iv_ctx *c, ct_model *m, const ct_transcoders *tc, cons
 static ct_frozen frozen_of(const iv_ctx *c) {
     ct_frozen f = {0};
     if (c->o->freeze_attention || c->o->constrained) f.pattern = c->clean.fz.pattern;
-    if (c->o->constrained && c->o->first == 0 && c->o->last == c->L - 1) {
-        f = c->clean.fz;
-    }
+    if (c->o->constrained && c->o->first == 0 && c->o->last == c->L - 1) f = c->clean.fz;
     return f;
 }
 
-ct_status ct_intervene(ct_model *m, const ct_transcoders *tc, const int *tokens, int T, const ct_intervention *iv,
-                       int n_iv, const ct_iv_opts *o, float *logits, ct_sparse_acts *acts, ct_err *err) {
-    if (T < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "intervene: expected a prompt of at least one token, got %d", T);
-    if (m->cfg.max_seq_len > 0 && T > m->cfg.max_seq_len)
-        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "intervene: the prompt has %d tokens; the model's context is %d", T,
-                       m->cfg.max_seq_len);
+static ct_status run_checks(iv_ctx *c, const ct_intervention *iv, int n_iv, const ct_iv_opts *o, ct_err *err) {
+    ct_status rc = ct_iv_check(c->m, c->tc, iv, n_iv, c->T_prompt, err);
+    if (rc) return rc;
+    if (o->constrained && (o->first < 0 || o->last >= c->L || o->first > o->last))
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "constrained layers %d..%d outside 0..%d", o->first, o->last, c->L - 1);
+    c->o = o, c->iv = iv, c->n_iv = n_iv, c->kv = NULL, c->acts = NULL, c->acts_cap = 0;
+    memset(c->pending, 0, sizeof(float) * (size_t)c->L * c->T_prompt * c->D);
+    return CT_OK;
+}
+
+ct_status ct_iv_run(ct_iv_session *c, const ct_intervention *iv, int n_iv, const ct_iv_opts *o, float *logits,
+                    ct_sparse_acts *acts, ct_err *err) {
     if (acts) memset(acts, 0, sizeof *acts);
-    iv_ctx c;
-    ct_status rc = ctx_init(&c, m, tc, tokens, T, iv, n_iv, o, err);
-    if (!rc) {
-        c.acts = o->activations ? acts : NULL;
-        ct_frozen fz = frozen_of(&c);
-        ct_forward_ctl ctl = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit,
-                              .frozen = fz.pattern ? &fz : NULL, .ctx = &c};
-        rc = ct_model_forward_ctl(m, tokens, T, NULL, NULL, logits, 1, &ctl, err);
-    }
-    ctx_free(&c);
+    ct_status rc = run_checks(c, iv, n_iv, o, err);
+    if (rc) return rc;
+    c->acts = o->activations ? acts : NULL;
+    ct_frozen fz = frozen_of(c);
+    ct_forward_ctl ctl = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .frozen = fz.pattern ? &fz : NULL, .ctx = c};
+    rc = ct_model_forward_ctl(c->m, c->tokens, c->T_prompt, NULL, NULL, logits, 1, &ctl, err);
+    c->acts = NULL;
     if (rc && acts) ct_sparse_acts_free(acts);
     return rc;
 }
 
-ct_status ct_intervene_generate(ct_model *m, const ct_transcoders *tc, const int *prompt, int n_prompt,
-                                const ct_intervention *iv, int n_iv, const ct_iv_opts *o, const ct_gen_opts *g,
-                                int *out, int *n_out, ct_err *err) {
+const ct_sparse_acts *ct_iv_clean_acts(ct_iv_session *c, int pre_activation, ct_err *err) {
+    int k = pre_activation != 0;
+    if (!c->have_clean_acts[k]) {
+        ct_iv_opts o;
+        ct_iv_opts_default(&o);
+        o.freeze_attention = 0;
+        o.pre_activation = k;
+        if (ct_iv_run(c, NULL, 0, &o, NULL, &c->clean_acts[k], err)) return NULL;
+        c->have_clean_acts[k] = 1;
+    }
+    return &c->clean_acts[k];
+}
+
+ct_status ct_iv_generate(ct_iv_session *c, const ct_intervention *iv, int n_iv, const ct_iv_opts *o, const ct_gen_opts *g,
+                         int *out, int *n_out, ct_err *err) {
     *n_out = 0;
     ct_iv_opts po = *o;
     po.activations = 0;
-    iv_ctx c;
-    ct_status rc = ctx_init(&c, m, tc, prompt, n_prompt, iv, n_iv, &po, err);
+    ct_status rc = run_checks(c, iv, n_iv, &po, err);
+    if (rc) return rc;
     ct_kv_cache *kv = NULL;
-    if (!rc) {
-        c.kv = &kv;
-        ct_frozen fz = frozen_of(&c);
-        ct_forward_ctl first = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .frozen = fz.pattern ? &fz : NULL, .ctx = &c};
-        ct_forward_ctl step = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .ctx = &c};
-        rc = ct_model_generate_ctl(m, prompt, n_prompt, g, &first, &step, &kv, out, n_out, err);
-    }
-    ctx_free(&c);
+    c->kv = &kv;
+    ct_frozen fz = frozen_of(c);
+    ct_forward_ctl first = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .frozen = fz.pattern ? &fz : NULL, .ctx = c};
+    ct_forward_ctl step = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .ctx = c};
+    rc = ct_model_generate_ctl(c->m, c->tokens, c->T_prompt, g, &first, &step, &kv, out, n_out, err);
+    c->kv = NULL;
+    return rc;
+}
+
+ct_status ct_intervene(ct_model *m, const ct_transcoders *tc, const int *tokens, int T, const ct_intervention *iv,
+                       int n_iv, const ct_iv_opts *o, float *logits, ct_sparse_acts *acts, ct_err *err) {
+    ct_iv_session *s;
+    ct_status rc = ct_iv_session_open(&s, m, tc, tokens, T, err);
+    if (!rc) rc = ct_iv_run(s, iv, n_iv, o, logits, acts, err);
+    ct_iv_session_free(s);
     return rc;
 }

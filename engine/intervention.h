@@ -54,18 +54,30 @@ typedef struct {
 
 void ct_sparse_acts_free(ct_sparse_acts *a);
 
-// Runs tokens (T,) with the interventions. logits (T, V) every position (may be NULL); acts
-// (may be NULL; needs o->activations) gets every layer's transcoder activations at positions >= 1
+// A prompt's clean run (frozen values, transcoder inputs and outputs, error vectors), kept for
+// any number of interventions on it.
+typedef struct ct_iv_session ct_iv_session;
+ct_status ct_iv_session_open(ct_iv_session **out, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
+                             ct_err *err);
+void ct_iv_session_free(ct_iv_session *s);
+// Whether s is the session of this model, set and prompt.
+int ct_iv_session_matches(const ct_iv_session *s, const ct_model *m, const ct_transcoders *tc, const int *tokens, int T);
+
+// Runs the prompt with the interventions. logits (T, V) every position (may be NULL); acts (may
+// be NULL; needs o->activations) gets every layer's transcoder activations at positions >= 1
 // (position 0 is a constant, as in graphs).
+ct_status ct_iv_run(ct_iv_session *s, const ct_intervention *iv, int n_iv, const ct_iv_opts *o, float *logits,
+                    ct_sparse_acts *acts, ct_err *err);
+// The clean run's activations (post- or pre-activation), computed once; NULL on failure.
+const ct_sparse_acts *ct_iv_clean_acts(ct_iv_session *s, int pre_activation, ct_err *err);
+// Generates after the prompt with the interventions: the prompt pass as ct_iv_run (freezes apply
+// to it only), then one token at a time with a KV cache, interventions whose positions reach the
+// new position re-applied (free propagation). out receives up to g->max_tokens ids.
+ct_status ct_iv_generate(ct_iv_session *s, const ct_intervention *iv, int n_iv, const ct_iv_opts *o, const ct_gen_opts *g,
+                         int *out, int *n_out, ct_err *err);
+// One-shot ct_iv_run on a new session.
 ct_status ct_intervene(ct_model *m, const ct_transcoders *tc, const int *tokens, int T, const ct_intervention *iv,
                        int n_iv, const ct_iv_opts *o, float *logits, ct_sparse_acts *acts, ct_err *err);
-
-// Generates after the prompt with the interventions: the prompt pass as ct_intervene (freezes
-// apply to it only), then one token at a time with a KV cache, interventions whose positions
-// reach the new position re-applied (free propagation). out receives up to g->max_tokens ids.
-ct_status ct_intervene_generate(ct_model *m, const ct_transcoders *tc, const int *prompt, int n_prompt,
-                                const ct_intervention *iv, int n_iv, const ct_iv_opts *o, const ct_gen_opts *g,
-                                int *out, int *n_out, ct_err *err);
 
 // Checks interventions against the model and set: kinds, layers, features, positions (< T),
 // finite values. NULL iv with n_iv > 0 is an error.

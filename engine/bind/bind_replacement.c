@@ -17,6 +17,7 @@
 typedef struct {
     void **model_box;   // borrowed boxes (kept alive by the uservalue)
     void **tc_box;
+    ct_iv_session *session;   // the clean run of the last prompt intervened on
 } rm_box;
 
 static rm_box *check_rm(lua_State *L, int idx, ct_model **m, ct_transcoders **tc) {
@@ -37,6 +38,7 @@ static int l_replacement_model(lua_State *L) {
     rm_box *b = lua_newuserdata(L, sizeof *b);
     b->model_box = lua_touserdata(L, 1);
     b->tc_box = lua_touserdata(L, 2);
+    b->session = NULL;
     luaL_getmetatable(L, CT_MT_REPLACEMENT);
     lua_setmetatable(L, -2);
     lua_createtable(L, 2, 0);
@@ -504,11 +506,25 @@ static void push_watched(lua_State *L, int idx, const ct_sparse_acts *a, const c
     }
 }
 
+// The session of this prompt: the cached one, or a new one replacing it. Raises on failure.
+static ct_iv_session *session_of(lua_State *L, rm_box *b, ct_model *m, ct_transcoders *tc, int *ids, int T) {
+    if (!ct_iv_session_matches(b->session, m, tc, ids, T)) {
+        ct_iv_session_free(b->session);
+        b->session = NULL;
+        ct_err err = {0};
+        if (ct_iv_session_open(&b->session, m, tc, ids, T, &err)) {
+            free(ids);
+            ct_lua_raise(L, &err);
+        }
+    }
+    return b->session;
+}
+
 // rm:intervene(prompt, interventions, opts) -> logits (T, V), activations (list) or nil
 static int l_rm_intervene(lua_State *L) {
     ct_model *m;
     ct_transcoders *tc;
-    check_rm(L, 1, &m, &tc);
+    rm_box *b = check_rm(L, 1, &m, &tc);
     int n_iv;
     ct_intervention *iv = read_interventions(L, 3, m, tc, &n_iv);
     ct_iv_opts o;
@@ -516,28 +532,30 @@ static int l_rm_intervene(lua_State *L) {
     check_watch(L, 4);
     int T;
     int *ids = prompt_ids(L, 2, m, &T);
+    ct_iv_session *sess = session_of(L, b, m, tc, ids, T);
+    free(ids);
     int64_t shape[2] = {T, m->cfg.vocab_size};
     ct_tensor *logits = ct_tensor_new(2, shape);
-    ct_sparse_acts acts = {0}, clean = {0};
+    ct_sparse_acts acts = {0};
+    const ct_sparse_acts *clean = NULL;
     ct_err err = {0};
-    ct_status rc = logits ? ct_intervene(m, tc, ids, T, iv, n_iv, &o, ct_tensor_data(logits), &acts, &err)
+    ct_status rc = logits ? ct_iv_run(sess, iv, n_iv, &o, ct_tensor_data(logits), &acts, &err)
                           : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory for logits");
-    if (!rc && o.activations) rc = ct_intervene(m, tc, ids, T, NULL, 0, &o, NULL, &clean, &err);   // for the changes
-    free(ids);
+    if (!rc && o.activations && !(clean = ct_iv_clean_acts(sess, o.pre_activation, &err))) rc = err.status;
     if (rc) {
         ct_tensor_free(logits);
-        ct_sparse_acts_free(&acts), ct_sparse_acts_free(&clean);
+        ct_sparse_acts_free(&acts);
         return ct_lua_raise(L, &err);
     }
     ct_lua_push_tensor(L, logits);
     if (lua_istable(L, 4)) lua_getfield(L, 4, "watch");
     else lua_pushnil(L);
     int watch = lua_gettop(L);
-    if (o.activations && lua_istable(L, watch)) push_watched(L, watch, &acts, &clean);
-    else if (o.activations) push_acts(L, &acts, &clean);
+    if (o.activations && lua_istable(L, watch)) push_watched(L, watch, &acts, clean);
+    else if (o.activations) push_acts(L, &acts, clean);
     else lua_pushnil(L);
     lua_remove(L, watch);
-    ct_sparse_acts_free(&acts), ct_sparse_acts_free(&clean);
+    ct_sparse_acts_free(&acts);
     return 2;
 }
 
@@ -545,7 +563,7 @@ static int l_rm_intervene(lua_State *L) {
 static int l_rm_generate(lua_State *L) {
     ct_model *m;
     ct_transcoders *tc;
-    check_rm(L, 1, &m, &tc);
+    rm_box *b = check_rm(L, 1, &m, &tc);
     int n_iv;
     ct_intervention *iv = read_interventions(L, 3, m, tc, &n_iv);
     ct_iv_opts o;
@@ -555,10 +573,10 @@ static int l_rm_generate(lua_State *L) {
     if (!m->tok) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "generate: the model has no tokenizer");
     int T;
     int *ids = prompt_ids(L, 2, m, &T);
+    ct_iv_session *sess = session_of(L, b, m, tc, ids, T);
     int *out = malloc(sizeof(int) * (size_t)(g.max_tokens + 1)), n = 0;
     ct_err err = {0};
-    ct_status rc = out ? ct_intervene_generate(m, tc, ids, T, iv, n_iv, &o, &g, out, &n, &err)
-                       : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_status rc = out ? ct_iv_generate(sess, iv, n_iv, &o, &g, out, &n, &err) : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
     if (!rc) rc = ct_lua_push_continuation(L, m->tok, ids, T, out, n, &err);
     free(ids);
     if (rc) {
@@ -568,6 +586,13 @@ static int l_rm_generate(lua_State *L) {
     ct_lua_push_ids(L, out, n);
     free(out);
     return 2;
+}
+
+static int l_rm_gc(lua_State *L) {
+    rm_box *b = luaL_checkudata(L, 1, CT_MT_REPLACEMENT);
+    ct_iv_session_free(b->session);
+    b->session = NULL;
+    return 0;
 }
 
 static int l_rm_tostring(lua_State *L) {
@@ -593,6 +618,8 @@ void ct_lua_register_replacement(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_rm_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, l_rm_gc);
+    lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     lua_pushcfunction(L, l_replacement_model);
     lua_setfield(L, -2, "replacement_model");

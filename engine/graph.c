@@ -189,6 +189,42 @@ ct_status ct_graph_influence(const ct_graph *g, double *out, ct_err *err) {
     return rc;
 }
 
+ct_status ct_graph_total_effects(const ct_graph *g, int64_t target, double *out, ct_err *err) {
+    int64_t N = g->n_nodes, R = ct_graph_n_rows(g);
+    if (target < 0 || target >= N) return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "node %lld outside 0..%lld", (long long)target, (long long)(N - 1));
+    double *x = calloc((size_t)N, sizeof(double)), *nx = calloc((size_t)N, sizeof(double));
+    if (!x || !nx) {
+        free(x), free(nx);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    x[target] = 1.0;
+    memset(out, 0, sizeof(double) * N);
+    ct_status rc = CT_OK;
+    for (int it = 0;; it++) {
+        memset(nx, 0, sizeof(double) * N);
+        int any = 0;
+        for (int64_t r = 0; r < R; r++) {
+            double xr = x[ct_graph_row_node(g, r)];
+            if (xr == 0.0) continue;
+            const float *row = g->adj + (size_t)r * N;
+            for (int64_t c = 0; c < N; c++) nx[c] += xr * row[c];
+        }
+        for (int64_t c = 0; c < N; c++) {
+            out[c] += nx[c];
+            any |= nx[c] != 0.0;
+        }
+        if (!any) break;
+        if (it == 1000) {
+            rc = ct_fail(err, CT_STATUS_BAD_ARG, "total effects did not converge after 1000 steps (the graph has a cycle)");
+            break;
+        }
+        double *t = x;
+        x = nx, nx = t;
+    }
+    free(x), free(nx);
+    return rc;
+}
+
 // circuit-tracer's find_threshold on the n scores v (modified): sorted descending, the score at
 // the first index where the cumulative sum reaches q of the total (the last score if rounding
 // never gets there). Quickselect on sums instead of a full sort.

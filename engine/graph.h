@@ -96,6 +96,10 @@ ct_status ct_graph_influence(const ct_graph *g, double *out, ct_err *err);
 // by index): the graph JSON "influence" field. order (N,) is scratch.
 void ct_graph_rank_fraction(const double *inf, int64_t N, int64_t *order, float *cum);
 
+// out (N,): the signed effect of every node on node target summed over all paths of the graph
+// (A + A^2 + ... read from the target's row): what the linear graph predicts for removing a node.
+ct_status ct_graph_total_effects(const ct_graph *g, int64_t target, double *out, ct_err *err);
+
 // circuit-tracer's pruning (node threshold, edge threshold, iterate until every kept feature has
 // an incoming and an outgoing edge and every kept error node an outgoing one). Returns a new
 // graph holding the kept edges, node_mask, node_influence and the scores of the pruned graph.

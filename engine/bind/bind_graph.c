@@ -247,6 +247,25 @@ static int l_graph_influence(lua_State *L) {
     return 1;
 }
 
+// g:total_effects(node) -> Tensor (N,): every node's signed effect on node summed over paths
+static int l_graph_total_effects(lua_State *L) {
+    ct_graph *g = check_graph(L, 1);
+    int64_t target = check_node(L, 1, 2), N = g->n_nodes;
+    ct_tensor *t = ct_tensor_new(1, &N);
+    double *v = malloc(sizeof(double) * (size_t)(N + 1));
+    ct_err err = {0};
+    ct_status rc = t && v ? ct_graph_total_effects(g, target, v, &err) : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc)
+        for (int64_t i = 0; i < N; i++) ct_tensor_data(t)[i] = (float)v[i];
+    free(v);
+    if (rc) {
+        ct_tensor_free(t);
+        return ct_lua_raise(L, &err);
+    }
+    ct_lua_push_tensor(L, t);
+    return 1;
+}
+
 static int l_graph_logits(lua_State *L) {
     ct_graph *g = check_graph(L, 1);
     lua_createtable(L, g->n_logits, 0);
@@ -425,7 +444,7 @@ static int l_graph_tostring(lua_State *L) {
 void ct_lua_register_graph(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"node", l_graph_node}, {"nodes", l_graph_nodes}, {"edges_in", l_graph_edges_in}, {"edges_out", l_graph_edges_out},
-        {"adjacency", l_graph_adjacency}, {"influence", l_graph_influence}, {"logits", l_graph_logits},
+        {"adjacency", l_graph_adjacency}, {"influence", l_graph_influence}, {"total_effects", l_graph_total_effects}, {"logits", l_graph_logits},
         {"tokens", l_graph_tokens}, {"prompt", l_graph_prompt}, {"info", l_graph_info}, {"prune", l_graph_prune},
         {"scores", l_graph_scores}, {"set_label", l_graph_set_label}, {"save_json", l_graph_save_json},
         {"save", l_graph_save}, {"free", l_graph_free}, {NULL, NULL}};

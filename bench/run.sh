@@ -2,8 +2,8 @@
 # Benchmarks (figures only; nothing here asserts on time). Runs on this machine, in one go:
 # the OpenBLAS sgemm ceiling, ctrace's generation and prompt forward on stories260K, the plain
 # single-file C peer (bench/ref_llama2c.c, -O3) on the same checkpoint, transcoder encoding and
-# training, and attribution graphs (bench/bench_attribution.c: one process per configuration,
-# so each reports its own peak RSS).
+# training, attribution graphs (bench/bench_attribution.c: one process per configuration, so
+# each reports its own peak RSS), and interventions (bench/intervene.lua).
 set -eu
 cd "$(dirname "$0")/.."
 make -s all
@@ -26,3 +26,4 @@ build/ctrace bench/train.lua
 for config in peer-stories peer-random stories large long; do
   build/bench/bench_attribution "$config"
 done
+build/ctrace bench/intervene.lua

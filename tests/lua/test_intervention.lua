@@ -119,6 +119,31 @@ t.run {
     t.eq(maxdiff(sw.logits, explicit.logits), 0, "swap = setting the donor's activations")
   end},
 
+  {"studies: rows, tables and charts", function()
+    local study = require "ctrace.study"
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local top = g:prune{}:top_features{n = 2}
+    local s = study.run(rm, {prompt = prompt, targets = {logits[1].id}, watch = {features[#features]},
+                             interventions = {{name = "a", list = {{node = top[1], scale = 1}}}, {name = "b", list = {{node = top[2], scale = 1}}}},
+                             scales = {-1, 0, 1}})
+    t.eq(#s.rows, 6, "interventions x scales rows")
+    local one = s.rows[3]   -- "a" at scale 1: a no-op
+    t.ok(one.scale == 1 and math.abs(one.targets[1].dprob) < 1e-6 and math.abs(one.watch[1].fraction - 1) < 1e-6,
+         "scale 1 changes nothing and leaves watched features at their clean value")
+    study.write(s, dir, "sweep", {chart = "scales"})
+    local f = io.open(dir .. "/sweep.svg")
+    local text = f:read("*a")
+    f:close()
+    t.ok(text:find("<svg", 1, true) and text:find("<polyline", 1, true) and text:find(">a</text>", 1, true), "SVG lines with a legend")
+    local csv = io.open(dir .. "/sweep.csv"):read("*a")
+    local n = 0
+    for _ in csv:gmatch("\n") do n = n + 1 end
+    t.eq(n, 7, "CSV: a header and six rows")
+    os.execute("rm -rf " .. dir)
+  end},
+
   {"generation with interventions", function()
     local a = rm:generate(prompt, {}, {max_tokens = 20, temperature = 0})
     local b = m:generate(prompt, {max_tokens = 20, temperature = 0})
@@ -150,6 +175,12 @@ t.run {
     t.raises(function() rm:intervene(prompt, {}, {readout = "mid"}) end, "readout", "readout")
     local logit_node = g:node(logits[1].index)
     t.raises(function() rm:intervene(prompt, {{node = logit_node, scale = 2}}) end, "kind logit", "a logit node")
+    local study = require "ctrace.study"
+    t.raises(function() study.run(rm, {prompt = prompt, targets = {5}, interventions = {}}) end, "non-empty", "study without interventions")
+    t.raises(function() study.run(rm, {prompt = prompt, targets = {5}, interventions = {{name = "x", list = {}}}}) end,
+             "empty list", "study intervention with an empty list")
+    t.raises(function() study.run(rm, {prompt = prompt, interventions = {{name = "x", list = {{node = features[1], scale = 0}}}}}) end,
+             "target", "study without targets")
     -- a node of a graph made with other transcoders
     local rm2 = ct.replacement_model(m, ct.load_transcoders("stories260K-clt"))
     local g2 = rm2:attribute(prompt, {verbose = false, max_feature_nodes = 20})

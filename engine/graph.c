@@ -131,9 +131,9 @@ static void row_inverse(const rows_view *v, double clamp, double *rinv) {
     }
 }
 
-// out (N,) = w An + w An^2 + ... with An = |A| * rinv; the terms reach exactly zero on a graph
-// without cycles.
-static ct_status influence(const rows_view *v, const double *rinv, const double *w, double *out, ct_err *err) {
+// out (N,) = x0 M + x0 M^2 + ... with M = |A| * rinv (rinv set: normalised rows) or M = A (rinv
+// NULL: signed effects); the terms reach exactly zero on a graph without cycles.
+static ct_status propagate(const rows_view *v, const double *rinv, const double *x0, double *out, ct_err *err) {
     const ct_graph *g = v->g;
     int64_t N = g->n_nodes, R = ct_graph_n_rows(g);
     double *x = malloc(sizeof(double) * N), *nx = malloc(sizeof(double) * N);
@@ -141,7 +141,7 @@ static ct_status influence(const rows_view *v, const double *rinv, const double 
         free(x), free(nx);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
-    memcpy(x, w, sizeof(double) * N);
+    memcpy(x, x0, sizeof(double) * N);
     memset(out, 0, sizeof(double) * N);
     ct_status rc = CT_OK;
     for (int it = 0;; it++) {
@@ -151,8 +151,12 @@ static ct_status influence(const rows_view *v, const double *rinv, const double 
             double xr = x[ct_graph_row_node(g, r)];
             const float *row = xr != 0.0 ? view_row(v, r) : NULL;
             if (!row) continue;
-            double s = xr * rinv[r];
-            for (int64_t c = 0; c < N; c++) nx[c] += s * fabsf(row[c]);
+            if (rinv) {
+                double s = xr * rinv[r];
+                for (int64_t c = 0; c < N; c++) nx[c] += s * fabsf(row[c]);
+            } else {
+                for (int64_t c = 0; c < N; c++) nx[c] += xr * row[c];
+            }
         }
         for (int64_t c = 0; c < N; c++) {
             out[c] += nx[c];
@@ -183,45 +187,22 @@ ct_status ct_graph_influence(const ct_graph *g, double *out, ct_err *err) {
     rows_view v = {g, g->adj, NULL, NULL, NULL};
     if (!rc) {
         row_inverse(&v, 1e-10, rinv);
-        rc = influence(&v, rinv, w, out, err);
+        rc = propagate(&v, rinv, w, out, err);
     }
     free(rinv), free(w);
     return rc;
 }
 
 ct_status ct_graph_total_effects(const ct_graph *g, int64_t target, double *out, ct_err *err) {
-    int64_t N = g->n_nodes, R = ct_graph_n_rows(g);
-    if (target < 0 || target >= N) return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "node %lld outside 0..%lld", (long long)target, (long long)(N - 1));
-    double *x = calloc((size_t)N, sizeof(double)), *nx = calloc((size_t)N, sizeof(double));
-    if (!x || !nx) {
-        free(x), free(nx);
-        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    }
-    x[target] = 1.0;
-    memset(out, 0, sizeof(double) * N);
-    ct_status rc = CT_OK;
-    for (int it = 0;; it++) {
-        memset(nx, 0, sizeof(double) * N);
-        int any = 0;
-        for (int64_t r = 0; r < R; r++) {
-            double xr = x[ct_graph_row_node(g, r)];
-            if (xr == 0.0) continue;
-            const float *row = g->adj + (size_t)r * N;
-            for (int64_t c = 0; c < N; c++) nx[c] += xr * row[c];
-        }
-        for (int64_t c = 0; c < N; c++) {
-            out[c] += nx[c];
-            any |= nx[c] != 0.0;
-        }
-        if (!any) break;
-        if (it == 1000) {
-            rc = ct_fail(err, CT_STATUS_BAD_ARG, "total effects did not converge after 1000 steps (the graph has a cycle)");
-            break;
-        }
-        double *t = x;
-        x = nx, nx = t;
-    }
-    free(x), free(nx);
+    int64_t N = g->n_nodes;
+    if (target < 0 || target >= N)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "node %lld outside 0..%lld", (long long)target, (long long)(N - 1));
+    double *x0 = calloc((size_t)N, sizeof(double));
+    if (!x0) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    x0[target] = 1.0;
+    rows_view v = {g, g->adj, NULL, NULL, NULL};
+    ct_status rc = propagate(&v, NULL, x0, out, err);
+    free(x0);
     return rc;
 }
 
@@ -282,7 +263,7 @@ static ct_status scores_of(const rows_view *v, double *repl, double *compl, ct_e
     ct_status rc = rinv && inf && w ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     if (!rc) {
         row_inverse(v, 1e-10, rinv);
-        rc = influence(v, rinv, w, inf, err);
+        rc = propagate(v, rinv, w, inf, err);
     }
     if (!rc) {
         double tok = 0.0, er = 0.0, num = 0.0, den = 0.0;
@@ -413,7 +394,7 @@ ct_status ct_graph_prune(ct_graph **out, const ct_graph *g, double node_threshol
     // 2. edge scores on the graph restricted to the kept nodes; the edge threshold
     rows_view kept = {g, g->adj, mask1, NULL, buf};
     row_inverse(&kept, 1e-10, rinv);
-    if ((rc = influence(&kept, rinv, w, pinf, err))) goto done;
+    if ((rc = propagate(&kept, rinv, w, pinf, err))) goto done;
     for (int64_t r = 0; r < R; r++) {
         int64_t n = ct_graph_row_node(g, r);
         const float *row = g->adj + (size_t)r * N;

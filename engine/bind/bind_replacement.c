@@ -66,21 +66,21 @@ static int l_rm_transcoders(lua_State *L) {
 
 // The prompt argument: a string (tokenized with BOS) or a list of ids (BOS prepended when the
 // first id is not a special token). Returns malloc'ed ids.
-static int *prompt_ids(lua_State *L, int idx, ct_model *m, int *n) {
+static int *prompt_ids(lua_State *L, int idx, ct_model *m, int *n, const char *fn) {
     int *ids = NULL;
     ct_err err = {0};
     if (lua_type(L, idx) == LUA_TSTRING) {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        if (len == 0) ct_lua_fail(L, CT_STATUS_BAD_ARG, "attribute: the prompt is empty");
-        if (!m->tok) ct_lua_fail(L, CT_STATUS_BAD_ARG, "attribute: the model has no tokenizer; pass token ids");
+        if (len == 0) ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: the prompt is empty", fn);
+        if (!m->tok) ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: the model has no tokenizer; pass token ids", fn);
         if (ct_tokenizer_encode(m->tok, s, len, 1, &ids, n, &err)) ct_lua_raise(L, &err);
     } else if (lua_type(L, idx) == LUA_TTABLE) {
         int k;
         int *raw = ct_lua_check_ids(L, idx, &k);
         if (k == 0) {
             free(raw);
-            ct_lua_fail(L, CT_STATUS_BAD_ARG, "attribute: the prompt is empty");
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: the prompt is empty", fn);
         }
         int bos = m->cfg.bos_id, special = raw[0] == bos || raw[0] == m->cfg.eos_id;
         if (m->tok && raw[0] >= 0) {
@@ -98,8 +98,8 @@ static int *prompt_ids(lua_State *L, int idx, ct_model *m, int *n) {
         *n += k;
         free(raw);
     } else {
-        ct_lua_fail(L, CT_STATUS_BAD_ARG, "attribute: expected a prompt string or a list of token ids, got %s",
-                    luaL_typename(L, idx));
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: expected a prompt string or a list of token ids, got %s",
+                    fn, luaL_typename(L, idx));
     }
     return ids;
 }
@@ -251,7 +251,7 @@ static int l_rm_attribute(lua_State *L) {
     o.n_targets = read_targets(L, 3, m, &targets, &vecs);
     o.targets = targets;
     int n;
-    int *ids = prompt_ids(L, 2, m, &n);
+    int *ids = prompt_ids(L, 2, m, &n, "attribute");
     ct_graph *g = NULL;
     ct_err err = {0};
     ct_status rc = ct_attribute(&g, m, tc, ids, n, &o, &err);
@@ -531,7 +531,7 @@ static int l_rm_intervene(lua_State *L) {
     read_iv_opts(L, 4, m, &o, "intervene");
     check_watch(L, 4);
     int T;
-    int *ids = prompt_ids(L, 2, m, &T);
+    int *ids = prompt_ids(L, 2, m, &T, "intervene");
     ct_iv_session *sess = session_of(L, b, m, tc, ids, T);
     free(ids);
     int64_t shape[2] = {T, m->cfg.vocab_size};
@@ -572,7 +572,7 @@ static int l_rm_generate(lua_State *L) {
     ct_lua_gen_opts(L, 4, "generate", &g);
     if (!m->tok) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "generate: the model has no tokenizer");
     int T;
-    int *ids = prompt_ids(L, 2, m, &T);
+    int *ids = prompt_ids(L, 2, m, &T, "generate");
     ct_iv_session *sess = session_of(L, b, m, tc, ids, T);
     int *out = malloc(sizeof(int) * (size_t)(g.max_tokens + 1)), n = 0;
     ct_err err = {0};

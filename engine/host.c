@@ -223,6 +223,7 @@ static int repl(lua_State *L) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: ctrace [options] [script.lua [args...]]\n"
+            "       ctrace run | check | new <folder>   (case-study folders; --help on each)\n"
             "  script.lua args   run a Lua script (\"-\" reads it from standard input)\n"
             "  -e code           run a Lua chunk (may repeat; runs before the script)\n"
             "  (no script, no -e) start the REPL; state persists between lines\n"
@@ -231,8 +232,34 @@ static void usage(FILE *f) {
             "Scripts find ctrace with require \"ctrace\".\n");
 }
 
+// ctrace run | check | new <folder>: the subcommands live in lua/ctrace/cli.lua.
+static int subcommand(const char *cmd, int argc, char **argv) {
+    lua_State *L = ct_host_new();
+    if (!L) {
+        fprintf(stderr, "ctrace: cannot create a Lua state (out of memory)\n");
+        return 1;
+    }
+    int status = 1;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "ctrace.cli");
+    if (docall(L, 1, 1) == 0) {
+        lua_getfield(L, -1, "main");
+        lua_pushstring(L, cmd);
+        lua_createtable(L, argc, 0);
+        for (int i = 0; i < argc; i++) {
+            lua_pushstring(L, argv[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        if (docall(L, 2, 1) == 0) status = (int)lua_tointeger(L, -1);
+    }
+    lua_close(L);
+    return status;
+}
+
 int ct_host_main(int argc, char **argv) {
     int i = 1, ran = 0, st = 0;
+    if (argc >= 2 && (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "check") == 0 || strcmp(argv[1], "new") == 0))
+        return subcommand(argv[1], argc - 2, argv + 2);
     for (; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);

@@ -223,16 +223,16 @@ static int large_threads(void) {
 
 void ct_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc) {
-    int small = (double)M * N * K < (double)(1 << 22);
-    int want = small ? 1 : large_threads();
+    int small = (double)M * N * K < (double)(1 << 22), large = large_threads();   // read before any change
+    int want = small ? 1 : large;
     if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
                 ldb, beta, C, ldc);
 }
 
 void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb) {
-    int small = (double)M * M * N < (double)(1 << 23);
-    int want = small ? 1 : large_threads();
+    int small = (double)M * M * N < (double)(1 << 23), large = large_threads();
+    int want = small ? 1 : large;
     if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
     cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, M, N, 1.0f, A, lda, B, ldb);
 }

@@ -1,8 +1,14 @@
 // core.c - the ctrace.core module: registers every type and a few engine facts.
+#include <dirent.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "bind.h"
+#include "sha256.h"
 
 static int l_mem_bytes(lua_State *L) {
     lua_pushnumber(L, (lua_Number)ct_mem_bytes());
@@ -20,6 +26,77 @@ static int l_clock(lua_State *L) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     lua_pushnumber(L, (lua_Number)t.tv_sec + (lua_Number)t.tv_nsec * 1e-9);
+    return 1;
+}
+
+// sha256(path) -> the file's SHA-256 as hex
+static int l_sha256(lua_State *L) {
+    char hex[65];
+    ct_err err = {0};
+    if (ct_sha256_file(luaL_checkstring(L, 1), hex, &err)) return ct_lua_raise(L, &err);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
+// mkdirs(path): creates the directory and its missing parents
+static int l_mkdirs(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    char buf[4096];
+    if (strlen(path) >= sizeof buf) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "mkdirs: path too long");
+    strcpy(buf, path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return ct_lua_fail(L, CT_STATUS_IO, "cannot create directory %s: %s", buf, strerror(errno));
+            *p = c;
+            if (!c) break;
+        }
+    }
+    return 0;
+}
+
+// list_dir(path) -> sorted names of the entries (not . and ..), and whether path is a directory
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int l_list_dir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    DIR *d = opendir(path);
+    lua_newtable(L);
+    if (!d) {
+        lua_pushboolean(L, 0);
+        return 2;
+    }
+    char **names = NULL;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        if (n == cap) {
+            char **nn = realloc(names, sizeof *names * (size_t)(cap = cap ? 2 * cap : 32));
+            if (!nn) break;
+            names = nn;
+        }
+        if (!(names[n] = strdup(e->d_name))) break;
+        n++;
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_names);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, i + 1);
+        free(names[i]);
+    }
+    free(names);
+    lua_pushboolean(L, 1);
+    return 2;
+}
+
+// Peak resident set size of the process, bytes.
+static int l_peak_rss(lua_State *L) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    lua_pushnumber(L, (lua_Number)ru.ru_maxrss * 1024);
     return 1;
 }
 
@@ -49,6 +126,14 @@ int luaopen_ctrace_core(lua_State *L) {
     lua_setfield(L, -2, "methods");
     lua_pushcfunction(L, l_clock);
     lua_setfield(L, -2, "clock");
+    lua_pushcfunction(L, l_sha256);
+    lua_setfield(L, -2, "sha256");
+    lua_pushcfunction(L, l_peak_rss);
+    lua_setfield(L, -2, "peak_rss");
+    lua_pushcfunction(L, l_mkdirs);
+    lua_setfield(L, -2, "mkdirs");
+    lua_pushcfunction(L, l_list_dir);
+    lua_setfield(L, -2, "list_dir");
     lua_pushstring(L, CT_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, ct_blas_core());

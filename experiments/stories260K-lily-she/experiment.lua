@@ -2,13 +2,14 @@
 -- with " lo(ved)"? Trace the graph, take the features it points at, inhibit and amplify them,
 -- sweep their scale and the layers an ablation is confined to, swap the last position's features
 -- for those of a "... boy named Tom. He" prompt, and check how faithful the graph is.
---   build/ctrace experiments/stories260K-lily-she/experiment.lua   (writes results/ beside it)
+--   ctrace run experiments/stories260K-lily-she     (writes results/ beside this file)
+--   ctrace check experiments/stories260K-lily-she   (and compares them with expected/)
 local ct = require "ctrace"
 local study = require "ctrace.study"
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 local out = here .. "/results"
-assert(os.execute("mkdir -p '" .. out .. "'") == 0, "cannot create " .. out)
+ct.mkdirs(out)
 
 local m = ct.load_model("stories260K")
 local rm = ct.replacement_model(m, ct.load_transcoders("stories260K"))

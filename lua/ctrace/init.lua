@@ -24,6 +24,10 @@ local M = {
   json_encode = core.json_encode,   -- (value [, pretty]) -> string
   json_decode = core.json_decode,
   replacement_model = core.replacement_model,
+  sha256 = core.sha256,       -- (path) -> hex digest of a file
+  peak_rss = core.peak_rss,   -- peak resident memory of the process, bytes
+  mkdirs = core.mkdirs,       -- (path) creates a directory and its parents
+  list_dir = core.list_dir,   -- (path) -> sorted entry names, is_directory
   supernode = intervention.supernode,
   load_graph = core.load_graph,
 }

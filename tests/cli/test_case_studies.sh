@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# test_case_studies.sh - every case study with an expected/summary.json runs and reproduces it
-# (numbers within 1e-4: they are rounded to 1e-6 and come from float32 arithmetic whose order can
-# follow the machine's BLAS kernels).
+# test_case_studies.sh - ctrace run / check / new on case-study folders: every folder with an
+# expected/ passes `ctrace check` (numbers within the folder's tolerance, 1e-4 by default: they are
+# rounded to 1e-6 and come from float32 arithmetic whose order can follow the BLAS kernels);
+# a changed expected number makes check fail and name it; `ctrace new` makes a folder that runs.
 set -u
 cd "$(dirname "$0")/../.."
 CTRACE=${BUILD:-build}/ctrace
 n=0
 fail=0
-for exp in experiments/*/expected/summary.json; do
-  dir=${exp%/expected/summary.json}
+t() {   # t description command...
   n=$((n + 1))
-  if out=$("$CTRACE" "$dir/experiment.lua" 2>&1 >/dev/null) &&
-     out=$("$CTRACE" tests/cli/compare_summary.lua "$exp" "$dir/results/summary.json" 2>&1); then
-    echo "ok $n - $dir reproduces expected/summary.json"
-  else
-    echo "not ok $n - $dir: $out"
-    fail=1
-  fi
+  if out=$("${@:2}" 2>&1); then echo "ok $n - $1"; else echo "not ok $n - $1"; echo "$out" | sed 's/^/#   /'; fail=1; fi
+}
+for exp in experiments/*/expected; do
+  dir=${exp%/expected}
+  t "ctrace check $dir" "$CTRACE" check "$dir"
+  t "$dir: manifest with hashes and attributions" grep -q '"sha256"' "$dir/results/manifest.json"
 done
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# a changed expected number: check fails and names it
+cp -r experiments/stories260K-lily-she "$tmp/lily"
+sed -i 's/"tokens":	17/"tokens":	18/' "$tmp/lily/expected/summary.json"
+t "check reports a changed number" bash -c "! '$CTRACE' check '$tmp/lily' > '$tmp/out' 2>&1 && grep -q 'summary.json.summary.tokens\|summary.json.tokens: expected 18, got 17' '$tmp/out'"
+# new: a folder that runs as is
+t "ctrace new makes a folder" "$CTRACE" new "$tmp/demo"
+t "the new folder runs" "$CTRACE" run "$tmp/demo"
+t "it wrote its graph and summary" test -s "$tmp/demo/results/graph.json" -a -s "$tmp/demo/results/summary.json"
+t "new refuses an existing folder" bash -c "! '$CTRACE' new '$tmp/demo' 2>/dev/null"
+t "run --help" bash -c "'$CTRACE' run --help | grep -q manifest"
+t "run without a folder exits 2" bash -c "'$CTRACE' run 2>/dev/null; test \$? -eq 2"
+t "run of a folder without experiment.lua fails clearly" bash -c "! '$CTRACE' run '$tmp' 2> '$tmp/err'; grep -q 'experiment.lua does not exist' '$tmp/err'"
 echo "1..$n"
 exit $fail

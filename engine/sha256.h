@@ -1,0 +1,24 @@
+// sha256.h - SHA-256 (FIPS 180-4) of buffers and files, for manifests and download checks.
+#ifndef CT_SHA256_H
+#define CT_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct {
+    uint32_t h[8];
+    uint64_t len;       // bytes so far
+    uint8_t buf[64];
+    size_t n;           // bytes in buf
+} ct_sha256;
+
+void ct_sha256_init(ct_sha256 *s);
+void ct_sha256_update(ct_sha256 *s, const void *data, size_t n);
+// Writes the digest as 64 lowercase hex digits and a NUL into hex (65 bytes).
+void ct_sha256_hex(ct_sha256 *s, char hex[65]);
+// The digest of a file's contents.
+ct_status ct_sha256_file(const char *path, char hex[65], ct_err *err);
+
+#endif

@@ -2,6 +2,7 @@
 #include "fileio.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,4 +88,44 @@ int ct_is_file(const char *path) {
 int ct_path_join(char *out, size_t n, const char *dir, const char *name) {
     int k = snprintf(out, n, "%s/%s", dir, name);
     return k >= 0 && (size_t)k < n;
+}
+
+static char g_write_root[4096];   // resolved; empty: writes anywhere
+
+ct_status ct_set_write_root(const char *root, ct_err *err) {
+    if (!root || !*root) {
+        g_write_root[0] = 0;
+        return CT_OK;
+    }
+    char buf[PATH_MAX];
+    if (!realpath(root, buf)) return ct_fail(err, CT_STATUS_IO, "write root %s: %s", root, strerror(errno));
+    snprintf(g_write_root, sizeof g_write_root, "%s", buf);
+    return CT_OK;
+}
+
+ct_status ct_check_write(const char *path, ct_err *err) {
+    if (!g_write_root[0]) return CT_OK;
+    // resolve the deepest existing directory of path, then add the rest back
+    char dir[PATH_MAX], real[PATH_MAX], full[2 * PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    const char *rest = "";
+    char *slash;
+    for (;;) {
+        slash = strrchr(dir, '/');
+        if (!slash) {
+            if (!realpath(".", real)) return ct_fail(err, CT_STATUS_IO, "cannot resolve the current directory");
+            rest = path;
+            break;
+        }
+        *slash = 0;
+        if (realpath(*dir ? dir : "/", real)) {
+            rest = path + (slash - dir) + 1;
+            break;
+        }
+    }
+    snprintf(full, sizeof full, "%s/%s", real, rest);
+    size_t n = strlen(g_write_root);
+    if (strstr(rest, "..") || strncmp(full, g_write_root, n) != 0 || (full[n] != '/' && full[n] != 0))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "writing %s: this run may write only under %s", path, g_write_root);
+    return CT_OK;
 }

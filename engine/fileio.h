@@ -17,4 +17,10 @@ int ct_is_file(const char *path);
 // dir + "/" + name into out (n bytes); 0 when it does not fit.
 int ct_path_join(char *out, size_t n, const char *dir, const char *name);
 
+// Confines every file the engine writes to the directory root (NULL or "": no confinement), as
+// sandboxed experiments need. ct_check_write fails with BAD_ARG naming the path and the root when
+// path (resolved through its existing directories) is not under root.
+ct_status ct_set_write_root(const char *root, ct_err *err);
+ct_status ct_check_write(const char *path, ct_err *err);
+
 #endif

@@ -116,6 +116,8 @@ static void sb_double(sbuf *b, double v) {
 // Writes the buffer to path through a temporary file and a rename.
 static ct_status sb_save(sbuf *b, const char *path, ct_err *err) {
     if (b->oom) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory writing %s", path);
+    ct_status rc = ct_check_write(path, err);
+    if (rc) return rc;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");

@@ -26,17 +26,17 @@ static void interrupted_hook(lua_State *L, lua_Debug *ar) {
 static void on_sigint(int sig) {
     signal(sig, SIG_DFL);   // a second Ctrl-C kills the process
     ct_cancel_requested = 1;   // engine loops stop at their next check
-    if (g_sigint_state) lua_sethook(g_sigint_state, interrupted_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    if (g_sigint_state) lua_sethook(g_sigint_state, interrupted_hook, LUA_MASKCOUNT, 1);   // count, not call: C error handlers run unhooked
 }
 
 static int traceback(lua_State *L) {
+    lua_sethook(L, NULL, 0, 0);   // an interrupt or timeout hook must not fire inside the handler
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1)) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    lua_getglobal(L, "debug");
-    lua_getfield(L, -1, "traceback");
+    lua_getfield(L, LUA_REGISTRYINDEX, "ctrace.traceback");   // debug.traceback, kept from sandboxes
     lua_pushstring(L, msg);
     lua_pushinteger(L, 2);
     lua_call(L, 2, 1);
@@ -97,6 +97,10 @@ lua_State *ct_host_new(void) {
     lua_State *L = luaL_newstate();
     if (!L) return NULL;
     luaL_openlibs(L);
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_setfield(L, LUA_REGISTRYINDEX, "ctrace.traceback");
+    lua_pop(L, 1);
     char root[1024];
     find_root(root, sizeof root);
     // package.path: the project's lua/ first

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
+
 #define ST_MAX_HEADER (100u * 1000u * 1000u)
 
 static const struct { const char *name; size_t size; } dtypes[CT_DT_COUNT] = {
@@ -365,6 +367,7 @@ ct_status ct_st_to_f32(float *out, const ct_st_tensor *t, ct_err *err) {
 
 ct_status ct_safetensors_write(const char *path, const ct_st_entry *entries, int n,
                                const char *const *meta_kv, int n_meta, ct_err *err) {
+    if (ct_check_write(path, err)) return err->status;
     cJSON *root = cJSON_CreateObject();
     if (!root) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     ct_status rc = CT_OK;

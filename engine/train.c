@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "fileio.h"
 #include "safetensors.h"
 #include "tensor.h"
 
@@ -443,6 +444,7 @@ static ct_status write_config(const char *dir, const char *kind, const char *mod
     char path[1200], tmp[1300];
     snprintf(path, sizeof path, "%s/config.yaml", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (ct_check_write(path, err)) return err->status;
     FILE *f = fopen(tmp, "w");
     if (!f) return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", tmp, strerror(errno));
     fprintf(f, "model_name: %s\nmodel_kind: %s\nfeature_input_hook: %s\nfeature_output_hook: %s\nactivation: topk\nk: %d\n",
@@ -461,6 +463,7 @@ static ct_status write_config(const char *dir, const char *kind, const char *mod
 
 ct_status ct_clt_save_set(const char *dir, const ct_clt_params *p, const char *model_name, const char *input_hook,
                           const char *output_hook, ct_err *err) {
+    if (ct_check_write(dir, err)) return err->status;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return ct_fail(err, CT_STATUS_IO, "cannot create %s: %s", dir, strerror(errno));
     char path[1200], n1[32], n2[32], n3[32], n4[32];
     int L = p->n_layers;
@@ -486,6 +489,7 @@ ct_status ct_clt_save_set(const char *dir, const ct_clt_params *p, const char *m
 
 ct_status ct_plt_save_set(const char *dir, const ct_plt_params *layers, int n_layers, const char *model_name,
                           const char *input_hook, const char *output_hook, ct_err *err) {
+    if (ct_check_write(dir, err)) return err->status;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return ct_fail(err, CT_STATUS_IO, "cannot create %s: %s", dir, strerror(errno));
     char path[1200];
     for (int l = 0; l < n_layers; l++) {

@@ -1,6 +1,9 @@
 // core.c - the ctrace.core module: registers every type and a few engine facts.
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -8,6 +11,7 @@
 #include <time.h>
 
 #include "bind.h"
+#include "fileio.h"
 #include "sha256.h"
 
 static int l_mem_bytes(lua_State *L) {
@@ -43,6 +47,8 @@ static int l_mkdirs(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     char buf[4096];
     if (strlen(path) >= sizeof buf) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "mkdirs: path too long");
+    ct_err err = {0};
+    if (ct_check_write(path, &err)) return ct_lua_raise(L, &err);
     strcpy(buf, path);
     for (char *p = buf + 1;; p++) {
         if (*p == '/' || *p == 0) {
@@ -92,6 +98,72 @@ static int l_list_dir(lua_State *L) {
     return 2;
 }
 
+// set_write_root(dir): every file the engine writes from now on must be under dir ("" lifts it)
+static int l_set_write_root(lua_State *L) {
+    ct_err err = {0};
+    if (ct_set_write_root(luaL_checkstring(L, 1), &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
+// check_write(path): raises unless path may be written
+static int l_check_write(lua_State *L) {
+    ct_err err = {0};
+    if (ct_check_write(luaL_checkstring(L, 1), &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
+// realpath(path) -> the resolved absolute path, or nil
+static int l_realpath(lua_State *L) {
+    char buf[PATH_MAX];
+    if (!realpath(luaL_checkstring(L, 1), buf)) return 0;
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+// set_timeout(seconds): after that much wall-clock time engine loops stop and the running Lua
+// code raises "CANCELLED: timeout" (0 disarms).
+static lua_State *volatile g_timeout_state;
+static double g_timeout_seconds;
+
+static void timeout_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "CANCELLED: timeout after %g s", g_timeout_seconds);
+}
+
+static void on_alarm(int sig) {
+    (void)sig;
+    ct_cancel_requested = 1;
+    if (g_timeout_state) lua_sethook(g_timeout_state, timeout_hook, LUA_MASKCOUNT, 1);
+}
+
+static int l_set_timeout(lua_State *L) {
+    double s = luaL_checknumber(L, 1);
+    if (!(s >= 0 && s < 1e9)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "timeout: expected seconds >= 0, got %g", s);
+    g_timeout_state = L;
+    g_timeout_seconds = s;
+    signal(SIGALRM, on_alarm);
+    struct itimerval it = {{0, 0}, {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)}};
+    if (s > 0 && it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0) it.it_value.tv_usec = 1;
+    setitimer(ITIMER_REAL, &it, NULL);
+    return 0;
+}
+
+// traceback(msg): an error handler that first removes any interrupt or timeout hook (so the
+// handler itself is not interrupted), then adds debug.traceback's stack.
+static int l_traceback(lua_State *L) {
+    lua_sethook(L, NULL, 0, 0);
+    lua_getfield(L, LUA_REGISTRYINDEX, "ctrace.traceback");
+    if (!lua_isfunction(L, -1)) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
 // Peak resident set size of the process, bytes.
 static int l_peak_rss(lua_State *L) {
     struct rusage ru;
@@ -134,6 +206,16 @@ int luaopen_ctrace_core(lua_State *L) {
     lua_setfield(L, -2, "mkdirs");
     lua_pushcfunction(L, l_list_dir);
     lua_setfield(L, -2, "list_dir");
+    lua_pushcfunction(L, l_traceback);
+    lua_setfield(L, -2, "traceback");
+    lua_pushcfunction(L, l_realpath);
+    lua_setfield(L, -2, "realpath");
+    lua_pushcfunction(L, l_set_timeout);
+    lua_setfield(L, -2, "set_timeout");
+    lua_pushcfunction(L, l_set_write_root);
+    lua_setfield(L, -2, "set_write_root");
+    lua_pushcfunction(L, l_check_write);
+    lua_setfield(L, -2, "check_write");
     lua_pushstring(L, CT_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, ct_blas_core());

@@ -8,12 +8,17 @@ local ct = require "ctrace"
 local M = {}
 
 local HELP = {
-  run = [[usage: ctrace run <folder>
+  run = [[usage: ctrace run <folder> [--timeout SECONDS] [--unsafe]
 Runs <folder>/experiment.lua (arg[0] is its path). The script writes its results into
 <folder>/results/; ctrace adds results/manifest.json: the ctrace version, the BLAS kernels and
 thread count, every model and transcoder file the script loaded with its SHA-256, every
-attribution's prompt tokens and options, the run's wall-clock time and peak memory.]],
-  check = [[usage: ctrace check <folder> [--no-run]
+attribution's prompt tokens and options, the run's wall-clock time and peak memory.
+The script runs in a sandbox: no os.execute, io.popen, ffi, debug or C modules; reading or
+writing an undefined global raises; files are written only under results/ and read only from the
+folder, the project, the model directories and the caches. --unsafe lifts all of it.
+--timeout stops the run (attribution included) after that many seconds; Ctrl-C stops it too.
+Results are written under temporary names and renamed when complete.]],
+  check = [[usage: ctrace check <folder> [--no-run] [--timeout SECONDS]
 Runs the folder (unless --no-run) and compares each file of <folder>/expected/ with the file of
 the same name in results/: JSON files number by number within a tolerance (expected/tolerance.json
 {"default": 1e-4} if present, else 1e-4, relative above 1), strings and other files exactly.
@@ -52,8 +57,93 @@ local function files_of(path)
   return out
 end
 
+local SAFE = {"assert", "error", "ipairs", "pairs", "next", "pcall", "xpcall", "select", "tonumber", "tostring", "type",
+              "unpack", "print", "rawequal", "rawget", "rawset", "setmetatable", "getmetatable", "string", "table", "math",
+              "coroutine", "bit"}
+
+local function under(path, roots)
+  for _, r in ipairs(roots) do
+    if r and (path == r or path:sub(1, #r + 1) == r .. "/") then return true end
+  end
+  return false
+end
+
+-- Restricts this process to what an experiment may do (see HELP.run) and returns the script's
+-- environment.
+local function sandbox(folder)
+  local core = require "ctrace.core"
+  local results = folder .. "/results"
+  core.set_write_root(results)
+  local home = os.getenv("HOME") or "/nonexistent"
+  local cache = os.getenv("XDG_CACHE_HOME") or (home .. "/.cache")
+  local roots = {core.realpath(folder), core.realpath(ct.root or "."), core.realpath(cache .. "/ctrace"),
+                 core.realpath(os.getenv("HF_HOME") or (cache .. "/huggingface")), core.realpath(os.getenv("HF_HUB_CACHE") or "")}
+  for _, d in ipairs(ct.model_dirs()) do roots[#roots + 1] = core.realpath(d) end
+  local function readable(path, what)
+    local real = core.realpath(path)
+    if real and not under(real, roots) then
+      error("BAD_ARG: " .. what .. " " .. path .. ": this run may read only the folder, the project, the model "
+            .. "directories and the caches", 3)
+    end
+  end
+  local open = io.open
+  io.open = function(path, mode)
+    mode = mode or "r"
+    if mode:find("[wa+]") then core.check_write(path) else readable(path, "reading") end
+    return open(path, mode)
+  end
+  local lines = io.lines
+  io.lines = function(path, ...)
+    if path then readable(path, "reading") end
+    return lines(path, ...)
+  end
+  local rename, remove = os.rename, os.remove
+  os.rename = function(a, b) core.check_write(a) core.check_write(b) return rename(a, b) end
+  os.remove = function(a) core.check_write(a) return remove(a) end
+  local function forbidden(name)
+    return function() error("BAD_ARG: " .. name .. " is not available to experiments (ctrace run --unsafe allows it)", 2) end
+  end
+  os.execute, io.popen, os.exit, os.tmpname = forbidden("os.execute"), forbidden("io.popen"), forbidden("os.exit"),
+                                              forbidden("os.tmpname")
+  io.input, io.output = forbidden("io.input"), forbidden("io.output")
+  package.loadlib, package.cpath = forbidden("package.loadlib"), ""
+  for i = #package.loaders, 3, -1 do package.loaders[i] = nil end   -- C loaders
+  for _, name in ipairs {"load_model", "load_tokenizer", "load_transcoders", "load_graph"} do
+    local f = ct[name]
+    ct[name] = function(path, ...)
+      if type(path) == "string" and path:find("/", 1, true) then readable(path, name) end
+      return f(path, ...)
+    end
+  end
+  local env = {}
+  for _, k in ipairs(SAFE) do env[k] = _G[k] end
+  env.io = {open = io.open, lines = io.lines, write = io.write, read = io.read, stdout = io.stdout, stderr = io.stderr}
+  env.io.popen, env.io.input, env.io.output = io.popen, io.input, io.output
+  env.os = {time = os.time, clock = os.clock, date = os.date, getenv = os.getenv, difftime = os.difftime,
+            rename = os.rename, remove = os.remove, execute = os.execute, exit = os.exit, tmpname = os.tmpname}
+  env.require = function(name)
+    if type(name) ~= "string" or not (name == "ctrace" or name:match("^ctrace%.[%w_]+$")) or name == "ctrace.core"
+       or name == "ctrace.cli" then
+      error("BAD_ARG: require '" .. tostring(name) .. "': experiments may require ctrace and its Lua modules only "
+            .. "(ctrace run --unsafe allows more)", 2)
+    end
+    return require(name)
+  end
+  env.loadstring = function(text, name)
+    local f, e = loadstring(text, name)
+    if f then setfenv(f, env) end
+    return f, e
+  end
+  env.load = env.loadstring
+  env.debug, env.ffi, env.dofile, env.loadfile = nil, nil, nil, nil
+  return setmetatable(env, {
+    __index = function(_, k) error("undefined global '" .. tostring(k) .. "'", 2) end,
+    __newindex = function(_, k) error("assignment to undefined global '" .. tostring(k) .. "' (declare it local)", 2) end,
+  })
+end
+
 -- Runs the experiment with loads and attributions recorded; returns the manifest table.
-local function run_folder(folder)
+local function run_folder(folder, o)
   local script = folder .. "/experiment.lua"
   if not exists(script) then error("NOT_FOUND: " .. script .. " does not exist (ctrace new makes one)", 0) end
   ct.mkdirs(folder .. "/results")
@@ -93,15 +183,27 @@ local function run_folder(folder)
   local chunk, err = loadfile(script)
   local ok
   if chunk then
-    arg = {[0] = script}
-    ok, err = xpcall(chunk, debug.traceback)
+    local script_arg = {[0] = script}
+    if o.unsafe then
+      arg = script_arg
+    else
+      local env = sandbox(folder)
+      rawset(env, "arg", script_arg)
+      setfenv(chunk, env)
+    end
+    local traceback = require("ctrace.core").traceback
+    if o.timeout then require("ctrace.core").set_timeout(o.timeout) end
+    ok, err = xpcall(chunk, traceback)
+    if o.timeout then require("ctrace.core").set_timeout(0) end
   end
   ct.load_model, ct.load_transcoders, methods.attribute = load_model, load_transcoders, attribute
   if not chunk or not ok then error(err, 0) end
   local manifest = {ctrace_version = ct.version, blas_core = ct.blas_core, threads = ct.threads(), folder = folder,
                     seconds = ct.clock() - t0, peak_rss_bytes = ct.peak_rss(), inputs = inputs,
                     attributions = attributions}
-  write(folder .. "/results/manifest.json", ct.json_encode(manifest, true) .. "\n")
+  require("ctrace.core").set_write_root("")
+  write(folder .. "/results/manifest.json.tmp", ct.json_encode(manifest, true) .. "\n")
+  assert(os.rename(folder .. "/results/manifest.json.tmp", folder .. "/results/manifest.json"))
   return manifest
 end
 
@@ -118,8 +220,8 @@ local function compare(want, got, tol, path, out)
   end
 end
 
-local function check_folder(folder, run)
-  if run then run_folder(folder) end
+local function check_folder(folder, o)
+  if not o.no_run then run_folder(folder, o) end
   local names, is_dir = ct.list_dir(folder .. "/expected")
   if not is_dir or #names == 0 then error("NOT_FOUND: " .. folder .. "/expected/ holds nothing to check", 0) end
   local tol = 1e-4
@@ -183,23 +285,44 @@ local function new_folder(folder)
 end
 
 function M.main(cmd, args)
-  local folder = args[1]
-  if folder == "-h" or folder == "--help" then
-    print(HELP[cmd])
-    return 0
+  local folder, o = nil, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "-h" or a == "--help" then
+      print(HELP[cmd])
+      return 0
+    elseif a == "--unsafe" and cmd == "run" then
+      o.unsafe = true
+    elseif a == "--no-run" and cmd == "check" then
+      o.no_run = true
+    elseif a == "--timeout" and cmd ~= "new" then
+      i = i + 1
+      o.timeout = tonumber(args[i])
+      if not o.timeout or o.timeout <= 0 then
+        io.stderr:write("ctrace ", cmd, ": --timeout needs a number of seconds\n")
+        return 2
+      end
+    elseif a:sub(1, 1) ~= "-" and not folder then
+      folder = a
+    else
+      io.stderr:write("ctrace ", cmd, ": unexpected argument '", a, "'\n", HELP[cmd], "\n")
+      return 2
+    end
+    i = i + 1
   end
-  if not folder or folder:sub(1, 1) == "-" then
+  if not folder then
     io.stderr:write(HELP[cmd], "\n")
     return 2
   end
   folder = folder:gsub("/+$", "")
   local ok, err = pcall(function()
     if cmd == "run" then
-      local mf = run_folder(folder)
+      local mf = run_folder(folder, o)
       io.stderr:write(string.format("ctrace run: %s in %.2f s, peak memory %.0f MB; results/manifest.json\n", folder,
                                     mf.seconds, mf.peak_rss_bytes / 1e6))
     elseif cmd == "check" then
-      local diffs, n, tol = check_folder(folder, args[2] ~= "--no-run")
+      local diffs, n, tol = check_folder(folder, o)
       for _, d in ipairs(diffs) do io.stderr:write("  ", d, "\n") end
       if #diffs > 0 then error(string.format("CHECK: %s: %d difference(s) from expected/ (tolerance %g)", folder, #diffs, tol), 0) end
       io.stderr:write(string.format("ctrace check: %s matches expected/ (%d file(s), tolerance %g)\n", folder, n, tol))

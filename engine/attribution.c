@@ -789,7 +789,7 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
         for (int64_t i0 = 0; i0 < n_pending; i0 += B) {
             if (o->cancel && *o->cancel) {
                 rc = ct_fail(err, CT_STATUS_CANCELLED, "attribution cancelled after %lld of %lld feature rows",
-                             (long long)n_visited, (long long)budget);
+                             (long long)(n_visited + i0), (long long)budget);
                 goto done;
             }
             int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;

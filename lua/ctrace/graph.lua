@@ -3,8 +3,34 @@
 --   g:top_features{n = 10} -> the n feature nodes with the most influence on the logits, most
 --       influential first (nodes as g:nodes() gives them)
 --   g:summary([n]) -> a few lines: prompt, logit targets, scores, the top n features
+--   g:save_json(path, {slug, scan, source_set, metadata, viewer = true, dashboards})
+--       the graph JSON, its graph-metadata.json entry, and (unless viewer = false) the viewer page
+--       beside it (path with .html); dashboards: feature dashboards for the page
+--   g:save_svg(path) -> a static picture of the (pruned) graph
 local core = require "ctrace.core"
 local M = core.methods("ctrace.Graph")
+
+local save_json = M.save_json
+function M.save_json(g, path, opts)
+  local o, viewer, dashboards = {}, true, nil
+  for k, v in pairs(opts or {}) do
+    if k == "viewer" then viewer = v
+    elseif k == "dashboards" then dashboards = v
+    else o[k] = v end
+  end
+  save_json(g, path, o)
+  if viewer ~= false then require("ctrace.viewer").write(path, path:gsub("%.json$", "") .. ".html", {dashboards = dashboards}) end
+end
+
+function M.save_svg(g, path)
+  local tmp = path .. ".json.tmp"
+  save_json(g, tmp, {slug = "svg", metadata = false})
+  local f = assert(io.open(tmp, "rb"))
+  local text = f:read("*a")
+  f:close()
+  os.remove(tmp)
+  return require("ctrace.viewer").svg(require("ctrace").json_decode(text), path)
+end
 
 function M.top_features(g, opts)
   opts = opts or {}

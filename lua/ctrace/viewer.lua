@@ -1,0 +1,278 @@
+-- ctrace.viewer - a self-contained HTML page for a graph JSON (no CDN, no network), and a static
+-- SVG of a graph for READMEs.
+--
+--   viewer.write(json_path [, html_path] [, {dashboards = table}])   -> html_path
+--       nodes laid out by layer (tokens at the bottom, logits at the top) and position; edges
+--       coloured by sign, width by weight; hover for label, activation and influence; click for a
+--       node's strongest inputs and outputs; pin nodes (the pin button or shift-click) and show
+--       only the pinned subgraph; group pinned nodes into named supernodes; an edge-weight slider
+--       hides weaker edges; the feature dashboard (top activating tokens, top logits) where one
+--       is given ({[layer .. "_" .. feature] = {top = {{text, activation}...}, logits = {...}}}).
+--       Opened with ?selftest, the page clicks its first feature node and writes what it found
+--       into <pre id="selftest"> (used by the tests).
+--   viewer.svg(json_path, svg_path)   the same layout as a static picture
+local ct = require "ctrace"
+
+local M = {}
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then error("NOT_FOUND: cannot read " .. path, 3) end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(path, text)
+  local tmp = path .. ".tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(text)
+  f:close()
+  assert(os.rename(tmp, path))
+end
+
+local PAGE = [==[<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
+<style>
+body { font: 13px sans-serif; margin: 0; display: flex; height: 100vh; }
+#main { flex: 1; overflow: auto; position: relative; }
+#side { width: 360px; border-left: 1px solid #ccc; padding: 8px; overflow: auto; }
+svg text { font-size: 10px; fill: #333; }
+.node { stroke: #333; stroke-width: 0.5; cursor: pointer; }
+.node.pinned { stroke: #000; stroke-width: 2.5; }
+.node.selected { stroke: #f0a; stroke-width: 3; }
+.edge { stroke-opacity: 0.55; }
+.hidden { display: none; }
+table { border-collapse: collapse; width: 100%; } td { padding: 1px 4px; border-bottom: 1px solid #eee; }
+button { margin: 2px; } h3 { margin: 6px 0 3px; }
+.sn { fill: none; stroke: #888; stroke-dasharray: 4 3; }
+</style></head><body>
+<div id="main"><svg id="graph" xmlns="http://www.w3.org/2000/svg"></svg></div>
+<div id="side">
+  <div><b id="title"></b></div>
+  <div id="stats"></div>
+  <div>edge weight &ge; <span id="thr-label">0</span> (share of the largest)<br>
+    <input id="thr" type="range" min="0" max="1" step="0.01" value="0" style="width:100%"></div>
+  <div><button id="pin">pin selected</button><button id="subgraph">pinned subgraph</button>
+    <button id="all">whole graph</button><button id="group">group pinned</button><button id="clear">unpin all</button></div>
+  <div id="hover" style="min-height:3em;color:#555"></div>
+  <div id="details"></div>
+  <h3>Supernodes</h3><div id="supernodes">none</div>
+  <pre id="selftest"></pre>
+</div>
+<script type="application/json" id="graph-data">%DATA%</script>
+<script type="application/json" id="dashboards">%DASH%</script>
+<script>
+window.ctraceErrors = [];
+window.addEventListener("error", e => window.ctraceErrors.push(String(e.message)));
+</script>
+<script>
+"use strict";
+const data = JSON.parse(document.getElementById("graph-data").textContent);
+const dash = JSON.parse(document.getElementById("dashboards").textContent);
+const NS = "http://www.w3.org/2000/svg";
+const svg = document.getElementById("graph");
+const byId = new Map(data.nodes.map(n => [n.node_id, n]));
+const pinned = new Set(), supernodes = [];
+let selected = null;
+const layerOf = n => n.feature_type === "embedding" ? -1 : parseInt(n.layer, 10);
+const layers = [...new Set(data.nodes.map(layerOf))].sort((a, b) => a - b);
+const nPos = data.metadata.prompt_tokens.length;
+const W = Math.max(900, nPos * 70), H = Math.max(500, layers.length * 70);
+svg.setAttribute("width", W); svg.setAttribute("height", H + 40);
+// layout: a row per layer (tokens at the bottom), a column per position, nodes of a cell side by side
+const cells = new Map();
+for (const n of data.nodes) {
+  const k = layerOf(n) + "/" + n.ctx_idx;
+  if (!cells.has(k)) cells.set(k, []);
+  cells.get(k).push(n);
+}
+for (const [k, list] of cells) {
+  const [l, p] = k.split("/").map(Number);
+  const y = H - 20 - layers.indexOf(l) * (H - 40) / Math.max(1, layers.length - 1);
+  list.forEach((n, i) => { n.x = 40 + (p + 0.5) * (W - 80) / nPos + (i - (list.length - 1) / 2) * 7; n.y = y; });
+}
+for (let p = 0; p < nPos; p++) {
+  const t = document.createElementNS(NS, "text");
+  t.setAttribute("x", 40 + (p + 0.5) * (W - 80) / nPos); t.setAttribute("y", H + 30);
+  t.setAttribute("text-anchor", "middle"); t.textContent = data.metadata.prompt_tokens[p];
+  svg.appendChild(t);
+}
+const maxW = Math.max(1e-12, ...data.links.map(l => Math.abs(l.weight)));
+const edgeEls = data.links.map(l => {
+  const s = byId.get(l.source), t = byId.get(l.target);
+  const e = document.createElementNS(NS, "line");
+  e.setAttribute("class", "edge");
+  e.setAttribute("x1", s.x); e.setAttribute("y1", s.y); e.setAttribute("x2", t.x); e.setAttribute("y2", t.y);
+  e.setAttribute("stroke", l.weight >= 0 ? "#1f77b4" : "#d62728");
+  e.setAttribute("stroke-width", 0.3 + 3 * Math.abs(l.weight) / maxW);
+  e.link = l;
+  svg.appendChild(e);
+  return e;
+});
+const colors = { "cross layer transcoder": "#9ecae1", "mlp reconstruction error": "#bbbbbb", "embedding": "#a1d99b", "logit": "#fdae6b" };
+const nodeEls = data.nodes.map(n => {
+  const c = document.createElementNS(NS, "circle");
+  c.setAttribute("class", "node"); c.setAttribute("cx", n.x); c.setAttribute("cy", n.y);
+  c.setAttribute("r", n.feature_type === "cross layer transcoder" ? 4 : 5);
+  c.setAttribute("fill", colors[n.feature_type] || "#ccc");
+  c.dataset.id = n.node_id;
+  const title = document.createElementNS(NS, "title");
+  title.textContent = n.node_id + (n.clerp ? " " + n.clerp : "");
+  c.appendChild(title);
+  c.addEventListener("mouseenter", () => { document.getElementById("hover").textContent = describe(n); });
+  c.addEventListener("click", ev => { if (ev.shiftKey) togglePin(n); select(n); });
+  n.el = c;
+  svg.appendChild(c);
+  return c;
+});
+function fmt(x) { return x === null || x === undefined ? "-" : (+x).toPrecision(4); }
+function describe(n) {
+  return n.node_id + " (" + n.feature_type + ")" + (n.clerp ? ": " + n.clerp : "") +
+    " activation " + fmt(n.activation) + ", influence " + fmt(n.influence);
+}
+function edgeTable(title, list, key) {
+  list.sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight));
+  let h = "<h3>" + title + "</h3><table>";
+  for (const l of list.slice(0, 10)) {
+    const o = byId.get(l[key]);
+    h += "<tr><td>" + escapeHtml(o.node_id) + "</td><td>" + escapeHtml(o.clerp || "") + "</td><td>" + fmt(l.weight) + "</td></tr>";
+  }
+  return h + "</table>";
+}
+function escapeHtml(s) { return String(s).replace(/[&<>"]/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
+function select(n) {
+  if (selected) selected.el.classList.remove("selected");
+  selected = n; n.el.classList.add("selected");
+  let h = "<h3>" + escapeHtml(n.node_id) + "</h3><div>" + escapeHtml(describe(n)) + "</div>";
+  const d = n.feature_type === "cross layer transcoder" && dash[n.layer + "_" + featureIndex(n)];
+  if (d) {
+    h += "<h3>Top activations</h3><table>" + (d.top || []).slice(0, 8).map(t => "<tr><td>" + escapeHtml(t[0]) + "</td><td>" + fmt(t[1]) + "</td></tr>").join("") + "</table>";
+    h += "<h3>Top logits</h3><div>" + (d.logits || []).slice(0, 8).map(escapeHtml).join(", ") + "</div>";
+  }
+  h += edgeTable("Strongest inputs", data.links.filter(l => l.target === n.node_id), "source");
+  h += edgeTable("Strongest outputs", data.links.filter(l => l.source === n.node_id), "target");
+  document.getElementById("details").innerHTML = h;
+}
+function featureIndex(n) { return n.node_id.split("_")[1]; }
+function togglePin(n) {
+  if (pinned.has(n.node_id)) pinned.delete(n.node_id); else pinned.add(n.node_id);
+  n.el.classList.toggle("pinned", pinned.has(n.node_id));
+}
+function applyView(onlyPinned) {
+  const thr = parseFloat(document.getElementById("thr").value) * maxW;
+  document.getElementById("thr-label").textContent = fmt(thr);
+  let shownE = 0;
+  for (const e of edgeEls) {
+    const hide = Math.abs(e.link.weight) < thr || (onlyPinned && !(pinned.has(e.link.source) && pinned.has(e.link.target)));
+    e.classList.toggle("hidden", hide);
+    if (!hide) shownE++;
+  }
+  for (const c of nodeEls) c.classList.toggle("hidden", onlyPinned && !pinned.has(c.dataset.id));
+  document.getElementById("stats").textContent = data.nodes.length + " nodes, " + data.links.length + " edges (" + shownE + " shown)";
+}
+let onlyPinned = false;
+document.getElementById("thr").addEventListener("input", () => applyView(onlyPinned));
+document.getElementById("pin").addEventListener("click", () => { if (selected) togglePin(selected); });
+document.getElementById("subgraph").addEventListener("click", () => { onlyPinned = true; applyView(true); });
+document.getElementById("all").addEventListener("click", () => { onlyPinned = false; applyView(false); });
+document.getElementById("clear").addEventListener("click", () => { for (const id of [...pinned]) togglePin(byId.get(id)); applyView(onlyPinned); });
+document.getElementById("group").addEventListener("click", () => {
+  if (pinned.size < 1) return;
+  const name = (window.prompt ? window.prompt("supernode name") : null) || ("group " + (supernodes.length + 1));
+  const members = [...pinned].map(id => byId.get(id));
+  supernodes.push({ name, members: members.map(m => m.node_id) });
+  const xs = members.map(m => m.x), ys = members.map(m => m.y);
+  const r = document.createElementNS(NS, "rect");
+  r.setAttribute("class", "sn");
+  r.setAttribute("x", Math.min(...xs) - 8); r.setAttribute("y", Math.min(...ys) - 8);
+  r.setAttribute("width", Math.max(...xs) - Math.min(...xs) + 16); r.setAttribute("height", Math.max(...ys) - Math.min(...ys) + 16);
+  svg.appendChild(r);
+  document.getElementById("supernodes").innerHTML = supernodes.map(s => "<div><b>" + escapeHtml(s.name) + "</b>: " + s.members.map(escapeHtml).join(", ") + "</div>").join("");
+});
+document.getElementById("title").textContent = data.metadata.prompt;
+applyView(false);
+if (location.search.indexOf("selftest") >= 0) {
+  window.ctraceErrors = window.ctraceErrors || [];
+  const first = data.nodes.find(n => n.feature_type === "cross layer transcoder") || data.nodes[0];
+  first.el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+  const details = document.getElementById("details").textContent;
+  document.getElementById("selftest").textContent = JSON.stringify({
+    nodes: document.querySelectorAll("circle.node").length, edges: document.querySelectorAll("line.edge").length,
+    json_nodes: data.nodes.length, json_links: data.links.length, clicked: first.node_id,
+    details_shown: details.indexOf(first.node_id) >= 0 && details.indexOf("Strongest inputs") >= 0,
+    errors: window.ctraceErrors });
+}
+</script></body></html>
+]==]
+
+-- Keeps embedded JSON from closing its <script> element.
+local function embed(text) return (text:gsub("</", "<\\/")) end
+
+function M.write(json_path, html_path, o)
+  o = o or {}
+  html_path = html_path or json_path:gsub("%.json$", "") .. ".html"
+  local text = read(json_path)
+  local g = ct.json_decode(text)
+  if type(g) ~= "table" or type(g.nodes) ~= "table" or type(g.links) ~= "table" or type(g.metadata) ~= "table" then
+    error("BAD_FORMAT: " .. json_path .. " is not a graph JSON (metadata, nodes, links)", 2)
+  end
+  local title = (g.metadata.slug or "graph"):gsub("[<>&]", "")
+  local page = PAGE:gsub("%%TITLE%%", function() return title end)
+                   :gsub("%%DATA%%", function() return embed(text) end)
+                   :gsub("%%DASH%%", function() return embed(ct.json_encode(o.dashboards or setmetatable({}, {}))) end)
+  write(html_path, page)
+  return html_path
+end
+
+-- The viewer's layout as a static SVG (nodes, edges by sign and weight, token labels).
+function M.svg(json_path, svg_path)
+  local g = type(json_path) == "table" and json_path or ct.json_decode(read(json_path))
+  local nPos = #g.metadata.prompt_tokens
+  local layers, seen = {}, {}
+  local function layer_of(n) return n.feature_type == "embedding" and -1 or tonumber(n.layer) end
+  for _, n in ipairs(g.nodes) do
+    local l = layer_of(n)
+    if not seen[l] then seen[l] = true layers[#layers + 1] = l end
+  end
+  table.sort(layers)
+  local rank = {}
+  for i, l in ipairs(layers) do rank[l] = i - 1 end
+  local W, H = math.max(900, nPos * 70), math.max(500, #layers * 70)
+  local cells, pos = {}, {}
+  for _, n in ipairs(g.nodes) do
+    local k = layer_of(n) .. "/" .. n.ctx_idx
+    cells[k] = (cells[k] or 0) + 1
+    local i = cells[k]
+    pos[n.node_id] = {40 + (n.ctx_idx + 0.5) * (W - 80) / nPos + (i - 1) * 7,
+                      H - 20 - rank[layer_of(n)] * (H - 40) / math.max(1, #layers - 1), n}
+  end
+  local maxw = 1e-12
+  for _, l in ipairs(g.links) do maxw = math.max(maxw, math.abs(l.weight)) end
+  local out = {string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" '
+                             .. 'font-size="10"><rect width="100%%" height="100%%" fill="white"/>', W, H + 40)}
+  for _, l in ipairs(g.links) do
+    local s, t = pos[l.source], pos[l.target]
+    if s and t then
+      out[#out + 1] = string.format('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-opacity="0.5" '
+                                    .. 'stroke-width="%.2f"/>', s[1], s[2], t[1], t[2], l.weight >= 0 and "#1f77b4" or "#d62728",
+                                    0.3 + 3 * math.abs(l.weight) / maxw)
+    end
+  end
+  local colors = {["cross layer transcoder"] = "#9ecae1", ["mlp reconstruction error"] = "#bbbbbb",
+                  embedding = "#a1d99b", logit = "#fdae6b"}
+  for _, n in ipairs(g.nodes) do
+    local p = pos[n.node_id]
+    out[#out + 1] = string.format('<circle cx="%.1f" cy="%.1f" r="4" fill="%s" stroke="#333" stroke-width="0.5"/>',
+                                  p[1], p[2], colors[n.feature_type] or "#ccc")
+  end
+  for i, tok in ipairs(g.metadata.prompt_tokens) do
+    out[#out + 1] = string.format('<text x="%.1f" y="%d" text-anchor="middle">%s</text>', 40 + (i - 0.5) * (W - 80) / nPos,
+                                  H + 30, (tok:gsub("&", "&amp;"):gsub("<", "&lt;")))
+  end
+  out[#out + 1] = "</svg>\n"
+  write(svg_path, table.concat(out, "\n"))
+  return svg_path
+end
+
+return M

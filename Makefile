@@ -47,16 +47,15 @@ TEST_BIN = $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/ctrace
 
-# The main job on the embedded default model: generate, then trace the next token's graph.
-MAIN_JOB = local ct = require "ctrace"; local m = ct.load_model("stories260K"); local p = "Once upon a time"; \
-           print(m); print(p .. m:generate(p, {max_tokens = 120, temperature = 0})); \
-           local g = ct.replacement_model(m, ct.load_transcoders("stories260K")):attribute(p, {verbose = false}); \
-           print(g); print(g:prune{}:summary())
+# The main job: the flagship case study on the embedded default model (a graph, its viewer page,
+# charts and a report in experiments/stories260K-lily-she/results/).
+MAIN_JOB = experiments/stories260K-lily-she
 
 run:
 	@tests/setup.sh runtime
 	@$(MAKE) --no-print-directory all
-	$(BUILD)/ctrace -e '$(MAIN_JOB)'
+	$(BUILD)/ctrace run $(MAIN_JOB)
+	@echo "results: $(MAIN_JOB)/results/ (report.md, lily-she.html, charts)"
 
 check:
 	@tests/setup.sh test

@@ -228,6 +228,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: ctrace [options] [script.lua [args...]]\n"
             "       ctrace run | check | new <folder>   (case-study folders; --help on each)\n"
+            "       ctrace attribute --prompt TEXT ...  (a graph without a script)\n"
+            "       ctrace serve <dir>                 (graphs and viewer pages on localhost)\n"
             "  script.lua args   run a Lua script (\"-\" reads it from standard input)\n"
             "  -e code           run a Lua chunk (may repeat; runs before the script)\n"
             "  (no script, no -e) start the REPL; state persists between lines\n"
@@ -236,7 +238,7 @@ static void usage(FILE *f) {
             "Scripts find ctrace with require \"ctrace\".\n");
 }
 
-// ctrace run | check | new <folder>: the subcommands live in lua/ctrace/cli.lua.
+// ctrace run | check | new | attribute | serve: the subcommands live in lua/ctrace/cli.lua.
 static int subcommand(const char *cmd, int argc, char **argv) {
     lua_State *L = ct_host_new();
     if (!L) {
@@ -262,8 +264,9 @@ static int subcommand(const char *cmd, int argc, char **argv) {
 
 int ct_host_main(int argc, char **argv) {
     int i = 1, ran = 0, st = 0;
-    if (argc >= 2 && (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "check") == 0 || strcmp(argv[1], "new") == 0))
-        return subcommand(argv[1], argc - 2, argv + 2);
+    static const char *const cmds[] = {"run", "check", "new", "attribute", "serve", NULL};
+    for (int c = 0; argc >= 2 && cmds[c]; c++)
+        if (strcmp(argv[1], cmds[c]) == 0) return subcommand(argv[1], argc - 2, argv + 2);
     for (; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <sys/time.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -12,6 +13,7 @@
 
 #include "bind.h"
 #include "fileio.h"
+#include "serve.h"
 #include "sha256.h"
 
 static int l_mem_bytes(lua_State *L) {
@@ -164,6 +166,22 @@ static int l_traceback(lua_State *L) {
     return 1;
 }
 
+static void serve_ready(void *ctx, int port) {
+    fprintf(stderr, "ctrace serve: listening on http://127.0.0.1:%d/\n", port);
+    fflush(stderr);
+    (void)ctx;
+}
+
+// serve(dir, port): serves dir on 127.0.0.1 until Ctrl-C (returns then)
+static int l_serve(lua_State *L) {
+    const char *dir = luaL_checkstring(L, 1);
+    int port = (int)luaL_optinteger(L, 2, 8046);
+    ct_err err = {0};
+    ct_status rc = ct_serve_dir(dir, port, &ct_cancel_requested, serve_ready, NULL, &err);
+    if (rc && rc != CT_STATUS_CANCELLED) return ct_lua_raise(L, &err);
+    return 0;
+}
+
 // Peak resident set size of the process, bytes.
 static int l_peak_rss(lua_State *L) {
     struct rusage ru;
@@ -206,6 +224,8 @@ int luaopen_ctrace_core(lua_State *L) {
     lua_setfield(L, -2, "mkdirs");
     lua_pushcfunction(L, l_list_dir);
     lua_setfield(L, -2, "list_dir");
+    lua_pushcfunction(L, l_serve);
+    lua_setfield(L, -2, "serve");
     lua_pushcfunction(L, l_traceback);
     lua_setfield(L, -2, "traceback");
     lua_pushcfunction(L, l_realpath);

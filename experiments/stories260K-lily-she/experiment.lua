@@ -87,4 +87,21 @@ end
 local fh = assert(io.open(out .. "/summary.json", "wb"))
 fh:write(ct.json_encode(summary, true), "\n")
 fh:close()
-print(ct.json_encode(summary, true))
+
+-- a report to read first
+local lines = {"# " .. prompt, "",
+  string.format("Next token: %q p=%.3f, %q p=%.3f.", summary.clean[1].token, summary.clean[1].prob, summary.clean[2].token,
+                summary.clean[2].prob), "",
+  string.format("Graph: %d active features; pruned to %d nodes and %d edges (`lily-she.html` to explore it). "
+                .. "Replacement %.3f, completeness %.3f (pruned: %.3f, %.3f).", summary.graph.active_features,
+                summary.graph.nodes, summary.graph.edges, full_r, full_c, pr, pc), "",
+  "Top features: " .. table.concat((function() local t = {} for i, f in ipairs(summary.top_features) do t[i] = f.node end return t end)(), ", "),
+  "", "| intervention | change of p(" .. summary.clean[1].token .. ") |", "|---|---|"}
+for _, r in ipairs(summary.inhibit_amplify) do lines[#lines + 1] = string.format("| %s | %+.3f |", r.name, r.dprob) end
+lines[#lines + 1] = ""
+lines[#lines + 1] = string.format("Faithfulness over the top 20 features: Pearson r = %.3f (`faithfulness.svg`).", f.r)
+lines[#lines + 1] = "Charts: `inhibit-amplify.svg`, `scale-sweep.svg`, `layer-sweep.svg`, `swap.svg`."
+fh = assert(io.open(out .. "/report.md", "wb"))
+fh:write(table.concat(lines, "\n"), "\n")
+fh:close()
+print(table.concat(lines, "\n"))

@@ -23,6 +23,17 @@ Runs the folder (unless --no-run) and compares each file of <folder>/expected/ w
 the same name in results/: JSON files number by number within a tolerance (expected/tolerance.json
 {"default": 1e-4} if present, else 1e-4, relative above 1), strings and other files exactly.
 Prints every difference; exits 1 if there is one.]],
+  attribute = [[usage: ctrace attribute --prompt TEXT [--model PATH_OR_NAME] [--transcoders PATH_OR_NAME]
+                        [--slug NAME] [--graph-dir DIR] [--graph-file FILE.safetensors]
+                        [--node-threshold 0.8] [--edge-threshold 0.98] [--max-feature-nodes 7500]
+                        [--batch-size 256] [--max-n-logits 10] [--desired-logit-prob 0.95]
+                        [--scan ID] [--server] [--port 8046]
+Attributes the prompt (defaults: stories260K and its transcoders) and writes the pruned graph as
+<graph-dir>/<slug>.json (default graphs/, slug from the prompt), its graph-metadata.json entry and
+its viewer page; --graph-file also saves the full graph; --server then serves the directory.]],
+  serve = [[usage: ctrace serve <dir> [--port 8046]
+Serves the graphs, viewer pages and graph-metadata.json in <dir> on http://127.0.0.1:<port>/
+until Ctrl-C.]],
   new = [[usage: ctrace new <folder>
 Creates <folder> (a path, or a name under experiments/) with an experiment.lua that runs as is
 (the attribution graph of a prompt on stories260K and a summary), a README.md and expected/.]],
@@ -284,7 +295,87 @@ local function new_folder(folder)
   return folder
 end
 
+-- ctrace attribute: circuit-tracer's command-line job, without a script.
+local ATTR_FLAGS = {["--prompt"] = "prompt", ["--model"] = "model", ["--transcoders"] = "transcoders", ["--slug"] = "slug",
+                    ["--graph-dir"] = "graph_dir", ["--graph-file"] = "graph_file", ["--scan"] = "scan",
+                    ["--node-threshold"] = "node_threshold", ["--edge-threshold"] = "edge_threshold",
+                    ["--max-feature-nodes"] = "max_feature_nodes", ["--batch-size"] = "batch_size",
+                    ["--max-n-logits"] = "max_n_logits", ["--desired-logit-prob"] = "desired_logit_prob", ["--port"] = "port"}
+local NUMERIC = {node_threshold = true, edge_threshold = true, max_feature_nodes = true, batch_size = true,
+                 max_n_logits = true, desired_logit_prob = true, port = true}
+
+local function attribute_cmd(args)
+  local o, i = {}, 1
+  while i <= #args do
+    local a = args[i]
+    if a == "-h" or a == "--help" then print(HELP.attribute) return 0 end
+    if a == "--server" then
+      o.server = true
+    elseif ATTR_FLAGS[a] and args[i + 1] then
+      local k, v = ATTR_FLAGS[a], args[i + 1]
+      if NUMERIC[k] then
+        v = tonumber(v)
+        if not v then io.stderr:write("ctrace attribute: ", a, " needs a number\n") return 2 end
+      end
+      o[k] = v
+      i = i + 1
+    else
+      io.stderr:write("ctrace attribute: unexpected argument '", a, "'\n", HELP.attribute, "\n")
+      return 2
+    end
+    i = i + 1
+  end
+  if not o.prompt then io.stderr:write(HELP.attribute, "\n") return 2 end
+  local m = ct.load_model(o.model or "stories260K")
+  local tc = ct.load_transcoders(o.transcoders or (o.model == nil and "stories260K" or error("BAD_ARG: --transcoders is needed with --model", 0)))
+  local rm = ct.replacement_model(m, tc)
+  local g = rm:attribute(o.prompt, {max_feature_nodes = o.max_feature_nodes or 7500, batch_size = o.batch_size or 256,
+                                    max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob})
+  local dir = o.graph_dir or "graphs"
+  ct.mkdirs(dir)
+  local slug = o.slug or o.prompt:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 48)
+  if slug == "" then slug = "graph" end
+  if o.graph_file then g:save(o.graph_file) end
+  local p = g:prune{node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
+  p:save_json(dir .. "/" .. slug .. ".json", {slug = slug, scan = o.scan or tc.scan ~= "" and tc.scan or "stories260K"})
+  print(p:summary())
+  io.stderr:write("ctrace attribute: wrote ", dir, "/", slug, ".json and ", slug, ".html\n")
+  if o.server then return M.main("serve", {dir, "--port", tostring(o.port or 8046)}) end
+  return 0
+end
+
+local function serve_cmd(args)
+  local dir, port, i = nil, 8046, 1
+  while i <= #args do
+    local a = args[i]
+    if a == "-h" or a == "--help" then print(HELP.serve) return 0 end
+    if a == "--port" then
+      port = tonumber(args[i + 1])
+      i = i + 1
+      if not port then io.stderr:write("ctrace serve: --port needs a number\n") return 2 end
+    elseif not dir and a:sub(1, 1) ~= "-" then
+      dir = a
+    else
+      io.stderr:write("ctrace serve: unexpected argument '", a, "'\n", HELP.serve, "\n")
+      return 2
+    end
+    i = i + 1
+  end
+  if not dir then io.stderr:write(HELP.serve, "\n") return 2 end
+  io.stderr:write("ctrace serve: ", dir, " (Ctrl-C stops)\n")
+  require("ctrace.core").serve(dir, port)
+  return 0
+end
+
 function M.main(cmd, args)
+  if cmd == "attribute" or cmd == "serve" then
+    local ok, res = pcall(cmd == "attribute" and attribute_cmd or serve_cmd, args)
+    if not ok then
+      io.stderr:write("ctrace ", cmd, ": ", tostring(res), "\n")
+      return 1
+    end
+    return res
+  end
   local folder, o = nil, {}
   local i = 1
   while i <= #args do

@@ -21,7 +21,10 @@ local g = rm:attribute(prompt, {verbose = false})
 local targets = {g:logits()[1].id, g:logits()[2].id}
 local was = m:tokenizer():token_to_id(" was")
 local pruned = g:prune{node_threshold = 0.8, edge_threshold = 0.98}
-pruned:save_json(out .. "/lily-she.json", {slug = "lily-she", scan = "stories260K"})
+-- labels and dashboards from the transcoder set's own feature dashboards, for the viewer page
+local dash = require "ctrace.dashboards"
+local dashboards = dash.annotate(pruned, m, assert(dash.load(ct.root .. "/" .. ct.default_transcoders.stories260K)))
+pruned:save_json(out .. "/lily-she.json", {slug = "lily-she", scan = "stories260K", dashboards = dashboards})
 local full_r, full_c = g:scores()
 local pr, pc = pruned:scores()
 local top = pruned:top_features{n = 6}

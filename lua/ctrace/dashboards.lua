@@ -7,6 +7,9 @@
 --   local f = dash.feature(d, model, layer, index)
 --       -> {layer, index, density, max, examples = {{text, position, activation, tokens, marked}},
 --           top_logits = {{token, value}}, bottom_logits = ..., label}
+--   dash.annotate(graph, model, d) -> viewer table: labels every feature node of the graph from
+--       its dashboard and returns the dashboards of those features in the form ctrace.viewer
+--       shows ({["layer_index"] = {top = {{context, activation}}, logits = {tokens}}})
 -- Density is the fraction of corpus tokens (position >= 1) on which the feature is active;
 -- examples are the top activations, each with a window of tokens around the activating one
 -- (tokens[marked] is the activating token).
@@ -113,6 +116,26 @@ function M.feature(d, model, layer, index)
   for i, x in ipairs(fe.top_logits) do out.top_logits[i] = {id = x[1], token = piece(x[1]), value = x[2]} end
   for i, x in ipairs(fe.bottom_logits) do out.bottom_logits[i] = {id = x[1], token = piece(x[1]), value = x[2]} end
   out.label = label(out)
+  return out
+end
+
+function M.annotate(graph, model, d)
+  local out = setmetatable({}, {})
+  for _, n in ipairs(graph:nodes("feature")) do
+    local key = n.layer .. "_" .. n.feature
+    if not out[key] then
+      local fe = M.feature(d, model, n.layer, n.feature)
+      local top, logits = {}, {}
+      for i, e in ipairs(fe.examples) do
+        local parts = {}
+        for j, t in ipairs(e.tokens) do parts[j] = j == e.marked and ("[" .. t .. "]") or t end
+        top[i] = {table.concat(parts), e.activation}
+      end
+      for i, x in ipairs(fe.top_logits) do logits[i] = x.token end
+      out[key] = {top = top, logits = logits, label = fe.label}
+    end
+    graph:set_label(n, out[key].label)
+  end
   return out
 end
 

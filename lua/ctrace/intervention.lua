@@ -86,7 +86,7 @@ local function supernode_members(sn, i)
 end
 
 -- Expands supernodes and swaps into plain interventions.
-function M.expand_interventions(rm, list, opts)
+function M.expand_interventions(rm, list)
   if type(list) ~= "table" then error("BAD_ARG: interventions: expected a list, got " .. type(list), 3) end
   local out = {}
   for i, iv in ipairs(list) do
@@ -123,14 +123,14 @@ function M.expand_interventions(rm, list, opts)
 end
 
 function M.intervene(rm, prompt, list, opts)
-  local flat = rm:expand_interventions(list, opts)
+  local flat = rm:expand_interventions(list)
   local logits, acts = rm:intervene_raw(prompt, flat, opts)
   return setmetatable({logits = logits, activations = acts, model = rm:model(), interventions = flat}, Result)
 end
 
 local gen_raw = M.generate
 function M.generate(rm, prompt, list, opts)
-  return gen_raw(rm, prompt, rm:expand_interventions(list, opts), opts)
+  return gen_raw(rm, prompt, rm:expand_interventions(list), opts)
 end
 
 -- A named group of nodes (graph node tables or {layer, pos, feature} tables) acted on together.

@@ -230,4 +230,5 @@ def make_bad(out):
             "model_kind: transcoder_set\nfeature_input_hook: %s\nfeature_output_hook: mlp.hook_out\n" % hook)
 
 
-main()
+if __name__ == "__main__":
+    main()

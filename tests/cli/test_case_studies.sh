@@ -19,6 +19,21 @@ for exp in experiments/*/expected; do
 done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# the same folder run twice gives the same numbers, byte for byte (every results file but the
+# manifest, which holds timings)
+same_twice() {
+  local dir=$1
+  "$CTRACE" run "$dir" > /dev/null 2>&1 || return 1
+  mkdir -p "$tmp/first" && cp "$dir"/results/* "$tmp/first/"
+  "$CTRACE" run "$dir" > /dev/null 2>&1 || return 1
+  for f in "$tmp"/first/*; do
+    b=$(basename "$f")
+    [ "$b" = manifest.json ] && continue
+    cmp -s "$f" "$dir/results/$b" || { echo "$b differs"; return 1; }
+  done
+  rm -rf "$tmp/first"
+}
+t "experiments/stories260K-lily-she twice: identical results" same_twice experiments/stories260K-lily-she
 # a changed expected number: check fails and names it
 cp -r experiments/stories260K-lily-she "$tmp/lily"
 sed -i 's/"tokens":	17/"tokens":	18/' "$tmp/lily/expected/summary.json"

@@ -210,6 +210,7 @@ local function run_folder(folder, o)
   ct.load_model, ct.load_transcoders, methods.attribute = load_model, load_transcoders, attribute
   if not chunk or not ok then error(err, 0) end
   local manifest = {ctrace_version = ct.version, blas_core = ct.blas_core, threads = ct.threads(), folder = folder,
+                    run_options = {timeout = o.timeout, unsafe = o.unsafe or false},
                     seconds = ct.clock() - t0, peak_rss_bytes = ct.peak_rss(), inputs = inputs,
                     attributions = attributions}
   require("ctrace.core").set_write_root("")

@@ -6,7 +6,8 @@
 --       coloured by sign, width by weight; hover for label, activation and influence; click for a
 --       node's strongest inputs and outputs; pin nodes (the pin button or shift-click) and show
 --       only the pinned subgraph; group pinned nodes into named supernodes; an edge-weight slider
---       hides weaker edges; the feature dashboard (top activating tokens, top logits) where one
+--       hides weaker edges and a node-threshold slider keeps the nodes carrying a share of the
+--       influence (as pruning does); the feature dashboard (top activating tokens, top logits) where one
 --       is given ({[layer .. "_" .. feature] = {top = {{text, activation}...}, logits = {...}}}).
 --       Opened with ?selftest, the page clicks its first feature node and writes what it found
 --       into <pre id="selftest"> (used by the tests).
@@ -53,6 +54,8 @@ button { margin: 2px; } h3 { margin: 6px 0 3px; }
   <div id="stats"></div>
   <div>edge weight &ge; <span id="thr-label">0</span> (share of the largest)<br>
     <input id="thr" type="range" min="0" max="1" step="0.01" value="0" style="width:100%"></div>
+  <div>node threshold <span id="nthr-label">1</span> (keep the nodes carrying this share of influence)<br>
+    <input id="nthr" type="range" min="0.05" max="1" step="0.01" value="1" style="width:100%"></div>
   <div><button id="pin">pin selected</button><button id="subgraph">pinned subgraph</button>
     <button id="all">whole graph</button><button id="group">group pinned</button><button id="clear">unpin all</button></div>
   <div id="hover" style="min-height:3em;color:#555"></div>
@@ -159,20 +162,29 @@ function togglePin(n) {
   if (pinned.has(n.node_id)) pinned.delete(n.node_id); else pinned.add(n.node_id);
   n.el.classList.toggle("pinned", pinned.has(n.node_id));
 }
+// a node is kept by the node threshold q when its cumulative influence rank fraction is <= q
+// (tokens and logits always)
+function keptNode(n, q) {
+  return n.influence === null || n.influence === undefined || n.feature_type === "embedding" || n.influence <= q;
+}
 function applyView(onlyPinned) {
   const thr = parseFloat(document.getElementById("thr").value) * maxW;
+  const q = parseFloat(document.getElementById("nthr").value);
   document.getElementById("thr-label").textContent = fmt(thr);
+  document.getElementById("nthr-label").textContent = q.toFixed(2);
+  const visible = id => keptNode(byId.get(id), q) && (!onlyPinned || pinned.has(id));
   let shownE = 0;
   for (const e of edgeEls) {
-    const hide = Math.abs(e.link.weight) < thr || (onlyPinned && !(pinned.has(e.link.source) && pinned.has(e.link.target)));
+    const hide = Math.abs(e.link.weight) < thr || !visible(e.link.source) || !visible(e.link.target);
     e.classList.toggle("hidden", hide);
     if (!hide) shownE++;
   }
-  for (const c of nodeEls) c.classList.toggle("hidden", onlyPinned && !pinned.has(c.dataset.id));
+  for (const c of nodeEls) c.classList.toggle("hidden", !visible(c.dataset.id));
   document.getElementById("stats").textContent = data.nodes.length + " nodes, " + data.links.length + " edges (" + shownE + " shown)";
 }
 let onlyPinned = false;
 document.getElementById("thr").addEventListener("input", () => applyView(onlyPinned));
+document.getElementById("nthr").addEventListener("input", () => applyView(onlyPinned));
 document.getElementById("pin").addEventListener("click", () => { if (selected) togglePin(selected); });
 document.getElementById("subgraph").addEventListener("click", () => { onlyPinned = true; applyView(true); });
 document.getElementById("all").addEventListener("click", () => { onlyPinned = false; applyView(false); });
@@ -197,11 +209,18 @@ if (location.search.indexOf("selftest") >= 0) {
   const first = data.nodes.find(n => n.feature_type === "cross layer transcoder") || data.nodes[0];
   first.el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
   const details = document.getElementById("details").textContent;
+  const slider = document.getElementById("nthr");
+  slider.value = "0.5";
+  slider.dispatchEvent(new Event("input"));
+  const visibleAtHalf = document.querySelectorAll("circle.node:not(.hidden)").length;
+  const expectedAtHalf = data.nodes.filter(n => keptNode(n, 0.5)).length;
+  slider.value = "1";
+  slider.dispatchEvent(new Event("input"));
   document.getElementById("selftest").textContent = JSON.stringify({
     nodes: document.querySelectorAll("circle.node").length, edges: document.querySelectorAll("line.edge").length,
     json_nodes: data.nodes.length, json_links: data.links.length, clicked: first.node_id,
     details_shown: details.indexOf(first.node_id) >= 0 && details.indexOf("Strongest inputs") >= 0,
-    errors: window.ctraceErrors });
+    threshold_visible: visibleAtHalf, threshold_expected: expectedAtHalf, errors: window.ctraceErrors });
 }
 </script></body></html>
 ]==]

@@ -2,6 +2,7 @@
 # test_viewer.sh - the viewer page written beside a graph JSON, in headless Chromium (Debian's
 # chromium): it loads with no script errors, its DOM holds as many nodes and edges as the JSON,
 # clicking a node shows its details (the page's ?selftest mode clicks its first feature node),
+# the node-threshold slider hides the nodes beyond it,
 # and a screenshot is kept in build/test-artifacts/viewer.png. Also the static SVG.
 set -u
 cd "$(dirname "$0")/../.."
@@ -40,13 +41,17 @@ local g = ct.json_decode(f:read("*a"))
 f:close()
 print(r.nodes == #g.nodes and r.json_nodes == #g.nodes and "same" or "differ",
       r.edges == #g.links and r.json_links == #g.links and "same" or "differ",
-      r.details_shown and "shown" or "missing", #r.errors == 0 and "clean" or table.concat(r.errors, "; "))' <<< "$result" 2>&1)
+      r.details_shown and "shown" or "missing", #r.errors == 0 and "clean" or table.concat(r.errors, "; "),
+      (r.threshold_visible == r.threshold_expected and r.threshold_visible < #g.nodes) and "pruned" or
+        ("shows " .. tostring(r.threshold_visible) .. " of " .. tostring(r.threshold_expected)))' <<< "$result" 2>&1)
 set -- $counts
 [ "${1:-}" = same ] && ok "DOM nodes = JSON nodes" || bad "node count: $counts"
 [ "${2:-}" = same ] && ok "DOM edges = JSON links" || bad "edge count: $counts"
 [ "${3:-}" = shown ] && ok "clicking a node shows its details" || bad "details: $counts"
 [ "${4:-}" = clean ] && ! grep -q 'CONSOLE.*Uncaught' "$tmp/console.txt" && ok "no script errors" || {
   bad "script errors: $counts"; grep CONSOLE "$tmp/console.txt" | head -5 | sed 's/^/#   /'; }
+
+[ "${5:-}" = pruned ] && ok "the node-threshold slider at 0.5 shows exactly the nodes within it" || bad "node threshold: $counts"
 
 mkdir -p build/test-artifacts
 timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1400,800 \

@@ -12,9 +12,7 @@
 local ct = require "ctrace"
 local study = require "ctrace.study"
 
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local out = here .. "/results"
-ct.mkdirs(out)
+local out = ct.results_dir(arg and arg[0])
 
 local m = ct.load_model(os.getenv("CTRACE_GEMMA_MODEL") or "gemma-2-2b")
 local tc = ct.load_transcoders(os.getenv("CTRACE_GEMMA_TRANSCODERS") or "hf://mntss/gemma-scope-transcoders/config.yaml")
@@ -73,7 +71,5 @@ for i, f in ipairs(at_last) do summary.say_capital[i] = f.node_id end
 for i, row in ipairs(s.rows) do
   summary.effects[i] = {name = row.name, austin = row.targets[1].prob, sacramento = row.targets[2].prob}
 end
-local f = assert(io.open(out .. "/summary.json", "wb"))
-f:write(ct.json_encode(summary, true), "\n")
-f:close()
+ct.write_json(out .. "/summary.json", summary)
 print(ct.json_encode(summary, true))

@@ -7,9 +7,7 @@
 local ct = require "ctrace"
 local study = require "ctrace.study"
 
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local out = here .. "/results"
-ct.mkdirs(out)
+local out = ct.results_dir(arg and arg[0])
 
 local m = ct.load_model("stories260K")
 local rm = ct.replacement_model(m, ct.load_transcoders("stories260K"))
@@ -87,9 +85,7 @@ for i, r in ipairs(s1.rows) do summary.inhibit_amplify[i] = {name = r.name, dpro
 for i, r in ipairs(s4.rows) do
   summary.swap[i] = {name = r.name, lo = r6(r.targets[1].prob), had = r6(r.targets[2].prob), was = r6(r.targets[3].prob)}
 end
-local fh = assert(io.open(out .. "/summary.json", "wb"))
-fh:write(ct.json_encode(summary, true), "\n")
-fh:close()
+ct.write_json(out .. "/summary.json", summary)
 
 -- a report to read first
 local lines = {"# " .. prompt, "",
@@ -104,7 +100,7 @@ for _, r in ipairs(summary.inhibit_amplify) do lines[#lines + 1] = string.format
 lines[#lines + 1] = ""
 lines[#lines + 1] = string.format("Faithfulness over the top 20 features: Pearson r = %.3f (`faithfulness.svg`).", f.r)
 lines[#lines + 1] = "Charts: `inhibit-amplify.svg`, `scale-sweep.svg`, `layer-sweep.svg`, `swap.svg`."
-fh = assert(io.open(out .. "/report.md", "wb"))
+local fh = assert(io.open(out .. "/report.md", "wb"))
 fh:write(table.concat(lines, "\n"), "\n")
 fh:close()
 print(table.concat(lines, "\n"))

@@ -6,9 +6,7 @@
 local ct = require "ctrace"
 local study = require "ctrace.study"
 
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local out = here .. "/results"
-ct.mkdirs(out)
+local out = ct.results_dir(arg and arg[0])
 
 local m = ct.load_model("stories260K")
 local rm = ct.replacement_model(m, ct.load_transcoders("stories260K"))
@@ -55,7 +53,5 @@ for i, row in ipairs(s.rows) do
 end
 local clean = rm:intervene(prompt, {}, {activations = false})
 summary.clean = {lily = r6(clean:prob(lily)), she = r6(clean:prob(she))}
-local f = assert(io.open(out .. "/summary.json", "wb"))
-f:write(ct.json_encode(summary, true), "\n")
-f:close()
+ct.write_json(out .. "/summary.json", summary)
 print(ct.json_encode(summary, true))

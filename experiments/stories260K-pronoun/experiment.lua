@@ -6,9 +6,7 @@
 local ct = require "ctrace"
 local study = require "ctrace.study"
 
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local out = here .. "/results"
-ct.mkdirs(out)
+local out = ct.results_dir(arg and arg[0])
 
 local m = ct.load_model("stories260K")
 local rm = ct.replacement_model(m, ct.load_transcoders("stories260K"))
@@ -49,7 +47,5 @@ local summary = {prompt = prompt, clean = {she = r6(clean:prob(she)), he = r6(cl
 for i, f in ipairs(last) do summary.last[i] = f.node_id end
 for i, f in ipairs(earlier) do summary.earlier[i] = f.node_id end
 for i, row in ipairs(s.rows) do summary.effects[i] = {name = row.name, she = r6(row.targets[1].prob), he = r6(row.targets[2].prob)} end
-local f = assert(io.open(out .. "/summary.json", "wb"))
-f:write(ct.json_encode(summary, true), "\n")
-f:close()
+ct.write_json(out .. "/summary.json", summary)
 print(ct.json_encode(summary, true))

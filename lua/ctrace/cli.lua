@@ -261,9 +261,7 @@ local TEMPLATE = [[
 -- Run it with: ctrace run %s   (results/ beside this file), check it with: ctrace check %s
 local ct = require "ctrace"
 
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local out = here .. "/results"
-ct.mkdirs(out)
+local out = ct.results_dir(arg and arg[0])
 
 local m = ct.load_model("stories260K")
 local rm = ct.replacement_model(m, ct.load_transcoders("stories260K"))
@@ -276,9 +274,7 @@ local r, c = g:scores()
 local summary = {prompt = prompt, logits = {}, replacement = r, completeness = c, top_features = {}}
 for i, l in ipairs(g:logits()) do summary.logits[i] = {token = l.token, prob = l.prob} end
 for i, f in ipairs(pruned:top_features{n = 5}) do summary.top_features[i] = f.node_id end
-local f = assert(io.open(out .. "/summary.json", "wb"))
-f:write(ct.json_encode(summary, true), "\n")
-f:close()
+ct.write_json(out .. "/summary.json", summary)
 print(pruned:summary())
 ]]
 

@@ -62,6 +62,23 @@ function M.resolve_model(name)
         "; set CTRACE_MODELS or pass a path)", 3)
 end
 
+-- The results folder of an experiment script (its folder's results/, created): pass arg[0].
+function M.results_dir(script)
+  local dir = (type(script) == "string" and script:match("^(.*)/[^/]*$") or ".") .. "/results"
+  core.mkdirs(dir)
+  return dir
+end
+
+-- Writes value as indented JSON and a newline to path, under a temporary name then renamed.
+function M.write_json(path, value)
+  local f, err = io.open(path .. ".tmp", "wb")
+  if not f then error("IO: cannot write " .. path .. ": " .. tostring(err), 2) end
+  f:write(core.json_encode(value, true), "\n")
+  f:close()
+  local ok, e = os.rename(path .. ".tmp", path)
+  if not ok then error("IO: cannot write " .. path .. ": " .. tostring(e), 2) end
+end
+
 function M.load_model(path_or_name)
   return core.load_model(M.resolve_model(path_or_name))
 end

@@ -129,3 +129,20 @@ ct_status ct_check_write(const char *path, ct_err *err) {
         return ct_fail(err, CT_STATUS_BAD_ARG, "writing %s: this run may write only under %s", path, g_write_root);
     return CT_OK;
 }
+
+ct_status ct_mkdirs(const char *path, ct_err *err) {
+    char buf[4096];
+    if (!*path || strlen(path) >= sizeof buf) return ct_fail(err, CT_STATUS_BAD_ARG, "mkdirs: path empty or too long");
+    strcpy(buf, path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return ct_fail(err, CT_STATUS_IO, "cannot create directory %s: %s", buf, strerror(errno));
+            *p = c;
+            if (!c) break;
+        }
+    }
+    return CT_OK;
+}

@@ -14,6 +14,8 @@ ct_status ct_map_file(const char *path, void **map, size_t *size, ct_err *err);
 void ct_unmap_file(void *map, size_t size);
 int ct_is_dir(const char *path);
 int ct_is_file(const char *path);
+// Creates directory path and its missing parents (mode 0755).
+ct_status ct_mkdirs(const char *path, ct_err *err);
 // dir + "/" + name into out (n bytes); 0 when it does not fit.
 int ct_path_join(char *out, size_t n, const char *dir, const char *name);
 

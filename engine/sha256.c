@@ -80,3 +80,75 @@ ct_status ct_sha256_file(const char *path, char hex[65], ct_err *err) {
     ct_sha256_hex(&s, hex);
     return CT_OK;
 }
+
+// ---- SHA-1 -------------------------------------------------------------------
+
+static uint32_t rotl(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void block1(ct_sha1 *s, const uint8_t *p) {
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 80; i++) w[i] = rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) f = (b & c) | (~b & d), k = 0x5a827999;
+        else if (i < 40) f = b ^ c ^ d, k = 0x6ed9eba1;
+        else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8f1bbcdc;
+        else f = b ^ c ^ d, k = 0xca62c1d6;
+        uint32_t t = rotl(a, 5) + f + e + k + w[i];
+        e = d, d = c, c = rotl(b, 30), b = a, a = t;
+    }
+    s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d, s->h[4] += e;
+}
+
+void ct_sha1_init(ct_sha1 *s) {
+    static const uint32_t h0[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
+    memcpy(s->h, h0, sizeof h0);
+    s->len = 0;
+    s->n = 0;
+}
+
+void ct_sha1_update(ct_sha1 *s, const void *data, size_t n) {
+    const uint8_t *p = data;
+    s->len += n;
+    while (n > 0) {
+        size_t k = 64 - s->n < n ? 64 - s->n : n;
+        memcpy(s->buf + s->n, p, k);
+        s->n += k, p += k, n -= k;
+        if (s->n == 64) {
+            block1(s, s->buf);
+            s->n = 0;
+        }
+    }
+}
+
+void ct_sha1_hex(ct_sha1 *s, char hex[41]) {
+    uint64_t bits = s->len * 8;
+    uint8_t pad = 0x80, zero = 0, len8[8];
+    ct_sha1_update(s, &pad, 1);
+    while (s->n != 56) ct_sha1_update(s, &zero, 1);
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(bits >> (56 - 8 * i));
+    ct_sha1_update(s, len8, 8);
+    for (int i = 0; i < 5; i++) snprintf(hex + 8 * i, 9, "%08x", s->h[i]);
+}
+
+ct_status ct_git_blob_sha1_file(const char *path, char hex[41], ct_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return ct_fail(err, CT_STATUS_IO, "cannot open %s: %s", path, strerror(errno));
+    ct_sha1 s;
+    ct_sha1_init(&s);
+    char head[48];
+    fseeko(f, 0, SEEK_END);
+    int k = snprintf(head, sizeof head, "blob %lld", (long long)ftello(f));
+    fseeko(f, 0, SEEK_SET);
+    ct_sha1_update(&s, head, (size_t)k + 1);   // with the NUL
+    uint8_t buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) ct_sha1_update(&s, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) return ct_fail(err, CT_STATUS_IO, "cannot read %s", path);
+    ct_sha1_hex(&s, hex);
+    return CT_OK;
+}

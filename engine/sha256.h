@@ -1,4 +1,5 @@
-// sha256.h - SHA-256 (FIPS 180-4) of buffers and files, for manifests and download checks.
+// sha256.h - SHA-256 and SHA-1 (FIPS 180-4) of buffers and files, for manifests and download
+// checks (Hugging Face names LFS files by their SHA-256 and other files by their git blob SHA-1).
 #ifndef CT_SHA256_H
 #define CT_SHA256_H
 
@@ -20,5 +21,18 @@ void ct_sha256_update(ct_sha256 *s, const void *data, size_t n);
 void ct_sha256_hex(ct_sha256 *s, char hex[65]);
 // The digest of a file's contents.
 ct_status ct_sha256_file(const char *path, char hex[65], ct_err *err);
+
+typedef struct {
+    uint32_t h[5];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t n;
+} ct_sha1;
+
+void ct_sha1_init(ct_sha1 *s);
+void ct_sha1_update(ct_sha1 *s, const void *data, size_t n);
+void ct_sha1_hex(ct_sha1 *s, char hex[41]);
+// Git's object id of a file as a blob: SHA-1 of "blob <size>\0" followed by the contents.
+ct_status ct_git_blob_sha1_file(const char *path, char hex[41], ct_err *err);
 
 #endif

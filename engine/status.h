@@ -23,7 +23,15 @@
     X(CT_STATUS_BAD_ARG, -8, "BAD_ARG", "invalid argument")                     \
     X(CT_STATUS_OUT_OF_RANGE, -9, "OUT_OF_RANGE", "index out of range")         \
     X(CT_STATUS_BAD_UTF8, -10, "BAD_UTF8", "invalid UTF-8")                     \
-    X(CT_STATUS_CANCELLED, -11, "CANCELLED", "cancelled")
+    X(CT_STATUS_CANCELLED, -11, "CANCELLED", "cancelled")                       \
+    X(CT_STATUS_NETWORK, -12, "NETWORK", "server could not be reached")         \
+    X(CT_STATUS_TIMEOUT, -13, "TIMEOUT", "request timed out")                   \
+    X(CT_STATUS_HTTP, -14, "HTTP", "server answered with an error status")      \
+    X(CT_STATUS_RATE_LIMITED, -15, "RATE_LIMITED", "server rate limit reached") \
+    X(CT_STATUS_BAD_RESPONSE, -16, "BAD_RESPONSE", "malformed server response") \
+    X(CT_STATUS_TOO_LARGE, -17, "TOO_LARGE", "response larger than the limit")  \
+    X(CT_STATUS_CHECKSUM, -18, "CHECKSUM", "content does not match its hash")   \
+    X(CT_STATUS_OFFLINE, -19, "OFFLINE", "needs the network in offline mode")
 
 typedef enum {
 #define CT_X(name, value, str, desc) name = value,

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fileio.h"
+#include "hub.h"
 #include "npz.h"
 #include "yaml.h"
 
@@ -340,43 +341,12 @@ static ct_status load_gs2_clt_layer(ct_transcoders *tc, int i, const layer_file 
 }
 
 // ----------------------------------------------------------------------------
-// Resolving paths: local files, and hf:// URIs in the standard Hugging Face cache
+// Resolving paths: local files, and hf:// URIs (fetched into the Hugging Face cache, see hub.h)
 
 static ct_status resolve_hf(const char *uri, char *out, size_t n, ct_err *err) {
-    char buf[512];
-    snprintf(buf, sizeof buf, "%s", uri + 5);
-    char *rev = strstr(buf, "?revision=");
-    char revision[128] = "main";
-    if (rev) {
-        snprintf(revision, sizeof revision, "%s", rev + 10);
-        *rev = 0;
-    }
-    char *s1 = strchr(buf, '/'), *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
-    if (!s1 || !s2) return ct_fail(err, CT_STATUS_BAD_ARG, "'%s': expected hf://org/repo/path[?revision=...]", uri);
-    *s2 = 0;
-    const char *file = s2 + 1;
-    *s1 = 0;
-    const char *org = buf, *repo = s1 + 1;
-    char cache[512];
-    const char *e;
-    if ((e = getenv("HF_HUB_CACHE")) && *e) snprintf(cache, sizeof cache, "%s", e);
-    else if ((e = getenv("HF_HOME")) && *e) snprintf(cache, sizeof cache, "%s/hub", e);
-    else if ((e = getenv("XDG_CACHE_HOME")) && *e) snprintf(cache, sizeof cache, "%s/huggingface/hub", e);
-    else snprintf(cache, sizeof cache, "%s/.cache/huggingface/hub", getenv("HOME") ? getenv("HOME") : ".");
-    char commit[128];
-    snprintf(commit, sizeof commit, "%s", revision);
-    char ref[2400];
-    snprintf(ref, sizeof ref, "%s/models--%s--%s/refs/%s", cache, org, repo, revision);
-    FILE *f = fopen(ref, "r");
-    if (f) {
-        if (fgets(commit, sizeof commit, f)) commit[strcspn(commit, "\r\n")] = 0;
-        fclose(f);
-    }
-    snprintf(out, n, "%s/models--%s--%s/snapshots/%s/%s", cache, org, repo, commit, file);
-    if (!ct_is_file(out))
-        return ct_fail(err, CT_STATUS_NOT_FOUND, "%s is not in the Hugging Face cache (looked for %s); download it first",
-                       uri, out);
-    return CT_OK;
+    ct_hub h;
+    ct_hub_init(&h);
+    return ct_hub_uri(&h, uri, out, n, err);
 }
 
 static ct_status resolve(const char *base_dir, const char *p, char *out, size_t n, ct_err *err) {
@@ -467,6 +437,8 @@ static ct_status apply_config(ct_transcoders *tc, const ct_yaml *cfg, ct_err *er
     if ((v = ct_yaml_str(cfg, "feature_input_hook"))) snprintf(tc->input_hook, sizeof tc->input_hook, "%s", v);
     if ((v = ct_yaml_str(cfg, "feature_output_hook"))) snprintf(tc->output_hook, sizeof tc->output_hook, "%s", v);
     if ((v = ct_yaml_str(cfg, "model_name"))) snprintf(tc->model_name, sizeof tc->model_name, "%s", v);
+    if ((v = ct_yaml_str(cfg, "neuronpedia_model_id"))) snprintf(tc->np_model_id, sizeof tc->np_model_id, "%s", v);
+    if ((v = ct_yaml_str(cfg, "neuronpedia_source_set"))) snprintf(tc->np_source_set, sizeof tc->np_source_set, "%s", v);
     if ((v = ct_yaml_str(cfg, "scan"))) snprintf(tc->scan, sizeof tc->scan, "%s", v);
     return CT_OK;
 }

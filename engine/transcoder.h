@@ -56,6 +56,7 @@ typedef struct ct_transcoders {
     int k;                 // TopK
     char input_hook[64], output_hook[64];
     char model_name[256], scan[256], format[64], path[1024];
+    char np_model_id[128], np_source_set[128];   // config neuronpedia_model_id / _source_set, or ""
     ct_tc_layer *layers;   // (L,)
     // files the weights live in
     ct_safetensors **st;

@@ -59,6 +59,7 @@ void ct_lua_register_transcoders(lua_State *L);
 void ct_lua_register_json(lua_State *L);
 void ct_lua_register_replacement(lua_State *L);
 void ct_lua_register_graph(lua_State *L);
+void ct_lua_register_net(lua_State *L);
 
 // Pushes a new ctrace.Graph that owns g.
 void ct_lua_push_graph(lua_State *L, ct_graph *g);

@@ -47,21 +47,8 @@ static int l_sha256(lua_State *L) {
 // mkdirs(path): creates the directory and its missing parents
 static int l_mkdirs(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    char buf[4096];
-    if (strlen(path) >= sizeof buf) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "mkdirs: path too long");
     ct_err err = {0};
-    if (ct_check_write(path, &err)) return ct_lua_raise(L, &err);
-    strcpy(buf, path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return ct_lua_fail(L, CT_STATUS_IO, "cannot create directory %s: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
+    if (ct_check_write(path, &err) || ct_mkdirs(path, &err)) return ct_lua_raise(L, &err);
     return 0;
 }
 
@@ -208,6 +195,7 @@ int luaopen_ctrace_core(lua_State *L) {
     ct_lua_register_json(L);
     ct_lua_register_replacement(L);
     ct_lua_register_graph(L);
+    ct_lua_register_net(L);
     lua_pushcfunction(L, l_mem_bytes);
     lua_setfield(L, -2, "mem_bytes");
     lua_pushcfunction(L, l_threads);

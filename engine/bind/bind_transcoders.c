@@ -544,6 +544,8 @@ static int l_tc_index(lua_State *L) {
     else if (strcmp(k, "feature_input_hook") == 0) lua_pushstring(L, tc->input_hook);
     else if (strcmp(k, "feature_output_hook") == 0) lua_pushstring(L, tc->output_hook);
     else if (strcmp(k, "model_name") == 0) lua_pushstring(L, tc->model_name);
+    else if (strcmp(k, "neuronpedia_model_id") == 0) lua_pushstring(L, tc->np_model_id);
+    else if (strcmp(k, "neuronpedia_source_set") == 0) lua_pushstring(L, tc->np_source_set);
     else if (strcmp(k, "scan") == 0) lua_pushstring(L, tc->scan);
     else if (strcmp(k, "path") == 0) lua_pushstring(L, tc->path);
     else if (strcmp(k, "skip") == 0) lua_pushboolean(L, tc->layers[0].W_skip != NULL);

@@ -7,6 +7,8 @@
 --       the graph JSON, its graph-metadata.json entry, and (unless viewer = false) the viewer page
 --       beside it (path with .html); dashboards: feature dashboards for the page
 --   g:save_svg(path) -> a static picture of the (pruned) graph
+--   g:label(source) -> labels every feature node from a label source (ctrace.labels): returns
+--       {labelled, missing, errors, requests, features}
 local core = require "ctrace.core"
 local M = core.methods("ctrace.Graph")
 
@@ -30,6 +32,10 @@ function M.save_svg(g, path)
   f:close()
   os.remove(tmp)
   return require("ctrace.viewer").svg(require("ctrace").json_decode(text), path)
+end
+
+function M.label(g, source)
+  return require("ctrace.labels").apply(g, source)
 end
 
 function M.top_features(g, opts)

@@ -1,12 +1,14 @@
 -- ctrace: circuit tracing with a C engine. require "ctrace" gives this module.
 --
 -- ctrace.load_model(path_or_name)   llama2.c .bin, a directory holding one, a Hugging Face
---                                   directory, or the name "stories260K" (the default model)
+--                                   directory or repository ("org/repo", "hf://org/repo"), or
+--                                   the name "stories260K" (the default model)
 -- ctrace.load_tokenizer(path)       tok512.bin or tokenizer.json
 -- ctrace.tensor{...}, ctrace.zeros(d1, d2, ...)
 -- ctrace.load_transcoders(path_or_name)
 -- ctrace.replacement_model(model, transcoders)   rm:attribute(prompt, opts) -> ctrace.Graph
 -- ctrace.load_graph(path)           graph JSON or a full graph in safetensors
+-- ctrace.neuronpedia, ctrace.hub, ctrace.labels   feature labels, Hugging Face files, label sources
 local core = require "ctrace.core"
 require "ctrace.transcoders"   -- Lua methods of ctrace.Transcoders
 require "ctrace.graph"         -- Lua methods of ctrace.Graph
@@ -79,7 +81,19 @@ function M.write_json(path, value)
   if not ok then error("IO: cannot write " .. path .. ": " .. tostring(e), 2) end
 end
 
+-- A model: a local path, a name in the model directories, "stories260K" (downloaded from
+-- karpathy/tinyllamas when not on disk), or a Hugging Face repository ("org/repo",
+-- "hf://org/repo?revision=r") fetched into the hub cache.
 function M.load_model(path_or_name)
+  if type(path_or_name) == "string" and not exists(path_or_name) then
+    if path_or_name:match("^hf://") or path_or_name:match("^[%w._-]+/[%w._-]+$") or path_or_name:match("^[%w._-]+/[%w._-]+%?revision=") then
+      return core.load_model(M.hub.model(path_or_name))
+    end
+    if path_or_name == "stories260K" then
+      local ok, p = pcall(M.resolve_model, path_or_name)
+      return core.load_model(ok and p or M.hub.default_model())
+    end
+  end
   return core.load_model(M.resolve_model(path_or_name))
 end
 
@@ -103,6 +117,11 @@ function M.load_transcoders(path_or_name)
     end
     return core.load_transcoders(p)
   end
+  if type(path_or_name) == "string" and path_or_name:match("^hf://") then
+    local p, msg, code = M.hub.file(path_or_name)
+    if not p then error(code .. ": " .. msg, 2) end
+    return core.load_transcoders(p)   -- hf:// entries in its transcoders list are fetched the same way
+  end
   return core.load_transcoders(path_or_name)
 end
 
@@ -119,5 +138,9 @@ function M.sample_texts(model, n, max_tokens, first_seed)
   end
   return texts
 end
+
+M.neuronpedia = require "ctrace.neuronpedia"
+M.hub = require "ctrace.hub"
+M.labels = require "ctrace.labels"
 
 return M

@@ -1,0 +1,286 @@
+// bind_net.c - Neuronpedia and Hugging Face downloads for Lua (lua/ctrace/neuronpedia.lua and
+// lua/ctrace/hub.lua wrap these).
+//
+//   core.np_feature(cfg, model_id, source_id, index)  -> feature | nil, message, code
+//   core.np_features(cfg, {{model_id, source_id, index}, ...})
+//       -> list (feature or false per key), errors ({[i] = {message, code}}), requests made
+//   core.np_search(cfg, model_id, {source ids}, query, offset)
+//       -> {results = {...}, has_more, next_offset} | nil, message, code
+//   core.hub_file(cfg, "hf://org/repo/path?revision=r") -> local path | nil, message, code
+//   core.hub_cached(cfg, uri) -> local path | nil, message, code (never touches the network)
+//   core.net_check(cfg) raises if cfg has an unknown key or a bad value
+// cfg: {url, concurrency, chunk, timeout, connect_timeout, retries, backoff, backoff_max
+// (seconds), max_body (bytes), cache (bool), cache_dir, cache_max (bytes), offline, progress}.
+// A feature: {model_id, source_id, index, label, explanations = {{description, type, model}},
+// top_logits = {{token, value}}, bottom_logits, density, max_activation}.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bind.h"
+#include "hub.h"
+#include "neuronpedia.h"
+
+static const char *const cfg_keys[] = {"url", "concurrency", "chunk", "timeout", "connect_timeout", "retries",
+                                       "backoff", "backoff_max", "max_body", "cache", "cache_dir", "cache_max",
+                                       "offline", "progress", NULL};
+
+static const char *opt_string(lua_State *L, int idx, const char *key) {
+    lua_getfield(L, idx, key);
+    const char *s = lua_isnil(L, -1) ? NULL : lua_tostring(L, -1);
+    if (!s && !lua_isnil(L, -1)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "option '%s' expects a string", key);
+    lua_pop(L, 1);
+    return s;   // still referenced by the table
+}
+
+static void read_http(lua_State *L, int idx, ct_http_opts *o) {
+    o->concurrency = (int)ct_lua_opt_number(L, idx, "concurrency", o->concurrency);
+    o->timeout_ms = (long)(1000 * ct_lua_opt_number(L, idx, "timeout", o->timeout_ms / 1000.0));
+    o->connect_timeout_ms = (long)(1000 * ct_lua_opt_number(L, idx, "connect_timeout", o->connect_timeout_ms / 1000.0));
+    o->max_retries = (int)ct_lua_opt_number(L, idx, "retries", o->max_retries);
+    o->backoff_ms = (long)(1000 * ct_lua_opt_number(L, idx, "backoff", o->backoff_ms / 1000.0));
+    o->backoff_max_ms = (long)(1000 * ct_lua_opt_number(L, idx, "backoff_max", o->backoff_max_ms / 1000.0));
+    o->max_body = (int64_t)ct_lua_opt_number(L, idx, "max_body", (lua_Number)o->max_body);
+    if (o->concurrency < 1 || o->concurrency > 64 || o->max_retries < 0 || o->max_retries > 20 || o->timeout_ms < 0 ||
+        o->connect_timeout_ms < 0 || o->backoff_ms < 0 || o->backoff_max_ms < 0 || o->max_body < 1)
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "network options: concurrency 1..64, retries 0..20, times and max_body positive");
+}
+
+static void np_client(lua_State *L, int idx, ct_np_client *c) {
+    ct_np_client_init(c);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    ct_lua_check_opts(L, idx, "neuronpedia", cfg_keys);
+    const char *url = opt_string(L, idx, "url"), *dir = opt_string(L, idx, "cache_dir");
+    if (url) {
+        snprintf(c->base_url, sizeof c->base_url, "%s", url);
+        size_t n = strlen(c->base_url);
+        while (n > 0 && c->base_url[n - 1] == '/') c->base_url[--n] = 0;
+    }
+    if (dir) snprintf(c->cache.dir, sizeof c->cache.dir, "%s", dir);
+    c->chunk = (int)ct_lua_opt_number(L, idx, "chunk", c->chunk);
+    if (c->chunk < 1 || c->chunk > 4096) ct_lua_fail(L, CT_STATUS_BAD_ARG, "option 'chunk' must be 1..4096");
+    c->use_cache = ct_lua_opt_bool(L, idx, "cache", 1);
+    c->offline = ct_lua_opt_bool(L, idx, "offline", c->offline);
+    read_http(L, idx, &c->http);
+    lua_Number cap = ct_lua_opt_number(L, idx, "cache_max", 0);
+    if (cap > 0 && c->use_cache) {
+        ct_err err = {0};
+        if (ct_cache_open(&c->cache, dir, (int64_t)cap, &err)) ct_lua_raise(L, &err);
+    }
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+    if (isnan(v)) return;
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+    if (!v) return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_logits(lua_State *L, const char *k, const ct_np_logit *l, int n) {
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_createtable(L, 0, 2);
+        set_str(L, "token", l[i].token);
+        set_num(L, "value", l[i].value);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, k);
+}
+
+static void push_feature(lua_State *L, const ct_np_feature *f) {
+    lua_createtable(L, 0, 10);
+    set_str(L, "model_id", f->model_id);
+    set_str(L, "source_id", f->source_id);
+    set_num(L, "index", f->index);
+    set_str(L, "label", f->label);
+    set_num(L, "density", f->density);
+    set_num(L, "max_activation", f->max_act);
+    lua_createtable(L, f->n_expl, 0);
+    for (int i = 0; i < f->n_expl; i++) {
+        lua_createtable(L, 0, 3);
+        set_str(L, "description", f->expl[i].description);
+        set_str(L, "type", f->expl[i].type_name);
+        set_str(L, "model", f->expl[i].model_name);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "explanations");
+    push_logits(L, "top_logits", f->pos, f->n_pos);
+    push_logits(L, "bottom_logits", f->neg, f->n_neg);
+}
+
+static int push_failure(lua_State *L, const ct_err *err) {
+    lua_pushnil(L);
+    lua_pushstring(L, err->msg);
+    lua_pushstring(L, ct_status_str(err->status));
+    return 3;
+}
+
+static ct_np_key check_key(lua_State *L, int model, int source, int index) {
+    ct_np_key k = {lua_tostring(L, model), lua_tostring(L, source), lua_tonumber(L, index)};
+    if (lua_type(L, model) != LUA_TSTRING || lua_type(L, source) != LUA_TSTRING || lua_type(L, index) != LUA_TNUMBER)
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "neuronpedia feature: expected (model_id string, source_id string, index number), "
+                    "got (%s, %s, %s)", luaL_typename(L, model), luaL_typename(L, source), luaL_typename(L, index));
+    return k;
+}
+
+static int l_np_feature(lua_State *L) {
+    ct_np_client c;
+    np_client(L, 1, &c);
+    ct_np_key k = check_key(L, 2, 3, 4);
+    ct_np_feature f;
+    ct_err err = {0};
+    if (ct_np_get_feature(&c, &k, &f, &err)) {
+        if (err.status == CT_STATUS_BAD_ARG) return ct_lua_raise(L, &err);
+        return push_failure(L, &err);
+    }
+    push_feature(L, &f);
+    ct_np_feature_free(&f);
+    return 1;
+}
+
+static int l_np_features(lua_State *L) {
+    ct_np_client c;
+    np_client(L, 1, &c);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 2);
+    // keys: the strings stay referenced by the list at index 2 while we use them
+    ct_np_key *keys = lua_newuserdata(L, sizeof *keys * (size_t)(n + 1));
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        if (!lua_istable(L, -1)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "neuronpedia.features: item %d is %s; expected a table", i + 1, luaL_typename(L, -1));
+        int t = lua_gettop(L);
+        lua_rawgeti(L, t, 1);
+        lua_rawgeti(L, t, 2);
+        lua_rawgeti(L, t, 3);
+        if (lua_isnil(L, -3)) {   // named fields
+            lua_pop(L, 3);
+            lua_getfield(L, t, "model_id");
+            lua_getfield(L, t, "source_id");
+            lua_getfield(L, t, "index");
+        }
+        keys[i] = check_key(L, t + 1, t + 2, t + 3);
+        lua_pop(L, 4);
+    }
+    ct_np_feature *out = lua_newuserdata(L, sizeof *out * (size_t)(n + 1));
+    ct_status *st = lua_newuserdata(L, sizeof *st * (size_t)(n + 1));
+    ct_err *errs = lua_newuserdata(L, sizeof *errs * (size_t)(n + 1));
+    ct_err err = {0};
+    ct_status rc = ct_np_get_features(&c, keys, n, out, st, errs, &err);
+    if (rc) {
+        for (int i = 0; i < n; i++) ct_np_feature_free(&out[i]);
+        if (rc == CT_STATUS_BAD_ARG) return ct_lua_raise(L, &err);
+        return push_failure(L, &err);
+    }
+    lua_createtable(L, n, 0);
+    lua_newtable(L);
+    for (int i = 0; i < n; i++) {
+        if (st[i] == CT_OK) {
+            push_feature(L, &out[i]);
+            ct_np_feature_free(&out[i]);
+        } else {
+            lua_pushboolean(L, 0);
+            lua_createtable(L, 0, 2);
+            set_str(L, "message", errs[i].msg);
+            set_str(L, "code", ct_status_str(st[i]));
+            lua_rawseti(L, -3, i + 1);
+        }
+        lua_rawseti(L, -3, i + 1);
+    }
+    lua_pushinteger(L, c.requests);
+    return 3;
+}
+
+static int l_np_search(lua_State *L) {
+    ct_np_client c;
+    np_client(L, 1, &c);
+    const char *model = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    const char *query = luaL_checkstring(L, 4);
+    int offset = (int)luaL_optinteger(L, 5, 0);
+    int nl = (int)lua_objlen(L, 3);
+    const char **layers = lua_newuserdata(L, sizeof *layers * (size_t)(nl + 1));
+    for (int i = 0; i < nl; i++) {
+        lua_rawgeti(L, 3, i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING) ct_lua_fail(L, CT_STATUS_BAD_ARG, "neuronpedia.search: source %d is not a string", i + 1);
+        layers[i] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    ct_np_hit *hits;
+    int count, more, next;
+    ct_err err = {0};
+    if (ct_np_search(&c, model, layers, nl, query, offset, &hits, &count, &more, &next, &err)) return push_failure(L, &err);
+    lua_createtable(L, 0, 3);
+    lua_createtable(L, count, 0);
+    for (int i = 0; i < count; i++) {
+        lua_createtable(L, 0, 6);
+        set_str(L, "model_id", hits[i].model_id);
+        set_str(L, "source_id", hits[i].source_id);
+        set_num(L, "index", hits[i].index);
+        set_str(L, "label", hits[i].description);
+        set_str(L, "type", hits[i].type_name);
+        set_num(L, "cosine", hits[i].cosine);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "results");
+    lua_pushboolean(L, more);
+    lua_setfield(L, -2, "has_more");
+    if (more && next >= 0) set_num(L, "next_offset", next);
+    ct_np_hits_free(hits, count);
+    return 1;
+}
+
+static void hub_cfg(lua_State *L, int idx, ct_hub *h) {
+    ct_hub_init(h);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    ct_lua_check_opts(L, idx, "hub", cfg_keys);
+    const char *url = opt_string(L, idx, "url");
+    if (url) snprintf(h->endpoint, sizeof h->endpoint, "%s", url);
+    h->offline = ct_lua_opt_bool(L, idx, "offline", h->offline);
+    h->progress = ct_lua_opt_bool(L, idx, "progress", h->progress);
+    read_http(L, idx, &h->http);
+}
+
+static int hub_call(lua_State *L, int cached) {
+    ct_hub h;
+    hub_cfg(L, 1, &h);
+    const char *uri = luaL_checkstring(L, 2);
+    char path[4096];
+    ct_err err = {0};
+    ct_status rc;
+    if (cached) {
+        char repo[256], p[1024], rev[256];
+        rc = ct_hub_parse_uri(uri, repo, p, rev, &err);
+        if (!rc) rc = ct_hub_cached(&h, repo, p, rev, path, sizeof path, &err);
+    } else {
+        rc = ct_hub_uri(&h, uri, path, sizeof path, &err);
+    }
+    if (rc == CT_STATUS_BAD_ARG) return ct_lua_raise(L, &err);
+    if (rc) return push_failure(L, &err);
+    lua_pushstring(L, path);
+    return 1;
+}
+
+static int l_hub_file(lua_State *L) { return hub_call(L, 0); }
+
+// net_check(cfg): raises if cfg has an unknown key or a bad value.
+static int l_net_check(lua_State *L) {
+    ct_np_client c;
+    np_client(L, 1, &c);
+    return 0;
+}
+static int l_hub_cached(lua_State *L) { return hub_call(L, 1); }
+
+void ct_lua_register_net(lua_State *L) {
+    static const luaL_Reg fns[] = {{"np_feature", l_np_feature}, {"np_features", l_np_features}, {"np_search", l_np_search},
+                                   {"hub_file", l_hub_file}, {"hub_cached", l_hub_cached}, {"net_check", l_net_check},
+                                   {NULL, NULL}};
+    for (const luaL_Reg *f = fns; f->name; f++) {
+        lua_pushcfunction(L, f->func);
+        lua_setfield(L, -2, f->name);
+    }
+}

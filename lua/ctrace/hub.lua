@@ -1,0 +1,108 @@
+-- ctrace.hub - files from Hugging Face repositories, in the standard hub cache (shared with
+-- huggingface_hub: files either downloaded are reused by the other).
+--
+--   local hub = require "ctrace.hub"            (also ctrace.hub)
+--   hub.configure{url = HF endpoint, timeout =, retries =, backoff =, offline =, progress =}
+--   hub.file("hf://org/repo/path?revision=main") -> local path | nil, message, code
+--   hub.cached(uri) -> local path | nil, message, code     (never touches the network)
+--   hub.model("org/repo" or "hf://org/repo?revision=r") -> local snapshot directory (raises):
+--       config.json, tokenizer.json and the safetensors weights (single file or shards)
+--   hub.default_model() -> directory of stories260K downloaded from karpathy/tinyllamas, each
+--       file checked against its pinned SHA-256 (raises)
+--
+-- Endpoint $HF_ENDPOINT (default https://huggingface.co); cache $HF_HUB_CACHE, $HF_HOME/hub or
+-- ~/.cache/huggingface/hub; $HF_TOKEN sent to the endpoint only; $HF_HUB_OFFLINE=1 (or
+-- $CTRACE_OFFLINE=1) never touches the network. Codes as ctrace.neuronpedia, plus CHECKSUM.
+local core = require "ctrace.core"
+local M = {}
+
+local settings = {}
+
+function M.configure(t)
+  local new = {}
+  for k, v in pairs(settings) do new[k] = v end
+  for k, v in pairs(t or {}) do new[k] = v end
+  core.net_check(new)
+  settings = new
+end
+
+function M.file(uri)
+  return core.hub_file(settings, uri)
+end
+
+function M.cached(uri)
+  return core.hub_cached(settings, uri)
+end
+
+local function must(uri, what)
+  local p, msg, code = M.file(uri)
+  if not p then error((code or "NETWORK") .. ": " .. (what and (what .. ": ") or "") .. msg, 3) end
+  return p
+end
+
+-- "org/repo", "org/repo?revision=r", "hf://org/repo..." -> repo, revision
+local function split_repo(s)
+  s = s:gsub("^hf://", "")
+  local repo, rev = s:match("^([^?]+)%?revision=(.+)$")
+  repo = repo or s
+  if not repo:match("^[%w._-]+/[%w._-]+$") then
+    error("BAD_ARG: '" .. s .. "': expected org/repo or hf://org/repo[?revision=...]", 3)
+  end
+  return repo, rev or "main"
+end
+
+local function uri(repo, rev, path)
+  return "hf://" .. repo .. "/" .. path .. (rev ~= "main" and ("?revision=" .. rev) or "")
+end
+
+function M.model(id)
+  local repo, rev = split_repo(id)
+  local config = must(uri(repo, rev, "config.json"), repo)
+  must(uri(repo, rev, "tokenizer.json"), repo)
+  local index = M.file(uri(repo, rev, "model.safetensors.index.json"))
+  if index then
+    local f = assert(io.open(index, "rb"))
+    local j = core.json_decode(f:read("*a"))
+    f:close()
+    local shards, seen = {}, {}
+    for _, file in pairs(type(j) == "table" and j.weight_map or {}) do
+      if not seen[file] then seen[file] = true shards[#shards + 1] = file end
+    end
+    if #shards == 0 then error("BAD_FORMAT: " .. repo .. ": model.safetensors.index.json has no weight_map", 2) end
+    table.sort(shards)
+    for _, file in ipairs(shards) do must(uri(repo, rev, file), repo) end
+  else
+    must(uri(repo, rev, "model.safetensors"), repo)
+  end
+  return (config:gsub("/config%.json$", ""))
+end
+
+-- The embedded default model's files, pinned (the hashes in ../shared/models/stories260K/README.md).
+M.stories260K = {
+  repo = "karpathy/tinyllamas",
+  files = {
+    {"stories260K/stories260K.bin", "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696"},
+    {"stories260K/tok512.bin", "037cb335abb25d1fa9e8ecae30ed2a3a8ace9302862ebcdc05d51a6bbb10c312"},
+  },
+}
+
+-- Downloads files pinned by SHA-256 ({repo, files = {{path, sha256}}}) and returns the
+-- directory of the first one. A file whose hash differs is an error naming both hashes.
+function M.pinned(spec)
+  local dir
+  for _, f in ipairs(spec.files) do
+    local p = must(uri(spec.repo, spec.revision or "main", f[1]), spec.repo)
+    local got = core.sha256(p)
+    if got ~= f[2] then
+      error("CHECKSUM: hf://" .. spec.repo .. "/" .. f[1] .. " has sha256 " .. got .. "; expected " .. f[2], 2)
+    end
+    dir = dir or p:match("^(.*)/[^/]*$")
+  end
+  return dir
+end
+
+function M.default_model()
+  return M.pinned(M.stories260K)
+end
+
+return M

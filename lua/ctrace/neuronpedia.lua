@@ -1,0 +1,102 @@
+-- ctrace.neuronpedia - feature labels and explanation search from Neuronpedia.
+--
+--   local np = require "ctrace.neuronpedia"      (also ctrace.neuronpedia)
+--   np.configure{url = "http://127.0.0.1:8080", concurrency = 4, chunk = 128, timeout = 60,
+--                connect_timeout = 10, retries = 4, backoff = 1, backoff_max = 60,
+--                cache = true, cache_dir = ..., cache_max = bytes, offline = false}
+--   np.feature(model_id, source_id, index) -> feature | nil, message, code
+--       feature = {model_id, source_id, index, label, explanations = {{description, type, model}},
+--                  top_logits = {{token, value}}, bottom_logits, density, max_activation}
+--   np.features({{model_id, source_id, index}, ...}) -> list (feature or false per item),
+--       errors ({[i] = {message, code}} for the false ones), requests made
+--       (the batch endpoint, `chunk` features per request, `concurrency` requests at a time)
+--   np.search(query, {model_id =, sources = {...}, offset = 0, pages = 1})
+--       -> {results = {{model_id, source_id, index, label, type, cosine}}, has_more, next_offset}
+--          | nil, message, code
+--   np.url(model_id, source_id, index) -> the feature's dashboard page
+--   np.source_of(tc) -> {model_id, source_set} for a transcoder set, or nil
+--
+-- The server is $CTRACE_NEURONPEDIA_URL or https://www.neuronpedia.org; $NEURONPEDIA_API_KEY is
+-- sent as x-api-key to that server only. Features are cached on disk (ctrace's cache directory,
+-- see README); offline mode ($CTRACE_OFFLINE or $HF_HUB_OFFLINE) answers from the cache only.
+-- Codes: NOT_FOUND, RATE_LIMITED, TIMEOUT, NETWORK, HTTP, BAD_RESPONSE, TOO_LARGE, OFFLINE,
+-- CANCELLED.
+local core = require "ctrace.core"
+local M = {}
+
+local settings = {}
+
+function M.configure(t)
+  local new = {}
+  for k, v in pairs(settings) do new[k] = v end
+  for k, v in pairs(t or {}) do new[k] = v end
+  core.net_check(new)   -- raises on unknown or bad options
+  settings = new
+end
+
+function M.settings()
+  local c = {}
+  for k, v in pairs(settings) do c[k] = v end
+  return c
+end
+
+function M.feature(model_id, source_id, index)
+  return core.np_feature(settings, model_id, source_id, index)
+end
+
+function M.features(list)
+  return core.np_features(settings, list)
+end
+
+function M.search(query, opts)
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "model_id" and k ~= "sources" and k ~= "offset" and k ~= "pages" then
+      error("BAD_ARG: neuronpedia.search: unknown option '" .. tostring(k) .. "' (expected model_id, sources, offset, pages)", 2)
+    end
+  end
+  if type(query) ~= "string" or #query < 3 then error("BAD_ARG: neuronpedia.search: the query must be a string of 3 characters or more", 2) end
+  if type(opts.model_id) ~= "string" then error("BAD_ARG: neuronpedia.search: model_id (a string) is required", 2) end
+  local out = {results = {}, has_more = false}
+  local offset = opts.offset or 0
+  for _ = 1, opts.pages or 1 do
+    local page, msg, code = core.np_search(settings, opts.model_id, opts.sources or {}, query, offset)
+    if not page then return nil, msg, code end
+    for _, r in ipairs(page.results) do out.results[#out.results + 1] = r end
+    out.has_more, out.next_offset = page.has_more, page.next_offset
+    if not page.has_more or not page.next_offset then break end
+    offset = page.next_offset
+  end
+  return out
+end
+
+function M.url(model_id, source_id, index)
+  local base = settings.url or os.getenv("CTRACE_NEURONPEDIA_URL") or "https://www.neuronpedia.org"
+  return string.format("%s/%s/%s/%d", base:gsub("/+$", ""), model_id, source_id, index)
+end
+
+-- Transcoder sets Neuronpedia has dashboards for, by Hugging Face repository (the part of a
+-- set's scan before any "//" or "@").
+M.sources = {
+  ["mntss/gemma-scope-transcoders"] = {model_id = "gemma-2-2b", source_set = "gemmascope-transcoder-16k"},
+  ["mwhanna/gemma-scope-transcoders"] = {model_id = "gemma-2-2b", source_set = "gemmascope-transcoder-16k"},
+  ["mntss/clt-gemma-2-2b-2.5M"] = {model_id = "gemma-2-2b", source_set = "clt-hp"},
+  ["mwhanna/qwen3-4b-transcoders"] = {model_id = "qwen3-4b", source_set = "transcoder-hp"},
+  ["mwhanna/qwen3-8b-transcoders"] = {model_id = "qwen3-8b", source_set = "transcoder-hp"},
+  ["mwhanna/qwen3-14b-transcoders"] = {model_id = "qwen3-14b", source_set = "transcoder-hp"},
+  ["mwhanna/qwen3-0.6b-transcoders-lowl0"] = {model_id = "qwen3-0.6b", source_set = "transcoder-hp-lowl0"},
+  ["mwhanna/qwen3-1.7b-transcoders-lowl0"] = {model_id = "qwen3-1.7b", source_set = "transcoder-hp-lowl0"},
+  ["mwhanna/qwen3-14b-transcoders-lowl0"] = {model_id = "qwen3-14b", source_set = "transcoder-hp-lowl0"},
+}
+
+-- A transcoder set's Neuronpedia ids: its config's neuronpedia_model_id / neuronpedia_source_set
+-- when set, else the table above by repository.
+function M.source_of(tc)
+  if tc.neuronpedia_model_id and tc.neuronpedia_model_id ~= "" then
+    return {model_id = tc.neuronpedia_model_id, source_set = tc.neuronpedia_source_set}
+  end
+  local repo = (tc.scan or ""):match("^([^/@]+/[^/@]+)")
+  return repo and M.sources[repo]
+end
+
+return M

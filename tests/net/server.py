@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Loopback test server for ctrace's network code: Neuronpedia (fixtures and synthetic
+features), Hugging Face (resolve URLs, LFS redirects to a CDN path, Range), and faults.
+
+    python3 tests/net/server.py FIXTURES_DIR HF_FILES_DIR   # prints "PORT <n>" then serves
+
+Routes
+  /np/api/feature/{model}/{source}/{index}    GET  one feature
+  /np/api/features                            POST batch (array body)
+  /np/api/explanation/search                  POST search
+  /hf/{org}/{repo}/resolve/{rev}/{path}       HEAD/GET  files under HF_FILES_DIR/{org}/{repo}/{path}
+  /cdn/{org}/{repo}/{path}                    GET  the bytes (Range honoured unless repo says not)
+  /stats                                      GET  counters as JSON;  /reset  POST clears them
+Faults: a Neuronpedia model id "fault-<name>" or a Hugging Face repo "fault/<name>" (see FAULTS).
+"""
+import gzip
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FIX, FILES = sys.argv[1], sys.argv[2]
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+lock = threading.Lock()
+stats = {}
+inflight = {"now": 0, "max": 0}
+
+
+def count(key, n=1):
+    with lock:
+        stats[key] = stats.get(key, 0) + n
+
+
+def fixture(name):
+    with open(os.path.join(FIX, name)) as f:
+        return json.load(f)
+
+
+def synth_feature(model, source, index, full):
+    """A feature in the server's batch shape (full adds the GET-only fields)."""
+    f = {"modelId": model, "layer": source, "index": str(index), "maxActApprox": 1.5 + (int(index) % 7),
+         "frac_nonzero": 1e-4 * (1 + int(index) % 13), "pos_str": [" up", " out"], "pos_values": [0.9, 0.4],
+         "neg_str": [" down"], "neg_values": [-0.3],
+         "explanations": [{"description": "%s feature %s" % (source, index), "explanationModelName": None,
+                           "typeName": "np_max-act"}],
+         "activations": [{"tokens": ["a", "b"], "values": [0, 1.5], "maxValue": 1.5}]}
+    if int(index) % 10 == 3:
+        f["explanations"] = []   # no label
+    if full:
+        f.update({"model": {"id": model}, "source": None, "sourceSet": None, "lists": [], "comments": [],
+                  "creator": None})
+        for e in f["explanations"]:
+            e.update({"id": "x", "scores": [], "triggeredByUser": None})
+    return f
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    # ---- helpers ----
+    def send(self, status, body, ctype="application/json", headers=None):
+        if not isinstance(body, bytes):
+            body = json.dumps(body, separators=(",", ":")).encode()
+        if "gzip" in (self.headers.get("Accept-Encoding") or "") and ctype.startswith("application/json"):
+            body = gzip.compress(body)
+            headers = dict(headers or {}, **{"Content-Encoding": "gzip"})
+            count("gzip")
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def reset_connection(self):
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def body_json(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(n) or b"null")
+
+    def note_auth(self, area):
+        if self.headers.get("x-api-key"):
+            count(area + ".x-api-key")
+        if self.headers.get("Authorization"):
+            count(area + ".authorization")
+
+    # ---- Neuronpedia ----
+    def np_fault(self, model):
+        """Answers a fault model id; returns True when it did."""
+        name = model[len("fault-"):]
+        if name == "slow":
+            time.sleep(3)
+            self.send(200, synth_feature(model, "0-x", 1, True))
+        elif name == "ratelimited":   # 429 twice per key, then 200
+            key = "rl." + self.path
+            count(key)
+            if stats[key] <= 2:
+                self.send(429, fixture("rate_limited_429.json"))
+            else:
+                self.send(200, synth_feature(model, "0-x", 1, True))
+        elif name == "always429":
+            self.send(429, fixture("rate_limited_429.json"))
+        elif name == "retryafter":
+            self.send(429, fixture("rate_limited_429.json"), headers={"Retry-After": "3600"})
+        elif name == "flaky500":
+            key = "flaky." + self.path
+            count(key)
+            if stats[key] <= 1:
+                self.send(500, {"error": "Something went wrong on our end. The error has been reported.",
+                                "message": "Something went wrong on our end. The error has been reported."})
+            else:
+                self.send(200, synth_feature(model, "0-x", 1, True))
+        elif name == "always500":
+            self.send(500, {"message": "Unknown Error"})
+        elif name in ("reset", "truncated"):
+            body = json.dumps(synth_feature(model, "0-x", 1, True)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            if name == "reset":
+                self.reset_connection()
+            else:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_WR)
+                self.close_connection = True
+        elif name == "badjson":
+            self.send(200, b'{"modelId": "x", "explanations": [ {"description": ', "application/json")
+        elif name == "notobject":
+            self.send(200, b'[1, 2, 3]', "application/json")
+        elif name == "huge":
+            self.send(200, b'{"pad": "' + b"x" * (50 << 20) + b'"}', "application/json")
+        elif name == "html":
+            self.send(200, b"<html><body>maintenance</body></html>", "text/html; charset=utf-8")
+        elif name == "gateway":
+            self.send(502, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        elif name == "redirectloop":
+            self.send(302, b"", "text/plain", headers={"Location": self.path})
+        elif name == "nullbody":
+            self.send(200, b"null", "application/json")
+        elif name == "missingmodel":
+            msg = fixture("feature_404.json")["error"]
+            self.send(404, {"error": msg, "message": msg})
+        else:
+            return False
+        return True
+
+    def np_get(self, parts):
+        count("np.get")
+        self.note_auth("np")
+        model, source, index = parts
+        if model.startswith("fault-") and self.np_fault(model):
+            return
+        if (model, source, index) == ("gemma-2-2b", "18-gemmascope-transcoder-16k", "7731"):
+            return self.send(200, fixture("feature_200.json"))
+        if index == "99999" or int(index) >= 1000000:
+            return self.send(404, fixture("feature_404.json"))
+        self.send(200, synth_feature(model, source, index, True))
+
+    def np_batch(self):
+        count("np.batch")
+        self.note_auth("np")
+        with lock:
+            inflight["now"] += 1
+            inflight["max"] = max(inflight["max"], inflight["now"])
+        try:
+            items = self.body_json()
+            if not isinstance(items, list):
+                return self.send(400, {"message": "body must be an array"})
+            if not items:
+                return self.send(500, {"message": "Unknown Error"})
+            count("np.batch.items", len(items))
+            if items[0].get("modelId", "").startswith("fault-") and self.np_fault(items[0]["modelId"]):
+                return
+            time.sleep(0.05)   # a real server takes a while: lets concurrency show
+            out = []
+            for it in items:
+                if not isinstance(it.get("index"), int) or not isinstance(it.get("layer"), str):
+                    return self.send(400, {"message": "index must be an integer"})
+                if it["index"] == 99999 or (1000000 <= it["index"] < 4000000000):
+                    continue   # missing features are left out
+                out.append(synth_feature(it["modelId"], it["layer"], it["index"], False))
+            out.reverse()   # order is not guaranteed
+            self.send(200, out)
+        finally:
+            with lock:
+                inflight["now"] -= 1
+
+    def np_search(self):
+        count("np.search")
+        self.note_auth("np")
+        req = self.body_json()
+        q = req.get("query", "")
+        if len(q) < 3:
+            return self.send(400, {"message": "query must be at least 3 characters"})
+        if q == "limit":
+            return self.send(429, fixture("rate_limited_429.json"))
+        if q == "river":
+            return self.send(200, fixture("search_200.json"))
+        total, off = 45, int(req.get("offset") or 0)   # "paged": 45 results in pages of 20
+        res = [{"modelId": req["modelId"], "layer": req["layers"][0] if req.get("layers") else "0-x",
+                "index": str(i), "description": "%s %d" % (q, i), "explanationModelName": None,
+                "typeName": "np_max-act", "cosine_similarity": 1 - i / 100}
+               for i in range(off, min(total, off + 20))]
+        body = {"request": req, "results": res, "resultsCount": len(res), "hasMore": len(res) == 20}
+        if len(res) == 20:
+            body["nextOffset"] = off + 20
+        self.send(200, body)
+
+    # ---- Hugging Face ----
+    def hf_resolve(self, org, repo, rev, path):
+        count("hf.resolve")
+        self.note_auth("hf")
+        local = os.path.join(FILES, org, repo, path)
+        if not os.path.isdir(os.path.join(FILES, org, repo)):
+            return self.send(401, {"error": "Repository Not Found"}, headers={"X-Error-Code": "RepoNotFound"})
+        if not os.path.isfile(local):
+            return self.send(404, {"error": "Entry not found"}, headers={"X-Error-Code": "EntryNotFound"})
+        data = open(local, "rb").read()
+        commit = COMMIT if rev in ("main", COMMIT) else hashlib.sha1(rev.encode()).hexdigest()
+        if path.endswith((".json", ".yaml", ".txt", ".md")):   # a plain git file: ETag is the git blob sha1
+            etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+            if org == "fault" and repo == "wrongsha":
+                etag = "f" * 40
+            hdr = {"ETag": '"%s"' % etag, "X-Repo-Commit": commit}
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in hdr.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            return
+        sha = hashlib.sha256(data).hexdigest()
+        if org == "fault" and repo == "wrongsha":
+            sha = "0" * 64
+        self.send_response(302)
+        self.send_header("Location", "/cdn/%s/%s/%s?sig=1" % (org, repo, path))
+        self.send_header("X-Linked-Etag", '"%s"' % sha)
+        self.send_header("X-Linked-Size", str(len(data)))
+        self.send_header("X-Repo-Commit", commit)
+        self.send_header("ETag", '"abc"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def cdn(self, org, repo, path):
+        count("cdn.get")
+        self.note_auth("cdn")
+        data = open(os.path.join(FILES, org, repo, path.split("?")[0]), "rb").read()
+        start = 0
+        rng = self.headers.get("Range")
+        if rng:
+            count("cdn.range")
+            with lock:
+                stats["cdn.range_start"] = int(rng.split("=")[1].split("-")[0])
+        if rng and repo != "norange":
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        if repo == "slow":   # about 2 MB/s, for interrupting a download half-way
+            for i in range(0, len(body), 65536):
+                self.wfile.write(body[i:i + 65536])
+                self.wfile.flush()
+                time.sleep(0.03)
+        elif repo == "cut" and start == 0:   # the first attempt dies half-way
+            self.wfile.write(body[: len(body) // 2])
+            self.reset_connection()
+        else:
+            self.wfile.write(body)
+
+    # ---- dispatch ----
+    def route(self):
+        p = self.path.split("?")[0]
+        parts = p.strip("/").split("/")
+        try:
+            if p == "/stats":
+                with lock:
+                    return self.send(200, dict(stats, max_inflight=inflight["max"]))
+            if p == "/reset" and self.command == "POST":
+                with lock:
+                    stats.clear()
+                    inflight["max"] = 0
+                return self.send(200, {})
+            if parts[:3] == ["np", "api", "feature"] and len(parts) == 6 and self.command == "GET":
+                return self.np_get(parts[3:])
+            if parts[:3] == ["np", "api", "features"] and self.command == "POST":
+                return self.np_batch()
+            if parts[:4] == ["np", "api", "explanation", "search"] and self.command == "POST":
+                return self.np_search()
+            if parts[0] == "hf" and len(parts) >= 6 and parts[3] == "resolve":
+                return self.hf_resolve(parts[1], parts[2], parts[4], "/".join(parts[5:]))
+            if parts[0] == "cdn" and len(parts) >= 4:
+                return self.cdn(parts[1], parts[2], "/".join(parts[3:]))
+            self.send(404, {"error": "no route " + p})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    do_GET = do_POST = do_HEAD = route
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+srv = Server(("127.0.0.1", 0), Handler)
+print("PORT %d" % srv.server_address[1], flush=True)
+srv.serve_forever()

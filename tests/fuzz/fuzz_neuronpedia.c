@@ -1,0 +1,54 @@
+// libFuzzer target: Neuronpedia response parsing (one feature, a batch, a search page) and the
+// Hugging Face address parser. The first byte picks the reader; the rest is its input.
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub.h"
+#include "neuronpedia.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    const char *text = (const char *)data + 1;
+    size_t n = size - 1;
+    ct_err err;
+    switch (data[0] % 4) {
+    case 0: {
+        ct_np_feature f;
+        if (ct_np_parse_feature(text, n, &f, &err) == CT_OK) {
+            char *s = ct_np_feature_json(&f);   // the cache form must parse back
+            ct_np_feature g;
+            if (s && ct_np_parse_feature(s, strlen(s), &g, &err) != CT_OK) abort();
+            if (s) ct_np_feature_free(&g);
+            free(s);
+            ct_np_feature_free(&f);
+        }
+        break;
+    }
+    case 1: {
+        ct_np_feature *fs;
+        int count;
+        if (ct_np_parse_features(text, n, &fs, &count, &err) == CT_OK) {
+            for (int i = 0; i < count; i++) ct_np_feature_free(&fs[i]);
+            free(fs);
+        }
+        break;
+    }
+    case 2: {
+        ct_np_hit *h;
+        int count, more, next;
+        if (ct_np_parse_search(text, n, &h, &count, &more, &next, &err) == CT_OK) ct_np_hits_free(h, count);
+        break;
+    }
+    default: {
+        char *s = malloc(n + 1), repo[256], path[1024], rev[256];
+        if (!s) return 0;
+        memcpy(s, text, n);
+        s[n] = 0;
+        if (ct_hub_parse_uri(s, repo, path, rev, &err) == CT_OK && (strstr(path, "..") && strstr(path, "/../"))) abort();
+        free(s);
+    }
+    }
+    return 0;
+}

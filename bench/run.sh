@@ -3,7 +3,8 @@
 # the OpenBLAS sgemm ceiling, ctrace's generation and prompt forward on stories260K, the plain
 # single-file C peer (bench/ref_llama2c.c, -O3) on the same checkpoint, transcoder encoding and
 # training, attribution graphs (bench/bench_attribution.c: one process per configuration, so
-# each reports its own peak RSS), and interventions (bench/intervene.lua).
+# each reports its own peak RSS), interventions (bench/intervene.lua) and feature labels over
+# HTTP from a loopback server (bench/labels.sh).
 set -eu
 cd "$(dirname "$0")/.."
 make -s all
@@ -27,3 +28,4 @@ for config in peer-stories peer-random stories large long; do
   build/bench/bench_attribution "$config"
 done
 build/ctrace bench/intervene.lua
+bench/labels.sh

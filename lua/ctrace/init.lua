@@ -3,7 +3,7 @@
 -- ctrace.load_model(path_or_name)   llama2.c .bin, a directory holding one, a Hugging Face
 --                                   directory or repository ("org/repo", "hf://org/repo"), or
 --                                   the name "stories260K" (the default model)
--- ctrace.load_tokenizer(path)       tok512.bin or tokenizer.json
+-- ctrace.load_tokenizer(path)       tok512.bin, tokenizer.json, or a Hugging Face repository's
 -- ctrace.tensor{...}, ctrace.zeros(d1, d2, ...)
 -- ctrace.load_transcoders(path_or_name)
 -- ctrace.replacement_model(model, transcoders)   rm:attribute(prompt, opts) -> ctrace.Graph
@@ -97,7 +97,15 @@ function M.load_model(path_or_name)
   return core.load_model(M.resolve_model(path_or_name))
 end
 
+-- A tokenizer file, or a Hugging Face repository's tokenizer.json ("org/repo", "hf://org/repo",
+-- "hf://org/repo/path/tokenizer.json").
 function M.load_tokenizer(path)
+  if type(path) == "string" and not exists(path) and (path:match("^hf://") or path:match("^[%w._-]+/[%w._-]+$")) then
+    local uri = path:match("^hf://[^/]+/[^/?]+/") and path or ("hf://" .. path:gsub("^hf://", "") .. "/tokenizer.json")
+    local p, msg, code = M.hub.file(uri)
+    if not p then error(code .. ": " .. msg, 2) end
+    path = p
+  end
   return core.load_tokenizer(path)
 end
 

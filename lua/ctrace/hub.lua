@@ -34,9 +34,9 @@ function M.cached(uri)
   return core.hub_cached(settings, uri)
 end
 
-local function must(uri, what)
+local function must(uri)
   local p, msg, code = M.file(uri)
-  if not p then error((code or "NETWORK") .. ": " .. (what and (what .. ": ") or "") .. msg, 3) end
+  if not p then error(code .. ": " .. msg, 3) end
   return p
 end
 
@@ -57,8 +57,8 @@ end
 
 function M.model(id)
   local repo, rev = split_repo(id)
-  local config = must(uri(repo, rev, "config.json"), repo)
-  must(uri(repo, rev, "tokenizer.json"), repo)
+  local config = must(uri(repo, rev, "config.json"))
+  must(uri(repo, rev, "tokenizer.json"))
   local index = M.file(uri(repo, rev, "model.safetensors.index.json"))
   if index then
     local f = assert(io.open(index, "rb"))
@@ -70,9 +70,9 @@ function M.model(id)
     end
     if #shards == 0 then error("BAD_FORMAT: " .. repo .. ": model.safetensors.index.json has no weight_map", 2) end
     table.sort(shards)
-    for _, file in ipairs(shards) do must(uri(repo, rev, file), repo) end
+    for _, file in ipairs(shards) do must(uri(repo, rev, file)) end
   else
-    must(uri(repo, rev, "model.safetensors"), repo)
+    must(uri(repo, rev, "model.safetensors"))
   end
   return (config:gsub("/config%.json$", ""))
 end
@@ -91,7 +91,7 @@ M.stories260K = {
 function M.pinned(spec)
   local dir
   for _, f in ipairs(spec.files) do
-    local p = must(uri(spec.repo, spec.revision or "main", f[1]), spec.repo)
+    local p = must(uri(spec.repo, spec.revision or "main", f[1]))
     local got = core.sha256(p)
     if got ~= f[2] then
       error("CHECKSUM: hf://" .. spec.repo .. "/" .. f[1] .. " has sha256 " .. got .. "; expected " .. f[2], 2)

@@ -81,13 +81,30 @@ function M.write_json(path, value)
   if not ok then error("IO: cannot write " .. path .. ": " .. tostring(e), 2) end
 end
 
+-- Raises for a name that is no local path and could not be had from Hugging Face either.
+local function not_local(name, code, msg)
+  error((code or "NOT_FOUND") .. ": '" .. name .. "' is not a local path; from Hugging Face: " .. msg, 0)
+end
+
+-- The local path of a Hugging Face file fetched for name (what the caller passed).
+local function fetched(name, uri)
+  local p, msg, code = M.hub.file(uri)
+  if not p then not_local(name, code, msg) end
+  return p
+end
+
 -- A model: a local path, a name in the model directories, "stories260K" (downloaded from
 -- karpathy/tinyllamas when not on disk), or a Hugging Face repository ("org/repo",
 -- "hf://org/repo?revision=r") fetched into the hub cache.
 function M.load_model(path_or_name)
   if type(path_or_name) == "string" and not exists(path_or_name) then
     if path_or_name:match("^hf://") or path_or_name:match("^[%w._-]+/[%w._-]+$") or path_or_name:match("^[%w._-]+/[%w._-]+%?revision=") then
-      return core.load_model(M.hub.model(path_or_name))
+      local ok, dir = pcall(M.hub.model, path_or_name)
+      if not ok then
+        local status, msg = tostring(dir):match("^([A-Z_]+): (.*)$")
+        not_local(path_or_name, status, msg or tostring(dir))
+      end
+      return core.load_model(dir)
     end
     if path_or_name == "stories260K" then
       local ok, p = pcall(M.resolve_model, path_or_name)
@@ -102,9 +119,7 @@ end
 function M.load_tokenizer(path)
   if type(path) == "string" and not exists(path) and (path:match("^hf://") or path:match("^[%w._-]+/[%w._-]+$")) then
     local uri = path:match("^hf://[^/]+/[^/?]+/") and path or ("hf://" .. path:gsub("^hf://", "") .. "/tokenizer.json")
-    local p, msg, code = M.hub.file(uri)
-    if not p then error(code .. ": " .. msg, 2) end
-    path = p
+    path = fetched(path, uri)
   end
   return core.load_tokenizer(path)
 end
@@ -113,8 +128,12 @@ end
 M.default_transcoders = {stories260K = "experiments/stories260K-transcoders/transcoders",
                          ["stories260K-clt"] = "experiments/stories260K-transcoders/clt"}
 
--- A transcoder set: config.yaml, a directory, one .npz / .safetensors file, or the name of a
--- model with a default set ("stories260K").
+-- circuit-tracer's short names for transcoder sets.
+M.transcoder_sets = {gemma = "mntss/gemma-scope-transcoders", llama = "mntss/transcoder-Llama-3.2-1B"}
+
+-- A transcoder set: config.yaml, a directory, one .npz / .safetensors file, the name of a
+-- model with a default set ("stories260K"), a Hugging Face repository holding a config.yaml
+-- ("org/repo", "org/repo//subfolder", "...@revision", "gemma", "llama"), or an hf:// address.
 function M.load_transcoders(path_or_name)
   local default = M.default_transcoders[path_or_name]
   if default and not exists(path_or_name) then
@@ -125,10 +144,18 @@ function M.load_transcoders(path_or_name)
     end
     return core.load_transcoders(p)
   end
+  local name = path_or_name
+  if type(path_or_name) == "string" and not exists(path_or_name) then
+    path_or_name = M.transcoder_sets[path_or_name] or path_or_name
+    -- a repository as circuit-tracer names one: org/repo[//subfolder][@revision] -> its config.yaml
+    local repo, sub, rev = path_or_name:match("^([%w._-]+/[%w._-]+)([^@]*)@?(.*)$")
+    if repo and (sub == "" or sub:match("^//[%w._/-]+$")) then
+      path_or_name = "hf://" .. repo .. (sub ~= "" and ("/" .. sub:sub(3)) or "") .. "/config.yaml" ..
+                     (rev ~= "" and ("?revision=" .. rev) or "")
+    end
+  end
   if type(path_or_name) == "string" and path_or_name:match("^hf://") then
-    local p, msg, code = M.hub.file(path_or_name)
-    if not p then error(code .. ": " .. msg, 2) end
-    return core.load_transcoders(p)   -- hf:// entries in its transcoders list are fetched the same way
+    return core.load_transcoders(fetched(name, path_or_name))   -- hf:// entries in its list are fetched the same way
   end
   return core.load_transcoders(path_or_name)
 end

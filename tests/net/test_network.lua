@@ -321,6 +321,8 @@ t.run {
     t.ok(r:find(other .. "/models--test--plain/snapshots/", 1, true), "HF_HUB_CACHE chooses the cache directory", r)
     local tc = ct.load_transcoders("hf://test/scope-tiny/config.yaml")
     t.eq(tc.n_layers, 2, "hf:// transcoder config whose list names hf:// files")
+    t.eq(ct.load_transcoders("test/scope-tiny").n_layers, 2, "a transcoder set by repository id (circuit-tracer's form)")
+    t.eq(ct.load_transcoders("test/scope-tiny@main").n_layers, 2, "... with @revision")
     local ids = np.source_of(tc)
     t.ok(ids and ids.model_id == "gemma-2-2b" and ids.source_set == "gemmascope-transcoder-16k", "Neuronpedia ids from the set's config")
   end},

@@ -224,18 +224,21 @@ static ct_status start(req_state *s, CURLM *multi) {
     curl_easy_setopt(e, CURLOPT_XFERINFODATA, s);
     curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(e, CURLOPT_PRIVATE, s);
-    if (!r->out_path) curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");   // gzip, deflate, br as built
-    else if (s->offset > 0) {
+    const char *m = r->method ? r->method : "GET";
+    if (strcmp(m, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "identity");   // sizes of the bytes themselves
+    } else if (!r->out_path) {
+        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");   // gzip, deflate, br as built
+    } else if (s->offset > 0) {
         char range[48];
         snprintf(range, sizeof range, "%lld-", (long long)s->offset);
         curl_easy_setopt(e, CURLOPT_RANGE, range);
     }
-    const char *m = r->method ? r->method : "GET";
-    if (strcmp(m, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    else if (strcmp(m, "POST") == 0) {
+    if (strcmp(m, "POST") == 0) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body ? r->body_len : 0));
-    } else if (strcmp(m, "GET") != 0) {
+    } else if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
         return ct_fail(&r->err, CT_STATUS_BAD_ARG, "HTTP method '%s'; expected GET, POST or HEAD", m);
     }
     r->attempts++;

@@ -211,6 +211,13 @@ t.run {
     t.ok(p == nil and code == "HTTP" and msg:find("RepoNotFound", 1, true) and msg:find("HF_TOKEN", 1, true),
          "missing repository -> HTTP 401 RepoNotFound, naming the token", msg)
   end},
+  {"a progress bar on a terminal", function()
+    local path = string.format("%s/progress.lua", tmp)
+    local f = io.open(path, "w") f:write('print(require("ctrace").hub.file("hf://test/norange/big.bin"))') f:close()
+    -- script(1) gives the child a terminal
+    local out = sh(string.format("HF_HUB_CACHE=%s/pb script -qfec '%s %s' /dev/null 2>&1", tmp, ctrace_bin, path))
+    t.ok(out:find("hf://test/norange/big.bin  8.0 / 8.0 MB  100%", 1, true), "name, MB done of total, percent", out:sub(1, 300))
+  end},
   {"kill -9 half-way: the cache stays clean and the next run resumes", function()
     local pid, out = child('print(require("ctrace").hub.file("hf://test/slow/big.bin"))', true)
     local dir = hf_cache .. "/models--test--slow/blobs"

@@ -374,7 +374,7 @@ ct_status ct_np_get_features(ct_np_client *c, const ct_np_key *keys, int n, ct_n
         ct_status rc = check_key(&keys[i], err);
         if (rc) return rc;
     }
-    // misses: indices of keys to ask for (a key asked once even if listed twice)
+    // misses: indices of the keys the cache does not answer
     int *miss = malloc((size_t)(n ? n : 1) * sizeof *miss), n_miss = 0;
     if (!miss) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     for (int i = 0; i < n; i++) {

@@ -1,4 +1,4 @@
-// sha256.c - SHA-256 (see sha256.h).
+// sha256.c - SHA-256 and SHA-1 (see sha256.h).
 #include "sha256.h"
 
 #include <errno.h>
@@ -16,7 +16,7 @@ static const uint32_t K[64] = {
 
 static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
-static void block(ct_sha256 *s, const uint8_t *p) {
+static void block256(uint32_t *h, const uint8_t *p) {
     uint32_t w[64], a[8];
     for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
     for (int i = 16; i < 64; i++) {
@@ -24,7 +24,7 @@ static void block(ct_sha256 *s, const uint8_t *p) {
         uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    memcpy(a, s->h, sizeof a);
+    memcpy(a, h, sizeof a);
     for (int i = 0; i < 64; i++) {
         uint32_t t1 = a[7] + (rotr(a[4], 6) ^ rotr(a[4], 11) ^ rotr(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6])) + K[i] + w[i];
         uint32_t t2 = (rotr(a[0], 2) ^ rotr(a[0], 13) ^ rotr(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
@@ -32,39 +32,44 @@ static void block(ct_sha256 *s, const uint8_t *p) {
         a[4] += t1;
         a[0] = t1 + t2;
     }
-    for (int i = 0; i < 8; i++) s->h[i] += a[i];
+    for (int i = 0; i < 8; i++) h[i] += a[i];
+}
+
+// Feeds bytes through 64-byte blocks; pad appends 0x80, zeros and the big-endian bit length.
+typedef void (*block_fn)(uint32_t *h, const uint8_t *p);
+
+static void hash_update(ct_hash_buf *m, uint32_t *h, block_fn block, const void *data, size_t n) {
+    const uint8_t *p = data;
+    m->len += n;
+    while (n > 0) {
+        size_t k = 64 - m->n < n ? 64 - m->n : n;
+        memcpy(m->buf + m->n, p, k);
+        m->n += k, p += k, n -= k;
+        if (m->n == 64) {
+            block(h, m->buf);
+            m->n = 0;
+        }
+    }
+}
+
+static void hash_final(ct_hash_buf *m, uint32_t *h, int words, block_fn block, char *hex) {
+    uint64_t bits = m->len * 8;
+    uint8_t pad = 0x80, zero = 0, len8[8];
+    hash_update(m, h, block, &pad, 1);
+    while (m->n != 56) hash_update(m, h, block, &zero, 1);
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(bits >> (56 - 8 * i));
+    hash_update(m, h, block, len8, 8);
+    for (int i = 0; i < words; i++) snprintf(hex + 8 * i, 9, "%08x", h[i]);
 }
 
 void ct_sha256_init(ct_sha256 *s) {
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
     memcpy(s->h, h0, sizeof h0);
-    s->len = 0;
-    s->n = 0;
+    s->m = (ct_hash_buf){0};
 }
 
-void ct_sha256_update(ct_sha256 *s, const void *data, size_t n) {
-    const uint8_t *p = data;
-    s->len += n;
-    while (n > 0) {
-        size_t k = 64 - s->n < n ? 64 - s->n : n;
-        memcpy(s->buf + s->n, p, k);
-        s->n += k, p += k, n -= k;
-        if (s->n == 64) {
-            block(s, s->buf);
-            s->n = 0;
-        }
-    }
-}
-
-void ct_sha256_hex(ct_sha256 *s, char hex[65]) {
-    uint64_t bits = s->len * 8;
-    uint8_t pad = 0x80, zero = 0, len8[8];
-    ct_sha256_update(s, &pad, 1);
-    while (s->n != 56) ct_sha256_update(s, &zero, 1);
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(bits >> (56 - 8 * i));
-    ct_sha256_update(s, len8, 8);
-    for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", s->h[i]);
-}
+void ct_sha256_update(ct_sha256 *s, const void *data, size_t n) { hash_update(&s->m, s->h, block256, data, n); }
+void ct_sha256_hex(ct_sha256 *s, char hex[65]) { hash_final(&s->m, s->h, 8, block256, hex); }
 
 ct_status ct_sha256_file(const char *path, char hex[65], ct_err *err) {
     FILE *f = fopen(path, "rb");
@@ -85,11 +90,11 @@ ct_status ct_sha256_file(const char *path, char hex[65], ct_err *err) {
 
 static uint32_t rotl(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
 
-static void block1(ct_sha1 *s, const uint8_t *p) {
+static void block1(uint32_t *h, const uint8_t *p) {
     uint32_t w[80];
     for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
     for (int i = 16; i < 80; i++) w[i] = rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4];
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
     for (int i = 0; i < 80; i++) {
         uint32_t f, k;
         if (i < 20) f = (b & c) | (~b & d), k = 0x5a827999;
@@ -99,39 +104,17 @@ static void block1(ct_sha1 *s, const uint8_t *p) {
         uint32_t t = rotl(a, 5) + f + e + k + w[i];
         e = d, d = c, c = rotl(b, 30), b = a, a = t;
     }
-    s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d, s->h[4] += e;
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
 }
 
 void ct_sha1_init(ct_sha1 *s) {
     static const uint32_t h0[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
     memcpy(s->h, h0, sizeof h0);
-    s->len = 0;
-    s->n = 0;
+    s->m = (ct_hash_buf){0};
 }
 
-void ct_sha1_update(ct_sha1 *s, const void *data, size_t n) {
-    const uint8_t *p = data;
-    s->len += n;
-    while (n > 0) {
-        size_t k = 64 - s->n < n ? 64 - s->n : n;
-        memcpy(s->buf + s->n, p, k);
-        s->n += k, p += k, n -= k;
-        if (s->n == 64) {
-            block1(s, s->buf);
-            s->n = 0;
-        }
-    }
-}
-
-void ct_sha1_hex(ct_sha1 *s, char hex[41]) {
-    uint64_t bits = s->len * 8;
-    uint8_t pad = 0x80, zero = 0, len8[8];
-    ct_sha1_update(s, &pad, 1);
-    while (s->n != 56) ct_sha1_update(s, &zero, 1);
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(bits >> (56 - 8 * i));
-    ct_sha1_update(s, len8, 8);
-    for (int i = 0; i < 5; i++) snprintf(hex + 8 * i, 9, "%08x", s->h[i]);
-}
+void ct_sha1_update(ct_sha1 *s, const void *data, size_t n) { hash_update(&s->m, s->h, block1, data, n); }
+void ct_sha1_hex(ct_sha1 *s, char hex[41]) { hash_final(&s->m, s->h, 5, block1, hex); }
 
 ct_status ct_git_blob_sha1_file(const char *path, char hex[41], ct_err *err) {
     FILE *f = fopen(path, "rb");

@@ -8,11 +8,16 @@
 
 #include "status.h"
 
+// The message buffer both hashes share: 64-byte blocks.
 typedef struct {
-    uint32_t h[8];
     uint64_t len;       // bytes so far
     uint8_t buf[64];
     size_t n;           // bytes in buf
+} ct_hash_buf;
+
+typedef struct {
+    uint32_t h[8];
+    ct_hash_buf m;
 } ct_sha256;
 
 void ct_sha256_init(ct_sha256 *s);
@@ -24,9 +29,7 @@ ct_status ct_sha256_file(const char *path, char hex[65], ct_err *err);
 
 typedef struct {
     uint32_t h[5];
-    uint64_t len;
-    uint8_t buf[64];
-    size_t n;
+    ct_hash_buf m;
 } ct_sha1;
 
 void ct_sha1_init(ct_sha1 *s);

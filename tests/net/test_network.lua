@@ -259,10 +259,12 @@ t.run {
     local pid, out = child([[
       local ct = require "ctrace"
       ct.neuronpedia.configure{timeout = 20, cache = false}
-      local t0 = ct.clock()
+      io.write("READY\n") io.stdout:flush()
       local f, msg, code = ct.neuronpedia.feature("fault-slow", "0-x", 7)
-      print(code, string.format("%.2f", ct.clock() - t0))
+      print(code)
     ]], true)
+    local w = ct.clock()
+    while ct.clock() - w < 20 and not sh("cat " .. out):find("READY", 1, true) do os.execute("sleep 0.05") end
     os.execute("sleep 0.5")
     local t0 = ct.clock()
     os.execute("kill -INT " .. pid)

@@ -11,6 +11,7 @@ Routes
   /hf/{org}/{repo}/resolve/{rev}/{path}       HEAD/GET  files under HF_FILES_DIR/{org}/{repo}/{path}
   /cdn/{org}/{repo}/{path}                    GET  the bytes (Range honoured unless repo says not)
   /stats                                      GET  counters as JSON;  /reset  POST clears them
+Requests in absolute form (http://host/path, as sent to a proxy) are answered as their path.
 Faults: a Neuronpedia model id "fault-<name>" or a Hugging Face repo "fault/<name>" (see FAULTS).
 """
 import gzip
@@ -294,6 +295,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- dispatch ----
     def route(self):
+        if self.path.startswith("http://"):   # absolute form: we are someone's proxy
+            count("proxied")
+            self.path = "/" + self.path.split("/", 3)[3]
         p = self.path.split("?")[0]
         parts = p.strip("/").split("/")
         try:

@@ -162,6 +162,12 @@ t.run {
     t.raises(function() hub.file("hf://org/repo/../../etc/passwd") end, "without '..'", "'..' in the path")
     t.raises(function() hub.file("hf://org/repo/x?rev=1") end, "revision=", "bad query")
   end},
+  {"the proxy from the environment", function()
+    reset()
+    local r = child('local f, m = require("ctrace").neuronpedia.feature("gemma-2-2b", "1-x", 5) print(f and f.label or m)', false,
+                    "http_proxy=" .. base .. " CTRACE_NEURONPEDIA_URL=http://neuronpedia.invalid/np")
+    t.ok(r:find("1-x feature 5", 1, true) and stats().proxied == 1, "http_proxy: the request to an unresolvable host goes through it", r)
+  end},
   {"keys go only to their own servers", function()
     local s = stats()
     t.ok((s["np.x-api-key"] or 0) > 0 and s["np.x-api-key"] == (s["np.batch"] or 0) + (s["np.get"] or 0) + (s["np.search"] or 0),

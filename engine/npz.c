@@ -148,7 +148,7 @@ static ct_status find_eocd(const uint8_t *b, size_t n, eocd *e, ct_err *err) {
         if ((e->count == 0xFFFF || e->cd_size == 0xFFFFFFFFu || e->cd_off == 0xFFFFFFFFu) && i >= 20 &&
             rd32(b + i - 20) == 0x07064b50u) {   // ZIP64 locator -> ZIP64 end record
             uint64_t z64 = rd64(b + i - 20 + 8);
-            if (z64 > n - 56 || rd32(b + z64) != 0x06064b50u)
+            if (n < 56 || z64 > n - 56 || rd32(b + z64) != 0x06064b50u)
                 return ct_fail(err, CT_STATUS_BAD_FORMAT, "npz: ZIP64 end record out of range");
             e->count = rd64(b + z64 + 32);
             e->cd_size = rd64(b + z64 + 40);

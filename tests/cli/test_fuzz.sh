@@ -15,7 +15,11 @@ for t in safetensors llama2c tokenizer npz yaml neuronpedia; do
   rc=$?
   runs=$(grep -o "Done [0-9]* runs" "$out/$t.log" | awk '{print $2}')
   [ $rc -eq 0 ] && [ -n "$runs" ]; check $? "fuzz_$t: ${runs:-0} runs in $secs s without a crash"
-  [ $rc -eq 0 ] || grep -m5 -E "ERROR|runtime error|SUMMARY" "$out/$t.log" | sed 's/^/#   /'
+  if [ $rc -ne 0 ]; then   # on stderr, so the CI log keeps it; the input that crashed is kept too
+    grep -m12 -E "ERROR|runtime error|SUMMARY|#[0-9]+ 0x|Test unit written|Slowest unit|out-of-memory|timeout" "$out/$t.log" | sed 's/^/#   /' >&2
+    mkdir -p build/test-artifacts && cp "$out"/crash-* build/test-artifacts/ 2>/dev/null
+    for a in "$out"/crash-*; do [ -f "$a" ] && echo "#   $(basename "$a") (base64): $(base64 -w0 "$a" | head -c 400)" >&2; done
+  fi
 done
 echo "1..$n"
 [ $failed -eq 0 ]

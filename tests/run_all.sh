@@ -9,7 +9,7 @@
 # loopback server of their own.
 set -eu
 cd "$(dirname "$0")/.."
-if [ -z "${CTRACE_NETNS:-}" ] && command -v ip >/dev/null && unshare -rn true 2>/dev/null; then
+if [ -z "${CTRACE_NETNS:-}" ] && command -v ip >/dev/null && unshare -rn ip link set lo up 2>/dev/null; then
   export CTRACE_NETNS=1
   exec unshare -rn bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
 fi

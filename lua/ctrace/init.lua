@@ -108,7 +108,10 @@ function M.load_model(path_or_name)
     end
     if path_or_name == "stories260K" then
       local ok, p = pcall(M.resolve_model, path_or_name)
-      return core.load_model(ok and p or M.hub.default_model())
+      if ok then return core.load_model(p) end
+      local got, dir = pcall(M.hub.default_model)
+      if not got then error(tostring(p):gsub("^[^:]*:%d+: ", "") .. "; downloading it failed: " .. tostring(dir), 0) end
+      return core.load_model(dir)
     end
   end
   return core.load_model(M.resolve_model(path_or_name))

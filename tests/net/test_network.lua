@@ -325,6 +325,11 @@ t.run {
     local f = io.open(t.shared .. "/stories260K/greedy_200.txt", "rb")
     local want = f:read("*a") f:close()
     t.eq(m:generate("", {max_tokens = 200, temperature = 0}), want, "the downloaded model prints greedy_200.txt")
+    -- a project with no ../shared beside it: load_model("stories260K") downloads the model
+    os.execute(string.format("mkdir -p %s/lone && cp -r %s/lua %s/lone/", tmp, ct.root, tmp))
+    local r = child('print(require("ctrace").load_model("stories260K"):generate("", {max_tokens = 200, temperature = 0}))', false,
+                    string.format("CTRACE_ROOT=%s/lone CTRACE_MODELS= HF_HUB_CACHE=%s/lone-hub", tmp, tmp))
+    t.eq(r, want .. "\n", "no ../shared: load_model(\"stories260K\") downloads it into the hub cache and it prints greedy_200.txt")
     t.raises(function() hub.pinned{repo = "karpathy/tinyllamas", files = {{"stories260K/tok512.bin", string.rep("0", 64)}}} end,
              "CHECKSUM", "a pinned file with another hash is refused")
     local gm = ct.load_model("test/gemma-tiny")

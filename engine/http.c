@@ -77,6 +77,12 @@ int ct_url_escape(char *buf, size_t cap, const char *s, int keep_slash) {
     return 0;
 }
 
+void ct_url_base(char *dst, size_t n, const char *url) {
+    snprintf(dst, n, "%s", url);
+    size_t k = strlen(dst);
+    while (k > 0 && dst[k - 1] == '/') dst[--k] = 0;
+}
+
 // ---- callbacks --------------------------------------------------------------
 
 static void set_field(char *dst, size_t cap, const char *v, size_t n) {

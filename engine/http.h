@@ -75,6 +75,9 @@ void ct_http_req_free(ct_http_req *r);
 // unreserved characters kept; with keep_slash, '/' kept too). Returns 0, or -1 if it did not fit.
 int ct_url_escape(char *buf, size_t cap, const char *s, int keep_slash);
 
+// Copies url into dst (n bytes) without trailing slashes: a base to append "/path" to.
+void ct_url_base(char *dst, size_t n, const char *url);
+
 // The text of a JSON error body's "error" field, else "message", else the body's first line
 // (at most 200 bytes), into out.
 void ct_http_error_text(const ct_http_req *r, char *out, size_t n);

@@ -19,9 +19,7 @@
 void ct_hub_init(ct_hub *h) {
     memset(h, 0, sizeof *h);
     const char *e;
-    snprintf(h->endpoint, sizeof h->endpoint, "%s", (e = getenv("HF_ENDPOINT")) && *e ? e : "https://huggingface.co");
-    size_t n = strlen(h->endpoint);
-    while (n > 0 && h->endpoint[n - 1] == '/') h->endpoint[--n] = 0;
+    ct_url_base(h->endpoint, sizeof h->endpoint, (e = getenv("HF_ENDPOINT")) && *e ? e : "https://huggingface.co");
     if ((e = getenv("HF_HUB_CACHE")) && *e) snprintf(h->cache, sizeof h->cache, "%s", e);
     else if ((e = getenv("HF_HOME")) && *e) snprintf(h->cache, sizeof h->cache, "%s/hub", e);
     else if ((e = getenv("XDG_CACHE_HOME")) && *e) snprintf(h->cache, sizeof h->cache, "%s/huggingface/hub", e);

@@ -268,9 +268,7 @@ int ct_offline_env(void) {
 void ct_np_client_init(ct_np_client *c) {
     memset(c, 0, sizeof *c);
     const char *e = getenv("CTRACE_NEURONPEDIA_URL");
-    snprintf(c->base_url, sizeof c->base_url, "%s", e && *e ? e : "https://www.neuronpedia.org");
-    size_t n = strlen(c->base_url);
-    while (n > 0 && c->base_url[n - 1] == '/') c->base_url[--n] = 0;
+    ct_url_base(c->base_url, sizeof c->base_url, e && *e ? e : "https://www.neuronpedia.org");
     if ((e = getenv("NEURONPEDIA_API_KEY")) && *e) snprintf(c->auth, sizeof c->auth, "x-api-key: %s", e);
     c->chunk = 128;
     c->use_cache = 1;

@@ -8,7 +8,8 @@
 //       -> {results = {...}, has_more, next_offset} | nil, message, code
 //   core.hub_file(cfg, "hf://org/repo/path?revision=r") -> local path | nil, message, code
 //   core.hub_cached(cfg, uri) -> local path | nil, message, code (never touches the network)
-//   core.net_check(cfg) raises if cfg has an unknown key or a bad value
+//   core.net_config(cfg, changes) -> a new cfg: cfg with changes applied, checked (raises on an
+//       unknown key or a bad value)
 // cfg: {url, concurrency, chunk, timeout, connect_timeout, retries, backoff, backoff_max
 // (seconds), max_body (bytes), cache (bool), cache_dir, cache_max (bytes), offline, progress}.
 // A feature: {model_id, source_id, index, label, explanations = {{description, type, model}},
@@ -51,11 +52,7 @@ static void np_client(lua_State *L, int idx, ct_np_client *c) {
     luaL_checktype(L, idx, LUA_TTABLE);
     ct_lua_check_opts(L, idx, "neuronpedia", cfg_keys);
     const char *url = opt_string(L, idx, "url"), *dir = opt_string(L, idx, "cache_dir");
-    if (url) {
-        snprintf(c->base_url, sizeof c->base_url, "%s", url);
-        size_t n = strlen(c->base_url);
-        while (n > 0 && c->base_url[n - 1] == '/') c->base_url[--n] = 0;
-    }
+    if (url) ct_url_base(c->base_url, sizeof c->base_url, url);
     if (dir) snprintf(c->cache.dir, sizeof c->cache.dir, "%s", dir);
     c->chunk = (int)ct_lua_opt_number(L, idx, "chunk", c->chunk);
     if (c->chunk < 1 || c->chunk > 4096) ct_lua_fail(L, CT_STATUS_BAD_ARG, "option 'chunk' must be 1..4096");
@@ -239,7 +236,7 @@ static void hub_cfg(lua_State *L, int idx, ct_hub *h) {
     luaL_checktype(L, idx, LUA_TTABLE);
     ct_lua_check_opts(L, idx, "hub", cfg_keys);
     const char *url = opt_string(L, idx, "url");
-    if (url) snprintf(h->endpoint, sizeof h->endpoint, "%s", url);
+    if (url) ct_url_base(h->endpoint, sizeof h->endpoint, url);
     h->offline = ct_lua_opt_bool(L, idx, "offline", h->offline);
     h->progress = ct_lua_opt_bool(L, idx, "progress", h->progress);
     read_http(L, idx, &h->http);
@@ -266,18 +263,31 @@ static int hub_call(lua_State *L, int cached) {
 }
 
 static int l_hub_file(lua_State *L) { return hub_call(L, 0); }
-
-// net_check(cfg): raises if cfg has an unknown key or a bad value.
-static int l_net_check(lua_State *L) {
-    ct_np_client c;
-    np_client(L, 1, &c);
-    return 0;
-}
 static int l_hub_cached(lua_State *L) { return hub_call(L, 1); }
+
+// net_config(cfg, changes) -> a copy of cfg with changes applied, checked.
+static int l_net_config(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    lua_newtable(L);   // 3: the result
+    for (int src = 1; src <= 2; src++) {
+        if (lua_isnil(L, src)) continue;
+        luaL_checktype(L, src, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, src)) {   // [key, value]
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_settable(L, 3);
+        }
+    }
+    ct_np_client c;
+    np_client(L, 3, &c);
+    return 1;
+}
 
 void ct_lua_register_net(lua_State *L) {
     static const luaL_Reg fns[] = {{"np_feature", l_np_feature}, {"np_features", l_np_features}, {"np_search", l_np_search},
-                                   {"hub_file", l_hub_file}, {"hub_cached", l_hub_cached}, {"net_check", l_net_check},
+                                   {"hub_file", l_hub_file}, {"hub_cached", l_hub_cached}, {"net_config", l_net_config},
                                    {NULL, NULL}};
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushcfunction(L, f->func);

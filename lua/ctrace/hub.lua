@@ -19,11 +19,7 @@ local M = {}
 local settings = {}
 
 function M.configure(t)
-  local new = {}
-  for k, v in pairs(settings) do new[k] = v end
-  for k, v in pairs(t or {}) do new[k] = v end
-  core.net_check(new)
-  settings = new
+  settings = core.net_config(settings, t)   -- raises on unknown or bad options
 end
 
 function M.file(uri)

@@ -35,8 +35,9 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SAN) $(DEP_CFLAGS) -Ieng
 LDLIBS     = $(DEP_LIBS) -lm -lpthread
 
 # ---- sources ----------------------------------------------------------------
-CORE_SRC = $(wildcard engine/*.c)
-CORE_SRC := $(filter-out engine/host.c engine/main.c,$(CORE_SRC))
+# the engine's layers (engine/README.md): core, formats, net, model, trace; bind/ and the host on top
+LAYERS   = core formats net model trace
+CORE_SRC = $(foreach d,$(LAYERS),$(wildcard engine/$(d)/*.c))
 BIND_SRC = $(wildcard engine/bind/*.c) engine/host.c
 CORE_OBJ = $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIND_OBJ = $(BIND_SRC:%.c=$(BUILD)/%.o)

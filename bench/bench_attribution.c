@@ -8,7 +8,7 @@
 //             (d_mlp 2048: the MLP only runs in the clean forward pass)
 //   long      random model with a 4096-token context, d_model 256, 8 layers (8 heads of 32),
 //             4096-feature TopK-32 PLTs, a 2048-token prompt, max_feature_nodes 7500
-//   peer-stories, peer-random   the two configurations engine/attribution.md quotes circuit-tracer's
+//   peer-stories, peer-random   the two configurations engine/trace/attribution.md quotes circuit-tracer's
 //             algorithm in PyTorch for: stories260K, 19 tokens, 5,490 active features (random
 //             TopK-61 transcoders), batch 128; a random d_model 256, 8-layer model, 64 tokens,
 //             2,016 features (TopK 4), batch 256
@@ -20,7 +20,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "attribution.h"
+#include "trace/attribution.h"
 
 static double now_s(void) {
     struct timespec ts;

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "transcoder.h"
+#include "model/transcoder.h"
 
 static double now(void) {
     struct timespec t;

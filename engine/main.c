@@ -3,7 +3,7 @@
 #include <unistd.h>
 
 #include "host.h"
-#include "tensor.h"
+#include "core/tensor.h"
 
 int main(int argc, char **argv) {
     // OpenBLAS reads OPENBLAS_CORETYPE when it loads: restart once with the right kernels when

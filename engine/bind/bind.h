@@ -11,11 +11,11 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "graph.h"
-#include "model.h"
-#include "status.h"
-#include "tensor.h"
-#include "tokenizer.h"
+#include "trace/graph.h"
+#include "model/model.h"
+#include "core/status.h"
+#include "core/tensor.h"
+#include "formats/tokenizer.h"
 
 #define CT_MT_TENSOR "ctrace.Tensor"
 #define CT_MT_MODEL "ctrace.Model"

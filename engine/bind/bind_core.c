@@ -12,9 +12,9 @@
 #include <time.h>
 
 #include "bind.h"
-#include "fileio.h"
-#include "serve.h"
-#include "sha256.h"
+#include "core/fileio.h"
+#include "net/serve.h"
+#include "core/sha256.h"
 
 static int l_mem_bytes(lua_State *L) {
     lua_pushnumber(L, (lua_Number)ct_mem_bytes());

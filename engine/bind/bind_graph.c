@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "bind.h"
-#include "graph.h"
+#include "trace/graph.h"
 
 typedef struct {
     ct_graph *g;       // first field: ct_lua_check_box reads it

@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "bind.h"
-#include "hub.h"
-#include "neuronpedia.h"
+#include "net/hub.h"
+#include "net/neuronpedia.h"
 
 static const char *const cfg_keys[] = {"url", "concurrency", "chunk", "timeout", "connect_timeout", "retries",
                                        "backoff", "backoff_max", "max_body", "cache", "cache_dir", "cache_max",

@@ -10,9 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "attribution.h"
+#include "trace/attribution.h"
 #include "bind.h"
-#include "intervention.h"
+#include "trace/intervention.h"
 
 typedef struct {
     void **model_box;   // borrowed boxes (kept alive by the uservalue)

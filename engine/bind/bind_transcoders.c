@@ -8,9 +8,9 @@
 #include <stdio.h>
 
 #include "bind.h"
-#include "replacement.h"
-#include "train.h"
-#include "transcoder.h"
+#include "trace/replacement.h"
+#include "model/train.h"
+#include "model/transcoder.h"
 
 static ct_transcoders *check_tc(lua_State *L, int idx) { return ct_lua_check_box(L, idx, CT_MT_TRANSCODERS); }
 

@@ -11,9 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "attribution.h"
+#include "trace/attribution.h"
 #include "check.h"
-#include "replacement.h"
+#include "trace/replacement.h"
 #include "tiny.h"
 
 enum { IN_RESID_MID, IN_NORMALIZED, IN_MLP_IN };   // as ct_replacement_hooks

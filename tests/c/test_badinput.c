@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 
 #include "check.h"
-#include "fileio.h"
-#include "model.h"
-#include "safetensors.h"
+#include "core/fileio.h"
+#include "model/model.h"
+#include "formats/safetensors.h"
 
 static ct_status parse_st(const char *header, size_t data_bytes, ct_err *err) {
     size_t hl = strlen(header), n = 8 + hl + data_bytes;

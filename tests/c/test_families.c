@@ -10,8 +10,8 @@
 
 #include "check.h"
 #include "tiny.h"
-#include "model.h"
-#include "safetensors.h"
+#include "model/model.h"
+#include "formats/safetensors.h"
 
 // Reads dir/model.safetensors as float32 entries (names borrowed from *st) and copies
 // config.json into out_dir. dtype: the dtype the entries will be written with (-1: keep).

@@ -28,7 +28,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "graph.h"
+#include "trace/graph.h"
 
 static ct_graph *hand_graph(void) {
     ct_graph *g = calloc(1, sizeof *g);

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "fileio.h"
-#include "model.h"
+#include "core/fileio.h"
+#include "model/model.h"
 
 static const char *shared_models(void) {
     const char *s = getenv("CTRACE_MODELS");

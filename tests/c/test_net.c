@@ -15,11 +15,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache.h"
+#include "net/cache.h"
 #include "check.h"
-#include "http.h"
-#include "neuronpedia.h"
-#include "sha256.h"
+#include "net/http.h"
+#include "net/neuronpedia.h"
+#include "core/sha256.h"
 
 static pid_t server_pid;
 static char base[128], tmpdir[256];

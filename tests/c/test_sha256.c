@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "sha256.h"
+#include "core/sha256.h"
 
 static void digest(const void *p, size_t n, char hex[65]) {
     ct_sha256 s;

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 static uint64_t rng = 12345;
 static float urand(void) {   // uniform(-0.5, 0.5)

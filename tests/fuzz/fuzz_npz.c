@@ -2,7 +2,7 @@
 // arrays are converted.
 #include <stdlib.h>
 
-#include "npz.h"
+#include "formats/npz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -1,7 +1,7 @@
 // libFuzzer target: the config.yaml subset reader.
 #include <stdint.h>
 
-#include "yaml.h"
+#include "formats/yaml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -1,0 +1,137 @@
+// sha256.c - SHA-256 and SHA-1 (see sha256.h).
+#include "core/sha256.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static const uint32_t K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
+    0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
+    0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+    0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08,
+    0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+    0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+static void block256(uint32_t *h, const uint8_t *p) {
+    uint32_t w[64], a[8];
+    for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    memcpy(a, h, sizeof a);
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = a[7] + (rotr(a[4], 6) ^ rotr(a[4], 11) ^ rotr(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6])) + K[i] + w[i];
+        uint32_t t2 = (rotr(a[0], 2) ^ rotr(a[0], 13) ^ rotr(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
+        memmove(a + 1, a, 7 * sizeof(uint32_t));
+        a[4] += t1;
+        a[0] = t1 + t2;
+    }
+    for (int i = 0; i < 8; i++) h[i] += a[i];
+}
+
+// Feeds bytes through 64-byte blocks; pad appends 0x80, zeros and the big-endian bit length.
+typedef void (*block_fn)(uint32_t *h, const uint8_t *p);
+
+static void hash_update(ct_hash_buf *m, uint32_t *h, block_fn block, const void *data, size_t n) {
+    const uint8_t *p = data;
+    m->len += n;
+    while (n > 0) {
+        size_t k = 64 - m->n < n ? 64 - m->n : n;
+        memcpy(m->buf + m->n, p, k);
+        m->n += k, p += k, n -= k;
+        if (m->n == 64) {
+            block(h, m->buf);
+            m->n = 0;
+        }
+    }
+}
+
+static void hash_final(ct_hash_buf *m, uint32_t *h, int words, block_fn block, char *hex) {
+    uint64_t bits = m->len * 8;
+    uint8_t pad = 0x80, zero = 0, len8[8];
+    hash_update(m, h, block, &pad, 1);
+    while (m->n != 56) hash_update(m, h, block, &zero, 1);
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(bits >> (56 - 8 * i));
+    hash_update(m, h, block, len8, 8);
+    for (int i = 0; i < words; i++) snprintf(hex + 8 * i, 9, "%08x", h[i]);
+}
+
+void ct_sha256_init(ct_sha256 *s) {
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, h0, sizeof h0);
+    s->m = (ct_hash_buf){0};
+}
+
+void ct_sha256_update(ct_sha256 *s, const void *data, size_t n) { hash_update(&s->m, s->h, block256, data, n); }
+void ct_sha256_hex(ct_sha256 *s, char hex[65]) { hash_final(&s->m, s->h, 8, block256, hex); }
+
+ct_status ct_sha256_file(const char *path, char hex[65], ct_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return ct_fail(err, CT_STATUS_IO, "cannot open %s: %s", path, strerror(errno));
+    ct_sha256 s;
+    ct_sha256_init(&s);
+    uint8_t buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) ct_sha256_update(&s, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) return ct_fail(err, CT_STATUS_IO, "cannot read %s", path);
+    ct_sha256_hex(&s, hex);
+    return CT_OK;
+}
+
+// ---- SHA-1 -------------------------------------------------------------------
+
+static uint32_t rotl(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void block1(uint32_t *h, const uint8_t *p) {
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 80; i++) w[i] = rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) f = (b & c) | (~b & d), k = 0x5a827999;
+        else if (i < 40) f = b ^ c ^ d, k = 0x6ed9eba1;
+        else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8f1bbcdc;
+        else f = b ^ c ^ d, k = 0xca62c1d6;
+        uint32_t t = rotl(a, 5) + f + e + k + w[i];
+        e = d, d = c, c = rotl(b, 30), b = a, a = t;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+}
+
+void ct_sha1_init(ct_sha1 *s) {
+    static const uint32_t h0[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
+    memcpy(s->h, h0, sizeof h0);
+    s->m = (ct_hash_buf){0};
+}
+
+void ct_sha1_update(ct_sha1 *s, const void *data, size_t n) { hash_update(&s->m, s->h, block1, data, n); }
+void ct_sha1_hex(ct_sha1 *s, char hex[41]) { hash_final(&s->m, s->h, 5, block1, hex); }
+
+ct_status ct_git_blob_sha1_file(const char *path, char hex[41], ct_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return ct_fail(err, CT_STATUS_IO, "cannot open %s: %s", path, strerror(errno));
+    ct_sha1 s;
+    ct_sha1_init(&s);
+    char head[48];
+    fseeko(f, 0, SEEK_END);
+    int k = snprintf(head, sizeof head, "blob %lld", (long long)ftello(f));
+    fseeko(f, 0, SEEK_SET);
+    ct_sha1_update(&s, head, (size_t)k + 1);   // with the NUL
+    uint8_t buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) ct_sha1_update(&s, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) return ct_fail(err, CT_STATUS_IO, "cannot read %s", path);
+    ct_sha1_hex(&s, hex);
+    return CT_OK;
+}

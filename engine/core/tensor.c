@@ -1,0 +1,404 @@
+// tensor.c - tensor storage, views and the float32 kernels on OpenBLAS.
+#include "core/tensor.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+// ----------------------------------------------------------------------------
+// Counted allocation
+
+static _Atomic size_t g_mem_bytes;   // statistics only; no state a script depends on
+
+size_t ct_mem_bytes(void) { return atomic_load(&g_mem_bytes); }
+
+void *ct_alloc(size_t nbytes) {
+    void *p = malloc(nbytes ? nbytes : 1);
+    if (p) atomic_fetch_add(&g_mem_bytes, nbytes);
+    return p;
+}
+
+void *ct_calloc(size_t nbytes) {
+    void *p = calloc(1, nbytes ? nbytes : 1);
+    if (p) atomic_fetch_add(&g_mem_bytes, nbytes);
+    return p;
+}
+
+void ct_dealloc(void *p, size_t nbytes) {
+    if (!p) return;
+    free(p);
+    atomic_fetch_sub(&g_mem_bytes, nbytes);
+}
+
+// ----------------------------------------------------------------------------
+// Tensors
+
+static int shape_numel(int ndim, const int64_t *shape, size_t *out) {
+    size_t n = 1;
+    if (ndim < 0 || ndim > CT_MAX_DIMS) return 0;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return 0;
+        if (shape[i] && n > SIZE_MAX / 4 / (size_t)shape[i]) return 0;
+        n *= (size_t)shape[i];
+    }
+    *out = n;
+    return 1;
+}
+
+ct_tensor *ct_tensor_new(int ndim, const int64_t *shape) {
+    size_t n;
+    if (!shape_numel(ndim, shape, &n)) return NULL;
+    ct_storage *s = malloc(sizeof *s);
+    ct_tensor *t = malloc(sizeof *t);
+    float *data = ct_calloc(n * sizeof(float));
+    if (!s || !t || !data) {
+        free(s);
+        free(t);
+        ct_dealloc(data, n * sizeof(float));
+        return NULL;
+    }
+    *s = (ct_storage){.data = data, .n = n, .refcount = 1, .owned = 1};
+    memset(t, 0, sizeof *t);
+    t->storage = s;
+    t->ndim = ndim;
+    t->refcount = 1;
+    int64_t stride = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        t->shape[i] = shape[i];
+        t->stride[i] = stride;
+        stride *= shape[i];
+    }
+    return t;
+}
+
+ct_tensor *ct_tensor_from(const float *data, int ndim, const int64_t *shape) {
+    ct_tensor *t = ct_tensor_new(ndim, shape);
+    if (t && t->storage->n) memcpy(t->storage->data, data, t->storage->n * sizeof(float));
+    return t;
+}
+
+void ct_tensor_retain(ct_tensor *t) {
+    if (t) t->refcount++;
+}
+
+static void storage_free(ct_storage *s) {
+    if (!s || --s->refcount > 0) return;
+    if (s->owned) ct_dealloc(s->data, s->n * sizeof(float));
+    free(s);
+}
+
+void ct_tensor_free(ct_tensor *t) {
+    if (!t || --t->refcount > 0) return;
+    storage_free(t->storage);
+    free(t);
+}
+
+int64_t ct_tensor_numel(const ct_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+int ct_tensor_is_contiguous(const ct_tensor *t) {
+    int64_t stride = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != stride) return 0;
+        stride *= t->shape[i];
+    }
+    return 1;
+}
+
+float *ct_tensor_data(const ct_tensor *t) { return t->storage->data + t->offset; }
+
+ct_tensor *ct_tensor_contiguous(ct_tensor *t) {
+    if (ct_tensor_is_contiguous(t)) {
+        ct_tensor_retain(t);
+        return t;
+    }
+    ct_tensor *c = ct_tensor_new(t->ndim, t->shape);
+    if (!c) return NULL;
+    int64_t n = ct_tensor_numel(t), idx[CT_MAX_DIMS] = {0};
+    const float *src = ct_tensor_data(t);
+    float *dst = ct_tensor_data(c);
+    for (int64_t k = 0; k < n; k++) {
+        int64_t off = 0;
+        for (int d = 0; d < t->ndim; d++) off += idx[d] * t->stride[d];
+        dst[k] = src[off];
+        for (int d = t->ndim - 1; d >= 0; d--) {   // odometer increment
+            if (++idx[d] < t->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return c;
+}
+
+static ct_tensor *view_of(ct_tensor *t) {
+    ct_tensor *v = malloc(sizeof *v);
+    if (!v) return NULL;
+    *v = *t;
+    v->refcount = 1;
+    v->storage->refcount++;
+    return v;
+}
+
+ct_status ct_tensor_slice(ct_tensor **out, ct_tensor *t, int dim, int64_t start, int64_t stop,
+                          int64_t step, ct_err *err) {
+    if (dim < 0 || dim >= t->ndim)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "dimension %d out of range for a %d-d tensor",
+                       dim, t->ndim);
+    if (step < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "slice step must be >= 1, got %lld",
+                                 (long long)step);
+    if (start < 0 || stop > t->shape[dim] || start > stop)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE,
+                       "slice [%lld, %lld) out of range for dimension %d of size %lld",
+                       (long long)start, (long long)stop, dim, (long long)t->shape[dim]);
+    ct_tensor *v = view_of(t);
+    if (!v) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory making a view");
+    v->offset += (size_t)(start * t->stride[dim]);
+    v->shape[dim] = (stop - start + step - 1) / step;
+    v->stride[dim] = t->stride[dim] * step;
+    *out = v;
+    return CT_OK;
+}
+
+ct_status ct_tensor_select(ct_tensor **out, ct_tensor *t, int dim, int64_t i, ct_err *err) {
+    if (dim < 0 || dim >= t->ndim)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "dimension %d out of range for a %d-d tensor",
+                       dim, t->ndim);
+    if (i < 0 || i >= t->shape[dim])
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "index %lld out of range for dimension %d of size %lld",
+                       (long long)i, dim, (long long)t->shape[dim]);
+    ct_tensor *v = view_of(t);
+    if (!v) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory making a view");
+    v->offset += (size_t)(i * t->stride[dim]);
+    for (int d = dim; d < t->ndim - 1; d++) {
+        v->shape[d] = t->shape[d + 1];
+        v->stride[d] = t->stride[d + 1];
+    }
+    v->ndim--;
+    *out = v;
+    return CT_OK;
+}
+
+// ----------------------------------------------------------------------------
+// Kernels
+
+float ct_rand_uniform(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);   // splitmix64
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (float)((double)(z >> 40) / 8388608.0 - 1.0);
+}
+
+const char *ct_blas_better_core(void) {
+    if (getenv("OPENBLAS_CORETYPE")) return NULL;
+    const char *core = openblas_get_corename();
+    if (!core || (strcasecmp(core, "Prescott") != 0 && strcasecmp(core, "Core2") != 0 && strcasecmp(core, "Nehalem") != 0))
+        return NULL;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
+
+const char *ct_blas_core(void) {
+    const char *core = openblas_get_corename();
+    return core ? core : "unknown";
+}
+
+static int g_threads;   // the thread count large products use (0: not yet read from the library)
+
+static int large_threads(void) {
+    if (!g_threads) g_threads = openblas_get_num_threads();   // honours OPENBLAS_NUM_THREADS
+    return g_threads;
+}
+
+void ct_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc) {
+    int small = (double)M * N * K < (double)(1 << 22), large = large_threads();   // read before any change
+    int want = small ? 1 : large;
+    if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
+                ldb, beta, C, ldc);
+}
+
+void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb) {
+    int small = (double)M * M * N < (double)(1 << 23), large = large_threads();
+    int want = small ? 1 : large;
+    if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
+    cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, M, N, 1.0f, A, lda, B, ldb);
+}
+
+void ct_matmul(float *out, const float *x, const float *w, const float *b, int T, int n_in,
+               int n_out) {
+    if (T == 1) {
+        // out (n_out,) = w (n_out, n_in) @ x (n_in,): a plain loop beats a BLAS call on the
+        // small matrices generation meets, and gives the same bits for any thread count.
+        // Eight partial sums (fixed order, so results do not depend on the machine) let the
+        // compiler use vector instructions.
+        for (int o = 0; o < n_out; o++) {
+            const float *row = w + (size_t)o * n_in;
+            float acc[8] = {0};
+            int i = 0;
+            for (; i + 8 <= n_in; i += 8)
+                for (int k = 0; k < 8; k++) acc[k] += row[i + k] * x[i + k];
+            float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for (; i < n_in; i++) s += row[i] * x[i];
+            out[o] = s;
+        }
+    } else {
+        ct_sgemm(0, 1, T, n_out, n_in, 1.0f, x, n_in, w, n_in, 0.0f, out, n_out);
+    }
+    if (b)
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < n_out; o++) out[(size_t)t * n_out + o] += b[o];
+}
+
+float ct_rmsnorm(float *out, const float *x, const float *g, float gain_offset, float eps, int n) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float denom = sqrtf((float)(ss / n) + eps);
+    float inv = 1.0f / denom;
+    for (int i = 0; i < n; i++) out[i] = x[i] * inv * (g ? g[i] + gain_offset : 1.0f);
+    return denom;
+}
+
+float ct_layernorm(float *out, const float *x, const float *g, const float *b, float eps, int n) {
+    double mean = 0.0, var = 0.0;
+    for (int i = 0; i < n; i++) mean += x[i];
+    mean /= n;
+    for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    var /= n;
+    float denom = sqrtf((float)var + eps);
+    for (int i = 0; i < n; i++) {
+        float v = (float)(x[i] - mean) / denom;
+        out[i] = v * (g ? g[i] : 1.0f) + (b ? b[i] : 0.0f);
+    }
+    return denom;
+}
+
+void ct_softmax(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+float ct_gelu_tanh(float x) {
+    const float c = 0.7978845608028654f;   // sqrt(2/pi)
+    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+
+float ct_silu(float x) { return x / (1.0f + expf(-x)); }
+
+void ct_set_threads(int n) {
+    if (n > 0) g_threads = n;
+}
+
+int ct_get_threads(void) { return large_threads(); }
+
+// ----------------------------------------------------------------------------
+// Element types
+
+static const struct { const char *name; size_t size; } dtypes[CT_DT_COUNT] = {
+    [CT_DT_F64] = {"F64", 8},  [CT_DT_F32] = {"F32", 4},   [CT_DT_F16] = {"F16", 2},
+    [CT_DT_BF16] = {"BF16", 2}, [CT_DT_I64] = {"I64", 8},  [CT_DT_I32] = {"I32", 4},
+    [CT_DT_I16] = {"I16", 2},  [CT_DT_I8] = {"I8", 1},     [CT_DT_U64] = {"U64", 8},
+    [CT_DT_U32] = {"U32", 4},  [CT_DT_U16] = {"U16", 2},   [CT_DT_U8] = {"U8", 1},
+    [CT_DT_BOOL] = {"BOOL", 1}, [CT_DT_F8_E4M3] = {"F8_E4M3", 1}, [CT_DT_F8_E5M2] = {"F8_E5M2", 1},
+};
+
+const char *ct_dtype_name(ct_dtype dt) { return dt < CT_DT_COUNT ? dtypes[dt].name : "?"; }
+size_t ct_dtype_size(ct_dtype dt) { return dt < CT_DT_COUNT ? dtypes[dt].size : 0; }
+
+float ct_bf16_to_f32(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float ct_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else {   // subnormal: normalise
+            int e = -1;
+            do {
+                man <<= 1;
+                e++;
+            } while (!(man & 0x400));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 0x1f) {
+        u = sign | 0x7f800000u | (man << 13);   // inf or NaN (payload kept)
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t ct_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+uint16_t ct_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00);      // NaN
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);     // overflow (rounds up) -> inf
+    if (a < 0x38800000u) {                                      // subnormal or zero in f16
+        if (a < 0x33000000u) return (uint16_t)sign;             // below half the smallest
+        // value = man * 2^(e - 150); in units of the f16 subnormal 2^-24: man >> (126 - e)
+        uint32_t man = (a & 0x7fffff) | 0x800000;
+        int s = 126 - (int)(a >> 23);   // 14..24
+        uint32_t r = man >> s, rem = man & ((1u << s) - 1), half = 1u << (s - 1);
+        if (rem > half || (rem == half && (r & 1))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = a - 0x38000000u;   // rebias exponent: 127 -> 15
+    uint32_t h = r >> 13, rem = r & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+void ct_mat_row(const ct_mat *m, int64_t r, float *out) {
+    size_t es = ct_dtype_size(m->dtype);
+    const uint8_t *p = m->data + (size_t)(r * m->rs) * es;
+    size_t step = (size_t)m->cs * es;
+    for (int64_t c = 0; c < m->cols; c++, p += step) {
+        switch (m->dtype) {
+        case CT_DT_F32: memcpy(&out[c], p, 4); break;
+        case CT_DT_BF16: out[c] = ct_bf16_to_f32((uint16_t)(p[0] | p[1] << 8)); break;
+        case CT_DT_F16: out[c] = ct_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); break;
+        default: {
+            double d;
+            memcpy(&d, p, 8);
+            out[c] = (float)d;
+        }
+        }
+    }
+}
+

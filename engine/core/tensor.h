@@ -1,0 +1,133 @@
+// tensor.h - float32 tensors and the linear-algebra conventions of the engine.
+//
+// Conventions used by every kernel in ctrace:
+//   - float32 data, row-major (C order): the last dimension is contiguous.
+//   - Linear weights are stored [out, in] (PyTorch nn.Linear); y = x W^T + b.
+//   - Activations of a prompt are [T, D]: one row per position.
+//   - Kernel signatures put outputs first: ct_matmul(out, x, w, ...).
+//   - Long reductions (norms, softmax sums) accumulate in double.
+//
+// A ct_tensor is a refcounted view (offset, shape, strides in elements) on a refcounted
+// storage. Views made by ct_tensor_slice/select share the storage and retain it, so a view
+// stays valid after its parent is freed. Storage can also wrap memory it does not own (a
+// memory-mapped weight); then the owner must outlive it.
+#ifndef CT_TENSOR_H
+#define CT_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+#define CT_MAX_DIMS 8
+
+typedef struct {
+    float *data;
+    size_t n;        // number of floats
+    int refcount;
+    int owned;       // 1: data was allocated here and is freed with the storage
+} ct_storage;
+
+typedef struct {
+    ct_storage *storage;
+    size_t offset;                  // in elements, into storage->data
+    int ndim;
+    int64_t shape[CT_MAX_DIMS];
+    int64_t stride[CT_MAX_DIMS];    // in elements
+    int refcount;
+} ct_tensor;
+
+// New zero-filled contiguous tensor; NULL when out of memory or the shape is invalid.
+ct_tensor *ct_tensor_new(int ndim, const int64_t *shape);
+// New tensor that copies n contiguous floats of data, shaped by shape.
+ct_tensor *ct_tensor_from(const float *data, int ndim, const int64_t *shape);
+void ct_tensor_retain(ct_tensor *t);
+void ct_tensor_free(ct_tensor *t);   // drops one reference; NULL is fine
+
+int64_t ct_tensor_numel(const ct_tensor *t);
+int ct_tensor_is_contiguous(const ct_tensor *t);
+// Pointer to the first element of the view.
+float *ct_tensor_data(const ct_tensor *t);
+// Contiguous copy (or a retained self when already contiguous).
+ct_tensor *ct_tensor_contiguous(ct_tensor *t);
+
+// View of dim `dim` restricted to [start, stop) with a positive step.
+ct_status ct_tensor_slice(ct_tensor **out, ct_tensor *t, int dim, int64_t start, int64_t stop,
+                          int64_t step, ct_err *err);
+// View with dimension `dim` fixed at index i (one dimension fewer).
+ct_status ct_tensor_select(ct_tensor **out, ct_tensor *t, int dim, int64_t i, ct_err *err);
+
+// Bytes of tensor storage currently allocated by the engine (for the Lua GC's accounting).
+size_t ct_mem_bytes(void);
+// Allocation wrappers that count bytes; all engine buffers of float data go through them.
+void *ct_alloc(size_t nbytes);
+void *ct_calloc(size_t nbytes);
+void ct_dealloc(void *p, size_t nbytes);
+
+// ----------------------------------------------------------------------------
+// Element types of tensors in files (safetensors, npy) and matrices stored in them
+
+typedef enum {
+    CT_DT_F64, CT_DT_F32, CT_DT_F16, CT_DT_BF16, CT_DT_I64, CT_DT_I32, CT_DT_I16, CT_DT_I8,
+    CT_DT_U64, CT_DT_U32, CT_DT_U16, CT_DT_U8, CT_DT_BOOL, CT_DT_F8_E4M3, CT_DT_F8_E5M2,
+    CT_DT_COUNT
+} ct_dtype;
+
+const char *ct_dtype_name(ct_dtype dt);   // "F32", "BF16", ...
+size_t ct_dtype_size(ct_dtype dt);        // bytes per element (0 for an unknown value)
+
+// Scalar conversions (exact for every input, incl. subnormals, inf and NaN).
+float ct_f16_to_f32(uint16_t h);
+float ct_bf16_to_f32(uint16_t b);
+uint16_t ct_f32_to_f16(float f);    // round to nearest even
+uint16_t ct_f32_to_bf16(float f);   // round to nearest even
+
+// A float matrix (rows, cols) of any float dtype, element (r, c) at data[r*rs + c*cs].
+typedef struct {
+    const uint8_t *data;
+    ct_dtype dtype;
+    int64_t rows, cols, rs, cs;
+} ct_mat;
+
+// Reads row r (cols floats) into out.
+void ct_mat_row(const ct_mat *m, int64_t r, float *out);
+
+// ----------------------------------------------------------------------------
+// Kernels (contiguous float arrays)
+
+// C (M, N) = alpha op(A) op(B) + beta C, row-major; ta/tb transpose A (M, K) / B (K, N) as
+// stored. Small products run on one BLAS thread: waking the pool costs more than they do
+// (the result does not depend on the thread count).
+void ct_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc);
+// B (M, N) = A^T B in place, A (M, M) lower triangular (row-major, leading dimension lda).
+void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb);
+// out (T, n_out) = x (T, n_in) @ w (n_out, n_in)^T [+ b (n_out,)]
+void ct_matmul(float *out, const float *x, const float *w, const float *b, int T, int n_in,
+               int n_out);
+// out (n,) = x (n,) * g (n,) / sqrt(mean(x^2) + eps), g offset by gain_offset (Gemma: 1).
+// Returns the denominator sqrt(mean(x^2) + eps).
+float ct_rmsnorm(float *out, const float *x, const float *g, float gain_offset, float eps, int n);
+// out (n,) = (x - mean) / sqrt(var + eps) * g + b. Returns the denominator.
+float ct_layernorm(float *out, const float *x, const float *g, const float *b, float eps, int n);
+// In-place softmax over n values, double accumulation.
+void ct_softmax(float *x, int n);
+float ct_gelu_tanh(float x);
+float ct_silu(float x);
+
+// Number of BLAS threads (0 leaves the library default).
+// Uniform(-1, 1) from a splitmix64 state (the same sequence everywhere).
+float ct_rand_uniform(uint64_t *state);
+
+// OpenBLAS picks its kernels at load time from the CPU model; on CPUs it does not know it falls
+// back to its slowest x86-64 kernels (Prescott, SSE3: a fifth of the speed on AVX-512 parts).
+// When that happened and OPENBLAS_CORETYPE is unset, returns the core type this CPU supports
+// ("SkylakeX" with AVX-512, "Haswell" with AVX2 and FMA); the caller sets OPENBLAS_CORETYPE and
+// restarts the process before the library loads again. NULL otherwise.
+const char *ct_blas_better_core(void);
+// The kernel family OpenBLAS is using ("SkylakeX", "Haswell", "Prescott", ...).
+const char *ct_blas_core(void);
+void ct_set_threads(int n);
+int ct_get_threads(void);
+
+#endif

@@ -1,0 +1,721 @@
+// model_load.c - model loaders: llama2.c checkpoints and Hugging Face directories.
+//
+// Every loader validates sizes, shapes and dtypes before reading a weight, and fills a
+// ct_model whose weights are float32 [out, in] (see model.h).
+#include <cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fileio.h"
+#include "model/model.h"
+#include "formats/safetensors.h"
+
+// ----------------------------------------------------------------------------
+// Common
+
+static ct_model *model_new(void) {
+    ct_model *m = calloc(1, sizeof *m);
+    return m;
+}
+
+void ct_model_free(ct_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) ct_dealloc(m->owned[i], m->owned_bytes[i]);
+    free(m->owned);
+    free(m->owned_bytes);
+    for (int i = 0; i < m->n_shards; i++) ct_safetensors_free(m->shards[i]);
+    free(m->shards);
+    if (m->map) ct_unmap_file(m->map, m->map_size);
+    free(m->layers);
+    free(m->rope_inv_freq);
+    ct_tokenizer_free(m->tok);
+    free(m);
+}
+
+// Float array owned by the model (freed with it); NULL when out of memory.
+static float *model_own(ct_model *m, size_t n) {
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        float **o = realloc(m->owned, sizeof *o * (size_t)cap);
+        if (!o) return NULL;
+        m->owned = o;
+        size_t *b = realloc(m->owned_bytes, sizeof *b * (size_t)cap);
+        if (!b) return NULL;
+        m->owned_bytes = b;
+        m->cap_owned = cap;
+    }
+    float *p = ct_alloc(n * sizeof(float));
+    if (!p) return NULL;
+    m->owned[m->n_owned] = p;
+    m->owned_bytes[m->n_owned++] = n * sizeof(float);
+    return p;
+}
+
+ct_status ct_config_validate(ct_config *c, ct_err *err) {
+    const int lim = 1 << 20;
+    if (c->d_model <= 0 || c->d_model > lim || c->n_layers <= 0 || c->n_layers > 4096 || c->n_heads <= 0 ||
+        c->n_heads > 4096 || c->n_kv_heads <= 0 || c->head_dim <= 0 || c->head_dim > 65536 || c->vocab_size <= 0 ||
+        c->vocab_size > (1 << 24) || c->d_mlp <= 0 || c->d_mlp > (1 << 22) || c->max_seq_len <= 0)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT,
+                       "config: dimensions out of range (d_model %d, d_mlp %d, layers %d, heads %d/%d, head_dim %d, "
+                       "vocab %d, max_seq_len %d)", c->d_model, c->d_mlp, c->n_layers, c->n_heads, c->n_kv_heads,
+                       c->head_dim, c->vocab_size, c->max_seq_len);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "config: %d query heads are not a multiple of %d key/value heads",
+                       c->n_heads, c->n_kv_heads);
+    if (c->rope != CT_ROPE_NONE && c->head_dim % 2 != 0)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "config: RoPE needs an even head_dim, got %d", c->head_dim);
+    if (!(c->norm_eps >= 0) || !(c->attn_scale > 0) || !(c->rope_theta >= 0) || !isfinite(c->embed_scale))
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "config: eps, attention scale or RoPE theta out of range");
+    if (c->rope_llama3 && (!(c->rope_factor > 0) || !(c->rope_high_freq > c->rope_low_freq) ||
+                           !(c->rope_original_max > 0)))
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "config: rope_scaling llama3 needs factor > 0, "
+                       "high_freq_factor > low_freq_factor and original_max_position_embeddings > 0");
+    return CT_OK;
+}
+
+ct_status ct_model_init_rope(ct_model *m, ct_err *err) {
+    const ct_config *c = &m->cfg;
+    int half = c->head_dim / 2;
+    m->rope_inv_freq = malloc(sizeof(float) * (size_t)(half ? half : 1));
+    if (!m->rope_inv_freq) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int i = 0; i < half; i++) {
+        double f = 1.0 / pow(c->rope_theta, (2.0 * i) / c->head_dim);
+        if (c->rope_llama3) {
+            // Llama-3.1/3.2 frequency scaling by wavelength band
+            double lam = 2.0 * M_PI / f;
+            double low_wl = c->rope_original_max / c->rope_low_freq;
+            double high_wl = c->rope_original_max / c->rope_high_freq;
+            if (lam > low_wl) {
+                f = f / c->rope_factor;
+            } else if (lam >= high_wl) {
+                double s = (c->rope_original_max / lam - c->rope_low_freq) / (c->rope_high_freq - c->rope_low_freq);
+                f = (1.0 - s) * f / c->rope_factor + s * f;
+            }
+        }
+        m->rope_inv_freq[i] = (float)f;
+    }
+    return CT_OK;
+}
+
+// Finds a tokenizer beside a checkpoint: tokenizer.json, tokenizer.bin or tok*.bin.
+static ct_status load_tokenizer_beside(ct_model *m, const char *dir, int llama2c, ct_err *err) {
+    char path[1200];
+    if (!llama2c) {
+        if (!ct_path_join(path, sizeof path, dir, "tokenizer.json") || !ct_is_file(path)) return CT_OK;
+        return ct_tokenizer_load(&m->tok, path, err);
+    }
+    char name[64];
+    snprintf(name, sizeof name, "tok%d.bin", m->cfg.vocab_size);
+    const char *cands[] = {"tokenizer.bin", name};
+    for (int i = 0; i < 2; i++) {
+        if (!ct_path_join(path, sizeof path, dir, cands[i]) || !ct_is_file(path)) continue;
+        void *map;
+        size_t size;
+        ct_status rc = ct_map_file(path, &map, &size, err);
+        if (rc) return rc;
+        rc = ct_tokenizer_parse_llama2c(&m->tok, map, size, m->cfg.vocab_size, err);
+        ct_unmap_file(map, size);
+        if (rc) {
+            ct_err_where(err, path);
+        }
+        return rc;
+    }
+    return CT_OK;
+}
+
+// ----------------------------------------------------------------------------
+// llama2.c checkpoints (legacy version 0)
+
+static void llama2c_config(ct_config *c, const int32_t *h) {
+    memset(c, 0, sizeof *c);
+    c->arch = CT_ARCH_LLAMA;
+    snprintf(c->architecture, sizeof c->architecture, "llama2.c");
+    c->d_model = h[0];
+    c->d_mlp = h[1];
+    c->n_layers = h[2];
+    c->n_heads = h[3];
+    c->n_kv_heads = h[4];
+    c->vocab_size = h[5] == INT32_MIN ? 0 : h[5] < 0 ? -h[5] : h[5];
+    c->max_seq_len = h[6];
+    c->head_dim = c->n_heads > 0 ? c->d_model / c->n_heads : 0;
+    c->norm = CT_NORM_RMS;
+    c->norm_eps = 1e-5f;
+    c->rope = CT_ROPE_ADJACENT;
+    c->rope_theta = 10000.0f;
+    c->attn_scale = c->head_dim > 0 ? 1.0f / sqrtf((float)c->head_dim) : 0.0f;
+    c->gated_mlp = 1;
+    c->act = CT_ACT_SILU;
+    c->embed_scale = 1.0f;
+    c->tied = h[5] > 0;
+    c->bos_id = 1;
+    c->eos_id = 2;
+}
+
+ct_status ct_model_parse_llama2c(ct_model **out, const uint8_t *buf, size_t size, ct_err *err) {
+    *out = NULL;
+    if (size < 28)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "llama2.c checkpoint: %zu bytes is shorter than the 28-byte header",
+                       size);
+    if ((uintptr_t)buf % 4 != 0) return ct_fail(err, CT_STATUS_BAD_ARG, "llama2.c checkpoint: buffer not 4-byte aligned");
+    int32_t h[7];
+    memcpy(h, buf, sizeof h);
+    uint32_t magic;
+    memcpy(&magic, buf, 4);
+    if (magic == 0x616b3432u)
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "llama2.c checkpoint: versioned format (magic 'ak42') is not "
+                       "supported; expected the legacy version 0 (export with --version 0)");
+    ct_config c;
+    llama2c_config(&c, h);
+    if (h[3] <= 0 || h[0] % h[3] != 0)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "llama2.c checkpoint: dim %d is not a positive multiple of n_heads %d",
+                       h[0], h[3]);
+    ct_status rc = ct_config_validate(&c, err);
+    if (rc) return rc;
+    uint64_t D = (uint64_t)c.d_model, F = (uint64_t)c.d_mlp, L = (uint64_t)c.n_layers, V = (uint64_t)c.vocab_size;
+    uint64_t kvd = (uint64_t)c.n_kv_heads * (uint64_t)c.head_dim, S = (uint64_t)c.max_seq_len;
+    uint64_t want = V * D + L * D + L * D * D + 2 * L * kvd * D + L * D * D + L * D + 3 * L * F * D + D +
+                    S * (uint64_t)c.head_dim + (c.tied ? 0 : V * D);
+    if (kvd > D) return ct_fail(err, CT_STATUS_BAD_FORMAT, "llama2.c checkpoint: %d kv heads exceed %d heads",
+                                c.n_kv_heads, c.n_heads);
+    if (want > (size - 28) / 4 || want * 4 != size - 28)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT,
+                       "llama2.c checkpoint: header (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d%s, seq %d) "
+                       "needs %llu bytes of weights, file has %zu",
+                       c.d_model, c.d_mlp, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
+                       c.tied ? "" : " unshared", c.max_seq_len, (unsigned long long)(want * 4), size - 28);
+    ct_model *m = model_new();
+    if (!m || !(m->layers = calloc(L, sizeof(ct_layer)))) {
+        free(m);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    m->cfg = c;
+    const float *p = (const float *)(buf + 28);
+    m->embed = p;
+    p += V * D;
+    const float *rms_att = p; p += L * D;
+    const float *wq = p; p += L * D * D;
+    const float *wk = p; p += L * kvd * D;
+    const float *wv = p; p += L * kvd * D;
+    const float *wo = p; p += L * D * D;
+    const float *rms_ffn = p; p += L * D;
+    const float *w1 = p; p += L * F * D;
+    const float *w2 = p; p += L * D * F;
+    const float *w3 = p; p += L * F * D;
+    m->lnf_w = p; p += D;
+    p += S * (uint64_t)c.head_dim;   // two unused RoPE tables of seq_len * hd/2 floats
+    m->lm_head = c.tied ? m->embed : p;
+    for (uint64_t l = 0; l < L; l++) {
+        ct_layer *w = &m->layers[l];
+        w->ln1_w = rms_att + l * D;
+        w->wq = wq + l * D * D;
+        w->wk = wk + l * kvd * D;
+        w->wv = wv + l * kvd * D;
+        w->wo = wo + l * D * D;
+        w->ln2_w = rms_ffn + l * D;
+        w->w_gate = w1 + l * F * D;
+        w->w_down = w2 + l * D * F;
+        w->w_up = w3 + l * F * D;
+    }
+    if ((rc = ct_model_init_rope(m, err))) {
+        ct_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return CT_OK;
+}
+
+ct_status ct_model_load_llama2c(ct_model **out, const char *path, ct_err *err) {
+    *out = NULL;
+    void *map;
+    size_t size;
+    ct_status rc = ct_map_file(path, &map, &size, err);
+    if (rc) return rc;
+    ct_model *m;
+    rc = ct_model_parse_llama2c(&m, map, size, err);
+    if (rc) {
+        ct_unmap_file(map, size);
+        ct_err_where(err, path);
+        return rc;
+    }
+    m->map = map;
+    m->map_size = size;
+    snprintf(m->path, sizeof m->path, "%s", path);
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    if ((rc = load_tokenizer_beside(m, dir, 1, err))) {
+        ct_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return CT_OK;
+}
+
+// ----------------------------------------------------------------------------
+// Hugging Face directories
+
+typedef struct {
+    ct_model *m;
+    const char *dir;
+    const char *prefix;   // GPT-2: "" or "transformer."
+    ct_err *err;
+} hf_ctx;
+
+static const ct_st_tensor *hf_find(hf_ctx *h, const char *name) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", h->prefix, name);
+    for (int i = 0; i < h->m->n_shards; i++) {
+        const ct_st_tensor *t = ct_safetensors_find(h->m->shards[i], full);
+        if (t) return t;
+    }
+    return NULL;
+}
+
+// Weight `name` with exactly the given shape as float32 (zero-copy for aligned F32).
+// optional: a missing tensor gives *out NULL and CT_OK.
+static ct_status hf_get(hf_ctx *h, const float **out, const char *name, int optional, int ndim, int64_t d0,
+                        int64_t d1) {
+    *out = NULL;
+    const ct_st_tensor *t = hf_find(h, name);
+    if (!t) {
+        if (optional) return CT_OK;
+        return ct_fail(h->err, CT_STATUS_NOT_FOUND, "missing tensor '%s%s' in %s", h->prefix, name, h->dir);
+    }
+    int64_t want[2] = {d0, d1};
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == want[i];
+    if (!ok) {
+        char got[128] = "", exp[64];
+        size_t k = 0;
+        for (int i = 0; i < t->ndim && k < sizeof got - 24; i++)
+            k += (size_t)snprintf(got + k, sizeof got - k, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+        if (ndim == 1) snprintf(exp, sizeof exp, "[%lld]", (long long)d0);
+        else snprintf(exp, sizeof exp, "[%lld, %lld]", (long long)d0, (long long)d1);
+        return ct_fail(h->err, CT_STATUS_BAD_SHAPE, "tensor '%s%s' has shape [%s]; expected %s", h->prefix, name,
+                       got, exp);
+    }
+    if (t->dtype == CT_DT_F32 && (uintptr_t)t->data % 4 == 0) {
+        *out = (const float *)t->data;
+        return CT_OK;
+    }
+    if (t->dtype != CT_DT_F32 && t->dtype != CT_DT_F16 && t->dtype != CT_DT_BF16)
+        return ct_fail(h->err, CT_STATUS_BAD_DTYPE, "tensor '%s%s' has dtype %s; expected F32, F16 or BF16",
+                       h->prefix, name, ct_dtype_name(t->dtype));
+    float *p = model_own(h->m, (size_t)ct_st_numel(t));
+    if (!p) return ct_fail(h->err, CT_STATUS_NO_MEMORY, "out of memory converting '%s'", name);
+    ct_status rc = ct_st_to_f32(p, t, h->err);
+    *out = p;
+    return rc;
+}
+
+// Conv1D weight stored [in, out] -> owned [out, in], optionally a column block [c0, c0+n_out).
+static ct_status hf_get_conv1d(hf_ctx *h, const float **out, const char *name, int64_t n_in, int64_t n_total,
+                               int64_t c0, int64_t n_out) {
+    const float *w;
+    ct_status rc = hf_get(h, &w, name, 0, 2, n_in, n_total);
+    if (rc) return rc;
+    float *t = model_own(h->m, (size_t)(n_in * n_out));
+    if (!t) return ct_fail(h->err, CT_STATUS_NO_MEMORY, "out of memory transposing '%s'", name);
+    for (int64_t o = 0; o < n_out; o++)
+        for (int64_t i = 0; i < n_in; i++) t[o * n_in + i] = w[i * n_total + c0 + o];
+    *out = t;
+    return CT_OK;
+}
+
+static int json_int(const cJSON *o, const char *key, int def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 2e9) return def;
+    return (int)v->valuedouble;
+}
+
+static double json_num(const cJSON *o, const char *key, double def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+static int json_bool(const cJSON *o, const char *key, int def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+}
+
+// Reads eos_token_id that may be a number or a list (first entry).
+static int json_token_id(const cJSON *o, const char *key, int def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    return cJSON_IsNumber(v) && v->valuedouble >= -1 && v->valuedouble < (1 << 24) ? (int)v->valuedouble : def;
+}
+
+static ct_status hf_config(ct_config *c, const cJSON *j, const char *dir, ct_err *err) {
+    memset(c, 0, sizeof *c);
+    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(j, "architectures");
+    const cJSON *a0 = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
+    if (!cJSON_IsString(a0))
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: expected \"architectures\": [\"...ForCausalLM\"]", dir);
+    const char *arch = a0->valuestring;
+    snprintf(c->architecture, sizeof c->architecture, "%s", arch);
+    if (strcmp(arch, "LlamaForCausalLM") == 0) c->arch = CT_ARCH_LLAMA;
+    else if (strcmp(arch, "Gemma2ForCausalLM") == 0) c->arch = CT_ARCH_GEMMA2;
+    else if (strcmp(arch, "GPT2LMHeadModel") == 0) c->arch = CT_ARCH_GPT2;
+    else if (strcmp(arch, "Qwen3ForCausalLM") == 0) c->arch = CT_ARCH_QWEN3;
+    else
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: unknown architecture '%.64s'; expected "
+                       "LlamaForCausalLM, Gemma2ForCausalLM, GPT2LMHeadModel or Qwen3ForCausalLM", dir, arch);
+    c->embed_scale = 1.0f;
+    c->gated_mlp = 1;
+    c->norm = CT_NORM_RMS;
+    c->rope = CT_ROPE_HALF;
+    c->bos_id = json_token_id(j, "bos_token_id", -1);
+    c->eos_id = json_token_id(j, "eos_token_id", -1);
+    if (c->arch == CT_ARCH_GPT2) {
+        c->d_model = json_int(j, "n_embd", 768);
+        c->n_layers = json_int(j, "n_layer", 12);
+        c->n_heads = c->n_kv_heads = json_int(j, "n_head", 12);
+        c->d_mlp = json_int(j, "n_inner", 4 * c->d_model);
+        c->vocab_size = json_int(j, "vocab_size", 50257);
+        c->max_seq_len = json_int(j, "n_positions", 1024);
+        c->norm = CT_NORM_LAYER;
+        c->norm_eps = (float)json_num(j, "layer_norm_epsilon", 1e-5);
+        c->rope = CT_ROPE_NONE;
+        c->gated_mlp = 0;
+        c->act = CT_ACT_GELU_TANH;
+        c->learned_pos = 1;
+        c->tied = 1;
+        c->head_dim = c->n_heads > 0 ? c->d_model / c->n_heads : 0;
+        c->attn_scale = c->head_dim > 0 ? 1.0f / sqrtf((float)c->head_dim) : 0;
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "activation_function");
+        if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_new") != 0 &&
+            strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)
+            return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: activation_function '%.32s'; expected gelu_new",
+                           dir, act->valuestring);
+        return CT_OK;
+    }
+    c->d_model = json_int(j, "hidden_size", 0);
+    c->d_mlp = json_int(j, "intermediate_size", 0);
+    c->n_layers = json_int(j, "num_hidden_layers", 0);
+    c->n_heads = json_int(j, "num_attention_heads", 0);
+    c->n_kv_heads = json_int(j, "num_key_value_heads", c->n_heads);
+    c->vocab_size = json_int(j, "vocab_size", 0);
+    c->max_seq_len = json_int(j, "max_position_embeddings", 2048);
+    c->head_dim = json_int(j, "head_dim", c->n_heads > 0 ? c->d_model / c->n_heads : 0);
+    c->norm_eps = (float)json_num(j, "rms_norm_eps", 1e-6);
+    c->rope_theta = (float)json_num(j, "rope_theta", 10000.0);
+    c->attn_scale = c->head_dim > 0 ? 1.0f / sqrtf((float)c->head_dim) : 0;
+    c->act = CT_ACT_SILU;
+    c->tied = json_bool(j, "tie_word_embeddings", c->arch == CT_ARCH_GEMMA2);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+    if (cJSON_IsObject(rs)) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+        if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
+        if (!cJSON_IsString(type) || (strcmp(type->valuestring, "llama3") != 0 && strcmp(type->valuestring, "default") != 0))
+            return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: rope_scaling type '%.32s'; expected llama3",
+                           dir, cJSON_IsString(type) ? type->valuestring : "?");
+        if (strcmp(type->valuestring, "llama3") == 0) {
+            c->rope_llama3 = 1;
+            c->rope_factor = (float)json_num(rs, "factor", 8.0);
+            c->rope_low_freq = (float)json_num(rs, "low_freq_factor", 1.0);
+            c->rope_high_freq = (float)json_num(rs, "high_freq_factor", 4.0);
+            c->rope_original_max = (float)json_num(rs, "original_max_position_embeddings", 8192);
+        }
+    }
+    if (c->arch == CT_ARCH_GEMMA2) {
+        c->norm_gain_offset = 1.0f;
+        c->embed_scale = sqrtf((float)c->d_model);
+        c->post_norms = 1;
+        c->act = CT_ACT_GELU_TANH;
+        double qs = json_num(j, "query_pre_attn_scalar", c->head_dim);
+        c->attn_scale = (float)(1.0 / sqrt(qs));
+        c->attn_softcap = (float)json_num(j, "attn_logit_softcapping", 0.0);
+        c->final_softcap = (float)json_num(j, "final_logit_softcapping", 0.0);
+        c->sliding_window = json_int(j, "sliding_window", 0);
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_activation");
+        if (!cJSON_IsString(act)) act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+        if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)
+            return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: hidden_activation '%.32s'; expected gelu_pytorch_tanh",
+                           dir, act->valuestring);
+    } else {
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+        if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0)
+            return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: hidden_act '%.32s'; expected silu", dir,
+                           act->valuestring);
+    }
+    if (c->arch == CT_ARCH_QWEN3) c->qk_norm = 1;
+    return CT_OK;
+}
+
+static ct_status hf_open_shards(ct_model *m, const char *dir, ct_err *err) {
+    char path[1200];
+    ct_path_join(path, sizeof path, dir, "model.safetensors");
+    if (ct_is_file(path)) {
+        m->shards = calloc(1, sizeof *m->shards);
+        if (!m->shards) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        m->n_shards = 1;
+        return ct_safetensors_open(&m->shards[0], path, err);
+    }
+    ct_path_join(path, sizeof path, dir, "model.safetensors.index.json");
+    char *text;
+    size_t len;
+    ct_status rc = ct_read_file(path, &text, &len, 64u << 20, err);
+    if (rc == CT_STATUS_NOT_FOUND)
+        return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: no model.safetensors or model.safetensors.index.json", dir);
+    if (rc) return rc;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *wm = j ? cJSON_GetObjectItemCaseSensitive(j, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(j);
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: expected a JSON object with \"weight_map\"", path);
+    }
+    // distinct shard file names, in order of first appearance
+    int n = cJSON_GetArraySize(wm);
+    const char **names = calloc((size_t)n + 1, sizeof *names);
+    m->shards = calloc((size_t)n + 1, sizeof *m->shards);
+    if (!names || !m->shards) {
+        free(names);
+        cJSON_Delete(j);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    int k = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, wm) {
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || strcmp(e->valuestring, "..") == 0) {
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: weight_map entry '%s' must name a file in the directory",
+                         path, e->string);
+            break;
+        }
+        int seen = 0;
+        for (int i = 0; i < k && !seen; i++) seen = strcmp(names[i], e->valuestring) == 0;
+        if (!seen) names[k++] = e->valuestring;
+    }
+    for (int i = 0; i < k && !rc; i++) {
+        char sp[1200];
+        if (!ct_path_join(sp, sizeof sp, dir, names[i])) {
+            rc = ct_fail(err, CT_STATUS_BAD_ARG, "path too long");
+            break;
+        }
+        rc = ct_safetensors_open(&m->shards[i], sp, err);
+        if (!rc) m->n_shards++;
+    }
+    // every mapped tensor must exist in its shard
+    cJSON_ArrayForEach(e, wm) {
+        if (rc) break;
+        int found = 0;
+        for (int i = 0; i < m->n_shards && !found; i++) found = ct_safetensors_find(m->shards[i], e->string) != NULL;
+        if (!found) rc = ct_fail(err, CT_STATUS_NOT_FOUND, "%s lists '%s' in %s, which does not hold it", path,
+                                 e->string, e->valuestring);
+    }
+    free(names);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static ct_status hf_layer(hf_ctx *h, int l) {
+    const ct_config *c = &h->m->cfg;
+    ct_layer *w = &h->m->layers[l];
+    int64_t D = c->d_model, F = c->d_mlp, qd = (int64_t)c->n_heads * c->head_dim,
+            kvd = (int64_t)c->n_kv_heads * c->head_dim, hd = c->head_dim;
+    char n[160];
+    ct_status rc = CT_OK;
+#define GET(field, opt, nd, a, b, ...)                                                  \
+    do {                                                                                \
+        snprintf(n, sizeof n, __VA_ARGS__);                                             \
+        if ((rc = hf_get(h, &w->field, n, opt, nd, a, b))) return rc;                   \
+    } while (0)
+    if (c->arch == CT_ARCH_GPT2) {
+        GET(ln1_w, 0, 1, D, 0, "h.%d.ln_1.weight", l);
+        GET(ln1_b, 0, 1, D, 0, "h.%d.ln_1.bias", l);
+        GET(ln2_w, 0, 1, D, 0, "h.%d.ln_2.weight", l);
+        GET(ln2_b, 0, 1, D, 0, "h.%d.ln_2.bias", l);
+        const float *bqkv;
+        snprintf(n, sizeof n, "h.%d.attn.c_attn.bias", l);
+        if ((rc = hf_get(h, &bqkv, n, 0, 1, 3 * D, 0))) return rc;
+        w->bq = bqkv, w->bk = bqkv + D, w->bv = bqkv + 2 * D;
+        snprintf(n, sizeof n, "h.%d.attn.c_attn.weight", l);
+        if ((rc = hf_get_conv1d(h, &w->wq, n, D, 3 * D, 0, D))) return rc;
+        if ((rc = hf_get_conv1d(h, &w->wk, n, D, 3 * D, D, D))) return rc;
+        if ((rc = hf_get_conv1d(h, &w->wv, n, D, 3 * D, 2 * D, D))) return rc;
+        snprintf(n, sizeof n, "h.%d.attn.c_proj.weight", l);
+        if ((rc = hf_get_conv1d(h, &w->wo, n, D, D, 0, D))) return rc;
+        GET(bo, 0, 1, D, 0, "h.%d.attn.c_proj.bias", l);
+        snprintf(n, sizeof n, "h.%d.mlp.c_fc.weight", l);
+        if ((rc = hf_get_conv1d(h, &w->w_up, n, D, F, 0, F))) return rc;
+        GET(b_up, 0, 1, F, 0, "h.%d.mlp.c_fc.bias", l);
+        snprintf(n, sizeof n, "h.%d.mlp.c_proj.weight", l);
+        if ((rc = hf_get_conv1d(h, &w->w_down, n, F, D, 0, D))) return rc;
+        GET(b_down, 0, 1, D, 0, "h.%d.mlp.c_proj.bias", l);
+        return CT_OK;
+    }
+    const char *p = "model.layers";
+    GET(ln1_w, 0, 1, D, 0, "%s.%d.input_layernorm.weight", p, l);
+    GET(wq, 0, 2, qd, D, "%s.%d.self_attn.q_proj.weight", p, l);
+    GET(wk, 0, 2, kvd, D, "%s.%d.self_attn.k_proj.weight", p, l);
+    GET(wv, 0, 2, kvd, D, "%s.%d.self_attn.v_proj.weight", p, l);
+    GET(wo, 0, 2, D, qd, "%s.%d.self_attn.o_proj.weight", p, l);
+    GET(bq, 1, 1, qd, 0, "%s.%d.self_attn.q_proj.bias", p, l);
+    GET(bk, 1, 1, kvd, 0, "%s.%d.self_attn.k_proj.bias", p, l);
+    GET(bv, 1, 1, kvd, 0, "%s.%d.self_attn.v_proj.bias", p, l);
+    GET(bo, 1, 1, D, 0, "%s.%d.self_attn.o_proj.bias", p, l);
+    if (c->qk_norm) {
+        GET(q_norm, 0, 1, hd, 0, "%s.%d.self_attn.q_norm.weight", p, l);
+        GET(k_norm, 0, 1, hd, 0, "%s.%d.self_attn.k_norm.weight", p, l);
+    }
+    if (c->arch == CT_ARCH_GEMMA2) {
+        GET(post_attn_w, 0, 1, D, 0, "%s.%d.post_attention_layernorm.weight", p, l);
+        GET(ln2_w, 0, 1, D, 0, "%s.%d.pre_feedforward_layernorm.weight", p, l);
+        GET(post_ff_w, 0, 1, D, 0, "%s.%d.post_feedforward_layernorm.weight", p, l);
+    } else {
+        GET(ln2_w, 0, 1, D, 0, "%s.%d.post_attention_layernorm.weight", p, l);
+    }
+    GET(w_gate, 0, 2, F, D, "%s.%d.mlp.gate_proj.weight", p, l);
+    GET(w_up, 0, 2, F, D, "%s.%d.mlp.up_proj.weight", p, l);
+    GET(w_down, 0, 2, D, F, "%s.%d.mlp.down_proj.weight", p, l);
+    GET(b_up, 1, 1, F, 0, "%s.%d.mlp.up_proj.bias", p, l);
+    GET(b_down, 1, 1, D, 0, "%s.%d.mlp.down_proj.bias", p, l);
+#undef GET
+    return CT_OK;
+}
+
+ct_status ct_model_load_hf(ct_model **out, const char *dir, ct_err *err) {
+    *out = NULL;
+    char path[1200];
+    if (!ct_path_join(path, sizeof path, dir, "config.json")) return ct_fail(err, CT_STATUS_BAD_ARG, "path too long");
+    char *text;
+    size_t len;
+    ct_status rc = ct_read_file(path, &text, &len, 16u << 20, err);
+    if (rc) return rc;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s is not a JSON object", path);
+    }
+    ct_model *m = model_new();
+    if (!m) {
+        cJSON_Delete(j);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    rc = hf_config(&m->cfg, j, dir, err);
+    cJSON_Delete(j);
+    if (!rc) rc = ct_config_validate(&m->cfg, err);
+    if (!rc) rc = hf_open_shards(m, dir, err);
+    if (!rc && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof(ct_layer))))
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    hf_ctx h = {m, dir, "", err};
+    const ct_config *c = &m->cfg;
+    int64_t D = c->d_model, V = c->vocab_size;
+    if (!rc && c->arch == CT_ARCH_GPT2) {
+        if (!hf_find(&h, "wte.weight")) h.prefix = "transformer.";
+        if (!(rc = hf_get(&h, &m->embed, "wte.weight", 0, 2, V, D)) &&
+            !(rc = hf_get(&h, &m->pos_embed, "wpe.weight", 0, 2, c->max_seq_len, D)) &&
+            !(rc = hf_get(&h, &m->lnf_w, "ln_f.weight", 0, 1, D, 0)))
+            rc = hf_get(&h, &m->lnf_b, "ln_f.bias", 0, 1, D, 0);
+    } else if (!rc) {
+        if (!(rc = hf_get(&h, &m->embed, "model.embed_tokens.weight", 0, 2, V, D)))
+            rc = hf_get(&h, &m->lnf_w, "model.norm.weight", 0, 1, D, 0);
+    }
+    for (int l = 0; !rc && l < c->n_layers; l++) rc = hf_layer(&h, l);
+    if (!rc) {
+        h.prefix = "";
+        m->lm_head = m->embed;
+        if (!c->tied && !(rc = hf_get(&h, &m->lm_head, "lm_head.weight", 1, 2, V, D)) && !m->lm_head)
+            rc = ct_fail(err, CT_STATUS_NOT_FOUND, "missing tensor 'lm_head.weight' in %s (config says "
+                         "tie_word_embeddings is false)", dir);
+    }
+    if (!rc) rc = ct_model_init_rope(m, err);
+    if (!rc) rc = load_tokenizer_beside(m, dir, 0, err);
+    if (!rc && m->tok) {   // ids the config leaves out come from the tokenizer
+        if (m->cfg.bos_id < 0) m->cfg.bos_id = ct_tokenizer_bos(m->tok);
+        if (m->cfg.eos_id < 0) m->cfg.eos_id = ct_tokenizer_eos(m->tok);
+    }
+    if (rc) {
+        ct_model_free(m);
+        return rc;
+    }
+    snprintf(m->path, sizeof m->path, "%s", dir);
+    *out = m;
+    return CT_OK;
+}
+
+// ----------------------------------------------------------------------------
+// Dispatch
+
+ct_status ct_model_load(ct_model **out, const char *path, ct_err *err) {
+    *out = NULL;
+    if (ct_is_file(path)) return ct_model_load_llama2c(out, path, err);
+    if (!ct_is_dir(path)) return ct_fail(err, CT_STATUS_NOT_FOUND, "no model at %s (no such file or directory)", path);
+    char p[1200];
+    if (ct_path_join(p, sizeof p, path, "config.json") && ct_is_file(p)) return ct_model_load_hf(out, path, err);
+    // a directory holding a llama2.c checkpoint: the one .bin that is not a tokenizer
+    DIR *d = opendir(path);
+    if (!d) return ct_fail(err, CT_STATUS_IO, "cannot read directory %s", path);
+    char found[256] = "";
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n > 4 && strcmp(e->d_name + n - 4, ".bin") == 0 && strncmp(e->d_name, "tok", 3) != 0) {
+            if (!count || strcmp(e->d_name, found) < 0) snprintf(found, sizeof found, "%s", e->d_name);
+            count++;
+        }
+    }
+    closedir(d);
+    if (count != 1)
+        return ct_fail(err, count ? CT_STATUS_BAD_ARG : CT_STATUS_NOT_FOUND,
+                       "%s: expected config.json (Hugging Face) or one llama2.c .bin checkpoint, found %d .bin files",
+                       path, count);
+    ct_path_join(p, sizeof p, path, found);
+    return ct_model_load_llama2c(out, p, err);
+}
+
+// ----------------------------------------------------------------------------
+// Random models (benchmarks and tests at sizes no checkpoint file is worth writing for)
+
+// n floats owned by m, uniform(-scale, scale) + base; NULL when out of memory.
+static const float *random_weights(ct_model *m, size_t n, float scale, float base, uint64_t *seed) {
+    float *p = model_own(m, n);
+    if (p)
+        for (size_t i = 0; i < n; i++) p[i] = base + scale * ct_rand_uniform(seed);
+    return p;
+}
+
+ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, ct_err *err) {
+    *out = NULL;
+    ct_model *m = model_new();
+    if (!m) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    m->cfg = *cfg;
+    ct_config *c = &m->cfg;
+    snprintf(c->architecture, sizeof c->architecture, "random");
+    snprintf(m->path, sizeof m->path, "random:%llu", (unsigned long long)seed);
+    ct_status rc = ct_config_validate(c, err);
+    if (!rc && (c->learned_pos || c->post_norms || c->qk_norm || c->norm != CT_NORM_RMS || !c->gated_mlp))
+        rc = ct_fail(err, CT_STATUS_UNSUPPORTED, "random models: a Llama-shaped config (RMS norms, gated MLP)");
+    if (rc) {
+        ct_model_free(m);
+        return rc;
+    }
+    size_t D = c->d_model, F = c->d_mlp, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    float sd = 1.0f / sqrtf((float)D), sf = 1.0f / sqrtf((float)F), sq = 1.0f / sqrtf((float)qd);
+    int ok = (m->layers = calloc((size_t)c->n_layers, sizeof(ct_layer))) != NULL;
+    ok = ok && (m->embed = random_weights(m, (size_t)c->vocab_size * D, 1.0f, 0.0f, &seed));
+    for (int l = 0; ok && l < c->n_layers; l++) {
+        ct_layer *w = &m->layers[l];
+        ok = (w->ln1_w = random_weights(m, D, 0.1f, 1.0f, &seed)) && (w->ln2_w = random_weights(m, D, 0.1f, 1.0f, &seed)) &&
+             (w->wq = random_weights(m, qd * D, sd, 0, &seed)) && (w->wk = random_weights(m, kvd * D, sd, 0, &seed)) &&
+             (w->wv = random_weights(m, kvd * D, sd, 0, &seed)) && (w->wo = random_weights(m, D * qd, sq, 0, &seed)) &&
+             (w->w_gate = random_weights(m, F * D, sd, 0, &seed)) && (w->w_up = random_weights(m, F * D, sd, 0, &seed)) &&
+             (w->w_down = random_weights(m, D * F, sf, 0, &seed));
+    }
+    ok = ok && (m->lnf_w = random_weights(m, D, 0.1f, 1.0f, &seed));
+    ok = ok && (m->lm_head = c->tied ? m->embed : random_weights(m, (size_t)c->vocab_size * D, sd, 0, &seed));
+    rc = ok ? ct_model_init_rope(m, err) : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a random model");
+    if (rc) {
+        ct_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return CT_OK;
+}

@@ -1,0 +1,714 @@
+// transcoder.c - transcoder sets: formats, encode, decode, reconstruction (see transcoder.h).
+#include "model/transcoder.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fileio.h"
+#include "net/hub.h"
+#include "formats/npz.h"
+#include "formats/yaml.h"
+
+// A tensor as a float matrix (rows, cols); transposed: stored (cols, rows).
+static ct_status as_mat(ct_mat *m, const uint8_t *data, ct_dtype dt, int64_t rows, int64_t cols, int transposed,
+                        const char *name, ct_err *err) {
+    if (dt != CT_DT_F32 && dt != CT_DT_F16 && dt != CT_DT_BF16 && dt != CT_DT_F64)
+        return ct_fail(err, CT_STATUS_BAD_DTYPE, "transcoder tensor '%s' has dtype %s; expected F32, F16, BF16 or F64",
+                       name, ct_dtype_name(dt));
+    *m = (ct_mat){data, dt, rows, cols, transposed ? 1 : cols, transposed ? rows : 1};
+    return CT_OK;
+}
+
+// Whole matrix as owned float32 row-major (rows, cols).
+static float *mat_to_f32(const ct_mat *m) {
+    float *out = ct_alloc(sizeof(float) * (size_t)(m->rows * m->cols) + 1);
+    if (!out) return NULL;
+    for (int64_t r = 0; r < m->rows; r++) ct_mat_row(m, r, out + r * m->cols);
+    return out;
+}
+
+// ----------------------------------------------------------------------------
+// Tensors of one layer file, whatever the container
+
+typedef struct {
+    const char *name;
+    const uint8_t *data;
+    ct_dtype dtype;
+    int ndim;
+    int64_t shape[8];
+} tensor_ref;
+
+typedef struct {
+    ct_safetensors *st;
+    struct ct_npz *npz;
+} layer_file;
+
+static int file_get(const layer_file *f, const char *name, tensor_ref *t) {
+    if (f->st) {
+        const ct_st_tensor *s = ct_safetensors_find(f->st, name);
+        if (!s) return 0;
+        *t = (tensor_ref){s->name, s->data, s->dtype, s->ndim, {0}};
+        memcpy(t->shape, s->shape, sizeof t->shape);
+        return 1;
+    }
+    const ct_npy_array *a = ct_npz_find(f->npz, name);
+    if (!a) return 0;
+    *t = (tensor_ref){a->name, a->data, a->dtype, a->ndim, {0}};
+    memcpy(t->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
+    return 1;
+}
+
+static char *shape_str(const tensor_ref *t, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < t->ndim && k < n; i++) k += (size_t)snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+// A vector of length n as owned float32; required or optional.
+static ct_status get_vec(const layer_file *f, const char *name, int64_t n, int required, float **out, const char *where,
+                         ct_err *err) {
+    *out = NULL;
+    tensor_ref t;
+    if (!file_get(f, name, &t)) {
+        if (!required) return CT_OK;
+        return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: missing tensor '%s'", where, name);
+    }
+    char sh[64];
+    if (t.ndim != 1 || t.shape[0] != n)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: '%s' has shape %s; expected [%lld]", where, name, shape_str(&t, sh, sizeof sh),
+                       (long long)n);
+    ct_mat m;
+    ct_status rc = as_mat(&m, t.data, t.dtype, 1, n, 0, name, err);
+    if (rc) return rc;
+    *out = mat_to_f32(&m);
+    return *out ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+}
+
+static void layer_free(ct_tc_layer *l, int d_model) {
+    ct_dealloc(l->W_dec_owned, sizeof(float) * (size_t)l->d_tc * (size_t)l->n_out * (size_t)d_model + 1);
+    if (l->W_enc_owned) ct_dealloc(l->W_enc, sizeof(float) * (size_t)l->d_tc * (size_t)d_model + 1);
+    ct_dealloc(l->b_enc, sizeof(float) * (size_t)l->d_tc + 1);
+    ct_dealloc(l->threshold, sizeof(float) * (size_t)l->d_tc + 1);
+    ct_dealloc(l->b_dec, sizeof(float) * (size_t)d_model + 1);
+    ct_dealloc(l->W_skip, sizeof(float) * (size_t)d_model * (size_t)d_model + 1);
+    memset(l, 0, sizeof *l);
+}
+
+void ct_transcoders_free(ct_transcoders *tc) {
+    if (!tc) return;
+    for (int l = 0; tc->layers && l < tc->n_layers; l++) layer_free(&tc->layers[l], tc->d_model);
+    free(tc->layers);
+    for (int i = 0; i < tc->n_st; i++) ct_safetensors_free(tc->st[i]);
+    free(tc->st);
+    for (int i = 0; i < tc->n_npz; i++) ct_npz_free(tc->npz[i]);
+    free(tc->npz);
+    free(tc);
+}
+
+// Encoder (F, D) from a tensor stored (F, D), or (D, F) when transposed.
+static ct_status set_encoder(ct_tc_layer *L, const tensor_ref *t, int transposed, ct_err *err) {
+    int64_t F = L->d_tc, D = transposed ? t->shape[0] : t->shape[1];
+    ct_mat m;
+    ct_status rc = as_mat(&m, t->data, t->dtype, F, D, transposed, t->name, err);
+    if (rc) return rc;
+    if (!transposed && t->dtype == CT_DT_F32 && (uintptr_t)t->data % 4 == 0) {
+        L->W_enc = (float *)t->data;   // used in place from the read-only mapping
+        return CT_OK;
+    }
+    L->W_enc = mat_to_f32(&m);
+    L->W_enc_owned = 1;
+    return L->W_enc ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for an encoder of %lld x %lld", (long long)F,
+                                      (long long)D);
+}
+
+// ----------------------------------------------------------------------------
+// Per-layer formats
+
+// One PLT layer from a circuit-tracer safetensors, a GemmaScope params.npz or GemmaScope-2 keys.
+static ct_status load_plt_layer(ct_transcoders *tc, int l, const layer_file *f, const char *where, ct_err *err) {
+    ct_tc_layer *L = &tc->layers[l];
+    tensor_ref enc, dec, be, bd;
+    int gs2 = file_get(f, "w_enc", &enc);   // GemmaScope-2: lowercase keys, w_enc (D, F)
+    int npz = f->npz != NULL;                // GemmaScope: W_enc (D, F)
+    if (!gs2 && !file_get(f, "W_enc", &enc)) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: missing tensor 'W_enc'", where);
+    if (!file_get(f, gs2 ? "w_dec" : "W_dec", &dec))
+        return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: missing tensor '%s'", where, gs2 ? "w_dec" : "W_dec");
+    if (!file_get(f, "b_enc", &be) || !file_get(f, "b_dec", &bd))
+        return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: missing tensor 'b_enc' or 'b_dec'", where);
+    if (be.ndim != 1 || bd.ndim != 1 || enc.ndim != 2 || dec.ndim != 2)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: expected 2-d W_enc, W_dec and 1-d b_enc, b_dec", where);
+    int64_t F = be.shape[0], D = bd.shape[0];
+    char s1[64], s2[64];
+    if (tc->d_model && D != tc->d_model)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: d_model %lld differs from %d in the other layers", where, (long long)D,
+                       tc->d_model);
+    tc->d_model = (int)D;
+    L->d_tc = (int)F;
+    // encoder orientation: circuit-tracer stores (F, D); GemmaScope and GemmaScope-2 (D, F)
+    int enc_t = gs2 || npz;
+    if (enc.shape[0] != (enc_t ? D : F) || enc.shape[1] != (enc_t ? F : D))
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: W_enc has shape %s; expected [%lld, %lld]", where,
+                       shape_str(&enc, s1, sizeof s1), (long long)(enc_t ? D : F), (long long)(enc_t ? F : D));
+    // decoder orientation: (F, D) rows per feature, or the older (D, F); refuse when F == D
+    int dec_t;
+    if (dec.shape[0] == F && dec.shape[1] == D && F != D) dec_t = 0;
+    else if (dec.shape[0] == D && dec.shape[1] == F && F != D) dec_t = 1;
+    else if (F == D && dec.shape[0] == F && dec.shape[1] == D)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: W_dec is square (%lld x %lld), so its orientation (features as rows "
+                       "or as columns) cannot be told from its shape", where, (long long)F, (long long)D);
+    else
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: W_dec has shape %s; expected [%lld, %lld] (or the older [%lld, %lld])",
+                       where, shape_str(&dec, s2, sizeof s2), (long long)F, (long long)D, (long long)D, (long long)F);
+    ct_status rc = set_encoder(L, &enc, enc_t, err);
+    if (!rc) rc = as_mat(&L->W_dec, dec.data, dec.dtype, F, D, dec_t, dec.name, err);
+    L->n_out = 1;
+    if (!rc) rc = get_vec(f, "b_enc", F, 1, &L->b_enc, where, err);
+    if (!rc) rc = get_vec(f, "b_dec", D, 1, &L->b_dec, where, err);
+    if (!rc) rc = get_vec(f, npz || gs2 ? "threshold" : "activation_function.threshold", F, 0, &L->threshold, where, err);
+    if (rc) return rc;
+    // skip: circuit-tracer W_skip applied as x W^T; GemmaScope-2 affine_skip_connection as x A
+    tensor_ref sk;
+    int has_skip = file_get(f, "W_skip", &sk), affine = 0;
+    if (!has_skip) has_skip = affine = file_get(f, "affine_skip_connection", &sk);
+    if (has_skip) {
+        if (sk.ndim != 2 || sk.shape[0] != D || sk.shape[1] != D)
+            return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: '%s' has shape %s; expected [%lld, %lld]", where, sk.name,
+                           shape_str(&sk, s1, sizeof s1), (long long)D, (long long)D);
+        ct_mat m;
+        if ((rc = as_mat(&m, sk.data, sk.dtype, D, D, 0, sk.name, err))) return rc;
+        if (!(L->W_skip = mat_to_f32(&m))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        L->skip_mode = affine ? CT_SKIP_XW : CT_SKIP_XWT;
+    }
+    // activation: TopK from a scalar k, JumpReLU from a threshold, else ReLU
+    tensor_ref kt;
+    if (file_get(f, "k", &kt) && kt.ndim == 0) {
+        int64_t kv = 0;
+        if (kt.dtype == CT_DT_I64) memcpy(&kv, kt.data, 8);
+        else if (kt.dtype == CT_DT_I32) {
+            int32_t k32;
+            memcpy(&k32, kt.data, 4);
+            kv = k32;
+        }
+        if (kv < 1 || kv > F) return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: TopK k = %lld outside 1..%lld", where, (long long)kv, (long long)F);
+        tc->k = (int)kv;
+        tc->act = CT_TC_TOPK;
+    } else if (L->threshold) {
+        tc->act = CT_TC_JUMPRELU;
+    }
+    return CT_OK;
+}
+
+// Keeps a safetensors / npz file open for the set's lifetime.
+static ct_status open_file(ct_transcoders *tc, const char *path, layer_file *f, ct_err *err) {
+    memset(f, 0, sizeof *f);
+    size_t n = strlen(path);
+    ct_status rc;
+    if (n > 4 && strcmp(path + n - 4, ".npz") == 0) {
+        struct ct_npz **a = realloc(tc->npz, sizeof *a * (size_t)(tc->n_npz + 1));
+        if (!a) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        tc->npz = a;
+        if ((rc = ct_npz_open(&f->npz, path, err))) return rc;
+        tc->npz[tc->n_npz++] = f->npz;
+        return CT_OK;
+    }
+    ct_safetensors **a = realloc(tc->st, sizeof *a * (size_t)(tc->n_st + 1));
+    if (!a) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    tc->st = a;
+    if ((rc = ct_safetensors_open(&f->st, path, err))) return rc;
+    tc->st[tc->n_st++] = f->st;
+    return CT_OK;
+}
+
+// CLT layer i: W_enc_{i}.safetensors (W_enc_i, b_enc_i, b_dec_i, threshold_i) and
+// W_dec_{i}.safetensors (W_dec_i (F, L - i, D)); W_skip (L, D, D) in either file, optional.
+static ct_status load_clt_layer(ct_transcoders *tc, int i, const char *enc_path, const char *dec_path, ct_err *err) {
+    layer_file fe, fd;
+    ct_status rc = open_file(tc, enc_path, &fe, err);
+    if (!rc) rc = open_file(tc, dec_path, &fd, err);
+    if (rc) return rc;
+    ct_tc_layer *L = &tc->layers[i];
+    char name[64], s1[64];
+    tensor_ref enc, dec;
+    snprintf(name, sizeof name, "W_enc_%d", i);
+    if (!file_get(&fe, name, &enc)) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: missing tensor '%s'", enc_path, name);
+    snprintf(name, sizeof name, "W_dec_%d", i);
+    if (!file_get(&fd, name, &dec)) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: missing tensor '%s'", dec_path, name);
+    if (enc.ndim != 2) return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: W_enc_%d must be 2-d", enc_path, i);
+    int64_t F = enc.shape[0], D = enc.shape[1], n_out = tc->n_layers - i;
+    if (tc->d_model && D != tc->d_model)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: d_model %lld differs from %d in the other layers", enc_path, (long long)D,
+                       tc->d_model);
+    tc->d_model = (int)D;
+    L->d_tc = (int)F;
+    if (dec.ndim != 3 || dec.shape[0] != F || dec.shape[1] != n_out || dec.shape[2] != D)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: W_dec_%d has shape %s; expected [%lld, %lld, %lld] (features, the %lld "
+                       "layers from %d on, d_model)", dec_path, i, shape_str(&dec, s1, sizeof s1), (long long)F, (long long)n_out,
+                       (long long)D, (long long)n_out, i);
+    if ((rc = set_encoder(L, &enc, 0, err))) return rc;
+    if ((rc = as_mat(&L->W_dec, dec.data, dec.dtype, F, n_out * D, 0, dec.name, err))) return rc;
+    L->n_out = (int)n_out;
+    snprintf(name, sizeof name, "b_enc_%d", i);
+    if ((rc = get_vec(&fe, name, F, 1, &L->b_enc, enc_path, err))) return rc;
+    snprintf(name, sizeof name, "b_dec_%d", i);
+    if ((rc = get_vec(&fe, name, D, 1, &L->b_dec, enc_path, err))) return rc;
+    snprintf(name, sizeof name, "threshold_%d", i);
+    if ((rc = get_vec(&fe, name, F, 0, &L->threshold, enc_path, err))) return rc;
+    if (L->threshold) tc->act = CT_TC_JUMPRELU;
+    tensor_ref sk;
+    if (file_get(&fe, "W_skip", &sk) || file_get(&fd, "W_skip", &sk)) {
+        if (sk.ndim != 3 || sk.shape[0] != tc->n_layers || sk.shape[1] != D || sk.shape[2] != D)
+            return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: W_skip has shape %s; expected [%d, %lld, %lld]", enc_path,
+                           shape_str(&sk, s1, sizeof s1), tc->n_layers, (long long)D, (long long)D);
+        ct_mat m;
+        size_t es = ct_dtype_size(sk.dtype);
+        if ((rc = as_mat(&m, sk.data + (size_t)i * (size_t)(D * D) * es, sk.dtype, D, D, 0, "W_skip", err))) return rc;
+        if (!(L->W_skip = mat_to_f32(&m))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        L->skip_mode = CT_SKIP_XW;
+    }
+    return CT_OK;
+}
+
+// GemmaScope-2 cross-layer layer file i: w_enc (D, F), w_dec (F, L, D) of which layer i uses
+// the slices i.., b_enc, b_dec, optional threshold and affine_skip_connection (x A).
+static ct_status load_gs2_clt_layer(ct_transcoders *tc, int i, const layer_file *f, const char *where, ct_err *err) {
+    ct_tc_layer *L = &tc->layers[i];
+    tensor_ref enc, dec, be, bd;
+    char s1[64];
+    if (!file_get(f, "w_enc", &enc) || !file_get(f, "w_dec", &dec) || !file_get(f, "b_enc", &be) || !file_get(f, "b_dec", &bd))
+        return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: a GemmaScope-2 cross-layer file needs w_enc, w_dec, b_enc and b_dec", where);
+    if (be.ndim != 1 || bd.ndim != 1 || enc.ndim != 2)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: expected 2-d w_enc and 1-d b_enc, b_dec", where);
+    int64_t F = be.shape[0], D = bd.shape[0], NL = tc->n_layers;
+    if (tc->d_model && D != tc->d_model)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: d_model %lld differs from %d in the other layers", where, (long long)D,
+                       tc->d_model);
+    if (enc.shape[0] != D || enc.shape[1] != F)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: w_enc has shape %s; expected [%lld, %lld]", where,
+                       shape_str(&enc, s1, sizeof s1), (long long)D, (long long)F);
+    if (dec.ndim != 3 || dec.shape[0] != F || dec.shape[1] != NL || dec.shape[2] != D)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: w_dec has shape %s; expected [%lld, %lld, %lld] (features, all %lld layers, "
+                       "d_model)", where, shape_str(&dec, s1, sizeof s1), (long long)F, (long long)NL, (long long)D, (long long)NL);
+    tc->d_model = (int)D;
+    L->d_tc = (int)F;
+    ct_status rc = set_encoder(L, &enc, 1, err);
+    if (rc) return rc;
+    // layer i writes layers i..L-1: columns [i*D, L*D) of each feature's (L*D) row
+    if ((rc = as_mat(&L->W_dec, dec.data + (size_t)(i * D) * ct_dtype_size(dec.dtype), dec.dtype, F, (NL - i) * D, 0,
+                     dec.name, err)))
+        return rc;
+    L->W_dec.rs = NL * D;
+    L->n_out = (int)(NL - i);
+    if ((rc = get_vec(f, "b_enc", F, 1, &L->b_enc, where, err)) || (rc = get_vec(f, "b_dec", D, 1, &L->b_dec, where, err)) ||
+        (rc = get_vec(f, "threshold", F, 0, &L->threshold, where, err)))
+        return rc;
+    if (L->threshold) tc->act = CT_TC_JUMPRELU;
+    tensor_ref sk;
+    if (file_get(f, "affine_skip_connection", &sk)) {
+        ct_mat m;
+        if (sk.ndim != 2 || sk.shape[0] != D || sk.shape[1] != D)
+            return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: affine_skip_connection has shape %s; expected [%lld, %lld]", where,
+                           shape_str(&sk, s1, sizeof s1), (long long)D, (long long)D);
+        if ((rc = as_mat(&m, sk.data, sk.dtype, D, D, 0, sk.name, err))) return rc;
+        if (!(L->W_skip = mat_to_f32(&m))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        L->skip_mode = CT_SKIP_XW;
+    }
+    return CT_OK;
+}
+
+// ----------------------------------------------------------------------------
+// Resolving paths: local files, and hf:// URIs (fetched into the Hugging Face cache, see hub.h)
+
+static ct_status resolve_hf(const char *uri, char *out, size_t n, ct_err *err) {
+    ct_hub h;
+    ct_hub_init(&h);
+    return ct_hub_uri(&h, uri, out, n, err);
+}
+
+static ct_status resolve(const char *base_dir, const char *p, char *out, size_t n, ct_err *err) {
+    if (strncmp(p, "hf://", 5) == 0) return resolve_hf(p, out, n, err);
+    if (p[0] == '/') snprintf(out, n, "%s", p);
+    else snprintf(out, n, "%s/%s", base_dir, p);
+    return ct_is_file(out) ? CT_OK : ct_fail(err, CT_STATUS_NOT_FOUND, "transcoder file %s does not exist", out);
+}
+
+// ----------------------------------------------------------------------------
+// Loading a set
+
+static ct_status set_layers(ct_transcoders *tc, int n, ct_err *err) {
+    if (n <= 0 || n > 4096) return ct_fail(err, CT_STATUS_BAD_FORMAT, "transcoders: %d layers; expected 1..4096", n);
+    tc->n_layers = n;
+    tc->layers = calloc((size_t)n, sizeof *tc->layers);
+    return tc->layers ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+}
+
+// Counts consecutive files dir/fmt(i) from 0; *gap set when a later index exists after a hole.
+static int count_files(const char *dir, const char *fmt, int *gap) {
+    char p[1200], name[64];
+    int n = 0;
+    for (;; n++) {
+        snprintf(name, sizeof name, fmt, n);
+        snprintf(p, sizeof p, "%s/%s", dir, name);
+        if (!ct_is_file(p)) break;
+    }
+    *gap = 0;
+    for (int k = n + 1; k < n + 64; k++) {
+        snprintf(name, sizeof name, fmt, k);
+        snprintf(p, sizeof p, "%s/%s", dir, name);
+        if (ct_is_file(p)) *gap = k;
+    }
+    return n;
+}
+
+static ct_status load_dir_files(ct_transcoders *tc, const char *dir, const ct_yaml *list, ct_err *err) {
+    char p[1200], q[1200];
+    ct_status rc;
+    if (tc->kind == CT_TC_CLT && !list) {
+        int gap, n = count_files(dir, "W_enc_%d.safetensors", &gap);
+        if (gap) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: W_enc_%d.safetensors is missing (W_enc_%d exists)", dir, n, gap);
+        if ((rc = set_layers(tc, n, err))) return rc;
+        for (int i = 0; i < n; i++) {
+            snprintf(p, sizeof p, "%s/W_enc_%d.safetensors", dir, i);
+            snprintf(q, sizeof q, "%s/W_dec_%d.safetensors", dir, i);
+            if ((rc = load_clt_layer(tc, i, p, q, err))) return rc;
+        }
+        return CT_OK;
+    }
+    int n;
+    if (list) {
+        n = list->n;
+    } else {
+        int gap;
+        n = count_files(dir, "layer_%d.safetensors", &gap);
+        if (gap) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: layer_%d.safetensors is missing (layer_%d exists)", dir, n, gap);
+    }
+    if ((rc = set_layers(tc, n, err))) return rc;
+    for (int i = 0; i < n; i++) {
+        if (list) {
+            if (list->items[i].kind != CT_YAML_SCALAR)
+                return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: transcoders entries must be paths", list->items[i].line);
+            if ((rc = resolve(dir, list->items[i].value, p, sizeof p, err))) return rc;
+            for (int k = 0; k < i; k++)
+                if (strcmp(list->items[k].value, list->items[i].value) == 0)
+                    return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: layer %d repeats the file of layer %d",
+                                   list->items[i].line, i, k);
+        } else {
+            snprintf(p, sizeof p, "%s/layer_%d.safetensors", dir, i);
+        }
+        layer_file f;
+        if ((rc = open_file(tc, p, &f, err))) return rc;
+        rc = tc->kind == CT_TC_CLT ? load_gs2_clt_layer(tc, i, &f, p, err) : load_plt_layer(tc, i, &f, p, err);
+        if (rc) return rc;
+    }
+    return CT_OK;
+}
+
+static ct_status apply_config(ct_transcoders *tc, const ct_yaml *cfg, ct_err *err) {
+    const char *kind = ct_yaml_str(cfg, "model_kind");
+    if (kind && strcmp(kind, "transcoder_set") != 0 && strcmp(kind, "cross_layer_transcoder") != 0)
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "config.yaml line %d: model_kind '%s'; expected transcoder_set or "
+                       "cross_layer_transcoder", ct_yaml_get(cfg, "model_kind")->line, kind);
+    if (kind) tc->kind = strcmp(kind, "cross_layer_transcoder") == 0 ? CT_TC_CLT : CT_TC_PLT;
+    const char *v;
+    if ((v = ct_yaml_str(cfg, "feature_input_hook"))) snprintf(tc->input_hook, sizeof tc->input_hook, "%s", v);
+    if ((v = ct_yaml_str(cfg, "feature_output_hook"))) snprintf(tc->output_hook, sizeof tc->output_hook, "%s", v);
+    if ((v = ct_yaml_str(cfg, "model_name"))) snprintf(tc->model_name, sizeof tc->model_name, "%s", v);
+    if ((v = ct_yaml_str(cfg, "neuronpedia_model_id"))) snprintf(tc->np_model_id, sizeof tc->np_model_id, "%s", v);
+    if ((v = ct_yaml_str(cfg, "neuronpedia_source_set"))) snprintf(tc->np_source_set, sizeof tc->np_source_set, "%s", v);
+    if ((v = ct_yaml_str(cfg, "scan"))) snprintf(tc->scan, sizeof tc->scan, "%s", v);
+    return CT_OK;
+}
+
+// Activation named in config.yaml (checked after the weights: a threshold implies JumpReLU).
+static ct_status config_activation(ct_transcoders *tc, const ct_yaml *cfg, ct_err *err) {
+    const ct_yaml *a = ct_yaml_get(cfg, "activation");
+    if (!a) a = ct_yaml_get(cfg, "activation_function");
+    if (!a) return CT_OK;
+    const char *v = a->kind == CT_YAML_SCALAR ? a->value : "";
+    if (strcmp(v, "relu") == 0) tc->act = CT_TC_RELU;
+    else if (strcmp(v, "jump_relu") == 0 || strcmp(v, "jumprelu") == 0) tc->act = CT_TC_JUMPRELU;
+    else if (strcmp(v, "topk") == 0) tc->act = CT_TC_TOPK;
+    else return ct_fail(err, CT_STATUS_UNSUPPORTED, "config.yaml line %d: unknown activation '%s'; expected relu, jump_relu or topk",
+                        a->line, v);
+    const char *k = ct_yaml_str(cfg, "k");
+    if (tc->act == CT_TC_TOPK) {
+        char *end;
+        long kv = k ? strtol(k, &end, 10) : 0;
+        if (!k || *end || kv < 1 || kv > 1 << 24)
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: activation topk needs an integer k >= 1", a->line);
+        tc->k = (int)kv;
+    }
+    if (tc->act == CT_TC_JUMPRELU)
+        for (int l = 0; l < tc->n_layers; l++)
+            if (!tc->layers[l].threshold)
+                return ct_fail(err, CT_STATUS_NOT_FOUND, "config.yaml line %d: jump_relu but layer %d has no threshold", a->line, l);
+    return CT_OK;
+}
+
+ct_status ct_transcoders_load(ct_transcoders **out, const char *path, ct_err *err) {
+    *out = NULL;
+    ct_transcoders *tc = calloc(1, sizeof *tc);
+    if (!tc) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    snprintf(tc->path, sizeof tc->path, "%s", path);
+    char dir[1024], cfg_path[1200];
+    ct_yaml *cfg = NULL;
+    ct_status rc = CT_OK;
+    size_t n = strlen(path);
+    int is_yaml = n > 5 && (strcmp(path + n - 5, ".yaml") == 0 || strcmp(path + n - 4, ".yml") == 0);
+    if (ct_is_dir(path) || is_yaml) {
+        snprintf(dir, sizeof dir, "%s", path);
+        if (is_yaml) {
+            char *s = strrchr(dir, '/');
+            if (s) *s = 0; else snprintf(dir, sizeof dir, ".");
+            snprintf(cfg_path, sizeof cfg_path, "%s", path);
+        } else {
+            snprintf(cfg_path, sizeof cfg_path, "%s/config.yaml", dir);
+        }
+        char p[1200];
+        snprintf(p, sizeof p, "%s/W_enc_0.safetensors", dir);
+        tc->kind = ct_is_file(p) ? CT_TC_CLT : CT_TC_PLT;
+        if (ct_is_file(cfg_path)) {
+            char *text;
+            size_t len;
+            rc = ct_read_file(cfg_path, &text, &len, 16u << 20, err);
+            if (!rc) {
+                rc = ct_yaml_parse(&cfg, text, len, err);
+                free(text);
+            }
+            if (!rc) rc = apply_config(tc, cfg, err);
+            if (rc) ct_err_where(err, cfg_path);
+        } else if (is_yaml) {
+            rc = ct_fail(err, CT_STATUS_NOT_FOUND, "no such file: %s", cfg_path);
+        }
+        const ct_yaml *list = cfg ? ct_yaml_get(cfg, "transcoders") : NULL;
+        if (!rc && list && list->kind != CT_YAML_LIST)
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: transcoders must be a list of paths", list->line);
+        if (!rc) rc = load_dir_files(tc, dir, list, err);
+        snprintf(tc->format, sizeof tc->format, "%s", tc->kind == CT_TC_CLT ? "clt" : "plt");
+    } else if (ct_is_file(path)) {
+        layer_file f;
+        rc = set_layers(tc, 1, err);
+        if (!rc) rc = open_file(tc, path, &f, err);
+        if (!rc) rc = load_plt_layer(tc, 0, &f, path, err);
+    } else {
+        rc = ct_fail(err, CT_STATUS_NOT_FOUND, "no transcoders at %s (no such file or directory)", path);
+    }
+    if (!rc && cfg) rc = config_activation(tc, cfg, err);
+    if (!rc && !tc->input_hook[0]) {   // defaults as circuit-tracer's sets
+        int gemmascope = tc->n_npz > 0;
+        snprintf(tc->input_hook, sizeof tc->input_hook, "%s",
+                 tc->kind == CT_TC_CLT ? "hook_resid_mid" : gemmascope ? "ln2.hook_normalized" : "mlp.hook_in");
+    }
+    if (!rc && !tc->output_hook[0])
+        snprintf(tc->output_hook, sizeof tc->output_hook, "%s",
+                 tc->kind == CT_TC_CLT || tc->n_npz > 0 ? "hook_mlp_out" : "mlp.hook_out");
+    ct_yaml_free(cfg);
+    if (rc) {
+        ct_transcoders_free(tc);
+        return rc;
+    }
+    *out = tc;
+    return CT_OK;
+}
+
+ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_err *err) {
+    if (tc->d_model != m->cfg.d_model)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "transcoders have d_model %d; the model has %d", tc->d_model, m->cfg.d_model);
+    if (tc->n_layers != m->cfg.n_layers)
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "transcoders cover %d layers; the model has %d", tc->n_layers, m->cfg.n_layers);
+    const char *hooks[2] = {tc->input_hook, tc->output_hook};
+    for (int i = 0; i < 2; i++) {
+        char name[128];
+        ct_hook_id id;
+        snprintf(name, sizeof name, "blocks.0.%s", hooks[i]);
+        if (ct_hook_parse(m, name, &id, err))
+            return ct_fail(err, CT_STATUS_NOT_FOUND, "transcoders %s hook '%s' is not a hook point of this %s model",
+                           i ? "write to the" : "read the", hooks[i], m->cfg.architecture);
+    }
+    return CT_OK;
+}
+
+// ----------------------------------------------------------------------------
+// Encode, decode, reconstruct
+
+typedef struct {
+    float v;
+    int i;
+} val_idx;
+
+static int cmp_val_desc(const void *a, const void *b) {
+    const val_idx *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->i - y->i;   // ties: lower index first
+}
+
+void ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T) {
+    const ct_tc_layer *L = &tc->layers[layer];
+    int F = L->d_tc;
+    if (tc->act == CT_TC_TOPK) {
+        val_idx *tmp = malloc(sizeof *tmp * (size_t)F);
+        for (int t = 0; t < T && tmp; t++) {
+            float *r = v + (size_t)t * F;
+            for (int f = 0; f < F; f++) tmp[f] = (val_idx){r[f], f};
+            qsort(tmp, (size_t)F, sizeof *tmp, cmp_val_desc);
+            for (int f = 0; f < F; f++) r[f] = 0.0f;
+            for (int k = 0; k < tc->k && k < F; k++) r[tmp[k].i] = tmp[k].v > 0 ? tmp[k].v : 0.0f;
+        }
+        free(tmp);
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        float *r = v + (size_t)t * F;
+        for (int f = 0; f < F; f++) {
+            if (tc->act == CT_TC_JUMPRELU && L->threshold) r[f] = r[f] > L->threshold[f] ? r[f] : 0.0f;
+            else r[f] = r[f] > 0.0f ? r[f] : 0.0f;
+        }
+    }
+}
+
+ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int T, float *pre, float *act, ct_err *err) {
+    if (layer < 0 || layer >= tc->n_layers)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "transcoder layer %d outside 0..%d", layer, tc->n_layers - 1);
+    const ct_tc_layer *L = &tc->layers[layer];
+    int F = L->d_tc, D = tc->d_model;
+    float *buf = pre ? pre : act;
+    if (!buf) return CT_OK;
+    // buf (T, F) = x (T, D) @ W_enc (F, D)^T + b_enc
+    ct_sgemm(0, 1, T, F, D, 1.0f, x, D, L->W_enc, D, 0.0f, buf, F);
+    for (int t = 0; t < T; t++)
+        for (int f = 0; f < F; f++) buf[(size_t)t * F + f] += L->b_enc[f];
+    if (act) {
+        if (act != buf) memcpy(act, buf, sizeof(float) * (size_t)T * F);
+        ct_tc_activate(tc, layer, act, T);
+    }
+    return CT_OK;
+}
+
+ct_status ct_tc_decoder_row(const ct_transcoders *tc, int layer, int64_t f, int j, float *out, ct_err *err) {
+    if (layer < 0 || layer >= tc->n_layers)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "transcoder layer %d outside 0..%d", layer, tc->n_layers - 1);
+    const ct_tc_layer *L = &tc->layers[layer];
+    if (f < 0 || f >= L->d_tc) return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "feature %lld outside 0..%d", (long long)f, L->d_tc - 1);
+    if (j < 0 || j >= L->n_out)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "layer %d features write %d layer(s); target offset %d is out of range",
+                       layer, L->n_out, j);
+    int D = tc->d_model;
+    // one slice of the row: columns [j*D, (j+1)*D)
+    ct_mat slice = L->W_dec;
+    slice.data += (size_t)(j * D * slice.cs) * ct_dtype_size(slice.dtype);
+    slice.cols = D;
+    ct_mat_row(&slice, f, out);
+    return CT_OK;
+}
+
+ct_status ct_tc_decode_add(const ct_transcoders *tc, int layer, int j, const float *act, int T, float *y, ct_err *err) {
+    const ct_tc_layer *L = &tc->layers[layer];
+    int F = L->d_tc, D = tc->d_model;
+    // the nonzero activations grouped by feature (one sequential scan, then counting sort), so
+    // each decoder row is read once
+    size_t nnz = 0;
+    for (size_t i = 0; i < (size_t)T * F; i++) nnz += act[i] != 0.0f;
+    int *start = calloc((size_t)F + 1, sizeof(int)), *pos = malloc(sizeof(int) * (nnz + 1));
+    float *row = malloc(sizeof(float) * (size_t)D);
+    double *acc = calloc((size_t)T * D, sizeof(double));   // (T, D): sums of up to F terms
+    ct_status rc = start && pos && row && acc ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) {
+        for (size_t i = 0; i < (size_t)T * F; i++)
+            if (act[i] != 0.0f) start[i % (size_t)F + 1]++;
+        for (int f = 0; f < F; f++) start[f + 1] += start[f];
+        int *fill = calloc((size_t)F, sizeof(int));
+        if (!fill) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        for (int t = 0; !rc && t < T; t++)
+            for (int f = 0; f < F; f++)
+                if (act[(size_t)t * F + f] != 0.0f) pos[start[f] + fill[f]++] = t;
+        free(fill);
+    }
+    for (int f = 0; f < F && !rc; f++) {
+        if (start[f] == start[f + 1]) continue;
+        if ((rc = ct_tc_decoder_row(tc, layer, f, j, row, err))) break;
+        for (int k = start[f]; k < start[f + 1]; k++) {
+            int t = pos[k];
+            double a = act[(size_t)t * F + f], *at = acc + (size_t)t * D;
+            for (int d = 0; d < D; d++) at[d] += a * row[d];
+        }
+    }
+    for (size_t i = 0; !rc && i < (size_t)T * D; i++) y[i] += (float)acc[i];
+    free(start);
+    free(pos);
+    free(row);
+    free(acc);
+    return rc;
+}
+
+void ct_tc_skip_add(const ct_transcoders *tc, int layer, const float *x, int T, float *y) {
+    const ct_tc_layer *L = &tc->layers[layer];
+    if (!L->W_skip) return;
+    int D = tc->d_model;
+    ct_sgemm(0, L->skip_mode == CT_SKIP_XWT, T, D, D, 1.0f, x, D, L->W_skip, D, 1.0f, y, D);
+}
+
+ct_status ct_tc_reconstruct(const ct_transcoders *tc, const float *inputs, int T, float *out, ct_err *err) {
+    int L = tc->n_layers, D = tc->d_model;
+    size_t TD = (size_t)T * D;
+    for (int l = 0; l < L; l++) {
+        float *y = out + l * TD;
+        for (int t = 0; t < T; t++) memcpy(y + (size_t)t * D, tc->layers[l].b_dec, sizeof(float) * (size_t)D);
+        ct_tc_skip_add(tc, l, inputs + l * TD, T, y);
+    }
+    ct_status rc = CT_OK;
+    for (int l = 0; l < L && !rc; l++) {
+        int F = tc->layers[l].d_tc;
+        float *act = malloc(sizeof(float) * (size_t)T * F);
+        if (!act) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        rc = ct_tc_encode(tc, l, inputs + l * TD, T, NULL, act, err);
+        for (int j = 0; !rc && j < tc->layers[l].n_out; j++) rc = ct_tc_decode_add(tc, l, j, act, T, out + (l + j) * TD, err);
+        free(act);
+    }
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// Random sets
+
+static float *random_vec(size_t n, float scale, float base, uint64_t *seed) {
+    float *p = ct_alloc(sizeof(float) * n + 1);
+    if (p)
+        for (size_t i = 0; i < n; i++) p[i] = base + scale * ct_rand_uniform(seed);
+    return p;
+}
+
+ct_status ct_transcoders_random(ct_transcoders **out, const ct_model *m, int d_tc, int k, uint64_t seed, ct_err *err) {
+    *out = NULL;
+    int L = m->cfg.n_layers, D = m->cfg.d_model;
+    if (d_tc <= 0 || k < 0 || k > d_tc)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "random transcoders: expected d_tc > 0 and 0 <= k <= d_tc, got %d and %d", d_tc, k);
+    ct_transcoders *tc = calloc(1, sizeof *tc);
+    if (!tc || !(tc->layers = calloc((size_t)L, sizeof(ct_tc_layer)))) {
+        free(tc);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    tc->kind = CT_TC_PLT, tc->n_layers = L, tc->d_model = D;
+    tc->act = k ? CT_TC_TOPK : CT_TC_RELU, tc->k = k;
+    snprintf(tc->input_hook, sizeof tc->input_hook, "mlp.hook_in");
+    snprintf(tc->output_hook, sizeof tc->output_hook, "mlp.hook_out");
+    snprintf(tc->format, sizeof tc->format, "random");
+    snprintf(tc->path, sizeof tc->path, "random:%llu", (unsigned long long)seed);
+    float s = 1.0f / sqrtf((float)D);
+    int ok = 1;
+    for (int l = 0; l < L && ok; l++) {
+        ct_tc_layer *y = &tc->layers[l];
+        y->d_tc = d_tc, y->n_out = 1, y->W_enc_owned = 1;
+        ok = (y->W_enc = random_vec((size_t)d_tc * D, s, 0, &seed)) && (y->b_enc = random_vec((size_t)d_tc, 0.1f, 0, &seed)) &&
+             (y->b_dec = random_vec((size_t)D, 0.1f, 0, &seed)) && (y->W_dec_owned = random_vec((size_t)d_tc * D, s, 0, &seed));
+        if (ok) y->W_dec = (ct_mat){(const uint8_t *)y->W_dec_owned, CT_DT_F32, d_tc, D, D, 1};
+    }
+    if (!ok) {
+        ct_transcoders_free(tc);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for random transcoders");
+    }
+    *out = tc;
+    return CT_OK;
+}

@@ -1,0 +1,83 @@
+// transcoder.h - transcoder sets: per-layer (PLT) and cross-layer (CLT) transcoders, the
+// published file formats, encode / decode / reconstruction.
+//
+// Legend: L layers, D d_model, F features of one layer (d_transcoder), T positions.
+// A PLT of layer l reads the input hook of layer l and writes the output hook of layer l:
+//   pre = x W_enc^T + b_enc (F,); a = act(pre); y_hat = a W_dec + b_dec (+ skip(x)).
+// A CLT feature of layer l reads layer l and writes every layer l' >= l through its decoder
+// slice W_dec[l][f, l' - l, :]; b_dec of a CLT layer belongs to the target layer.
+// Activations: ReLU; JumpReLU pre * (pre > threshold); TopK: the k largest pre-activations of
+// a position, then ReLU.
+// Encoders are held as float32 (F, D) (aliasing the mapping when the file holds aligned F32 in
+// that layout); decoders stay in the mapped file and are read row by row on demand, so large
+// sets never need their decoders resident.
+#ifndef CT_TRANSCODER_H
+#define CT_TRANSCODER_H
+
+#include <stdint.h>
+
+#include "model/model.h"
+#include "formats/safetensors.h"
+#include "core/status.h"
+
+typedef enum { CT_TC_PLT, CT_TC_CLT } ct_tc_kind;
+typedef enum { CT_TC_RELU, CT_TC_JUMPRELU, CT_TC_TOPK } ct_tc_act;
+
+typedef enum { CT_SKIP_NONE, CT_SKIP_XWT, CT_SKIP_XW } ct_skip_mode;   // y += x W^T or y += x W
+
+typedef struct {
+    int d_tc;              // F
+    float *W_enc;          // (F, D) row-major float32
+    int W_enc_owned;
+    float *b_enc;          // (F,)
+    float *threshold;      // (F,) or NULL
+    ct_mat W_dec;          // PLT (F, D); CLT (F, n_out * D), slice j at columns j*D
+    float *W_dec_owned;    // the decoder's memory when the set owns it (random sets), else NULL
+    int n_out;             // PLT 1; CLT L - l
+    float *b_dec;          // (D,)
+    float *W_skip;         // (D, D) or NULL
+    ct_skip_mode skip_mode;
+} ct_tc_layer;
+
+typedef struct ct_transcoders {
+    ct_tc_kind kind;
+    int n_layers, d_model;
+    ct_tc_act act;
+    int k;                 // TopK
+    char input_hook[64], output_hook[64];
+    char model_name[256], scan[256], format[64], path[1024];
+    char np_model_id[128], np_source_set[128];   // config neuronpedia_model_id / _source_set, or ""
+    ct_tc_layer *layers;   // (L,)
+    // files the weights live in
+    ct_safetensors **st;
+    int n_st;
+    struct ct_npz **npz;
+    int n_npz;
+} ct_transcoders;
+
+// Loads a set from a config.yaml, a directory (config.yaml, layer_{i}.safetensors, or the CLT
+// W_enc_{i}/W_dec_{i} files), or one file (.npz or .safetensors: a one-layer set).
+ct_status ct_transcoders_load(ct_transcoders **out, const char *path, ct_err *err);
+void ct_transcoders_free(ct_transcoders *tc);
+// A per-layer set for m with uniform random weights (mlp.hook_in -> mlp.hook_out, d_tc features
+// per layer, TopK k, or ReLU when k is 0), for benchmarks and tests.
+ct_status ct_transcoders_random(ct_transcoders **out, const ct_model *m, int d_tc, int k, uint64_t seed, ct_err *err);
+// Checks that the set fits the model: d_model, layer count, hook names.
+ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_err *err);
+
+// pre (T, F) = x (T, D) W_enc^T + b_enc; act (T, F) = activation(pre). Either output may be NULL.
+ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int T, float *pre, float *act, ct_err *err);
+// The activation function alone, in place on (T, F).
+void ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T);
+// y (T, D) += act (T, F) @ W_dec slice j (the decoder into layer `layer + j`); reads only the
+// rows of features active somewhere.
+ct_status ct_tc_decode_add(const ct_transcoders *tc, int layer, int j, const float *act, int T, float *y, ct_err *err);
+// y (T, D) += skip_l(x (T, D)) when the layer has a skip connection.
+void ct_tc_skip_add(const ct_transcoders *tc, int layer, const float *x, int T, float *y);
+// Decoder row of feature f of `layer` into target layer + j: out (D,).
+ct_status ct_tc_decoder_row(const ct_transcoders *tc, int layer, int64_t f, int j, float *out, ct_err *err);
+// Reconstruction of every output hook from every input hook: inputs (L, T, D) -> out (L, T, D)
+// (features at position 0 included; callers that zero BOS do it on the activations).
+ct_status ct_tc_reconstruct(const ct_transcoders *tc, const float *inputs, int T, float *out, ct_err *err);
+
+#endif

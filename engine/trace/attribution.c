@@ -1,0 +1,889 @@
+// attribution.c - attribution graphs of the local replacement model (see attribution.h).
+//
+// Columns of a row follow circuit-tracer: every active feature (index into the sorted active
+// list), then L*T error nodes, T token nodes, K logit nodes; a row is the direct effect of every
+// column on one target. Rows are computed for the K logit targets first, then for feature
+// targets, ranked by their estimated influence when the budget does not cover all of them, and
+// kept in a row store (memory, or a file past the memory limit) until the graph takes the
+// selected columns. Position 0 is a constant: no features, a zero error vector.
+#include "trace/attribution.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "trace/replacement.h"
+#include "trace/rowstore.h"
+
+enum { IN_RESID_MID, IN_NORMALIZED, IN_MLP_IN };   // as replacement.c
+
+void ct_attr_opts_default(ct_attr_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->max_n_logits = 10;
+    o->desired_logit_prob = 0.95;
+    o->batch_size = 512;
+    o->update_interval = 4;
+}
+
+typedef struct {
+    ct_model *m;
+    const ct_transcoders *tc;
+    int L, T, D, H, KV, hd, in_kind, out_raw;
+    ct_frozen_run clean;    // frozen patterns and norm denominators; transcoder hooks, embeddings
+    const ct_frozen *fz;
+    const float *embed;     // (T, D) token embeddings as added
+    float *err_vec;         // (L, T, D) error vectors (position 0 zero)
+    float *logits;          // (V,) last position
+    int64_t n_active;
+    int32_t *active;        // (n_active, 3)
+    float *act_val;         // (n_active,)
+    int64_t *start;         // (L*T + 1) first active index of (layer, position)
+    int64_t n_cols;         // n_active + (L+1)*T + K
+    int K;
+    // batch scratch, sized in ct_attribute
+    float *G;               // (T, B, D) gradients, position-major
+    float *A1, *A2;         // products along the way (see run_batch)
+    float *S;               // (max features at one (layer, position), D) source vectors
+    float *v;               // (D,)
+    int *first;             // (T + 1,) first live row at each position
+    double flops;           // of the backward passes so far
+    int64_t max_block;
+} attr_ctx;
+
+static void ctx_free(attr_ctx *a) {
+    ct_frozen_run_free(&a->clean);
+    free(a->err_vec); free(a->logits); free(a->active); free(a->act_val); free(a->start);
+    free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->v); free(a->first);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clean run: frozen values, active features, error vectors
+
+static ct_status clean_run(attr_ctx *a, const int *tokens, ct_err *err) {
+    ct_model *m = a->m;
+    const ct_transcoders *tc = a->tc;
+    int L = a->L, T = a->T, D = a->D;
+    size_t TD = (size_t)T * D;
+    // extra hooks: each layer's transcoder input and output, then the embeddings
+    ct_hook_id *ids = calloc((size_t)(2 * L + 1), sizeof *ids);
+    if (!ids) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_status rc = CT_OK;
+    for (int l = 0; l < L && !rc; l++) {
+        char name[128];
+        snprintf(name, sizeof name, "blocks.%d.%s", l, tc->input_hook);
+        rc = ct_hook_parse(m, name, &ids[2 * l], err);
+        snprintf(name, sizeof name, "blocks.%d.%s", l, tc->output_hook);
+        if (!rc) rc = ct_hook_parse(m, name, &ids[2 * l + 1], err);
+    }
+    ids[2 * L] = (ct_hook_id){CT_HOOK_EMBED, -1};
+    a->logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    if (!rc && !a->logits) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) rc = ct_frozen_capture(&a->clean, m, tokens, T, ids, 2 * L + 1, a->logits, err);
+    free(ids);
+    if (rc) return rc;
+    a->fz = &a->clean.fz;
+    a->embed = ct_frozen_extra(&a->clean, 2 * L);
+    float *in = malloc(sizeof(float) * L * TD), *act = NULL;
+    a->err_vec = malloc(sizeof(float) * L * TD);
+    if (!in || !a->err_vec) {
+        free(in);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a %d-position prompt", T);
+    }
+    for (int l = 0; l < L; l++) memcpy(in + l * TD, ct_frozen_extra(&a->clean, 2 * l), sizeof(float) * TD);
+
+    // error = output hook - reconstruction from every layer's features (position 0 zero)
+    rc = ct_tc_reconstruct(tc, in, T, a->err_vec, err);
+    for (int l = 0; l < L && !rc; l++) {
+        const float *out = ct_frozen_extra(&a->clean, 2 * l + 1);
+        float *e = a->err_vec + l * TD;
+        for (size_t i = 0; i < TD; i++) e[i] = i < (size_t)D ? 0.0f : out[i] - e[i];
+    }
+
+    // active features, sorted by (layer, position, index); position 0 dropped
+    int64_t cap = 0;
+    a->start = calloc((size_t)L * T + 1, sizeof(int64_t));
+    if (!rc && !a->start) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int l = 0; l < L && !rc; l++) {
+        int F = tc->layers[l].d_tc;
+        free(act);
+        if (!(act = malloc(sizeof(float) * (size_t)T * F))) {
+            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+            break;
+        }
+        if ((rc = ct_tc_encode(tc, l, in + l * TD, T, NULL, act, err))) break;
+        for (int t = 0; t < T && !rc; t++) {
+            a->start[l * T + t] = a->n_active;
+            if (t == 0) continue;
+            for (int f = 0; f < F; f++) {
+                float v = act[(size_t)t * F + f];
+                if (v == 0.0f) continue;
+                if (a->n_active == cap) {
+                    cap = cap ? 2 * cap : 4096;
+                    int32_t *na = realloc(a->active, sizeof(int32_t) * 3 * (size_t)cap);
+                    if (na) a->active = na;
+                    float *nv = realloc(a->act_val, sizeof(float) * (size_t)cap);
+                    if (nv) a->act_val = nv;
+                    if (!na || !nv) {
+                        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for active features");
+                        break;
+                    }
+                }
+                int32_t *r = a->active + 3 * a->n_active;
+                r[0] = l, r[1] = t, r[2] = f;
+                a->act_val[a->n_active++] = v;
+            }
+        }
+    }
+    if (a->start) a->start[(size_t)L * T] = a->n_active;
+    for (int64_t i = 0; !rc && i < (int64_t)L * T; i++)
+        if (a->start[i + 1] - a->start[i] > a->max_block) a->max_block = a->start[i + 1] - a->start[i];
+    free(act);
+    free(in);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward pass of one batch
+
+// out (Tp, B, D) (+)= the transpose of a frozen norm's Jacobian applied to in (Tp, B, D):
+// in * gain / d[t], centred over D for LayerNorm. w NULL: no gain (the normalised value). Only
+// the rows live at each position (first, see run_batch; NULL: all) are read and written.
+static void norm_back(const attr_ctx *a, float *out, const float *in, const float *d, const float *w, int Tp, int B,
+                      const int *first, int add) {
+    const ct_config *c = &a->m->cfg;
+    int D = a->D;
+    float off = c->norm == CT_NORM_RMS ? c->norm_gain_offset : 0.0f;
+    for (int t = 0; t < Tp; t++) {
+        float inv = 1.0f / d[t];
+        for (int b = first ? first[t] : 0; b < B; b++) {
+            const float *x = in + ((size_t)t * B + b) * D;
+            float *y = out + ((size_t)t * B + b) * D;
+            double mean = 0.0;
+            if (c->norm == CT_NORM_LAYER) {
+                for (int i = 0; i < D; i++) mean += x[i] * (w ? w[i] : 1.0f) * inv;
+                mean /= D;
+            }
+            for (int i = 0; i < D; i++) {
+                float v = x[i] * (w ? w[i] + off : 1.0f) * inv - (float)mean;
+                y[i] = add ? y[i] + v : v;
+            }
+        }
+    }
+}
+
+// ct_sgemm, counting its floating-point operations into *flops
+static void gemm(double *flops, int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                 float beta, float *C, int ldc) {
+    ct_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    *flops += 2.0 * M * N * K;
+}
+
+// C (Tp, B, n) = A (Tp, B, k) @ op(W) for the rows live at each position: one product over the
+// leading positions where every row is live, then one per position.
+static void gemm_live(double *flops, const int *first, int Tp, int B, int k, int n, const float *A, const float *W, int tw,
+                      int ldw, float *C) {
+    int t0 = 0;
+    while (t0 < Tp && first[t0] == 0) t0++;
+    if (t0 > 0) gemm(flops, 0, tw, t0 * B, n, k, A, k, W, ldw, 0.0f, C, n);
+    for (int t = t0; t < Tp; t++)
+        gemm(flops, 0, tw, B - first[t], n, k, A + ((size_t)t * B + first[t]) * k, k, W, ldw, 0.0f,
+             C + ((size_t)t * B + first[t]) * n, n);
+}
+
+// Source vectors of (layer lf, position t) as written into layer lf + j: S (n, D).
+static ct_status fill_sources(attr_ctx *a, int lf, int t, int j, ct_err *err) {
+    int64_t s = a->start[lf * a->T + t], e = a->start[lf * a->T + t + 1];
+    for (int64_t i = s; i < e; i++) {
+        float *row = a->S + (size_t)(i - s) * a->D;
+        ct_status rc = ct_tc_decoder_row(a->tc, lf, a->active[3 * i + 2], j, row, err);
+        if (rc) return rc;
+        for (int k = 0; k < a->D; k++) row[k] *= a->act_val[i];
+    }
+    return CT_OK;
+}
+
+typedef struct {
+    int layer, pos;       // read point: layer L for logit targets
+    const float *vec;     // (D,) at the transcoder input hook (features) or final norm output
+} attr_row;
+
+// Attention backward of layer l when each row's gradient Gp (Tp, B, D) is non-zero only at the
+// row's own position p: Z = Gp[p] W_O (one vector per row); dV_h[k] = P_h[p, k] Z_h for k <= p;
+// A1 (Tp, B, D) = dV W_V for the live rows.
+static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp, int l, const float *Gp) {
+    int T = a->T, D = a->D, hd = a->hd, H = a->H, KV = a->KV, group = H / KV, qd = H * hd, kvd = KV * hd;
+    const ct_layer *w = &a->m->layers[l];
+    float *X = a->A2, *Z = a->A2 + (size_t)B * D;   // X (B, D) the rows' gradients, Z (B, H*hd)
+    for (int b = 0; b < B; b++) memcpy(X + (size_t)b * D, Gp + ((size_t)r[b].pos * B + b) * D, sizeof(float) * D);
+    gemm(&a->flops, 0, 0, B, qd, D, X, D, w->wo, qd, 0.0f, Z, qd);
+    float *DV = a->A1 + (size_t)Tp * B * D;   // (Tp, B, KV*hd) past the end of the output's room
+    for (int b = 0; b < B; b++) {
+        int p = r[b].pos;
+        for (int k = 0; k <= p; k++) {
+            float *o = DV + ((size_t)k * B + b) * kvd;
+            memset(o, 0, sizeof(float) * kvd);
+            for (int h = 0; h < H; h++) {
+                float pk = a->fz->pattern[l][((size_t)h * T + p) * T + k];
+                const float *z = Z + (size_t)b * qd + (size_t)h * hd;
+                float *oh = o + (size_t)(h / group) * hd;
+                for (int i = 0; i < hd; i++) oh[i] += pk * z[i];
+            }
+        }
+        a->flops += 2.0 * (p + 1) * H * hd;
+    }
+    gemm_live(&a->flops, a->first, Tp, B, kvd, D, DV, w->wv, 0, D, a->A1);
+}
+
+// rows (B, n_cols) += the direct effects of every column on each of the B targets, which come
+// sorted by position. The gradient of a target is zero after its position, so at position t
+// only rows first[t] .. B-1 are live; every product skips the others.
+static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, ct_err *err) {
+    const ct_config *c = &a->m->cfg;
+    const ct_transcoders *tc = a->tc;
+    int L = a->L, T = a->T, D = a->D, hd = a->hd, H = a->H, KV = a->KV, group = H / KV;
+    int qd = H * hd, kvd = KV * hd;
+    int64_t ldr = a->n_cols;
+    int Tp = r[B - 1].pos + 1, top = -1;
+    int *first = a->first;
+    for (int b = 0, t = 0; t <= Tp; t++) {
+        while (b < B && r[b].pos < t) b++;
+        first[t] = b;
+    }
+    for (int b = 0; b < B; b++)
+        if (r[b].layer > top) top = r[b].layer;
+    float *G = a->G;
+    memset(G, 0, sizeof(float) * (size_t)Tp * B * D);
+    // logit targets: seed at the final norm's output
+    for (int b = 0; b < B; b++)
+        if (r[b].layer == L) {
+            float *g = G + ((size_t)r[b].pos * B + b) * D;
+            memcpy(g, r[b].vec, sizeof(float) * D);
+            norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 1, 1, NULL, 0);
+        }
+    for (int l = (top < L ? top : L - 1); l >= 0; l--) {
+        const ct_tc_layer *tl = &tc->layers[l];
+        const ct_layer *w = &a->m->layers[l];
+        // 1. sources written at layer l's output hook (nothing reaches them from the targets
+        // injected at this layer)
+        if (top > l) {
+            const float *GO = G;
+            if (a->out_raw && c->post_norms) {   // raw MLP output: back through the post-FF norm
+                norm_back(a, a->A1, G, a->fz->ln2_post_scale[l], w->post_ff_w, Tp, B, first, 0);
+                GO = a->A1;
+            }
+            int l0 = tc->kind == CT_TC_CLT ? 0 : l;
+            for (int lf = l0; lf <= l; lf++) {
+                if (l - lf >= tc->layers[lf].n_out) continue;
+                for (int t = 1; t < Tp; t++) {
+                    int64_t s0 = a->start[lf * T + t], n = a->start[lf * T + t + 1] - s0;
+                    int f = first[t];
+                    if (n == 0) continue;
+                    ct_status rc = fill_sources(a, lf, t, l - lf, err);
+                    if (rc) return rc;
+                    // rows[live, s0:s0+n] += GO[t, live] (B', D) @ S^T (D, n)
+                    gemm(&a->flops, 0, 1, B - f, (int)n, D, GO + ((size_t)t * B + f) * D, D, a->S, D, 1.0f,
+                             rows + f * ldr + s0, (int)ldr);
+                }
+            }
+            for (int t = 1; t < Tp; t++) {
+                int f = first[t];
+                int64_t col = a->n_active + (int64_t)l * T + t;
+                gemm(&a->flops, 0, 1, B - f, 1, D, GO + ((size_t)t * B + f) * D, D, a->err_vec + ((size_t)l * T + t) * D, D,
+                         1.0f, rows + f * ldr + col, (int)ldr);
+            }
+            // 2. skip connection: PLT y = x W^T gives g_x = g_y W; CLT y = x W gives g_x = g_y W^T
+            if (tl->W_skip) {
+                float *GI = a->A2;
+                gemm_live(&a->flops, first, Tp, B, D, D, GO, tl->W_skip, tl->skip_mode == CT_SKIP_XW, D, GI);
+                if (a->in_kind == IN_RESID_MID) {
+                    for (int t = 0; t < Tp; t++)
+                        for (size_t i = ((size_t)t * B + first[t]) * D; i < (size_t)(t + 1) * B * D; i++) G[i] += GI[i];
+                } else {
+                    norm_back(a, G, GI, a->fz->ln2_scale[l], a->in_kind == IN_MLP_IN ? w->ln2_w : NULL, Tp, B, first, 1);
+                }
+            }
+        }
+        // 3. feature targets of this layer: encoder rows at the input hook
+        for (int b = 0; b < B; b++) {
+            if (r[b].layer != l) continue;
+            float *g = G + ((size_t)r[b].pos * B + b) * D, *v = a->v;
+            memcpy(v, r[b].vec, sizeof(float) * D);
+            if (a->in_kind != IN_RESID_MID)
+                norm_back(a, v, v, a->fz->ln2_scale[l] + r[b].pos, a->in_kind == IN_MLP_IN ? w->ln2_w : NULL, 1, 1, NULL, 0);
+            for (int i = 0; i < D; i++) g[i] += v[i];
+        }
+        // 4. attention with frozen patterns: Z = G' W_O; dV_h = P_h^T Z_h; G += N1^T(dV W_V)
+        const float *Gp = G;
+        if (c->post_norms) {
+            norm_back(a, a->A1, G, a->fz->ln1_post_scale[l], w->post_attn_w, Tp, B, first, 0);
+            Gp = a->A1;
+        }
+        // every target injected at this layer (or a logit target at the last layer): the
+        // gradient sits at one position per row, and mixing is a scaled copy of the pattern row
+        int single = 1;
+        for (int b = 0; b < B && single; b++) single = r[b].layer == l || (r[b].layer == L && l == L - 1);
+        if (single) {
+            attention_back_single(a, r, B, Tp, l, Gp);
+            norm_back(a, G, a->A1, a->fz->ln1_scale[l], w->ln1_w, Tp, B, first, 1);
+            continue;
+        }
+        float *Z = a->A2;   // (Tp, B, H*hd)
+        gemm_live(&a->flops, first, Tp, B, D, qd, Gp, w->wo, 0, qd, Z);
+        float *ZH = a->A1;   // (H, Tp, B, hd), zero where a row is not live
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < Tp; t++) {
+                float *dst = ZH + ((size_t)h * Tp + t) * B * hd;
+                memset(dst, 0, sizeof(float) * (size_t)first[t] * hd);
+                for (int b = first[t]; b < B; b++)
+                    memcpy(dst + (size_t)b * hd, Z + ((size_t)t * B + b) * qd + (size_t)h * hd, sizeof(float) * hd);
+            }
+        // ZH_h (Tp', cols) = P_h^T ZH_h in place, P_h lower triangular; chunks of rows with
+        // nearby positions use only the leading Tp' positions their last row needs
+        int cs = (256 + hd - 1) / hd;
+        for (int c0 = 0; c0 < B; c0 += cs) {
+            int c1 = c0 + cs < B ? c0 + cs : B, Tc = r[c1 - 1].pos + 1;
+            for (int h = 0; h < H; h++)
+            {
+                ct_strmm_lower_t(Tc, (c1 - c0) * hd, a->fz->pattern[l] + (size_t)h * T * T, T,
+                                 ZH + (size_t)h * Tp * B * hd + (size_t)c0 * hd, B * hd);
+                a->flops += (double)Tc * (Tc + 1) * (c1 - c0) * hd;
+            }
+        }
+        float *DV = a->A2;   // (Tp, B, KV*hd): heads sharing a key/value head summed
+        for (int t = 0; t < Tp; t++)
+            for (int b = first[t]; b < B; b++) {
+                float *dst = DV + ((size_t)t * B + b) * kvd;
+                for (int k = 0; k < KV; k++) {
+                    float *o = dst + (size_t)k * hd;
+                    const float *src = ZH + (((size_t)(k * group) * Tp + t) * B + b) * hd;
+                    memcpy(o, src, sizeof(float) * hd);
+                    for (int h = 1; h < group; h++) {
+                        const float *s2 = src + (size_t)h * Tp * B * hd;
+                        for (int i = 0; i < hd; i++) o[i] += s2[i];
+                    }
+                }
+            }
+        float *XN = a->A1;   // (Tp, B, D) gradient at the attention input (after ln1)
+        gemm_live(&a->flops, first, Tp, B, kvd, D, DV, w->wv, 0, D, XN);
+        norm_back(a, G, XN, a->fz->ln1_scale[l], w->ln1_w, Tp, B, first, 1);
+    }
+    // 5. token embeddings
+    for (int t = 0; t < Tp; t++) {
+        int f = first[t];
+        int64_t col = a->n_active + (int64_t)L * T + t;
+        gemm(&a->flops, 0, 1, B - f, 1, D, G + ((size_t)t * B + f) * D, D, a->embed + (size_t)t * D, D, 1.0f,
+                 rows + f * ldr + col, (int)ldr);
+    }
+    return CT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets
+
+typedef struct {
+    int64_t vocab_id;
+    float prob;
+    char *label;
+    float *vec;   // (D,)
+} target;
+
+static int cmp_prob(const void *x, const void *y, void *ctx) {
+    const float *p = ctx;
+    int i = *(const int *)x, j = *(const int *)y;
+    if (p[i] != p[j]) return p[i] > p[j] ? -1 : 1;
+    return i - j;
+}
+
+static char *token_label(const ct_model *m, int id) {
+    char *txt = NULL;
+    size_t len = 0;
+    if (m->tok && ct_tokenizer_token_text(m->tok, id, &txt, &len, NULL) == CT_OK) {
+        char *s = malloc(len + 1);
+        if (s) {
+            memcpy(s, txt, len);
+            s[len] = 0;
+        }
+        free(txt);
+        return s;
+    }
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d", id);
+    return strdup(buf);
+}
+
+static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, int *n_out, ct_err *err) {
+    const ct_model *m = a->m;
+    int V = m->cfg.vocab_size, D = a->D;
+    // probabilities of the real output at the last position
+    float *p = malloc(sizeof(float) * V);
+    int *idx = malloc(sizeof(int) * V);
+    double *mean = calloc((size_t)D, sizeof(double));
+    if (!p || !idx || !mean) {
+        free(p), free(idx), free(mean);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    memcpy(p, a->logits, sizeof(float) * V);
+    ct_softmax(p, V);
+    for (int v = 0; v < V; v++)
+        for (int i = 0; i < D; i++) mean[i] += m->lm_head[(size_t)v * D + i];
+    int K = 0;
+    if (o->n_targets > 0) {
+        K = o->n_targets;
+    } else {
+        for (int v = 0; v < V; v++) idx[v] = v;
+        qsort_r(idx, V, sizeof(int), cmp_prob, p);
+        double cum = 0.0;
+        while (K < o->max_n_logits && K < V) {
+            cum += p[idx[K++]];
+            if (cum >= o->desired_logit_prob) break;
+        }
+    }
+    target *tg = calloc((size_t)K, sizeof *tg);
+    ct_status rc = tg ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    int n_custom = 0;
+    for (int k = 0; k < K && !rc; k++) {
+        if (!(tg[k].vec = malloc(sizeof(float) * D))) {
+            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+            break;
+        }
+        const ct_attr_target *x = o->n_targets > 0 ? &o->targets[k] : NULL;
+        int v = x ? x->token : idx[k];
+        if (x && !x->vec && (v < 0 || v >= V)) {
+            rc = ct_fail(err, CT_STATUS_OUT_OF_RANGE, "target token %d is outside the vocabulary 0..%d", v, V - 1);
+            break;
+        }
+        if (x && x->vec) {
+            tg[k].vocab_id = V + n_custom++;
+            tg[k].prob = x->weight;
+            tg[k].label = strdup(x->label ? x->label : "custom");
+            memcpy(tg[k].vec, x->vec, sizeof(float) * D);
+            for (int i = 0; i < D; i++)
+                if (!isfinite(tg[k].vec[i])) {
+                    rc = ct_fail(err, CT_STATUS_BAD_ARG, "custom target %d: element %d is not finite", k + 1, i + 1);
+                    break;
+                }
+        } else {
+            tg[k].vocab_id = v;
+            tg[k].prob = p[v];
+            tg[k].label = token_label(m, v);
+            for (int i = 0; i < D; i++) tg[k].vec[i] = (float)(m->lm_head[(size_t)v * D + i] - mean[i] / V);
+        }
+        if (!rc && !tg[k].label) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    free(p), free(idx), free(mean);
+    *out = tg;
+    *n_out = K;
+    return rc;
+}
+
+static void targets_free(target *tg, int K) {
+    for (int k = 0; tg && k < K; k++) {
+        free(tg[k].vec);
+        free(tg[k].label);
+    }
+    free(tg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Influence ranking (circuit-tracer's partial influences)
+
+// sum |x[i]| over n floats: sixteen float partial sums in a fixed order (vectorisable, the same
+// bits on every run), added in double.
+static double abs_sum(const float *x, int64_t n) {
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) acc[k] += fabsf(x[i + k]);
+    double s = 0.0;
+    for (int k = 0; k < 16; k++) s += acc[k];
+    for (; i < n; i++) s += fabsf(x[i]);
+    return s;
+}
+
+// Influence on the logits of every active feature, estimated from the n_rows rows computed so
+// far (the first K for the logit targets, then one per visited feature in visit order):
+// x_0 = logit weights on the logit rows; x_{k+1}[q] = sum_r x_k[r] |A[r, feature of q]| / rowsum r;
+// out[c] = sum_k sum_r x_k[r] |A[r, c]| / rowsum r. The iteration runs on sq, the rows' values at
+// the visited features' columns (sq[r * ld + q - K]); one pass over the stored rows finishes it.
+// Only a ranking: float sums.
+static ct_status partial_influence(ct_rowstore *store, const float *sq, int64_t ld, int64_t n_rows, const double *rowsum,
+                                   const target *tg, int K, int64_t n_active, float *out, ct_err *err) {
+    double *x = calloc((size_t)n_rows, sizeof(double)), *s = calloc((size_t)n_rows, sizeof(double));
+    double *nx = calloc((size_t)n_rows, sizeof(double));
+    if (!x || !s || !nx) {
+        free(x), free(s), free(nx);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    for (int k = 0; k < K; k++) x[k] = tg[k].prob;
+    ct_status rc = CT_OK;
+    for (int it = 0;; it++) {
+        int any = 0;
+        for (int64_t r = 0; r < n_rows; r++) {
+            s[r] += x[r];
+            any |= x[r] != 0.0;
+        }
+        if (!any) break;
+        if (it == 128) {
+            rc = ct_fail(err, CT_STATUS_BAD_ARG, "influence estimate did not converge after 128 iterations");
+            break;
+        }
+        memset(nx, 0, sizeof(double) * n_rows);
+        for (int64_t r = 0; r < n_rows; r++) {
+            if (x[r] == 0.0) continue;
+            double wgt = x[r] / (rowsum[r] > 1e-8 ? rowsum[r] : 1e-8);
+            const float *row = sq + r * ld;   // row[j]: visit j, that is row K + j
+            for (int64_t q = K; q < n_rows; q++) nx[q] += wgt * row[q - K];
+        }
+        double *tmp = x;
+        x = nx, nx = tmp;
+    }
+    memset(out, 0, sizeof(float) * n_active);
+    ct_row_seg segs[1025];
+    int n_segs;
+    for (int64_t r = 0; !rc && r < n_rows; r++) {
+        if (s[r] == 0.0) continue;
+        float wgt = (float)(s[r] / (rowsum[r] > 1e-8 ? rowsum[r] : 1e-8));
+        if ((rc = ct_rowstore_read(store, r, segs, &n_segs, err))) break;
+        for (int k = 0; k < n_segs; k++) {
+            int64_t n = segs[k].col + segs[k].n <= n_active ? segs[k].n : n_active - segs[k].col, c = 0;
+            float *o = out + segs[k].col;
+            const float *v = segs[k].v;
+            for (; c + 16 <= n; c += 16)   // fixed-size blocks vectorise at -O2
+                for (int i = 0; i < 16; i++) o[c + i] += wgt * fabsf(v[c + i]);
+            for (; c < n; c++) o[c] += wgt * fabsf(v[c]);
+        }
+    }
+    free(x), free(s), free(nx);
+    return rc;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static ct_status timed_batch(attr_ctx *a, const attr_row *r, int B, float *rows, ct_attr_stats *stats, ct_err *err) {
+    double t = now_s();
+    ct_status rc = run_batch(a, r, B, rows, err);
+    stats->backward_s += now_s() - t;
+    stats->n_batches++;
+    return rc;
+}
+
+static int cmp_desc(const void *x, const void *y, void *ctx) {
+    const float *v = ctx;
+    int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
+    if (v[i] != v[j]) return v[i] > v[j] ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+static int cmp_index(const void *x, const void *y) {
+    int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
+    return i < j ? -1 : i > j;
+}
+
+// by position, then layer, then index
+static int cmp_pos_layer(const void *x, const void *y, void *ctx) {
+    const int32_t *act = ctx;
+    int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
+    if (act[3 * i + 1] != act[3 * j + 1]) return act[3 * i + 1] - act[3 * j + 1];
+    if (act[3 * i] != act[3 * j]) return act[3 * i] - act[3 * j];
+    return i < j ? -1 : i > j;
+}
+
+// The prompt's text and each token's text (ids when the model has no tokenizer).
+static ct_status prompt_text(ct_graph *g, const ct_model *m, ct_err *err) {
+    g->token_text = calloc((size_t)g->n_pos, sizeof(char *));
+    if (!g->token_text) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    size_t total = 1;
+    for (int t = 0; t < g->n_pos; t++) {
+        if (!(g->token_text[t] = token_label(m, g->tokens[t]))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        total += strlen(g->token_text[t]);
+    }
+    if (!(g->prompt = malloc(total))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    g->prompt[0] = 0;
+    for (int t = 0; t < g->n_pos; t++) strcat(g->prompt, g->token_text[t]);
+    return CT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static ct_status check_opts(const ct_attr_opts *o, ct_err *err) {
+    if (o->max_n_logits < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "max_n_logits: expected at least 1, got %d", o->max_n_logits);
+    if (!(o->desired_logit_prob > 0.0 && o->desired_logit_prob <= 1.0))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "desired_logit_prob: expected a value in (0, 1], got %g", o->desired_logit_prob);
+    if (o->batch_size < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "batch_size: expected at least 1, got %d", o->batch_size);
+    if (o->max_feature_nodes < 0)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "max_feature_nodes: expected a positive count, got %lld",
+                       (long long)o->max_feature_nodes);
+    if (o->update_interval < 1)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "update_interval: expected at least 1, got %d", o->update_interval);
+    return CT_OK;
+}
+
+static void report(const ct_attr_opts *o, const char *phase, int64_t done, int64_t total) {
+    if (o->progress) o->progress(o->progress_ctx, phase, done, total);
+}
+
+// Computes a batch of rows into bbuf (B, n_cols), then stores them: row sums, the values at the
+// visited features' columns (sq), and the rows themselves.
+typedef struct {
+    ct_rowstore *store;
+    float *bbuf;            // (B, n_cols)
+    double *rowsum;         // (max rows,)
+    float *sq;              // (max rows, ld) or NULL: values at the columns of visited features
+    int64_t ld;
+    const int64_t *visit;   // (ld,) feature of each visit index
+    int64_t n_visit;        // visit indices known so far
+} rows_state;
+
+static ct_status batch_rows(attr_ctx *a, rows_state *rs, const attr_row *r, int B, ct_attr_stats *stats, ct_err *err) {
+    int64_t nc = a->n_cols;
+    float *rows = ct_rowstore_next(rs->store, B);   // in memory: computed in place
+    if (!rows) {
+        rows = rs->bbuf;
+        memset(rows, 0, sizeof(float) * (size_t)B * nc);
+    }
+    ct_status rc = timed_batch(a, r, B, rows, stats, err);
+    for (int b = 0; !rc && b < B; b++) {
+        const float *row = rows + (size_t)b * nc;
+        int64_t at = ct_rowstore_rows(rs->store);
+        rs->rowsum[at] = abs_sum(row, nc);
+        if (rs->sq)
+            for (int64_t j = 0; j < rs->n_visit; j++) rs->sq[at * rs->ld + j] = fabsf(row[rs->visit[j]]);
+        rc = ct_rowstore_append(rs->store, row, r[b].layer, r[b].pos, err);
+    }
+    return rc;
+}
+
+// The stored rows' values at the columns of visits j0 .. j1-1 (features chosen after the rows).
+static ct_status fill_sq(rows_state *rs, int64_t j0, int64_t j1, ct_err *err) {
+    ct_row_seg segs[1025];
+    int n_segs;
+    for (int64_t r = 0; r < ct_rowstore_rows(rs->store); r++) {
+        ct_status rc = ct_rowstore_read(rs->store, r, segs, &n_segs, err);
+        if (rc) return rc;
+        for (int64_t j = j0; j < j1; j++) rs->sq[r * rs->ld + j] = fabsf(ct_row_value(segs, n_segs, rs->visit[j]));
+    }
+    return CT_OK;
+}
+
+ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
+                       const ct_attr_opts *o, ct_err *err) {
+    *out = NULL;
+    ct_status rc;
+    if ((rc = check_opts(o, err))) return rc;
+    if (T < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "attribute: expected a prompt of at least one token, got %d", T);
+    if (m->cfg.max_seq_len > 0 && T > m->cfg.max_seq_len)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "attribute: the prompt has %d tokens; the model's context is %d",
+                       T, m->cfg.max_seq_len);
+    if ((rc = ct_transcoders_check(tc, m, err))) return rc;
+    attr_ctx a = {.m = m, .tc = tc, .L = m->cfg.n_layers, .T = T, .D = m->cfg.d_model, .H = m->cfg.n_heads,
+                  .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim};
+    target *tg = NULL;
+    rows_state rs = {0};
+    float *infl = NULL;
+    int64_t *row_node = NULL, *order = NULL, *col_of = NULL, *visit = NULL;
+    attr_row *batch = NULL;
+    uint8_t *visited = NULL;
+    ct_graph *g = NULL;
+    int L = a.L, D = a.D;
+    ct_attr_stats stats = {0};
+    double t0 = now_s(), t1;
+
+    if ((rc = ct_replacement_hooks(tc, &a.in_kind, &a.out_raw, err))) goto done;
+    report(o, "setup", 0, 1);
+    if ((rc = clean_run(&a, tokens, err))) goto done;
+    if ((rc = make_targets(&a, o, &tg, &a.K, err))) goto done;
+    stats.setup_s = (t1 = now_s()) - t0;
+    int K = a.K;
+    int64_t NA = a.n_active;
+    a.n_cols = NA + (int64_t)(L + 1) * T + K;
+    int64_t budget = o->max_feature_nodes > 0 && o->max_feature_nodes < NA ? o->max_feature_nodes : NA;
+    int64_t n_rows = K + budget;
+    // memory: rows in RAM up to half the limit (else packed in a file); the batch's scratch
+    // (see run_batch) within an eighth, by fewer rows per batch when needed
+    size_t limit = o->memory_limit ? o->memory_limit : (size_t)4 << 30;
+    size_t qd = (size_t)a.H * a.hd, kvd = (size_t)a.KV * a.hd, wmax = (size_t)D > qd ? (size_t)D : qd;
+    size_t per_row = sizeof(float) * ((size_t)T * (D + (wmax > D + kvd ? wmax : D + kvd) + wmax + D + qd) + (size_t)a.n_cols);
+    int B = o->batch_size;
+    while (B > 1 && (size_t)B * per_row > limit / 8) B /= 2;
+    stats.batch_size = B;
+    size_t s1 = (size_t)T * B * (wmax > D + kvd ? wmax : D + kvd), s2 = (size_t)T * B * wmax;
+    if (s2 < (size_t)B * (D + qd)) s2 = (size_t)B * (D + qd);
+    a.G = malloc(sizeof(float) * (size_t)T * B * D);
+    a.A1 = malloc(sizeof(float) * s1);
+    a.A2 = malloc(sizeof(float) * s2);
+    a.S = malloc(sizeof(float) * (size_t)(a.max_block + 1) * D);
+    a.v = malloc(sizeof(float) * (size_t)D);
+    a.first = malloc(sizeof(int) * (size_t)(T + 1));
+    ct_row_layout lay = {L, T, NA, a.n_cols, a.start};
+    if ((rc = ct_rowstore_open(&rs.store, &lay, n_rows, limit / 2, err))) goto done;
+    if (ct_rowstore_spilled(rs.store)) rs.bbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
+    rs.rowsum = calloc((size_t)n_rows, sizeof(double));
+    if (budget < NA) {   // the influence ranking reads the rows at the visited features' columns
+        rs.ld = budget;
+        rs.sq = malloc(sizeof(float) * (size_t)n_rows * (size_t)budget + 1);
+    }
+    rs.visit = visit = malloc(sizeof(int64_t) * (size_t)(budget + 1));
+    row_node = malloc(sizeof(int64_t) * (size_t)n_rows);
+    order = malloc(sizeof(int64_t) * (size_t)(NA + 1));
+    infl = malloc(sizeof(float) * (size_t)(NA + 1));
+    visited = calloc((size_t)NA + 1, 1);
+    batch = malloc(sizeof(attr_row) * (size_t)B);
+    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !a.first || (ct_rowstore_spilled(rs.store) && !rs.bbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
+        !row_node || !order || !infl || !visited || !batch) {
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
+                     (long long)a.n_cols);
+        goto done;
+    }
+
+    // logit rows
+    for (int k0 = 0; k0 < K; k0 += B) {
+        int nb = K - k0 < B ? K - k0 : B;
+        for (int i = 0; i < nb; i++) {
+            batch[i] = (attr_row){L, T - 1, tg[k0 + i].vec};
+            row_node[k0 + i] = NA + (int64_t)(L + 1) * T + k0 + i;
+        }
+        if ((rc = batch_rows(&a, &rs, batch, nb, &stats, err))) goto done;
+    }
+    report(o, "logits", K, K);
+    stats.logits_s = (t0 = now_s()) - t1;
+
+    // feature rows: the whole budget at once, or update_interval batches at a time in order of
+    // estimated influence
+    int64_t n_visited = 0;
+    while (n_visited < budget) {
+        int64_t n_pending = 0;
+        if (budget == NA) {
+            for (int64_t i = 0; i < NA; i++) order[n_pending++] = i;
+        } else {
+            double tr = now_s();
+            if ((rc = partial_influence(rs.store, rs.sq, rs.ld, ct_rowstore_rows(rs.store), rs.rowsum, tg, K, NA, infl, err)))
+                goto done;
+            int64_t n_rank = 0;
+            for (int64_t i = 0; i < NA; i++)
+                if (!visited[i]) order[n_rank++] = i;
+            qsort_r(order, (size_t)n_rank, sizeof(int64_t), cmp_desc, infl);
+            int64_t q = (int64_t)o->update_interval * o->batch_size;
+            n_pending = q < budget - n_visited ? q : budget - n_visited;
+            stats.ranking_s += now_s() - tr;
+        }
+        // batches: consecutive in (layer, position) order, so each starts at few layers; within a
+        // batch by position, as run_batch wants
+        qsort(order, (size_t)n_pending, sizeof(int64_t), cmp_index);
+        for (int64_t i0 = 0; i0 < n_pending; i0 += B) {
+            int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;
+            qsort_r(order + i0, (size_t)nb, sizeof(int64_t), cmp_pos_layer, a.active);
+        }
+        for (int64_t i = 0; i < n_pending; i++) {
+            visit[n_visited + i] = order[i];
+            visited[order[i]] = 1;
+            row_node[K + n_visited + i] = order[i];
+        }
+        rs.n_visit = n_visited + n_pending;
+        if (rs.sq && (rc = fill_sq(&rs, n_visited, n_visited + n_pending, err))) goto done;
+        for (int64_t i0 = 0; i0 < n_pending; i0 += B) {
+            if (o->cancel && *o->cancel) {
+                rc = ct_fail(err, CT_STATUS_CANCELLED, "attribution cancelled after %lld of %lld feature rows",
+                             (long long)(n_visited + i0), (long long)budget);
+                goto done;
+            }
+            int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;
+            for (int i = 0; i < nb; i++) {
+                const int32_t *af = a.active + 3 * order[i0 + i];
+                batch[i] = (attr_row){af[0], af[1], tc->layers[af[0]].W_enc + (size_t)af[2] * D};
+            }
+            if ((rc = batch_rows(&a, &rs, batch, nb, &stats, err))) goto done;
+            report(o, "features", n_visited + i0 + nb, budget);
+        }
+        n_visited += n_pending;
+    }
+    stats.features_s = (t1 = now_s()) - t0;
+    stats.backward_flops = a.flops;
+    stats.n_active = NA;
+    stats.n_rows = ct_rowstore_rows(rs.store);
+    stats.spilled = ct_rowstore_spilled(rs.store);
+    stats.row_bytes = ct_rowstore_bytes(rs.store);
+    // the scratch and the clean run's values are done with; the graph takes their room
+    free(rs.sq), free(rs.bbuf), free(a.G), free(a.A1), free(a.A2);
+    rs.sq = NULL, rs.bbuf = NULL, a.G = a.A1 = a.A2 = NULL;
+    ct_frozen_run_free(&a.clean);
+
+    // graph: selected features ascending, then error, token and logit nodes
+    g = calloc(1, sizeof *g);
+    if (!g) {
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    int64_t S = budget, N = S + (int64_t)(L + 1) * T + K;
+    g->n_pos = T;
+    g->n_layers = L;
+    g->d_model = D;
+    g->vocab_size = m->cfg.vocab_size;
+    g->n_active = NA;
+    g->active = a.active, a.active = NULL;
+    g->activation = a.act_val, a.act_val = NULL;
+    g->n_selected = S;
+    g->selected = malloc(sizeof(int64_t) * (size_t)(S + 1));
+    g->tokens = malloc(sizeof(int) * (size_t)T);
+    g->n_logits = K;
+    g->logits = calloc((size_t)K, sizeof(ct_logit_target));
+    g->n_nodes = N;
+    g->adj = calloc((size_t)(S + K) * (size_t)N, sizeof(float));
+    col_of = malloc(sizeof(int64_t) * (size_t)(NA + 1));
+    if (!g->selected || !g->tokens || !g->logits || !g->adj || !col_of) {
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a graph of %lld nodes", (long long)N);
+        goto done;
+    }
+    memcpy(g->tokens, tokens, sizeof(int) * (size_t)T);
+    if ((rc = prompt_text(g, m, err))) goto done;
+    int64_t s = 0;
+    for (int64_t i = 0; i < NA; i++) {
+        col_of[i] = visited[i] ? s : -1;
+        if (visited[i]) g->selected[s++] = i;
+    }
+    for (int k = 0; k < K; k++) {
+        g->logits[k] = (ct_logit_target){tg[k].vocab_id, tg[k].prob, tg[k].label};
+        tg[k].label = NULL;
+    }
+    ct_row_seg segs[1025];
+    int n_segs;
+    for (int64_t r = 0; r < ct_rowstore_rows(rs.store); r++) {
+        if ((rc = ct_rowstore_read(rs.store, r, segs, &n_segs, err))) goto done;
+        int64_t node = row_node[r];
+        int64_t ti = node < NA ? col_of[node] : S + (node - NA - (int64_t)(L + 1) * T);   // stored row
+        float *dst = g->adj + (size_t)ti * N;
+        for (int k = 0; k < n_segs; k++)
+            for (int64_t i = 0; i < segs[k].n; i++) {
+                int64_t c = segs[k].col + i;
+                if (c >= NA) dst[S + c - NA] = segs[k].v[i];   // error, token (and zero logit) columns
+                else if (col_of[c] >= 0) dst[col_of[c]] = segs[k].v[i];
+            }
+    }
+    g->settings = (ct_graph_settings){o->max_n_logits, o->desired_logit_prob, o->batch_size, o->max_feature_nodes,
+                                      o->update_interval, -1, -1};
+    snprintf(g->scan, sizeof g->scan, "%s", tc->scan);
+    snprintf(g->model_name, sizeof g->model_name, "%s", tc->model_name);
+    snprintf(g->input_hook, sizeof g->input_hook, "%s", tc->input_hook);
+    snprintf(g->output_hook, sizeof g->output_hook, "%s", tc->output_hook);
+    stats.graph_s = now_s() - t1;
+    if (o->stats) *o->stats = stats;
+    report(o, "done", 1, 1);
+
+done:
+    if (rc) {
+        ct_graph_free(g);
+        g = NULL;
+    }
+    targets_free(tg, a.K);
+    ct_rowstore_close(rs.store);
+    free(rs.bbuf), free(rs.rowsum), free(rs.sq), free(visit);
+    free(row_node), free(order), free(infl), free(visited), free(batch), free(col_of);
+    ctx_free(&a);
+    *out = g;
+    return rc;
+}

@@ -1,0 +1,59 @@
+// attribution.h - attribution graphs of the local replacement model.
+//
+// A clean forward pass fixes attention patterns and norm denominators; MLPs become transcoder
+// features plus error nodes (position 0 is a constant: its features and error are not nodes).
+// The model is then linear in the residual stream, and the edge from source s to target t is
+// g_t(write point of s) . v_s, where g_t is the vector-Jacobian product of the target vector
+// (an encoder row at the feature's input hook, or a demeaned unembedding column at the final
+// norm's output) through the frozen model, and v_s the vector s writes (a activation times its
+// decoder row(s), an error vector, a token embedding). Rows are computed B at a time with
+// hand-written matrix products, position-major: G (T', B, D).
+#ifndef CT_ATTRIBUTION_H
+#define CT_ATTRIBUTION_H
+
+#include "trace/graph.h"
+#include "model/model.h"
+#include "model/transcoder.h"
+
+// An explicit attribution target: a vocabulary token (vec NULL) or a direction (D,).
+typedef struct {
+    int token;            // token id, or -1 with vec
+    const float *vec;     // (D,) custom direction, read at the final norm's output
+    const char *label;    // custom label (tokens: NULL, the token's text is used)
+    float weight;         // custom targets: their weight in influence (tokens: their probability)
+} ct_attr_target;
+
+// Where the time went (filled when ct_attr_opts.stats is set).
+typedef struct {
+    double setup_s, logits_s, features_s, ranking_s, graph_s;   // wall-clock seconds per phase
+    double backward_s, backward_flops;   // inside the backward passes (logit and feature rows)
+    int64_t n_active, n_rows, n_batches;
+    int batch_size;                      // rows per backward pass (the option, or fewer to fit memory)
+    int spilled;                         // rows kept in a file rather than memory
+    size_t row_bytes;                    // the rows' size (memory or file)
+} ct_attr_stats;
+
+typedef struct {
+    int max_n_logits;             // salient targets: at most this many (10)
+    double desired_logit_prob;    // ... until their cumulative probability reaches this (0.95)
+    int batch_size;               // rows per backward pass (512)
+    int64_t max_feature_nodes;    // feature rows computed; 0: every active feature
+    int update_interval;          // batches between influence re-rankings (4)
+    const ct_attr_target *targets;   // explicit targets (n_targets > 0), else salient logits
+    int n_targets;
+    // progress (may be NULL): phase name, units done and total
+    void (*progress)(void *ctx, const char *phase, int64_t done, int64_t total);
+    void *progress_ctx;
+    volatile int *cancel;         // checked between batches; non-zero stops with CANCELLED
+    ct_attr_stats *stats;         // may be NULL
+    size_t memory_limit;          // working memory in bytes (0: 4 GiB): rows beyond half of it go
+                                  // to a file, batches shrink to keep their scratch within an eighth
+} ct_attr_opts;
+
+void ct_attr_opts_default(ct_attr_opts *o);
+
+// Computes the attribution graph of tokens (T,) (which start with BOS or another special token).
+ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
+                       const ct_attr_opts *o, ct_err *err);
+
+#endif

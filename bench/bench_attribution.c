@@ -67,10 +67,12 @@ static int run(const char *name, ct_model *m, const ct_transcoders *tc, const in
     ct_graph *g = NULL;
     ct_err err = {0};
     double t0 = now_s();
-    if (ct_attribute(&g, m, tc, tokens, T, &o, &err)) {
+    ct_replacement r;
+    if (ct_replacement_init(&r, m, tc, &err) || ct_attribute(&g, &r, tokens, T, &o, &err)) {
         printf("%s: %s\n", name, err.msg);
         return 1;
     }
+    ct_replacement_free(&r);
     double total = now_s() - t0;
     // the ceiling, measured now (same process, same threads): a square product and one shaped
     // like the backward pass's largest (rows = positions x batch)
@@ -133,7 +135,7 @@ static ct_model *load_stories(void) {
     snprintf(path, sizeof path, "%s/stories260K", models);
     ct_model *m = NULL;
     ct_err err = {0};
-    if (ct_model_load(&m, path, &err)) printf("stories260K: %s\n", err.msg);
+    if (ct_model_load(NULL, &m, path, &err)) printf("stories260K: %s\n", err.msg);
     return m;
 }
 
@@ -157,7 +159,7 @@ int main(int argc, char **argv) {
         ct_model *m = load_stories();
         ct_transcoders *tc = NULL;
         ct_err err = {0};
-        if (!m || ct_transcoders_load(&tc, "experiments/stories260K-transcoders/transcoders", &err)) {
+        if (!m || ct_transcoders_load(NULL, &tc, "experiments/stories260K-transcoders/transcoders", &err)) {
             printf("stories: %s\n", err.msg);
             return 1;
         }

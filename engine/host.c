@@ -1,9 +1,8 @@
 // host.c - the Lua host behind the `ctrace` program: state setup, package paths, protected
-// calls with tracebacks, Ctrl-C, scripts, -e and the REPL.
+// calls with tracebacks (Ctrl-C and timeouts: bind/bind_state.c), scripts, -e and the REPL.
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,23 +10,6 @@
 
 #include "bind/bind.h"
 #include "host.h"
-
-// ----------------------------------------------------------------------------
-// Ctrl-C: the signal handler only installs a hook; the hook raises inside Lua.
-
-static lua_State *volatile g_sigint_state;   // set only while a protected call runs
-
-static void interrupted_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    lua_sethook(L, NULL, 0, 0);
-    luaL_error(L, "CANCELLED: interrupted");
-}
-
-static void on_sigint(int sig) {
-    signal(sig, SIG_DFL);   // a second Ctrl-C kills the process
-    ct_cancel_requested = 1;   // engine loops stop at their next check
-    if (g_sigint_state) lua_sethook(g_sigint_state, interrupted_hook, LUA_MASKCOUNT, 1);   // count, not call: C error handlers run unhooked
-}
 
 static int traceback(lua_State *L) {
     lua_sethook(L, NULL, 0, 0);   // an interrupt or timeout hook must not fire inside the handler
@@ -48,12 +30,9 @@ static int docall(lua_State *L, int n_args, int n_results) {
     int base = lua_gettop(L) - n_args;
     lua_pushcfunction(L, traceback);
     lua_insert(L, base);
-    g_sigint_state = L;
-    ct_cancel_requested = 0;
-    signal(SIGINT, on_sigint);
+    ct_lua_protect_begin(L);   // Ctrl-C interrupts this call (bind_state.c)
     int st = lua_pcall(L, n_args, n_results, base);
-    signal(SIGINT, SIG_DFL);
-    g_sigint_state = NULL;
+    ct_lua_protect_end(L);
     lua_remove(L, base);
     if (st) {
         fprintf(stderr, "ctrace: %s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error)");

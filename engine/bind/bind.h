@@ -11,7 +11,11 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "core/ctx.h"
+#include "net/hub.h"
+#include "net/neuronpedia.h"
 #include "trace/graph.h"
+#include "trace/replacement.h"
 #include "model/model.h"
 #include "core/status.h"
 #include "core/tensor.h"
@@ -23,6 +27,30 @@
 #define CT_MT_TRANSCODERS "ctrace.Transcoders"
 #define CT_MT_REPLACEMENT "ctrace.ReplacementModel"
 #define CT_MT_GRAPH "ctrace.Graph"
+#define CT_MT_ACTIVATIONS "ctrace.Activations"
+
+// The context of a Lua state (bind_state.c), one per state, freed with it: what the engine may
+// do on the state's behalf and the network settings ct.hub.configure and
+// ct.neuronpedia.configure leave, so every engine call made from the state uses them (loaders
+// resolving hf:// addresses in a transcoder config.yaml included).
+typedef struct {
+    ct_ctx ctx;          // files read and written, the record of files read, cancellation, deadline
+    ct_hub hub;          // Hugging Face: endpoint, cache, token, offline, HTTP options
+    ct_np_client np;     // Neuronpedia: server, key, cache, offline, HTTP options
+    lua_State *L;        // the state a protected call runs in (the signal handlers hook it)
+    double timeout_s;    // the armed timeout, for its message
+} ct_lua_state;
+
+ct_lua_state *ct_lua_state_of(lua_State *L);
+// The engine context every binding passes to the engine.
+ct_ctx *ct_lua_ctx(lua_State *L);
+// Around each protected call of the host: cancellation cleared, Ctrl-C armed for this state (its
+// handler cancels engine loops and makes the running Lua code raise "CANCELLED: interrupted").
+void ct_lua_protect_begin(lua_State *L);
+void ct_lua_protect_end(lua_State *L);
+// Arms (seconds > 0) or disarms the state's deadline: engine loops stop once it passes and the
+// running Lua code raises "CANCELLED: timeout after N s".
+void ct_lua_set_timeout(lua_State *L, double seconds);
 
 // Raises err as a Lua error "<STATUS>: <message>". Never returns.
 int ct_lua_raise(lua_State *L, const ct_err *err);
@@ -44,7 +72,7 @@ void ct_lua_push_ids(lua_State *L, const int *ids, int n);
 
 // Generation options {max_tokens, temperature, top_p, seed, stop_at_eos} at idx, checked.
 void ct_lua_gen_opts(lua_State *L, int idx, const char *fn, ct_gen_opts *o);
-// Pushes the text generated after prompt: decode(prompt + gen) less decode(prompt).
+// Pushes the text generated after prompt (ct_tokenizer_continuation).
 ct_status ct_lua_push_continuation(lua_State *L, const ct_tokenizer *tok, const int *prompt, int n, const int *gen,
                                    int n_gen, ct_err *err);
 
@@ -60,6 +88,13 @@ void ct_lua_register_json(lua_State *L);
 void ct_lua_register_replacement(lua_State *L);
 void ct_lua_register_graph(lua_State *L);
 void ct_lua_register_net(lua_State *L);
+void ct_lua_register_state(lua_State *L);
+void ct_lua_register_activations(lua_State *L);
+
+// Pushes a new ctrace.Activations that takes a's arrays (a is left empty).
+void ct_lua_push_activations(lua_State *L, ct_sparse_acts *a);
+// Pushes one activation entry {layer, pos, feature, value, clean, delta}.
+void ct_lua_push_activation(lua_State *L, int layer, int pos, int64_t feature, float value, float clean);
 
 // Pushes a new ctrace.Graph that owns g.
 void ct_lua_push_graph(lua_State *L, ct_graph *g);

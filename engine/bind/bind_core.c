@@ -1,20 +1,16 @@
 // core.c - the ctrace.core module: registers every type and a few engine facts.
 #include <dirent.h>
-#include <errno.h>
 #include <limits.h>
-#include <signal.h>
-#include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "bind.h"
 #include "core/fileio.h"
-#include "net/serve.h"
 #include "core/sha256.h"
+#include "net/serve.h"
 
 static int l_mem_bytes(lua_State *L) {
     lua_pushnumber(L, (lua_Number)ct_mem_bytes());
@@ -39,7 +35,7 @@ static int l_clock(lua_State *L) {
 static int l_sha256(lua_State *L) {
     char hex[65];
     ct_err err = {0};
-    if (ct_sha256_file(luaL_checkstring(L, 1), hex, &err)) return ct_lua_raise(L, &err);
+    if (ct_sha256_file(ct_lua_ctx(L), luaL_checkstring(L, 1), hex, &err)) return ct_lua_raise(L, &err);
     lua_pushstring(L, hex);
     return 1;
 }
@@ -48,14 +44,35 @@ static int l_sha256(lua_State *L) {
 static int l_mkdirs(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     ct_err err = {0};
-    if (ct_check_write(path, &err) || ct_mkdirs(path, &err)) return ct_lua_raise(L, &err);
+    if (ct_mkdirs(ct_lua_ctx(L), path, &err)) return ct_lua_raise(L, &err);
     return 0;
+}
+
+// write_file(path, text): the file's new content, whole or not at all (written under a temporary
+// name, synced and renamed; checked against the state's write root); raises IO on failure
+static int l_write_file(lua_State *L) {
+    size_t n;
+    const char *path = luaL_checkstring(L, 1), *text = luaL_checklstring(L, 2, &n);
+    ct_err err = {0};
+    if (ct_write_file(ct_lua_ctx(L), path, text, n, &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
+// exists(path) -> "file", "directory" or nil (nothing is read)
+static int l_exists(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    if (ct_is_file(path)) lua_pushstring(L, "file");
+    else if (ct_is_dir(path)) lua_pushstring(L, "directory");
+    else lua_pushnil(L);
+    return 1;
 }
 
 // list_dir(path) -> sorted names of the entries (not . and ..), and whether path is a directory
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 static int l_list_dir(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
+    ct_err err = {0};
+    if (ct_is_dir(path) && ct_ctx_check_read(ct_lua_ctx(L), path, &err)) return ct_lua_raise(L, &err);
     DIR *d = opendir(path);
     lua_newtable(L);
     if (!d) {
@@ -87,55 +104,12 @@ static int l_list_dir(lua_State *L) {
     return 2;
 }
 
-// set_write_root(dir): every file the engine writes from now on must be under dir ("" lifts it)
-static int l_set_write_root(lua_State *L) {
-    ct_err err = {0};
-    if (ct_set_write_root(luaL_checkstring(L, 1), &err)) return ct_lua_raise(L, &err);
-    return 0;
-}
-
-// check_write(path): raises unless path may be written
-static int l_check_write(lua_State *L) {
-    ct_err err = {0};
-    if (ct_check_write(luaL_checkstring(L, 1), &err)) return ct_lua_raise(L, &err);
-    return 0;
-}
-
 // realpath(path) -> the resolved absolute path, or nil
 static int l_realpath(lua_State *L) {
     char buf[PATH_MAX];
     if (!realpath(luaL_checkstring(L, 1), buf)) return 0;
     lua_pushstring(L, buf);
     return 1;
-}
-
-// set_timeout(seconds): after that much wall-clock time engine loops stop and the running Lua
-// code raises "CANCELLED: timeout" (0 disarms).
-static lua_State *volatile g_timeout_state;
-static double g_timeout_seconds;
-
-static void timeout_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    lua_sethook(L, NULL, 0, 0);
-    luaL_error(L, "CANCELLED: timeout after %g s", g_timeout_seconds);
-}
-
-static void on_alarm(int sig) {
-    (void)sig;
-    ct_cancel_requested = 1;
-    if (g_timeout_state) lua_sethook(g_timeout_state, timeout_hook, LUA_MASKCOUNT, 1);
-}
-
-static int l_set_timeout(lua_State *L) {
-    double s = luaL_checknumber(L, 1);
-    if (!(s >= 0 && s < 1e9)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "timeout: expected seconds >= 0, got %g", s);
-    g_timeout_state = L;
-    g_timeout_seconds = s;
-    signal(SIGALRM, on_alarm);
-    struct itimerval it = {{0, 0}, {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)}};
-    if (s > 0 && it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0) it.it_value.tv_usec = 1;
-    setitimer(ITIMER_REAL, &it, NULL);
-    return 0;
 }
 
 // traceback(msg): an error handler that first removes any interrupt or timeout hook (so the
@@ -164,7 +138,7 @@ static int l_serve(lua_State *L) {
     const char *dir = luaL_checkstring(L, 1);
     int port = (int)luaL_optinteger(L, 2, 8046);
     ct_err err = {0};
-    ct_status rc = ct_serve_dir(dir, port, &ct_cancel_requested, serve_ready, NULL, &err);
+    ct_status rc = ct_serve_dir(ct_lua_ctx(L), dir, port, serve_ready, NULL, &err);
     if (rc && rc != CT_STATUS_CANCELLED) return ct_lua_raise(L, &err);
     return 0;
 }
@@ -196,6 +170,8 @@ int luaopen_ctrace_core(lua_State *L) {
     ct_lua_register_replacement(L);
     ct_lua_register_graph(L);
     ct_lua_register_net(L);
+    ct_lua_register_state(L);
+    ct_lua_register_activations(L);
     lua_pushcfunction(L, l_mem_bytes);
     lua_setfield(L, -2, "mem_bytes");
     lua_pushcfunction(L, l_threads);
@@ -212,18 +188,16 @@ int luaopen_ctrace_core(lua_State *L) {
     lua_setfield(L, -2, "mkdirs");
     lua_pushcfunction(L, l_list_dir);
     lua_setfield(L, -2, "list_dir");
+    lua_pushcfunction(L, l_write_file);
+    lua_setfield(L, -2, "write_file");
+    lua_pushcfunction(L, l_exists);
+    lua_setfield(L, -2, "exists");
     lua_pushcfunction(L, l_serve);
     lua_setfield(L, -2, "serve");
     lua_pushcfunction(L, l_traceback);
     lua_setfield(L, -2, "traceback");
     lua_pushcfunction(L, l_realpath);
     lua_setfield(L, -2, "realpath");
-    lua_pushcfunction(L, l_set_timeout);
-    lua_setfield(L, -2, "set_timeout");
-    lua_pushcfunction(L, l_set_write_root);
-    lua_setfield(L, -2, "set_write_root");
-    lua_pushcfunction(L, l_check_write);
-    lua_setfield(L, -2, "check_write");
     lua_pushstring(L, CT_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, ct_blas_core());

@@ -13,7 +13,6 @@
 
 typedef struct {
     ct_graph *g;       // first field: ct_lua_check_box reads it
-    float *cum;        // (N,) cumulative influence of a full graph, computed on first use
     int64_t id;        // graph_id of its node tables
 } graph_box;
 
@@ -25,7 +24,6 @@ void ct_lua_push_graph(lua_State *L, ct_graph *g) {
     static int64_t next_id = 1;
     graph_box *b = lua_newuserdata(L, sizeof *b);
     b->g = g;
-    b->cum = NULL;
     b->id = next_id++;
     luaL_getmetatable(L, CT_MT_GRAPH);
     lua_setmetatable(L, -2);
@@ -47,23 +45,10 @@ ct_graph *ct_lua_graph_by_id(lua_State *L, lua_Number id) {
 
 // Cumulative influence rank fraction of every node (the JSON "influence" field).
 static const float *cumulative(lua_State *L, int idx) {
-    graph_box *b = luaL_checkudata(L, idx, CT_MT_GRAPH);
-    ct_graph *g = b->g;
-    if (g->node_influence) return g->node_influence;
-    if (b->cum) return b->cum;
-    int64_t N = g->n_nodes;
-    double *inf = malloc(sizeof(double) * (size_t)(N + 1));
-    int64_t *order = malloc(sizeof(int64_t) * (size_t)(N + 1));
-    float *cum = malloc(sizeof(float) * (size_t)(N + 1));
+    const float *cum;
     ct_err err = {0};
-    ct_status rc = inf && order && cum ? ct_graph_influence(g, inf, &err) : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
-    if (!rc) ct_graph_rank_fraction(inf, N, order, cum);
-    free(inf), free(order);
-    if (rc) {
-        free(cum);
-        ct_lua_raise(L, &err);
-    }
-    return b->cum = cum;
+    if (ct_graph_node_influence(ct_lua_check_box(L, idx, CT_MT_GRAPH), &cum, &err)) ct_lua_raise(L, &err);
+    return cum;
 }
 
 static const char *kind_name(ct_node_kind k) {
@@ -361,23 +346,30 @@ static int l_graph_set_label(lua_State *L) {
     return 0;
 }
 
+// The JSON options at idx ({slug=, scan=, source_set=[, metadata=]}); the strings stay referenced
+// by the options table.
+static ct_json_opts json_opts(lua_State *L, int idx, const char *fn) {
+    static const char *const allowed[] = {"slug", "scan", "source_set", "metadata", NULL};
+    ct_lua_check_opts(L, idx, fn, allowed);
+    ct_json_opts o = {0};
+    if (lua_istable(L, idx)) {
+        lua_getfield(L, idx, "slug");
+        o.slug = lua_tostring(L, -1);
+        lua_getfield(L, idx, "scan");
+        o.scan = lua_tostring(L, -1);
+        lua_getfield(L, idx, "source_set");
+        o.source_set = lua_tostring(L, -1);
+        lua_pop(L, 3);
+    }
+    return o;
+}
+
 // g:save_json(path, {slug=, scan=, source_set=}): the graph JSON (a full graph is pruned with
 // the default thresholds first) and its entry in graph-metadata.json beside it.
 static int l_graph_save_json(lua_State *L) {
     ct_graph *g = check_graph(L, 1);
     const char *path = luaL_checkstring(L, 2);
-    static const char *const allowed[] = {"slug", "scan", "source_set", "metadata", NULL};
-    ct_lua_check_opts(L, 3, "save_json", allowed);
-    ct_json_opts o = {0};
-    if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "slug");
-        o.slug = lua_tostring(L, -1);
-        lua_getfield(L, 3, "scan");
-        o.scan = lua_tostring(L, -1);
-        lua_getfield(L, 3, "source_set");
-        o.source_set = lua_tostring(L, -1);
-        lua_pop(L, 3);   // the strings stay referenced by the options table
-    }
+    ct_json_opts o = json_opts(L, 3, "save_json");
     // default slug: the file name without .json
     char slug[256];
     if (!o.slug) {
@@ -388,22 +380,37 @@ static int l_graph_save_json(lua_State *L) {
         o.slug = slug;
     }
     ct_err err = {0};
-    if (ct_graph_save_json(g, path, &o, &err)) return ct_lua_raise(L, &err);
+    if (ct_graph_save_json(ct_lua_ctx(L), g, path, &o, &err)) return ct_lua_raise(L, &err);
     if (ct_lua_opt_bool(L, 3, "metadata", 1)) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s", path);
         char *sl = strrchr(dir, '/');
         if (sl) *sl = 0;
         else snprintf(dir, sizeof dir, ".");
-        if (ct_graph_metadata_upsert(g, dir, &o, &err)) return ct_lua_raise(L, &err);
+        if (ct_graph_metadata_upsert(ct_lua_ctx(L), g, dir, &o, &err)) return ct_lua_raise(L, &err);
     }
     return 0;
+}
+
+// g:json({slug=, scan=, source_set=}) -> the graph JSON save_json writes, as a string (slug
+// default "graph")
+static int l_graph_json(lua_State *L) {
+    ct_graph *g = check_graph(L, 1);
+    ct_json_opts o = json_opts(L, 2, "json");
+    if (!o.slug) o.slug = "graph";
+    char *text;
+    size_t n;
+    ct_err err = {0};
+    if (ct_graph_json(g, &o, &text, &n, &err)) return ct_lua_raise(L, &err);
+    lua_pushlstring(L, text, n);
+    free(text);
+    return 1;
 }
 
 static int l_graph_save(lua_State *L) {
     ct_graph *g = check_graph(L, 1);
     ct_err err = {0};
-    if (ct_graph_save(g, luaL_checkstring(L, 2), &err)) return ct_lua_raise(L, &err);
+    if (ct_graph_save(ct_lua_ctx(L), g, luaL_checkstring(L, 2), &err)) return ct_lua_raise(L, &err);
     return 0;
 }
 
@@ -413,7 +420,8 @@ static int l_load_graph(lua_State *L) {
     const char *path = luaL_checklstring(L, 1, &n);
     ct_graph *g = NULL;
     ct_err err = {0};
-    ct_status rc = n >= 5 && strcmp(path + n - 5, ".json") == 0 ? ct_graph_load_json(&g, path, &err) : ct_graph_load(&g, path, &err);
+    ct_status rc = n >= 5 && strcmp(path + n - 5, ".json") == 0 ? ct_graph_load_json(ct_lua_ctx(L), &g, path, &err)
+                                                                : ct_graph_load(ct_lua_ctx(L), &g, path, &err);
     if (rc) return ct_lua_raise(L, &err);
     ct_lua_push_graph(L, g);
     return 1;
@@ -422,8 +430,7 @@ static int l_load_graph(lua_State *L) {
 static int l_graph_free(lua_State *L) {
     graph_box *b = luaL_checkudata(L, 1, CT_MT_GRAPH);
     ct_graph_free(b->g);
-    free(b->cum);
-    b->g = NULL, b->cum = NULL;
+    b->g = NULL;
     return 0;
 }
 
@@ -444,7 +451,7 @@ static int l_graph_tostring(lua_State *L) {
 void ct_lua_register_graph(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"node", l_graph_node}, {"nodes", l_graph_nodes}, {"edges_in", l_graph_edges_in}, {"edges_out", l_graph_edges_out},
-        {"adjacency", l_graph_adjacency}, {"influence", l_graph_influence}, {"total_effects", l_graph_total_effects}, {"logits", l_graph_logits},
+        {"json", l_graph_json}, {"adjacency", l_graph_adjacency}, {"influence", l_graph_influence}, {"total_effects", l_graph_total_effects}, {"logits", l_graph_logits},
         {"tokens", l_graph_tokens}, {"prompt", l_graph_prompt}, {"info", l_graph_info}, {"prune", l_graph_prune},
         {"scores", l_graph_scores}, {"set_label", l_graph_set_label}, {"save_json", l_graph_save_json},
         {"save", l_graph_save}, {"free", l_graph_free}, {NULL, NULL}};

@@ -14,7 +14,7 @@ static int l_load_model(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     ct_model *m;
     ct_err err = {0};
-    if (ct_model_load(&m, path, &err)) return ct_lua_raise(L, &err);
+    if (ct_model_load(ct_lua_ctx(L), &m, path, &err)) return ct_lua_raise(L, &err);
     void **box = ct_lua_new_box(L, CT_MT_MODEL);
     *box = m;
     return 1;

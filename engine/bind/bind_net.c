@@ -1,16 +1,18 @@
 // bind_net.c - Neuronpedia and Hugging Face downloads for Lua (lua/ctrace/neuronpedia.lua and
 // lua/ctrace/hub.lua wrap these).
 //
-//   core.np_feature(cfg, model_id, source_id, index)  -> feature | nil, message, code
-//   core.np_features(cfg, {{model_id, source_id, index}, ...})
+//   core.np_feature(model_id, source_id, index)  -> feature | nil, message, code
+//   core.np_features({{model_id, source_id, index}, ...})
 //       -> list (feature or false per key), errors ({[i] = {message, code}}), requests made
-//   core.np_search(cfg, model_id, {source ids}, query, offset)
+//   core.np_search(model_id, {source ids}, query, offset)
 //       -> {results = {...}, has_more, next_offset} | nil, message, code
-//   core.hub_file(cfg, "hf://org/repo/path?revision=r") -> local path | nil, message, code
-//   core.hub_cached(cfg, uri) -> local path | nil, message, code (never touches the network)
-//   core.net_config(cfg, changes) -> a new cfg: cfg with changes applied, checked (raises on an
-//       unknown key or a bad value)
-// cfg: {url, concurrency, chunk, timeout, connect_timeout, retries, backoff, backoff_max
+//   core.hub_file("hf://org/repo/path?revision=r") -> local path | nil, message, code
+//   core.hub_cached(uri) -> local path | nil, message, code (never touches the network)
+//   core.net_configure("hub" | "neuronpedia", changes) -> the settings with changes applied:
+//       checked (raises on an unknown key or a bad value) and kept in the state's context
+//       (bind_state.c), where every later request of the state finds them, hf:// entries of a
+//       transcoder config.yaml included
+// settings: {url, concurrency, chunk, timeout, connect_timeout, retries, backoff, backoff_max
 // (seconds), max_body (bytes), cache (bool), cache_dir, cache_max (bytes), offline, progress}.
 // A feature: {model_id, source_id, index, label, explanations = {{description, type, model}},
 // top_logits = {{token, value}}, bottom_logits, density, max_activation}.
@@ -49,6 +51,7 @@ static void read_http(lua_State *L, int idx, ct_http_opts *o) {
 
 static void np_client(lua_State *L, int idx, ct_np_client *c) {
     ct_np_client_init(c);
+    c->http.ctx = ct_lua_ctx(L);
     luaL_checktype(L, idx, LUA_TTABLE);
     ct_lua_check_opts(L, idx, "neuronpedia", cfg_keys);
     const char *url = opt_string(L, idx, "url"), *dir = opt_string(L, idx, "cache_dir");
@@ -126,12 +129,10 @@ static ct_np_key check_key(lua_State *L, int model, int source, int index) {
 }
 
 static int l_np_feature(lua_State *L) {
-    ct_np_client c;
-    np_client(L, 1, &c);
-    ct_np_key k = check_key(L, 2, 3, 4);
+    ct_np_key k = check_key(L, 1, 2, 3);
     ct_np_feature f;
     ct_err err = {0};
-    if (ct_np_get_feature(&c, &k, &f, &err)) {
+    if (ct_np_get_feature(&ct_lua_state_of(L)->np, &k, &f, &err)) {
         if (err.status == CT_STATUS_BAD_ARG) return ct_lua_raise(L, &err);
         return push_failure(L, &err);
     }
@@ -141,14 +142,14 @@ static int l_np_feature(lua_State *L) {
 }
 
 static int l_np_features(lua_State *L) {
-    ct_np_client c;
-    np_client(L, 1, &c);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    int n = (int)lua_objlen(L, 2);
-    // keys: the strings stay referenced by the list at index 2 while we use them
+    ct_np_client *c = &ct_lua_state_of(L)->np;
+    int requests0 = c->requests;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 1);
+    // keys: the strings stay referenced by the list at index 1 while we use them
     ct_np_key *keys = lua_newuserdata(L, sizeof *keys * (size_t)(n + 1));
     for (int i = 0; i < n; i++) {
-        lua_rawgeti(L, 2, i + 1);
+        lua_rawgeti(L, 1, i + 1);
         if (!lua_istable(L, -1)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "neuronpedia.features: item %d is %s; expected a table", i + 1, luaL_typename(L, -1));
         int t = lua_gettop(L);
         lua_rawgeti(L, t, 1);
@@ -167,7 +168,7 @@ static int l_np_features(lua_State *L) {
     ct_status *st = lua_newuserdata(L, sizeof *st * (size_t)(n + 1));
     ct_err *errs = lua_newuserdata(L, sizeof *errs * (size_t)(n + 1));
     ct_err err = {0};
-    ct_status rc = ct_np_get_features(&c, keys, n, out, st, errs, &err);
+    ct_status rc = ct_np_get_features(c, keys, n, out, st, errs, &err);
     if (rc) {
         for (int i = 0; i < n; i++) ct_np_feature_free(&out[i]);
         if (rc == CT_STATUS_BAD_ARG) return ct_lua_raise(L, &err);
@@ -188,21 +189,19 @@ static int l_np_features(lua_State *L) {
         }
         lua_rawseti(L, -3, i + 1);
     }
-    lua_pushinteger(L, c.requests);
+    lua_pushinteger(L, c->requests - requests0);
     return 3;
 }
 
 static int l_np_search(lua_State *L) {
-    ct_np_client c;
-    np_client(L, 1, &c);
-    const char *model = luaL_checkstring(L, 2);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    const char *query = luaL_checkstring(L, 4);
-    int offset = (int)luaL_optinteger(L, 5, 0);
-    int nl = (int)lua_objlen(L, 3);
+    const char *model = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    const char *query = luaL_checkstring(L, 3);
+    int offset = (int)luaL_optinteger(L, 4, 0);
+    int nl = (int)lua_objlen(L, 2);
     const char **layers = lua_newuserdata(L, sizeof *layers * (size_t)(nl + 1));
     for (int i = 0; i < nl; i++) {
-        lua_rawgeti(L, 3, i + 1);
+        lua_rawgeti(L, 2, i + 1);
         if (lua_type(L, -1) != LUA_TSTRING) ct_lua_fail(L, CT_STATUS_BAD_ARG, "neuronpedia.search: source %d is not a string", i + 1);
         layers[i] = lua_tostring(L, -1);
         lua_pop(L, 1);
@@ -210,7 +209,8 @@ static int l_np_search(lua_State *L) {
     ct_np_hit *hits;
     int count, more, next;
     ct_err err = {0};
-    if (ct_np_search(&c, model, layers, nl, query, offset, &hits, &count, &more, &next, &err)) return push_failure(L, &err);
+    if (ct_np_search(&ct_lua_state_of(L)->np, model, layers, nl, query, offset, &hits, &count, &more, &next, &err))
+        return push_failure(L, &err);
     lua_createtable(L, 0, 3);
     lua_createtable(L, count, 0);
     for (int i = 0; i < count; i++) {
@@ -233,6 +233,7 @@ static int l_np_search(lua_State *L) {
 
 static void hub_cfg(lua_State *L, int idx, ct_hub *h) {
     ct_hub_init(h);
+    h->http.ctx = ct_lua_ctx(L);
     luaL_checktype(L, idx, LUA_TTABLE);
     ct_lua_check_opts(L, idx, "hub", cfg_keys);
     const char *url = opt_string(L, idx, "url");
@@ -243,18 +244,17 @@ static void hub_cfg(lua_State *L, int idx, ct_hub *h) {
 }
 
 static int hub_call(lua_State *L, int cached) {
-    ct_hub h;
-    hub_cfg(L, 1, &h);
-    const char *uri = luaL_checkstring(L, 2);
+    ct_hub *h = &ct_lua_state_of(L)->hub;
+    const char *uri = luaL_checkstring(L, 1);
     char path[4096];
     ct_err err = {0};
     ct_status rc;
     if (cached) {
         char repo[256], p[1024], rev[256];
         rc = ct_hub_parse_uri(uri, repo, p, rev, &err);
-        if (!rc) rc = ct_hub_cached(&h, repo, p, rev, path, sizeof path, &err);
+        if (!rc) rc = ct_hub_cached(h, repo, p, rev, path, sizeof path, &err);
     } else {
-        rc = ct_hub_uri(&h, uri, path, sizeof path, &err);
+        rc = ct_hub_uri(h, uri, path, sizeof path, &err);
     }
     if (rc == CT_STATUS_BAD_ARG) return ct_lua_raise(L, &err);
     if (rc) return push_failure(L, &err);
@@ -265,14 +265,21 @@ static int hub_call(lua_State *L, int cached) {
 static int l_hub_file(lua_State *L) { return hub_call(L, 0); }
 static int l_hub_cached(lua_State *L) { return hub_call(L, 1); }
 
-// net_config(cfg, changes) -> a copy of cfg with changes applied, checked.
-static int l_net_config(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
+// net_configure(kind, changes) -> the state's settings for kind ("hub" or "neuronpedia") with
+// changes applied, checked and made the state's client.
+static int l_net_configure(lua_State *L) {
+    const char *kind = luaL_checkstring(L, 1);
+    int hub = strcmp(kind, "hub") == 0;
+    if (!hub && strcmp(kind, "neuronpedia") != 0)
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "net_configure: '%s'; expected hub or neuronpedia", kind);
+    if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
-    lua_newtable(L);   // 3: the result
-    for (int src = 1; src <= 2; src++) {
+    char key[64];
+    snprintf(key, sizeof key, "ctrace.net.%s", kind);
+    lua_newtable(L);   // 3: the merged settings
+    lua_getfield(L, LUA_REGISTRYINDEX, key);   // 4: the settings so far (or nil)
+    for (int src = 4; src >= 2; src -= 2) {
         if (lua_isnil(L, src)) continue;
-        luaL_checktype(L, src, LUA_TTABLE);
         lua_pushnil(L);
         while (lua_next(L, src)) {   // [key, value]
             lua_pushvalue(L, -2);
@@ -280,14 +287,31 @@ static int l_net_config(lua_State *L) {
             lua_settable(L, 3);
         }
     }
+    ct_lua_state *s = ct_lua_state_of(L);
     ct_np_client c;
-    np_client(L, 3, &c);
+    np_client(L, 3, &c);   // checks every option; raises before anything changes
+    if (hub) {
+        ct_hub h;
+        hub_cfg(L, 3, &h);
+        s->hub = h;
+    } else {
+        s->np = c;
+    }
+    lua_pushvalue(L, 3);
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+    lua_newtable(L);   // a copy for the caller
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_settable(L, -4);
+    }
     return 1;
 }
 
 void ct_lua_register_net(lua_State *L) {
     static const luaL_Reg fns[] = {{"np_feature", l_np_feature}, {"np_features", l_np_features}, {"np_search", l_np_search},
-                                   {"hub_file", l_hub_file}, {"hub_cached", l_hub_cached}, {"net_config", l_net_config},
+                                   {"hub_file", l_hub_file}, {"hub_cached", l_hub_cached}, {"net_configure", l_net_configure},
                                    {NULL, NULL}};
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushcfunction(L, f->func);

@@ -10,22 +10,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "trace/attribution.h"
 #include "bind.h"
+#include "trace/attribution.h"
 #include "trace/intervention.h"
 
 typedef struct {
     void **model_box;   // borrowed boxes (kept alive by the uservalue)
     void **tc_box;
-    ct_iv_session *session;   // the clean run of the last prompt intervened on
+    ct_replacement r;   // with the clean run of the last prompt attributed or intervened on
 } rm_box;
 
-static rm_box *check_rm(lua_State *L, int idx, ct_model **m, ct_transcoders **tc) {
+static rm_box *check_rm(lua_State *L, int idx) {
     rm_box *b = luaL_checkudata(L, idx, CT_MT_REPLACEMENT);
     if (!*b->model_box) ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.ReplacementModel: its model was freed");
     if (!*b->tc_box) ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.ReplacementModel: its transcoders were freed");
-    *m = *b->model_box;
-    *tc = *b->tc_box;
     return b;
 }
 
@@ -34,11 +32,12 @@ static int l_replacement_model(lua_State *L) {
     ct_model *m = ct_lua_check_box(L, 1, CT_MT_MODEL);
     ct_transcoders *tc = ct_lua_check_box(L, 2, CT_MT_TRANSCODERS);
     ct_err err = {0};
-    if (ct_transcoders_check(tc, m, &err)) return ct_lua_raise(L, &err);
+    ct_replacement r;
+    if (ct_replacement_init(&r, m, tc, &err)) return ct_lua_raise(L, &err);
     rm_box *b = lua_newuserdata(L, sizeof *b);
     b->model_box = lua_touserdata(L, 1);
     b->tc_box = lua_touserdata(L, 2);
-    b->session = NULL;
+    b->r = r;
     luaL_getmetatable(L, CT_MT_REPLACEMENT);
     lua_setmetatable(L, -2);
     lua_createtable(L, 2, 0);
@@ -64,43 +63,25 @@ static int l_rm_transcoders(lua_State *L) {
     return 1;
 }
 
-// The prompt argument: a string (tokenized with BOS) or a list of ids (BOS prepended when the
-// first id is not a special token). Returns malloc'ed ids.
-static int *prompt_ids(lua_State *L, int idx, ct_model *m, int *n, const char *fn) {
+// The prompt argument: a string or a list of ids (ct_prompt_text, ct_prompt_ids). malloc'ed.
+static int *prompt_ids(lua_State *L, int idx, const ct_model *m, int *n, const char *fn) {
     int *ids = NULL;
     ct_err err = {0};
+    ct_status rc;
     if (lua_type(L, idx) == LUA_TSTRING) {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        if (len == 0) ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: the prompt is empty", fn);
-        if (!m->tok) ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: the model has no tokenizer; pass token ids", fn);
-        if (ct_tokenizer_encode(m->tok, s, len, 1, &ids, n, &err)) ct_lua_raise(L, &err);
+        rc = ct_prompt_text(m, s, len, &ids, n, &err);
     } else if (lua_type(L, idx) == LUA_TTABLE) {
         int k;
         int *raw = ct_lua_check_ids(L, idx, &k);
-        if (k == 0) {
-            free(raw);
-            ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: the prompt is empty", fn);
-        }
-        int bos = m->cfg.bos_id, special = raw[0] == bos || raw[0] == m->cfg.eos_id;
-        if (m->tok && raw[0] >= 0) {
-            const char *p = ct_tokenizer_piece(m->tok, raw[0]);
-            special |= p && p[0] == '<' && p[strlen(p) - 1] == '>';
-        }
-        ids = malloc(sizeof(int) * (size_t)(k + 1));
-        if (!ids) {
-            free(raw);
-            ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
-        }
-        *n = 0;
-        if (!special && bos >= 0) ids[(*n)++] = bos;
-        memcpy(ids + *n, raw, sizeof(int) * (size_t)k);
-        *n += k;
+        rc = ct_prompt_ids(m, raw, k, &ids, n, &err);
         free(raw);
     } else {
-        ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: expected a prompt string or a list of token ids, got %s",
-                    fn, luaL_typename(L, idx));
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: expected a prompt string or a list of token ids, got %s", fn,
+                           luaL_typename(L, idx)), NULL;
     }
+    if (rc) ct_lua_fail(L, rc, "%s: %s", fn, err.msg);
     return ids;
 }
 
@@ -163,15 +144,8 @@ static int read_targets(lua_State *L, int opts, ct_model *m, ct_attr_target **ou
         } else if (ty == LUA_TSTRING) {
             size_t len;
             const char *s = lua_tolstring(L, -1, &len);
-            int *ids = NULL, k = 0;
             ct_err err = {0};
-            if (!m->tok) ct_lua_fail(L, CT_STATUS_BAD_ARG, "attribute: target '%s': the model has no tokenizer", s);
-            if (ct_tokenizer_encode(m->tok, s, len, 0, &ids, &k, &err)) ct_lua_raise(L, &err);
-            int id = k == 1 ? ids[0] : -1;
-            free(ids);
-            if (k != 1)
-                ct_lua_fail(L, CT_STATUS_BAD_ARG, "attribute: target '%s' is %d tokens; a target must be exactly one token", s, k);
-            t[i].token = id;
+            if (ct_token_of_text(m, s, len, &t[i].token, &err)) ct_lua_fail(L, err.status, "attribute: target %d: %s", i + 1, err.msg);
         } else if (ty == LUA_TTABLE) {
             int e = lua_gettop(L);
             lua_getfield(L, e, "vector");
@@ -212,9 +186,8 @@ static int read_targets(lua_State *L, int opts, ct_model *m, ct_attr_target **ou
 
 // rm:attribute(prompt_or_ids, opts) -> ctrace.Graph, stats (time per phase, rows, memory)
 static int l_rm_attribute(lua_State *L) {
-    ct_model *m;
-    ct_transcoders *tc;
-    check_rm(L, 1, &m, &tc);
+    rm_box *b = check_rm(L, 1);
+    ct_model *m = b->r.m;
     static const char *const allowed[] = {"max_n_logits", "desired_logit_prob", "batch_size", "max_feature_nodes",
                                           "update_interval", "targets", "verbose", "memory_limit", NULL};
     ct_lua_check_opts(L, 3, "attribute", allowed);
@@ -245,7 +218,7 @@ static int l_rm_attribute(lua_State *L) {
     int verbose = ct_lua_opt_bool(L, 3, "verbose", isatty(2));
     progress_state ps = {now_s(), 0};
     if (verbose) o.progress = progress_line, o.progress_ctx = &ps;
-    o.cancel = &ct_cancel_requested;
+    o.ctx = ct_lua_ctx(L);
     ct_attr_target *targets;
     float *vecs;
     o.n_targets = read_targets(L, 3, m, &targets, &vecs);
@@ -254,7 +227,7 @@ static int l_rm_attribute(lua_State *L) {
     int *ids = prompt_ids(L, 2, m, &n, "attribute");
     ct_graph *g = NULL;
     ct_err err = {0};
-    ct_status rc = ct_attribute(&g, m, tc, ids, n, &o, &err);
+    ct_status rc = ct_attribute(&g, &b->r, ids, n, &o, &err);
     free(ids);
     if (rc) return ct_lua_raise(L, &err);
     if (lua_type(L, 2) == LUA_TSTRING) {   // the prompt as given
@@ -423,50 +396,6 @@ static void read_iv_opts(lua_State *L, int idx, ct_model *m, ct_iv_opts *o, cons
     }
 }
 
-// Pushes {layer, pos, feature, value[, clean, delta]} entries of a sparse activation set; with
-// clean, the union of both, each with its clean value and change.
-static void push_acts(lua_State *L, const ct_sparse_acts *a, const ct_sparse_acts *clean) {
-    lua_createtable(L, (int)a->n, 0);
-    int64_t i = 0, j = 0, n = 0;
-    while (i < a->n || (clean && j < clean->n)) {
-        int c = 0;   // <0: from a only, >0: from clean only, 0: both
-        if (!clean || j >= clean->n) c = -1;
-        else if (i >= a->n) c = 1;
-        else
-            for (int k = 0; k < 3 && !c; k++)
-                c = a->idx[3 * i + k] < clean->idx[3 * j + k] ? -1 : a->idx[3 * i + k] > clean->idx[3 * j + k];
-        const int32_t *id = c <= 0 ? a->idx + 3 * i : clean->idx + 3 * j;
-        float v = c <= 0 ? a->value[i] : 0.0f, cv = c >= 0 && clean ? clean->value[j] : 0.0f;
-        lua_createtable(L, 0, 6);
-        lua_pushinteger(L, id[0]), lua_setfield(L, -2, "layer");
-        lua_pushinteger(L, id[1]), lua_setfield(L, -2, "pos");
-        lua_pushinteger(L, id[2]), lua_setfield(L, -2, "feature");
-        lua_pushnumber(L, v), lua_setfield(L, -2, "value");
-        if (clean) {
-            lua_pushnumber(L, cv), lua_setfield(L, -2, "clean");
-            lua_pushnumber(L, (double)v - cv), lua_setfield(L, -2, "delta");
-        }
-        lua_rawseti(L, -2, (int)++n);
-        if (c <= 0) i++;
-        if (c >= 0 && clean) j++;
-    }
-}
-
-// Index of (layer, pos, feature) in a sorted sparse set, or -1.
-static int64_t find_act(const ct_sparse_acts *a, int layer, int pos, int feature) {
-    int64_t lo = 0, hi = a->n;
-    int32_t key[3] = {layer, pos, feature};
-    while (lo < hi) {
-        int64_t mid = (lo + hi) / 2;
-        int c = 0;
-        for (int k = 0; k < 3 && !c; k++) c = a->idx[3 * mid + k] < key[k] ? -1 : a->idx[3 * mid + k] > key[k];
-        if (c == 0) return mid;
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return -1;
-}
-
 // Checks the watch list opts.watch (before any engine memory needs freeing).
 static void check_watch(lua_State *L, int opts) {
     if (!lua_istable(L, opts)) return;
@@ -485,87 +414,100 @@ static void check_watch(lua_State *L, int opts) {
 
 // Pushes, for each node of the watch list at idx ({layer, pos, feature} tables, graph nodes
 // among them), {layer, pos, feature, value, clean, delta}; 0 where a feature is not active.
-static void push_watched(lua_State *L, int idx, const ct_sparse_acts *a, const ct_sparse_acts *clean) {
+static void push_watched(lua_State *L, int idx, const ct_sparse_acts *a) {
     int n = (int)lua_objlen(L, idx);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, idx, i + 1);
         int t = lua_gettop(L), layer = -1, pos = -1, feature = -1;   // checked by check_watch
         field_int(L, t, "layer", &layer), field_int(L, t, "pos", &pos), field_int(L, t, "feature", &feature);
-        int64_t j = find_act(a, layer, pos, feature), k = find_act(clean, layer, pos, feature);
-        double v = j >= 0 ? a->value[j] : 0.0, cv = k >= 0 ? clean->value[k] : 0.0;
-        lua_createtable(L, 0, 6);
-        lua_pushinteger(L, layer), lua_setfield(L, -2, "layer");
-        lua_pushinteger(L, pos), lua_setfield(L, -2, "pos");
-        lua_pushinteger(L, feature), lua_setfield(L, -2, "feature");
-        lua_pushnumber(L, v), lua_setfield(L, -2, "value");
-        lua_pushnumber(L, cv), lua_setfield(L, -2, "clean");
-        lua_pushnumber(L, v - cv), lua_setfield(L, -2, "delta");
+        int64_t j = ct_sparse_acts_find(a, layer, pos, feature);
+        ct_lua_push_activation(L, layer, pos, feature, j >= 0 ? a->value[j] : 0.0f, j >= 0 ? a->clean[j] : 0.0f);
         lua_rawseti(L, -3, i + 1);
         lua_pop(L, 1);
     }
 }
 
-// The session of this prompt: the cached one, or a new one replacing it. Raises on failure.
-static ct_iv_session *session_of(lua_State *L, rm_box *b, ct_model *m, ct_transcoders *tc, int *ids, int T) {
-    if (!ct_iv_session_matches(b->session, m, tc, ids, T)) {
-        ct_iv_session_free(b->session);
-        b->session = NULL;
-        ct_err err = {0};
-        if (ct_iv_session_open(&b->session, m, tc, ids, T, &err)) {
-            free(ids);
-            ct_lua_raise(L, &err);
-        }
-    }
-    return b->session;
-}
-
-// rm:intervene(prompt, interventions, opts) -> logits (T, V), activations (list) or nil
+// rm:intervene(prompt, interventions, opts) -> logits (T, V), and the activations: a
+// ctrace.Activations (every feature with its clean value), the watched list, or nil
 static int l_rm_intervene(lua_State *L) {
-    ct_model *m;
-    ct_transcoders *tc;
-    rm_box *b = check_rm(L, 1, &m, &tc);
+    rm_box *b = check_rm(L, 1);
+    ct_model *m = b->r.m;
     int n_iv;
-    ct_intervention *iv = read_interventions(L, 3, m, tc, &n_iv);
+    ct_intervention *iv = read_interventions(L, 3, m, b->r.tc, &n_iv);
     ct_iv_opts o;
     read_iv_opts(L, 4, m, &o, "intervene");
     check_watch(L, 4);
     int T;
     int *ids = prompt_ids(L, 2, m, &T, "intervene");
-    ct_iv_session *sess = session_of(L, b, m, tc, ids, T);
-    free(ids);
     int64_t shape[2] = {T, m->cfg.vocab_size};
     ct_tensor *logits = ct_tensor_new(2, shape);
-    ct_sparse_acts acts = {0};
+    ct_sparse_acts acts = {0}, both = {0};
     const ct_sparse_acts *clean = NULL;
     ct_err err = {0};
-    ct_status rc = logits ? ct_iv_run(sess, iv, n_iv, &o, ct_tensor_data(logits), &acts, &err)
+    ct_status rc = logits ? ct_iv_run(&b->r, ids, T, iv, n_iv, &o, ct_tensor_data(logits), &acts, &err)
                           : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory for logits");
-    if (!rc && o.activations && !(clean = ct_iv_clean_acts(sess, o.pre_activation, &err))) rc = err.status;
+    if (!rc && o.activations && !(clean = ct_iv_clean_acts(&b->r, ids, T, o.pre_activation, &err))) rc = err.status;
+    if (!rc && o.activations) rc = ct_sparse_acts_union(&both, &acts, clean, &err);
+    free(ids);
+    ct_sparse_acts_free(&acts);
     if (rc) {
         ct_tensor_free(logits);
-        ct_sparse_acts_free(&acts);
         return ct_lua_raise(L, &err);
     }
     ct_lua_push_tensor(L, logits);
     if (lua_istable(L, 4)) lua_getfield(L, 4, "watch");
     else lua_pushnil(L);
     int watch = lua_gettop(L);
-    if (o.activations && lua_istable(L, watch)) push_watched(L, watch, &acts, clean);
-    else if (o.activations) push_acts(L, &acts, clean);
-    else lua_pushnil(L);
+    if (o.activations && lua_istable(L, watch)) {
+        push_watched(L, watch, &both);
+        ct_sparse_acts_free(&both);
+    } else if (o.activations) {
+        ct_lua_push_activations(L, &both);   // takes both
+    } else {
+        lua_pushnil(L);
+    }
     lua_remove(L, watch);
-    ct_sparse_acts_free(&acts);
     return 2;
+}
+
+// rm:donor_values(prompt, {{layer, pos, feature}, ...}) -> {value, ...}: the features' activations
+// in the clean run of another prompt (0 where not active), for swaps
+static int l_rm_donor_values(lua_State *L) {
+    rm_box *b = check_rm(L, 1);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 3);
+    int32_t *feat = lua_newuserdata(L, sizeof(int32_t) * 3 * (size_t)(n + 1));   // freed with the call
+    float *values = lua_newuserdata(L, sizeof(float) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 3, i + 1);
+        int t = lua_gettop(L), x[3];
+        if (!lua_istable(L, t) || !field_int(L, t, "layer", &x[0]) || !field_int(L, t, "pos", &x[1]) ||
+            !field_int(L, t, "feature", &x[2]))
+            return ct_lua_fail(L, CT_STATUS_BAD_ARG, "donor_values: entry %d: expected {layer, pos, feature}", i + 1);
+        memcpy(feat + 3 * i, x, sizeof x);
+        lua_pop(L, 1);
+    }
+    int T;
+    int *ids = prompt_ids(L, 2, b->r.m, &T, "swap");
+    ct_err err = {0};
+    ct_status rc = ct_iv_donor_values(&b->r, ids, T, feat, n, values, &err);
+    free(ids);
+    if (rc) return ct_lua_raise(L, &err);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushnumber(L, values[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
 }
 
 // rm:generate(prompt, interventions, {max_tokens, temperature, top_p, seed, ...}) -> text, ids
 static int l_rm_generate(lua_State *L) {
-    ct_model *m;
-    ct_transcoders *tc;
-    rm_box *b = check_rm(L, 1, &m, &tc);
+    rm_box *b = check_rm(L, 1);
+    ct_model *m = b->r.m;
     int n_iv;
-    ct_intervention *iv = read_interventions(L, 3, m, tc, &n_iv);
+    ct_intervention *iv = read_interventions(L, 3, m, b->r.tc, &n_iv);
     ct_iv_opts o;
     read_iv_opts(L, 4, m, &o, "generate");
     ct_gen_opts g;
@@ -573,10 +515,10 @@ static int l_rm_generate(lua_State *L) {
     if (!m->tok) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "generate: the model has no tokenizer");
     int T;
     int *ids = prompt_ids(L, 2, m, &T, "generate");
-    ct_iv_session *sess = session_of(L, b, m, tc, ids, T);
     int *out = malloc(sizeof(int) * (size_t)(g.max_tokens + 1)), n = 0;
     ct_err err = {0};
-    ct_status rc = out ? ct_iv_generate(sess, iv, n_iv, &o, &g, out, &n, &err) : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_status rc = out ? ct_iv_generate(&b->r, ids, T, iv, n_iv, &o, &g, out, &n, &err)
+                       : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
     if (!rc) rc = ct_lua_push_continuation(L, m->tok, ids, T, out, n, &err);
     free(ids);
     if (rc) {
@@ -590,8 +532,7 @@ static int l_rm_generate(lua_State *L) {
 
 static int l_rm_gc(lua_State *L) {
     rm_box *b = luaL_checkudata(L, 1, CT_MT_REPLACEMENT);
-    ct_iv_session_free(b->session);
-    b->session = NULL;
+    ct_replacement_free(&b->r);
     return 0;
 }
 
@@ -609,6 +550,7 @@ static int l_rm_tostring(lua_State *L) {
 void ct_lua_register_replacement(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"attribute", l_rm_attribute}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
+        {"donor_values", l_rm_donor_values},
         {"model", l_rm_model}, {"transcoders", l_rm_transcoders}, {NULL, NULL}};
     luaL_newmetatable(L, CT_MT_REPLACEMENT);
     lua_newtable(L);

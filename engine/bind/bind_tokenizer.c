@@ -43,7 +43,7 @@ static int l_load_tokenizer(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     tok_box *b = new_tok_box(L);
     ct_err err = {0};
-    if (ct_tokenizer_load(&b->tok, path, &err)) return ct_lua_raise(L, &err);
+    if (ct_tokenizer_load(ct_lua_ctx(L), &b->tok, path, &err)) return ct_lua_raise(L, &err);
     b->owned = 1;
     return 1;
 }

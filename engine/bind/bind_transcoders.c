@@ -8,9 +8,9 @@
 #include <stdio.h>
 
 #include "bind.h"
-#include "trace/replacement.h"
 #include "model/train.h"
 #include "model/transcoder.h"
+#include "trace/replacement.h"
 
 static ct_transcoders *check_tc(lua_State *L, int idx) { return ct_lua_check_box(L, idx, CT_MT_TRANSCODERS); }
 
@@ -43,7 +43,7 @@ static int l_load_transcoders(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     ct_transcoders *tc;
     ct_err err = {0};
-    if (ct_transcoders_load(&tc, path, &err)) return ct_lua_raise(L, &err);
+    if (ct_transcoders_load(ct_lua_ctx(L), &tc, path, &err)) return ct_lua_raise(L, &err);
     void **box = ct_lua_new_box(L, CT_MT_TRANSCODERS);
     *box = tc;
     return 1;
@@ -241,7 +241,10 @@ static int l_tc_evaluate(lua_State *L) {
     int n, *lens, **ids = texts_ids(L, 3, m, &lens, &n);
     ct_tc_eval e;
     ct_err err = {0};
-    ct_status rc = ct_tc_evaluate(tc, m, (const int *const *)ids, lens, n, &e, &err);
+    ct_replacement r = {0};
+    ct_status rc = ct_replacement_init(&r, m, tc, &err);
+    if (!rc) rc = ct_tc_evaluate(&r, (const int *const *)ids, lens, n, &e, &err);
+    ct_replacement_free(&r);
     for (int i = 0; i < n; i++) free(ids[i]);
     free(ids);
     free(lens);
@@ -270,74 +273,40 @@ static int l_tc_evaluate(lua_State *L) {
 }
 
 static void print_progress(void *ctx, const ct_train_progress *p) {
-    const int *layer = ctx;
-    if (*layer < 0)
+    (void)ctx;
+    if (p->layer < 0)
         fprintf(stderr, "clt step %ld/%ld loss %.4f fvu %.4f l0 %.1f dead %.1f%% %.0f tok/s\n", p->step, p->steps, p->loss,
                 p->fvu, p->l0, 100.0 * p->dead, p->tokens_per_s);
-    else fprintf(stderr, "layer %d step %ld/%ld loss %.4f fvu %.4f l0 %.1f dead %.1f%% %.0f tok/s\n", *layer, p->step, p->steps,
-            p->loss, p->fvu, p->l0, 100.0 * p->dead, p->tokens_per_s);
+    else fprintf(stderr, "layer %d step %ld/%ld loss %.4f fvu %.4f l0 %.1f dead %.1f%% %.0f tok/s\n", p->layer, p->step,
+                 p->steps, p->loss, p->fvu, p->l0, 100.0 * p->dead, p->tokens_per_s);
 }
 
-// Collects (input hook, output hook) pairs of one layer over texts, positions >= 1.
-static ct_status collect(ct_model *m, int layer, const char *in_hook, const char *out_hook, int **ids, const int *lens, int n,
-                         float **x, float **y, long *count, ct_err *err) {
-    char a[128], b[128];
-    ct_hook_id hid[2];
-    snprintf(a, sizeof a, "blocks.%d.%s", layer, in_hook);
-    snprintf(b, sizeof b, "blocks.%d.%s", layer, out_hook);
-    ct_status rc = ct_hook_parse(m, a, &hid[0], err);
-    if (!rc) rc = ct_hook_parse(m, b, &hid[1], err);
-    if (rc) return rc;
-    long total = 0;
-    for (int i = 0; i < n; i++) total += lens[i] > 1 ? lens[i] - 1 : 0;
-    int D = m->cfg.d_model;
-    *x = malloc(sizeof(float) * (size_t)(total + 1) * D);
-    *y = malloc(sizeof(float) * (size_t)(total + 1) * D);
-    if (!*x || !*y) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for %ld activations", total);
-    long k = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        if (lens[i] < 2) continue;
-        ct_hook_cache hc;
-        if ((rc = ct_hook_cache_init(&hc, hid, 2, err))) break;
-        rc = ct_model_forward(m, ids[i], lens[i], NULL, &hc, NULL, 0, err);
-        if (!rc) {
-            size_t cnt = (size_t)(lens[i] - 1) * D;
-            memcpy(*x + (size_t)k * D, ct_tensor_data(hc.values[0]) + D, sizeof(float) * cnt);
-            memcpy(*y + (size_t)k * D, ct_tensor_data(hc.values[1]) + D, sizeof(float) * cnt);
-            k += lens[i] - 1;
-        }
-        ct_hook_cache_free(&hc);
-    }
-    *count = k;
-    return rc;
-}
-
-// ctrace.train_transcoders(model, texts, opts): trains per-layer TopK transcoders for every
-// layer and writes the set (config.yaml + layer_{i}.safetensors) to opts.dir.
+// ctrace.train_transcoders(model, texts, opts): trains a transcoder set for every layer
+// (ct_train_set) and writes it (config.yaml + layer files) to opts.dir.
 static int l_train_transcoders(lua_State *L) {
     ct_model *m = ct_lua_check_box(L, 1, CT_MT_MODEL);
     static const char *const allowed[] = {"dir", "d_transcoder", "k", "k_aux", "aux_coef", "batch", "steps", "lr", "seed",
                                           "skip", "input_hook", "output_hook", "dead_tokens", "log_every", "checkpoint_dir",
                                           "resume", "quiet", "model_name", "kind", NULL};
     ct_lua_check_opts(L, 3, "ctrace.train_transcoders", allowed);
+    ct_train_set_opts o = {0};
     lua_getfield(L, 3, "dir");
-    const char *dir = lua_tostring(L, -1);
-    if (!dir) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.train_transcoders: option 'dir' (output directory) is required");
+    if (!(o.dir = lua_tostring(L, -1)))
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.train_transcoders: option 'dir' (output directory) is required");
     lua_getfield(L, 3, "kind");
     const char *kind = lua_isstring(L, -1) ? lua_tostring(L, -1) : "plt";
-    int clt = strcmp(kind, "clt") == 0;
-    if (!clt && strcmp(kind, "plt") != 0)
+    o.clt = strcmp(kind, "clt") == 0;
+    if (!o.clt && strcmp(kind, "plt") != 0)
         return ct_lua_fail(L, CT_STATUS_BAD_ARG, "ctrace.train_transcoders: kind '%s'; expected plt or clt", kind);
     lua_getfield(L, 3, "input_hook");
-    const char *in_hook = lua_isstring(L, -1) ? lua_tostring(L, -1) : clt ? "hook_resid_mid" : "mlp.hook_in";
+    o.input_hook = lua_tostring(L, -1);
     lua_getfield(L, 3, "output_hook");
-    const char *out_hook = lua_isstring(L, -1) ? lua_tostring(L, -1) : clt ? "hook_mlp_out" : "mlp.hook_out";
+    o.output_hook = lua_tostring(L, -1);
     lua_getfield(L, 3, "checkpoint_dir");
-    const char *ckdir = lua_tostring(L, -1);
+    o.checkpoint_dir = lua_tostring(L, -1);
     lua_getfield(L, 3, "model_name");
-    const char *model_name = lua_isstring(L, -1) ? lua_tostring(L, -1) : m->cfg.architecture;
-    int layer_now = 0;
-    ct_train_opts o = {
+    o.model_name = lua_tostring(L, -1);   // the strings stay referenced by the options table
+    o.train = (ct_train_opts){
         .d_tc = (int)ct_lua_opt_number(L, 3, "d_transcoder", 1024),
         .k = (int)ct_lua_opt_number(L, 3, "k", 16),
         .k_aux = (int)ct_lua_opt_number(L, 3, "k_aux", 32),
@@ -351,55 +320,16 @@ static int l_train_transcoders(lua_State *L) {
         .log_every = (int)ct_lua_opt_number(L, 3, "log_every", 200),
         .resume = ct_lua_opt_bool(L, 3, "resume", 0),
         .progress = ct_lua_opt_bool(L, 3, "quiet", 0) ? NULL : print_progress,
-        .ctx = &layer_now,
+        .ctx = ct_lua_ctx(L),
     };
     int n, *lens, **ids = texts_ids(L, 2, m, &lens, &n);
-    int NL = m->cfg.n_layers;
     ct_err err = {0};
-    ct_status rc = CT_OK;
-    char ck[1200];
-    float **xs = calloc((size_t)NL, sizeof(float *)), **ys = calloc((size_t)NL, sizeof(float *));
-    ct_plt_params *params = calloc((size_t)NL, sizeof *params);
-    if (!xs || !ys || !params) rc = ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
-    long count = 0;
-    for (int l = 0; l < NL && !rc; l++) {
-        rc = collect(m, l, in_hook, out_hook, ids, lens, n, &xs[l], &ys[l], &count, &err);
-        if (rc || clt) continue;   // a CLT trains every layer at once below
-        layer_now = l;
-        if (ckdir) {
-            snprintf(ck, sizeof ck, "%s/layer_%d.state.safetensors", ckdir, l);
-            o.checkpoint = ck;
-        }
-        rc = ct_train_plt(xs[l], ys[l], count, m->cfg.d_model, &o, &params[l], &err);
-        free(xs[l]), free(ys[l]);
-        xs[l] = ys[l] = NULL;
-    }
-    if (!rc && clt) {
-        ct_clt_params cp;
-        layer_now = -1;
-        if (ckdir) {
-            snprintf(ck, sizeof ck, "%s/clt.state.safetensors", ckdir);
-            o.checkpoint = ck;
-        }
-        rc = ct_train_clt((const float *const *)xs, (const float *const *)ys, NL, count, m->cfg.d_model, &o, &cp, &err);
-        if (!rc) {
-            rc = ct_clt_save_set(dir, &cp, model_name, in_hook, out_hook, &err);
-            ct_clt_params_free(&cp);
-        }
-    } else if (!rc) {
-        rc = ct_plt_save_set(dir, params, NL, model_name, in_hook, out_hook, &err);
-    }
-    for (int l = 0; l < NL; l++) {
-        if (xs) free(xs[l]);
-        if (ys) free(ys[l]);
-        if (params) ct_plt_params_free(&params[l]);
-    }
-    free(xs), free(ys), free(params);
+    ct_status rc = ct_train_set(m, (const int *const *)ids, lens, n, &o, &err);
     for (int i = 0; i < n; i++) free(ids[i]);
     free(ids);
     free(lens);
     if (rc) return ct_lua_raise(L, &err);
-    lua_pushstring(L, dir);
+    lua_pushstring(L, o.dir);
     return 1;
 }
 
@@ -438,29 +368,18 @@ static int l_tc_top_logits(lua_State *L) {
     ct_model *m = ct_lua_check_box(L, 2, CT_MT_MODEL);
     int l = check_layer(L, tc, 3);
     lua_Integer f = luaL_checkinteger(L, 4);
-    int n = (int)luaL_optinteger(L, 5, 10), D = tc->d_model, V = m->cfg.vocab_size;
-    if (D != m->cfg.d_model) return ct_lua_fail(L, CT_STATUS_BAD_SHAPE, "transcoders d_model %d, model %d", D, m->cfg.d_model);
+    int n = (int)luaL_optinteger(L, 5, 10), V = m->cfg.vocab_size;
     if (n < 1 || n > V) n = V < 10 ? V : 10;
-    float *d = calloc((size_t)D, sizeof(float)), *row = malloc(sizeof(float) * (size_t)D);
+    float *effect = malloc(sizeof(float) * (size_t)V);
     tok_val *tv = malloc(sizeof *tv * (size_t)V);
     ct_err err = {0};
-    ct_status rc = d && row && tv ? CT_OK : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
-    for (int j = 0; !rc && j < tc->layers[l].n_out; j++) {
-        rc = ct_tc_decoder_row(tc, l, (int64_t)f, j, row, &err);
-        for (int i = 0; !rc && i < D; i++) d[i] += row[i];
-    }
-    for (int i = 0; !rc && i < D; i++) d[i] *= m->lnf_w ? m->lnf_w[i] + m->cfg.norm_gain_offset : 1.0f;
+    ct_status rc = effect && tv ? ct_tc_logit_effect(tc, m, l, (int64_t)f, effect, &err)
+                                : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
     if (!rc) {
-        for (int v = 0; v < V; v++) {
-            const float *u = m->lm_head + (size_t)v * D;
-            double s = 0;
-            for (int i = 0; i < D; i++) s += (double)u[i] * d[i];
-            tv[v] = (tok_val){(float)s, v};
-        }
+        for (int v = 0; v < V; v++) tv[v] = (tok_val){effect[v], v};
         qsort(tv, (size_t)V, sizeof *tv, cmp_tok_desc);
     }
-    free(d);
-    free(row);
+    free(effect);
     if (rc) {
         free(tv);
         return ct_lua_raise(L, &err);
@@ -492,8 +411,10 @@ static int l_tc_errors(lua_State *L) {
     int T = lens[0];
     ct_tensor *all = ct_tensor_new(2, (int64_t[]){(int64_t)tc->n_layers * T, tc->d_model});
     ct_err err = {0};
-    ct_status rc = all ? ct_tc_errors(tc, m, ids[0], T, ct_tensor_data(all), &err)
-                       : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_replacement r = {0};
+    ct_status rc = all ? ct_replacement_init(&r, m, tc, &err) : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) rc = ct_tc_errors(&r, ids[0], T, ct_tensor_data(all), &err);
+    ct_replacement_free(&r);
     free(ids[0]);
     free(ids);
     free(lens);

@@ -137,23 +137,11 @@ void ct_lua_gen_opts(lua_State *L, int idx, const char *fn, ct_gen_opts *o) {
 
 ct_status ct_lua_push_continuation(lua_State *L, const ct_tokenizer *tok, const int *prompt, int n, const int *gen,
                                    int n_gen, ct_err *err) {
-    // decode(prompt + generated) minus decode(prompt), so spaces that belong between the two stay
-    int *all = malloc(sizeof(int) * (size_t)(n + n_gen + 1));
-    char *full = NULL, *prefix = NULL;
-    size_t full_len = 0, prefix_len = 0;
-    ct_status rc = all ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    if (!rc) {
-        memcpy(all, prompt, sizeof(int) * (size_t)n);
-        memcpy(all + n, gen, sizeof(int) * (size_t)n_gen);
-        rc = ct_tokenizer_decode(tok, all, n + n_gen, 1, &full, &full_len, err);
-    }
-    if (!rc) rc = ct_tokenizer_decode(tok, prompt, n, 1, &prefix, &prefix_len, err);
-    if (!rc) {
-        if (prefix_len <= full_len && memcmp(full, prefix, prefix_len) == 0)
-            lua_pushlstring(L, full + prefix_len, full_len - prefix_len);
-        else
-            lua_pushlstring(L, full, full_len);
-    }
-    free(all), free(full), free(prefix);
-    return rc;
+    char *text;
+    size_t len;
+    ct_status rc = ct_tokenizer_continuation(tok, prompt, n, gen, n_gen, &text, &len, err);
+    if (rc) return rc;
+    lua_pushlstring(L, text, len);
+    free(text);
+    return CT_OK;
 }

@@ -1,10 +1,9 @@
-// fileio.c - file helpers shared by the loaders.
+// fileio.c - checked reads, mappings and atomic writes (see fileio.h).
 #include "core/fileio.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <fcntl.h>
-#include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,28 +15,72 @@ static ct_status open_error(const char *path, ct_err *err) {
                    strerror(errno));
 }
 
-ct_status ct_read_file(const char *path, char **buf, size_t *len, size_t max_len, ct_err *err) {
-    *buf = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return open_error(path, err);
+// The resolved path of the file behind fd (checked against the roots: the file actually opened,
+// whatever links path went through).
+static ct_status fd_path(int fd, const char *path, char *real, ct_err *err) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t k = readlink(link, real, PATH_MAX - 1);
+    if (k > 0 && real[0] == '/') {
+        real[k] = 0;
+        return CT_OK;
+    }
+    // no /proc: resolve the name and make sure it is the same file
+    struct stat a, b;
+    if (!realpath(path, real) || stat(real, &a) != 0 || fstat(fd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+        return ct_fail(err, CT_STATUS_IO, "cannot resolve %s", path);
+    return CT_OK;
+}
+
+ct_status ct_open_read(ct_ctx *c, const char *path, int *fd_out, int64_t *size, ct_err *err) {
+    *fd_out = -1;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return open_error(path, err);
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
         return ct_fail(err, CT_STATUS_IO, "%s is not a regular file", path);
     }
-    size_t n = (size_t)sb.st_size;
+    ct_status rc = CT_OK;
+    char real[PATH_MAX];
+    if (c) rc = fd_path(fd, path, real, err);
+    if (!rc && !ct_ctx_readable(c, real)) rc = ct_ctx_refuse_read(c, path, err);
+    if (!rc) rc = ct_ctx_note_file(c, real, (int64_t)sb.st_size, err);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    *fd_out = fd;
+    *size = (int64_t)sb.st_size;
+    return CT_OK;
+}
+
+ct_status ct_read_file(ct_ctx *c, const char *path, char **buf, size_t *len, size_t max_len, ct_err *err) {
+    *buf = NULL;
+    *len = 0;
+    int fd;
+    int64_t size;
+    ct_status rc = ct_open_read(c, path, &fd, &size, err);
+    if (rc) return rc;
+    size_t n = (size_t)size;
     if (max_len && n > max_len) {
-        fclose(f);
+        close(fd);
         return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s is %zu bytes; expected at most %zu", path, n, max_len);
     }
     char *b = malloc(n + 1);
     if (!b) {
-        fclose(f);
+        close(fd);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory reading %s (%zu bytes)", path, n);
     }
-    size_t got = fread(b, 1, n, f);
-    fclose(f);
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, b + got, n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    close(fd);
     if (got != n) {
         free(b);
         return ct_fail(err, CT_STATUS_IO, "short read on %s: %zu of %zu bytes", path, got, n);
@@ -48,24 +91,21 @@ ct_status ct_read_file(const char *path, char **buf, size_t *len, size_t max_len
     return CT_OK;
 }
 
-ct_status ct_map_file(const char *path, void **map, size_t *size, ct_err *err) {
+ct_status ct_map_file(ct_ctx *c, const char *path, void **map, size_t *size, ct_err *err) {
     *map = NULL;
     *size = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return open_error(path, err);
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return ct_fail(err, CT_STATUS_IO, "%s is not a regular file", path);
-    }
-    if (sb.st_size > 0) {
-        void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int fd;
+    int64_t n;
+    ct_status rc = ct_open_read(c, path, &fd, &n, err);
+    if (rc) return rc;
+    if (n > 0) {
+        void *m = mmap(NULL, (size_t)n, PROT_READ, MAP_PRIVATE, fd, 0);
         if (m == MAP_FAILED) {
             close(fd);
             return ct_fail(err, CT_STATUS_IO, "cannot map %s: %s", path, strerror(errno));
         }
         *map = m;
-        *size = (size_t)sb.st_size;
+        *size = (size_t)n;
     }
     close(fd);
     return CT_OK;
@@ -90,59 +130,77 @@ int ct_path_join(char *out, size_t n, const char *dir, const char *name) {
     return k >= 0 && (size_t)k < n;
 }
 
-static char g_write_root[4096];   // resolved; empty: writes anywhere
-
-ct_status ct_set_write_root(const char *root, ct_err *err) {
-    if (!root || !*root) {
-        g_write_root[0] = 0;
-        return CT_OK;
-    }
-    char buf[PATH_MAX];
-    if (!realpath(root, buf)) return ct_fail(err, CT_STATUS_IO, "write root %s: %s", root, strerror(errno));
-    snprintf(g_write_root, sizeof g_write_root, "%s", buf);
-    return CT_OK;
-}
-
-ct_status ct_check_write(const char *path, ct_err *err) {
-    if (!g_write_root[0]) return CT_OK;
-    // resolve the deepest existing directory of path, then add the rest back
-    char dir[PATH_MAX], real[PATH_MAX], full[2 * PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    const char *rest = "";
-    char *slash;
-    for (;;) {
-        slash = strrchr(dir, '/');
-        if (!slash) {
-            if (!realpath(".", real)) return ct_fail(err, CT_STATUS_IO, "cannot resolve the current directory");
-            rest = path;
-            break;
-        }
-        *slash = 0;
-        if (realpath(*dir ? dir : "/", real)) {
-            rest = path + (slash - dir) + 1;
-            break;
-        }
-    }
-    snprintf(full, sizeof full, "%s/%s", real, rest);
-    size_t n = strlen(g_write_root);
-    if (strstr(rest, "..") || strncmp(full, g_write_root, n) != 0 || (full[n] != '/' && full[n] != 0))
-        return ct_fail(err, CT_STATUS_BAD_ARG, "writing %s: this run may write only under %s", path, g_write_root);
-    return CT_OK;
-}
-
-ct_status ct_mkdirs(const char *path, ct_err *err) {
+ct_status ct_mkdirs(ct_ctx *c, const char *path, ct_err *err) {
     char buf[4096];
     if (!*path || strlen(path) >= sizeof buf) return ct_fail(err, CT_STATUS_BAD_ARG, "mkdirs: path empty or too long");
+    ct_status rc = ct_ctx_check_write(c, path, err);
+    if (rc) return rc;
     strcpy(buf, path);
     for (char *p = buf + 1;; p++) {
         if (*p == '/' || *p == 0) {
-            char c = *p;
+            char ch = *p;
             *p = 0;
             if (mkdir(buf, 0755) != 0 && errno != EEXIST)
                 return ct_fail(err, CT_STATUS_IO, "cannot create directory %s: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
+            *p = ch;
+            if (!ch) break;
         }
     }
     return CT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Atomic writes
+
+ct_status ct_wfile_open(ct_ctx *c, ct_wfile *w, const char *path, ct_err *err) {
+    memset(w, 0, sizeof *w);
+    if (strlen(path) >= sizeof w->path) return ct_fail(err, CT_STATUS_BAD_ARG, "writing %.200s...: path too long", path);
+    ct_status rc = ct_ctx_check_write(c, path, err);
+    if (rc) return rc;
+    snprintf(w->path, sizeof w->path, "%s", path);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmpXXXXXX", path);
+    int fd = mkstemp(w->tmp);   // a new file of our own: never a link planted under that name
+    if (fd < 0) return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
+    fchmod(fd, 0644);
+    if (!(w->f = fdopen(fd, "wb"))) {
+        close(fd);
+        unlink(w->tmp);
+        return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
+    }
+    return CT_OK;
+}
+
+void ct_wfile_abort(ct_wfile *w) {
+    if (!w->f) return;
+    fclose(w->f);
+    unlink(w->tmp);
+    w->f = NULL;
+}
+
+ct_status ct_wfile_commit(ct_wfile *w, ct_err *err) {
+    if (!w->f) return ct_fail(err, CT_STATUS_IO, "writing %s: the file is not open", w->path);
+    int ok = !ferror(w->f) && fflush(w->f) == 0;
+    int e = errno;
+    ok = ok && fsync(fileno(w->f)) == 0;
+    if (!ok) e = errno;
+    if (fclose(w->f) != 0 && ok) ok = 0, e = errno;
+    w->f = NULL;
+    if (ok && rename(w->tmp, w->path) != 0) ok = 0, e = errno;
+    if (!ok) {
+        unlink(w->tmp);
+        return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", w->path, strerror(e ? e : EIO));
+    }
+    return CT_OK;
+}
+
+ct_status ct_write_file(ct_ctx *c, const char *path, const void *data, size_t n, ct_err *err) {
+    ct_wfile w;
+    ct_status rc = ct_wfile_open(c, &w, path, err);
+    if (rc) return rc;
+    if (n && fwrite(data, 1, n, w.f) != n) {
+        int e = errno;
+        ct_wfile_abort(&w);
+        return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(e ? e : EIO));
+    }
+    return ct_wfile_commit(&w, err);
 }

@@ -1,28 +1,52 @@
-// fileio.h - whole-file reads and read-only mappings with clear errors.
+// fileio.h - every file the engine reads or writes goes through these functions, which consult
+// the caller's context (core/ctx.h; NULL: no limits): reads are checked against its read roots
+// on the file actually opened and listed in its record, writes are checked against its write
+// root and replace their file atomically.
 #ifndef CT_FILEIO_H
 #define CT_FILEIO_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
+#include "core/ctx.h"
 #include "core/status.h"
 
+// Opens path for reading: a regular file (a FIFO, device or directory is refused without
+// blocking), inside c's read roots, recorded in c's list of files read. *fd: a descriptor the
+// caller closes; *size: the file's size.
+ct_status ct_open_read(ct_ctx *c, const char *path, int *fd, int64_t *size, ct_err *err);
 // Reads the file into a malloc'ed, NUL-terminated buffer; *len excludes the NUL.
 // max_len bounds the size (0: no bound).
-ct_status ct_read_file(const char *path, char **buf, size_t *len, size_t max_len, ct_err *err);
+ct_status ct_read_file(ct_ctx *c, const char *path, char **buf, size_t *len, size_t max_len, ct_err *err);
 // Maps the file read-only. An empty file gives *map NULL and *size 0.
-ct_status ct_map_file(const char *path, void **map, size_t *size, ct_err *err);
+ct_status ct_map_file(ct_ctx *c, const char *path, void **map, size_t *size, ct_err *err);
 void ct_unmap_file(void *map, size_t size);
 int ct_is_dir(const char *path);
 int ct_is_file(const char *path);
-// Creates directory path and its missing parents (mode 0755).
-ct_status ct_mkdirs(const char *path, ct_err *err);
+// Creates directory path and its missing parents (mode 0755), checked against c's write root.
+ct_status ct_mkdirs(ct_ctx *c, const char *path, ct_err *err);
 // dir + "/" + name into out (n bytes); 0 when it does not fit.
 int ct_path_join(char *out, size_t n, const char *dir, const char *name);
 
-// Confines every file the engine writes to the directory root (NULL or "": no confinement), as
-// sandboxed experiments need. ct_check_write fails with BAD_ARG naming the path and the root when
-// path (resolved through its existing directories) is not under root.
-ct_status ct_set_write_root(const char *root, ct_err *err);
-ct_status ct_check_write(const char *path, ct_err *err);
+// A file written under a temporary name beside its path and renamed over it by ct_wfile_commit,
+// so readers see the old file or the whole new one, never a part of it. A failed write (a full
+// disk), a failed commit or ct_wfile_abort removes the temporary file and leaves path as it was.
+//   ct_wfile w;
+//   if ((rc = ct_wfile_open(ctx, &w, path, err))) return rc;
+//   fprintf(w.f, ...); fwrite(..., w.f);          // errors are caught by the commit
+//   return ct_wfile_commit(&w, err);
+typedef struct {
+    FILE *f;
+    char path[4096];
+    char tmp[4200];
+} ct_wfile;
+
+ct_status ct_wfile_open(ct_ctx *c, ct_wfile *w, const char *path, ct_err *err);
+// Flushes, syncs to disk, closes and renames into place; any write error on the way fails it.
+ct_status ct_wfile_commit(ct_wfile *w, ct_err *err);
+void ct_wfile_abort(ct_wfile *w);
+// The whole of data (n bytes) as the new content of path.
+ct_status ct_write_file(ct_ctx *c, const char *path, const void *data, size_t n, ct_err *err);
 
 #endif

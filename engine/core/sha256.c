@@ -4,6 +4,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "core/fileio.h"
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
@@ -71,19 +74,37 @@ void ct_sha256_init(ct_sha256 *s) {
 void ct_sha256_update(ct_sha256 *s, const void *data, size_t n) { hash_update(&s->m, s->h, block256, data, n); }
 void ct_sha256_hex(ct_sha256 *s, char hex[65]) { hash_final(&s->m, s->h, 8, block256, hex); }
 
-ct_status ct_sha256_file(const char *path, char hex[65], ct_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ct_fail(err, CT_STATUS_IO, "cannot open %s: %s", path, strerror(errno));
+// Feeds the file's bytes to update(state, ...), after prefix (n_prefix bytes: Git's "blob <size>\0",
+// written by head from the size) when head is set.
+static ct_status hash_file(ct_ctx *ctx, const char *path, void *state, void (*update)(void *, const void *, size_t),
+                           int (*head)(char *, size_t, int64_t), ct_err *err) {
+    int fd;
+    int64_t size;
+    ct_status rc = ct_open_read(ctx, path, &fd, &size, err);
+    if (rc) return rc;
+    uint8_t buf[1 << 16];
+    if (head) {
+        int k = head((char *)buf, sizeof buf, size);
+        update(state, buf, (size_t)k + 1);   // with the NUL
+    }
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) != 0) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) break;
+        update(state, buf, (size_t)n);
+    }
+    close(fd);
+    return n < 0 ? ct_fail(err, CT_STATUS_IO, "cannot read %s: %s", path, strerror(errno)) : CT_OK;
+}
+
+static void sha256_update(void *s, const void *p, size_t n) { ct_sha256_update(s, p, n); }
+
+ct_status ct_sha256_file(ct_ctx *ctx, const char *path, char hex[65], ct_err *err) {
     ct_sha256 s;
     ct_sha256_init(&s);
-    uint8_t buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) ct_sha256_update(&s, buf, n);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) return ct_fail(err, CT_STATUS_IO, "cannot read %s", path);
-    ct_sha256_hex(&s, hex);
-    return CT_OK;
+    ct_status rc = hash_file(ctx, path, &s, sha256_update, NULL, err);
+    if (!rc) ct_sha256_hex(&s, hex);
+    return rc;
 }
 
 // ---- SHA-1 -------------------------------------------------------------------
@@ -116,22 +137,13 @@ void ct_sha1_init(ct_sha1 *s) {
 void ct_sha1_update(ct_sha1 *s, const void *data, size_t n) { hash_update(&s->m, s->h, block1, data, n); }
 void ct_sha1_hex(ct_sha1 *s, char hex[41]) { hash_final(&s->m, s->h, 5, block1, hex); }
 
-ct_status ct_git_blob_sha1_file(const char *path, char hex[41], ct_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ct_fail(err, CT_STATUS_IO, "cannot open %s: %s", path, strerror(errno));
+static void sha1_update(void *s, const void *p, size_t n) { ct_sha1_update(s, p, n); }
+static int blob_head(char *buf, size_t n, int64_t size) { return snprintf(buf, n, "blob %lld", (long long)size); }
+
+ct_status ct_git_blob_sha1_file(ct_ctx *ctx, const char *path, char hex[41], ct_err *err) {
     ct_sha1 s;
     ct_sha1_init(&s);
-    char head[48];
-    fseeko(f, 0, SEEK_END);
-    int k = snprintf(head, sizeof head, "blob %lld", (long long)ftello(f));
-    fseeko(f, 0, SEEK_SET);
-    ct_sha1_update(&s, head, (size_t)k + 1);   // with the NUL
-    uint8_t buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) ct_sha1_update(&s, buf, n);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) return ct_fail(err, CT_STATUS_IO, "cannot read %s", path);
-    ct_sha1_hex(&s, hex);
-    return CT_OK;
+    ct_status rc = hash_file(ctx, path, &s, sha1_update, blob_head, err);
+    if (!rc) ct_sha1_hex(&s, hex);
+    return rc;
 }

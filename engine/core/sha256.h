@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ctx.h"
 #include "core/status.h"
 
 // The message buffer both hashes share: 64-byte blocks.
@@ -24,8 +25,8 @@ void ct_sha256_init(ct_sha256 *s);
 void ct_sha256_update(ct_sha256 *s, const void *data, size_t n);
 // Writes the digest as 64 lowercase hex digits and a NUL into hex (65 bytes).
 void ct_sha256_hex(ct_sha256 *s, char hex[65]);
-// The digest of a file's contents.
-ct_status ct_sha256_file(const char *path, char hex[65], ct_err *err);
+// The digest of a file's contents (read through ctx: checked and recorded, see fileio.h).
+ct_status ct_sha256_file(ct_ctx *ctx, const char *path, char hex[65], ct_err *err);
 
 typedef struct {
     uint32_t h[5];
@@ -36,6 +37,6 @@ void ct_sha1_init(ct_sha1 *s);
 void ct_sha1_update(ct_sha1 *s, const void *data, size_t n);
 void ct_sha1_hex(ct_sha1 *s, char hex[41]);
 // Git's object id of a file as a blob: SHA-1 of "blob <size>\0" followed by the contents.
-ct_status ct_git_blob_sha1_file(const char *path, char hex[41], ct_err *err);
+ct_status ct_git_blob_sha1_file(ct_ctx *ctx, const char *path, char hex[41], ct_err *err);
 
 #endif

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-volatile int ct_cancel_requested;
 
 const char *ct_status_str(ct_status st) {
     switch (st) {

@@ -58,10 +58,6 @@ ct_status ct_fail(ct_err *err, ct_status st, const char *fmt, ...)
 // Appends " (in <where>)" to err's message, so a reader's message names the file.
 void ct_err_where(ct_err *err, const char *where);
 
-// Set (from a signal handler, or a timeout) to ask long engine loops to stop: they return
-// CT_STATUS_CANCELLED at their next check. The host clears it before running code.
-extern volatile int ct_cancel_requested;
-
 // Aborts with file and line: only for broken internal invariants, never for bad input.
 #define CT_ASSERT(cond)                                                                  \
     do {                                                                                 \

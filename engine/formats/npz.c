@@ -293,11 +293,11 @@ ct_status ct_npz_parse(ct_npz **out, const uint8_t *buf, size_t size, ct_err *er
     return CT_OK;
 }
 
-ct_status ct_npz_open(ct_npz **out, const char *path, ct_err *err) {
+ct_status ct_npz_open(ct_ctx *ctx, ct_npz **out, const char *path, ct_err *err) {
     *out = NULL;
     void *map;
     size_t size;
-    ct_status rc = ct_map_file(path, &map, &size, err);
+    ct_status rc = ct_map_file(ctx, path, &map, &size, err);
     if (rc) return rc;
     rc = ct_npz_parse(out, map, size, err);
     if (rc) {

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "formats/safetensors.h"   // ct_dtype
+#include "core/ctx.h"
 #include "core/status.h"
 
 #define CT_NPY_MAX_DIMS 8
@@ -35,7 +36,7 @@ typedef struct ct_npz {
     ct_npy_array *arrays;
 } ct_npz;
 
-ct_status ct_npz_open(ct_npz **out, const char *path, ct_err *err);
+ct_status ct_npz_open(ct_ctx *ctx, ct_npz **out, const char *path, ct_err *err);
 // Parses an archive held in memory (borrowed: it must outlive the result).
 ct_status ct_npz_parse(ct_npz **out, const uint8_t *buf, size_t size, ct_err *err);
 void ct_npz_free(ct_npz *z);

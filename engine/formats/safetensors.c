@@ -213,35 +213,19 @@ ct_status ct_safetensors_parse(ct_safetensors **out, const uint8_t *buf, size_t 
     return CT_OK;
 }
 
-ct_status ct_safetensors_open(ct_safetensors **out, const char *path, ct_err *err) {
+ct_status ct_safetensors_open(ct_ctx *ctx, ct_safetensors **out, const char *path, ct_err *err) {
     *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return ct_fail(err, errno == ENOENT ? CT_STATUS_NOT_FOUND : CT_STATUS_IO,
-                               "cannot open %s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return ct_fail(err, CT_STATUS_IO, "%s is not a regular file", path);
-    }
     ct_safetensors *st = calloc(1, sizeof *st);
-    if (!st) {
-        close(fd);
-        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    }
-    st->size = (size_t)sb.st_size;
-    if (st->size) {
-        void *m = mmap(NULL, st->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            close(fd);
-            free(st);
-            return ct_fail(err, CT_STATUS_IO, "cannot map %s: %s", path, strerror(errno));
-        }
-        st->map = m;
-        st->mapped = 1;
-    }
-    close(fd);
-    ct_status rc = parse_into(st, err);
+    if (!st) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    void *map;
+    ct_status rc = ct_map_file(ctx, path, &map, &st->size, err);
     if (rc) {
+        free(st);
+        return rc;
+    }
+    st->map = map;
+    st->mapped = map != NULL;
+    if ((rc = parse_into(st, err))) {
         ct_err_where(err, path);
         ct_safetensors_free(st);
         return rc;
@@ -292,14 +276,14 @@ ct_status ct_st_to_f32(float *out, const ct_st_tensor *t, ct_err *err) {
 // ----------------------------------------------------------------------------
 // Writing
 
-ct_status ct_safetensors_write(const char *path, const ct_st_entry *entries, int n,
+ct_status ct_safetensors_write(ct_ctx *ctx, const char *path, const ct_st_entry *entries, int n,
                                const char *const *meta_kv, int n_meta, ct_err *err) {
-    if (ct_check_write(path, err)) return err->status;
+    ct_status rc = ct_ctx_check_write(ctx, path, err);
+    if (rc) return rc;
     cJSON *root = cJSON_CreateObject();
     if (!root) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    ct_status rc = CT_OK;
-    char *header = NULL, *tmp_path = NULL;
-    FILE *f = NULL;
+    char *header = NULL;
+    ct_wfile w = {0};
     if (n_meta > 0) {
         cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
         for (int i = 0; m && i < n_meta; i++) cJSON_AddStringToObject(m, meta_kv[2 * i], meta_kv[2 * i + 1]);
@@ -341,17 +325,8 @@ ct_status ct_safetensors_write(const char *path, const ct_st_entry *entries, int
         goto done;
     }
     size_t hlen = strlen(header), padded = (hlen + 7) / 8 * 8;
-    tmp_path = malloc(strlen(path) + 16);
-    if (!tmp_path) {
-        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-        goto done;
-    }
-    sprintf(tmp_path, "%s.tmp%d", path, (int)getpid());
-    f = fopen(tmp_path, "wb");
-    if (!f) {
-        rc = ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", tmp_path, strerror(errno));
-        goto done;
-    }
+    if ((rc = ct_wfile_open(ctx, &w, path, err))) goto done;
+    FILE *f = w.f;
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, hlen, f) == hlen;
@@ -381,15 +356,10 @@ ct_status ct_safetensors_write(const char *path, const ct_st_entry *entries, int
             }
         }
     }
-    if (fclose(f) != 0) ok = 0;
-    f = NULL;
-    if (!ok || rename(tmp_path, path) != 0) {
-        rc = ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp_path);
-    }
+    if (ok) rc = ct_wfile_commit(&w, err);
+    else rc = ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(errno ? errno : EIO));
 done:
-    if (f) fclose(f);
-    free(tmp_path);
+    ct_wfile_abort(&w);   // after a commit: nothing left to do
     free(header);
     cJSON_Delete(root);
     return rc;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ctx.h"
 #include "core/status.h"
 #include "core/tensor.h"   // ct_dtype
 
@@ -36,7 +37,7 @@ typedef struct ct_safetensors {
 } ct_safetensors;
 
 // Maps and validates the file at path.
-ct_status ct_safetensors_open(ct_safetensors **out, const char *path, ct_err *err);
+ct_status ct_safetensors_open(ct_ctx *ctx, ct_safetensors **out, const char *path, ct_err *err);
 // Validates a buffer already in memory (borrowed: it must outlive the result). Used by the fuzzer.
 ct_status ct_safetensors_parse(ct_safetensors **out, const uint8_t *buf, size_t size, ct_err *err);
 void ct_safetensors_free(ct_safetensors *st);
@@ -64,7 +65,7 @@ typedef struct {
 
 // Writes entries in the given order to path (through a temporary file and a rename).
 // meta: n_meta key/value pairs for "__metadata__" (may be 0).
-ct_status ct_safetensors_write(const char *path, const ct_st_entry *entries, int n,
+ct_status ct_safetensors_write(ct_ctx *ctx, const char *path, const ct_st_entry *entries, int n,
                                const char *const *meta_kv, int n_meta, ct_err *err);
 
 #endif

@@ -170,20 +170,20 @@ int ct_tokenizer_lookup(const ct_tokenizer *t, const char *piece) {
     return ct_strmap_get(&t->map, piece, (int)strlen(piece));
 }
 
-ct_status ct_tokenizer_load(ct_tokenizer **out, const char *path, ct_err *err) {
+ct_status ct_tokenizer_load(ct_ctx *ctx, ct_tokenizer **out, const char *path, ct_err *err) {
     *out = NULL;
     size_t n = strlen(path);
     char *text;
     size_t len;
     if (n >= 5 && strcmp(path + n - 5, ".json") == 0) {
-        ct_status rc = ct_read_file(path, &text, &len, 512u << 20, err);
+        ct_status rc = ct_read_file(ctx, path, &text, &len, 512u << 20, err);
         if (rc) return rc;
         // tokenizer_config.json beside it, when present
         char cfg_path[1200], *cfg = NULL;
         size_t cfg_len = 0;
         snprintf(cfg_path, sizeof cfg_path, "%.*stokenizer_config.json",
                  (int)(strrchr(path, '/') ? strrchr(path, '/') - path + 1 : 0), path);
-        if (ct_is_file(cfg_path) && (rc = ct_read_file(cfg_path, &cfg, &cfg_len, 64u << 20, err))) {
+        if (ct_is_file(cfg_path) && (rc = ct_read_file(ctx, cfg_path, &cfg, &cfg_len, 64u << 20, err))) {
             free(text);
             return rc;
         }
@@ -195,7 +195,7 @@ ct_status ct_tokenizer_load(ct_tokenizer **out, const char *path, ct_err *err) {
         }
         return rc;
     }
-    ct_status rc = ct_read_file(path, &text, &len, 256u << 20, err);
+    ct_status rc = ct_read_file(ctx, path, &text, &len, 256u << 20, err);
     if (rc) return rc;
     rc = ct_tokenizer_parse_llama2c(out, (const uint8_t *)text, len, 0, err);
     free(text);
@@ -453,4 +453,32 @@ ct_status ct_tokenizer_decode(const ct_tokenizer *t, const int *ids, int n_ids, 
     *len = 0;
     if (t->kind == CT_TOK_LLAMA2C) return llama2c_decode(t, ids, n_ids, skip_special, text, len, err);
     return ct_hf_decode(t, ids, n_ids, skip_special, text, len, err);
+}
+
+ct_status ct_tokenizer_continuation(const ct_tokenizer *t, const int *prompt, int n, const int *gen, int n_gen,
+                                    char **text, size_t *len, ct_err *err) {
+    *text = NULL;
+    *len = 0;
+    int *all = malloc(sizeof(int) * (size_t)(n + n_gen + 1));
+    char *full = NULL, *prefix = NULL;
+    size_t full_len = 0, prefix_len = 0;
+    ct_status rc = all ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) {
+        memcpy(all, prompt, sizeof(int) * (size_t)n);
+        memcpy(all + n, gen, sizeof(int) * (size_t)n_gen);
+        rc = ct_tokenizer_decode(t, all, n + n_gen, 1, &full, &full_len, err);
+    }
+    if (!rc) rc = ct_tokenizer_decode(t, prompt, n, 1, &prefix, &prefix_len, err);
+    if (!rc && prefix_len <= full_len && memcmp(full, prefix, prefix_len) == 0) {
+        memmove(full, full + prefix_len, full_len - prefix_len + 1);   // with the NUL
+        full_len -= prefix_len;
+    }
+    free(all), free(prefix);
+    if (rc) {
+        free(full);
+        return rc;
+    }
+    *text = full;
+    *len = full_len;
+    return CT_OK;
 }

@@ -13,12 +13,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ctx.h"
 #include "core/status.h"
 
 typedef struct ct_tokenizer ct_tokenizer;
 
 // Loads tok*.bin (llama2.c) or tokenizer.json (with tokenizer_config.json beside it if present).
-ct_status ct_tokenizer_load(ct_tokenizer **out, const char *path, ct_err *err);
+ct_status ct_tokenizer_load(ct_ctx *ctx, ct_tokenizer **out, const char *path, ct_err *err);
 // llama2.c file; n_vocab 0 reads entries until the end of the file.
 ct_status ct_tokenizer_parse_llama2c(ct_tokenizer **out, const uint8_t *buf, size_t size, int n_vocab,
                                      ct_err *err);
@@ -35,6 +36,11 @@ ct_status ct_tokenizer_encode(const ct_tokenizer *t, const char *text, size_t le
 // special tokens (BOS, EOS, ...).
 ct_status ct_tokenizer_decode(const ct_tokenizer *t, const int *ids, int n_ids, int skip_special,
                               char **text, size_t *len, ct_err *err);
+// The text generated after a prompt: decode(prompt + gen) less decode(prompt), so a space that
+// belongs between the two stays (decode(gen) alone may drop it); special tokens skipped.
+// malloc'ed; *len bytes.
+ct_status ct_tokenizer_continuation(const ct_tokenizer *t, const int *prompt, int n, const int *gen, int n_gen,
+                                    char **text, size_t *len, ct_err *err);
 // The text one token stands for inside a text (leading spaces kept, byte tokens as their
 // byte): the decoders without Strip. malloc'ed; *len bytes.
 ct_status ct_tokenizer_token_text(const ct_tokenizer *t, int id, char **text, size_t *len, ct_err *err);

@@ -98,6 +98,12 @@ ct_status ct_hook_parse(const ct_model *m, const char *name, ct_hook_id *out, ct
     return CT_OK;
 }
 
+ct_status ct_hook_at(const ct_model *m, int layer, const char *hook, ct_hook_id *out, ct_err *err) {
+    char name[160];
+    snprintf(name, sizeof name, "blocks.%d.%.100s", layer, hook);
+    return ct_hook_parse(m, name, out, err);
+}
+
 int ct_hook_shape(const ct_model *m, ct_hook_id id, int T, int64_t *shape) {
     const ct_config *c = &m->cfg;
     switch (id.kind) {
@@ -160,6 +166,49 @@ void ct_hook_cache_free(ct_hook_cache *c) {
     free(c->values);
     free(c->ids);
     memset(c, 0, sizeof *c);
+}
+
+// ----------------------------------------------------------------------------
+// Prompts
+
+ct_status ct_prompt_text(const ct_model *m, const char *text, size_t len, int **out, int *n, ct_err *err) {
+    *out = NULL;
+    *n = 0;
+    if (len == 0) return ct_fail(err, CT_STATUS_BAD_ARG, "the prompt is empty");
+    if (!m->tok) return ct_fail(err, CT_STATUS_BAD_ARG, "the model has no tokenizer; pass token ids");
+    return ct_tokenizer_encode(m->tok, text, len, 1, out, n, err);
+}
+
+ct_status ct_prompt_ids(const ct_model *m, const int *ids, int n_ids, int **out, int *n, ct_err *err) {
+    *out = NULL;
+    *n = 0;
+    if (n_ids < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "the prompt is empty");
+    int bos = m->cfg.bos_id, special = ids[0] == bos || ids[0] == m->cfg.eos_id;
+    if (m->tok && ids[0] >= 0) {
+        const char *p = ct_tokenizer_piece(m->tok, ids[0]);
+        special |= p && p[0] == '<' && p[strlen(p) - 1] == '>';
+    }
+    int add = !special && bos >= 0;
+    int *o = malloc(sizeof(int) * (size_t)(n_ids + 1));
+    if (!o) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (add) o[0] = bos;
+    memcpy(o + add, ids, sizeof(int) * (size_t)n_ids);
+    *out = o;
+    *n = n_ids + add;
+    return CT_OK;
+}
+
+ct_status ct_token_of_text(const ct_model *m, const char *text, size_t len, int *id, ct_err *err) {
+    if (!m->tok) return ct_fail(err, CT_STATUS_BAD_ARG, "'%.*s': the model has no tokenizer", (int)(len < 64 ? len : 64), text);
+    int *ids = NULL, k = 0;
+    ct_status rc = ct_tokenizer_encode(m->tok, text, len, 0, &ids, &k, err);
+    if (rc) return rc;
+    *id = k == 1 ? ids[0] : -1;
+    free(ids);
+    if (k != 1)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "'%.*s' is %d tokens; expected exactly one token",
+                       (int)(len < 64 ? len : 64), text, k);
+    return CT_OK;
 }
 
 // ----------------------------------------------------------------------------
@@ -560,7 +609,7 @@ done:
 // Frozen values
 
 ct_status ct_frozen_capture(ct_frozen_run *f, ct_model *m, const int *tokens, int T, const ct_hook_id *extra,
-                            int n_extra, float *logits, ct_err *err) {
+                            int n_extra, float *logits, int all_logits, ct_err *err) {
     memset(f, 0, sizeof *f);
     int L = m->cfg.n_layers, post = m->cfg.post_norms != 0;
     ct_hook_id *ids = malloc(sizeof *ids * (size_t)(5 * L + 1 + n_extra));
@@ -580,7 +629,7 @@ ct_status ct_frozen_capture(ct_frozen_run *f, ct_model *m, const int *tokens, in
     for (int i = 0; i < n_extra; i++) ids[n++] = extra[i];
     ct_status rc = ct_hook_cache_init(&f->hc, ids, n, err);
     free(ids);
-    if (!rc) rc = ct_model_forward(m, tokens, T, NULL, &f->hc, logits, 0, err);
+    if (!rc) rc = ct_model_forward(m, tokens, T, NULL, &f->hc, logits, all_logits, err);
     if (rc) {
         ct_frozen_run_free(f);
         return rc;

@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 
+#include "core/ctx.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "formats/tokenizer.h"
@@ -84,9 +85,9 @@ struct ct_model {
 // Loads a llama2.c checkpoint (.bin), a directory holding one, or a Hugging Face directory
 // (config.json + model.safetensors or model.safetensors.index.json). A tokenizer beside it
 // (tok*.bin / tokenizer.bin, or tokenizer.json) is loaded too when present.
-ct_status ct_model_load(ct_model **out, const char *path, ct_err *err);
-ct_status ct_model_load_llama2c(ct_model **out, const char *path, ct_err *err);
-ct_status ct_model_load_hf(ct_model **out, const char *dir, ct_err *err);
+ct_status ct_model_load(ct_ctx *ctx, ct_model **out, const char *path, ct_err *err);
+ct_status ct_model_load_llama2c(ct_ctx *ctx, ct_model **out, const char *path, ct_err *err);
+ct_status ct_model_load_hf(ct_ctx *ctx, ct_model **out, const char *dir, ct_err *err);
 // Validates a llama2.c checkpoint held in memory (borrowed). Used by the fuzzer and tests.
 ct_status ct_model_parse_llama2c(ct_model **out, const uint8_t *buf, size_t size, ct_err *err);
 void ct_model_free(ct_model *m);
@@ -97,6 +98,18 @@ ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, c
 ct_status ct_config_validate(ct_config *c, ct_err *err);
 // Fills rope_inv_freq from the config.
 ct_status ct_model_init_rope(ct_model *m, ct_err *err);
+
+// ----------------------------------------------------------------------------
+// Prompts
+
+// The tokens a prompt runs on, malloc'ed into *out (*n of them): text tokenized with BOS as
+// Hugging Face does, or ids with BOS prepended when the first is an ordinary token (not BOS, EOS
+// or a special "<...>" piece). BAD_ARG for an empty prompt or text without a tokenizer.
+ct_status ct_prompt_text(const ct_model *m, const char *text, size_t len, int **out, int *n, ct_err *err);
+ct_status ct_prompt_ids(const ct_model *m, const int *ids, int n_ids, int **out, int *n, ct_err *err);
+// The id of the one token text encodes to (no special tokens added); BAD_ARG when it is not
+// exactly one token.
+ct_status ct_token_of_text(const ct_model *m, const char *text, size_t len, int *id, ct_err *err);
 
 // ----------------------------------------------------------------------------
 // Hook points
@@ -142,6 +155,8 @@ typedef struct {
 
 // Parses a hook name (canonical or alias) for this model; NOT_FOUND names what exists.
 ct_status ct_hook_parse(const ct_model *m, const char *name, ct_hook_id *out, ct_err *err);
+// The per-layer hook named hook ("mlp.hook_in", "hook_resid_mid", ...) of layer `layer`.
+ct_status ct_hook_at(const ct_model *m, int layer, const char *hook, ct_hook_id *out, ct_err *err);
 // Canonical name of a hook into buf.
 void ct_hook_name(ct_hook_id id, char *buf, size_t n);
 // Whether the model has this hook (e.g. ln1_post only on Gemma-2, pos_embed only on GPT-2).
@@ -205,9 +220,10 @@ typedef struct {
 } ct_frozen_run;
 
 // Runs tokens (T,) from position 0 and keeps every attention pattern and norm denominator, and
-// the extra hooks (n_extra ids); logits (V,) of the last position (may be NULL).
+// the extra hooks (n_extra ids); logits (may be NULL): (T, V) when all_logits, else (V,) of the
+// last position.
 ct_status ct_frozen_capture(ct_frozen_run *out, ct_model *m, const int *tokens, int T, const ct_hook_id *extra,
-                            int n_extra, float *logits, ct_err *err);
+                            int n_extra, float *logits, int all_logits, ct_err *err);
 // Data of extra hook i (in the order asked for).
 const float *ct_frozen_extra(const ct_frozen_run *f, int i);
 void ct_frozen_run_free(ct_frozen_run *f);

@@ -102,11 +102,11 @@ ct_status ct_model_init_rope(ct_model *m, ct_err *err) {
 }
 
 // Finds a tokenizer beside a checkpoint: tokenizer.json, tokenizer.bin or tok*.bin.
-static ct_status load_tokenizer_beside(ct_model *m, const char *dir, int llama2c, ct_err *err) {
+static ct_status load_tokenizer_beside(ct_ctx *ctx, ct_model *m, const char *dir, int llama2c, ct_err *err) {
     char path[1200];
     if (!llama2c) {
         if (!ct_path_join(path, sizeof path, dir, "tokenizer.json") || !ct_is_file(path)) return CT_OK;
-        return ct_tokenizer_load(&m->tok, path, err);
+        return ct_tokenizer_load(ctx, &m->tok, path, err);
     }
     char name[64];
     snprintf(name, sizeof name, "tok%d.bin", m->cfg.vocab_size);
@@ -115,7 +115,7 @@ static ct_status load_tokenizer_beside(ct_model *m, const char *dir, int llama2c
         if (!ct_path_join(path, sizeof path, dir, cands[i]) || !ct_is_file(path)) continue;
         void *map;
         size_t size;
-        ct_status rc = ct_map_file(path, &map, &size, err);
+        ct_status rc = ct_map_file(ctx, path, &map, &size, err);
         if (rc) return rc;
         rc = ct_tokenizer_parse_llama2c(&m->tok, map, size, m->cfg.vocab_size, err);
         ct_unmap_file(map, size);
@@ -228,11 +228,11 @@ ct_status ct_model_parse_llama2c(ct_model **out, const uint8_t *buf, size_t size
     return CT_OK;
 }
 
-ct_status ct_model_load_llama2c(ct_model **out, const char *path, ct_err *err) {
+ct_status ct_model_load_llama2c(ct_ctx *ctx, ct_model **out, const char *path, ct_err *err) {
     *out = NULL;
     void *map;
     size_t size;
-    ct_status rc = ct_map_file(path, &map, &size, err);
+    ct_status rc = ct_map_file(ctx, path, &map, &size, err);
     if (rc) return rc;
     ct_model *m;
     rc = ct_model_parse_llama2c(&m, map, size, err);
@@ -248,7 +248,7 @@ ct_status ct_model_load_llama2c(ct_model **out, const char *path, ct_err *err) {
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
-    if ((rc = load_tokenizer_beside(m, dir, 1, err))) {
+    if ((rc = load_tokenizer_beside(ctx, m, dir, 1, err))) {
         ct_model_free(m);
         return rc;
     }
@@ -447,19 +447,19 @@ static ct_status hf_config(ct_config *c, const cJSON *j, const char *dir, ct_err
     return CT_OK;
 }
 
-static ct_status hf_open_shards(ct_model *m, const char *dir, ct_err *err) {
+static ct_status hf_open_shards(ct_ctx *ctx, ct_model *m, const char *dir, ct_err *err) {
     char path[1200];
     ct_path_join(path, sizeof path, dir, "model.safetensors");
     if (ct_is_file(path)) {
         m->shards = calloc(1, sizeof *m->shards);
         if (!m->shards) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
         m->n_shards = 1;
-        return ct_safetensors_open(&m->shards[0], path, err);
+        return ct_safetensors_open(ctx, &m->shards[0], path, err);
     }
     ct_path_join(path, sizeof path, dir, "model.safetensors.index.json");
     char *text;
     size_t len;
-    ct_status rc = ct_read_file(path, &text, &len, 64u << 20, err);
+    ct_status rc = ct_read_file(ctx, path, &text, &len, 64u << 20, err);
     if (rc == CT_STATUS_NOT_FOUND)
         return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: no model.safetensors or model.safetensors.index.json", dir);
     if (rc) return rc;
@@ -497,7 +497,7 @@ static ct_status hf_open_shards(ct_model *m, const char *dir, ct_err *err) {
             rc = ct_fail(err, CT_STATUS_BAD_ARG, "path too long");
             break;
         }
-        rc = ct_safetensors_open(&m->shards[i], sp, err);
+        rc = ct_safetensors_open(ctx, &m->shards[i], sp, err);
         if (!rc) m->n_shards++;
     }
     // every mapped tensor must exist in its shard
@@ -579,13 +579,13 @@ static ct_status hf_layer(hf_ctx *h, int l) {
     return CT_OK;
 }
 
-ct_status ct_model_load_hf(ct_model **out, const char *dir, ct_err *err) {
+ct_status ct_model_load_hf(ct_ctx *ctx, ct_model **out, const char *dir, ct_err *err) {
     *out = NULL;
     char path[1200];
     if (!ct_path_join(path, sizeof path, dir, "config.json")) return ct_fail(err, CT_STATUS_BAD_ARG, "path too long");
     char *text;
     size_t len;
-    ct_status rc = ct_read_file(path, &text, &len, 16u << 20, err);
+    ct_status rc = ct_read_file(ctx, path, &text, &len, 16u << 20, err);
     if (rc) return rc;
     cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
@@ -601,7 +601,7 @@ ct_status ct_model_load_hf(ct_model **out, const char *dir, ct_err *err) {
     rc = hf_config(&m->cfg, j, dir, err);
     cJSON_Delete(j);
     if (!rc) rc = ct_config_validate(&m->cfg, err);
-    if (!rc) rc = hf_open_shards(m, dir, err);
+    if (!rc) rc = hf_open_shards(ctx, m, dir, err);
     if (!rc && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof(ct_layer))))
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     hf_ctx h = {m, dir, "", err};
@@ -626,7 +626,7 @@ ct_status ct_model_load_hf(ct_model **out, const char *dir, ct_err *err) {
                          "tie_word_embeddings is false)", dir);
     }
     if (!rc) rc = ct_model_init_rope(m, err);
-    if (!rc) rc = load_tokenizer_beside(m, dir, 0, err);
+    if (!rc) rc = load_tokenizer_beside(ctx, m, dir, 0, err);
     if (!rc && m->tok) {   // ids the config leaves out come from the tokenizer
         if (m->cfg.bos_id < 0) m->cfg.bos_id = ct_tokenizer_bos(m->tok);
         if (m->cfg.eos_id < 0) m->cfg.eos_id = ct_tokenizer_eos(m->tok);
@@ -643,12 +643,14 @@ ct_status ct_model_load_hf(ct_model **out, const char *dir, ct_err *err) {
 // ----------------------------------------------------------------------------
 // Dispatch
 
-ct_status ct_model_load(ct_model **out, const char *path, ct_err *err) {
+ct_status ct_model_load(ct_ctx *ctx, ct_model **out, const char *path, ct_err *err) {
     *out = NULL;
-    if (ct_is_file(path)) return ct_model_load_llama2c(out, path, err);
+    if (ct_is_file(path)) return ct_model_load_llama2c(ctx, out, path, err);
     if (!ct_is_dir(path)) return ct_fail(err, CT_STATUS_NOT_FOUND, "no model at %s (no such file or directory)", path);
+    ct_status rc = ct_ctx_check_read(ctx, path, err);
+    if (rc) return rc;
     char p[1200];
-    if (ct_path_join(p, sizeof p, path, "config.json") && ct_is_file(p)) return ct_model_load_hf(out, path, err);
+    if (ct_path_join(p, sizeof p, path, "config.json") && ct_is_file(p)) return ct_model_load_hf(ctx, out, path, err);
     // a directory holding a llama2.c checkpoint: the one .bin that is not a tokenizer
     DIR *d = opendir(path);
     if (!d) return ct_fail(err, CT_STATUS_IO, "cannot read directory %s", path);
@@ -668,7 +670,7 @@ ct_status ct_model_load(ct_model **out, const char *path, ct_err *err) {
                        "%s: expected config.json (Hugging Face) or one llama2.c .bin checkpoint, found %d .bin files",
                        path, count);
     ct_path_join(p, sizeof p, path, found);
-    return ct_model_load_llama2c(out, p, err);
+    return ct_model_load_llama2c(ctx, out, p, err);
 }
 
 // ----------------------------------------------------------------------------

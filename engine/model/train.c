@@ -10,8 +10,8 @@
 #include <time.h>
 
 #include "core/fileio.h"
-#include "formats/safetensors.h"
 #include "core/tensor.h"
+#include "formats/safetensors.h"
 
 // ----------------------------------------------------------------------------
 // Random numbers (splitmix64 seeding, xorshift64*)
@@ -95,7 +95,7 @@ static void normalize_decoders(state *s) {
 // ----------------------------------------------------------------------------
 // Checkpoints: the state as a safetensors file (parameters, Adam moments, counters)
 
-static ct_status save_state(const state *s, const char *path, ct_err *err) {
+static ct_status save_state(ct_ctx *ctx, const state *s, const char *path, ct_err *err) {
     int64_t ints[4] = {s->step, s->tokens, (int64_t)s->rng, s->L};
     size_t nf = (size_t)s->L * s->F;
     int64_t *lf = malloc(sizeof(int64_t) * nf);
@@ -115,14 +115,14 @@ static ct_status save_state(const state *s, const char *path, ct_err *err) {
         {.name = "last_fired", .dtype = CT_DT_I64, .ndim = 1, .shape = {(int64_t)nf}, .i64 = lf},
         {.name = "scales", .dtype = CT_DT_F32, .ndim = 1, .shape = {2 * s->L}, .data = sc},
     };
-    ct_status rc = ct_safetensors_write(path, e, 6, NULL, 0, err);
+    ct_status rc = ct_safetensors_write(ctx, path, e, 6, NULL, 0, err);
     free(lf), free(sc);
     return rc;
 }
 
-static ct_status load_state(state *s, const char *path, ct_err *err) {
+static ct_status load_state(ct_ctx *ctx, state *s, const char *path, ct_err *err) {
     ct_safetensors *st;
-    ct_status rc = ct_safetensors_open(&st, path, err);
+    ct_status rc = ct_safetensors_open(ctx, &st, path, err);
     if (rc) return rc;
     const char *names[] = {"params", "adam_m", "adam_v"};
     float *dst[] = {s->p, s->m, s->v};
@@ -223,7 +223,7 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
     ct_status rc = CT_OK;
     struct stat sb;
     if (o->resume && o->checkpoint && stat(o->checkpoint, &sb) == 0) {
-        rc = load_state(&s, o->checkpoint, err);
+        rc = load_state(o->ctx, &s, o->checkpoint, err);
     } else {
         s.rng = o->seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
         if (!s.rng) s.rng = 1;
@@ -261,8 +261,7 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
     double log_loss = 0, log_num = 0, log_den = 0, log_l0 = 0;
     int log_n = 0;
     while (!rc && s.step < o->steps) {
-        if (o->cancel && *o->cancel) {
-            rc = ct_fail(err, CT_STATUS_CANCELLED, "training cancelled at step %ld", s.step);
+        if ((rc = ct_ctx_check_cancel(o->ctx, err, "training stopped at step %ld", s.step))) {
             break;
         }
         for (int b = 0; b < B; b++) rows[b] = (long)(rng_next(&s.rng) % (uint64_t)n);
@@ -366,11 +365,12 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
             struct timespec w1;
             clock_gettime(CLOCK_MONOTONIC, &w1);
             double dt = (double)(w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) * 1e-9;
-            ct_train_progress p = {s.step, o->steps, log_loss / log_n, log_den > 0 ? log_num / log_den : 0, log_l0 / log_n,
-                                   (double)n_dead_all / ((double)F * L), dt > 0 ? (double)(s.step - step0) * B / dt : 0};
-            if (o->progress) o->progress(o->ctx, &p);
+            ct_train_progress p = {o->layer, s.step, o->steps, log_loss / log_n, log_den > 0 ? log_num / log_den : 0,
+                                   log_l0 / log_n, (double)n_dead_all / ((double)F * L),
+                                   dt > 0 ? (double)(s.step - step0) * B / dt : 0};
+            if (o->progress) o->progress(o->progress_ctx, &p);
             log_loss = log_num = log_den = log_l0 = 0, log_n = 0;
-            if (o->checkpoint) rc = save_state(&s, o->checkpoint, err);
+            if (o->checkpoint) rc = save_state(o->ctx, &s, o->checkpoint, err);
         }
     }
     free(xb), free(yb), free(yh), free(gy), free(pre), free(idx), free(ia), free(rows), free(dead), free(ea), free(ga_aux);
@@ -439,14 +439,14 @@ void ct_plt_params_free(ct_plt_params *p) {
     memset(p, 0, sizeof *p);
 }
 
-static ct_status write_config(const char *dir, const char *kind, const char *model_name, const char *input_hook,
+static ct_status write_config(ct_ctx *ctx, const char *dir, const char *kind, const char *model_name, const char *input_hook,
                               const char *output_hook, int k, int n_layers, const char *list_fmt, ct_err *err) {
-    char path[1200], tmp[1300];
+    char path[1200];
     snprintf(path, sizeof path, "%s/config.yaml", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (ct_check_write(path, err)) return err->status;
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", tmp, strerror(errno));
+    ct_wfile w;
+    ct_status rc = ct_wfile_open(ctx, &w, path, err);
+    if (rc) return rc;
+    FILE *f = w.f;
     fprintf(f, "model_name: %s\nmodel_kind: %s\nfeature_input_hook: %s\nfeature_output_hook: %s\nactivation: topk\nk: %d\n",
             model_name, kind, input_hook, output_hook, k);
     if (list_fmt) {
@@ -457,14 +457,12 @@ static ct_status write_config(const char *dir, const char *kind, const char *mod
             fprintf(f, "\n");
         }
     }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) return ct_fail(err, CT_STATUS_IO, "cannot write %s", path);
-    return CT_OK;
+    return ct_wfile_commit(&w, err);
 }
 
-ct_status ct_clt_save_set(const char *dir, const ct_clt_params *p, const char *model_name, const char *input_hook,
-                          const char *output_hook, ct_err *err) {
-    if (ct_check_write(dir, err)) return err->status;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return ct_fail(err, CT_STATUS_IO, "cannot create %s: %s", dir, strerror(errno));
+ct_status ct_clt_save_set(ct_ctx *ctx, const char *dir, const ct_clt_params *p, const char *model_name,
+                          const char *input_hook, const char *output_hook, ct_err *err) {
+    if (ct_mkdirs(ctx, dir, err)) return err->status;
     char path[1200], n1[32], n2[32], n3[32], n4[32];
     int L = p->n_layers;
     for (int l = 0; l < L; l++) {
@@ -479,18 +477,17 @@ ct_status ct_clt_save_set(const char *dir, const ct_clt_params *p, const char *m
         };
         ct_st_entry d = {.name = n4, .dtype = CT_DT_F32, .ndim = 3, .shape = {p->d_tc, L - l, p->d_model}, .data = p->W_dec[l]};
         snprintf(path, sizeof path, "%s/W_enc_%d.safetensors", dir, l);
-        ct_status rc = ct_safetensors_write(path, e, 3, NULL, 0, err);
+        ct_status rc = ct_safetensors_write(ctx, path, e, 3, NULL, 0, err);
         snprintf(path, sizeof path, "%s/W_dec_%d.safetensors", dir, l);
-        if (!rc) rc = ct_safetensors_write(path, &d, 1, NULL, 0, err);
+        if (!rc) rc = ct_safetensors_write(ctx, path, &d, 1, NULL, 0, err);
         if (rc) return rc;
     }
-    return write_config(dir, "cross_layer_transcoder", model_name, input_hook, output_hook, p->k, L, NULL, err);
+    return write_config(ctx, dir, "cross_layer_transcoder", model_name, input_hook, output_hook, p->k, L, NULL, err);
 }
 
-ct_status ct_plt_save_set(const char *dir, const ct_plt_params *layers, int n_layers, const char *model_name,
+ct_status ct_plt_save_set(ct_ctx *ctx, const char *dir, const ct_plt_params *layers, int n_layers, const char *model_name,
                           const char *input_hook, const char *output_hook, ct_err *err) {
-    if (ct_check_write(dir, err)) return err->status;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return ct_fail(err, CT_STATUS_IO, "cannot create %s: %s", dir, strerror(errno));
+    if (ct_mkdirs(ctx, dir, err)) return err->status;
     char path[1200];
     for (int l = 0; l < n_layers; l++) {
         const ct_plt_params *p = &layers[l];
@@ -504,9 +501,92 @@ ct_status ct_plt_save_set(const char *dir, const ct_plt_params *layers, int n_la
             {.name = "W_skip", .dtype = CT_DT_F32, .ndim = 2, .shape = {p->d_model, p->d_model}, .data = p->W_skip},
         };
         snprintf(path, sizeof path, "%s/layer_%d.safetensors", dir, l);
-        ct_status rc = ct_safetensors_write(path, e, p->W_skip ? 6 : 5, NULL, 0, err);
+        ct_status rc = ct_safetensors_write(ctx, path, e, p->W_skip ? 6 : 5, NULL, 0, err);
         if (rc) return rc;
     }
-    return write_config(dir, "transcoder_set", model_name, input_hook, output_hook, layers[0].k, n_layers,
+    return write_config(ctx, dir, "transcoder_set", model_name, input_hook, output_hook, layers[0].k, n_layers,
                         "layer_%d.safetensors", err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A whole set for a model
+
+// Layer l's (input hook, output hook) pairs over texts, positions >= 1: x, y (count, D), malloc'ed.
+static ct_status collect(ct_model *m, int layer, const char *in_hook, const char *out_hook, const int *const *texts,
+                         const int *lens, int n, float **x, float **y, long *count, ct_err *err) {
+    ct_hook_id hid[2];
+    ct_status rc = ct_hook_at(m, layer, in_hook, &hid[0], err);
+    if (!rc) rc = ct_hook_at(m, layer, out_hook, &hid[1], err);
+    if (rc) return rc;
+    long total = 0;
+    for (int i = 0; i < n; i++) total += lens[i] > 1 ? lens[i] - 1 : 0;
+    int D = m->cfg.d_model;
+    *x = malloc(sizeof(float) * (size_t)(total + 1) * D);
+    *y = malloc(sizeof(float) * (size_t)(total + 1) * D);
+    if (!*x || !*y) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for %ld activations", total);
+    long k = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (lens[i] < 2) continue;
+        ct_hook_cache hc;
+        if ((rc = ct_hook_cache_init(&hc, hid, 2, err))) break;
+        rc = ct_model_forward(m, texts[i], lens[i], NULL, &hc, NULL, 0, err);
+        if (!rc) {
+            size_t cnt = (size_t)(lens[i] - 1) * D;
+            memcpy(*x + (size_t)k * D, ct_tensor_data(hc.values[0]) + D, sizeof(float) * cnt);
+            memcpy(*y + (size_t)k * D, ct_tensor_data(hc.values[1]) + D, sizeof(float) * cnt);
+            k += lens[i] - 1;
+        }
+        ct_hook_cache_free(&hc);
+    }
+    *count = k;
+    return rc;
+}
+
+ct_status ct_train_set(ct_model *m, const int *const *texts, const int *lens, int n, const ct_train_set_opts *so,
+                       ct_err *err) {
+    int clt = so->clt, NL = m->cfg.n_layers, D = m->cfg.d_model;
+    const char *in_hook = so->input_hook ? so->input_hook : clt ? "hook_resid_mid" : "mlp.hook_in";
+    const char *out_hook = so->output_hook ? so->output_hook : clt ? "hook_mlp_out" : "mlp.hook_out";
+    const char *model_name = so->model_name ? so->model_name : m->cfg.architecture;
+    ct_train_opts o = so->train;
+    ct_status rc = CT_OK;
+    char ck[1200];
+    float **xs = calloc((size_t)NL, sizeof(float *)), **ys = calloc((size_t)NL, sizeof(float *));
+    ct_plt_params *params = calloc((size_t)NL, sizeof *params);
+    if (!xs || !ys || !params) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    long count = 0;
+    for (int l = 0; l < NL && !rc; l++) {
+        rc = collect(m, l, in_hook, out_hook, texts, lens, n, &xs[l], &ys[l], &count, err);
+        if (rc || clt) continue;   // a CLT trains every layer at once below
+        o.layer = l;
+        if (so->checkpoint_dir) {
+            snprintf(ck, sizeof ck, "%s/layer_%d.state.safetensors", so->checkpoint_dir, l);
+            o.checkpoint = ck;
+        }
+        rc = ct_train_plt(xs[l], ys[l], count, D, &o, &params[l], err);
+        free(xs[l]), free(ys[l]);
+        xs[l] = ys[l] = NULL;
+    }
+    if (!rc && clt) {
+        ct_clt_params cp;
+        o.layer = -1;
+        if (so->checkpoint_dir) {
+            snprintf(ck, sizeof ck, "%s/clt.state.safetensors", so->checkpoint_dir);
+            o.checkpoint = ck;
+        }
+        rc = ct_train_clt((const float *const *)xs, (const float *const *)ys, NL, count, D, &o, &cp, err);
+        if (!rc) {
+            rc = ct_clt_save_set(o.ctx, so->dir, &cp, model_name, in_hook, out_hook, err);
+            ct_clt_params_free(&cp);
+        }
+    } else if (!rc) {
+        rc = ct_plt_save_set(o.ctx, so->dir, params, NL, model_name, in_hook, out_hook, err);
+    }
+    for (int l = 0; l < NL; l++) {
+        if (xs) free(xs[l]);
+        if (ys) free(ys[l]);
+        if (params) ct_plt_params_free(&params[l]);
+    }
+    free(xs), free(ys), free(params);
+    return rc;
 }

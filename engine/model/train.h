@@ -16,9 +16,12 @@
 
 #include <stdint.h>
 
+#include "core/ctx.h"
 #include "core/status.h"
+#include "model/model.h"
 
 typedef struct {
+    int layer;            // the layer trained (-1: a cross-layer transcoder)
     long step, steps;
     double loss, fvu, l0, dead, tokens_per_s;
 } ct_train_progress;
@@ -37,9 +40,11 @@ typedef struct {
     int log_every;        // progress every n steps (0: never)
     const char *checkpoint;   // save state here every log_every steps and at the end (NULL: no)
     int resume;           // continue from checkpoint when it exists
-    void (*progress)(void *ctx, const ct_train_progress *p);
-    void *ctx;
-    volatile int *cancel; // set non-zero to stop after the current step
+    int layer;            // reported with progress (ct_train_set sets it)
+    void (*progress)(void *progress_ctx, const ct_train_progress *p);
+    void *progress_ctx;
+    ct_ctx *ctx;          // checkpoints are read and written through it; its cancellation stops
+                          // training after the current step (NULL: none)
 } ct_train_opts;
 
 // Trained parameters of one per-layer transcoder, float32, in the model's units.
@@ -73,11 +78,31 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int n_lay
 void ct_clt_params_free(ct_clt_params *p);
 // Writes W_enc_{i}.safetensors (W_enc_i, b_enc_i, b_dec_i), W_dec_{i}.safetensors (W_dec_i) and
 // config.yaml into dir.
-ct_status ct_clt_save_set(const char *dir, const ct_clt_params *p, const char *model_name, const char *input_hook,
-                          const char *output_hook, ct_err *err);
+ct_status ct_clt_save_set(ct_ctx *ctx, const char *dir, const ct_clt_params *p, const char *model_name,
+                          const char *input_hook, const char *output_hook, ct_err *err);
 // Writes layer_{i}.safetensors for i < n_layers and config.yaml into dir (circuit-tracer's
 // layout: W_enc, W_dec (F, D), b_enc, b_dec, k, optional W_skip).
-ct_status ct_plt_save_set(const char *dir, const ct_plt_params *layers, int n_layers, const char *model_name,
+ct_status ct_plt_save_set(ct_ctx *ctx, const char *dir, const ct_plt_params *layers, int n_layers, const char *model_name,
                           const char *input_hook, const char *output_hook, ct_err *err);
+
+// ---------------------------------------------------------------------------------------------
+// A whole set for a model
+
+typedef struct {
+    const char *dir;              // the set is written here: config.yaml and the layer files
+    int clt;                      // one cross-layer transcoder over every layer (else one per layer)
+    const char *input_hook;       // NULL: mlp.hook_in (per-layer) or hook_resid_mid (cross-layer)
+    const char *output_hook;      // NULL: mlp.hook_out (per-layer) or hook_mlp_out (cross-layer)
+    const char *model_name;       // config.yaml's model_name (NULL: the model's architecture)
+    const char *checkpoint_dir;   // training states, layer_{l}.state.safetensors or clt.state.safetensors
+                                  // (NULL: none)
+    ct_train_opts train;          // files are written through train.ctx
+} ct_train_set_opts;
+
+// Trains a set for m on texts (n token id lists, each from BOS; lens (n,)): every layer's
+// (input hook, output hook) pairs at positions >= 1, then one TopK transcoder per layer (or one
+// cross-layer transcoder), written to o->dir in circuit-tracer's layout.
+ct_status ct_train_set(ct_model *m, const int *const *texts, const int *lens, int n, const ct_train_set_opts *o,
+                       ct_err *err);
 
 #endif

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "core/fileio.h"
-#include "net/hub.h"
 #include "formats/npz.h"
 #include "formats/yaml.h"
 
@@ -203,7 +202,7 @@ static ct_status load_plt_layer(ct_transcoders *tc, int l, const layer_file *f, 
 }
 
 // Keeps a safetensors / npz file open for the set's lifetime.
-static ct_status open_file(ct_transcoders *tc, const char *path, layer_file *f, ct_err *err) {
+static ct_status open_file(ct_ctx *ctx, ct_transcoders *tc, const char *path, layer_file *f, ct_err *err) {
     memset(f, 0, sizeof *f);
     size_t n = strlen(path);
     ct_status rc;
@@ -211,24 +210,25 @@ static ct_status open_file(ct_transcoders *tc, const char *path, layer_file *f, 
         struct ct_npz **a = realloc(tc->npz, sizeof *a * (size_t)(tc->n_npz + 1));
         if (!a) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
         tc->npz = a;
-        if ((rc = ct_npz_open(&f->npz, path, err))) return rc;
+        if ((rc = ct_npz_open(ctx, &f->npz, path, err))) return rc;
         tc->npz[tc->n_npz++] = f->npz;
         return CT_OK;
     }
     ct_safetensors **a = realloc(tc->st, sizeof *a * (size_t)(tc->n_st + 1));
     if (!a) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     tc->st = a;
-    if ((rc = ct_safetensors_open(&f->st, path, err))) return rc;
+    if ((rc = ct_safetensors_open(ctx, &f->st, path, err))) return rc;
     tc->st[tc->n_st++] = f->st;
     return CT_OK;
 }
 
 // CLT layer i: W_enc_{i}.safetensors (W_enc_i, b_enc_i, b_dec_i, threshold_i) and
 // W_dec_{i}.safetensors (W_dec_i (F, L - i, D)); W_skip (L, D, D) in either file, optional.
-static ct_status load_clt_layer(ct_transcoders *tc, int i, const char *enc_path, const char *dec_path, ct_err *err) {
+static ct_status load_clt_layer(ct_ctx *ctx, ct_transcoders *tc, int i, const char *enc_path, const char *dec_path,
+                                ct_err *err) {
     layer_file fe, fd;
-    ct_status rc = open_file(tc, enc_path, &fe, err);
-    if (!rc) rc = open_file(tc, dec_path, &fd, err);
+    ct_status rc = open_file(ctx, tc, enc_path, &fe, err);
+    if (!rc) rc = open_file(ctx, tc, dec_path, &fd, err);
     if (rc) return rc;
     ct_tc_layer *L = &tc->layers[i];
     char name[64], s1[64];
@@ -320,16 +320,11 @@ static ct_status load_gs2_clt_layer(ct_transcoders *tc, int i, const layer_file 
 }
 
 // ----------------------------------------------------------------------------
-// Resolving paths: local files, and hf:// URIs (fetched into the Hugging Face cache, see hub.h)
+// Resolving the paths a config.yaml lists: relative to its directory, absolute, or addresses
+// (hf://) the context resolves (fetched into the Hugging Face cache by the host's resolver)
 
-static ct_status resolve_hf(const char *uri, char *out, size_t n, ct_err *err) {
-    ct_hub h;
-    ct_hub_init(&h);
-    return ct_hub_uri(&h, uri, out, n, err);
-}
-
-static ct_status resolve(const char *base_dir, const char *p, char *out, size_t n, ct_err *err) {
-    if (strncmp(p, "hf://", 5) == 0) return resolve_hf(p, out, n, err);
+static ct_status resolve(ct_ctx *ctx, const char *base_dir, const char *p, char *out, size_t n, ct_err *err) {
+    if (strstr(p, "://")) return ct_ctx_resolve(ctx, p, out, n, err);
     if (p[0] == '/') snprintf(out, n, "%s", p);
     else snprintf(out, n, "%s/%s", base_dir, p);
     return ct_is_file(out) ? CT_OK : ct_fail(err, CT_STATUS_NOT_FOUND, "transcoder file %s does not exist", out);
@@ -363,7 +358,7 @@ static int count_files(const char *dir, const char *fmt, int *gap) {
     return n;
 }
 
-static ct_status load_dir_files(ct_transcoders *tc, const char *dir, const ct_yaml *list, ct_err *err) {
+static ct_status load_dir_files(ct_ctx *ctx, ct_transcoders *tc, const char *dir, const ct_yaml *list, ct_err *err) {
     char p[1200], q[1200];
     ct_status rc;
     if (tc->kind == CT_TC_CLT && !list) {
@@ -373,7 +368,7 @@ static ct_status load_dir_files(ct_transcoders *tc, const char *dir, const ct_ya
         for (int i = 0; i < n; i++) {
             snprintf(p, sizeof p, "%s/W_enc_%d.safetensors", dir, i);
             snprintf(q, sizeof q, "%s/W_dec_%d.safetensors", dir, i);
-            if ((rc = load_clt_layer(tc, i, p, q, err))) return rc;
+            if ((rc = load_clt_layer(ctx, tc, i, p, q, err))) return rc;
         }
         return CT_OK;
     }
@@ -390,7 +385,7 @@ static ct_status load_dir_files(ct_transcoders *tc, const char *dir, const ct_ya
         if (list) {
             if (list->items[i].kind != CT_YAML_SCALAR)
                 return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: transcoders entries must be paths", list->items[i].line);
-            if ((rc = resolve(dir, list->items[i].value, p, sizeof p, err))) return rc;
+            if ((rc = resolve(ctx, dir, list->items[i].value, p, sizeof p, err))) return rc;
             for (int k = 0; k < i; k++)
                 if (strcmp(list->items[k].value, list->items[i].value) == 0)
                     return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: layer %d repeats the file of layer %d",
@@ -399,7 +394,7 @@ static ct_status load_dir_files(ct_transcoders *tc, const char *dir, const ct_ya
             snprintf(p, sizeof p, "%s/layer_%d.safetensors", dir, i);
         }
         layer_file f;
-        if ((rc = open_file(tc, p, &f, err))) return rc;
+        if ((rc = open_file(ctx, tc, p, &f, err))) return rc;
         rc = tc->kind == CT_TC_CLT ? load_gs2_clt_layer(tc, i, &f, p, err) : load_plt_layer(tc, i, &f, p, err);
         if (rc) return rc;
     }
@@ -448,8 +443,9 @@ static ct_status config_activation(ct_transcoders *tc, const ct_yaml *cfg, ct_er
     return CT_OK;
 }
 
-ct_status ct_transcoders_load(ct_transcoders **out, const char *path, ct_err *err) {
+ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *path, ct_err *err) {
     *out = NULL;
+    if (ct_is_dir(path) && ct_ctx_check_read(ctx, path, err)) return err->status;
     ct_transcoders *tc = calloc(1, sizeof *tc);
     if (!tc) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     snprintf(tc->path, sizeof tc->path, "%s", path);
@@ -473,7 +469,7 @@ ct_status ct_transcoders_load(ct_transcoders **out, const char *path, ct_err *er
         if (ct_is_file(cfg_path)) {
             char *text;
             size_t len;
-            rc = ct_read_file(cfg_path, &text, &len, 16u << 20, err);
+            rc = ct_read_file(ctx, cfg_path, &text, &len, 16u << 20, err);
             if (!rc) {
                 rc = ct_yaml_parse(&cfg, text, len, err);
                 free(text);
@@ -486,12 +482,12 @@ ct_status ct_transcoders_load(ct_transcoders **out, const char *path, ct_err *er
         const ct_yaml *list = cfg ? ct_yaml_get(cfg, "transcoders") : NULL;
         if (!rc && list && list->kind != CT_YAML_LIST)
             rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: transcoders must be a list of paths", list->line);
-        if (!rc) rc = load_dir_files(tc, dir, list, err);
+        if (!rc) rc = load_dir_files(ctx, tc, dir, list, err);
         snprintf(tc->format, sizeof tc->format, "%s", tc->kind == CT_TC_CLT ? "clt" : "plt");
     } else if (ct_is_file(path)) {
         layer_file f;
         rc = set_layers(tc, 1, err);
-        if (!rc) rc = open_file(tc, path, &f, err);
+        if (!rc) rc = open_file(ctx, tc, path, &f, err);
         if (!rc) rc = load_plt_layer(tc, 0, &f, path, err);
     } else {
         rc = ct_fail(err, CT_STATUS_NOT_FOUND, "no transcoders at %s (no such file or directory)", path);
@@ -521,10 +517,8 @@ ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_e
         return ct_fail(err, CT_STATUS_BAD_SHAPE, "transcoders cover %d layers; the model has %d", tc->n_layers, m->cfg.n_layers);
     const char *hooks[2] = {tc->input_hook, tc->output_hook};
     for (int i = 0; i < 2; i++) {
-        char name[128];
         ct_hook_id id;
-        snprintf(name, sizeof name, "blocks.0.%s", hooks[i]);
-        if (ct_hook_parse(m, name, &id, err))
+        if (ct_hook_at(m, 0, hooks[i], &id, err))
             return ct_fail(err, CT_STATUS_NOT_FOUND, "transcoders %s hook '%s' is not a hook point of this %s model",
                            i ? "write to the" : "read the", hooks[i], m->cfg.architecture);
     }
@@ -711,4 +705,27 @@ ct_status ct_transcoders_random(ct_transcoders **out, const ct_model *m, int d_t
     }
     *out = tc;
     return CT_OK;
+}
+
+ct_status ct_tc_logit_effect(const ct_transcoders *tc, const ct_model *m, int layer, int64_t f, float *out, ct_err *err) {
+    int D = tc->d_model, V = m->cfg.vocab_size;
+    if (D != m->cfg.d_model) return ct_fail(err, CT_STATUS_BAD_SHAPE, "transcoders d_model %d, model %d", D, m->cfg.d_model);
+    if (layer < 0 || layer >= tc->n_layers)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "layer %d outside 0..%d", layer, tc->n_layers - 1);
+    float *d = calloc((size_t)D, sizeof(float)), *row = malloc(sizeof(float) * (size_t)D);
+    ct_status rc = d && row ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int j = 0; !rc && j < tc->layers[layer].n_out; j++) {
+        rc = ct_tc_decoder_row(tc, layer, f, j, row, err);
+        for (int i = 0; !rc && i < D; i++) d[i] += row[i];
+    }
+    for (int i = 0; !rc && i < D; i++) d[i] *= m->lnf_w ? m->lnf_w[i] + m->cfg.norm_gain_offset : 1.0f;
+    for (int v = 0; !rc && v < V; v++) {
+        const float *u = m->lm_head + (size_t)v * D;
+        double s = 0;
+        for (int i = 0; i < D; i++) s += (double)u[i] * d[i];
+        out[v] = (float)s;
+    }
+    free(d);
+    free(row);
+    return rc;
 }

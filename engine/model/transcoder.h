@@ -56,8 +56,9 @@ typedef struct ct_transcoders {
 } ct_transcoders;
 
 // Loads a set from a config.yaml, a directory (config.yaml, layer_{i}.safetensors, or the CLT
-// W_enc_{i}/W_dec_{i} files), or one file (.npz or .safetensors: a one-layer set).
-ct_status ct_transcoders_load(ct_transcoders **out, const char *path, ct_err *err);
+// W_enc_{i}/W_dec_{i} files), or one file (.npz or .safetensors: a one-layer set). Every file,
+// those a config.yaml lists included, is opened through ctx; hf:// entries go through its resolver.
+ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *path, ct_err *err);
 void ct_transcoders_free(ct_transcoders *tc);
 // A per-layer set for m with uniform random weights (mlp.hook_in -> mlp.hook_out, d_tc features
 // per layer, TopK k, or ReLU when k is 0), for benchmarks and tests.
@@ -76,6 +77,10 @@ ct_status ct_tc_decode_add(const ct_transcoders *tc, int layer, int j, const flo
 void ct_tc_skip_add(const ct_transcoders *tc, int layer, const float *x, int T, float *y);
 // Decoder row of feature f of `layer` into target layer + j: out (D,).
 ct_status ct_tc_decoder_row(const ct_transcoders *tc, int layer, int64_t f, int j, float *out, ct_err *err);
+// The direct effect of feature f of `layer` on the logits: out (V,) = W_U (g * d), with d its
+// decoder vectors summed over the layers it writes and g the final norm's gain (the norm's
+// denominator left out, as feature dashboards show top logits).
+ct_status ct_tc_logit_effect(const ct_transcoders *tc, const ct_model *m, int layer, int64_t f, float *out, ct_err *err);
 // Reconstruction of every output hook from every input hook: inputs (L, T, D) -> out (L, T, D)
 // (features at position 0 included; callers that zero BOS do it on the activations).
 ct_status ct_tc_reconstruct(const ct_transcoders *tc, const float *inputs, int T, float *out, ct_err *err);

@@ -29,7 +29,7 @@ ct_status ct_cache_open(ct_cache *c, const char *dir, int64_t max_bytes, ct_err 
     if (dir && *dir) snprintf(c->dir, sizeof c->dir, "%s", dir);
     else ct_cache_default_dir(c->dir, sizeof c->dir);
     c->max_bytes = max_bytes > 0 ? max_bytes : (int64_t)1 << 30;
-    return ct_mkdirs(c->dir, err);
+    return ct_mkdirs(NULL, c->dir, err);
 }
 
 static void sha_hex(const void *data, size_t n, char hex[65]) {
@@ -53,7 +53,7 @@ ct_status ct_cache_get(const ct_cache *c, const char *key, char **data, size_t *
     *n = 0;
     char *buf;
     size_t len;
-    if (!ct_is_file(path) || ct_read_file(path, &buf, &len, (size_t)c->max_bytes + 4096, NULL))
+    if (!ct_is_file(path) || ct_read_file(NULL, path, &buf, &len, (size_t)c->max_bytes + 4096, NULL))
         return ct_fail(err, CT_STATUS_NOT_FOUND, "'%s' is not in the cache", key);
     // header: MAGIC <64 hex> <length>\n<key>\n<payload>
     char want[65] = "", got[65];
@@ -85,7 +85,7 @@ ct_status ct_cache_get(const ct_cache *c, const char *key, char **data, size_t *
 ct_status ct_cache_put(const ct_cache *c, const char *key, const void *data, size_t n, ct_err *err) {
     char path[1200], sub[1100], tmp[1300], hex[65];
     entry_path(c, key, path, sizeof path, sub);
-    ct_status rc = ct_mkdirs(sub, err);
+    ct_status rc = ct_mkdirs(NULL, sub, err);
     if (rc) return rc;
     static unsigned counter;
     snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(), __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));

@@ -178,7 +178,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
 
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
     req_state *s = ud;
-    if (ct_cancel_requested) return 1;
+    if (ct_ctx_cancelled(s->o->ctx)) return 1;
     if (s->file && s->o->progress && s->body_started)
         s->o->progress(s->o->progress_ud, s->offset + dlnow, dltotal > 0 ? s->offset + dltotal : -1);
     return 0;
@@ -329,7 +329,7 @@ static void on_done(req_state *s, CURLcode c) {
     s->mem_len = s->mem_cap = 0;
     snprintf(r->final_url, sizeof r->final_url, "%s", s->url);
     const char *url = s->url;
-    if (ct_cancel_requested) {
+    if (ct_ctx_cancelled(o->ctx)) {
         finish(s, ct_fail(&r->err, CT_STATUS_CANCELLED, "request to %s cancelled", url));
         return;
     }
@@ -463,7 +463,7 @@ ct_status ct_http_perform(ct_http_req *reqs, int n, const ct_http_opts *opts) {
                 running++;
             }
         }
-        if (ct_cancel_requested) break;
+        if (ct_ctx_cancelled(opts->ctx)) break;
         int still = 0;
         curl_multi_perform(multi, &still);
         CURLMsg *msg;

@@ -1,6 +1,6 @@
 // http.h - HTTP requests over libcurl: timeouts, bounded retries with backoff, redirects that
 // keep credentials on their own server, size caps, resumable downloads to files, many requests
-// at once with bounded concurrency, cancellation (ct_cancel_requested).
+// at once with bounded concurrency, cancellation (the context in the options).
 //
 //   ct_http_req r = {.method = "GET", .url = "https://...", .accept = "application/json"};
 //   ct_status rc = ct_http_perform(&r, 1, &opts);   // r.status, r.body, r.err
@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "core/ctx.h"
 #include "core/status.h"
 
 typedef struct {
@@ -32,6 +33,7 @@ typedef struct {
     // Called during file downloads with bytes on disk and the expected total (-1 unknown).
     void (*progress)(void *ud, int64_t done, int64_t total);
     void *progress_ud;
+    const ct_ctx *ctx;         // its cancellation and deadline stop transfers (may be NULL)
 } ct_http_opts;
 
 // Defaults above.
@@ -66,8 +68,8 @@ typedef struct {
 
 // Performs n requests, at most opts->concurrency at a time. Returns CT_OK when every request
 // ended with a 2xx (or a 3xx where follow says not to follow); otherwise the first failing
-// request's status, with each request's own rc and err set. CANCELLED when ct_cancel_requested
-// is raised: transfers stop, a partial download file stays for the next attempt to resume.
+// request's status, with each request's own rc and err set. CANCELLED when opts->ctx is
+// cancelled: transfers stop, a partial download file stays for the next attempt to resume.
 ct_status ct_http_perform(ct_http_req *reqs, int n, const ct_http_opts *opts);
 void ct_http_req_free(ct_http_req *r);
 

@@ -164,12 +164,12 @@ static void strip_etag(const char *in, char *out, size_t n) {
 }
 
 // Holds an exclusive lock on path, waiting for another process to finish; cancellable.
-static ct_status lock_file(const char *path, const char *what, int *fd, ct_err *err) {
+static ct_status lock_file(const ct_hub *h, const char *path, const char *what, int *fd, ct_err *err) {
     *fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
     if (*fd < 0) return ct_fail(err, CT_STATUS_IO, "cannot open lock %s: %s", path, strerror(errno));
     int told = 0;
     while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
-        if (ct_cancel_requested) {
+        if (ct_ctx_cancelled(h->http.ctx)) {
             close(*fd);
             return ct_fail(err, CT_STATUS_CANCELLED, "cancelled while waiting for %s", path);
         }
@@ -188,10 +188,10 @@ static ct_status verify(const char *file, const char *etag, int64_t size, const 
     char hex[65];
     ct_status rc = CT_OK;
     if (is_hex(etag, 64)) {
-        if (!(rc = ct_sha256_file(file, hex, err)) && strcmp(hex, etag) != 0)
+        if (!(rc = ct_sha256_file(NULL, file, hex, err)) && strcmp(hex, etag) != 0)
             rc = ct_fail(err, CT_STATUS_CHECKSUM, "%s: downloaded bytes have sha256 %s; the server's ETag says %s", what, hex, etag);
     } else if (is_hex(etag, 40)) {
-        if (!(rc = ct_git_blob_sha1_file(file, hex, err)) && strcmp(hex, etag) != 0)
+        if (!(rc = ct_git_blob_sha1_file(NULL, file, hex, err)) && strcmp(hex, etag) != 0)
             rc = ct_fail(err, CT_STATUS_CHECKSUM, "%s: downloaded bytes have git blob sha1 %s; the server's ETag says %s", what,
                          hex, etag);
     }
@@ -221,16 +221,8 @@ static ct_status write_ref(const char *dir, const char *rev, const char *commit,
     char d[1800];
     snprintf(d, sizeof d, "%s", p);
     *strrchr(d, '/') = 0;
-    ct_status rc = ct_mkdirs(d, err);
-    if (rc) return rc;
-    char tmp[1900];
-    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", p, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f || fputs(commit, f) < 0 || fclose(f) != 0 || rename(tmp, p) != 0) {
-        unlink(tmp);
-        return ct_fail(err, CT_STATUS_IO, "cannot write %s", p);
-    }
-    return CT_OK;
+    ct_status rc = ct_mkdirs(NULL, d, err);
+    return rc ? rc : ct_write_file(NULL, p, commit, strlen(commit), err);
 }
 
 ct_status ct_hub_file(ct_hub *h, const char *repo, const char *path, const char *rev, char *out, size_t n,
@@ -298,15 +290,15 @@ ct_status ct_hub_file(ct_hub *h, const char *repo, const char *path, const char 
         return CT_OK;
     }
     snprintf(d, sizeof d, "%s/blobs", dir);
-    if ((rc = ct_mkdirs(d, err))) return rc;
+    if ((rc = ct_mkdirs(NULL, d, err))) return rc;
     snprintf(d, sizeof d, "%s", pointer);
     *strrchr(d, '/') = 0;
-    if ((rc = ct_mkdirs(d, err))) return rc;
+    if ((rc = ct_mkdirs(NULL, d, err))) return rc;
     snprintf(d, sizeof d, "%s/.locks/%s", h->cache, strrchr(dir, '/') + 1);
-    if ((rc = ct_mkdirs(d, err))) return rc;
+    if ((rc = ct_mkdirs(NULL, d, err))) return rc;
     snprintf(lockp, sizeof lockp, "%s/%s.lock", d, etag);
     int fd;
-    if ((rc = lock_file(lockp, what, &fd, err))) return rc;
+    if ((rc = lock_file(h, lockp, what, &fd, err))) return rc;
 
     // 3. the bytes (unless another process fetched them while we waited)
     if (!(stat(blob, &sb) == 0 && (size < 0 || sb.st_size == size))) {

@@ -113,7 +113,7 @@ static void handle(int fd, const char *dir) {
     free(body);
 }
 
-ct_status ct_serve_dir(const char *dir, int port, volatile int *cancel, void (*ready)(void *ctx, int port), void *ctx,
+ct_status ct_serve_dir(const ct_ctx *ctx, const char *dir, int port, void (*ready)(void *ud, int port), void *ud,
                        ct_err *err) {
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return ct_fail(err, CT_STATUS_NOT_FOUND, "serve: %s is not a directory", dir);
@@ -130,14 +130,14 @@ ct_status ct_serve_dir(const char *dir, int port, volatile int *cancel, void (*r
         close(s);
         return ct_fail(err, CT_STATUS_IO, "serve: cannot listen on 127.0.0.1:%d: %s", port, strerror(e));
     }
-    if (ready) ready(ctx, ntohs(a.sin_port));
-    while (!(cancel && *cancel)) {
+    if (ready) ready(ud, ntohs(a.sin_port));
+    while (!ct_ctx_cancelled(ctx)) {
         struct pollfd p = {s, POLLIN, 0};
         if (poll(&p, 1, 200) <= 0) continue;
-        int c = accept(s, NULL, NULL);
-        if (c < 0) continue;
-        handle(c, dir);
-        close(c);
+        int conn = accept(s, NULL, NULL);
+        if (conn < 0) continue;
+        handle(conn, dir);
+        close(conn);
     }
     close(s);
     return ct_fail(err, CT_STATUS_CANCELLED, "serve: stopped");

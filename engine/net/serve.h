@@ -2,11 +2,12 @@
 #ifndef CT_SERVE_H
 #define CT_SERVE_H
 
+#include "core/ctx.h"
 #include "core/status.h"
 
 // Serves the files of dir (GET and HEAD; "/" lists the .html pages) on 127.0.0.1:port (0: any
-// free port) until *cancel becomes non-zero. ready(ctx, port) is called once listening.
-ct_status ct_serve_dir(const char *dir, int port, volatile int *cancel, void (*ready)(void *ctx, int port), void *ctx,
+// free port) until ctx is cancelled. ready(ud, port) is called once listening.
+ct_status ct_serve_dir(const ct_ctx *ctx, const char *dir, int port, void (*ready)(void *ud, int port), void *ud,
                        ct_err *err);
 
 #endif

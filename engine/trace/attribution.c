@@ -17,8 +17,6 @@
 #include "trace/replacement.h"
 #include "trace/rowstore.h"
 
-enum { IN_RESID_MID, IN_NORMALIZED, IN_MLP_IN };   // as replacement.c
-
 void ct_attr_opts_default(ct_attr_opts *o) {
     memset(o, 0, sizeof *o);
     o->max_n_logits = 10;
@@ -30,12 +28,14 @@ void ct_attr_opts_default(ct_attr_opts *o) {
 typedef struct {
     ct_model *m;
     const ct_transcoders *tc;
-    int L, T, D, H, KV, hd, in_kind, out_raw;
-    ct_frozen_run clean;    // frozen patterns and norm denominators; transcoder hooks, embeddings
-    const ct_frozen *fz;
+    int L, T, D, H, KV, hd;
+    ct_tc_input input;      // which value the transcoders read
+    int out_raw;            // their output hook is the raw MLP output
+    // from the clean run (held by the replacement model until the graph is built)
+    const ct_frozen *fz;    // frozen patterns and norm denominators
     const float *embed;     // (T, D) token embeddings as added
-    float *err_vec;         // (L, T, D) error vectors (position 0 zero)
-    float *logits;          // (V,) last position
+    const float *err_vec;   // (L, T, D) error vectors (position 0 zero)
+    const float *logits;    // (V,) last position
     int64_t n_active;
     int32_t *active;        // (n_active, 3)
     float *act_val;         // (n_active,)
@@ -53,95 +53,40 @@ typedef struct {
 } attr_ctx;
 
 static void ctx_free(attr_ctx *a) {
-    ct_frozen_run_free(&a->clean);
-    free(a->err_vec); free(a->logits); free(a->active); free(a->act_val); free(a->start);
+    free(a->active); free(a->act_val); free(a->start);
     free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->v); free(a->first);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Clean run: frozen values, active features, error vectors
+// The clean run: frozen values, error vectors, active features
 
-static ct_status clean_run(attr_ctx *a, const int *tokens, ct_err *err) {
-    ct_model *m = a->m;
-    const ct_transcoders *tc = a->tc;
-    int L = a->L, T = a->T, D = a->D;
-    size_t TD = (size_t)T * D;
-    // extra hooks: each layer's transcoder input and output, then the embeddings
-    ct_hook_id *ids = calloc((size_t)(2 * L + 1), sizeof *ids);
-    if (!ids) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    ct_status rc = CT_OK;
-    for (int l = 0; l < L && !rc; l++) {
-        char name[128];
-        snprintf(name, sizeof name, "blocks.%d.%s", l, tc->input_hook);
-        rc = ct_hook_parse(m, name, &ids[2 * l], err);
-        snprintf(name, sizeof name, "blocks.%d.%s", l, tc->output_hook);
-        if (!rc) rc = ct_hook_parse(m, name, &ids[2 * l + 1], err);
-    }
-    ids[2 * L] = (ct_hook_id){CT_HOOK_EMBED, -1};
-    a->logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
-    if (!rc && !a->logits) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    if (!rc) rc = ct_frozen_capture(&a->clean, m, tokens, T, ids, 2 * L + 1, a->logits, err);
-    free(ids);
+static ct_status take_clean_run(attr_ctx *a, ct_replacement *rm, const int *tokens, ct_err *err) {
+    ct_clean_run *c;
+    ct_status rc = ct_replacement_clean(rm, tokens, a->T, &c, err);
     if (rc) return rc;
-    a->fz = &a->clean.fz;
-    a->embed = ct_frozen_extra(&a->clean, 2 * L);
-    float *in = malloc(sizeof(float) * L * TD), *act = NULL;
-    a->err_vec = malloc(sizeof(float) * L * TD);
-    if (!in || !a->err_vec) {
-        free(in);
-        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a %d-position prompt", T);
+    a->fz = &c->frozen.fz;
+    a->embed = c->embed;
+    a->err_vec = c->err;
+    a->logits = c->logits;
+    // active features, sorted by (layer, position, index) as the clean run lists them (none at
+    // position 0); the graph takes its own copy
+    const ct_sparse_acts *acts = ct_clean_acts(rm, c, 0, err);
+    if (!acts) return err->status;
+    int64_t n = acts->n;
+    a->n_active = n;
+    a->active = malloc(sizeof(int32_t) * 3 * (size_t)(n + 1));
+    a->act_val = malloc(sizeof(float) * (size_t)(n + 1));
+    a->start = calloc((size_t)a->L * a->T + 1, sizeof(int64_t));
+    if (!a->active || !a->act_val || !a->start) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for active features");
+    memcpy(a->active, acts->idx, sizeof(int32_t) * 3 * (size_t)n);
+    memcpy(a->act_val, acts->value, sizeof(float) * (size_t)n);
+    // start[l * T + t]: the first active index of (layer, position)
+    for (int64_t i = 0; i < n; i++) a->start[(int64_t)acts->idx[3 * i] * a->T + acts->idx[3 * i + 1] + 1]++;
+    for (int64_t k = 0; k < (int64_t)a->L * a->T; k++) {
+        if (a->start[k + 1] > a->max_block) a->max_block = a->start[k + 1];
+        a->start[k + 1] += a->start[k];
     }
-    for (int l = 0; l < L; l++) memcpy(in + l * TD, ct_frozen_extra(&a->clean, 2 * l), sizeof(float) * TD);
-
-    // error = output hook - reconstruction from every layer's features (position 0 zero)
-    rc = ct_tc_reconstruct(tc, in, T, a->err_vec, err);
-    for (int l = 0; l < L && !rc; l++) {
-        const float *out = ct_frozen_extra(&a->clean, 2 * l + 1);
-        float *e = a->err_vec + l * TD;
-        for (size_t i = 0; i < TD; i++) e[i] = i < (size_t)D ? 0.0f : out[i] - e[i];
-    }
-
-    // active features, sorted by (layer, position, index); position 0 dropped
-    int64_t cap = 0;
-    a->start = calloc((size_t)L * T + 1, sizeof(int64_t));
-    if (!rc && !a->start) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    for (int l = 0; l < L && !rc; l++) {
-        int F = tc->layers[l].d_tc;
-        free(act);
-        if (!(act = malloc(sizeof(float) * (size_t)T * F))) {
-            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-            break;
-        }
-        if ((rc = ct_tc_encode(tc, l, in + l * TD, T, NULL, act, err))) break;
-        for (int t = 0; t < T && !rc; t++) {
-            a->start[l * T + t] = a->n_active;
-            if (t == 0) continue;
-            for (int f = 0; f < F; f++) {
-                float v = act[(size_t)t * F + f];
-                if (v == 0.0f) continue;
-                if (a->n_active == cap) {
-                    cap = cap ? 2 * cap : 4096;
-                    int32_t *na = realloc(a->active, sizeof(int32_t) * 3 * (size_t)cap);
-                    if (na) a->active = na;
-                    float *nv = realloc(a->act_val, sizeof(float) * (size_t)cap);
-                    if (nv) a->act_val = nv;
-                    if (!na || !nv) {
-                        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for active features");
-                        break;
-                    }
-                }
-                int32_t *r = a->active + 3 * a->n_active;
-                r[0] = l, r[1] = t, r[2] = f;
-                a->act_val[a->n_active++] = v;
-            }
-        }
-    }
-    if (a->start) a->start[(size_t)L * T] = a->n_active;
-    for (int64_t i = 0; !rc && i < (int64_t)L * T; i++)
-        if (a->start[i + 1] - a->start[i] > a->max_block) a->max_block = a->start[i + 1] - a->start[i];
-    free(act);
-    free(in);
-    return rc;
+    return CT_OK;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,11 +242,11 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
             if (tl->W_skip) {
                 float *GI = a->A2;
                 gemm_live(&a->flops, first, Tp, B, D, D, GO, tl->W_skip, tl->skip_mode == CT_SKIP_XW, D, GI);
-                if (a->in_kind == IN_RESID_MID) {
+                if (a->input == CT_TC_IN_RESID_MID) {
                     for (int t = 0; t < Tp; t++)
                         for (size_t i = ((size_t)t * B + first[t]) * D; i < (size_t)(t + 1) * B * D; i++) G[i] += GI[i];
                 } else {
-                    norm_back(a, G, GI, a->fz->ln2_scale[l], a->in_kind == IN_MLP_IN ? w->ln2_w : NULL, Tp, B, first, 1);
+                    norm_back(a, G, GI, a->fz->ln2_scale[l], a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, Tp, B, first, 1);
                 }
             }
         }
@@ -310,8 +255,8 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
             if (r[b].layer != l) continue;
             float *g = G + ((size_t)r[b].pos * B + b) * D, *v = a->v;
             memcpy(v, r[b].vec, sizeof(float) * D);
-            if (a->in_kind != IN_RESID_MID)
-                norm_back(a, v, v, a->fz->ln2_scale[l] + r[b].pos, a->in_kind == IN_MLP_IN ? w->ln2_w : NULL, 1, 1, NULL, 0);
+            if (a->input != CT_TC_IN_RESID_MID)
+                norm_back(a, v, v, a->fz->ln2_scale[l] + r[b].pos, a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, 1, 1, NULL, 0);
             for (int i = 0; i < D; i++) g[i] += v[i];
         }
         // 4. attention with frozen patterns: Z = G' W_O; dV_h = P_h^T Z_h; G += N1^T(dV W_V)
@@ -671,18 +616,18 @@ static ct_status fill_sq(rows_state *rs, int64_t j0, int64_t j1, ct_err *err) {
     return CT_OK;
 }
 
-ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
-                       const ct_attr_opts *o, ct_err *err) {
+ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, int T, const ct_attr_opts *o, ct_err *err) {
     *out = NULL;
+    ct_model *m = rm->m;
+    const ct_transcoders *tc = rm->tc;
     ct_status rc;
     if ((rc = check_opts(o, err))) return rc;
     if (T < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "attribute: expected a prompt of at least one token, got %d", T);
     if (m->cfg.max_seq_len > 0 && T > m->cfg.max_seq_len)
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "attribute: the prompt has %d tokens; the model's context is %d",
                        T, m->cfg.max_seq_len);
-    if ((rc = ct_transcoders_check(tc, m, err))) return rc;
     attr_ctx a = {.m = m, .tc = tc, .L = m->cfg.n_layers, .T = T, .D = m->cfg.d_model, .H = m->cfg.n_heads,
-                  .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim};
+                  .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim, .input = rm->input, .out_raw = rm->out_raw};
     target *tg = NULL;
     rows_state rs = {0};
     float *infl = NULL;
@@ -694,9 +639,8 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     ct_attr_stats stats = {0};
     double t0 = now_s(), t1;
 
-    if ((rc = ct_replacement_hooks(tc, &a.in_kind, &a.out_raw, err))) goto done;
     report(o, "setup", 0, 1);
-    if ((rc = clean_run(&a, tokens, err))) goto done;
+    if ((rc = take_clean_run(&a, rm, tokens, err))) goto done;
     if ((rc = make_targets(&a, o, &tg, &a.K, err))) goto done;
     stats.setup_s = (t1 = now_s()) - t0;
     int K = a.K;
@@ -787,11 +731,9 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
         rs.n_visit = n_visited + n_pending;
         if (rs.sq && (rc = fill_sq(&rs, n_visited, n_visited + n_pending, err))) goto done;
         for (int64_t i0 = 0; i0 < n_pending; i0 += B) {
-            if (o->cancel && *o->cancel) {
-                rc = ct_fail(err, CT_STATUS_CANCELLED, "attribution cancelled after %lld of %lld feature rows",
-                             (long long)(n_visited + i0), (long long)budget);
+            if ((rc = ct_ctx_check_cancel(o->ctx, err, "attribution stopped after %lld of %lld feature rows",
+                                          (long long)(n_visited + i0), (long long)budget)))
                 goto done;
-            }
             int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;
             for (int i = 0; i < nb; i++) {
                 const int32_t *af = a.active + 3 * order[i0 + i];
@@ -811,7 +753,7 @@ ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, co
     // the scratch and the clean run's values are done with; the graph takes their room
     free(rs.sq), free(rs.bbuf), free(a.G), free(a.A1), free(a.A2);
     rs.sq = NULL, rs.bbuf = NULL, a.G = a.A1 = a.A2 = NULL;
-    ct_frozen_run_free(&a.clean);
+    ct_replacement_release(rm);
 
     // graph: selected features ascending, then error, token and logit nodes
     g = calloc(1, sizeof *g);

@@ -12,8 +12,7 @@
 #define CT_ATTRIBUTION_H
 
 #include "trace/graph.h"
-#include "model/model.h"
-#include "model/transcoder.h"
+#include "trace/replacement.h"
 
 // An explicit attribution target: a vocabulary token (vec NULL) or a direction (D,).
 typedef struct {
@@ -44,7 +43,7 @@ typedef struct {
     // progress (may be NULL): phase name, units done and total
     void (*progress)(void *ctx, const char *phase, int64_t done, int64_t total);
     void *progress_ctx;
-    volatile int *cancel;         // checked between batches; non-zero stops with CANCELLED
+    const ct_ctx *ctx;            // cancellation and deadline, checked between batches (may be NULL)
     ct_attr_stats *stats;         // may be NULL
     size_t memory_limit;          // working memory in bytes (0: 4 GiB): rows beyond half of it go
                                   // to a file, batches shrink to keep their scratch within an eighth
@@ -52,8 +51,9 @@ typedef struct {
 
 void ct_attr_opts_default(ct_attr_opts *o);
 
-// Computes the attribution graph of tokens (T,) (which start with BOS or another special token).
-ct_status ct_attribute(ct_graph **out, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
-                       const ct_attr_opts *o, ct_err *err);
+// Computes the attribution graph of tokens (T,) (which start with BOS or another special token)
+// in the replacement model r, from the prompt's clean run (r's held one when it is of these tokens;
+// r releases it before the graph is built, to leave the graph its room).
+ct_status ct_attribute(ct_graph **out, ct_replacement *r, const int *tokens, int T, const ct_attr_opts *o, ct_err *err);
 
 #endif

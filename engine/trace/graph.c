@@ -460,3 +460,23 @@ done:
     *out = p;
     return rc;
 }
+
+ct_status ct_graph_node_influence(ct_graph *g, const float **out, ct_err *err) {
+    *out = NULL;
+    if (!g->node_influence) {
+        int64_t N = g->n_nodes;
+        double *inf = malloc(sizeof(double) * (size_t)(N + 1));
+        int64_t *order = malloc(sizeof(int64_t) * (size_t)(N + 1));
+        float *cum = malloc(sizeof(float) * (size_t)(N + 1));
+        ct_status rc = inf && order && cum ? ct_graph_influence(g, inf, err) : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        if (!rc) ct_graph_rank_fraction(inf, N, order, cum);
+        free(inf), free(order);
+        if (rc) {
+            free(cum);
+            return rc;
+        }
+        g->node_influence = cum;
+    }
+    *out = g->node_influence;
+    return CT_OK;
+}

@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "core/ctx.h"
 #include "core/status.h"
 
 typedef struct {
@@ -49,7 +50,8 @@ typedef struct ct_graph {
     float *adj;                // (S + K, N) rows of the feature nodes, then of the logit nodes
     // pruned graphs: adj holds only the kept edges; node_mask (N,) the kept nodes
     uint8_t *node_mask;
-    float *node_influence;     // (N,) cumulative influence rank fraction (pruned graphs), else NULL
+    float *node_influence;     // (N,) cumulative influence rank fraction: set by pruning and loading,
+                               // computed on first use for full graphs (ct_graph_node_influence)
     double scores[2];          // replacement, completeness (pruned graphs: computed at pruning)
     int has_scores;
     ct_graph_settings settings;
@@ -96,6 +98,9 @@ ct_status ct_graph_influence(const ct_graph *g, double *out, ct_err *err);
 // by index): the graph JSON "influence" field. order (N,) is scratch.
 void ct_graph_rank_fraction(const double *inf, int64_t N, int64_t *order, float *cum);
 
+// The graph's cumulative influence rank fraction of every node (N,), computed once and kept in g.
+ct_status ct_graph_node_influence(ct_graph *g, const float **out, ct_err *err);
+
 // out (N,): the signed effect of every node on node target summed over all paths of the graph
 // (A + A^2 + ... read from the target's row): what the linear graph predicts for removing a node.
 ct_status ct_graph_total_effects(const ct_graph *g, int64_t target, double *out, ct_err *err);
@@ -115,17 +120,19 @@ typedef struct {
     const char *scan;            // Neuronpedia model id; default the graph's
     const char *source_set;      // feature_details.neuronpedia_source_set (may be NULL)
 } ct_json_opts;
-ct_status ct_graph_save_json(const ct_graph *g, const char *path, const ct_json_opts *o, ct_err *err);
+ct_status ct_graph_save_json(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, ct_err *err);
+// The same JSON as a string: *out (malloc'ed, NUL-terminated), *n bytes.
+ct_status ct_graph_json(const ct_graph *g, const ct_json_opts *o, char **out, size_t *n, ct_err *err);
 // Adds or replaces the slug's entry in dir/graph-metadata.json.
-ct_status ct_graph_metadata_upsert(const ct_graph *g, const char *dir, const ct_json_opts *o, ct_err *err);
+ct_status ct_graph_metadata_upsert(ct_ctx *ctx, const ct_graph *g, const char *dir, const ct_json_opts *o, ct_err *err);
 // Reads a graph JSON back: nodes and links (a pruned graph over the nodes the file holds).
-ct_status ct_graph_load_json(ct_graph **out, const char *path, ct_err *err);
+ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err);
 
 // The full graph as safetensors with circuit-tracer's Graph field names (adjacency_matrix,
 // active_features, selected_features, activation_values, logit_tokens, logit_probabilities,
 // input_tokens) and the prompt and settings in the metadata.
-ct_status ct_graph_save(const ct_graph *g, const char *path, ct_err *err);
-ct_status ct_graph_load(ct_graph **out, const char *path, ct_err *err);
+ct_status ct_graph_save(ct_ctx *ctx, const ct_graph *g, const char *path, ct_err *err);
+ct_status ct_graph_load(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err);
 
 // Cantor pairing of (layer, feature), as Neuronpedia numbers features.
 int64_t ct_cantor(int64_t layer, int64_t feature);

@@ -112,22 +112,10 @@ static void sb_double(sbuf *b, double v) {
     sb_str(b, tmp);
 }
 
-// Writes the buffer to path through a temporary file and a rename.
-static ct_status sb_save(sbuf *b, const char *path, ct_err *err) {
+// Writes the buffer to path (atomically, checked against c's write root).
+static ct_status sb_save(ct_ctx *ctx, sbuf *b, const char *path, ct_err *err) {
     if (b->oom) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory writing %s", path);
-    ct_status rc = ct_check_write(path, err);
-    if (rc) return rc;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", tmp, strerror(errno));
-    int ok = fwrite(b->s, 1, b->n, f) == b->n;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
-    }
-    return CT_OK;
+    return ct_write_file(ctx, path, b->s, b->n, err);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,7 +262,8 @@ static ct_status check_slug(const char *slug, ct_err *err) {
     return CT_OK;
 }
 
-static ct_status write_json(const ct_graph *p, const char *path, const ct_json_opts *o, ct_err *err) {
+// The JSON text of a pruned graph p into b.
+static ct_status json_text(const ct_graph *p, const ct_json_opts *o, sbuf *b, ct_err *err) {
     int64_t N = p->n_nodes;
     uint8_t *used = calloc((size_t)N + 1, 1);
     if (!used) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
@@ -285,20 +274,19 @@ static ct_status write_json(const ct_graph *p, const char *path, const ct_json_o
             if (row[c] != 0.0f) used[ct_graph_row_node(p, r)] = used[c] = 1;
     }
     for (int64_t i = ct_graph_token_node(p, 0); i < N; i++) used[i] = 1;
-    sbuf b = {0};
-    sb_str(&b, "{\n  \"metadata\": ");
-    write_metadata(&b, p, o, "  ", 1);
-    sb_str(&b, ",\n  \"qParams\": {\"pinnedIds\": [], \"supernodes\": [], \"linkType\": \"both\", \"clickedId\": \"\", \"sg_pos\": \"\"},\n"
+    sb_str(b, "{\n  \"metadata\": ");
+    write_metadata(b, p, o, "  ", 1);
+    sb_str(b, ",\n  \"qParams\": {\"pinnedIds\": [], \"supernodes\": [], \"linkType\": \"both\", \"clickedId\": \"\", \"sg_pos\": \"\"},\n"
                "  \"nodes\": [\n");
     int first = 1;
     int64_t l0 = ct_graph_logit_node(p, 0);
     for (int64_t i = 0; i < N; i++) {
         if (!used[i]) continue;
-        if (!first) sb_str(&b, ",\n");
+        if (!first) sb_str(b, ",\n");
         first = 0;
-        write_node(&b, p, i, i == l0);
+        write_node(b, p, i, i == l0);
     }
-    sb_str(&b, "\n  ],\n  \"links\": [\n");
+    sb_str(b, "\n  ],\n  \"links\": [\n");
     first = 1;
     for (int64_t r = 0; r < ct_graph_n_rows(p); r++) {
         const float *row = p->adj + (size_t)r * N;
@@ -308,33 +296,50 @@ static ct_status write_json(const ct_graph *p, const char *path, const ct_json_o
             if (row[c] == 0.0f) continue;
             char s[64];
             ct_graph_node_id(p, c, s, sizeof s);
-            sb_printf(&b, "%s    {\"source\": \"%s\", \"target\": \"%s\", \"weight\": ", first ? "" : ",\n", s, t);
-            sb_float(&b, row[c]);
-            sb_str(&b, "}");
+            sb_printf(b, "%s    {\"source\": \"%s\", \"target\": \"%s\", \"weight\": ", first ? "" : ",\n", s, t);
+            sb_float(b, row[c]);
+            sb_str(b, "}");
             first = 0;
         }
     }
-    sb_str(&b, "\n  ]\n}\n");
+    sb_str(b, "\n  ]\n}\n");
     free(used);
-    ct_status rc = sb_save(&b, path, err);
-    free(b.s);
-    return rc;
+    return b->oom ? ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a graph JSON of %lld nodes", (long long)N) : CT_OK;
 }
 
-ct_status ct_graph_save_json(const ct_graph *g, const char *path, const ct_json_opts *o, ct_err *err) {
+ct_status ct_graph_json(const ct_graph *g, const ct_json_opts *o, char **out, size_t *n, ct_err *err) {
+    *out = NULL;
+    *n = 0;
     ct_status rc = check_slug(o ? o->slug : NULL, err);
     if (rc) return rc;
-    if (g->node_mask) return write_json(g, path, o, err);
     ct_graph *p = NULL;
-    double nt = g->settings.node_threshold >= 0 ? g->settings.node_threshold : 0.8;
-    double et = g->settings.edge_threshold >= 0 ? g->settings.edge_threshold : 0.98;
-    if ((rc = ct_graph_prune(&p, g, nt, et, err))) return rc;
-    rc = write_json(p, path, o, err);
+    if (!g->node_mask) {   // a full graph: pruned with the settings' thresholds first
+        double nt = g->settings.node_threshold >= 0 ? g->settings.node_threshold : 0.8;
+        double et = g->settings.edge_threshold >= 0 ? g->settings.edge_threshold : 0.98;
+        if ((rc = ct_graph_prune(&p, g, nt, et, err))) return rc;
+    }
+    sbuf b = {0};
+    rc = json_text(p ? p : g, o, &b, err);
     ct_graph_free(p);
+    if (rc) {
+        free(b.s);
+        return rc;
+    }
+    *out = b.s;
+    *n = b.n;
+    return CT_OK;
+}
+
+ct_status ct_graph_save_json(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, ct_err *err) {
+    char *text;
+    size_t n;
+    ct_status rc = ct_graph_json(g, o, &text, &n, err);
+    if (!rc) rc = ct_write_file(ctx, path, text, n, err);
+    free(text);
     return rc;
 }
 
-ct_status ct_graph_metadata_upsert(const ct_graph *g, const char *dir, const ct_json_opts *o, ct_err *err) {
+ct_status ct_graph_metadata_upsert(ct_ctx *ctx, const ct_graph *g, const char *dir, const ct_json_opts *o, ct_err *err) {
     ct_status rc = check_slug(o ? o->slug : NULL, err);
     if (rc) return rc;
     char path[4200];
@@ -343,7 +348,7 @@ ct_status ct_graph_metadata_upsert(const ct_graph *g, const char *dir, const ct_
     char *text = NULL;
     size_t len = 0;
     if (access(path, F_OK) == 0) {
-        if ((rc = ct_read_file(path, &text, &len, (size_t)1 << 32, err))) return rc;
+        if ((rc = ct_read_file(ctx, path, &text, &len, (size_t)1 << 32, err))) return rc;
         root = cJSON_ParseWithLength(text, len);
         free(text);
         if (!cJSON_IsObject(root) || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "graphs"))) {
@@ -388,7 +393,7 @@ ct_status ct_graph_metadata_upsert(const ct_graph *g, const char *dir, const ct_
     }
     sb_str(&ob, "\n  ]\n}\n");
     cJSON_Delete(root);
-    rc = sb_save(&ob, path, err);
+    rc = sb_save(ctx, &ob, path, err);
     free(ob.s);
     return rc;
 }
@@ -432,11 +437,11 @@ static ct_status bad(ct_err *err, const char *path, const char *what, int i) {
     return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: node %d: %s", path, i + 1, what);
 }
 
-ct_status ct_graph_load_json(ct_graph **out, const char *path, ct_err *err) {
+ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err) {
     *out = NULL;
     char *text = NULL;
     size_t len = 0;
-    ct_status rc = ct_read_file(path, &text, &len, (size_t)1 << 32, err);
+    ct_status rc = ct_read_file(ctx, path, &text, &len, (size_t)1 << 32, err);
     if (rc) return rc;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
@@ -461,13 +466,13 @@ ct_status ct_graph_load_json(ct_graph **out, const char *path, ct_err *err) {
     cJSON_ArrayForEach(it, nodes) {
         json_node *x = &jn[i];
         const char *type = jstr(it, "feature_type"), *layer = jstr(it, "layer");
-        long long ctx, feature;
+        long long ctx_idx, feature;
         x->id = jstr(it, "node_id");
-        if (!x->id || !type || !layer || !jint(it, "ctx_idx", &ctx) || !jint(it, "feature", &feature) || ctx < 0 || ctx >= T) {
+        if (!x->id || !type || !layer || !jint(it, "ctx_idx", &ctx_idx) || !jint(it, "feature", &feature) || ctx_idx < 0 || ctx_idx >= T) {
             rc = bad(err, path, "expected node_id, feature_type, layer, feature and ctx_idx within the prompt", i);
             goto done;
         }
-        x->pos = (int)ctx;
+        x->pos = (int)ctx_idx;
         x->clerp = jstr(it, "clerp");
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(it, "activation");
         x->activation = cJSON_IsNumber(v) ? v->valuedouble : 0.0;
@@ -658,7 +663,7 @@ static void adjacency_row(void *ctx, int64_t r, float *out) {
     else memset(out, 0, sizeof(float) * (size_t)g->n_nodes);
 }
 
-ct_status ct_graph_save(const ct_graph *g, const char *path, ct_err *err) {
+ct_status ct_graph_save(ct_ctx *ctx, const ct_graph *g, const char *path, ct_err *err) {
     if (g->node_mask)
         return ct_fail(err, CT_STATUS_UNSUPPORTED, "save: only full graphs are saved as safetensors (this one is pruned)");
     int64_t N = g->n_nodes, S = g->n_selected, NA = g->n_active, T = g->n_pos, K = g->n_logits;
@@ -700,7 +705,7 @@ ct_status ct_graph_save(const ct_graph *g, const char *path, ct_err *err) {
                               "feature_input_hook", g->input_hook, "feature_output_hook", g->output_hook,
                               "generation_settings", settings};
         if (!lab || !txt) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-        else rc = ct_safetensors_write(path, e, (int)(sizeof e / sizeof e[0]), meta, (int)(sizeof meta / sizeof meta[0]) / 2, err);
+        else rc = ct_safetensors_write(ctx, path, e, (int)(sizeof e / sizeof e[0]), meta, (int)(sizeof meta / sizeof meta[0]) / 2, err);
         free(lab), free(txt);
     }
     free(active), free(tokens), free(logit_tokens), free(probs);
@@ -738,10 +743,10 @@ static ct_status get_f32(const ct_safetensors *st, const char *path, const char 
     return ct_st_to_f32(*out, t, err);
 }
 
-ct_status ct_graph_load(ct_graph **out, const char *path, ct_err *err) {
+ct_status ct_graph_load(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err) {
     *out = NULL;
     ct_safetensors *st = NULL;
-    ct_status rc = ct_safetensors_open(&st, path, err);
+    ct_status rc = ct_safetensors_open(ctx, &st, path, err);
     if (rc) return rc;
     ct_graph *g = calloc(1, sizeof *g);
     int64_t *tmp = NULL, *lt = NULL, *active = NULL;

@@ -16,11 +16,12 @@
 //     clean)); cross-layer decoders write only inside the range. The range covering every layer
 //     also freezes every norm denominator: the direct effects the attribution graph holds.
 //   freeze_attention (default on): attention patterns are the clean run's.
+// Every pass starts from the prompt's clean run (trace/replacement.h), which the replacement model
+// keeps between calls on the same prompt.
 #ifndef CT_INTERVENTION_H
 #define CT_INTERVENTION_H
 
-#include "model/model.h"
-#include "model/transcoder.h"
+#include "trace/replacement.h"
 
 typedef enum { CT_IV_FEATURE, CT_IV_ERROR, CT_IV_TOKEN } ct_iv_kind;
 typedef enum { CT_IV_SET, CT_IV_SCALE, CT_IV_ADD } ct_iv_op;
@@ -45,43 +46,28 @@ typedef struct {
 
 void ct_iv_opts_default(ct_iv_opts *o);
 
-// Sparse activations of one pass: n entries (layer, pos, feature, value), sorted.
-typedef struct {
-    int64_t n;
-    int32_t *idx;    // (n, 3)
-    float *value;    // (n,)
-} ct_sparse_acts;
+// Checks interventions against the replacement model: kinds, layers, features, positions (< T),
+// finite values, the operation. NULL iv with n_iv > 0 is an error.
+ct_status ct_iv_check(const ct_replacement *r, const ct_intervention *iv, int n_iv, int T, ct_err *err);
 
-void ct_sparse_acts_free(ct_sparse_acts *a);
-
-// A prompt's clean run (frozen values, transcoder inputs and outputs, error vectors), kept for
-// any number of interventions on it.
-typedef struct ct_iv_session ct_iv_session;
-ct_status ct_iv_session_open(ct_iv_session **out, ct_model *m, const ct_transcoders *tc, const int *tokens, int T,
-                             ct_err *err);
-void ct_iv_session_free(ct_iv_session *s);
-// Whether s is the session of this model, set and prompt.
-int ct_iv_session_matches(const ct_iv_session *s, const ct_model *m, const ct_transcoders *tc, const int *tokens, int T);
-
-// Runs the prompt with the interventions. logits (T, V) every position (may be NULL); acts (may
-// be NULL; needs o->activations) gets every layer's transcoder activations at positions >= 1
-// (position 0 is a constant, as in graphs).
-ct_status ct_iv_run(ct_iv_session *s, const ct_intervention *iv, int n_iv, const ct_iv_opts *o, float *logits,
-                    ct_sparse_acts *acts, ct_err *err);
-// The clean run's activations (post- or pre-activation), computed once; NULL on failure.
-const ct_sparse_acts *ct_iv_clean_acts(ct_iv_session *s, int pre_activation, ct_err *err);
+// Runs the prompt tokens (T,) with the interventions. logits (T, V) every position (may be NULL);
+// acts (may be NULL; needs o->activations) gets every layer's transcoder activations at positions
+// >= 1 (position 0 is a constant, as in graphs), sorted.
+ct_status ct_iv_run(ct_replacement *r, const int *tokens, int T, const ct_intervention *iv, int n_iv, const ct_iv_opts *o,
+                    float *logits, ct_sparse_acts *acts, ct_err *err);
+// The prompt's clean activations (post- or pre-activation), computed once per clean run.
+const ct_sparse_acts *ct_iv_clean_acts(ct_replacement *r, const int *tokens, int T, int pre_activation, ct_err *err);
 // Generates after the prompt with the interventions: the prompt pass as ct_iv_run (freezes apply
 // to it only), then one token at a time with a KV cache, interventions whose positions reach the
 // new position re-applied (free propagation). out receives up to g->max_tokens ids.
-ct_status ct_iv_generate(ct_iv_session *s, const ct_intervention *iv, int n_iv, const ct_iv_opts *o, const ct_gen_opts *g,
-                         int *out, int *n_out, ct_err *err);
-// One-shot ct_iv_run on a new session.
-ct_status ct_intervene(ct_model *m, const ct_transcoders *tc, const int *tokens, int T, const ct_intervention *iv,
-                       int n_iv, const ct_iv_opts *o, float *logits, ct_sparse_acts *acts, ct_err *err);
+ct_status ct_iv_generate(ct_replacement *r, const int *tokens, int T, const ct_intervention *iv, int n_iv,
+                         const ct_iv_opts *o, const ct_gen_opts *g, int *out, int *n_out, ct_err *err);
 
-// Checks interventions against the model and set: kinds, layers, features, positions (< T),
-// finite values. NULL iv with n_iv > 0 is an error.
-ct_status ct_iv_check(const ct_model *m, const ct_transcoders *tc, const ct_intervention *iv, int n_iv, int T,
-                      ct_err *err);
+// For a swap: the activations the features (layer, pos, feature) (n, 3) have in the clean run of a
+// second prompt (donor tokens (T,)), into values (n,) (0 where a feature is not active). The
+// replacement model's held clean run is left as it was. OUT_OF_RANGE when a position is not in
+// the donor prompt.
+ct_status ct_iv_donor_values(const ct_replacement *r, const int *tokens, int T, const int32_t *feat, int n,
+                             float *values, ct_err *err);
 
 #endif

@@ -1,4 +1,4 @@
-// replacement.c - the replacement model and transcoder evaluation (see replacement.h).
+// replacement.c - the replacement model, the clean run, transcoder evaluation (see replacement.h).
 #include "trace/replacement.h"
 
 #include <math.h>
@@ -6,72 +6,259 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { IN_RESID_MID, IN_NORMALIZED, IN_MLP_IN };
+const float *ct_tc_input_of(ct_tc_input in, const ct_mlp_io *io) {
+    return in == CT_TC_IN_RESID_MID ? io->resid_mid : in == CT_TC_IN_NORMALIZED ? io->normalized : io->mlp_in;
+}
 
-ct_status ct_replacement_hooks(const ct_transcoders *tc, int *input_kind, int *output_raw, ct_err *err) {
-    const char *in = tc->input_hook, *out = tc->output_hook;
-    if (strcmp(in, "hook_resid_mid") == 0) *input_kind = IN_RESID_MID;
-    else if (strcmp(in, "ln2.hook_normalized") == 0) *input_kind = IN_NORMALIZED;
-    else if (strcmp(in, "mlp.hook_in") == 0 || strcmp(in, "hook_mlp_in") == 0) *input_kind = IN_MLP_IN;
-    else return ct_fail(err, CT_STATUS_UNSUPPORTED, "transcoder input hook '%s': expected hook_resid_mid, "
-                        "ln2.hook_normalized or mlp.hook_in", in);
-    if (strcmp(out, "mlp.hook_out") == 0) *output_raw = 1;
-    else if (strcmp(out, "hook_mlp_out") == 0) *output_raw = 0;
-    else return ct_fail(err, CT_STATUS_UNSUPPORTED, "transcoder output hook '%s': expected mlp.hook_out or hook_mlp_out", out);
+void ct_sparse_acts_free(ct_sparse_acts *a) {
+    free(a->idx);
+    free(a->value);
+    free(a->clean);
+    memset(a, 0, sizeof *a);
+}
+
+// -1, 0, 1 as entry i of a sorts before, with, after entry j of b
+static int cmp_entry(const ct_sparse_acts *a, int64_t i, const ct_sparse_acts *b, int64_t j) {
+    for (int k = 0; k < 3; k++)
+        if (a->idx[3 * i + k] != b->idx[3 * j + k]) return a->idx[3 * i + k] < b->idx[3 * j + k] ? -1 : 1;
+    return 0;
+}
+
+ct_status ct_sparse_acts_union(ct_sparse_acts *out, const ct_sparse_acts *a, const ct_sparse_acts *c, ct_err *err) {
+    memset(out, 0, sizeof *out);
+    int64_t cap = a->n + c->n + 1;
+    out->idx = malloc(sizeof(int32_t) * 3 * (size_t)cap);
+    out->value = malloc(sizeof(float) * (size_t)cap);
+    out->clean = malloc(sizeof(float) * (size_t)cap);
+    if (!out->idx || !out->value || !out->clean) {
+        ct_sparse_acts_free(out);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for activations");
+    }
+    int64_t i = 0, j = 0, n = 0;
+    while (i < a->n || j < c->n) {
+        int d = i >= a->n ? 1 : j >= c->n ? -1 : cmp_entry(a, i, c, j);   // <0: a only, >0: c only
+        memcpy(out->idx + 3 * n, d <= 0 ? a->idx + 3 * i : c->idx + 3 * j, sizeof(int32_t) * 3);
+        out->value[n] = d <= 0 ? a->value[i++] : 0.0f;
+        out->clean[n] = d >= 0 ? c->value[j++] : 0.0f;
+        n++;
+    }
+    out->n = n;
     return CT_OK;
 }
 
+int64_t ct_sparse_acts_find(const ct_sparse_acts *a, int layer, int pos, int64_t feature) {
+    int64_t lo = 0, hi = a->n, key[3] = {layer, pos, feature};
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        int c = 0;
+        for (int k = 0; k < 3 && !c; k++) c = a->idx[3 * mid + k] < key[k] ? -1 : a->idx[3 * mid + k] > key[k];
+        if (c == 0) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+ct_status ct_replacement_init(ct_replacement *r, ct_model *m, const ct_transcoders *tc, ct_err *err) {
+    memset(r, 0, sizeof *r);
+    ct_status rc = ct_transcoders_check(tc, m, err);
+    if (rc) return rc;
+    const char *in = tc->input_hook, *out = tc->output_hook;
+    if (strcmp(in, "hook_resid_mid") == 0) r->input = CT_TC_IN_RESID_MID;
+    else if (strcmp(in, "ln2.hook_normalized") == 0) r->input = CT_TC_IN_NORMALIZED;
+    else if (strcmp(in, "mlp.hook_in") == 0 || strcmp(in, "hook_mlp_in") == 0) r->input = CT_TC_IN_MLP_IN;
+    else return ct_fail(err, CT_STATUS_UNSUPPORTED, "transcoder input hook '%s': expected hook_resid_mid, "
+                        "ln2.hook_normalized or mlp.hook_in", in);
+    if (strcmp(out, "mlp.hook_out") == 0) r->out_raw = 1;
+    else if (strcmp(out, "hook_mlp_out") == 0) r->out_raw = 0;
+    else return ct_fail(err, CT_STATUS_UNSUPPORTED, "transcoder output hook '%s': expected mlp.hook_out or hook_mlp_out", out);
+    r->m = m;
+    r->tc = tc;
+    return CT_OK;
+}
+
+void ct_replacement_release(ct_replacement *r) {
+    ct_clean_run_free(r->clean);
+    r->clean = NULL;
+}
+
+void ct_replacement_free(ct_replacement *r) {
+    ct_replacement_release(r);
+    memset(r, 0, sizeof *r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clean run
+
+void ct_clean_run_free(ct_clean_run *c) {
+    if (!c) return;
+    ct_frozen_run_free(&c->frozen);
+    for (int k = 0; k < 2; k++) ct_sparse_acts_free(&c->acts[k]);
+    if (c->raw != c->out) free((float *)c->raw);
+    free(c->tokens), free(c->in), free(c->out), free(c->err), free(c->logits);
+    free(c);
+}
+
+ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
+                            ct_err *err) {
+    *out = NULL;
+    ct_model *m = r->m;
+    const ct_transcoders *tc = r->tc;
+    if (T < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "expected a prompt of at least one token, got %d", T);
+    if (m->cfg.max_seq_len > 0 && T > m->cfg.max_seq_len)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "the prompt has %d tokens; the model's context is %d", T,
+                       m->cfg.max_seq_len);
+    int L = m->cfg.n_layers, D = m->cfg.d_model, V = m->cfg.vocab_size;
+    // Gemma-2 with hook_mlp_out: the raw MLP output differs from the output hook (post-FF norm)
+    int own_raw = !r->out_raw && m->cfg.post_norms;
+    size_t TD = (size_t)T * D, LTD = (size_t)L * TD;
+    ct_clean_run *c = calloc(1, sizeof *c);
+    ct_hook_id *ids = malloc(sizeof *ids * (size_t)(3 * L + 1));
+    if (!c || !ids) {
+        free(c), free(ids);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    c->T = T, c->L = L, c->D = D;
+    c->tokens = malloc(sizeof(int) * (size_t)T);
+    c->in = malloc(sizeof(float) * LTD);
+    c->out = malloc(sizeof(float) * LTD);
+    c->raw = own_raw ? malloc(sizeof(float) * LTD) : c->out;
+    c->err = malloc(sizeof(float) * LTD);
+    c->logits = malloc(sizeof(float) * (size_t)V * (all_logits ? (size_t)T : 1));
+    ct_status rc = c->tokens && c->in && c->out && c->raw && c->err && c->logits
+                       ? CT_OK
+                       : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for the clean run of a %d-token prompt", T);
+    // the pass: frozen values, then per layer the input and output hooks (and the raw output),
+    // then the embeddings
+    int n = 0;
+    for (int l = 0; l < L && !rc; l++) {
+        rc = ct_hook_at(m, l, tc->input_hook, &ids[n++], err);
+        if (!rc) rc = ct_hook_at(m, l, tc->output_hook, &ids[n++], err);
+        if (own_raw) ids[n++] = (ct_hook_id){CT_HOOK_MLP_RAW_OUT, l};
+    }
+    ids[n++] = (ct_hook_id){CT_HOOK_EMBED, -1};
+    if (!rc) rc = ct_frozen_capture(&c->frozen, m, tokens, T, ids, n, c->logits, all_logits, err);
+    free(ids);
+    if (!rc) {
+        int per = own_raw ? 3 : 2;
+        memcpy(c->tokens, tokens, sizeof(int) * (size_t)T);
+        for (int l = 0; l < L; l++) {
+            memcpy(c->in + l * TD, ct_frozen_extra(&c->frozen, per * l), sizeof(float) * TD);
+            memcpy(c->out + l * TD, ct_frozen_extra(&c->frozen, per * l + 1), sizeof(float) * TD);
+            if (own_raw) memcpy((float *)c->raw + l * TD, ct_frozen_extra(&c->frozen, per * l + 2), sizeof(float) * TD);
+        }
+        c->embed = ct_frozen_extra(&c->frozen, per * L);
+        // error = output hook - reconstruction from every layer's features; position 0 zero
+        rc = ct_tc_reconstruct(tc, c->in, T, c->err, err);
+        for (int l = 0; l < L && !rc; l++) {
+            float *e = c->err + l * TD;
+            const float *o = c->out + l * TD;
+            for (size_t i = 0; i < TD; i++) e[i] = i < (size_t)D ? 0.0f : o[i] - e[i];
+        }
+    }
+    if (rc) {
+        ct_clean_run_free(c);
+        return rc;
+    }
+    *out = c;
+    return CT_OK;
+}
+
+ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err) {
+    *out = NULL;
+    ct_clean_run *c = r->clean;
+    if (!(c && c->T == T && memcmp(c->tokens, tokens, sizeof(int) * (size_t)T) == 0)) {
+        ct_replacement_release(r);
+        ct_status rc = ct_clean_run_open(&r->clean, r, tokens, T, 0, err);
+        if (rc) return rc;
+    }
+    *out = r->clean;
+    return CT_OK;
+}
+
+// Appends the activations v (T, F) of layer l at positions >= 1 to a (all of them with keep_zero,
+// else the non-zero ones); *cap is a's capacity.
+static ct_status append_acts(ct_sparse_acts *a, int64_t *cap, int l, const float *v, int T, int F, int keep_zero,
+                             ct_err *err) {
+    for (int t = 1; t < T; t++)
+        for (int f = 0; f < F; f++) {
+            float x = v[(size_t)t * F + f];
+            if (x == 0.0f && !keep_zero) continue;
+            if (a->n == *cap) {
+                int64_t nc = *cap ? 2 * *cap : 4096;
+                int32_t *ni = realloc(a->idx, sizeof(int32_t) * 3 * (size_t)nc);
+                if (ni) a->idx = ni;
+                float *nv = realloc(a->value, sizeof(float) * (size_t)nc);
+                if (nv) a->value = nv;
+                if (!ni || !nv) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for activations");
+                *cap = nc;
+            }
+            int32_t *p = a->idx + 3 * a->n;
+            p[0] = l, p[1] = t, p[2] = f;
+            a->value[a->n++] = x;
+        }
+    return CT_OK;
+}
+
+const ct_sparse_acts *ct_clean_acts(const ct_replacement *r, ct_clean_run *c, int pre_activation, ct_err *err) {
+    int k = pre_activation != 0;
+    if (c->have_acts[k]) return &c->acts[k];
+    const ct_transcoders *tc = r->tc;
+    int F = 1;
+    for (int l = 0; l < c->L; l++) F = tc->layers[l].d_tc > F ? tc->layers[l].d_tc : F;
+    float *v = malloc(sizeof(float) * (size_t)c->T * F);
+    ct_sparse_acts *a = &c->acts[k];
+    int64_t cap = 0;
+    ct_status rc = v ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    size_t TD = (size_t)c->T * c->D;
+    for (int l = 0; l < c->L && !rc; l++) {
+        rc = ct_tc_encode(tc, l, c->in + l * TD, c->T, k ? v : NULL, k ? NULL : v, err);
+        if (!rc) rc = append_acts(a, &cap, l, v, c->T, tc->layers[l].d_tc, k, err);
+    }
+    free(v);
+    if (rc) {
+        ct_sparse_acts_free(a);
+        return NULL;
+    }
+    c->have_acts[k] = 1;
+    return a;
+}
+
+ct_status ct_tc_errors(const ct_replacement *r, const int *tokens, int T, float *err_out, ct_err *err) {
+    ct_clean_run *c;
+    ct_status rc = ct_clean_run_open(&c, r, tokens, T, 0, err);
+    if (!rc) rc = ct_tc_reconstruct(r->tc, c->in, T, err_out, err);
+    for (size_t i = 0; !rc && i < (size_t)c->L * T * c->D; i++) err_out[i] = c->out[i] - err_out[i];
+    ct_clean_run_free(c);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The replacement forward pass
+
 typedef struct {
-    const ct_transcoders *tc;
-    int input_kind;
-    const float *real_out;   // (L, T, D) real MLP outputs at the output hook (position 0 is kept)
+    const ct_replacement *r;
+    const float *real_out;   // (L, T, D) real output hook values (position 0 is kept)
     float *pending;          // (L, T, D) decoder contributions written ahead (CLT)
     float *act;              // (T, F_max)
 } repl_ctx;
 
 static ct_status repl_mlp(void *vctx, int l, const ct_mlp_io *io, float *out, ct_err *err) {
-    repl_ctx *r = vctx;
-    const ct_transcoders *tc = r->tc;
+    repl_ctx *x = vctx;
+    const ct_transcoders *tc = x->r->tc;
     int T = io->T, D = io->D;
     size_t TD = (size_t)T * D;
-    const float *x = r->input_kind == IN_RESID_MID ? io->resid_mid : r->input_kind == IN_NORMALIZED ? io->normalized : io->mlp_in;
-    ct_status rc = ct_tc_encode(tc, l, x, T, NULL, r->act, err);
+    const float *in = ct_tc_input_of(x->r->input, io);
+    ct_status rc = ct_tc_encode(tc, l, in, T, NULL, x->act, err);
     if (rc) return rc;
-    memset(r->act, 0, sizeof(float) * (size_t)tc->layers[l].d_tc);   // position 0: no features
-    for (int j = 0; j < tc->layers[l].n_out && !rc; j++) rc = ct_tc_decode_add(tc, l, j, r->act, T, r->pending + (l + j) * TD, err);
+    memset(x->act, 0, sizeof(float) * (size_t)tc->layers[l].d_tc);   // position 0: no features
+    for (int j = 0; j < tc->layers[l].n_out && !rc; j++) rc = ct_tc_decode_add(tc, l, j, x->act, T, x->pending + (l + j) * TD, err);
     if (rc) return rc;
     for (int t = 0; t < T; t++) memcpy(out + (size_t)t * D, tc->layers[l].b_dec, sizeof(float) * (size_t)D);
-    ct_tc_skip_add(tc, l, x, T, out);
-    for (size_t i = 0; i < TD; i++) out[i] += r->pending[l * TD + i];
-    memcpy(out, r->real_out + l * TD, sizeof(float) * (size_t)D);   // BOS keeps the real output
+    ct_tc_skip_add(tc, l, in, T, out);
+    for (size_t i = 0; i < TD; i++) out[i] += x->pending[l * TD + i];
+    memcpy(out, x->real_out + l * TD, sizeof(float) * (size_t)D);   // BOS keeps the real output
     return CT_OK;
-}
-
-// Real forward with the transcoder input and output hooks cached: in, out (L, T, D).
-static ct_status real_hooks(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, float *in, float *out,
-                            float *logits, ct_err *err) {
-    int L = tc->n_layers;
-    ct_hook_id *ids = calloc((size_t)(2 * L), sizeof *ids);
-    if (!ids) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    ct_status rc = CT_OK;
-    for (int l = 0; l < L && !rc; l++) {
-        char name[128];
-        snprintf(name, sizeof name, "blocks.%d.%s", l, tc->input_hook);
-        rc = ct_hook_parse(m, name, &ids[l], err);
-        snprintf(name, sizeof name, "blocks.%d.%s", l, tc->output_hook);
-        if (!rc) rc = ct_hook_parse(m, name, &ids[L + l], err);
-    }
-    ct_hook_cache hc = {0};
-    if (!rc) rc = ct_hook_cache_init(&hc, ids, 2 * L, err);
-    free(ids);
-    if (!rc) rc = ct_model_forward(m, tokens, T, NULL, &hc, logits, 1, err);
-    size_t TD = (size_t)T * tc->d_model;
-    for (int l = 0; l < L && !rc; l++) {
-        memcpy(in + l * TD, ct_tensor_data(hc.values[l]), sizeof(float) * TD);
-        memcpy(out + l * TD, ct_tensor_data(hc.values[L + l]), sizeof(float) * TD);
-    }
-    ct_hook_cache_free(&hc);
-    return rc;
 }
 
 static int max_width(const ct_transcoders *tc) {
@@ -81,47 +268,26 @@ static int max_width(const ct_transcoders *tc) {
     return F;
 }
 
-// Replacement forward given the real outputs (L, T, D).
-static ct_status repl_forward(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, const float *real_out,
-                              float *logits, ct_err *err) {
-    int in_kind, raw;
-    ct_status rc = ct_replacement_hooks(tc, &in_kind, &raw, err);
-    if (rc) return rc;
-    size_t LTD = (size_t)tc->n_layers * T * tc->d_model;
-    repl_ctx r = {tc, in_kind, real_out, calloc(LTD, sizeof(float)), malloc(sizeof(float) * (size_t)T * max_width(tc))};
-    if (!r.pending || !r.act) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    ct_forward_ctl ctl = {.mlp = repl_mlp, .mlp_out_raw = raw, .ctx = &r};
-    if (!rc) rc = ct_model_forward_ctl(m, tokens, T, NULL, NULL, logits, 1, &ctl, err);
-    free(r.pending);
-    free(r.act);
+// Replacement forward of c's tokens: logits (T, V).
+static ct_status repl_forward(const ct_replacement *r, const ct_clean_run *c, float *logits, ct_err *err) {
+    size_t LTD = (size_t)c->L * c->T * c->D;
+    repl_ctx x = {r, c->out, calloc(LTD, sizeof(float)), malloc(sizeof(float) * (size_t)c->T * max_width(r->tc))};
+    ct_status rc = x.pending && x.act ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_forward_ctl ctl = {.mlp = repl_mlp, .mlp_out_raw = r->out_raw, .ctx = &x};
+    if (!rc) rc = ct_model_forward_ctl(r->m, c->tokens, c->T, NULL, NULL, logits, 1, &ctl, err);
+    free(x.pending);
+    free(x.act);
     return rc;
 }
 
-ct_status ct_replacement_forward(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, float *logits,
-                                 ct_err *err) {
-    ct_status rc = ct_transcoders_check(tc, m, err);
-    if (rc) return rc;
-    size_t LTD = (size_t)tc->n_layers * T * tc->d_model;
-    float *in = malloc(sizeof(float) * LTD), *out = malloc(sizeof(float) * LTD);
-    rc = in && out ? real_hooks(tc, m, tokens, T, in, out, logits, err) : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    if (!rc) rc = repl_forward(tc, m, tokens, T, out, logits, err);
-    free(in);
-    free(out);
-    return rc;
+ct_status ct_replacement_forward(ct_replacement *r, const int *tokens, int T, float *logits, ct_err *err) {
+    ct_clean_run *c;
+    ct_status rc = ct_replacement_clean(r, tokens, T, &c, err);
+    return rc ? rc : repl_forward(r, c, logits, err);
 }
 
-ct_status ct_tc_errors(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, float *err_out, ct_err *err) {
-    ct_status rc = ct_transcoders_check(tc, m, err);
-    if (rc) return rc;
-    size_t LTD = (size_t)tc->n_layers * T * tc->d_model;
-    float *in = malloc(sizeof(float) * LTD), *out = malloc(sizeof(float) * LTD);
-    rc = in && out ? real_hooks(tc, m, tokens, T, in, out, NULL, err) : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    if (!rc) rc = ct_tc_reconstruct(tc, in, T, err_out, err);
-    for (size_t i = 0; !rc && i < LTD; i++) err_out[i] = out[i] - err_out[i];
-    free(in);
-    free(out);
-    return rc;
-}
+// ---------------------------------------------------------------------------------------------
+// Evaluation
 
 void ct_tc_eval_free(ct_tc_eval *e) {
     free(e->fvu);
@@ -139,12 +305,10 @@ static void log_softmax(const float *x, int V, double *out) {
     for (int i = 0; i < V; i++) out[i] = x[i] - lse;
 }
 
-ct_status ct_tc_evaluate(const ct_transcoders *tc, ct_model *m, const int *const *texts, const int *lens, int n,
-                         ct_tc_eval *e, ct_err *err) {
+ct_status ct_tc_evaluate(ct_replacement *r, const int *const *texts, const int *lens, int n, ct_tc_eval *e, ct_err *err) {
     memset(e, 0, sizeof *e);
-    ct_status rc = ct_transcoders_check(tc, m, err);
-    if (rc) return rc;
-    int L = tc->n_layers, D = tc->d_model, V = m->cfg.vocab_size, Fm = max_width(tc);
+    const ct_transcoders *tc = r->tc;
+    int L = tc->n_layers, D = tc->d_model, V = r->m->cfg.vocab_size, Fm = max_width(tc);
     e->n_layers = L;
     e->fvu = calloc((size_t)L, sizeof(double));
     e->l0 = calloc((size_t)L, sizeof(double));
@@ -154,29 +318,29 @@ ct_status ct_tc_evaluate(const ct_transcoders *tc, ct_model *m, const int *const
     unsigned char *fired = calloc((size_t)L * Fm, 1);
     long agree = 0, count = 0;
     double kl = 0.0;
+    ct_status rc = CT_OK;
     if (!e->fvu || !e->l0 || !e->dead || !sse || !ss || !sum || !lp || !fired)
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     for (int s = 0; s < n && !rc; s++) {
         int T = lens[s];
         if (T < 2) continue;
-        size_t LTD = (size_t)L * T * D;
-        float *in = malloc(sizeof(float) * LTD), *out = malloc(sizeof(float) * LTD), *rec = malloc(sizeof(float) * LTD);
-        float *act = malloc(sizeof(float) * (size_t)T * Fm);
-        float *lg = malloc(sizeof(float) * (size_t)T * V), *lg2 = malloc(sizeof(float) * (size_t)T * V);
-        if (!in || !out || !rec || !act || !lg || !lg2) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-        if (!rc) rc = real_hooks(tc, m, texts[s], T, in, out, lg, err);
-        if (!rc) rc = ct_tc_reconstruct(tc, in, T, rec, err);
+        size_t TD = (size_t)T * D, LTD = (size_t)L * TD;
+        ct_clean_run *c = NULL;
+        float *rec = malloc(sizeof(float) * LTD), *act = malloc(sizeof(float) * (size_t)T * Fm);
+        float *lg2 = malloc(sizeof(float) * (size_t)T * V);
+        if (!rec || !act || !lg2) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        if (!rc) rc = ct_clean_run_open(&c, r, texts[s], T, 1, err);
+        if (!rc) rc = ct_tc_reconstruct(tc, c->in, T, rec, err);
         for (int l = 0; l < L && !rc; l++) {   // FVU pieces, L0, fired features (positions >= 1)
             int F = tc->layers[l].d_tc;
-            size_t TD = (size_t)T * D;
             for (int t = 1; t < T; t++)
                 for (int d = 0; d < D; d++) {
-                    double y = out[l * TD + (size_t)t * D + d], r = rec[l * TD + (size_t)t * D + d];
-                    sse[l] += (y - r) * (y - r);
+                    double y = c->out[l * TD + (size_t)t * D + d], p = rec[l * TD + (size_t)t * D + d];
+                    sse[l] += (y - p) * (y - p);
                     ss[l] += y * y;
                     sum[(size_t)l * D + d] += y;
                 }
-            rc = ct_tc_encode(tc, l, in + l * TD, T, NULL, act, err);
+            rc = ct_tc_encode(tc, l, c->in + l * TD, T, NULL, act, err);
             for (int t = 1; t < T && !rc; t++)
                 for (int f = 0; f < F; f++)
                     if (act[(size_t)t * F + f] != 0.0f) {
@@ -184,9 +348,9 @@ ct_status ct_tc_evaluate(const ct_transcoders *tc, ct_model *m, const int *const
                         fired[(size_t)l * Fm + f] = 1;
                     }
         }
-        if (!rc) rc = repl_forward(tc, m, texts[s], T, out, lg2, err);
+        if (!rc) rc = repl_forward(r, c, lg2, err);
         for (int t = 1; t < T && !rc; t++) {   // predictions after the BOS position
-            const float *a = lg + (size_t)t * V, *b = lg2 + (size_t)t * V;
+            const float *a = c->logits + (size_t)t * V, *b = lg2 + (size_t)t * V;
             int ia = 0, ib = 0;
             for (int v = 1; v < V; v++) {
                 if (a[v] > a[ia]) ia = v;
@@ -200,7 +364,8 @@ ct_status ct_tc_evaluate(const ct_transcoders *tc, ct_model *m, const int *const
             kl += k;
             count++;
         }
-        free(in), free(out), free(rec), free(act), free(lg), free(lg2);
+        ct_clean_run_free(c);
+        free(rec), free(act), free(lg2);
     }
     if (!rc && count == 0) rc = ct_fail(err, CT_STATUS_BAD_ARG, "evaluate: no text has more than one token");
     for (int l = 0; l < L && !rc; l++) {

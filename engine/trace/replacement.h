@@ -1,8 +1,16 @@
-// replacement.h - the replacement model (every MLP replaced by its transcoders, no error
-// terms) and the evaluation of a transcoder set against the real model.
+// replacement.h - the replacement model: a model with its transcoders, and the clean run of a
+// prompt that attribution, interventions and evaluation all start from.
 //
-// Position 0 (BOS) keeps the real MLP output, as circuit-tracer treats BOS as a constant (its
-// features and error are not nodes); every later position uses the transcoders: encode the input
+// The clean run is the real model's pass over the prompt, keeping what the local replacement
+// model holds fixed and what it reads: attention patterns and norm denominators, each layer's
+// transcoder input and output hook, the raw MLP outputs, the token embeddings as added, and the
+// error vectors (output hook - the transcoders' reconstruction; zero at position 0, which is a
+// constant: BOS's features and error are not nodes, as in circuit-tracer). A ct_replacement keeps
+// the clean run of the last prompt it was asked for, so a sweep of interventions on one prompt
+// pays for it once.
+//
+// The replacement forward pass (every MLP replaced by its transcoders, no error terms) keeps the
+// real MLP output at position 0; every later position uses the transcoders: encode the input
 // hook, decode (CLT: every earlier layer's features write into this one), add b_dec and skip.
 #ifndef CT_REPLACEMENT_H
 #define CT_REPLACEMENT_H
@@ -10,13 +18,79 @@
 #include "model/model.h"
 #include "model/transcoder.h"
 
-// Logits (T, V) of the replacement model on tokens (T,).
-ct_status ct_replacement_forward(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, float *logits,
-                                 ct_err *err);
+// Which value the transcoders read: the MLP's input as the forward pass offers it (ct_mlp_io).
+typedef enum {
+    CT_TC_IN_RESID_MID,    // hook_resid_mid: the residual stream before the pre-MLP norm
+    CT_TC_IN_NORMALIZED,   // ln2.hook_normalized: the norm's output before its gain
+    CT_TC_IN_MLP_IN,       // mlp.hook_in (hook_mlp_in): after the gain
+} ct_tc_input;
 
-// Error vectors of the real run: err (L, T, D) = output hook - reconstruction from the input
-// hooks, every layer and position (position 0 included; circuit-tracer zeroes it in graphs).
-ct_status ct_tc_errors(const ct_transcoders *tc, ct_model *m, const int *tokens, int T, float *err_out, ct_err *err);
+// The transcoders' input of layer io (T, D).
+const float *ct_tc_input_of(ct_tc_input in, const ct_mlp_io *io);
+
+// Sparse activations: n entries (layer, pos, feature, value), sorted by (layer, pos, feature);
+// beside a clean run's, also each entry's clean value.
+typedef struct {
+    int64_t n;
+    int32_t *idx;    // (n, 3)
+    float *value;    // (n,)
+    float *clean;    // (n,) the clean run's value (0 where not active there), or NULL
+} ct_sparse_acts;
+
+void ct_sparse_acts_free(ct_sparse_acts *a);
+// out = the union of a pass's activations a and the clean run's c (both sorted), each entry with
+// its value in both (0 where absent from one).
+ct_status ct_sparse_acts_union(ct_sparse_acts *out, const ct_sparse_acts *a, const ct_sparse_acts *c, ct_err *err);
+// Index of (layer, pos, feature) in a, or -1.
+int64_t ct_sparse_acts_find(const ct_sparse_acts *a, int layer, int pos, int64_t feature);
+
+typedef struct {
+    int T, L, D;
+    int *tokens;              // (T,)
+    ct_frozen_run frozen;     // attention patterns and norm denominators, and the hooks below
+    const float *embed;       // (T, D) token embeddings as added (Gemma: scaled)
+    float *in;                // (L, T, D) transcoder inputs
+    float *out;               // (L, T, D) transcoder output hook values
+    const float *raw;         // (L, T, D) raw MLP outputs (out itself when the output hook is raw)
+    float *err;               // (L, T, D) error vectors, zero at position 0
+    float *logits;            // (V,) the last position's, or (T, V) when all positions were asked for
+    ct_sparse_acts acts[2];   // post- [0] and pre-activation [1] readouts of every layer at
+    int have_acts[2];         // positions >= 1, computed on first use (ct_clean_acts)
+} ct_clean_run;
+
+typedef struct {
+    ct_model *m;
+    const ct_transcoders *tc;
+    ct_tc_input input;        // parsed once from tc->input_hook
+    int out_raw;              // the output hook is the raw MLP output (mlp.hook_out), not hook_mlp_out
+    ct_clean_run *clean;      // the clean run of the last prompt asked for, or NULL
+} ct_replacement;
+
+// Checks that the set fits the model (d_model, layers, hooks) and that its hooks are ones a
+// replacement can read and write.
+ct_status ct_replacement_init(ct_replacement *r, ct_model *m, const ct_transcoders *tc, ct_err *err);
+void ct_replacement_free(ct_replacement *r);
+
+// The clean run of tokens (T,): the one held when it is of these tokens, else a new one (which
+// replaces it). Valid until the next call with other tokens, or ct_replacement_release.
+ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err);
+// Frees the held clean run (attribution does before it builds its graph, to leave it the room).
+void ct_replacement_release(ct_replacement *r);
+
+// A clean run not held by r (all_logits: logits of every position). Free with ct_clean_run_free.
+ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
+                            ct_err *err);
+void ct_clean_run_free(ct_clean_run *c);
+// Every layer's activations in the clean run at positions >= 1: post-activation (non-zero ones) or
+// pre-activation (all); computed once. NULL on failure.
+const ct_sparse_acts *ct_clean_acts(const ct_replacement *r, ct_clean_run *c, int pre_activation, ct_err *err);
+
+// The error vectors of every layer and position (position 0 included, which graphs zero):
+// err_out (L, T, D) = output hook - the transcoders' reconstruction, in the real run of tokens (T,).
+ct_status ct_tc_errors(const ct_replacement *r, const int *tokens, int T, float *err_out, ct_err *err);
+
+// Logits (T, V) of the replacement model on tokens (T,).
+ct_status ct_replacement_forward(ct_replacement *r, const int *tokens, int T, float *logits, ct_err *err);
 
 typedef struct {
     int n_layers;
@@ -30,12 +104,8 @@ typedef struct {
 
 // Evaluates on n texts given as token ids (each starting with BOS). Fills out (arrays malloc'ed;
 // free with ct_tc_eval_free).
-ct_status ct_tc_evaluate(const ct_transcoders *tc, ct_model *m, const int *const *texts, const int *lens, int n,
-                         ct_tc_eval *out, ct_err *err);
+ct_status ct_tc_evaluate(ct_replacement *r, const int *const *texts, const int *lens, int n, ct_tc_eval *out,
+                         ct_err *err);
 void ct_tc_eval_free(ct_tc_eval *e);
-
-// Which ct_mlp_io field a transcoder input hook names, and whether the output hook is the raw
-// MLP output; UNSUPPORTED for other hooks.
-ct_status ct_replacement_hooks(const ct_transcoders *tc, int *input_kind, int *output_raw, ct_err *err);
 
 #endif

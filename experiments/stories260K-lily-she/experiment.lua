@@ -100,7 +100,5 @@ for _, r in ipairs(summary.inhibit_amplify) do lines[#lines + 1] = string.format
 lines[#lines + 1] = ""
 lines[#lines + 1] = string.format("Faithfulness over the top 20 features: Pearson r = %.3f (`faithfulness.svg`).", f.r)
 lines[#lines + 1] = "Charts: `inhibit-amplify.svg`, `scale-sweep.svg`, `layer-sweep.svg`, `swap.svg`."
-local fh = assert(io.open(out .. "/report.md", "wb"))
-fh:write(table.concat(lines, "\n"), "\n")
-fh:close()
+ct.write_file(out .. "/report.md", table.concat(lines, "\n") .. "\n")
 print(table.concat(lines, "\n"))

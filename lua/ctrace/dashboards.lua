@@ -68,10 +68,7 @@ end
 
 function M.save(d, dir)
   local path = dir .. "/dashboards.json"
-  local f = assert(io.open(path .. ".tmp", "wb"))
-  f:write(ct.json_encode(d))
-  f:close()
-  assert(os.rename(path .. ".tmp", path))
+  ct.write_file(path, ct.json_encode(d))
   return path
 end
 

@@ -25,13 +25,7 @@ function M.save_json(g, path, opts)
 end
 
 function M.save_svg(g, path)
-  local tmp = path .. ".json.tmp"
-  save_json(g, tmp, {slug = "svg", metadata = false})
-  local f = assert(io.open(tmp, "rb"))
-  local text = f:read("*a")
-  f:close()
-  os.remove(tmp)
-  return require("ctrace.viewer").svg(require("ctrace").json_decode(text), path)
+  return require("ctrace.viewer").svg(core.json_decode(g:json{slug = "svg"}), path)
 end
 
 function M.label(g, source)

@@ -16,18 +16,18 @@
 local core = require "ctrace.core"
 local M = {}
 
-local settings = {}
-
+-- The settings live in the Lua state's context, where every download of this state finds them
+-- (hf:// entries of a transcoder config.yaml included).
 function M.configure(t)
-  settings = core.net_config(settings, t)   -- raises on unknown or bad options
+  core.net_configure("hub", t)   -- raises on unknown or bad options
 end
 
 function M.file(uri)
-  return core.hub_file(settings, uri)
+  return core.hub_file(uri)
 end
 
 function M.cached(uri)
-  return core.hub_cached(settings, uri)
+  return core.hub_cached(uri)
 end
 
 local function must(uri)

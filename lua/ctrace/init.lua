@@ -30,15 +30,15 @@ local M = {
   peak_rss = core.peak_rss,   -- peak resident memory of the process, bytes
   mkdirs = core.mkdirs,       -- (path) creates a directory and its parents
   list_dir = core.list_dir,   -- (path) -> sorted entry names, is_directory
+  exists = core.exists,       -- (path) -> "file", "directory" or nil
+  -- (path, text): the file's new content, whole or not at all (a temporary file synced and
+  -- renamed; a full disk raises IO and leaves the old file); every ctrace writer goes through it
+  write_file = core.write_file,
   supernode = intervention.supernode,
   load_graph = core.load_graph,
 }
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local exists = core.exists
 
 -- Directories searched for named models: $CTRACE_MODELS, then ../shared/models beside the
 -- project.
@@ -71,14 +71,9 @@ function M.results_dir(script)
   return dir
 end
 
--- Writes value as indented JSON and a newline to path, under a temporary name then renamed.
+-- Writes value as indented JSON and a newline to path (whole or not at all, as write_file).
 function M.write_json(path, value)
-  local f, err = io.open(path .. ".tmp", "wb")
-  if not f then error("IO: cannot write " .. path .. ": " .. tostring(err), 2) end
-  f:write(core.json_encode(value, true), "\n")
-  f:close()
-  local ok, e = os.rename(path .. ".tmp", path)
-  if not ok then error("IO: cannot write " .. path .. ": " .. tostring(e), 2) end
+  core.write_file(path, core.json_encode(value, true) .. "\n")
 end
 
 -- Raises for a name that is no local path and could not be had from Hugging Face either.

@@ -14,15 +14,24 @@
 --             effects), readout ("post" | "pre"), activations (true: every feature's activation
 --             and its change from the clean run).
 --   result.logits (T, V); result:top_logits(n [, pos]) -> {{token, id, prob, logit}, ...};
---   result.activations (list of {layer, pos, feature, value, clean, delta});
---   result:activation(layer, pos, feature) -> entry or nil; result:fraction(node) -> value / clean
+--   result.activations (list of {layer, pos, feature, value, clean, delta}; made when first read
+--   from result.acts, a ctrace.Activations kept in C); result:activation(layer, pos, feature) ->
+--   entry or nil; result:fraction(node) -> value / clean
 --   rm:generate(prompt, interventions, {max_tokens, temperature, top_p, seed, ...}) -> text, ids
 --   ctrace.supernode(name, nodes) -> {name =, members = {...}}
 local core = require "ctrace.core"
 local M = core.methods("ctrace.ReplacementModel")
 
 local Result = {}
-Result.__index = Result
+-- r.activations: the list of every entry, made from the C-side set (ctrace.Activations) when first read
+Result.__index = function(r, k)
+  if k == "activations" and rawget(r, "acts") then
+    local list = r.acts:list()
+    rawset(r, "activations", list)
+    return list
+  end
+  return Result[k]
+end
 
 local function softmax_row(logits, t)
   local V = logits:size(2)
@@ -63,12 +72,11 @@ function Result:prob(id, pos)
 end
 
 function Result:activation(layer, pos, feature)
+  if self.acts then return self.acts:get(layer, pos, feature) end
   if not self.activations then error("BAD_ARG: this result was run with activations = false", 2) end
-  if not self.index then
-    self.index = {}
-    for _, a in ipairs(self.activations) do self.index[a.layer .. "_" .. a.feature .. "_" .. a.pos] = a end
+  for _, a in ipairs(self.activations) do   -- a watched list
+    if a.layer == layer and a.pos == pos and a.feature == feature then return a end
   end
-  return self.index[layer .. "_" .. feature .. "_" .. pos]
 end
 
 -- A feature's activation as a fraction of its clean value (nil when it was not active clean).
@@ -102,18 +110,18 @@ function M.expand_interventions(rm, list)
         error("BAD_ARG: intervention " .. i .. ": swap with a group of " .. #source .. " for " .. #members .. " members", 3)
       end
       if iv.from == nil then error("BAD_ARG: intervention " .. i .. ": swap needs from = a second prompt", 3) end
-      local donor = rm:intervene(iv.from, {}, {freeze_attention = false})
-      local T2 = donor.logits:size(1)
-      for k, node in ipairs(members) do
-        local src = source[k]
+      local src = {}
+      for k, node in ipairs(source) do
         local pos = iv.from_pos
-        if pos == nil or pos == "same" then pos = src.pos end
-        if type(pos) ~= "number" or pos >= T2 then
-          error(string.format("OUT_OF_RANGE: intervention %d: position %s is not in the second prompt (%d tokens)",
-                              i, tostring(pos), T2), 3)
+        if pos == nil or pos == "same" then pos = node.pos end
+        if type(pos) ~= "number" then
+          error(string.format("BAD_ARG: intervention %d: from_pos must be a position or \"same\", got %s", i, tostring(pos)), 3)
         end
-        local a = donor:activation(src.layer, pos, src.feature)
-        out[#out + 1] = {layer = node.layer, pos = node.pos, feature = node.feature, value = a and a.value or 0}
+        src[k] = {layer = node.layer, pos = pos, feature = node.feature}
+      end
+      local values = rm:donor_values(iv.from, src)   -- the donor prompt's activations, in C
+      for k, node in ipairs(members) do
+        out[#out + 1] = {layer = node.layer, pos = node.pos, feature = node.feature, value = values[k]}
       end
     else
       out[#out + 1] = iv
@@ -125,7 +133,9 @@ end
 function M.intervene(rm, prompt, list, opts)
   local flat = rm:expand_interventions(list)
   local logits, acts = rm:intervene_raw(prompt, flat, opts)
-  return setmetatable({logits = logits, activations = acts, model = rm:model(), interventions = flat}, Result)
+  local r = {logits = logits, model = rm:model(), interventions = flat}
+  if type(acts) == "table" then r.activations = acts else r.acts = acts end   -- watched list, or every feature
+  return setmetatable(r, Result)
 end
 
 local gen_raw = M.generate

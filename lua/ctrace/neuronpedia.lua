@@ -26,8 +26,9 @@ local M = {}
 
 local settings = {}
 
+-- The settings live in the Lua state's context (and a copy here, for settings() and url()).
 function M.configure(t)
-  settings = core.net_config(settings, t)   -- raises on unknown or bad options
+  settings = core.net_configure("neuronpedia", t)   -- raises on unknown or bad options
 end
 
 function M.settings()
@@ -37,11 +38,11 @@ function M.settings()
 end
 
 function M.feature(model_id, source_id, index)
-  return core.np_feature(settings, model_id, source_id, index)
+  return core.np_feature(model_id, source_id, index)
 end
 
 function M.features(list)
-  return core.np_features(settings, list)
+  return core.np_features(list)
 end
 
 function M.search(query, opts)
@@ -56,7 +57,7 @@ function M.search(query, opts)
   local out = {results = {}, has_more = false}
   local offset = opts.offset or 0
   for _ = 1, opts.pages or 1 do
-    local page, msg, code = core.np_search(settings, opts.model_id, opts.sources or {}, query, offset)
+    local page, msg, code = core.np_search(opts.model_id, opts.sources or {}, query, offset)
     if not page then return nil, msg, code end
     for _, r in ipairs(page.results) do out.results[#out.results + 1] = r end
     out.has_more, out.next_offset = page.has_more, page.next_offset

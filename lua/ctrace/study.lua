@@ -101,16 +101,7 @@ function M.run(rm, spec)
   return {prompt = spec.prompt, targets = targets, rows = rows, clean = clean:top_logits(5)}
 end
 
--- Writes under a temporary name and renames when complete, so an interrupted run leaves no
--- half-written file.
-local function write_file(path, text)
-  local f, err = io.open(path .. ".tmp", "wb")
-  if not f then error("IO: cannot write " .. path .. ": " .. tostring(err), 3) end
-  f:write(text)
-  f:close()
-  local ok, e = os.rename(path .. ".tmp", path)
-  if not ok then error("IO: cannot write " .. path .. ": " .. tostring(e), 3) end
-end
+local write_file = require("ctrace.core").write_file   -- whole files or nothing
 
 local function csv_field(v)
   v = tostring(v == nil and "" or v)

@@ -24,13 +24,7 @@ local function read(path)
   return s
 end
 
-local function write(path, text)
-  local tmp = path .. ".tmp"
-  local f = assert(io.open(tmp, "wb"))
-  f:write(text)
-  f:close()
-  assert(os.rename(tmp, path))
-end
+local write = ct.write_file
 
 local PAGE = [==[<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>

@@ -16,12 +16,11 @@
 #include "trace/replacement.h"
 #include "tiny.h"
 
-enum { IN_RESID_MID, IN_NORMALIZED, IN_MLP_IN };   // as ct_replacement_hooks
-
 typedef struct {
     ct_model *m;
     const ct_transcoders *tc;
-    int T, Lm, Dm, in_kind, out_raw;
+    int T, Lm, Dm, out_raw;
+    ct_tc_input input;
     const ct_frozen *fz;
     float *clean_in, *clean_out, *clean_skip;   // (L, T, D)
     float *delta;                               // (L, T, D) added at the output hooks
@@ -32,7 +31,7 @@ typedef struct {
 static ct_status probe_mlp(void *ctx, int l, const ct_mlp_io *io, float *out, ct_err *err) {
     probe *p = ctx;
     size_t TD = (size_t)p->T * p->Dm;
-    const float *x = p->in_kind == IN_RESID_MID ? io->resid_mid : p->in_kind == IN_NORMALIZED ? io->normalized : io->mlp_in;
+    const float *x = ct_tc_input_of(p->input, io);
     for (size_t i = 0; i < TD; i++) out[i] = p->clean_out[l * TD + i] + p->delta[l * TD + i] - p->clean_skip[l * TD + i];
     ct_tc_skip_add(p->tc, l, x, p->T, out);
     return CT_OK;
@@ -68,26 +67,25 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
     ct_attr_opts_default(&o);
     o.batch_size = 64;   // several batches, mixed layers and positions
     ct_graph *g = NULL;
-    ct_status rc = ct_attribute(&g, m, tc, tokens, T, &o, &err);
+    ct_replacement rm;
+    ct_status rc = ct_replacement_init(&rm, m, tc, &err);
+    if (!rc) rc = ct_attribute(&g, &rm, tokens, T, &o, &err);
     ok(rc == CT_OK, "%s: attribute (%s)", name, rc ? err.msg : "ok");
     if (rc) return;
     int nL = m->cfg.n_layers, nD = m->cfg.d_model;
     size_t TD = (size_t)T * nD;
-    probe p = {.m = m, .tc = tc, .T = T, .Lm = nL, .Dm = nD};
-    ct_replacement_hooks(tc, &p.in_kind, &p.out_raw, &err);
+    probe p = {.m = m, .tc = tc, .T = T, .Lm = nL, .Dm = nD, .input = rm.input, .out_raw = rm.out_raw};
+    ct_replacement_free(&rm);
     // clean run: frozen values, transcoder inputs and outputs, embeddings
     ct_frozen_run clean;
     ct_hook_id ids[2 * 64 + 1], pid[65];
     for (int l = 0; l < nL; l++) {
-        char hn[128];
-        snprintf(hn, sizeof hn, "blocks.%d.%s", l, tc->input_hook);
-        ct_hook_parse(m, hn, &ids[2 * l], &err);
-        snprintf(hn, sizeof hn, "blocks.%d.%s", l, tc->output_hook);
-        ct_hook_parse(m, hn, &ids[2 * l + 1], &err);
+        ct_hook_at(m, l, tc->input_hook, &ids[2 * l], &err);
+        ct_hook_at(m, l, tc->output_hook, &ids[2 * l + 1], &err);
         pid[l] = ids[2 * l];
     }
     ids[2 * nL] = (ct_hook_id){CT_HOOK_EMBED, -1};
-    ct_frozen_capture(&clean, m, tokens, T, ids, 2 * nL + 1, NULL, &err);
+    ct_frozen_capture(&clean, m, tokens, T, ids, 2 * nL + 1, NULL, 0, &err);
     p.fz = &clean.fz;
     p.clean_in = malloc(sizeof(float) * nL * TD), p.clean_out = malloc(sizeof(float) * nL * TD);
     p.clean_skip = calloc(nL * TD, sizeof(float)), p.delta = calloc(nL * TD, sizeof(float));
@@ -236,7 +234,7 @@ int main(void) {
         ct_model *m = NULL;
         ct_transcoders *tc = NULL;
         ct_err err = {0};
-        int okm = ct_model_load(&m, mdir, &err) == CT_OK && ct_transcoders_load(&tc, tdir, &err) == CT_OK;
+        int okm = ct_model_load(NULL, &m, mdir, &err) == CT_OK && ct_transcoders_load(NULL, &tc, tdir, &err) == CT_OK;
         ok(okm, "%s: load (%s)", name, okm ? "ok" : err.msg);
         if (okm) check_graph(name, m, tc, prompt, 8, 100);
         ct_transcoders_free(tc);
@@ -250,8 +248,8 @@ int main(void) {
     ct_model *m = NULL;
     ct_transcoders *tc = NULL;
     ct_err err = {0};
-    int okm = ct_model_load(&m, path, &err) == CT_OK &&
-              ct_transcoders_load(&tc, "experiments/stories260K-transcoders/transcoders", &err) == CT_OK;
+    int okm = ct_model_load(NULL, &m, path, &err) == CT_OK &&
+              ct_transcoders_load(NULL, &tc, "experiments/stories260K-transcoders/transcoders", &err) == CT_OK;
     ok(okm, "stories260K: load (%s)", okm ? "ok" : err.msg);
     if (okm) {
         int *ids = NULL, n = 0;

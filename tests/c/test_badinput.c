@@ -77,14 +77,14 @@ int main(void) {
     int32_t hdr[7] = {64, 172, 5, 8, 4, 512, 512};
     write_bytes(path, hdr, sizeof hdr);
     ct_model *m = NULL;
-    rc = ct_model_load(&m, path, &e);
+    rc = ct_model_load(NULL, &m, path, &e);
     ok(rc == CT_STATUS_BAD_FORMAT && has(&e, "needs") && has(&e, "file has 0"), "truncated llama2.c checkpoint: %s", e.msg);
     int32_t bad[7] = {64, 172, 5, 7, 4, 512, 512};
     write_bytes(path, bad, sizeof bad);
-    rc = ct_model_load(&m, path, &e);
+    rc = ct_model_load(NULL, &m, path, &e);
     ok(rc == CT_STATUS_BAD_FORMAT && has(&e, "multiple"), "dim not divisible by heads: %s", e.msg);
     write_bytes(path, hdr, 10);
-    rc = ct_model_load(&m, path, &e);
+    rc = ct_model_load(NULL, &m, path, &e);
     ok(rc == CT_STATUS_BAD_FORMAT && has(&e, "28-byte header"), "file shorter than the header: %s", e.msg);
 
     // Hugging Face directories
@@ -93,23 +93,23 @@ int main(void) {
     mkdir(dir, 0755);
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     write_bytes(cfg, "{\"architectures\": [\"MambaForCausalLM\"]}", 39);
-    rc = ct_model_load(&m, dir, &e);
+    rc = ct_model_load(NULL, &m, dir, &e);
     ok(rc == CT_STATUS_UNSUPPORTED && has(&e, "unknown architecture 'MambaForCausalLM'"), "unknown architecture: %s", e.msg);
     const char *llama = "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 8, \"intermediate_size\": 16, "
                         "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"vocab_size\": 10, \"tie_word_embeddings\": true}";
     write_bytes(cfg, llama, strlen(llama));
-    rc = ct_model_load(&m, dir, &e);
+    rc = ct_model_load(NULL, &m, dir, &e);
     ok(rc == CT_STATUS_NOT_FOUND && has(&e, "model.safetensors"), "no weights: %s", e.msg);
     float z[80] = {0};
     ct_st_entry ent = {.name = "model.embed_tokens.weight", .dtype = CT_DT_F32, .ndim = 2, .shape = {10, 8}, .data = z};
     char st_path[400];
     snprintf(st_path, sizeof st_path, "%s/model.safetensors", dir);
-    ct_safetensors_write(st_path, &ent, 1, NULL, 0, &e);
-    rc = ct_model_load(&m, dir, &e);
+    ct_safetensors_write(NULL, st_path, &ent, 1, NULL, 0, &e);
+    rc = ct_model_load(NULL, &m, dir, &e);
     ok(rc == CT_STATUS_NOT_FOUND && has(&e, "missing tensor 'model.norm.weight'"), "missing tensor: %s", e.msg);
     ent.shape[0] = 8, ent.shape[1] = 10;
-    ct_safetensors_write(st_path, &ent, 1, NULL, 0, &e);
-    rc = ct_model_load(&m, dir, &e);
+    ct_safetensors_write(NULL, st_path, &ent, 1, NULL, 0, &e);
+    rc = ct_model_load(NULL, &m, dir, &e);
     ok(rc == CT_STATUS_BAD_SHAPE && has(&e, "[8, 10]") && has(&e, "expected [10, 8]"), "wrong shape: %s", e.msg);
 
     // tokenizers
@@ -118,19 +118,19 @@ int main(void) {
     const char *badutf = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\xff\": 0}, \"merges\": []}}";
     write_bytes(tp, badutf, strlen(badutf));
     ct_tokenizer *t = NULL;
-    rc = ct_tokenizer_load(&t, tp, &e);
+    rc = ct_tokenizer_load(NULL, &t, tp, &e);
     ok(rc == CT_STATUS_BAD_UTF8, "invalid UTF-8 in tokenizer.json: %s", e.msg);
     const char *wp = "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}";
     write_bytes(tp, wp, strlen(wp));
-    rc = ct_tokenizer_load(&t, tp, &e);
+    rc = ct_tokenizer_load(NULL, &t, tp, &e);
     ok(rc == CT_STATUS_UNSUPPORTED && has(&e, "expected BPE"), "unsupported tokenizer model: %s", e.msg);
     snprintf(tp, sizeof tp, "%s/tok.bin", tmp);
     uint8_t tb[] = {4, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0xff, 0xfe, 0, 0, 0, 0, 1, 0, 0, 0, 'a', 0, 0, 0, 0, 1, 0, 0, 0, 'b'};
     write_bytes(tp, tb, sizeof tb);
-    rc = ct_tokenizer_load(&t, tp, &e);
+    rc = ct_tokenizer_load(NULL, &t, tp, &e);
     ok(rc == CT_STATUS_BAD_UTF8, "invalid UTF-8 in a llama2.c tokenizer: %s", e.msg);
     write_bytes(tp, tb, 10);
-    rc = ct_tokenizer_load(&t, tp, &e);
+    rc = ct_tokenizer_load(NULL, &t, tp, &e);
     ok(rc == CT_STATUS_BAD_FORMAT, "truncated llama2.c tokenizer: %s", e.msg);
     snprintf(cfg, sizeof cfg, "rm -rf %s", tmp);
     if (system(cfg) != 0) printf("# cleanup failed\n");

@@ -21,7 +21,7 @@ static ct_st_entry *read_entries(const char *dir, const char *out_dir, int dtype
     snprintf(cmd, sizeof cmd, "cp %s/config.json %s/config.json", dir, out_dir);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     ct_err err = {0};
-    if (system(cmd) != 0 || ct_safetensors_open(st, path, &err)) return NULL;
+    if (system(cmd) != 0 || ct_safetensors_open(NULL, st, path, &err)) return NULL;
     ct_st_entry *e = calloc((size_t)(*st)->n_tensors, sizeof *e);
     for (int i = 0; i < (*st)->n_tensors; i++) {
         const ct_st_tensor *t = &(*st)->tensors[i];
@@ -47,7 +47,7 @@ static int resave(const char *dir, const char *out_dir) {
     char path[1100];
     ct_err err = {0};
     snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-    int ok_ = ct_safetensors_write(path, e, st->n_tensors, NULL, 0, &err) == CT_OK;
+    int ok_ = ct_safetensors_write(NULL, path, e, st->n_tensors, NULL, 0, &err) == CT_OK;
     free_entries(e, st);
     return ok_;
 }
@@ -70,9 +70,9 @@ static int shard(const char *dir, const char *out_dir, const char *bad_entry) {
     fprintf(f, "}}\n");
     fclose(f);
     snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", out_dir);
-    ok_ = ct_safetensors_write(path, e, n / 2, NULL, 0, &err) == CT_OK;
+    ok_ = ct_safetensors_write(NULL, path, e, n / 2, NULL, 0, &err) == CT_OK;
     snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", out_dir);
-    ok_ = ok_ && ct_safetensors_write(path, e + n / 2, n - n / 2, NULL, 0, &err) == CT_OK;
+    ok_ = ok_ && ct_safetensors_write(NULL, path, e + n / 2, n - n / 2, NULL, 0, &err) == CT_OK;
     free_entries(e, st);
     return ok_;
 }
@@ -86,7 +86,7 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     make_family(dir, arch, dt);
     ct_model *m = NULL, *m2 = NULL;
     ct_err err = {0};
-    ct_status rc = ct_model_load(&m, dir, &err);
+    ct_status rc = ct_model_load(NULL, &m, dir, &err);
     ok(rc == CT_OK, "%s %s loads (%s)", arch, ct_dtype_name(dt), rc ? err.msg : "ok");
     if (rc) return;
     ct_hook_cache hc;
@@ -131,20 +131,20 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     ok(same, "%s: KV-cache steps match the batched forward (1e-5)", arch);
     ct_hook_cache_free(&hc);
     ok(resave(dir, dir2), "%s: re-saved through the writer as F32", arch);
-    rc = ct_model_load(&m2, dir2, &err);
+    rc = ct_model_load(NULL, &m2, dir2, &err);
     if (!rc) rc = ct_model_forward(m2, prompt, 8, NULL, NULL, logits2, 1, &err);
     ok(rc == CT_OK && memcmp(logits, logits2, sizeof logits) == 0, "%s %s: the re-saved checkpoint gives identical logits",
        arch, ct_dtype_name(dt));
     if (dt == CT_DT_BF16) {   // sharded: two files and an index
         ct_model *m3 = NULL;
         snprintf(dir2, sizeof dir2, "%s-sharded", dir);
-        rc = shard(dir, dir2, NULL) ? ct_model_load(&m3, dir2, &err) : CT_STATUS_IO;
+        rc = shard(dir, dir2, NULL) ? ct_model_load(NULL, &m3, dir2, &err) : CT_STATUS_IO;
         if (!rc) rc = ct_model_forward(m3, prompt, 8, NULL, NULL, logits2, 1, &err);
         ok(rc == CT_OK && m3->n_shards == 2 && memcmp(logits, logits2, sizeof logits) == 0,
            "%s: two shards and an index give identical logits (%s)", arch, rc ? err.msg : "ok");
         ct_model_free(m3);
         snprintf(dir2, sizeof dir2, "%s-badindex", dir);
-        rc = shard(dir, dir2, "model.extra.weight") ? ct_model_load(&m3, dir2, &err) : CT_STATUS_IO;
+        rc = shard(dir, dir2, "model.extra.weight") ? ct_model_load(NULL, &m3, dir2, &err) : CT_STATUS_IO;
         ok(rc == CT_STATUS_NOT_FOUND && strstr(err.msg, "model.extra.weight"), "%s: an index naming a missing tensor: %s",
            arch, err.msg);
     }
@@ -160,7 +160,7 @@ static void check_llama2c_as_hf(const char *tmp) {
     snprintf(path, sizeof path, "%s/stories260K/stories260K.bin", models);
     ct_model *a = NULL, *b = NULL;
     ct_err err = {0};
-    if (ct_model_load(&a, path, &err)) {
+    if (ct_model_load(NULL, &a, path, &err)) {
         ok(0, "load stories260K (%s)", err.msg);
         return;
     }
@@ -206,9 +206,9 @@ static void check_llama2c_as_hf(const char *tmp) {
     }
 #undef E
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    ct_status rc = ct_safetensors_write(path, e, n, NULL, 0, &err);
+    ct_status rc = ct_safetensors_write(NULL, path, e, n, NULL, 0, &err);
     for (int i = 0; i < no; i++) free(owned[i]);
-    if (!rc) rc = ct_model_load(&b, dir, &err);
+    if (!rc) rc = ct_model_load(NULL, &b, dir, &err);
     ok(rc == CT_OK, "stories260K written as a Hugging Face Llama directory loads (%s)", rc ? err.msg : "ok");
     int ids[32] = {1};
     for (int t = 1; t < 32; t++) ids[t] = (t * 37) % c->vocab_size;

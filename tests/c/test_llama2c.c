@@ -18,7 +18,7 @@ int main(void) {
     ct_err err = {0};
     ct_model *m = NULL;
     snprintf(path, sizeof path, "%s/stories260K/stories260K.bin", shared_models());
-    ct_status rc = ct_model_load(&m, path, &err);
+    ct_status rc = ct_model_load(NULL, &m, path, &err);
     ok(rc == CT_OK, "load %s (%s)", path, rc ? err.msg : "ok");
     if (rc) return check_done();
     ok(m->cfg.d_model == 64 && m->cfg.n_layers == 5 && m->cfg.n_heads == 8 && m->cfg.n_kv_heads == 4 &&
@@ -37,7 +37,7 @@ int main(void) {
     size_t len = 0, want_len = 0;
     ct_tokenizer_decode(m->tok, ids, n_out + 1, 1, &text, &len, &err);
     snprintf(path, sizeof path, "%s/stories260K/greedy_200.txt", shared_models());
-    ok(ct_read_file(path, &want, &want_len, 0, &err) == CT_OK, "read greedy_200.txt");
+    ok(ct_read_file(NULL, path, &want, &want_len, 0, &err) == CT_OK, "read greedy_200.txt");
     ok(text && want && len == want_len && memcmp(text, want, len) == 0,
        "greedy text equals greedy_200.txt (%zu bytes vs %zu, %d tokens)", len, want_len, n_out);
     if (text && want && (len != want_len || memcmp(text, want, len))) printf("# got: %s\n", text);
@@ -71,7 +71,7 @@ int main(void) {
     void *map;
     size_t size;
     snprintf(path, sizeof path, "%s/stories260K/stories260K.bin", shared_models());
-    ct_map_file(path, &map, &size, &err);
+    ct_map_file(NULL, path, &map, &size, &err);
     size_t extra = (size_t)m->cfg.vocab_size * m->cfg.d_model * sizeof(float);
     float *buf = malloc(size + extra);
     memcpy(buf, map, size);

@@ -95,7 +95,7 @@ static void test_sha1(void) {
     if (p && fgets(want, sizeof want, p)) want[strcspn(want, "\n")] = 0;
     if (p) pclose(p);
     ct_err err;
-    ok(ct_git_blob_sha1_file(path, hex, &err) == CT_OK && strcmp(hex, want) == 0,
+    ok(ct_git_blob_sha1_file(NULL, path, hex, &err) == CT_OK && strcmp(hex, want) == 0,
        "git blob id of a 300 kB file = git hash-object (%s)", want);
 }
 
@@ -208,9 +208,10 @@ static void test_cache(void) {
 }
 
 static volatile int cancel_after_ms;
+static ct_ctx cancel_ctx;   // its cancel flag is set by another thread, as a signal handler would
 static void *canceller(void *arg) {
     usleep((useconds_t)cancel_after_ms * 1000);
-    ct_cancel_requested = 1;
+    cancel_ctx.cancel = 1;
     return NULL;
 }
 
@@ -238,6 +239,8 @@ static void test_http(void) {
 
     // cancellation stops a request in flight
     o.timeout_ms = 10000;
+    ct_ctx_init(&cancel_ctx);
+    o.ctx = &cancel_ctx;
     cancel_after_ms = 200;
     pthread_t th;
     pthread_create(&th, NULL, canceller, NULL);
@@ -245,7 +248,7 @@ static void test_http(void) {
     r = get("/np/api/feature/fault-slow/0-x/2", &o);
     dt = now() - t0;
     pthread_join(th, NULL);
-    ct_cancel_requested = 0;
+    o.ctx = NULL;
     ok(r.rc == CT_STATUS_CANCELLED && dt < 2.0, "cancelled 0.2 s into a 3 s response: CANCELLED after %.2f s", dt);
     ct_http_req_free(&r);
 
@@ -268,7 +271,7 @@ static void test_http(void) {
     ct_http_req d = {.url = url, .out_path = out};
     ct_http_perform(&d, 1, &o);
     char h1[65], h2[65];
-    ok(d.rc == CT_OK && ct_sha256_file(out, h1, &err) == CT_OK && ct_sha256_file(want, h2, &err) == CT_OK &&
+    ok(d.rc == CT_OK && ct_sha256_file(NULL, out, h1, &err) == CT_OK && ct_sha256_file(NULL, want, h2, &err) == CT_OK &&
            strcmp(h1, h2) == 0,
        "Range ignored (200 to a range request): the file is rewritten from byte 0 and matches");
     ct_http_req_free(&d);

@@ -114,7 +114,7 @@ static void make_family(const char *dir, const char *arch, ct_dtype dt) {
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     ct_err err = {0};
     const char *meta[] = {"format", "pt"};
-    if (ct_safetensors_write(path, c.e, c.n, meta, 1, &err)) printf("# write failed: %s\n", err.msg);
+    if (ct_safetensors_write(NULL, path, c.e, c.n, meta, 1, &err)) printf("# write failed: %s\n", err.msg);
     ckpt_free(&c);
 }
 
@@ -150,13 +150,13 @@ __attribute__((unused)) static void make_transcoders(const char *dir, int clt, c
         if (skip && !clt) add(&c, "W_skip", CT_DT_F32, 2, D, D, 0);
         if (!clt) add(&c, "W_dec", CT_DT_F32, 2, TF, D, 0);
         snprintf(path, sizeof path, clt ? "%s/W_enc_%d.safetensors" : "%s/layer_%d.safetensors", dir, l);
-        if (ct_safetensors_write(path, c.e, c.n, NULL, 0, &err)) printf("# write failed: %s\n", err.msg);
+        if (ct_safetensors_write(NULL, path, c.e, c.n, NULL, 0, &err)) printf("# write failed: %s\n", err.msg);
         ckpt_free(&c);
         if (clt) {
             snprintf(n, sizeof n, "W_dec_%d", l);
             add3(&c, n, TF, n_out, D, 0);
             snprintf(path, sizeof path, "%s/W_dec_%d.safetensors", dir, l);
-            if (ct_safetensors_write(path, c.e, c.n, NULL, 0, &err)) printf("# write failed: %s\n", err.msg);
+            if (ct_safetensors_write(NULL, path, c.e, c.n, NULL, 0, &err)) printf("# write failed: %s\n", err.msg);
             ckpt_free(&c);
         }
     }

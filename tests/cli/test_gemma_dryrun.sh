@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_gemma_dryrun.sh - the Gemma-2-2B case study runs end to end (sandboxed, through ctrace run)
 # on tiny random files of the formats it loads: a Gemma2ForCausalLM directory with the Gemma
-# tokenizer, and a GemmaScope npz transcoder set (tests/ref/make_gemma_dryrun.py).
+# tokenizer, and a GemmaScope npz transcoder set (tests/ref/make_gemma_dryrun.py). On the same
+# files, constrained-layer interventions that change nothing give the real model's logits.
 set -u
 cd "$(dirname "$0")/../.."
 CTRACE=$PWD/${BUILD:-build}/ctrace
@@ -24,6 +25,25 @@ done
 [ $fail = 0 ] && echo "ok 3 - graph, viewer page, study table and chart, summary, manifest" || echo "not ok 3 - results"
 grep -q '"effects"' "$dir/results/summary.json" 2>/dev/null && grep -q '"sha256"' "$dir/results/manifest.json" 2>/dev/null &&
   echo "ok 4 - summary with the intervention effects; manifest with file hashes" || { echo "not ok 4 - summary"; fail=1; }
+# the replacement model on Gemma-2 (post-feedforward norm, transcoders writing hook_mlp_out):
+# constrained layers with no intervention give the real model's logits
+if out=$(TINY=$tmp "$CTRACE" -e '
+local ct = require "ctrace"
+local dir = os.getenv("TINY")
+local m = ct.load_model(dir .. "/gemma-2-2b")
+local rm = ct.replacement_model(m, ct.load_transcoders(dir .. "/gemma-scope/config.yaml"))
+local ids = {2, 651, 6037, 576, 21206, 603}
+local real = m:forward(ids)
+for _, cl in ipairs {{0, 0}, {1, 1}, "all"} do
+  local lg = rm:intervene(ids, {}, {constrained_layers = cl, activations = false}).logits
+  for i = 1, lg:size(1) do for j = 1, lg:size(2) do
+    assert(math.abs(lg:get(i, j) - real:get(i, j)) <= 1e-4, "constrained " .. tostring(cl[1] or cl) .. ": position " .. i)
+  end end
+end' 2>&1); then
+  echo "ok 5 - Gemma-2, hook_mlp_out: a no-op constrained run is the real model"
+else
+  echo "not ok 5 - Gemma-2 constrained no-op"; echo "$out" | tail -5 | sed 's/^/#   /'; fail=1
+fi
 rm -rf "$dir/results"
-echo "1..4"
+echo "1..5"
 exit $fail

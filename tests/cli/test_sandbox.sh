@@ -41,6 +41,54 @@ refuses engine_mkdir 'require("ctrace").mkdirs("'"$tmp"'/elsewhere")' "may write
 test ! -e "$tmp/outside.txt" -a ! -e "$tmp/outside.safetensors" -a ! -e "$tmp/elsewhere" -a ! -e "$tmp/x.txt" &&
   ok "nothing was written outside results/" || bad "something was written outside results/"
 
+# files a transcoder config.yaml lists are read through the same checks: an absolute path outside,
+# and a link inside the folder that points outside, are refused
+cp experiments/stories260K-transcoders/transcoders/layer_0.safetensors "$tmp/secret.safetensors"
+for how in absolute link; do
+  mkdir -p "$tmp/tc_$how/set"
+  if [ $how = absolute ]; then entry=$tmp/secret.safetensors; else ln -s "$tmp/secret.safetensors" "$tmp/tc_$how/set/l0.safetensors"; entry=l0.safetensors; fi
+  printf 'model_kind: transcoder_set\ntranscoders:\n  - %s\n' "$entry" > "$tmp/tc_$how/set/config.yaml"
+  refuses "tc_$how" 'require("ctrace").load_transcoders(arg[0]:match("^(.*)/") .. "/set")' "may read only"
+done
+
+# the manifest lists every file the run read (the engine's reads and the script's own), each once,
+# with its SHA-256, and nothing the run wrote itself
+mkdir -p "$tmp/inputs"
+printf 'Once upon a time\n' > "$tmp/inputs/prompts.txt"
+cat > "$tmp/inputs/experiment.lua" <<'LUA'
+local ct = require "ctrace"
+local here = arg[0]:match("^(.*)/")
+local f = assert(io.open(here .. "/prompts.txt"))
+local prompt = f:read("*l")
+f:close()
+local m = ct.load_model("stories260K")
+local rm = ct.replacement_model(m, ct.load_transcoders("stories260K"))
+local g = rm:attribute(prompt, {verbose = false})
+g:save_json(here .. "/results/g.json", {slug = "g"})
+assert(ct.load_graph(here .. "/results/g.json"))   -- reading back what the run wrote: no input
+LUA
+if "$CTRACE" run "$tmp/inputs" > "$tmp/inputs.out" 2>&1; then
+  got=$(/usr/bin/python3 - "$tmp/inputs/results/manifest.json" "$PWD" <<'PY'
+import hashlib, json, os, sys
+m = json.load(open(sys.argv[1]))
+paths = [i["path"] for i in m["inputs"]]
+bad = [i["path"] for i in m["inputs"] if hashlib.sha256(open(i["path"], "rb").read()).hexdigest() != i["sha256"]]
+root = sys.argv[2]
+want = [os.path.realpath(p) for p in [os.path.dirname(sys.argv[1]) + "/../experiment.lua", os.path.dirname(sys.argv[1]) + "/../prompts.txt",
+        root + "/../shared/models/stories260K/stories260K.bin", root + "/../shared/models/stories260K/tok512.bin",
+        root + "/experiments/stories260K-transcoders/transcoders/config.yaml"] +
+        [root + "/experiments/stories260K-transcoders/transcoders/layer_%d.safetensors" % l for l in range(5)]]
+missing = [p for p in want if p not in paths]
+extra = [p for p in paths if p not in want]
+dup = len(paths) != len(set(paths))
+print("ok" if not (bad or missing or extra or dup) else "bad hashes %s; missing %s; extra %s; duplicates %s" % (bad, missing, extra, dup))
+PY
+)
+  [ "$got" = ok ] && ok "manifest: every file read, once, with its SHA-256, and nothing else" || bad "manifest inputs: $got"
+else
+  bad "inputs run failed"; sed 's/^/#   /' "$tmp/inputs.out"
+fi
+
 mkdir -p "$tmp/inside"
 cat > "$tmp/inside/experiment.lua" <<'LUA'
 local ct = require "ctrace"

@@ -58,6 +58,21 @@ t.run {
                                  .. "diff / tolerance %.2g", #sources, #features, #logits, worst_f, worst_l))
   end},
 
+  {"constrained layers: with no intervention the real model's logits, whatever the range", function()
+    -- constrained MLP outputs are the clean run's: with nothing changed the pass is the real one
+    -- (per-layer set writing mlp.hook_out, cross-layer set writing hook_mlp_out)
+    local real = m:forward(prompt)
+    for _, name in ipairs {"stories260K", "stories260K-clt"} do
+      local r = name == "stories260K" and rm or ct.replacement_model(m, ct.load_transcoders(name))
+      for _, cl in ipairs {{0, 0}, {0, 1}, {2, 4}, "all"} do
+        local out = r:intervene(prompt, {}, {constrained_layers = cl, activations = false})
+        local d = maxdiff(out.logits, real)
+        t.ok(d <= 1e-4, string.format("%s, constrained %s: logits equal to 1e-4 (%.2g)", name,
+                                      type(cl) == "table" and (cl[1] .. "-" .. cl[2]) or cl, d))
+      end
+    end
+  end},
+
   {"free propagation: a no-op intervention gives the real model's logits", function()
     local real = m:forward(prompt)
     local ops = {}

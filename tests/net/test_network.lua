@@ -300,6 +300,25 @@ t.run {
     local s = stats()
     t.ok(s["hf.resolve"] == nil and s["np.get"] == nil and s["cdn.get"] == nil, "the offline process sent no request")
   end},
+  {"hf:// entries of a local config.yaml use the hub settings of the Lua state", function()
+    -- a local set whose config.yaml lists its layer files as hf:// addresses on the test server
+    local dir = tmp .. "/localset"
+    os.execute("mkdir -p " .. dir .. " && cp " .. tmp .. "/files/test/scope-tiny/config.yaml " .. dir .. "/")
+    local load = 'local ok, e = pcall(require("ctrace").load_transcoders, "' .. dir .. '") print(ok and ("LAYERS " .. e.n_layers) or e)'
+    -- offline configured in Lua, with the environment pointing at the server: OFFLINE, no request
+    reset()
+    local r = child('require("ctrace").hub.configure{offline = true}\n' .. load, false, "HF_HUB_CACHE=" .. tmp .. "/hub-a")
+    local s = stats()
+    t.ok(r:find("OFFLINE", 1, true) and r:find("hf://test/scope-tiny/", 1, true), "configure{offline = true}: OFFLINE naming the file", r)
+    t.ok(s["hf.resolve"] == nil and s["cdn.get"] == nil, "and no request reached the server")
+    -- the server configured in Lua, the environment's endpoint unreachable: the files come from the server
+    reset()
+    r = child('require("ctrace").hub.configure{url = "' .. base .. '/hf"}\n' .. load, false,
+              "HF_HUB_CACHE=" .. tmp .. "/hub-b HF_ENDPOINT=http://127.0.0.1:1")
+    s = stats()
+    t.ok(r:find("LAYERS 2", 1, true), "configure{url = ...}: the set loads from the configured server", r)
+    t.ok((s["hf.resolve"] or 0) >= 2, "the server answered its requests (" .. tostring(s["hf.resolve"]) .. ")")
+  end},
   {"keys are never written to disk or into messages", function()
     local found = sh("grep -rl -e np-secret-key -e hf-secret-token " .. tmp .. "/cache " .. tmp .. "/hf 2>/dev/null")
     t.eq(found, "", "no key in either cache")

@@ -1,0 +1,85 @@
+// ctx.h - what the engine may do on behalf of one caller (a Lua state, a test, a benchmark):
+// when to stop, which files it may read and write, which files it read, and how addresses such
+// as hf://org/repo/file become local paths.
+//
+// Every engine function that opens a file or runs long takes a ct_ctx * as its first argument;
+// NULL means no limits, no record and never cancelled (tests, benchmarks, fuzzers). Files are
+// opened only through core/fileio.h, which consults the context:
+//
+//   ct_ctx c;
+//   ct_ctx_init(&c);
+//   ct_ctx_add_read_root(&c, "/data/models", &err);   // reads only below these directories
+//   ct_ctx_set_write_root(&c, "results", &err);       // writes only below this one
+//   ct_model_load(&c, &m, "/data/models/x", &err);    // checked, and listed in c.files
+//   ...
+//   ct_ctx_free(&c);
+//
+// A context belongs to one thread. cancel may be set from a signal handler.
+#ifndef CT_CTX_H
+#define CT_CTX_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+// A file read through the context: its resolved path and its size when it was opened.
+typedef struct {
+    char *path;
+    int64_t size;
+} ct_ctx_file;
+
+typedef struct ct_ctx {
+    volatile sig_atomic_t cancel;   // non-zero: long loops stop at their next check (CANCELLED)
+    double deadline;                // CLOCK_MONOTONIC seconds after which they stop too; 0: none
+    char **read_roots;              // (n_read_roots,) resolved directories; none: any file may be read
+    int n_read_roots;
+    char *write_root;               // resolved directory; NULL: files may be written anywhere
+    ct_ctx_file *files;             // (n_files,) every file read, in the order first opened
+    int n_files, cap_files;
+    // Turns an address that is not a local path (hf://...) into one; NULL: such addresses fail.
+    ct_status (*resolve)(void *data, const char *uri, char *out, size_t n, ct_err *err);
+    void *resolve_data;
+} ct_ctx;
+
+void ct_ctx_init(ct_ctx *c);
+// Frees the roots and the list of files (the context itself belongs to the caller).
+void ct_ctx_free(ct_ctx *c);
+
+// Adds a directory files may be read from (resolved now; it must exist).
+ct_status ct_ctx_add_read_root(ct_ctx *c, const char *dir, ct_err *err);
+// Lifts the read restriction.
+void ct_ctx_clear_read_roots(ct_ctx *c);
+// Confines writes to dir (resolved now; it must exist); NULL or "" lifts the confinement.
+ct_status ct_ctx_set_write_root(ct_ctx *c, const char *dir, ct_err *err);
+
+// Whether c was cancelled or its deadline has passed (NULL: never).
+int ct_ctx_cancelled(const ct_ctx *c);
+// CANCELLED with a message naming what stopped ("attribution after 512 of 4096 rows") when
+// ct_ctx_cancelled(c), else OK.
+ct_status ct_ctx_check_cancel(const ct_ctx *c, ct_err *err, const char *what, ...)
+    __attribute__((format(printf, 3, 4)));
+// Sets the deadline `seconds` from now (0: none).
+void ct_ctx_set_timeout(ct_ctx *c, double seconds);
+// Monotonic wall-clock seconds.
+double ct_now(void);
+
+// Whether the resolved path real lies under a read root (or c has none).
+int ct_ctx_readable(const ct_ctx *c, const char *real);
+// BAD_ARG: "reading <path>: this run may read only under <the read roots>".
+ct_status ct_ctx_refuse_read(const ct_ctx *c, const char *path, ct_err *err);
+// Whether path (a file or directory that exists) may be read: BAD_ARG naming the path and the
+// allowed directories when it resolves outside every read root.
+ct_status ct_ctx_check_read(const ct_ctx *c, const char *path, ct_err *err);
+// Whether path (which need not exist yet; its deepest existing directory is resolved) may be
+// written: BAD_ARG naming the path and the write root when it is not under it.
+ct_status ct_ctx_check_write(const ct_ctx *c, const char *path, ct_err *err);
+// Records a file read (real: its resolved path). Each path is listed once; files under the write
+// root (what the run itself writes) are not inputs and are left out.
+ct_status ct_ctx_note_file(ct_ctx *c, const char *real, int64_t size, ct_err *err);
+// The local path of an address: a local path unchanged, anything with a scheme (hf://) through
+// the resolver. out: n bytes.
+ct_status ct_ctx_resolve(const ct_ctx *c, const char *addr, char *out, size_t n, ct_err *err);
+
+#endif

@@ -1,6 +1,7 @@
 -- intervene.lua - interventions on stories260K with its default transcoders: one intervention
 -- forward against a plain forward over the same prompt (medians of repeated runs, the prompt's
--- clean run kept between interventions as a study does), and a sweep of 100 interventions.
+-- clean run kept between interventions as a study does), a sweep of 100 interventions, and
+-- Result:top_logits / prob over one row of a 256,000-entry vocabulary (Gemma's size).
 --   ctrace bench/intervene.lua [repeats]
 local ct = require "ctrace"
 local reps = tonumber(arg[1]) or 51
@@ -44,3 +45,18 @@ for r = 1, 5 do
   sweeps[r] = clock() - t0
 end
 print(string.format("intervene sweep: %d single-feature interventions in %.3f s (median of 5)", #feats, median(sweeps)))
+
+-- a result's top_logits(10) and prob(id) over (1, 256000) random logits, through Result's own
+-- methods (softmax and selection in C); a stand-in model without a tokenizer (texts are ids)
+local V = 256000
+local big, seed = ct.zeros(1, V), 1
+for v = 1, V do
+  seed = (seed * 1103515245 + 12345) % 2147483648
+  big:set(1, v, (seed / 2147483648 - 0.5) * 20)
+end
+local Result = require("ctrace.intervention").Result
+local r = setmetatable({logits = big, model = {tokenizer = function() return nil end}}, Result)
+local top = time(function() r:top_logits(10) end)
+local prob = time(function() r:prob(12345) end)
+print(string.format("top_logits over a %d-token vocabulary: %.2f ms for the 10 most probable; prob(id) %.2f ms (medians of %d)",
+                    V, top * 1e3, prob * 1e3, reps))

@@ -2,7 +2,8 @@
 //
 // t[i] selects index i of the first dimension (a number for 1-d tensors, else a view);
 // t:select(dim, i), t:narrow(dim, first, length) and t:slice(dim, first, last) return views
-// that share storage; dims and indices count from 1.
+// that share storage; dims and indices count from 1. t:softmax_top(row, n [, index]) reads
+// the softmax of one row of logits at its n largest entries (and at one more index).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +158,49 @@ static int l_tensor_argmax(lua_State *L) {
     return 1;
 }
 
+// t:softmax_top(row, n [, index]) -> top [, p]: the softmax of row `row` of a 2-d tensor of
+// logits (T, V), read out by ct_softmax_topk. top = its n largest entries, the most probable
+// first (ties: the lower index), as {index =, prob =, value =}; p = the probability of entry
+// `index`. Rows and indices count from 1.
+static int l_tensor_softmax_top(lua_State *L) {
+    ct_tensor *t = ct_lua_check_tensor(L, 1);
+    if (t->ndim != 2) return ct_lua_fail(L, CT_STATUS_BAD_SHAPE, "softmax_top() needs a 2-d tensor (T, V), got %d-d", t->ndim);
+    int64_t T = t->shape[0], V = t->shape[1];
+    lua_Integer row = luaL_checkinteger(L, 2), n = luaL_checkinteger(L, 3);
+    int has_at = !lua_isnoneornil(L, 4);
+    lua_Integer at = has_at ? luaL_checkinteger(L, 4) : 1;
+    if (row < 1 || row > T) return ct_lua_fail(L, CT_STATUS_OUT_OF_RANGE, "row %d out of range 1..%lld", (int)row, (long long)T);
+    if (n < 0) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "softmax_top() expects n >= 0, got %d", (int)n);
+    if (has_at && (at < 1 || at > V))
+        return ct_lua_fail(L, CT_STATUS_OUT_OF_RANGE, "index %d out of range 1..%lld", (int)at, (long long)V);
+    if (n > V) n = V;
+    const float *x = ct_tensor_data(t) + (row - 1) * t->stride[0];   // (V,)
+    if (t->stride[1] != 1) {   // a strided view: the row copied
+        float *c = lua_newuserdata(L, sizeof(float) * (size_t)(V + 1));
+        for (int64_t i = 0; i < V; i++) c[i] = x[i * t->stride[1]];
+        x = c;
+    }
+    int64_t *idx = lua_newuserdata(L, sizeof(int64_t) * (size_t)(n + 1));   // (n,)
+    double *p = lua_newuserdata(L, sizeof(double) * (size_t)(n + 1));       // (n,)
+    int64_t at0 = at - 1;
+    double p_at = 0.0;
+    n = ct_softmax_topk(idx, p, &p_at, x, V, n, &at0, has_at);
+    lua_createtable(L, (int)n, 0);
+    for (int64_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, (lua_Integer)idx[i] + 1);
+        lua_setfield(L, -2, "index");
+        lua_pushnumber(L, p[i]);
+        lua_setfield(L, -2, "prob");
+        lua_pushnumber(L, x[idx[i]]);
+        lua_setfield(L, -2, "value");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    if (!has_at) return 1;
+    lua_pushnumber(L, p_at);
+    return 2;
+}
+
 static int l_tensor_clone(lua_State *L) {
     ct_tensor *t = ct_lua_check_tensor(L, 1);
     ct_tensor *src = ct_tensor_contiguous(t);
@@ -303,7 +347,8 @@ void ct_lua_register_tensor(lua_State *L) {
         {"numel", l_tensor_numel},   {"select", l_tensor_select},   {"narrow", l_tensor_narrow},
         {"slice", l_tensor_slice},   {"get", l_tensor_get},         {"set", l_tensor_set},
         {"item", l_tensor_item},     {"totable", l_tensor_totable}, {"argmax", l_tensor_argmax},
-        {"clone", l_tensor_clone},   {"free", l_tensor_free},       {NULL, NULL}};
+        {"clone", l_tensor_clone},   {"free", l_tensor_free},       {"softmax_top", l_tensor_softmax_top},
+        {NULL, NULL}};
     luaL_newmetatable(L, CT_MT_TENSOR);   // [mod, mt]
     lua_newtable(L);
     luaL_register(L, NULL, methods);

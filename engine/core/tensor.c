@@ -305,11 +305,95 @@ float ct_gelu_tanh(float x) {
 
 float ct_silu(float x) { return x / (1.0f + expf(-x)); }
 
+// The maximum of x (n,) and sum exp(x - max) (*sum, double). When x holds a NaN: NaN for
+// both; when the maximum is infinite (+inf, or -inf: n = 0 or every x is -inf): the maximum,
+// and *sum NaN.
+static double max_sum_exp(const float *x, int64_t n, double *sum) {
+    float mx = -INFINITY;
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (x[i] > mx) mx = x[i];
+        else if (x[i] != x[i]) nan = 1;
+    }
+    *sum = NAN;
+    if (nan) return NAN;
+    if (isinf(mx)) return mx;
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += exp((double)x[i] - mx);
+    *sum = s;
+    return mx;
+}
+
+double ct_logsumexp(const float *x, int64_t n) {
+    double sum, mx = max_sum_exp(x, n, &sum);
+    return isfinite(mx) ? mx + log(sum) : mx;
+}
+
 void ct_set_threads(int n) {
     if (n > 0) g_threads = n;
 }
 
 int ct_get_threads(void) { return large_threads(); }
+
+// ----------------------------------------------------------------------------
+// Top-k selection
+
+// Entry a of x ranks before entry b: the larger value, a number before NaN, else the lower index.
+static inline int ranks_before(const float *x, int64_t a, int64_t b) {
+    float va = x[a], vb = x[b];
+    if (va > vb) return 1;
+    if (va < vb) return 0;
+    int na = va != va, nb = vb != vb;   // equal, or at least one NaN
+    if (na != nb) return nb;
+    return a < b;
+}
+
+// Restores the heap below h[i] (m entries): every parent ranks after its children, so h[0]
+// holds the lowest-ranked entry kept.
+static void sift_down(int64_t *h, const float *x, int64_t i, int64_t m) {
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= m) return;
+        if (c + 1 < m && ranks_before(x, h[c], h[c + 1])) c++;   // the lower-ranked child
+        if (!ranks_before(x, h[i], h[c])) return;
+        int64_t t = h[i];
+        h[i] = h[c], h[c] = t;
+        i = c;
+    }
+}
+
+int64_t ct_topk(int64_t *idx, const float *x, int64_t n, int64_t k) {
+    if (k > n) k = n;
+    if (k <= 0) return 0;
+    for (int64_t i = 0; i < k; i++) idx[i] = i;
+    for (int64_t i = k / 2; i-- > 0;) sift_down(idx, x, i, k);
+    float low = x[idx[0]];   // the lowest-ranked value kept
+    for (int64_t i = k; i < n; i++) {
+        // i has a higher index than every entry kept, so it enters only by a strictly larger
+        // value, or as a number over a NaN
+        float v = x[i];
+        if (v > low || (low != low && v == v)) {
+            idx[0] = i;
+            sift_down(idx, x, 0, k);
+            low = x[idx[0]];
+        }
+    }
+    for (int64_t m = k - 1; m > 0; m--) {   // heap sort: the lowest-ranked entry to the end
+        int64_t t = idx[0];
+        idx[0] = idx[m], idx[m] = t;
+        sift_down(idx, x, 0, m);
+    }
+    return k;
+}
+
+int64_t ct_softmax_topk(int64_t *idx, double *p_top, double *p_at, const float *x, int64_t n, int64_t k,
+                        const int64_t *at, int64_t n_at) {
+    k = ct_topk(idx, x, n, k);
+    double sum, mx = max_sum_exp(x, n, &sum);
+    for (int64_t i = 0; i < k; i++) p_top[i] = exp((double)x[idx[i]] - mx) / sum;
+    for (int64_t i = 0; i < n_at; i++) p_at[i] = exp((double)x[at[i]] - mx) / sum;
+    return k;
+}
 
 // ----------------------------------------------------------------------------
 // Element types

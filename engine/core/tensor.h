@@ -112,8 +112,24 @@ float ct_rmsnorm(float *out, const float *x, const float *g, float gain_offset, 
 float ct_layernorm(float *out, const float *x, const float *g, const float *b, float eps, int n);
 // In-place softmax over n values, double accumulation.
 void ct_softmax(float *x, int n);
+// log sum exp(x) for x (n,): max + log(sum exp(x - max)), the sum in double. -inf for n = 0 or
+// when every x is -inf; +inf when some x is +inf; NaN when some x is NaN.
+double ct_logsumexp(const float *x, int64_t n);
 float ct_gelu_tanh(float x);
 float ct_silu(float x);
+
+// Top-k selection. Values rank largest first, NaN after every number (-inf included), equal
+// values by the lower index first: a total order, so the answer is unique.
+// idx (k,) = the indices of the k highest-ranked values of x (n,), in rank order. Returns
+// min(k, n), 0 when k <= 0. A binary heap of k entries kept in idx: O(n log k), no allocation.
+int64_t ct_topk(int64_t *idx, const float *x, int64_t n, int64_t k);
+// Softmax of logits x (n,) read at a few entries: idx (k,) the k largest logits as ct_topk
+// ranks them (the most probable first) and p_top (k,) their probabilities; p_at (n_at,) the
+// probabilities of the entries at (n_at,), each in 0..n-1 (at may be NULL when n_at is 0).
+// p = exp(x - max) / sum exp(x - max) in double, that is exp(x - ct_logsumexp(x, n)); every p
+// is NaN when x holds a NaN or +inf or only -inf. Returns min(k, n), 0 when k <= 0.
+int64_t ct_softmax_topk(int64_t *idx, double *p_top, double *p_at, const float *x, int64_t n, int64_t k,
+                        const int64_t *at, int64_t n_at);
 
 // Number of BLAS threads (0 leaves the library default).
 // Uniform(-1, 1) from a splitmix64 state (the same sequence everywhere).

@@ -156,26 +156,6 @@ static ct_status load_state(ct_ctx *ctx, state *s, const char *path, ct_err *err
 }
 
 // ----------------------------------------------------------------------------
-// TopK selection: indices of the k largest values of v (F,) (ties: lower index)
-
-static void topk(const float *v, int F, int k, int *idx, const unsigned char *allowed) {
-    int n = 0;
-    for (int f = 0; f < F; f++) {
-        if (allowed && !allowed[f]) continue;
-        if (n < k) {   // insertion into the sorted prefix (descending)
-            int j = n++;
-            while (j > 0 && v[idx[j - 1]] < v[f]) idx[j] = idx[j - 1], j--;
-            idx[j] = f;
-        } else if (v[f] > v[idx[k - 1]]) {
-            int j = k - 1;
-            while (j > 0 && v[idx[j - 1]] < v[f]) idx[j] = idx[j - 1], j--;
-            idx[j] = f;
-        }
-    }
-    for (int j = n; j < k; j++) idx[j] = -1;
-}
-
-// ----------------------------------------------------------------------------
 // Training
 
 // Backward through feature f of layer l with activation a, for token b: out gradients gy
@@ -248,12 +228,14 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
     size_t LBD = (size_t)L * B * D;
     float *xb = malloc(sizeof(float) * LBD), *yb = malloc(sizeof(float) * LBD), *yh = malloc(sizeof(float) * LBD);
     float *gy = malloc(sizeof(float) * LBD), *pre = malloc(sizeof(float) * (size_t)L * B * F);
-    int *idx = malloc(sizeof(int) * (size_t)L * B * K), *ia = malloc(sizeof(int) * (size_t)(KA + 1));
+    int64_t *idx = malloc(sizeof(int64_t) * (size_t)L * B * K);   // (L, B, K) TopK features, -1 when not firing
+    int64_t *ia = malloc(sizeof(int64_t) * (size_t)(KA + 1));      // (KA,) AuxK features of one token
+    int *dead = malloc(sizeof(int) * (size_t)F);                    // (F,) the dead features of a layer
+    float *dv = malloc(sizeof(float) * (size_t)F);                  // (F,) their pre-activations for one token
     long *rows = malloc(sizeof(long) * (size_t)B);
-    unsigned char *dead = malloc((size_t)F);
     float *ea = malloc(sizeof(float) * (size_t)D), *ga_aux = malloc(sizeof(float) * (size_t)B * D * L);
     double *mean = malloc(sizeof(double) * (size_t)D);
-    if (!rc && (!xb || !yb || !yh || !gy || !pre || !idx || !ia || !rows || !dead || !ea || !ga_aux || !mean))
+    if (!rc && (!xb || !yb || !yh || !gy || !pre || !idx || !ia || !dead || !dv || !rows || !ea || !ga_aux || !mean))
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a batch of %d", B);
     struct timespec w0;
     clock_gettime(CLOCK_MONOTONIC, &w0);
@@ -284,13 +266,13 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
             }
             if (s.skip) ct_sgemm(0, 1, B, D, D, 1.0f, x, D, PARAM(&s, l, P_WSKIP), D, 1.0f, h, D);
         }
-        for (int l = 0; l < L; l++)   // TopK and the decoders into every target t >= l
+        for (int l = 0; l < L; l++)   // TopK (largest first, ties: lower index) and the decoders into every target t >= l
             for (int b = 0; b < B; b++) {
-                int *ib = idx + ((size_t)l * B + b) * K;
+                int64_t *ib = idx + ((size_t)l * B + b) * K;
                 const float *pr = pre + ((size_t)l * B + b) * F;
-                topk(pr, F, K, ib, NULL);
+                ct_topk(ib, pr, F, K);
                 for (int j = 0; j < K; j++) {
-                    int f = ib[j];
+                    int f = (int)ib[j];
                     if (pr[f] <= 0) {
                         ib[j] = -1;
                         continue;
@@ -316,7 +298,7 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
         for (int l = 0; l < L; l++) {   // backward
             for (int b = 0; b < B; b++)
                 for (int j = 0; j < K; j++) {
-                    int f = idx[((size_t)l * B + b) * K + j];
+                    int f = (int)idx[((size_t)l * B + b) * K + j];
                     if (f >= 0) feature_backward(&s, l, f, pre[((size_t)l * B + b) * F + f], gy, B, b, L - 1,
                                                  xb + ((size_t)l * B + b) * D);
                 }
@@ -332,22 +314,25 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
         for (int l = 0; l < L; l++) {
             int n_dead = 0;
             for (int f = 0; f < F; f++)
-                n_dead += (dead[f] = s.tokens - s.last_fired[(size_t)l * F + f] > o->dead_tokens && s.step > 0);
+                if (s.tokens - s.last_fired[(size_t)l * F + f] > o->dead_tokens && s.step > 0) dead[n_dead++] = f;
             n_dead_all += n_dead;
             if (KA == 0 || n_dead == 0) continue;
             int ka = KA < n_dead ? KA : n_dead;
             float *g = ga_aux + (size_t)l * B * D;   // laid out as gy: target l's rows, each written before use
             for (int b = 0; b < B; b++) {
                 const float *pr = pre + ((size_t)l * B + b) * F;
-                topk(pr, F, ka, ia, dead);
+                // the ka largest pre-activations among the dead features (ties: lower index)
+                for (int i = 0; i < n_dead; i++) dv[i] = pr[dead[i]];
+                ct_topk(ia, dv, n_dead, ka);
+                for (int j = 0; j < ka; j++) ia[j] = dead[ia[j]];
                 for (int d = 0; d < D; d++) ea[d] = 0;
                 for (int j = 0; j < ka; j++)
-                    if (ia[j] >= 0 && pr[ia[j]] > 0) add_decoder(&s, l, ia[j], l, pr[ia[j]], ea);
+                    if (pr[ia[j]] > 0) add_decoder(&s, l, (int)ia[j], l, pr[ia[j]], ea);
                 const float *h = yh + ((size_t)l * B + b) * D, *y = yb + ((size_t)l * B + b) * D;
                 for (int d = 0; d < D; d++) g[(size_t)b * D + d] = (float)(2.0 * o->aux_coef * (ea[d] - (y[d] - h[d])) / B);
                 for (int j = 0; j < ka; j++)
-                    if (ia[j] >= 0 && pr[ia[j]] > 0)
-                        feature_backward(&s, l, ia[j], pr[ia[j]], ga_aux, B, b, l, xb + ((size_t)l * B + b) * D);
+                    if (pr[ia[j]] > 0)
+                        feature_backward(&s, l, (int)ia[j], pr[ia[j]], ga_aux, B, b, l, xb + ((size_t)l * B + b) * D);
             }
         }
         // Adam
@@ -373,7 +358,7 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
             if (o->checkpoint) rc = save_state(o->ctx, &s, o->checkpoint, err);
         }
     }
-    free(xb), free(yb), free(yh), free(gy), free(pre), free(idx), free(ia), free(rows), free(dead), free(ea), free(ga_aux);
+    free(xb), free(yb), free(yh), free(gy), free(pre), free(idx), free(ia), free(dead), free(dv), free(rows), free(ea), free(ga_aux);
     free(mean);
     if (!rc) {   // fold the scales into the weights: x -> x / sx_l, y_t = sy_t * y'_t
         out->n_layers = L, out->d_model = D, out->d_tc = F, out->k = K;

@@ -528,31 +528,27 @@ ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_e
 // ----------------------------------------------------------------------------
 // Encode, decode, reconstruct
 
-typedef struct {
-    float v;
-    int i;
-} val_idx;
-
-static int cmp_val_desc(const void *a, const void *b) {
-    const val_idx *x = a, *y = b;
-    if (x->v != y->v) return x->v > y->v ? -1 : 1;
-    return x->i - y->i;   // ties: lower index first
-}
-
-void ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T) {
+ct_status ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T, ct_err *err) {
     const ct_tc_layer *L = &tc->layers[layer];
     int F = L->d_tc;
     if (tc->act == CT_TC_TOPK) {
-        val_idx *tmp = malloc(sizeof *tmp * (size_t)F);
-        for (int t = 0; t < T && tmp; t++) {
-            float *r = v + (size_t)t * F;
-            for (int f = 0; f < F; f++) tmp[f] = (val_idx){r[f], f};
-            qsort(tmp, (size_t)F, sizeof *tmp, cmp_val_desc);
-            for (int f = 0; f < F; f++) r[f] = 0.0f;
-            for (int k = 0; k < tc->k && k < F; k++) r[tmp[k].i] = tmp[k].v > 0 ? tmp[k].v : 0.0f;
+        // per position: the k largest pre-activations (ties: lower index, ct_topk), then ReLU
+        int64_t K = tc->k < F ? tc->k : F;
+        int64_t *idx = malloc(sizeof(int64_t) * (size_t)(K + 1));   // (K,)
+        float *val = malloc(sizeof(float) * (size_t)(K + 1));       // (K,)
+        if (!idx || !val) {
+            free(idx), free(val);
+            return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for TopK of %lld features", (long long)K);
         }
-        free(tmp);
-        return;
+        for (int t = 0; t < T; t++) {
+            float *r = v + (size_t)t * F;   // (F,)
+            ct_topk(idx, r, F, K);
+            for (int64_t k = 0; k < K; k++) val[k] = r[idx[k]];
+            memset(r, 0, sizeof(float) * (size_t)F);
+            for (int64_t k = 0; k < K; k++) r[idx[k]] = val[k] > 0 ? val[k] : 0.0f;
+        }
+        free(idx), free(val);
+        return CT_OK;
     }
     for (int t = 0; t < T; t++) {
         float *r = v + (size_t)t * F;
@@ -561,6 +557,7 @@ void ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T) {
             else r[f] = r[f] > 0.0f ? r[f] : 0.0f;
         }
     }
+    return CT_OK;
 }
 
 ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int T, float *pre, float *act, ct_err *err) {
@@ -576,7 +573,7 @@ ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int 
         for (int f = 0; f < F; f++) buf[(size_t)t * F + f] += L->b_enc[f];
     if (act) {
         if (act != buf) memcpy(act, buf, sizeof(float) * (size_t)T * F);
-        ct_tc_activate(tc, layer, act, T);
+        return ct_tc_activate(tc, layer, act, T, err);
     }
     return CT_OK;
 }

@@ -68,8 +68,8 @@ ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_e
 
 // pre (T, F) = x (T, D) W_enc^T + b_enc; act (T, F) = activation(pre). Either output may be NULL.
 ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int T, float *pre, float *act, ct_err *err);
-// The activation function alone, in place on (T, F).
-void ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T);
+// The activation function alone, in place on v (T, F).
+ct_status ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T, ct_err *err);
 // y (T, D) += act (T, F) @ W_dec slice j (the decoder into layer `layer + j`); reads only the
 // rows of features active somewhere.
 ct_status ct_tc_decode_add(const ct_transcoders *tc, int layer, int j, const float *act, int T, float *y, ct_err *err);

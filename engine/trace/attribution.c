@@ -334,13 +334,6 @@ typedef struct {
     float *vec;   // (D,)
 } target;
 
-static int cmp_prob(const void *x, const void *y, void *ctx) {
-    const float *p = ctx;
-    int i = *(const int *)x, j = *(const int *)y;
-    if (p[i] != p[j]) return p[i] > p[j] ? -1 : 1;
-    return i - j;
-}
-
 static char *token_label(const ct_model *m, int id) {
     char *txt = NULL;
     size_t len = 0;
@@ -362,8 +355,8 @@ static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, 
     const ct_model *m = a->m;
     int V = m->cfg.vocab_size, D = a->D;
     // probabilities of the real output at the last position
-    float *p = malloc(sizeof(float) * V);
-    int *idx = malloc(sizeof(int) * V);
+    float *p = malloc(sizeof(float) * V);   // (V,)
+    int64_t *idx = malloc(sizeof(int64_t) * (size_t)(o->max_n_logits < V ? o->max_n_logits : V));   // (max_n_logits,)
     double *mean = calloc((size_t)D, sizeof(double));
     if (!p || !idx || !mean) {
         free(p), free(idx), free(mean);
@@ -377,8 +370,7 @@ static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, 
     if (o->n_targets > 0) {
         K = o->n_targets;
     } else {
-        for (int v = 0; v < V; v++) idx[v] = v;
-        qsort_r(idx, V, sizeof(int), cmp_prob, p);
+        ct_topk(idx, p, V, o->max_n_logits);   // the most probable first, ties: lower id
         double cum = 0.0;
         while (K < o->max_n_logits && K < V) {
             cum += p[idx[K++]];
@@ -394,7 +386,7 @@ static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, 
             break;
         }
         const ct_attr_target *x = o->n_targets > 0 ? &o->targets[k] : NULL;
-        int v = x ? x->token : idx[k];
+        int v = x ? x->token : (int)idx[k];
         if (x && !x->vec && (v < 0 || v >= V)) {
             rc = ct_fail(err, CT_STATUS_OUT_OF_RANGE, "target token %d is outside the vocabulary 0..%d", v, V - 1);
             break;
@@ -518,13 +510,6 @@ static ct_status timed_batch(attr_ctx *a, const attr_row *r, int B, float *rows,
     return rc;
 }
 
-static int cmp_desc(const void *x, const void *y, void *ctx) {
-    const float *v = ctx;
-    int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
-    if (v[i] != v[j]) return v[i] > v[j] ? -1 : 1;
-    return i < j ? -1 : i > j;
-}
-
 static int cmp_index(const void *x, const void *y) {
     int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
     return i < j ? -1 : i > j;
@@ -631,7 +616,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     target *tg = NULL;
     rows_state rs = {0};
     float *infl = NULL;
-    int64_t *row_node = NULL, *order = NULL, *col_of = NULL, *visit = NULL;
+    int64_t *row_node = NULL, *order = NULL, *pick = NULL, *col_of = NULL, *visit = NULL;
     attr_row *batch = NULL;
     uint8_t *visited = NULL;
     ct_graph *g = NULL;
@@ -675,11 +660,12 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     rs.visit = visit = malloc(sizeof(int64_t) * (size_t)(budget + 1));
     row_node = malloc(sizeof(int64_t) * (size_t)n_rows);
     order = malloc(sizeof(int64_t) * (size_t)(NA + 1));
+    pick = malloc(sizeof(int64_t) * (size_t)(budget + 1));
     infl = malloc(sizeof(float) * (size_t)(NA + 1));
     visited = calloc((size_t)NA + 1, 1);
     batch = malloc(sizeof(attr_row) * (size_t)B);
     if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !a.first || (ct_rowstore_spilled(rs.store) && !rs.bbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
-        !row_node || !order || !infl || !visited || !batch) {
+        !row_node || !order || !pick || !infl || !visited || !batch) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
                      (long long)a.n_cols);
         goto done;
@@ -708,12 +694,15 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
             double tr = now_s();
             if ((rc = partial_influence(rs.store, rs.sq, rs.ld, ct_rowstore_rows(rs.store), rs.rowsum, tg, K, NA, infl, err)))
                 goto done;
-            int64_t n_rank = 0;
+            int64_t n_rank = 0;   // the unvisited features (order) and their influences, packed into infl
             for (int64_t i = 0; i < NA; i++)
-                if (!visited[i]) order[n_rank++] = i;
-            qsort_r(order, (size_t)n_rank, sizeof(int64_t), cmp_desc, infl);
+                if (!visited[i]) order[n_rank] = i, infl[n_rank++] = infl[i];
             int64_t q = (int64_t)o->update_interval * o->batch_size;
             n_pending = q < budget - n_visited ? q : budget - n_visited;
+            // the n_pending most influential (ties: lower index), as features
+            n_pending = ct_topk(pick, infl, n_rank, n_pending);
+            for (int64_t i = 0; i < n_pending; i++) pick[i] = order[pick[i]];
+            memcpy(order, pick, sizeof(int64_t) * (size_t)n_pending);
             stats.ranking_s += now_s() - tr;
         }
         // batches: consecutive in (layer, position) order, so each starts at few layers; within a
@@ -824,7 +813,7 @@ done:
     targets_free(tg, a.K);
     ct_rowstore_close(rs.store);
     free(rs.bbuf), free(rs.rowsum), free(rs.sq), free(visit);
-    free(row_node), free(order), free(infl), free(visited), free(batch), free(col_of);
+    free(row_node), free(order), free(pick), free(infl), free(visited), free(batch), free(col_of);
     ctx_free(&a);
     *out = g;
     return rc;

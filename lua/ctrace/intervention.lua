@@ -33,42 +33,31 @@ Result.__index = function(r, k)
   return Result[k]
 end
 
-local function softmax_row(logits, t)
-  local V = logits:size(2)
-  local mx = -math.huge
-  for v = 1, V do mx = math.max(mx, logits:get(t, v)) end
-  local z = 0
-  for v = 1, V do z = z + math.exp(logits:get(t, v) - mx) end
-  return mx, z
+-- The model's tokenizer, or nil when it has none (any other error raises).
+local function tokenizer_of(model)
+  local ok, tok = pcall(model.tokenizer, model)
+  if ok then return tok end
+  if not tostring(tok):find("NOT_FOUND", 1, true) then error(tok, 0) end
+  return nil
 end
 
--- The n most probable tokens at position pos (1-based, default the last).
+-- The n most probable tokens at position pos (1-based, default the last), most probable first
+-- (ties: the lower id): {token, id, prob, logit}; the token text is the id when the model has
+-- no tokenizer. The softmax and the selection run in C (Tensor:softmax_top).
 function Result:top_logits(n, pos)
-  local t = pos or self.logits:size(1)
-  local V = self.logits:size(2)
-  local mx, z = softmax_row(self.logits, t)
-  local order = {}
-  for v = 1, V do order[v] = v end
-  table.sort(order, function(a, b)
-    local la, lb = self.logits:get(t, a), self.logits:get(t, b)
-    if la ~= lb then return la > lb end
-    return a < b
-  end)
-  local out, tok = {}, self.model:tokenizer()
-  for i = 1, math.min(n or 5, V) do
-    local v = order[i]
-    local logit = self.logits:get(t, v)
-    out[i] = {token = tok and tok:token_text(v - 1) or tostring(v - 1), id = v - 1,
-              prob = math.exp(logit - mx) / z, logit = logit}
+  local top = self.logits:softmax_top(pos or self.logits:size(1), math.max(0, n or 5))
+  local out, tok = {}, tokenizer_of(self.model)
+  for i, x in ipairs(top) do
+    local id = x.index - 1
+    out[i] = {token = tok and tok:token_text(id) or tostring(id), id = id, prob = x.prob, logit = x.value}
   end
   return out
 end
 
 -- Probability of token id at position pos (1-based, default the last).
 function Result:prob(id, pos)
-  local t = pos or self.logits:size(1)
-  local mx, z = softmax_row(self.logits, t)
-  return math.exp(self.logits:get(t, id + 1) - mx) / z
+  local _, p = self.logits:softmax_top(pos or self.logits:size(1), 0, id + 1)
+  return p
 end
 
 function Result:activation(layer, pos, feature)

@@ -30,6 +30,24 @@ local function maxdiff(a, b)
   return worst
 end
 
+-- a slow reference for Result:top_logits / prob: the softmax of row t in double and a sort of
+-- the whole vocabulary by logit (ties: lower id), in Lua
+local function slow_top(lg, t)
+  local V = lg:size(2)
+  local mx, z, order = -math.huge, 0, {}
+  for v = 1, V do mx = math.max(mx, lg:get(t, v)) end
+  for v = 1, V do z = z + math.exp(lg:get(t, v) - mx) end
+  for v = 1, V do order[v] = v end
+  table.sort(order, function(a, b)
+    local la, lb = lg:get(t, a), lg:get(t, b)
+    if la ~= lb then return la > lb end
+    return a < b
+  end)
+  local out = {}
+  for i, v in ipairs(order) do out[i] = {id = v - 1, logit = lg:get(t, v), prob = math.exp(lg:get(t, v) - mx) / z} end
+  return out
+end
+
 t.run {
   {"everything frozen: intervention deltas equal the graph's columns", function()
     local frozen = {constrained_layers = "all", readout = "pre", watch = features}
@@ -102,6 +120,70 @@ t.run {
     t.ok(changed > 0, changed .. " later features at its position change")
     local a = r:activation(top.layer, top.pos, top.feature)
     t.ok(a and a.clean > 0, "the feature's own activation entry")
+  end},
+
+  {"top_logits and prob equal a slow Lua softmax and sort of the vocabulary", function()
+    local tok, V = m:tokenizer(), m.d_vocab
+    local clean = rm:intervene(prompt, {}, {activations = false})
+    local r = rm:intervene(prompt, {{node = features[#features], scale = -3}}, {activations = false})
+    local T = r.logits:size(1)
+    local bad_order, bad_logit, bad_token, worst, n_checked = 0, 0, 0, 0, 0
+    for _, res in ipairs {clean, r} do
+      for pos = 1, T do
+        local want, got = slow_top(res.logits, pos), res:top_logits(V, pos)
+        if #got ~= V then bad_order = bad_order + 1 end
+        for i = 1, V do
+          local g, w = got[i], want[i]
+          if not g or g.id ~= w.id then bad_order = bad_order + 1 break end
+          if g.logit ~= w.logit then bad_logit = bad_logit + 1 end
+          if g.token ~= tok:token_text(w.id) then bad_token = bad_token + 1 end
+          worst = math.max(worst, math.abs(g.prob - w.prob) / w.prob)
+          local p = res:prob(w.id, pos)
+          worst = math.max(worst, math.abs(p - w.prob) / w.prob)
+          n_checked = n_checked + 1
+        end
+      end
+    end
+    t.ok(bad_order == 0 and bad_logit == 0 and bad_token == 0 and worst <= 1e-12,
+         string.format("%d positions x %d tokens: same order, logits and token texts; probabilities within %.2g relative",
+                       2 * T, V, worst),
+         string.format("%d wrong orders, %d logits, %d token texts", bad_order, bad_logit, bad_token))
+    local last = r:top_logits()
+    t.ok(#last == 5 and last[1].id == slow_top(r.logits, T)[1].id, "default: the last position, 5 entries")
+    t.eq(#r:top_logits(V + 10), V, "n beyond the vocabulary: every token")
+    t.eq(#r:top_logits(0), 0, "n = 0: none")
+    -- ties and their order, through the same C path
+    local lg = ct.zeros(2, 6)
+    for v, x in ipairs {1, 3, 3, -1, 3, 0} do lg:set(2, v, x) end
+    local tied = setmetatable({logits = lg, model = m}, getmetatable(r)):top_logits(6, 2)
+    local ids = {}
+    for i, x in ipairs(tied) do ids[i] = x.id end
+    t.eq(table.concat(ids, " "), "1 2 4 0 5 3", "equal logits: the lower id first")
+    local z = 3 * math.exp(3) + math.exp(1) + math.exp(-1) + 1
+    t.ok(math.abs(tied[1].prob - math.exp(3) / z) < 1e-15 and math.abs(tied[6].prob - math.exp(-1) / z) < 1e-15,
+         "probabilities of the tied row")
+    t.raises(function() r:top_logits(3, T + 1) end, "OUT_OF_RANGE", "position past the prompt")
+    t.raises(function() r:prob(V, T) end, "OUT_OF_RANGE", "id past the vocabulary")
+    t.raises(function() ct.zeros(4):softmax_top(1, 2) end, "BAD_SHAPE", "softmax_top of a 1-d tensor")
+  end},
+
+  {"top_logits of a model without a tokenizer: the ids as token texts", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir .. " && cp " .. m.path .. " " .. dir .. "/")
+    local bare = ct.load_model(dir .. "/" .. m.path:match("[^/]+$"))
+    t.raises(function() bare:tokenizer() end, "NOT_FOUND", "no tokenizer beside the checkpoint")
+    local ids = m:tokenize(prompt)
+    local rb = ct.replacement_model(bare, tc):intervene(ids, {}, {activations = false})
+    local want = rm:intervene(ids, {}, {activations = false}):top_logits(4)
+    local got = rb:top_logits(4)
+    local same = #got == 4
+    for i = 1, 4 do
+      same = same and got[i].id == want[i].id and got[i].token == tostring(want[i].id) and got[i].prob == want[i].prob
+    end
+    t.ok(same, "the same ids and probabilities; token = tostring(id)")
+    bare:free()
+    os.execute("rm -rf " .. dir)
   end},
 
   {"constrained layers: effects stop at the range's end", function()

@@ -4,6 +4,7 @@
 #   make check      install what is missing (test tools too), build, and run the whole suite
 #   make            build build/ctrace
 #   make test       build and run the whole test suite (C, Lua, tokenizer parity, fuzz smoke)
+#   make test-c     the C tests only; make test-lua the Lua tests only
 #   make asan       build under AddressSanitizer + UBSan into build/asan/ and run the C and Lua tests
 #   make deps       install the Debian packages ctrace needs (as root)
 #   make bench      run the benchmarks in bench/
@@ -84,7 +85,7 @@ test-c: $(TEST_BIN)
 	prove -e '' $(TEST_BIN)
 
 test-lua: all
-	$(BUILD)/ctrace tests/lua/run.lua
+	prove -e $(BUILD)/ctrace tests/lua/test_*.lua
 
 asan:
 	$(MAKE) BUILD=build/asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all $(patsubst $(BUILD)/%,build/asan/%,$(TEST_BIN))

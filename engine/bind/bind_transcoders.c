@@ -333,25 +333,15 @@ static int l_train_transcoders(lua_State *L) {
     return 1;
 }
 
-typedef struct {
-    float v;
-    int id;
-} tok_val;
-
-static int cmp_tok_desc(const void *a, const void *b) {
-    const tok_val *x = a, *y = b;
-    return x->v != y->v ? (x->v > y->v ? -1 : 1) : x->id - y->id;
-}
-
-static void push_tok_list(lua_State *L, const ct_model *m, const tok_val *tv, int n) {
+static void push_tok_list(lua_State *L, const ct_model *m, const float *effect, const int64_t *ids, int n) {
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         lua_createtable(L, 0, 3);
-        lua_pushinteger(L, tv[i].id);
+        lua_pushinteger(L, (lua_Integer)ids[i]);
         lua_setfield(L, -2, "id");
-        lua_pushnumber(L, tv[i].v);
+        lua_pushnumber(L, effect[ids[i]]);
         lua_setfield(L, -2, "value");
-        const char *piece = m->tok ? ct_tokenizer_piece(m->tok, tv[i].id) : NULL;
+        const char *piece = m->tok ? ct_tokenizer_piece(m->tok, (int)ids[i]) : NULL;
         if (piece) {
             lua_pushstring(L, piece);
             lua_setfield(L, -2, "token");
@@ -361,8 +351,8 @@ static void push_tok_list(lua_State *L, const ct_model *m, const tok_val *tv, in
 }
 
 // tc:top_logits(model, layer, feature [, n]) -> {top = {{id, token, value}, ...}, bottom = ...}:
-// the feature's direct effect on the logits, W_U (g * d) with d its decoder vectors summed over
-// the layers it writes and g the final norm's gain (the norm's scale left out).
+// the feature's direct effect on the logits (ct_tc_logit_effect), its n largest (ties: lower id
+// first) and n most negative (ties: higher id first)
 static int l_tc_top_logits(lua_State *L) {
     ct_transcoders *tc = check_tc(L, 1);
     ct_model *m = ct_lua_check_box(L, 2, CT_MT_MODEL);
@@ -370,32 +360,24 @@ static int l_tc_top_logits(lua_State *L) {
     lua_Integer f = luaL_checkinteger(L, 4);
     int n = (int)luaL_optinteger(L, 5, 10), V = m->cfg.vocab_size;
     if (n < 1 || n > V) n = V < 10 ? V : 10;
-    float *effect = malloc(sizeof(float) * (size_t)V);
-    tok_val *tv = malloc(sizeof *tv * (size_t)V);
+    float *effect = malloc(sizeof(float) * (size_t)V), *neg = malloc(sizeof(float) * (size_t)V);
+    int64_t *top = malloc(sizeof(int64_t) * (size_t)n), *bottom = malloc(sizeof(int64_t) * (size_t)n);
     ct_err err = {0};
-    ct_status rc = effect && tv ? ct_tc_logit_effect(tc, m, l, (int64_t)f, effect, &err)
-                                : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_status rc = effect && neg && top && bottom ? ct_tc_logit_effect(tc, m, l, (int64_t)f, effect, &err)
+                                                  : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
     if (!rc) {
-        for (int v = 0; v < V; v++) tv[v] = (tok_val){effect[v], v};
-        qsort(tv, (size_t)V, sizeof *tv, cmp_tok_desc);
+        ct_topk(top, effect, V, n);
+        for (int v = 0; v < V; v++) neg[v] = -effect[V - 1 - v];   // reversed: ties go to the higher id
+        ct_topk(bottom, neg, V, n);
+        for (int i = 0; i < n; i++) bottom[i] = V - 1 - bottom[i];
+        lua_createtable(L, 0, 2);
+        push_tok_list(L, m, effect, top, n);
+        lua_setfield(L, -2, "top");
+        push_tok_list(L, m, effect, bottom, n);
+        lua_setfield(L, -2, "bottom");
     }
-    free(effect);
-    if (rc) {
-        free(tv);
-        return ct_lua_raise(L, &err);
-    }
-    lua_createtable(L, 0, 2);
-    push_tok_list(L, m, tv, n);
-    lua_setfield(L, -2, "top");
-    for (int i = 0; i < n / 2 + n % 2; i++) {   // bottom: the n most negative, most negative first
-        tok_val t = tv[V - 1 - i];
-        tv[V - 1 - i] = tv[V - n + i];
-        tv[V - n + i] = t;
-    }
-    push_tok_list(L, m, tv + V - n, n);
-    lua_setfield(L, -2, "bottom");
-    free(tv);
-    return 1;
+    free(effect), free(neg), free(top), free(bottom);
+    return rc ? ct_lua_raise(L, &err) : 1;
 }
 
 // tc:errors(model, input) -> {e_0, ..., e_{L-1}}: (T, D) error vectors of the real run

@@ -44,7 +44,7 @@ typedef struct {
     ct_kv_cache **kv;             // generation: the cache (its length is the pass's first position)
     ct_sparse_acts *acts;         // this pass's readout (may be NULL)
     int64_t acts_cap;
-    // scratch
+    // scratch (the replacement model's)
     float *pending;               // (L, T, D) deltas waiting for each layer's output hook
     float *pre, *act;             // (T, max(F_max, D))
     uint8_t *encoded;             // (T,) rows of act holding this pass's activations
@@ -179,11 +179,7 @@ static ct_status iv_edit(void *vp, ct_hook_id at, float *x, int T, ct_err *err) 
     return CT_OK;
 }
 
-static void pass_free(iv_pass *p) {
-    free(p->pending), free(p->pre), free(p->act), free(p->encoded), free(p->row);
-}
-
-// The pass over tokens: their clean run, checks, scratch.
+// The pass over tokens: their clean run, checks, scratch (r's, reused between passes).
 static ct_status pass_open(iv_pass *p, ct_replacement *r, const int *tokens, int T, const ct_intervention *iv, int n_iv,
                            const ct_iv_opts *o, ct_err *err) {
     memset(p, 0, sizeof *p);
@@ -194,18 +190,15 @@ static ct_status pass_open(iv_pass *p, ct_replacement *r, const int *tokens, int
     int L = c->L, D = c->D;
     if (o->constrained && (o->first < 0 || o->last >= L || o->first > o->last))
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "constrained layers %d..%d outside 0..%d", o->first, o->last, L - 1);
-    int W = D;
-    for (int l = 0; l < L; l++) W = r->tc->layers[l].d_tc > W ? r->tc->layers[l].d_tc : W;
+    size_t W = (size_t)D;
+    for (int l = 0; l < L; l++) W = (size_t)r->tc->layers[l].d_tc > W ? (size_t)r->tc->layers[l].d_tc : W;
+    size_t LTD = (size_t)L * T * D, TW = (size_t)T * W;
+    float *w = ct_replacement_work(r, LTD + 2 * TW + D + (size_t)T);
+    if (!w) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for interventions on a %d-token prompt", T);
     *p = (iv_pass){.r = r, .c = c, .o = o, .iv = iv, .n_iv = n_iv};
-    p->pending = calloc((size_t)L * T * D + 1, sizeof(float));
-    p->pre = malloc(sizeof(float) * (size_t)T * W);
-    p->act = malloc(sizeof(float) * (size_t)T * W);
-    p->encoded = malloc((size_t)T);
-    p->row = malloc(sizeof(float) * (size_t)D);
-    if (!p->pending || !p->pre || !p->act || !p->encoded || !p->row) {
-        pass_free(p);
-        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for interventions on a %d-token prompt", T);
-    }
+    p->pending = w, p->pre = w + LTD, p->act = w + LTD + TW, p->row = w + LTD + 2 * TW;
+    p->encoded = (uint8_t *)(w + LTD + 2 * TW + D);   // T floats of room for T bytes
+    memset(p->pending, 0, sizeof(float) * LTD);
     return CT_OK;
 }
 
@@ -229,7 +222,6 @@ ct_status ct_iv_run(ct_replacement *r, const int *tokens, int T, const ct_interv
     ct_frozen fz = frozen_of(&p);
     ct_forward_ctl ctl = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .frozen = fz.pattern ? &fz : NULL, .ctx = &p};
     rc = ct_model_forward_ctl(r->m, tokens, T, NULL, NULL, logits, 1, &ctl, err);
-    pass_free(&p);
     if (rc && acts) ct_sparse_acts_free(acts);
     return rc;
 }
@@ -252,9 +244,7 @@ ct_status ct_iv_generate(ct_replacement *r, const int *tokens, int T, const ct_i
     ct_frozen fz = frozen_of(&p);
     ct_forward_ctl first = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .frozen = fz.pattern ? &fz : NULL, .ctx = &p};
     ct_forward_ctl step = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .ctx = &p};
-    rc = ct_model_generate_ctl(r->m, tokens, T, g, &first, &step, &kv, out, n_out, err);
-    pass_free(&p);
-    return rc;
+    return ct_model_generate_ctl(r->m, tokens, T, g, &first, &step, &kv, out, n_out, err);
 }
 
 ct_status ct_iv_donor_values(const ct_replacement *r, const int *tokens, int T, const int32_t *feat, int n,

@@ -84,7 +84,18 @@ void ct_replacement_release(ct_replacement *r) {
 
 void ct_replacement_free(ct_replacement *r) {
     ct_replacement_release(r);
+    free(r->work);
     memset(r, 0, sizeof *r);
+}
+
+float *ct_replacement_work(ct_replacement *r, size_t n) {
+    if (n > r->work_n) {
+        float *w = realloc(r->work, sizeof(float) * n);
+        if (!w) return NULL;
+        r->work = w;
+        r->work_n = n;
+    }
+    return r->work;
 }
 
 // ---------------------------------------------------------------------------------------------

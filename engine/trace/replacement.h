@@ -64,6 +64,8 @@ typedef struct {
     ct_tc_input input;        // parsed once from tc->input_hook
     int out_raw;              // the output hook is the raw MLP output (mlp.hook_out), not hook_mlp_out
     ct_clean_run *clean;      // the clean run of the last prompt asked for, or NULL
+    float *work;              // scratch for passes over the prompt (interventions), kept between them
+    size_t work_n;            // floats in work
 } ct_replacement;
 
 // Checks that the set fits the model (d_model, layers, hooks) and that its hooks are ones a
@@ -76,6 +78,9 @@ void ct_replacement_free(ct_replacement *r);
 ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err);
 // Frees the held clean run (attribution does before it builds its graph, to leave it the room).
 void ct_replacement_release(ct_replacement *r);
+// At least n floats of r's scratch (grown when needed; kept until ct_replacement_free); NULL when
+// out of memory.
+float *ct_replacement_work(ct_replacement *r, size_t n);
 
 // A clean run not held by r (all_logits: logits of every position). Free with ct_clean_run_free.
 ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,

@@ -1,0 +1,169 @@
+// test_ctx.c - the engine context and the file layer every read and write goes through
+// (core/ctx.h, core/fileio.h): read roots checked on the file actually opened (links out of a
+// root refused, a FIFO refused without blocking), the record of files read (each once, resolved,
+// nothing under the write root), write-root checks, atomic writes that leave the old file whole
+// when the disk fills (RLIMIT_FSIZE stands in for a full disk), cancellation and the deadline,
+// address resolution through the resolver.
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/ctx.h"
+#include "core/fileio.h"
+#include "core/sha256.h"
+
+static char tmp[256];
+
+static void put(const char *name, const char *text) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", tmp, name);
+    FILE *f = fopen(p, "wb");
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *path(const char *name) {
+    static char p[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", tmp, name);
+    return p[k];
+}
+
+static int count_files(const char *dir) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls -A %s | wc -l", dir);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p && fscanf(p, "%d", &n) != 1) n = -1;
+    if (p) pclose(p);
+    return n;
+}
+
+static ct_status fake_resolve(void *data, const char *uri, char *out, size_t n, ct_err *err) {
+    (*(int *)data)++;
+    snprintf(out, n, "%s/%s", tmp, uri + strlen("test://"));
+    return CT_OK;
+}
+
+int main(void) {
+    snprintf(tmp, sizeof tmp, "/tmp/ct_test_ctx_XXXXXX");
+    if (!mkdtemp(tmp)) return 1;
+    mkdir(path("in"), 0755);
+    mkdir(path("in/results"), 0755);
+    mkdir(path("out"), 0755);
+    put("in/a.txt", "alpha");
+    put("out/secret.txt", "secret");
+    symlink(path("out/secret.txt"), path("in/link.txt"));
+    mkfifo(path("in/fifo"), 0644);
+    ct_err err = {0};
+    ct_ctx c;
+    ct_ctx_init(&c);
+    ok(ct_ctx_add_read_root(&c, path("in"), &err) == CT_OK, "a read root");
+    ok(ct_ctx_set_write_root(&c, path("in/results"), &err) == CT_OK, "a write root");
+
+    // reads
+    char *buf;
+    size_t len;
+    ok(ct_read_file(&c, path("in/a.txt"), &buf, &len, 0, &err) == CT_OK && len == 5 && memcmp(buf, "alpha", 5) == 0,
+       "a file under the root is read");
+    free(buf);
+    ok(ct_read_file(&c, path("in/../in/a.txt"), &buf, &len, 0, &err) == CT_OK, "the same file by another name");
+    free(buf);
+    ct_status rc = ct_read_file(&c, path("out/secret.txt"), &buf, &len, 0, &err);
+    ok(rc == CT_STATUS_BAD_ARG && strstr(err.msg, "may read only under") && !strstr(err.msg, "secret\n"),
+       "a file outside is refused: %s", err.msg);
+    rc = ct_read_file(&c, path("in/link.txt"), &buf, &len, 0, &err);
+    ok(rc == CT_STATUS_BAD_ARG && strstr(err.msg, "may read only under"), "a link inside pointing outside is refused: %s", err.msg);
+    void *map;
+    size_t size;
+    rc = ct_map_file(&c, path("in/link.txt"), &map, &size, &err);
+    ok(rc == CT_STATUS_BAD_ARG, "mapping it too");
+    time_t t0 = time(NULL);
+    rc = ct_read_file(&c, path("in/fifo"), &buf, &len, 0, &err);
+    ok(rc == CT_STATUS_IO && strstr(err.msg, "not a regular file") && time(NULL) - t0 < 2,
+       "a FIFO is refused at once, without waiting for a writer: %s", err.msg);
+    rc = ct_read_file(&c, path("in/missing.txt"), &buf, &len, 0, &err);
+    ok(rc == CT_STATUS_NOT_FOUND, "a missing file: NOT_FOUND");
+    ok(ct_ctx_check_read(&c, path("in"), &err) == CT_OK && ct_ctx_check_read(&c, path("out"), &err) == CT_STATUS_BAD_ARG,
+       "directories: inside allowed, outside refused");
+    char hex[65];
+    ok(ct_sha256_file(&c, path("out/secret.txt"), hex, &err) == CT_STATUS_BAD_ARG, "hashing goes through the same check");
+
+    // the record: each file once, resolved; the run's own results are no input
+    put("in/results/r.json", "{}");
+    ok(ct_read_file(&c, path("in/results/r.json"), &buf, &len, 0, &err) == CT_OK, "reading a result back");
+    free(buf);
+    char real[PATH_MAX];
+    realpath(path("in/a.txt"), real);
+    ok(c.n_files == 1 && strcmp(c.files[0].path, real) == 0 && c.files[0].size == 5,
+       "the record holds a.txt once (read twice, by two names), resolved, with its size; not refused files nor results (%d)",
+       c.n_files);
+
+    // writes
+    ok(ct_ctx_check_write(&c, path("in/results/new/x.json"), &err) == CT_OK, "a new file under the write root");
+    ok(ct_ctx_check_write(&c, path("in/results/../x.json"), &err) == CT_STATUS_BAD_ARG, "'..' out of it refused");
+    ok(ct_write_file(&c, path("out/x.txt"), "x", 1, &err) == CT_STATUS_BAD_ARG && access(path("out/x.txt"), F_OK) != 0,
+       "writing outside is refused and nothing is written");
+    ok(ct_mkdirs(&c, path("out/sub"), &err) == CT_STATUS_BAD_ARG && access(path("out/sub"), F_OK) != 0,
+       "creating a directory outside is refused");
+    ok(ct_write_file(&c, path("in/results/w.txt"), "old", 3, &err) == CT_OK, "an atomic write");
+    // a full disk: the process may not write more than 8 KiB; the old file stays whole
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim, small = {8192, 8192};
+    getrlimit(RLIMIT_FSIZE, &lim);
+    setrlimit(RLIMIT_FSIZE, &small);
+    char big[100000];
+    memset(big, 'y', sizeof big);
+    rc = ct_write_file(&c, path("in/results/w.txt"), big, sizeof big, &err);
+    setrlimit(RLIMIT_FSIZE, &lim);
+    ok(rc == CT_STATUS_IO, "a write past the disk's room fails: %s", err.msg);
+    ok(ct_read_file(NULL, path("in/results/w.txt"), &buf, &len, 0, &err) == CT_OK && len == 3 && memcmp(buf, "old", 3) == 0,
+       "the old content is intact");
+    free(buf);
+    ok(count_files(path("in/results")) == 2, "no temporary file is left (%d entries)", count_files(path("in/results")));
+    ct_wfile w;
+    ok(ct_wfile_open(&c, &w, path("in/results/w.txt"), &err) == CT_OK, "a streamed write");
+    fputs("half", w.f);
+    ct_wfile_abort(&w);
+    ok(ct_read_file(NULL, path("in/results/w.txt"), &buf, &len, 0, &err) == CT_OK && len == 3, "aborted: the old file stays");
+    free(buf);
+
+    // cancellation and deadline
+    ok(ct_ctx_check_cancel(&c, &err, "loop") == CT_OK && !ct_ctx_cancelled(NULL), "not cancelled");
+    c.cancel = 1;
+    rc = ct_ctx_check_cancel(&c, &err, "attribution after %d rows", 3);
+    ok(rc == CT_STATUS_CANCELLED && strstr(err.msg, "interrupted: attribution after 3 rows"), "cancel: %s", err.msg);
+    c.cancel = 0;
+    ct_ctx_set_timeout(&c, 0.05);
+    ok(!ct_ctx_cancelled(&c), "before the deadline");
+    usleep(80000);
+    rc = ct_ctx_check_cancel(&c, &err, "training");
+    ok(rc == CT_STATUS_CANCELLED && strstr(err.msg, "timeout: training"), "past the deadline: %s", err.msg);
+    ct_ctx_set_timeout(&c, 0);
+    ok(!ct_ctx_cancelled(&c), "disarmed");
+
+    // addresses
+    char out[512];
+    ok(ct_ctx_resolve(&c, "relative/x", out, sizeof out, &err) == CT_OK && strcmp(out, "relative/x") == 0, "a path stays a path");
+    ok(ct_ctx_resolve(&c, "test://in/a.txt", out, sizeof out, &err) == CT_STATUS_UNSUPPORTED, "a scheme without a resolver");
+    int calls = 0;
+    c.resolve = fake_resolve, c.resolve_data = &calls;
+    ok(ct_ctx_resolve(&c, "test://in/a.txt", out, sizeof out, &err) == CT_OK && calls == 1 && strcmp(out, path("in/a.txt")) == 0,
+       "through the resolver");
+
+    ct_ctx_free(&c);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    if (system(cmd)) return 1;
+    return check_done();
+}

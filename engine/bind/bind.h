@@ -62,6 +62,13 @@ void ct_lua_check_opts(lua_State *L, int idx, const char *fn, const char *const 
 lua_Number ct_lua_opt_number(lua_State *L, int idx, const char *key, lua_Number def);
 int ct_lua_opt_bool(lua_State *L, int idx, const char *key, int def);
 
+// Creates the metatable of a Lua type: its methods (also kept as __methods, so lua/ctrace can add
+// methods written in Lua), __index (index, or the methods table when NULL) and the metamethods in
+// meta (__gc, __tostring, __len, ...; may be NULL). The stack is left as it was.
+void ct_lua_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction index, const luaL_Reg *meta);
+// Sets each function of fns (NULL-terminated) as a field of the table at the top of the stack.
+void ct_lua_set_funcs(lua_State *L, const luaL_Reg *fns);
+
 // Boxes: the userdata holds one pointer. new_box sets the metatable.
 void **ct_lua_new_box(lua_State *L, const char *mt);
 void *ct_lua_check_box(lua_State *L, int idx, const char *mt);   // raises on wrong type or freed

@@ -70,15 +70,6 @@ static int l_acts_tostring(lua_State *L) {
 
 void ct_lua_register_activations(lua_State *L) {
     static const luaL_Reg methods[] = {{"get", l_acts_get}, {"list", l_acts_list}, {NULL, NULL}};
-    luaL_newmetatable(L, CT_MT_ACTIVATIONS);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_acts_len);
-    lua_setfield(L, -2, "__len");
-    lua_pushcfunction(L, l_acts_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_acts_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {{"__len", l_acts_len}, {"__gc", l_acts_gc}, {"__tostring", l_acts_tostring}, {NULL, NULL}};
+    ct_lua_new_type(L, CT_MT_ACTIVATIONS, methods, NULL, meta);
 }

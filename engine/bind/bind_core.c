@@ -161,6 +161,11 @@ static int l_methods(lua_State *L) {
 }
 
 int luaopen_ctrace_core(lua_State *L) {
+    static const luaL_Reg fns[] = {
+        {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"methods", l_methods}, {"clock", l_clock},
+        {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
+        {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback},
+        {"realpath", l_realpath}, {NULL, NULL}};
     lua_newtable(L);
     ct_lua_register_tensor(L);
     ct_lua_register_model(L);
@@ -172,32 +177,7 @@ int luaopen_ctrace_core(lua_State *L) {
     ct_lua_register_net(L);
     ct_lua_register_state(L);
     ct_lua_register_activations(L);
-    lua_pushcfunction(L, l_mem_bytes);
-    lua_setfield(L, -2, "mem_bytes");
-    lua_pushcfunction(L, l_threads);
-    lua_setfield(L, -2, "threads");
-    lua_pushcfunction(L, l_methods);
-    lua_setfield(L, -2, "methods");
-    lua_pushcfunction(L, l_clock);
-    lua_setfield(L, -2, "clock");
-    lua_pushcfunction(L, l_sha256);
-    lua_setfield(L, -2, "sha256");
-    lua_pushcfunction(L, l_peak_rss);
-    lua_setfield(L, -2, "peak_rss");
-    lua_pushcfunction(L, l_mkdirs);
-    lua_setfield(L, -2, "mkdirs");
-    lua_pushcfunction(L, l_list_dir);
-    lua_setfield(L, -2, "list_dir");
-    lua_pushcfunction(L, l_write_file);
-    lua_setfield(L, -2, "write_file");
-    lua_pushcfunction(L, l_exists);
-    lua_setfield(L, -2, "exists");
-    lua_pushcfunction(L, l_serve);
-    lua_setfield(L, -2, "serve");
-    lua_pushcfunction(L, l_traceback);
-    lua_setfield(L, -2, "traceback");
-    lua_pushcfunction(L, l_realpath);
-    lua_setfield(L, -2, "realpath");
+    ct_lua_set_funcs(L, fns);
     lua_pushstring(L, CT_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, ct_blas_core());

@@ -451,23 +451,15 @@ static int l_graph_tostring(lua_State *L) {
 void ct_lua_register_graph(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"node", l_graph_node}, {"nodes", l_graph_nodes}, {"edges_in", l_graph_edges_in}, {"edges_out", l_graph_edges_out},
-        {"json", l_graph_json}, {"adjacency", l_graph_adjacency}, {"influence", l_graph_influence}, {"total_effects", l_graph_total_effects}, {"logits", l_graph_logits},
-        {"tokens", l_graph_tokens}, {"prompt", l_graph_prompt}, {"info", l_graph_info}, {"prune", l_graph_prune},
-        {"scores", l_graph_scores}, {"set_label", l_graph_set_label}, {"save_json", l_graph_save_json},
-        {"save", l_graph_save}, {"free", l_graph_free}, {NULL, NULL}};
-    luaL_newmetatable(L, CT_MT_GRAPH);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "__methods");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_graph_free);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_graph_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_load_graph);
-    lua_setfield(L, -2, "load_graph");
+        {"json", l_graph_json}, {"adjacency", l_graph_adjacency}, {"influence", l_graph_influence},
+        {"total_effects", l_graph_total_effects}, {"logits", l_graph_logits}, {"tokens", l_graph_tokens},
+        {"prompt", l_graph_prompt}, {"info", l_graph_info}, {"prune", l_graph_prune}, {"scores", l_graph_scores},
+        {"set_label", l_graph_set_label}, {"save_json", l_graph_save_json}, {"save", l_graph_save}, {"free", l_graph_free},
+        {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", l_graph_free}, {"__tostring", l_graph_tostring}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"load_graph", l_load_graph}, {NULL, NULL}};
+    ct_lua_new_type(L, CT_MT_GRAPH, methods, NULL, meta);
+    ct_lua_set_funcs(L, fns);
     lua_newtable(L);   // graphs by id, weak values: a node table does not keep its graph alive
     lua_createtable(L, 0, 1);
     lua_pushstring(L, "v");

@@ -262,19 +262,10 @@ static int l_model_tostring(lua_State *L) {
 void ct_lua_register_model(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"tokenize", l_model_tokenize}, {"detokenize", l_model_detokenize}, {"forward", l_model_forward},
-        {"run_with_cache", l_model_run_with_cache}, {"generate", l_model_generate}, {"config", l_model_config}, {"unembedding", l_model_unembedding},
-        {"tokenizer", l_model_tokenizer}, {"free", l_model_free}, {NULL, NULL}};
-    luaL_newmetatable(L, CT_MT_MODEL);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__methods");
-    lua_pushcfunction(L, l_model_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_model_free);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_model_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_load_model);
-    lua_setfield(L, -2, "load_model");
+        {"run_with_cache", l_model_run_with_cache}, {"generate", l_model_generate}, {"config", l_model_config},
+        {"unembedding", l_model_unembedding}, {"tokenizer", l_model_tokenizer}, {"free", l_model_free}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", l_model_free}, {"__tostring", l_model_tostring}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"load_model", l_load_model}, {NULL, NULL}};
+    ct_lua_new_type(L, CT_MT_MODEL, methods, l_model_index, meta);
+    ct_lua_set_funcs(L, fns);
 }

@@ -313,8 +313,5 @@ void ct_lua_register_net(lua_State *L) {
     static const luaL_Reg fns[] = {{"np_feature", l_np_feature}, {"np_features", l_np_features}, {"np_search", l_np_search},
                                    {"hub_file", l_hub_file}, {"hub_cached", l_hub_cached}, {"net_configure", l_net_configure},
                                    {NULL, NULL}};
-    for (const luaL_Reg *f = fns; f->name; f++) {
-        lua_pushcfunction(L, f->func);
-        lua_setfield(L, -2, f->name);
-    }
+    ct_lua_set_funcs(L, fns);
 }

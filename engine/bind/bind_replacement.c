@@ -550,19 +550,9 @@ static int l_rm_tostring(lua_State *L) {
 void ct_lua_register_replacement(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"attribute", l_rm_attribute}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
-        {"donor_values", l_rm_donor_values},
-        {"model", l_rm_model}, {"transcoders", l_rm_transcoders}, {NULL, NULL}};
-    luaL_newmetatable(L, CT_MT_REPLACEMENT);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "__methods");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_rm_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, l_rm_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_replacement_model);
-    lua_setfield(L, -2, "replacement_model");
+        {"donor_values", l_rm_donor_values}, {"model", l_rm_model}, {"transcoders", l_rm_transcoders}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", l_rm_gc}, {"__tostring", l_rm_tostring}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"replacement_model", l_replacement_model}, {NULL, NULL}};
+    ct_lua_new_type(L, CT_MT_REPLACEMENT, methods, NULL, meta);
+    ct_lua_set_funcs(L, fns);
 }

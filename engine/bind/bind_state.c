@@ -184,8 +184,5 @@ void ct_lua_register_state(lua_State *L) {
     static const luaL_Reg fns[] = {{"set_timeout", l_set_timeout}, {"set_read_roots", l_set_read_roots},
                                    {"set_write_root", l_set_write_root}, {"check_write", l_check_write},
                                    {"note_read", l_note_read}, {"files_read", l_files_read}, {NULL, NULL}};
-    for (const luaL_Reg *f = fns; f->name; f++) {
-        lua_pushcfunction(L, f->func);
-        lua_setfield(L, -2, f->name);
-    }
+    ct_lua_set_funcs(L, fns);
 }

@@ -349,23 +349,13 @@ void ct_lua_register_tensor(lua_State *L) {
         {"item", l_tensor_item},     {"totable", l_tensor_totable}, {"argmax", l_tensor_argmax},
         {"clone", l_tensor_clone},   {"free", l_tensor_free},       {"softmax_top", l_tensor_softmax_top},
         {NULL, NULL}};
-    luaL_newmetatable(L, CT_MT_TENSOR);   // [mod, mt]
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__methods");
-    lua_pushcfunction(L, l_tensor_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_tensor_len);
-    lua_setfield(L, -2, "__len");
-    lua_pushcfunction(L, l_tensor_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, l_tensor_free);
-    lua_setfield(L, -2, "__gc");
+    static const luaL_Reg meta[] = {{"__len", l_tensor_len}, {"__tostring", l_tensor_tostring}, {"__gc", l_tensor_free},
+                                    {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"zeros", l_zeros}, {"tensor", l_tensor_from}, {NULL, NULL}};
+    ct_lua_new_type(L, CT_MT_TENSOR, methods, l_tensor_index, meta);
+    luaL_getmetatable(L, CT_MT_TENSOR);
     lua_pushstring(L, CT_MT_TENSOR);
     lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);   // [mod]
-    lua_pushcfunction(L, l_zeros);
-    lua_setfield(L, -2, "zeros");
-    lua_pushcfunction(L, l_tensor_from);
-    lua_setfield(L, -2, "tensor");
+    lua_pop(L, 1);
+    ct_lua_set_funcs(L, fns);
 }

@@ -145,16 +145,10 @@ static int l_tok_gc(lua_State *L) {
 void ct_lua_register_tokenizer(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"encode", l_tok_encode}, {"decode", l_tok_decode}, {"vocab_size", l_tok_vocab_size},
-        {"id_to_token", l_tok_id_to_token}, {"token_text", l_tok_token_text}, {"token_to_id", l_tok_token_to_id}, {"free", l_tok_gc}, {NULL, NULL}};
-    luaL_newmetatable(L, CT_MT_TOKENIZER);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__methods");
-    lua_pushcfunction(L, l_tok_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_tok_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_load_tokenizer);
-    lua_setfield(L, -2, "load_tokenizer");
+        {"id_to_token", l_tok_id_to_token}, {"token_text", l_tok_token_text}, {"token_to_id", l_tok_token_to_id},
+        {"free", l_tok_gc}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", l_tok_gc}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"load_tokenizer", l_load_tokenizer}, {NULL, NULL}};
+    ct_lua_new_type(L, CT_MT_TOKENIZER, methods, l_tok_index, meta);
+    ct_lua_set_funcs(L, fns);
 }

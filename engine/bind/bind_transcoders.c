@@ -476,22 +476,13 @@ static int l_tc_tostring(lua_State *L) {
 
 void ct_lua_register_transcoders(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"encode", l_tc_encode}, {"encode_sparse", l_tc_encode_sparse}, {"decode", l_tc_decode}, {"reconstruct", l_tc_reconstruct},
-        {"decoder_row", l_tc_decoder_row}, {"encoder_row", l_tc_encoder_row}, {"params", l_tc_params},
-        {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"evaluate", l_tc_evaluate}, {"top_logits", l_tc_top_logits}, {"errors", l_tc_errors}, {"free", l_tc_free}, {NULL, NULL}};
-    luaL_newmetatable(L, CT_MT_TRANSCODERS);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__methods");
-    lua_pushcfunction(L, l_tc_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_tc_free);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_tc_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_load_transcoders);
-    lua_setfield(L, -2, "load_transcoders");
-    lua_pushcfunction(L, l_train_transcoders);
-    lua_setfield(L, -2, "train_transcoders");
+        {"encode", l_tc_encode}, {"encode_sparse", l_tc_encode_sparse}, {"decode", l_tc_decode},
+        {"reconstruct", l_tc_reconstruct}, {"decoder_row", l_tc_decoder_row}, {"encoder_row", l_tc_encoder_row},
+        {"params", l_tc_params}, {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"evaluate", l_tc_evaluate},
+        {"top_logits", l_tc_top_logits}, {"errors", l_tc_errors}, {"free", l_tc_free}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", l_tc_free}, {"__tostring", l_tc_tostring}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"load_transcoders", l_load_transcoders}, {"train_transcoders", l_train_transcoders},
+                                   {NULL, NULL}};
+    ct_lua_new_type(L, CT_MT_TRANSCODERS, methods, l_tc_index, meta);
+    ct_lua_set_funcs(L, fns);
 }

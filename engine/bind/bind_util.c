@@ -145,3 +145,25 @@ ct_status ct_lua_push_continuation(lua_State *L, const ct_tokenizer *tok, const 
     free(text);
     return CT_OK;
 }
+
+void ct_lua_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction index, const luaL_Reg *meta) {
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_register(L, NULL, methods);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__methods");
+    if (index) {
+        lua_pop(L, 1);
+        lua_pushcfunction(L, index);
+    }
+    lua_setfield(L, -2, "__index");
+    ct_lua_set_funcs(L, meta);
+    lua_pop(L, 1);
+}
+
+void ct_lua_set_funcs(lua_State *L, const luaL_Reg *fns) {
+    for (; fns && fns->name; fns++) {
+        lua_pushcfunction(L, fns->func);
+        lua_setfield(L, -2, fns->name);
+    }
+}

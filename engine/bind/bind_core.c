@@ -1,6 +1,5 @@
-// core.c - the ctrace.core module: registers every type and a few engine facts.
+// bind_core.c - the ctrace.core module: registers every type and a few engine facts.
 #include <dirent.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,14 +103,6 @@ static int l_list_dir(lua_State *L) {
     return 2;
 }
 
-// realpath(path) -> the resolved absolute path, or nil
-static int l_realpath(lua_State *L) {
-    char buf[PATH_MAX];
-    if (!realpath(luaL_checkstring(L, 1), buf)) return 0;
-    lua_pushstring(L, buf);
-    return 1;
-}
-
 // traceback(msg): an error handler that first removes any interrupt or timeout hook (so the
 // handler itself is not interrupted), then adds debug.traceback's stack.
 static int l_traceback(lua_State *L) {
@@ -164,8 +155,7 @@ int luaopen_ctrace_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"methods", l_methods}, {"clock", l_clock},
         {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
-        {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback},
-        {"realpath", l_realpath}, {NULL, NULL}};
+        {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {NULL, NULL}};
     lua_newtable(L);
     ct_lua_register_tensor(L);
     ct_lua_register_model(L);

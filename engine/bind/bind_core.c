@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "bind.h"
 #include "core/fileio.h"
@@ -24,9 +23,7 @@ static int l_threads(lua_State *L) {
 
 // Monotonic wall-clock seconds (os.clock counts CPU time of every BLAS thread).
 static int l_clock(lua_State *L) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    lua_pushnumber(L, (lua_Number)t.tv_sec + (lua_Number)t.tv_nsec * 1e-9);
+    lua_pushnumber(L, ct_now());
     return 1;
 }
 

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bind.h"
@@ -91,15 +90,9 @@ typedef struct {
     int64_t last_done;
 } progress_state;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void progress_line(void *ctx, const char *phase, int64_t done, int64_t total) {
     progress_state *p = ctx;
-    double el = now_s() - p->t0;
+    double el = ct_now() - p->t0;
     if (strcmp(phase, "done") == 0) {
         fprintf(stderr, "\r\033[Kattribute: done in %.1f s\n", el);
         return;
@@ -216,7 +209,7 @@ static int l_rm_attribute(lua_State *L) {
     ct_attr_stats stats;
     o.stats = &stats;
     int verbose = ct_lua_opt_bool(L, 3, "verbose", isatty(2));
-    progress_state ps = {now_s(), 0};
+    progress_state ps = {ct_now(), 0};
     if (verbose) o.progress = progress_line, o.progress_ctx = &ps;
     o.ctx = ct_lua_ctx(L);
     ct_attr_target *targets;

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "core/fileio.h"
 #include "core/tensor.h"
@@ -237,8 +236,7 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
     double *mean = malloc(sizeof(double) * (size_t)D);
     if (!rc && (!xb || !yb || !yh || !gy || !pre || !idx || !ia || !dead || !dv || !rows || !ea || !ga_aux || !mean))
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a batch of %d", B);
-    struct timespec w0;
-    clock_gettime(CLOCK_MONOTONIC, &w0);
+    double w0 = ct_now();
     long step0 = s.step;
     double log_loss = 0, log_num = 0, log_den = 0, log_l0 = 0;
     int log_n = 0;
@@ -347,9 +345,7 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
         s.tokens += B;
         log_loss += loss / B, log_num += loss, log_den += var, log_l0 += l0 / B / L, log_n++;
         if ((o->log_every > 0 && s.step % o->log_every == 0) || s.step == o->steps) {
-            struct timespec w1;
-            clock_gettime(CLOCK_MONOTONIC, &w1);
-            double dt = (double)(w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) * 1e-9;
+            double dt = ct_now() - w0;
             ct_train_progress p = {o->layer, s.step, o->steps, log_loss / log_n, log_den > 0 ? log_num / log_den : 0,
                                    log_l0 / log_n, (double)n_dead_all / ((double)F * L),
                                    dt > 0 ? (double)(s.step - step0) * B / dt : 0};

@@ -58,11 +58,7 @@ const char *ct_http_user_agent(void) {
     return user_agent;
 }
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t now_ms(void) { return (int64_t)(ct_now() * 1000.0); }
 
 int ct_url_escape(char *buf, size_t cap, const char *s, int keep_slash) {
     size_t n = strlen(buf);

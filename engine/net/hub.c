@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/fileio.h"
@@ -137,15 +136,10 @@ typedef struct {
     int drawn;
 } bar;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void draw(void *ud, int64_t done, int64_t total) {
     bar *b = ud;
-    double t = now_s();
+    double t = ct_now();
     if (t - b->last < 0.1 && done != total) return;
     b->last = t;
     b->drawn = 1;

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "trace/replacement.h"
 #include "trace/rowstore.h"
@@ -496,16 +495,10 @@ static ct_status partial_influence(ct_rowstore *store, const float *sq, int64_t 
     return rc;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static ct_status timed_batch(attr_ctx *a, const attr_row *r, int B, float *rows, ct_attr_stats *stats, ct_err *err) {
-    double t = now_s();
+    double t = ct_now();
     ct_status rc = run_batch(a, r, B, rows, err);
-    stats->backward_s += now_s() - t;
+    stats->backward_s += ct_now() - t;
     stats->n_batches++;
     return rc;
 }
@@ -622,12 +615,12 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     ct_graph *g = NULL;
     int L = a.L, D = a.D;
     ct_attr_stats stats = {0};
-    double t0 = now_s(), t1;
+    double t0 = ct_now(), t1;
 
     report(o, "setup", 0, 1);
     if ((rc = take_clean_run(&a, rm, tokens, err))) goto done;
     if ((rc = make_targets(&a, o, &tg, &a.K, err))) goto done;
-    stats.setup_s = (t1 = now_s()) - t0;
+    stats.setup_s = (t1 = ct_now()) - t0;
     int K = a.K;
     int64_t NA = a.n_active;
     a.n_cols = NA + (int64_t)(L + 1) * T + K;
@@ -681,7 +674,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
         if ((rc = batch_rows(&a, &rs, batch, nb, &stats, err))) goto done;
     }
     report(o, "logits", K, K);
-    stats.logits_s = (t0 = now_s()) - t1;
+    stats.logits_s = (t0 = ct_now()) - t1;
 
     // feature rows: the whole budget at once, or update_interval batches at a time in order of
     // estimated influence
@@ -691,7 +684,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
         if (budget == NA) {
             for (int64_t i = 0; i < NA; i++) order[n_pending++] = i;
         } else {
-            double tr = now_s();
+            double tr = ct_now();
             if ((rc = partial_influence(rs.store, rs.sq, rs.ld, ct_rowstore_rows(rs.store), rs.rowsum, tg, K, NA, infl, err)))
                 goto done;
             int64_t n_rank = 0;   // the unvisited features (order) and their influences, packed into infl
@@ -703,7 +696,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
             n_pending = ct_topk(pick, infl, n_rank, n_pending);
             for (int64_t i = 0; i < n_pending; i++) pick[i] = order[pick[i]];
             memcpy(order, pick, sizeof(int64_t) * (size_t)n_pending);
-            stats.ranking_s += now_s() - tr;
+            stats.ranking_s += ct_now() - tr;
         }
         // batches: consecutive in (layer, position) order, so each starts at few layers; within a
         // batch by position, as run_batch wants
@@ -733,7 +726,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
         }
         n_visited += n_pending;
     }
-    stats.features_s = (t1 = now_s()) - t0;
+    stats.features_s = (t1 = ct_now()) - t0;
     stats.backward_flops = a.flops;
     stats.n_active = NA;
     stats.n_rows = ct_rowstore_rows(rs.store);
@@ -801,7 +794,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     snprintf(g->model_name, sizeof g->model_name, "%s", tc->model_name);
     snprintf(g->input_hook, sizeof g->input_hook, "%s", tc->input_hook);
     snprintf(g->output_hook, sizeof g->output_hook, "%s", tc->output_hook);
-    stats.graph_s = now_s() - t1;
+    stats.graph_s = ct_now() - t1;
     if (o->stats) *o->stats = stats;
     report(o, "done", 1, 1);
 

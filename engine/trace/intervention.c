@@ -67,31 +67,6 @@ static float new_value(const ct_intervention *v, float a) {
     return v->op == CT_IV_SET ? v->value : v->op == CT_IV_SCALE ? v->value * a : a + v->value;
 }
 
-static ct_status record_acts(iv_pass *p, int l, const float *v, int T, int F, ct_err *err) {
-    ct_sparse_acts *s = p->acts;
-    int pos0 = pass_pos0(p);
-    for (int t = 0; t < T; t++) {
-        if (pos0 + t == 0) continue;   // position 0 is a constant
-        for (int f = 0; f < F; f++) {
-            float x = v[(size_t)t * F + f];
-            if (x == 0.0f && !p->o->pre_activation) continue;
-            if (s->n == p->acts_cap) {
-                int64_t cap = p->acts_cap ? 2 * p->acts_cap : 4096;
-                int32_t *ni = realloc(s->idx, sizeof(int32_t) * 3 * (size_t)cap);
-                if (ni) s->idx = ni;
-                float *nv = realloc(s->value, sizeof(float) * (size_t)cap);
-                if (nv) s->value = nv;
-                if (!ni || !nv) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for activations");
-                p->acts_cap = cap;
-            }
-            int32_t *q = s->idx + 3 * s->n;
-            q[0] = l, q[1] = pos0 + t, q[2] = f;
-            s->value[s->n++] = x;
-        }
-    }
-    return CT_OK;
-}
-
 // out (T, D) = layer l's raw MLP output for the pass, with this layer's intervention deltas queued
 // in pending for the output hook.
 static ct_status iv_mlp(void *vp, int l, const ct_mlp_io *io, float *out, ct_err *err) {
@@ -111,7 +86,9 @@ static ct_status iv_mlp(void *vp, int l, const ct_mlp_io *io, float *out, ct_err
     memset(p->encoded, 0, (size_t)T);
     if (p->o->activations) {
         if ((rc = ct_tc_encode(tc, l, x, T, p->pre, p->act, err))) return rc;
-        if (p->acts && (rc = record_acts(p, l, p->o->pre_activation ? p->pre : p->act, T, F, err))) return rc;
+        if (p->acts && (rc = ct_sparse_acts_append(p->acts, &p->acts_cap, l, pos0, p->o->pre_activation ? p->pre : p->act, T,
+                                                    F, p->o->pre_activation, err)))
+            return rc;
         memset(p->encoded, 1, (size_t)T);
     }
     // feature interventions: constrained layers change clean activations, free ones current ones

@@ -187,11 +187,10 @@ ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_c
     return CT_OK;
 }
 
-// Appends the activations v (T, F) of layer l at positions >= 1 to a (all of them with keep_zero,
-// else the non-zero ones); *cap is a's capacity.
-static ct_status append_acts(ct_sparse_acts *a, int64_t *cap, int l, const float *v, int T, int F, int keep_zero,
-                             ct_err *err) {
-    for (int t = 1; t < T; t++)
+ct_status ct_sparse_acts_append(ct_sparse_acts *a, int64_t *cap, int layer, int pos0, const float *v, int T, int F,
+                                int keep_zero, ct_err *err) {
+    for (int t = 0; t < T; t++) {
+        if (pos0 + t == 0) continue;   // position 0 is a constant
         for (int f = 0; f < F; f++) {
             float x = v[(size_t)t * F + f];
             if (x == 0.0f && !keep_zero) continue;
@@ -205,9 +204,10 @@ static ct_status append_acts(ct_sparse_acts *a, int64_t *cap, int l, const float
                 *cap = nc;
             }
             int32_t *p = a->idx + 3 * a->n;
-            p[0] = l, p[1] = t, p[2] = f;
+            p[0] = layer, p[1] = pos0 + t, p[2] = f;
             a->value[a->n++] = x;
         }
+    }
     return CT_OK;
 }
 
@@ -224,7 +224,7 @@ const ct_sparse_acts *ct_clean_acts(const ct_replacement *r, ct_clean_run *c, in
     size_t TD = (size_t)c->T * c->D;
     for (int l = 0; l < c->L && !rc; l++) {
         rc = ct_tc_encode(tc, l, c->in + l * TD, c->T, k ? v : NULL, k ? NULL : v, err);
-        if (!rc) rc = append_acts(a, &cap, l, v, c->T, tc->layers[l].d_tc, k, err);
+        if (!rc) rc = ct_sparse_acts_append(a, &cap, l, 0, v, c->T, tc->layers[l].d_tc, k, err);
     }
     free(v);
     if (rc) {

@@ -41,6 +41,10 @@ void ct_sparse_acts_free(ct_sparse_acts *a);
 // out = the union of a pass's activations a and the clean run's c (both sorted), each entry with
 // its value in both (0 where absent from one).
 ct_status ct_sparse_acts_union(ct_sparse_acts *out, const ct_sparse_acts *a, const ct_sparse_acts *c, ct_err *err);
+// Appends the activations v (T, F) of layer `layer` at positions pos0 .. pos0+T-1 (position 0, a
+// constant, left out): every value with keep_zero, else the non-zero ones. *cap is a's capacity.
+ct_status ct_sparse_acts_append(ct_sparse_acts *a, int64_t *cap, int layer, int pos0, const float *v, int T, int F,
+                                int keep_zero, ct_err *err);
 // Index of (layer, pos, feature) in a, or -1.
 int64_t ct_sparse_acts_find(const ct_sparse_acts *a, int layer, int pos, int64_t feature);
 

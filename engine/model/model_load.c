@@ -31,6 +31,7 @@ void ct_model_free(ct_model *m) {
     if (m->map) ct_unmap_file(m->map, m->map_size);
     free(m->layers);
     free(m->rope_inv_freq);
+    ct_scratch_free(&m->scratch);
     ct_tokenizer_free(m->tok);
     free(m);
 }

@@ -1,7 +1,7 @@
 // model.h - transformer configs, weights, the forward pass with hook points, generation.
 //
 // One decoder-only transformer covers every family ctrace runs; the config says which parts
-// a family has. Dimension legend used in shape comments throughout the engine:
+// a family has (filled from the table of families in model_load.c). Dimension legend used in shape comments throughout the engine:
 //   T  positions in the current call        S  positions held in the KV cache
 //   D  d_model                              F  d_mlp (MLP hidden width)
 //   H  query heads    KV key/value heads    hd head dimension      V vocabulary
@@ -20,13 +20,11 @@
 #include "core/tensor.h"
 #include "formats/tokenizer.h"
 
-typedef enum { CT_ARCH_LLAMA, CT_ARCH_GEMMA2, CT_ARCH_GPT2, CT_ARCH_QWEN3 } ct_arch;
 typedef enum { CT_ROPE_NONE, CT_ROPE_ADJACENT, CT_ROPE_HALF } ct_rope;   // pairs (2i,2i+1) or (i,i+hd/2)
 typedef enum { CT_NORM_RMS, CT_NORM_LAYER } ct_norm;
 typedef enum { CT_ACT_SILU, CT_ACT_GELU_TANH } ct_act;
 
 typedef struct {
-    ct_arch arch;
     char architecture[64];     // "LlamaForCausalLM", "llama2.c", ...
     int d_model, d_mlp, n_layers, n_heads, n_kv_heads, head_dim, vocab_size, max_seq_len;
     ct_norm norm;

@@ -75,7 +75,11 @@ $(BUILD)/ctrace: $(BUILD)/engine/main.o $(BIND_OBJ) $(BUILD)/libctrace.a
 
 $(BUILD)/tests/%: tests/c/%.c tests/c/check.h tests/c/tiny.h $(BUILD)/libctrace.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/c $< $(BUILD)/libctrace.a $(LDLIBS) -o $@
+	$(CC) $(ALL_CFLAGS) -Itests/c $< $(BUILD)/libctrace.a $(TEST_LDFLAGS) $(LDLIBS) -o $@
+
+# test_alloc counts the engine's calls to the allocator: the static library's malloc, calloc,
+# realloc and free go through the test's __wrap_ functions
+$(BUILD)/tests/test_alloc: TEST_LDFLAGS = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free
 
 # ---- tests ------------------------------------------------------------------
 test: all $(TEST_BIN)

@@ -96,7 +96,6 @@ static int run(const char *name, ct_model *m, const ct_transcoders *tc, const in
 
 static ct_config llama_cfg(int D, int L, int H, int KV, int hd, int F, int V, int ctx) {
     ct_config c = {0};
-    c.arch = CT_ARCH_LLAMA;
     c.d_model = D, c.n_layers = L, c.n_heads = H, c.n_kv_heads = KV, c.head_dim = hd, c.d_mlp = F, c.vocab_size = V;
     c.max_seq_len = ctx, c.norm = CT_NORM_RMS, c.norm_eps = 1e-5f, c.rope = CT_ROPE_HALF, c.rope_theta = 500000.0f;
     c.attn_scale = 1.0f / sqrtf((float)hd), c.gated_mlp = 1, c.act = CT_ACT_SILU, c.embed_scale = 1.0f;

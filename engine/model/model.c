@@ -236,8 +236,10 @@ void ct_kv_cache_free(ct_kv_cache *kv) {
 }
 
 // ----------------------------------------------------------------------------
-// Forward pass
+// Scratch (ct_scratch in model.h): grown on demand, reused, freed with the model
 
+// The forward pass's buffers for T positions: att is the scratch's att region, the others are
+// carved from its fwd region (fwd_layout).
 typedef struct {
     float *x;        // (T, D) residual stream
     float *xb;       // (T, D) normalized input to attention or MLP
@@ -248,8 +250,50 @@ typedef struct {
     float *hg, *hu;  // (T, F)
     float *mo;       // (T, D)
     float *scale;    // (T,) norm denominators
-    float *cs, *sn;  // (T, hd/2) RoPE angles
+    float *cs, *sn;  // (T, hd/2) RoPE angles (+1: hd may be 0 without RoPE)
 } fwd_buffers;
+
+// n floats rounded up to 64 bytes, so every region starts as aligned as the block, plus 64
+// bytes, so regions of a multiple of 4 KiB do not start at the same address mod 4096 (loads
+// from one and stores to the next would then falsely depend on each other: 4K aliasing).
+static size_t region(size_t n) { return ((n + 15) & ~(size_t)15) + 16; }
+
+// Floats of the fwd region for T positions; when base is set, points b's buffers (all but att)
+// into it.
+static size_t fwd_layout(const ct_config *c, int T, float *base, fwd_buffers *b) {
+    size_t TD = (size_t)T * c->d_model, TQ = (size_t)T * c->n_heads * c->head_dim;
+    size_t TF = (size_t)T * (c->d_mlp > 0 ? c->d_mlp : 1), TR = (size_t)T * (c->head_dim / 2) + 1;
+    struct { float **p; size_t n; } parts[] = {
+        {&b->x, TD}, {&b->xb, TD}, {&b->q, TQ}, {&b->z, TQ}, {&b->ao, TD}, {&b->hg, TF},
+        {&b->hu, TF}, {&b->mo, TD}, {&b->scale, (size_t)T}, {&b->cs, TR}, {&b->sn, TR},
+    };
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        if (base) *parts[i].p = base + off;
+        off += region(parts[i].n);
+    }
+    return off;
+}
+
+// Makes *p (*cap floats) hold at least n floats; growing drops the contents. 0: out of memory.
+static int grow(float **p, size_t *cap, size_t n) {
+    if (n <= *cap) return 1;
+    ct_dealloc(*p, *cap * sizeof(float));
+    *p = ct_alloc(n * sizeof(float));
+    *cap = *p ? n : 0;
+    return *p != NULL;
+}
+
+void ct_scratch_free(ct_scratch *s) {
+    ct_dealloc(s->fwd, s->fwd_n * sizeof(float));
+    ct_dealloc(s->att, s->att_n * sizeof(float));
+    ct_dealloc(s->mlp, s->mlp_n * sizeof(float));
+    free(s->probs);
+    memset(s, 0, sizeof *s);
+}
+
+// ----------------------------------------------------------------------------
+// Forward pass
 
 // Where a hook's tensor is (NULL: not requested).
 static float *hook_slot(ct_hook_cache *hc, ct_hook_kind kind, int layer) {
@@ -355,7 +399,7 @@ static float act_fn(const ct_config *c, float x) {
 // when pos0 == 0.
 // frozen (H, T, T) (may be NULL, pos0 must be 0): the pattern to use instead of softmax(q.k).
 static void attention(const ct_model *m, int l, const float *q, const float *kc, const float *vc,
-                      int pos0, int T, float *z, float *att, float *pattern_hook, const float *frozen) {
+                      int pos0, int T, float *restrict z, float *restrict att, float *pattern_hook, const float *frozen) {
     const ct_config *c = &m->cfg;
     int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
     int S = pos0 + T;
@@ -396,7 +440,8 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
 
 // out (T, D) = the raw MLP output of layer l on x (T, D) (after the pre-MLP norm); hg, hu (T, F)
 // scratch; hooks (may be NULL) get mlp.hook_pre and mlp.hook_post.
-static void mlp(const ct_model *m, int l, const float *x, int T, float *hg, float *hu, float *out, ct_hook_cache *hooks) {
+static void mlp(const ct_model *m, int l, const float *x, int T, float *restrict hg, float *restrict hu, float *out,
+                ct_hook_cache *hooks) {
     const ct_config *c = &m->cfg;
     const ct_layer *w = &m->layers[l];
     int D = c->d_model, F = c->d_mlp;
@@ -415,21 +460,14 @@ static void mlp(const ct_model *m, int l, const float *x, int T, float *hg, floa
     ct_matmul(out, hg, w->w_down, w->b_down, T, F, D);
 }
 
-ct_status ct_model_mlp(const ct_model *m, int layer, const float *x, int T, float *out, ct_err *err) {
-    size_t TF = (size_t)T * m->cfg.d_mlp;
-    float *hg = malloc(sizeof(float) * (TF + 1)), *hu = malloc(sizeof(float) * (TF + 1));
-    if (!hg || !hu) {
-        free(hg), free(hu);
+ct_status ct_model_mlp(ct_model *m, int layer, const float *x, int T, float *out, ct_err *err) {
+    size_t TF = region((size_t)T * m->cfg.d_mlp + 1);
+    ct_scratch *sc = &m->scratch;   // its own region: a pass calling this holds fwd and att
+    if (!grow(&sc->mlp, &sc->mlp_n, 2 * TF))
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for an MLP over %d positions", T);
-    }
+    float *hg = sc->mlp, *hu = sc->mlp + TF;   // (T, F) each
     mlp(m, layer, x, T, hg, hu, out, NULL);
-    free(hg), free(hu);
     return CT_OK;
-}
-
-static void buffers_free(fwd_buffers *b) {
-    free(b->x); free(b->xb); free(b->q); free(b->z); free(b->att);
-    free(b->ao); free(b->hg); free(b->hu); free(b->mo); free(b->scale); free(b->cs); free(b->sn);
 }
 
 ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *kv, ct_hook_cache *hooks,
@@ -440,8 +478,12 @@ ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *k
 ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cache *kv_in, ct_hook_cache *hooks,
                                float *logits, int all_logits, const ct_forward_ctl *ctl, ct_err *err) {
     const ct_config *c = &m->cfg;
-    int D = c->d_model, F = c->d_mlp, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    int D = c->d_model, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     int V = c->vocab_size, L = c->n_layers;
+    ct_scratch *sc = &m->scratch;
+    if (sc->busy)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "forward: this model is inside a pass already (a control may not start "
+                       "another pass on the same model)");
     if (T <= 0) return ct_fail(err, CT_STATUS_BAD_ARG, "forward: expected at least one token, got %d", T);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
@@ -480,19 +522,18 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         }
     }
     size_t TD = (size_t)T * D;
-    int Fm = F > 0 ? F : 1;
-    fwd_buffers b = {
-        .x = malloc(TD * sizeof(float)), .xb = malloc(TD * sizeof(float)),
-        .q = malloc((size_t)T * qd * sizeof(float)), .z = malloc((size_t)T * qd * sizeof(float)),
-        .att = malloc((size_t)T * S * sizeof(float)), .ao = malloc(TD * sizeof(float)),
-        .hg = malloc((size_t)T * Fm * sizeof(float)), .hu = malloc((size_t)T * Fm * sizeof(float)),
-        .mo = malloc(TD * sizeof(float)), .scale = malloc((size_t)T * sizeof(float)),
-        .cs = malloc(((size_t)T * hd / 2 + 1) * sizeof(float)), .sn = malloc(((size_t)T * hd / 2 + 1) * sizeof(float)),
-    };
-    if (!b.x || !b.xb || !b.q || !b.z || !b.att || !b.ao || !b.hg || !b.hu || !b.mo || !b.scale || !b.cs || !b.sn) {
+    // buffers from the scratch; on a KV cache, att also fits the one-token steps that follow
+    // (S up to kv->max_len), so generation grows nothing after its prompt pass
+    fwd_buffers b;
+    size_t att_n = (size_t)T * S;
+    if (kv_in && (size_t)kv->max_len > att_n) att_n = (size_t)kv->max_len;
+    sc->busy = 1;
+    if (!grow(&sc->fwd, &sc->fwd_n, fwd_layout(c, T, NULL, &b)) || !grow(&sc->att, &sc->att_n, att_n)) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a forward pass over %d positions", T);
         goto done;
     }
+    fwd_layout(c, T, sc->fwd, &b);
+    b.att = sc->att;
 
     if (c->rope != CT_ROPE_NONE) rope_table(m, b.cs, b.sn, pos0, T);
 
@@ -600,7 +641,7 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
     }
     kv->len = S;
 done:
-    buffers_free(&b);
+    sc->busy = 0;
     if (kv == &local) ct_kv_cache_free(&local);
     return rc;
 }
@@ -672,7 +713,9 @@ static int cmp_prob_desc(const void *a, const void *b) {
     return x->i - y->i;
 }
 
-int ct_sample(float *logits, int V, float temperature, float top_p, uint64_t *rng) {
+// Index of the sampled token from logits (V,) (modified in place); pi (V,) is the top-p sort's
+// scratch (NULL with top-p on: greedy on the probabilities, the out-of-memory fallback).
+static int sample(float *logits, int V, float temperature, float top_p, uint64_t *rng, prob_index *pi) {
     if (temperature <= 0.0f) {
         int best = 0;
         for (int i = 1; i < V; i++)
@@ -691,8 +734,7 @@ int ct_sample(float *logits, int V, float temperature, float top_p, uint64_t *rn
         return V - 1;
     }
     // nucleus: smallest set of most probable tokens whose mass exceeds top_p
-    prob_index *pi = malloc(sizeof *pi * (size_t)V);
-    if (!pi) return ct_sample(logits, V, 0.0f, 1.0f, rng);   // greedy on the probabilities
+    if (!pi) return sample(logits, V, 0.0f, 1.0f, rng, NULL);   // greedy on the probabilities
     for (int i = 0; i < V; i++) pi[i] = (prob_index){logits[i], i};
     qsort(pi, (size_t)V, sizeof *pi, cmp_prob_desc);
     double cum = 0.0;
@@ -713,8 +755,31 @@ int ct_sample(float *logits, int V, float temperature, float top_p, uint64_t *rn
             break;
         }
     }
+    return chosen;
+}
+
+// Whether sample() takes the nucleus branch (NaN included, as there).
+static int uses_top_p(float temperature, float top_p) {
+    return !(temperature <= 0.0f) && !(top_p <= 0.0f || top_p >= 1.0f);
+}
+
+int ct_sample(float *logits, int V, float temperature, float top_p, uint64_t *rng) {
+    prob_index *pi = uses_top_p(temperature, top_p) ? malloc(sizeof *pi * (size_t)V) : NULL;
+    int chosen = sample(logits, V, temperature, top_p, rng, pi);
     free(pi);
     return chosen;
+}
+
+// The model's top-p scratch (V,), grown to V pairs; NULL when out of memory.
+static prob_index *scratch_probs(ct_model *m) {
+    ct_scratch *sc = &m->scratch;
+    size_t V = (size_t)m->cfg.vocab_size;
+    if (sc->probs_n < V) {
+        free(sc->probs);
+        sc->probs = malloc(sizeof(prob_index) * V);
+        sc->probs_n = sc->probs ? V : 0;
+    }
+    return sc->probs;
 }
 
 ct_status ct_model_generate(ct_model *m, const int *prompt, int n_prompt, const ct_gen_opts *o,
@@ -741,9 +806,10 @@ ct_status ct_model_generate_ctl(ct_model *m, const int *prompt, int n_prompt, co
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
     uint64_t rng = o->seed ? o->seed : 0x9E3779B97F4A7C15ULL;
+    prob_index *pi = uses_top_p(o->temperature, o->top_p) ? scratch_probs(m) : NULL;
     rc = ct_model_forward_ctl(m, prompt, n_prompt, &kv, NULL, logits, 0, prompt_ctl, err);
     while (!rc && *n_out < o->max_tokens) {
-        int next = ct_sample(logits, m->cfg.vocab_size, o->temperature, o->top_p, &rng);
+        int next = sample(logits, m->cfg.vocab_size, o->temperature, o->top_p, &rng, pi);
         if (o->stop_at_eos && (next == m->cfg.eos_id || next == m->cfg.bos_id)) break;
         out[(*n_out)++] = next;
         if (*n_out == o->max_tokens || kv.len >= total) break;

@@ -1,7 +1,7 @@
 // model.h - transformer configs, weights, the forward pass with hook points, generation.
 //
 // One decoder-only transformer covers every family ctrace runs; the config says which parts
-// a family has. Dimension legend used in shape comments throughout the engine:
+// a family has (filled from the table of families in model_load.c). Dimension legend used in shape comments throughout the engine:
 //   T  positions in the current call        S  positions held in the KV cache
 //   D  d_model                              F  d_mlp (MLP hidden width)
 //   H  query heads    KV key/value heads    hd head dimension      V vocabulary
@@ -9,6 +9,8 @@
 // Weights are float32 [out, in]. F32 checkpoints are used in place from the memory-mapped
 // file when the data is 4-byte aligned; F16/BF16 (and unaligned F32) are converted once into
 // memory owned by the model.
+// A ct_model is used from one thread at a time: its forward pass, MLP and sampling work in
+// scratch memory the model owns (ct_scratch). Two models may run on two threads.
 #ifndef CT_MODEL_H
 #define CT_MODEL_H
 
@@ -19,13 +21,11 @@
 #include "core/tensor.h"
 #include "formats/tokenizer.h"
 
-typedef enum { CT_ARCH_LLAMA, CT_ARCH_GEMMA2, CT_ARCH_GPT2, CT_ARCH_QWEN3 } ct_arch;
 typedef enum { CT_ROPE_NONE, CT_ROPE_ADJACENT, CT_ROPE_HALF } ct_rope;   // pairs (2i,2i+1) or (i,i+hd/2)
 typedef enum { CT_NORM_RMS, CT_NORM_LAYER } ct_norm;
 typedef enum { CT_ACT_SILU, CT_ACT_GELU_TANH } ct_act;
 
 typedef struct {
-    ct_arch arch;
     char architecture[64];     // "LlamaForCausalLM", "llama2.c", ...
     int d_model, d_mlp, n_layers, n_heads, n_kv_heads, head_dim, vocab_size, max_seq_len;
     ct_norm norm;
@@ -61,6 +61,23 @@ typedef struct {
     const float *post_ff_w;                // (D,) Gemma post-feedforward norm
 } ct_layer;
 
+// Working memory of the forward pass, ct_model_mlp and top-p sampling, owned by the model:
+// grown when a call needs more (more positions, a longer KV cache), reused by every later
+// call, freed with the model. Generation therefore allocates nothing per token. The regions
+// are separate allocations: an MLP control calling ct_model_mlp inside a pass may grow `mlp`
+// without moving the buffers the pass is using.
+typedef struct {
+    float *fwd;       // the pass's per-position buffers, carved for T positions (model.c: fwd_buffers)
+    size_t fwd_n;     // floats in fwd
+    float *att;       // (T, S) one head's scores, then its pattern
+    size_t att_n;     // floats in att
+    float *mlp;       // ct_model_mlp: gate (T, F) and up (T, F)
+    size_t mlp_n;     // floats in mlp
+    void *probs;      // (V,) probability and index pairs for top-p, or NULL
+    size_t probs_n;   // pairs in probs
+    int busy;         // a forward pass is running (a second one on the same model is refused)
+} ct_scratch;
+
 typedef struct ct_model ct_model;
 struct ct_model {
     ct_config cfg;
@@ -80,6 +97,7 @@ struct ct_model {
     float **owned;             // converted weight arrays
     size_t *owned_bytes;
     int n_owned, cap_owned;
+    ct_scratch scratch;        // working memory of the forward pass (model.c)
 };
 
 // Loads a llama2.c checkpoint (.bin), a directory holding one, or a Hugging Face directory
@@ -98,6 +116,8 @@ ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, c
 ct_status ct_config_validate(ct_config *c, ct_err *err);
 // Fills rope_inv_freq from the config.
 ct_status ct_model_init_rope(ct_model *m, ct_err *err);
+// Frees the scratch (ct_model_free does) and leaves it empty.
+void ct_scratch_free(ct_scratch *s);
 
 // ----------------------------------------------------------------------------
 // Prompts
@@ -209,7 +229,8 @@ typedef struct {
 } ct_frozen;
 
 // out (T, D) = the raw MLP output of layer `layer` on x (T, D), the pre-MLP norm's output.
-ct_status ct_model_mlp(const ct_model *m, int layer, const float *x, int T, float *out, ct_err *err);
+// Works in the model's scratch (its own region: callable from an MLP control inside a pass).
+ct_status ct_model_mlp(ct_model *m, int layer, const float *x, int T, float *out, ct_err *err);
 
 // A clean run's values for passes that hold them fixed, plus any extra hooks asked for.
 typedef struct {
@@ -242,7 +263,9 @@ typedef struct {
 } ct_forward_ctl;
 
 // Runs tokens (T,) at positions kv->len .. kv->len+T-1 (kv may be NULL: a fresh pass from
-// position 0) and appends their keys and values to kv. logits: (T, V) when all_logits, else
+// position 0) and appends their keys and values to kv. Buffers come from the model's scratch,
+// sized on a call with kv for one-token steps up to kv->max_len, so later steps reuse them; a
+// control may not start another pass on the same model from inside one (BAD_ARG). logits: (T, V) when all_logits, else
 // (V,) for the last position; may be NULL. hooks (may be NULL) are filled for the T positions.
 ct_status ct_model_forward(ct_model *m, const int *tokens, int T, ct_kv_cache *kv,
                            ct_hook_cache *hooks, float *logits, int all_logits, ct_err *err);
@@ -269,7 +292,8 @@ ct_status ct_model_generate_ctl(ct_model *m, const int *prompt, int n_prompt, co
                                 const ct_forward_ctl *prompt_ctl, const ct_forward_ctl *step_ctl, ct_kv_cache **kv_out,
                                 int *out, int *n_out, ct_err *err);
 
-// Index of the sampled token from logits (V,) (modified in place).
+// Index of the sampled token from logits (V,) (modified in place). Top-p allocates a (V,)
+// array per call; ct_model_generate samples in the model's scratch instead.
 int ct_sample(float *logits, int V, float temperature, float top_p, uint64_t *rng_state);
 
 #endif

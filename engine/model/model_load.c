@@ -1,9 +1,11 @@
-// model_load.c - model loaders: llama2.c checkpoints and Hugging Face directories.
+// model_load.c - model loaders: llama2.c checkpoints and Hugging Face directories, whose
+// families (config differences and weight names) are one table, hf_families.
 //
 // Every loader validates sizes, shapes and dtypes before reading a weight, and fills a
 // ct_model whose weights are float32 [out, in] (see model.h).
 #include <cJSON.h>
 #include <dirent.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@ void ct_model_free(ct_model *m) {
     if (m->map) ct_unmap_file(m->map, m->map_size);
     free(m->layers);
     free(m->rope_inv_freq);
+    ct_scratch_free(&m->scratch);
     ct_tokenizer_free(m->tok);
     free(m);
 }
@@ -132,7 +135,6 @@ static ct_status load_tokenizer_beside(ct_ctx *ctx, ct_model *m, const char *dir
 
 static void llama2c_config(ct_config *c, const int32_t *h) {
     memset(c, 0, sizeof *c);
-    c->arch = CT_ARCH_LLAMA;
     snprintf(c->architecture, sizeof c->architecture, "llama2.c");
     c->d_model = h[0];
     c->d_mlp = h[1];
@@ -257,12 +259,150 @@ ct_status ct_model_load_llama2c(ct_ctx *ctx, ct_model **out, const char *path, c
 }
 
 // ----------------------------------------------------------------------------
-// Hugging Face directories
+// Hugging Face directories: the table of model families
+//
+// A row per family: the architecture config.json names, how its config differs from the
+// common decoder (RMSNorm, gated SiLU MLP, RoPE), and its weight names. Adding a family is a
+// row here, plus a change to the forward pass in model.c only when the family computes
+// something new. Whether a family has post norms, q/k norms, learned positions or a gated MLP
+// follows from its weight names (post_attn_w, q_norm, pos_embed, w_gate).
+
+// config.json keys of the dimensions (NULL: not in the family's config; the default holds)
+typedef struct {
+    const char *d_model, *d_mlp, *n_layers, *n_heads, *n_kv_heads, *head_dim, *vocab_size, *max_seq_len,
+        *norm_eps, *tied;
+    int d_model_def, n_layers_def, n_heads_def, vocab_size_def, max_seq_len_def;
+    int d_mlp_per_d_model;   // d_mlp when absent: this times d_model
+    double norm_eps_def;     // n_kv_heads defaults to n_heads, head_dim to d_model / n_heads
+} hf_keys;
+
+// Weight names as PyTorch stores them: whole names, then per-layer printf patterns taking the
+// layer index. NULL: the family has no such tensor.
+typedef struct {
+    const char *embed, *pos_embed, *final_norm_w, *final_norm_b, *lm_head;   // (V, D) (max_seq_len, D) (D,) (D,) (V, D)
+    const char *ln1_w, *ln1_b;                       // (D,)
+    const char *wq, *wk, *wv, *wo;                   // (H*hd, D) (KV*hd, D) (KV*hd, D) (D, H*hd)
+    const char *bq, *bk, *bv, *bo;                   // (H*hd,) (KV*hd,) (KV*hd,) (D,)
+    const char *q_norm, *k_norm;                     // (hd,)
+    const char *post_attn_w, *ln2_w, *ln2_b, *post_ff_w;   // (D,)
+    const char *w_gate, *w_up, *w_down;              // (F, D) (F, D) (D, F)
+    const char *b_up, *b_down;                       // (F,) (D,)
+    const char *qkv_w, *qkv_b;   // q, k, v fused (GPT-2's c_attn): Conv1D (D, H*hd + 2 KV*hd) and its bias, split by columns
+} hf_names;
+
+typedef struct {
+    const char *architecture;     // config.json "architectures"[0]
+    const hf_keys *keys;
+    ct_norm norm;
+    float norm_gain_offset;       // RMSNorm gain = offset + w (Gemma stores gains zero-centred: 1)
+    ct_rope rope;                 // CT_ROPE_NONE: no RoPE (rope_theta and rope_scaling are not read)
+    ct_act act;
+    const char *act_keys[2];      // config.json keys naming the activation (the first present counts)
+    const char *act_names[2];     // the names accepted for it (an error quotes the first)
+    int tied;                     // tie_word_embeddings when the config does not say
+    int embed_scale_sqrt_d;       // embeddings times sqrt(d_model) (Gemma)
+    const char *attn_scalar;      // key: attention scale = value^-1/2 (Gemma); NULL: 1/sqrt(head_dim)
+    const char *attn_softcap, *final_softcap;   // keys of the logit softcaps (NULL: none)
+    const char *sliding_window;   // key of the attention window on even layers (NULL: none)
+    int conv1d;                   // 2-D weights stored [in, out] (GPT-2's Conv1D), transposed when loaded
+    int optional_biases;          // bias tensors may be absent
+    const char *alt_prefix;       // every name may carry this prefix (GPT-2: "transformer."), lm_head excepted
+    hf_names w;
+} hf_family;
+
+static const hf_keys hf_keys_common = {
+    .d_model = "hidden_size", .d_mlp = "intermediate_size", .n_layers = "num_hidden_layers",
+    .n_heads = "num_attention_heads", .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim",
+    .vocab_size = "vocab_size", .max_seq_len = "max_position_embeddings", .norm_eps = "rms_norm_eps",
+    .tied = "tie_word_embeddings", .max_seq_len_def = 2048, .norm_eps_def = 1e-6,
+};
+
+static const hf_keys hf_keys_gpt2 = {   // GPT2Config's names and defaults
+    .d_model = "n_embd", .d_mlp = "n_inner", .n_layers = "n_layer", .n_heads = "n_head", .vocab_size = "vocab_size",
+    .max_seq_len = "n_positions", .norm_eps = "layer_norm_epsilon", .d_model_def = 768, .n_layers_def = 12,
+    .n_heads_def = 12, .vocab_size_def = 50257, .max_seq_len_def = 1024, .d_mlp_per_d_model = 4,
+    .norm_eps_def = 1e-5,
+};
+
+#define LAYER "model.layers.%d."
+static const hf_family hf_families[] = {
+    {
+        .architecture = "LlamaForCausalLM", .keys = &hf_keys_common, .norm = CT_NORM_RMS, .rope = CT_ROPE_HALF,
+        .act = CT_ACT_SILU, .act_keys = {"hidden_act"}, .act_names = {"silu"}, .optional_biases = 1,
+        .w = {
+            .embed = "model.embed_tokens.weight", .final_norm_w = "model.norm.weight", .lm_head = "lm_head.weight",
+            .ln1_w = LAYER "input_layernorm.weight",
+            .wq = LAYER "self_attn.q_proj.weight", .wk = LAYER "self_attn.k_proj.weight",
+            .wv = LAYER "self_attn.v_proj.weight", .wo = LAYER "self_attn.o_proj.weight",
+            .bq = LAYER "self_attn.q_proj.bias", .bk = LAYER "self_attn.k_proj.bias",
+            .bv = LAYER "self_attn.v_proj.bias", .bo = LAYER "self_attn.o_proj.bias",
+            .ln2_w = LAYER "post_attention_layernorm.weight",
+            .w_gate = LAYER "mlp.gate_proj.weight", .w_up = LAYER "mlp.up_proj.weight",
+            .w_down = LAYER "mlp.down_proj.weight", .b_up = LAYER "mlp.up_proj.bias", .b_down = LAYER "mlp.down_proj.bias",
+        },
+    },
+    {
+        .architecture = "Gemma2ForCausalLM", .keys = &hf_keys_common, .norm = CT_NORM_RMS, .norm_gain_offset = 1.0f,
+        .rope = CT_ROPE_HALF, .act = CT_ACT_GELU_TANH, .act_keys = {"hidden_activation", "hidden_act"},
+        .act_names = {"gelu_pytorch_tanh"}, .tied = 1, .embed_scale_sqrt_d = 1, .attn_scalar = "query_pre_attn_scalar",
+        .attn_softcap = "attn_logit_softcapping", .final_softcap = "final_logit_softcapping",
+        .sliding_window = "sliding_window", .optional_biases = 1,
+        .w = {
+            .embed = "model.embed_tokens.weight", .final_norm_w = "model.norm.weight", .lm_head = "lm_head.weight",
+            .ln1_w = LAYER "input_layernorm.weight",
+            .wq = LAYER "self_attn.q_proj.weight", .wk = LAYER "self_attn.k_proj.weight",
+            .wv = LAYER "self_attn.v_proj.weight", .wo = LAYER "self_attn.o_proj.weight",
+            .bq = LAYER "self_attn.q_proj.bias", .bk = LAYER "self_attn.k_proj.bias",
+            .bv = LAYER "self_attn.v_proj.bias", .bo = LAYER "self_attn.o_proj.bias",
+            .post_attn_w = LAYER "post_attention_layernorm.weight", .ln2_w = LAYER "pre_feedforward_layernorm.weight",
+            .post_ff_w = LAYER "post_feedforward_layernorm.weight",
+            .w_gate = LAYER "mlp.gate_proj.weight", .w_up = LAYER "mlp.up_proj.weight",
+            .w_down = LAYER "mlp.down_proj.weight", .b_up = LAYER "mlp.up_proj.bias", .b_down = LAYER "mlp.down_proj.bias",
+        },
+    },
+    {
+        .architecture = "GPT2LMHeadModel", .keys = &hf_keys_gpt2, .norm = CT_NORM_LAYER, .rope = CT_ROPE_NONE,
+        .act = CT_ACT_GELU_TANH, .act_keys = {"activation_function"}, .act_names = {"gelu_new", "gelu_pytorch_tanh"},
+        .tied = 1, .conv1d = 1, .alt_prefix = "transformer.",
+        .w = {
+            .embed = "wte.weight", .pos_embed = "wpe.weight", .final_norm_w = "ln_f.weight", .final_norm_b = "ln_f.bias",
+            .lm_head = "lm_head.weight",
+            .ln1_w = "h.%d.ln_1.weight", .ln1_b = "h.%d.ln_1.bias",
+            .qkv_w = "h.%d.attn.c_attn.weight", .qkv_b = "h.%d.attn.c_attn.bias",
+            .wo = "h.%d.attn.c_proj.weight", .bo = "h.%d.attn.c_proj.bias",
+            .ln2_w = "h.%d.ln_2.weight", .ln2_b = "h.%d.ln_2.bias",
+            .w_up = "h.%d.mlp.c_fc.weight", .b_up = "h.%d.mlp.c_fc.bias",
+            .w_down = "h.%d.mlp.c_proj.weight", .b_down = "h.%d.mlp.c_proj.bias",
+        },
+    },
+    {
+        .architecture = "Qwen3ForCausalLM", .keys = &hf_keys_common, .norm = CT_NORM_RMS, .rope = CT_ROPE_HALF,
+        .act = CT_ACT_SILU, .act_keys = {"hidden_act"}, .act_names = {"silu"}, .optional_biases = 1,
+        .w = {
+            .embed = "model.embed_tokens.weight", .final_norm_w = "model.norm.weight", .lm_head = "lm_head.weight",
+            .ln1_w = LAYER "input_layernorm.weight",
+            .wq = LAYER "self_attn.q_proj.weight", .wk = LAYER "self_attn.k_proj.weight",
+            .wv = LAYER "self_attn.v_proj.weight", .wo = LAYER "self_attn.o_proj.weight",
+            .bq = LAYER "self_attn.q_proj.bias", .bk = LAYER "self_attn.k_proj.bias",
+            .bv = LAYER "self_attn.v_proj.bias", .bo = LAYER "self_attn.o_proj.bias",
+            .q_norm = LAYER "self_attn.q_norm.weight", .k_norm = LAYER "self_attn.k_norm.weight",
+            .ln2_w = LAYER "post_attention_layernorm.weight",
+            .w_gate = LAYER "mlp.gate_proj.weight", .w_up = LAYER "mlp.up_proj.weight",
+            .w_down = LAYER "mlp.down_proj.weight", .b_up = LAYER "mlp.up_proj.bias", .b_down = LAYER "mlp.down_proj.bias",
+        },
+    },
+};
+#undef LAYER
+#define N_FAMILIES (int)(sizeof hf_families / sizeof *hf_families)
+
+// ----------------------------------------------------------------------------
+// Hugging Face directories: loading
 
 typedef struct {
     ct_model *m;
+    const hf_family *f;
     const char *dir;
-    const char *prefix;   // GPT-2: "" or "transformer."
+    const char *prefix;   // "" or the family's alt_prefix
     ct_err *err;
 } hf_ctx;
 
@@ -350,7 +490,11 @@ static int json_token_id(const cJSON *o, const char *key, int def) {
     return cJSON_IsNumber(v) && v->valuedouble >= -1 && v->valuedouble < (1 << 24) ? (int)v->valuedouble : def;
 }
 
-static ct_status hf_config(ct_config *c, const cJSON *j, const char *dir, ct_err *err) {
+// json_int / json_num with a key the family may lack (NULL: the default).
+static int key_int(const cJSON *o, const char *key, int def) { return key ? json_int(o, key, def) : def; }
+static double key_num(const cJSON *o, const char *key, double def) { return key ? json_num(o, key, def) : def; }
+
+static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *j, const char *dir, ct_err *err) {
     memset(c, 0, sizeof *c);
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(j, "architectures");
     const cJSON *a0 = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
@@ -358,92 +502,76 @@ static ct_status hf_config(ct_config *c, const cJSON *j, const char *dir, ct_err
         return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: expected \"architectures\": [\"...ForCausalLM\"]", dir);
     const char *arch = a0->valuestring;
     snprintf(c->architecture, sizeof c->architecture, "%s", arch);
-    if (strcmp(arch, "LlamaForCausalLM") == 0) c->arch = CT_ARCH_LLAMA;
-    else if (strcmp(arch, "Gemma2ForCausalLM") == 0) c->arch = CT_ARCH_GEMMA2;
-    else if (strcmp(arch, "GPT2LMHeadModel") == 0) c->arch = CT_ARCH_GPT2;
-    else if (strcmp(arch, "Qwen3ForCausalLM") == 0) c->arch = CT_ARCH_QWEN3;
-    else
-        return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: unknown architecture '%.64s'; expected "
-                       "LlamaForCausalLM, Gemma2ForCausalLM, GPT2LMHeadModel or Qwen3ForCausalLM", dir, arch);
-    c->embed_scale = 1.0f;
-    c->gated_mlp = 1;
-    c->norm = CT_NORM_RMS;
-    c->rope = CT_ROPE_HALF;
+    const hf_family *f = NULL;
+    for (int i = 0; i < N_FAMILIES && !f; i++)
+        if (strcmp(arch, hf_families[i].architecture) == 0) f = &hf_families[i];
+    if (!f) {   // "A, B, C or D"
+        char known[512] = "";
+        size_t n = 0;
+        for (int i = 0; i < N_FAMILIES && n < sizeof known; i++)
+            n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", i == 0 ? "" : i == N_FAMILIES - 1 ? " or " : ", ",
+                                  hf_families[i].architecture);
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: unknown architecture '%.64s'; expected %s", dir, arch,
+                       known);
+    }
+    *family = f;
+    const hf_keys *k = f->keys;
+    c->d_model = key_int(j, k->d_model, k->d_model_def);
+    c->n_layers = key_int(j, k->n_layers, k->n_layers_def);
+    c->n_heads = key_int(j, k->n_heads, k->n_heads_def);
+    c->n_kv_heads = key_int(j, k->n_kv_heads, c->n_heads);
+    long long mlp_def = (long long)k->d_mlp_per_d_model * c->d_model;
+    c->d_mlp = key_int(j, k->d_mlp, mlp_def >= INT_MIN && mlp_def <= INT_MAX ? (int)mlp_def : 0);
+    c->vocab_size = key_int(j, k->vocab_size, k->vocab_size_def);
+    c->max_seq_len = key_int(j, k->max_seq_len, k->max_seq_len_def);
+    c->head_dim = key_int(j, k->head_dim, c->n_heads > 0 ? c->d_model / c->n_heads : 0);
+    c->norm = f->norm;
+    c->norm_eps = (float)key_num(j, k->norm_eps, k->norm_eps_def);
+    c->norm_gain_offset = f->norm_gain_offset;
+    c->rope = f->rope;
+    c->gated_mlp = f->w.w_gate != NULL;
+    c->act = f->act;
+    c->embed_scale = f->embed_scale_sqrt_d ? sqrtf((float)c->d_model) : 1.0f;
+    c->learned_pos = f->w.pos_embed != NULL;
+    c->qk_norm = f->w.q_norm != NULL;
+    c->post_norms = f->w.post_attn_w != NULL;
+    c->tied = k->tied ? json_bool(j, k->tied, f->tied) : f->tied;
     c->bos_id = json_token_id(j, "bos_token_id", -1);
     c->eos_id = json_token_id(j, "eos_token_id", -1);
-    if (c->arch == CT_ARCH_GPT2) {
-        c->d_model = json_int(j, "n_embd", 768);
-        c->n_layers = json_int(j, "n_layer", 12);
-        c->n_heads = c->n_kv_heads = json_int(j, "n_head", 12);
-        c->d_mlp = json_int(j, "n_inner", 4 * c->d_model);
-        c->vocab_size = json_int(j, "vocab_size", 50257);
-        c->max_seq_len = json_int(j, "n_positions", 1024);
-        c->norm = CT_NORM_LAYER;
-        c->norm_eps = (float)json_num(j, "layer_norm_epsilon", 1e-5);
-        c->rope = CT_ROPE_NONE;
-        c->gated_mlp = 0;
-        c->act = CT_ACT_GELU_TANH;
-        c->learned_pos = 1;
-        c->tied = 1;
-        c->head_dim = c->n_heads > 0 ? c->d_model / c->n_heads : 0;
-        c->attn_scale = c->head_dim > 0 ? 1.0f / sqrtf((float)c->head_dim) : 0;
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "activation_function");
-        if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_new") != 0 &&
-            strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)
-            return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: activation_function '%.32s'; expected gelu_new",
-                           dir, act->valuestring);
-        return CT_OK;
-    }
-    c->d_model = json_int(j, "hidden_size", 0);
-    c->d_mlp = json_int(j, "intermediate_size", 0);
-    c->n_layers = json_int(j, "num_hidden_layers", 0);
-    c->n_heads = json_int(j, "num_attention_heads", 0);
-    c->n_kv_heads = json_int(j, "num_key_value_heads", c->n_heads);
-    c->vocab_size = json_int(j, "vocab_size", 0);
-    c->max_seq_len = json_int(j, "max_position_embeddings", 2048);
-    c->head_dim = json_int(j, "head_dim", c->n_heads > 0 ? c->d_model / c->n_heads : 0);
-    c->norm_eps = (float)json_num(j, "rms_norm_eps", 1e-6);
-    c->rope_theta = (float)json_num(j, "rope_theta", 10000.0);
     c->attn_scale = c->head_dim > 0 ? 1.0f / sqrtf((float)c->head_dim) : 0;
-    c->act = CT_ACT_SILU;
-    c->tied = json_bool(j, "tie_word_embeddings", c->arch == CT_ARCH_GEMMA2);
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
-    if (cJSON_IsObject(rs)) {
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
-        if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
-        if (!cJSON_IsString(type) || (strcmp(type->valuestring, "llama3") != 0 && strcmp(type->valuestring, "default") != 0))
-            return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: rope_scaling type '%.32s'; expected llama3",
-                           dir, cJSON_IsString(type) ? type->valuestring : "?");
-        if (strcmp(type->valuestring, "llama3") == 0) {
-            c->rope_llama3 = 1;
-            c->rope_factor = (float)json_num(rs, "factor", 8.0);
-            c->rope_low_freq = (float)json_num(rs, "low_freq_factor", 1.0);
-            c->rope_high_freq = (float)json_num(rs, "high_freq_factor", 4.0);
-            c->rope_original_max = (float)json_num(rs, "original_max_position_embeddings", 8192);
+    if (f->attn_scalar) c->attn_scale = (float)(1.0 / sqrt(json_num(j, f->attn_scalar, c->head_dim)));
+    c->attn_softcap = (float)key_num(j, f->attn_softcap, 0.0);
+    c->final_softcap = (float)key_num(j, f->final_softcap, 0.0);
+    c->sliding_window = key_int(j, f->sliding_window, 0);
+    if (f->rope != CT_ROPE_NONE) {
+        c->rope_theta = (float)json_num(j, "rope_theta", 10000.0);
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+        if (cJSON_IsObject(rs)) {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+            if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
+            if (!cJSON_IsString(type) || (strcmp(type->valuestring, "llama3") != 0 && strcmp(type->valuestring, "default") != 0))
+                return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: rope_scaling type '%.32s'; expected llama3",
+                               dir, cJSON_IsString(type) ? type->valuestring : "?");
+            if (strcmp(type->valuestring, "llama3") == 0) {
+                c->rope_llama3 = 1;
+                c->rope_factor = (float)json_num(rs, "factor", 8.0);
+                c->rope_low_freq = (float)json_num(rs, "low_freq_factor", 1.0);
+                c->rope_high_freq = (float)json_num(rs, "high_freq_factor", 4.0);
+                c->rope_original_max = (float)json_num(rs, "original_max_position_embeddings", 8192);
+            }
         }
     }
-    if (c->arch == CT_ARCH_GEMMA2) {
-        c->norm_gain_offset = 1.0f;
-        c->embed_scale = sqrtf((float)c->d_model);
-        c->post_norms = 1;
-        c->act = CT_ACT_GELU_TANH;
-        double qs = json_num(j, "query_pre_attn_scalar", c->head_dim);
-        c->attn_scale = (float)(1.0 / sqrt(qs));
-        c->attn_softcap = (float)json_num(j, "attn_logit_softcapping", 0.0);
-        c->final_softcap = (float)json_num(j, "final_logit_softcapping", 0.0);
-        c->sliding_window = json_int(j, "sliding_window", 0);
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_activation");
-        if (!cJSON_IsString(act)) act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
-        if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)
-            return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: hidden_activation '%.32s'; expected gelu_pytorch_tanh",
-                           dir, act->valuestring);
-    } else {
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
-        if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0)
-            return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: hidden_act '%.32s'; expected silu", dir,
-                           act->valuestring);
+    // the activation, when the config names it, must be the family's
+    const cJSON *act = NULL;
+    for (int i = 0; i < 2 && f->act_keys[i] && !cJSON_IsString(act); i++)
+        act = cJSON_GetObjectItemCaseSensitive(j, f->act_keys[i]);
+    if (cJSON_IsString(act)) {
+        int known = 0;
+        for (int i = 0; i < 2 && f->act_names[i]; i++) known |= strcmp(act->valuestring, f->act_names[i]) == 0;
+        if (!known)
+            return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: %s '%.32s'; expected %s", dir, f->act_keys[0],
+                           act->valuestring, f->act_names[0]);
     }
-    if (c->arch == CT_ARCH_QWEN3) c->qk_norm = 1;
     return CT_OK;
 }
 
@@ -513,69 +641,68 @@ static ct_status hf_open_shards(ct_ctx *ctx, ct_model *m, const char *dir, ct_er
     return rc;
 }
 
+// Layer l's tensor named by pattern (NULL: the family has none; *out is left as is), of the shape
+// [d0] (d1 0) or [d0, d1] as PyTorch's Linear stores it ([out, in]; Conv1D families store [in, out]).
+static ct_status hf_layer_get(hf_ctx *h, const float **out, const char *pattern, int l, int optional, int64_t d0,
+                              int64_t d1) {
+    if (!pattern) return CT_OK;
+    char n[160];
+    snprintf(n, sizeof n, pattern, l);
+    if (d1 && h->f->conv1d) return hf_get_conv1d(h, out, n, d1, d0, 0, d0);
+    return hf_get(h, out, n, optional, d1 ? 2 : 1, d0, d1);
+}
+
+// q, k, v of layer l from a fused Conv1D weight (D, H*hd + 2 KV*hd), split by columns, and its
+// fused bias (GPT-2's c_attn); nothing when the family has none.
+static ct_status hf_layer_qkv(hf_ctx *h, ct_layer *w, int l) {
+    const ct_config *c = &h->m->cfg;
+    const hf_names *nm = &h->f->w;
+    int64_t D = c->d_model, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    char n[160];
+    ct_status rc = CT_OK;
+    if (nm->qkv_b) {
+        const float *b;   // (H*hd + 2 KV*hd,)
+        snprintf(n, sizeof n, nm->qkv_b, l);
+        if ((rc = hf_get(h, &b, n, 0, 1, qd + 2 * kvd, 0))) return rc;
+        w->bq = b, w->bk = b + qd, w->bv = b + qd + kvd;
+    }
+    if (nm->qkv_w) {
+        snprintf(n, sizeof n, nm->qkv_w, l);
+        if ((rc = hf_get_conv1d(h, &w->wq, n, D, qd + 2 * kvd, 0, qd)) ||
+            (rc = hf_get_conv1d(h, &w->wk, n, D, qd + 2 * kvd, qd, kvd)))
+            return rc;
+        rc = hf_get_conv1d(h, &w->wv, n, D, qd + 2 * kvd, qd + kvd, kvd);
+    }
+    return rc;
+}
+
 static ct_status hf_layer(hf_ctx *h, int l) {
     const ct_config *c = &h->m->cfg;
+    const hf_names *nm = &h->f->w;
     ct_layer *w = &h->m->layers[l];
     int64_t D = c->d_model, F = c->d_mlp, qd = (int64_t)c->n_heads * c->head_dim,
             kvd = (int64_t)c->n_kv_heads * c->head_dim, hd = c->head_dim;
-    char n[160];
+    int ob = h->f->optional_biases;
+    // every tensor a layer may have, in loading order, with its shape as Linear stores it
+    const struct { const float **out; const char *name; int optional; int64_t d0, d1; } t[] = {
+        {&w->ln1_w, nm->ln1_w, 0, D, 0},       {&w->ln1_b, nm->ln1_b, 0, D, 0},
+        {&w->wq, nm->wq, 0, qd, D},            {&w->wk, nm->wk, 0, kvd, D},
+        {&w->wv, nm->wv, 0, kvd, D},           {&w->wo, nm->wo, 0, D, qd},
+        {&w->bq, nm->bq, ob, qd, 0},           {&w->bk, nm->bk, ob, kvd, 0},
+        {&w->bv, nm->bv, ob, kvd, 0},          {&w->bo, nm->bo, ob, D, 0},
+        {&w->q_norm, nm->q_norm, 0, hd, 0},    {&w->k_norm, nm->k_norm, 0, hd, 0},
+        {&w->post_attn_w, nm->post_attn_w, 0, D, 0},
+        {&w->ln2_w, nm->ln2_w, 0, D, 0},       {&w->ln2_b, nm->ln2_b, 0, D, 0},
+        {&w->post_ff_w, nm->post_ff_w, 0, D, 0},
+        {&w->w_gate, nm->w_gate, 0, F, D},     {&w->w_up, nm->w_up, 0, F, D},
+        {&w->w_down, nm->w_down, 0, D, F},     {&w->b_up, nm->b_up, ob, F, 0},
+        {&w->b_down, nm->b_down, ob, D, 0},
+    };
     ct_status rc = CT_OK;
-#define GET(field, opt, nd, a, b, ...)                                                  \
-    do {                                                                                \
-        snprintf(n, sizeof n, __VA_ARGS__);                                             \
-        if ((rc = hf_get(h, &w->field, n, opt, nd, a, b))) return rc;                   \
-    } while (0)
-    if (c->arch == CT_ARCH_GPT2) {
-        GET(ln1_w, 0, 1, D, 0, "h.%d.ln_1.weight", l);
-        GET(ln1_b, 0, 1, D, 0, "h.%d.ln_1.bias", l);
-        GET(ln2_w, 0, 1, D, 0, "h.%d.ln_2.weight", l);
-        GET(ln2_b, 0, 1, D, 0, "h.%d.ln_2.bias", l);
-        const float *bqkv;
-        snprintf(n, sizeof n, "h.%d.attn.c_attn.bias", l);
-        if ((rc = hf_get(h, &bqkv, n, 0, 1, 3 * D, 0))) return rc;
-        w->bq = bqkv, w->bk = bqkv + D, w->bv = bqkv + 2 * D;
-        snprintf(n, sizeof n, "h.%d.attn.c_attn.weight", l);
-        if ((rc = hf_get_conv1d(h, &w->wq, n, D, 3 * D, 0, D))) return rc;
-        if ((rc = hf_get_conv1d(h, &w->wk, n, D, 3 * D, D, D))) return rc;
-        if ((rc = hf_get_conv1d(h, &w->wv, n, D, 3 * D, 2 * D, D))) return rc;
-        snprintf(n, sizeof n, "h.%d.attn.c_proj.weight", l);
-        if ((rc = hf_get_conv1d(h, &w->wo, n, D, D, 0, D))) return rc;
-        GET(bo, 0, 1, D, 0, "h.%d.attn.c_proj.bias", l);
-        snprintf(n, sizeof n, "h.%d.mlp.c_fc.weight", l);
-        if ((rc = hf_get_conv1d(h, &w->w_up, n, D, F, 0, F))) return rc;
-        GET(b_up, 0, 1, F, 0, "h.%d.mlp.c_fc.bias", l);
-        snprintf(n, sizeof n, "h.%d.mlp.c_proj.weight", l);
-        if ((rc = hf_get_conv1d(h, &w->w_down, n, F, D, 0, D))) return rc;
-        GET(b_down, 0, 1, D, 0, "h.%d.mlp.c_proj.bias", l);
-        return CT_OK;
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+        if (t[i].out == &w->wq && (rc = hf_layer_qkv(h, w, l))) return rc;   // fused q, k, v in their place
+        if ((rc = hf_layer_get(h, t[i].out, t[i].name, l, t[i].optional, t[i].d0, t[i].d1))) return rc;
     }
-    const char *p = "model.layers";
-    GET(ln1_w, 0, 1, D, 0, "%s.%d.input_layernorm.weight", p, l);
-    GET(wq, 0, 2, qd, D, "%s.%d.self_attn.q_proj.weight", p, l);
-    GET(wk, 0, 2, kvd, D, "%s.%d.self_attn.k_proj.weight", p, l);
-    GET(wv, 0, 2, kvd, D, "%s.%d.self_attn.v_proj.weight", p, l);
-    GET(wo, 0, 2, D, qd, "%s.%d.self_attn.o_proj.weight", p, l);
-    GET(bq, 1, 1, qd, 0, "%s.%d.self_attn.q_proj.bias", p, l);
-    GET(bk, 1, 1, kvd, 0, "%s.%d.self_attn.k_proj.bias", p, l);
-    GET(bv, 1, 1, kvd, 0, "%s.%d.self_attn.v_proj.bias", p, l);
-    GET(bo, 1, 1, D, 0, "%s.%d.self_attn.o_proj.bias", p, l);
-    if (c->qk_norm) {
-        GET(q_norm, 0, 1, hd, 0, "%s.%d.self_attn.q_norm.weight", p, l);
-        GET(k_norm, 0, 1, hd, 0, "%s.%d.self_attn.k_norm.weight", p, l);
-    }
-    if (c->arch == CT_ARCH_GEMMA2) {
-        GET(post_attn_w, 0, 1, D, 0, "%s.%d.post_attention_layernorm.weight", p, l);
-        GET(ln2_w, 0, 1, D, 0, "%s.%d.pre_feedforward_layernorm.weight", p, l);
-        GET(post_ff_w, 0, 1, D, 0, "%s.%d.post_feedforward_layernorm.weight", p, l);
-    } else {
-        GET(ln2_w, 0, 1, D, 0, "%s.%d.post_attention_layernorm.weight", p, l);
-    }
-    GET(w_gate, 0, 2, F, D, "%s.%d.mlp.gate_proj.weight", p, l);
-    GET(w_up, 0, 2, F, D, "%s.%d.mlp.up_proj.weight", p, l);
-    GET(w_down, 0, 2, D, F, "%s.%d.mlp.down_proj.weight", p, l);
-    GET(b_up, 1, 1, F, 0, "%s.%d.mlp.up_proj.bias", p, l);
-    GET(b_down, 1, 1, D, 0, "%s.%d.mlp.down_proj.bias", p, l);
-#undef GET
     return CT_OK;
 }
 
@@ -598,32 +725,29 @@ ct_status ct_model_load_hf(ct_ctx *ctx, ct_model **out, const char *dir, ct_err 
         cJSON_Delete(j);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
-    rc = hf_config(&m->cfg, j, dir, err);
+    const hf_family *f = NULL;
+    rc = hf_config(&m->cfg, &f, j, dir, err);
     cJSON_Delete(j);
     if (!rc) rc = ct_config_validate(&m->cfg, err);
     if (!rc) rc = hf_open_shards(ctx, m, dir, err);
     if (!rc && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof(ct_layer))))
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    hf_ctx h = {m, dir, "", err};
+    hf_ctx h = {m, f, dir, "", err};
+    const hf_names *nm = f ? &f->w : NULL;
     const ct_config *c = &m->cfg;
     int64_t D = c->d_model, V = c->vocab_size;
-    if (!rc && c->arch == CT_ARCH_GPT2) {
-        if (!hf_find(&h, "wte.weight")) h.prefix = "transformer.";
-        if (!(rc = hf_get(&h, &m->embed, "wte.weight", 0, 2, V, D)) &&
-            !(rc = hf_get(&h, &m->pos_embed, "wpe.weight", 0, 2, c->max_seq_len, D)) &&
-            !(rc = hf_get(&h, &m->lnf_w, "ln_f.weight", 0, 1, D, 0)))
-            rc = hf_get(&h, &m->lnf_b, "ln_f.bias", 0, 1, D, 0);
-    } else if (!rc) {
-        if (!(rc = hf_get(&h, &m->embed, "model.embed_tokens.weight", 0, 2, V, D)))
-            rc = hf_get(&h, &m->lnf_w, "model.norm.weight", 0, 1, D, 0);
-    }
+    if (!rc && f->alt_prefix && !hf_find(&h, nm->embed)) h.prefix = f->alt_prefix;
+    if (!rc) rc = hf_get(&h, &m->embed, nm->embed, 0, 2, V, D);
+    if (!rc && nm->pos_embed) rc = hf_get(&h, &m->pos_embed, nm->pos_embed, 0, 2, c->max_seq_len, D);
+    if (!rc) rc = hf_get(&h, &m->lnf_w, nm->final_norm_w, 0, 1, D, 0);
+    if (!rc && nm->final_norm_b) rc = hf_get(&h, &m->lnf_b, nm->final_norm_b, 0, 1, D, 0);
     for (int l = 0; !rc && l < c->n_layers; l++) rc = hf_layer(&h, l);
     if (!rc) {
         h.prefix = "";
         m->lm_head = m->embed;
-        if (!c->tied && !(rc = hf_get(&h, &m->lm_head, "lm_head.weight", 1, 2, V, D)) && !m->lm_head)
-            rc = ct_fail(err, CT_STATUS_NOT_FOUND, "missing tensor 'lm_head.weight' in %s (config says "
-                         "tie_word_embeddings is false)", dir);
+        if (!c->tied && !(rc = hf_get(&h, &m->lm_head, nm->lm_head, 1, 2, V, D)) && !m->lm_head)
+            rc = ct_fail(err, CT_STATUS_NOT_FOUND, "missing tensor '%s' in %s (config says "
+                         "tie_word_embeddings is false)", nm->lm_head, dir);
     }
     if (!rc) rc = ct_model_init_rope(m, err);
     if (!rc) rc = load_tokenizer_beside(ctx, m, dir, 0, err);

@@ -194,6 +194,13 @@ float ct_rand_uniform(uint64_t *state) {
     return (float)((double)(z >> 40) / 8388608.0 - 1.0);
 }
 
+uint64_t ct_rand_u64(uint64_t *s) {   // xorshift64*
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1DULL;
+}
+
 const char *ct_blas_better_core(void) {
     if (getenv("OPENBLAS_CORETYPE")) return NULL;
     const char *core = openblas_get_corename();

@@ -131,9 +131,11 @@ int64_t ct_topk(int64_t *idx, const float *x, int64_t n, int64_t k);
 int64_t ct_softmax_topk(int64_t *idx, double *p_top, double *p_at, const float *x, int64_t n, int64_t k,
                         const int64_t *at, int64_t n_at);
 
-// Number of BLAS threads (0 leaves the library default).
-// Uniform(-1, 1) from a splitmix64 state (the same sequence everywhere).
+// Uniform(-1, 1) from a splitmix64 state (the same sequence everywhere): random weights.
 float ct_rand_uniform(uint64_t *state);
+// The next 64 random bits of a xorshift64* stream (state non-zero); the same sequence everywhere.
+// Sampling and training draw from it.
+uint64_t ct_rand_u64(uint64_t *state);
 
 // OpenBLAS picks its kernels at load time from the CPU model; on CPUs it does not know it falls
 // back to its slowest x86-64 kernels (Prescott, SSE3: a fifth of the speed on AVX-512 parts).
@@ -143,6 +145,7 @@ float ct_rand_uniform(uint64_t *state);
 const char *ct_blas_better_core(void);
 // The kernel family OpenBLAS is using ("SkylakeX", "Haswell", "Prescott", ...).
 const char *ct_blas_core(void);
+// Number of BLAS threads (0 leaves the library default).
 void ct_set_threads(int n);
 int ct_get_threads(void);
 

@@ -693,14 +693,8 @@ void ct_frozen_run_free(ct_frozen_run *f) {
 // ----------------------------------------------------------------------------
 // Sampling and generation
 
-static uint32_t rng_u32(uint64_t *s) {   // xorshift64*
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return (uint32_t)((*s * 0x2545F4914F6CDD1DULL) >> 32);
-}
-
-static float rng_f32(uint64_t *s) { return (float)(rng_u32(s) >> 8) / 16777216.0f; }
+// Uniform [0, 1) from the top 24 bits of the next 32.
+static float rng_f32(uint64_t *s) { return (float)((uint32_t)(ct_rand_u64(s) >> 32) >> 8) / 16777216.0f; }
 
 typedef struct {
     float p;

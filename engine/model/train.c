@@ -13,16 +13,9 @@
 #include "formats/safetensors.h"
 
 // ----------------------------------------------------------------------------
-// Random numbers (splitmix64 seeding, xorshift64*)
+// Random numbers (splitmix64 seeding, ct_rand_u64: xorshift64*)
 
-static uint64_t rng_next(uint64_t *s) {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545F4914F6CDD1DULL;
-}
-
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) / 9007199254740992.0; }
+static double rng_unit(uint64_t *s) { return (double)(ct_rand_u64(s) >> 11) / 9007199254740992.0; }
 
 static double rng_normal(uint64_t *s) {   // Box-Muller
     double u = rng_unit(s), v = rng_unit(s);
@@ -244,7 +237,7 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
         if ((rc = ct_ctx_check_cancel(o->ctx, err, "training stopped at step %ld", s.step))) {
             break;
         }
-        for (int b = 0; b < B; b++) rows[b] = (long)(rng_next(&s.rng) % (uint64_t)n);
+        for (int b = 0; b < B; b++) rows[b] = (long)(ct_rand_u64(&s.rng) % (uint64_t)n);
         memset(s.g, 0, sizeof(float) * s.n);
         double loss = 0, var = 0, l0 = 0;
         for (int l = 0; l < L; l++) {   // inputs, targets, encoders, biases, skip

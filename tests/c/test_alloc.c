@@ -64,7 +64,7 @@ static ct_model *load_stories(void) {
     ct_err err = {0};
     ct_model *m = NULL;
     snprintf(path, sizeof path, "%s/stories260K/stories260K.bin", shared_models());
-    if (ct_model_load(&m, path, &err)) printf("# %s\n", err.msg);
+    if (ct_model_load(NULL, &m, path, &err)) printf("# %s\n", err.msg);
     return m;
 }
 

@@ -1,5 +1,6 @@
 // bind_core.c - the ctrace.core module: registers every type and a few engine facts.
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,14 @@ static int l_write_file(lua_State *L) {
     ct_err err = {0};
     if (ct_write_file(ct_lua_ctx(L), path, text, n, &err)) return ct_lua_raise(L, &err);
     return 0;
+}
+
+// realpath(path) -> the resolved absolute path, or nil
+static int l_realpath(lua_State *L) {
+    char buf[PATH_MAX];
+    if (!realpath(luaL_checkstring(L, 1), buf)) return 0;
+    lua_pushstring(L, buf);
+    return 1;
 }
 
 // exists(path) -> "file", "directory" or nil (nothing is read)
@@ -152,7 +161,7 @@ int luaopen_ctrace_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"methods", l_methods}, {"clock", l_clock},
         {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
-        {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {NULL, NULL}};
+        {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {"realpath", l_realpath}, {NULL, NULL}};
     lua_newtable(L);
     ct_lua_register_tensor(L);
     ct_lua_register_model(L);

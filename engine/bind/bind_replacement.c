@@ -16,7 +16,7 @@
 typedef struct {
     void **model_box;   // borrowed boxes (kept alive by the uservalue)
     void **tc_box;
-    ct_replacement r;   // with the clean run of the last prompt attributed or intervened on
+    ct_replacement r;   // with the clean run of the last prompt intervened on
 } rm_box;
 
 static rm_box *check_rm(lua_State *L, int idx) {

@@ -5,9 +5,11 @@
 //
 //   core.set_read_roots{dir, ...}   reads (engine and sandboxed Lua) only below these ({}: anywhere)
 //   core.set_write_root(dir)        writes only below dir ("": anywhere)
+//   core.lock_roots()               the roots are final (a sandboxed run confines itself for good)
 //   core.check_write(path)          raises unless path may be written
 //   core.note_read(path)            checks that path may be read and records it (Lua's own reads)
 //   core.files_read()               {{path =, size =}, ...}: every file read so far, in order
+//   core.clear_files_read()         starts the record again (a run's own inputs)
 //   core.set_timeout(seconds)       stops the running code after that long (0 disarms)
 #include <signal.h>
 #include <stdlib.h>
@@ -18,7 +20,8 @@
 #include "bind.h"
 #include "core/fileio.h"
 
-#define STATE_KEY "ctrace.state"
+#define STATE_KEY "ctrace.state"          // registry: the state's ct_lua_state
+#define STATE_MT "ctrace.state.meta"       // registry: its metatable (__gc)
 
 // hf:// addresses in files the engine reads (a transcoder config.yaml) resolve with the state's
 // Hugging Face settings.
@@ -30,8 +33,8 @@ static ct_status resolve_hf(void *data, const char *uri, char *out, size_t n, ct
 }
 
 static int state_gc(lua_State *L) {
-    ct_lua_state *s = luaL_checkudata(L, 1, STATE_KEY);
-    ct_ctx_free(&s->ctx);
+    ct_lua_state *s = lua_touserdata(L, 1);
+    if (s) ct_ctx_free(&s->ctx);
     return 0;
 }
 
@@ -50,7 +53,7 @@ ct_lua_state *ct_lua_state_of(lua_State *L) {
     ct_np_client_init(&s->np);
     s->np.http.ctx = &s->ctx;
     s->L = L;
-    luaL_newmetatable(L, STATE_KEY);
+    luaL_newmetatable(L, STATE_MT);
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
@@ -97,6 +100,7 @@ void ct_lua_protect_begin(lua_State *L) {
     ct_lua_state *s = ct_lua_state_of(L);
     s->L = L;
     s->ctx.cancel = 0;
+    if (s->ctx.deadline > 0 && ct_now() >= s->ctx.deadline) s->ctx.deadline = 0;   // spent by an earlier call
     g_running = s;
     signal(SIGINT, on_sigint);
 }
@@ -129,19 +133,26 @@ static int l_set_timeout(lua_State *L) {
 
 static int l_set_read_roots(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    ct_ctx *c = ct_lua_ctx(L);
-    ct_ctx_clear_read_roots(c);
-    ct_err err = {0};
-    for (int i = 1; i <= (int)lua_objlen(L, 1); i++) {
-        lua_rawgeti(L, 1, i);
-        const char *d = lua_tostring(L, -1);
-        if (!d) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "set_read_roots: entry %d is not a string", i);
-        if (ct_ctx_add_read_root(c, d, &err)) {
-            ct_ctx_clear_read_roots(c);
-            return ct_lua_raise(L, &err);
-        }
-        lua_pop(L, 1);
+    int n = (int)lua_objlen(L, 1);
+    const char **dirs = lua_newuserdata(L, sizeof *dirs * (size_t)(n + 1));   // freed with the call
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        if (!(dirs[i] = lua_tostring(L, -1)))
+            return ct_lua_fail(L, CT_STATUS_BAD_ARG, "set_read_roots: entry %d is not a string", i + 1);
+        lua_pop(L, 1);   // the string stays referenced by the list
     }
+    ct_err err = {0};
+    if (ct_ctx_set_read_roots(ct_lua_ctx(L), dirs, n, &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
+static int l_lock_roots(lua_State *L) {
+    ct_ctx_lock(ct_lua_ctx(L));
+    return 0;
+}
+
+static int l_clear_files_read(lua_State *L) {
+    ct_ctx_clear_files(ct_lua_ctx(L));
     return 0;
 }
 
@@ -183,6 +194,7 @@ static int l_files_read(lua_State *L) {
 void ct_lua_register_state(lua_State *L) {
     static const luaL_Reg fns[] = {{"set_timeout", l_set_timeout}, {"set_read_roots", l_set_read_roots},
                                    {"set_write_root", l_set_write_root}, {"check_write", l_check_write},
-                                   {"note_read", l_note_read}, {"files_read", l_files_read}, {NULL, NULL}};
+                                   {"lock_roots", l_lock_roots}, {"note_read", l_note_read},
+                                   {"files_read", l_files_read}, {"clear_files_read", l_clear_files_read}, {NULL, NULL}};
     ct_lua_set_funcs(L, fns);
 }

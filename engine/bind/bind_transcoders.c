@@ -393,10 +393,8 @@ static int l_tc_errors(lua_State *L) {
     int T = lens[0];
     ct_tensor *all = ct_tensor_new(2, (int64_t[]){(int64_t)tc->n_layers * T, tc->d_model});
     ct_err err = {0};
-    ct_replacement r = {0};
-    ct_status rc = all ? ct_replacement_init(&r, m, tc, &err) : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
-    if (!rc) rc = ct_tc_errors(&r, ids[0], T, ct_tensor_data(all), &err);
-    ct_replacement_free(&r);
+    ct_status rc = all ? ct_tc_errors(m, tc, ids[0], T, ct_tensor_data(all), &err)
+                       : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
     free(ids[0]);
     free(ids);
     free(lens);

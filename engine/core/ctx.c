@@ -12,40 +12,63 @@
 
 void ct_ctx_init(ct_ctx *c) { memset(c, 0, sizeof *c); }
 
-void ct_ctx_clear_read_roots(ct_ctx *c) {
-    for (int i = 0; i < c->n_read_roots; i++) free(c->read_roots[i]);
-    free(c->read_roots);
-    c->read_roots = NULL;
-    c->n_read_roots = 0;
+static void free_roots(char **roots, int n) {
+    for (int i = 0; i < n; i++) free(roots[i]);
+    free(roots);
+}
+
+void ct_ctx_clear_files(ct_ctx *c) {
+    for (int i = 0; i < c->n_files; i++) free(c->files[i].path);
+    free(c->files);
+    c->files = NULL;
+    c->n_files = c->cap_files = 0;
 }
 
 void ct_ctx_free(ct_ctx *c) {
     if (!c) return;
-    ct_ctx_clear_read_roots(c);
+    free_roots(c->read_roots, c->n_read_roots);
     free(c->write_root);
-    for (int i = 0; i < c->n_files; i++) free(c->files[i].path);
-    free(c->files);
+    ct_ctx_clear_files(c);
     ct_ctx_init(c);
 }
 
-ct_status ct_ctx_add_read_root(ct_ctx *c, const char *dir, ct_err *err) {
-    char real[PATH_MAX];
-    if (!realpath(dir, real)) return ct_fail(err, CT_STATUS_IO, "read root %s: %s", dir, strerror(errno));
-    char **r = realloc(c->read_roots, sizeof *r * (size_t)(c->n_read_roots + 1));
-    if (!r) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    c->read_roots = r;
-    if (!(r[c->n_read_roots] = strdup(real))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    c->n_read_roots++;
+void ct_ctx_lock(ct_ctx *c) { c->locked = 1; }
+
+static ct_status locked(const ct_ctx *c, ct_err *err) {
+    return c->locked ? ct_fail(err, CT_STATUS_BAD_ARG, "the directories this run may read and write are fixed") : CT_OK;
+}
+
+ct_status ct_ctx_set_read_roots(ct_ctx *c, const char *const *dirs, int n, ct_err *err) {
+    ct_status rc = locked(c, err);
+    if (rc) return rc;
+    char **roots = calloc((size_t)n + 1, sizeof *roots), real[PATH_MAX];
+    if (!roots) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int i = 0; i < n && !rc; i++) {
+        if (!realpath(dirs[i], real)) rc = ct_fail(err, CT_STATUS_IO, "read root %s: %s", dirs[i], strerror(errno));
+        else if (!(roots[i] = strdup(real))) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    if (rc) {
+        free_roots(roots, n);
+        return rc;
+    }
+    free_roots(c->read_roots, c->n_read_roots);
+    c->read_roots = n ? roots : NULL;
+    c->n_read_roots = n;
+    if (!n) free(roots);
     return CT_OK;
 }
 
 ct_status ct_ctx_set_write_root(ct_ctx *c, const char *dir, ct_err *err) {
+    ct_status rc = locked(c, err);
+    if (rc) return rc;
+    char *root = NULL, real[PATH_MAX];
+    if (dir && *dir) {
+        if (!realpath(dir, real)) return ct_fail(err, CT_STATUS_IO, "write root %s: %s", dir, strerror(errno));
+        if (!(root = strdup(real))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
     free(c->write_root);
-    c->write_root = NULL;
-    if (!dir || !*dir) return CT_OK;
-    char real[PATH_MAX];
-    if (!realpath(dir, real)) return ct_fail(err, CT_STATUS_IO, "write root %s: %s", dir, strerror(errno));
-    return (c->write_root = strdup(real)) ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    c->write_root = root;
+    return CT_OK;
 }
 
 double ct_now(void) {
@@ -132,10 +155,18 @@ ct_status ct_ctx_check_write(const ct_ctx *c, const char *path, ct_err *err) {
     return CT_OK;
 }
 
-ct_status ct_ctx_note_file(ct_ctx *c, const char *real, int64_t size, ct_err *err) {
-    if (!c || (c->write_root && under(real, c->write_root))) return CT_OK;   // the run's own results are no input
+ct_status ct_ctx_note_file(ct_ctx *c, const char *path, int64_t size, ct_err *err) {
+    if (!c) return CT_OK;
+    // the directory resolved, the name as given
+    char dir[PATH_MAX], real[PATH_MAX], name[PATH_MAX + 256];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    const char *base = slash ? path + (slash - dir) + 1 : path;
+    if (slash) *slash = 0;
+    if (!realpath(slash ? (*dir ? dir : "/") : ".", real)) return ct_fail(err, CT_STATUS_IO, "cannot resolve %s", path);
+    snprintf(name, sizeof name, "%s/%s", strcmp(real, "/") ? real : "", base);
     for (int i = 0; i < c->n_files; i++)
-        if (strcmp(c->files[i].path, real) == 0) return CT_OK;
+        if (strcmp(c->files[i].path, name) == 0) return CT_OK;
     if (c->n_files == c->cap_files) {
         int cap = c->cap_files ? 2 * c->cap_files : 16;
         ct_ctx_file *f = realloc(c->files, sizeof *f * (size_t)cap);
@@ -143,7 +174,7 @@ ct_status ct_ctx_note_file(ct_ctx *c, const char *real, int64_t size, ct_err *er
         c->files = f;
         c->cap_files = cap;
     }
-    char *p = strdup(real);
+    char *p = strdup(name);
     if (!p) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     c->files[c->n_files++] = (ct_ctx_file){p, size};
     return CT_OK;

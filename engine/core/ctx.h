@@ -2,14 +2,19 @@
 // when to stop, which files it may read and write, which files it read, and how addresses such
 // as hf://org/repo/file become local paths.
 //
-// Every engine function that opens a file or runs long takes a ct_ctx * as its first argument;
-// NULL means no limits, no record and never cancelled (tests, benchmarks, fuzzers). Files are
-// opened only through core/fileio.h, which consults the context:
+// Engine functions that read or write files for a caller (models, tokenizers, transcoders,
+// graphs, results) take a ct_ctx * as their first argument and open files only through
+// core/fileio.h, which consults it; long loops that can stop (attribution, training, network
+// requests, the file server) check its cancellation. NULL means no limits, no record and never
+// cancelled (tests, benchmarks, fuzzers). The network layer's own caches (net/) manage their
+// files themselves.
 //
 //   ct_ctx c;
 //   ct_ctx_init(&c);
-//   ct_ctx_add_read_root(&c, "/data/models", &err);   // reads only below these directories
+//   const char *roots[] = {"/data/models", "."};
+//   ct_ctx_set_read_roots(&c, roots, 2, &err);        // reads only below these directories
 //   ct_ctx_set_write_root(&c, "results", &err);       // writes only below this one
+//   ct_ctx_lock(&c);                                  // for good: the roots can no longer change
 //   ct_model_load(&c, &m, "/data/models/x", &err);    // checked, and listed in c.files
 //   ...
 //   ct_ctx_free(&c);
@@ -24,7 +29,8 @@
 
 #include "core/status.h"
 
-// A file read through the context: its resolved path and its size when it was opened.
+// A file read through the context: its path (directories resolved, the file's own name as given,
+// so a link in a cache's snapshot keeps its name) and its size when it was opened.
 typedef struct {
     char *path;
     int64_t size;
@@ -36,6 +42,7 @@ typedef struct ct_ctx {
     char **read_roots;              // (n_read_roots,) resolved directories; none: any file may be read
     int n_read_roots;
     char *write_root;               // resolved directory; NULL: files may be written anywhere
+    int locked;                     // the roots can no longer change (ct_ctx_lock)
     ct_ctx_file *files;             // (n_files,) every file read, in the order first opened
     int n_files, cap_files;
     // Turns an address that is not a local path (hf://...) into one; NULL: such addresses fail.
@@ -47,12 +54,16 @@ void ct_ctx_init(ct_ctx *c);
 // Frees the roots and the list of files (the context itself belongs to the caller).
 void ct_ctx_free(ct_ctx *c);
 
-// Adds a directory files may be read from (resolved now; it must exist).
-ct_status ct_ctx_add_read_root(ct_ctx *c, const char *dir, ct_err *err);
-// Lifts the read restriction.
-void ct_ctx_clear_read_roots(ct_ctx *c);
-// Confines writes to dir (resolved now; it must exist); NULL or "" lifts the confinement.
+// The directories files may be read from (n of them, resolved now; each must exist); n = 0 lifts
+// the restriction. On failure the roots stay as they were.
+ct_status ct_ctx_set_read_roots(ct_ctx *c, const char *const *dirs, int n, ct_err *err);
+// Confines writes to dir (resolved now; it must exist); NULL or "" lifts the confinement. On
+// failure the write root stays as it was.
 ct_status ct_ctx_set_write_root(ct_ctx *c, const char *dir, ct_err *err);
+// Makes the roots final: every later change of them fails with BAD_ARG.
+void ct_ctx_lock(ct_ctx *c);
+// Forgets the files read so far (a new run starts its own record).
+void ct_ctx_clear_files(ct_ctx *c);
 
 // Whether c was cancelled or its deadline has passed (NULL: never).
 int ct_ctx_cancelled(const ct_ctx *c);
@@ -75,9 +86,9 @@ ct_status ct_ctx_check_read(const ct_ctx *c, const char *path, ct_err *err);
 // Whether path (which need not exist yet; its deepest existing directory is resolved) may be
 // written: BAD_ARG naming the path and the write root when it is not under it.
 ct_status ct_ctx_check_write(const ct_ctx *c, const char *path, ct_err *err);
-// Records a file read (real: its resolved path). Each path is listed once; files under the write
-// root (what the run itself writes) are not inputs and are left out.
-ct_status ct_ctx_note_file(ct_ctx *c, const char *real, int64_t size, ct_err *err);
+// Records a file read under the name path (listed as its resolved directory plus its own name).
+// Each file is listed once.
+ct_status ct_ctx_note_file(ct_ctx *c, const char *path, int64_t size, ct_err *err);
 // The local path of an address: a local path unchanged, anything with a scheme (hf://) through
 // the resolver. out: n bytes.
 ct_status ct_ctx_resolve(const ct_ctx *c, const char *addr, char *out, size_t n, ct_err *err);

@@ -46,7 +46,7 @@ ct_status ct_open_read(ct_ctx *c, const char *path, int *fd_out, int64_t *size, 
     char real[PATH_MAX];
     if (c) rc = fd_path(fd, path, real, err);
     if (!rc && !ct_ctx_readable(c, real)) rc = ct_ctx_refuse_read(c, path, err);
-    if (!rc) rc = ct_ctx_note_file(c, real, (int64_t)sb.st_size, err);
+    if (!rc) rc = ct_ctx_note_file(c, path, (int64_t)sb.st_size, err);
     if (rc) {
         close(fd);
         return rc;
@@ -161,7 +161,9 @@ ct_status ct_wfile_open(ct_ctx *c, ct_wfile *w, const char *path, ct_err *err) {
     snprintf(w->tmp, sizeof w->tmp, "%s.tmpXXXXXX", path);
     int fd = mkstemp(w->tmp);   // a new file of our own: never a link planted under that name
     if (fd < 0) return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
-    fchmod(fd, 0644);
+    mode_t mask = umask(0);     // mkstemp makes 0600; a written file gets the usual 0666 less the umask
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
     if (!(w->f = fdopen(fd, "wb"))) {
         close(fd);
         unlink(w->tmp);

@@ -1,7 +1,8 @@
-// fileio.h - every file the engine reads or writes goes through these functions, which consult
-// the caller's context (core/ctx.h; NULL: no limits): reads are checked against its read roots
-// on the file actually opened and listed in its record, writes are checked against its write
-// root and replace their file atomically.
+// fileio.h - the files the engine reads and writes for a caller (models, tokenizers, transcoders,
+// graphs, results) go through these functions, which consult the caller's context (core/ctx.h;
+// NULL: no limits): reads are checked against its read roots on the file actually opened and
+// listed in its record, writes are checked against its write root and replace their file
+// atomically. (The network layer's own caches in net/ manage their files themselves.)
 #ifndef CT_FILEIO_H
 #define CT_FILEIO_H
 

@@ -640,6 +640,14 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
             for (size_t i = 0; i < (size_t)n * V; i++) logits[i] = c->final_softcap * tanhf(logits[i] / c->final_softcap);
     }
     kv->len = S;
+    // a hook asked for twice: the pass filled its first slot; the others get a copy
+    for (int i = 0; hooks && i < hooks->n; i++)
+        for (int j = 0; j < i; j++)
+            if (hooks->ids[j].kind == hooks->ids[i].kind && hooks->ids[j].layer == hooks->ids[i].layer) {
+                memcpy(ct_tensor_data(hooks->values[i]), ct_tensor_data(hooks->values[j]),
+                       sizeof(float) * (size_t)ct_tensor_numel(hooks->values[i]));
+                break;
+            }
 done:
     sc->busy = 0;
     if (kv == &local) ct_kv_cache_free(&local);

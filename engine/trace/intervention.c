@@ -228,8 +228,8 @@ ct_status ct_iv_donor_values(const ct_replacement *r, const int *tokens, int T, 
                              float *values, ct_err *err) {
     for (int i = 0; i < n; i++)
         if (feat[3 * i + 1] < 0 || feat[3 * i + 1] >= T)
-            return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "swap %d: position %d is not in the second prompt (%d tokens)", i + 1,
-                           feat[3 * i + 1], T);
+            return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "position %d (member %d) is not in the second prompt (%d tokens)",
+                           feat[3 * i + 1], i + 1, T);
     ct_clean_run *c;
     ct_status rc = ct_clean_run_open(&c, r, tokens, T, 0, err);
     if (rc) return rc;

@@ -110,18 +110,16 @@ void ct_clean_run_free(ct_clean_run *c) {
     free(c);
 }
 
-ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
-                            ct_err *err) {
+// The clean run of tokens for a set reading tc->input_hook and writing tc->output_hook; own_raw:
+// keep the raw MLP outputs apart (they differ from the output hook).
+static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders *tc, int own_raw, const int *tokens, int T,
+                           int all_logits, ct_err *err) {
     *out = NULL;
-    ct_model *m = r->m;
-    const ct_transcoders *tc = r->tc;
     if (T < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "expected a prompt of at least one token, got %d", T);
     if (m->cfg.max_seq_len > 0 && T > m->cfg.max_seq_len)
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "the prompt has %d tokens; the model's context is %d", T,
                        m->cfg.max_seq_len);
     int L = m->cfg.n_layers, D = m->cfg.d_model, V = m->cfg.vocab_size;
-    // Gemma-2 with hook_mlp_out: the raw MLP output differs from the output hook (post-FF norm)
-    int own_raw = !r->out_raw && m->cfg.post_norms;
     size_t TD = (size_t)T * D, LTD = (size_t)L * TD;
     ct_clean_run *c = calloc(1, sizeof *c);
     ct_hook_id *ids = malloc(sizeof *ids * (size_t)(3 * L + 1));
@@ -173,6 +171,13 @@ ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const i
     }
     *out = c;
     return CT_OK;
+}
+
+ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
+                            ct_err *err) {
+    // Gemma-2 with hook_mlp_out: the raw MLP output differs from the output hook (post-FF norm)
+    int own_raw = !r->out_raw && r->m->cfg.post_norms;
+    return clean_run(out, r->m, r->tc, own_raw, tokens, T, all_logits, err);
 }
 
 ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err) {
@@ -235,10 +240,12 @@ const ct_sparse_acts *ct_clean_acts(const ct_replacement *r, ct_clean_run *c, in
     return a;
 }
 
-ct_status ct_tc_errors(const ct_replacement *r, const int *tokens, int T, float *err_out, ct_err *err) {
+ct_status ct_tc_errors(ct_model *m, const ct_transcoders *tc, const int *tokens, int T, float *err_out, ct_err *err) {
     ct_clean_run *c;
-    ct_status rc = ct_clean_run_open(&c, r, tokens, T, 0, err);
-    if (!rc) rc = ct_tc_reconstruct(r->tc, c->in, T, err_out, err);
+    ct_status rc = ct_transcoders_check(tc, m, err);
+    if (!rc) rc = clean_run(&c, m, tc, 0, tokens, T, 0, err);
+    if (rc) return rc;
+    rc = ct_tc_reconstruct(tc, c->in, T, err_out, err);
     for (size_t i = 0; !rc && i < (size_t)c->L * T * c->D; i++) err_out[i] = c->out[i] - err_out[i];
     ct_clean_run_free(c);
     return rc;

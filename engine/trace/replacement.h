@@ -96,7 +96,8 @@ const ct_sparse_acts *ct_clean_acts(const ct_replacement *r, ct_clean_run *c, in
 
 // The error vectors of every layer and position (position 0 included, which graphs zero):
 // err_out (L, T, D) = output hook - the transcoders' reconstruction, in the real run of tokens (T,).
-ct_status ct_tc_errors(const ct_replacement *r, const int *tokens, int T, float *err_out, ct_err *err);
+// Any hooks the model has will do (a replacement model reads only some).
+ct_status ct_tc_errors(ct_model *m, const ct_transcoders *tc, const int *tokens, int T, float *err_out, ct_err *err);
 
 // Logits (T, V) of the replacement model on tokens (T,).
 ct_status ct_replacement_forward(ct_replacement *r, const int *tokens, int T, float *logits, ct_err *err);

@@ -45,11 +45,12 @@ function M.run(folder, o)
   ct.mkdirs(folder .. "/results")
   local chunk, err = loadfile(script)
   if not chunk then error(err, 0) end
-  local first_read = #core.files_read() + 1
+  core.clear_files_read()   -- this run's own inputs from here on
   local attributions = {}
   local t0 = ct.clock()
   if o.unsafe then
     arg = {[0] = script}
+    require("ctrace.sandbox").record_reads()
   else
     local env = require("ctrace.sandbox").confine(folder)
     rawset(env, "arg", {[0] = script})
@@ -60,9 +61,12 @@ function M.run(folder, o)
   local ok, e = pcall(recording_attributions, attributions, chunk)
   if o.timeout then core.set_timeout(0) end
   if not ok then error(e, 0) end
+  -- every file read, but what the run itself wrote under results/ (read back, or left by an
+  -- earlier run)
+  local results = (core.realpath(folder .. "/results") or "") .. "/"
   local inputs = {}
-  for i, f in ipairs(core.files_read()) do
-    if i >= first_read then inputs[#inputs + 1] = {path = f.path, sha256 = ct.sha256(f.path)} end
+  for _, f in ipairs(core.files_read()) do
+    if f.path:sub(1, #results) ~= results then inputs[#inputs + 1] = {path = f.path, sha256 = ct.sha256(f.path)} end
   end
   local manifest = {ctrace_version = ct.version, blas_core = ct.blas_core, threads = ct.threads(), folder = folder,
                     run_options = {timeout = o.timeout, unsafe = o.unsafe or false},

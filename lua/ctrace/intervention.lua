@@ -108,7 +108,11 @@ function M.expand_interventions(rm, list)
         end
         src[k] = {layer = node.layer, pos = pos, feature = node.feature}
       end
-      local values = rm:donor_values(iv.from, src)   -- the donor prompt's activations, in C
+      local ok, values = pcall(rm.donor_values, rm, iv.from, src)   -- the donor prompt's activations, in C
+      if not ok then
+        local code, msg = tostring(values):gsub("^[^:]*:%d+: ", ""):match("^([A-Z_]+): (.*)$")
+        error((code or "BAD_ARG") .. ": intervention " .. i .. ": " .. (msg or tostring(values)), 3)
+      end
       for k, node in ipairs(members) do
         out[#out + 1] = {layer = node.layer, pos = node.pos, feature = node.feature, value = values[k]}
       end

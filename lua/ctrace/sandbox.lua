@@ -2,13 +2,16 @@
 -- runs in.
 --
 --   sandbox.confine(folder) -> env
---       Restricts this process for the rest of the run: files are written only under
---       <folder>/results (by Lua and by the engine, which checks every file it opens against the
---       Lua state's context) and read only from the folder, the project, the model directories
---       and the caches; no os.execute, io.popen, os.exit, io.input/output, package.loadlib, C
---       modules, ffi or debug. Returns the script's environment: the safe standard functions,
---       `require` of ctrace's own Lua modules only, and globals that raise when read or written
---       undefined.
+--       Restricts this process for good: files are written only under <folder>/results (by Lua
+--       and by the engine, which checks every file it opens against the Lua state's context) and
+--       read only from the folder, the project, the model directories and the caches (the roots
+--       are locked: nothing can widen them afterwards); no os.execute, io.popen, os.exit,
+--       io.input/output, package.loadlib, C modules, ffi or debug. Returns the script's
+--       environment: the safe standard functions, `require` of the ctrace modules an experiment
+--       uses (a fixed list), and globals that raise when read or written undefined.
+--   sandbox.record_reads()
+--       Lua's own file reads (io.open, io.lines) are checked and recorded like the engine's, so
+--       the manifest lists them (confine does it; an unsafe run calls it alone).
 local core = require "ctrace.core"
 local ct = require "ctrace"
 
@@ -35,15 +38,15 @@ local function read_roots(folder)
   return roots
 end
 
-local function forbidden(name)
-  return function() error("BAD_ARG: " .. name .. " is not available to experiments (ctrace run --unsafe allows it)", 2) end
+-- The modules an experiment may require (not ctrace.core, ctrace.cli, ctrace.casestudy,
+-- ctrace.sandbox: they reach the process's own settings).
+local MODULES = {}
+for _, name in ipairs {"ctrace", "ctrace.study", "ctrace.svg", "ctrace.viewer", "ctrace.graph", "ctrace.intervention",
+                       "ctrace.transcoders", "ctrace.dashboards", "ctrace.labels", "ctrace.neuronpedia", "ctrace.hub"} do
+  MODULES[name] = true
 end
 
-function M.confine(folder)
-  core.set_write_root(folder .. "/results")
-  core.set_read_roots(read_roots(folder))
-  -- Lua's own file access goes through the same checks as the engine's (core.note_read checks
-  -- and records a file read; writes are checked against the write root)
+function M.record_reads()
   local open = io.open
   io.open = function(path, mode)
     mode = mode or "r"
@@ -56,6 +59,17 @@ function M.confine(folder)
     if path then core.note_read(path) end
     return lines(path, ...)
   end
+end
+
+local function forbidden(name)
+  return function() error("BAD_ARG: " .. name .. " is not available to experiments (ctrace run --unsafe allows it)", 2) end
+end
+
+function M.confine(folder)
+  core.set_write_root(folder .. "/results")
+  core.set_read_roots(read_roots(folder))
+  core.lock_roots()
+  M.record_reads()   -- Lua's own file access goes through the same checks as the engine's
   local rename, remove = os.rename, os.remove
   os.rename = function(a, b) core.check_write(a) core.check_write(b) return rename(a, b) end
   os.remove = function(a) core.check_write(a) return remove(a) end
@@ -71,10 +85,9 @@ function M.confine(folder)
   env.os = {time = os.time, clock = os.clock, date = os.date, getenv = os.getenv, difftime = os.difftime,
             rename = os.rename, remove = os.remove, execute = os.execute, exit = os.exit, tmpname = os.tmpname}
   env.require = function(name)
-    if type(name) ~= "string" or not (name == "ctrace" or name:match("^ctrace%.[%w_]+$")) or name == "ctrace.core"
-       or name == "ctrace.cli" then
-      error("BAD_ARG: require '" .. tostring(name) .. "': experiments may require ctrace and its Lua modules only "
-            .. "(ctrace run --unsafe allows more)", 2)
+    if not MODULES[name] then
+      error("BAD_ARG: require '" .. tostring(name) .. "': experiments may require ctrace and its modules for studies "
+            .. "only (ctrace run --unsafe allows more)", 2)
     end
     return require(name)
   end

@@ -64,11 +64,13 @@ int main(void) {
     put("in/a.txt", "alpha");
     put("out/secret.txt", "secret");
     symlink(path("out/secret.txt"), path("in/link.txt"));
+    symlink(path("in/a.txt"), path("in/same.txt"));
     mkfifo(path("in/fifo"), 0644);
     ct_err err = {0};
     ct_ctx c;
     ct_ctx_init(&c);
-    ok(ct_ctx_add_read_root(&c, path("in"), &err) == CT_OK, "a read root");
+    const char *roots[] = {path("in")};
+    ok(ct_ctx_set_read_roots(&c, roots, 1, &err) == CT_OK, "a read root");
     ok(ct_ctx_set_write_root(&c, path("in/results"), &err) == CT_OK, "a write root");
 
     // reads
@@ -103,11 +105,19 @@ int main(void) {
     put("in/results/r.json", "{}");
     ok(ct_read_file(&c, path("in/results/r.json"), &buf, &len, 0, &err) == CT_OK, "reading a result back");
     free(buf);
-    char real[PATH_MAX];
+    ok(ct_read_file(&c, path("in/same.txt"), &buf, &len, 0, &err) == CT_OK, "a link inside to a file inside");
+    free(buf);
+    char real[PATH_MAX], res[PATH_MAX], link[PATH_MAX + 16];
     realpath(path("in/a.txt"), real);
-    ok(c.n_files == 1 && strcmp(c.files[0].path, real) == 0 && c.files[0].size == 5,
-       "the record holds a.txt once (read twice, by two names), resolved, with its size; not refused files nor results (%d)",
+    realpath(path("in/results/r.json"), res);
+    realpath(path("in"), link);
+    strcat(link, "/same.txt");
+    ok(c.n_files == 3 && strcmp(c.files[0].path, real) == 0 && c.files[0].size == 5 && strcmp(c.files[1].path, res) == 0 &&
+           strcmp(c.files[2].path, link) == 0,
+       "the record: a.txt once (read by two names), the result, the link by its own name; not the refused files (%d)",
        c.n_files);
+    ct_ctx_clear_files(&c);
+    ok(c.n_files == 0, "the record starts again");
 
     // writes
     ok(ct_ctx_check_write(&c, path("in/results/new/x.json"), &err) == CT_OK, "a new file under the write root");
@@ -131,12 +141,34 @@ int main(void) {
        "the old content is intact");
     free(buf);
     ok(count_files(path("in/results")) == 2, "no temporary file is left (%d entries)", count_files(path("in/results")));
+    struct stat sb;
+    mode_t old_mask = umask(077);
+    ct_write_file(&c, path("in/results/m1.txt"), "m", 1, &err);
+    umask(022);
+    ct_write_file(&c, path("in/results/m2.txt"), "m", 1, &err);
+    umask(old_mask);
+    int m1 = stat(path("in/results/m1.txt"), &sb) == 0 ? (int)(sb.st_mode & 0777) : -1;
+    int m2 = stat(path("in/results/m2.txt"), &sb) == 0 ? (int)(sb.st_mode & 0777) : -1;
+    ok(m1 == 0600 && m2 == 0644, "written files get 0666 less the umask (%o, %o)", m1, m2);
+    unlink(path("in/results/m1.txt")), unlink(path("in/results/m2.txt"));
     ct_wfile w;
     ok(ct_wfile_open(&c, &w, path("in/results/w.txt"), &err) == CT_OK, "a streamed write");
     fputs("half", w.f);
     ct_wfile_abort(&w);
     ok(ct_read_file(NULL, path("in/results/w.txt"), &buf, &len, 0, &err) == CT_OK && len == 3, "aborted: the old file stays");
     free(buf);
+
+    // roots: a failed change keeps the old ones; once locked they cannot change
+    rc = ct_ctx_set_write_root(&c, path("nonexistent"), &err);
+    ok(rc == CT_STATUS_IO && ct_ctx_check_write(&c, path("out/x.txt"), &err) == CT_STATUS_BAD_ARG,
+       "a failed write-root change keeps the old confinement");
+    const char *bad_roots[] = {path("out"), path("nonexistent")};
+    ok(ct_ctx_set_read_roots(&c, bad_roots, 2, &err) == CT_STATUS_IO && ct_ctx_check_read(&c, path("out"), &err) == CT_STATUS_BAD_ARG,
+       "a failed read-roots change keeps the old ones");
+    ct_ctx_lock(&c);
+    ok(ct_ctx_set_write_root(&c, "", &err) == CT_STATUS_BAD_ARG && ct_ctx_set_read_roots(&c, NULL, 0, &err) == CT_STATUS_BAD_ARG &&
+           ct_ctx_check_write(&c, path("out/x.txt"), &err) == CT_STATUS_BAD_ARG && ct_ctx_check_read(&c, path("out"), &err) == CT_STATUS_BAD_ARG,
+       "locked: neither root can be lifted");
 
     // cancellation and deadline
     ok(ct_ctx_check_cancel(&c, &err, "loop") == CT_OK && !ct_ctx_cancelled(NULL), "not cancelled");

@@ -69,6 +69,19 @@ int main(void) {
        "the continuation keeps the space between prompt and text: '%s'", cont);
     free(cont), free(g), free(p0);
 
+    // ---- a hook asked for twice is filled twice (the clean run asks for overlapping hooks)
+    ct_hook_id hid[4] = {{CT_HOOK_MLP_RAW_OUT, 0}, {CT_HOOK_MLP_RAW_OUT, 0}, {CT_HOOK_RESID_MID, 1}, {CT_HOOK_MLP_RAW_OUT, 0}};
+    ct_hook_cache hc;
+    ct_hook_cache_init(&hc, hid, 4, &err);
+    rc = ct_model_forward(m, ids, n, NULL, &hc, NULL, 0, &err);
+    size_t nh = (size_t)n * D;
+    float sum_abs = 0;
+    for (size_t i = 0; i < nh; i++) sum_abs += fabsf(ct_tensor_data(hc.values[0])[i]);
+    ok(rc == CT_OK && sum_abs > 0 && memcmp(ct_tensor_data(hc.values[0]), ct_tensor_data(hc.values[1]), nh * 4) == 0 &&
+           memcmp(ct_tensor_data(hc.values[0]), ct_tensor_data(hc.values[3]), nh * 4) == 0,
+       "a hook asked for three times: every slot holds it");
+    ct_hook_cache_free(&hc);
+
     // ---- the clean run
     ct_replacement r;
     ok(ct_replacement_init(&r, m, tc, &err) == CT_OK && r.input == CT_TC_IN_MLP_IN && r.out_raw, "mlp.hook_in -> mlp.hook_out");

@@ -16,6 +16,14 @@ printf 'print(#arg, arg[0], ...)\n' > "$out/s.lua"
 printf 'm = ct.load_model("stories260K")\nm.n_layers\nx = 40\nx + 2\n' | $CT > "$out/repl.txt"
 [ "$(cat "$out/repl.txt")" = "$(printf '5\n42')" ]; check $? "REPL keeps state between lines"
 
+# a timeout spent in one REPL line does not stop the next
+printf '%s\n' 'm = ct.load_model("stories260K") rm = ct.replacement_model(m, ct.load_transcoders("stories260K"))' \
+  'ids = m:tokenize(m:generate("", {max_tokens = 300, temperature = 1, seed = 3, stop_at_eos = false}))' \
+  'require("ctrace.core").set_timeout(0.05) rm:attribute(ids, {verbose = false})' \
+  'ok2 = pcall(rm.attribute, rm, "Once upon a time", {verbose = false})' 'print(ok2)' | $CT > "$out/t.txt" 2>&1
+grep -q "CANCELLED" "$out/t.txt" && [ "$(tail -1 "$out/t.txt")" = "true" ]
+check $? "REPL: a timeout stops its own line and not the next"
+
 $CT -e 'error("boom")' 2> "$out/err.txt"; rc=$?
 [ $rc -ne 0 ] && grep -q "boom" "$out/err.txt" && grep -q "traceback" "$out/err.txt"; check $? "errors exit non-zero with a traceback"
 

@@ -26,6 +26,8 @@ refuses popen 'io.popen("ls")' "io.popen is not available"
 refuses ffi 'require "ffi"' "require 'ffi': experiments may require ctrace"
 refuses core 'require "ctrace.core"' "require 'ctrace.core'"
 refuses debug 'print(debug.traceback())' "undefined global 'debug'"
+refuses sandbox_module 'require("ctrace.sandbox").confine("/nonexistent")' "require 'ctrace.sandbox'"
+refuses casestudy_module 'require("ctrace.casestudy").run(".", {unsafe = true})' "require 'ctrace.casestudy'"
 refuses package 'package.loadlib("x", "y")' "undefined global 'package'"
 refuses global_write 'x = 1' "assignment to undefined global 'x'"
 refuses global_read 'print(y)' "undefined global 'y'"
@@ -87,6 +89,21 @@ PY
   [ "$got" = ok ] && ok "manifest: every file read, once, with its SHA-256, and nothing else" || bad "manifest inputs: $got"
 else
   bad "inputs run failed"; sed 's/^/#   /' "$tmp/inputs.out"
+fi
+
+# --unsafe: no sandbox, but the manifest still lists every file read (the script's own reads
+# included), and a second run lists the same files (nothing the first run wrote)
+if "$CTRACE" run "$tmp/inputs" --unsafe > /dev/null 2>&1 && cp "$tmp/inputs/results/manifest.json" "$tmp/m1.json" &&
+   "$CTRACE" run "$tmp/inputs" --unsafe > /dev/null 2>&1; then
+  got=$(/usr/bin/python3 -c '
+import json, sys
+a, b = (json.load(open(p))["inputs"] for p in sys.argv[1:3])
+paths = [i["path"] for i in b]
+print("ok" if a == b and any(p.endswith("/prompts.txt") for p in paths) and len(paths) == 10 else "%d inputs: %s" % (len(paths), paths))
+' "$tmp/m1.json" "$tmp/inputs/results/manifest.json")
+  [ "$got" = ok ] && ok "--unsafe manifest: every file read, the same twice" || bad "--unsafe manifest: $got"
+else
+  bad "--unsafe inputs run failed"
 fi
 
 mkdir -p "$tmp/inside"

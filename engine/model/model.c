@@ -692,6 +692,11 @@ ct_status ct_frozen_capture(ct_frozen_run *f, ct_model *m, const int *tokens, in
 
 const float *ct_frozen_extra(const ct_frozen_run *f, int i) { return ct_tensor_data(f->hc.values[f->n_frozen + i]); }
 
+void ct_frozen_drop_extra(ct_frozen_run *f, int i) {
+    ct_tensor_free(f->hc.values[f->n_frozen + i]);
+    f->hc.values[f->n_frozen + i] = NULL;
+}
+
 void ct_frozen_run_free(ct_frozen_run *f) {
     ct_hook_cache_free(&f->hc);
     free(f->ptrs);

@@ -247,6 +247,8 @@ ct_status ct_frozen_capture(ct_frozen_run *out, ct_model *m, const int *tokens, 
                             int n_extra, float *logits, int all_logits, ct_err *err);
 // Data of extra hook i (in the order asked for).
 const float *ct_frozen_extra(const ct_frozen_run *f, int i);
+// Frees extra hook i's tensor once its values are copied elsewhere.
+void ct_frozen_drop_extra(ct_frozen_run *f, int i);
 void ct_frozen_run_free(ct_frozen_run *f);
 
 // Forward-pass controls. mlp, when set, replaces every layer's MLP: it writes out (T, D) at the

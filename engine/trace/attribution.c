@@ -63,24 +63,24 @@ static ct_status take_clean_run(attr_ctx *a, ct_replacement *rm, const int *toke
     ct_clean_run *c;
     ct_status rc = ct_replacement_clean(rm, tokens, a->T, &c, err);
     if (rc) return rc;
+    ct_scratch_free(&rm->m->scratch);   // no forward pass runs until the graph is built: its room goes to the rows
     a->fz = &c->frozen.fz;
     a->embed = c->embed;
     a->err_vec = c->err;
     a->logits = c->logits;
     // active features, sorted by (layer, position, index) as the clean run lists them (none at
-    // position 0); the graph takes its own copy
-    const ct_sparse_acts *acts = ct_clean_acts(rm, c, 0, err);
-    if (!acts) return err->status;
+    // position 0); the graph takes them over (the clean run would compute them again if asked)
+    if (!ct_clean_acts(rm, c, 0, err)) return err->status;
+    ct_sparse_acts *acts = &c->acts[0];
     int64_t n = acts->n;
     a->n_active = n;
-    a->active = malloc(sizeof(int32_t) * 3 * (size_t)(n + 1));
-    a->act_val = malloc(sizeof(float) * (size_t)(n + 1));
+    a->active = acts->idx, a->act_val = acts->value;
+    *acts = (ct_sparse_acts){0};
+    c->have_acts[0] = 0;
     a->start = calloc((size_t)a->L * a->T + 1, sizeof(int64_t));
-    if (!a->active || !a->act_val || !a->start) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for active features");
-    memcpy(a->active, acts->idx, sizeof(int32_t) * 3 * (size_t)n);
-    memcpy(a->act_val, acts->value, sizeof(float) * (size_t)n);
+    if (!a->start) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for active features");
     // start[l * T + t]: the first active index of (layer, position)
-    for (int64_t i = 0; i < n; i++) a->start[(int64_t)acts->idx[3 * i] * a->T + acts->idx[3 * i + 1] + 1]++;
+    for (int64_t i = 0; i < n; i++) a->start[(int64_t)a->active[3 * i] * a->T + a->active[3 * i + 1] + 1]++;
     for (int64_t k = 0; k < (int64_t)a->L * a->T; k++) {
         if (a->start[k + 1] > a->max_block) a->max_block = a->start[k + 1];
         a->start[k + 1] += a->start[k];

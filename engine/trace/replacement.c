@@ -155,6 +155,7 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
             memcpy(c->in + l * TD, ct_frozen_extra(&c->frozen, per * l), sizeof(float) * TD);
             memcpy(c->out + l * TD, ct_frozen_extra(&c->frozen, per * l + 1), sizeof(float) * TD);
             if (own_raw) memcpy((float *)c->raw + l * TD, ct_frozen_extra(&c->frozen, per * l + 2), sizeof(float) * TD);
+            for (int k = 0; k < per; k++) ct_frozen_drop_extra(&c->frozen, per * l + k);   // copied: one copy is enough
         }
         c->embed = ct_frozen_extra(&c->frozen, per * L);
         // error = output hook - reconstruction from every layer's features; position 0 zero

@@ -317,10 +317,7 @@ void ct_tc_eval_free(ct_tc_eval *e) {
 
 // log-softmax of (V,) into out (double)
 static void log_softmax(const float *x, int V, double *out) {
-    double mx = x[0], s = 0.0;
-    for (int i = 1; i < V; i++) mx = x[i] > mx ? x[i] : mx;
-    for (int i = 0; i < V; i++) s += exp(x[i] - mx);
-    double lse = mx + log(s);
+    double lse = ct_logsumexp(x, V);
     for (int i = 0; i < V; i++) out[i] = x[i] - lse;
 }
 

@@ -1,9 +1,10 @@
 // test_ctx.c - the engine context and the file layer every read and write goes through
 // (core/ctx.h, core/fileio.h): read roots checked on the file actually opened (links out of a
-// root refused, a FIFO refused without blocking), the record of files read (each once, resolved,
-// nothing under the write root), write-root checks, atomic writes that leave the old file whole
-// when the disk fills (RLIMIT_FSIZE stands in for a full disk), cancellation and the deadline,
-// address resolution through the resolver.
+// root refused, a FIFO refused without blocking), the record of files read (each once, by its
+// resolved directory and own name), write-root checks, roots that a failed change keeps and a
+// lock makes final, atomic writes that leave the old file whole when the disk fills
+// (RLIMIT_FSIZE stands in for a full disk) or the writer is killed, file modes from the umask,
+// cancellation and the deadline, address resolution through the resolver.
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -129,8 +131,9 @@ int main(void) {
     ok(ct_write_file(&c, path("in/results/w.txt"), "old", 3, &err) == CT_OK, "an atomic write");
     // a full disk: the process may not write more than 8 KiB; the old file stays whole
     signal(SIGXFSZ, SIG_IGN);
-    struct rlimit lim, small = {8192, 8192};
+    struct rlimit lim;
     getrlimit(RLIMIT_FSIZE, &lim);
+    struct rlimit small = {8192, lim.rlim_max};   // the soft limit only: it can be raised again
     setrlimit(RLIMIT_FSIZE, &small);
     char big[100000];
     memset(big, 'y', sizeof big);
@@ -169,6 +172,33 @@ int main(void) {
     ok(ct_ctx_set_write_root(&c, "", &err) == CT_STATUS_BAD_ARG && ct_ctx_set_read_roots(&c, NULL, 0, &err) == CT_STATUS_BAD_ARG &&
            ct_ctx_check_write(&c, path("out/x.txt"), &err) == CT_STATUS_BAD_ARG && ct_ctx_check_read(&c, path("out"), &err) == CT_STATUS_BAD_ARG,
        "locked: neither root can be lifted");
+
+    // kill -9 in the middle of a write: the file is the old one or the whole new one
+    size_t nbig = 32u << 20;
+    char *old = malloc(nbig), *neu = malloc(nbig);
+    memset(old, 'o', nbig), memset(neu, 'n', nbig);
+    ct_write_file(NULL, path("in/results/big.bin"), old, nbig, &err);
+    int whole = 1;
+    for (int round = 0; round < 3; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (;;) ct_write_file(NULL, path("in/results/big.bin"), (round & 1) ? old : neu, nbig, &err);
+        }
+        usleep(30000 + 20000 * round);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        char *got;
+        size_t glen;
+        if (ct_read_file(NULL, path("in/results/big.bin"), &got, &glen, 0, &err) != CT_OK) {
+            whole = 0;
+            continue;
+        }
+        whole &= glen == nbig && (memcmp(got, old, nbig) == 0 || memcmp(got, neu, nbig) == 0);
+        free(got);
+    }
+    ok(whole, "killed (SIGKILL) while rewriting a 32 MB file, three times: always the old or the whole new file");
+    free(old), free(neu);
+    if (system("sh -c 'rm -f /tmp/ct_test_ctx_*/in/results/big.bin*'")) {}
 
     // cancellation and deadline
     ok(ct_ctx_check_cancel(&c, &err, "loop") == CT_OK && !ct_ctx_cancelled(NULL), "not cancelled");

@@ -265,6 +265,16 @@ static int hub_call(lua_State *L, int cached) {
 static int l_hub_file(lua_State *L) { return hub_call(L, 0); }
 static int l_hub_cached(lua_State *L) { return hub_call(L, 1); }
 
+// Copies every field of the table at src into the table at dst.
+static void copy_fields(lua_State *L, int src, int dst) {
+    lua_pushnil(L);
+    while (lua_next(L, src)) {   // [key, value]
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_settable(L, dst);
+    }
+}
+
 // net_configure(kind, changes) -> the state's settings for kind ("hub" or "neuronpedia") with
 // changes applied, checked and made the state's client.
 static int l_net_configure(lua_State *L) {
@@ -278,15 +288,8 @@ static int l_net_configure(lua_State *L) {
     snprintf(key, sizeof key, "ctrace.net.%s", kind);
     lua_newtable(L);   // 3: the merged settings
     lua_getfield(L, LUA_REGISTRYINDEX, key);   // 4: the settings so far (or nil)
-    for (int src = 4; src >= 2; src -= 2) {
-        if (lua_isnil(L, src)) continue;
-        lua_pushnil(L);
-        while (lua_next(L, src)) {   // [key, value]
-            lua_pushvalue(L, -2);
-            lua_insert(L, -2);
-            lua_settable(L, 3);
-        }
-    }
+    if (!lua_isnil(L, 4)) copy_fields(L, 4, 3);
+    if (!lua_isnil(L, 2)) copy_fields(L, 2, 3);
     ct_lua_state *s = ct_lua_state_of(L);
     ct_np_client c;
     np_client(L, 3, &c);   // checks every option; raises before anything changes
@@ -300,12 +303,7 @@ static int l_net_configure(lua_State *L) {
     lua_pushvalue(L, 3);
     lua_setfield(L, LUA_REGISTRYINDEX, key);
     lua_newtable(L);   // a copy for the caller
-    lua_pushnil(L);
-    while (lua_next(L, 3)) {
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_settable(L, -4);
-    }
+    copy_fields(L, 3, lua_gettop(L));
     return 1;
 }
 

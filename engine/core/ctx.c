@@ -52,9 +52,8 @@ ct_status ct_ctx_set_read_roots(ct_ctx *c, const char *const *dirs, int n, ct_er
         return rc;
     }
     free_roots(c->read_roots, c->n_read_roots);
-    c->read_roots = n ? roots : NULL;
+    c->read_roots = roots;
     c->n_read_roots = n;
-    if (!n) free(roots);
     return CT_OK;
 }
 
@@ -129,27 +128,36 @@ ct_status ct_ctx_check_read(const ct_ctx *c, const char *path, ct_err *err) {
     return ct_ctx_readable(c, real) ? CT_OK : ct_ctx_refuse_read(c, path, err);
 }
 
-ct_status ct_ctx_check_write(const ct_ctx *c, const char *path, ct_err *err) {
-    if (!c || !c->write_root) return CT_OK;
-    // resolve the deepest existing directory of path, then add the rest back
-    char dir[PATH_MAX], real[PATH_MAX], full[2 * PATH_MAX];
-    if (strlen(path) >= sizeof dir) return ct_fail(err, CT_STATUS_BAD_ARG, "writing %.200s...: path too long", path);
+// full = path with its deepest existing directory resolved (the rest, which need not exist, as
+// given); *rest (rest may be NULL) points at that rest inside path.
+static ct_status resolve_dirs(const char *path, char full[2 * PATH_MAX], const char **rest_out, ct_err *err) {
+    const char *r = path, **rest = rest_out ? rest_out : &r;
+    char dir[PATH_MAX], real[PATH_MAX];
+    if (strlen(path) >= sizeof dir) return ct_fail(err, CT_STATUS_BAD_ARG, "%.200s...: path too long", path);
     snprintf(dir, sizeof dir, "%s", path);
-    const char *rest = "";
     for (;;) {
         char *slash = strrchr(dir, '/');
         if (!slash) {
             if (!realpath(".", real)) return ct_fail(err, CT_STATUS_IO, "cannot resolve the current directory");
-            rest = path;
+            *rest = path;
             break;
         }
         *slash = 0;
         if (realpath(*dir ? dir : "/", real)) {
-            rest = path + (slash - dir) + 1;
+            *rest = path + (slash - dir) + 1;
             break;
         }
     }
-    snprintf(full, sizeof full, "%s/%s", real, rest);
+    snprintf(full, 2 * PATH_MAX, "%s/%s", strcmp(real, "/") ? real : "", *rest);
+    return CT_OK;
+}
+
+ct_status ct_ctx_check_write(const ct_ctx *c, const char *path, ct_err *err) {
+    if (!c || !c->write_root) return CT_OK;
+    char full[2 * PATH_MAX];
+    const char *rest;
+    ct_status rc = resolve_dirs(path, full, &rest, err);
+    if (rc) return rc;
     if (strstr(rest, "..") || !under(full, c->write_root))
         return ct_fail(err, CT_STATUS_BAD_ARG, "writing %s: this run may write only under %s", path, c->write_root);
     return CT_OK;
@@ -157,14 +165,9 @@ ct_status ct_ctx_check_write(const ct_ctx *c, const char *path, ct_err *err) {
 
 ct_status ct_ctx_note_file(ct_ctx *c, const char *path, int64_t size, ct_err *err) {
     if (!c) return CT_OK;
-    // the directory resolved, the name as given
-    char dir[PATH_MAX], real[PATH_MAX], name[PATH_MAX + 256];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    const char *base = slash ? path + (slash - dir) + 1 : path;
-    if (slash) *slash = 0;
-    if (!realpath(slash ? (*dir ? dir : "/") : ".", real)) return ct_fail(err, CT_STATUS_IO, "cannot resolve %s", path);
-    snprintf(name, sizeof name, "%s/%s", strcmp(real, "/") ? real : "", base);
+    char name[2 * PATH_MAX];   // the directory resolved (it exists: the file was opened), the name as given
+    ct_status rc = resolve_dirs(path, name, NULL, err);
+    if (rc) return rc;
     for (int i = 0; i < c->n_files; i++)
         if (strcmp(c->files[i].path, name) == 0) return CT_OK;
     if (c->n_files == c->cap_files) {

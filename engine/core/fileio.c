@@ -44,7 +44,7 @@ ct_status ct_open_read(ct_ctx *c, const char *path, int *fd_out, int64_t *size, 
     }
     ct_status rc = CT_OK;
     char real[PATH_MAX];
-    if (c) rc = fd_path(fd, path, real, err);
+    if (c && c->n_read_roots > 0) rc = fd_path(fd, path, real, err);   // only roots need it
     if (!rc && !ct_ctx_readable(c, real)) rc = ct_ctx_refuse_read(c, path, err);
     if (!rc) rc = ct_ctx_note_file(c, path, (int64_t)sb.st_size, err);
     if (rc) {

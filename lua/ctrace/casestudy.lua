@@ -20,7 +20,8 @@ local function read(path)
   return s
 end
 
--- Runs fn with every attribution recorded into list (prompt tokens, options, seconds).
+-- Runs fn (as xpcall, with a traceback) with every attribution recorded into list (prompt tokens,
+-- options, seconds); returns ok, error.
 local function recording_attributions(list, fn)
   local methods = core.methods("ctrace.ReplacementModel")
   local attribute = methods.attribute
@@ -36,7 +37,7 @@ local function recording_attributions(list, fn)
   end
   local ok, err = xpcall(fn, core.traceback)
   methods.attribute = attribute
-  if not ok then error(err, 0) end
+  return ok, err
 end
 
 function M.run(folder, o)
@@ -58,7 +59,7 @@ function M.run(folder, o)
   end
   core.note_read(script)
   if o.timeout then core.set_timeout(o.timeout) end
-  local ok, e = pcall(recording_attributions, attributions, chunk)
+  local ok, e = recording_attributions(attributions, chunk)
   if o.timeout then core.set_timeout(0) end
   if not ok then error(e, 0) end
   -- every file read, but what the run itself wrote under results/ (read back, or left by an

@@ -17,7 +17,7 @@ if [ "${CTRACE_NETNS:-}" = 1 ]; then echo "# tests run in an empty network names
 else echo "# tests run with the machine's network (unshare -rn unavailable); they use loopback only"; fi
 BUILD=${BUILD:-build}
 export CTRACE_BUILD=$BUILD
-cli=$(ls tests/cli/test_*.sh)
+cli=$(ls tests/cli/test_*.sh tests/attacks/test_*.sh 2>/dev/null)
 [ "${SKIP_FUZZ:-0}" = 1 ] && cli=$(echo "$cli" | grep -v -e test_fuzz -e test_valgrind)
 prove -e "" $(ls "$BUILD"/tests/test_* | grep -v "\.d$")
 prove -e "$BUILD/ctrace" tests/lua/test_*.lua

@@ -18,7 +18,7 @@ SAN     ?=
 WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS  ?= $(OPT) -g
 # name:debian-package for every pkg-config module ctrace links
-PKGS    = luajit:libluajit-5.1-dev libcjson:libcjson-dev libcurl:libcurl4-openssl-dev \
+PKGS    = libseccomp:libseccomp-dev luajit:libluajit-5.1-dev libcjson:libcjson-dev libcurl:libcurl4-openssl-dev \
           openblas:libopenblas-dev libutf8proc:libutf8proc-dev zlib:zlib1g-dev
 
 # ---- dependency probe -------------------------------------------------------
@@ -37,9 +37,9 @@ LDLIBS     = $(DEP_LIBS) -lm -lpthread
 
 # ---- sources ----------------------------------------------------------------
 # the engine's layers (engine/README.md): core, formats, net, model, trace; bind/ and the host on top
-LAYERS   = core formats net model trace
+LAYERS   = core formats net model trace run
 CORE_SRC = $(foreach d,$(LAYERS),$(wildcard engine/$(d)/*.c))
-BIND_SRC = $(wildcard engine/bind/*.c) engine/host.c
+BIND_SRC = $(wildcard engine/bind/*.c) engine/host.c engine/host_run.c
 CORE_OBJ = $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIND_OBJ = $(BIND_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC = $(wildcard tests/c/test_*.c)

@@ -4,7 +4,8 @@
 # single-file C peer (bench/ref_llama2c.c, -O3) on the same checkpoint, transcoder encoding and
 # training, attribution graphs (bench/bench_attribution.c: one process per configuration, so
 # each reports its own peak RSS), interventions (bench/intervene.lua) and feature labels over
-# HTTP from a loopback server (bench/labels.sh).
+# HTTP from a loopback server (bench/labels.sh), and the cost of ctrace run's sandbox on the main
+# job (bench/sandbox.sh).
 set -eu
 cd "$(dirname "$0")/.."
 make -s all
@@ -12,7 +13,7 @@ make -s all
 core=$(build/ctrace -e 'io.write(os.getenv("OPENBLAS_CORETYPE") or "")')
 if [ -n "$core" ]; then export OPENBLAS_CORETYPE="$core"; fi
 mkdir -p build/bench
-LIBS="build/libctrace.a $(pkg-config --libs luajit libcjson libcurl openblas libutf8proc zlib) -lm -lpthread"
+LIBS="build/libctrace.a $(pkg-config --libs libseccomp luajit libcjson libcurl openblas libutf8proc zlib) -lm -lpthread"
 cc -O3 -o build/bench/ref_llama2c bench/ref_llama2c.c -lm
 cc -O2 $(pkg-config --cflags openblas) -o build/bench/sgemm bench/sgemm.c $(pkg-config --libs openblas)
 cc -O2 -std=c11 -D_GNU_SOURCE -Iengine $(pkg-config --cflags openblas) -o build/bench/bench_transcoder bench/bench_transcoder.c $LIBS
@@ -29,3 +30,4 @@ for config in peer-stories peer-random stories large long; do
 done
 build/ctrace bench/intervene.lua
 bench/labels.sh
+bench/sandbox.sh

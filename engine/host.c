@@ -224,6 +224,17 @@ static int subcommand(const char *cmd, int argc, char **argv) {
         fprintf(stderr, "ctrace: cannot create a Lua state (out of memory)\n");
         return 1;
     }
+    // modules from the project only: never ./?.lua or a C module of the directory run from (a
+    // case-study folder may ship one)
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    const char *path = lua_tostring(L, -1), *semi = path;
+    for (int k = 0; k < 2 && semi; k++) semi = strchr(semi + (k > 0), ';');
+    if (semi) lua_pushlstring(L, path, (size_t)(semi - path)), lua_setfield(L, -3, "path");
+    lua_pop(L, 1);
+    lua_pushstring(L, "");
+    lua_setfield(L, -2, "cpath");
+    lua_pop(L, 1);
     int status = 1;
     lua_getglobal(L, "require");
     lua_pushstring(L, "ctrace.cli");
@@ -244,6 +255,7 @@ static int subcommand(const char *cmd, int argc, char **argv) {
 int ct_host_main(int argc, char **argv) {
     int i = 1, ran = 0, st = 0;
     static const char *const cmds[] = {"run", "check", "new", "attribute", "serve", NULL};
+    if (argc == 2 && strcmp(argv[1], "--run-child") == 0) return ct_host_run_child();
     for (int c = 0; argc >= 2 && cmds[c]; c++)
         if (strcmp(argv[1], cmds[c]) == 0) return subcommand(argv[1], argc - 2, argv + 2);
     for (; i < argc; i++) {

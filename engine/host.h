@@ -9,5 +9,8 @@ struct lua_State;
 struct lua_State *ct_host_new(void);
 // The `ctrace` program: scripts, -e, REPL. Returns the exit status.
 int ct_host_main(int argc, char **argv);
+// The experiment process of `ctrace run` (host_run.c): `ctrace --run-child`, started by the
+// parent with its socket at descriptor 3. Returns the exit status.
+int ct_host_run_child(void);
 
 #endif

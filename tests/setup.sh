@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")/.."
 mode=${1:-runtime}
 
-runtime_pkgs="pkg-config libluajit-5.1-dev luajit libopenblas-dev libcjson-dev libcurl4-openssl-dev libutf8proc-dev zlib1g-dev make gcc"
+runtime_pkgs="pkg-config libseccomp-dev libluajit-5.1-dev luajit libopenblas-dev libcjson-dev libcurl4-openssl-dev libutf8proc-dev zlib1g-dev make gcc"
 test_pkgs="clang libclang-rt-14-dev perl python3-numpy chromium curl valgrind iproute2 git"
 
 missing=""

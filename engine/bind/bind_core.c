@@ -173,6 +173,7 @@ int luaopen_ctrace_core(lua_State *L) {
     ct_lua_register_net(L);
     ct_lua_register_state(L);
     ct_lua_register_activations(L);
+    ct_lua_register_run(L);
     ct_lua_set_funcs(L, fns);
     lua_pushstring(L, CT_VERSION);
     lua_setfield(L, -2, "version");

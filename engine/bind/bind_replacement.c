@@ -227,7 +227,8 @@ static int l_rm_attribute(lua_State *L) {
         char *p = strdup(lua_tostring(L, 2));
         if (p) free(g->prompt), g->prompt = p;
     }
-    ct_lua_push_graph(L, g);
+    ct_lua_push_graph(L, g);   // owned by Lua from here
+    ct_lua_record_attribution(L, g, 3, stats.setup_s + stats.logits_s + stats.features_s + stats.graph_s);
     lua_createtable(L, 0, 14);
 #define F(k, v) (lua_pushnumber(L, (lua_Number)(v)), lua_setfield(L, -2, k))
     F("setup_s", stats.setup_s), F("logits_s", stats.logits_s), F("features_s", stats.features_s);

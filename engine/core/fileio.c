@@ -159,8 +159,12 @@ ct_status ct_wfile_open(ct_ctx *c, ct_wfile *w, const char *path, ct_err *err) {
     if (rc) return rc;
     snprintf(w->path, sizeof w->path, "%s", path);
     snprintf(w->tmp, sizeof w->tmp, "%s.tmpXXXXXX", path);
+    w->ctx = c;
     int fd = mkstemp(w->tmp);   // a new file of our own: never a link planted under that name
-    if (fd < 0) return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
+    if (fd < 0) {
+        if (c) c->write_errors++;
+        return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
+    }
     mode_t mask = umask(0);     // mkstemp makes 0600; a written file gets the usual 0666 less the umask
     umask(mask);
     fchmod(fd, 0666 & ~mask);
@@ -190,6 +194,7 @@ ct_status ct_wfile_commit(ct_wfile *w, ct_err *err) {
     if (ok && rename(w->tmp, w->path) != 0) ok = 0, e = errno;
     if (!ok) {
         unlink(w->tmp);
+        if (w->ctx) w->ctx->write_errors++;
         return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", w->path, strerror(e ? e : EIO));
     }
     return CT_OK;
@@ -202,6 +207,7 @@ ct_status ct_write_file(ct_ctx *c, const char *path, const void *data, size_t n,
     if (n && fwrite(data, 1, n, w.f) != n) {
         int e = errno;
         ct_wfile_abort(&w);
+        if (c) c->write_errors++;
         return ct_fail(err, CT_STATUS_IO, "cannot write %s: %s", path, strerror(e ? e : EIO));
     }
     return ct_wfile_commit(&w, err);

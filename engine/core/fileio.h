@@ -39,6 +39,7 @@ int ct_path_join(char *out, size_t n, const char *dir, const char *name);
 //   return ct_wfile_commit(&w, err);
 typedef struct {
     FILE *f;
+    ct_ctx *ctx;   // counts a failure in ctx->write_errors
     char path[4096];
     char tmp[4200];
 } ct_wfile;

@@ -31,7 +31,9 @@
     X(CT_STATUS_BAD_RESPONSE, -16, "BAD_RESPONSE", "malformed server response") \
     X(CT_STATUS_TOO_LARGE, -17, "TOO_LARGE", "response larger than the limit")  \
     X(CT_STATUS_CHECKSUM, -18, "CHECKSUM", "content does not match its hash")   \
-    X(CT_STATUS_OFFLINE, -19, "OFFLINE", "needs the network in offline mode")
+    X(CT_STATUS_OFFLINE, -19, "OFFLINE", "needs the network in offline mode")   \
+    X(CT_STATUS_BUSY, -20, "BUSY", "in use by another process")                 \
+    X(CT_STATUS_SYSTEM, -21, "SYSTEM", "the operating system refused")
 
 typedef enum {
 #define CT_X(name, value, str, desc) name = value,

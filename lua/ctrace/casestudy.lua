@@ -1,14 +1,22 @@
 -- ctrace.casestudy - case-study folders: run one, check it against expected/, make a new one.
 --
---   casestudy.run(folder, {timeout =, unsafe =}) -> manifest
---       runs <folder>/experiment.lua (sandboxed unless unsafe: see ctrace.sandbox) and writes
---       results/manifest.json: the ctrace version, BLAS kernels and threads, every file the run
---       read (the engine's and the script's own reads, with their SHA-256), every attribution's
---       prompt tokens and options, the wall-clock time and peak memory
+--   casestudy.run(folder, {timeout =, memory = GiB, unsafe =}) -> manifest
+--       runs <folder>/experiment.lua in an experiment process of its own (host_run.c): confined
+--       by the kernel (Landlock, seccomp, limits; see run/confine.h) unless unsafe, stopped by
+--       signals at the timeout or on Ctrl-C. It writes into a staging directory; only a run that
+--       ended cleanly, every write synced, becomes results/, in one atomic rename, with
+--       results/manifest.json: the ctrace version, BLAS kernels and threads, the isolation in
+--       force, every file the run read (SHA-256), every file it wrote (SHA-256), every
+--       attribution's prompt tokens and options, the wall-clock time and peak memory. A failed
+--       run leaves results/ as it was. A lock keeps a second run of the folder out.
 --   casestudy.check(folder, {no_run =, timeout =}) -> differences, files compared, tolerance
 --   casestudy.new(folder) -> the folder made (a path, or a name under experiments/)
+--
+-- Errors carry a prefix cli.lua maps to the exit status: TIMEOUT, INTERRUPTED, TERMINATED, BUSY,
+-- SANDBOX (no kernel sandbox here), FAILED (the experiment failed).
 local ct = require "ctrace"
 local core = require "ctrace.core"
+local sandbox = require "ctrace.sandbox"
 
 local M = {}
 
@@ -20,61 +28,139 @@ local function read(path)
   return s
 end
 
--- Runs fn (as xpcall, with a traceback) with every attribution recorded into list (prompt tokens,
--- options, seconds); returns ok, error.
-local function recording_attributions(list, fn)
-  local methods = core.methods("ctrace.ReplacementModel")
-  local attribute = methods.attribute
-  methods.attribute = function(rm, prompt, opts)
-    local g, stats = attribute(rm, prompt, opts)
-    local o = {}
-    for k, v in pairs(opts or {}) do
-      if type(v) ~= "table" and type(v) ~= "function" and type(v) ~= "userdata" then o[k] = v end
-    end
-    list[#list + 1] = {prompt_tokens = g:tokens(), options = o,
-                       seconds = stats.setup_s + stats.logits_s + stats.features_s + stats.graph_s}
-    return g, stats
+-- What a sandboxed run may read: the folder, the project, the model directories and the caches
+-- (Hugging Face's hub cache, not its home: the token lives there).
+local function read_roots(folder)
+  local home = os.getenv("HOME") or "/nonexistent"
+  local cache = os.getenv("XDG_CACHE_HOME") or (home .. "/.cache")
+  local hf = os.getenv("HF_HUB_CACHE") or (os.getenv("HF_HOME") and os.getenv("HF_HOME") .. "/hub")
+             or (cache .. "/huggingface/hub")
+  local roots, seen = {}, {}
+  local function add(d)
+    local r = d and d ~= "" and core.exists(d) == "directory" and core.realpath(d)
+    if r and not seen[r] then roots[#roots + 1], seen[r] = r, true end
   end
-  local ok, err = xpcall(fn, core.traceback)
-  methods.attribute = attribute
-  return ok, err
+  add(folder)
+  add(ct.root or ".")
+  add(os.getenv("CTRACE_CACHE") or (cache .. "/ctrace"))
+  add(hf)
+  for _, d in ipairs(ct.model_dirs()) do add(d) end
+  return roots
+end
+
+-- The parent's answer to a request of the experiment process (ctrace.sandbox): the call made
+-- here, with this process's network settings, and its results.
+local FORWARDED = {}
+for _, name in ipairs(sandbox.forwarded) do FORWARDED[name] = true end
+
+local function answer(text)
+  local ok, req = pcall(core.json_decode, text)
+  if not ok or type(req) ~= "table" or not FORWARDED[req.call] or type(req.args) ~= "table" then
+    return core.json_encode({error = "BAD_ARG: a malformed request to the parent"})
+  end
+  local args, n = {}, #req.args
+  for i = 1, n do args[i] = type(req.args[i]) == "table" and req.args[i].v or nil end
+  local res = {pcall(core[req.call], unpack(args, 1, n))}
+  if not res[1] then return core.json_encode({error = tostring(res[2])}) end
+  local boxes = {}
+  for i = 2, table.maxn(res) do boxes[i - 1] = {v = res[i]} end
+  return core.json_encode({results = boxes})
+end
+
+local STOPPED = {timeout = "TIMEOUT: stopped after %s s (--timeout)", interrupted = "INTERRUPTED: stopped by Ctrl-C",
+                 terminated = "TERMINATED: stopped by a signal to ctrace run"}
+
+-- The child's report, checked: it comes from a process that ran a stranger's script.
+local function check_report(text)
+  local ok, r = pcall(core.json_decode, text or "")
+  local good = ok and type(r) == "table" and type(r.inputs) == "table" and type(r.attributions) == "table"
+               and (r.isolation == nil or type(r.isolation) == "table")
+               and type(r.seconds) == "number" and type(r.peak_rss_bytes) == "number"
+  for _, f in ipairs(good and r.inputs or {}) do
+    good = good and type(f) == "table" and type(f.path) == "string" and type(f.sha256) == "string"
+           and f.sha256:match("^%x+$") and #f.sha256 == 64
+  end
+  if not good then error("FAILED: the experiment process sent a malformed report", 0) end
+  return r
+end
+
+local function run_staged(folder, script, staging, o)
+  local spec = {folder = core.realpath(folder), script = script, staging = staging, root = ct.root or ".", unsafe = o.unsafe or false}
+  if not o.unsafe then
+    spec.read = read_roots(folder)
+    spec.memory = o.memory and math.floor(o.memory * 2 ^ 30) or core.sandbox_probe().memory_total   -- RLIMIT_DATA
+    spec.file_size = 64 * 2 ^ 30           -- RLIMIT_FSIZE: the largest file it may write
+  end
+  local t0 = ct.clock()
+  local r = core.run_child(core.json_encode(spec), o.timeout, o.unsafe, answer)
+  if STOPPED[r.how] then error(string.format(STOPPED[r.how], tostring(o.timeout)), 0) end
+  if r.how == "signaled" then error("FAILED: the experiment process was killed by signal " .. r.signal
+                                    .. (r.signal == 9 and " (out of memory?)" or r.signal == 25 and " (a file too large)" or ""), 0) end
+  if r.code ~= 0 or not r.report then error("FAILED: the experiment failed (exit " .. r.code .. ")", 0) end
+  local report = check_report(r.report)
+  if not o.unsafe and type(report.isolation) ~= "table" then error("FAILED: the experiment process reported no isolation", 0) end
+  local outputs = core.run_outputs(staging)   -- synced; only regular files
+  local manifest = {ctrace_version = ct.version, blas_core = ct.blas_core, threads = ct.threads(), folder = folder,
+                    run_options = {timeout = o.timeout, memory = o.memory, unsafe = o.unsafe or false},
+                    isolation = o.unsafe and "none (--unsafe)" or report.isolation,
+                    seconds = ct.clock() - t0, peak_rss_bytes = report.peak_rss_bytes, inputs = report.inputs,
+                    outputs = outputs, attributions = report.attributions}
+  ct.write_json(staging .. "/manifest.json", manifest)
+  return manifest
 end
 
 function M.run(folder, o)
   local script = folder .. "/experiment.lua"
   if core.exists(script) ~= "file" then error("NOT_FOUND: " .. script .. " does not exist (ctrace new makes one)", 0) end
-  ct.mkdirs(folder .. "/results")
-  local chunk, err = loadfile(script)
-  if not chunk then error(err, 0) end
-  core.clear_files_read()   -- this run's own inputs from here on
-  local attributions = {}
-  local t0 = ct.clock()
-  if o.unsafe then
-    arg = {[0] = script}
-    require("ctrace.sandbox").record_reads()
-  else
-    local env = require("ctrace.sandbox").confine(folder)
-    rawset(env, "arg", {[0] = script})
-    setfenv(chunk, env)
+  if not o.unsafe then
+    local p = core.sandbox_probe()
+    if p.landlock_abi < 1 or not p.seccomp then
+      error("SANDBOX: this kernel cannot confine an experiment (Landlock ABI " .. p.landlock_abi .. ", seccomp "
+            .. tostring(p.seccomp) .. "; Linux 5.13 or later with Landlock enabled is needed). "
+            .. "Run only folders you trust, with --unsafe.", 0)
+    end
   end
-  core.note_read(script)
-  if o.timeout then core.set_timeout(o.timeout) end
-  local ok, e = recording_attributions(attributions, chunk)
-  if o.timeout then core.set_timeout(0) end
-  if not ok then error(e, 0) end
-  -- every file read, but what the run itself wrote under results/ (read back, or left by an
-  -- earlier run)
-  local results = (core.realpath(folder .. "/results") or "") .. "/"
-  local inputs = {}
-  for _, f in ipairs(core.files_read()) do
-    if f.path:sub(1, #results) ~= results then inputs[#inputs + 1] = {path = f.path, sha256 = ct.sha256(f.path)} end
+  local lock = core.run_lock(folder, true)
+  local staging = core.run_staging(folder)
+  local ok, manifest = pcall(run_staged, folder, core.realpath(script), staging, o)
+  local committed, err = ok and pcall(core.run_commit, staging, folder .. "/results")
+  if not committed then
+    pcall(core.remove_tree, staging)
+    lock:release()
+    error(tostring(ok and err or manifest) .. "\n(results/ left as they were)", 0)
   end
-  local manifest = {ctrace_version = ct.version, blas_core = ct.blas_core, threads = ct.threads(), folder = folder,
-                    run_options = {timeout = o.timeout, unsafe = o.unsafe or false},
-                    seconds = ct.clock() - t0, peak_rss_bytes = ct.peak_rss(), inputs = inputs,
-                    attributions = attributions}
-  ct.write_json(folder .. "/results/manifest.json", manifest)
+  lock:release()
   return manifest
+end
+
+-- Whether results/ is one whole run: its files are exactly the manifest's outputs, unchanged, and
+-- the inputs the run read are unchanged too. Differences appended to out.
+local function verify_results(folder, out)
+  local text = read(folder .. "/results/manifest.json")
+  if not text then
+    out[#out + 1] = "results/ holds no complete run (no manifest.json): run it with ctrace run"
+    return
+  end
+  local m = ct.json_decode(text)
+  local want = {}
+  for _, f in ipairs(m.outputs or {}) do want[f.path] = f.sha256 end
+  local ok, files = pcall(core.run_outputs, folder .. "/results")
+  if not ok then
+    out[#out + 1] = tostring(files)
+    return
+  end
+  for _, f in ipairs(files) do
+    if f.path ~= "manifest.json" then
+      if want[f.path] == nil then out[#out + 1] = "results/" .. f.path .. ": not written by the run the manifest records"
+      elseif want[f.path] ~= f.sha256 then out[#out + 1] = "results/" .. f.path .. ": changed since the run" end
+      want[f.path] = nil
+    end
+  end
+  for path in pairs(want) do out[#out + 1] = "results/" .. path .. ": missing (the manifest lists it)" end
+  for _, f in ipairs(m.inputs or {}) do
+    local okh, sum = pcall(ct.sha256, f.path)
+    if not okh or sum ~= f.sha256 then out[#out + 1] = f.path .. ": input changed since the run (results are stale)" end
+  end
 end
 
 -- Differences between expected and got (decoded JSON), within tol; appended to out.
@@ -91,15 +177,24 @@ local function compare(want, got, tol, path, out)
 end
 
 function M.check(folder, o)
-  if not o.no_run then M.run(folder, o) end
+  local diffs, n = {}, 0
+  local lock
+  if o.no_run then
+    lock = core.run_lock(folder, false)
+    verify_results(folder, diffs)
+  else
+    M.run(folder, o)
+  end
   local names, is_dir = ct.list_dir(folder .. "/expected")
-  if not is_dir or #names == 0 then error("NOT_FOUND: " .. folder .. "/expected/ holds nothing to check", 0) end
+  if not is_dir or #names == 0 then
+    if #diffs > 0 then return diffs, n, 0 end
+    error("NOT_FOUND: " .. folder .. "/expected/ holds nothing to check", 0)
+  end
   local tol = 1e-4
   local tj = read(folder .. "/expected/tolerance.json")
   if tj then tol = ct.json_decode(tj).default or tol end
-  local diffs, n = {}, 0
   for _, name in ipairs(names) do
-    if name ~= "tolerance.json" then
+    if name ~= "tolerance.json" and name:sub(1, 1) ~= "." then   -- .keep and the like are no results
       n = n + 1
       local want, got = read(folder .. "/expected/" .. name), read(folder .. "/results/" .. name)
       if not got then
@@ -111,6 +206,7 @@ function M.check(folder, o)
       end
     end
   end
+  if lock then lock:release() end
   return diffs, n, tol
 end
 

@@ -11,18 +11,25 @@ local ct = require "ctrace"
 local M = {}
 
 local HELP = {
-  run = [[usage: ctrace run <folder> [--timeout SECONDS] [--unsafe]
-Runs <folder>/experiment.lua (arg[0] is its path). The script writes its results into
-<folder>/results/; ctrace adds results/manifest.json: the ctrace version, the BLAS kernels and
-thread count, every model and transcoder file the script loaded with its SHA-256, every
-attribution's prompt tokens and options, the run's wall-clock time and peak memory.
-The script runs in a sandbox: no os.execute, io.popen, ffi, debug or C modules; reading or
-writing an undefined global raises; files are written only under results/ and read only from the
-folder, the project, the model directories and the caches. --unsafe lifts all of it.
---timeout stops the run (attribution included) after that many seconds; Ctrl-C stops it too.
-Results are written under temporary names and renamed when complete.]],
-  check = [[usage: ctrace check <folder> [--no-run] [--timeout SECONDS]
-Runs the folder (unless --no-run) and compares each file of <folder>/expected/ with the file of
+  run = [[usage: ctrace run <folder> [--timeout SECONDS] [--memory GIB] [--unsafe]
+Runs <folder>/experiment.lua (arg[0] is its path) in a process of its own, confined by the kernel
+(Landlock, seccomp, resource limits): it reads only the folder, the project, the model
+directories and the caches, writes only its results, runs no program, opens no connection
+(downloads and Neuronpedia requests are made by ctrace run for it) and sees no secret. Its Lua
+has no os.execute, io.popen, ffi, debug, C modules or precompiled chunks; undefined globals raise.
+The script writes into ct.results_dir(arg[0]); only a run that ends cleanly, every write synced,
+becomes <folder>/results/, whole, with results/manifest.json (ctrace version, BLAS kernels and
+threads, the isolation in force, every file read and written with its SHA-256, every attribution's
+prompt tokens and options, time and peak memory). A failed, stopped or killed run leaves results/
+as it was. One run of a folder at a time. --timeout and Ctrl-C stop the run (terminated, then
+killed after 0.5 s). --memory caps what the run may allocate (GiB; default: the machine's
+memory; mapped model files do not count). --unsafe: your own scripts only: no confinement, the full Lua (the results
+are still a transaction and the deadline still holds).
+Exit status: 0 done, 1 the experiment failed, 2 bad arguments, 75 the folder is busy, 77 this
+kernel cannot sandbox (use --unsafe for trusted folders), 124 timeout, 130 Ctrl-C, 143 SIGTERM.]],
+  check = [[usage: ctrace check <folder> [--no-run] [--timeout SECONDS] [--memory GIB] [--unsafe]
+Runs the folder (unless --no-run: then results/ must be the whole run its manifest records, with
+unchanged inputs) and compares each file of <folder>/expected/ with the file of
 the same name in results/: JSON files number by number within a tolerance (expected/tolerance.json
 {"default": 1e-4} if present, else 1e-4, relative above 1), strings and other files exactly.
 Prints every difference; exits 1 if there is one.]],
@@ -45,8 +52,10 @@ Creates <folder> (a path, or a name under experiments/) with an experiment.lua t
 -- Each command's arguments: flags (a key, and whether it takes a number, a string or nothing)
 -- and at most one positional argument.
 local ARGS = {
-  run = {positional = "folder", flags = {["--timeout"] = {"timeout", "seconds"}, ["--unsafe"] = {"unsafe"}}},
-  check = {positional = "folder", flags = {["--timeout"] = {"timeout", "seconds"}, ["--no-run"] = {"no_run"}}},
+  run = {positional = "folder", flags = {["--timeout"] = {"timeout", "seconds"}, ["--unsafe"] = {"unsafe"},
+                                        ["--memory"] = {"memory", "seconds"}}},
+  check = {positional = "folder", flags = {["--timeout"] = {"timeout", "seconds"}, ["--no-run"] = {"no_run"},
+                                          ["--unsafe"] = {"unsafe"}, ["--memory"] = {"memory", "seconds"}}},
   new = {positional = "folder", flags = {}},
   serve = {positional = "dir", flags = {["--port"] = {"port", "number"}}},
   attribute = {flags = {
@@ -58,6 +67,9 @@ local ARGS = {
     ["--desired-logit-prob"] = {"desired_logit_prob", "number"}, ["--port"] = {"port", "number"},
     ["--server"] = {"server"}}},
 }
+
+-- Exit statuses of failures by their prefix (others: 1).
+local EXIT = {BUSY = 75, SANDBOX = 77, TIMEOUT = 124, INTERRUPTED = 130, TERMINATED = 143}
 
 -- The options of cmd from args, or nil and the exit status after printing why (or the help).
 local function parse(cmd, args)
@@ -78,7 +90,7 @@ local function parse(cmd, args)
       if flag[2] ~= "string" then
         v = tonumber(v)
         if not v then return fail(a .. " needs a number") end
-        if flag[2] == "seconds" and v <= 0 then return fail(a .. " needs a number of seconds") end
+        if flag[2] == "seconds" and v <= 0 then return fail(a .. " needs a positive number") end
       end
       o[flag[1]] = v
       i = i + 1
@@ -148,8 +160,9 @@ function M.main(cmd, args)
   local run = cmd == "attribute" and attribute_cmd or cmd == "serve" and serve_cmd or function(x) return case_study(cmd, x) end
   local ok, res = pcall(run, o)
   if not ok then
-    io.stderr:write("ctrace ", cmd, ": ", tostring(res), "\n")
-    return 1
+    res = tostring(res)
+    io.stderr:write("ctrace ", cmd, ": ", res, "\n")
+    return EXIT[res:match("^(%u+):") or res:match("^[^\n]-:%d+: (%u+):")] or 1
   end
   return res
 end

@@ -64,8 +64,11 @@ function M.resolve_model(name)
         "; set CTRACE_MODELS or pass a path)", 3)
 end
 
--- The results folder of an experiment script (its folder's results/, created): pass arg[0].
+-- The results folder of an experiment script: pass arg[0]. Under `ctrace run`, the run's
+-- staging directory (it becomes the folder's results/ when the run succeeds); otherwise the
+-- script's folder's results/, created.
 function M.results_dir(script)
+  if core.run_results then return core.run_results end
   local dir = (type(script) == "string" and script:match("^(.*)/[^/]*$") or ".") .. "/results"
   core.mkdirs(dir)
   return dir

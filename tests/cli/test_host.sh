@@ -31,7 +31,7 @@ $CT --bogus 2>/dev/null; [ $? -eq 2 ]; check $? "unknown option exits 2"
 $CT --help | grep -q "usage: ctrace"; check $? "--help"
 
 PKG_CONFIG_LIBDIR=/nonexistent make -n all > "$out/mk.txt" 2>&1
-grep -q "missing Debian packages: libluajit-5.1-dev libcjson-dev libcurl4-openssl-dev libopenblas-dev libutf8proc-dev" "$out/mk.txt"
+grep -q "missing Debian packages: libseccomp-dev libluajit-5.1-dev libcjson-dev libcurl4-openssl-dev libopenblas-dev libutf8proc-dev" "$out/mk.txt"
 check $? "make names the Debian packages that are missing"
 
 # many large tensors in a loop stay bounded without explicit frees

@@ -11,11 +11,11 @@
 set -eu
 cd "$(dirname "$0")/../.."
 declare -A allowed=([core]="core" [formats]="core formats" [net]="core net"
-                    [model]="core formats model" [trace]="core formats model trace")
+                    [model]="core formats model" [trace]="core formats model trace" [run]="core run")
 n=0
 bad() { n=$((n + 1)); echo "not ok $n - $1"; fail=1; }
 fail=0
-for dir in core formats net model trace; do
+for dir in core formats net model trace run; do
   for f in engine/$dir/*.[ch]; do
     n=$((n + 1))
     ok=1

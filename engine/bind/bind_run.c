@@ -1,0 +1,264 @@
+// bind_run.c - `ctrace run`'s process handling for Lua (lua/ctrace/casestudy.lua drives it; the
+// experiment process itself is host_run.c).
+//
+// In the parent:
+//   core.run_lock(folder, exclusive) -> lock (lock:release(); released when collected or when
+//       the process ends); raises BUSY when another run holds the folder
+//   core.run_staging(folder) -> a new empty staging directory in folder
+//   core.run_child(spec_json, timeout_s, unsafe, on_request) -> {how =, code =, signal =, report =}
+//       starts the experiment process, sends it the spec, answers its requests with
+//       on_request(text) -> text, stops it at the deadline or on Ctrl-C. how: "exited",
+//       "signaled", "timeout", "interrupted" or "terminated"; report: its report text, if any
+//   core.run_outputs(dir) -> {{path =, size =, sha256 =}, ...} (synced; raises on links)
+//   core.run_commit(staging, results); core.remove_tree(path)
+//   core.sandbox_probe() -> {landlock_abi =, seccomp =, net =, scoped =, memory_total = bytes}
+// In the experiment process:
+//   core.broker(text) -> text: a request to the parent (downloads, feature labels)
+//   core.run_results: the staging directory the run writes into (set by host_run.c)
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bind.h"
+#include "run/child.h"
+#include "run/confine.h"
+#include "run/txn.h"
+
+#define LOCK_MT "ctrace.RunLock"
+
+static int lock_release(lua_State *L) {
+    int *fd = luaL_checkudata(L, 1, LOCK_MT);
+    ct_run_unlock(*fd);
+    *fd = -1;
+    return 0;
+}
+
+static int l_run_lock(lua_State *L) {
+    const char *folder = luaL_checkstring(L, 1);
+    int exclusive = lua_toboolean(L, 2);
+    int *fd = lua_newuserdata(L, sizeof *fd);
+    *fd = -1;
+    if (luaL_newmetatable(L, LOCK_MT)) {
+        lua_pushcfunction(L, lock_release);
+        lua_setfield(L, -2, "__gc");
+        lua_newtable(L);
+        lua_pushcfunction(L, lock_release);
+        lua_setfield(L, -2, "release");
+        lua_setfield(L, -2, "__index");
+    }
+    lua_setmetatable(L, -2);
+    ct_err err = {0};
+    if (ct_run_lock(fd, folder, exclusive, &err)) return ct_lua_raise(L, &err);
+    return 1;
+}
+
+static int l_run_staging(lua_State *L) {
+    char out[4096];
+    ct_err err = {0};
+    if (ct_run_staging(out, sizeof out, luaL_checkstring(L, 1), &err)) return ct_lua_raise(L, &err);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+static int l_run_outputs(lua_State *L) {
+    ct_run_file *files = NULL;
+    int n = 0;
+    ct_err err = {0};
+    if (ct_run_outputs(luaL_checkstring(L, 1), &files, &n, &err)) return ct_lua_raise(L, &err);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, files[i].path);
+        lua_setfield(L, -2, "path");
+        lua_pushnumber(L, (lua_Number)files[i].size);
+        lua_setfield(L, -2, "size");
+        lua_pushstring(L, files[i].sha256);
+        lua_setfield(L, -2, "sha256");
+        lua_rawseti(L, -2, i + 1);
+    }
+    ct_run_files_free(files, n);
+    return 1;
+}
+
+static int l_run_commit(lua_State *L) {
+    ct_err err = {0};
+    if (ct_run_commit(luaL_checkstring(L, 1), luaL_checkstring(L, 2), &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
+static int l_remove_tree(lua_State *L) {
+    ct_err err = {0};
+    if (ct_remove_tree(luaL_checkstring(L, 1), &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
+static int l_sandbox_probe(lua_State *L) {
+    ct_isolation iso;
+    ct_confine_probe(&iso);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, iso.landlock_abi);
+    lua_setfield(L, -2, "landlock_abi");
+    lua_pushboolean(L, iso.seccomp);
+    lua_setfield(L, -2, "seccomp");
+    lua_pushboolean(L, iso.net);
+    lua_setfield(L, -2, "net");
+    lua_pushboolean(L, iso.scoped);
+    lua_setfield(L, -2, "scoped");
+    lua_pushnumber(L, (lua_Number)sysconf(_SC_PHYS_PAGES) * (lua_Number)sysconf(_SC_PAGESIZE));
+    lua_setfield(L, -2, "memory_total");
+    return 1;
+}
+
+// The environment a sandboxed experiment process starts with: locale, time zone, thread counts,
+// ctrace's own settings and the sanitizers' options; never a token, key or proxy (requests that
+// need them are the parent's).
+static int env_allowed(const char *kv) {
+    static const char *const exact[] = {"HOME=", "LANG=", "LANGUAGE=", "TZ=", "TERM=", "GOTO_NUM_THREADS=",
+                                        "ASAN_OPTIONS=", "UBSAN_OPTIONS=", "LSAN_OPTIONS=", NULL};
+    static const char *const prefix[] = {"LC_", "OPENBLAS_", "OMP_", "CTRACE_", NULL};
+    for (int i = 0; exact[i]; i++)
+        if (strncmp(kv, exact[i], strlen(exact[i])) == 0) return 1;
+    for (int i = 0; prefix[i]; i++)
+        if (strncmp(kv, prefix[i], strlen(prefix[i])) == 0)
+            return !strstr(kv, "TOKEN") && !strstr(kv, "KEY") && !strstr(kv, "SECRET") && !strstr(kv, "PASSWORD");
+    return 0;
+}
+
+extern char **environ;
+
+typedef struct {
+    lua_State *L;
+    int handler;   // stack index of on_request
+} request_ctx;
+
+static void on_request(void *data, const char *req, size_t n, char **reply, size_t *reply_n) {
+    request_ctx *r = data;
+    lua_State *L = r->L;
+    lua_pushvalue(L, r->handler);
+    lua_pushlstring(L, req, n);
+    size_t len = 0;
+    const char *s = NULL;
+    if (lua_pcall(L, 1, 1, 0) == 0) s = lua_tolstring(L, -1, &len);
+    if (!s) s = "{\"error\":\"IO: the request could not be served\"}", len = strlen(s);
+    if ((*reply = malloc(len ? len : 1))) memcpy(*reply, s, len), *reply_n = len;
+    lua_pop(L, 1);
+}
+
+static int l_run_child(lua_State *L) {
+    size_t spec_n;
+    const char *spec = luaL_checklstring(L, 1, &spec_n);
+    double timeout = luaL_optnumber(L, 2, 0);
+    int unsafe = lua_toboolean(L, 3);
+    luaL_checktype(L, 4, LUA_TFUNCTION);
+    size_t n_env = 0;
+    while (environ[n_env]) n_env++;
+    char **env = lua_newuserdata(L, sizeof *env * (n_env + 1));   // collected with the call
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++)
+        if (unsafe || env_allowed(environ[i])) env[k++] = environ[i];
+    env[k] = NULL;
+    char *argv[] = {"ctrace", "--run-child", NULL};
+    ct_child c;
+    ct_err err = {0};
+    ct_lua_state *s = ct_lua_state_of(L);
+    if (ct_child_spawn(&c, "/proc/self/exe", argv, env, &err)) return ct_lua_raise(L, &err);
+    double deadline = timeout > 0 ? ct_now() + timeout : 0;
+    double saved = s->ctx.deadline;
+    s->ctx.deadline = deadline;   // requests served for the child stop at the run's deadline too
+    s->ctx.cancel = 0;
+    ct_child_end end;
+    ct_status rc = ct_frame_send(c.sock, 'S', spec, spec_n, deadline, &err);
+    request_ctx rq = {L, 4};
+    if (rc) {   // it died at once; its exit says why
+        ct_child_wait(&c, ct_now() + 5, NULL, NULL, NULL, &end, &err);
+        rc = CT_OK;
+    } else {
+        rc = ct_child_wait(&c, deadline, on_request, &rq, &s->ctx.cancel, &end, &err);
+    }
+    s->ctx.deadline = saved;
+    s->ctx.cancel = 0;
+    if (rc) {
+        ct_child_end_free(&end);
+        return ct_lua_raise(L, &err);
+    }
+    static const char *const how[] = {"exited", "signaled", "timeout", "interrupted", "terminated"};
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, how[end.how]);
+    lua_setfield(L, -2, "how");
+    lua_pushinteger(L, end.code);
+    lua_setfield(L, -2, "code");
+    lua_pushinteger(L, end.sig);
+    lua_setfield(L, -2, "signal");
+    if (end.report) {
+        lua_pushlstring(L, end.report, end.report_n);
+        lua_setfield(L, -2, "report");
+    }
+    ct_child_end_free(&end);
+    return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The experiment process's side
+
+ct_status ct_lua_broker(const char *req, size_t n, char **reply, size_t *reply_n, ct_err *err) {
+    ct_status rc = ct_frame_send(CT_CHILD_FD, 'Q', req, n, 0, err);
+    char kind = 0;
+    if (!rc) rc = ct_frame_recv(CT_CHILD_FD, &kind, reply, reply_n, 0, err);
+    if (!rc && kind != 'A') {
+        free(*reply);
+        rc = ct_fail(err, CT_STATUS_BAD_RESPONSE, "run: unexpected message from the parent");
+    }
+    return rc;
+}
+
+static int l_broker(lua_State *L) {
+    size_t n, reply_n;
+    const char *req = luaL_checklstring(L, 1, &n);
+    char *reply;
+    ct_err err = {0};
+    if (ct_lua_broker(req, n, &reply, &reply_n, &err)) return ct_lua_raise(L, &err);
+    lua_pushlstring(L, reply, reply_n);
+    free(reply);
+    return 1;
+}
+
+// Adds an attribution to the run's record (registry "ctrace.attributions", present only in an
+// experiment process): prompt token ids, the options given (numbers, strings, booleans) and seconds.
+void ct_lua_record_attribution(lua_State *L, const ct_graph *g, int opts, double seconds) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "ctrace.attributions");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_createtable(L, 0, 3);
+    ct_lua_push_ids(L, g->tokens, g->n_pos);
+    lua_setfield(L, -2, "prompt_tokens");
+    lua_newtable(L);
+    if (lua_istable(L, opts)) {
+        lua_pushnil(L);
+        while (lua_next(L, opts)) {
+            int t = lua_type(L, -1);
+            if (lua_type(L, -2) == LUA_TSTRING && (t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN)) {
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, -4);
+            } else {
+                lua_pop(L, 1);
+            }
+        }
+    }
+    lua_setfield(L, -2, "options");
+    lua_pushnumber(L, seconds);
+    lua_setfield(L, -2, "seconds");
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    lua_pop(L, 1);
+}
+
+void ct_lua_register_run(lua_State *L) {
+    static const luaL_Reg fns[] = {{"run_lock", l_run_lock}, {"run_staging", l_run_staging},
+                                   {"run_child", l_run_child}, {"run_outputs", l_run_outputs},
+                                   {"run_commit", l_run_commit}, {"remove_tree", l_remove_tree},
+                                   {"sandbox_probe", l_sandbox_probe}, {"broker", l_broker}, {NULL, NULL}};
+    ct_lua_set_funcs(L, fns);
+}

@@ -1,0 +1,209 @@
+// child.c - the experiment process and its parent (child.h).
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/ctx.h"
+#include "run/child.h"
+
+// Set by the parent's signal handlers while it waits: the signal that asked it to stop.
+static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t *g_cancel;
+
+static void on_stop(int sig) {
+    g_stop = sig;
+    if (g_cancel) *g_cancel = 1;
+}
+
+ct_status ct_child_spawn(ct_child *c, const char *path, char *const argv[], char *const env[], ct_err *err) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+        return ct_fail(err, CT_STATUS_SYSTEM, "run: socketpair: %s", strerror(errno));
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(sv[0]), close(sv[1]);
+        return ct_fail(err, CT_STATUS_SYSTEM, "run: fork: %s", strerror(errno));
+    }
+    if (pid == 0) {   // the child: only async-signal-safe calls until exec
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        int null = open("/dev/null", O_RDONLY);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(sv[1], CT_CHILD_FD) != CT_CHILD_FD) _exit(127);
+        close_range(CT_CHILD_FD + 1, ~0U, 0);
+        signal(SIGINT, SIG_DFL), signal(SIGTERM, SIG_DFL), signal(SIGPIPE, SIG_DFL), signal(SIGALRM, SIG_DFL);
+        execve(path, argv, env);
+        _exit(127);
+    }
+    setpgid(pid, pid);   // also here: no race with a kill of the group
+    close(sv[1]);
+    c->pid = pid;
+    c->sock = sv[0];
+    return CT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+// Waits until fd is ready for events; TIMEOUT past the deadline, CANCELLED when the parent was
+// asked to stop.
+static ct_status wait_fd(int fd, short events, double deadline, ct_err *err) {
+    for (;;) {
+        if (g_stop) return ct_fail(err, CT_STATUS_CANCELLED, "run: stopped");
+        int ms = 1000;
+        if (deadline > 0) {
+            double left = deadline - ct_now();
+            if (left <= 0) return ct_fail(err, CT_STATUS_TIMEOUT, "run: deadline passed");
+            if (left * 1000 < ms) ms = (int)(left * 1000) + 1;
+        }
+        struct pollfd p = {fd, events, 0};
+        int k = poll(&p, 1, ms);
+        if (k > 0) return CT_OK;
+        if (k < 0 && errno != EINTR) return ct_fail(err, CT_STATUS_IO, "run: poll: %s", strerror(errno));
+    }
+}
+
+static ct_status io_all(int fd, int out, void *buf, size_t n, double deadline, ct_err *err) {
+    char *p = buf;
+    while (n > 0) {
+        ct_status rc = wait_fd(fd, out ? POLLOUT : POLLIN, deadline, err);
+        if (rc) return rc;
+        ssize_t k = out ? send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT) : recv(fd, p, n, MSG_DONTWAIT);
+        if (k == 0 && !out) return ct_fail(err, CT_STATUS_IO, "run: the other process closed the connection");
+        if (k < 0) {
+            if (errno == EAGAIN || errno == EINTR) continue;
+            return ct_fail(err, CT_STATUS_IO, "run: %s", strerror(errno));
+        }
+        p += k, n -= (size_t)k;
+    }
+    return CT_OK;
+}
+
+ct_status ct_frame_send(int fd, char kind, const void *data, size_t n, double deadline, ct_err *err) {
+    if (n > CT_FRAME_MAX) return ct_fail(err, CT_STATUS_TOO_LARGE, "run: message of %zu bytes (at most %d)", n, CT_FRAME_MAX);
+    unsigned char head[5] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
+                             (unsigned char)(n >> 24), (unsigned char)kind};
+    ct_status rc = io_all(fd, 1, head, 5, deadline, err);
+    if (!rc && n) rc = io_all(fd, 1, (void *)data, n, deadline, err);
+    return rc;
+}
+
+ct_status ct_frame_recv(int fd, char *kind, char **data, size_t *n, double deadline, ct_err *err) {
+    unsigned char head[5];
+    ct_status rc = io_all(fd, 0, head, 5, deadline, err);
+    if (rc) return rc;
+    uint32_t len = head[0] | (uint32_t)head[1] << 8 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 24;
+    if (len > CT_FRAME_MAX)
+        return ct_fail(err, CT_STATUS_TOO_LARGE, "run: message of %u bytes announced (at most %d)", len, CT_FRAME_MAX);
+    char *p = malloc((size_t)len + 1);
+    if (!p) return ct_fail(err, CT_STATUS_NO_MEMORY, "run: out of memory for a message of %u bytes", len);
+    if ((rc = io_all(fd, 0, p, len, deadline, err))) {
+        free(p);
+        return rc;
+    }
+    p[len] = 0;
+    *kind = (char)head[4], *data = p, *n = len;
+    return CT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent's wait
+
+// Terminates the child's process group, kills it after the grace period, and reaps the child.
+static void stop_child(ct_child *c, int *status) {
+    kill(-c->pid, SIGTERM);
+    double until = ct_now() + CT_CHILD_GRACE;
+    while (ct_now() < until) {
+        if (waitpid(c->pid, status, WNOHANG) == c->pid) goto reaped;
+        usleep(10000);
+    }
+    kill(-c->pid, SIGKILL);
+    while (waitpid(c->pid, status, 0) < 0 && errno == EINTR) {}
+reaped:
+    kill(-c->pid, SIGKILL);   // anything left in its group
+}
+
+static void end_from_status(ct_child_end *end, int status) {
+    if (WIFSIGNALED(status)) end->how = CT_CHILD_SIGNALED, end->sig = WTERMSIG(status);
+    else end->how = CT_CHILD_EXITED, end->code = WEXITSTATUS(status);
+}
+
+ct_status ct_child_wait(ct_child *c, double deadline, ct_child_request_fn fn, void *data,
+                        volatile sig_atomic_t *cancel, ct_child_end *end, ct_err *err) {
+    memset(end, 0, sizeof *end);
+    struct sigaction sa, old_int, old_term, old_hup;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;   // no SA_RESTART: a blocked poll returns
+    g_stop = 0;
+    g_cancel = cancel;
+    sigaction(SIGINT, &sa, &old_int), sigaction(SIGTERM, &sa, &old_term), sigaction(SIGHUP, &sa, &old_hup);
+    ct_status rc = CT_OK;
+    int status = 0, reaped = 0, open = 1;
+    while (!reaped) {
+        if (g_stop || (deadline > 0 && ct_now() >= deadline)) break;
+        if (open) {
+            char kind, *msg;
+            size_t n;
+            ct_err e = {0};
+            ct_status r = wait_fd(c->sock, POLLIN, deadline, &e);
+            if (r == CT_OK) r = ct_frame_recv(c->sock, &kind, &msg, &n, deadline, &e);
+            if (r == CT_STATUS_CANCELLED || r == CT_STATUS_TIMEOUT) break;
+            if (r == CT_STATUS_IO) {
+                open = 0;   // closed: the child is ending; wait for its exit
+            } else if (r) {
+                rc = ct_fail(err, r, "run: the experiment process sent a malformed message: %s", e.msg);
+                break;
+            } else if (kind == 'Q' && fn && !end->report) {
+                char *reply = NULL;
+                size_t reply_n = 0;
+                fn(data, msg, n, &reply, &reply_n);
+                free(msg);
+                r = ct_frame_send(c->sock, 'A', reply ? reply : "", reply ? reply_n : 0, deadline, &e);
+                free(reply);
+                if (r == CT_STATUS_CANCELLED || r == CT_STATUS_TIMEOUT) break;
+            } else if (kind == 'R' && !end->report) {
+                end->report = msg, end->report_n = n;
+            } else {   // out of protocol: stop it
+                free(msg);
+                rc = ct_fail(err, CT_STATUS_BAD_RESPONSE, "run: the experiment process sent an unexpected message");
+                break;
+            }
+            continue;
+        }
+        pid_t w = waitpid(c->pid, &status, WNOHANG);   // polled: the deadline and signals still count
+        if (w == c->pid) reaped = 1;
+        else if (w < 0 && errno != EINTR) break;
+        else usleep(10000);
+    }
+    if (!reaped) {
+        int stop = g_stop;
+        int late = deadline > 0 && ct_now() >= deadline;
+        stop_child(c, &status);
+        if (!rc && stop == SIGINT) end->how = CT_CHILD_INTERRUPTED;
+        else if (!rc && stop) end->how = CT_CHILD_TERMINATED;
+        else if (!rc && late) end->how = CT_CHILD_TIMEOUT;
+        else end_from_status(end, status);
+        if (end->how != CT_CHILD_EXITED) free(end->report), end->report = NULL;
+    } else {
+        kill(-c->pid, SIGKILL);   // nothing of its group outlives it
+        end_from_status(end, status);
+    }
+    close(c->sock);
+    c->sock = -1;
+    sigaction(SIGINT, &old_int, NULL), sigaction(SIGTERM, &old_term, NULL), sigaction(SIGHUP, &old_hup, NULL);
+    g_cancel = NULL;
+    return rc;
+}
+
+void ct_child_end_free(ct_child_end *end) {
+    free(end->report);
+    end->report = NULL;
+}

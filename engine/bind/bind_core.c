@@ -64,11 +64,14 @@ static int l_realpath(lua_State *L) {
 }
 
 // exists(path) -> "file", "directory" or nil (nothing is read). With read roots, a path the state
-// may not read (outside the roots, or not resolvable) is nil: nothing is told about it.
+// may not read (outside the roots, existing or not, or not resolvable) raises BAD_ARG, as a read
+// would: nothing is told about it; nil is for a missing path under a root.
 static int l_exists(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     ct_err err = {0};
-    if (ct_ctx_check_read(ct_lua_ctx(L), path, &err)) lua_pushnil(L);
+    ct_status rc = ct_ctx_check_read(ct_lua_ctx(L), path, &err);
+    if (rc && rc != CT_STATUS_NOT_FOUND) return ct_lua_raise(L, &err);
+    if (rc) lua_pushnil(L);
     else if (ct_is_file(path)) lua_pushstring(L, "file");
     else if (ct_is_dir(path)) lua_pushstring(L, "directory");
     else lua_pushnil(L);

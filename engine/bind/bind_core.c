@@ -28,7 +28,7 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
-// sha256(path) -> the file's SHA-256 as hex
+// sha256(path) -> the file's SHA-256 as hex (read through the state's read check)
 static int l_sha256(lua_State *L) {
     char hex[65];
     ct_err err = {0};
@@ -63,22 +63,31 @@ static int l_realpath(lua_State *L) {
     return 1;
 }
 
-// exists(path) -> "file", "directory" or nil (nothing is read)
+// exists(path) -> "file", "directory" or nil (nothing is read). With read roots, a path the state
+// may not read (outside the roots, existing or not, or not resolvable) raises BAD_ARG, as a read
+// would: nothing is told about it; nil is for a missing path under a root.
 static int l_exists(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    if (ct_is_file(path)) lua_pushstring(L, "file");
+    ct_err err = {0};
+    ct_status rc = ct_ctx_check_read(ct_lua_ctx(L), path, &err);
+    if (rc && rc != CT_STATUS_NOT_FOUND) return ct_lua_raise(L, &err);
+    if (rc) lua_pushnil(L);
+    else if (ct_is_file(path)) lua_pushstring(L, "file");
     else if (ct_is_dir(path)) lua_pushstring(L, "directory");
     else lua_pushnil(L);
     return 1;
 }
 
-// list_dir(path) -> sorted names of the entries (not . and ..), and whether path is a directory
+// list_dir(path) -> sorted names of the entries (not . and ..), and whether path is a directory.
+// With read roots, a path outside them (or one that cannot be resolved) raises BAD_ARG; a missing
+// one under them gives {}, false.
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 static int l_list_dir(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     ct_err err = {0};
-    if (ct_is_dir(path) && ct_ctx_check_read(ct_lua_ctx(L), path, &err)) return ct_lua_raise(L, &err);
-    DIR *d = opendir(path);
+    ct_status rc = ct_ctx_check_read(ct_lua_ctx(L), path, &err);
+    if (rc && rc != CT_STATUS_NOT_FOUND) return ct_lua_raise(L, &err);
+    DIR *d = rc ? NULL : opendir(path);
     lua_newtable(L);
     if (!d) {
         lua_pushboolean(L, 0);

@@ -119,13 +119,32 @@ ct_status ct_ctx_refuse_read(const ct_ctx *c, const char *path, ct_err *err) {
     return ct_fail(err, CT_STATUS_BAD_ARG, "reading %s: this run may read only under %s", path, roots);
 }
 
+static ct_status resolve_dirs(const char *path, char full[2 * PATH_MAX], const char **rest_out, ct_err *err);
+
+ct_status ct_ctx_unresolved_read(const ct_ctx *c, const char *path, int e, ct_err *err) {
+    char roots[1024];
+    roots_list(c, roots, sizeof roots);
+    return ct_fail(err, CT_STATUS_BAD_ARG, "reading %.300s: refused, the path cannot be resolved (%s); this run may read "
+                   "only files it resolves under %s", path, strerror(e), roots);
+}
+
+// Deny by default: a path is readable only when it resolves, whole, under a read root. A path that
+// cannot be resolved (too long, a loop of links, a directory that may not be searched) is refused
+// like one outside the roots; a missing file is NOT_FOUND only when the directory it would be in
+// lies under a root (elsewhere it is refused, so a run learns nothing about files outside).
 ct_status ct_ctx_check_read(const ct_ctx *c, const char *path, ct_err *err) {
     if (!c || c->n_read_roots == 0) return CT_OK;
     char real[PATH_MAX];
-    if (!realpath(path, real))
-        return ct_fail(err, errno == ENOENT ? CT_STATUS_NOT_FOUND : CT_STATUS_BAD_ARG, "reading %s: %s", path,
-                       strerror(errno));
-    return ct_ctx_readable(c, real) ? CT_OK : ct_ctx_refuse_read(c, path, err);
+    if (realpath(path, real)) return ct_ctx_readable(c, real) ? CT_OK : ct_ctx_refuse_read(c, path, err);
+    int e = strlen(path) >= PATH_MAX ? ENAMETOOLONG : errno;
+    if (e != ENOENT) return ct_ctx_unresolved_read(c, path, e, err);
+    char full[2 * PATH_MAX];
+    const char *rest;
+    ct_err ignored;
+    if (resolve_dirs(path, full, &rest, &ignored) || strstr(rest, "..") || strlen(full) >= PATH_MAX)
+        return ct_ctx_unresolved_read(c, path, e, err);
+    if (!ct_ctx_readable(c, full)) return ct_ctx_refuse_read(c, path, err);
+    return ct_fail(err, CT_STATUS_NOT_FOUND, "cannot open %s: %s", path, strerror(e));
 }
 
 // full = path with its deepest existing directory resolved (the rest, which need not exist, as

@@ -81,9 +81,13 @@ double ct_now(void);
 int ct_ctx_readable(const ct_ctx *c, const char *real);
 // BAD_ARG: "reading <path>: this run may read only under <the read roots>".
 ct_status ct_ctx_refuse_read(const ct_ctx *c, const char *path, ct_err *err);
-// Whether path (a file or directory that exists) may be read: BAD_ARG naming the path and the
-// allowed directories when it resolves outside every read root.
+// Whether path may be read (deny by default): BAD_ARG naming the path and the allowed directories
+// when it resolves outside every read root or cannot be resolved at all (a path longer than
+// PATH_MAX, a loop of links, an unsearchable directory); NOT_FOUND when it does not exist but its
+// directory lies under a root (a missing file elsewhere is refused, telling nothing about it).
 ct_status ct_ctx_check_read(const ct_ctx *c, const char *path, ct_err *err);
+// BAD_ARG: "reading <path>: refused, the path cannot be resolved (<errno e>); ...".
+ct_status ct_ctx_unresolved_read(const ct_ctx *c, const char *path, int e, ct_err *err);
 // Whether path (which need not exist yet; its deepest existing directory is resolved) may be
 // written: BAD_ARG naming the path and the write root when it is not under it.
 ct_status ct_ctx_check_write(const ct_ctx *c, const char *path, ct_err *err);

@@ -16,24 +16,31 @@ static ct_status open_error(const char *path, ct_err *err) {
 }
 
 // The resolved path of the file behind fd (checked against the roots: the file actually opened,
-// whatever links path went through).
-static ct_status fd_path(int fd, const char *path, char *real, ct_err *err) {
+// whatever links path went through). A location that cannot be had whole (longer than PATH_MAX)
+// is refused: the read check denies by default.
+static ct_status fd_path(const ct_ctx *c, int fd, const char *path, char *real, ct_err *err) {
     char link[64];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t k = readlink(link, real, PATH_MAX - 1);
+    ssize_t k = readlink(link, real, PATH_MAX);
+    if (k >= PATH_MAX) return ct_ctx_unresolved_read(c, path, ENAMETOOLONG, err);   // cut: not the file's path
     if (k > 0 && real[0] == '/') {
         real[k] = 0;
         return CT_OK;
     }
     // no /proc: resolve the name and make sure it is the same file
     struct stat a, b;
-    if (!realpath(path, real) || stat(real, &a) != 0 || fstat(fd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
-        return ct_fail(err, CT_STATUS_IO, "cannot resolve %s", path);
+    if (!realpath(path, real)) return ct_ctx_unresolved_read(c, path, errno, err);
+    if (stat(real, &a) != 0 || fstat(fd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+        return ct_ctx_unresolved_read(c, path, ESTALE, err);
     return CT_OK;
 }
 
 ct_status ct_open_read(ct_ctx *c, const char *path, int *fd_out, int64_t *size, ct_err *err) {
     *fd_out = -1;
+    // with read roots, the name is checked before anything is opened (no device or FIFO outside the
+    // roots is ever opened), and the file opened after (links swapped in between do not count)
+    ct_status rc = ct_ctx_check_read(c, path, err);
+    if (rc) return rc;
     // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return open_error(path, err);
@@ -42,9 +49,8 @@ ct_status ct_open_read(ct_ctx *c, const char *path, int *fd_out, int64_t *size, 
         close(fd);
         return ct_fail(err, CT_STATUS_IO, "%s is not a regular file", path);
     }
-    ct_status rc = CT_OK;
-    char real[PATH_MAX];
-    if (c && c->n_read_roots > 0) rc = fd_path(fd, path, real, err);   // only roots need it
+    char real[PATH_MAX + 1];
+    if (c && c->n_read_roots > 0) rc = fd_path(c, fd, path, real, err);   // only roots need it
     if (!rc && !ct_ctx_readable(c, real)) rc = ct_ctx_refuse_read(c, path, err);
     if (!rc) rc = ct_ctx_note_file(c, path, (int64_t)sb.st_size, err);
     if (rc) {

@@ -165,7 +165,10 @@ static ct_status find_eocd(const uint8_t *b, size_t n, eocd *e, ct_err *err) {
     return ct_fail(err, CT_STATUS_BAD_FORMAT, "npz: no end-of-central-directory record (not a zip archive)");
 }
 
-static ct_status read_member(ct_npz *z, ct_npy_array *a, const uint8_t *cd, size_t cd_left, size_t *used, ct_err *err) {
+// *claimed: the compressed bytes of the members read so far, this one added; members that share
+// their data (more bytes than the file holds) are refused, so the work stays linear in the file.
+static ct_status read_member(ct_npz *z, ct_npy_array *a, const uint8_t *cd, size_t cd_left, size_t *used,
+                             uint64_t *claimed, ct_err *err) {
     const uint8_t *b = z->map;
     size_t n = z->size;
     if (cd_left < 46 || rd32(cd) != 0x02014b50u) return ct_fail(err, CT_STATUS_BAD_FORMAT, "npz: corrupt central directory entry");
@@ -198,6 +201,10 @@ static ct_status read_member(ct_npz *z, ct_npy_array *a, const uint8_t *cd, size
     if (start > n || csize > n - start)
         return ct_fail(err, CT_STATUS_BAD_FORMAT, "npz: member '%s' data [%llu, +%llu) outside the file", name,
                        (unsigned long long)start, (unsigned long long)csize);
+    *claimed += csize;
+    if (*claimed > n)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "npz: member '%s' brings the members' data to %llu bytes, more than the "
+                       "%zu-byte file holds (members overlap)", name, (unsigned long long)*claimed, n);
     const uint8_t *data = b + start;
     if (method == 0) {
         if (csize != usize) return ct_fail(err, CT_STATUS_BAD_FORMAT, "npz: stored member '%s' sizes disagree", name);
@@ -252,6 +259,10 @@ static ct_status read_member(ct_npz *z, ct_npy_array *a, const uint8_t *cd, size
     return a->name ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
 }
 
+static int cmp_by_name(const void *a, const void *b) {
+    return strcmp((*(const ct_npy_array *const *)a)->name, (*(const ct_npy_array *const *)b)->name);
+}
+
 static ct_status parse_into(ct_npz *z, ct_err *err) {
     eocd e = {0};
     ct_status rc = find_eocd(z->map, z->size, &e, err);
@@ -259,23 +270,30 @@ static ct_status parse_into(ct_npz *z, ct_err *err) {
     z->arrays = calloc((size_t)e.count + 1, sizeof *z->arrays);
     if (!z->arrays) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     size_t off = (size_t)e.cd_off, left = (size_t)e.cd_size;
+    uint64_t claimed = 0;   // compressed bytes of the members so far
     for (uint64_t i = 0; i < e.count; i++) {
         size_t used = 0;
         ct_npy_array *a = &z->arrays[z->n];
-        rc = read_member(z, a, z->map + off, left, &used, err);
+        rc = read_member(z, a, z->map + off, left, &used, &claimed, err);
         if (rc) {
             free(a->owned);
             a->owned = NULL;
             return rc;
         }
         z->n++;
-        for (int k = 0; k + 1 < z->n; k++)
-            if (strcmp(z->arrays[k].name, a->name) == 0)
-                return ct_fail(err, CT_STATUS_BAD_FORMAT, "npz: member '%s' appears twice", a->name);
         off += used;
         left -= used;
     }
-    return CT_OK;
+    // unique names, checked in the order of the names (n log n: a directory may list a million members)
+    const ct_npy_array **by_name = malloc(sizeof *by_name * ((size_t)z->n + 1));
+    if (!by_name) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int i = 0; i < z->n; i++) by_name[i] = &z->arrays[i];
+    qsort(by_name, (size_t)z->n, sizeof *by_name, cmp_by_name);
+    for (int i = 1; i < z->n && !rc; i++)
+        if (strcmp(by_name[i - 1]->name, by_name[i]->name) == 0)
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "npz: member '%s' appears twice", by_name[i]->name);
+    free(by_name);
+    return rc;
 }
 
 ct_status ct_npz_parse(ct_npz **out, const uint8_t *buf, size_t size, ct_err *err) {

@@ -19,19 +19,21 @@
 // ----------------------------------------------------------------------------
 // Reading
 
+// Orders of pointers to tensors: by where their data begins, by name.
 static int cmp_by_begin(const void *a, const void *b) {
-    const ct_st_tensor *x = a, *y = b;
+    const ct_st_tensor *x = *(ct_st_tensor *const *)a, *y = *(ct_st_tensor *const *)b;
     return x->data < y->data ? -1 : x->data > y->data;
 }
 
 static int cmp_by_name(const void *a, const void *b) {
-    return strcmp(((const ct_st_tensor *)a)->name, ((const ct_st_tensor *)b)->name);
+    return strcmp((*(ct_st_tensor *const *)a)->name, (*(ct_st_tensor *const *)b)->name);
 }
 
 void ct_safetensors_free(ct_safetensors *st) {
     if (!st) return;
     for (int i = 0; i < st->n_tensors; i++) free(st->tensors[i].name);
     free(st->tensors);
+    free(st->by_name);
     for (int i = 0; i < st->n_meta; i++) {
         free(st->meta_keys[i]);
         free(st->meta_values[i]);
@@ -55,24 +57,24 @@ static ct_status parse_entry(ct_st_tensor *t, const cJSON *e, const uint8_t *dat
                              uint64_t data_size, ct_err *err) {
     const char *name = e->string;
     if (!cJSON_IsObject(e))
-        return ct_fail(err, CT_STATUS_BAD_FORMAT, "safetensors: entry '%s' is not an object", name);
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "safetensors: entry '%.80s' is not an object", name);
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs))
         return ct_fail(err, CT_STATUS_BAD_FORMAT,
-                       "safetensors: tensor '%s' needs string dtype, array shape and data_offsets",
+                       "safetensors: tensor '%.80s' needs string dtype, array shape and data_offsets",
                        name);
     int k;
     for (k = 0; k < CT_DT_COUNT; k++)
         if (strcmp(dt->valuestring, ct_dtype_name((ct_dtype)k)) == 0) break;
     if (k == CT_DT_COUNT)
-        return ct_fail(err, CT_STATUS_BAD_DTYPE, "safetensors: tensor '%s' has unknown dtype '%.32s'",
+        return ct_fail(err, CT_STATUS_BAD_DTYPE, "safetensors: tensor '%.80s' has unknown dtype '%.32s'",
                        name, dt->valuestring);
     t->dtype = (ct_dtype)k;
     int nd = cJSON_GetArraySize(shape);
     if (nd > CT_ST_MAX_DIMS)
-        return ct_fail(err, CT_STATUS_BAD_SHAPE, "safetensors: tensor '%s' has %d dimensions (max %d)",
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "safetensors: tensor '%.80s' has %d dimensions (max %d)",
                        name, nd, CT_ST_MAX_DIMS);
     t->ndim = nd;
     uint64_t numel = 1;
@@ -82,26 +84,26 @@ static ct_status parse_entry(ct_st_tensor *t, const cJSON *e, const uint8_t *dat
         uint64_t d;
         if (!json_u64(v, &d))
             return ct_fail(err, CT_STATUS_BAD_SHAPE,
-                           "safetensors: tensor '%s' shape entry %d is not a non-negative integer",
+                           "safetensors: tensor '%.80s' shape entry %d is not a non-negative integer",
                            name, i);
         t->shape[i++] = (int64_t)d;
         if (d && numel > UINT64_MAX / 16 / d)
-            return ct_fail(err, CT_STATUS_BAD_SHAPE, "safetensors: tensor '%s' shape overflows", name);
+            return ct_fail(err, CT_STATUS_BAD_SHAPE, "safetensors: tensor '%.80s' shape overflows", name);
         numel *= d;
     }
     uint64_t begin, end;
     if (cJSON_GetArraySize(offs) != 2 || !json_u64(cJSON_GetArrayItem(offs, 0), &begin) ||
         !json_u64(cJSON_GetArrayItem(offs, 1), &end))
         return ct_fail(err, CT_STATUS_BAD_FORMAT,
-                       "safetensors: tensor '%s' data_offsets must be two non-negative integers", name);
+                       "safetensors: tensor '%.80s' data_offsets must be two non-negative integers", name);
     if (begin > end || end > data_size)
         return ct_fail(err, CT_STATUS_BAD_FORMAT,
-                       "safetensors: tensor '%s' data_offsets [%llu, %llu] outside the %llu data bytes",
+                       "safetensors: tensor '%.80s' data_offsets [%llu, %llu] outside the %llu data bytes",
                        name, (unsigned long long)begin, (unsigned long long)end,
                        (unsigned long long)data_size);
     if (end - begin != numel * ct_dtype_size((ct_dtype)k))
         return ct_fail(err, CT_STATUS_BAD_SHAPE,
-                       "safetensors: tensor '%s' holds %llu bytes but shape and %s need %llu", name,
+                       "safetensors: tensor '%.80s' holds %llu bytes but shape and %s need %llu", name,
                        (unsigned long long)(end - begin), ct_dtype_name((ct_dtype)k),
                        (unsigned long long)(numel * ct_dtype_size((ct_dtype)k)));
     t->data = data + begin;
@@ -120,7 +122,7 @@ static ct_status parse_metadata(ct_safetensors *st, const cJSON *m, ct_err *err)
     const cJSON *v;
     cJSON_ArrayForEach(v, m) {
         if (!cJSON_IsString(v))
-            return ct_fail(err, CT_STATUS_BAD_FORMAT, "safetensors: __metadata__ value '%s' is not a string",
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "safetensors: __metadata__ value '%.80s' is not a string",
                            v->string);
         st->meta_keys[st->n_meta] = strdup(v->string);
         st->meta_values[st->n_meta] = strdup(v->valuestring);
@@ -176,22 +178,25 @@ static ct_status parse_into(ct_safetensors *st, ct_err *err) {
         if ((rc = parse_entry(&st->tensors[st->n_tensors], e, data, data_size, err))) goto done;
         st->n_tensors++;
     }
-    // Unique names and disjoint ranges: check on sorted copies.
-    ct_st_tensor *tmp = malloc(sizeof(ct_st_tensor) * ((size_t)st->n_tensors + 1));
-    if (!tmp) {
+    // Unique names and disjoint ranges, checked in sorted orders (n log n: a header may hold a
+    // million entries); the order by name stays for ct_safetensors_find.
+    ct_st_tensor **tmp = malloc(sizeof *tmp * ((size_t)st->n_tensors + 1));
+    st->by_name = malloc(sizeof *st->by_name * ((size_t)st->n_tensors + 1));
+    if (!tmp || !st->by_name) {
+        free(tmp);
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
         goto done;
     }
-    memcpy(tmp, st->tensors, sizeof(ct_st_tensor) * (size_t)st->n_tensors);
-    qsort(tmp, (size_t)st->n_tensors, sizeof *tmp, cmp_by_name);
+    for (int i = 0; i < st->n_tensors; i++) st->by_name[i] = tmp[i] = &st->tensors[i];
+    qsort(st->by_name, (size_t)st->n_tensors, sizeof *tmp, cmp_by_name);
     for (int i = 1; i < st->n_tensors && !rc; i++)
-        if (strcmp(tmp[i - 1].name, tmp[i].name) == 0)
-            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "safetensors: tensor '%s' appears twice", tmp[i].name);
+        if (strcmp(st->by_name[i - 1]->name, st->by_name[i]->name) == 0)
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "safetensors: tensor '%.80s' appears twice", st->by_name[i]->name);
     qsort(tmp, (size_t)st->n_tensors, sizeof *tmp, cmp_by_begin);
     for (int i = 1; i < st->n_tensors && !rc; i++)
-        if (tmp[i - 1].nbytes && tmp[i].nbytes && tmp[i - 1].data + tmp[i - 1].nbytes > tmp[i].data)
-            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "safetensors: tensors '%s' and '%s' overlap",
-                         tmp[i - 1].name, tmp[i].name);
+        if (tmp[i - 1]->nbytes && tmp[i]->nbytes && tmp[i - 1]->data + tmp[i - 1]->nbytes > tmp[i]->data)
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "safetensors: tensors '%.80s' and '%.80s' overlap",
+                         tmp[i - 1]->name, tmp[i]->name);
     free(tmp);
 done:
     cJSON_Delete(root);
@@ -235,8 +240,13 @@ ct_status ct_safetensors_open(ct_ctx *ctx, ct_safetensors **out, const char *pat
 }
 
 const ct_st_tensor *ct_safetensors_find(const ct_safetensors *st, const char *name) {
-    for (int i = 0; i < st->n_tensors; i++)
-        if (strcmp(st->tensors[i].name, name) == 0) return &st->tensors[i];
+    int lo = 0, hi = st->by_name ? st->n_tensors : 0;   // binary search of the names
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(st->by_name[mid]->name, name);
+        if (c == 0) return st->by_name[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
     return NULL;
 }
 
@@ -268,7 +278,7 @@ ct_status ct_st_to_f32(float *out, const ct_st_tensor *t, ct_err *err) {
         }
         return CT_OK;
     default:
-        return ct_fail(err, CT_STATUS_BAD_DTYPE, "tensor '%s' has dtype %s; expected F32, F16, BF16 or F64",
+        return ct_fail(err, CT_STATUS_BAD_DTYPE, "tensor '%.80s' has dtype %s; expected F32, F16, BF16 or F64",
                        t->name, ct_dtype_name(t->dtype));
     }
 }

@@ -32,6 +32,7 @@ typedef struct ct_safetensors {
     int mapped;
     int n_tensors;
     ct_st_tensor *tensors;
+    ct_st_tensor **by_name;   // (n_tensors,) the tensors in the order of their names (for lookups)
     int n_meta;
     char **meta_keys, **meta_values;   // "__metadata__" string map
 } ct_safetensors;

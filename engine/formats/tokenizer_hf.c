@@ -493,15 +493,30 @@ static ct_status parse_json(ct_tokenizer *t, const cJSON *j, const cJSON *cfg, c
     int n_added = cJSON_GetArraySize(added);
     hf->added = calloc((size_t)n_added + 1, sizeof *hf->added);
     hf->added_lens = calloc((size_t)n_added + 1, sizeof *hf->added_lens);
-    if (!hf->added || !hf->added_lens || !ct_strmap_init(&hf->added_map, (size_t)n_added))
+    unsigned char *taken = calloc((size_t)t->n_vocab + 1, 1);   // ids of the added tokens so far
+    if (!taken || !hf->added || !hf->added_lens || !ct_strmap_init(&hf->added_map, (size_t)n_added)) {
+        free(taken);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
     cJSON_ArrayForEach(e, added) {
         int id = (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(e, "id"));
         const char *content = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "content"));
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "normalized")) && hf->n_norm > 0)
+        // an added token keeps its piece: a second one with its id would free it under the first
+        if (taken[id]) {
+            free(taken);
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "tokenizer.json: added token %d has id %d, as an earlier one; "
+                           "expected distinct ids", hf->n_added, id);
+        }
+        taken[id] = 1;
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "normalized")) && hf->n_norm > 0) {
+            free(taken);
             return ct_fail(err, CT_STATUS_UNSUPPORTED, "tokenizer.json: added token '%.40s' is normalized; only "
                            "unnormalized added tokens are supported", content);
-        if ((rc = add_piece(t, id, content, err))) return rc;
+        }
+        if ((rc = add_piece(t, id, content, err))) {
+            free(taken);
+            return rc;
+        }
         added_token *a = &hf->added[hf->n_added++];
         a->content = t->pieces[id];
         a->len = t->piece_lens[id];
@@ -511,6 +526,7 @@ static ct_status parse_json(ct_tokenizer *t, const cJSON *j, const cJSON *cfg, c
         a->rstrip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "rstrip"));
         t->special[id] = (unsigned char)a->special;
     }
+    free(taken);
     // string -> id for the whole vocabulary; then added tokens (their id wins, as in the library)
     for (int i = 0; i < t->n_vocab; i++)
         if (t->pieces[i]) ct_strmap_put(&t->map, t->pieces[i], t->piece_lens[i], i);

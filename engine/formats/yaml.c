@@ -1,6 +1,7 @@
 // yaml.c - the YAML subset reader (see yaml.h).
 #include "formats/yaml.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,32 +38,65 @@ const char *ct_yaml_str(const ct_yaml *map, const char *key) {
 }
 
 static ct_yaml *push(ct_yaml *parent) {
-    ct_yaml *it = realloc(parent->items, sizeof *it * (size_t)(parent->n + 1));
-    if (!it) return NULL;
-    parent->items = it;
-    memset(&it[parent->n], 0, sizeof *it);
-    return &it[parent->n++];
+    if (parent->n == parent->cap) {   // doubling: a list of a million items is not a million copies
+        if (parent->cap > INT_MAX / 2) return NULL;
+        int cap = parent->cap ? 2 * parent->cap : 8;
+        ct_yaml *it = realloc(parent->items, sizeof *it * (size_t)cap);
+        if (!it) return NULL;
+        parent->items = it;
+        parent->cap = cap;
+    }
+    ct_yaml *it = &parent->items[parent->n++];
+    memset(it, 0, sizeof *it);
+    return it;
 }
 
-// Parses one scalar from s (n bytes) into a malloc'ed string. Stops at an unquoted ',' or ']'
-// when in_flow. *used gets the bytes consumed.
-static ct_status scalar(const char *s, size_t n, int in_flow, int line, char **out, size_t *used, ct_err *err) {
-    size_t i = 0;
+static int cmp_keys(const void *a, const void *b) {
+    const ct_yaml *x = *(const ct_yaml *const *)a, *y = *(const ct_yaml *const *)b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x > y) - (x < y);   // equal keys in file order
+}
+
+// The first key of map that repeats an earlier one: BAD_FORMAT naming both lines. Sorted, so a map
+// of many keys is checked in n log n.
+static ct_status check_unique_keys(const ct_yaml *map, ct_err *err) {
+    if (map->n < 2) return CT_OK;
+    const ct_yaml **by_key = malloc(sizeof *by_key * (size_t)map->n);
+    if (!by_key) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int i = 0; i < map->n; i++) by_key[i] = &map->items[i];
+    qsort(by_key, (size_t)map->n, sizeof *by_key, cmp_keys);
+    const ct_yaml *dup = NULL, *first = NULL, *run = by_key[0];
+    for (int i = 1; i < map->n; i++) {
+        if (strcmp(by_key[i]->key, run->key) != 0) {
+            run = by_key[i];
+            continue;
+        }
+        if (!dup || by_key[i] < dup) dup = by_key[i], first = run;
+    }
+    ct_status rc = dup ? ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: duplicate key '%.80s' (first on line %d)",
+                                 dup->line, dup->key, first->line)
+                       : CT_OK;
+    free(by_key);
+    return rc;
+}
+
+// Reads one scalar from s (n bytes): its text into v when v is not NULL (without it, only its
+// length: the caller allocates exactly that much), *k its length, *used the bytes consumed. Stops
+// at an unquoted ',' or ']' when in_flow.
+static ct_status scan_scalar(const char *s, size_t n, int in_flow, int line, char *v, size_t *k_out, size_t *used,
+                             ct_err *err) {
+    size_t i = 0, k = 0;
     while (i < n && s[i] == ' ') i++;
-    char *v = malloc(n + 1);
-    if (!v) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    size_t k = 0;
     if (i < n && (s[i] == '"' || s[i] == '\'')) {
         char q = s[i++];
         for (;;) {
-            if (i >= n) {
-                free(v);
+            if (i >= n)
                 return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: unterminated %s-quoted string", line,
                                q == '"' ? "double" : "single");
-            }
             if (s[i] == q) {
                 if (q == '\'' && i + 1 < n && s[i + 1] == '\'') {   // '' inside single quotes
-                    v[k++] = '\'';
+                    if (v) v[k] = '\'';
+                    k++;
                     i += 2;
                     continue;
                 }
@@ -71,28 +105,42 @@ static ct_status scalar(const char *s, size_t n, int in_flow, int line, char **o
             }
             if (q == '"' && s[i] == '\\' && i + 1 < n) {
                 char e = s[i + 1];
-                v[k++] = e == 'n' ? '\n' : e == 't' ? '\t' : e;
+                if (v) v[k] = e == 'n' ? '\n' : e == 't' ? '\t' : e;
+                k++;
                 i += 2;
                 continue;
             }
-            v[k++] = s[i++];
+            if (v) v[k] = s[i];
+            k++;
+            i++;
         }
         while (i < n && s[i] == ' ') i++;
-        if (i < n && s[i] != '#' && !(in_flow && (s[i] == ',' || s[i] == ']'))) {
-            free(v);
+        if (i < n && s[i] != '#' && !(in_flow && (s[i] == ',' || s[i] == ']')))
             return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: unexpected text after a quoted string", line);
-        }
     } else {
         size_t start = i;
         while (i < n && !(in_flow && (s[i] == ',' || s[i] == ']')) && !(s[i] == '#' && i > 0 && s[i - 1] == ' ')) i++;
         size_t end = i;
         while (end > start && s[end - 1] == ' ') end--;
-        memcpy(v, s + start, end - start);
+        if (v) memcpy(v, s + start, end - start);
         k = end - start;
     }
+    *k_out = k;
+    *used = i;
+    return CT_OK;
+}
+
+// Parses one scalar from s (n bytes) into a malloc'ed string of its own length (a flow list of a
+// million items holds a million short strings, not a million copies of the rest of its line).
+static ct_status scalar(const char *s, size_t n, int in_flow, int line, char **out, size_t *used, ct_err *err) {
+    size_t k;
+    ct_status rc = scan_scalar(s, n, in_flow, line, NULL, &k, used, err);
+    if (rc) return rc;
+    char *v = malloc(k + 1);
+    if (!v) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    scan_scalar(s, n, in_flow, line, v, &k, used, err);
     v[k] = 0;
     *out = v;
-    *used = i;
     return CT_OK;
 }
 
@@ -151,7 +199,7 @@ static ct_status parse_map(ct_yaml *map, const yline *lines, int nl, int *pos, i
     map->kind = CT_YAML_MAP;
     while (*pos < nl) {
         const yline *L = &lines[*pos];
-        if (L->indent < indent) return CT_OK;
+        if (L->indent < indent) return check_unique_keys(map, err);
         if (L->indent > indent)
             return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: unexpected indentation", L->line);
         if (L->s[0] == '-')
@@ -164,10 +212,6 @@ static ct_status parse_map(ct_yaml *map, const yline *lines, int nl, int *pos, i
         size_t used;
         ct_status rc = scalar(L->s, (size_t)c, 0, L->line, &e->key, &used, err);
         if (rc) return rc;
-        for (int k = 0; k + 1 < map->n; k++)
-            if (strcmp(map->items[k].key, e->key) == 0)
-                return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: duplicate key '%s' (first on line %d)",
-                               L->line, e->key, map->items[k].line);
         e->line = L->line;
         const char *rest = L->s + c + 1;
         size_t rn = L->n - (size_t)c - 1;
@@ -204,7 +248,7 @@ static ct_status parse_map(ct_yaml *map, const yline *lines, int nl, int *pos, i
             if (!e->value) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
         }
     }
-    return CT_OK;
+    return check_unique_keys(map, err);
 }
 
 ct_status ct_yaml_parse(ct_yaml **out, const char *text, size_t len, ct_err *err) {

@@ -21,6 +21,7 @@ struct ct_yaml {
     char *value;        // scalar text (quotes removed, escapes applied)
     int line;           // 1-based source line
     int n;              // list items or map entries
+    int cap;            // room for items (grows by doubling)
     ct_yaml *items;     // (n,)
 };
 

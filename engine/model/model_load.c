@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/fileio.h"
 #include "model/model.h"
@@ -575,6 +576,8 @@ static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *
     return CT_OK;
 }
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
 static ct_status hf_open_shards(ct_ctx *ctx, ct_model *m, const char *dir, ct_err *err) {
     char path[1200];
     ct_path_join(path, sizeof path, dir, "model.safetensors");
@@ -598,7 +601,7 @@ static ct_status hf_open_shards(ct_ctx *ctx, ct_model *m, const char *dir, ct_er
         cJSON_Delete(j);
         return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: expected a JSON object with \"weight_map\"", path);
     }
-    // distinct shard file names, in order of first appearance
+    // the distinct shard file names
     int n = cJSON_GetArraySize(wm);
     const char **names = calloc((size_t)n + 1, sizeof *names);
     m->shards = calloc((size_t)n + 1, sizeof *m->shards);
@@ -611,14 +614,18 @@ static ct_status hf_open_shards(ct_ctx *ctx, ct_model *m, const char *dir, ct_er
     const cJSON *e;
     cJSON_ArrayForEach(e, wm) {
         if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || strcmp(e->valuestring, "..") == 0) {
-            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: weight_map entry '%s' must name a file in the directory",
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: weight_map entry '%.80s' must name a file in the directory",
                          path, e->string);
             break;
         }
-        int seen = 0;
-        for (int i = 0; i < k && !seen; i++) seen = strcmp(names[i], e->valuestring) == 0;
-        if (!seen) names[k++] = e->valuestring;
+        names[k++] = e->valuestring;
     }
+    // distinct names: sorted, then the repeats dropped (n log n: an index may map a million tensors)
+    qsort(names, (size_t)k, sizeof *names, cmp_str);
+    int distinct = 0;
+    for (int i = 0; i < k; i++)
+        if (!distinct || strcmp(names[distinct - 1], names[i]) != 0) names[distinct++] = names[i];
+    k = distinct;
     for (int i = 0; i < k && !rc; i++) {
         char sp[1200];
         if (!ct_path_join(sp, sizeof sp, dir, names[i])) {
@@ -633,7 +640,7 @@ static ct_status hf_open_shards(ct_ctx *ctx, ct_model *m, const char *dir, ct_er
         if (rc) break;
         int found = 0;
         for (int i = 0; i < m->n_shards && !found; i++) found = ct_safetensors_find(m->shards[i], e->string) != NULL;
-        if (!found) rc = ct_fail(err, CT_STATUS_NOT_FOUND, "%s lists '%s' in %s, which does not hold it", path,
+        if (!found) rc = ct_fail(err, CT_STATUS_NOT_FOUND, "%s lists '%.80s' in %.80s, which does not hold it", path,
                                  e->string, e->valuestring);
     }
     free(names);
@@ -769,10 +776,12 @@ ct_status ct_model_load_hf(ct_ctx *ctx, ct_model **out, const char *dir, ct_err 
 
 ct_status ct_model_load(ct_ctx *ctx, ct_model **out, const char *path, ct_err *err) {
     *out = NULL;
+    ct_status rc = ct_ctx_check_read(ctx, path, err);   // a refused path: refused before anything else is looked at
+    if (rc && rc != CT_STATUS_NOT_FOUND) return rc;
     if (ct_is_file(path)) return ct_model_load_llama2c(ctx, out, path, err);
-    if (!ct_is_dir(path)) return ct_fail(err, CT_STATUS_NOT_FOUND, "no model at %s (no such file or directory)", path);
-    ct_status rc = ct_ctx_check_read(ctx, path, err);
-    if (rc) return rc;
+    if (!ct_is_dir(path))
+        return access(path, F_OK) == 0 ? ct_fail(err, CT_STATUS_IO, "model %s is not a regular file or a directory", path)
+                                       : ct_fail(err, CT_STATUS_NOT_FOUND, "no model at %s (no such file or directory)", path);
     char p[1200];
     if (ct_path_join(p, sizeof p, path, "config.json") && ct_is_file(p)) return ct_model_load_hf(ctx, out, path, err);
     // a directory holding a llama2.c checkpoint: the one .bin that is not a tokenizer

@@ -2,10 +2,12 @@
 #include "model/transcoder.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/fileio.h"
 #include "formats/npz.h"
@@ -108,6 +110,15 @@ void ct_transcoders_free(ct_transcoders *tc) {
     free(tc);
 }
 
+// Features F and d_model D from a layer file's shapes: checked before they become ints (a shape
+// may claim 2^53 along one axis when another is 0).
+static ct_status check_dims(int64_t F, int64_t D, const char *where, ct_err *err) {
+    if (F < 1 || F > INT_MAX || D < 1 || D > (1 << 20))
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: %lld features of d_model %lld; expected 1..%d features and d_model "
+                       "1..%d", where, (long long)F, (long long)D, INT_MAX, 1 << 20);
+    return CT_OK;
+}
+
 // Encoder (F, D) from a tensor stored (F, D), or (D, F) when transposed.
 static ct_status set_encoder(ct_tc_layer *L, const tensor_ref *t, int transposed, ct_err *err) {
     int64_t F = L->d_tc, D = transposed ? t->shape[0] : t->shape[1];
@@ -142,6 +153,8 @@ static ct_status load_plt_layer(ct_transcoders *tc, int l, const layer_file *f, 
         return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: expected 2-d W_enc, W_dec and 1-d b_enc, b_dec", where);
     int64_t F = be.shape[0], D = bd.shape[0];
     char s1[64], s2[64];
+    ct_status rc = check_dims(F, D, where, err);
+    if (rc) return rc;
     if (tc->d_model && D != tc->d_model)
         return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: d_model %lld differs from %d in the other layers", where, (long long)D,
                        tc->d_model);
@@ -162,7 +175,7 @@ static ct_status load_plt_layer(ct_transcoders *tc, int l, const layer_file *f, 
     else
         return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: W_dec has shape %s; expected [%lld, %lld] (or the older [%lld, %lld])",
                        where, shape_str(&dec, s2, sizeof s2), (long long)F, (long long)D, (long long)D, (long long)F);
-    ct_status rc = set_encoder(L, &enc, enc_t, err);
+    rc = set_encoder(L, &enc, enc_t, err);
     if (!rc) rc = as_mat(&L->W_dec, dec.data, dec.dtype, F, D, dec_t, dec.name, err);
     L->n_out = 1;
     if (!rc) rc = get_vec(f, "b_enc", F, 1, &L->b_enc, where, err);
@@ -239,6 +252,7 @@ static ct_status load_clt_layer(ct_ctx *ctx, ct_transcoders *tc, int i, const ch
     if (!file_get(&fd, name, &dec)) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: missing tensor '%s'", dec_path, name);
     if (enc.ndim != 2) return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: W_enc_%d must be 2-d", enc_path, i);
     int64_t F = enc.shape[0], D = enc.shape[1], n_out = tc->n_layers - i;
+    if ((rc = check_dims(F, D, enc_path, err))) return rc;
     if (tc->d_model && D != tc->d_model)
         return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: d_model %lld differs from %d in the other layers", enc_path, (long long)D,
                        tc->d_model);
@@ -283,6 +297,8 @@ static ct_status load_gs2_clt_layer(ct_transcoders *tc, int i, const layer_file 
     if (be.ndim != 1 || bd.ndim != 1 || enc.ndim != 2)
         return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: expected 2-d w_enc and 1-d b_enc, b_dec", where);
     int64_t F = be.shape[0], D = bd.shape[0], NL = tc->n_layers;
+    ct_status rc = check_dims(F, D, where, err);
+    if (rc) return rc;
     if (tc->d_model && D != tc->d_model)
         return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: d_model %lld differs from %d in the other layers", where, (long long)D,
                        tc->d_model);
@@ -294,7 +310,7 @@ static ct_status load_gs2_clt_layer(ct_transcoders *tc, int i, const layer_file 
                        "d_model)", where, shape_str(&dec, s1, sizeof s1), (long long)F, (long long)NL, (long long)D, (long long)NL);
     tc->d_model = (int)D;
     L->d_tc = (int)F;
-    ct_status rc = set_encoder(L, &enc, 1, err);
+    rc = set_encoder(L, &enc, 1, err);
     if (rc) return rc;
     // layer i writes layers i..L-1: columns [i*D, L*D) of each feature's (L*D) row
     if ((rc = as_mat(&L->W_dec, dec.data + (size_t)(i * D) * ct_dtype_size(dec.dtype), dec.dtype, F, (NL - i) * D, 0,
@@ -325,9 +341,13 @@ static ct_status load_gs2_clt_layer(ct_transcoders *tc, int i, const layer_file 
 
 static ct_status resolve(ct_ctx *ctx, const char *base_dir, const char *p, char *out, size_t n, ct_err *err) {
     if (strstr(p, "://")) return ct_ctx_resolve(ctx, p, out, n, err);
-    if (p[0] == '/') snprintf(out, n, "%s", p);
-    else snprintf(out, n, "%s/%s", base_dir, p);
-    return ct_is_file(out) ? CT_OK : ct_fail(err, CT_STATUS_NOT_FOUND, "transcoder file %s does not exist", out);
+    int k = p[0] == '/' ? snprintf(out, n, "%s", p) : snprintf(out, n, "%s/%s", base_dir, p);
+    if (k < 0 || (size_t)k >= n)   // a cut path would name another file
+        return ct_fail(err, CT_STATUS_BAD_ARG, "transcoder file %.200s...: path longer than %zu bytes", p, n - 1);
+    // the context's read check first: a file outside the read roots is refused whether or not it exists
+    ct_status rc = ct_ctx_check_read(ctx, out, err);
+    if (rc && rc != CT_STATUS_NOT_FOUND) return rc;
+    return !rc && ct_is_file(out) ? CT_OK : ct_fail(err, CT_STATUS_NOT_FOUND, "transcoder file %s does not exist", out);
 }
 
 // ----------------------------------------------------------------------------
@@ -445,14 +465,20 @@ static ct_status config_activation(ct_transcoders *tc, const ct_yaml *cfg, ct_er
 
 ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *path, ct_err *err) {
     *out = NULL;
-    if (ct_is_dir(path) && ct_ctx_check_read(ctx, path, err)) return err->status;
+    ct_status rc = ct_ctx_check_read(ctx, path, err);   // a refused path: refused before anything else is looked at
+    if (rc && rc != CT_STATUS_NOT_FOUND) return rc;
     ct_transcoders *tc = calloc(1, sizeof *tc);
     if (!tc) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     snprintf(tc->path, sizeof tc->path, "%s", path);
     char dir[1024], cfg_path[1200];
     ct_yaml *cfg = NULL;
-    ct_status rc = CT_OK;
+    rc = CT_OK;
     size_t n = strlen(path);
+    if (n + sizeof "/W_enc_0.safetensors" > sizeof dir) {   // a cut path would name other files
+        ct_transcoders_free(tc);
+        return ct_fail(err, CT_STATUS_BAD_ARG, "transcoders %.200s...: path longer than %zu bytes", path,
+                       sizeof dir - sizeof "/W_enc_0.safetensors");
+    }
     int is_yaml = n > 5 && (strcmp(path + n - 5, ".yaml") == 0 || strcmp(path + n - 4, ".yml") == 0);
     if (ct_is_dir(path) || is_yaml) {
         snprintf(dir, sizeof dir, "%s", path);
@@ -490,7 +516,9 @@ ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *pat
         if (!rc) rc = open_file(ctx, tc, path, &f, err);
         if (!rc) rc = load_plt_layer(tc, 0, &f, path, err);
     } else {
-        rc = ct_fail(err, CT_STATUS_NOT_FOUND, "no transcoders at %s (no such file or directory)", path);
+        rc = access(path, F_OK) == 0
+                 ? ct_fail(err, CT_STATUS_IO, "transcoders %s is not a regular file or a directory", path)
+                 : ct_fail(err, CT_STATUS_NOT_FOUND, "no transcoders at %s (no such file or directory)", path);
     }
     if (!rc && cfg) rc = config_activation(tc, cfg, err);
     if (!rc && !tc->input_hook[0]) {   // defaults as circuit-tracer's sets

@@ -2,8 +2,10 @@
 // and the full graph as safetensors (see graph.h and formats.md section 5).
 #include <cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,6 +415,20 @@ static int jint(const cJSON *o, const char *key, long long *out) {
     return 1;
 }
 
+// A decimal integer in [lo, hi] that is all of s (metadata fields, layer names); 0 otherwise.
+static int parse_int(const char *s, long long lo, long long hi, long long *out) {
+    if (!s || !*s) return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+// The most layers a graph file may name (files name a model's layers; no model has this many).
+#define GRAPH_MAX_LAYERS 100000
+
 typedef struct {
     const char *id;
     int kind, layer, pos;
@@ -480,11 +496,16 @@ ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_e
         x->influence = cJSON_IsNumber(v) ? v->valuedouble : 0.0;
         v = cJSON_GetObjectItemCaseSensitive(it, "token_prob");
         x->prob = cJSON_IsNumber(v) ? v->valuedouble : 0.0;
-        int l = atoi(layer);
+        long long lv = -1;
+        if (strcmp(type, "embedding") != 0 && !parse_int(layer, 0, GRAPH_MAX_LAYERS + 1, &lv)) {
+            rc = bad(err, path, "expected a layer of 0..100001 (a decimal integer in a string)", i);
+            goto done;
+        }
+        int l = (int)lv;
         if (strcmp(type, "cross layer transcoder") == 0) {
             long long idx;   // the index is in the node id: {layer}_{index}_{pos}
-            if (sscanf(x->id, "%*d_%lld_", &idx) != 1 || idx < 0) {
-                rc = bad(err, path, "a feature node_id must read {layer}_{index}_{position}", i);
+            if (sscanf(x->id, "%*d_%lld_", &idx) != 1 || idx < 0 || idx > INT32_MAX) {
+                rc = bad(err, path, "a feature node_id must read {layer}_{index}_{position} with an index of 0..2147483647", i);
                 goto done;
             }
             *x = (json_node){x->id, CT_NODE_FEATURE, l, x->pos, idx, x->activation, x->influence, 0, x->clerp};
@@ -493,8 +514,8 @@ ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_e
             x->kind = CT_NODE_ERROR, x->layer = l;
         } else if (strcmp(type, "embedding") == 0) {
             long long tok;
-            if (sscanf(x->id, "E_%lld_", &tok) != 1) {
-                rc = bad(err, path, "an embedding node_id must read E_{token}_{position}", i);
+            if (sscanf(x->id, "E_%lld_", &tok) != 1 || tok < 0 || tok > INT_MAX) {
+                rc = bad(err, path, "an embedding node_id must read E_{token}_{position} with a token id of 0..2147483647", i);
                 goto done;
             }
             x->kind = CT_NODE_TOKEN, x->layer = -1, x->feature = tok;
@@ -506,16 +527,17 @@ ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_e
             rc = bad(err, path, "unknown feature_type", i);
             goto done;
         }
-        if (x->layer < -1 || x->layer > 100000) {
-            rc = bad(err, path, "layer out of range", i);
-            goto done;
-        }
         i++;
     }
     if (L < 0 || K == 0) {
-        rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: expected at least one logit node", path);
+        rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: expected at least one logit node (of layer 1 or above)", path);
         goto done;
     }
+    for (int k = 0; k < n; k++)   // the logit nodes name the layers: features lie below them
+        if (jn[k].kind == CT_NODE_FEATURE && jn[k].layer >= L) {
+            rc = bad(err, path, "a feature's layer must be below the graph's layers (the logit nodes' layer minus one)", k);
+            goto done;
+        }
     // features sorted by (layer, position, index); logits in file order
     json_node *feats = malloc(sizeof(json_node) * (size_t)(S + 1));
     if (!feats) {
@@ -529,6 +551,12 @@ ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_e
     g->n_pos = T, g->n_layers = L, g->n_logits = K, g->n_selected = S, g->n_active = S;
     g->n_nodes = S + (int64_t)(L + 1) * T + K;
     int64_t N = g->n_nodes;
+    if ((uint64_t)N > SIZE_MAX / sizeof(float) / ((size_t)S + (size_t)K)) {
+        rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: %d feature and logit rows of %lld nodes (%d layers, %d positions) "
+                     "exceed the address space", path, S + K, (long long)N, L, T);
+        free(feats);
+        goto done;
+    }
     g->tokens = calloc((size_t)T + 1, sizeof(int));
     g->token_text = calloc((size_t)T + 1, sizeof(char *));
     g->active = malloc(sizeof(int32_t) * 3 * (size_t)(S + 1));
@@ -618,9 +646,9 @@ ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_e
         li++;
     }
     // prompt and settings
-    for (int t = 0; t < T; t++) {
-        const cJSON *pt = cJSON_GetArrayItem(ptoks, t);
-        g->token_text[t] = strdup(cJSON_IsString(pt) ? pt->valuestring : "");
+    int t = 0;
+    cJSON_ArrayForEach(it, ptoks) {   // in one pass: an array is a list, its items are not indexed
+        g->token_text[t++] = strdup(cJSON_IsString(it) ? it->valuestring : "");
     }
     g->prompt = strdup(jstr(meta, "prompt") ? jstr(meta, "prompt") : "");
     snprintf(g->scan, sizeof g->scan, "%s", jstr(meta, "scan") ? jstr(meta, "scan") : "");
@@ -638,7 +666,7 @@ ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_e
     if (cJSON_IsNumber(dv)) g->settings.desired_logit_prob = dv->valuedouble;
     dv = cJSON_GetObjectItemCaseSensitive(ps, "edge_threshold");
     if (cJSON_IsNumber(dv)) g->settings.edge_threshold = dv->valuedouble;
-    for (int t = 0; t < T; t++)
+    for (t = 0; t < T; t++)
         if (!g->token_text[t]) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     if (!g->prompt) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
 done:
@@ -768,13 +796,27 @@ ct_status ct_graph_load(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *e
                      "input_tokens, logit_tokens and n_layers in the metadata", path);
         goto done;
     }
-    g->n_layers = atoi(nl);
-    g->d_model = meta_get(st, "d_model") ? atoi(meta_get(st, "d_model")) : 0;
-    g->vocab_size = meta_get(st, "vocab_size") ? atoi(meta_get(st, "vocab_size")) : 0;
+    // every count from the file is checked before any arithmetic: n_layers, positions and logits
+    // become ints, and the node count must not overflow
+    long long n_layers, d_model = 0, vocab = 0;
+    const char *dm = meta_get(st, "d_model"), *vs = meta_get(st, "vocab_size");
+    if (!parse_int(nl, 0, GRAPH_MAX_LAYERS, &n_layers) || (dm && !parse_int(dm, 0, INT_MAX, &d_model)) ||
+        (vs && !parse_int(vs, 0, INT_MAX, &vocab))) {
+        rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: metadata n_layers must be a decimal integer of 0..%d, d_model and "
+                     "vocab_size of 0..%d; found n_layers '%.24s'", path, GRAPH_MAX_LAYERS, INT_MAX, nl);
+        goto done;
+    }
+    if (it->shape[0] < 1 || it->shape[0] > INT_MAX || lk->shape[0] < 1 || lk->shape[0] > INT_MAX) {
+        rc = ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: expected 1..%d input_tokens and logit_tokens, found %lld and %lld",
+                     path, INT_MAX, (long long)it->shape[0], (long long)lk->shape[0]);
+        goto done;
+    }
+    g->n_layers = (int)n_layers, g->d_model = (int)d_model, g->vocab_size = (int)vocab;
     g->n_active = af->shape[0], g->n_selected = sf->shape[0], g->n_pos = (int)it->shape[0], g->n_logits = (int)lk->shape[0];
+    // below 2^53 + 100001 * 2^31 + 2^31: no overflow
     g->n_nodes = g->n_selected + (int64_t)(g->n_layers + 1) * g->n_pos + g->n_logits;
     int64_t N = g->n_nodes;
-    if (g->n_layers < 0 || adj->shape[0] != N || adj->shape[1] != N) {
+    if (adj->shape[0] != N || adj->shape[1] != N) {
         rc = ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: adjacency_matrix is [%lld, %lld]; %lld selected features, %d layers, "
                      "%d positions and %d logits make %lld nodes", path, (long long)adj->shape[0], (long long)adj->shape[1],
                      (long long)g->n_selected, g->n_layers, g->n_pos, g->n_logits, (long long)N);
@@ -802,13 +844,36 @@ ct_status ct_graph_load(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *e
         }
         g->active[i] = (int32_t)active[i];
     }
-    for (int64_t i = 0; i < g->n_selected; i++)
-        if (g->selected[i] < 0 || g->selected[i] >= g->n_active || (i && g->selected[i] <= g->selected[i - 1])) {
-            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: selected_features must be ascending indices below %lld", path,
-                         (long long)g->n_active);
+    for (int64_t i = 0; i < g->n_active; i++)
+        if (g->active[3 * i] >= g->n_layers || g->active[3 * i + 1] >= g->n_pos) {
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: active feature %lld is at layer %d, position %d; expected layers "
+                         "below %d and positions below %d", path, (long long)i, g->active[3 * i], g->active[3 * i + 1],
+                         g->n_layers, g->n_pos);
             goto done;
         }
-    for (int t = 0; t < g->n_pos; t++) g->tokens[t] = (int)tmp[t];
+    // selected features: ascending indices whose (layer, position, index) ascend too (node lookups
+    // search them)
+    for (int64_t i = 0; i < g->n_selected; i++) {
+        int ok = g->selected[i] >= 0 && g->selected[i] < g->n_active;
+        if (ok && i) {
+            const int32_t *a = g->active + 3 * g->selected[i - 1], *b = g->active + 3 * g->selected[i];
+            ok = g->selected[i] > g->selected[i - 1] &&
+                 (a[0] != b[0] ? a[0] < b[0] : a[1] != b[1] ? a[1] < b[1] : a[2] < b[2]);
+        }
+        if (!ok) {
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: selected_features must be ascending indices below %lld of "
+                         "features in ascending (layer, position, index) order", path, (long long)g->n_active);
+            goto done;
+        }
+    }
+    for (int t = 0; t < g->n_pos; t++) {
+        if (tmp[t] < 0 || tmp[t] > INT_MAX) {
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: input token %d is %lld; expected 0..%d", path, t, (long long)tmp[t],
+                         INT_MAX);
+            goto done;
+        }
+        g->tokens[t] = (int)tmp[t];
+    }
     // the adjacency: the rows of feature and logit nodes; the others must be zero
     if (!(g->adj = malloc(sizeof(float) * (size_t)(g->n_selected + g->n_logits) * (size_t)N + 1)) ||
         !(row = malloc(sizeof(float) * (size_t)(N + 1)))) {
@@ -834,13 +899,14 @@ ct_status ct_graph_load(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *e
     labels = cJSON_Parse(meta_get(st, "logit_labels") ? meta_get(st, "logit_labels") : "[]");
     texts = cJSON_Parse(meta_get(st, "prompt_tokens") ? meta_get(st, "prompt_tokens") : "[]");
     gs = cJSON_Parse(meta_get(st, "generation_settings") ? meta_get(st, "generation_settings") : "{}");
-    for (int k = 0; k < g->n_logits; k++) {
-        const cJSON *l = cJSON_GetArrayItem(labels, k);
+    // labels and token texts: each array walked once (its items are a list, not indexed)
+    const cJSON *l = cJSON_IsArray(labels) ? labels->child : NULL;
+    for (int k = 0; k < g->n_logits; k++, l = l ? l->next : NULL) {
         g->logits[k] = (ct_logit_target){lt[k], probs[k], strdup(cJSON_IsString(l) ? l->valuestring : "")};
         if (!g->logits[k].label) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
-    for (int t = 0; t < g->n_pos && !rc; t++) {
-        const cJSON *s = cJSON_GetArrayItem(texts, t);
+    const cJSON *s = cJSON_IsArray(texts) ? texts->child : NULL;
+    for (int t = 0; t < g->n_pos && !rc; t++, s = s ? s->next : NULL) {
         if (!(g->token_text[t] = strdup(cJSON_IsString(s) ? s->valuestring : "")))
             rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }

@@ -13,7 +13,9 @@
 //       (bind_state.c), where every later request of the state finds them, hf:// entries of a
 //       transcoder config.yaml included
 // settings: {url, concurrency, chunk, timeout, connect_timeout, retries, backoff, backoff_max
-// (seconds), max_body (bytes), cache (bool), cache_dir, cache_max (bytes), offline, progress}.
+// (seconds), max_body (bytes), min_rate (bytes/s), min_rate_window (seconds), file_timeout
+// (seconds: one hub file, or one Neuronpedia call, as a whole), max_file (bytes: a hub file of
+// unannounced size), cache (bool), cache_dir, cache_max (bytes), offline, progress}.
 // A feature: {model_id, source_id, index, label, explanations = {{description, type, model}},
 // top_logits = {{token, value}}, bottom_logits, density, max_activation}.
 #include <math.h>
@@ -25,8 +27,9 @@
 #include "net/neuronpedia.h"
 
 static const char *const cfg_keys[] = {"url", "concurrency", "chunk", "timeout", "connect_timeout", "retries",
-                                       "backoff", "backoff_max", "max_body", "cache", "cache_dir", "cache_max",
-                                       "offline", "progress", NULL};
+                                       "backoff", "backoff_max", "max_body", "min_rate", "min_rate_window",
+                                       "file_timeout", "max_file", "cache", "cache_dir", "cache_max", "offline",
+                                       "progress", NULL};
 
 static const char *opt_string(lua_State *L, int idx, const char *key) {
     lua_getfield(L, idx, key);
@@ -36,17 +39,32 @@ static const char *opt_string(lua_State *L, int idx, const char *key) {
     return s;   // still referenced by the table
 }
 
+// The number at key (def when absent), which must lie in lo..hi: else an error naming what was
+// expected (what) and the value found.
+static double opt_in(lua_State *L, int idx, const char *key, double def, double lo, double hi, const char *what) {
+    double v = ct_lua_opt_number(L, idx, key, def);
+    if (!(v >= lo && v <= hi)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "option '%s': expected %s, got %g", key, what, v);
+    return v;
+}
+
+#define DAY 86400.0
+#define TIB 1099511627776.0
+
 static void read_http(lua_State *L, int idx, ct_http_opts *o) {
-    o->concurrency = (int)ct_lua_opt_number(L, idx, "concurrency", o->concurrency);
-    o->timeout_ms = (long)(1000 * ct_lua_opt_number(L, idx, "timeout", o->timeout_ms / 1000.0));
-    o->connect_timeout_ms = (long)(1000 * ct_lua_opt_number(L, idx, "connect_timeout", o->connect_timeout_ms / 1000.0));
-    o->max_retries = (int)ct_lua_opt_number(L, idx, "retries", o->max_retries);
-    o->backoff_ms = (long)(1000 * ct_lua_opt_number(L, idx, "backoff", o->backoff_ms / 1000.0));
-    o->backoff_max_ms = (long)(1000 * ct_lua_opt_number(L, idx, "backoff_max", o->backoff_max_ms / 1000.0));
-    o->max_body = (int64_t)ct_lua_opt_number(L, idx, "max_body", (lua_Number)o->max_body);
-    if (o->concurrency < 1 || o->concurrency > 64 || o->max_retries < 0 || o->max_retries > 20 || o->timeout_ms < 0 ||
-        o->connect_timeout_ms < 0 || o->backoff_ms < 0 || o->backoff_max_ms < 0 || o->max_body < 1)
-        ct_lua_fail(L, CT_STATUS_BAD_ARG, "network options: concurrency 1..64, retries 0..20, times and max_body positive");
+    o->concurrency = (int)opt_in(L, idx, "concurrency", o->concurrency, 1, 64, "1..64 requests");
+    o->timeout_ms = (long)(1000 * opt_in(L, idx, "timeout", o->timeout_ms / 1000.0, 0, DAY, "0..86400 seconds (0: none)"));
+    o->connect_timeout_ms = (long)(1000 * opt_in(L, idx, "connect_timeout", o->connect_timeout_ms / 1000.0, 0, DAY,
+                                                 "0..86400 seconds (0: libcurl's default)"));
+    o->max_retries = (int)opt_in(L, idx, "retries", o->max_retries, 0, 20, "0..20 retries");
+    o->backoff_ms = (long)(1000 * opt_in(L, idx, "backoff", o->backoff_ms / 1000.0, 0, DAY, "0..86400 seconds"));
+    o->backoff_max_ms = (long)(1000 * opt_in(L, idx, "backoff_max", o->backoff_max_ms / 1000.0, 0, DAY, "0..86400 seconds"));
+    o->max_body = (int64_t)opt_in(L, idx, "max_body", (double)o->max_body, 1, TIB, "1 byte .. 1 TiB");
+    o->min_rate = (int64_t)opt_in(L, idx, "min_rate", (double)o->min_rate, 0, TIB, "0..2^40 bytes per second (0: none)");
+    o->min_rate_window_ms = (long)(1000 * opt_in(L, idx, "min_rate_window", o->min_rate_window_ms / 1000.0, 0, DAY,
+                                                 "0..86400 seconds (0: the timeout)"));
+    o->total_timeout_ms = (long)(1000 * opt_in(L, idx, "file_timeout", o->total_timeout_ms / 1000.0, 0, 30 * DAY,
+                                               "0..2592000 seconds (0: none)"));
+    o->max_file = (int64_t)opt_in(L, idx, "max_file", (double)o->max_file, 1, 1024 * TIB, "1 byte .. 1 PiB");
 }
 
 static void np_client(lua_State *L, int idx, ct_np_client *c) {

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 enum { QUEUED, RUNNING, DONE };
+enum { STOP_NONE, STOP_HEADERS, STOP_SLOW, STOP_DEADLINE };
 
 typedef struct {
     CURL *easy;
@@ -27,7 +28,14 @@ typedef struct {
     int64_t not_before;        // monotonic ms
     FILE *file;                // out_path, opened per attempt
     int64_t offset;            // bytes on disk when the attempt started (Range start)
-    int body_started, too_large, bad_range;
+    int64_t limit;             // the most bytes the file may hold
+    int64_t written;           // body bytes written to the file by this attempt
+    int64_t deadline;          // monotonic ms past which the whole request stops; 0 = none
+    int64_t t0;                // monotonic ms when the attempt started
+    int64_t body_bytes;        // body bytes received by this attempt (file or memory)
+    int64_t win_t0, win_bytes; // the current min_rate window: start (ms), body bytes then
+    int body_started, too_large, file_too_large, bad_range;
+    int stopped;               // why on_progress stopped the attempt: STOP_*
     char *mem;                 // body in memory
     size_t mem_len, mem_cap;
     long retry_after;          // seconds, -1 absent
@@ -37,9 +45,10 @@ typedef struct {
 } req_state;
 
 ct_http_opts ct_http_defaults(void) {
-    return (ct_http_opts){.connect_timeout_ms = 10000, .timeout_ms = 60000, .low_speed_ms = 30000,
+    return (ct_http_opts){.connect_timeout_ms = 10000, .timeout_ms = 60000, .min_rate = 1024,
                           .max_retries = 4, .backoff_ms = 1000, .backoff_max_ms = 60000,
-                          .max_body = (int64_t)64 << 20, .max_redirects = 10, .concurrency = 8};
+                          .max_body = (int64_t)64 << 20, .max_file = (int64_t)64 << 30, .max_redirects = 10,
+                          .concurrency = 8};
 }
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -160,6 +169,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
     size_t n = size * nmemb;
     long code = 0;
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (s->body_bytes == 0) s->win_t0 = now_ms();   // the min_rate windows start with the body
+    s->body_bytes += (int64_t)n;
     if (!s->file || code < 200 || code >= 300) return to_memory(s, data, n, s->file ? 65536 : s->o->max_body);
     if (!s->body_started) {
         s->body_started = 1;
@@ -168,13 +179,44 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
             if (ftruncate(fileno(s->file), 0) != 0 || fseeko(s->file, 0, SEEK_SET) != 0) return 0;
             s->offset = 0;
         }
+        if (s->r->content_length >= 0 && s->offset + s->r->content_length > s->limit) {   // announced too big
+            s->file_too_large = 1;
+            return 0;
+        }
     }
-    return fwrite(data, 1, n, s->file) == n ? n : 0;
+    if (s->offset + s->written + (int64_t)n > s->limit) {   // more than announced, or than max_file
+        s->file_too_large = 1;
+        return 0;
+    }
+    if (fwrite(data, 1, n, s->file) != n) return 0;
+    s->written += (int64_t)n;
+    return n;
 }
 
+// Called by libcurl at least once a second: cancellation, the deadline, the wait for a file's
+// headers and the minimum rate stop the attempt here (on_done reads s->stopped).
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
     req_state *s = ud;
-    if (ct_ctx_cancelled(s->o->ctx)) return 1;
+    const ct_http_opts *o = s->o;
+    if (ct_ctx_cancelled(o->ctx)) return 1;
+    int64_t t = now_ms();
+    if (s->deadline > 0 && t >= s->deadline) {
+        s->stopped = STOP_DEADLINE;
+        return 1;
+    }
+    if (s->file && !s->body_started && s->body_bytes == 0 && o->timeout_ms > 0 && t - s->t0 >= o->timeout_ms) {
+        s->stopped = STOP_HEADERS;
+        return 1;
+    }
+    long win = o->min_rate_window_ms > 0 ? o->min_rate_window_ms : o->timeout_ms;
+    if (o->min_rate > 0 && win > 0 && s->body_bytes > 0 && t - s->win_t0 >= win) {
+        if ((double)(s->body_bytes - s->win_bytes) < (double)o->min_rate * (double)win / 1000.0) {
+            s->stopped = STOP_SLOW;
+            return 1;
+        }
+        s->win_t0 = t;
+        s->win_bytes = s->body_bytes;
+    }
     if (s->file && s->o->progress && s->body_started)
         s->o->progress(s->o->progress_ud, s->offset + dlnow, dltotal > 0 ? s->offset + dltotal : -1);
     return 0;
@@ -182,25 +224,46 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 
 // ---- attempts ---------------------------------------------------------------
 
+// Whether url lies under prefix (a base URL without trailing slash): it starts with prefix and
+// goes on with a path, a query or nothing. "https://host" is no prefix of "https://host.evil/"
+// nor of "https://host:80@evil/", nor "http://h:80" of "http://h:8000/".
+static int under_prefix(const char *url, const char *prefix) {
+    size_t k = strlen(prefix);
+    if (k == 0 || strncmp(url, prefix, k) != 0) return 0;
+    char c = url[k];
+    return c == 0 || c == '/' || c == '?' || c == '#';
+}
+
 static ct_status start(req_state *s, CURLM *multi) {
     ct_http_req *r = s->r;
     const ct_http_opts *o = s->o;
     s->mem_len = 0;
-    s->body_started = s->too_large = s->bad_range = 0;
+    s->body_started = s->too_large = s->file_too_large = s->bad_range = 0;
+    s->stopped = STOP_NONE;
     s->retry_after = -1;
     s->errbuf[0] = 0;
-    s->offset = 0;
+    s->offset = s->written = s->body_bytes = s->win_bytes = 0;
+    s->t0 = s->win_t0 = now_ms();
+    if (s->deadline > 0 && s->t0 >= s->deadline)
+        return ct_fail(&r->err, CT_STATUS_TIMEOUT, "%s: not finished within the %ld s allowed", s->url,
+                       (o->total_timeout_ms + 999) / 1000);
+    s->limit = r->expect_known ? r->expect_size : o->max_file;
     if (r->out_path) {
         if (!(s->file = fopen(r->out_path, "ab")))
             return ct_fail(&r->err, CT_STATUS_IO, "cannot write %s: %s", r->out_path, strerror(errno));
         s->offset = ftello(s->file);
+        if (s->offset > s->limit) {   // a partial file longer than the whole: start again
+            if (ftruncate(fileno(s->file), 0) != 0 || fseeko(s->file, 0, SEEK_SET) != 0)
+                return ct_fail(&r->err, CT_STATUS_IO, "cannot truncate %s: %s", r->out_path, strerror(errno));
+            s->offset = 0;
+        }
     }
     if (!s->easy && !(s->easy = curl_easy_init())) return ct_fail(&r->err, CT_STATUS_NO_MEMORY, "curl_easy_init failed");
     CURL *e = s->easy;
     curl_easy_reset(e);
     curl_slist_free_all(s->headers);
     s->headers = NULL;
-    if (r->auth && r->auth_prefix && strncmp(s->url, r->auth_prefix, strlen(r->auth_prefix)) == 0)
+    if (r->auth && r->auth_prefix && under_prefix(s->url, r->auth_prefix))
         s->headers = curl_slist_append(s->headers, r->auth);
     if (r->body) s->headers = curl_slist_append(s->headers, "Content-Type: application/json");
     s->headers = curl_slist_append(s->headers, "Expect:");
@@ -212,11 +275,7 @@ static ct_status start(req_state *s, CURLM *multi) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->out_path ? 0L : o->timeout_ms);
-    if (o->low_speed_ms > 0) {
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (o->low_speed_ms + 999) / 1000);
-    }
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->out_path ? 0L : o->timeout_ms);   // a file's headers: on_progress
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
@@ -301,6 +360,13 @@ static void retry_or_fail(req_state *s, ct_status rc) {
         if (b > (double)o->backoff_max_ms) b = (double)o->backoff_max_ms;
         wait = (long)(b * (0.5 + 0.5 * (double)rand_r(&jitter_seed) / RAND_MAX));   // jitter
     }
+    if (s->deadline > 0 && now_ms() + wait >= s->deadline) {
+        size_t k = strlen(s->r->err.msg);
+        snprintf(s->r->err.msg + k, sizeof s->r->err.msg - k, " (no time left to retry within %ld s)",
+                 (o->total_timeout_ms + 999) / 1000);
+        finish(s, rc);
+        return;
+    }
     s->tries++;
     s->not_before = now_ms() + wait;
     s->state = QUEUED;
@@ -327,6 +393,36 @@ static void on_done(req_state *s, CURLcode c) {
     const char *url = s->url;
     if (ct_ctx_cancelled(o->ctx)) {
         finish(s, ct_fail(&r->err, CT_STATUS_CANCELLED, "request to %s cancelled", url));
+        return;
+    }
+    if (s->stopped == STOP_DEADLINE) {   // the whole request's time is up: no retry
+        finish(s, ct_fail(&r->err, CT_STATUS_TIMEOUT, "%s: not finished within the %ld s allowed", url,
+                          (o->total_timeout_ms + 999) / 1000));
+        return;
+    }
+    if (s->stopped == STOP_HEADERS) {
+        ct_fail(&r->err, CT_STATUS_TIMEOUT, "%s: no response headers within %ld ms", url, o->timeout_ms);
+        retry_or_fail(s, CT_STATUS_TIMEOUT);
+        return;
+    }
+    if (s->stopped == STOP_SLOW) {
+        long win = o->min_rate_window_ms > 0 ? o->min_rate_window_ms : o->timeout_ms;
+        ct_fail(&r->err, CT_STATUS_TIMEOUT, "%s: the body came slower than %lld bytes/s over %ld ms (min_rate)", url,
+                (long long)o->min_rate, win);
+        retry_or_fail(s, CT_STATUS_TIMEOUT);
+        return;
+    }
+    if (c == CURLE_WRITE_ERROR && s->file_too_large) {   // never keep bytes past the announced size
+        if (unlink(r->out_path) != 0 && errno != ENOENT) {
+            finish(s, ct_fail(&r->err, CT_STATUS_IO, "cannot delete %s: %s", r->out_path, strerror(errno)));
+            return;
+        }
+        if (r->expect_known)
+            finish(s, ct_fail(&r->err, CT_STATUS_TOO_LARGE, "%s sent more than the %lld bytes announced for the file; "
+                              "the partial file was deleted", url, (long long)r->expect_size));
+        else
+            finish(s, ct_fail(&r->err, CT_STATUS_TOO_LARGE, "%s sent more than the %lld-byte limit for a file whose "
+                              "size was not announced (max_file); the partial file was deleted", url, (long long)s->limit));
         return;
     }
     if (c == CURLE_WRITE_ERROR && s->too_large) {
@@ -437,7 +533,8 @@ ct_status ct_http_perform(ct_http_req *reqs, int n, const ct_http_opts *opts) {
         r->attempts = 0;
         r->err.msg[0] = 0;
         r->content_length = r->linked_size = -1;
-        st[i] = (req_state){.r = r, .o = &o, .state = QUEUED, .url = strdup(r->url ? r->url : "")};
+        st[i] = (req_state){.r = r, .o = &o, .state = QUEUED, .url = strdup(r->url ? r->url : ""),
+                            .deadline = o.total_timeout_ms > 0 ? now_ms() + o.total_timeout_ms : 0};
         if (!st[i].url) finish(&st[i], ct_fail(&r->err, CT_STATUS_NO_MEMORY, "out of memory"));
     }
     int remaining = n, running = 0;
@@ -459,7 +556,7 @@ ct_status ct_http_perform(ct_http_req *reqs, int n, const ct_http_opts *opts) {
                 running++;
             }
         }
-        if (ct_ctx_cancelled(opts->ctx)) break;
+        if (ct_ctx_cancelled(o.ctx)) break;
         int still = 0;
         curl_multi_perform(multi, &still);
         CURLMsg *msg;

@@ -157,8 +157,9 @@ static void strip_etag(const char *in, char *out, size_t n) {
     out[k] = 0;
 }
 
-// Holds an exclusive lock on path, waiting for another process to finish; cancellable.
-static ct_status lock_file(const ct_hub *h, const char *path, const char *what, int *fd, ct_err *err) {
+// Holds an exclusive lock on path, waiting for another process to finish; cancellable, and
+// given up at deadline (ct_now() seconds; 0 = none).
+static ct_status lock_file(const ct_hub *h, const char *path, const char *what, double deadline, int *fd, ct_err *err) {
     *fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
     if (*fd < 0) return ct_fail(err, CT_STATUS_IO, "cannot open lock %s: %s", path, strerror(errno));
     int told = 0;
@@ -166,6 +167,10 @@ static ct_status lock_file(const ct_hub *h, const char *path, const char *what, 
         if (ct_ctx_cancelled(h->http.ctx)) {
             close(*fd);
             return ct_fail(err, CT_STATUS_CANCELLED, "cancelled while waiting for %s", path);
+        }
+        if (deadline > 0 && ct_now() >= deadline) {
+            close(*fd);
+            return ct_fail(err, CT_STATUS_TIMEOUT, "%s: file_timeout passed while another process held %s", what, path);
         }
         if (!told++) fprintf(stderr, "ctrace: waiting for another process downloading %s\n", what);
         usleep(100000);
@@ -235,6 +240,9 @@ ct_status ct_hub_file(ct_hub *h, const char *repo, const char *path, const char 
                        "(HF_HUB_OFFLINE or CTRACE_OFFLINE); download it on a machine with network access", what, h->cache);
     }
     if (is_hex(rev, 40) && !ct_hub_cached(h, repo, path, rev, out, n, NULL)) return CT_OK;   // a commit never changes
+    // file_timeout (http.total_timeout_ms) bounds the file as a whole: the HEAD, waiting for the
+    // lock and the download share it
+    double deadline = h->http.total_timeout_ms > 0 ? ct_now() + h->http.total_timeout_ms / 1000.0 : 0;
 
     // 1. what the server says the file is
     char url[2400];
@@ -244,7 +252,7 @@ ct_status ct_hub_file(ct_hub *h, const char *repo, const char *path, const char 
         return ct_fail(err, CT_STATUS_BAD_ARG, "%s: address too long", what);
     ct_http_req head = {.method = "HEAD", .url = url, .follow = CT_FOLLOW_RELATIVE, .auth = h->auth[0] ? h->auth : NULL,
                         .auth_prefix = h->endpoint};
-    rc = ct_http_perform(&head, 1, &h->http);
+    rc = ct_http_perform(&head, 1, &h->http);   // its own deadline: total_timeout_ms from now
     h->requests += head.attempts;
     if (rc == CT_STATUS_NETWORK || rc == CT_STATUS_TIMEOUT) {   // unreachable: the cache may still have it
         if (!ct_hub_cached(h, repo, path, rev, out, n, NULL)) {
@@ -292,23 +300,31 @@ ct_status ct_hub_file(ct_hub *h, const char *repo, const char *path, const char 
     if ((rc = ct_mkdirs(NULL, d, err))) return rc;
     snprintf(lockp, sizeof lockp, "%s/%s.lock", d, etag);
     int fd;
-    if ((rc = lock_file(h, lockp, what, &fd, err))) return rc;
+    if ((rc = lock_file(h, lockp, what, deadline, &fd, err))) return rc;
 
     // 3. the bytes (unless another process fetched them while we waited)
     if (!(stat(blob, &sb) == 0 && (size < 0 || sb.st_size == size))) {
         snprintf(tmp, sizeof tmp, "%s.incomplete", blob);
         bar b = {.name = what};
         ct_http_opts o = h->http;
+        if (deadline > 0) {   // what is left of file_timeout (at least 1 ms: the request then fails at once)
+            long left = (long)((deadline - ct_now()) * 1000.0);
+            o.total_timeout_ms = left > 1 ? left : 1;
+        }
         if (h->progress && isatty(2)) {
             o.progress = draw;
             o.progress_ud = &b;
         }
         ct_http_req get = {.method = "GET", .url = dl_url, .out_path = tmp, .follow = CT_FOLLOW_ALL,
-                           .auth = h->auth[0] ? h->auth : NULL, .auth_prefix = h->endpoint};
+                           .auth = h->auth[0] ? h->auth : NULL, .auth_prefix = h->endpoint,
+                           .expect_known = size >= 0, .expect_size = size};   // never more bytes than announced
         rc = ct_http_perform(&get, 1, &o);
         h->requests += get.attempts;
         if (b.drawn) fputc('\n', stderr);
-        if (rc) rc = ct_fail(err, rc, "%s: %s", what, get.err.msg);
+        if (rc == CT_STATUS_TIMEOUT && deadline > 0 && ct_now() >= deadline - 0.01)
+            rc = ct_fail(err, rc, "%s: not downloaded within file_timeout (%.0f s): %s", what,
+                         h->http.total_timeout_ms / 1000.0, get.err.msg);
+        else if (rc) rc = ct_fail(err, rc, "%s: %s", what, get.err.msg);
         ct_http_req_free(&get);
         if (!rc && stat(tmp, &sb) == 0 && size >= 0 && sb.st_size < size)   // cut short: keep it to resume
             rc = ct_fail(err, CT_STATUS_NETWORK, "%s: the download stopped at %lld of %lld bytes; run again to resume", what,

@@ -13,7 +13,11 @@
 // {endpoint}/{repo}/resolve/{revision}/{path}), reuses the blob if present, else downloads it
 // to blobs/<etag>.incomplete (resuming what a previous attempt left, with Range), checks the
 // size and the hash the ETag names (sha256 for LFS files, the git blob sha1 otherwise), and
-// renames it into place. A failed check deletes the partial file. When the endpoint cannot be
+// renames it into place. A failed check deletes the partial file, and so does a body longer than
+// the size announced (Content-Length, X-Linked-Size) or, when none was, than http.max_file: the
+// transfer stops at the first byte too many. http.total_timeout_ms (file_timeout) bounds one
+// file as a whole: the HEAD, the wait for another process's lock, the download and its retries.
+// When the endpoint cannot be
 // reached the cached snapshot is used; in offline mode ($HF_HUB_OFFLINE or $CTRACE_OFFLINE)
 // the network is never touched.
 #ifndef CT_HUB_H

@@ -2,7 +2,10 @@
 -- huggingface_hub: files either downloaded are reused by the other).
 --
 --   local hub = require "ctrace.hub"            (also ctrace.hub)
---   hub.configure{url = HF endpoint, timeout =, retries =, backoff =, offline =, progress =}
+--   hub.configure{url = HF endpoint, timeout =, retries =, backoff =, offline =, progress =,
+--                 min_rate = bytes/s, min_rate_window = s, file_timeout = s, max_file = bytes}
+--       (a file never grows past its announced size, else max_file: TOO_LARGE, nothing kept;
+--        file_timeout bounds one file as a whole, 0 = none; see README "Labels and downloads")
 --   hub.file("hf://org/repo/path?revision=main") -> local path | nil, message, code
 --   hub.cached(uri) -> local path | nil, message, code     (never touches the network)
 --   hub.model("org/repo" or "hf://org/repo?revision=r") -> local snapshot directory (raises):

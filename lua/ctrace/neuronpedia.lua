@@ -3,7 +3,9 @@
 --   local np = require "ctrace.neuronpedia"      (also ctrace.neuronpedia)
 --   np.configure{url = "http://127.0.0.1:8080", concurrency = 4, chunk = 128, timeout = 60,
 --                connect_timeout = 10, retries = 4, backoff = 1, backoff_max = 60,
---                cache = true, cache_dir = ..., cache_max = bytes, offline = false}
+--                cache = true, cache_dir = ..., cache_max = bytes, offline = false,
+--                max_body = bytes, min_rate = bytes/s, min_rate_window = s,
+--                file_timeout = s (one call, retries included; 0 = none)}
 --   np.feature(model_id, source_id, index) -> feature | nil, message, code
 --       feature = {model_id, source_id, index, label, explanations = {{description, type, model}},
 --                  top_logits = {{token, value}}, bottom_logits, density, max_activation}

@@ -156,7 +156,7 @@ t.run {
     t.raises(function() np.feature(GEMMA, nil, 1) end, "BAD_ARG", "missing source id")
     t.raises(function() np.features({{GEMMA, SRC}}) end, "BAD_ARG", "an item without an index")
     t.raises(function() np.configure{bogus = 1} end, "unknown option 'bogus'", "unknown option")
-    t.raises(function() np.configure{concurrency = 0} end, "concurrency 1..64", "concurrency 0")
+    t.raises(function() np.configure{concurrency = 0} end, "option 'concurrency': expected 1..64 requests, got 0", "concurrency 0")
     t.raises(function() np.search("ab", {model_id = GEMMA}) end, "3 characters", "short query")
     t.raises(function() hub.file("hf://justone") end, "BAD_ARG", "hf:// without a repository")
     t.raises(function() hub.file("hf://org/repo/../../etc/passwd") end, "without '..'", "'..' in the path")

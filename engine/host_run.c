@@ -122,10 +122,15 @@ static int io_open(lua_State *L) {
     ct_ctx *c = ct_lua_ctx(L);
     if (mode_writes(mode)) {
         if (ct_ctx_check_write(c, path, &err)) return ct_lua_raise(L, &err);
-    } else if (access(path, F_OK) == 0) {
+    } else {   // refused outside the roots whether or not the file exists; missing: nil, message
         int fd;
         int64_t size;
-        if (ct_open_read(c, path, &fd, &size, &err)) return ct_lua_raise(L, &err);
+        if (ct_open_read(c, path, &fd, &size, &err)) {
+            if (err.status != CT_STATUS_NOT_FOUND) return ct_lua_raise(L, &err);
+            lua_pushnil(L);
+            lua_pushfstring(L, "%s: No such file or directory", path);
+            return 2;
+        }
         close(fd);
     }
     lua_settop(L, 2);
@@ -275,12 +280,22 @@ static int load_text(lua_State *L, const char *s, size_t n, const char *name) {
 }
 
 // load(text | reader, name), loadstring(text, name): text chunks in the global environment.
+// Loads a chunk for the script: text only, in the script's environment.
+static int load_for_script(lua_State *L, const char *s, size_t n, const char *name) {
+    int k = load_text(L, s, n, name);
+    if (k == 1) {
+        lua_getfield(L, LUA_REGISTRYINDEX, "ctrace.env");
+        lua_setfenv(L, -2);
+    }
+    return k;
+}
+
 static int sb_load(lua_State *L) {
     const char *name = luaL_optstring(L, 2, "=(load)");
     if (lua_type(L, 1) == LUA_TSTRING) {
         size_t n;
         const char *s = lua_tolstring(L, 1, &n);
-        return load_text(L, s, n, name);
+        return load_for_script(L, s, n, name);
     }
     luaL_checktype(L, 1, LUA_TFUNCTION);   // a reader: its pieces, joined, then checked
     luaL_Buffer b;
@@ -298,7 +313,7 @@ static int sb_load(lua_State *L) {
     luaL_pushresult(&b);
     size_t n;
     const char *s = lua_tolstring(L, -1, &n);
-    return load_text(L, s, n, name);
+    return load_for_script(L, s, n, name);
 }
 
 static const char *const MODULES[] = {"ctrace", "ctrace.core", "ctrace.study", "ctrace.svg", "ctrace.viewer",
@@ -430,9 +445,15 @@ static lua_State *sandbox_state(const char *root) {
     lua_setfield(L, LUA_REGISTRYINDEX, "ctrace.loaded");
     lua_pushstring(L, root);
     lua_setfield(L, LUA_REGISTRYINDEX, "ctrace.root");
+    luaL_getmetatable(L, "FILE*");   // file handles' methods out of reach (their checks stay)
+    lua_pushstring(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
     lua_newtable(L);   // the script's environment
     lua_pushvalue(L, -1);
     lua_setfield(L, -2, "_G");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "ctrace.env");
     lua_createtable(L, 0, 2);
     lua_pushcfunction(L, strict_index);
     lua_setfield(L, -2, "__index");
@@ -486,6 +507,40 @@ static int traceback(lua_State *L) {
     return 1;
 }
 
+// A Lua value of the record of attributions (tables of tables, numbers, strings, booleans; an
+// array when its keys are 1..n) as JSON, read in C: no Lua function of the script's runs.
+static cJSON *to_json(lua_State *L, int idx, int depth) {
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER: return cJSON_CreateNumber(lua_tonumber(L, idx));
+    case LUA_TSTRING: return cJSON_CreateString(lua_tostring(L, idx));
+    case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));
+    case LUA_TTABLE: break;
+    default: return cJSON_CreateNull();
+    }
+    if (depth > 8) return cJSON_CreateNull();
+    size_t n = lua_objlen(L, idx);
+    lua_pushnil(L);
+    if (n == 0 && lua_next(L, idx)) {   // a map
+        lua_pop(L, 2);
+        cJSON *out = cJSON_CreateObject();
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (lua_type(L, -2) == LUA_TSTRING)
+                cJSON_AddItemToObject(out, lua_tostring(L, -2), to_json(L, lua_gettop(L), depth + 1));
+            lua_pop(L, 1);
+        }
+        return out;
+    }
+    if (n > 0) lua_pop(L, 1);   // the nil lua_next did not take
+    cJSON *out = cJSON_CreateArray();
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (int)i);
+        cJSON_AddItemToArray(out, to_json(L, lua_gettop(L), depth + 1));
+        lua_pop(L, 1);
+    }
+    return out;
+}
+
 // The report (JSON): every file read outside staging with its SHA-256, every attribution, the
 // peak memory.
 static char *report(lua_State *L, const run_spec *s, const ct_isolation *iso, double seconds, ct_err *err) {
@@ -506,16 +561,9 @@ static char *report(lua_State *L, const run_spec *s, const ct_isolation *iso, do
     }
     char *text = NULL;
     if (!err->status) {
-        lua_getfield(L, LUA_REGISTRYINDEX, "ctrace.attributions");
-        lua_getglobal(L, "require");
-        lua_pushstring(L, "ctrace.core");
-        lua_call(L, 1, 1);
-        lua_getfield(L, -1, "json_encode");
-        lua_pushvalue(L, -3);
-        lua_call(L, 1, 1);
-        cJSON *a = cJSON_Parse(lua_tostring(L, -1));
-        lua_pop(L, 3);
-        cJSON_AddItemToObject(j, "attributions", a ? a : cJSON_CreateArray());
+        lua_getfield(L, LUA_REGISTRYINDEX, "ctrace.attributions");   // out of the script's reach
+        cJSON_AddItemToObject(j, "attributions", to_json(L, lua_gettop(L), 0));
+        lua_pop(L, 1);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)ru.ru_maxrss * 1024);
@@ -586,6 +634,13 @@ static int run(lua_State *L, const run_spec *s, const ct_isolation *iso, int env
     lua_setfield(L, -2, "root");
     lua_pushstring(L, s->staging);
     lua_setfield(L, -2, "run_results");
+    if (!s->unsafe) {   // nothing over the run's record, roots, processes or a server
+        static const char *const gone[] = {"clear_files_read", "note_read", "files_read", "set_read_roots",
+                                           "set_write_root", "lock_roots", "check_write", "set_timeout", "run_lock",
+                                           "run_staging", "run_child", "run_outputs", "run_commit", "remove_tree",
+                                           "run_read", "serve", NULL};
+        for (int i = 0; gone[i]; i++) lua_pushnil(L), lua_setfield(L, -2, gone[i]);
+    }
     lua_pop(L, 1);
     if (!s->unsafe) {
         lua_getglobal(L, "require");
@@ -644,11 +699,13 @@ fail:
     return 1;
 }
 
+static lua_State *g_state;   // the experiment's state, kept to the end of the process
+
 int ct_host_run_child(void) {
     char kind, *text;
     size_t n;
     ct_err err = {0};
-    if (ct_frame_recv(CT_CHILD_FD, &kind, &text, &n, 0, &err) || kind != 'S') {
+    if (ct_frame_recv(CT_CHILD_FD, CT_FRAME_MAX, &kind, &text, &n, 0, &err) || kind != 'S') {
         fprintf(stderr, "ctrace --run-child: started by ctrace run only (%s)\n", err.msg[0] ? err.msg : "no spec");
         return 2;
     }
@@ -679,7 +736,7 @@ int ct_host_run_child(void) {
             lua_pushnil(L);   // no strict environment
         }
         status = run(L, &s, &iso, lua_isnil(L, -1) ? 0 : lua_gettop(L));
-        lua_close(L);
+        g_state = L;   // never closed: no finalizer the script set runs after its report
     }
     cJSON_Delete(j);
     fflush(stdout);

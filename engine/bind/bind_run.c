@@ -5,12 +5,17 @@
 //   core.run_lock(folder, exclusive) -> lock (lock:release(); released when collected or when
 //       the process ends); raises BUSY when another run holds the folder
 //   core.run_staging(folder) -> a new empty staging directory in folder
-//   core.run_child(spec_json, timeout_s, unsafe, on_request) -> {how =, code =, signal =, report =}
+//   core.run_child(spec_json, {timeout =, unsafe =, credentials =, download_limit =}, on_request)
+//       -> {how =, code =, signal =, report =}
 //       starts the experiment process, sends it the spec, answers its requests with
-//       on_request(text) -> text, stops it at the deadline or on Ctrl-C. how: "exited",
+//       on_request(text) -> text (made with this state's network settings, but with the Hugging
+//       Face and Neuronpedia tokens only if credentials, and downloads within download_limit
+//       bytes), relays its output, stops it at the deadline or on Ctrl-C. how: "exited",
 //       "signaled", "timeout", "interrupted" or "terminated"; report: its report text, if any
 //   core.run_outputs(dir) -> {{path =, size =, sha256 =}, ...} (synced; raises on links)
 //   core.run_commit(staging, results); core.remove_tree(path)
+//   core.run_read(dir, relpath [, max_bytes]) -> text | nil, message (no link followed; a regular
+//       file; 256 MiB at most by default)
 //   core.sandbox_probe() -> {landlock_abi =, seccomp =, net =, scoped =, memory_total = bytes}
 // In the experiment process:
 //   core.broker(text) -> text: a request to the parent (downloads, feature labels)
@@ -87,6 +92,20 @@ static int l_run_commit(lua_State *L) {
     return 0;
 }
 
+static int l_run_read(lua_State *L) {
+    char *buf;
+    size_t n;
+    ct_err err = {0};
+    if (ct_run_read(luaL_checkstring(L, 1), luaL_checkstring(L, 2), (size_t)luaL_optnumber(L, 3, 256 << 20), &buf, &n, &err)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", ct_status_str(err.status), err.msg);
+        return 2;
+    }
+    lua_pushlstring(L, buf, n);
+    free(buf);
+    return 1;
+}
+
 static int l_remove_tree(lua_State *L) {
     ct_err err = {0};
     if (ct_remove_tree(luaL_checkstring(L, 1), &err)) return ct_lua_raise(L, &err);
@@ -119,6 +138,8 @@ static int env_allowed(const char *kv) {
     static const char *const prefix[] = {"LC_", "OPENBLAS_", "OMP_", "CTRACE_", NULL};
     for (int i = 0; exact[i]; i++)
         if (strncmp(kv, exact[i], strlen(exact[i])) == 0) return 1;
+    const char *v = strchr(kv, '='), *scheme = v ? strstr(v, "://") : NULL;
+    if (scheme && strchr(scheme, '@')) return 0;   // a URL with a user name or password in it
     for (int i = 0; prefix[i]; i++)
         if (strncmp(kv, prefix[i], strlen(prefix[i])) == 0)
             return !strstr(kv, "TOKEN") && !strstr(kv, "KEY") && !strstr(kv, "SECRET") && !strstr(kv, "PASSWORD");
@@ -148,9 +169,13 @@ static void on_request(void *data, const char *req, size_t n, char **reply, size
 static int l_run_child(lua_State *L) {
     size_t spec_n;
     const char *spec = luaL_checklstring(L, 1, &spec_n);
-    double timeout = luaL_optnumber(L, 2, 0);
-    int unsafe = lua_toboolean(L, 3);
-    luaL_checktype(L, 4, LUA_TFUNCTION);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const keys[] = {"timeout", "unsafe", "credentials", "download_limit", NULL};
+    ct_lua_check_opts(L, 2, "run_child", keys);
+    double timeout = ct_lua_opt_number(L, 2, "timeout", 0);
+    int unsafe = ct_lua_opt_bool(L, 2, "unsafe", 0), credentials = ct_lua_opt_bool(L, 2, "credentials", 0);
+    double budget = ct_lua_opt_number(L, 2, "download_limit", -1);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
     size_t n_env = 0;
     while (environ[n_env]) n_env++;
     char **env = lua_newuserdata(L, sizeof *env * (n_env + 1));   // collected with the call
@@ -163,21 +188,32 @@ static int l_run_child(lua_State *L) {
     ct_err err = {0};
     ct_lua_state *s = ct_lua_state_of(L);
     if (ct_child_spawn(&c, "/proc/self/exe", argv, env, &err)) return ct_lua_raise(L, &err);
+    // the requests served for the child: until the run's deadline, within its download budget,
+    // and with the user's tokens only when asked (--credentials)
+    double saved_deadline = s->ctx.deadline;
+    int64_t saved_budget = s->hub.budget;
+    char hub_auth[sizeof s->hub.auth], np_auth[sizeof s->np.auth];
+    memcpy(hub_auth, s->hub.auth, sizeof hub_auth);
+    memcpy(np_auth, s->np.auth, sizeof np_auth);
+    if (!credentials) s->hub.auth[0] = 0, s->np.auth[0] = 0;
+    s->hub.budget = budget >= 0 ? (int64_t)budget : -1;
     double deadline = timeout > 0 ? ct_now() + timeout : 0;
-    double saved = s->ctx.deadline;
-    s->ctx.deadline = deadline;   // requests served for the child stop at the run's deadline too
+    s->ctx.deadline = deadline;
     s->ctx.cancel = 0;
     ct_child_end end;
     ct_status rc = ct_frame_send(c.sock, 'S', spec, spec_n, deadline, &err);
-    request_ctx rq = {L, 4};
+    request_ctx rq = {L, 3};
     if (rc) {   // it died at once; its exit says why
         ct_child_wait(&c, ct_now() + 5, NULL, NULL, NULL, &end, &err);
         rc = CT_OK;
     } else {
         rc = ct_child_wait(&c, deadline, on_request, &rq, &s->ctx.cancel, &end, &err);
     }
-    s->ctx.deadline = saved;
+    s->ctx.deadline = saved_deadline;
     s->ctx.cancel = 0;
+    s->hub.budget = saved_budget;
+    memcpy(s->hub.auth, hub_auth, sizeof hub_auth);
+    memcpy(s->np.auth, np_auth, sizeof np_auth);
     if (rc) {
         ct_child_end_free(&end);
         return ct_lua_raise(L, &err);
@@ -204,7 +240,7 @@ static int l_run_child(lua_State *L) {
 ct_status ct_lua_broker(const char *req, size_t n, char **reply, size_t *reply_n, ct_err *err) {
     ct_status rc = ct_frame_send(CT_CHILD_FD, 'Q', req, n, 0, err);
     char kind = 0;
-    if (!rc) rc = ct_frame_recv(CT_CHILD_FD, &kind, reply, reply_n, 0, err);
+    if (!rc) rc = ct_frame_recv(CT_CHILD_FD, CT_FRAME_MAX, &kind, reply, reply_n, 0, err);
     if (!rc && kind != 'A') {
         free(*reply);
         rc = ct_fail(err, CT_STATUS_BAD_RESPONSE, "run: unexpected message from the parent");
@@ -259,6 +295,7 @@ void ct_lua_register_run(lua_State *L) {
     static const luaL_Reg fns[] = {{"run_lock", l_run_lock}, {"run_staging", l_run_staging},
                                    {"run_child", l_run_child}, {"run_outputs", l_run_outputs},
                                    {"run_commit", l_run_commit}, {"remove_tree", l_remove_tree},
+                                   {"run_read", l_run_read},
                                    {"sandbox_probe", l_sandbox_probe}, {"broker", l_broker}, {NULL, NULL}};
     ct_lua_set_funcs(L, fns);
 }

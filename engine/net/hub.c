@@ -27,6 +27,7 @@ void ct_hub_init(ct_hub *h) {
     h->offline = ct_offline_env();
     h->progress = 1;
     h->http = ct_http_defaults();
+    h->budget = -1;
 }
 
 // ---- names ------------------------------------------------------------------
@@ -291,6 +292,9 @@ ct_status ct_hub_file(ct_hub *h, const char *repo, const char *path, const char 
         snprintf(out, n, "%s", pointer);
         return CT_OK;
     }
+    if (h->budget >= 0 && size > h->budget)
+        return ct_fail(err, CT_STATUS_TOO_LARGE, "%s: %lld bytes, more than this run may still download (%lld bytes; "
+                       "ctrace run --download-limit)", what, (long long)size, (long long)h->budget);
     snprintf(d, sizeof d, "%s/blobs", dir);
     if ((rc = ct_mkdirs(NULL, d, err))) return rc;
     snprintf(d, sizeof d, "%s", pointer);
@@ -307,6 +311,7 @@ ct_status ct_hub_file(ct_hub *h, const char *repo, const char *path, const char 
         snprintf(tmp, sizeof tmp, "%s.incomplete", blob);
         bar b = {.name = what};
         ct_http_opts o = h->http;
+        if (h->budget >= 0 && o.max_file > h->budget) o.max_file = h->budget;   // a size not announced
         if (deadline > 0) {   // what is left of file_timeout (at least 1 ms: the request then fails at once)
             long left = (long)((deadline - ct_now()) * 1000.0);
             o.total_timeout_ms = left > 1 ? left : 1;
@@ -332,6 +337,7 @@ ct_status ct_hub_file(ct_hub *h, const char *repo, const char *path, const char 
         else if (!rc && (rc = verify(tmp, etag, size, what, err)) == CT_STATUS_CHECKSUM)
             unlink(tmp);   // never keep bytes that fail their check
         if (!rc && rename(tmp, blob) != 0) rc = ct_fail(err, CT_STATUS_IO, "cannot rename %s: %s", tmp, strerror(errno));
+        if (!rc && h->budget >= 0 && stat(blob, &sb) == 0) h->budget = sb.st_size < h->budget ? h->budget - sb.st_size : 0;
     }
     // 4. the snapshot entry: snapshots/<commit>/<path> -> ../../blobs/<etag> (one more ../ per directory in path)
     if (!rc) {

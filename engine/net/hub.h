@@ -36,6 +36,7 @@ typedef struct {
     int progress;           // draw a progress bar on stderr
     ct_http_opts http;
     int requests;           // HTTP requests made
+    int64_t budget;         // bytes files may still download (a ctrace run's limit); -1: no limit
 } ct_hub;
 
 // Settings from the environment.

@@ -23,30 +23,45 @@ static void on_stop(int sig) {
 }
 
 ct_status ct_child_spawn(ct_child *c, const char *path, char *const argv[], char *const env[], ct_err *err) {
-    int sv[2];
+    int sv[2], out[2] = {-1, -1}, errp[2] = {-1, -1};
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
         return ct_fail(err, CT_STATUS_SYSTEM, "run: socketpair: %s", strerror(errno));
+    if (pipe2(out, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
+        int e = errno;
+        close(sv[0]), close(sv[1]);
+        for (int i = 0; i < 2; i++) {
+            if (out[i] >= 0) close(out[i]);
+            if (errp[i] >= 0) close(errp[i]);
+        }
+        return ct_fail(err, CT_STATUS_SYSTEM, "run: pipe: %s", strerror(e));
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        close(sv[0]), close(sv[1]);
-        return ct_fail(err, CT_STATUS_SYSTEM, "run: fork: %s", strerror(errno));
+        int e = errno;
+        close(sv[0]), close(sv[1]), close(out[0]), close(out[1]), close(errp[0]), close(errp[1]);
+        return ct_fail(err, CT_STATUS_SYSTEM, "run: fork: %s", strerror(e));
     }
     if (pid == 0) {   // the child: only async-signal-safe calls until exec
-        setpgid(0, 0);
+        setsid();     // no controlling terminal: nothing to inject keystrokes into
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(127);
         int null = open("/dev/null", O_RDONLY);
-        if (null < 0 || dup2(null, 0) < 0 || dup2(sv[1], CT_CHILD_FD) != CT_CHILD_FD) _exit(127);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0 ||
+            dup2(sv[1], CT_CHILD_FD) != CT_CHILD_FD)
+            _exit(127);
         close_range(CT_CHILD_FD + 1, ~0U, 0);
         signal(SIGINT, SIG_DFL), signal(SIGTERM, SIG_DFL), signal(SIGPIPE, SIG_DFL), signal(SIGALRM, SIG_DFL);
         execve(path, argv, env);
         _exit(127);
     }
-    setpgid(pid, pid);   // also here: no race with a kill of the group
-    close(sv[1]);
+    close(sv[1]), close(out[1]), close(errp[1]);
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(errp[0], F_SETFL, O_NONBLOCK);
     c->pid = pid;
     c->sock = sv[0];
+    c->out = out[0];
+    c->err = errp[0];
     return CT_OK;
 }
 
@@ -96,13 +111,13 @@ ct_status ct_frame_send(int fd, char kind, const void *data, size_t n, double de
     return rc;
 }
 
-ct_status ct_frame_recv(int fd, char *kind, char **data, size_t *n, double deadline, ct_err *err) {
+ct_status ct_frame_recv(int fd, size_t max, char *kind, char **data, size_t *n, double deadline, ct_err *err) {
     unsigned char head[5];
     ct_status rc = io_all(fd, 0, head, 5, deadline, err);
     if (rc) return rc;
     uint32_t len = head[0] | (uint32_t)head[1] << 8 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 24;
-    if (len > CT_FRAME_MAX)
-        return ct_fail(err, CT_STATUS_TOO_LARGE, "run: message of %u bytes announced (at most %d)", len, CT_FRAME_MAX);
+    if (len > max || len > CT_FRAME_MAX)
+        return ct_fail(err, CT_STATUS_TOO_LARGE, "run: message of %u bytes announced (at most %zu)", len, max);
     char *p = malloc((size_t)len + 1);
     if (!p) return ct_fail(err, CT_STATUS_NO_MEMORY, "run: out of memory for a message of %u bytes", len);
     if ((rc = io_all(fd, 0, p, len, deadline, err))) {
@@ -117,15 +132,45 @@ ct_status ct_frame_recv(int fd, char *kind, char **data, size_t *n, double deadl
 // ---------------------------------------------------------------------------------------------
 // The parent's wait
 
-// Terminates the child's process group, kills it after the grace period, and reaps the child.
+// Copies what the child wrote on *fd to dest; at its end, closes *fd (-1). On a terminal,
+// control characters (escape sequences, carriage returns) are shown as '?': the child's output
+// cannot hide or rewrite the parent's own lines.
+static void relay(int *fd, int dest) {
+    char buf[8192];
+    ssize_t k;
+    while (*fd >= 0 && (k = read(*fd, buf, sizeof buf)) != 0) {
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return;
+            break;
+        }
+        if (isatty(dest))
+            for (ssize_t i = 0; i < k; i++) {
+                unsigned char ch = (unsigned char)buf[i];
+                if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f) buf[i] = '?';
+            }
+        for (ssize_t off = 0; off < k;) {
+            ssize_t w = write(dest, buf + off, (size_t)(k - off));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) break;
+            off += w;
+        }
+    }
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+// Terminates the child and its session, kills them after the grace period, and reaps the child.
 static void stop_child(ct_child *c, int *status) {
     kill(-c->pid, SIGTERM);
+    kill(c->pid, SIGTERM);
     double until = ct_now() + CT_CHILD_GRACE;
     while (ct_now() < until) {
         if (waitpid(c->pid, status, WNOHANG) == c->pid) goto reaped;
         usleep(10000);
     }
     kill(-c->pid, SIGKILL);
+    kill(c->pid, SIGKILL);
     while (waitpid(c->pid, status, 0) < 0 && errno == EINTR) {}
 reaped:
     kill(-c->pid, SIGKILL);   // anything left in its group
@@ -134,6 +179,39 @@ reaped:
 static void end_from_status(ct_child_end *end, int status) {
     if (WIFSIGNALED(status)) end->how = CT_CHILD_SIGNALED, end->sig = WTERMSIG(status);
     else end->how = CT_CHILD_EXITED, end->code = WEXITSTATUS(status);
+}
+
+// One message of the child, handled. Returns OK to go on, IO when the child closed the
+// connection, CANCELLED/TIMEOUT when the wait must stop, or fails with BAD_RESPONSE.
+static ct_status handle_message(ct_child *c, double deadline, ct_child_request_fn fn, void *data, ct_child_end *end,
+                                ct_err *err) {
+    char kind, *msg;
+    size_t n;
+    ct_err e = {0};
+    ct_status r = ct_frame_recv(c->sock, CT_REPORT_MAX, &kind, &msg, &n, deadline, &e);
+    if (r == CT_STATUS_IO || r == CT_STATUS_CANCELLED || r == CT_STATUS_TIMEOUT) return r;
+    if (r) return ct_fail(err, CT_STATUS_BAD_RESPONSE, "run: the experiment process sent a malformed message: %s", e.msg);
+    if (kind == 'Q' && n <= CT_REQUEST_MAX && fn && !end->report) {
+        char *reply = NULL;
+        size_t reply_n = 0;
+        fn(data, msg, n, &reply, &reply_n);
+        free(msg);
+        if (reply && reply_n > CT_FRAME_MAX) {   // an answer too large to send: say so instead
+            free(reply);
+            reply = strdup("{\"error\":\"TOO_LARGE: the answer is larger than a message may be\"}");
+            reply_n = reply ? strlen(reply) : 0;
+        }
+        r = ct_frame_send(c->sock, 'A', reply ? reply : "", reply ? reply_n : 0, deadline, &e);
+        free(reply);
+        return r == CT_STATUS_CANCELLED || r == CT_STATUS_TIMEOUT ? r : CT_OK;
+    }
+    if (kind == 'R' && !end->report) {
+        end->report = msg, end->report_n = n;
+        return CT_OK;
+    }
+    free(msg);
+    return ct_fail(err, CT_STATUS_BAD_RESPONSE, "run: the experiment process sent a message out of protocol "
+                   "(kind '%c', %zu bytes)", kind, n);
 }
 
 ct_status ct_child_wait(ct_child *c, double deadline, ct_child_request_fn fn, void *data,
@@ -146,42 +224,31 @@ ct_status ct_child_wait(ct_child *c, double deadline, ct_child_request_fn fn, vo
     g_cancel = cancel;
     sigaction(SIGINT, &sa, &old_int), sigaction(SIGTERM, &sa, &old_term), sigaction(SIGHUP, &sa, &old_hup);
     ct_status rc = CT_OK;
-    int status = 0, reaped = 0, open = 1;
+    int status = 0, reaped = 0;
     while (!reaped) {
         if (g_stop || (deadline > 0 && ct_now() >= deadline)) break;
-        if (open) {
-            char kind, *msg;
-            size_t n;
-            ct_err e = {0};
-            ct_status r = wait_fd(c->sock, POLLIN, deadline, &e);
-            if (r == CT_OK) r = ct_frame_recv(c->sock, &kind, &msg, &n, deadline, &e);
-            if (r == CT_STATUS_CANCELLED || r == CT_STATUS_TIMEOUT) break;
-            if (r == CT_STATUS_IO) {
-                open = 0;   // closed: the child is ending; wait for its exit
-            } else if (r) {
-                rc = ct_fail(err, r, "run: the experiment process sent a malformed message: %s", e.msg);
+        struct pollfd p[3] = {{c->sock, POLLIN, 0}, {c->out, POLLIN, 0}, {c->err, POLLIN, 0}};
+        int ms = 50;   // the child's exit is polled too
+        if (deadline > 0 && (deadline - ct_now()) * 1000 < ms) ms = (int)((deadline - ct_now()) * 1000) + 1;
+        int k = poll(p, 3, ms);
+        if (k < 0 && errno != EINTR) break;
+        if (k > 0 && p[1].revents) relay(&c->out, 1);
+        if (k > 0 && p[2].revents) relay(&c->err, 2);
+        if (k > 0 && p[0].revents && c->sock >= 0) {
+            ct_status r = handle_message(c, deadline, fn, data, end, err);
+            if (r == CT_STATUS_IO) {   // closed: the child is ending
+                close(c->sock);
+                c->sock = -1;
+            } else if (r == CT_STATUS_CANCELLED || r == CT_STATUS_TIMEOUT) {
                 break;
-            } else if (kind == 'Q' && fn && !end->report) {
-                char *reply = NULL;
-                size_t reply_n = 0;
-                fn(data, msg, n, &reply, &reply_n);
-                free(msg);
-                r = ct_frame_send(c->sock, 'A', reply ? reply : "", reply ? reply_n : 0, deadline, &e);
-                free(reply);
-                if (r == CT_STATUS_CANCELLED || r == CT_STATUS_TIMEOUT) break;
-            } else if (kind == 'R' && !end->report) {
-                end->report = msg, end->report_n = n;
-            } else {   // out of protocol: stop it
-                free(msg);
-                rc = ct_fail(err, CT_STATUS_BAD_RESPONSE, "run: the experiment process sent an unexpected message");
+            } else if (r) {
+                rc = r;
                 break;
             }
-            continue;
         }
-        pid_t w = waitpid(c->pid, &status, WNOHANG);   // polled: the deadline and signals still count
+        pid_t w = waitpid(c->pid, &status, WNOHANG);
         if (w == c->pid) reaped = 1;
         else if (w < 0 && errno != EINTR) break;
-        else usleep(10000);
     }
     if (!reaped) {
         int stop = g_stop;
@@ -193,11 +260,15 @@ ct_status ct_child_wait(ct_child *c, double deadline, ct_child_request_fn fn, vo
         else end_from_status(end, status);
         if (end->how != CT_CHILD_EXITED) free(end->report), end->report = NULL;
     } else {
-        kill(-c->pid, SIGKILL);   // nothing of its group outlives it
+        kill(-c->pid, SIGKILL);   // nothing of its session outlives it
         end_from_status(end, status);
+        // a report still in the socket (sent just before the exit)
+        while (c->sock >= 0 && !end->report && handle_message(c, ct_now() + 1, NULL, NULL, end, err) == CT_OK) {}
     }
-    close(c->sock);
-    c->sock = -1;
+    relay(&c->out, 1), relay(&c->err, 2);   // what is left (the writers are gone: the pipes end)
+    int *fds[] = {&c->sock, &c->out, &c->err};
+    for (int i = 0; i < 3; i++)
+        if (*fds[i] >= 0) close(*fds[i]), *fds[i] = -1;
     sigaction(SIGINT, &old_int, NULL), sigaction(SIGTERM, &old_term, NULL), sigaction(SIGHUP, &old_hup, NULL);
     g_cancel = NULL;
     return rc;

@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -114,7 +115,7 @@ static const char *const denied[] = {
     "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "utime", "utimes", "utimensat",
     "futimesat", "link", "linkat", "symlink", "symlinkat", "mknod", "mknodat", "socket", "connect", "bind", "listen",
     "tkill", "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups", "capset",
-    "memfd_create", "pidfd_open", "pidfd_getfd", "pidfd_send_signal", NULL};
+    "memfd_create", "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "setsid", "setpgid", NULL};
 
 static ct_status apply_seccomp(ct_err *err) {
     scmp_filter_ctx f = seccomp_init(SCMP_ACT_ALLOW);
@@ -129,6 +130,11 @@ static ct_status apply_seccomp(ct_err *err) {
                                        SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
 #endif
     if (rc == 0) rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    // no keystrokes pushed into a terminal, no leaving the parent's reach
+    if (rc == 0) rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, TIOCSTI));
+    if (rc == 0) rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, TIOCLINUX));
+    if (rc == 0) rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 1,
+                                       SCMP_A0(SCMP_CMP_EQ, PR_SET_PDEATHSIG));
     // signals: to this process only
     pid_t self = getpid();
     if (rc == 0) rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(kill), 1, SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)self));

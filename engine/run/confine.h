@@ -12,7 +12,8 @@
 // and up): no TCP bind or connect. Signals and abstract sockets (ABI 6 and up): only within the
 // process. System calls refused with EPERM: execve/execveat, ptrace and process_vm_*, any clone
 // that is not a thread, namespaces and mounts, chmod/chown/utimes/xattrs and links by path,
-// socket, kernel keyrings, bpf, perf, modules, io_uring and the like (the list is in confine.c).
+// socket, setsid/setpgid, TIOCSTI, kernel keyrings, bpf, perf, modules, io_uring and the like
+// (the list is in confine.c).
 // Limits: no core dumps, memory (RLIMIT_DATA: what the process may allocate; mapped model files
 // do not count), file size (RLIMIT_FSIZE), open files. Capabilities are dropped and
 // no_new_privs set.

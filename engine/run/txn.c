@@ -195,36 +195,79 @@ ct_status ct_run_commit(const char *staging, const char *results, ct_err *err) {
     return exists ? ct_remove_tree(staging, err) : CT_OK;   // staging now holds the old results
 }
 
-static ct_status remove_at(int at, const char *name, const char *full, int depth, ct_err *err) {
+// Removes name (in directory at) and, for a directory, everything below it, never following a
+// link. The frames are small: a tree as deep as paths allow is removed in full.
+static ct_status remove_at(int at, const char *name, const char *top, int depth, ct_err *err) {
     struct stat st;
     if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW)) {
         if (errno == ENOENT) return CT_OK;
-        return ct_fail(err, CT_STATUS_IO, "%s: %s", full, strerror(errno));
+        return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(errno));
     }
     if (S_ISDIR(st.st_mode)) {
-        if (depth > 256) return ct_fail(err, CT_STATUS_IO, "%s: directories nested too deep to remove", full);
+        if (depth > 100000) return ct_fail(err, CT_STATUS_IO, "removing %s: directories nested too deep", top);
         int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
         if (!d) {
             if (fd >= 0) close(fd);
-            return ct_fail(err, CT_STATUS_IO, "%s: %s", full, strerror(errno));
+            return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(errno));
         }
         ct_status rc = CT_OK;
         struct dirent *e;
-        while (!rc && (e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[4096];
-            snprintf(p, sizeof p, "%s/%s", full, e->d_name);
-            rc = remove_at(dirfd(d), e->d_name, p, depth + 1, err);
-        }
+        while (!rc && (e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) rc = remove_at(dirfd(d), e->d_name, top, depth + 1, err);
         closedir(d);
         if (rc) return rc;
         if (unlinkat(at, name, AT_REMOVEDIR) && errno != ENOENT)
-            return ct_fail(err, CT_STATUS_IO, "%s: %s", full, strerror(errno));
+            return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(errno));
         return CT_OK;
     }
-    if (unlinkat(at, name, 0) && errno != ENOENT) return ct_fail(err, CT_STATUS_IO, "%s: %s", full, strerror(errno));
+    if (unlinkat(at, name, 0) && errno != ENOENT) return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(errno));
     return CT_OK;
 }
 
 ct_status ct_remove_tree(const char *path, ct_err *err) { return remove_at(AT_FDCWD, path, path, 0, err); }
+
+ct_status ct_run_read(const char *dir, const char *rel, size_t max, char **buf, size_t *n, ct_err *err) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: %s (a directory, not a link, expected)", dir, strerror(errno));
+    char part[4096];
+    const char *p = rel;
+    while (fd >= 0) {   // one component at a time, none of them a link
+        size_t k = strcspn(p, "/");
+        if (k == 0 || k >= sizeof part || (k <= 2 && strncmp(p, "..", k) == 0)) {
+            close(fd);
+            return ct_fail(err, CT_STATUS_BAD_ARG, "%s/%s: a plain relative path expected", dir, rel);
+        }
+        memcpy(part, p, k), part[k] = 0;
+        int last = p[k] == 0;
+        int next = openat(fd, part, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (last ? O_NONBLOCK : O_DIRECTORY));
+        close(fd);
+        if (next < 0) return ct_fail(err, errno == ENOENT ? CT_STATUS_NOT_FOUND : CT_STATUS_IO, "%s/%s: %s%s", dir, rel,
+                                     strerror(errno), errno == ELOOP ? " (a link: refused)" : "");
+        fd = next;
+        if (last) break;
+        p += k + 1;
+    }
+    struct stat st;
+    ct_status rc = CT_OK;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+        rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/%s: not a regular file", dir, rel);
+    else if ((size_t)st.st_size > max)
+        rc = ct_fail(err, CT_STATUS_TOO_LARGE, "%s/%s: %lld bytes (at most %zu)", dir, rel, (long long)st.st_size, max);
+    char *b = rc ? NULL : malloc((size_t)st.st_size + 1);
+    if (!rc && !b) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "%s/%s: out of memory", dir, rel);
+    size_t got = 0;
+    while (!rc && got < (size_t)st.st_size) {
+        ssize_t k = read(fd, b + got, (size_t)st.st_size - got);
+        if (k <= 0) rc = ct_fail(err, CT_STATUS_IO, "%s/%s: %s", dir, rel, k < 0 ? strerror(errno) : "shorter than its size");
+        else got += (size_t)k;
+    }
+    close(fd);
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    b[got] = 0;
+    *buf = b, *n = got;
+    return CT_OK;
+}

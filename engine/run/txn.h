@@ -41,5 +41,9 @@ void ct_run_files_free(ct_run_file *files, int n);
 ct_status ct_run_commit(const char *staging, const char *results, ct_err *err);
 // Removes a directory tree without following links (nothing outside it is touched).
 ct_status ct_remove_tree(const char *path, ct_err *err);
+// Reads dir/rel (a relative path: no "..", no component a link, the file a regular one of at most
+// max bytes) into a malloc'ed NUL-terminated buffer: files of a folder that may come from a
+// stranger (expected/, results/), read by an unconfined process.
+ct_status ct_run_read(const char *dir, const char *rel, size_t max, char **buf, size_t *n, ct_err *err);
 
 #endif

@@ -41,7 +41,8 @@ local function read_roots(folder)
     if r and not seen[r] then roots[#roots + 1], seen[r] = r, true end
   end
   add(folder)
-  add(ct.root or ".")
+  add((ct.root or ".") .. "/lua")           -- of the project, only its modules and case studies: not
+  add((ct.root or ".") .. "/experiments")   -- its .git/config, say
   add(os.getenv("CTRACE_CACHE") or (cache .. "/ctrace"))
   add(hf)
   for _, d in ipairs(ct.model_dirs()) do add(d) end
@@ -66,6 +67,9 @@ local function answer(text)
   for i = 2, table.maxn(res) do boxes[i - 1] = {v = res[i]} end
   return core.json_encode({results = boxes})
 end
+
+-- What a run may download (Hugging Face files fetched for it), GiB, unless --download-limit.
+local DOWNLOAD_LIMIT_GIB = 16
 
 local STOPPED = {timeout = "TIMEOUT: stopped after %s s (--timeout)", interrupted = "INTERRUPTED: stopped by Ctrl-C",
                  terminated = "TERMINATED: stopped by a signal to ctrace run"}
@@ -92,16 +96,22 @@ local function run_staged(folder, script, staging, o)
     spec.file_size = 64 * 2 ^ 30           -- RLIMIT_FSIZE: the largest file it may write
   end
   local t0 = ct.clock()
-  local r = core.run_child(core.json_encode(spec), o.timeout, o.unsafe, answer)
+  local limit = (o.download_limit or DOWNLOAD_LIMIT_GIB) * 2 ^ 30
+  local r = core.run_child(core.json_encode(spec), {timeout = o.timeout, unsafe = o.unsafe, credentials = o.credentials,
+                                                    download_limit = limit}, answer)
   if STOPPED[r.how] then error(string.format(STOPPED[r.how], tostring(o.timeout)), 0) end
   if r.how == "signaled" then error("FAILED: the experiment process was killed by signal " .. r.signal
                                     .. (r.signal == 9 and " (out of memory?)" or r.signal == 25 and " (a file too large)" or ""), 0) end
   if r.code ~= 0 or not r.report then error("FAILED: the experiment failed (exit " .. r.code .. ")", 0) end
   local report = check_report(r.report)
   if not o.unsafe and type(report.isolation) ~= "table" then error("FAILED: the experiment process reported no isolation", 0) end
-  local outputs = core.run_outputs(staging)   -- synced; only regular files
+  local outputs = {}   -- synced; only regular files; a manifest.json of the script's is replaced
+  for _, f in ipairs(core.run_outputs(staging)) do
+    if f.path ~= "manifest.json" then outputs[#outputs + 1] = f end
+  end
   local manifest = {ctrace_version = ct.version, blas_core = ct.blas_core, threads = ct.threads(), folder = folder,
-                    run_options = {timeout = o.timeout, memory = o.memory, unsafe = o.unsafe or false},
+                    run_options = {timeout = o.timeout, memory = o.memory, unsafe = o.unsafe or false,
+                                   credentials = o.credentials or false, download_limit_bytes = limit},
                     isolation = o.unsafe and "none (--unsafe)" or report.isolation,
                     seconds = ct.clock() - t0, peak_rss_bytes = report.peak_rss_bytes, inputs = report.inputs,
                     outputs = outputs, attributions = report.attributions}
@@ -133,17 +143,30 @@ function M.run(folder, o)
   return manifest
 end
 
+-- The folder's file rel (under expected/ or results/), read without following a link: a folder
+-- may come from a stranger and the checks run unconfined. nil and a message when it cannot be.
+local function folder_file(folder, rel)
+  return core.run_read(folder, rel, 256 * 2 ^ 20)
+end
+
 -- Whether results/ is one whole run: its files are exactly the manifest's outputs, unchanged, and
--- the inputs the run read are unchanged too. Differences appended to out.
+-- the inputs the run read (those under the roots a run may read) are unchanged too. Differences
+-- appended to out.
 local function verify_results(folder, out)
-  local text = read(folder .. "/results/manifest.json")
+  local text, msg = folder_file(folder, "results/manifest.json")
   if not text then
-    out[#out + 1] = "results/ holds no complete run (no manifest.json): run it with ctrace run"
+    out[#out + 1] = "results/ holds no complete run (" .. msg .. "): run it with ctrace run"
     return
   end
-  local m = ct.json_decode(text)
+  local okj, m = pcall(ct.json_decode, text)
+  if not okj or type(m) ~= "table" or type(m.outputs) ~= "table" then
+    out[#out + 1] = "results/manifest.json: not a manifest of ctrace run"
+    return
+  end
   local want = {}
-  for _, f in ipairs(m.outputs or {}) do want[f.path] = f.sha256 end
+  for _, f in ipairs(m.outputs) do
+    if type(f) == "table" and type(f.path) == "string" then want[f.path] = f.sha256 end
+  end
   local ok, files = pcall(core.run_outputs, folder .. "/results")
   if not ok then
     out[#out + 1] = tostring(files)
@@ -157,9 +180,17 @@ local function verify_results(folder, out)
     end
   end
   for path in pairs(want) do out[#out + 1] = "results/" .. path .. ": missing (the manifest lists it)" end
-  for _, f in ipairs(m.inputs or {}) do
-    local okh, sum = pcall(ct.sha256, f.path)
-    if not okh or sum ~= f.sha256 then out[#out + 1] = f.path .. ": input changed since the run (results are stale)" end
+  local roots = read_roots(folder)
+  for _, f in ipairs(type(m.inputs) == "table" and m.inputs or {}) do
+    local real = type(f) == "table" and type(f.path) == "string" and core.realpath(f.path)
+    local under = false
+    for _, r in ipairs(roots) do under = under or (real and real:sub(1, #r + 1) == r .. "/") end
+    if not under then
+      out[#out + 1] = tostring(type(f) == "table" and f.path) .. ": an input outside what a run may read (not checked)"
+    else
+      local okh, sum = pcall(ct.sha256, real)
+      if not okh or sum ~= f.sha256 then out[#out + 1] = f.path .. ": input changed since the run (results are stale)" end
+    end
   end
 end
 
@@ -182,25 +213,35 @@ function M.check(folder, o)
   if o.no_run then
     lock = core.run_lock(folder, false)
     verify_results(folder, diffs)
+    if #diffs > 0 then   -- not one whole run: nothing in it is worth comparing
+      lock:release()
+      return diffs, 0, 0
+    end
   else
     M.run(folder, o)
   end
-  local names, is_dir = ct.list_dir(folder .. "/expected")
-  if not is_dir or #names == 0 then
-    if #diffs > 0 then return diffs, n, 0 end
-    error("NOT_FOUND: " .. folder .. "/expected/ holds nothing to check", 0)
+  local ok, listed = pcall(core.run_outputs, folder .. "/expected")   -- regular files only, no link
+  if not ok or #listed == 0 then
+    if lock then lock:release() end
+    error("NOT_FOUND: " .. folder .. "/expected/ holds nothing to check" .. (ok and "" or " (" .. tostring(listed) .. ")"), 0)
   end
   local tol = 1e-4
-  local tj = read(folder .. "/expected/tolerance.json")
-  if tj then tol = ct.json_decode(tj).default or tol end
-  for _, name in ipairs(names) do
-    if name ~= "tolerance.json" and name:sub(1, 1) ~= "." then   -- .keep and the like are no results
+  local tj = folder_file(folder, "expected/tolerance.json")
+  if tj then
+    local okj, t = pcall(ct.json_decode, tj)
+    tol = okj and type(t) == "table" and type(t.default) == "number" and t.default or tol
+  end
+  for _, f in ipairs(listed) do
+    local name = f.path
+    if name ~= "tolerance.json" and not name:match("^%.") and not name:match("/%.") then   -- .keep and the like
       n = n + 1
-      local want, got = read(folder .. "/expected/" .. name), read(folder .. "/results/" .. name)
+      local want, got = folder_file(folder, "expected/" .. name), folder_file(folder, "results/" .. name)
+      local okw, w = pcall(ct.json_decode, want or "")
+      local okg, g = pcall(ct.json_decode, got or "")
       if not got then
         diffs[#diffs + 1] = name .. ": missing from results/"
-      elseif name:match("%.json$") then
-        compare(ct.json_decode(want), ct.json_decode(got), tol, name, diffs)
+      elseif name:match("%.json$") and okw and okg then
+        compare(w, g, tol, name, diffs)
       elseif want ~= got then
         diffs[#diffs + 1] = name .. ": differs from expected/ (compared byte for byte)"
       end

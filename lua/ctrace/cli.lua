@@ -11,11 +11,13 @@ local ct = require "ctrace"
 local M = {}
 
 local HELP = {
-  run = [[usage: ctrace run <folder> [--timeout SECONDS] [--memory GIB] [--unsafe]
+  run = [[usage: ctrace run <folder> [--timeout SECONDS] [--memory GIB] [--download-limit GIB] [--credentials]
+                        [--unsafe]
 Runs <folder>/experiment.lua (arg[0] is its path) in a process of its own, confined by the kernel
 (Landlock, seccomp, resource limits): it reads only the folder, the project, the model
 directories and the caches, writes only its results, runs no program, opens no connection
-(downloads and Neuronpedia requests are made by ctrace run for it) and sees no secret. Its Lua
+(ctrace run makes its Hugging Face downloads, up to --download-limit GiB (16), and Neuronpedia
+requests, without your tokens unless --credentials) and sees no secret. Its Lua
 has no os.execute, io.popen, ffi, debug, C modules or precompiled chunks; undefined globals raise.
 The script writes into ct.results_dir(arg[0]); only a run that ends cleanly, every write synced,
 becomes <folder>/results/, whole, with results/manifest.json (ctrace version, BLAS kernels and
@@ -27,7 +29,7 @@ memory; mapped model files do not count). --unsafe: your own scripts only: no co
 are still a transaction and the deadline still holds).
 Exit status: 0 done, 1 the experiment failed, 2 bad arguments, 75 the folder is busy, 77 this
 kernel cannot sandbox (use --unsafe for trusted folders), 124 timeout, 130 Ctrl-C, 143 SIGTERM.]],
-  check = [[usage: ctrace check <folder> [--no-run] [--timeout SECONDS] [--memory GIB] [--unsafe]
+  check = [[usage: ctrace check <folder> [--no-run] [ctrace run's options]
 Runs the folder (unless --no-run: then results/ must be the whole run its manifest records, with
 unchanged inputs) and compares each file of <folder>/expected/ with the file of
 the same name in results/: JSON files number by number within a tolerance (expected/tolerance.json
@@ -49,13 +51,16 @@ Creates <folder> (a path, or a name under experiments/) with an experiment.lua t
 (the attribution graph of a prompt on stories260K and a summary), a README.md and expected/.]],
 }
 
+local RUN_FLAGS = {["--timeout"] = {"timeout", "positive"}, ["--unsafe"] = {"unsafe"}, ["--memory"] = {"memory", "positive"},
+                   ["--credentials"] = {"credentials"}, ["--download-limit"] = {"download_limit", "nonnegative"}}
+local CHECK_FLAGS = {["--no-run"] = {"no_run"}}
+for k, v in pairs(RUN_FLAGS) do CHECK_FLAGS[k] = v end
+
 -- Each command's arguments: flags (a key, and whether it takes a number, a string or nothing)
 -- and at most one positional argument.
 local ARGS = {
-  run = {positional = "folder", flags = {["--timeout"] = {"timeout", "seconds"}, ["--unsafe"] = {"unsafe"},
-                                        ["--memory"] = {"memory", "seconds"}}},
-  check = {positional = "folder", flags = {["--timeout"] = {"timeout", "seconds"}, ["--no-run"] = {"no_run"},
-                                          ["--unsafe"] = {"unsafe"}, ["--memory"] = {"memory", "seconds"}}},
+  run = {positional = "folder", flags = RUN_FLAGS},
+  check = {positional = "folder", flags = CHECK_FLAGS},
   new = {positional = "folder", flags = {}},
   serve = {positional = "dir", flags = {["--port"] = {"port", "number"}}},
   attribute = {flags = {
@@ -90,7 +95,9 @@ local function parse(cmd, args)
       if flag[2] ~= "string" then
         v = tonumber(v)
         if not v then return fail(a .. " needs a number") end
-        if flag[2] == "seconds" and v <= 0 then return fail(a .. " needs a positive number") end
+        if (flag[2] == "positive" and v <= 0) or (flag[2] == "nonnegative" and v < 0) then
+          return fail(a .. " needs a " .. flag[2] .. " number")
+        end
       end
       o[flag[1]] = v
       i = i + 1

@@ -38,7 +38,12 @@ local M = {
   load_graph = core.load_graph,
 }
 
-local exists = core.exists
+-- Whether a path is there, as a probe: a path outside a run's read roots counts as absent (the
+-- load that follows says why it is refused).
+local function exists(p)
+  local ok, what = pcall(core.exists, p)
+  return ok and what or nil
+end
 
 -- Directories searched for named models: $CTRACE_MODELS, then ../shared/models beside the
 -- project.

@@ -77,7 +77,7 @@ grep -q "from the project" "$tmp/shipped.out" && ! grep -q SHIPPED "$tmp/shipped
   ok "a folder's own ctrace/*.lua is never loaded (run from inside it)" || { bad "shipped modules"; show "$tmp/shipped.out"; }
 
 # ---- reads outside the roots ------------------------------------------------------------------
-refused read_passwd 'print(io.open("/etc/passwd"):read("*a"))' "cannot open /etc/passwd"
+refused read_passwd 'print(io.open("/etc/passwd"):read("*a"))' "reading /etc/passwd"
 refused read_secret "print(io.open('$outside/secret.txt'):read('*a'))" "secret.txt"
 refused read_lines "for l in io.lines('$outside/secret.txt') do print(l) end" "secret.txt"
 refused read_token "print(io.open('$HOME/.cache/huggingface/token'):read('*a'))" "token"
@@ -184,7 +184,7 @@ touch "$tmp/evil.log"
 refused hub_url "require('ctrace').hub.configure{url = 'http://127.0.0.1:$eport'}" "cannot change during ctrace run"
 refused np_url "require('ctrace').neuronpedia.configure{url = 'http://127.0.0.1:$eport'}" "cannot change during ctrace run"
 refused net_configure "require('ctrace.core').net_configure('hub', {url = 'http://127.0.0.1:$eport'})" "cannot change during ctrace run"
-refused socket_direct "require('ctrace').load_model('http://127.0.0.1:$eport/x')" "no model at"
+refused socket_direct "require('ctrace').load_model('http://127.0.0.1:$eport/x')" "reading http://"
 refused broker_call "print(require('ctrace.core').broker('{\"call\":\"write_file\",\"args\":[{\"v\":\"$outside/new.txt\"},{\"v\":\"x\"}]}'))
 error('the parent answered')" "the parent answered"
 refused broker_traversal "print(require('ctrace.core').hub_file('hf://org/repo/../../../outside/new.txt'))" "without '..'"
@@ -201,8 +201,8 @@ exp np_broker 'local f = assert(require("ctrace").neuronpedia.feature("synthetic
 print(require("ctrace").neuronpedia.settings().url)'
 CTRACE_NEURONPEDIA_URL=http://127.0.0.1:$nport/np XDG_CACHE_HOME=$tmp/npcache "$CTRACE" run "$tmp/np_broker" > "$tmp/np_broker.out" 2>&1; st=$?
 keys=$(curl -s "http://127.0.0.1:$nport/stats" | python3 -c 'import json,sys; print(sum(v for k, v in json.load(sys.stdin).items() if k.endswith("x-api-key")))')
-[ $st -eq 0 ] && grep -q "label:" "$tmp/np_broker.out" && [ "$keys" -ge 1 ] &&
-  ok "labels through the parent: the configured server answers (key sent $keys time(s))" ||
+[ $st -eq 0 ] && grep -q "label:" "$tmp/np_broker.out" && [ "$keys" = 0 ] &&
+  ok "labels through the parent: the configured server answers, without the key (no --credentials)" ||
   { bad "np broker (exit $st, keys $keys)"; show "$tmp/np_broker.out"; }
 no_secret "np broker" "$tmp/np_broker.out"
 
@@ -478,6 +478,140 @@ done
 exp unsafe_lifts "os.execute('touch $tmp/unsafe_lifts/touched')"
 runs unsafe_lifts --unsafe
 [ $st -eq 0 ] && [ -e "$tmp/unsafe_lifts/touched" ] && ok "--unsafe lifts the sandbox" || { bad "--unsafe (exit $st)"; show "$tmp/unsafe_lifts.out"; }
+# ---- the manifest cannot lie; check reads a stranger's folder safely; the parent holds --------
+# the manifest's inputs: a script cannot erase or hide what it read
+exp hide_inputs 'local ct = require "ctrace"
+local here = arg[0]:match("^(.*)/")
+local v = io.open(here .. "/input.txt"):read("*a")
+require("ctrace.core").clear_files_read()
+ct.write_file(ct.results_dir(arg[0]) .. "/out.txt", v)'
+echo v1 > "$tmp/hide_inputs/input.txt"
+runs hide_inputs
+if [ $st -ne 0 ]; then ok "clear_files_read in an experiment: the run fails (exit $st)"
+elif grep -q '"'"$tmp"'/hide_inputs/input.txt"' "$tmp/hide_inputs/results/manifest.json" &&
+     grep -q '"'"$tmp"'/hide_inputs/experiment.lua"' "$tmp/hide_inputs/results/manifest.json"; then
+  ok "clear_files_read cannot erase the run's inputs from the manifest"
+else bad "core.clear_files_read() in the experiment erased its inputs from the manifest"; fi
+# Lua code after the report (a __gc of the file handles' metatable, run by lua_close) reads and
+# writes unrecorded: the manifest omits the input, and check --no-run passes after it changes
+exp gc_after_report 'local ct = require "ctrace"
+local out, here = ct.results_dir(arg[0]), arg[0]:match("^(.*)/")
+local ran = false
+getmetatable(io.stdout).__gc = function()
+  if ran then return end
+  ran = true
+  local g = io.open(out .. "/late.txt", "w")
+  g:write(io.open(here .. "/late_input.txt"):read("*a"))
+  g:close()
+end
+ct.write_file(out .. "/a.txt", "a")'
+echo v1 > "$tmp/gc_after_report/late_input.txt"
+runs gc_after_report
+if [ $st -ne 0 ] || { [ ! -e "$tmp/gc_after_report/results/late.txt" ] ||
+     grep -q 'late_input.txt' "$tmp/gc_after_report/results/manifest.json"; }; then
+  ok "no unrecorded reads or writes after the report (exit $st)"
+else bad "a __gc finalizer ran after the report: late.txt written from an input the manifest omits"; fi
+# attributions in the manifest come from the engine, not from a function the script can replace
+exp forged_attr 'local core = require "ctrace.core"
+local real = core.json_encode
+core.json_encode = function(v, ...)
+  if type(v) == "table" and #v == 0 then return "[{\"prompt_tokens\":[1,2,3],\"options\":{\"note\":\"forged\"}}]" end
+  return real(v, ...)
+end'
+runs forged_attr
+if [ $st -eq 0 ] && grep -q '"note"' "$tmp/forged_attr/results/manifest.json"; then
+  bad "the manifest's attributions were forged by replacing core.json_encode"
+else ok "the manifest's attributions cannot be forged (exit $st)"; fi
+# check compares expected/ and results/ in the unconfined parent: a link in expected/ to a JSON
+# file outside must not be read (its values are printed as differences)
+printf '{"token": "%s"}\n' "$SECRET" > "$outside/secret.json"
+canary "$outside/secret.json"
+exp check_link 'local ct = require "ctrace"; ct.write_json(ct.results_dir(arg[0]) .. "/creds.json", {})'
+mkdir -p "$tmp/check_link/expected"
+ln -s "$outside/secret.json" "$tmp/check_link/expected/creds.json"
+"$CTRACE" check "$tmp/check_link" > "$tmp/check_link.out" 2>&1
+"$CTRACE" check "$tmp/check_link" --no-run >> "$tmp/check_link.out" 2>&1
+no_secret "check with expected/ linking to a JSON file outside" "$tmp/check_link.out"
+# a FIFO in expected/ (or results/) must not hang ctrace check
+exp check_fifo 'local ct = require "ctrace"; ct.write_json(ct.results_dir(arg[0]) .. "/a.json", {})'
+runs check_fifo
+mkdir -p "$tmp/check_fifo/expected" && mkfifo "$tmp/check_fifo/expected/b.txt"
+timeout 10 "$CTRACE" check "$tmp/check_fifo" --no-run > "$tmp/check_fifo.out" 2>&1; st=$?
+[ $st -ne 124 ] && ok "a FIFO in expected/ does not hang check --no-run (exit $st)" || bad "check --no-run hangs on a FIFO in expected/"
+# the parent decodes the child's requests: a 64 MB request must not hold it past --timeout
+exp big_request 'local n = math.floor((64 * 2^20 - 100) / 3)
+require("ctrace.core").broker("{\"call\":\"np_features\",\"args\":[{\"v\":[" .. string.rep("[],", n - 1) .. "[]]}]}")'
+timed big_request "$(cat "$tmp/big_request/experiment.lua")" --timeout 4
+[ $st -ne 0 ] && within 8 && ok "a 64 MB request cannot hold the parent past --timeout (exit $st, $secs s)" ||
+  bad "a 64 MB request held the parent: exit $st after $secs s with --timeout 4"
+# the experiment process has no controlling terminal (TIOCSTI) and is in a session of its own
+if command -v script > /dev/null; then
+  exp session 'local t0 = os.clock() while os.clock() - t0 < 3 do end'
+  script -qec "$CTRACE run $tmp/session" /dev/null > "$tmp/session.out" 2>&1 &
+  spid=$!
+  sleep 1.5
+  parent=$(pgrep -f "^$CTRACE run $tmp/session\$" | head -1)
+  child=$(pgrep -P "$parent" 2>/dev/null | head -1)
+  psess=$(awk '{print $6}' /proc/$parent/stat 2>/dev/null); csess=$(awk '{print $6}' /proc/$child/stat 2>/dev/null)
+  ctty=$(awk '{print $7}' /proc/$child/stat 2>/dev/null)
+  wait $spid
+  [ -n "$child" ] && [ "$csess" != "$psess" ] && [ "$ctty" = 0 ] &&
+    ok "the experiment process has a session of its own and no controlling terminal" ||
+    bad "the experiment process shares the parent's session ($csess) and terminal ($ctty): TIOCSTI reaches the user's shell"
+fi
+
+# a tree of directories too deep for results: the run fails, nothing of it stays, the next run works
+exp deep 'local ct = require "ctrace"; ct.mkdirs(ct.results_dir(arg[0]) .. string.rep("/d", 300))'
+runs deep
+st1=$st
+printf '%s\n' "$GOOD" > "$tmp/deep/experiment.lua"
+runs deep
+[ $st1 -ne 0 ] && [ $st -eq 0 ] && ! ls -a "$tmp/deep" | grep -q ctrace-staging &&
+  ok "results nested too deep fail the run and leave nothing; the next run works" || { bad "deep: exit $st1 then $st"; show "$tmp/deep.out"; }
+# a manifest.json of the script's is replaced by ctrace run's own
+exp own_manifest 'local ct = require "ctrace"; ct.write_file(ct.results_dir(arg[0]) .. "/manifest.json", "{\"forged\": true}")'
+runs own_manifest
+[ $st -eq 0 ] && ! grep -q forged "$tmp/own_manifest/results/manifest.json" && grep -q '"inputs"' "$tmp/own_manifest/results/manifest.json" &&
+  ok "a manifest.json written by the script is replaced by ctrace run's" || { bad "own manifest (exit $st)"; show "$tmp/own_manifest.out"; }
+# check --no-run does not hash files outside what a run may read for a shipped manifest
+cp -r "$tmp/txn" "$tmp/oracle"
+python3 - "$tmp/oracle/results/manifest.json" "$outside/secret.txt" <<'PY'
+import hashlib, json, sys
+m = json.load(open(sys.argv[1]))
+m["inputs"].append({"path": sys.argv[2], "sha256": hashlib.sha256(b"guess\n").hexdigest()})
+json.dump(m, open(sys.argv[1], "w"))
+PY
+"$CTRACE" check "$tmp/oracle" --no-run > "$tmp/oracle.out" 2>&1; st=$?
+[ $st -eq 1 ] && grep -q "an input outside what a run may read (not checked)" "$tmp/oracle.out" &&
+  ok "check --no-run hashes no file outside the run's roots for a shipped manifest" || { bad "oracle (exit $st)"; show "$tmp/oracle.out"; }
+# the experiment's output reaches a terminal with its control characters shown, not obeyed
+if command -v script > /dev/null; then
+  exp escapes 'io.stdout:write("done\27[8m hidden\r\n")'
+  script -qec "$CTRACE run $tmp/escapes" /dev/null > "$tmp/escapes.tty" 2>&1
+  grep -q 'done?\[8m hidden' "$tmp/escapes.tty" && ! grep -q $'\e\[8m' "$tmp/escapes.tty" &&
+    ok "escape sequences from the experiment are shown as text on a terminal" || { bad "escapes"; show "$tmp/escapes.tty"; }
+fi
+# downloads made for a run: within --download-limit, and with the user's token only if --credentials
+mkdir -p "$tmp/npfiles/test/big"
+head -c 2000000 /dev/urandom > "$tmp/npfiles/test/big/big.bin"
+exp budget 'print("got:", require("ctrace").hub.file("hf://test/big/big.bin"))'
+for lim in 0.001 1; do
+  HF_ENDPOINT=http://127.0.0.1:$nport/hf "$CTRACE" run "$tmp/budget" --download-limit $lim > "$tmp/budget.out" 2>&1; st=$?
+  blobs=$(find "$HOME/.cache/huggingface/hub" -path '*blobs*' -type f 2>/dev/null | wc -l)
+  if [ $lim = 0.001 ]; then
+    [ $st -eq 0 ] && grep -q "more than this run may still download" "$tmp/budget.out" && [ "$blobs" = 0 ] &&
+      ok "--download-limit: a 2 MB file is refused under a 1 MB limit, nothing cached" || { bad "budget (exit $st, $blobs blobs)"; show "$tmp/budget.out"; }
+  else
+    [ $st -eq 0 ] && grep -q "got:	/" "$tmp/budget.out" && [ "$blobs" = 1 ] && ok "within the limit the file is fetched for the run" ||
+      { bad "budget 1 GiB (exit $st, $blobs blobs)"; show "$tmp/budget.out"; }
+  fi
+done
+CTRACE_NEURONPEDIA_URL=http://127.0.0.1:$nport/np XDG_CACHE_HOME=$tmp/npcache2 "$CTRACE" run "$tmp/np_broker" --credentials > "$tmp/np_cred.out" 2>&1; st=$?
+keys2=$(curl -s "http://127.0.0.1:$nport/stats" | python3 -c 'import json,sys; print(sum(v for k, v in json.load(sys.stdin).items() if k.endswith("x-api-key")))')
+[ $st -eq 0 ] && [ "$keys2" -ge 1 ] && ok "--credentials: the key goes to the configured server ($keys2 request(s))" ||
+  { bad "--credentials (exit $st, keys $keys2)"; show "$tmp/np_cred.out"; }
+no_secret "--credentials" "$tmp/np_cred.out"
+
 canaries_intact
 no_secret "all runs" "$tmp"/*.out
 finish

@@ -614,6 +614,7 @@ static int run(lua_State *L, const run_spec *s, const ct_isolation *iso, int env
     ct_err err = {0};
     if (!s->unsafe) {
         if (ct_ctx_set_write_root(&st->ctx, s->staging, &err)) goto fail;
+        st->ctx.write_hint = " (the run's results: ct.results_dir(arg[0]), which becomes results/ when the run succeeds)";
         const char *roots[65];
         memcpy(roots, s->read, sizeof *roots * (size_t)s->n_read);
         roots[s->n_read] = s->staging;

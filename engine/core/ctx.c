@@ -178,7 +178,8 @@ ct_status ct_ctx_check_write(const ct_ctx *c, const char *path, ct_err *err) {
     ct_status rc = resolve_dirs(path, full, &rest, err);
     if (rc) return rc;
     if (strstr(rest, "..") || !under(full, c->write_root))
-        return ct_fail(err, CT_STATUS_BAD_ARG, "writing %s: this run may write only under %s", path, c->write_root);
+        return ct_fail(err, CT_STATUS_BAD_ARG, "writing %s: this run may write only under %s%s", path, c->write_root,
+                       c->write_hint ? c->write_hint : "");
     return CT_OK;
 }
 

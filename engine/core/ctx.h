@@ -44,6 +44,7 @@ typedef struct ct_ctx {
     char *write_root;               // resolved directory; NULL: files may be written anywhere
     int locked;                     // the roots can no longer change (ct_ctx_lock)
     int write_errors;               // writes that failed on the way to disk (a full disk), caught or not
+    const char *write_hint;         // said after a refused write (what to write where); NULL: nothing
     ct_ctx_file *files;             // (n_files,) every file read, in the order first opened
     int n_files, cap_files;
     // Turns an address that is not a local path (hf://...) into one; NULL: such addresses fail.

@@ -639,7 +639,7 @@ static int run(lua_State *L, const run_spec *s, const ct_isolation *iso, int env
         static const char *const gone[] = {"clear_files_read", "note_read", "files_read", "set_read_roots",
                                            "set_write_root", "lock_roots", "check_write", "set_timeout", "run_lock",
                                            "run_staging", "run_child", "run_outputs", "run_commit", "remove_tree",
-                                           "run_read", "serve", NULL};
+                                           "run_read", "serve", "realpath", NULL};
         for (int i = 0; gone[i]; i++) lua_pushnil(L), lua_setfield(L, -2, gone[i]);
     }
     lua_pop(L, 1);
@@ -740,6 +740,6 @@ int ct_host_run_child(void) {
         g_state = L;   // never closed: no finalizer the script set runs after its report
     }
     cJSON_Delete(j);
-    fflush(stdout);
-    return status;
+    fflush(NULL);
+    _exit(status);   // no exit handler: the state (and what it owns) ends with the process
 }

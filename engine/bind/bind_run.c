@@ -12,7 +12,8 @@
 //       Face and Neuronpedia tokens only if credentials, and downloads within download_limit
 //       bytes), relays its output, stops it at the deadline or on Ctrl-C. how: "exited",
 //       "signaled", "timeout", "interrupted" or "terminated"; report: its report text, if any
-//   core.run_outputs(dir) -> {{path =, size =, sha256 =}, ...} (synced; raises on links)
+//   core.run_outputs(dir [, seconds]) -> {{path =, size =, sha256 =}, ...} (synced; raises on links,
+//       and TIMEOUT when hashing takes longer than seconds)
 //   core.run_commit(staging, results); core.remove_tree(path)
 //   core.run_read(dir, relpath [, max_bytes]) -> text | nil, message (no link followed; a regular
 //       file; 256 MiB at most by default)
@@ -70,7 +71,12 @@ static int l_run_outputs(lua_State *L) {
     ct_run_file *files = NULL;
     int n = 0;
     ct_err err = {0};
-    if (ct_run_outputs(luaL_checkstring(L, 1), &files, &n, &err)) return ct_lua_raise(L, &err);
+    ct_ctx *c = ct_lua_ctx(L);
+    double saved = c->deadline, left = luaL_optnumber(L, 2, 0);
+    if (left > 0) c->deadline = ct_now() + left;
+    ct_status rc = ct_run_outputs(c, luaL_checkstring(L, 1), &files, &n, &err);
+    c->deadline = saved;
+    if (rc) return ct_lua_raise(L, &err);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         lua_createtable(L, 0, 3);
@@ -142,7 +148,8 @@ static int env_allowed(const char *kv) {
     if (scheme && strchr(scheme, '@')) return 0;   // a URL with a user name or password in it
     for (int i = 0; prefix[i]; i++)
         if (strncmp(kv, prefix[i], strlen(prefix[i])) == 0)
-            return !strstr(kv, "TOKEN") && !strstr(kv, "KEY") && !strstr(kv, "SECRET") && !strstr(kv, "PASSWORD");
+            return !strcasestr(kv, "TOKEN") && !strcasestr(kv, "KEY") && !strcasestr(kv, "SECRET") &&
+                   !strcasestr(kv, "PASSWORD") && !strcasestr(kv, "AUTH");
     return 0;
 }
 

@@ -132,32 +132,43 @@ ct_status ct_frame_recv(int fd, size_t max, char *kind, char **data, size_t *n, 
 // ---------------------------------------------------------------------------------------------
 // The parent's wait
 
-// Copies what the child wrote on *fd to dest; at its end, closes *fd (-1). On a terminal,
-// control characters (escape sequences, carriage returns) are shown as '?': the child's output
-// cannot hide or rewrite the parent's own lines.
-static void relay(int *fd, int dest) {
-    char buf[8192];
-    ssize_t k;
-    while (*fd >= 0 && (k = read(*fd, buf, sizeof buf)) != 0) {
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) return;
-            break;
-        }
-        if (isatty(dest))
-            for (ssize_t i = 0; i < k; i++) {
-                unsigned char ch = (unsigned char)buf[i];
-                if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f) buf[i] = '?';
-            }
-        for (ssize_t off = 0; off < k;) {
-            ssize_t w = write(dest, buf + off, (size_t)(k - off));
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) break;
-            off += w;
-        }
+// Whether the wait must stop: a signal came or the deadline (0: none) passed.
+static int must_stop(double deadline) { return g_stop || (deadline > 0 && ct_now() >= deadline); }
+
+// Copies one read's worth of what the child wrote on *fd (64 KiB at most) to dest; at the end of
+// the child's output, closes *fd (-1). On a terminal, control characters (C0, DEL and the UTF-8
+// C1 range, escape sequences among them) are shown as '?': the child's output cannot hide or
+// redraw the parent's own lines. A slow or stalled reader of dest never holds the parent past the
+// deadline or a signal: what is left is then dropped.
+static void relay(int *fd, int dest, double deadline) {
+    char buf[65536];
+    ssize_t k = *fd >= 0 ? read(*fd, buf, sizeof buf) : 0;
+    if (k < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    if (k <= 0) {
+        if (*fd >= 0) close(*fd);
+        *fd = -1;
+        return;
     }
-    if (*fd >= 0) close(*fd);
-    *fd = -1;
+    if (isatty(dest))
+        for (ssize_t i = 0; i < k; i++) {
+            unsigned char ch = (unsigned char)buf[i];
+            unsigned char next = i + 1 < k ? (unsigned char)buf[i + 1] : 0x80;   // cut after 0xc2: as if C1
+            if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f) {
+                buf[i] = '?';
+            } else if (ch == 0xc2 && next >= 0x80 && next <= 0x9f) {   // U+0080..U+009F
+                buf[i] = '?';
+                if (i + 1 < k) buf[++i] = '?';
+            }
+        }
+    for (ssize_t off = 0; off < k && !must_stop(deadline);) {
+        struct pollfd p = {dest, POLLOUT, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        size_t chunk = (size_t)(k - off) < 4096 ? (size_t)(k - off) : 4096;   // PIPE_BUF: never blocks
+        ssize_t w = write(dest, buf + off, chunk);
+        if (w < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (w <= 0) break;
+        off += w;
+    }
 }
 
 // Terminates the child and its session, kills them after the grace period, and reaps the child.
@@ -226,14 +237,14 @@ ct_status ct_child_wait(ct_child *c, double deadline, ct_child_request_fn fn, vo
     ct_status rc = CT_OK;
     int status = 0, reaped = 0;
     while (!reaped) {
-        if (g_stop || (deadline > 0 && ct_now() >= deadline)) break;
+        if (must_stop(deadline)) break;
         struct pollfd p[3] = {{c->sock, POLLIN, 0}, {c->out, POLLIN, 0}, {c->err, POLLIN, 0}};
         int ms = 50;   // the child's exit is polled too
         if (deadline > 0 && (deadline - ct_now()) * 1000 < ms) ms = (int)((deadline - ct_now()) * 1000) + 1;
         int k = poll(p, 3, ms);
         if (k < 0 && errno != EINTR) break;
-        if (k > 0 && p[1].revents) relay(&c->out, 1);
-        if (k > 0 && p[2].revents) relay(&c->err, 2);
+        if (k > 0 && p[1].revents) relay(&c->out, 1, deadline);
+        if (k > 0 && p[2].revents) relay(&c->err, 2, deadline);
         if (k > 0 && p[0].revents && c->sock >= 0) {
             ct_status r = handle_message(c, deadline, fn, data, end, err);
             if (r == CT_STATUS_IO) {   // closed: the child is ending
@@ -265,7 +276,14 @@ ct_status ct_child_wait(ct_child *c, double deadline, ct_child_request_fn fn, vo
         // a report still in the socket (sent just before the exit)
         while (c->sock >= 0 && !end->report && handle_message(c, ct_now() + 1, NULL, NULL, end, err) == CT_OK) {}
     }
-    relay(&c->out, 1), relay(&c->err, 2);   // what is left (the writers are gone: the pipes end)
+    // what is left (the writers are gone: the pipes end), unless the parent was asked to stop
+    double drain = ct_now() + 2;
+    while ((c->out >= 0 || c->err >= 0) && !g_stop && ct_now() < drain) {
+        struct pollfd p[2] = {{c->out, POLLIN, 0}, {c->err, POLLIN, 0}};
+        if (poll(p, 2, 50) <= 0) continue;
+        if (p[0].revents) relay(&c->out, 1, drain);
+        if (p[1].revents) relay(&c->err, 2, drain);
+    }
     int *fds[] = {&c->sock, &c->out, &c->err};
     for (int i = 0; i < 3; i++)
         if (*fds[i] >= 0) close(*fds[i]), *fds[i] = -1;

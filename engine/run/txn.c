@@ -61,6 +61,7 @@ ct_status ct_run_staging(char *out, size_t n, const char *folder, ct_err *err) {
 typedef struct {
     ct_run_file *files;
     int n, cap;
+    const ct_ctx *ctx;   // deadline and cancellation, checked while hashing
 } file_list;
 
 static ct_status sync_fd(int fd, const char *path, ct_err *err) {
@@ -85,6 +86,9 @@ static ct_status add_file(file_list *l, int dirfd, const char *name, const char 
     while (!rc && (k = read(fd, buf, sizeof buf)) != 0) {
         if (k < 0) rc = ct_fail(err, CT_STATUS_IO, "%s: %s", full, strerror(errno));
         else ct_sha256_update(&h, buf, (size_t)k);
+        if (!rc && ct_ctx_cancelled(l->ctx))   // a huge (or sparse) output cannot outlast the run's deadline
+            rc = l->ctx->cancel ? ct_fail(err, CT_STATUS_CANCELLED, "interrupted while hashing %s", full)
+                                : ct_fail(err, CT_STATUS_TIMEOUT, "the run's time ran out while hashing %s", full);
     }
     close(fd);
     if (rc) return rc;
@@ -146,8 +150,8 @@ static int by_path(const void *a, const void *b) {
     return strcmp(((const ct_run_file *)a)->path, ((const ct_run_file *)b)->path);
 }
 
-ct_status ct_run_outputs(const char *dir, ct_run_file **files, int *n, ct_err *err) {
-    file_list l = {0};
+ct_status ct_run_outputs(const ct_ctx *c, const char *dir, ct_run_file **files, int *n, ct_err *err) {
+    file_list l = {.ctx = c};
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return ct_fail(err, CT_STATUS_IO, "%s: %s", dir, strerror(errno));
     ct_status rc = walk(&l, fd, "", dir, 0, err);
@@ -195,37 +199,66 @@ ct_status ct_run_commit(const char *staging, const char *results, ct_err *err) {
     return exists ? ct_remove_tree(staging, err) : CT_OK;   // staging now holds the old results
 }
 
-// Removes name (in directory at) and, for a directory, everything below it, never following a
-// link. The frames are small: a tree as deep as paths allow is removed in full.
-static ct_status remove_at(int at, const char *name, const char *top, int depth, ct_err *err) {
+// Empties directory fd of everything but directories; the name of one directory left in it goes
+// to sub ("" when none). -1 on failure.
+static int clear_files(int fd, char sub[256]) {
+    int d2 = dup(fd);
+    DIR *d = d2 >= 0 ? fdopendir(d2) : NULL;
+    if (!d) {
+        if (d2 >= 0) close(d2);
+        return -1;
+    }
+    sub[0] = 0;
+    int rc = 0;
+    struct dirent *e;
+    struct stat st;
+    while (rc == 0 && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW)) rc = errno == ENOENT ? 0 : -1;
+        else if (!S_ISDIR(st.st_mode)) rc = unlinkat(fd, e->d_name, 0) && errno != ENOENT ? -1 : 0;
+        else if (!sub[0]) snprintf(sub, 256, "%s", e->d_name);
+    }
+    closedir(d);
+    return rc;
+}
+
+// Removes name (in directory at) and everything below it, never following a link, holding two
+// descriptors whatever the depth: it walks down to a directory with no directory in it, empties
+// and removes it, and starts again from the top (a tree as deep as paths allow, with few
+// descriptors to spare).
+static ct_status remove_at(int at, const char *name, const char *top, ct_err *err) {
     struct stat st;
     if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW)) {
         if (errno == ENOENT) return CT_OK;
         return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(errno));
     }
-    if (S_ISDIR(st.st_mode)) {
-        if (depth > 100000) return ct_fail(err, CT_STATUS_IO, "removing %s: directories nested too deep", top);
-        int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-        if (!d) {
-            if (fd >= 0) close(fd);
-            return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(errno));
-        }
-        ct_status rc = CT_OK;
-        struct dirent *e;
-        while (!rc && (e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) rc = remove_at(dirfd(d), e->d_name, top, depth + 1, err);
-        closedir(d);
-        if (rc) return rc;
-        if (unlinkat(at, name, AT_REMOVEDIR) && errno != ENOENT)
-            return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlinkat(at, name, 0) && errno != ENOENT) return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(errno));
         return CT_OK;
     }
-    if (unlinkat(at, name, 0) && errno != ENOENT) return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(errno));
-    return CT_OK;
+    for (;;) {
+        int parent = at;   // ours to close only below the top
+        const char *cur = name;
+        char sub[256] = "", held[256];
+        int fd = openat(parent, cur, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), depth = 0;
+        while (fd >= 0 && clear_files(fd, sub) == 0 && sub[0]) {   // down to a directory with none below
+            if (depth > 0) close(parent);
+            parent = fd;
+            memcpy(held, sub, sizeof held);
+            cur = held;
+            fd = openat(parent, cur, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            depth++;
+        }
+        int gone = fd >= 0 && !sub[0] && unlinkat(parent, cur, AT_REMOVEDIR) == 0;
+        int e = errno;
+        if (fd >= 0) close(fd);
+        if (depth > 0) close(parent);
+        if (!gone) return ct_fail(err, CT_STATUS_IO, "removing %s: %s", top, strerror(e));
+        if (depth == 0) return CT_OK;   // the top itself
+    }
 }
 
-ct_status ct_remove_tree(const char *path, ct_err *err) { return remove_at(AT_FDCWD, path, path, 0, err); }
+ct_status ct_remove_tree(const char *path, ct_err *err) { return remove_at(AT_FDCWD, path, path, err); }
 
 ct_status ct_run_read(const char *dir, const char *rel, size_t max, char **buf, size_t *n, ct_err *err) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -8,13 +8,14 @@
 //   char staging[4096];
 //   ct_run_staging(staging, sizeof staging, folder, &err);   // <folder>/.ctrace-staging-XXXXXX
 //   ... the experiment writes into staging ...
-//   ct_run_outputs(staging, &files, &n, &err);      // only regular files; synced; hashed
+//   ct_run_outputs(ctx, staging, &files, &n, &err); // only regular files; synced; hashed
 //   ct_run_commit(staging, results, &err);          // results/ <- staging, atomically
 //   ct_run_unlock(lock);
 #ifndef CT_RUN_TXN_H
 #define CT_RUN_TXN_H
 #include <stddef.h>
 #include <stdint.h>
+#include "core/ctx.h"
 #include "core/status.h"
 
 // Takes the folder's lock (flock on the directory: it goes with the process, however it ends).
@@ -33,8 +34,10 @@ typedef struct {
 
 // Every file under dir (sorted by path), each synced to disk and hashed, and every directory
 // synced. BAD_FORMAT when dir holds anything but regular files and directories (a link, a FIFO,
-// a file with a second hard link); IO when a sync fails (a full disk).
-ct_status ct_run_outputs(const char *dir, ct_run_file **files, int *n, ct_err *err);
+// a file with a second hard link) or nests them deeper than 64; IO when a sync fails (a full
+// disk); TIMEOUT or CANCELLED when c's deadline passes or c is cancelled on the way (c may be
+// NULL).
+ct_status ct_run_outputs(const ct_ctx *c, const char *dir, ct_run_file **files, int *n, ct_err *err);
 void ct_run_files_free(ct_run_file *files, int n);
 // Makes staging the new results (a directory; a link or file there is replaced, never followed)
 // in one atomic rename, syncs the folder, then removes the old results.

@@ -74,7 +74,13 @@ local ARGS = {
 }
 
 -- Exit statuses of failures by their prefix (others: 1).
-local EXIT = {BUSY = 75, SANDBOX = 77, TIMEOUT = 124, INTERRUPTED = 130, TERMINATED = 143}
+local EXIT = {BUSY = 75, SANDBOX = 77, TIMEOUT = 124, INTERRUPTED = 130, CANCELLED = 130, TERMINATED = 143}
+
+-- Text that may come from a case-study folder (names, values, messages), printable: control
+-- characters (C0, DEL, C1 as UTF-8) shown as '?', so nothing it holds can redraw the terminal.
+local function printable(s)
+  return (tostring(s):gsub("[%z\1-\8\11-\31\127]", "?"):gsub("\194[\128-\159]", "??"))
+end
 
 -- The options of cmd from args, or nil and the exit status after printing why (or the help).
 local function parse(cmd, args)
@@ -147,7 +153,7 @@ local function case_study(cmd, o)
                                   mf.seconds, mf.peak_rss_bytes / 1e6))
   elseif cmd == "check" then
     local diffs, n, tol = casestudy.check(folder, o)
-    for _, d in ipairs(diffs) do io.stderr:write("  ", d, "\n") end
+    for _, d in ipairs(diffs) do io.stderr:write("  ", printable(d), "\n") end
     if #diffs > 0 then error(string.format("CHECK: %s: %d difference(s) from expected/ (tolerance %g)", folder, #diffs, tol), 0) end
     io.stderr:write(string.format("ctrace check: %s matches expected/ (%d file(s), tolerance %g)\n", folder, n, tol))
   else
@@ -168,7 +174,7 @@ function M.main(cmd, args)
   local ok, res = pcall(run, o)
   if not ok then
     res = tostring(res)
-    io.stderr:write("ctrace ", cmd, ": ", res, "\n")
+    io.stderr:write("ctrace ", cmd, ": ", printable(res), "\n")
     return EXIT[res:match("^(%u+):") or res:match("^[^\n]-:%d+: (%u+):")] or 1
   end
   return res

@@ -612,6 +612,87 @@ keys2=$(curl -s "http://127.0.0.1:$nport/stats" | python3 -c 'import json,sys; p
   { bad "--credentials (exit $st, keys $keys2)"; show "$tmp/np_cred.out"; }
 no_secret "--credentials" "$tmp/np_cred.out"
 
+# ---- output floods, sparse files, deep trees, escapes in check, expected/ read by the run ------
+# a flood of output to a slow reader (a pipe to a pager or tee, a slow terminal): the relay loop
+# never returns to the wait loop, so --timeout, Ctrl-C and SIGTERM are never acted on
+exp flood 'local s = string.rep("x", 1000000) .. "\n" while true do io.stdout:write(s) end'
+cat > "$tmp/slow_reader.py" <<'PY'
+import sys, time
+while sys.stdin.buffer.read(65536): time.sleep(0.05)
+PY
+t0=$(ms)
+timeout -s KILL 20 "$CTRACE" run "$tmp/flood" --timeout 2 2> "$tmp/flood.out" > >(python3 "$tmp/slow_reader.py")
+secs=$(awk "BEGIN { print ($(ms) - $t0) / 1000 }")
+within 6 && grep -q TIMEOUT "$tmp/flood.out" && ok "a flood of output to a slow reader stops at --timeout 2 ($secs s)" ||
+  bad "a flood of output to a slow reader outlives --timeout 2 (still running after $secs s; killed)"
+exp flood_int 'local s = string.rep("x", 1000000) .. "\n" while true do io.stdout:write(s) end'
+"$CTRACE" run "$tmp/flood_int" 2> "$tmp/flood_int.out" > >(python3 "$tmp/slow_reader.py") &
+parent=$!
+sleep 2
+kill -INT "$parent" 2>/dev/null
+sleep 2
+if running "$parent"; then bad "Ctrl-C (SIGINT) does not stop a run flooding a slow reader (parent still running 2 s later)"
+else ok "Ctrl-C stops a run flooding a slow reader"; fi
+kill -KILL "$parent" 2>/dev/null; wait "$parent" 2>/dev/null
+
+# sparse outputs: the child seeks far and writes a byte (nothing on disk, no time); the parent then
+# syncs and hashes 60 GiB of holes after the child exited, outside --timeout (minutes to hours)
+exp sparse 'local out = require("ctrace").results_dir(arg[0])
+for i = 1, 4 do local f = assert(io.open(out .. "/s" .. i .. ".bin", "w")); f:seek("set", 15 * 2^30); f:write("x"); f:close() end'
+t0=$(ms)
+timeout -s KILL 20 "$CTRACE" run "$tmp/sparse" --timeout 3 > "$tmp/sparse.out" 2>&1; st=$?
+secs=$(awk "BEGIN { print ($(ms) - $t0) / 1000 }")
+within 8 && ok "sparse outputs cannot hold ctrace run past --timeout 3 (exit $st, $secs s)" ||
+  bad "60 GiB of sparse outputs hold ctrace run past --timeout 3 (exit $st after $secs s)"
+rm -rf "$tmp/sparse"
+
+# results nested as deep as PATH_MAX allows, with the usual limit of 1024 open files: removing the
+# staging directory runs out of descriptors; it stays behind and every later run of the folder fails
+exp deep_fd 'local ct = require "ctrace"; local out = ct.results_dir(arg[0])
+ct.mkdirs(out .. string.rep("/d", math.floor((4000 - #out) / 2)))'
+(ulimit -n 1024; "$CTRACE" run "$tmp/deep_fd" > "$tmp/deep_fd.out" 2>&1)
+printf '%s\n' "$GOOD" > "$tmp/deep_fd/experiment.lua"
+(ulimit -n 1024; "$CTRACE" run "$tmp/deep_fd" >> "$tmp/deep_fd.out" 2>&1); st=$?
+[ $st -eq 0 ] && ! ls -a "$tmp/deep_fd" | grep -q ctrace-staging &&
+  ok "a tree as deep as paths allow (ulimit -n 1024) leaves no staging; the next run works" ||
+  { bad "a deep tree with ulimit -n 1024: staging left behind, the next run fails (exit $st)"; show "$tmp/deep_fd.out"; }
+
+# check prints values from results/ and expected/ (and names, and a shipped manifest's paths) to
+# the terminal as they are: the experiment's escape sequences reach it unfiltered, and a failed
+# check can be redrawn as a pass
+if command -v script > /dev/null; then
+  exp check_escape 'local ct = require "ctrace"
+ct.write_json(ct.results_dir(arg[0]) .. "/summary.json", {answer = "\r\27[2Kctrace check: matches expected/ (1 file(s))\27[8m"})'
+  mkdir -p "$tmp/check_escape/expected"
+  echo '{"answer": "42"}' > "$tmp/check_escape/expected/summary.json"
+  script -qec "$CTRACE check $tmp/check_escape" /dev/null > "$tmp/check_escape.tty" 2>&1
+  script -qec "$CTRACE check $tmp/check_escape --no-run" /dev/null >> "$tmp/check_escape.tty" 2>&1
+  ! grep -q $'\e' "$tmp/check_escape.tty" && ok "check shows the experiment's escape sequences as text on a terminal" ||
+    { bad "check prints the experiment's escape sequences raw to the terminal"; show "$tmp/check_escape.tty"; }
+  # C1 controls (CSI U+009B, OSC U+009D, as UTF-8) pass the relay's filter; many terminals obey them
+  exp c1 'io.stdout:write("a\194\15531mRED\194\1570;TITLE\7 end\n")'
+  script -qec "$CTRACE run $tmp/c1" /dev/null > "$tmp/c1.tty" 2>&1
+  ! grep -q $'\xc2\x9b' "$tmp/c1.tty" && ! grep -q $'\xc2\x9d' "$tmp/c1.tty" &&
+    ok "C1 control characters from the experiment are shown as text on a terminal" ||
+    bad "C1 control characters (UTF-8 CSI/OSC) pass the relay's filter to the terminal"
+fi
+
+# check passes when the experiment copies expected/ into its results: the folder (and so expected/)
+# is readable by the run; the manifest lists expected/summary.json as an input, check ignores it
+exp copy_expected 'local ct = require "ctrace"; local here = arg[0]:match("^(.*)/")
+ct.write_file(ct.results_dir(arg[0]) .. "/summary.json", io.open(here .. "/expected/summary.json"):read("*a"))'
+mkdir -p "$tmp/copy_expected/expected"
+echo '{"logit": 0.123456, "top": "Lily"}' > "$tmp/copy_expected/expected/summary.json"
+"$CTRACE" check "$tmp/copy_expected" > "$tmp/copy_expected.out" 2>&1; st=$?
+[ $st -ne 0 ] && ok "check fails a run that read expected/ (exit $st)" ||
+  bad "check passes an experiment that copies expected/ into results/ (exit 0)"
+
+# core.realpath is not checked against the read roots: existence and link targets outside
+exp realpath_outside "print('real:', require('ctrace.core').realpath('$outside/secret.txt'))"
+runs realpath_outside
+! grep -qF "real:	$outside/secret.txt" "$tmp/realpath_outside.out" && ok "core.realpath tells nothing outside the roots" ||
+  bad "core.realpath resolves paths outside the read roots (an existence oracle)"
+
 canaries_intact
 no_secret "all runs" "$tmp"/*.out
 finish

@@ -61,7 +61,7 @@ int main(void) {
     fclose(f);
     ct_run_file *files;
     int n;
-    ok(ct_run_outputs(staging, &files, &n, &err) == CT_OK && n == 2 && !strcmp(files[0].path, "b.txt") &&
+    ok(ct_run_outputs(NULL, staging, &files, &n, &err) == CT_OK && n == 2 && !strcmp(files[0].path, "b.txt") &&
            !strcmp(files[1].path, "sub/a.txt") && files[0].size == 3 &&
            !strcmp(files[0].sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
        "outputs: two files, sorted, sizes and SHA-256 (of \"abc\")");
@@ -69,15 +69,15 @@ int main(void) {
     snprintf(q, sizeof q, "%s/outside.txt", tmp);
     snprintf(p, sizeof p, "%s/sub/link", staging);
     symlink(q, p);
-    ok(ct_run_outputs(staging, &files, &n, &err) == CT_STATUS_BAD_FORMAT && strstr(err.msg, "only regular files"),
+    ok(ct_run_outputs(NULL, staging, &files, &n, &err) == CT_STATUS_BAD_FORMAT && strstr(err.msg, "only regular files"),
        "outputs: a link is refused (%s)", err.msg);
     unlink(p);
     snprintf(p, sizeof p, "%s/hard", staging);
     link(q, p);
-    ok(ct_run_outputs(staging, &files, &n, &err) == CT_STATUS_BAD_FORMAT, "outputs: a second hard link is refused");
+    ok(ct_run_outputs(NULL, staging, &files, &n, &err) == CT_STATUS_BAD_FORMAT, "outputs: a second hard link is refused");
     unlink(p);
     mkfifo(p, 0644);
-    ok(ct_run_outputs(staging, &files, &n, &err) == CT_STATUS_BAD_FORMAT, "outputs: a FIFO is refused");
+    ok(ct_run_outputs(NULL, staging, &files, &n, &err) == CT_STATUS_BAD_FORMAT, "outputs: a FIFO is refused");
     unlink(p);
 
     // commit over a results/ that is a link to a directory outside: the link is replaced, the

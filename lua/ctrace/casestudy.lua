@@ -20,16 +20,8 @@ local sandbox = require "ctrace.sandbox"
 
 local M = {}
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
--- What a sandboxed run may read: the folder, the project, the model directories and the caches
--- (Hugging Face's hub cache, not its home: the token lives there).
+-- What a sandboxed run may read: the folder, the project's lua/ and experiments/, the model
+-- directories and the caches (Hugging Face's hub cache, not its home: the token lives there).
 local function read_roots(folder)
   local home = os.getenv("HOME") or "/nonexistent"
   local cache = os.getenv("XDG_CACHE_HOME") or (home .. "/.cache")
@@ -75,10 +67,10 @@ local STOPPED = {timeout = "TIMEOUT: stopped after %s s (--timeout)", interrupte
                  terminated = "TERMINATED: stopped by a signal to ctrace run"}
 
 -- The child's report, checked: it comes from a process that ran a stranger's script.
-local function check_report(text)
+local function check_report(text, unsafe)
   local ok, r = pcall(core.json_decode, text or "")
   local good = ok and type(r) == "table" and type(r.inputs) == "table" and type(r.attributions) == "table"
-               and (r.isolation == nil or type(r.isolation) == "table")
+               and (unsafe or type(r.isolation) == "table")
                and type(r.seconds) == "number" and type(r.peak_rss_bytes) == "number"
   for _, f in ipairs(good and r.inputs or {}) do
     good = good and type(f) == "table" and type(f.path) == "string" and type(f.sha256) == "string"
@@ -103,8 +95,7 @@ local function run_staged(folder, script, staging, o)
   if r.how == "signaled" then error("FAILED: the experiment process was killed by signal " .. r.signal
                                     .. (r.signal == 9 and " (out of memory?)" or r.signal == 25 and " (a file too large)" or ""), 0) end
   if r.code ~= 0 or not r.report then error("FAILED: the experiment failed (exit " .. r.code .. ")", 0) end
-  local report = check_report(r.report)
-  if not o.unsafe and type(report.isolation) ~= "table" then error("FAILED: the experiment process reported no isolation", 0) end
+  local report = check_report(r.report, o.unsafe)
   local outputs = {}   -- synced; only regular files; a manifest.json of the script's is replaced
   local left = o.timeout and math.max(0.001, o.timeout - (ct.clock() - t0))   -- hashing counts in the deadline
   for _, f in ipairs(core.run_outputs(staging, left)) do

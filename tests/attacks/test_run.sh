@@ -264,10 +264,15 @@ kill -INT $pid; wait $pid
   ok "all $tasks threads of the experiment process are filtered, no_new_privs, no capabilities" ||
   { bad "threads: $tasks tasks, unconfined: $unconfined, CapEff $capeff"; }
 
-# memory: --memory caps what the run may allocate
+# memory: --memory caps what the run may allocate (not under AddressSanitizer: its shadow memory
+# alone is past any such limit, so ctrace built with it sets none)
+case $CTRACE in
+  */asan/*) echo "# --memory case skipped: AddressSanitizer build" ;;
+  *)
 timed memory 'local t = {} for i = 1, 1e6 do t[i] = string.rep("x", 1e6) .. i end' --memory 0.5 --timeout 60
 [ $st -eq 1 ] && grep -q "not enough memory" "$tmp/memory.out" && ok "--memory 0.5 stops an allocation bomb ($secs s)" ||
-  { bad "memory: exit $st after $secs s"; show "$tmp/memory.out"; }
+  { bad "memory: exit $st after $secs s"; show "$tmp/memory.out"; } ;;
+esac
 
 # ---- results as a transaction -----------------------------------------------------------------
 # a folder with results from a good run; every failed rerun must leave them exactly as they were
@@ -306,7 +311,8 @@ error('still failing')"
 rerun_fails "os.exit(0) in an unsafe run (no report)" "$HALF
 os.exit(0)" --unsafe
 rerun_fails "a crash (SIGSEGV) of the experiment process" "$HALF
-os.execute('kill -SEGV ' .. io.open('/proc/self/stat'):read('*l'):match('^(%d+)'))" --unsafe
+os.execute('kill -SEGV ' .. io.open('/proc/self/stat'):read('*l'):match('^(%d+)'))
+while true do end" --unsafe
 
 # kill -9 of ctrace run itself mid-rerun: the experiment process dies with it, results/ is the old
 # run, check --no-run passes on it, and the next run clears the staging left behind

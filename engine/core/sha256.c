@@ -20,48 +20,109 @@ static const uint32_t K[64] = {
 static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
 static void block256(uint32_t *h, const uint8_t *p) {
-    uint32_t w[64], a[8];
+    uint32_t w[64];
     for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
     for (int i = 16; i < 64; i++) {
         uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
         uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    memcpy(a, h, sizeof a);
+    // the eight working variables in registers (a rotation of names, not of memory)
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t t1 = a[7] + (rotr(a[4], 6) ^ rotr(a[4], 11) ^ rotr(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6])) + K[i] + w[i];
-        uint32_t t2 = (rotr(a[0], 2) ^ rotr(a[0], 13) ^ rotr(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
-        memmove(a + 1, a, 7 * sizeof(uint32_t));
-        a[4] += t1;
-        a[0] = t1 + t2;
+        uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        hh = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
     }
-    for (int i = 0; i < 8; i++) h[i] += a[i];
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
 }
 
-// Feeds bytes through 64-byte blocks; pad appends 0x80, zeros and the big-endian bit length.
-typedef void (*block_fn)(uint32_t *h, const uint8_t *p);
+static void blocks256(uint32_t *h, const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) block256(h, p + 64 * i);
+}
 
-static void hash_update(ct_hash_buf *m, uint32_t *h, block_fn block, const void *data, size_t n) {
+typedef void (*blocks_fn)(uint32_t *h, const uint8_t *p, size_t n);
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+// The x86 SHA extensions (SHA-NI): four rounds per pair of sha256rnds2, the message schedule by
+// sha256msg1/msg2. The state lives as ABEF and CDGH, as the instructions want it.
+__attribute__((target("sha,sse4.1"))) static void blocks256_shani(uint32_t *h, const uint8_t *p, size_t n) {
+    const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);   // big-endian words
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1);         // CDAB
+    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B);        // HGFE
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);                                                // ABEF
+    s1 = _mm_blend_epi16(s1, t, 0xF0);                                                     // CDGH
+    for (size_t b = 0; b < n; b++, p += 64) {
+        __m128i save0 = s0, save1 = s1, w[4];
+        for (int g = 0; g < 16; g++) {
+            if (g < 4) {
+                w[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * g)), swap);
+            } else {   // W[t-16] + s0(W[t-15]) + W[t-7], then + s1(W[t-2])
+                __m128i x = _mm_sha256msg1_epu32(w[g & 3], w[(g + 1) & 3]);
+                x = _mm_add_epi32(x, _mm_alignr_epi8(w[(g + 3) & 3], w[(g + 2) & 3], 4));
+                w[g & 3] = _mm_sha256msg2_epu32(x, w[(g + 3) & 3]);
+            }
+            __m128i m = _mm_add_epi32(w[g & 3], _mm_loadu_si128((const __m128i *)&K[4 * g]));
+            s1 = _mm_sha256rnds2_epu32(s1, s0, m);
+            s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(m, 0x0E));
+        }
+        s0 = _mm_add_epi32(s0, save0);
+        s1 = _mm_add_epi32(s1, save1);
+    }
+    t = _mm_shuffle_epi32(s0, 0x1B);                                   // FEBA
+    s1 = _mm_shuffle_epi32(s1, 0xB1);                                  // DCHG
+    _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(t, s1, 0xF0));  // DCBA
+    _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(s1, t, 8));     // HGFE
+}
+
+static int g_portable;   // ct_sha256_portable
+void ct_sha256_portable(int on) { g_portable = on; }
+
+// SHA-NI when the CPU has it (and SSE4.1), else the portable blocks.
+static blocks_fn sha256_blocks(void) {
+    static blocks_fn fn;
+    if (g_portable) return blocks256;
+    if (!fn) {
+        unsigned a, b, c, d, sse41 = 0, sha = 0;
+        if (__get_cpuid(1, &a, &b, &c, &d)) sse41 = c & bit_SSE4_1;
+        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) sha = b & (1u << 29);
+        fn = sse41 && sha ? blocks256_shani : blocks256;
+    }
+    return fn;
+}
+#else
+void ct_sha256_portable(int on) { (void)on; }
+static blocks_fn sha256_blocks(void) { return blocks256; }
+#endif
+
+// Feeds bytes through 64-byte blocks (whole blocks straight from data); pad appends 0x80, zeros
+// and the big-endian bit length.
+static void hash_update(ct_hash_buf *m, uint32_t *h, blocks_fn blocks, const void *data, size_t n) {
     const uint8_t *p = data;
     m->len += n;
-    while (n > 0) {
+    if (m->n > 0) {
         size_t k = 64 - m->n < n ? 64 - m->n : n;
         memcpy(m->buf + m->n, p, k);
         m->n += k, p += k, n -= k;
-        if (m->n == 64) {
-            block(h, m->buf);
-            m->n = 0;
-        }
+        if (m->n < 64) return;
+        blocks(h, m->buf, 1);
+        m->n = 0;
     }
+    if (n >= 64) blocks(h, p, n / 64);
+    p += n / 64 * 64, n %= 64;
+    memcpy(m->buf, p, n);
+    m->n = n;
 }
 
-static void hash_final(ct_hash_buf *m, uint32_t *h, int words, block_fn block, char *hex) {
+static void hash_final(ct_hash_buf *m, uint32_t *h, int words, blocks_fn blocks, char *hex) {
     uint64_t bits = m->len * 8;
-    uint8_t pad = 0x80, zero = 0, len8[8];
-    hash_update(m, h, block, &pad, 1);
-    while (m->n != 56) hash_update(m, h, block, &zero, 1);
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(bits >> (56 - 8 * i));
-    hash_update(m, h, block, len8, 8);
+    uint8_t pad[72] = {0x80};   // 0x80, zeros up to 56 mod 64, then the length
+    size_t k = m->n < 56 ? 56 - m->n : 120 - m->n;
+    for (int i = 0; i < 8; i++) pad[k + i] = (uint8_t)(bits >> (56 - 8 * i));
+    hash_update(m, h, blocks, pad, k + 8);
     for (int i = 0; i < words; i++) snprintf(hex + 8 * i, 9, "%08x", h[i]);
 }
 
@@ -71,8 +132,8 @@ void ct_sha256_init(ct_sha256 *s) {
     s->m = (ct_hash_buf){0};
 }
 
-void ct_sha256_update(ct_sha256 *s, const void *data, size_t n) { hash_update(&s->m, s->h, block256, data, n); }
-void ct_sha256_hex(ct_sha256 *s, char hex[65]) { hash_final(&s->m, s->h, 8, block256, hex); }
+void ct_sha256_update(ct_sha256 *s, const void *data, size_t n) { hash_update(&s->m, s->h, sha256_blocks(), data, n); }
+void ct_sha256_hex(ct_sha256 *s, char hex[65]) { hash_final(&s->m, s->h, 8, sha256_blocks(), hex); }
 
 // Feeds the file's bytes to update(state, ...), after prefix (n_prefix bytes: Git's "blob <size>\0",
 // written by head from the size) when head is set.
@@ -134,8 +195,12 @@ void ct_sha1_init(ct_sha1 *s) {
     s->m = (ct_hash_buf){0};
 }
 
-void ct_sha1_update(ct_sha1 *s, const void *data, size_t n) { hash_update(&s->m, s->h, block1, data, n); }
-void ct_sha1_hex(ct_sha1 *s, char hex[41]) { hash_final(&s->m, s->h, 5, block1, hex); }
+static void blocks1(uint32_t *h, const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) block1(h, p + 64 * i);
+}
+
+void ct_sha1_update(ct_sha1 *s, const void *data, size_t n) { hash_update(&s->m, s->h, blocks1, data, n); }
+void ct_sha1_hex(ct_sha1 *s, char hex[41]) { hash_final(&s->m, s->h, 5, blocks1, hex); }
 
 static void sha1_update(void *s, const void *p, size_t n) { ct_sha1_update(s, p, n); }
 static int blob_head(char *buf, size_t n, int64_t size) { return snprintf(buf, n, "blob %lld", (long long)size); }

@@ -239,7 +239,7 @@ ct_status ct_child_wait(ct_child *c, double deadline, ct_child_request_fn fn, vo
     while (!reaped) {
         if (must_stop(deadline)) break;
         struct pollfd p[3] = {{c->sock, POLLIN, 0}, {c->out, POLLIN, 0}, {c->err, POLLIN, 0}};
-        int ms = 50;   // the child's exit is polled too
+        int ms = c->sock < 0 && c->out < 0 && c->err < 0 ? 2 : 50;   // the child's exit is polled too
         if (deadline > 0 && (deadline - ct_now()) * 1000 < ms) ms = (int)((deadline - ct_now()) * 1000) + 1;
         int k = poll(p, 3, ms);
         if (k < 0 && errno != EINTR) break;

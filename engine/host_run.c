@@ -611,6 +611,8 @@ static ct_status resolve_by_parent(void *data, const char *uri, char *out, size_
 
 static int run(lua_State *L, const run_spec *s, const ct_isolation *iso, int env) {
     ct_lua_state *st = ct_lua_state_of(L);
+    const char *term = getenv("CTRACE_TERMINAL");   // the parent's stderr is a terminal: draw progress
+    st->terminal = term && strcmp(term, "1") == 0;
     ct_err err = {0};
     if (!s->unsafe) {
         if (ct_ctx_set_write_root(&st->ctx, s->staging, &err)) goto fail;

@@ -39,11 +39,15 @@ typedef struct {
     ct_np_client np;     // Neuronpedia: server, key, cache, offline, HTTP options
     lua_State *L;        // the state a protected call runs in (the signal handlers hook it)
     double timeout_s;    // the armed timeout, for its message
+    int terminal;        // stderr reaches a person's terminal: 1, 0, or -1 (isatty(2) tells)
 } ct_lua_state;
 
 ct_lua_state *ct_lua_state_of(lua_State *L);
 // The engine context every binding passes to the engine.
 ct_ctx *ct_lua_ctx(lua_State *L);
+// Whether stderr reaches a terminal (progress lines are drawn): in the experiment process of
+// ctrace run, whether the parent's does.
+int ct_lua_terminal(lua_State *L);
 // Around each protected call of the host: cancellation cleared, Ctrl-C armed for this state (its
 // handler cancels engine loops and makes the running Lua code raise "CANCELLED: interrupted").
 void ct_lua_protect_begin(lua_State *L);

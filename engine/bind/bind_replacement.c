@@ -90,19 +90,21 @@ typedef struct {
     int64_t last_done;
 } progress_state;
 
+// (A carriage return and spaces rewrite the line: no escape sequence, so the line also passes
+// through ctrace run's relay of an experiment's output.)
 static void progress_line(void *ctx, const char *phase, int64_t done, int64_t total) {
     progress_state *p = ctx;
     double el = ct_now() - p->t0;
-    if (strcmp(phase, "done") == 0) {
-        fprintf(stderr, "\r\033[Kattribute: done in %.1f s\n", el);
-        return;
-    }
+    char line[160];
     double rate = el > 0 ? done / el : 0;
-    if (strcmp(phase, "features") == 0 && rate > 0)
-        fprintf(stderr, "\r\033[Kattribute: feature rows %lld/%lld, %.0f rows/s, %.0f s left", (long long)done,
-                (long long)total, rate, (total - done) / rate);
+    if (strcmp(phase, "done") == 0)
+        snprintf(line, sizeof line, "attribute: done in %.1f s", el);
+    else if (strcmp(phase, "features") == 0 && rate > 0)
+        snprintf(line, sizeof line, "attribute: feature rows %lld/%lld, %.0f rows/s, %.0f s left", (long long)done,
+                 (long long)total, rate, (total - done) / rate);
     else
-        fprintf(stderr, "\r\033[Kattribute: %s", phase);
+        snprintf(line, sizeof line, "attribute: %s", phase);
+    fprintf(stderr, "\r%-78s%s", line, strcmp(phase, "done") == 0 ? "\n" : "");
     fflush(stderr);
 }
 
@@ -208,7 +210,7 @@ static int l_rm_attribute(lua_State *L) {
     o.memory_limit = (size_t)v;
     ct_attr_stats stats;
     o.stats = &stats;
-    int verbose = ct_lua_opt_bool(L, 3, "verbose", isatty(2));
+    int verbose = ct_lua_opt_bool(L, 3, "verbose", ct_lua_terminal(L));
     progress_state ps = {ct_now(), 0};
     if (verbose) o.progress = progress_line, o.progress_ctx = &ps;
     o.ctx = ct_lua_ctx(L);

@@ -185,10 +185,11 @@ static int l_run_child(lua_State *L) {
     luaL_checktype(L, 3, LUA_TFUNCTION);
     size_t n_env = 0;
     while (environ[n_env]) n_env++;
-    char **env = lua_newuserdata(L, sizeof *env * (n_env + 1));   // collected with the call
+    char **env = lua_newuserdata(L, sizeof *env * (n_env + 2));   // collected with the call
     size_t k = 0;
     for (size_t i = 0; i < n_env; i++)
-        if (unsafe || env_allowed(environ[i])) env[k++] = environ[i];
+        if ((unsafe || env_allowed(environ[i])) && strncmp(environ[i], "CTRACE_TERMINAL=", 16)) env[k++] = environ[i];
+    if (isatty(2)) env[k++] = "CTRACE_TERMINAL=1";   // progress lines reach a person (host_run.c)
     env[k] = NULL;
     char *argv[] = {"ctrace", "--run-child", NULL};
     ct_child c;

@@ -53,6 +53,7 @@ ct_lua_state *ct_lua_state_of(lua_State *L) {
     ct_np_client_init(&s->np);
     s->np.http.ctx = &s->ctx;
     s->L = L;
+    s->terminal = -1;
     luaL_newmetatable(L, STATE_MT);
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");
@@ -62,6 +63,11 @@ ct_lua_state *ct_lua_state_of(lua_State *L) {
 }
 
 ct_ctx *ct_lua_ctx(lua_State *L) { return &ct_lua_state_of(L)->ctx; }
+
+int ct_lua_terminal(lua_State *L) {
+    ct_lua_state *s = ct_lua_state_of(L);
+    return s->terminal >= 0 ? s->terminal : isatty(2);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Signals: the handlers only set the flag and install a hook; the hook raises inside Lua. Signals

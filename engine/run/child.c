@@ -136,10 +136,11 @@ ct_status ct_frame_recv(int fd, size_t max, char *kind, char **data, size_t *n, 
 static int must_stop(double deadline) { return g_stop || (deadline > 0 && ct_now() >= deadline); }
 
 // Copies one read's worth of what the child wrote on *fd (64 KiB at most) to dest; at the end of
-// the child's output, closes *fd (-1). On a terminal, control characters (C0, DEL and the UTF-8
-// C1 range, escape sequences among them) are shown as '?': the child's output cannot hide or
-// redraw the parent's own lines. A slow or stalled reader of dest never holds the parent past the
-// deadline or a signal: what is left is then dropped.
+// the child's output, closes *fd (-1). On a terminal, control characters (C0 but for \n, \t and
+// \r, DEL and the UTF-8 C1 range: escape sequences among them) are shown as '?': the child's
+// output cannot hide or redraw the parent's own lines (a carriage return only rewrites the
+// child's own line, as progress lines do). A slow or stalled reader of dest never holds the
+// parent past the deadline or a signal: what is left is then dropped.
 static void relay(int *fd, int dest, double deadline) {
     char buf[65536];
     ssize_t k = *fd >= 0 ? read(*fd, buf, sizeof buf) : 0;
@@ -153,7 +154,7 @@ static void relay(int *fd, int dest, double deadline) {
         for (ssize_t i = 0; i < k; i++) {
             unsigned char ch = (unsigned char)buf[i];
             unsigned char next = i + 1 < k ? (unsigned char)buf[i + 1] : 0x80;   // cut after 0xc2: as if C1
-            if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f) {
+            if ((ch < 0x20 && ch != '\n' && ch != '\t' && ch != '\r') || ch == 0x7f) {
                 buf[i] = '?';
             } else if (ch == 0xc2 && next >= 0x80 && next <= 0x9f) {   // U+0080..U+009F
                 buf[i] = '?';

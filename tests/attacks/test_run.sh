@@ -597,6 +597,17 @@ if command -v script > /dev/null; then
   grep -q 'done?\[8m hidden' "$tmp/escapes.tty" && ! grep -q $'\e\[8m' "$tmp/escapes.tty" &&
     ok "escape sequences from the experiment are shown as text on a terminal" || { bad "escapes"; show "$tmp/escapes.tty"; }
 fi
+# progress lines of an attribution reach a person's terminal through the relay (no escape
+# sequence in them), and stay out of a pipe
+exp progress 'local ct = require "ctrace"
+ct.replacement_model(ct.load_model("stories260K"), ct.load_transcoders("stories260K")):attribute("Once upon a time", {max_feature_nodes = 50})'
+if command -v script > /dev/null; then
+  script -qec "$CTRACE run $tmp/progress" /dev/null > "$tmp/progress.tty" 2>&1
+  grep -q "attribute: done in" "$tmp/progress.tty" && ! grep -q $'\e' "$tmp/progress.tty" &&
+    ok "attribution progress shows on a terminal under ctrace run" || { bad "no progress on a terminal"; show "$tmp/progress.tty"; }
+fi
+"$CTRACE" run "$tmp/progress" > "$tmp/progress.out" 2>&1
+! grep -q "attribute:" "$tmp/progress.out" && ok "and not in a pipe" || { bad "progress in a pipe"; show "$tmp/progress.out"; }
 # downloads made for a run: within --download-limit, and with the user's token only if --credentials
 mkdir -p "$tmp/npfiles/test/big"
 head -c 2000000 /dev/urandom > "$tmp/npfiles/test/big/big.bin"

@@ -63,13 +63,20 @@ static int tracked(lua_State *L, int file) {
     return t;
 }
 
-// file:write(...) and file:flush(): the original method (upvalue 1); a failure raises.
-static int file_call(lua_State *L, const char *what) {
-    int n = lua_gettop(L);
+// Calls the original function (upvalue 1) with the values from index `from` to the top; its
+// results (nresults, or all) replace them.
+static void call_original(lua_State *L, int from, int nresults) {
     lua_pushvalue(L, lua_upvalueindex(1));
-    for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
-    lua_call(L, n, 2);
-    if (lua_isnil(L, -2) && n >= 1 && tracked(L, 1)) {
+    lua_insert(L, from);
+    lua_call(L, lua_gettop(L) - from, nresults);
+}
+
+// file:write(...) and file:flush(): the original method; a failure raises.
+static int file_call(lua_State *L, const char *what) {
+    lua_pushvalue(L, 1);   // the file stays at 1, for the message
+    lua_insert(L, 1);
+    call_original(L, 2, 2);
+    if (lua_isnil(L, -2) && tracked(L, 1)) {
         lua_remove(L, -2);
         return write_failed(L, 1, what);
     }
@@ -89,10 +96,9 @@ static int file_close(lua_State *L) {
             return write_failed(L, 1, "writing");
         }
     }
-    int n = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
-    lua_call(L, n, 2);
+    lua_pushvalue(L, 1);   // the file stays at 1
+    lua_insert(L, 1);
+    call_original(L, 2, 2);
     if (written) {
         if (lua_isnil(L, -2)) {
             lua_remove(L, -2);
@@ -134,9 +140,7 @@ static int io_open(lua_State *L) {
         close(fd);
     }
     lua_settop(L, 2);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 2, 2);
+    call_original(L, 1, 2);
     if (mode_writes(mode) && lua_isuserdata(L, -2)) {
         lua_getfield(L, LUA_REGISTRYINDEX, WFILES);
         lua_pushvalue(L, -3);
@@ -156,10 +160,7 @@ static int io_lines(lua_State *L) {
         if (ct_open_read(ct_lua_ctx(L), luaL_checkstring(L, 1), &fd, &size, &err)) return ct_lua_raise(L, &err);
         close(fd);
     }
-    int n = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, n, LUA_MULTRET);
+    call_original(L, 1, LUA_MULTRET);
     return lua_gettop(L);
 }
 
@@ -170,9 +171,7 @@ static int os_checked(lua_State *L) {
         ct_err err = {0};
         if (ct_ctx_check_write(ct_lua_ctx(L), luaL_checkstring(L, i), &err)) return ct_lua_raise(L, &err);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, n, LUA_MULTRET);
+    call_original(L, 1, LUA_MULTRET);
     return lua_gettop(L);
 }
 
@@ -233,17 +232,24 @@ static int readonly_newindex(lua_State *L) {
                        lua_tostring(L, 2) ? lua_tostring(L, 2) : "?");
 }
 
-// Replaces global name by a read-only view of it.
-static void make_readonly(lua_State *L, const char *name) {
-    lua_newtable(L);   // the view
+// Gives the table below the top a metatable out of the script's reach: __index the value on top
+// (popped), __newindex the function newindex.
+static void set_locked_metatable(lua_State *L, lua_CFunction newindex) {
     lua_createtable(L, 0, 3);
-    lua_getglobal(L, name);
+    lua_insert(L, -2);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, readonly_newindex);
+    lua_pushcfunction(L, newindex);
     lua_setfield(L, -2, "__newindex");
     lua_pushstring(L, "read-only");
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
+}
+
+// Replaces global name by a read-only view of it.
+static void make_readonly(lua_State *L, const char *name) {
+    lua_newtable(L);   // the view
+    lua_getglobal(L, name);
+    set_locked_metatable(L, readonly_newindex);
     lua_getfield(L, LUA_REGISTRYINDEX, READONLY);
     lua_pushvalue(L, -2);
     lua_pushboolean(L, 1);
@@ -454,14 +460,8 @@ static lua_State *sandbox_state(const char *root) {
     lua_setfield(L, -2, "_G");
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "ctrace.env");
-    lua_createtable(L, 0, 2);
     lua_pushcfunction(L, strict_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, strict_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushstring(L, "read-only");
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
+    set_locked_metatable(L, strict_newindex);
     return L;
 }
 
@@ -654,13 +654,9 @@ static int run(lua_State *L, const run_spec *s, const ct_isolation *iso, int env
         }
         lua_pop(L, 1);
     }
-    int fd;
-    int64_t size;
-    if (ct_open_read(&st->ctx, s->script, &fd, &size, &err)) goto fail;
-    close(fd);
     char *text;
     size_t n;
-    if (ct_read_file(NULL, s->script, &text, &n, 64 << 20, &err)) goto fail;
+    if (ct_read_file(&st->ctx, s->script, &text, &n, 64 << 20, &err)) goto fail;   // checked and recorded
     lua_pushcfunction(L, traceback);
     char name[4200];
     snprintf(name, sizeof name, "@%s", s->script);

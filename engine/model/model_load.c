@@ -326,20 +326,21 @@ static const hf_keys hf_keys_gpt2 = {   // GPT2Config's names and defaults
 };
 
 #define LAYER "model.layers.%d."
+// The weight names Llama, Gemma-2 and Qwen3 checkpoints share (each family adds its norms).
+#define LLAMA_NAMES                                                                                                 \
+    .embed = "model.embed_tokens.weight", .final_norm_w = "model.norm.weight", .lm_head = "lm_head.weight",          \
+    .ln1_w = LAYER "input_layernorm.weight", .wq = LAYER "self_attn.q_proj.weight",                                  \
+    .wk = LAYER "self_attn.k_proj.weight", .wv = LAYER "self_attn.v_proj.weight", .wo = LAYER "self_attn.o_proj.weight", \
+    .bq = LAYER "self_attn.q_proj.bias", .bk = LAYER "self_attn.k_proj.bias", .bv = LAYER "self_attn.v_proj.bias",   \
+    .bo = LAYER "self_attn.o_proj.bias", .w_gate = LAYER "mlp.gate_proj.weight", .w_up = LAYER "mlp.up_proj.weight", \
+    .w_down = LAYER "mlp.down_proj.weight", .b_up = LAYER "mlp.up_proj.bias", .b_down = LAYER "mlp.down_proj.bias"
 static const hf_family hf_families[] = {
     {
         .architecture = "LlamaForCausalLM", .keys = &hf_keys_common, .norm = CT_NORM_RMS, .rope = CT_ROPE_HALF,
         .act = CT_ACT_SILU, .act_keys = {"hidden_act"}, .act_names = {"silu"}, .optional_biases = 1,
         .w = {
-            .embed = "model.embed_tokens.weight", .final_norm_w = "model.norm.weight", .lm_head = "lm_head.weight",
-            .ln1_w = LAYER "input_layernorm.weight",
-            .wq = LAYER "self_attn.q_proj.weight", .wk = LAYER "self_attn.k_proj.weight",
-            .wv = LAYER "self_attn.v_proj.weight", .wo = LAYER "self_attn.o_proj.weight",
-            .bq = LAYER "self_attn.q_proj.bias", .bk = LAYER "self_attn.k_proj.bias",
-            .bv = LAYER "self_attn.v_proj.bias", .bo = LAYER "self_attn.o_proj.bias",
+            LLAMA_NAMES,
             .ln2_w = LAYER "post_attention_layernorm.weight",
-            .w_gate = LAYER "mlp.gate_proj.weight", .w_up = LAYER "mlp.up_proj.weight",
-            .w_down = LAYER "mlp.down_proj.weight", .b_up = LAYER "mlp.up_proj.bias", .b_down = LAYER "mlp.down_proj.bias",
         },
     },
     {
@@ -349,16 +350,9 @@ static const hf_family hf_families[] = {
         .attn_softcap = "attn_logit_softcapping", .final_softcap = "final_logit_softcapping",
         .sliding_window = "sliding_window", .optional_biases = 1,
         .w = {
-            .embed = "model.embed_tokens.weight", .final_norm_w = "model.norm.weight", .lm_head = "lm_head.weight",
-            .ln1_w = LAYER "input_layernorm.weight",
-            .wq = LAYER "self_attn.q_proj.weight", .wk = LAYER "self_attn.k_proj.weight",
-            .wv = LAYER "self_attn.v_proj.weight", .wo = LAYER "self_attn.o_proj.weight",
-            .bq = LAYER "self_attn.q_proj.bias", .bk = LAYER "self_attn.k_proj.bias",
-            .bv = LAYER "self_attn.v_proj.bias", .bo = LAYER "self_attn.o_proj.bias",
+            LLAMA_NAMES,
             .post_attn_w = LAYER "post_attention_layernorm.weight", .ln2_w = LAYER "pre_feedforward_layernorm.weight",
             .post_ff_w = LAYER "post_feedforward_layernorm.weight",
-            .w_gate = LAYER "mlp.gate_proj.weight", .w_up = LAYER "mlp.up_proj.weight",
-            .w_down = LAYER "mlp.down_proj.weight", .b_up = LAYER "mlp.up_proj.bias", .b_down = LAYER "mlp.down_proj.bias",
         },
     },
     {
@@ -380,19 +374,13 @@ static const hf_family hf_families[] = {
         .architecture = "Qwen3ForCausalLM", .keys = &hf_keys_common, .norm = CT_NORM_RMS, .rope = CT_ROPE_HALF,
         .act = CT_ACT_SILU, .act_keys = {"hidden_act"}, .act_names = {"silu"}, .optional_biases = 1,
         .w = {
-            .embed = "model.embed_tokens.weight", .final_norm_w = "model.norm.weight", .lm_head = "lm_head.weight",
-            .ln1_w = LAYER "input_layernorm.weight",
-            .wq = LAYER "self_attn.q_proj.weight", .wk = LAYER "self_attn.k_proj.weight",
-            .wv = LAYER "self_attn.v_proj.weight", .wo = LAYER "self_attn.o_proj.weight",
-            .bq = LAYER "self_attn.q_proj.bias", .bk = LAYER "self_attn.k_proj.bias",
-            .bv = LAYER "self_attn.v_proj.bias", .bo = LAYER "self_attn.o_proj.bias",
+            LLAMA_NAMES,
             .q_norm = LAYER "self_attn.q_norm.weight", .k_norm = LAYER "self_attn.k_norm.weight",
             .ln2_w = LAYER "post_attention_layernorm.weight",
-            .w_gate = LAYER "mlp.gate_proj.weight", .w_up = LAYER "mlp.up_proj.weight",
-            .w_down = LAYER "mlp.down_proj.weight", .b_up = LAYER "mlp.up_proj.bias", .b_down = LAYER "mlp.down_proj.bias",
         },
     },
 };
+#undef LLAMA_NAMES
 #undef LAYER
 #define N_FAMILIES (int)(sizeof hf_families / sizeof *hf_families)
 

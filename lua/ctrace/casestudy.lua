@@ -80,11 +80,11 @@ local function check_report(text, unsafe)
   return r
 end
 
-local function run_staged(folder, script, staging, o)
+local function run_staged(folder, script, staging, o, probe)
   local spec = {folder = core.realpath(folder), script = script, staging = staging, root = ct.root or ".", unsafe = o.unsafe or false}
   if not o.unsafe then
     spec.read = read_roots(folder)
-    spec.memory = o.memory and math.floor(o.memory * 2 ^ 30) or core.sandbox_probe().memory_total   -- RLIMIT_DATA
+    spec.memory = o.memory and math.floor(o.memory * 2 ^ 30) or probe.memory_total   -- RLIMIT_DATA
     spec.file_size = 64 * 2 ^ 30           -- RLIMIT_FSIZE: the largest file it may write
   end
   local t0 = ct.clock()
@@ -114,17 +114,15 @@ end
 function M.run(folder, o)
   local script = folder .. "/experiment.lua"
   if core.exists(script) ~= "file" then error("NOT_FOUND: " .. script .. " does not exist (ctrace new makes one)", 0) end
-  if not o.unsafe then
-    local p = core.sandbox_probe()
-    if p.landlock_abi < 1 or not p.seccomp then
-      error("SANDBOX: this kernel cannot confine an experiment (Landlock ABI " .. p.landlock_abi .. ", seccomp "
-            .. tostring(p.seccomp) .. "; Linux 5.13 or later with Landlock enabled is needed). "
-            .. "Run only folders you trust, with --unsafe.", 0)
-    end
+  local p = core.sandbox_probe()
+  if not o.unsafe and (p.landlock_abi < 1 or not p.seccomp) then
+    error("SANDBOX: this kernel cannot confine an experiment (Landlock ABI " .. p.landlock_abi .. ", seccomp "
+          .. tostring(p.seccomp) .. "; Linux 5.13 or later with Landlock enabled is needed). "
+          .. "Run only folders you trust, with --unsafe.", 0)
   end
   local lock = core.run_lock(folder, true)
   local staging = core.run_staging(folder)
-  local ok, manifest = pcall(run_staged, folder, core.realpath(script), staging, o)
+  local ok, manifest = pcall(run_staged, folder, core.realpath(script), staging, o, p)
   local committed, err = ok and pcall(core.run_commit, staging, folder .. "/results")
   if not committed then
     pcall(core.remove_tree, staging)

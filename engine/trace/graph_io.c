@@ -18,14 +18,22 @@
 // ---------------------------------------------------------------------------------------------
 // Writing JSON text
 
-// A growing text buffer; write errors surface once, at the end.
+// A growing text buffer, or a stream into a file being written (f set: the text goes straight
+// to the file, so a graph's JSON never needs its whole text in memory); write errors surface
+// once, at the end.
 typedef struct {
     char *s;
     size_t n, cap;
     int oom;
+    FILE *f;
 } sbuf;
 
 static void sb_put(sbuf *b, const char *s, size_t n) {
+    if (b->f) {
+        fwrite(s, 1, n, b->f);   // a failed write is caught by ct_wfile_commit
+        b->n += n;
+        return;
+    }
     if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
@@ -309,20 +317,26 @@ static ct_status json_text(const ct_graph *p, const ct_json_opts *o, sbuf *b, ct
     return b->oom ? ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a graph JSON of %lld nodes", (long long)N) : CT_OK;
 }
 
-ct_status ct_graph_json(const ct_graph *g, const ct_json_opts *o, char **out, size_t *n, ct_err *err) {
-    *out = NULL;
-    *n = 0;
+// The JSON of g into b: a full graph is pruned with the settings' thresholds first.
+static ct_status graph_json(const ct_graph *g, const ct_json_opts *o, sbuf *b, ct_err *err) {
     ct_status rc = check_slug(o ? o->slug : NULL, err);
     if (rc) return rc;
     ct_graph *p = NULL;
-    if (!g->node_mask) {   // a full graph: pruned with the settings' thresholds first
+    if (!g->node_mask) {
         double nt = g->settings.node_threshold >= 0 ? g->settings.node_threshold : 0.8;
         double et = g->settings.edge_threshold >= 0 ? g->settings.edge_threshold : 0.98;
         if ((rc = ct_graph_prune(&p, g, nt, et, err))) return rc;
     }
-    sbuf b = {0};
-    rc = json_text(p ? p : g, o, &b, err);
+    rc = json_text(p ? p : g, o, b, err);
     ct_graph_free(p);
+    return rc;
+}
+
+ct_status ct_graph_json(const ct_graph *g, const ct_json_opts *o, char **out, size_t *n, ct_err *err) {
+    *out = NULL;
+    *n = 0;
+    sbuf b = {0};
+    ct_status rc = graph_json(g, o, &b, err);
     if (rc) {
         free(b.s);
         return rc;
@@ -332,12 +346,19 @@ ct_status ct_graph_json(const ct_graph *g, const ct_json_opts *o, char **out, si
     return CT_OK;
 }
 
+// Streams the text into the file through a 1 MiB buffer: memory stays flat whatever the size.
 ct_status ct_graph_save_json(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, ct_err *err) {
-    char *text;
-    size_t n;
-    ct_status rc = ct_graph_json(g, o, &text, &n, err);
-    if (!rc) rc = ct_write_file(ctx, path, text, n, err);
-    free(text);
+    ct_status rc = check_slug(o ? o->slug : NULL, err);
+    if (rc) return rc;
+    ct_wfile w;
+    if ((rc = ct_wfile_open(ctx, &w, path, err))) return rc;
+    char *iobuf = malloc(1 << 20);
+    if (iobuf) setvbuf(w.f, iobuf, _IOFBF, 1 << 20);
+    sbuf b = {.f = w.f};
+    rc = graph_json(g, o, &b, err);
+    if (rc) ct_wfile_abort(&w);
+    else rc = ct_wfile_commit(&w, err);
+    free(iobuf);   // after the stream is closed
     return rc;
 }
 

@@ -214,6 +214,7 @@ t.run {
     local path = dir .. "/lily-she.json"
     p:save_json(path, {slug = "lily-she", scan = "stories260K"})
     local text = read(path)
+    t.ok(text == p:json{slug = "lily-she", scan = "stories260K"}, "save_json streams the text json() returns")
     local j = ct.json_decode(text)
     local md = j.metadata
     t.ok(md.slug == "lily-she" and md.scan == "stories260K" and type(md.prompt) == "string" and

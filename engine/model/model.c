@@ -287,6 +287,7 @@ static int grow(float **p, size_t *cap, size_t n) {
 void ct_scratch_free(ct_scratch *s) {
     ct_dealloc(s->fwd, s->fwd_n * sizeof(float));
     ct_dealloc(s->att, s->att_n * sizeof(float));
+    ct_dealloc(s->pack, s->pack_n * sizeof(float));
     ct_dealloc(s->mlp, s->mlp_n * sizeof(float));
     free(s->probs);
     memset(s, 0, sizeof *s);
@@ -394,47 +395,91 @@ static float act_fn(const ct_config *c, float x) {
     return c->act == CT_ACT_SILU ? ct_silu(x) : ct_gelu_tanh(x);
 }
 
+// Pre-softmax score of one query with its keys j in [lo, p] into a (S,): scaled, soft-capped,
+// zero outside [lo, p]; then the pattern over [lo, p].
+static void score_row_softmax(const ct_config *c, float *a, int lo, int p, int S) {
+    for (int j = 0; j < lo; j++) a[j] = 0.0f;
+    for (int j = p + 1; j < S; j++) a[j] = 0.0f;
+    if (c->attn_softcap > 0)
+        for (int j = lo; j <= p; j++) a[j] = c->attn_softcap * tanhf(a[j] / c->attn_softcap);
+    ct_softmax(a + lo, p - lo + 1);
+}
+
+// rows (n, hd) of a head, src rows strided by `stride`, into out (n, hd) contiguous in RoPE-pair
+// order (i, i + hd/2): llama2.c's adjacent pairs and Hugging Face's halves then give the same
+// products, bit for bit.
+static void pack_head(const ct_config *c, float *restrict out, const float *restrict src, int n, int stride) {
+    int hd = c->head_dim, half = hd / 2;
+    for (int r = 0; r < n; r++) {
+        const float *x = src + (size_t)r * stride;
+        float *o = out + (size_t)r * hd;
+        if (c->rope == CT_ROPE_ADJACENT) {
+            for (int i = 0; i < half; i++) o[i] = x[2 * i], o[i + half] = x[2 * i + 1];
+        } else {
+            memcpy(o, x, sizeof(float) * (size_t)hd);
+        }
+    }
+}
+
+// Positions per block of queries in the batched path: a block's products cover the keys up to
+// its last query, so the causal half of the scores is mostly skipped.
+#define ATT_BLOCK 64
+
 // Attention of layer l for T new positions starting at pos0; keys/values for positions
 // 0..pos0+T-1 are in kc/vc (S, KV*hd). z (T, H*hd); att (T, S) scratch; pattern hook (H, T, T)
 // when pos0 == 0.
 // frozen (H, T, T) (may be NULL, pos0 must be 0): the pattern to use instead of softmax(q.k).
+// One query (generation) is a plain loop; more are blocks of matrix products: scores
+// Q_h K_h^T (B, keys) and z_h = P_h V_h (B, hd) per head and block of B queries. pack
+// (S + ATT_BLOCK, hd) scratch holds one head's keys and a block's queries in pair order.
 static void attention(const ct_model *m, int l, const float *q, const float *kc, const float *vc,
-                      int pos0, int T, float *restrict z, float *restrict att, float *pattern_hook, const float *frozen) {
+                      int pos0, int T, float *restrict z, float *restrict att, float *pattern_hook, const float *frozen,
+                      float *restrict pack) {
     const ct_config *c = &m->cfg;
-    int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+    int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
     int S = pos0 + T;
     int window = (c->sliding_window > 0 && l % 2 == 0) ? c->sliding_window : 0;
     for (int h = 0; h < c->n_heads; h++) {
         int kvh = h / group;
-        for (int t = 0; t < T; t++) {
-            int p = pos0 + t;
-            int lo = window ? (p - window + 1 > 0 ? p - window + 1 : 0) : 0;
-            const float *qv = q + (size_t)t * c->n_heads * hd + (size_t)h * hd;
-            float *a = att + (size_t)t * S;   // one head at a time: att is (T, S)
+        const float *kh = kc + (size_t)kvh * hd, *vh = vc + (size_t)kvh * hd;
+        if (T == 1) {   // one query: a plain loop beats a BLAS call
+            int p = pos0, lo = window && p - window + 1 > 0 ? p - window + 1 : 0;
+            const float *qv = q + (size_t)h * hd;
+            float *a = att;
+            for (int j = lo; j <= p; j++) a[j] = rope_dot(c, qv, kh + (size_t)j * kvd) * c->attn_scale;
+            score_row_softmax(c, a, lo, p, S);
+            if (pattern_hook) pattern_hook[h] = a[0];
+            float *zo = z + (size_t)h * hd;
+            for (int i = 0; i < hd; i++) zo[i] = 0.0f;
+            for (int j = lo; j <= p; j++) axpy(zo, a[j], vh + (size_t)j * kvd, hd);
+            continue;
+        }
+        float *kp = pack, *qp = pack + (size_t)S * hd;   // (S, hd) keys, (ATT_BLOCK, hd) queries
+        if (!frozen) pack_head(c, kp, kh, S, kvd);
+        for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+            int B = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
+            int hi = frozen ? S : pos0 + t0 + B;   // keys [k0, hi) serve the block (a frozen pattern is used whole)
+            int k0 = !frozen && window && pos0 + t0 - window + 1 > 0 ? pos0 + t0 - window + 1 : 0;
+            float *a = att + (size_t)t0 * S;   // rows t0 .. t0+B-1 of (T, S)
             if (frozen) {
-                memcpy(a, frozen + ((size_t)h * T + t) * T, sizeof(float) * (size_t)S);
-                lo = 0;
+                for (int t = t0; t < t0 + B; t++)
+                    memcpy(att + (size_t)t * S, frozen + ((size_t)h * T + t) * T, sizeof(float) * (size_t)S);
             } else {
-                for (int j = 0; j < S; j++) a[j] = 0.0f;
-                for (int j = lo; j <= p; j++) {
-                    const float *kv = kc + (size_t)j * kvd + (size_t)kvh * hd;
-                    float s = rope_dot(c, qv, kv) * c->attn_scale;
-                    if (c->attn_softcap > 0) s = c->attn_softcap * tanhf(s / c->attn_softcap);
-                    a[j] = s;
+                // scores (B, hi - k0) = scale * Q_h[t0:t0+B] (B, hd) @ K_h[k0:hi]^T
+                pack_head(c, qp, q + (size_t)t0 * qd + (size_t)h * hd, B, qd);
+                ct_sgemm(0, 1, B, hi - k0, hd, c->attn_scale, qp, hd, kp + (size_t)k0 * hd, hd, 0.0f, a + k0, S);
+                for (int t = t0; t < t0 + B; t++) {
+                    int p = pos0 + t, lo = window && p - window + 1 > 0 ? p - window + 1 : 0;
+                    score_row_softmax(c, att + (size_t)t * S, lo, p, S);
                 }
-                ct_softmax(a + lo, p - lo + 1);
             }
             if (pattern_hook)
-                memcpy(pattern_hook + ((size_t)h * T + t) * T, a, sizeof(float) * (size_t)T);
-            if (T == 1) {   // one query: a plain loop beats a BLAS call
-                float *zo = z + (size_t)h * hd;
-                for (int i = 0; i < hd; i++) zo[i] = 0.0f;
-                for (int j = lo; j <= p; j++) axpy(zo, a[j], vc + (size_t)j * kvd + (size_t)kvh * hd, hd);
-            }
+                for (int t = t0; t < t0 + B; t++)
+                    memcpy(pattern_hook + ((size_t)h * T + t) * T, att + (size_t)t * S, sizeof(float) * (size_t)T);
+            // z_h[t0:t0+B] (B, hd) = P_h (B, keys k0..hi) @ V_h (keys, hd), rows of z strided by H*hd
+            ct_sgemm(0, 0, B, hd, hi - k0, 1.0f, a + k0, S, vh + (size_t)k0 * kvd, kvd, 0.0f,
+                     z + (size_t)t0 * qd + (size_t)h * hd, qd);
         }
-        // z_h (T, hd) = P_h (T, S) @ V_kvh (S, hd), rows of z strided by H*hd
-        if (T > 1)
-            ct_sgemm(0, 0, T, hd, S, 1.0f, att, S, vc + (size_t)kvh * hd, kvd, 0.0f, z + (size_t)h * hd, c->n_heads * hd);
     }
 }
 
@@ -528,7 +573,8 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
     size_t att_n = (size_t)T * S;
     if (kv_in && (size_t)kv->max_len > att_n) att_n = (size_t)kv->max_len;
     sc->busy = 1;
-    if (!grow(&sc->fwd, &sc->fwd_n, fwd_layout(c, T, NULL, &b)) || !grow(&sc->att, &sc->att_n, att_n)) {
+    if (!grow(&sc->fwd, &sc->fwd_n, fwd_layout(c, T, NULL, &b)) || !grow(&sc->att, &sc->att_n, att_n) ||
+        !grow(&sc->pack, &sc->pack_n, (size_t)((kv_in && kv->max_len > S ? kv->max_len : S) + ATT_BLOCK) * hd)) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a forward pass over %d positions", T);
         goto done;
     }
@@ -584,7 +630,7 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         hook_copy(hooks, CT_HOOK_K, l, kc + (size_t)pos0 * kvd, (size_t)T * kvd);
         hook_copy(hooks, CT_HOOK_V, l, vc + (size_t)pos0 * kvd, (size_t)T * kvd);
         attention(m, l, b.q, kc, vc, pos0, T, b.z, b.att, pos0 == 0 ? hook_slot(hooks, CT_HOOK_PATTERN, l) : NULL,
-                  fz && fz->pattern ? fz->pattern[l] : NULL);
+                  fz && fz->pattern ? fz->pattern[l] : NULL, sc->pack);
         hook_copy(hooks, CT_HOOK_Z, l, b.z, (size_t)T * qd);
         ct_matmul(b.ao, b.z, w->wo, w->bo, T, qd, D);
         hook_copy(hooks, CT_HOOK_ATTN_RESULT, l, b.ao, TD);

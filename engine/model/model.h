@@ -71,6 +71,8 @@ typedef struct {
     size_t fwd_n;     // floats in fwd
     float *att;       // (T, S) one head's scores, then its pattern
     size_t att_n;     // floats in att
+    float *pack;      // (S + 64, hd) one head's keys and a block of queries (model.c: attention)
+    size_t pack_n;    // floats in pack
     float *mlp;       // ct_model_mlp: gate (T, F) and up (T, F)
     size_t mlp_n;     // floats in mlp
     void *probs;      // (V,) probability and index pairs for top-p, or NULL

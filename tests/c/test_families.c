@@ -223,6 +223,45 @@ static void check_llama2c_as_hf(const char *tmp) {
     ct_model_free(b);
 }
 
+// Long prompts: the batched attention works in blocks of queries; with a sliding window and a
+// softcap, a 150-position pass equals one-token steps and a pass split in two (100 + 50), up to
+// float32 rounding of sums in another order (150 terms of size ~1: well under 1e-5).
+static void check_long_attention(void) {
+    ct_config c = {.d_model = 16, .d_mlp = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8,
+                   .vocab_size = 40, .max_seq_len = 256, .norm = CT_NORM_RMS, .norm_eps = 1e-6f, .rope = CT_ROPE_HALF,
+                   .rope_theta = 10000.0f, .attn_scale = 0.35f, .attn_softcap = 5.0f, .sliding_window = 20,
+                   .gated_mlp = 1, .act = CT_ACT_SILU, .embed_scale = 1.0f, .tied = 1};
+    ct_model *m = NULL;
+    ct_err err = {0};
+    enum { T = 150 };
+    if (ct_model_random(&m, &c, 11, &err) || ct_model_init_rope(m, &err)) {
+        ok(0, "random model (%s)", err.msg);
+        return;
+    }
+    int ids[T];
+    for (int t = 0; t < T; t++) ids[t] = (t * 7 + 3) % 40;
+    float *all = malloc(sizeof(float) * T * 40), *part = malloc(sizeof(float) * T * 40), step[40];
+    ct_status rc = ct_model_forward(m, ids, T, NULL, NULL, all, 1, &err);
+    ct_kv_cache kv;
+    if (!rc) rc = ct_kv_cache_init(&kv, m, T, &err);
+    if (!rc) rc = ct_model_forward(m, ids, 100, &kv, NULL, part, 1, &err);
+    if (!rc) rc = ct_model_forward(m, ids + 100, T - 100, &kv, NULL, part + 100 * 40, 1, &err);
+    double worst_split = 0, worst_step = 0;
+    for (int i = 0; !rc && i < T * 40; i++) worst_split = fmax(worst_split, fabs(part[i] - all[i]) / (1.0 + fabs(all[i])));
+    if (!rc) ct_kv_cache_free(&kv);
+    if (!rc) rc = ct_kv_cache_init(&kv, m, T, &err);
+    for (int t = 0; !rc && t < T; t++) {
+        rc = ct_model_forward(m, &ids[t], 1, &kv, NULL, step, 0, &err);
+        for (int v = 0; v < 40; v++) worst_step = fmax(worst_step, fabs(step[v] - all[t * 40 + v]) / (1.0 + fabs(all[t * 40 + v])));
+    }
+    if (!rc) ct_kv_cache_free(&kv);
+    ok(rc == CT_OK && worst_split < 1e-5 && worst_step < 1e-5,
+       "150 positions, window 20, softcap: one pass = 100 + 50 (%.1e) = one-token steps (%.1e), |diff| <= 1e-5 (1 + |x|)",
+       worst_split, worst_step);
+    free(all), free(part);
+    ct_model_free(m);
+}
+
 int main(void) {
     char tmp[512] = "/tmp/ctrace-families-XXXXXX";
     const char *keep = getenv("CTRACE_FAMILIES_DIR");   // write checkpoints there and keep them
@@ -233,6 +272,7 @@ int main(void) {
     for (int a = 0; a < 4; a++)
         for (int k = 0; k < 3; k++) check_family(tmp, archs[a], dts[k]);
     check_llama2c_as_hf(tmp);
+    check_long_attention();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     if (!keep && system(cmd) != 0) printf("# could not remove %s\n", tmp);

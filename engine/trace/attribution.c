@@ -732,10 +732,11 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     stats.n_rows = ct_rowstore_rows(rs.store);
     stats.spilled = ct_rowstore_spilled(rs.store);
     stats.row_bytes = ct_rowstore_bytes(rs.store);
-    // the scratch and the clean run's values are done with; the graph takes their room
+    // the scratch is done with; the graph takes its room, and the clean run's when that is more
+    // than a quarter of the working memory (else it stays for interventions on the same prompt)
     free(rs.sq), free(rs.bbuf), free(a.G), free(a.A1), free(a.A2);
     rs.sq = NULL, rs.bbuf = NULL, a.G = a.A1 = a.A2 = NULL;
-    ct_replacement_release(rm);
+    if (ct_clean_run_bytes(rm->clean) > limit / 4) ct_replacement_release(rm);
 
     // graph: selected features ascending, then error, token and logit nodes
     g = calloc(1, sizeof *g);

@@ -110,6 +110,13 @@ void ct_clean_run_free(ct_clean_run *c) {
     free(c);
 }
 
+size_t ct_clean_run_bytes(const ct_clean_run *c) {
+    if (!c) return 0;
+    size_t LTD = (size_t)c->L * c->T * c->D, n = (c->raw != c->out ? 4 : 3) * LTD;
+    for (int i = 0; i < c->frozen.hc.n; i++) n += c->frozen.hc.values[i] ? (size_t)ct_tensor_numel(c->frozen.hc.values[i]) : 0;
+    return n * sizeof(float);
+}
+
 // The clean run of tokens for a set reading tc->input_hook and writing tc->output_hook; own_raw:
 // keep the raw MLP outputs apart (they differ from the output hook).
 static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders *tc, int own_raw, const int *tokens, int T,

@@ -80,7 +80,8 @@ void ct_replacement_free(ct_replacement *r);
 // The clean run of tokens (T,): the one held when it is of these tokens, else a new one (which
 // replaces it). Valid until the next call with other tokens, or ct_replacement_release.
 ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err);
-// Frees the held clean run (attribution does before it builds its graph, to leave it the room).
+// Frees the held clean run (attribution does before it builds its graph when the run is large,
+// to leave the graph the room).
 void ct_replacement_release(ct_replacement *r);
 // At least n floats of r's scratch (grown when needed; kept until ct_replacement_free); NULL when
 // out of memory.
@@ -90,6 +91,8 @@ float *ct_replacement_work(ct_replacement *r, size_t n);
 ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
                             ct_err *err);
 void ct_clean_run_free(ct_clean_run *c);
+// Bytes the clean run holds (its dense arrays and frozen values; activation lists left out).
+size_t ct_clean_run_bytes(const ct_clean_run *c);
 // Every layer's activations in the clean run at positions >= 1: post-activation (non-zero ones) or
 // pre-activation (all); computed once. NULL on failure.
 const ct_sparse_acts *ct_clean_acts(const ct_replacement *r, ct_clean_run *c, int pre_activation, ct_err *err);

@@ -184,7 +184,13 @@ int main(void) {
     ct_attr_opts_default(&ao);
     ao.max_feature_nodes = 200;
     ct_graph *gr = NULL;
-    ok(ct_attribute(&gr, &r, ids, n, &ao, &err) == CT_OK && r.clean == NULL, "a graph (the clean run released after)");
+    ok(ct_attribute(&gr, &r, ids, n, &ao, &err) == CT_OK && r.clean && r.clean->T == n,
+       "a graph; its clean run (%zu bytes) stays for interventions on the prompt", ct_clean_run_bytes(r.clean));
+    ct_graph *gr2 = NULL;
+    ao.memory_limit = 4 * ct_clean_run_bytes(r.clean) - 4;   // the clean run is more than a quarter of it
+    ok(ct_attribute(&gr2, &r, ids, n, &ao, &err) == CT_OK && r.clean == NULL,
+       "with a working memory under 4x the clean run, the run is released before the graph is built");
+    ct_graph_free(gr2);
     const float *cum, *cum2;
     int64_t N = gr ? gr->n_nodes : 0;
     double *inf = malloc(sizeof(double) * (size_t)N);

@@ -157,6 +157,29 @@ static int l_peak_rss(lua_State *L) {
     return 1;
 }
 
+// The process's memory now, bytes, from /proc/self/status: {rss =, anon =, file =, peak_rss =}
+// (anonymous and file-backed resident pages apart: mapped weights are file pages); nil where
+// /proc cannot be read.
+static int l_memory(lua_State *L) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) {
+        lua_pushnil(L);
+        return 1;
+    }
+    static const struct { const char *key, *field; } keys[] = {
+        {"VmRSS:", "rss"}, {"RssAnon:", "anon"}, {"RssFile:", "file"}, {"VmHWM:", "peak_rss"}};
+    lua_newtable(L);
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            if (strncmp(line, keys[i].key, strlen(keys[i].key)) == 0) {
+                lua_pushnumber(L, strtod(line + strlen(keys[i].key), NULL) * 1024);   // kB
+                lua_setfield(L, -2, keys[i].field);
+            }
+    fclose(f);
+    return 1;
+}
+
 // The methods table of a ctrace type, so lua/ctrace can add conveniences written in Lua.
 static int l_methods(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
@@ -169,7 +192,7 @@ static int l_methods(lua_State *L) {
 int luaopen_ctrace_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"methods", l_methods}, {"clock", l_clock},
-        {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
+        {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"memory", l_memory}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
         {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {"realpath", l_realpath}, {NULL, NULL}};
     lua_newtable(L);
     ct_lua_register_tensor(L);

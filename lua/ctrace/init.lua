@@ -28,6 +28,7 @@ local M = {
   replacement_model = core.replacement_model,
   sha256 = core.sha256,       -- (path) -> hex digest of a file
   peak_rss = core.peak_rss,   -- peak resident memory of the process, bytes
+  memory = core.memory,       -- {rss, anon, file, peak_rss} bytes now (/proc/self/status), or nil
   mkdirs = core.mkdirs,       -- (path) creates a directory and its parents
   list_dir = core.list_dir,   -- (path) -> sorted entry names, is_directory
   exists = core.exists,       -- (path) -> "file", "directory" or nil

@@ -392,6 +392,18 @@ static int l_graph_save_json(lua_State *L) {
     return 0;
 }
 
+// g:save_page(path, prefix, suffix, {slug=, scan=, source_set=}): the graph JSON save_json
+// writes, escaped for a <script> element, between prefix and suffix (the viewer page), streamed.
+static int l_graph_save_page(lua_State *L) {
+    ct_graph *g = check_graph(L, 1);
+    const char *path = luaL_checkstring(L, 2), *prefix = luaL_checkstring(L, 3), *suffix = luaL_checkstring(L, 4);
+    ct_json_opts o = json_opts(L, 5, "save_page");
+    if (!o.slug) o.slug = "graph";
+    ct_err err = {0};
+    if (ct_graph_save_page(ct_lua_ctx(L), g, path, &o, prefix, suffix, &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
 // g:json({slug=, scan=, source_set=}) -> the graph JSON save_json writes, as a string (slug
 // default "graph")
 static int l_graph_json(lua_State *L) {
@@ -454,7 +466,7 @@ void ct_lua_register_graph(lua_State *L) {
         {"json", l_graph_json}, {"adjacency", l_graph_adjacency}, {"influence", l_graph_influence},
         {"total_effects", l_graph_total_effects}, {"logits", l_graph_logits}, {"tokens", l_graph_tokens},
         {"prompt", l_graph_prompt}, {"info", l_graph_info}, {"prune", l_graph_prune}, {"scores", l_graph_scores},
-        {"set_label", l_graph_set_label}, {"save_json", l_graph_save_json}, {"save", l_graph_save}, {"free", l_graph_free},
+        {"set_label", l_graph_set_label}, {"save_json", l_graph_save_json}, {"save_page", l_graph_save_page}, {"save", l_graph_save}, {"free", l_graph_free},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_graph_free}, {"__tostring", l_graph_tostring}, {NULL, NULL}};
     static const luaL_Reg fns[] = {{"load_graph", l_load_graph}, {NULL, NULL}};

@@ -121,6 +121,10 @@ typedef struct {
     const char *source_set;      // feature_details.neuronpedia_source_set (may be NULL)
 } ct_json_opts;
 ct_status ct_graph_save_json(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, ct_err *err);
+// The same JSON between prefix and suffix (an HTML page around it), every "</" in it written
+// "<\/" so it cannot end the <script> element that holds it.
+ct_status ct_graph_save_page(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, const char *prefix,
+                             const char *suffix, ct_err *err);
 // The same JSON as a string: *out (malloc'ed, NUL-terminated), *n bytes.
 ct_status ct_graph_json(const ct_graph *g, const ct_json_opts *o, char **out, size_t *n, ct_err *err);
 // Adds or replaces the slug's entry in dir/graph-metadata.json.

@@ -21,16 +21,28 @@
 // A growing text buffer, or a stream into a file being written (f set: the text goes straight
 // to the file, so a graph's JSON never needs its whole text in memory); write errors surface
 // once, at the end.
+// script: the text goes inside an HTML <script> element, every "</" written "<\/".
 typedef struct {
     char *s;
     size_t n, cap;
     int oom;
     FILE *f;
+    int script;
+    char last;   // the last byte written (script mode)
 } sbuf;
 
 static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->f) {
-        fwrite(s, 1, n, b->f);   // a failed write is caught by ct_wfile_commit
+    if (b->f) {   // a failed write is caught by ct_wfile_commit
+        size_t from = 0;
+        for (size_t i = 0; b->script && i < n; i++) {
+            if (s[i] == '/' && (i ? s[i - 1] : b->last) == '<') {
+                fwrite(s + from, 1, i - from, b->f);
+                fputc('\\', b->f);
+                from = i;
+            }
+        }
+        fwrite(s + from, 1, n - from, b->f);
+        if (n) b->last = s[n - 1];
         b->n += n;
         return;
     }
@@ -347,19 +359,32 @@ ct_status ct_graph_json(const ct_graph *g, const ct_json_opts *o, char **out, si
 }
 
 // Streams the text into the file through a 1 MiB buffer: memory stays flat whatever the size.
-ct_status ct_graph_save_json(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, ct_err *err) {
+// prefix and suffix (may be NULL) wrap it; with them the JSON is escaped for a <script> element.
+static ct_status save_streamed(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, const char *prefix,
+                               const char *suffix, ct_err *err) {
     ct_status rc = check_slug(o ? o->slug : NULL, err);
     if (rc) return rc;
     ct_wfile w;
     if ((rc = ct_wfile_open(ctx, &w, path, err))) return rc;
     char *iobuf = malloc(1 << 20);
     if (iobuf) setvbuf(w.f, iobuf, _IOFBF, 1 << 20);
-    sbuf b = {.f = w.f};
+    if (prefix) fputs(prefix, w.f);
+    sbuf b = {.f = w.f, .script = prefix || suffix};
     rc = graph_json(g, o, &b, err);
+    if (suffix) fputs(suffix, w.f);
     if (rc) ct_wfile_abort(&w);
     else rc = ct_wfile_commit(&w, err);
     free(iobuf);   // after the stream is closed
     return rc;
+}
+
+ct_status ct_graph_save_json(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, ct_err *err) {
+    return save_streamed(ctx, g, path, o, NULL, NULL, err);
+}
+
+ct_status ct_graph_save_page(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, const char *prefix,
+                             const char *suffix, ct_err *err) {
+    return save_streamed(ctx, g, path, o, prefix ? prefix : "", suffix ? suffix : "", err);
 }
 
 ct_status ct_graph_metadata_upsert(ct_ctx *ctx, const ct_graph *g, const char *dir, const ct_json_opts *o, ct_err *err) {

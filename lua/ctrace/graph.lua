@@ -21,7 +21,13 @@ function M.save_json(g, path, opts)
     else o[k] = v end
   end
   save_json(g, path, o)
-  if viewer ~= false then require("ctrace.viewer").write(path, path:gsub("%.json$", "") .. ".html", {dashboards = dashboards}) end
+  if viewer ~= false then
+    -- the page is streamed from the graph like the JSON itself, with the same slug (default: the
+    -- file's name) and labels
+    local slug = o.slug or path:match("([^/]*)$"):gsub("%.json$", "")
+    local prefix, suffix = require("ctrace.viewer").page_parts(slug, dashboards)
+    g:save_page(path:gsub("%.json$", "") .. ".html", prefix, suffix, {slug = slug, scan = o.scan, source_set = o.source_set})
+  end
 end
 
 function M.save_svg(g, path)

@@ -2,6 +2,8 @@
 -- SVG of a graph for READMEs.
 --
 --   viewer.write(json_path [, html_path] [, {dashboards = table}])   -> html_path
+--   viewer.page_parts(title, dashboards) -> the page before and after the graph JSON (g:save_json
+--       streams a graph's page with them through g:save_page)
 --       nodes laid out by layer (tokens at the bottom, logits at the top) and position; edges
 --       coloured by sign, width by weight; hover for label, activation and influence; click for a
 --       node's strongest inputs and outputs; pin nodes (the pin button or shift-click) and show
@@ -222,6 +224,15 @@ if (location.search.indexOf("selftest") >= 0) {
 -- Keeps embedded JSON from closing its <script> element.
 local function embed(text) return (text:gsub("</", "<\\/")) end
 
+-- The page before and after the graph's JSON: title (a slug) and feature dashboards filled in.
+function M.page_parts(title, dashboards)
+  title = (title or "graph"):gsub("[<>&]", "")
+  local page = PAGE:gsub("%%TITLE%%", function() return title end)
+                   :gsub("%%DASH%%", function() return embed(ct.json_encode(dashboards or setmetatable({}, {}))) end)
+  local at = page:find("%DATA%", 1, true)
+  return page:sub(1, at - 1), page:sub(at + #"%DATA%")
+end
+
 function M.write(json_path, html_path, o)
   o = o or {}
   html_path = html_path or json_path:gsub("%.json$", "") .. ".html"
@@ -230,11 +241,8 @@ function M.write(json_path, html_path, o)
   if type(g) ~= "table" or type(g.nodes) ~= "table" or type(g.links) ~= "table" or type(g.metadata) ~= "table" then
     error("BAD_FORMAT: " .. json_path .. " is not a graph JSON (metadata, nodes, links)", 2)
   end
-  local title = (g.metadata.slug or "graph"):gsub("[<>&]", "")
-  local page = PAGE:gsub("%%TITLE%%", function() return title end)
-                   :gsub("%%DATA%%", function() return embed(text) end)
-                   :gsub("%%DASH%%", function() return embed(ct.json_encode(o.dashboards or setmetatable({}, {}))) end)
-  write(html_path, page)
+  local prefix, suffix = M.page_parts(g.metadata.slug, o.dashboards)
+  write(html_path, prefix .. embed(text) .. suffix)
   return html_path
 end
 

@@ -19,7 +19,7 @@ WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-u
 CFLAGS  ?= $(OPT) -g
 # name:debian-package for every pkg-config module ctrace links
 PKGS    = libseccomp:libseccomp-dev luajit:libluajit-5.1-dev libcjson:libcjson-dev libcurl:libcurl4-openssl-dev \
-          openblas:libopenblas-dev libutf8proc:libutf8proc-dev zlib:zlib1g-dev
+          openblas:libopenblas-dev libutf8proc:libutf8proc-dev yaml-0.1:libyaml-dev zlib:zlib1g-dev
 
 # ---- dependency probe -------------------------------------------------------
 ifeq ($(filter deps clean run check,$(MAKECMDGOALS)),)

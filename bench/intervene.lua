@@ -55,7 +55,7 @@ for v = 1, V do
   big:set(1, v, (seed / 2147483648 - 0.5) * 20)
 end
 local Result = require("ctrace.intervention").Result
-local r = setmetatable({logits = big, model = {tokenizer = function() return nil end}}, Result)
+local r = setmetatable({logits = big, model = {token_label = function(_, id) return tostring(id) end}}, Result)
 local top = time(function() r:top_logits(10) end)
 local prob = time(function() r:prob(12345) end)
 print(string.format("top_logits over a %d-token vocabulary: %.2f ms for the 10 most probable; prob(id) %.2f ms (medians of %d)",

@@ -236,6 +236,29 @@ static int l_model_unembedding(lua_State *L) {
     return 1;
 }
 
+// m:token_label(id) -> the text token id stands for (tok:token_text), or the id in decimal when
+// the model has no tokenizer or its tokenizer has no token of that id (a vocabulary larger
+// than the tokenizer, as Qwen3's 151,936 rows for 151,669 tokens); OUT_OF_RANGE outside the
+// model's vocabulary
+static int l_model_token_label(lua_State *L) {
+    ct_model *m = check_model(L, 1);
+    lua_Number id = luaL_checknumber(L, 2);
+    int V = m->cfg.vocab_size;
+    if (id != (lua_Number)(int)id || id < 0 || id >= V)
+        return ct_lua_fail(L, CT_STATUS_OUT_OF_RANGE, "token_label: token id %g outside 0..%d", id, V - 1);
+    if (!m->tok || !ct_tokenizer_piece(m->tok, (int)id)) {
+        lua_pushfstring(L, "%d", (int)id);
+        return 1;
+    }
+    char *s;
+    size_t n;
+    ct_err err = {0};
+    if (ct_tokenizer_token_text(m->tok, (int)id, &s, &n, &err)) return ct_lua_raise(L, &err);
+    lua_pushlstring(L, s, n);
+    free(s);
+    return 1;
+}
+
 static int l_model_tokenizer(lua_State *L) {
     ct_model *m = check_model(L, 1);
     ct_lua_push_tokenizer_of(L, 1, need_tokenizer(L, m, "tokenizer"));
@@ -263,7 +286,8 @@ void ct_lua_register_model(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"tokenize", l_model_tokenize}, {"detokenize", l_model_detokenize}, {"forward", l_model_forward},
         {"run_with_cache", l_model_run_with_cache}, {"generate", l_model_generate}, {"config", l_model_config},
-        {"unembedding", l_model_unembedding}, {"tokenizer", l_model_tokenizer}, {"free", l_model_free}, {NULL, NULL}};
+        {"unembedding", l_model_unembedding}, {"tokenizer", l_model_tokenizer}, {"token_label", l_model_token_label},
+        {"free", l_model_free}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_model_free}, {"__tostring", l_model_tostring}, {NULL, NULL}};
     static const luaL_Reg fns[] = {{"load_model", l_load_model}, {NULL, NULL}};
     ct_lua_new_type(L, CT_MT_MODEL, methods, l_model_index, meta);

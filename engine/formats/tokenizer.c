@@ -163,6 +163,21 @@ const char *ct_tokenizer_piece(const ct_tokenizer *t, int id) {
 }
 
 int ct_tokenizer_vocab_size(const ct_tokenizer *t) { return t->n_vocab; }
+
+ct_status ct_tokenizer_fit(ct_tokenizer *t, int vocab_size, ct_err *err) {
+    // every piece of a llama2.c file is ordinary; a tokenizer.json's ordinary ids are its
+    // model's vocabulary, merge results and template tokens, beside which added tokens may lie
+    int max = t->kind == CT_TOK_HF ? ct_hf_ordinary_max(t) : t->n_vocab - 1;
+    if (t->bos > max) max = t->bos;
+    if (max >= vocab_size) {
+        const char *p = ct_tokenizer_piece(t, max);
+        return ct_fail(err, CT_STATUS_BAD_SHAPE, "the tokenizer has %d ids, its ordinary tokens up to id %d ('%.40s'), "
+                       "and does not fit the model's vocabulary of %d (vocab_size): every token but added ones must be "
+                       "below it", t->n_vocab, max, p ? p : "", vocab_size);
+    }
+    t->limit = vocab_size < t->n_vocab ? vocab_size : 0;
+    return CT_OK;
+}
 int ct_tokenizer_bos(const ct_tokenizer *t) { return t->bos; }
 int ct_tokenizer_eos(const ct_tokenizer *t) { return t->eos; }
 

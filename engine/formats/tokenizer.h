@@ -48,6 +48,13 @@ ct_status ct_tokenizer_token_text(const ct_tokenizer *t, int id, char **text, si
 // of range.
 const char *ct_tokenizer_piece(const ct_tokenizer *t, int id);
 int ct_tokenizer_vocab_size(const ct_tokenizer *t);
+// Binds t to a model whose vocabulary has vocab_size ids (the rows of its embedding). Every id
+// encoding can give from ordinary text (a tokenizer.json's model vocabulary and merge results,
+// its template and unknown tokens, BOS; every token of a llama2.c file) must be below
+// vocab_size, else BAD_SHAPE naming both sizes. Added tokens may lie beyond it (Gemma-3's
+// tokenizer has 262,145 ids, its <image_soft_token> at 262,144, for the 262,144 rows of
+// gemma-3-1b): encode then refuses a text that holds one (OUT_OF_RANGE naming the token).
+ct_status ct_tokenizer_fit(ct_tokenizer *t, int vocab_size, ct_err *err);
 int ct_tokenizer_bos(const ct_tokenizer *t);   // -1 when there is none
 int ct_tokenizer_eos(const ct_tokenizer *t);
 // Id of a token string exactly as stored, or -1.

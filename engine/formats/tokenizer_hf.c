@@ -58,6 +58,7 @@ struct ct_hf_tok {
     dec_step dec[MAX_STEPS];
     merge_map merges;
     int byte_fallback, ignore_merges, unk_id;
+    int ordinary_max;           // the largest id of model.vocab and of the merges' results
     int n_added;
     added_token *added;
     ct_strmap added_map;   // content -> index into added
@@ -471,6 +472,7 @@ static ct_status parse_json(ct_tokenizer *t, const cJSON *j, const cJSON *cfg, c
         if (id > max_id) max_id = id;
         n_entries++;
     }
+    hf->ordinary_max = max_id;
     cJSON_ArrayForEach(e, added) {
         int id = json_int_in(cJSON_GetObjectItemCaseSensitive(e, "id"), 0, (1 << 24) - 1, -1);
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
@@ -568,7 +570,10 @@ static ct_status parse_json(ct_tokenizer *t, const cJSON *j, const cJSON *cfg, c
             return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
         }
         int ir = ct_strmap_get(&t->map, tmp.p, (int)tmp.n);
-        if (ia >= 0 && ib >= 0 && ir >= 0) merges_put(&hf->merges, ia, ib, rank, ir);
+        if (ia >= 0 && ib >= 0 && ir >= 0) {
+            merges_put(&hf->merges, ia, ib, rank, ir);
+            if (ir > hf->ordinary_max) hf->ordinary_max = ir;
+        }
         rank++;
     }
     free(tmp.p);
@@ -957,6 +962,14 @@ static void trim_span(span *sp, int end) {
     }
 }
 
+int ct_hf_ordinary_max(const ct_tokenizer *t) {
+    const struct ct_hf_tok *hf = t->hf;
+    int m = hf->ordinary_max;
+    for (int k = 0; k < hf->n_prefix; k++) m = hf->prefix[k] > m ? hf->prefix[k] : m;
+    for (int k = 0; k < hf->n_suffix; k++) m = hf->suffix[k] > m ? hf->suffix[k] : m;
+    return hf->unk_id > m ? hf->unk_id : m;
+}
+
 ct_status ct_hf_encode(const ct_tokenizer *t, const char *text, size_t len, int add_special, int **ids, int *n_ids,
                        ct_err *err) {
     const struct ct_hf_tok *hf = t->hf;
@@ -995,7 +1008,13 @@ ct_status ct_hf_encode(const ct_tokenizer *t, const char *text, size_t len, int 
     ct_status rc = CT_OK;
     for (int s = 0; ok && !rc && s < sec.n; s++) {
         if (kinds.p[s] >= 0) {
-            ok = ct_ibuf_push(&out, hf->added[kinds.p[s]].id);
+            const added_token *a = &hf->added[kinds.p[s]];
+            if (t->limit && a->id >= t->limit) {   // an added token the model's embedding has no row for
+                rc = ct_fail(err, CT_STATUS_OUT_OF_RANGE, "the text holds '%.60s', token %d of the tokenizer (%d ids), "
+                             "outside the model's vocabulary of %d", a->content, a->id, t->n_vocab, t->limit);
+                break;
+            }
+            ok = ct_ibuf_push(&out, a->id);
             continue;
         }
         if (sec.v[s].n == 0) continue;

@@ -36,6 +36,7 @@ struct ct_tokenizer {
     unsigned char *special;   // (n_vocab,) 1 for special tokens
     ct_strmap map;         // piece -> id
     int bos, eos;
+    int limit;             // a model's vocabulary size (ct_tokenizer_fit): encode refuses ids >= it; 0 = none
     int byte_ids[256];     // llama2.c: id of <0xHH>, -1 if absent
     struct ct_hf_tok *hf;
 };
@@ -47,6 +48,9 @@ ct_status ct_hf_decode(const ct_tokenizer *t, const int *ids, int n, int skip_sp
 // The decoder chain without its Strip steps (one token's text as it sits inside a text).
 ct_status ct_hf_decode_nostrip(const ct_tokenizer *t, const int *ids, int n, char **text, size_t *len, ct_err *err);
 void ct_hf_free(struct ct_hf_tok *hf);
+// The largest id encoding can give other than added tokens: model.vocab, merge results, the
+// post-processor's template tokens, the unknown token.
+int ct_hf_ordinary_max(const ct_tokenizer *t);
 
 // Growable byte and int buffers used by the tokenizers.
 typedef struct {

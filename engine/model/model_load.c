@@ -105,12 +105,15 @@ ct_status ct_model_init_rope(ct_model *m, ct_err *err) {
     return CT_OK;
 }
 
-// Finds a tokenizer beside a checkpoint: tokenizer.json, tokenizer.bin or tok*.bin.
+// Finds a tokenizer beside a checkpoint: tokenizer.json, tokenizer.bin or tok*.bin; it must fit
+// the model's vocabulary (ct_tokenizer_fit).
 static ct_status load_tokenizer_beside(ct_ctx *ctx, ct_model *m, const char *dir, int llama2c, ct_err *err) {
     char path[1200];
     if (!llama2c) {
         if (!ct_path_join(path, sizeof path, dir, "tokenizer.json") || !ct_is_file(path)) return CT_OK;
-        return ct_tokenizer_load(ctx, &m->tok, path, err);
+        ct_status rc = ct_tokenizer_load(ctx, &m->tok, path, err);
+        if (!rc && (rc = ct_tokenizer_fit(m->tok, m->cfg.vocab_size, err))) ct_err_where(err, path);
+        return rc;
     }
     char name[64];
     snprintf(name, sizeof name, "tok%d.bin", m->cfg.vocab_size);
@@ -122,6 +125,7 @@ static ct_status load_tokenizer_beside(ct_ctx *ctx, ct_model *m, const char *dir
         ct_status rc = ct_map_file(ctx, path, &map, &size, err);
         if (rc) return rc;
         rc = ct_tokenizer_parse_llama2c(&m->tok, map, size, m->cfg.vocab_size, err);
+        if (!rc) rc = ct_tokenizer_fit(m->tok, m->cfg.vocab_size, err);
         ct_unmap_file(map, size);
         if (rc) {
             ct_err_where(err, path);

@@ -378,7 +378,47 @@ static int count_files(const char *dir, const char *fmt, int *gap) {
     return n;
 }
 
-static ct_status load_dir_files(ct_ctx *ctx, ct_transcoders *tc, const char *dir, const ct_yaml *list, ct_err *err) {
+// The files a config.yaml's transcoders list names, layer by layer (files[i] is the scalar of
+// layer i's path): strings, the list index being the layer (circuit-tracer's form), or maps
+// {id, layer, filepath} in any order, each layer 0..n-1 once (its form before August 2025).
+static ct_status list_files(const ct_yaml *list, const char *name, const ct_yaml **files, ct_err *err) {
+    int n = list->n;
+    if (n == 0) return CT_OK;
+    const ct_yaml *first = &list->items[0];
+    for (int i = 0; i < n; i++) {
+        const ct_yaml *e = &list->items[i];
+        if (e->kind == CT_YAML_LIST || ct_yaml_is_null(e))
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: transcoders entry %d: expected a path or an {id, layer, "
+                           "filepath} mapping, found %s", name, e->line, i, ct_yaml_type(e));
+        if ((e->kind == CT_YAML_MAP) != (first->kind == CT_YAML_MAP))
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: transcoders entry %d is %s and entry 0 (line %d) %s; "
+                           "expected paths only or mappings only", name, e->line, i, e->kind == CT_YAML_MAP ? "a mapping" : "a path",
+                           first->line, first->kind == CT_YAML_MAP ? "a mapping" : "a path");
+        if (e->kind == CT_YAML_SCALAR) {
+            files[i] = e;
+            continue;
+        }
+        const ct_yaml *layer = ct_yaml_get(e, "layer"), *path = ct_yaml_get(e, "filepath");
+        long long l;
+        if (!layer || !ct_yaml_int(layer, &l))
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: transcoders entry %d: layer: expected an integer, found %s",
+                           name, layer ? layer->line : e->line, i, layer ? ct_yaml_type(layer) : "nothing");
+        if (!path || path->kind != CT_YAML_SCALAR || ct_yaml_is_null(path))
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: transcoders entry %d: filepath: expected a path, found %s",
+                           name, path ? path->line : e->line, i, path ? ct_yaml_type(path) : "nothing");
+        if (l < 0 || l >= n)
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: transcoders entry %d is for layer %lld; a list of %d "
+                           "entries covers layers 0..%d, each once", name, layer->line, i, l, n, n - 1);
+        if (files[l])
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: layer %lld has a second transcoder (the first on line %d)",
+                           name, layer->line, l, files[l]->line);
+        files[l] = path;
+    }
+    return CT_OK;
+}
+
+static ct_status load_dir_files(ct_ctx *ctx, ct_transcoders *tc, const char *dir, const ct_yaml *list, const char *name,
+                                ct_err *err) {
     char p[1200], q[1200];
     ct_status rc;
     if (tc->kind == CT_TC_CLT && !list) {
@@ -401,65 +441,90 @@ static ct_status load_dir_files(ct_ctx *ctx, ct_transcoders *tc, const char *dir
         if (gap) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: layer_%d.safetensors is missing (layer_%d exists)", dir, n, gap);
     }
     if ((rc = set_layers(tc, n, err))) return rc;
-    for (int i = 0; i < n; i++) {
+    const ct_yaml **files = list ? calloc((size_t)n, sizeof *files) : NULL;   // (n,) the path of each layer
+    if (list && !files) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (list) rc = list_files(list, name, files, err);
+    for (int i = 0; !rc && i < n; i++) {
         if (list) {
-            if (list->items[i].kind != CT_YAML_SCALAR)
-                return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: transcoders entries must be paths", list->items[i].line);
-            if ((rc = resolve(ctx, dir, list->items[i].value, p, sizeof p, err))) return rc;
-            for (int k = 0; k < i; k++)
-                if (strcmp(list->items[k].value, list->items[i].value) == 0)
-                    return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: layer %d repeats the file of layer %d",
-                                   list->items[i].line, i, k);
+            if ((rc = resolve(ctx, dir, files[i]->value, p, sizeof p, err))) break;
+            for (int k = 0; k < i && !rc; k++)
+                if (strcmp(files[k]->value, files[i]->value) == 0)
+                    rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: layer %d repeats the file of layer %d", name,
+                                 files[i]->line, i, k);
+            if (rc) break;
         } else {
             snprintf(p, sizeof p, "%s/layer_%d.safetensors", dir, i);
         }
         layer_file f;
-        if ((rc = open_file(ctx, tc, p, &f, err))) return rc;
+        if ((rc = open_file(ctx, tc, p, &f, err))) break;
         rc = tc->kind == CT_TC_CLT ? load_gs2_clt_layer(tc, i, &f, p, err) : load_plt_layer(tc, i, &f, p, err);
-        if (rc) return rc;
     }
+    free(files);
+    return rc;
+}
+
+// A string setting of config.yaml into out (n bytes): absent or null leaves out as it is; a list,
+// a mapping or a string too long for out is refused.
+static ct_status config_string(const ct_yaml *cfg, const char *key, const char *name, char *out, size_t n, ct_err *err) {
+    const ct_yaml *v = ct_yaml_get(cfg, key);
+    if (!v || ct_yaml_is_null(v)) return CT_OK;
+    if (v->kind != CT_YAML_SCALAR)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: %s: expected a string, found %s", name, v->line, key, ct_yaml_type(v));
+    size_t k = strlen(v->value);
+    if (k >= n)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: %s: %zu characters; expected at most %zu", name, v->line, key, k, n - 1);
+    memcpy(out, v->value, k + 1);
     return CT_OK;
 }
 
-static ct_status apply_config(ct_transcoders *tc, const ct_yaml *cfg, ct_err *err) {
-    const char *kind = ct_yaml_str(cfg, "model_kind");
-    if (kind && strcmp(kind, "transcoder_set") != 0 && strcmp(kind, "cross_layer_transcoder") != 0)
-        return ct_fail(err, CT_STATUS_UNSUPPORTED, "config.yaml line %d: model_kind '%s'; expected transcoder_set or "
-                       "cross_layer_transcoder", ct_yaml_get(cfg, "model_kind")->line, kind);
-    if (kind) tc->kind = strcmp(kind, "cross_layer_transcoder") == 0 ? CT_TC_CLT : CT_TC_PLT;
-    const char *v;
-    if ((v = ct_yaml_str(cfg, "feature_input_hook"))) snprintf(tc->input_hook, sizeof tc->input_hook, "%s", v);
-    if ((v = ct_yaml_str(cfg, "feature_output_hook"))) snprintf(tc->output_hook, sizeof tc->output_hook, "%s", v);
-    if ((v = ct_yaml_str(cfg, "model_name"))) snprintf(tc->model_name, sizeof tc->model_name, "%s", v);
-    if ((v = ct_yaml_str(cfg, "neuronpedia_model_id"))) snprintf(tc->np_model_id, sizeof tc->np_model_id, "%s", v);
-    if ((v = ct_yaml_str(cfg, "neuronpedia_source_set"))) snprintf(tc->np_source_set, sizeof tc->np_source_set, "%s", v);
-    if ((v = ct_yaml_str(cfg, "scan"))) snprintf(tc->scan, sizeof tc->scan, "%s", v);
-    return CT_OK;
+static ct_status apply_config(ct_transcoders *tc, const ct_yaml *cfg, const char *name, ct_err *err) {
+    char kind[64] = "";
+    ct_status rc = config_string(cfg, "model_kind", name, kind, sizeof kind, err);
+    if (rc) return rc;
+    if (kind[0] && strcmp(kind, "transcoder_set") != 0 && strcmp(kind, "cross_layer_transcoder") != 0)
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s line %d: model_kind '%s'; expected transcoder_set or "
+                       "cross_layer_transcoder", name, ct_yaml_get(cfg, "model_kind")->line, kind);
+    if (kind[0]) tc->kind = strcmp(kind, "cross_layer_transcoder") == 0 ? CT_TC_CLT : CT_TC_PLT;
+    if (!rc) rc = config_string(cfg, "feature_input_hook", name, tc->input_hook, sizeof tc->input_hook, err);
+    if (!rc) rc = config_string(cfg, "feature_output_hook", name, tc->output_hook, sizeof tc->output_hook, err);
+    if (!rc) rc = config_string(cfg, "model_name", name, tc->model_name, sizeof tc->model_name, err);
+    if (!rc) rc = config_string(cfg, "neuronpedia_model_id", name, tc->np_model_id, sizeof tc->np_model_id, err);
+    if (!rc) rc = config_string(cfg, "neuronpedia_source_set", name, tc->np_source_set, sizeof tc->np_source_set, err);
+    if (!rc) rc = config_string(cfg, "scan", name, tc->scan, sizeof tc->scan, err);
+    const ct_yaml *list = ct_yaml_get(cfg, "transcoders");
+    if (!rc && list && list->kind != CT_YAML_LIST && !ct_yaml_is_null(list))
+        rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: transcoders: expected a list of paths (or of {id, layer, filepath} "
+                     "mappings), found %s", name, list->line, ct_yaml_type(list));
+    return rc;
 }
 
 // Activation named in config.yaml (checked after the weights: a threshold implies JumpReLU).
-static ct_status config_activation(ct_transcoders *tc, const ct_yaml *cfg, ct_err *err) {
+static ct_status config_activation(ct_transcoders *tc, const ct_yaml *cfg, const char *name, ct_err *err) {
     const ct_yaml *a = ct_yaml_get(cfg, "activation");
-    if (!a) a = ct_yaml_get(cfg, "activation_function");
-    if (!a) return CT_OK;
-    const char *v = a->kind == CT_YAML_SCALAR ? a->value : "";
+    if (!a || ct_yaml_is_null(a)) a = ct_yaml_get(cfg, "activation_function");
+    if (!a || ct_yaml_is_null(a)) return CT_OK;
+    if (a->kind != CT_YAML_SCALAR)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: %s: expected relu, jump_relu or topk, found %s", name, a->line,
+                       a->key, ct_yaml_type(a));
+    const char *v = a->value;
     if (strcmp(v, "relu") == 0) tc->act = CT_TC_RELU;
     else if (strcmp(v, "jump_relu") == 0 || strcmp(v, "jumprelu") == 0) tc->act = CT_TC_JUMPRELU;
     else if (strcmp(v, "topk") == 0) tc->act = CT_TC_TOPK;
-    else return ct_fail(err, CT_STATUS_UNSUPPORTED, "config.yaml line %d: unknown activation '%s'; expected relu, jump_relu or topk",
-                        a->line, v);
-    const char *k = ct_yaml_str(cfg, "k");
+    else return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s line %d: unknown activation '%s'; expected relu, jump_relu or topk",
+                        name, a->line, v);
+    const ct_yaml *k = ct_yaml_get(cfg, "k");
     if (tc->act == CT_TC_TOPK) {
-        char *end;
-        long kv = k ? strtol(k, &end, 10) : 0;
-        if (!k || *end || kv < 1 || kv > 1 << 24)
-            return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: activation topk needs an integer k >= 1", a->line);
+        long long kv = 0;
+        if (!k || !ct_yaml_int(k, &kv) || kv < 1 || kv > 1 << 24)
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s line %d: activation topk needs an integer k in 1..16777216; found %s%s%.40s%s",
+                           name, k ? k->line : a->line, k ? ct_yaml_type(k) : "no k", k && k->kind == CT_YAML_SCALAR ? " '" : "",
+                           k && k->kind == CT_YAML_SCALAR ? k->value : "", k && k->kind == CT_YAML_SCALAR ? "'" : "");
         tc->k = (int)kv;
     }
     if (tc->act == CT_TC_JUMPRELU)
         for (int l = 0; l < tc->n_layers; l++)
             if (!tc->layers[l].threshold)
-                return ct_fail(err, CT_STATUS_NOT_FOUND, "config.yaml line %d: jump_relu but layer %d has no threshold", a->line, l);
+                return ct_fail(err, CT_STATUS_NOT_FOUND, "%s line %d: jump_relu but layer %d has no threshold", name, a->line, l);
     return CT_OK;
 }
 
@@ -471,6 +536,7 @@ ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *pat
     if (!tc) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     snprintf(tc->path, sizeof tc->path, "%s", path);
     char dir[1024], cfg_path[1200];
+    const char *cfg_name = cfg_path;   // messages about the config name it and the line
     ct_yaml *cfg = NULL;
     rc = CT_OK;
     size_t n = strlen(path);
@@ -497,18 +563,16 @@ ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *pat
             size_t len;
             rc = ct_read_file(ctx, cfg_path, &text, &len, 16u << 20, err);
             if (!rc) {
-                rc = ct_yaml_parse(&cfg, text, len, err);
+                rc = ct_yaml_parse(&cfg, text, len, cfg_name, err);
                 free(text);
             }
-            if (!rc) rc = apply_config(tc, cfg, err);
-            if (rc) ct_err_where(err, cfg_path);
+            if (!rc) rc = apply_config(tc, cfg, cfg_name, err);
         } else if (is_yaml) {
             rc = ct_fail(err, CT_STATUS_NOT_FOUND, "no such file: %s", cfg_path);
         }
         const ct_yaml *list = cfg ? ct_yaml_get(cfg, "transcoders") : NULL;
-        if (!rc && list && list->kind != CT_YAML_LIST)
-            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: transcoders must be a list of paths", list->line);
-        if (!rc) rc = load_dir_files(ctx, tc, dir, list, err);
+        if (ct_yaml_is_null(list)) list = NULL;   // `transcoders:` with nothing: the layer files of the folder
+        if (!rc) rc = load_dir_files(ctx, tc, dir, list, cfg_name, err);
         snprintf(tc->format, sizeof tc->format, "%s", tc->kind == CT_TC_CLT ? "clt" : "plt");
     } else if (ct_is_file(path)) {
         layer_file f;
@@ -520,7 +584,7 @@ ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *pat
                  ? ct_fail(err, CT_STATUS_IO, "transcoders %s is not a regular file or a directory", path)
                  : ct_fail(err, CT_STATUS_NOT_FOUND, "no transcoders at %s (no such file or directory)", path);
     }
-    if (!rc && cfg) rc = config_activation(tc, cfg, err);
+    if (!rc && cfg) rc = config_activation(tc, cfg, cfg_name, err);
     if (!rc && !tc->input_hook[0]) {   // defaults as circuit-tracer's sets
         int gemmascope = tc->n_npz > 0;
         snprintf(tc->input_hook, sizeof tc->input_hook, "%s",

@@ -99,8 +99,7 @@ end
 function M.feature(d, model, layer, index)
   local fe = d.layers[layer + 1] and d.layers[layer + 1][index + 1]
   if not fe then error(string.format("OUT_OF_RANGE: no feature %d in layer %d of the dashboards", index, layer), 2) end
-  local tok = model:tokenizer()
-  local function piece(id) return tok:token_text(id) end
+  local function piece(id) return model:token_label(id) end   -- the id itself without a tokenizer
   local out = {layer = layer, index = index, density = fe.density, max = fe.max, examples = {}, top_logits = {},
                bottom_logits = {}}
   local before, after = d.window[1], d.window[2]

@@ -33,23 +33,16 @@ Result.__index = function(r, k)
   return Result[k]
 end
 
--- The model's tokenizer, or nil when it has none (any other error raises).
-local function tokenizer_of(model)
-  local ok, tok = pcall(model.tokenizer, model)
-  if ok then return tok end
-  if not tostring(tok):find("NOT_FOUND", 1, true) then error(tok, 0) end
-  return nil
-end
-
 -- The n most probable tokens at position pos (1-based, default the last), most probable first
--- (ties: the lower id): {token, id, prob, logit}; the token text is the id when the model has
--- no tokenizer. The softmax and the selection run in C (Tensor:softmax_top).
+-- (ties: the lower id): {token, id, prob, logit}; the token text is the id ("1234") when the
+-- model has no tokenizer or its tokenizer no such token (Model:token_label). The softmax and
+-- the selection run in C (Tensor:softmax_top).
 function Result:top_logits(n, pos)
   local top = self.logits:softmax_top(pos or self.logits:size(1), math.max(0, n or 5))
-  local out, tok = {}, tokenizer_of(self.model)
+  local out, model = {}, self.model
   for i, x in ipairs(top) do
     local id = x.index - 1
-    out[i] = {token = tok and tok:token_text(id) or tostring(id), id = id, prob = x.prob, logit = x.value}
+    out[i] = {token = model:token_label(id), id = id, prob = x.prob, logit = x.value}
   end
   return out
 end

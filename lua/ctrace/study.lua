@@ -28,11 +28,14 @@ local M = {}
 local function fail(msg, level) error("BAD_ARG: study: " .. msg, (level or 1) + 1) end
 
 local function target_ids(rm, targets)
-  local tok, out = rm:model():tokenizer(), {}
+  local model, out = rm:model(), {}
   for i, x in ipairs(targets or {}) do
     if type(x) == "number" then
-      out[i] = {id = x, label = tok and tok:token_text(x) or tostring(x)}
+      out[i] = {id = x, label = model:token_label(x)}   -- the id itself without a tokenizer
     elseif type(x) == "string" then
+      local ok, tok = pcall(model.tokenizer, model)
+      if not ok and not tostring(tok):find("NOT_FOUND", 1, true) then error(tok, 0) end
+      if not ok then fail(string.format("target %q is text and the model has no tokenizer; give its token id", x), 3) end
       local ids = tok:encode(x, {add_special_tokens = false})
       if #ids ~= 1 then fail(string.format("target %q is %d tokens; a target must be one token", x, #ids), 3) end
       out[i] = {id = ids[1], label = x}

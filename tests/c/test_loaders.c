@@ -174,14 +174,14 @@ int main(void) {
         for (int i = 0; i < 100000; i++) k += (size_t)snprintf(y + k, cap - k, "k%d: %d\n", i, i);
         k += (size_t)snprintf(y + k, cap - k, "k5: again\nk3: again\n");
         ct_yaml *doc = NULL;
-        rc = ct_yaml_parse(&doc, y, k, &e);
+        rc = ct_yaml_parse(&doc, y, k, "config.yaml", &e);
         ok(rc == CT_STATUS_BAD_FORMAT && has(&e, "line 100001: duplicate key 'k5' (first on line 6)"),
            "the first repeated key of 100,002 is named: %s", e.msg);
         ct_yaml_free(doc);
         k = (size_t)snprintf(y, cap, "list: [");
         for (int i = 0; i < 200000; i++) k += (size_t)snprintf(y + k, cap - k, "%sitem%d", i ? ", " : "", i);
         k += (size_t)snprintf(y + k, cap - k, "]\n");
-        rc = ct_yaml_parse(&doc, y, k, &e);
+        rc = ct_yaml_parse(&doc, y, k, "config.yaml", &e);
         const ct_yaml *l = rc ? NULL : ct_yaml_get(doc, "list");
         ok(l && l->n == 200000 && strcmp(l->items[199999].value, "item199999") == 0, "a flow list of 200,000 items (%s)",
            rc ? e.msg : "ok");

@@ -182,6 +182,31 @@ t.run {
       same = same and got[i].id == want[i].id and got[i].token == tostring(want[i].id) and got[i].prob == want[i].prob
     end
     t.ok(same, "the same ids and probabilities; token = tostring(id)")
+    local tok, labels_ok, ids_ok = m:tokenizer(), true, true
+    for id = 0, m.d_vocab - 1 do
+      labels_ok = labels_ok and m:token_label(id) == tok:token_text(id)
+      ids_ok = ids_ok and bare:token_label(id) == tostring(id)
+    end
+    t.ok(labels_ok and ids_ok, "token_label: the token's text with a tokenizer, the id without, for all " .. m.d_vocab .. " ids")
+    t.raises(function() bare:token_label(m.d_vocab) end, "OUT_OF_RANGE", "token_label past the vocabulary")
+    t.raises(function() bare:token_label(-1) end, "OUT_OF_RANGE", "token_label below 0")
+    -- the study and dashboard helpers label by id without a tokenizer
+    local study = require "ctrace.study"
+    local brm = ct.replacement_model(bare, tc)
+    local s = study.run(brm, {prompt = ids, targets = {want[1].id},
+                              interventions = {{name = "a", list = {{node = features[1], scale = 0}}}}})
+    t.eq(s.targets[1].label, tostring(want[1].id), "study target labelled by its id")
+    t.eq(s.clean[1].token, tostring(want[1].id), "study's clean top logits labelled by id")
+    t.raises(function() study.run(brm, {prompt = ids, targets = {" she"}, interventions = {{name = "a", list = {{node = features[1], scale = 0}}}}}) end,
+             "model has no tokenizer; give its token id", "a text target without a tokenizer")
+    local dash = require "ctrace.dashboards"
+    local d = assert(dash.load(tc.path))
+    local fm, fb = dash.feature(d, m, 2, 7), dash.feature(d, bare, 2, 7)
+    local same_logits = #fb.top_logits > 0
+    for i, x in ipairs(fb.top_logits) do
+      same_logits = same_logits and x.token == tostring(x.id) and fm.top_logits[i].token == tok:token_text(x.id)
+    end
+    t.ok(same_logits, "dashboard logits: token texts with a tokenizer, ids without")
     bare:free()
     os.execute("rm -rf " .. dir)
   end},

@@ -8,6 +8,8 @@
 //       -> {results = {...}, has_more, next_offset} | nil, message, code
 //   core.hub_file("hf://org/repo/path?revision=r") -> local path | nil, message, code
 //   core.hub_cached(uri) -> local path | nil, message, code (never touches the network)
+//   core.hub_snapshot("org/repo" | "hf://org/repo?revision=r", {pattern, ...})
+//       -> snapshot directory, {matched paths}, commit | nil, message, code (net/hub.h)
 //   core.net_configure("hub" | "neuronpedia", changes) -> the settings with changes applied:
 //       checked (raises on an unknown key or a bad value) and kept in the state's context
 //       (bind_state.c), where every later request of the state finds them, hf:// entries of a
@@ -280,6 +282,41 @@ static int hub_call(lua_State *L, int cached) {
     return 1;
 }
 
+static int l_hub_snapshot(lua_State *L) {
+    const char *uri = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 2);
+    if (n < 1 || n > CT_HUB_PATTERNS_MAX)
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "hub.snapshot: expected a list of 1..%d file patterns, got %d", CT_HUB_PATTERNS_MAX, n);
+    const char *pats[CT_HUB_PATTERNS_MAX];
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return ct_lua_fail(L, CT_STATUS_BAD_ARG, "hub.snapshot: pattern %d is %s; expected a string", i + 1, luaL_typename(L, -1));
+        pats[i] = lua_tostring(L, -1);
+        lua_pop(L, 1);   // the string stays referenced by the list
+    }
+    char repo[256], path[1024], rev[256];
+    ct_err err = {0};
+    if (ct_hub_parse_uri(uri, repo, path, rev, &err)) return ct_lua_raise(L, &err);
+    if (path[0])
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "hub.snapshot: '%s' names a file; expected a repository (org/repo or "
+                           "hf://org/repo[?revision=...])", uri);
+    ct_hub_snap s;
+    ct_status rc = ct_hub_snapshot(&ct_lua_state_of(L)->hub, repo, rev, pats, n, &s, &err);
+    if (rc == CT_STATUS_BAD_ARG) return ct_lua_raise(L, &err);
+    if (rc) return push_failure(L, &err);
+    lua_pushstring(L, s.dir);
+    lua_createtable(L, s.n, 0);
+    for (int i = 0; i < s.n; i++) {
+        lua_pushstring(L, s.files[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushstring(L, s.commit);
+    ct_hub_snap_free(&s);
+    return 3;
+}
+
 static int l_hub_file(lua_State *L) { return hub_call(L, 0); }
 static int l_hub_cached(lua_State *L) { return hub_call(L, 1); }
 
@@ -327,7 +364,8 @@ static int l_net_configure(lua_State *L) {
 
 void ct_lua_register_net(lua_State *L) {
     static const luaL_Reg fns[] = {{"np_feature", l_np_feature}, {"np_features", l_np_features}, {"np_search", l_np_search},
-                                   {"hub_file", l_hub_file}, {"hub_cached", l_hub_cached}, {"net_configure", l_net_configure},
+                                   {"hub_file", l_hub_file}, {"hub_cached", l_hub_cached}, {"hub_snapshot", l_hub_snapshot},
+                                   {"net_configure", l_net_configure},
                                    {NULL, NULL}};
     ct_lua_set_funcs(L, fns);
 }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 
 #include "bind.h"
+#include "core/fileio.h"
+#include "formats/yaml.h"
 #include "model/train.h"
 #include "model/transcoder.h"
 #include "trace/replacement.h"
@@ -39,13 +41,61 @@ static ct_tensor *new_2d(lua_State *L, int64_t a, int64_t b) {
     return t;
 }
 
+// core.load_transcoders(path [, {scan = id}]): scan replaces the config's (a set loaded by its
+// Hugging Face name is known by that name, "org/repo//folder@revision", as in circuit-tracer)
 static int l_load_transcoders(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = luaL_checkstring(L, 1), *scan = NULL;
+    if (!lua_isnoneornil(L, 2)) {
+        static const char *const keys[] = {"scan", NULL};
+        luaL_checktype(L, 2, LUA_TTABLE);
+        ct_lua_check_opts(L, 2, "load_transcoders", keys);
+        lua_getfield(L, 2, "scan");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+            return ct_lua_fail(L, CT_STATUS_BAD_ARG, "load_transcoders: option 'scan' expects a string, got %s", luaL_typename(L, -1));
+        scan = lua_tostring(L, -1);   // referenced by the options table
+        lua_pop(L, 1);
+        if (scan && strlen(scan) >= sizeof ((ct_transcoders *)0)->scan)
+            return ct_lua_fail(L, CT_STATUS_BAD_ARG, "load_transcoders: scan '%.40s...' is longer than %zu bytes", scan,
+                               sizeof ((ct_transcoders *)0)->scan - 1);
+    }
     ct_transcoders *tc;
     ct_err err = {0};
     if (ct_transcoders_load(ct_lua_ctx(L), &tc, path, &err)) return ct_lua_raise(L, &err);
+    if (scan) snprintf(tc->scan, sizeof tc->scan, "%s", scan);
     void **box = ct_lua_new_box(L, CT_MT_TRANSCODERS);
     *box = tc;
+    return 1;
+}
+
+// core.transcoder_config(path) -> {model_kind = string | nil, lists_files = boolean}: what a set's
+// config.yaml says about the files it needs (a `transcoders` list, or the files beside it).
+static int l_transcoder_config(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    char *text;
+    size_t len;
+    ct_yaml *cfg = NULL;
+    ct_err err = {0};
+    ct_status rc = ct_read_file(ct_lua_ctx(L), path, &text, &len, 16u << 20, &err);
+    if (!rc) {
+        rc = ct_yaml_parse(&cfg, text, len, &err);
+        free(text);
+    }
+    if (rc) {
+        ct_err_where(&err, path);
+        return ct_lua_raise(L, &err);
+    }
+    char kind[64] = "";
+    const char *k = ct_yaml_str(cfg, "model_kind");
+    if (k) snprintf(kind, sizeof kind, "%s", k);
+    int lists = ct_yaml_get(cfg, "transcoders") != NULL;
+    ct_yaml_free(cfg);
+    lua_createtable(L, 0, 2);
+    if (k) {
+        lua_pushstring(L, kind);
+        lua_setfield(L, -2, "model_kind");
+    }
+    lua_pushboolean(L, lists);
+    lua_setfield(L, -2, "lists_files");
     return 1;
 }
 
@@ -479,7 +529,8 @@ void ct_lua_register_transcoders(lua_State *L) {
         {"params", l_tc_params}, {"d_transcoder", l_tc_d_transcoder}, {"check", l_tc_check}, {"evaluate", l_tc_evaluate},
         {"top_logits", l_tc_top_logits}, {"errors", l_tc_errors}, {"free", l_tc_free}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_tc_free}, {"__tostring", l_tc_tostring}, {NULL, NULL}};
-    static const luaL_Reg fns[] = {{"load_transcoders", l_load_transcoders}, {"train_transcoders", l_train_transcoders},
+    static const luaL_Reg fns[] = {{"load_transcoders", l_load_transcoders}, {"transcoder_config", l_transcoder_config},
+                                   {"train_transcoders", l_train_transcoders},
                                    {NULL, NULL}};
     ct_lua_new_type(L, CT_MT_TRANSCODERS, methods, l_tc_index, meta);
     ct_lua_set_funcs(L, fns);

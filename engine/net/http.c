@@ -96,13 +96,31 @@ static void set_field(char *dst, size_t cap, const char *v, size_t n) {
     dst[n] = 0;
 }
 
+// The URL of the rel="next" entry of a Link header value (RFC 8288, as GitHub and the Hugging Face
+// Hub paginate: `<url>; rel="next", <url>; rel="prev"`) into out; "-" when it does not fit.
+static void link_next(char *out, size_t cap, const char *v, size_t n) {
+    const char *p = v, *end = v + n;
+    while (p < end) {
+        const char *lt = memchr(p, '<', (size_t)(end - p));
+        const char *gt = lt ? memchr(lt, '>', (size_t)(end - lt)) : NULL;
+        if (!gt) return;
+        const char *comma = memchr(gt, ',', (size_t)(end - gt)), *pe = comma ? comma : end;
+        if (memmem(gt, (size_t)(pe - gt), "rel=\"next\"", 10) || memmem(gt, (size_t)(pe - gt), "rel=next", 8)) {
+            if ((size_t)(gt - lt - 1) >= cap) set_field(out, cap, "-", 1);
+            else set_field(out, cap, lt + 1, (size_t)(gt - lt - 1));
+            return;
+        }
+        p = comma ? comma + 1 : end;
+    }
+}
+
 static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
     req_state *s = ud;
     ct_http_req *r = s->r;
     size_t len = size * nitems;
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {   // a new response: forget the last one's headers
         r->content_type[0] = r->etag[0] = r->linked_etag[0] = r->repo_commit[0] = r->location[0] = 0;
-        r->error_code[0] = 0;
+        r->error_code[0] = r->link_next[0] = 0;
         r->content_length = r->linked_size = -1;
         s->retry_after = -1;
         return len;
@@ -122,6 +140,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
     else if (IS("x-repo-commit")) set_field(r->repo_commit, sizeof r->repo_commit, v, vlen);
     else if (IS("location")) set_field(r->location, sizeof r->location, v, vlen);
     else if (IS("x-error-code")) set_field(r->error_code, sizeof r->error_code, v, vlen);
+    else if (IS("link")) link_next(r->link_next, sizeof r->link_next, v, vlen);
     else if (IS("content-length") || IS("x-linked-size")) {
         set_field(num, sizeof num, v, vlen);
         char *e;

@@ -77,6 +77,8 @@ typedef struct {
     char content_type[128];
     char etag[160], linked_etag[160], repo_commit[64], location[1024], error_code[64];
     int64_t content_length, linked_size;   // -1 when absent
+    char link_next[2048];      // the Link header's rel="next" URL (a paginated API), "" if none,
+                               //   "-" if longer than this field
     char final_url[2048];      // URL of the last request (after redirects)
     int attempts;              // requests made, retries and redirects included
     ct_status rc;

@@ -20,6 +20,30 @@
 // When the endpoint cannot be
 // reached the cached snapshot is used; in offline mode ($HF_HUB_OFFLINE or $CTRACE_OFFLINE)
 // the network is never touched.
+//
+// A snapshot is the set of files of one folder of a repository, at one commit, that match
+// patterns (ct_hub_snapshot; what huggingface_hub's snapshot_download does with allow_patterns):
+//   1. the commit: GET {endpoint}/api/models/{repo}/revision/{revision} (huggingface_hub's
+//      repo_info) answers "sha" and "siblings" (every file of the repository); a revision that is
+//      already a commit needs no request when the folder's listing is known;
+//   2. the folder's listing, the first found of: ctrace's record of it
+//      (<cache>/models--{org}--{name}/ctrace-listings/<commit>/folder-<folder>.json), huggingface_hub's
+//      own (trees/<commit>.json), the siblings when the answer holds 1..1000 of them, else the tree
+//      endpoint GET {endpoint}/api/models/{repo}/tree/{commit}[/{folder}] (not recursive, pages
+//      followed through the Link header); a listing fetched is recorded;
+//   3. refs/<revision> records the commit; every file that matches is fetched at the commit as
+//      above (ct_hub_file), into snapshots/<commit>/. Within a download budget the announced sizes
+//      of the missing files are added up first, and a snapshot larger than the budget is refused
+//      before any byte is downloaded.
+// Offline (or with the endpoint unreachable) the commit comes from refs/<revision> and every file
+// the recorded listing matches must be in the snapshot (else OFFLINE naming the missing files);
+// without a listing, the files of the snapshot's folder that match are used.
+// What the server says is checked: the commit is 40 hexadecimal digits, each listed name a
+// relative path without '.', '..' or control characters inside the folder asked for, at most
+// CT_HUB_LISTING_MAX entries over at most CT_HUB_LISTING_PAGES pages whose next address continues
+// the endpoint's tree address, at most CT_HUB_SNAPSHOT_MAX files matched; a file fetched at a
+// commit must come back with that commit (X-Repo-Commit). Anything else is BAD_RESPONSE or
+// TOO_LARGE naming what was expected and what was found; nothing is written outside the cache.
 #ifndef CT_HUB_H
 #define CT_HUB_H
 
@@ -55,5 +79,46 @@ ct_status ct_hub_uri(ct_hub *h, const char *uri, char *out, size_t n, ct_err *er
 // The cached path of repo/path at revision without any network access, or NOT_FOUND.
 ct_status ct_hub_cached(const ct_hub *h, const char *repo, const char *path, const char *rev, char *out, size_t n,
                         ct_err *err);
+
+// ---- snapshots -------------------------------------------------------------------------------
+
+#define CT_HUB_SIBLINGS_TRUSTED 1000   // siblings beyond this are not trusted (huggingface_hub's LARGE_REPO_THRESHOLD)
+#define CT_HUB_LISTING_MAX 100000      // entries of one folder's listing
+#define CT_HUB_LISTING_PAGES 1000      // pages of one folder's listing
+#define CT_HUB_SNAPSHOT_MAX 4096       // files one snapshot may match
+#define CT_HUB_PATTERNS_MAX 64
+
+typedef struct {
+    char **v;   // (n,) malloc'ed strings
+    int n, cap;
+} ct_hub_names;
+
+void ct_hub_names_free(ct_hub_names *s);
+
+typedef struct {
+    char commit[41];
+    char dir[1500];   // <cache>/models--{org}--{name}/snapshots/<commit>
+    int n;            // files matched
+    char **files;     // (n,) their paths in the repository, sorted (bytewise)
+} ct_hub_snap;
+
+// The files of repo at revision rev matching patterns (n_patterns of them), in the cache. A
+// pattern is a path in the repository whose last segment may hold fnmatch(3) wildcards (*, ?,
+// [...]; a backslash escapes one): "config.yaml", "sub/dir/layer_*.safetensors". The folders
+// before it are literal. No file matching is not an error (out->n == 0). Free out with
+// ct_hub_snap_free.
+ct_status ct_hub_snapshot(ct_hub *h, const char *repo, const char *rev, const char *const *patterns, int n_patterns,
+                          ct_hub_snap *out, ct_err *err);
+void ct_hub_snap_free(ct_hub_snap *s);
+
+// The readers of the server's answers (exposed for the fuzzer). what names the request in errors.
+// The revision endpoint's answer: its commit, and in *siblings the repository's files when the
+// answer lists 1..CT_HUB_SIBLINGS_TRUSTED of them (*trusted = 1), else *trusted = 0.
+ct_status ct_hub_parse_revision(const char *json, size_t n, const char *what, char sha[41], ct_hub_names *siblings,
+                                int *trusted, ct_err *err);
+// One page of the tree endpoint's listing of folder ("" = the repository's root): the names of
+// the files directly in it appended to *files; *entries counts every entry of the page.
+ct_status ct_hub_parse_tree(const char *json, size_t n, const char *what, const char *folder, ct_hub_names *files,
+                            int *entries, ct_err *err);
 
 #endif

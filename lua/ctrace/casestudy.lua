@@ -36,6 +36,7 @@ local function read_roots(folder)
   add((ct.root or ".") .. "/lua")           -- of the project, only its modules and case studies: not
   add((ct.root or ".") .. "/experiments")   -- its .git/config, say
   add(os.getenv("CTRACE_CACHE") or (cache .. "/ctrace"))
+  if hf ~= "" and not core.exists(hf) then pcall(core.mkdirs, hf) end   -- what the run downloads lands there
   add(hf)
   for _, d in ipairs(ct.model_dirs()) do add(d) end
   return roots

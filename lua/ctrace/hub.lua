@@ -8,8 +8,16 @@
 --        file_timeout bounds one file as a whole, 0 = none; see README "Labels and downloads")
 --   hub.file("hf://org/repo/path?revision=main") -> local path | nil, message, code
 --   hub.cached(uri) -> local path | nil, message, code     (never touches the network)
+--   hub.snapshot("org/repo" or "hf://org/repo?revision=r", {pattern, ...})
+--       -> snapshot directory, {paths matched}, commit | nil, message, code
+--       the repository's files at one commit whose paths match the patterns (shell wildcards in
+--       the last segment: "config.yaml", "sub/dir/layer_*.safetensors"), listed and fetched as
+--       huggingface_hub's snapshot_download does (see README "Labels and downloads")
+--   hub.escape(name) -> a pattern matching exactly that file name
 --   hub.model("org/repo" or "hf://org/repo?revision=r") -> local snapshot directory (raises):
---       config.json, tokenizer.json and the safetensors weights (single file or shards)
+--       config.json, tokenizer.json when the repository has one, and the safetensors weights
+--       (model.safetensors, or model.safetensors.index.json and every shard it names), all at
+--       the commit the revision names
 --   hub.default_model() -> directory of stories260K downloaded from karpathy/tinyllamas, each
 --       file checked against its pinned SHA-256 (raises)
 --
@@ -33,6 +41,14 @@ function M.cached(uri)
   return core.hub_cached(uri)
 end
 
+function M.snapshot(repo, patterns)
+  return core.hub_snapshot(repo, patterns)
+end
+
+function M.escape(name)
+  return (name:gsub("[%*%?%[%]\\]", "\\%0"))
+end
+
 local function must(uri)
   local p, msg, code = M.file(uri)
   if not p then error(code .. ": " .. msg, 3) end
@@ -54,26 +70,53 @@ local function uri(repo, rev, path)
   return "hf://" .. repo .. "/" .. path .. (rev ~= "main" and ("?revision=" .. rev) or "")
 end
 
+local function repo_uri(repo, rev)
+  return "hf://" .. repo .. (rev ~= "main" and ("?revision=" .. rev) or "")
+end
+
+-- The snapshot (raises): directory, set of the paths matched, commit.
+local function snap(repo, rev, patterns)
+  local dir, files, commit = M.snapshot(repo_uri(repo, rev), patterns)
+  if not dir then error(commit .. ": " .. files, 3) end
+  local have = {}
+  for _, f in ipairs(files) do have[f] = true end
+  return dir, have, commit
+end
+
 function M.model(id)
   local repo, rev = split_repo(id)
-  local config = must(uri(repo, rev, "config.json"))
-  must(uri(repo, rev, "tokenizer.json"))
-  local index = M.file(uri(repo, rev, "model.safetensors.index.json"))
-  if index then
-    local f = assert(io.open(index, "rb"))
-    local j = core.json_decode(f:read("*a"))
+  local where = repo_uri(repo, rev)
+  local dir, have, commit = snap(repo, rev, {"config.json", "tokenizer.json", "model.safetensors", "model.safetensors.index.json"})
+  if not have["config.json"] then error("NOT_FOUND: " .. where .. " has no config.json", 2) end
+  if not have["model.safetensors"] then
+    if not have["model.safetensors.index.json"] then
+      error("NOT_FOUND: " .. where .. " holds neither model.safetensors nor model.safetensors.index.json", 2)
+    end
+    local f = assert(io.open(dir .. "/model.safetensors.index.json", "rb"))
+    local ok, j = pcall(core.json_decode, f:read("*a"))
     f:close()
     local shards, seen = {}, {}
-    for _, file in pairs(type(j) == "table" and j.weight_map or {}) do
+    for _, file in pairs(ok and type(j) == "table" and type(j.weight_map) == "table" and j.weight_map or {}) do
+      if type(file) ~= "string" or file:find("/", 1, true) or file == "" then
+        error("BAD_FORMAT: " .. where .. ": model.safetensors.index.json maps a tensor to '" .. tostring(file) ..
+              "'; expected a file name beside it", 2)
+      end
       if not seen[file] then seen[file] = true shards[#shards + 1] = file end
     end
-    if #shards == 0 then error("BAD_FORMAT: " .. repo .. ": model.safetensors.index.json has no weight_map", 2) end
+    if #shards == 0 then error("BAD_FORMAT: " .. where .. ": model.safetensors.index.json has no weight_map", 2) end
     table.sort(shards)
-    for _, file in ipairs(shards) do must(uri(repo, rev, file)) end
-  else
-    must(uri(repo, rev, "model.safetensors"))
+    for first = 1, #shards, 64 do   -- every shard at the same commit, in snapshots of up to 64 names
+      local pats = {}
+      for i = first, math.min(#shards, first + 63) do pats[#pats + 1] = M.escape(shards[i]) end
+      local _, got = snap(repo, commit, pats)
+      for i = first, math.min(#shards, first + 63) do
+        if not got[shards[i]] then
+          error("NOT_FOUND: " .. where .. ": model.safetensors.index.json names " .. shards[i] .. ", which the repository does not hold", 2)
+        end
+      end
+    end
   end
-  return (config:gsub("/config%.json$", ""))
+  return dir
 end
 
 -- The embedded default model's files, pinned (the hashes in ../shared/models/stories260K/README.md).

@@ -138,9 +138,69 @@ M.default_transcoders = {stories260K = "experiments/stories260K-transcoders/tran
 -- circuit-tracer's short names for transcoder sets.
 M.transcoder_sets = {gemma = "mntss/gemma-scope-transcoders", llama = "mntss/transcoder-Llama-3.2-1B"}
 
+-- A transcoder set's Hugging Face name, as circuit-tracer takes it: "org/repo", "org/repo/folder",
+-- "org/repo//folder" (its scan form), each with "@revision"; "hf://org/repo[/path][?revision=r]".
+-- -> {repo, folder, rev, given_rev, file = path of a config (.yaml) or of a single transcoder
+-- file (.npz, .safetensors) named in the address}, or nil when s is no such name.
+local function hub_ref(s)
+  local repo, path, rev, given
+  if s:match("^hf://") then
+    local body, query = s:sub(6):match("^([^?]*)(.*)$")
+    rev = query == "" and "main" or query:match("^%?revision=(.+)$")
+    given = query ~= ""
+    repo, path = body:match("^([%w._-]+/[%w._-]+)(.*)$")
+  else
+    local ref, r = s:match("^([^@]*)@(.*)$")   -- the first "@" starts the revision
+    ref, rev, given = ref or s, r or "main", r ~= nil
+    repo, path = ref:match("^([%w._-]+/[%w._-]+)(.*)$")
+  end
+  if not repo or not rev or rev == "" or not (path == "" or path:match("^/")) then return nil end
+  path = path:gsub("^//?", ""):gsub("/+$", "")
+  local file = (path:match("%.ya?ml$") or path:match("%.npz$") or path:match("%.safetensors$")) and path or nil
+  local folder = file and (file:match("^(.*)/[^/]*$") or "") or path
+  return {repo = repo, folder = folder, rev = rev, given_rev = given, file = file}
+end
+
+-- A set from Hugging Face: its config.yaml (or the .yaml named) at the commit the revision names;
+-- the files a config without a `transcoders` list needs (layer_*.safetensors, or W_enc_* and
+-- W_dec_* for a cross-layer set) from the same folder at the same commit (circuit-tracer's
+-- snapshot_download); the files a list names are fetched by the loader, each by its hf:// address.
+local function hub_transcoders(name, ref)
+  local F = ref.folder ~= "" and (ref.folder .. "/") or ""
+  local function snap(rev, patterns)
+    local dir, files, code = M.hub.snapshot("hf://" .. ref.repo .. (rev ~= "main" and ("?revision=" .. rev) or ""), patterns)
+    if not dir then not_local(name, code, files) end
+    return dir, files
+  end
+  local where = "hf://" .. ref.repo .. "/" .. F
+  local cfg_name = ref.file and ref.file:match("[^/]*$") or "config.yaml"
+  local dir, files, commit = M.hub.snapshot("hf://" .. ref.repo .. (ref.rev ~= "main" and ("?revision=" .. ref.rev) or ""),
+                                            {F .. M.hub.escape(cfg_name)})
+  if not dir then not_local(name, commit, files) end
+  if #files == 0 then not_local(name, "NOT_FOUND", where .. cfg_name .. " does not exist (revision " .. ref.rev .. ")") end
+  local cfg = dir .. "/" .. F .. cfg_name
+  local info = core.transcoder_config(cfg)
+  if not info.lists_files then
+    local kind = info.model_kind
+    local names = kind == "cross_layer_transcoder" and {"W_enc_*.safetensors", "W_dec_*.safetensors"}
+                  or kind == "transcoder_set" and {"layer_*.safetensors"}
+                  or {"layer_*.safetensors", "W_enc_*.safetensors", "W_dec_*.safetensors"}
+    local pats = {}
+    for i, p in ipairs(names) do pats[i] = F .. p end
+    local _, got = snap(commit, pats)
+    if #got == 0 then
+      not_local(name, "NOT_FOUND", where .. cfg_name .. " lists no transcoder files and " .. where .. " holds no " ..
+                table.concat(names, " or "))
+    end
+  end
+  local scan = ref.repo .. (ref.folder ~= "" and ("//" .. ref.folder) or "") .. (ref.given_rev and ("@" .. ref.rev) or "")
+  return core.load_transcoders(cfg, {scan = scan})
+end
+
 -- A transcoder set: config.yaml, a directory, one .npz / .safetensors file, the name of a
--- model with a default set ("stories260K"), a Hugging Face repository holding a config.yaml
--- ("org/repo", "org/repo//subfolder", "...@revision", "gemma", "llama"), or an hf:// address.
+-- model with a default set ("stories260K"), or a set on Hugging Face by circuit-tracer's names:
+-- "gemma", "llama", "org/repo", "org/repo/folder", "org/repo//folder", each with "@revision",
+-- and hf:// addresses of a repository, a folder, a config.yaml or one transcoder file.
 function M.load_transcoders(path_or_name)
   local default = M.default_transcoders[path_or_name]
   if default and not exists(path_or_name) then
@@ -151,18 +211,13 @@ function M.load_transcoders(path_or_name)
     end
     return core.load_transcoders(p)
   end
-  local name = path_or_name
   if type(path_or_name) == "string" and not exists(path_or_name) then
-    path_or_name = M.transcoder_sets[path_or_name] or path_or_name
-    -- a repository as circuit-tracer names one: org/repo[//subfolder][@revision] -> its config.yaml
-    local repo, sub, rev = path_or_name:match("^([%w._-]+/[%w._-]+)([^@]*)@?(.*)$")
-    if repo and (sub == "" or sub:match("^//[%w._/-]+$")) then
-      path_or_name = "hf://" .. repo .. (sub ~= "" and ("/" .. sub:sub(3)) or "") .. "/config.yaml" ..
-                     (rev ~= "" and ("?revision=" .. rev) or "")
+    local ref = hub_ref(M.transcoder_sets[path_or_name] or path_or_name)
+    if ref and ref.file and not ref.file:match("%.ya?ml$") then   -- one transcoder file
+      local uri = "hf://" .. ref.repo .. "/" .. ref.file .. (ref.rev ~= "main" and ("?revision=" .. ref.rev) or "")
+      return core.load_transcoders(fetched(path_or_name, uri))
     end
-  end
-  if type(path_or_name) == "string" and path_or_name:match("^hf://") then
-    return core.load_transcoders(fetched(name, path_or_name))   -- hf:// entries in its list are fetched the same way
+    if ref then return hub_transcoders(path_or_name, ref) end
   end
   return core.load_transcoders(path_or_name)
 end

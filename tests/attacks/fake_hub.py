@@ -18,11 +18,29 @@ Hugging Face: HEAD/GET /{org}/{repo}/resolve/{rev}/{path}, with the repo naming 
   silent     GET: the connection is accepted and nothing is ever sent
   offsite    HEAD redirects (X-Linked-Size, X-Linked-Etag) to OFFSITE; the file is served there
   good       a small file, honestly described
+Hugging Face listings: GET /api/models/attack/{repo}/revision/{rev} and .../tree/{rev}[/{path}], with
+the repo naming the attack (the honest part of a listing: config.yaml and layer_0.safetensors):
+  list-traversal   a sibling "../../outside/layer_1.safetensors"
+  list-absolute    a sibling "/etc/layer_1.safetensors"
+  list-control     a sibling with a BEL character in its name
+  list-badsha      the commit "../../../../outside"
+  list-endless     the answer an endless siblings array
+  list-html        an HTML page instead of JSON
+  list-slow        the answer at 2 bytes a second
+  list-redirect    a redirect to OFFSITE through a URL starting with this server's address
+  (the next four list 1,001 siblings, more than huggingface_hub trusts, so the tree API is asked)
+  list-manyfiles   tree pages of 1,000 files, each linking to the next, without end
+  list-loop        empty tree pages, each linking to itself
+  list-offsite     a tree page whose next page is on OFFSITE
+  list-outside     a tree page naming a file in another folder
+  list-commitswap  the listing names commit abab...; a file asked at that commit answers for another
+  list-liar        an honest listing; layer_0.safetensors announced as 100 bytes, sent without end
 Neuronpedia: /np/api/feature/{model}/...  with model
   dribble    a JSON body at 2 bytes a second     endless   an endless body without length
   busy       429 with Retry-After: 1 forever     offsite   a redirect to OFFSITE
 """
 import hashlib
+import json
 import sys
 import threading
 import time
@@ -34,6 +52,7 @@ OFFSITE = sys.argv[3] if len(sys.argv) > 3 else ""
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 GOOD = b"an honest file\n" * 100
 FAKE_SHA = "ab" * 32
+LIST_SHA = "ab" * 20   # the commit list-commitswap names
 lock = threading.Lock()
 
 
@@ -99,8 +118,65 @@ class Handler(BaseHTTPRequestHandler):
         self.note()
         self.route(head=False)
 
+    def js(self, obj, extra=None):
+        body = json.dumps(obj).encode()
+        h = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        h.update(extra or {})
+        self.head_only(200, h)
+        self.wfile.write(body)
+
+    def api(self, org, name, kind, query):
+        port = self.server.server_address[1]
+        me = "http://127.0.0.1:%d" % port
+        sib = [{"rfilename": "config.yaml"}, {"rfilename": "layer_0.safetensors"}]
+        if kind == "revision":
+            commit = LIST_SHA if name == "list-commitswap" else COMMIT
+            if name == "list-traversal":
+                sib.append({"rfilename": "../../outside/layer_1.safetensors"})
+            elif name == "list-absolute":
+                sib.append({"rfilename": "/etc/layer_1.safetensors"})
+            elif name == "list-control":
+                sib.append({"rfilename": "layer_\x07.safetensors"})
+            elif name == "list-badsha":
+                commit = "../../../../outside"
+            elif name in ("list-manyfiles", "list-loop", "list-offsite", "list-outside"):
+                sib = [{"rfilename": "f%d" % i} for i in range(1001)]
+            elif name == "list-endless":
+                self.head_only(200, {"Content-Type": "application/json", "Connection": "close"})
+                self.wfile.write(b'{"sha": "%s", "siblings": [' % COMMIT.encode())
+                return self.endless()
+            elif name == "list-html":
+                body = b"<html><body>maintenance</body></html>"
+                self.head_only(200, {"Content-Type": "text/html", "Content-Length": str(len(body))})
+                return self.wfile.write(body)
+            elif name == "list-slow":
+                body = json.dumps({"sha": COMMIT, "siblings": sib}).encode()
+                self.head_only(200, {"Content-Type": "application/json", "Content-Length": str(len(body))})
+                return self.slowly(body, 2, 1.0)
+            elif name == "list-redirect":
+                return self.head_only(302, {"Content-Length": "0", "Location": "%s@%s/api/models/attack/good/revision/main"
+                                            % (me, OFFSITE)})
+            return self.js({"id": org + "/" + name, "sha": commit, "siblings": sib})
+        # tree
+        cursor = int(query.split("cursor=")[1]) if "cursor=" in query else 0
+        nxt = "%s/api/models/%s/%s/tree/%s?recursive=false&expand=false&cursor=%d" % (me, org, name, COMMIT, cursor + 1)
+        if name == "list-manyfiles":
+            self.js([{"type": "file", "path": "f%d_%d" % (cursor, i), "size": 1} for i in range(1000)],
+                    {"Link": '<%s>; rel="next"' % nxt})
+        elif name == "list-loop":
+            self.js([], {"Link": '<%s>; rel="next"' % nxt})
+        elif name == "list-offsite":
+            self.js([{"type": "file", "path": "layer_0.safetensors", "size": 1}],
+                    {"Link": '<%s@%s/api/models/%s/%s/tree/%s?cursor=1>; rel="next"' % (me, OFFSITE, org, name, COMMIT)})
+        elif name == "list-outside":
+            self.js([{"type": "file", "path": "other/layer_0.safetensors", "size": 1}])
+        else:
+            self.head_only(404, {"Content-Length": "0"})
+
     def route(self, head):
         parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] in ("revision", "tree") and not head:
+            return self.api(parts[2], parts[3], parts[4], self.path.split("?", 1)[1] if "?" in self.path else "")
         if parts[0] == "np":
             return self.neuronpedia(parts)
         if parts[0] == "cdn":
@@ -143,6 +219,15 @@ class Handler(BaseHTTPRequestHandler):
                 return self.head_only(200, self.meta(100))
             time.sleep(120)
             self.close_connection = True
+        elif attack == "list-commitswap":   # asked at LIST_SHA, answers for COMMIT
+            self.head_only(200, self.meta(len(GOOD), sha(GOOD)))
+            if not head:
+                self.wfile.write(GOOD)
+        elif attack == "list-liar":
+            if head:
+                return self.head_only(200, self.meta(100))
+            self.head_only(200, {"Connection": "close", "Content-Type": "application/octet-stream"})
+            self.endless()
         elif attack == "offsite":
             self.head_only(302, self.meta(0, extra={
                 "X-Linked-Size": str(len(GOOD)), "X-Linked-Etag": '"%s"' % sha(GOOD),

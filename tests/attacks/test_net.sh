@@ -3,7 +3,9 @@
 #
 # Downloads: a hostile Hugging Face endpoint and CDN (tests/attacks/fake_hub.py) that lies about
 # sizes, sends endless bodies, dribbles bytes, never answers, or redirects to another host
-# through a URL that starts with the endpoint's own; the same for Neuronpedia. Each must fail
+# through a URL that starts with the endpoint's own; the same for Neuronpedia. Repository
+# listings (snapshots) that name paths outside the repository or the cache, a commit that is a
+# path, endless or looping pages, pages elsewhere, files answered for another commit. Each must fail
 # within a generous bound, leave no file in the hub cache and little on disk, and HF_TOKEN /
 # NEURONPEDIA_API_KEY (the SECRET) must reach no server but the configured one.
 # ctrace serve: slow and stalled clients and a flood of connections must not block others nor
@@ -35,11 +37,16 @@ start_server "$tmp/endpoint.log" 127.0.0.1 "$offsite"
 port=$srv_port
 
 cat > "$tmp/get.lua" <<'EOF'
--- get.lua hub hf://... | np <model id>: one download or feature with the options in $NET_OPTS
+-- get.lua hub hf://... | snap org/repo | np <model id>: one download, snapshot (of layer_*.safetensors)
+-- or feature with the options in $NET_OPTS
 local ct = require "ctrace"
 local opts = assert(load("return {" .. (os.getenv("NET_OPTS") or "") .. "}"))()
 local p, msg, code
-if arg[1] == "hub" then
+if arg[1] == "snap" then
+  ct.hub.configure(opts)
+  p, msg, code = ct.hub.snapshot(arg[2], {"layer_*.safetensors"})
+  if p then p = p .. " " .. table.concat(msg, ",") end
+elseif arg[1] == "hub" then
   ct.hub.configure(opts)
   p, msg, code = ct.hub.file(arg[2])
 else
@@ -130,6 +137,53 @@ fetch np offsite "retries = 0, cache = false"
 grep -q "/np/api/feature/good" "$tmp/offsite.log" && ok "Neuronpedia's redirect to $offsite was followed (status $st)" ||
   { bad "no Neuronpedia redirect followed"; show "$log"; }
 no_secret "NEURONPEDIA_API_KEY and a redirect to another host" "$tmp/offsite.log"
+
+# ---- repository listings ----------------------------------------------------------
+# snap_attack NAME REPO OPTS EXPECT_CODE BOUND_S WORDS: a snapshot of attack/REPO fails with that
+# code within the bound, the message holding WORDS; no file of it is kept in the cache (its refs
+# and the record of a listing that was valid aside)
+snap_attack() {
+  local name=$1 repo=$2 left
+  fetch snap "attack/$repo" "$3"
+  attack "$name" $st "$log"
+  if grep -q "^$4: " "$log" && grep -qF -- "$6" "$log" && [ $secs -le $5 ]; then
+    ok "$name: $4 after ${secs} s (bound $5 s): $(head -c 200 "$log")"
+  else bad "$name: expected $4 ($6) within $5 s, got status $st after ${secs} s"; show "$log"; fi
+  left=$(find "$hf/models--attack--$repo" \( -type f -o -type l \) ! -path '*/refs/*' ! -path '*/ctrace-listings/*' 2>/dev/null)
+  [ -z "$left" ] && ok "$name: no file of it in the cache" || bad "$name: the cache keeps $left"
+}
+mkdir -p "$tmp/outside"
+for f in layer_0.safetensors layer_1.safetensors config.yaml; do canary "$tmp/outside/$f"; done
+canary /etc/layer_1.safetensors
+LIST_SHA=abababababababababababababababababababab
+snap_attack "a listing naming ../../outside/layer_1.safetensors" list-traversal "retries = 0" BAD_RESPONSE 30 \
+  "names '../../outside/layer_1.safetensors'; expected a relative path inside the repository"
+snap_attack "a listing naming /etc/layer_1.safetensors" list-absolute "retries = 0" BAD_RESPONSE 30 "names '/etc/layer_1.safetensors'"
+snap_attack "a listing naming a file with a control character" list-control "retries = 0" BAD_RESPONSE 30 "names 'layer_?.safetensors'"
+snap_attack "a commit named ../../../../outside" list-badsha "retries = 0" BAD_RESPONSE 30 \
+  "expected 40 lowercase hexadecimal digits, found '../../../../outside'"
+[ ! -e "$tmp/outside/layer_0.safetensors" ] && [ ! -e "$hf/models--attack--list-badsha/snapshots" ] &&
+  ok "no snapshot directory made for that commit, in the cache or outside it" || bad "a snapshot directory was made"
+snap_attack "an endless listing (max_body 64 MiB)" list-endless "retries = 0" TOO_LARGE 30 "67108864-byte limit"
+snap_attack "an HTML page for a listing" list-html "retries = 0" BAD_RESPONSE 30 "text/html"
+snap_attack "a listing at 2 bytes/s, timeout = 2" list-slow "timeout = 2, retries = 0" TIMEOUT 30 "within the time limit"
+snap_attack "a listing redirected to another host" list-redirect "retries = 0" BAD_RESPONSE 30 "an API answer comes from the endpoint itself"
+snap_attack "tree pages of 1,000 files without end" list-manyfiles "retries = 0" TOO_LARGE 60 "holds more than 100000 entries"
+snap_attack "empty tree pages, each linking to itself" list-loop "retries = 0" BAD_RESPONSE 90 "goes on past 1000 pages"
+snap_attack "a tree page whose next page is on another host" list-offsite "retries = 0" BAD_RESPONSE 30 \
+  "the next page of the listing is at 'http://127.0.0.1:$port@$offsite"
+snap_attack "a tree page naming a file in another folder" list-outside "retries = 0" BAD_RESPONSE 30 \
+  "names 'other/layer_0.safetensors', which is not directly in it"
+snap_attack "a file asked at the listed commit answered for another" list-commitswap "retries = 0" BAD_RESPONSE 30 \
+  "asked at commit $LIST_SHA, the server answered for commit $COMMIT"
+[ ! -e "$hf/models--attack--list-commitswap/refs/$LIST_SHA" ] && ok "and no refs/<commit> file was written for it" ||
+  bad "refs/$LIST_SHA was written"
+snap_attack "an honest listing, a file announced as 100 bytes and sent without end" list-liar "retries = 0" TOO_LARGE 30 \
+  "more than the 100 bytes announced"
+! grep -q "list-redirect\|list-offsite\|attack/good/revision" "$tmp/offsite.log" 2>/dev/null &&
+  ok "no listing request reached the other host" || bad "a listing request reached $offsite"
+no_secret "HF_TOKEN and the listing attacks" "$tmp/offsite.log"
+canaries_hold && ok "nothing was written outside the cache by the listing attacks" || bad "a canary changed"
 
 # ---- Neuronpedia ------------------------------------------------------------------
 fetch np dribble "timeout = 2, retries = 0, cache = false"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Short libFuzzer runs (FUZZ_SECONDS, default 20 s each) of the safetensors, llama2.c, tokenizer,
-# npz, yaml and Neuronpedia response readers under AddressSanitizer and UBSan: any crash or
-# sanitizer report fails.
+# npz, yaml, Neuronpedia response and Hugging Face listing readers under AddressSanitizer and
+# UBSan: any crash or sanitizer report fails.
 cd "$(dirname "$0")/../.."
 secs=${FUZZ_SECONDS:-20}
 n=0; failed=0

@@ -25,6 +25,15 @@ cp $tmp/gen/gemma-2-2b/* $files/test/gemma-tiny/
 cp $tmp/gen/gemma-scope/*.npz $files/test/scope-tiny/
 sed 's#^  - \(layer_.*\)$#  - hf://test/scope-tiny/\1#' $tmp/gen/gemma-scope/config.yaml > $files/test/scope-tiny/config.yaml
 printf 'neuronpedia_model_id: gemma-2-2b\nneuronpedia_source_set: gemmascope-transcoder-16k\n' >> $files/test/scope-tiny/config.yaml
+# the published repositories circuit-tracer loads by name, at tiny sizes (tests/net/make_hub_repos.py)
+/usr/bin/python3 tests/net/make_hub_repos.py $files $tmp/gen
+# broken ones: an index naming a shard the repository lacks; a checkpoint without weights; a set
+# whose config lists nothing and whose folder holds no set files
+mkdir -p $files/test/badindex $files/test/noweights $files/test/emptyset
+cp $files/google/gemma-2-2b/config.json $files/google/gemma-2-2b/model-00001-of-00002.safetensors $files/test/badindex/
+sed 's/model-00002-of-00002/model-00009-of-00009/' $files/google/gemma-2-2b/model.safetensors.index.json > $files/test/badindex/model.safetensors.index.json
+cp $files/google/gemma-2-2b/config.json $files/test/noweights/
+printf 'model_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n' > $files/test/emptyset/config.yaml
 
 /usr/bin/python3 tests/net/server.py ../shared/reference/fixtures/neuronpedia $files > $tmp/port 2> $tmp/server.log &
 server=$!

@@ -9,10 +9,22 @@ Routes
   /np/api/features                            POST batch (array body)
   /np/api/explanation/search                  POST search
   /hf/{org}/{repo}/resolve/{rev}/{path}       HEAD/GET  files under HF_FILES_DIR/{org}/{repo}/{path}
-  /cdn/{org}/{repo}/{path}                    GET  the bytes (Range honoured unless repo says not)
+  /hf/api/models/{org}/{repo}/revision/{rev}  GET  the repository: "sha" and "siblings" (every file)
+  /hf/api/models/{org}/{repo}/tree/{rev}[/{path}]  GET  a folder's entries (?recursive=true: all below
+                                              it), 1000 a page, the next page in a Link header
+  /cdn/{org}/{repo}/{path}                    GET  the bytes (Range honoured unless repo says not;
+                                              sendfile, so a benchmark can pull tens of GB)
   /stats                                      GET  counters as JSON;  /reset  POST clears them
 Requests in absolute form (http://host/path, as sent to a proxy) are answered as their path.
 Faults: a Neuronpedia model id "fault-<name>" or a Hugging Face repo "fault/<name>" (see FAULTS).
+
+The served tree is any directory laid out as HF_FILES_DIR/{org}/{repo}/{path in the repository}.
+Files ending in .json, .yaml, .yml, .txt, .md, .jinja or named .gitattributes are plain git files
+(ETag: git blob SHA-1, bytes from the resolve URL); every other file is an LFS file (ETag: SHA-256,
+302 to /cdn/). Hashes are computed once per file (size, mtime and inode unchanged) and, when
+$CT_HUB_HASH_CACHE names a file, kept there across runs. Revision "main" is commit COMMIT, a
+40-digit commit is itself, any other revision is the SHA-1 of its name; every revision serves the
+same files.
 """
 import gzip
 import hashlib
@@ -23,6 +35,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FIX, FILES = sys.argv[1], sys.argv[2]
@@ -31,9 +44,66 @@ FIX, FILES = sys.argv[1], sys.argv[2]
 HUGE = b'{"pad": "' + b"x" * (50 << 20) + b'"}'
 HUGE_GZ = gzip.compress(HUGE, 1)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+TREE_PAGE = 1000
 lock = threading.RLock()
 stats = {}
 inflight = {"now": 0, "max": 0}
+HASH_FILE = os.environ.get("CT_HUB_HASH_CACHE")
+hashes = {}   # (kind, real path) -> (size, mtime_ns, inode, hex digest)
+if HASH_FILE and os.path.exists(HASH_FILE):
+    with open(HASH_FILE) as f:
+        for line in f:
+            try:
+                k, p, size, mtime, ino, digest = json.loads(line)
+                hashes[(k, p)] = (size, mtime, ino, digest)
+            except ValueError:
+                pass
+
+
+def file_hash(local, kind):
+    """sha256 of a file's bytes, or its git blob sha1 (kind "git"), computed once per version."""
+    real = os.path.realpath(local)
+    st = os.stat(real)
+    ident = (st.st_size, st.st_mtime_ns, st.st_ino)
+    with lock:
+        known = hashes.get((kind, real))
+    if known and known[:3] == ident:
+        return known[3]
+    h = hashlib.sha1(b"blob %d\0" % st.st_size) if kind == "git" else hashlib.sha256()
+    with open(real, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    with lock:
+        hashes[(kind, real)] = ident + (digest,)
+        if HASH_FILE:
+            with open(HASH_FILE, "a") as f:
+                f.write(json.dumps([kind, real, st.st_size, st.st_mtime_ns, st.st_ino, digest]) + "\n")
+    return digest
+
+
+def is_plain(path):
+    return path.endswith((".json", ".yaml", ".yml", ".txt", ".md", ".jinja")) or os.path.basename(path) == ".gitattributes"
+
+
+def commit_of(rev):
+    if rev == "main":
+        return COMMIT
+    if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev):
+        return rev
+    return hashlib.sha1(rev.encode()).hexdigest()
+
+
+def repo_files(root, below=""):
+    """Every regular file under root/below, as repository paths, sorted."""
+    out = []
+    for d, dirs, files in os.walk(os.path.join(root, below) if below else root, followlinks=True):
+        dirs.sort()
+        for f in files:
+            p = os.path.join(d, f)
+            if os.path.isfile(p):
+                out.append(os.path.relpath(p, root).replace(os.sep, "/"))
+    return sorted(out)
 
 
 def count(key, n=1):
@@ -229,38 +299,98 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, body)
 
     # ---- Hugging Face ----
+    def hf_missing_repo(self, org, repo):
+        if os.path.isdir(os.path.join(FILES, org, repo)):
+            return False
+        self.send(401, {"error": "Repository Not Found"}, headers={"X-Error-Code": "RepoNotFound"})
+        return True
+
+    def hf_revision(self, org, repo, rev):
+        """The repository's description, as GET /api/models/{repo}/revision/{rev} answers it."""
+        count("hf.api.revision")
+        self.note_auth("hf")
+        if self.hf_missing_repo(org, repo):
+            return
+        root = os.path.join(FILES, org, repo)
+        rid = "%s/%s" % (org, repo)
+        self.send(200, {"_id": hashlib.sha1(rid.encode()).hexdigest()[:24], "id": rid, "modelId": rid, "author": org,
+                        "sha": commit_of(rev), "lastModified": "2025-01-01T00:00:00.000Z", "private": False,
+                        "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
+                        "siblings": [{"rfilename": p} for p in repo_files(root)],
+                        "createdAt": "2025-01-01T00:00:00.000Z"})
+
+    def hf_tree(self, org, repo, rev, path, query):
+        """A folder's entries, as GET /api/models/{repo}/tree/{rev}[/{path}] answers them, in pages."""
+        count("hf.api.tree")
+        self.note_auth("hf")
+        if self.hf_missing_repo(org, repo):
+            return
+        root = os.path.join(FILES, org, repo)
+        target = os.path.join(root, path) if path else root
+        if not os.path.isdir(target):
+            return self.send(404, {"error": "Entry not found"}, headers={"X-Error-Code": "EntryNotFound"})
+        q = urllib.parse.parse_qs(query)
+        recursive = q.get("recursive", ["false"])[0].lower() == "true"
+        cursor = int(q.get("cursor", ["0"])[0])
+        if recursive:
+            names = []
+            for d, dirs, files in os.walk(target, followlinks=True):
+                names += [os.path.relpath(os.path.join(d, n), root).replace(os.sep, "/") for n in dirs + files]
+            names.sort()
+        else:
+            names = sorted(((path + "/") if path else "") + n for n in os.listdir(target))
+        page = []
+        for p in names[cursor:cursor + TREE_PAGE]:
+            local = os.path.join(root, p)
+            if os.path.isdir(local):
+                page.append({"type": "directory", "oid": hashlib.sha1(p.encode()).hexdigest(), "size": 0, "path": p})
+                continue
+            e = {"type": "file", "size": os.path.getsize(local), "path": p}
+            if is_plain(p):
+                e["oid"] = file_hash(local, "git")
+            else:   # (the blob id of the LFS pointer and the lfs oid are left out: ctrace reads neither)
+                e["lfs"] = {"size": e["size"], "pointerSize": 134}
+            page.append(e)
+        headers = {}
+        if cursor + TREE_PAGE < len(names):
+            nxt = "http://%s/hf/api/models/%s/%s/tree/%s%s?%s" % (
+                self.headers["Host"], org, repo, urllib.parse.quote(rev, safe=""),
+                ("/" + urllib.parse.quote(path, safe="")) if path else "",
+                urllib.parse.urlencode({"recursive": str(recursive).lower(), "expand": "false", "cursor": cursor + TREE_PAGE}))
+            headers["Link"] = '<%s>; rel="next"' % nxt
+        self.send(200, page, headers=headers)
+
     def hf_resolve(self, org, repo, rev, path):
         count("hf.resolve")
         self.note_auth("hf")
         local = os.path.join(FILES, org, repo, path)
-        if not os.path.isdir(os.path.join(FILES, org, repo)):
-            return self.send(401, {"error": "Repository Not Found"}, headers={"X-Error-Code": "RepoNotFound"})
+        if self.hf_missing_repo(org, repo):
+            return
         if not os.path.isfile(local):
             return self.send(404, {"error": "Entry not found"}, headers={"X-Error-Code": "EntryNotFound"})
-        data = open(local, "rb").read()
-        commit = COMMIT if rev in ("main", COMMIT) else hashlib.sha1(rev.encode()).hexdigest()
-        if path.endswith((".json", ".yaml", ".txt", ".md")):   # a plain git file: ETag is the git blob sha1
-            etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        commit = commit_of(rev)
+        if is_plain(path):   # a plain git file: ETag is the git blob sha1
+            etag = file_hash(local, "git")
             if org == "fault" and repo == "wrongsha":
                 etag = "f" * 40
-            hdr = {"ETag": '"%s"' % etag, "X-Repo-Commit": commit}
+            size = os.path.getsize(local)
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in hdr.items():
-                self.send_header(k, v)
+            self.send_header("Content-Length", str(size))
+            self.send_header("ETag", '"%s"' % etag)
+            self.send_header("X-Repo-Commit", commit)
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(data)
+                with open(local, "rb") as f:
+                    self.wfile.write(f.read())
             return
-        sha = hashlib.sha256(data).hexdigest()
-        if org == "fault" and repo == "wrongsha":
-            sha = "0" * 64
+        sha = "0" * 64 if org == "fault" and repo == "wrongsha" else file_hash(local, "sha256")
         self.send_response(302)
         # an absolute address, as the real CDN is another server
-        self.send_header("Location", "http://%s/cdn/%s/%s/%s?sig=1" % (self.headers["Host"], org, repo, path))
+        self.send_header("Location", "http://%s/cdn/%s/%s/%s?sig=1" % (self.headers["Host"], org, repo,
+                                                                      urllib.parse.quote(path)))
         self.send_header("X-Linked-Etag", '"%s"' % sha)
-        self.send_header("X-Linked-Size", str(len(data)))
+        self.send_header("X-Linked-Size", str(os.path.getsize(local)))
         self.send_header("X-Repo-Commit", commit)
         self.send_header("ETag", '"abc"')
         self.send_header("Content-Length", "0")
@@ -269,33 +399,51 @@ class Handler(BaseHTTPRequestHandler):
     def cdn(self, org, repo, path):
         count("cdn.get")
         self.note_auth("cdn")
-        data = open(os.path.join(FILES, org, repo, path.split("?")[0]), "rb").read()
-        start = 0
+        local = os.path.join(FILES, org, repo, urllib.parse.unquote(path.split("?")[0]))
+        size = os.path.getsize(local)
+        start, end = 0, size - 1
         rng = self.headers.get("Range")
         if rng:
             count("cdn.range")
             with lock:
-                stats["cdn.range_start"] = int(rng.split("=")[1].split("-")[0])
+                stats["cdn.range_start"] = int(rng.split("=")[1].split("-")[0] or 0)
         if rng and repo != "norange":
-            start = int(rng.split("=")[1].split("-")[0])
+            a, b = rng.split("=", 1)[1].split(",")[0].strip().split("-")
+            if a == "":
+                start = max(0, size - int(b))
+            else:
+                start, end = int(a), min(size - 1, int(b)) if b else size - 1
+            if start >= size or start > end:
+                self.send_response(416)
+                self.send_header("Content-Range", "bytes */%d" % size)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(206)
-            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
         else:
             self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("Content-Length", str(end - start + 1))
         self.end_headers()
-        body = data[start:]
-        if repo == "slow":   # about 2 MB/s, for interrupting a download half-way
-            for i in range(0, len(body), 65536):
-                self.wfile.write(body[i:i + 65536])
-                self.wfile.flush()
-                time.sleep(0.03)
-        elif repo == "cut" and start == 0:   # the first attempt dies half-way
-            self.wfile.write(body[: len(body) // 2])
-            self.reset_connection()
-        else:
-            self.wfile.write(body)
+        if repo in ("slow", "cut"):
+            with open(local, "rb") as f:
+                f.seek(start)
+                body = f.read(end - start + 1)
+            if repo == "slow":   # about 2 MB/s, for interrupting a download half-way
+                for i in range(0, len(body), 65536):
+                    self.wfile.write(body[i:i + 65536])
+                    self.wfile.flush()
+                    time.sleep(0.03)
+            elif start == 0:   # "cut": the first attempt dies half-way
+                self.wfile.write(body[: len(body) // 2])
+                self.reset_connection()
+            else:
+                self.wfile.write(body)
+            return
+        self.wfile.flush()
+        with open(local, "rb") as f:   # the kernel copies: no Python loop over the bytes
+            self.connection.sendfile(f, start, end - start + 1)
 
     # ---- dispatch ----
     def route(self):
@@ -319,8 +467,16 @@ class Handler(BaseHTTPRequestHandler):
                 return self.np_batch()
             if parts[:4] == ["np", "api", "explanation", "search"] and self.command == "POST":
                 return self.np_search()
+            q = self.path.split("?", 1)[1] if "?" in self.path else ""
+            dec = [urllib.parse.unquote(x) for x in parts]
+            if any(x in ("..", ".") or "/.." in x or "../" in x for x in dec) and parts[0] in ("hf", "cdn"):
+                return self.send(400, {"error": "no '..' here"})
+            if parts[:3] == ["hf", "api", "models"] and len(parts) == 7 and parts[5] == "revision":
+                return self.hf_revision(dec[3], dec[4], dec[6])
+            if parts[:3] == ["hf", "api", "models"] and len(parts) >= 7 and parts[5] == "tree":
+                return self.hf_tree(dec[3], dec[4], dec[6], "/".join(dec[7:]), q)
             if parts[0] == "hf" and len(parts) >= 6 and parts[3] == "resolve":
-                return self.hf_resolve(parts[1], parts[2], parts[4], "/".join(parts[5:]))
+                return self.hf_resolve(dec[1], dec[2], dec[4], "/".join(dec[5:]))
             if parts[0] == "cdn" and len(parts) >= 4:
                 return self.cdn(parts[1], parts[2], "/".join(parts[3:]))
             self.send(404, {"error": "no route " + p})

@@ -365,6 +365,221 @@ t.run {
     local ids = np.source_of(tc)
     t.ok(ids and ids.model_id == "gemma-2-2b" and ids.source_set == "gemmascope-transcoder-16k", "Neuronpedia ids from the set's config")
   end},
+  {"published names: each into a fresh cache from the loopback hub, then offline from that cache", function()
+    local files = tmp .. "/files"
+    -- what each load prints: for a set its kind, shape, hooks and a fingerprint of encoder and decoder
+    -- rows, then its scan; for a model its family and 6 greedy tokens
+    local prelude = [[
+local ct = require "ctrace"
+ct.hub.configure{progress = false}
+local function rows(t) local s = 0 for i = 1, #t do s = s + t[i] * i end return string.format("%.9g", s) end
+function tc_summary(tc)
+  local out = {tc.kind, tc.n_layers, tc.d_model, tc.feature_input_hook, tc.feature_output_hook}
+  for l = 0, tc.n_layers - 1 do
+    for f = 0, 3 do
+      out[#out + 1] = rows(tc:encoder_row(l, f)) .. "/" .. rows(tc:decoder_row(l, f, tc.kind == "clt" and tc.n_layers - 1 or l))
+    end
+  end
+  return table.concat(out, " ")
+end
+function model_summary(m) return m:config().architecture .. " " .. m:generate("", {max_tokens = 6, temperature = 0}) end
+]]
+    assert(load(prelude))()
+    local ref = {
+      model = model_summary(ct.load_model(tmp .. "/gen/gemma-2-2b")),   -- the same weights in one file
+      gemma = tc_summary(ct.load_transcoders(tmp .. "/gen/gemma-scope")),   -- the same npz files, local
+      clt = tc_summary(ct.load_transcoders(files .. "/mntss/clt-gemma-2-2b-426k")),
+      llama = tc_summary(ct.load_transcoders(files .. "/mntss/transcoder-Llama-3.2-1B")),
+      gs2 = tc_summary(ct.load_transcoders(files .. "/mwhanna/gemma-scope-2-1b-it/transcoder_all/width_16k_l0_small_affine")),
+      wide = tc_summary(ct.load_transcoders(files .. "/test/wide")),
+    }
+    local M_GEMMA = {"models--google--gemma-2-2b/config.json", "models--google--gemma-2-2b/model-00001-of-00002.safetensors",
+                     "models--google--gemma-2-2b/model-00002-of-00002.safetensors",
+                     "models--google--gemma-2-2b/model.safetensors.index.json", "models--google--gemma-2-2b/tokenizer.json"}
+    local function set_files(repo, names)
+      local out = {}
+      for i, n in ipairs(names) do out[i] = "models--" .. repo:gsub("/", "--") .. "/" .. n end
+      return out
+    end
+    local CLT = set_files("mntss/clt-gemma-2-2b-426k", {"W_dec_0.safetensors", "W_dec_1.safetensors", "W_enc_0.safetensors",
+                                                         "W_enc_1.safetensors", "config.yaml"})
+    local LLAMA = set_files("mntss/transcoder-Llama-3.2-1B", {"config.yaml", "layer_0.safetensors", "layer_1.safetensors"})
+    local GS2 = set_files("mwhanna/gemma-scope-2-1b-it", {"transcoder_all/width_16k_l0_small_affine/config.yaml",
+                                                          "transcoder_all/width_16k_l0_small_affine/layer_0.safetensors",
+                                                          "transcoder_all/width_16k_l0_small_affine/layer_1.safetensors"})
+    local forms = {
+      -- name, what (load_model or load_transcoders), reference, scan, the snapshot's files, API requests
+      -- {revision endpoint, tree pages}
+      {"google/gemma-2-2b", "model", ref.model, nil, M_GEMMA, {1, 0}},   -- the shards at its commit: no second listing
+      {"gemma", "tc", ref.gemma, "mntss/gemma-scope-transcoders",
+       {"models--google--gemma-scope-2b-pt-transcoders/layer_0/width_16k/average_l0_76/params.npz",
+        "models--google--gemma-scope-2b-pt-transcoders/layer_1/width_16k/average_l0_65/params.npz",
+        "models--mntss--gemma-scope-transcoders/config.yaml"}, {1, 1}},   -- 1,101 siblings: the root by the tree API
+      {"mntss/clt-gemma-2-2b-426k", "tc", ref.clt, "mntss/clt-gemma-2-2b-426k", CLT, {1, 0}},
+      {"hf://mntss/clt-gemma-2-2b-426k?revision=v2", "tc", ref.clt, "mntss/clt-gemma-2-2b-426k@v2", CLT, {1, 0}},
+      {"mntss/transcoder-Llama-3.2-1B", "tc", ref.llama, "mntss/transcoder-Llama-3.2-1B", LLAMA, {1, 0}},
+      {"llama", "tc", ref.llama, "mntss/transcoder-Llama-3.2-1B", LLAMA, {1, 0}},
+      {"mwhanna/gemma-scope-2-1b-it/transcoder_all/width_16k_l0_small_affine", "tc", ref.gs2,
+       "mwhanna/gemma-scope-2-1b-it//transcoder_all/width_16k_l0_small_affine", GS2, {1, 0}},
+      {"mwhanna/gemma-scope-2-1b-it//transcoder_all/width_16k_l0_small_affine@v1", "tc", ref.gs2,
+       "mwhanna/gemma-scope-2-1b-it//transcoder_all/width_16k_l0_small_affine@v1", GS2, {1, 0}},
+      {"hf://mwhanna/gemma-scope-2-1b-it/transcoder_all/width_16k_l0_small_affine/config.yaml", "tc", ref.gs2,
+       "mwhanna/gemma-scope-2-1b-it//transcoder_all/width_16k_l0_small_affine", GS2, {1, 0}},
+      {"test/wide", "tc", ref.wide, "test/wide", set_files("test/wide", {"config.yaml", "layer_0.safetensors", "layer_1.safetensors"}),
+       {1, 3}},   -- 2,503 siblings: the root in three pages of 1,000
+    }
+    for i, f in ipairs(forms) do
+      local name, what, want, scan, want_files, api = f[1], f[2], f[3], f[4], f[5], f[6]
+      local cache = string.format("%s/fresh%d", tmp, i)
+      local code = prelude .. (what == "model" and string.format("print(model_summary(ct.load_model(%q)))", name)
+                               or string.format("local tc = ct.load_transcoders(%q) print(tc_summary(tc)) print(tc.scan)", name))
+      reset()
+      local out = child(code, false, "HF_HUB_CACHE=" .. cache)
+      local s = stats()
+      local want_out = want .. "\n" .. (scan and (scan .. "\n") or "")
+      t.eq(out, want_out, name .. ": loads from the hub into a fresh cache and equals the local copy" .. (scan and (", scan " .. scan) or ""))
+      t.ok((s["hf.api.revision"] or 0) == api[1] and (s["hf.api.tree"] or 0) == api[2],
+           string.format("%s: %d revision request(s), %d tree page(s)", name, api[1], api[2]),
+           string.format("got %s and %s", tostring(s["hf.api.revision"]), tostring(s["hf.api.tree"])))
+      local got, same = {}, true
+      for line in sh("cd " .. cache .. " && find . -path '*/snapshots/*' \\( -type f -o -type l \\) | sort"):gmatch("[^\n]+") do
+        local repo, rest = line:match("^%./models%-%-([^/]+)/snapshots/%x+/(.+)$")
+        got[#got + 1] = "models--" .. repo .. "/" .. rest
+        local org, rname = repo:match("^(.-)%-%-(.+)$")
+        same = same and sha(cache .. "/" .. line:sub(3)) == sha(files .. "/" .. org .. "/" .. rname .. "/" .. rest)
+      end
+      table.sort(want_files)
+      t.eq(table.concat(got, " "), table.concat(want_files, " "), name .. ": only the files it needs are fetched")
+      t.ok(same and #got > 0, name .. ": each cached file is byte for byte the served one")
+      reset()
+      local again = child(code, false, "HF_HUB_OFFLINE=1 HF_HUB_CACHE=" .. cache)
+      s = stats()
+      t.eq(again, want_out, name .. ": HF_HUB_OFFLINE=1 loads the same from the cache")
+      t.ok(s["hf.api.revision"] == nil and s["hf.resolve"] == nil and s["hf.api.tree"] == nil and s["cdn.get"] == nil,
+           name .. ": offline, no request reached the server")
+    end
+    -- refs: the branch and the tag as huggingface_hub records them
+    t.eq(sh("cat " .. tmp .. "/fresh4/models--mntss--clt-gemma-2-2b-426k/refs/v2"), sh("printf v2 | sha1sum"):sub(1, 40),
+         "refs/v2 holds the commit the revision endpoint named")
+    -- the model and a set through a replacement model, both by name
+    local r = child(prelude .. [[
+local rm = ct.replacement_model(ct.load_model("google/gemma-2-2b"), ct.load_transcoders("mntss/clt-gemma-2-2b-426k"))
+local g = rm:attribute("Hello world", {max_feature_nodes = 16, verbose = false})
+print("GRAPH", #g:nodes("feature") > 0)]], false, "HF_HUB_OFFLINE=1 HF_HUB_CACHE=" .. tmp .. "/fresh1")
+    t.ok(r:find("OFFLINE", 1, true), "a cache holding the model only: the set is OFFLINE, named", r:sub(1, 300))
+    os.execute(string.format("cp -r %s/fresh3/models--mntss--clt-gemma-2-2b-426k %s/fresh1/", tmp, tmp))
+    r = child(prelude .. [[
+local rm = ct.replacement_model(ct.load_model("google/gemma-2-2b"), ct.load_transcoders("mntss/clt-gemma-2-2b-426k"))
+local g = rm:attribute("Hello world", {max_feature_nodes = 16, verbose = false})
+print("GRAPH", #g:nodes("feature") > 0)]], false, "HF_HUB_OFFLINE=1 HF_HUB_CACHE=" .. tmp .. "/fresh1")
+    t.ok(r:find("GRAPH\ttrue", 1, true), "google/gemma-2-2b with mntss/clt-gemma-2-2b-426k, both by name: an attribution graph", r:sub(1, 300))
+  end},
+  {"snapshots: an interrupted one, huggingface_hub's listings, an unreachable endpoint, bad names", function()
+    local cache = tmp .. "/fresh3"
+    local snapdir = sh("ls -d " .. cache .. "/models--mntss--clt-gemma-2-2b-426k/snapshots/0123*"):gsub("%s+$", "")
+    os.remove(snapdir .. "/W_dec_1.safetensors")
+    local load = 'local ok, e = pcall(require("ctrace").load_transcoders, "mntss/clt-gemma-2-2b-426k") print(ok and ("LAYERS " .. e.n_layers) or e)'
+    local r = child(load, false, "HF_HUB_OFFLINE=1 HF_HUB_CACHE=" .. cache)
+    t.ok(r:find("OFFLINE", 1, true) and r:find("lacks 1 of its 4 files (W_dec_1.safetensors)", 1, true),
+         "a snapshot missing a file, offline: OFFLINE naming the file (the recorded listing says what belongs)", r)
+    reset()
+    r = child(load, false, "HF_HUB_CACHE=" .. cache)
+    local s = stats()
+    t.ok(r:find("LAYERS 2", 1, true) and s["cdn.get"] == nil and s["hf.resolve"] == 1,
+         "online: the missing file is linked again from its cached blob (one HEAD, no download)", r)
+    -- the endpoint unreachable: the cached snapshot, with a note; a repository not cached: NETWORK
+    r = child(load, false, "HF_ENDPOINT=http://127.0.0.1:1 HF_HUB_CACHE=" .. cache)
+    t.ok(r:find("LAYERS 2", 1, true) and r:find("using the cached snapshot", 1, true), "endpoint unreachable: the cached snapshot, said on stderr", r)
+    r = child('print(require("ctrace").hub.snapshot("test/wide", {"layer_*.safetensors"}))', false,
+              "HF_ENDPOINT=http://127.0.0.1:1 HF_HUB_CACHE=" .. cache)
+    t.ok(r:find("nil", 1, true) and r:find("NETWORK", 1, true) and r:find("no snapshot of it either", 1, true),
+         "endpoint unreachable, nothing cached: NETWORK, saying so", r)
+    -- a cache huggingface_hub wrote: refs/main, snapshots, and trees/<commit>.json listing the commit's files
+    local d, c = hf_cache .. "/models--py--snap", string.rep("cd", 20)
+    os.execute(string.format("mkdir -p %s/refs %s/blobs %s/trees %s/snapshots/%s/sub && printf %s > %s/refs/main && printf one > %s/blobs/b1 && " ..
+                             "ln -s ../../../blobs/b1 %s/snapshots/%s/sub/layer_0.safetensors", d, d, d, d, c, c, d, d, d, c))
+    local f = io.open(d .. "/trees/" .. c .. ".json", "w")
+    f:write('{"format_version": 1, "files": {"sub/layer_0.safetensors": {"size": 3, "blob_id": "x"}, ' ..
+            '"sub/layer_1.safetensors": {"size": 3, "blob_id": "y"}, "README.md": {"size": 1, "blob_id": "z"}}}')
+    f:close()
+    r = child('print(require("ctrace").hub.snapshot("py/snap", {"sub/layer_*.safetensors"}))', false, "HF_HUB_OFFLINE=1")
+    t.ok(r:find("OFFLINE", 1, true) and r:find("(sub/layer_1.safetensors)", 1, true),
+         "huggingface_hub's trees/<commit>.json: offline, the file it lists and the cache lacks is named", r)
+    os.execute(string.format("ln -s ../../../blobs/b1 %s/snapshots/%s/sub/layer_1.safetensors", d, c))
+    local dir, got, commit = hub.snapshot("py/snap", {"sub/layer_*.safetensors"})
+    t.ok(dir == nil, "online, py/snap is no repository of the server's", got)
+    hub.configure{offline = true}
+    dir, got, commit = hub.snapshot("py/snap", {"sub/layer_*.safetensors"})
+    hub.configure{offline = false}
+    t.ok(dir and #got == 2 and got[2] == "sub/layer_1.safetensors" and commit == c and dir:find("/snapshots/" .. c, 1, true),
+         "offline with the file there: the snapshot directory, both files, the commit", tostring(got))
+    -- no listing known (huggingface_hub's cache of hf_hub_download): what is there is taken; nothing there is OFFLINE
+    hub.configure{offline = true}
+    dir, got = hub.snapshot("py/made", {"sub/*.txt"})
+    local none, msg, code = hub.snapshot("py/made", {"sub/*.safetensors"})
+    hub.configure{offline = false}
+    t.ok(dir and #got == 1 and got[1] == "sub/file.txt", "offline, no listing: the matching files the snapshot holds", tostring(got))
+    t.ok(none == nil and code == "OFFLINE" and msg:find("holds no file matching sub/*.safetensors", 1, true),
+         "offline, no listing, no match: OFFLINE naming the pattern", msg)
+    -- bad names and arguments raise; missing pieces are NOT_FOUND naming them
+    t.raises(function() ct.load_transcoders("mntss/clt-gemma-2-2b-426k/../x") end, "without '.' or '..'", "'..' in a set's folder")
+    t.raises(function() hub.snapshot("hf://org/repo/file.txt", {"x"}) end, "names a file", "a file where a repository is expected")
+    t.raises(function() hub.snapshot("org/repo", {}) end, "1..64 file patterns", "no patterns")
+    t.raises(function() hub.snapshot("org/repo", {"a/../b/*.x"}) end, "pattern 'a/../b/*.x'", "'..' in a pattern")
+    t.raises(function() hub.file("hf://org/repo") end, "a whole repository is a snapshot's", "hub.file on a repository")
+    local ok, e = pcall(ct.load_model, "test/badindex")
+    t.ok(not ok and tostring(e):find("NOT_FOUND", 1, true) and tostring(e):find("model-00009-of-00009.safetensors", 1, true),
+         "an index naming a shard the repository lacks: NOT_FOUND naming it", e)
+    ok, e = pcall(ct.load_model, "test/noweights")
+    t.ok(not ok and tostring(e):find("holds neither model.safetensors nor model.safetensors.index.json", 1, true),
+         "a repository without weights: NOT_FOUND saying so", e)
+    ok, e = pcall(ct.load_transcoders, "test/emptyset")
+    t.ok(not ok and tostring(e):find("NOT_FOUND", 1, true) and tostring(e):find("lists no transcoder files", 1, true) and
+         tostring(e):find("holds no layer_*.safetensors", 1, true), "a config without a list over a folder without set files: NOT_FOUND", e)
+    ok, e = pcall(ct.load_transcoders, "test/wide//nothing/here")
+    t.ok(not ok and tostring(e):find("NOT_FOUND", 1, true) and tostring(e):find("nothing/here/config.yaml does not exist", 1, true),
+         "a folder that is not there: NOT_FOUND naming its config.yaml", e)
+    ok, e = pcall(ct.load_transcoders, "nobody/none")
+    t.ok(not ok and tostring(e):find("RepoNotFound", 1, true) and tostring(e):find("HF_TOKEN", 1, true), "a repository that is not there", e)
+  end},
+  {"ctrace run: names load through the parent, within --download-limit", function()
+    local folder = tmp .. "/hubrun"
+    os.execute("mkdir -p " .. folder)
+    local f = io.open(folder .. "/experiment.lua", "w")
+    f:write([[
+local ct = require "ctrace"
+local m = ct.load_model("google/gemma-2-2b")
+local tc = ct.load_transcoders("mntss/clt-gemma-2-2b-426k")
+local g = ct.replacement_model(m, tc):attribute("Hello world", {max_feature_nodes = 16, verbose = false})
+ct.write_json(ct.results_dir(arg[0]) .. "/out.json", {layers = tc.n_layers, scan = tc.scan, features = #g:nodes("feature")})
+]])
+    f:close()
+    reset()
+    local cache = tmp .. "/runcache"
+    local out = sh(string.format("HF_HUB_CACHE=%s %s run %s 2>&1; echo EXIT $?", cache, ctrace_bin, folder))
+    local s = stats()
+    local res = io.open(folder .. "/results/out.json") and ct.json_decode(sh("cat " .. folder .. "/results/out.json"))
+    t.ok(out:find("EXIT 0", 1, true) and res and res.layers == 2 and res.scan == "mntss/clt-gemma-2-2b-426k" and res.features > 0,
+         "a sandboxed run loads google/gemma-2-2b and mntss/clt-gemma-2-2b-426k by name and attributes", out:sub(-400))
+    t.ok((s["hf.api.revision"] or 0) == 2 and (s["cdn.get"] or 0) == 6, "the parent made the listing and download requests", ct.json_encode(s))
+    local manifest = ct.json_decode(sh("cat " .. folder .. "/results/manifest.json"))
+    local inputs = {}
+    for _, i in ipairs(manifest.inputs or {}) do inputs[#inputs + 1] = i.path end
+    local all = table.concat(inputs, "\n")
+    t.ok(manifest.isolation and manifest.isolation.landlock_abi and all:find("models--mntss--clt-gemma-2-2b-426k/snapshots/", 1, true)
+         and all:find("model-00002-of-00002.safetensors", 1, true), "the manifest records the isolation and the snapshot files read")
+    -- a budget smaller than the set: refused before any of its files is downloaded
+    local small = tmp .. "/runcache-small"
+    local f2 = io.open(folder .. "/experiment.lua", "w")
+    f2:write('local tc = require("ctrace").load_transcoders("mntss/clt-gemma-2-2b-426k")\n')
+    f2:close()
+    out = sh(string.format("HF_HUB_CACHE=%s %s run %s --download-limit 0.000001 2>&1; echo EXIT $?", small, ctrace_bin, folder))
+    local blobs = #files_under(small .. "/models--mntss--clt-gemma-2-2b-426k/blobs", "*")
+    t.ok(not out:find("EXIT 0", 1, true) and out:find("TOO_LARGE", 1, true) and out:find("files still to download hold", 1, true)
+         and out:find("download-limit", 1, true) and blobs == 1,
+         "--download-limit 1 KiB: config.yaml fetched, the 4 set files refused at once by their announced sizes (" .. blobs .. " blob)",
+         out:sub(-600))
+  end},
   {"labels fill graph nodes and the JSON's clerp", function()
     local m = ct.load_model("stories260K")
     local tc = ct.load_transcoders("stories260K")

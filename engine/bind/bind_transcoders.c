@@ -77,7 +77,7 @@ static int l_transcoder_config(lua_State *L) {
     ct_err err = {0};
     ct_status rc = ct_read_file(ct_lua_ctx(L), path, &text, &len, 16u << 20, &err);
     if (!rc) {
-        rc = ct_yaml_parse(&cfg, text, len, &err);
+        rc = ct_yaml_parse(&cfg, text, len, "config.yaml", &err);
         free(text);
     }
     if (rc) {

@@ -220,7 +220,7 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
     size_t LBD = (size_t)L * B * D;
     float *xb = malloc(sizeof(float) * LBD), *yb = malloc(sizeof(float) * LBD), *yh = malloc(sizeof(float) * LBD);
     float *gy = malloc(sizeof(float) * LBD), *pre = malloc(sizeof(float) * (size_t)L * B * F);
-    int64_t *idx = malloc(sizeof(int64_t) * (size_t)L * B * K);   // (L, B, K) TopK features, -1 when not firing
+    int64_t *idx = malloc(sizeof(int64_t) * (size_t)L * B * K);   // (L, B, K) the kept (TopK) features
     int64_t *ia = malloc(sizeof(int64_t) * (size_t)(KA + 1));      // (KA,) AuxK features of one token
     int *dead = malloc(sizeof(int) * (size_t)F);                    // (F,) the dead features of a layer
     float *dv = malloc(sizeof(float) * (size_t)F);                  // (F,) their pre-activations for one token
@@ -257,17 +257,17 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
             }
             if (s.skip) ct_sgemm(0, 1, B, D, D, 1.0f, x, D, PARAM(&s, l, P_WSKIP), D, 1.0f, h, D);
         }
-        for (int l = 0; l < L; l++)   // TopK (largest first, ties: lower index) and the decoders into every target t >= l
+        // TopK as circuit-tracer defines it: the K largest pre-activations kept as they are, negative
+        // ones included (largest first, ties: lower index), and the decoders into every target t >= l.
+        // A kept feature is active (fires) when its value is non-zero.
+        for (int l = 0; l < L; l++)
             for (int b = 0; b < B; b++) {
                 int64_t *ib = idx + ((size_t)l * B + b) * K;
                 const float *pr = pre + ((size_t)l * B + b) * F;
                 ct_topk(ib, pr, F, K);
                 for (int j = 0; j < K; j++) {
                     int f = (int)ib[j];
-                    if (pr[f] <= 0) {
-                        ib[j] = -1;
-                        continue;
-                    }
+                    if (pr[f] == 0.0f) continue;
                     l0 += 1;
                     s.last_fired[(size_t)l * F + f] = s.tokens + b;
                     for (int t = l; t < L; t++) add_decoder(&s, l, f, t, pr[f], yh + ((size_t)t * B + b) * D);
@@ -286,12 +286,11 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
                 g[i] = (float)(2.0 * e / B);
             }
         }
-        for (int l = 0; l < L; l++) {   // backward
+        for (int l = 0; l < L; l++) {   // backward: act = pre on the kept entries, so d act / d pre = 1 there
             for (int b = 0; b < B; b++)
                 for (int j = 0; j < K; j++) {
                     int f = (int)idx[((size_t)l * B + b) * K + j];
-                    if (f >= 0) feature_backward(&s, l, f, pre[((size_t)l * B + b) * F + f], gy, B, b, L - 1,
-                                                 xb + ((size_t)l * B + b) * D);
+                    feature_backward(&s, l, f, pre[((size_t)l * B + b) * F + f], gy, B, b, L - 1, xb + ((size_t)l * B + b) * D);
                 }
             float *gbd = GRAD(&s, l, P_BDEC);
             for (int b = 0; b < B; b++)
@@ -312,18 +311,17 @@ ct_status ct_train_clt(const float *const *xs, const float *const *ys, int L, lo
             float *g = ga_aux + (size_t)l * B * D;   // laid out as gy: target l's rows, each written before use
             for (int b = 0; b < B; b++) {
                 const float *pr = pre + ((size_t)l * B + b) * F;
-                // the ka largest pre-activations among the dead features (ties: lower index)
+                // the ka largest pre-activations among the dead features, kept as they are (the same
+                // TopK as the main path; ties: lower index)
                 for (int i = 0; i < n_dead; i++) dv[i] = pr[dead[i]];
                 ct_topk(ia, dv, n_dead, ka);
                 for (int j = 0; j < ka; j++) ia[j] = dead[ia[j]];
                 for (int d = 0; d < D; d++) ea[d] = 0;
-                for (int j = 0; j < ka; j++)
-                    if (pr[ia[j]] > 0) add_decoder(&s, l, (int)ia[j], l, pr[ia[j]], ea);
+                for (int j = 0; j < ka; j++) add_decoder(&s, l, (int)ia[j], l, pr[ia[j]], ea);
                 const float *h = yh + ((size_t)l * B + b) * D, *y = yb + ((size_t)l * B + b) * D;
                 for (int d = 0; d < D; d++) g[(size_t)b * D + d] = (float)(2.0 * o->aux_coef * (ea[d] - (y[d] - h[d])) / B);
                 for (int j = 0; j < ka; j++)
-                    if (pr[ia[j]] > 0)
-                        feature_backward(&s, l, (int)ia[j], pr[ia[j]], ga_aux, B, b, l, xb + ((size_t)l * B + b) * D);
+                    feature_backward(&s, l, (int)ia[j], pr[ia[j]], ga_aux, B, b, l, xb + ((size_t)l * B + b) * D);
             }
         }
         // Adam
@@ -413,24 +411,17 @@ void ct_plt_params_free(ct_plt_params *p) {
     memset(p, 0, sizeof *p);
 }
 
+// config.yaml as circuit-tracer reads it: model_kind, the hooks, `activation: topk` and k (the
+// files are found by their names: layer_{i}.safetensors, or W_enc_{i} / W_dec_{i}).
 static ct_status write_config(ct_ctx *ctx, const char *dir, const char *kind, const char *model_name, const char *input_hook,
-                              const char *output_hook, int k, int n_layers, const char *list_fmt, ct_err *err) {
+                              const char *output_hook, int k, ct_err *err) {
     char path[1200];
     snprintf(path, sizeof path, "%s/config.yaml", dir);
     ct_wfile w;
     ct_status rc = ct_wfile_open(ctx, &w, path, err);
     if (rc) return rc;
-    FILE *f = w.f;
-    fprintf(f, "model_name: %s\nmodel_kind: %s\nfeature_input_hook: %s\nfeature_output_hook: %s\nactivation: topk\nk: %d\n",
+    fprintf(w.f, "model_name: %s\nmodel_kind: %s\nfeature_input_hook: %s\nfeature_output_hook: %s\nactivation: topk\nk: %d\n",
             model_name, kind, input_hook, output_hook, k);
-    if (list_fmt) {
-        fprintf(f, "transcoders:\n");
-        for (int l = 0; l < n_layers; l++) {
-            fprintf(f, "  - ");
-            fprintf(f, list_fmt, l);
-            fprintf(f, "\n");
-        }
-    }
     return ct_wfile_commit(&w, err);
 }
 
@@ -456,7 +447,7 @@ ct_status ct_clt_save_set(ct_ctx *ctx, const char *dir, const ct_clt_params *p, 
         if (!rc) rc = ct_safetensors_write(ctx, path, &d, 1, NULL, 0, err);
         if (rc) return rc;
     }
-    return write_config(ctx, dir, "cross_layer_transcoder", model_name, input_hook, output_hook, p->k, L, NULL, err);
+    return write_config(ctx, dir, "cross_layer_transcoder", model_name, input_hook, output_hook, p->k, err);
 }
 
 ct_status ct_plt_save_set(ct_ctx *ctx, const char *dir, const ct_plt_params *layers, int n_layers, const char *model_name,
@@ -465,21 +456,22 @@ ct_status ct_plt_save_set(ct_ctx *ctx, const char *dir, const ct_plt_params *lay
     char path[1200];
     for (int l = 0; l < n_layers; l++) {
         const ct_plt_params *p = &layers[l];
-        int64_t k = p->k;
+        // exactly the parameters of circuit-tracer's SingleLayerTranscoder: its loader is strict, so
+        // an extra tensor (such as a scalar k) would make it refuse the file; k is in config.yaml
         ct_st_entry e[] = {
             {.name = "W_enc", .dtype = CT_DT_F32, .ndim = 2, .shape = {p->d_tc, p->d_model}, .data = p->W_enc},
             {.name = "W_dec", .dtype = CT_DT_F32, .ndim = 2, .shape = {p->d_tc, p->d_model}, .data = p->W_dec},
             {.name = "b_enc", .dtype = CT_DT_F32, .ndim = 1, .shape = {p->d_tc}, .data = p->b_enc},
             {.name = "b_dec", .dtype = CT_DT_F32, .ndim = 1, .shape = {p->d_model}, .data = p->b_dec},
-            {.name = "k", .dtype = CT_DT_I64, .ndim = 0, .shape = {0}, .i64 = &k},
             {.name = "W_skip", .dtype = CT_DT_F32, .ndim = 2, .shape = {p->d_model, p->d_model}, .data = p->W_skip},
         };
         snprintf(path, sizeof path, "%s/layer_%d.safetensors", dir, l);
-        ct_status rc = ct_safetensors_write(ctx, path, e, p->W_skip ? 6 : 5, NULL, 0, err);
+        ct_status rc = ct_safetensors_write(ctx, path, e, p->W_skip ? 5 : 4, NULL, 0, err);
         if (rc) return rc;
     }
-    return write_config(ctx, dir, "transcoder_set", model_name, input_hook, output_hook, layers[0].k, n_layers,
-                        "layer_%d.safetensors", err);
+    // no transcoders list: circuit-tracer resolves list entries against the working directory,
+    // not the set's folder, and finds layer_0 .. layer_{n-1} by itself without one
+    return write_config(ctx, dir, "transcoder_set", model_name, input_hook, output_hook, layers[0].k, err);
 }
 
 // ---------------------------------------------------------------------------------------------

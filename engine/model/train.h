@@ -1,12 +1,15 @@
 // train.h - training transcoders in C (OpenBLAS, Adam): per-layer (PLT) and cross-layer (CLT).
 //
-// Objective: TopK sparsity (Gao et al. 2024): the k largest pre-activations of a token are
-// kept (then ReLU), so L0 is k by construction and no sparsity penalty needs tuning; loss =
-// mean over the batch of ||y_hat - y||^2 (inputs and targets scaled to unit mean square
-// first, folded back into the weights at the end). Dead features (none of their activations in
-// the last dead_tokens tokens) get the AuxK loss: the k_aux largest dead pre-activations
-// reconstruct the main residual y - y_hat, weighted aux_coef. Decoder rows are kept at unit
-// norm after every step. Deterministic for a given seed and BLAS thread count.
+// Objective: TopK sparsity with circuit-tracer's TopK: the k largest pre-activations of a token
+// are kept as they are, negative ones included, the rest zero (no ReLU, unlike Gao et al. 2024),
+// so L0 is k by construction and no sparsity penalty needs tuning; gradients flow through every
+// kept entry (d act / d pre = 1 there, 0 elsewhere). Loss = mean over the batch of
+// ||y_hat - y||^2 (inputs and targets scaled to unit mean square first, folded back into the
+// weights at the end). A feature fires where it is kept with a non-zero value; dead features
+// (not fired in the last dead_tokens tokens) get the AuxK loss: the k_aux largest dead
+// pre-activations, kept as they are, reconstruct the main residual y - y_hat (held constant),
+// weighted aux_coef. Decoder rows are kept at unit norm after every step. Deterministic for a
+// given seed and BLAS thread count.
 // A CLT trains all layers jointly: the features of layer l read x_l and write every target
 // t >= l through W_dec_l[:, t - l, :]; the loss sums the targets' squared errors; a feature's
 // whole decoder (all its target slices) is kept at unit norm; AuxK uses each layer's own slice.
@@ -81,7 +84,8 @@ void ct_clt_params_free(ct_clt_params *p);
 ct_status ct_clt_save_set(ct_ctx *ctx, const char *dir, const ct_clt_params *p, const char *model_name,
                           const char *input_hook, const char *output_hook, ct_err *err);
 // Writes layer_{i}.safetensors for i < n_layers and config.yaml into dir (circuit-tracer's
-// layout: W_enc, W_dec (F, D), b_enc, b_dec, k, optional W_skip).
+// layout: W_enc, W_dec (F, D), b_enc, b_dec, optional W_skip; `activation: topk` and `k` in
+// config.yaml, which lists no files, so circuit-tracer finds layer_0 .. layer_{n-1} itself).
 ct_status ct_plt_save_set(ct_ctx *ctx, const char *dir, const ct_plt_params *layers, int n_layers, const char *model_name,
                           const char *input_hook, const char *output_hook, ct_err *err);
 

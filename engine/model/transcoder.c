@@ -520,6 +520,10 @@ static ct_status config_activation(ct_transcoders *tc, const ct_yaml *cfg, const
                            name, k ? k->line : a->line, k ? ct_yaml_type(k) : "no k", k && k->kind == CT_YAML_SCALAR ? " '" : "",
                            k && k->kind == CT_YAML_SCALAR ? k->value : "", k && k->kind == CT_YAML_SCALAR ? "'" : "");
         tc->k = (int)kv;
+        for (int l = 0; l < tc->n_layers; l++)   // torch.topk refuses a k above the width too
+            if (tc->k > tc->layers[l].d_tc)
+                return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: activation topk with k = %d but layer %d has %d features",
+                               a->line, tc->k, l, tc->layers[l].d_tc);
     }
     if (tc->act == CT_TC_JUMPRELU)
         for (int l = 0; l < tc->n_layers; l++)
@@ -624,7 +628,9 @@ ct_status ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T, c
     const ct_tc_layer *L = &tc->layers[layer];
     int F = L->d_tc;
     if (tc->act == CT_TC_TOPK) {
-        // per position: the k largest pre-activations (ties: lower index, ct_topk), then ReLU
+        // per position: the k largest pre-activations kept as they are, negative ones included,
+        // the rest zero (circuit-tracer's TopK; no ReLU). Ties at the k-th value go to the lower
+        // index and NaN ranks below every number (ct_topk's order).
         int64_t K = tc->k < F ? tc->k : F;
         int64_t *idx = malloc(sizeof(int64_t) * (size_t)(K + 1));   // (K,)
         float *val = malloc(sizeof(float) * (size_t)(K + 1));       // (K,)
@@ -637,7 +643,7 @@ ct_status ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T, c
             ct_topk(idx, r, F, K);
             for (int64_t k = 0; k < K; k++) val[k] = r[idx[k]];
             memset(r, 0, sizeof(float) * (size_t)F);
-            for (int64_t k = 0; k < K; k++) r[idx[k]] = val[k] > 0 ? val[k] : 0.0f;
+            for (int64_t k = 0; k < K; k++) r[idx[k]] = val[k];
         }
         free(idx), free(val);
         return CT_OK;

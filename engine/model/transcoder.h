@@ -6,8 +6,10 @@
 //   pre = x W_enc^T + b_enc (F,); a = act(pre); y_hat = a W_dec + b_dec (+ skip(x)).
 // A CLT feature of layer l reads layer l and writes every layer l' >= l through its decoder
 // slice W_dec[l][f, l' - l, :]; b_dec of a CLT layer belongs to the target layer.
-// Activations: ReLU; JumpReLU pre * (pre > threshold); TopK: the k largest pre-activations of
-// a position, then ReLU.
+// Activations: ReLU; JumpReLU pre * (pre > threshold); TopK (circuit-tracer's): the k largest
+// pre-activations of a position kept as they are, negative ones included, the rest zero (no
+// ReLU; ties at the k-th value to the lower index). A feature is active where its activation is
+// non-zero, whatever its sign.
 // Encoders are held as float32 (F, D) (aliasing the mapping when the file holds aligned F32 in
 // that layout); decoders stay in the mapped file and are read row by row on demand, so large
 // sets never need their decoders resident.

@@ -10,9 +10,11 @@
 --   dash.annotate(graph, model, d) -> viewer table: labels every feature node of the graph from
 --       its dashboard and returns the dashboards of those features in the form ctrace.viewer
 --       shows ({["layer_index"] = {top = {{context, activation}}, logits = {tokens}}})
--- Density is the fraction of corpus tokens (position >= 1) on which the feature is active;
--- examples are the top activations, each with a window of tokens around the activating one
--- (tokens[marked] is the activating token).
+-- Density is the fraction of corpus tokens (position >= 1) on which the feature is active (a
+-- non-zero activation, negative TopK values included); examples are the top activations by
+-- value (negative ones rank below every positive one; max may be negative for a feature active
+-- only below zero), each with a window of tokens around the activating one (tokens[marked] is
+-- the activating token).
 local ct = require "ctrace"
 local M = {}
 

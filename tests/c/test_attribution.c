@@ -5,7 +5,8 @@
 // again; a token node adds its embedding again. Target feature pre-activations must move by the
 // edge within atol 5e-4, demeaned logits within 1e-5 + 1e-3 |edge|. Tiny random models of every
 // family with per-layer (ReLU, JumpReLU, TopK; with and without skip) and cross-layer
-// transcoders, then stories260K with its default transcoders.
+// transcoders, among them TopK sets whose active features are mostly negative (circuit-tracer's
+// TopK keeps them as they are), then stories260K with its default transcoders.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +62,8 @@ static int64_t pick(int64_t n) {
 }
 
 // Checks every column of the named kinds against perturbations; n_features sampled features.
-static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc, const int *tokens, int T, int n_features) {
+// Returns how many of the checked feature columns have a negative activation.
+static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *tc, const int *tokens, int T, int n_features) {
     ct_err err = {0};
     ct_attr_opts o;
     ct_attr_opts_default(&o);
@@ -71,7 +73,7 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
     ct_status rc = ct_replacement_init(&rm, m, tc, &err);
     if (!rc) rc = ct_attribute(&g, &rm, tokens, T, &o, &err);
     ok(rc == CT_OK, "%s: attribute (%s)", name, rc ? err.msg : "ok");
-    if (rc) return;
+    if (rc) return 0;
     int nL = m->cfg.n_layers, nD = m->cfg.d_model;
     size_t TD = (size_t)T * nD;
     probe p = {.m = m, .tc = tc, .T = T, .Lm = nL, .Dm = nD, .input = rm.input, .out_raw = rm.out_raw};
@@ -115,7 +117,7 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
 
     int64_t S = g->n_selected;
     double worst_f = 0, worst_l = 0;
-    int64_t n_bad = 0, n_checked = 0, n_cols = 0;
+    int64_t n_bad = 0, n_checked = 0, n_cols = 0, n_negative = 0;
     // columns to check: sampled features, every error node, every token node
     int64_t n_err = (int64_t)nL * T;
     int64_t n_try = (S < n_features ? S : n_features) + n_err + T;
@@ -130,6 +132,7 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
             seen[col] = 1;
             ct_node_info ni = ct_graph_node(g, col);
             float a = g->activation[ni.active];
+            n_negative += a < 0;
             float row[4096];
             for (int j = 0; j < tc->layers[ni.layer].n_out; j++) {
                 ct_tc_decoder_row(tc, ni.layer, ni.feature, j, row, &err);
@@ -183,9 +186,9 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
             n_checked++;
         }
     }
-    printf("# %s: %lld active features, %lld columns checked (%lld features), %lld edges; worst feature |diff| %.3g, "
-           "worst logit relative %.3g\n", name, (long long)g->n_active, (long long)n_cols,
-           (long long)(n_try - n_err - T), (long long)n_checked, worst_f, worst_l);
+    printf("# %s: %lld active features, %lld columns checked (%lld features, %lld of them negative), %lld edges; "
+           "worst feature |diff| %.3g, worst logit relative %.3g\n", name, (long long)g->n_active, (long long)n_cols,
+           (long long)(n_try - n_err - T), (long long)n_negative, (long long)n_checked, worst_f, worst_l);
     ok(n_bad == 0 && n_checked > 0, "%s: %lld edges equal the measured effects (%lld off)", name, (long long)n_checked, (long long)n_bad);
     ok(S >= (n_features < 100 ? 1 : 100) || S == g->n_active, "%s: %lld feature nodes", name, (long long)S);
 
@@ -194,6 +197,7 @@ static void check_graph(const char *name, ct_model *m, const ct_transcoders *tc,
     ct_hook_cache_free(&p.hc);
     ct_frozen_run_free(&clean);
     ct_graph_free(g);
+    return n_negative;
 }
 
 typedef struct {
@@ -221,6 +225,8 @@ int main(void) {
         {"LlamaForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out"},
         {"Gemma2ForCausalLM", 1, "jumprelu", 0, "hook_resid_mid", "hook_mlp_out"},
         {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out"},
+        {"LlamaForCausalLM", 0, "topk-negative", 1, "mlp.hook_in", "mlp.hook_out"},
+        {"Gemma2ForCausalLM", 0, "topk-negative", 0, "ln2.hook_normalized", "hook_mlp_out"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const tc_case *k = &cases[c];
@@ -236,7 +242,9 @@ int main(void) {
         ct_err err = {0};
         int okm = ct_model_load(NULL, &m, mdir, &err) == CT_OK && ct_transcoders_load(NULL, &tc, tdir, &err) == CT_OK;
         ok(okm, "%s: load (%s)", name, okm ? "ok" : err.msg);
-        if (okm) check_graph(name, m, tc, prompt, 8, 100);
+        int64_t neg = okm ? check_graph(name, m, tc, prompt, 8, 100) : 0;
+        if (okm && strcmp(k->act, "topk-negative") == 0)
+            ok(neg >= 20, "%s: %lld of the checked features have a negative activation (active as they are)", name, (long long)neg);
         ct_transcoders_free(tc);
         ct_model_free(m);
     }

@@ -1,13 +1,16 @@
 // test_topk.c - ct_topk against a full qsort of the indices (the same total order: larger value
 // first, NaN after every number, ties to the lower index) on random arrays of many sizes and
 // k (0, 1, n-1, n, > n, ...), with many ties, signed zeros, NaN and +-inf; ct_logsumexp against
-// a direct long-double sum; ct_softmax_topk's probabilities against exp(x - logsumexp).
+// a direct long-double sum; ct_softmax_topk's probabilities against exp(x - logsumexp); a
+// transcoder's TopK activation (circuit-tracer's: the k largest pre-activations kept as they
+// are, negative ones included) on a set worked out by hand.
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "check.h"
 #include "core/tensor.h"
+#include "model/transcoder.h"
 
 // ---------------------------------------------------------------------------------------------
 // Reference: qsort of every index by the order ct_topk documents
@@ -181,6 +184,44 @@ int main(void) {
         ct_softmax_topk(top, p, p_at, z, 2, 2, at, 1);
         ok(isnan(p[0]) && isnan(p[1]) && isnan(p_at[0]), "softmax_topk: a NaN logit gives NaN probabilities");
         free(p), free(top);
+    }
+
+    // a transcoder's TopK activation, worked out by hand: d_model 2, 5 features, k 3.
+    // W_enc rows (1,0) (0,1) (1,1) (-1,0) (0,-1), b_enc -0.5 each; W_dec rows (1,0) (0,1) (1,1) (2,0)
+    // (0,2), b_dec (0.1, -0.1). circuit-tracer's TopK keeps the 3 largest pre-activations of a row as
+    // they are (torch.topk, then x * gate): negative kept values stay; ReLU-after-TopK would zero them.
+    {
+        float We[10] = {1, 0, 0, 1, 1, 1, -1, 0, 0, -1}, Wd[10] = {1, 0, 0, 1, 1, 1, 2, 0, 0, 2};
+        float be[5] = {-0.5f, -0.5f, -0.5f, -0.5f, -0.5f}, bd[2] = {0.1f, -0.1f};
+        ct_tc_layer layer = {.d_tc = 5, .W_enc = We, .b_enc = be, .W_dec = {(const uint8_t *)Wd, CT_DT_F32, 5, 2, 2, 1},
+                             .n_out = 1, .b_dec = bd};
+        ct_transcoders tc = {.kind = CT_TC_PLT, .n_layers = 1, .d_model = 2, .act = CT_TC_TOPK, .k = 3, .layers = &layer};
+        float xs[8] = {-1, -2, 1, 0.5f, 0, 0, -2, 1};   // (4, 2)
+        float want_pre[20] = {-1.5f, -2.5f, -3.5f, 0.5f, 1.5f, 0.5f,  0,     1,     -1.5f, -1,
+                              -0.5f, -0.5f, -0.5f, -0.5f, -0.5f, -2.5f, 0.5f, -1.5f, 1.5f,  -1.5f};
+        float want_act[20] = {-1.5f, 0,     0,     0.5f, 1.5f,   // kept 1.5, 0.5, -1.5
+                              0.5f,  0,     1,     0,    0,      // kept 1, 0.5 and 0
+                              -0.5f, -0.5f, -0.5f, 0,    0,      // five equal values: the three lowest indices
+                              0,     0.5f,  -1.5f, 1.5f, 0};     // -1.5 twice at the 3rd place: feature 2 kept
+        float pre[20], act[20], y[8] = {0};
+        ct_err err = {0};
+        ok(ct_tc_encode(&tc, 0, xs, 4, pre, act, &err) == CT_OK && memcmp(pre, want_pre, sizeof pre) == 0 &&
+               memcmp(act, want_act, sizeof act) == 0,
+           "TopK activation by hand: row 1 %g %g %g %g %g (want -1.5 0 0 0.5 1.5), row 4 %g %g %g %g %g", act[0], act[1], act[2],
+           act[3], act[4], act[15], act[16], act[17], act[18], act[19]);
+        float v[20];
+        memcpy(v, want_pre, sizeof v);
+        ok(ct_tc_activate(&tc, 0, v, 4, &err) == CT_OK && memcmp(v, want_act, sizeof v) == 0, "ct_tc_activate alone, in place");
+        int neg = 0, active = 0;
+        for (int i = 0; i < 20; i++) neg += act[i] < 0, active += act[i] != 0;
+        ok(neg == 5 && active == 11, "11 active features (non-zero), 5 of them negative; a kept exact zero is not active");
+        // reconstruction: -1.5 (1,0) + 0.5 (2,0) + 1.5 (0,2) + b_dec = (-0.4, 2.9); row 3: -0.5 ((1,0) + (0,1) + (1,1)) + b_dec
+        ct_tc_reconstruct(&tc, xs, 4, y, &err);
+        ok(fabsf(y[0] - -0.4f) < 1e-6f && fabsf(y[1] - 2.9f) < 1e-6f && fabsf(y[4] - -0.9f) < 1e-6f && fabsf(y[5] - -1.1f) < 1e-6f,
+           "reconstruction by hand: (%g, %g) = (-0.4, 2.9), (%g, %g) = (-0.9, -1.1)", y[0], y[1], y[4], y[5]);
+        tc.k = 5;   // k = F: every pre-activation kept as it is
+        memcpy(v, want_pre, sizeof v);
+        ok(ct_tc_activate(&tc, 0, v, 4, &err) == CT_OK && memcmp(v, want_pre, sizeof v) == 0, "k = d_transcoder: the identity");
     }
 
     free(x), free(got), free(want);

@@ -120,14 +120,15 @@ static void make_family(const char *dir, const char *arch, ct_dtype dt) {
 
 
 // Transcoders for a tiny model: per-layer (circuit-tracer layer_{i}.safetensors) or cross-layer
-// (W_enc_{i} / W_dec_{i}) files and a config.yaml. act: "relu", "jumprelu" or "topk" (k 4).
+// (W_enc_{i} / W_dec_{i}) files and a config.yaml. act: "relu", "jumprelu", "topk" (k 4) or
+// "topk-negative" (k 4, encoder biases near -2, so that most kept pre-activations are negative).
 enum { TF = 32 };
 __attribute__((unused)) static void make_transcoders(const char *dir, int clt, const char *act, int skip, const char *in_hook,
                              const char *out_hook) {
     mkdir(dir, 0755);
     char path[1200], yaml[2048];
     ct_err err = {0};
-    int jump = strcmp(act, "jumprelu") == 0, topk = strcmp(act, "topk") == 0;
+    int jump = strcmp(act, "jumprelu") == 0, neg = strcmp(act, "topk-negative") == 0, topk = neg || strcmp(act, "topk") == 0;
     snprintf(yaml, sizeof yaml, "model_name: tiny\nmodel_kind: %s\nfeature_input_hook: %s\nfeature_output_hook: %s\n%s",
              clt ? "cross_layer_transcoder" : "transcoder_set", in_hook, out_hook, topk ? "activation: topk\nk: 4\n" : "");
     snprintf(path, sizeof path, "%s/config.yaml", dir);
@@ -139,7 +140,7 @@ __attribute__((unused)) static void make_transcoders(const char *dir, int clt, c
         snprintf(n, sizeof n, clt ? "W_enc_%d" : "W_enc", l);
         add(&c, n, CT_DT_F32, 2, TF, D, 0);
         snprintf(n, sizeof n, clt ? "b_enc_%d" : "b_enc", l);
-        add(&c, n, CT_DT_F32, 1, TF, 0, 0.1f);
+        add(&c, n, CT_DT_F32, 1, TF, 0, neg ? -2.0f : 0.1f);
         snprintf(n, sizeof n, clt ? "b_dec_%d" : "b_dec", l);
         add(&c, n, CT_DT_F32, 1, D, 0, 0);
         if (jump) {

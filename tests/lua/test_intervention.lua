@@ -1,7 +1,7 @@
 -- test_intervention.lua - interventions on stories260K with its default transcoders, through the
 -- public API: with everything frozen (constrained to every layer, pre-activation readout) the
 -- change an intervention makes equals the attribution graph's column for every feature target
--- and logit; a no-op in free propagation gives the real model's logits; supernodes, swaps and
+-- and logit (negative-activation features among the sources); a no-op in free propagation gives the real model's logits; supernodes, swaps and
 -- generation; bad input.
 package.path = "tests/lua/?.lua;" .. package.path
 local t = require "tap"
@@ -55,6 +55,12 @@ t.run {
     -- sources: 40 features spread over the graph, every error node past BOS, every token
     local sources = {}
     for i = 1, #features, math.max(1, math.floor(#features / 40)) do sources[#sources + 1] = features[i] end
+    -- and every feature whose activation is negative (TopK keeps such values as they are)
+    local n_negative = 0
+    for _, f in ipairs(features) do
+      if f.activation < 0 then sources[#sources + 1], n_negative = f, n_negative + 1 end
+    end
+    t.ok(n_negative > 0, n_negative .. " active features with a negative activation among the sources")
     for _, n in ipairs(g:nodes("error")) do if n.pos > 0 then sources[#sources + 1] = n end end
     for _, n in ipairs(g:nodes("token")) do sources[#sources + 1] = n end
     local worst_f, worst_l, bad = 0, 0, 0

@@ -1,6 +1,6 @@
 -- test_transcoders.lua - every transcoder format, built by tests/ref/make_transcoders.py with
 -- numpy alone (GemmaScope npz stored and deflated, circuit-tracer safetensors in both decoder
--- orientations, TopK, GemmaScope-2 keys, a cross-layer directory with BF16 decoders, a
+-- orientations, TopK (k in the file or in config.yaml, kept values of both signs), GemmaScope-2 keys, a cross-layer directory with BF16 decoders, a
 -- GemmaScope-2 cross-layer set with per-layer files and an affine skip), loads
 -- and gives numpy's dense encode / decode / reconstruction to 4e-6, relative for values above
 -- one (|a - b| <= 4e-6 max(1, |b|)): float32 carries 6e-8 relative precision and these are
@@ -50,6 +50,7 @@ local cases = {
   {"circuit_tracer", "circuit_tracer/config.yaml", "plt", "jump_relu"},
   {"circuit_tracer_old", "circuit_tracer_old/layer_0.safetensors", "plt", "relu"},
   {"topk", "topk", "plt", "topk"},
+  {"topk_config", "topk_config", "plt", "topk"},
   {"gemmascope2", "gemmascope2/params.safetensors", "plt", "jump_relu"},
   {"clt", "clt", "clt", "jump_relu"},
   {"gemmascope2_clt", "gemmascope2_clt/config.yaml", "clt", "jump_relu"},
@@ -98,6 +99,33 @@ t.run {
     t.eq(ct.load_transcoders(dir .. "/clt").feature_input_hook, "hook_resid_mid", "CLT hook")
     t.eq(ct.load_transcoders(dir .. "/topk").k, 4, "TopK k read from the file")
   end},
+  {"TopK keeps the k largest pre-activations as they are, negative ones included (hand-worked)", function()
+    -- W_enc rows (1,0) (0,1) (1,1) (-1,0) (0,-1), b_enc -0.5 each, k 3; W_dec rows (1,0) (0,1) (1,1)
+    -- (2,0) (0,2), b_dec (0.1, -0.1)
+    local tc = ct.load_transcoders(dir .. "/topk_hand")
+    t.eq(tc.activation, "topk", "activation")
+    t.eq(tc.k, 3, "k from config.yaml")
+    local x = tensor2d({-1, -2,   1, 0.5,   0, 0,   -2, 1}, 4, 2)
+    local pre, acts = tc:encode(0, x)
+    local want_pre = {-1.5, -2.5, -3.5, 0.5, 1.5,   0.5, 0, 1, -1.5, -1,   -0.5, -0.5, -0.5, -0.5, -0.5,
+                      -2.5, 0.5, -1.5, 1.5, -1.5}
+    local want_act = {
+      -1.5, 0, 0, 0.5, 1.5,    -- kept 1.5, 0.5 and -1.5: the negative one stays (ReLU would give 0)
+      0.5, 0, 1, 0, 0,         -- kept 1, 0.5 and 0 (a kept zero is not active)
+      -0.5, -0.5, -0.5, 0, 0,  -- five equal values: the three lowest indices, all negative
+      0, 0.5, -1.5, 1.5, 0}    -- 1.5, 0.5, then -1.5 twice: feature 2 (the lower index) is kept
+    t.ok(maxdiff(pre, want_pre) == 0, "pre-activations")
+    t.ok(maxdiff(acts, want_act) == 0, "activations: " .. table.concat(acts:totable()[1], " ") .. " / ...")
+    -- reconstruction of row 1: -1.5 (1,0) + 0.5 (2,0) + 1.5 (0,2) + (0.1, -0.1) = (-0.4, 2.9)
+    local rec = tc:reconstruct({x})[1]
+    t.ok(math.abs(rec:get(1, 1) - -0.4) < 1e-6 and math.abs(rec:get(1, 2) - 2.9) < 1e-6,
+         string.format("reconstruction (%.7g, %.7g) = (-0.4, 2.9)", rec:get(1, 1), rec:get(1, 2)))
+    local pos, idx, val = tc:encode_sparse(0, x)
+    local got = {}
+    for i = 1, #pos do got[#got + 1] = string.format("%d:%d=%g", pos[i], idx[i], val[i]) end
+    t.eq(table.concat(got, " "), "0:0=-1.5 0:3=0.5 0:4=1.5 1:0=0.5 1:2=1 2:0=-0.5 2:1=-0.5 2:2=-0.5 3:1=0.5 3:2=-1.5 3:3=1.5",
+         "active features: every non-zero kept value, negative ones included")
+  end},
   {"bad inputs", function()
     t.raises(function() ct.load_transcoders(dir .. "/nothing") end, "NOT_FOUND", "missing path")
     local tc = ct.load_transcoders(dir .. "/clt")
@@ -117,6 +145,8 @@ t.run {
     t.raises(function() ct.load_transcoders(b .. "unknown_activation") end, "unknown activation 'gelu'", "unknown activation")
     t.raises(function() ct.load_transcoders(b .. "duplicate_layer") end, "repeats the file of layer 0", "duplicate layer")
     t.raises(function() ct.load_transcoders(b .. "missing_layer") end, "layer_1.safetensors is missing", "missing layer")
+    t.raises(function() ct.load_transcoders(b .. "topk_k_too_big") end, "k = 41 but layer 0 has 40 features",
+             "TopK k above the features of a layer")
     t.ok(ct.load_transcoders(b .. "stories_hooks_ok"):check(m), "a set with hooks the model has passes check")
     t.raises(function() ct.load_transcoders(b .. "stories_hooks_bad"):check(m) end, "'mlp.hook_nonexistent' is not a hook point",
              "hook names the model lacks")

@@ -46,10 +46,12 @@ def act_fn(pre, kind, thr=None, k=None):
     if kind == "jump_relu":
         return pre * (pre > thr)
     if kind == "topk":
+        # circuit-tracer's TopK: the k largest pre-activations of a row kept as they are (negative
+        # ones too), the rest zero; no ReLU. Equal values: the lower index first (stable sort).
         out = np.zeros_like(pre)
         idx = np.argsort(-pre, axis=-1, kind="stable")[:, :k]
         rows = np.arange(pre.shape[0])[:, None]
-        out[rows, idx] = np.maximum(pre[rows, idx], 0)
+        out[rows, idx] = pre[rows, idx]
         return out
     return np.maximum(pre, 0)
 
@@ -61,11 +63,12 @@ def write_case(out, name, layers, kind, skip_mode=None, n_layers=None):
     xs = [rng.standard_normal((T, D)).astype(np.float32) for _ in range(L)]
     # the reference runs in float64 on the float32 values the files hold
     layers = [{k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v) for k, v in p.items()} for p in layers]
-    lines, recon = [], [np.tile(layers[l]["b_dec"], (T, 1)) for l in range(L)]
+    lines, recon, acts = [], [np.tile(layers[l]["b_dec"], (T, 1)) for l in range(L)], []
     for l, p in enumerate(layers):
         xs64 = xs[l].astype(np.float64)
         pre = xs64 @ p["W_enc"].T + p["b_enc"]
         act = act_fn(pre, kind, p.get("threshold"), p.get("k"))
+        acts.append(act)
         lines.append(("pre_%d" % l, pre))
         lines.append(("act_%d" % l, act))
         for j in range(p["W_dec"].shape[1]):
@@ -82,6 +85,7 @@ def write_case(out, name, layers, kind, skip_mode=None, n_layers=None):
     with open(os.path.join(d, "expected.txt"), "w") as f:
         for n, v in lines:
             f.write(n + " " + " ".join("%.9g" % x for x in np.asarray(v, dtype=np.float64).ravel()) + "\n")
+    return acts
 
 
 def plt_params(threshold=True, skip=False):
@@ -128,15 +132,46 @@ def main():
     save_safetensors(os.path.join(out, case, "layer_0.safetensors"), t)
     p["W_dec"] = t["W_dec"][0].T.reshape(F, 1, D)   # the BF16 values the file holds
     write_case(out, case, [p], "relu")
-    # TopK with a scalar k
+    # TopK with a scalar k in the file (circuit-tracer's to_safetensors); encoder biases pushed down
+    # so that many kept pre-activations are negative (they stay as they are)
     case = "topk"
     os.makedirs(os.path.join(out, case), exist_ok=True)
     p = plt_params(threshold=False)
+    p["b_enc"] = (p["b_enc"] - 3.0).astype(np.float32)
     p["k"] = 4
     save_safetensors(os.path.join(out, case, "layer_0.safetensors"),
                      {"W_enc": (p["W_enc"], "F32"), "W_dec": (p["W_dec"][:, 0, :], "F32"), "b_enc": (p["b_enc"], "F32"),
                       "b_dec": (p["b_dec"], "F32"), "k": (np.array(4), "I64")})
-    write_case(out, case, [p], "topk")
+    acts = write_case(out, case, [p], "topk")
+    assert (acts[0] < 0).sum() >= 5 and (acts[0] > 0).sum() >= 5, "the topk case needs kept values of both signs"
+    # TopK named in config.yaml, no transcoders list (the form ctrace writes and circuit-tracer
+    # globs): two layers with a skip, k = 3, most kept values negative
+    case = "topk_config"
+    os.makedirs(os.path.join(out, case), exist_ok=True)
+    ps = [plt_params(threshold=False, skip=True) for _ in range(2)]
+    for l, p in enumerate(ps):
+        p["b_enc"] = (p["b_enc"] - 6.0).astype(np.float32)
+        p["k"] = 3
+        save_safetensors(os.path.join(out, case, "layer_%d.safetensors" % l),
+                         {"W_enc": (p["W_enc"], "F32"), "W_dec": (p["W_dec"][:, 0, :], "F32"), "b_enc": (p["b_enc"], "F32"),
+                          "b_dec": (p["b_dec"], "F32"), "W_skip": (p["W_skip"], "F32")})
+    with open(os.path.join(out, case, "config.yaml"), "w") as f:
+        f.write("model_name: test/tiny\nmodel_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\n"
+                "feature_output_hook: mlp.hook_out\nactivation: topk\nk: 3\n")
+    acts = write_case(out, case, ps, "topk", "xwt")
+    assert all((a < 0).sum() > (a > 0).sum() for a in acts), "topk_config: most kept values negative"
+    # a hand-worked TopK set (d_model 2, 5 features, k 3): its expected values are written by hand
+    # in tests/lua/test_transcoders.lua, not computed here
+    case = "topk_hand"
+    os.makedirs(os.path.join(out, case), exist_ok=True)
+    f32 = lambda v: np.array(v, dtype=np.float32)
+    save_safetensors(os.path.join(out, case, "layer_0.safetensors"),
+                     {"W_enc": (f32([[1, 0], [0, 1], [1, 1], [-1, 0], [0, -1]]), "F32"),
+                      "W_dec": (f32([[1, 0], [0, 1], [1, 1], [2, 0], [0, 2]]), "F32"),
+                      "b_enc": (f32([-0.5] * 5), "F32"), "b_dec": (f32([0.1, -0.1]), "F32")})
+    with open(os.path.join(out, case, "config.yaml"), "w") as f:
+        f.write("model_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n"
+                "activation: topk\nk: 3\n")
     # GemmaScope-2 keys: w_enc (D, F), affine skip x A
     case = "gemmascope2"
     os.makedirs(os.path.join(out, case), exist_ok=True)
@@ -204,13 +239,14 @@ def make_bad(out):
     os.makedirs(d, exist_ok=True)
     open(os.path.join(d, "config.yaml"), "w").write('model_name: x\nmodel_kind: transcoder_set\n'
                                                      'feature_input_hook: mlp.hook_in\nfeature_output_hook "mlp.hook_out"\n')
-    # unknown activation, duplicate layer, missing layer
+    # unknown activation, duplicate layer, missing layer, TopK k above the layers' 40 features
     lay = {"W_enc": (p["W_enc"], "F32"), "W_dec": (p["W_dec"][:, 0, :], "F32"), "b_enc": (p["b_enc"], "F32"),
            "b_dec": (p["b_dec"], "F32")}
     for case, files, cfg in (
             ("unknown_activation", [0, 1], "activation: gelu\n"),
             ("duplicate_layer", [0, 1], "transcoders:\n  - layer_0.safetensors\n  - layer_0.safetensors\n"),
-            ("missing_layer", [0, 2], None)):
+            ("missing_layer", [0, 2], None),
+            ("topk_k_too_big", [0, 1], "activation: topk\nk: 41\n")):
         d = os.path.join(b, case)
         os.makedirs(d, exist_ok=True)
         for i in files:

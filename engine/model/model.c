@@ -251,6 +251,7 @@ typedef struct {
     float *mo;       // (T, D)
     float *scale;    // (T,) norm denominators
     float *cs, *sn;  // (T, hd/2) RoPE angles (+1: hd may be 0 without RoPE)
+    float *cs_local, *sn_local;   // (T, hd/2) the sliding-window layers' angles, when their base differs
 } fwd_buffers;
 
 // n floats rounded up to 64 bytes, so every region starts as aligned as the block, plus 64
@@ -266,6 +267,7 @@ static size_t fwd_layout(const ct_config *c, int T, float *base, fwd_buffers *b)
     struct { float **p; size_t n; } parts[] = {
         {&b->x, TD}, {&b->xb, TD}, {&b->q, TQ}, {&b->z, TQ}, {&b->ao, TD}, {&b->hg, TF},
         {&b->hu, TF}, {&b->mo, TD}, {&b->scale, (size_t)T}, {&b->cs, TR}, {&b->sn, TR},
+        {&b->cs_local, c->rope_local_theta > 0 ? TR : 1}, {&b->sn_local, c->rope_local_theta > 0 ? TR : 1},
     };
     size_t off = 0;
     for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
@@ -348,12 +350,12 @@ static void norm_rows(const ct_config *c, float *out, const float *x, const floa
     }
 }
 
-// cs, sn (T, hd/2): cos and sin of position * inv_freq for the T positions from pos0.
-static void rope_table(const ct_model *m, float *cs, float *sn, int pos0, int T) {
+// cs, sn (T, hd/2): cos and sin of position * inv_freq (hd/2,) for the T positions from pos0.
+static void rope_table(const ct_model *m, const float *inv_freq, float *cs, float *sn, int pos0, int T) {
     int half = m->cfg.head_dim / 2;
     for (int t = 0; t < T; t++)
         for (int i = 0; i < half; i++) {
-            float ang = (float)(pos0 + t) * m->rope_inv_freq[i];
+            float ang = (float)(pos0 + t) * inv_freq[i];
             cs[t * half + i] = cosf(ang);
             sn[t * half + i] = sinf(ang);
         }
@@ -438,7 +440,7 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
     const ct_config *c = &m->cfg;
     int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
     int S = pos0 + T;
-    int window = (c->sliding_window > 0 && l % 2 == 0) ? c->sliding_window : 0;
+    int window = m->layers[l].sliding ? c->sliding_window : 0;
     for (int h = 0; h < c->n_heads; h++) {
         int kvh = h / group;
         const float *kh = kc + (size_t)kvh * hd, *vh = vc + (size_t)kvh * hd;
@@ -581,7 +583,8 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
     fwd_layout(c, T, sc->fwd, &b);
     b.att = sc->att;
 
-    if (c->rope != CT_ROPE_NONE) rope_table(m, b.cs, b.sn, pos0, T);
+    if (c->rope != CT_ROPE_NONE) rope_table(m, m->rope_inv_freq, b.cs, b.sn, pos0, T);
+    if (c->rope != CT_ROPE_NONE && m->rope_local_inv_freq) rope_table(m, m->rope_local_inv_freq, b.cs_local, b.sn_local, pos0, T);
 
     // embeddings: x = embed[token] * scale (+ pos_embed)
     for (int t = 0; t < T; t++) {
@@ -613,10 +616,12 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         ct_matmul(b.q, b.xb, w->wq, w->bq, T, D, qd);
         ct_matmul(kc + (size_t)pos0 * kvd, b.xb, w->wk, w->bk, T, D, kvd);
         ct_matmul(vc + (size_t)pos0 * kvd, b.xb, w->wv, w->bv, T, D, kvd);
+        int own_base = w->sliding && m->rope_local_inv_freq;   // the sliding layers' own RoPE base (Gemma-3)
         for (int t = 0; t < T; t++) {
             float *kr = kc + (size_t)(pos0 + t) * kvd;
             float *qr = b.q + (size_t)t * qd;
-            const float *cs = b.cs + (size_t)t * (hd / 2), *sn = b.sn + (size_t)t * (hd / 2);
+            const float *cs = (own_base ? b.cs_local : b.cs) + (size_t)t * (hd / 2);
+            const float *sn = (own_base ? b.sn_local : b.sn) + (size_t)t * (hd / 2);
             for (int h = 0; h < c->n_heads; h++) {
                 if (c->qk_norm) ct_rmsnorm(qr + h * hd, qr + h * hd, w->q_norm, c->norm_gain_offset, c->norm_eps, hd);
                 if (c->rope != CT_ROPE_NONE) rope_apply(c, qr + h * hd, cs, sn);

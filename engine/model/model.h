@@ -33,17 +33,20 @@ typedef struct {
     float norm_gain_offset;    // Gemma stores RMSNorm gains zero-centred: gain = 1 + w
     ct_rope rope;
     float rope_theta;
+    float rope_local_theta;    // RoPE base of the sliding-window layers (Gemma-3 rope_local_base_freq); 0: rope_theta
     int rope_llama3;           // rope_scaling type "llama3"
+    float rope_linear;         // linear RoPE scaling (positions / factor) of full-attention layers; 0: none
+    float rope_local_linear;   // ... of the sliding-window layers when they have their own base; 0: none
     float rope_factor, rope_low_freq, rope_high_freq, rope_original_max;
     float attn_scale;          // multiplies q.k (1/sqrt(hd), Gemma: query_pre_attn_scalar^-1/2)
     float attn_softcap;        // 0: off; else cap * tanh(score / cap)
     float final_softcap;       // 0: off
-    int sliding_window;        // 0: off; Gemma-2: on even-index layers
+    int sliding_window;        // 0: off; else the window of the layers marked sliding (ct_layer.sliding)
     int gated_mlp;             // down(act(gate x) * up x); else fc -> act -> proj (GPT-2)
     ct_act act;
     float embed_scale;         // Gemma: sqrt(D)
     int learned_pos;           // GPT-2 position embeddings
-    int qk_norm;               // Qwen3 per-head RMSNorm of q and k
+    int qk_norm;               // Qwen3, Gemma-3: per-head RMSNorm of q and k
     int post_norms;            // Gemma: post-attention and post-feedforward norms
     int tied;                  // unembedding = token embedding
     int bos_id, eos_id;
@@ -59,6 +62,8 @@ typedef struct {
     const float *w_gate, *w_up, *w_down;   // (F, D) (F, D) (D, F); w_gate NULL when not gated
     const float *b_up, *b_down;            // (F,) (D,) or NULL
     const float *post_ff_w;                // (D,) Gemma post-feedforward norm
+    int sliding;   // sliding-window attention (cfg.sliding_window) with the sliding layers' RoPE base
+                   // (Gemma-2: even layers; Gemma-3: from layer_types or sliding_window_pattern)
 } ct_layer;
 
 // Working memory of the forward pass, ct_model_mlp and top-p sampling, owned by the model:
@@ -89,6 +94,7 @@ struct ct_model {
     const float *lnf_w, *lnf_b;   // (D,)
     const float *lm_head;      // (V, D)
     float *rope_inv_freq;      // (hd/2,)
+    float *rope_local_inv_freq;   // (hd/2,) of the sliding-window layers, or NULL (they use rope_inv_freq)
     ct_tokenizer *tok;         // NULL when the checkpoint has no tokenizer beside it
     char path[1024];
     // resources the weights live in
@@ -108,6 +114,10 @@ struct ct_model {
 ct_status ct_model_load(ct_ctx *ctx, ct_model **out, const char *path, ct_err *err);
 ct_status ct_model_load_llama2c(ct_ctx *ctx, ct_model **out, const char *path, ct_err *err);
 ct_status ct_model_load_hf(ct_ctx *ctx, ct_model **out, const char *dir, ct_err *err);
+// The same with config.json's text (len bytes, borrowed) given instead of read from dir. Used by the
+// fuzzer.
+ct_status ct_model_load_hf_config(ct_ctx *ctx, ct_model **out, const char *dir, const char *text, size_t len,
+                                  ct_err *err);
 // Validates a llama2.c checkpoint held in memory (borrowed). Used by the fuzzer and tests.
 ct_status ct_model_parse_llama2c(ct_model **out, const uint8_t *buf, size_t size, ct_err *err);
 void ct_model_free(ct_model *m);
@@ -116,8 +126,12 @@ void ct_model_free(ct_model *m);
 ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, ct_err *err);
 // Checks the config for values the forward pass cannot run with; called by every loader.
 ct_status ct_config_validate(ct_config *c, ct_err *err);
-// Fills rope_inv_freq from the config.
+// Fills rope_inv_freq (and rope_local_inv_freq when the config has a local base) from the config,
+// replacing the tables of an earlier call.
 ct_status ct_model_init_rope(ct_model *m, ct_err *err);
+// The name the model goes by, into buf: "org/name" for a snapshot of the Hugging Face hub cache
+// (.../models--org--name/snapshots/<rev>), else the last component of its path ("gemma-3-1b-it").
+void ct_model_name(const ct_model *m, char *buf, size_t n);
 // Frees the scratch (ct_model_free does) and leaves it empty.
 void ct_scratch_free(ct_scratch *s);
 

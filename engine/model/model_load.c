@@ -34,6 +34,7 @@ void ct_model_free(ct_model *m) {
     if (m->map) ct_unmap_file(m->map, m->map_size);
     free(m->layers);
     free(m->rope_inv_freq);
+    free(m->rope_local_inv_freq);
     ct_scratch_free(&m->scratch);
     ct_tokenizer_free(m->tok);
     free(m);
@@ -72,8 +73,11 @@ ct_status ct_config_validate(ct_config *c, ct_err *err) {
                        c->n_heads, c->n_kv_heads);
     if (c->rope != CT_ROPE_NONE && c->head_dim % 2 != 0)
         return ct_fail(err, CT_STATUS_BAD_FORMAT, "config: RoPE needs an even head_dim, got %d", c->head_dim);
-    if (!(c->norm_eps >= 0) || !(c->attn_scale > 0) || !(c->rope_theta >= 0) || !isfinite(c->embed_scale))
-        return ct_fail(err, CT_STATUS_BAD_FORMAT, "config: eps, attention scale or RoPE theta out of range");
+    if (!(c->norm_eps >= 0) || !(c->attn_scale > 0) || !(c->rope_theta >= 0) || !isfinite(c->embed_scale) ||
+        !(c->rope_local_theta >= 0) || !(c->rope_linear >= 0) || !(c->rope_local_linear >= 0) ||
+        !isfinite(c->rope_linear) || !isfinite(c->rope_local_linear) || c->sliding_window < 0)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "config: eps, attention scale, RoPE theta or scaling, or sliding "
+                       "window out of range");
     if (c->rope_llama3 && (!(c->rope_factor > 0) || !(c->rope_high_freq > c->rope_low_freq) ||
                            !(c->rope_original_max > 0)))
         return ct_fail(err, CT_STATUS_BAD_FORMAT, "config: rope_scaling llama3 needs factor > 0, "
@@ -81,11 +85,31 @@ ct_status ct_config_validate(ct_config *c, ct_err *err) {
     return CT_OK;
 }
 
+// inv (hd/2,) = base^(-2i/hd), divided by a linear scaling factor (0: none)
+static void rope_base_freq(float *inv, double base, float linear, int head_dim) {
+    for (int i = 0; i < head_dim / 2; i++) {
+        float f = (float)(1.0 / pow(base, (2.0 * i) / head_dim));
+        inv[i] = linear > 0 ? f / linear : f;   // transformers' "linear": inv_freq / factor
+    }
+}
+
 ct_status ct_model_init_rope(ct_model *m, ct_err *err) {
     const ct_config *c = &m->cfg;
     int half = c->head_dim / 2;
+    free(m->rope_inv_freq);   // tables of an earlier call
+    free(m->rope_local_inv_freq);
+    m->rope_local_inv_freq = NULL;
     m->rope_inv_freq = malloc(sizeof(float) * (size_t)(half ? half : 1));
     if (!m->rope_inv_freq) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (c->rope_local_theta > 0) {   // sliding-window layers with their own base (Gemma-3)
+        if (!(m->rope_local_inv_freq = malloc(sizeof(float) * (size_t)(half ? half : 1))))
+            return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        rope_base_freq(m->rope_local_inv_freq, c->rope_local_theta, c->rope_local_linear, c->head_dim);
+    }
+    if (c->rope_linear > 0) {
+        rope_base_freq(m->rope_inv_freq, c->rope_theta, c->rope_linear, c->head_dim);
+        return CT_OK;
+    }
     for (int i = 0; i < half; i++) {
         double f = 1.0 / pow(c->rope_theta, (2.0 * i) / c->head_dim);
         if (c->rope_llama3) {
@@ -277,8 +301,9 @@ typedef struct {
     const char *d_model, *d_mlp, *n_layers, *n_heads, *n_kv_heads, *head_dim, *vocab_size, *max_seq_len,
         *norm_eps, *tied;
     int d_model_def, n_layers_def, n_heads_def, vocab_size_def, max_seq_len_def;
-    int d_mlp_per_d_model;   // d_mlp when absent: this times d_model
+    int d_mlp_per_d_model;   // d_mlp when absent: this times d_model (or d_mlp_def)
     double norm_eps_def;     // n_kv_heads defaults to n_heads, head_dim to d_model / n_heads
+    int d_mlp_def, n_kv_heads_def, head_dim_def;   // 0: the rules above
 } hf_keys;
 
 // Weight names as PyTorch stores them: whole names, then per-layer printf patterns taking the
@@ -308,7 +333,17 @@ typedef struct {
     int embed_scale_sqrt_d;       // embeddings times sqrt(d_model) (Gemma)
     const char *attn_scalar;      // key: attention scale = value^-1/2 (Gemma); NULL: 1/sqrt(head_dim)
     const char *attn_softcap, *final_softcap;   // keys of the logit softcaps (NULL: none)
-    const char *sliding_window;   // key of the attention window on even layers (NULL: none)
+    const char *sliding_window;   // key of the attention window of the sliding layers (NULL: none)
+    int sliding_window_def;       // the window when the config does not say
+    int sliding_pattern;          // without layer_types, layer i slides iff (i + 1) % pattern != 0
+                                  // (config key sliding_window_pattern, else this: Gemma-2 2, Gemma-3 6)
+    double attn_scalar_def;       // attn_scalar when the config does not say (0: head_dim)
+    double rope_theta_def;        // rope_theta when the config does not say (0: 10000)
+    const char *rope_local;       // key of the sliding layers' own RoPE base (Gemma-3: rope_local_base_freq),
+    double rope_local_def;        // and its default; rope_scaling then applies to full-attention layers only
+    int embed_scale_rounded;      // sqrt(d_model) rounded to the embedding's stored dtype (Gemma-3, as
+                                  // transformers: embed_scale.to(weight.dtype))
+    const char *text_config;      // key of a nested text config holding the text model's keys (multimodal)
     int conv1d;                   // 2-D weights stored [in, out] (GPT-2's Conv1D), transposed when loaded
     int optional_biases;          // bias tensors may be absent
     const char *alt_prefix;       // every name may carry this prefix (GPT-2: "transformer."), lm_head excepted
@@ -320,6 +355,14 @@ static const hf_keys hf_keys_common = {
     .n_heads = "num_attention_heads", .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim",
     .vocab_size = "vocab_size", .max_seq_len = "max_position_embeddings", .norm_eps = "rms_norm_eps",
     .tied = "tie_word_embeddings", .max_seq_len_def = 2048, .norm_eps_def = 1e-6,
+};
+
+static const hf_keys hf_keys_gemma3 = {   // Gemma3TextConfig's defaults (gemma-3-4b's text_config omits most keys)
+    .d_model = "hidden_size", .d_mlp = "intermediate_size", .n_layers = "num_hidden_layers",
+    .n_heads = "num_attention_heads", .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim",
+    .vocab_size = "vocab_size", .max_seq_len = "max_position_embeddings", .norm_eps = "rms_norm_eps",
+    .tied = "tie_word_embeddings", .d_model_def = 2304, .d_mlp_def = 9216, .n_layers_def = 26, .n_heads_def = 8,
+    .n_kv_heads_def = 4, .head_dim_def = 256, .vocab_size_def = 262208, .max_seq_len_def = 131072, .norm_eps_def = 1e-6,
 };
 
 static const hf_keys hf_keys_gpt2 = {   // GPT2Config's names and defaults
@@ -338,6 +381,21 @@ static const hf_keys hf_keys_gpt2 = {   // GPT2Config's names and defaults
     .bq = LAYER "self_attn.q_proj.bias", .bk = LAYER "self_attn.k_proj.bias", .bv = LAYER "self_attn.v_proj.bias",   \
     .bo = LAYER "self_attn.o_proj.bias", .w_gate = LAYER "mlp.gate_proj.weight", .w_up = LAYER "mlp.up_proj.weight", \
     .w_down = LAYER "mlp.down_proj.weight", .b_up = LAYER "mlp.up_proj.bias", .b_down = LAYER "mlp.down_proj.bias"
+// Gemma-3 text models: Gemma-2's layout plus q/k norms, 5 sliding (local RoPE base) to 1 full layer,
+// no softcaps unless the config sets them
+#define GEMMA3                                                                                                      \
+    .keys = &hf_keys_gemma3, .norm = CT_NORM_RMS, .norm_gain_offset = 1.0f, .rope = CT_ROPE_HALF,                   \
+    .act = CT_ACT_GELU_TANH, .act_keys = {"hidden_activation", "hidden_act"}, .act_names = {"gelu_pytorch_tanh"},   \
+    .tied = 1, .embed_scale_sqrt_d = 1, .embed_scale_rounded = 1, .attn_scalar = "query_pre_attn_scalar",          \
+    .attn_scalar_def = 256, .attn_softcap = "attn_logit_softcapping", .final_softcap = "final_logit_softcapping",   \
+    .sliding_window = "sliding_window", .sliding_window_def = 4096, .sliding_pattern = 6, .rope_theta_def = 1e6,   \
+    .rope_local = "rope_local_base_freq", .rope_local_def = 1e4, .optional_biases = 1,                             \
+    .w = {                                                                                                          \
+        LLAMA_NAMES,                                                                                                \
+        .q_norm = LAYER "self_attn.q_norm.weight", .k_norm = LAYER "self_attn.k_norm.weight",                       \
+        .post_attn_w = LAYER "post_attention_layernorm.weight", .ln2_w = LAYER "pre_feedforward_layernorm.weight",  \
+        .post_ff_w = LAYER "post_feedforward_layernorm.weight",                                                     \
+    }
 static const hf_family hf_families[] = {
     {
         .architecture = "LlamaForCausalLM", .keys = &hf_keys_common, .norm = CT_NORM_RMS, .rope = CT_ROPE_HALF,
@@ -352,12 +410,20 @@ static const hf_family hf_families[] = {
         .rope = CT_ROPE_HALF, .act = CT_ACT_GELU_TANH, .act_keys = {"hidden_activation", "hidden_act"},
         .act_names = {"gelu_pytorch_tanh"}, .tied = 1, .embed_scale_sqrt_d = 1, .attn_scalar = "query_pre_attn_scalar",
         .attn_softcap = "attn_logit_softcapping", .final_softcap = "final_logit_softcapping",
-        .sliding_window = "sliding_window", .optional_biases = 1,
+        .sliding_window = "sliding_window", .sliding_pattern = 2, .optional_biases = 1,
         .w = {
             LLAMA_NAMES,
             .post_attn_w = LAYER "post_attention_layernorm.weight", .ln2_w = LAYER "pre_feedforward_layernorm.weight",
             .post_ff_w = LAYER "post_feedforward_layernorm.weight",
         },
+    },
+    {
+        .architecture = "Gemma3ForCausalLM", GEMMA3,
+    },
+    {   // the text tower of the multimodal Gemma-3 (4b and up): its keys under text_config, its weights
+        // under language_model.model. beside vision tensors (not read)
+        .architecture = "Gemma3ForConditionalGeneration", GEMMA3, .text_config = "text_config",
+        .alt_prefix = "language_model.",
     },
     {
         .architecture = "GPT2LMHeadModel", .keys = &hf_keys_gpt2, .norm = CT_NORM_LAYER, .rope = CT_ROPE_NONE,
@@ -384,6 +450,7 @@ static const hf_family hf_families[] = {
         },
     },
 };
+#undef GEMMA3
 #undef LLAMA_NAMES
 #undef LAYER
 #define N_FAMILIES (int)(sizeof hf_families / sizeof *hf_families)
@@ -487,7 +554,42 @@ static int json_token_id(const cJSON *o, const char *key, int def) {
 static int key_int(const cJSON *o, const char *key, int def) { return key ? json_int(o, key, def) : def; }
 static double key_num(const cJSON *o, const char *key, double def) { return key ? json_num(o, key, def) : def; }
 
-static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *j, const char *dir, ct_err *err) {
+// One RoPE specification (rope_scaling, or an entry of rope_parameters: rope_type, factor,
+// rope_theta) for the full-attention layers or (local) the sliding layers' own base. Types:
+// default, linear (families with a local base: Gemma-3) and llama3 (the others).
+static ct_status hf_rope_spec(ct_config *c, const hf_family *f, const cJSON *o, int local, const char *what,
+                              const char *dir, ct_err *err) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
+    if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(o, "type");
+    const char *ty = cJSON_IsString(type) ? type->valuestring : "default";
+    const cJSON *theta = cJSON_GetObjectItemCaseSensitive(o, "rope_theta");
+    if (cJSON_IsNumber(theta)) *(local ? &c->rope_local_theta : &c->rope_theta) = (float)theta->valuedouble;
+    float *linear = local ? &c->rope_local_linear : &c->rope_linear;
+    if (strcmp(ty, "default") == 0) {
+        *linear = 0.0f;
+    } else if (strcmp(ty, "linear") == 0 && f->rope_local) {
+        double factor = json_num(o, "factor", 0.0);
+        if (!(factor > 0 && factor < 1e9))
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: %s type linear needs a factor > 0, got %g", dir,
+                           what, factor);
+        *linear = (float)factor;
+    } else if (strcmp(ty, "llama3") == 0 && !f->rope_local) {
+        c->rope_llama3 = 1;
+        c->rope_factor = (float)json_num(o, "factor", 8.0);
+        c->rope_low_freq = (float)json_num(o, "low_freq_factor", 1.0);
+        c->rope_high_freq = (float)json_num(o, "high_freq_factor", 4.0);
+        c->rope_original_max = (float)json_num(o, "original_max_position_embeddings", 8192);
+    } else {
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: %s type '%.32s'; expected %s", dir, what, ty,
+                       f->rope_local ? "default or linear" : "default or llama3");
+    }
+    return CT_OK;
+}
+
+// The config of a family from config.json (j); the text model's keys are in t (j itself, or
+// j's text_config for a multimodal family).
+static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *j, const cJSON **text, const char *dir,
+                           ct_err *err) {
     memset(c, 0, sizeof *c);
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(j, "architectures");
     const cJSON *a0 = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
@@ -508,18 +610,26 @@ static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *
                        known);
     }
     *family = f;
+    const cJSON *t = j;
+    if (f->text_config) {
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(j, f->text_config);
+        if (tc && !cJSON_IsObject(tc))
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: \"%s\" must be an object", dir, f->text_config);
+        if (tc) t = tc;   // absent: the keys are at the top level (a text-only copy of the config)
+    }
+    *text = t;
     const hf_keys *k = f->keys;
-    c->d_model = key_int(j, k->d_model, k->d_model_def);
-    c->n_layers = key_int(j, k->n_layers, k->n_layers_def);
-    c->n_heads = key_int(j, k->n_heads, k->n_heads_def);
-    c->n_kv_heads = key_int(j, k->n_kv_heads, c->n_heads);
-    long long mlp_def = (long long)k->d_mlp_per_d_model * c->d_model;
-    c->d_mlp = key_int(j, k->d_mlp, mlp_def >= INT_MIN && mlp_def <= INT_MAX ? (int)mlp_def : 0);
-    c->vocab_size = key_int(j, k->vocab_size, k->vocab_size_def);
-    c->max_seq_len = key_int(j, k->max_seq_len, k->max_seq_len_def);
-    c->head_dim = key_int(j, k->head_dim, c->n_heads > 0 ? c->d_model / c->n_heads : 0);
+    c->d_model = key_int(t, k->d_model, k->d_model_def);
+    c->n_layers = key_int(t, k->n_layers, k->n_layers_def);
+    c->n_heads = key_int(t, k->n_heads, k->n_heads_def);
+    c->n_kv_heads = key_int(t, k->n_kv_heads, k->n_kv_heads_def ? k->n_kv_heads_def : c->n_heads);
+    long long mlp_def = k->d_mlp_def ? k->d_mlp_def : (long long)k->d_mlp_per_d_model * c->d_model;
+    c->d_mlp = key_int(t, k->d_mlp, mlp_def >= INT_MIN && mlp_def <= INT_MAX ? (int)mlp_def : 0);
+    c->vocab_size = key_int(t, k->vocab_size, k->vocab_size_def);
+    c->max_seq_len = key_int(t, k->max_seq_len, k->max_seq_len_def);
+    c->head_dim = key_int(t, k->head_dim, k->head_dim_def ? k->head_dim_def : c->n_heads > 0 ? c->d_model / c->n_heads : 0);
     c->norm = f->norm;
-    c->norm_eps = (float)key_num(j, k->norm_eps, k->norm_eps_def);
+    c->norm_eps = (float)key_num(t, k->norm_eps, k->norm_eps_def);
     c->norm_gain_offset = f->norm_gain_offset;
     c->rope = f->rope;
     c->gated_mlp = f->w.w_gate != NULL;
@@ -528,36 +638,43 @@ static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *
     c->learned_pos = f->w.pos_embed != NULL;
     c->qk_norm = f->w.q_norm != NULL;
     c->post_norms = f->w.post_attn_w != NULL;
-    c->tied = k->tied ? json_bool(j, k->tied, f->tied) : f->tied;
-    c->bos_id = json_token_id(j, "bos_token_id", -1);
-    c->eos_id = json_token_id(j, "eos_token_id", -1);
+    // tie_word_embeddings, BOS and EOS: the text config's, else the top level's
+    c->tied = k->tied ? json_bool(t, k->tied, json_bool(j, k->tied, f->tied)) : f->tied;
+    c->bos_id = json_token_id(t, "bos_token_id", json_token_id(j, "bos_token_id", -1));
+    c->eos_id = json_token_id(t, "eos_token_id", json_token_id(j, "eos_token_id", -1));
     c->attn_scale = c->head_dim > 0 ? 1.0f / sqrtf((float)c->head_dim) : 0;
-    if (f->attn_scalar) c->attn_scale = (float)(1.0 / sqrt(json_num(j, f->attn_scalar, c->head_dim)));
-    c->attn_softcap = (float)key_num(j, f->attn_softcap, 0.0);
-    c->final_softcap = (float)key_num(j, f->final_softcap, 0.0);
-    c->sliding_window = key_int(j, f->sliding_window, 0);
+    if (f->attn_scalar)
+        c->attn_scale = (float)(1.0 / sqrt(json_num(t, f->attn_scalar, f->attn_scalar_def > 0 ? f->attn_scalar_def : c->head_dim)));
+    c->attn_softcap = (float)key_num(t, f->attn_softcap, 0.0);
+    c->final_softcap = (float)key_num(t, f->final_softcap, 0.0);
+    c->sliding_window = key_int(t, f->sliding_window, f->sliding_window_def);
+    if (json_bool(t, "use_bidirectional_attention", 0))
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: use_bidirectional_attention (an embedding model); "
+                       "expected a causal language model", dir);
     if (f->rope != CT_ROPE_NONE) {
-        c->rope_theta = (float)json_num(j, "rope_theta", 10000.0);
-        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
-        if (cJSON_IsObject(rs)) {
-            const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
-            if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
-            if (!cJSON_IsString(type) || (strcmp(type->valuestring, "llama3") != 0 && strcmp(type->valuestring, "default") != 0))
-                return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: rope_scaling type '%.32s'; expected llama3",
-                               dir, cJSON_IsString(type) ? type->valuestring : "?");
-            if (strcmp(type->valuestring, "llama3") == 0) {
-                c->rope_llama3 = 1;
-                c->rope_factor = (float)json_num(rs, "factor", 8.0);
-                c->rope_low_freq = (float)json_num(rs, "low_freq_factor", 1.0);
-                c->rope_high_freq = (float)json_num(rs, "high_freq_factor", 4.0);
-                c->rope_original_max = (float)json_num(rs, "original_max_position_embeddings", 8192);
-            }
+        c->rope_theta = (float)json_num(t, "rope_theta", f->rope_theta_def > 0 ? f->rope_theta_def : 10000.0);
+        if (f->rope_local) c->rope_local_theta = (float)json_num(t, f->rope_local, f->rope_local_def);
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(t, "rope_scaling");
+        ct_status rc;
+        if (cJSON_IsObject(rs) && (rc = hf_rope_spec(c, f, rs, 0, "rope_scaling", dir, err))) return rc;
+        // newer files: rope_parameters per layer type (its rope_theta values win over the keys above)
+        const cJSON *rp = cJSON_GetObjectItemCaseSensitive(t, "rope_parameters");
+        if (f->rope_local && cJSON_IsObject(rp)) {
+            const cJSON *full = cJSON_GetObjectItemCaseSensitive(rp, "full_attention");
+            const cJSON *slide = cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention");
+            if (!cJSON_IsObject(full) && !cJSON_IsObject(slide))
+                return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: rope_parameters: expected "
+                               "{\"full_attention\": {...}, \"sliding_attention\": {...}}", dir);
+            if (cJSON_IsObject(full) && (rc = hf_rope_spec(c, f, full, 0, "rope_parameters.full_attention", dir, err)))
+                return rc;
+            if (cJSON_IsObject(slide) && (rc = hf_rope_spec(c, f, slide, 1, "rope_parameters.sliding_attention", dir, err)))
+                return rc;
         }
     }
     // the activation, when the config names it, must be the family's
     const cJSON *act = NULL;
     for (int i = 0; i < 2 && f->act_keys[i] && !cJSON_IsString(act); i++)
-        act = cJSON_GetObjectItemCaseSensitive(j, f->act_keys[i]);
+        act = cJSON_GetObjectItemCaseSensitive(t, f->act_keys[i]);
     if (cJSON_IsString(act)) {
         int known = 0;
         for (int i = 0; i < 2 && f->act_names[i]; i++) known |= strcmp(act->valuestring, f->act_names[i]) == 0;
@@ -675,6 +792,45 @@ static ct_status hf_layer_qkv(hf_ctx *h, ct_layer *w, int l) {
     return rc;
 }
 
+// Which layers use sliding-window attention: the text config's layer_types ("sliding_attention"
+// or "full_attention" per layer), else layer i slides iff (i + 1) % sliding_window_pattern != 0
+// (transformers' rule; the family's pattern when the config has none).
+static ct_status hf_layer_types(ct_model *m, const hf_family *f, const cJSON *t, const char *dir, ct_err *err) {
+    int L = m->cfg.n_layers;
+    if (!f->sliding_pattern) return CT_OK;
+    const cJSON *types = cJSON_GetObjectItemCaseSensitive(t, "layer_types");
+    if (types && !cJSON_IsNull(types)) {
+        if (!cJSON_IsArray(types))
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: layer_types must be a list of %d layer types", dir, L);
+        if (cJSON_GetArraySize(types) != L)
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: layer_types must list %d layer types, got %d", dir, L,
+                           cJSON_GetArraySize(types));
+        for (int l = 0; l < L; l++) {
+            const cJSON *e = cJSON_GetArrayItem(types, l);
+            const char *v = cJSON_IsString(e) ? e->valuestring : NULL;
+            if (!v || (strcmp(v, "sliding_attention") != 0 && strcmp(v, "full_attention") != 0))
+                return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: layer_types[%d] is '%.40s'; expected "
+                               "\"sliding_attention\" or \"full_attention\"", dir, l, v ? v : "(not a string)");
+            m->layers[l].sliding = v[0] == 's';
+        }
+        return CT_OK;
+    }
+    int pattern = json_int(t, "sliding_window_pattern", json_int(t, "_sliding_window_pattern", f->sliding_pattern));
+    if (pattern < 1)
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: sliding_window_pattern must be at least 1, got %d", dir,
+                       pattern);
+    for (int l = 0; l < L; l++) m->layers[l].sliding = (l + 1) % pattern != 0;
+    return CT_OK;
+}
+
+// x rounded to nearest (ties to even) in a dtype with `bits` significand bits (BF16 8, F16 11);
+// x is a normal number of that dtype's range (a square root of a dimension)
+static float round_to_bits(float x, int bits) {
+    int e;
+    double f = frexp((double)x, &e);   // x = f 2^e, f in [0.5, 1)
+    return (float)ldexp(rint(ldexp(f, bits)), e - bits);
+}
+
 static ct_status hf_layer(hf_ctx *h, int l) {
     const ct_config *c = &h->m->cfg;
     const hf_names *nm = &h->f->w;
@@ -713,8 +869,18 @@ ct_status ct_model_load_hf(ct_ctx *ctx, ct_model **out, const char *dir, ct_err 
     size_t len;
     ct_status rc = ct_read_file(ctx, path, &text, &len, 16u << 20, err);
     if (rc) return rc;
-    cJSON *j = cJSON_ParseWithLength(text, len);
+    rc = ct_model_load_hf_config(ctx, out, dir, text, len, err);
     free(text);
+    return rc;
+}
+
+ct_status ct_model_load_hf_config(ct_ctx *ctx, ct_model **out, const char *dir, const char *text, size_t len,
+                                  ct_err *err) {
+    *out = NULL;
+    char path[1200];
+    if (!ct_path_join(path, sizeof path, dir, "config.json")) return ct_fail(err, CT_STATUS_BAD_ARG, "path too long");
+    ct_status rc;
+    cJSON *j = cJSON_ParseWithLength(text, len);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s is not a JSON object", path);
@@ -725,18 +891,24 @@ ct_status ct_model_load_hf(ct_ctx *ctx, ct_model **out, const char *dir, ct_err 
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
     const hf_family *f = NULL;
-    rc = hf_config(&m->cfg, &f, j, dir, err);
-    cJSON_Delete(j);
+    const cJSON *t = j;
+    rc = hf_config(&m->cfg, &f, j, &t, dir, err);
     if (!rc) rc = ct_config_validate(&m->cfg, err);
-    if (!rc) rc = hf_open_shards(ctx, m, dir, err);
     if (!rc && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof(ct_layer))))
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) rc = hf_layer_types(m, f, t, dir, err);
+    cJSON_Delete(j);
+    if (!rc) rc = hf_open_shards(ctx, m, dir, err);
     hf_ctx h = {m, f, dir, "", err};
     const hf_names *nm = f ? &f->w : NULL;
     const ct_config *c = &m->cfg;
     int64_t D = c->d_model, V = c->vocab_size;
     if (!rc && f->alt_prefix && !hf_find(&h, nm->embed)) h.prefix = f->alt_prefix;
     if (!rc) rc = hf_get(&h, &m->embed, nm->embed, 0, 2, V, D);
+    if (!rc && f->embed_scale_rounded) {   // the scale in the embedding's stored dtype
+        ct_dtype dt = hf_find(&h, nm->embed)->dtype;
+        if (dt == CT_DT_BF16 || dt == CT_DT_F16) m->cfg.embed_scale = round_to_bits(m->cfg.embed_scale, dt == CT_DT_BF16 ? 8 : 11);
+    }
     if (!rc && nm->pos_embed) rc = hf_get(&h, &m->pos_embed, nm->pos_embed, 0, 2, c->max_seq_len, D);
     if (!rc) rc = hf_get(&h, &m->lnf_w, nm->final_norm_w, 0, 1, D, 0);
     if (!rc && nm->final_norm_b) rc = hf_get(&h, &m->lnf_b, nm->final_norm_b, 0, 1, D, 0);
@@ -761,6 +933,32 @@ ct_status ct_model_load_hf(ct_ctx *ctx, ct_model **out, const char *dir, ct_err 
     snprintf(m->path, sizeof m->path, "%s", dir);
     *out = m;
     return CT_OK;
+}
+
+void ct_model_name(const ct_model *m, char *buf, size_t n) {
+    char p[sizeof m->path];
+    snprintf(p, sizeof p, "%s", m->path);
+    size_t len = strlen(p);
+    while (len > 1 && p[len - 1] == '/') p[--len] = 0;
+    const char *snap = strstr(p, "/snapshots/"), *repo = NULL;
+    if (snap && !strchr(snap + 11, '/')) {   // .../models--org--name/snapshots/<rev>
+        const char *s = snap;
+        while (s > p && s[-1] != '/') s--;
+        if (strncmp(s, "models--", 8) == 0) repo = s + 8;
+    }
+    if (repo) {
+        char id[sizeof m->path];
+        snprintf(id, sizeof id, "%.*s", (int)(snap - repo), repo);
+        char *sep = strstr(id, "--");   // the cache writes org/name as org--name
+        if (sep) {
+            *sep = '/';
+            memmove(sep + 1, sep + 2, strlen(sep + 2) + 1);
+        }
+        snprintf(buf, n, "%s", id);
+        return;
+    }
+    const char *base = strrchr(p, '/');
+    snprintf(buf, n, "%s", base ? base + 1 : p);
 }
 
 // ----------------------------------------------------------------------------

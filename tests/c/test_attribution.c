@@ -227,6 +227,9 @@ int main(void) {
         {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out"},
         {"LlamaForCausalLM", 0, "topk-negative", 1, "mlp.hook_in", "mlp.hook_out"},
         {"Gemma2ForCausalLM", 0, "topk-negative", 0, "ln2.hook_normalized", "hook_mlp_out"},
+        {"Gemma3ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out"},
+        {"Gemma3ForConditionalGeneration", 0, "topk", 0, "ln2.hook_normalized", "mlp.hook_out"},
+        {"Gemma3ForCausalLM", 1, "jumprelu", 1, "hook_resid_mid", "hook_mlp_out"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const tc_case *k = &cases[c];
@@ -236,7 +239,7 @@ int main(void) {
         snprintf(name, sizeof name, "%s %s %s%s %s->%s", k->arch, k->clt ? "CLT" : "PLT", k->act, k->skip ? "+skip" : "",
                  k->in, k->out);
         make_family(mdir, k->arch, CT_DT_F32);
-        make_transcoders(tdir, k->clt, k->act, k->skip, k->in, k->out);
+        make_transcoders(tdir, family_width(k->arch), k->clt, k->act, k->skip, k->in, k->out);
         ct_model *m = NULL;
         ct_transcoders *tc = NULL;
         ct_err err = {0};

@@ -39,10 +39,11 @@ static void free_entries(ct_st_entry *e, ct_safetensors *st) {
     ct_safetensors_free(st);
 }
 
-// Re-saves every tensor of dir/model.safetensors as F32 into out_dir (with the same config).
-static int resave(const char *dir, const char *out_dir) {
+// Re-saves every tensor of dir/model.safetensors as F32 (dtype -1: in its own dtype) into out_dir
+// (with the same config).
+static int resave(const char *dir, const char *out_dir, int dtype) {
     ct_safetensors *st;
-    ct_st_entry *e = read_entries(dir, out_dir, CT_DT_F32, &st);
+    ct_st_entry *e = read_entries(dir, out_dir, dtype, &st);
     if (!e) return 0;
     char path[1100];
     ct_err err = {0};
@@ -78,6 +79,62 @@ static int shard(const char *dir, const char *out_dir, const char *bad_entry) {
 }
 
 static const int prompt[8] = {0, 3, 4, 3, 2, 5, 3, 8};
+
+// A hook's tensor data in a cache filled for every hook.
+static const float *hook_data(const ct_hook_cache *hc, ct_hook_kind kind, int layer) {
+    for (int i = 0; i < hc->n; i++)
+        if (hc->ids[i].kind == kind && hc->ids[i].layer == layer) return ct_tensor_data(hc->values[i]);
+    return NULL;
+}
+
+// Gemma-3 specifics, by hand: the embedding scale sqrt(18) rounded to the stored dtype as
+// transformers does (F32 4.2426405, BF16 4.25, F16 4.2421875: 18 is 1.125 * 16, sqrt = 4 * 1.06066,
+// 8 and 11 significand bits); which layer slides; the RoPE tables (full-attention layers: base 1e6
+// and linear scaling 8; sliding layers: base 1e4); q/k norms with 1 + w gains; a window of 3
+// leaving zeros in the sliding layer's attention pattern and none in the full layer's.
+static void check_gemma3_model(const ct_model *m, const char *arch, ct_dtype dt, const ct_hook_cache *hc) {
+    const ct_config *c = &m->cfg;
+    float want = dt == CT_DT_BF16 ? 4.25f : dt == CT_DT_F16 ? 4.2421875f : sqrtf(18.0f);
+    ok(c->embed_scale == want, "%s %s: embedding scale %.9g (expected %.9g)", arch, ct_dtype_name(dt), c->embed_scale, want);
+    int causal = strcmp(arch, "Gemma3ForCausalLM") == 0;   // layer 0 slides; ConditionalGeneration: layer 1
+    ok(m->layers[0].sliding == causal && m->layers[1].sliding == !causal && c->sliding_window == 3,
+       "%s: layer %d slides (window 3), layer %d attends fully", arch, causal ? 0 : 1, causal ? 1 : 0);
+    int rope_ok = m->rope_local_inv_freq != NULL && c->qk_norm && !c->attn_softcap && !c->final_softcap;
+    for (int i = 0; rope_ok && i < 4; i++)
+        rope_ok = fabsf(m->rope_inv_freq[i] - (float)(pow(1e6, -i / 4.0) / 8)) <= 1e-7f * m->rope_inv_freq[i] + 1e-12f &&
+                  fabsf(m->rope_local_inv_freq[i] - (float)pow(1e4, -i / 4.0)) <= 1e-7f * m->rope_local_inv_freq[i];
+    ok(rope_ok, "%s: RoPE 1e6 / 8 on full layers, 1e4 on sliding layers; q/k norms; no softcaps", arch);
+    // the attention patterns: (H, T, T); position t sees t-2 .. t in the sliding layer
+    int slide = causal ? 0 : 1, full = 1 - slide, window_ok = 1;
+    const float *ps = hook_data(hc, CT_HOOK_PATTERN, slide), *pf = hook_data(hc, CT_HOOK_PATTERN, full);
+    for (int h = 0; h < H && ps && pf; h++)
+        for (int t = 0; t < 8; t++)
+            for (int j = 0; j <= t; j++) {
+                float a = ps[((size_t)h * 8 + t) * 8 + j], b = pf[((size_t)h * 8 + t) * 8 + j];
+                window_ok = window_ok && (t - j >= 3 ? a == 0.0f : a > 0.0f) && b > 0.0f;
+            }
+    ok(ps && pf && window_ok, "%s: the sliding layer attends to the last 3 positions, the full layer to all", arch);
+    // q at position 0 (no rotation) of layer 0 = RMSNorm(q_proj x) * (1 + q_norm) per head
+    const float *xin = hook_data(hc, CT_HOOK_ATTN_IN, 0), *q = hook_data(hc, CT_HOOK_Q, 0);
+    const ct_layer *w = &m->layers[0];
+    double worst = 0;
+    for (int h = 0; h < H && xin && q; h++) {
+        float raw[8];
+        double ss = 0;
+        for (int i = 0; i < 8; i++) {
+            double s = 0;
+            for (int k = 0; k < c->d_model; k++) s += (double)w->wq[(size_t)(h * 8 + i) * c->d_model + k] * xin[k];
+            raw[i] = (float)s;
+            ss += s * s;
+        }
+        for (int i = 0; i < 8; i++) {
+            double ref = raw[i] / sqrt(ss / 8 + 1e-6) * (1.0 + w->q_norm[i]);
+            worst = fmax(worst, fabs(ref - q[h * 8 + i]));
+        }
+    }
+    ok(xin && q && worst < 1e-5, "%s: q at position 0 is the head's RMS-normed projection times (1 + q_norm) "
+       "(max |diff| %.2g, tol 1e-5)", arch, worst);
+}
 
 static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     char dir[512], dir2[600];
@@ -118,6 +175,7 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     }
     int expect = 5 + (m->cfg.learned_pos ? 1 : 0) - 1 + L * (CT_HOOK_N_LAYER - (m->cfg.post_norms ? 0 : 2));
     ok(shapes_ok && hc.n == expect, "%s: all %d hook points present with the right shapes", arch, hc.n);
+    if (is_gemma3(arch)) check_gemma3_model(m, arch, dt, &hc);
     // incremental decoding with the KV cache equals the batched pass
     ct_kv_cache kv;
     ct_kv_cache_init(&kv, m, 8, &err);
@@ -130,7 +188,9 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     ct_kv_cache_free(&kv);
     ok(same, "%s: KV-cache steps match the batched forward (1e-5)", arch);
     ct_hook_cache_free(&hc);
-    ok(resave(dir, dir2), "%s: re-saved through the writer as F32", arch);
+    // Gemma-3's embedding scale follows the stored dtype: its checkpoints are re-saved in their own
+    int keep = is_gemma3(arch);
+    ok(resave(dir, dir2, keep ? -1 : CT_DT_F32), "%s: re-saved through the writer as %s", arch, keep ? ct_dtype_name(dt) : "F32");
     rc = ct_model_load(NULL, &m2, dir2, &err);
     if (!rc) rc = ct_model_forward(m2, prompt, 8, NULL, NULL, logits2, 1, &err);
     ok(rc == CT_OK && memcmp(logits, logits2, sizeof logits) == 0, "%s %s: the re-saved checkpoint gives identical logits",
@@ -150,6 +210,80 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     }
     ct_model_free(m);
     ct_model_free(m2);
+}
+
+// Gemma-3 configs that cannot run: each refused with a message naming the key and what was expected.
+static void check_gemma3_config_errors(const char *tmp) {
+    char dir[600], cond[600];
+    snprintf(dir, sizeof dir, "%s/Gemma3ForCausalLM-F32", tmp);
+    snprintf(cond, sizeof cond, "%s/Gemma3ForConditionalGeneration-F32", tmp);
+#define G3 "{\"architectures\": [\"Gemma3ForCausalLM\"], \"hidden_size\": 18, \"intermediate_size\": 32, " \
+           "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 8, \"vocab_size\": 40"
+    static const struct { const char *json; ct_status want; const char *says; } cases[] = {
+        {G3 ", \"layer_types\": [\"full_attention\"]}", CT_STATUS_BAD_FORMAT, "layer_types must list 2 layer types, got 1"},
+        {G3 ", \"layer_types\": [\"full_attention\", \"global\"]}", CT_STATUS_BAD_FORMAT, "layer_types[1] is 'global'"},
+        {G3 ", \"layer_types\": \"sliding_attention\"}", CT_STATUS_BAD_FORMAT, "layer_types must be a list of 2"},
+        {G3 ", \"sliding_window_pattern\": 0}", CT_STATUS_BAD_FORMAT, "sliding_window_pattern must be at least 1, got 0"},
+        {G3 ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}", CT_STATUS_UNSUPPORTED,
+         "rope_scaling type 'yarn'; expected default or linear"},
+        {G3 ", \"rope_scaling\": {\"rope_type\": \"linear\"}}", CT_STATUS_BAD_FORMAT, "linear needs a factor > 0, got 0"},
+        {G3 ", \"rope_parameters\": {\"global\": {\"rope_theta\": 1}}}", CT_STATUS_BAD_FORMAT,
+         "rope_parameters: expected {\"full_attention\""},
+        {G3 ", \"rope_parameters\": {\"sliding_attention\": {\"rope_type\": \"dynamic\"}}}", CT_STATUS_UNSUPPORTED,
+         "rope_parameters.sliding_attention type 'dynamic'"},
+        {G3 ", \"use_bidirectional_attention\": true}", CT_STATUS_UNSUPPORTED, "use_bidirectional_attention"},
+        {G3 ", \"hidden_activation\": \"silu\"}", CT_STATUS_UNSUPPORTED, "hidden_activation 'silu'; expected gelu_pytorch_tanh"},
+        {G3 ", \"rope_local_base_freq\": -1}", CT_STATUS_BAD_FORMAT, "RoPE theta"},
+        {"{\"architectures\": [\"Gemma3ForConditionalGeneration\"], \"text_config\": 5}", CT_STATUS_BAD_FORMAT,
+         "\"text_config\" must be an object"},
+        {"{\"architectures\": [\"Gemma3ForConditionalGeneration\"], \"text_config\": {\"hidden_size\": 18}}",
+         CT_STATUS_BAD_SHAPE, "expected [262208, 18]"},   // Gemma3TextConfig's defaults for the rest
+    };
+#undef G3
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ct_model *m = NULL;
+        ct_err err = {0};
+        ct_status rc = ct_model_load_hf_config(NULL, &m, dir, cases[i].json, strlen(cases[i].json), &err);
+        ok(rc == cases[i].want && strstr(err.msg, cases[i].says), "Gemma-3 config refused: %s", rc ? err.msg : "(loaded)");
+        ct_model_free(m);
+    }
+    // the multimodal checkpoint's tensors under language_model.model. are not a Gemma3ForCausalLM's
+    char cfg[2048];
+    gemma3_config(cfg, sizeof cfg, "Gemma3ForCausalLM");
+    ct_model *m = NULL;
+    ct_err err = {0};
+    ct_status rc = ct_model_load_hf_config(NULL, &m, cond, cfg, strlen(cfg), &err);
+    ok(rc == CT_STATUS_NOT_FOUND && strstr(err.msg, "'model.embed_tokens.weight'"), "prefixed tensors for a CausalLM config: %s",
+       err.msg);
+    ct_model_free(m);
+    // and a text-only checkpoint (model.*) under a ConditionalGeneration config loads
+    gemma3_config(cfg, sizeof cfg, "Gemma3ForConditionalGeneration");
+    rc = ct_model_load_hf_config(NULL, &m, dir, cfg, strlen(cfg), &err);
+    ok(rc == CT_OK, "Gemma3ForConditionalGeneration config over unprefixed tensors loads (%s)", rc ? err.msg : "ok");
+    ct_model_free(m);
+}
+
+// The name a model goes by (circuit-tracer's Gemma-3 -it rule reads it): a Hub snapshot's repository,
+// else the last component of the path.
+static void check_model_names(void) {
+    static const char *const cases[][2] = {
+        {"/home/u/.cache/huggingface/hub/models--google--gemma-3-1b-it/snapshots/0123abcd", "google/gemma-3-1b-it"},
+        {"/home/u/.cache/huggingface/hub/models--google--gemma-3-1b-it/snapshots/0123abcd/", "google/gemma-3-1b-it"},
+        {"/c/models--org--name--v2/snapshots/r", "org/name--v2"},
+        {"/data/models/gemma-3-1b-it/", "gemma-3-1b-it"},
+        {"/data/models--x/other/snapshots/r/sub", "sub"},
+        {"../shared/models/stories260K/stories260K.bin", "stories260K.bin"},
+        {"gemma-3-270m", "gemma-3-270m"},
+    };
+    int good = 1;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ct_model m = {0};
+        char name[256];
+        snprintf(m.path, sizeof m.path, "%s", cases[i][0]);
+        ct_model_name(&m, name, sizeof name);
+        if (strcmp(name, cases[i][1]) != 0) printf("# %s -> %s, expected %s\n", cases[i][0], name, cases[i][1]), good = 0;
+    }
+    ok(good, "model names: Hub snapshots give org/name, other paths their last component");
 }
 
 // stories260K as a Hugging Face Llama directory: q/k rows permuted from llama2.c's interleaved
@@ -223,14 +357,15 @@ static void check_llama2c_as_hf(const char *tmp) {
     ct_model_free(b);
 }
 
-// Long prompts: the batched attention works in blocks of queries; with a sliding window and a
-// softcap, a 150-position pass equals one-token steps and a pass split in two (100 + 50), up to
-// float32 rounding of sums in another order (150 terms of size ~1: well under 1e-5).
+// Long prompts: the batched attention works in blocks of queries; with a sliding window (layer 0,
+// with a RoPE base of its own as Gemma-3's sliding layers) and a softcap, a 150-position pass
+// equals one-token steps and a pass split in two (100 + 50), up to float32 rounding of sums in
+// another order (150 terms of size ~1: well under 1e-5).
 static void check_long_attention(void) {
     ct_config c = {.d_model = 16, .d_mlp = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8,
                    .vocab_size = 40, .max_seq_len = 256, .norm = CT_NORM_RMS, .norm_eps = 1e-6f, .rope = CT_ROPE_HALF,
-                   .rope_theta = 10000.0f, .attn_scale = 0.35f, .attn_softcap = 5.0f, .sliding_window = 20,
-                   .gated_mlp = 1, .act = CT_ACT_SILU, .embed_scale = 1.0f, .tied = 1};
+                   .rope_theta = 10000.0f, .rope_local_theta = 500.0f, .attn_scale = 0.35f, .attn_softcap = 5.0f,
+                   .sliding_window = 20, .gated_mlp = 1, .act = CT_ACT_SILU, .embed_scale = 1.0f, .tied = 1};
     ct_model *m = NULL;
     ct_err err = {0};
     enum { T = 150 };
@@ -238,6 +373,7 @@ static void check_long_attention(void) {
         ok(0, "random model (%s)", err.msg);
         return;
     }
+    m->layers[0].sliding = 1;
     int ids[T];
     for (int t = 0; t < T; t++) ids[t] = (t * 7 + 3) % 40;
     float *all = malloc(sizeof(float) * T * 40), *part = malloc(sizeof(float) * T * 40), step[40];
@@ -267,10 +403,13 @@ int main(void) {
     const char *keep = getenv("CTRACE_FAMILIES_DIR");   // write checkpoints there and keep them
     if (keep) snprintf(tmp, sizeof tmp, "%s", keep);
     else if (!mkdtemp(tmp)) return 1;
-    const char *archs[] = {"LlamaForCausalLM", "Gemma2ForCausalLM", "GPT2LMHeadModel", "Qwen3ForCausalLM"};
+    const char *archs[] = {"LlamaForCausalLM", "Gemma2ForCausalLM", "GPT2LMHeadModel", "Qwen3ForCausalLM",
+                           "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"};
     const ct_dtype dts[] = {CT_DT_F32, CT_DT_BF16, CT_DT_F16};
-    for (int a = 0; a < 4; a++)
+    for (int a = 0; a < 6; a++)
         for (int k = 0; k < 3; k++) check_family(tmp, archs[a], dts[k]);
+    check_gemma3_config_errors(tmp);
+    check_model_names();
     check_llama2c_as_hf(tmp);
     check_long_attention();
     char cmd[600];

@@ -406,7 +406,7 @@ int main(void) {
         if (!mkdtemp(tmp)) return 1;
         char set[128], cfg[160];
         snprintf(set, sizeof set, "%s/set", tmp);
-        make_transcoders(set, 0, "relu", 0, "mlp.hook_in", "mlp.hook_out");   // layer_0, layer_1 and a config.yaml
+        make_transcoders(set, D, 0, "relu", 0, "mlp.hook_in", "mlp.hook_out");   // layer_0, layer_1 and a config.yaml
         snprintf(cfg, sizeof cfg, "%s/config.yaml", set);
         char long_name[400];
         memset(long_name, 'n', 300);

@@ -60,13 +60,70 @@ static void write_file(const char *path, const char *text) {
 
 enum { D = 16, F = 32, V = 40, L = 2, H = 4, KV = 2 };
 
+// Gemma-3 checkpoints are 18 wide: sqrt(18) is not a BF16 or F16 number, so the embedding scale's
+// rounding to the stored dtype shows.
+enum { D_GEMMA3 = 18 };
+static int is_gemma3(const char *arch) { return strncmp(arch, "Gemma3For", 9) == 0; }
+// The width of a family's tiny checkpoint.
+__attribute__((unused)) static int family_width(const char *arch) { return is_gemma3(arch) ? D_GEMMA3 : D; }
+
+// Gemma-3: Gemma3ForCausalLM in the older config form (rope_theta, rope_local_base_freq,
+// sliding_window_pattern, rope_scaling), Gemma3ForConditionalGeneration in the newer one nested in
+// text_config (layer_types, rope_parameters per layer type) with most keys left to
+// Gemma3TextConfig's defaults. Either way one sliding layer (window 3, shorter than the tests'
+// 8-token prompts, local RoPE base 1e4) and one full-attention layer (base 1e6, linear scaling 8),
+// q/k norms, no softcaps.
+static void gemma3_config(char *cfg, size_t n, const char *arch) {
+    if (strcmp(arch, "Gemma3ForCausalLM") == 0)
+        snprintf(cfg, n, "{\"architectures\": [\"Gemma3ForCausalLM\"], \"model_type\": \"gemma3_text\", \"hidden_size\": %d, "
+                 "\"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, "
+                 "\"head_dim\": 8, \"vocab_size\": %d, \"rms_norm_eps\": 1e-6, \"rope_theta\": 1000000.0, "
+                 "\"rope_local_base_freq\": 10000.0, \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 8.0}, "
+                 "\"sliding_window\": 3, \"sliding_window_pattern\": 2, \"query_pre_attn_scalar\": 8, "
+                 "\"attn_logit_softcapping\": null, \"final_logit_softcapping\": null, \"hidden_activation\": \"gelu_pytorch_tanh\", "
+                 "\"tie_word_embeddings\": true, \"max_position_embeddings\": 32768, \"bos_token_id\": 2, \"eos_token_id\": 1}",
+                 D_GEMMA3, F, L, H, KV, V);
+    else
+        snprintf(cfg, n, "{\"architectures\": [\"Gemma3ForConditionalGeneration\"], \"model_type\": \"gemma3\", "
+                 "\"text_config\": {\"model_type\": \"gemma3_text\", \"hidden_size\": %d, \"intermediate_size\": %d, "
+                 "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": 8, "
+                 "\"vocab_size\": %d, \"sliding_window\": 3, \"layer_types\": [\"full_attention\", \"sliding_attention\"], "
+                 "\"rope_parameters\": {\"full_attention\": {\"rope_type\": \"linear\", \"factor\": 8.0, \"rope_theta\": 1000000.0}, "
+                 "\"sliding_attention\": {\"rope_type\": \"default\", \"rope_theta\": 10000.0}}, \"query_pre_attn_scalar\": 8}, "
+                 "\"vision_config\": {\"model_type\": \"siglip_vision_model\", \"hidden_size\": 8}, \"mm_tokens_per_image\": 256, "
+                 "\"boi_token_index\": 255999, \"eos_token_id\": [1, 106]}", D_GEMMA3, F, L, H, KV, V);
+}
+
 // Writes a tiny random checkpoint of a family into dir.
 static void make_family(const char *dir, const char *arch, ct_dtype dt) {
     mkdir(dir, 0755);
     ckpt c = {0};
     char n[128], cfg[2048], path[1100];
-    int hd = strcmp(arch, "Qwen3ForCausalLM") == 0 ? 8 : D / H;
-    if (strcmp(arch, "GPT2LMHeadModel") == 0) {
+    int hd = strcmp(arch, "Qwen3ForCausalLM") == 0 || is_gemma3(arch) ? 8 : D / H;
+    if (is_gemma3(arch)) {
+        const int d = D_GEMMA3;
+        const char *pre = strcmp(arch, "Gemma3ForCausalLM") == 0 ? "" : "language_model.";
+        gemma3_config(cfg, sizeof cfg, arch);
+        snprintf(n, sizeof n, "%smodel.embed_tokens.weight", pre);
+        add(&c, n, dt, 2, V, d, 0);
+        for (int l = 0; l < L; l++) {
+#define A(suffix, nd, a, b) (snprintf(n, sizeof n, "%smodel.layers.%d.%s", pre, l, suffix), add(&c, n, dt, nd, a, b, 0))
+            A("input_layernorm.weight", 1, d, 0);
+            A("self_attn.q_proj.weight", 2, H * hd, d); A("self_attn.k_proj.weight", 2, KV * hd, d);
+            A("self_attn.v_proj.weight", 2, KV * hd, d); A("self_attn.o_proj.weight", 2, d, H * hd);
+            A("self_attn.q_norm.weight", 1, hd, 0); A("self_attn.k_norm.weight", 1, hd, 0);
+            A("post_attention_layernorm.weight", 1, d, 0); A("pre_feedforward_layernorm.weight", 1, d, 0);
+            A("post_feedforward_layernorm.weight", 1, d, 0);
+            A("mlp.gate_proj.weight", 2, F, d); A("mlp.up_proj.weight", 2, F, d); A("mlp.down_proj.weight", 2, d, F);
+#undef A
+        }
+        snprintf(n, sizeof n, "%smodel.norm.weight", pre);
+        add(&c, n, dt, 1, d, 0, 0);
+        if (*pre) {   // the vision tower's tensors, which a text model does not read
+            add(&c, "vision_tower.vision_model.embeddings.patch_embedding.weight", dt, 2, 8, 12, 0);
+            add(&c, "multi_modal_projector.mm_input_projection_weight", dt, 2, 8, d, 0);
+        }
+    } else if (strcmp(arch, "GPT2LMHeadModel") == 0) {
         snprintf(cfg, sizeof cfg, "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_embd\": %d, \"n_layer\": %d, "
                  "\"n_head\": %d, \"n_positions\": 16, \"vocab_size\": %d, \"layer_norm_epsilon\": 1e-5, "
                  "\"activation_function\": \"gelu_new\"}", D, L, H, V);
@@ -119,12 +176,12 @@ static void make_family(const char *dir, const char *arch, ct_dtype dt) {
 }
 
 
-// Transcoders for a tiny model: per-layer (circuit-tracer layer_{i}.safetensors) or cross-layer
-// (W_enc_{i} / W_dec_{i}) files and a config.yaml. act: "relu", "jumprelu", "topk" (k 4) or
-// "topk-negative" (k 4, encoder biases near -2, so that most kept pre-activations are negative).
+// Transcoders for a tiny model of width d: per-layer (circuit-tracer layer_{i}.safetensors) or
+// cross-layer (W_enc_{i} / W_dec_{i}) files and a config.yaml. act: "relu", "jumprelu", "topk" (k 4)
+// or "topk-negative" (k 4, encoder biases near -2, so that most kept pre-activations are negative).
 enum { TF = 32 };
-__attribute__((unused)) static void make_transcoders(const char *dir, int clt, const char *act, int skip, const char *in_hook,
-                             const char *out_hook) {
+__attribute__((unused)) static void make_transcoders(const char *dir, int d, int clt, const char *act, int skip,
+                                                     const char *in_hook, const char *out_hook) {
     mkdir(dir, 0755);
     char path[1200], yaml[2048];
     ct_err err = {0};
@@ -138,24 +195,24 @@ __attribute__((unused)) static void make_transcoders(const char *dir, int clt, c
         char n[64];
         int n_out = clt ? L - l : 1;
         snprintf(n, sizeof n, clt ? "W_enc_%d" : "W_enc", l);
-        add(&c, n, CT_DT_F32, 2, TF, D, 0);
+        add(&c, n, CT_DT_F32, 2, TF, d, 0);
         snprintf(n, sizeof n, clt ? "b_enc_%d" : "b_enc", l);
         add(&c, n, CT_DT_F32, 1, TF, 0, neg ? -2.0f : 0.1f);
         snprintf(n, sizeof n, clt ? "b_dec_%d" : "b_dec", l);
-        add(&c, n, CT_DT_F32, 1, D, 0, 0);
+        add(&c, n, CT_DT_F32, 1, d, 0, 0);
         if (jump) {
             snprintf(n, sizeof n, clt ? "threshold_%d" : "activation_function.threshold", l);
             add(&c, n, CT_DT_F32, 1, TF, 0, 0.5f);   // uniform(0, 1)
         }
-        if (skip && clt) add3(&c, "W_skip", L, D, D, 0);
-        if (skip && !clt) add(&c, "W_skip", CT_DT_F32, 2, D, D, 0);
-        if (!clt) add(&c, "W_dec", CT_DT_F32, 2, TF, D, 0);
+        if (skip && clt) add3(&c, "W_skip", L, d, d, 0);
+        if (skip && !clt) add(&c, "W_skip", CT_DT_F32, 2, d, d, 0);
+        if (!clt) add(&c, "W_dec", CT_DT_F32, 2, TF, d, 0);
         snprintf(path, sizeof path, clt ? "%s/W_enc_%d.safetensors" : "%s/layer_%d.safetensors", dir, l);
         if (ct_safetensors_write(NULL, path, c.e, c.n, NULL, 0, &err)) printf("# write failed: %s\n", err.msg);
         ckpt_free(&c);
         if (clt) {
             snprintf(n, sizeof n, "W_dec_%d", l);
-            add3(&c, n, TF, n_out, D, 0);
+            add3(&c, n, TF, n_out, d, 0);
             snprintf(path, sizeof path, "%s/W_dec_%d.safetensors", dir, l);
             if (ct_safetensors_write(NULL, path, c.e, c.n, NULL, 0, &err)) printf("# write failed: %s\n", err.msg);
             ckpt_free(&c);

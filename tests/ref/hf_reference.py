@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Independent reference forward passes (numpy, float32) for Hugging Face checkpoints of the
 families ctrace runs: LlamaForCausalLM (incl. rope_scaling llama3), Gemma2ForCausalLM,
-GPT2LMHeadModel, Qwen3ForCausalLM. Written from the transformers modeling code's definitions,
+GPT2LMHeadModel, Qwen3ForCausalLM, Gemma3ForCausalLM and the text tower of
+Gemma3ForConditionalGeneration. Written from the transformers modeling code's definitions,
 sharing nothing with ctrace. Test tooling only.
 
     hf_reference.py <checkpoint dir> <logits.f32 from ctrace> <token ids...>
@@ -16,6 +17,9 @@ import sys
 import numpy as np
 
 
+DTYPES = {}   # tensor name -> stored dtype ("F32", "F16", "BF16")
+
+
 def load_safetensors(path):
     with open(path, "rb") as f:
         buf = f.read()
@@ -24,6 +28,8 @@ def load_safetensors(path):
     data = buf[8 + n:]
     out = {}
     for name, e in header.items():
+        if name != "__metadata__":
+            DTYPES[name] = e["dtype"]
         if name == "__metadata__":
             continue
         b, end = e["data_offsets"]
@@ -173,13 +179,94 @@ def forward_gpt2(cfg, w, ids):
     return h @ w[pre + "wte.weight"].T
 
 
+def to_dtype(x, dtype):
+    """A float32 scalar cast to a stored dtype and back, as torch's .to(dtype) (round to nearest even)."""
+    x = np.float32(x)
+    if dtype == "F16":
+        return np.float32(np.float16(x))
+    if dtype == "BF16":
+        u = int(np.array([x], dtype=np.float32).view(np.uint32)[0])
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+        return np.array([u], dtype=np.uint32).view(np.float32)[0]
+    return x
+
+
+def gemma3_text_config(cfg, arch):
+    """The text model's settings as Gemma3TextConfig fills them (its defaults for absent keys)."""
+    t = cfg.get("text_config", cfg) if arch == "Gemma3ForConditionalGeneration" else cfg
+    d = {"hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8,
+         "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 262208, "rms_norm_eps": 1e-6,
+         "query_pre_attn_scalar": 256, "sliding_window": 4096, "rope_theta": 1e6, "rope_local_base_freq": 1e4,
+         "final_logit_softcapping": None, "attn_logit_softcapping": None}
+    c = {k: (t[k] if t.get(k) is not None else v) for k, v in d.items()}
+    c["final_logit_softcapping"], c["attn_logit_softcapping"] = t.get("final_logit_softcapping"), t.get("attn_logit_softcapping")
+    L = c["num_hidden_layers"]
+    pattern = t.get("sliding_window_pattern", 6)
+    c["layer_types"] = t.get("layer_types") or ["sliding_attention" if (i + 1) % pattern else "full_attention"
+                                                for i in range(L)]
+    # rope parameters per layer type (convert_rope_params_to_dict): rope_scaling applies to full attention
+    rp = {"full_attention": {"rope_type": "default"}, "sliding_attention": {"rope_type": "default"}}
+    for k, v in (t.get("rope_parameters") or {}).items():
+        rp[k] = dict(v)
+    if t.get("rope_scaling"):
+        rp["full_attention"].update(t["rope_scaling"])
+    rp["full_attention"].setdefault("rope_theta", c["rope_theta"])
+    rp["sliding_attention"].setdefault("rope_theta", c["rope_local_base_freq"])
+    c["rope"] = rp
+    return c
+
+
+def forward_gemma3(cfg, w, ids, arch):
+    c = gemma3_text_config(cfg, arch)
+    w = {("model." + k[len("language_model.model."):] if k.startswith("language_model.model.") else k): v
+         for k, v in w.items()}
+    D, H, KV, hd, eps = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["rms_norm_eps"]
+    T = len(ids)
+    inv = {}
+    for kind, p in c["rope"].items():   # compute_default_rope_parameters, then linear: inv_freq / factor
+        f = (1.0 / (np.float32(p["rope_theta"]) ** (np.arange(0, hd, 2, dtype=np.float32) / np.float32(hd)))).astype(np.float32)
+        if p.get("rope_type", p.get("type", "default")) == "linear":
+            f = (f / np.float32(p["factor"])).astype(np.float32)
+        inv[kind] = f
+    emb_name = "model.embed_tokens.weight" if "model.embed_tokens.weight" in DTYPES else "language_model.model.embed_tokens.weight"
+    scale = to_dtype(math.sqrt(D), DTYPES[emb_name])   # embed_scale.to(weight.dtype)
+    h = w["model.embed_tokens.weight"][ids] * scale
+    for l in range(c["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        kind = c["layer_types"][l]
+        x = rms_norm(h, w[p + "input_layernorm.weight"], eps, 1.0)
+        q = (x @ w[p + "self_attn.q_proj.weight"].T).reshape(T, H, hd).transpose(1, 0, 2)
+        k = (x @ w[p + "self_attn.k_proj.weight"].T).reshape(T, KV, hd).transpose(1, 0, 2)
+        v = (x @ w[p + "self_attn.v_proj.weight"].T).reshape(T, KV, hd).transpose(1, 0, 2)
+        q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps, 1.0)
+        k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps, 1.0)
+        q, k = apply_rope(q, inv[kind], T), apply_rope(k, inv[kind], T)
+        window = c["sliding_window"] if kind == "sliding_attention" else None
+        a = attend(q, k, v, c["query_pre_attn_scalar"] ** -0.5, c["attn_logit_softcapping"], window)
+        o = a.transpose(1, 0, 2).reshape(T, H * hd) @ w[p + "self_attn.o_proj.weight"].T
+        h = h + rms_norm(o, w[p + "post_attention_layernorm.weight"], eps, 1.0)
+        x = rms_norm(h, w[p + "pre_feedforward_layernorm.weight"], eps, 1.0)
+        m = (gelu_tanh(x @ w[p + "mlp.gate_proj.weight"].T) * (x @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+        h = h + rms_norm(m, w[p + "post_feedforward_layernorm.weight"], eps, 1.0)
+    h = rms_norm(h, w["model.norm.weight"], eps, 1.0)
+    logits = h @ w["model.embed_tokens.weight"].T
+    if c["final_logit_softcapping"]:
+        logits = np.tanh(logits / c["final_logit_softcapping"]) * c["final_logit_softcapping"]
+    return logits
+
+
 def main():
     d, logits_path = sys.argv[1], sys.argv[2]
     ids = [int(x) for x in sys.argv[3:]]
     cfg = json.load(open(d + "/config.json"))
     w = load_safetensors(d + "/model.safetensors")
     arch = cfg["architectures"][0]
-    ref = forward_gpt2(cfg, w, ids) if arch == "GPT2LMHeadModel" else forward_llama_like(cfg, w, ids, arch)
+    if arch == "GPT2LMHeadModel":
+        ref = forward_gpt2(cfg, w, ids)
+    elif arch.startswith("Gemma3For"):
+        ref = forward_gemma3(cfg, w, ids, arch)
+    else:
+        ref = forward_llama_like(cfg, w, ids, arch)
     got = np.fromfile(logits_path, dtype="<f4").reshape(ref.shape)
     diff = np.abs(got - ref)
     worst = float(diff.max())

@@ -26,13 +26,20 @@ static rm_box *check_rm(lua_State *L, int idx) {
     return b;
 }
 
-// ctrace.replacement_model(model, transcoders)
+// ctrace.replacement_model(model, transcoders [, {constant_positions = n}])
 static int l_replacement_model(lua_State *L) {
     ct_model *m = ct_lua_check_box(L, 1, CT_MT_MODEL);
     ct_transcoders *tc = ct_lua_check_box(L, 2, CT_MT_TRANSCODERS);
+    static const char *const allowed[] = {"constant_positions", NULL};
+    ct_lua_check_opts(L, 3, "replacement_model", allowed);
+    lua_Number nc = ct_lua_opt_number(L, 3, "constant_positions", -1);   // -1: not given (the model's rule)
+    if (nc != -1 && !(nc >= 1 && nc <= (1 << 20) && nc == (int)nc))
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "replacement_model: constant_positions must be an integer in 1..%d, got %g",
+                           1 << 20, nc);
     ct_err err = {0};
     ct_replacement r;
     if (ct_replacement_init(&r, m, tc, &err)) return ct_lua_raise(L, &err);
+    if (nc != -1) ct_replacement_set_constant(&r, (int)nc, &err);   // in range: cannot fail
     rm_box *b = lua_newuserdata(L, sizeof *b);
     b->model_box = lua_touserdata(L, 1);
     b->tc_box = lua_touserdata(L, 2);
@@ -52,6 +59,14 @@ static int l_rm_model(lua_State *L) {
     luaL_checkudata(L, 1, CT_MT_REPLACEMENT);
     lua_getfenv(L, 1);
     lua_rawgeti(L, -1, 1);
+    return 1;
+}
+
+// rm:constant_positions() -> how many leading positions are held constant (no features, zero
+// error vectors): 1 (BOS), or 4 on Gemma-3 instruction-tuned models, or as given
+static int l_rm_constant_positions(lua_State *L) {
+    rm_box *b = check_rm(L, 1);
+    lua_pushinteger(L, b->r.n_const);
     return 1;
 }
 
@@ -546,7 +561,8 @@ static int l_rm_tostring(lua_State *L) {
 void ct_lua_register_replacement(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"attribute", l_rm_attribute}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
-        {"donor_values", l_rm_donor_values}, {"model", l_rm_model}, {"transcoders", l_rm_transcoders}, {NULL, NULL}};
+        {"donor_values", l_rm_donor_values}, {"model", l_rm_model}, {"transcoders", l_rm_transcoders},
+        {"constant_positions", l_rm_constant_positions}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_rm_gc}, {"__tostring", l_rm_tostring}, {NULL, NULL}};
     static const luaL_Reg fns[] = {{"replacement_model", l_replacement_model}, {NULL, NULL}};
     ct_lua_new_type(L, CT_MT_REPLACEMENT, methods, NULL, meta);

@@ -5,7 +5,8 @@
 // column on one target. Rows are computed for the K logit targets first, then for feature
 // targets, ranked by their estimated influence when the budget does not cover all of them, and
 // kept in a row store (memory, or a file past the memory limit) until the graph takes the
-// selected columns. Position 0 is a constant: no features, a zero error vector.
+// selected columns. The first n_const positions are constants (BOS; Gemma-3 instruction-tuned
+// models: the chat prefix): no features, zero error vectors.
 #include "trace/attribution.h"
 
 #include <math.h>
@@ -30,10 +31,11 @@ typedef struct {
     int L, T, D, H, KV, hd;
     ct_tc_input input;      // which value the transcoders read
     int out_raw;            // their output hook is the raw MLP output
+    int n_const;            // leading positions held constant (no features, zero error vectors)
     // from the clean run (held by the replacement model until the graph is built)
     const ct_frozen *fz;    // frozen patterns and norm denominators
     const float *embed;     // (T, D) token embeddings as added
-    const float *err_vec;   // (L, T, D) error vectors (position 0 zero)
+    const float *err_vec;   // (L, T, D) error vectors (zero at the constant positions)
     const float *logits;    // (V,) last position
     int64_t n_active;
     int32_t *active;        // (n_active, 3)
@@ -69,7 +71,7 @@ static ct_status take_clean_run(attr_ctx *a, ct_replacement *rm, const int *toke
     a->err_vec = c->err;
     a->logits = c->logits;
     // active features, sorted by (layer, position, index) as the clean run lists them (none at
-    // position 0); the graph takes them over (the clean run would compute them again if asked)
+    // the constant positions); the graph takes them over (the clean run would compute them again if asked)
     if (!ct_clean_acts(rm, c, 0, err)) return err->status;
     ct_sparse_acts *acts = &c->acts[0];
     int64_t n = acts->n;
@@ -220,7 +222,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
             int l0 = tc->kind == CT_TC_CLT ? 0 : l;
             for (int lf = l0; lf <= l; lf++) {
                 if (l - lf >= tc->layers[lf].n_out) continue;
-                for (int t = 1; t < Tp; t++) {
+                for (int t = a->n_const; t < Tp; t++) {
                     int64_t s0 = a->start[lf * T + t], n = a->start[lf * T + t + 1] - s0;
                     int f = first[t];
                     if (n == 0) continue;
@@ -231,7 +233,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
                              rows + f * ldr + s0, (int)ldr);
                 }
             }
-            for (int t = 1; t < Tp; t++) {
+            for (int t = a->n_const; t < Tp; t++) {
                 int f = first[t];
                 int64_t col = a->n_active + (int64_t)l * T + t;
                 gemm(&a->flops, 0, 1, B - f, 1, D, GO + ((size_t)t * B + f) * D, D, a->err_vec + ((size_t)l * T + t) * D, D,
@@ -605,7 +607,8 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "attribute: the prompt has %d tokens; the model's context is %d",
                        T, m->cfg.max_seq_len);
     attr_ctx a = {.m = m, .tc = tc, .L = m->cfg.n_layers, .T = T, .D = m->cfg.d_model, .H = m->cfg.n_heads,
-                  .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim, .input = rm->input, .out_raw = rm->out_raw};
+                  .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim, .input = rm->input, .out_raw = rm->out_raw,
+                  .n_const = rm->n_const};
     target *tg = NULL;
     rows_state rs = {0};
     float *infl = NULL;

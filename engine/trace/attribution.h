@@ -1,7 +1,8 @@
 // attribution.h - attribution graphs of the local replacement model.
 //
 // A clean forward pass fixes attention patterns and norm denominators; MLPs become transcoder
-// features plus error nodes (position 0 is a constant: its features and error are not nodes).
+// features plus error nodes (the replacement model's constant positions, BOS or a chat prefix,
+// have no features and zero error vectors).
 // The model is then linear in the residual stream, and the edge from source s to target t is
 // g_t(write point of s) . v_s, where g_t is the vector-Jacobian product of the target vector
 // (an encoder row at the feature's input hook, or a demeaned unembedding column at the final
@@ -51,7 +52,8 @@ typedef struct {
 
 void ct_attr_opts_default(ct_attr_opts *o);
 
-// Computes the attribution graph of tokens (T,) (which start with BOS or another special token)
+// Computes the attribution graph of tokens (T,) (which start with BOS or another special token;
+// ct_replacement_check_prompt's start on models that require one)
 // in the replacement model r, from the prompt's clean run (r's held one when it is of these tokens;
 // r releases it before the graph is built, to leave the graph its room).
 ct_status ct_attribute(ct_graph **out, ct_replacement *r, const int *tokens, int T, const ct_attr_opts *o, ct_err *err);

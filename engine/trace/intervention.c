@@ -86,8 +86,8 @@ static ct_status iv_mlp(void *vp, int l, const ct_mlp_io *io, float *out, ct_err
     memset(p->encoded, 0, (size_t)T);
     if (p->o->activations) {
         if ((rc = ct_tc_encode(tc, l, x, T, p->pre, p->act, err))) return rc;
-        if (p->acts && (rc = ct_sparse_acts_append(p->acts, &p->acts_cap, l, pos0, p->o->pre_activation ? p->pre : p->act, T,
-                                                    F, p->o->pre_activation, err)))
+        if (p->acts && (rc = ct_sparse_acts_append(p->acts, &p->acts_cap, l, pos0, p->r->n_const,
+                                                    p->o->pre_activation ? p->pre : p->act, T, F, p->o->pre_activation, err)))
             return rc;
         memset(p->encoded, 1, (size_t)T);
     }
@@ -231,7 +231,8 @@ ct_status ct_iv_donor_values(const ct_replacement *r, const int *tokens, int T, 
             return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "position %d (member %d) is not in the second prompt (%d tokens)",
                            feat[3 * i + 1], i + 1, T);
     ct_clean_run *c;
-    ct_status rc = ct_clean_run_open(&c, r, tokens, T, 0, err);
+    ct_status rc = ct_replacement_check_prompt(r, tokens, T, err);
+    if (!rc) rc = ct_clean_run_open(&c, r, tokens, T, 0, err);
     if (rc) return rc;
     const ct_sparse_acts *a = ct_clean_acts(r, c, 0, err);
     for (int i = 0; a && i < n; i++) {

@@ -52,7 +52,7 @@ ct_status ct_iv_check(const ct_replacement *r, const ct_intervention *iv, int n_
 
 // Runs the prompt tokens (T,) with the interventions. logits (T, V) every position (may be NULL);
 // acts (may be NULL; needs o->activations) gets every layer's transcoder activations at positions
-// >= 1 (position 0 is a constant, as in graphs), sorted.
+// >= r->n_const (the constant positions left out, as in graphs), sorted.
 ct_status ct_iv_run(ct_replacement *r, const int *tokens, int T, const ct_intervention *iv, int n_iv, const ct_iv_opts *o,
                     float *logits, ct_sparse_acts *acts, ct_err *err);
 // The prompt's clean activations (post- or pre-activation), computed once per clean run.

@@ -59,8 +59,24 @@ int64_t ct_sparse_acts_find(const ct_sparse_acts *a, int layer, int pos, int64_t
     return -1;
 }
 
+// circuit-tracer's rule for Gemma-3 instruction-tuned models: "gemma-3" in the model's name and
+// the name ending in "-it"
+static int gemma3_it(const ct_model *m) {
+    char name[512];
+    ct_model_name(m, name, sizeof name);
+    size_t n = strlen(name);
+    return strncmp(m->cfg.architecture, "Gemma3For", 9) == 0 && strstr(name, "gemma-3") && n >= 3 &&
+           strcmp(name + n - 3, "-it") == 0;
+}
+
 ct_status ct_replacement_init(ct_replacement *r, ct_model *m, const ct_transcoders *tc, ct_err *err) {
     memset(r, 0, sizeof *r);
+    r->n_const = 1;
+    if (gemma3_it(m)) {   // <bos><start_of_turn>user\n
+        static const int prefix[4] = {2, 105, 2364, 107};
+        memcpy(r->prefix, prefix, sizeof prefix);
+        r->n_prefix = r->n_const = 4;
+    }
     ct_status rc = ct_transcoders_check(tc, m, err);
     if (rc) return rc;
     const char *in = tc->input_hook, *out = tc->output_hook;
@@ -75,6 +91,27 @@ ct_status ct_replacement_init(ct_replacement *r, ct_model *m, const ct_transcode
     r->m = m;
     r->tc = tc;
     return CT_OK;
+}
+
+ct_status ct_replacement_set_constant(ct_replacement *r, int n, ct_err *err) {
+    if (n < 1 || n > (1 << 20))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "constant_positions must be in 1..%d, got %d", 1 << 20, n);
+    ct_replacement_release(r);
+    r->n_const = n;
+    r->n_prefix = 0;
+    return CT_OK;
+}
+
+ct_status ct_replacement_check_prompt(const ct_replacement *r, const int *tokens, int T, ct_err *err) {
+    int good = T >= r->n_prefix;
+    for (int i = 0; good && i < r->n_prefix; i++) good = tokens[i] == r->prefix[i];
+    if (good) return CT_OK;
+    char got[96] = "";
+    size_t k = 0;
+    for (int i = 0; i < T && i < 6 && k < sizeof got - 16; i++) k += (size_t)snprintf(got + k, sizeof got - k, " %d", tokens[i]);
+    return ct_fail(err, CT_STATUS_BAD_ARG, "this instruction-tuned Gemma-3 model's prompts start <bos><start_of_turn>user\\n "
+                   "(ids 2 105 2364 107; its first %d positions are held constant), got ids%s%s; give the prompt as "
+                   "a chat ({chat = {{role = \"user\", content = ...}}})", r->n_const, got, T > 6 ? " ..." : "");
 }
 
 void ct_replacement_release(ct_replacement *r) {
@@ -118,9 +155,10 @@ size_t ct_clean_run_bytes(const ct_clean_run *c) {
 }
 
 // The clean run of tokens for a set reading tc->input_hook and writing tc->output_hook; own_raw:
-// keep the raw MLP outputs apart (they differ from the output hook).
-static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders *tc, int own_raw, const int *tokens, int T,
-                           int all_logits, ct_err *err) {
+// keep the raw MLP outputs apart (they differ from the output hook). Error vectors are zero at the
+// first n_const positions.
+static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders *tc, int own_raw, int n_const,
+                           const int *tokens, int T, int all_logits, ct_err *err) {
     *out = NULL;
     if (T < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "expected a prompt of at least one token, got %d", T);
     if (m->cfg.max_seq_len > 0 && T > m->cfg.max_seq_len)
@@ -165,12 +203,13 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
             for (int k = 0; k < per; k++) ct_frozen_drop_extra(&c->frozen, per * l + k);   // copied: one copy is enough
         }
         c->embed = ct_frozen_extra(&c->frozen, per * L);
-        // error = output hook - reconstruction from every layer's features; position 0 zero
+        // error = output hook - reconstruction from every layer's features; constant positions zero
         rc = ct_tc_reconstruct(tc, c->in, T, c->err, err);
+        size_t zero = (size_t)(n_const < T ? n_const : T) * D;
         for (int l = 0; l < L && !rc; l++) {
             float *e = c->err + l * TD;
             const float *o = c->out + l * TD;
-            for (size_t i = 0; i < TD; i++) e[i] = i < (size_t)D ? 0.0f : o[i] - e[i];
+            for (size_t i = 0; i < TD; i++) e[i] = i < zero ? 0.0f : o[i] - e[i];
         }
     }
     if (rc) {
@@ -185,25 +224,27 @@ ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const i
                             ct_err *err) {
     // Gemma-2 with hook_mlp_out: the raw MLP output differs from the output hook (post-FF norm)
     int own_raw = !r->out_raw && r->m->cfg.post_norms;
-    return clean_run(out, r->m, r->tc, own_raw, tokens, T, all_logits, err);
+    return clean_run(out, r->m, r->tc, own_raw, r->n_const, tokens, T, all_logits, err);
 }
 
 ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err) {
     *out = NULL;
     ct_clean_run *c = r->clean;
     if (!(c && c->T == T && memcmp(c->tokens, tokens, sizeof(int) * (size_t)T) == 0)) {
+        ct_status rc = ct_replacement_check_prompt(r, tokens, T, err);
+        if (rc) return rc;
         ct_replacement_release(r);
-        ct_status rc = ct_clean_run_open(&r->clean, r, tokens, T, 0, err);
+        rc = ct_clean_run_open(&r->clean, r, tokens, T, 0, err);
         if (rc) return rc;
     }
     *out = r->clean;
     return CT_OK;
 }
 
-ct_status ct_sparse_acts_append(ct_sparse_acts *a, int64_t *cap, int layer, int pos0, const float *v, int T, int F,
-                                int keep_zero, ct_err *err) {
+ct_status ct_sparse_acts_append(ct_sparse_acts *a, int64_t *cap, int layer, int pos0, int n_const, const float *v, int T,
+                                int F, int keep_zero, ct_err *err) {
     for (int t = 0; t < T; t++) {
-        if (pos0 + t == 0) continue;   // position 0 is a constant
+        if (pos0 + t < n_const) continue;   // a constant position
         for (int f = 0; f < F; f++) {
             float x = v[(size_t)t * F + f];
             if (x == 0.0f && !keep_zero) continue;
@@ -237,7 +278,7 @@ const ct_sparse_acts *ct_clean_acts(const ct_replacement *r, ct_clean_run *c, in
     size_t TD = (size_t)c->T * c->D;
     for (int l = 0; l < c->L && !rc; l++) {
         rc = ct_tc_encode(tc, l, c->in + l * TD, c->T, k ? v : NULL, k ? NULL : v, err);
-        if (!rc) rc = ct_sparse_acts_append(a, &cap, l, 0, v, c->T, tc->layers[l].d_tc, k, err);
+        if (!rc) rc = ct_sparse_acts_append(a, &cap, l, 0, r->n_const, v, c->T, tc->layers[l].d_tc, k, err);
     }
     free(v);
     if (rc) {
@@ -251,7 +292,7 @@ const ct_sparse_acts *ct_clean_acts(const ct_replacement *r, ct_clean_run *c, in
 ct_status ct_tc_errors(ct_model *m, const ct_transcoders *tc, const int *tokens, int T, float *err_out, ct_err *err) {
     ct_clean_run *c;
     ct_status rc = ct_transcoders_check(tc, m, err);
-    if (!rc) rc = clean_run(&c, m, tc, 0, tokens, T, 0, err);
+    if (!rc) rc = clean_run(&c, m, tc, 0, 1, tokens, T, 0, err);
     if (rc) return rc;
     rc = ct_tc_reconstruct(tc, c->in, T, err_out, err);
     for (size_t i = 0; !rc && i < (size_t)c->L * T * c->D; i++) err_out[i] = c->out[i] - err_out[i];
@@ -264,7 +305,7 @@ ct_status ct_tc_errors(ct_model *m, const ct_transcoders *tc, const int *tokens,
 
 typedef struct {
     const ct_replacement *r;
-    const float *real_out;   // (L, T, D) real output hook values (position 0 is kept)
+    const float *real_out;   // (L, T, D) real output hook values (kept at the constant positions)
     float *pending;          // (L, T, D) decoder contributions written ahead (CLT)
     float *act;              // (T, F_max)
 } repl_ctx;
@@ -277,13 +318,14 @@ static ct_status repl_mlp(void *vctx, int l, const ct_mlp_io *io, float *out, ct
     const float *in = ct_tc_input_of(x->r->input, io);
     ct_status rc = ct_tc_encode(tc, l, in, T, NULL, x->act, err);
     if (rc) return rc;
-    memset(x->act, 0, sizeof(float) * (size_t)tc->layers[l].d_tc);   // position 0: no features
+    int nc = x->r->n_const < T ? x->r->n_const : T;
+    memset(x->act, 0, sizeof(float) * (size_t)nc * tc->layers[l].d_tc);   // constant positions: no features
     for (int j = 0; j < tc->layers[l].n_out && !rc; j++) rc = ct_tc_decode_add(tc, l, j, x->act, T, x->pending + (l + j) * TD, err);
     if (rc) return rc;
     for (int t = 0; t < T; t++) memcpy(out + (size_t)t * D, tc->layers[l].b_dec, sizeof(float) * (size_t)D);
     ct_tc_skip_add(tc, l, in, T, out);
     for (size_t i = 0; i < TD; i++) out[i] += x->pending[l * TD + i];
-    memcpy(out, x->real_out + l * TD, sizeof(float) * (size_t)D);   // BOS keeps the real output
+    memcpy(out, x->real_out + l * TD, sizeof(float) * (size_t)nc * D);   // constant positions keep the real output
     return CT_OK;
 }
 

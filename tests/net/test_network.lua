@@ -355,6 +355,13 @@ t.run {
     t.eq(gm:config().architecture, "Gemma2ForCausalLM", "org/repo id: config, tokenizer and weights fetched, model loads")
     local tok = ct.load_tokenizer("test/gemma-tiny")
     t.eq(tok:vocab_size(), gm:tokenizer():vocab_size(), "org/repo tokenizer: its tokenizer.json")
+    -- an instruction-tuned Gemma-3 by repository id: its chat template comes with it, and the
+    -- replacement model holds <bos><start_of_turn>user\n constant (the hub name ends in -it)
+    local g3 = ct.load_model("test/gemma-3-tiny-it")
+    local ids = g3:apply_chat_template({{role = "user", content = "Hi"}}, {add_generation_prompt = true})
+    t.eq(table.concat(ids, " "), "2 105 2364 107 10979 106 107 105 4368 107", "the chat template fetched with the model")
+    local rm3 = ct.replacement_model(g3, ct.load_transcoders(tmp .. "/gen3/transcoders"))
+    t.eq(rm3:constant_positions(), 4, "test/gemma-3-tiny-it: 4 constant positions (its name, from the hub cache path)")
     local other = tmp .. "/other-hub"
     local r = child('print(require("ctrace").hub.file("hf://test/plain/config.json"))', false, "HF_HUB_CACHE=" .. other)
     t.ok(r:find(other .. "/models--test--plain/snapshots/", 1, true), "HF_HUB_CACHE chooses the cache directory", r)

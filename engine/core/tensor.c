@@ -475,21 +475,340 @@ uint16_t ct_f32_to_f16(float f) {
     return (uint16_t)(sign | h);
 }
 
-void ct_mat_row(const ct_mat *m, int64_t r, float *out) {
-    size_t es = ct_dtype_size(m->dtype);
-    const uint8_t *p = m->data + (size_t)(r * m->rs) * es;
-    size_t step = (size_t)m->cs * es;
-    for (int64_t c = 0; c < m->cols; c++, p += step) {
-        switch (m->dtype) {
-        case CT_DT_F32: memcpy(&out[c], p, 4); break;
-        case CT_DT_BF16: out[c] = ct_bf16_to_f32((uint16_t)(p[0] | p[1] << 8)); break;
-        case CT_DT_F16: out[c] = ct_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); break;
-        default: {
-            double d;
-            memcpy(&d, p, 8);
-            out[c] = (float)d;
+// ----------------------------------------------------------------------------
+// Conversion of stored elements to float32
+
+static int g_convert_portable;   // tests: 1 forces the portable code
+
+void ct_convert_portable(int on) { g_convert_portable = on; }
+
+static uint32_t load_u16(const uint8_t *p) { return (uint32_t)(p[0] | p[1] << 8); }
+
+// bf16 is the high half of a float32. Blocks of 16 with a fixed trip count vectorise at -O2.
+static void bf16_portable(float *restrict out, const uint8_t *restrict src, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) {
+            uint32_t u = load_u16(src + 2 * (i + k)) << 16;
+            memcpy(out + i + k, &u, 4);
         }
+    for (; i < n; i++) out[i] = ct_bf16_to_f32((uint16_t)load_u16(src + 2 * i));
+}
+
+// ct_f16_to_f32 without branches: exponent and mantissa shifted into place and rebiased
+// (15 -> 127; inf and NaN keep an all-ones exponent and the payload), subnormals as em * 2^-24
+// (exact: em < 2^10), then the sign.
+static inline float f16_bits_to_f32(uint32_t h) {
+    uint32_t em = h & 0x7fffu, sign = (h & 0x8000u) << 16;
+    uint32_t u = (em << 13) + (em >= 0x7c00u ? (uint32_t)(255 - 31) << 23 : (uint32_t)(127 - 15) << 23);
+    float f;
+    memcpy(&f, &u, 4);
+    float sub = (float)(int32_t)em * 0x1p-24f;
+    f = em < 0x400u ? sub : f;
+    memcpy(&u, &f, 4);
+    u |= sign;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void f16_portable(float *restrict out, const uint8_t *restrict src, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) out[i + k] = f16_bits_to_f32(load_u16(src + 2 * (i + k)));
+    for (; i < n; i++) out[i] = f16_bits_to_f32(load_u16(src + 2 * i));
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#include <cpuid.h>
+#include <immintrin.h>
+#define CT_X86_CONVERT 1
+
+// The 256-bit loops end with vzeroupper before the portable code takes the tail: the compiler
+// leaves it out before a tail call, and SSE code after dirty upper halves runs several times
+// slower (every later product of the process, not just this one).
+__attribute__((target("avx2"))) static void bf16_avx2(float *out, const uint8_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i)));
+        _mm256_storeu_si256((__m256i *)(void *)(out + i), _mm256_slli_epi32(w, 16));
+    }
+    _mm256_zeroupper();
+    bf16_portable(out + i, src + 2 * i, n - i);
+}
+
+__attribute__((target("avx,f16c"))) static void f16_f16c(float *out, const uint8_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i))));
+    _mm256_zeroupper();
+    f16_portable(out + i, src + 2 * i, n - i);
+}
+
+// w (n,) . x (n,) for a BF16 / F16 row w as ct_matmul's one-row loop sums a float32 row: the
+// eight lanes are its eight partial sums (multiply, then add: no fused multiply-add), added in
+// its order, then the n % 8 trailing products in turn. Each element is read once and converted
+// in a register.
+__attribute__((target("avx2"))) static float dot_bf16_avx2(const uint8_t *w, const float *x, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * i)));
+        __m256 v = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(v, _mm256_loadu_ps(x + i)));
+    }
+    float a[8];
+    _mm256_storeu_ps(a, acc);
+    _mm256_zeroupper();
+    float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    for (; i < n; i++) s += ct_bf16_to_f32((uint16_t)load_u16(w + 2 * i)) * x[i];
+    return s;
+}
+
+__attribute__((target("avx,f16c"))) static float dot_f16_f16c(const uint8_t *w, const float *x, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * i)));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(v, _mm256_loadu_ps(x + i)));
+    }
+    float a[8];
+    _mm256_storeu_ps(a, acc);
+    _mm256_zeroupper();
+    float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    for (; i < n; i++) s += ct_f16_to_f32((uint16_t)load_u16(w + 2 * i)) * x[i];
+    return s;
+}
+
+// CPU features, read once (0 / 1; -1 not yet read)
+static int g_avx2 = -1, g_f16c = -1;
+#endif
+
+// Whether the 8-wide code serves BF16 (AVX2) / F16 (F16C) here.
+static int fast_bf16(void) {
+#ifdef CT_X86_CONVERT
+    if (g_avx2 < 0) g_avx2 = __builtin_cpu_supports("avx2") != 0;
+    return g_avx2 && !g_convert_portable;
+#else
+    return 0;
+#endif
+}
+
+static int fast_f16(void) {
+#ifdef CT_X86_CONVERT
+    if (g_f16c < 0) {   // AVX usable (the OS saves the registers: the builtin checks), then F16C (CPUID 1, ECX bit 29;
+                        // clang knows no "f16c" for __builtin_cpu_supports)
+        unsigned a, b, c, d;
+        g_f16c = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
+    }
+    return g_f16c && !g_convert_portable;
+#else
+    return 0;
+#endif
+}
+
+void ct_to_f32(float *out, const uint8_t *src, ct_dtype dt, size_t n) {
+    switch (dt) {
+    case CT_DT_F32:
+        memcpy(out, src, n * 4);
+        return;
+    case CT_DT_BF16:
+#ifdef CT_X86_CONVERT
+        if (fast_bf16()) {
+            bf16_avx2(out, src, n);
+            return;
+        }
+#endif
+        bf16_portable(out, src, n);
+        return;
+    case CT_DT_F16:
+#ifdef CT_X86_CONVERT
+        if (fast_f16()) {
+            f16_f16c(out, src, n);
+            return;
+        }
+#endif
+        f16_portable(out, src, n);
+        return;
+    default:   // F64
+        for (size_t i = 0; i < n; i++) {
+            double d;
+            memcpy(&d, src + 8 * i, 8);
+            out[i] = (float)d;
         }
     }
 }
 
+// ----------------------------------------------------------------------------
+// Matrices in their stored dtype
+
+ct_mat ct_mat_f32(const float *data, int64_t rows, int64_t cols) {
+    return (ct_mat){(const uint8_t *)data, CT_DT_F32, rows, cols, cols, 1};
+}
+
+ct_mat ct_mat_t(const ct_mat *m) { return (ct_mat){m->data, m->dtype, m->cols, m->rows, m->cs, m->rs}; }
+
+ct_mat ct_mat_cols(const ct_mat *m, int64_t c0, int64_t n) {
+    ct_mat v = *m;
+    v.data = m->data + (size_t)(c0 * m->cs) * ct_dtype_size(m->dtype);
+    v.cols = n;
+    return v;
+}
+
+void ct_mat_row(const ct_mat *m, int64_t r, float *out) {
+    size_t es = ct_dtype_size(m->dtype);
+    const uint8_t *p = m->data + (size_t)(r * m->rs) * es;
+    if (m->cs == 1) {   // a contiguous row
+        ct_to_f32(out, p, m->dtype, (size_t)m->cols);
+        return;
+    }
+    size_t step = (size_t)m->cs * es;
+    for (int64_t c = 0; c < m->cols; c++, p += step) ct_to_f32(&out[c], p, m->dtype, 1);
+}
+
+void ct_mat_rows(const ct_mat *m, int64_t r0, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++) ct_mat_row(m, r0 + i, out + (size_t)i * (size_t)m->cols);
+}
+
+int ct_mat_in_place(const ct_mat *m) {
+    return m->dtype == CT_DT_F32 && (uintptr_t)m->data % sizeof(float) == 0 && (m->cs == 1 || m->rs == 1);
+}
+
+static size_t g_tile = CT_MAT_TILE;   // tests: smaller tiles
+
+void ct_mat_tile_limit(size_t floats) { g_tile = floats ? floats : CT_MAT_TILE; }
+
+size_t ct_mat_tile_floats(const ct_mat *W) {
+    if (ct_mat_in_place(W)) return 0;
+    return (size_t)W->cols > g_tile ? (size_t)W->cols : g_tile;
+}
+
+// acc (8,) += w (n,) * x (n,) lane by lane, n a multiple of 8: ct_matmul's one-row loop
+static void dot8(float *restrict acc, const float *restrict w, const float *restrict x, int n) {
+    for (int i = 0; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += w[i + k] * x[i + k];
+}
+
+// The partial sums added in ct_matmul's order, then the n < 8 trailing products.
+static float dot8_finish(const float *acc, const float *w, const float *x, int n) {
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (int i = 0; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+// Elements of a row converted at a time on the one-position path (a multiple of 8; 2 KiB).
+#define DOT_PIECE 512
+// Outputs computed together when W's columns are contiguous (one position).
+#define COL_BLOCK 256
+
+// a (n,) += s (n,) * xi
+static void axpy_block(float *restrict a, const float *restrict s, float xi, int n) {
+    int c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int k = 0; k < 8; k++) a[c + k] += s[c + k] * xi;
+    for (; c < n; c++) a[c] += s[c] * xi;
+}
+
+// out (N,) = W (N, K) @ x (K,) for W with columns contiguous (rs == 1: its transpose S (K, N) is
+// stored by rows, cs apart), reading S's rows in order for a block of outputs at a time. Each
+// output gets the partial sums of ct_matmul's one-row loop (acc[i % 8] over i), added in its
+// order, then the trailing products: the bits ct_matmul gives on W as a row-major copy.
+static void matvec_cols(float *out, const float *x, const ct_mat *W) {
+    int N = (int)W->rows, K = (int)W->cols, K8 = K & ~7;
+    size_t es = ct_dtype_size(W->dtype);
+    int f32 = W->dtype == CT_DT_F32 && (uintptr_t)W->data % sizeof(float) == 0;
+    float acc[8][COL_BLOCK], buf[COL_BLOCK];   // (8, COL_BLOCK) partial sums, (COL_BLOCK,) a converted piece
+    for (int o0 = 0; o0 < N; o0 += COL_BLOCK) {
+        int nb = N - o0 < COL_BLOCK ? N - o0 : COL_BLOCK;
+        memset(acc, 0, sizeof acc);
+        float *o = out + o0;
+        for (int i = 0; i < K; i++) {
+            const uint8_t *p = W->data + ((size_t)i * (size_t)W->cs + (size_t)o0) * es;   // S[i, o0:o0+nb]
+            const float *s = (const float *)(const void *)p;
+            if (!f32) ct_to_f32(buf, p, W->dtype, (size_t)nb), s = buf;
+            if (i == K8)
+                for (int c = 0; c < nb; c++)
+                    o[c] = ((acc[0][c] + acc[1][c]) + (acc[2][c] + acc[3][c])) + ((acc[4][c] + acc[5][c]) + (acc[6][c] + acc[7][c]));
+            if (i < K8) axpy_block(acc[i & 7], s, x[i], nb);
+            else axpy_block(o, s, x[i], nb);
+        }
+        if (K8 == K)
+            for (int c = 0; c < nb; c++)
+                o[c] = ((acc[0][c] + acc[1][c]) + (acc[2][c] + acc[3][c])) + ((acc[4][c] + acc[5][c]) + (acc[6][c] + acc[7][c]));
+    }
+}
+
+void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, int T, float *tile, size_t tile_n) {
+    int N = (int)W->rows, K = (int)W->cols;
+    int f32 = W->dtype == CT_DT_F32 && (uintptr_t)W->data % sizeof(float) == 0;
+    const float *wf = (const float *)(const void *)W->data;
+    size_t es = ct_dtype_size(W->dtype);
+    if (f32 && W->cs == 1 && W->rs == K) {
+        ct_matmul(out, x, wf, b, T, K, N);
+        return;
+    }
+    if (T == 1 && W->cs == 1) {
+        // out (N,) = W (N, K) @ x (K,), each row read once; a half-precision row is converted in
+        // registers (AVX2 / F16C) or a piece at a time into buf (L1-resident), and summed in the
+        // same order as in place
+        float buf[DOT_PIECE];
+        int K8 = K & ~7;
+        for (int o = 0; o < N; o++) {
+            float acc[8] = {0};
+            if (f32) {
+                const float *row = wf + (size_t)o * (size_t)W->rs;
+                dot8(acc, row, x, K8);
+                out[o] = dot8_finish(acc, row + K8, x + K8, K - K8);
+                continue;
+            }
+            const uint8_t *row = W->data + (size_t)o * (size_t)W->rs * es;
+#ifdef CT_X86_CONVERT
+            if (W->dtype == CT_DT_BF16 && fast_bf16()) {
+                out[o] = dot_bf16_avx2(row, x, K);
+                continue;
+            }
+            if (W->dtype == CT_DT_F16 && fast_f16()) {
+                out[o] = dot_f16_f16c(row, x, K);
+                continue;
+            }
+#endif
+            for (int i = 0; i < K; i += DOT_PIECE) {
+                int n = K - i < DOT_PIECE ? K - i : DOT_PIECE;
+                ct_to_f32(buf, row + (size_t)i * es, W->dtype, (size_t)n);
+                if (i + n < K) {
+                    dot8(acc, buf, x + i, n);
+                } else {   // the last piece: whole blocks of 8, then the tail
+                    int n8 = n & ~7;
+                    dot8(acc, buf, x + i, n8);
+                    out[o] = dot8_finish(acc, buf + n8, x + i + n8, n - n8);
+                }
+            }
+        }
+    } else if (T == 1 && W->rs == 1) {
+        matvec_cols(out, x, W);
+    } else if (f32 && W->cs == 1) {
+        ct_sgemm(0, 1, T, N, K, 1.0f, x, K, wf, (int)W->rs, 0.0f, out, N);
+    } else if (f32 && W->rs == 1) {
+        // out (T, N) = x (T, K) @ S (K, N) for the stored S = W^T, read in place
+        ct_sgemm(0, 0, T, N, K, 1.0f, x, K, wf, (int)W->cs, 0.0f, out, N);
+    } else {
+        CT_ASSERT(tile && tile_n >= (size_t)K);
+        int R = (int)(tile_n / (size_t)K < (size_t)N ? tile_n / (size_t)K : (size_t)N);   // rows of W per tile
+        ct_mat S = ct_mat_t(W);   // (K, N)
+        for (int n0 = 0; n0 < N; n0 += R) {
+            int r = N - n0 < R ? N - n0 : R;
+            if (W->rs == 1 && W->cs != 1) {
+                // columns contiguous: tile (K, r) = S[:, n0:n0+r], K contiguous pieces of r
+                ct_mat blk = ct_mat_cols(&S, n0, r);
+                ct_mat_rows(&blk, 0, K, tile);
+                ct_sgemm(0, 0, T, r, K, 1.0f, x, K, tile, r, 0.0f, out + n0, N);
+            } else {
+                // tile (r, K) = W[n0:n0+r]; out[:, n0:n0+r] (T, r) = x (T, K) @ tile^T
+                ct_mat_rows(W, n0, r, tile);
+                ct_sgemm(0, 1, T, r, K, 1.0f, x, K, tile, K, 0.0f, out + n0, N);
+            }
+        }
+    }
+    if (b)
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < N; o++) out[(size_t)t * N + o] += b[o];
+}

@@ -11,6 +11,9 @@
 // storage. Views made by ct_tensor_slice/select share the storage and retain it, so a view
 // stays valid after its parent is freed. Storage can also wrap memory it does not own (a
 // memory-mapped weight); then the owner must outlive it.
+//
+// Matrices stored in files stay in their dtype as a ct_mat (below); ct_mat_matmul converts them a
+// tile at a time inside the product.
 #ifndef CT_TENSOR_H
 #define CT_TENSOR_H
 
@@ -82,15 +85,56 @@ float ct_bf16_to_f32(uint16_t b);
 uint16_t ct_f32_to_f16(float f);    // round to nearest even
 uint16_t ct_f32_to_bf16(float f);   // round to nearest even
 
-// A float matrix (rows, cols) of any float dtype, element (r, c) at data[r*rs + c*cs].
+// out (n,) = the n elements of dtype dt (F32, F16, BF16 or F64; little-endian, any alignment) at
+// src as float32, the values the scalar conversions above give. On x86-64 CPUs with AVX2 (BF16)
+// or F16C (F16) eight elements convert per instruction; the one difference that makes is that a
+// signalling F16 NaN comes out quiet. ct_convert_portable(1) forces the portable code (tests).
+void ct_to_f32(float *out, const uint8_t *src, ct_dtype dt, size_t n);
+void ct_convert_portable(int on);
+
+// A float matrix (rows, cols) of any float dtype, element (r, c) at data[r*rs + c*cs] (strides in
+// elements). Weights stay in the file they were stored in, in their stored dtype, as a ct_mat;
+// kernels convert what they read (a row, a tile of rows) into float32 as they go.
 typedef struct {
     const uint8_t *data;
     ct_dtype dtype;
     int64_t rows, cols, rs, cs;
 } ct_mat;
 
+// A contiguous row-major float32 matrix (rows, cols) at data (borrowed).
+ct_mat ct_mat_f32(const float *data, int64_t rows, int64_t cols);
+// The transpose (cols, rows) of m, as a view of the same data.
+ct_mat ct_mat_t(const ct_mat *m);
+// Columns [c0, c0 + n) of m, as a view of the same data.
+ct_mat ct_mat_cols(const ct_mat *m, int64_t c0, int64_t n);
 // Reads row r (cols floats) into out.
 void ct_mat_row(const ct_mat *m, int64_t r, float *out);
+// out (n, cols) = rows r0 .. r0+n-1 of m as float32.
+void ct_mat_rows(const ct_mat *m, int64_t r0, int64_t n, float *out);
+// Whether the float32 kernels read m as it is: F32, 4-byte aligned, rows (cs == 1) or columns
+// (rs == 1) contiguous. Any other matrix is converted a tile at a time.
+int ct_mat_in_place(const ct_mat *m);
+
+// Floats of scratch ct_mat_matmul needs for W: 0 when W is read in place, else room for a tile
+// of rows: max(CT_MAT_TILE, W->cols). ct_mat_tile_limit(n) makes that max(n, W->cols) (tests:
+// one row per tile with n = 1; 0 restores CT_MAT_TILE).
+#define CT_MAT_TILE ((size_t)1 << 20)
+size_t ct_mat_tile_floats(const ct_mat *W);
+void ct_mat_tile_limit(size_t floats);
+
+// out (T, N) = x (T, K) @ W^T [+ b (N,)] for W (N, K) of any float dtype: a Linear weight
+// [out, in] as stored (cs == 1), or the transpose of a stored (K, N) (rs == 1: y = x W), or any
+// strides. tile (tile_n floats, at least ct_mat_tile_floats(W); may be NULL when that is 0) is
+// scratch for converted tiles.
+//   - one position, rows or columns contiguous: every element read once (converted in registers
+//     or a piece at a time into a small buffer on the stack) and summed in ct_matmul's order: the
+//     bits ct_matmul gives on a row-major float32 copy of W.
+//   - W read in place, several positions: as ct_matmul (rows contiguous) or one sgemm (columns
+//     contiguous), the same bits as those.
+//   - otherwise: tiles of tile_n / K rows of W converted into tile, one sgemm per tile (each
+//     output sums over all of K; only how OpenBLAS blocks a smaller product can change the
+//     float32 summation order).
+void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, int T, float *tile, size_t tile_n);
 
 // ----------------------------------------------------------------------------
 // Kernels (contiguous float arrays)

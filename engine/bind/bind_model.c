@@ -219,10 +219,11 @@ static int l_model_index(lua_State *L) {
 static int l_model_unembedding(lua_State *L) {
     ct_model *m = check_model(L, 1);
     int D = m->cfg.d_model, V = m->cfg.vocab_size;
-    if (lua_isnoneornil(L, 2)) {
+    if (lua_isnoneornil(L, 2)) {   // a float32 copy of the whole matrix, in whatever dtype it is stored
         int64_t shape[2] = {V, D};
-        ct_tensor *t = ct_tensor_from(m->lm_head, 2, shape);
+        ct_tensor *t = ct_tensor_new(2, shape);
         if (!t) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
+        ct_mat_rows(&m->lm_head, 0, V, ct_tensor_data(t));
         ct_lua_push_tensor(L, t);
         return 1;
     }
@@ -230,8 +231,9 @@ static int l_model_unembedding(lua_State *L) {
     if (id != (lua_Number)(int)id || id < 0 || id >= V)
         return ct_lua_fail(L, CT_STATUS_OUT_OF_RANGE, "unembedding: token id %g outside 0..%d", id, V - 1);
     int64_t shape[1] = {D};
-    ct_tensor *t = ct_tensor_from(m->lm_head + (size_t)id * D, 1, shape);
+    ct_tensor *t = ct_tensor_new(1, shape);
     if (!t) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_mat_row(&m->lm_head, (int64_t)id, ct_tensor_data(t));
     ct_lua_push_tensor(L, t);
     return 1;
 }

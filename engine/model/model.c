@@ -286,11 +286,27 @@ static int grow(float **p, size_t *cap, size_t n) {
     return *p != NULL;
 }
 
+// Makes the scratch's tile hold what ct_mat_matmul needs for the largest weight matrix of m that
+// is not read in place (nothing when every one is). 0: out of memory.
+static int grow_tile(ct_model *m) {
+    size_t n = 0;
+    const ct_mat *top[] = {&m->lm_head};
+    for (size_t i = 0; i < sizeof top / sizeof *top; i++) n = n > ct_mat_tile_floats(top[i]) ? n : ct_mat_tile_floats(top[i]);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const ct_layer *w = &m->layers[l];
+        const ct_mat *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        for (size_t i = 0; i < sizeof mats / sizeof *mats; i++)
+            if (mats[i]->data && ct_mat_tile_floats(mats[i]) > n) n = ct_mat_tile_floats(mats[i]);
+    }
+    return grow(&m->scratch.tile, &m->scratch.tile_n, n);
+}
+
 void ct_scratch_free(ct_scratch *s) {
     ct_dealloc(s->fwd, s->fwd_n * sizeof(float));
     ct_dealloc(s->att, s->att_n * sizeof(float));
     ct_dealloc(s->pack, s->pack_n * sizeof(float));
     ct_dealloc(s->mlp, s->mlp_n * sizeof(float));
+    ct_dealloc(s->tile, s->tile_n * sizeof(float));
     free(s->probs);
     memset(s, 0, sizeof *s);
 }
@@ -486,31 +502,32 @@ static void attention(const ct_model *m, int l, const float *q, const float *kc,
 }
 
 // out (T, D) = the raw MLP output of layer l on x (T, D) (after the pre-MLP norm); hg, hu (T, F)
-// scratch; hooks (may be NULL) get mlp.hook_pre and mlp.hook_post.
+// scratch; hooks (may be NULL) get mlp.hook_pre and mlp.hook_post. Weights are converted through
+// the scratch's tile.
 static void mlp(const ct_model *m, int l, const float *x, int T, float *restrict hg, float *restrict hu, float *out,
                 ct_hook_cache *hooks) {
     const ct_config *c = &m->cfg;
     const ct_layer *w = &m->layers[l];
-    int D = c->d_model, F = c->d_mlp;
-    size_t TF = (size_t)T * F;
+    float *tile = m->scratch.tile;
+    size_t tn = m->scratch.tile_n, TF = (size_t)T * c->d_mlp;
     if (c->gated_mlp) {
-        ct_matmul(hg, x, w->w_gate, NULL, T, D, F);
-        ct_matmul(hu, x, w->w_up, w->b_up, T, D, F);
+        ct_mat_matmul(hg, x, &w->w_gate, NULL, T, tile, tn);
+        ct_mat_matmul(hu, x, &w->w_up, w->b_up, T, tile, tn);
         hook_copy(hooks, CT_HOOK_MLP_PRE, l, hg, TF);
         for (size_t i = 0; i < TF; i++) hg[i] = act_fn(c, hg[i]) * hu[i];
     } else {
-        ct_matmul(hg, x, w->w_up, w->b_up, T, D, F);
+        ct_mat_matmul(hg, x, &w->w_up, w->b_up, T, tile, tn);
         hook_copy(hooks, CT_HOOK_MLP_PRE, l, hg, TF);
         for (size_t i = 0; i < TF; i++) hg[i] = act_fn(c, hg[i]);
     }
     hook_copy(hooks, CT_HOOK_MLP_POST, l, hg, TF);
-    ct_matmul(out, hg, w->w_down, w->b_down, T, F, D);
+    ct_mat_matmul(out, hg, &w->w_down, w->b_down, T, tile, tn);
 }
 
 ct_status ct_model_mlp(ct_model *m, int layer, const float *x, int T, float *out, ct_err *err) {
     size_t TF = region((size_t)T * m->cfg.d_mlp + 1);
     ct_scratch *sc = &m->scratch;   // its own region: a pass calling this holds fwd and att
-    if (!grow(&sc->mlp, &sc->mlp_n, 2 * TF))
+    if (!grow(&sc->mlp, &sc->mlp_n, 2 * TF) || !grow_tile(m))
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for an MLP over %d positions", T);
     float *hg = sc->mlp, *hu = sc->mlp + TF;   // (T, F) each
     mlp(m, layer, x, T, hg, hu, out, NULL);
@@ -576,7 +593,8 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
     if (kv_in && (size_t)kv->max_len > att_n) att_n = (size_t)kv->max_len;
     sc->busy = 1;
     if (!grow(&sc->fwd, &sc->fwd_n, fwd_layout(c, T, NULL, &b)) || !grow(&sc->att, &sc->att_n, att_n) ||
-        !grow(&sc->pack, &sc->pack_n, (size_t)((kv_in && kv->max_len > S ? kv->max_len : S) + ATT_BLOCK) * hd)) {
+        !grow(&sc->pack, &sc->pack_n, (size_t)((kv_in && kv->max_len > S ? kv->max_len : S) + ATT_BLOCK) * hd) ||
+        !grow_tile(m)) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a forward pass over %d positions", T);
         goto done;
     }
@@ -588,18 +606,16 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
 
     // embeddings: x = embed[token] * scale (+ pos_embed)
     for (int t = 0; t < T; t++) {
-        const float *e = m->embed + (size_t)tokens[t] * D;
-        for (int i = 0; i < D; i++) b.x[(size_t)t * D + i] = e[i] * c->embed_scale;
+        float *xr = b.x + (size_t)t * D;
+        ct_mat_row(&m->embed, tokens[t], xr);
+        for (int i = 0; i < D; i++) xr[i] *= c->embed_scale;
     }
     hook_copy(hooks, CT_HOOK_EMBED, -1, b.x, TD);
     if (c->learned_pos) {
         float *ph = hook_slot(hooks, CT_HOOK_POS_EMBED, -1);
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < D; i++) {
-                float p = m->pos_embed[(size_t)(pos0 + t) * D + i];
-                b.x[(size_t)t * D + i] += p;
-                if (ph) ph[(size_t)t * D + i] = p;
-            }
+        ct_mat_rows(&m->pos_embed, pos0, T, b.xb);   // (T, D); xb is free until the first norm
+        for (size_t i = 0; i < TD; i++) b.x[i] += b.xb[i];
+        if (ph) memcpy(ph, b.xb, sizeof(float) * TD);
     }
     if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_EMBED, -1}, b.x, T, err))) goto done;
 
@@ -613,9 +629,9 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
                   fz && fz->ln1_scale ? fz->ln1_scale[l] : NULL);
         hook_copy(hooks, CT_HOOK_LN1_SCALE, l, b.scale, (size_t)T);
         hook_copy(hooks, CT_HOOK_ATTN_IN, l, b.xb, TD);
-        ct_matmul(b.q, b.xb, w->wq, w->bq, T, D, qd);
-        ct_matmul(kc + (size_t)pos0 * kvd, b.xb, w->wk, w->bk, T, D, kvd);
-        ct_matmul(vc + (size_t)pos0 * kvd, b.xb, w->wv, w->bv, T, D, kvd);
+        ct_mat_matmul(b.q, b.xb, &w->wq, w->bq, T, sc->tile, sc->tile_n);
+        ct_mat_matmul(kc + (size_t)pos0 * kvd, b.xb, &w->wk, w->bk, T, sc->tile, sc->tile_n);
+        ct_mat_matmul(vc + (size_t)pos0 * kvd, b.xb, &w->wv, w->bv, T, sc->tile, sc->tile_n);
         int own_base = w->sliding && m->rope_local_inv_freq;   // the sliding layers' own RoPE base (Gemma-3)
         for (int t = 0; t < T; t++) {
             float *kr = kc + (size_t)(pos0 + t) * kvd;
@@ -637,7 +653,7 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         attention(m, l, b.q, kc, vc, pos0, T, b.z, b.att, pos0 == 0 ? hook_slot(hooks, CT_HOOK_PATTERN, l) : NULL,
                   fz && fz->pattern ? fz->pattern[l] : NULL, sc->pack);
         hook_copy(hooks, CT_HOOK_Z, l, b.z, (size_t)T * qd);
-        ct_matmul(b.ao, b.z, w->wo, w->bo, T, qd, D);
+        ct_mat_matmul(b.ao, b.z, &w->wo, w->bo, T, sc->tile, sc->tile_n);
         hook_copy(hooks, CT_HOOK_ATTN_RESULT, l, b.ao, TD);
         if (c->post_norms) {
             norm_rows(c, b.ao, b.ao, w->post_attn_w, NULL, b.scale, NULL, T, D,
@@ -686,7 +702,7 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
     hook_copy(hooks, CT_HOOK_UNEMBED_PRE, -1, b.xb, TD);
     if (logits) {
         int first = all_logits ? 0 : T - 1, n = T - first;
-        ct_matmul(logits, b.xb + (size_t)first * D, m->lm_head, NULL, n, D, V);
+        ct_mat_matmul(logits, b.xb + (size_t)first * D, &m->lm_head, NULL, n, sc->tile, sc->tile_n);
         if (c->final_softcap > 0)
             for (size_t i = 0; i < (size_t)n * V; i++) logits[i] = c->final_softcap * tanhf(logits[i] / c->final_softcap);
     }

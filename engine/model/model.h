@@ -6,8 +6,11 @@
 //   D  d_model                              F  d_mlp (MLP hidden width)
 //   H  query heads    KV key/value heads    hd head dimension      V vocabulary
 //   L  layers
-// Weights are float32 [out, in]. F32 checkpoints are used in place from the memory-mapped
-// file when the data is 4-byte aligned; F16/BF16 (and unaligned F32) are converted once into
+// Weight matrices are [out, in] (PyTorch's Linear) and stay where the checkpoint stores them, in
+// its dtype (F32, F16 or BF16): a ct_mat into the memory-mapped file (GPT-2's Conv1D [in, out]
+// as a transposed view). Products convert a tile of rows at a time into the scratch
+// (ct_mat_matmul), so no float32 copy of a model is made; F32 data that is 4-byte aligned is
+// read in place. Vectors (norm gains, biases) are float32: in place, or converted once into
 // memory owned by the model.
 // A ct_model is used from one thread at a time: its forward pass, MLP and sampling work in
 // scratch memory the model owns (ct_scratch). Two models may run on two threads.
@@ -54,12 +57,12 @@ typedef struct {
 
 typedef struct {
     const float *ln1_w, *ln1_b;            // (D,)
-    const float *wq, *wk, *wv, *wo;        // (H*hd, D) (KV*hd, D) (KV*hd, D) (D, H*hd)
+    ct_mat wq, wk, wv, wo;                 // (H*hd, D) (KV*hd, D) (KV*hd, D) (D, H*hd)
     const float *bq, *bk, *bv, *bo;        // (H*hd,) (KV*hd,) (KV*hd,) (D,)  or NULL
     const float *q_norm, *k_norm;          // (hd,) or NULL
     const float *post_attn_w;              // (D,) Gemma post-attention norm
     const float *ln2_w, *ln2_b;            // (D,)
-    const float *w_gate, *w_up, *w_down;   // (F, D) (F, D) (D, F); w_gate NULL when not gated
+    ct_mat w_gate, w_up, w_down;           // (F, D) (F, D) (D, F); w_gate.data NULL when not gated
     const float *b_up, *b_down;            // (F,) (D,) or NULL
     const float *post_ff_w;                // (D,) Gemma post-feedforward norm
     int sliding;   // sliding-window attention (cfg.sliding_window) with the sliding layers' RoPE base
@@ -80,6 +83,9 @@ typedef struct {
     size_t pack_n;    // floats in pack
     float *mlp;       // ct_model_mlp: gate (T, F) and up (T, F)
     size_t mlp_n;     // floats in mlp
+    float *tile;      // weights converted to float32 a tile at a time (ct_mat_matmul), shared by the
+                      // pass and ct_model_mlp (no product runs inside another)
+    size_t tile_n;    // floats in tile
     void *probs;      // (V,) probability and index pairs for top-p, or NULL
     size_t probs_n;   // pairs in probs
     int busy;         // a forward pass is running (a second one on the same model is refused)
@@ -88,11 +94,11 @@ typedef struct {
 typedef struct ct_model ct_model;
 struct ct_model {
     ct_config cfg;
-    const float *embed;        // (V, D)
-    const float *pos_embed;    // (max_seq_len, D) or NULL
+    ct_mat embed;              // (V, D)
+    ct_mat pos_embed;          // (max_seq_len, D); data NULL without learned positions
     ct_layer *layers;          // (L,)
     const float *lnf_w, *lnf_b;   // (D,)
-    const float *lm_head;      // (V, D)
+    ct_mat lm_head;            // (V, D); the embedding's view when tied
     float *rope_inv_freq;      // (hd/2,)
     float *rope_local_inv_freq;   // (hd/2,) of the sliding-window layers, or NULL (they use rope_inv_freq)
     ct_tokenizer *tok;         // NULL when the checkpoint has no tokenizer beside it
@@ -102,7 +108,7 @@ struct ct_model {
     size_t map_size;
     struct ct_safetensors **shards;
     int n_shards;
-    float **owned;             // converted weight arrays
+    float **owned;             // converted vectors (and a random model's weights)
     size_t *owned_bytes;
     int n_owned, cap_owned;
     ct_scratch scratch;        // working memory of the forward pass (model.c)

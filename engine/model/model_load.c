@@ -2,7 +2,7 @@
 // families (config differences and weight names) are one table, hf_families.
 //
 // Every loader validates sizes, shapes and dtypes before reading a weight, and fills a
-// ct_model whose weights are float32 [out, in] (see model.h).
+// ct_model whose weight matrices are views into the files in their stored dtype (see model.h).
 #include <cJSON.h>
 #include <dirent.h>
 #include <limits.h>
@@ -225,7 +225,7 @@ ct_status ct_model_parse_llama2c(ct_model **out, const uint8_t *buf, size_t size
     }
     m->cfg = c;
     const float *p = (const float *)(buf + 28);
-    m->embed = p;
+    m->embed = ct_mat_f32(p, (int64_t)V, (int64_t)D);
     p += V * D;
     const float *rms_att = p; p += L * D;
     const float *wq = p; p += L * D * D;
@@ -238,18 +238,18 @@ ct_status ct_model_parse_llama2c(ct_model **out, const uint8_t *buf, size_t size
     const float *w3 = p; p += L * F * D;
     m->lnf_w = p; p += D;
     p += S * (uint64_t)c.head_dim;   // two unused RoPE tables of seq_len * hd/2 floats
-    m->lm_head = c.tied ? m->embed : p;
+    m->lm_head = c.tied ? m->embed : ct_mat_f32(p, (int64_t)V, (int64_t)D);
     for (uint64_t l = 0; l < L; l++) {
         ct_layer *w = &m->layers[l];
         w->ln1_w = rms_att + l * D;
-        w->wq = wq + l * D * D;
-        w->wk = wk + l * kvd * D;
-        w->wv = wv + l * kvd * D;
-        w->wo = wo + l * D * D;
+        w->wq = ct_mat_f32(wq + l * D * D, (int64_t)D, (int64_t)D);
+        w->wk = ct_mat_f32(wk + l * kvd * D, (int64_t)kvd, (int64_t)D);
+        w->wv = ct_mat_f32(wv + l * kvd * D, (int64_t)kvd, (int64_t)D);
+        w->wo = ct_mat_f32(wo + l * D * D, (int64_t)D, (int64_t)D);
         w->ln2_w = rms_ffn + l * D;
-        w->w_gate = w1 + l * F * D;
-        w->w_down = w2 + l * D * F;
-        w->w_up = w3 + l * F * D;
+        w->w_gate = ct_mat_f32(w1 + l * F * D, (int64_t)F, (int64_t)D);
+        w->w_down = ct_mat_f32(w2 + l * D * F, (int64_t)D, (int64_t)F);
+        w->w_up = ct_mat_f32(w3 + l * F * D, (int64_t)F, (int64_t)D);
     }
     if ((rc = ct_model_init_rope(m, err))) {
         ct_model_free(m);
@@ -477,10 +477,10 @@ static const ct_st_tensor *hf_find(hf_ctx *h, const char *name) {
     return NULL;
 }
 
-// Weight `name` with exactly the given shape as float32 (zero-copy for aligned F32).
-// optional: a missing tensor gives *out NULL and CT_OK.
-static ct_status hf_get(hf_ctx *h, const float **out, const char *name, int optional, int ndim, int64_t d0,
-                        int64_t d1) {
+// The tensor `name` with exactly the given shape ([d0] for ndim 1, [d0, d1] for 2) and a float
+// dtype (F32, F16 or BF16). optional: a missing tensor gives *out NULL and CT_OK.
+static ct_status hf_tensor(hf_ctx *h, const ct_st_tensor **out, const char *name, int optional, int ndim, int64_t d0,
+                           int64_t d1) {
     *out = NULL;
     const ct_st_tensor *t = hf_find(h, name);
     if (!t) {
@@ -500,31 +500,50 @@ static ct_status hf_get(hf_ctx *h, const float **out, const char *name, int opti
         return ct_fail(h->err, CT_STATUS_BAD_SHAPE, "tensor '%s%s' has shape [%s]; expected %s", h->prefix, name,
                        got, exp);
     }
+    if (t->dtype != CT_DT_F32 && t->dtype != CT_DT_F16 && t->dtype != CT_DT_BF16)
+        return ct_fail(h->err, CT_STATUS_BAD_DTYPE, "tensor '%s%s' has dtype %s; expected F32, F16 or BF16",
+                       h->prefix, name, ct_dtype_name(t->dtype));
+    *out = t;
+    return CT_OK;
+}
+
+// Vector `name` (d0,) as float32: in place for aligned F32, else converted into memory the
+// model owns. optional: a missing tensor gives *out NULL and CT_OK.
+static ct_status hf_get(hf_ctx *h, const float **out, const char *name, int optional, int64_t d0) {
+    *out = NULL;
+    const ct_st_tensor *t;
+    ct_status rc = hf_tensor(h, &t, name, optional, 1, d0, 0);
+    if (rc || !t) return rc;
     if (t->dtype == CT_DT_F32 && (uintptr_t)t->data % 4 == 0) {
         *out = (const float *)t->data;
         return CT_OK;
     }
-    if (t->dtype != CT_DT_F32 && t->dtype != CT_DT_F16 && t->dtype != CT_DT_BF16)
-        return ct_fail(h->err, CT_STATUS_BAD_DTYPE, "tensor '%s%s' has dtype %s; expected F32, F16 or BF16",
-                       h->prefix, name, ct_dtype_name(t->dtype));
     float *p = model_own(h->m, (size_t)ct_st_numel(t));
     if (!p) return ct_fail(h->err, CT_STATUS_NO_MEMORY, "out of memory converting '%s'", name);
-    ct_status rc = ct_st_to_f32(p, t, h->err);
+    ct_to_f32(p, t->data, t->dtype, (size_t)ct_st_numel(t));
     *out = p;
+    return CT_OK;
+}
+
+// Matrix `name` [d0, d1] as a view into its file, in its stored dtype. optional: a missing
+// tensor leaves *out empty (data NULL) and gives CT_OK.
+static ct_status hf_get_mat(hf_ctx *h, ct_mat *out, const char *name, int optional, int64_t d0, int64_t d1) {
+    *out = (ct_mat){0};
+    const ct_st_tensor *t;
+    ct_status rc = hf_tensor(h, &t, name, optional, 2, d0, d1);
+    if (!rc && t) *out = (ct_mat){t->data, t->dtype, d0, d1, d1, 1};
     return rc;
 }
 
-// Conv1D weight stored [in, out] -> owned [out, in], optionally a column block [c0, c0+n_out).
-static ct_status hf_get_conv1d(hf_ctx *h, const float **out, const char *name, int64_t n_in, int64_t n_total,
-                               int64_t c0, int64_t n_out) {
-    const float *w;
-    ct_status rc = hf_get(h, &w, name, 0, 2, n_in, n_total);
+// Conv1D weight stored [in, out] (n_in, n_total): the column block [c0, c0+n_out) as an [out, in]
+// view (n_out, n_in) of the file (its transpose: columns contiguous).
+static ct_status hf_get_conv1d(hf_ctx *h, ct_mat *out, const char *name, int64_t n_in, int64_t n_total, int64_t c0,
+                               int64_t n_out) {
+    ct_mat w;   // (n_in, n_total)
+    ct_status rc = hf_get_mat(h, &w, name, 0, n_in, n_total);
     if (rc) return rc;
-    float *t = model_own(h->m, (size_t)(n_in * n_out));
-    if (!t) return ct_fail(h->err, CT_STATUS_NO_MEMORY, "out of memory transposing '%s'", name);
-    for (int64_t o = 0; o < n_out; o++)
-        for (int64_t i = 0; i < n_in; i++) t[o * n_in + i] = w[i * n_total + c0 + o];
-    *out = t;
+    ct_mat blk = ct_mat_cols(&w, c0, n_out);   // (n_in, n_out)
+    *out = ct_mat_t(&blk);
     return CT_OK;
 }
 
@@ -758,15 +777,17 @@ static ct_status hf_open_shards(ct_ctx *ctx, ct_model *m, const char *dir, ct_er
     return rc;
 }
 
-// Layer l's tensor named by pattern (NULL: the family has none; *out is left as is), of the shape
-// [d0] (d1 0) or [d0, d1] as PyTorch's Linear stores it ([out, in]; Conv1D families store [in, out]).
-static ct_status hf_layer_get(hf_ctx *h, const float **out, const char *pattern, int l, int optional, int64_t d0,
-                              int64_t d1) {
+// Layer l's tensor named by pattern (NULL: the family has none; *vec / *mat is left as is): a
+// vector [d0] into *vec, or a matrix [d0, d1] as PyTorch's Linear stores it ([out, in]; Conv1D
+// families store [in, out]) into *mat.
+static ct_status hf_layer_get(hf_ctx *h, const float **vec, ct_mat *mat, const char *pattern, int l, int optional,
+                              int64_t d0, int64_t d1) {
     if (!pattern) return CT_OK;
     char n[160];
     snprintf(n, sizeof n, pattern, l);
-    if (d1 && h->f->conv1d) return hf_get_conv1d(h, out, n, d1, d0, 0, d0);
-    return hf_get(h, out, n, optional, d1 ? 2 : 1, d0, d1);
+    if (!mat) return hf_get(h, vec, n, optional, d0);
+    if (h->f->conv1d) return hf_get_conv1d(h, mat, n, d1, d0, 0, d0);
+    return hf_get_mat(h, mat, n, optional, d0, d1);
 }
 
 // q, k, v of layer l from a fused Conv1D weight (D, H*hd + 2 KV*hd), split by columns, and its
@@ -780,7 +801,7 @@ static ct_status hf_layer_qkv(hf_ctx *h, ct_layer *w, int l) {
     if (nm->qkv_b) {
         const float *b;   // (H*hd + 2 KV*hd,)
         snprintf(n, sizeof n, nm->qkv_b, l);
-        if ((rc = hf_get(h, &b, n, 0, 1, qd + 2 * kvd, 0))) return rc;
+        if ((rc = hf_get(h, &b, n, 0, qd + 2 * kvd))) return rc;
         w->bq = b, w->bk = b + qd, w->bv = b + qd + kvd;
     }
     if (nm->qkv_w) {
@@ -839,25 +860,26 @@ static ct_status hf_layer(hf_ctx *h, int l) {
     int64_t D = c->d_model, F = c->d_mlp, qd = (int64_t)c->n_heads * c->head_dim,
             kvd = (int64_t)c->n_kv_heads * c->head_dim, hd = c->head_dim;
     int ob = h->f->optional_biases;
-    // every tensor a layer may have, in loading order, with its shape as Linear stores it
-    const struct { const float **out; const char *name; int optional; int64_t d0, d1; } t[] = {
-        {&w->ln1_w, nm->ln1_w, 0, D, 0},       {&w->ln1_b, nm->ln1_b, 0, D, 0},
-        {&w->wq, nm->wq, 0, qd, D},            {&w->wk, nm->wk, 0, kvd, D},
-        {&w->wv, nm->wv, 0, kvd, D},           {&w->wo, nm->wo, 0, D, qd},
-        {&w->bq, nm->bq, ob, qd, 0},           {&w->bk, nm->bk, ob, kvd, 0},
-        {&w->bv, nm->bv, ob, kvd, 0},          {&w->bo, nm->bo, ob, D, 0},
-        {&w->q_norm, nm->q_norm, 0, hd, 0},    {&w->k_norm, nm->k_norm, 0, hd, 0},
-        {&w->post_attn_w, nm->post_attn_w, 0, D, 0},
-        {&w->ln2_w, nm->ln2_w, 0, D, 0},       {&w->ln2_b, nm->ln2_b, 0, D, 0},
-        {&w->post_ff_w, nm->post_ff_w, 0, D, 0},
-        {&w->w_gate, nm->w_gate, 0, F, D},     {&w->w_up, nm->w_up, 0, F, D},
-        {&w->w_down, nm->w_down, 0, D, F},     {&w->b_up, nm->b_up, ob, F, 0},
-        {&w->b_down, nm->b_down, ob, D, 0},
+    // every tensor a layer may have, in loading order, with its shape as Linear stores it:
+    // vectors (vec) and matrices (mat)
+    const struct { const float **vec; ct_mat *mat; const char *name; int optional; int64_t d0, d1; } t[] = {
+        {&w->ln1_w, NULL, nm->ln1_w, 0, D, 0},       {&w->ln1_b, NULL, nm->ln1_b, 0, D, 0},
+        {NULL, &w->wq, nm->wq, 0, qd, D},            {NULL, &w->wk, nm->wk, 0, kvd, D},
+        {NULL, &w->wv, nm->wv, 0, kvd, D},           {NULL, &w->wo, nm->wo, 0, D, qd},
+        {&w->bq, NULL, nm->bq, ob, qd, 0},           {&w->bk, NULL, nm->bk, ob, kvd, 0},
+        {&w->bv, NULL, nm->bv, ob, kvd, 0},          {&w->bo, NULL, nm->bo, ob, D, 0},
+        {&w->q_norm, NULL, nm->q_norm, 0, hd, 0},    {&w->k_norm, NULL, nm->k_norm, 0, hd, 0},
+        {&w->post_attn_w, NULL, nm->post_attn_w, 0, D, 0},
+        {&w->ln2_w, NULL, nm->ln2_w, 0, D, 0},       {&w->ln2_b, NULL, nm->ln2_b, 0, D, 0},
+        {&w->post_ff_w, NULL, nm->post_ff_w, 0, D, 0},
+        {NULL, &w->w_gate, nm->w_gate, 0, F, D},     {NULL, &w->w_up, nm->w_up, 0, F, D},
+        {NULL, &w->w_down, nm->w_down, 0, D, F},     {&w->b_up, NULL, nm->b_up, ob, F, 0},
+        {&w->b_down, NULL, nm->b_down, ob, D, 0},
     };
     ct_status rc = CT_OK;
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
-        if (t[i].out == &w->wq && (rc = hf_layer_qkv(h, w, l))) return rc;   // fused q, k, v in their place
-        if ((rc = hf_layer_get(h, t[i].out, t[i].name, l, t[i].optional, t[i].d0, t[i].d1))) return rc;
+        if (t[i].mat == &w->wq && (rc = hf_layer_qkv(h, w, l))) return rc;   // fused q, k, v in their place
+        if ((rc = hf_layer_get(h, t[i].vec, t[i].mat, t[i].name, l, t[i].optional, t[i].d0, t[i].d1))) return rc;
     }
     return CT_OK;
 }
@@ -905,19 +927,19 @@ ct_status ct_model_load_hf_config(ct_ctx *ctx, ct_model **out, const char *dir, 
     const ct_config *c = &m->cfg;
     int64_t D = c->d_model, V = c->vocab_size;
     if (!rc && f->alt_prefix && !hf_find(&h, nm->embed)) h.prefix = f->alt_prefix;
-    if (!rc) rc = hf_get(&h, &m->embed, nm->embed, 0, 2, V, D);
+    if (!rc) rc = hf_get_mat(&h, &m->embed, nm->embed, 0, V, D);
     if (!rc && f->embed_scale_rounded) {   // the scale in the embedding's stored dtype
-        ct_dtype dt = hf_find(&h, nm->embed)->dtype;
+        ct_dtype dt = m->embed.dtype;
         if (dt == CT_DT_BF16 || dt == CT_DT_F16) m->cfg.embed_scale = round_to_bits(m->cfg.embed_scale, dt == CT_DT_BF16 ? 8 : 11);
     }
-    if (!rc && nm->pos_embed) rc = hf_get(&h, &m->pos_embed, nm->pos_embed, 0, 2, c->max_seq_len, D);
-    if (!rc) rc = hf_get(&h, &m->lnf_w, nm->final_norm_w, 0, 1, D, 0);
-    if (!rc && nm->final_norm_b) rc = hf_get(&h, &m->lnf_b, nm->final_norm_b, 0, 1, D, 0);
+    if (!rc && nm->pos_embed) rc = hf_get_mat(&h, &m->pos_embed, nm->pos_embed, 0, c->max_seq_len, D);
+    if (!rc) rc = hf_get(&h, &m->lnf_w, nm->final_norm_w, 0, D);
+    if (!rc && nm->final_norm_b) rc = hf_get(&h, &m->lnf_b, nm->final_norm_b, 0, D);
     for (int l = 0; !rc && l < c->n_layers; l++) rc = hf_layer(&h, l);
     if (!rc) {
         h.prefix = "";
         m->lm_head = m->embed;
-        if (!c->tied && !(rc = hf_get(&h, &m->lm_head, nm->lm_head, 1, 2, V, D)) && !m->lm_head)
+        if (!c->tied && !(rc = hf_get_mat(&h, &m->lm_head, nm->lm_head, 1, V, D)) && !m->lm_head.data)
             rc = ct_fail(err, CT_STATUS_NOT_FOUND, "missing tensor '%s' in %s (config says "
                          "tie_word_embeddings is false)", nm->lm_head, dir);
     }
@@ -1008,6 +1030,13 @@ static const float *random_weights(ct_model *m, size_t n, float scale, float bas
     return p;
 }
 
+// *out = a float32 matrix (rows, cols) owned by m, uniform(-scale, scale); 0 when out of memory.
+static int random_mat(ct_model *m, ct_mat *out, size_t rows, size_t cols, float scale, uint64_t *seed) {
+    const float *p = random_weights(m, rows * cols, scale, 0.0f, seed);
+    if (p) *out = ct_mat_f32(p, (int64_t)rows, (int64_t)cols);
+    return p != NULL;
+}
+
 ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, ct_err *err) {
     *out = NULL;
     ct_model *m = model_new();
@@ -1026,17 +1055,18 @@ ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, c
     size_t D = c->d_model, F = c->d_mlp, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     float sd = 1.0f / sqrtf((float)D), sf = 1.0f / sqrtf((float)F), sq = 1.0f / sqrtf((float)qd);
     int ok = (m->layers = calloc((size_t)c->n_layers, sizeof(ct_layer))) != NULL;
-    ok = ok && (m->embed = random_weights(m, (size_t)c->vocab_size * D, 1.0f, 0.0f, &seed));
+    ok = ok && random_mat(m, &m->embed, (size_t)c->vocab_size, D, 1.0f, &seed);
     for (int l = 0; ok && l < c->n_layers; l++) {
         ct_layer *w = &m->layers[l];
         ok = (w->ln1_w = random_weights(m, D, 0.1f, 1.0f, &seed)) && (w->ln2_w = random_weights(m, D, 0.1f, 1.0f, &seed)) &&
-             (w->wq = random_weights(m, qd * D, sd, 0, &seed)) && (w->wk = random_weights(m, kvd * D, sd, 0, &seed)) &&
-             (w->wv = random_weights(m, kvd * D, sd, 0, &seed)) && (w->wo = random_weights(m, D * qd, sq, 0, &seed)) &&
-             (w->w_gate = random_weights(m, F * D, sd, 0, &seed)) && (w->w_up = random_weights(m, F * D, sd, 0, &seed)) &&
-             (w->w_down = random_weights(m, D * F, sf, 0, &seed));
+             random_mat(m, &w->wq, qd, D, sd, &seed) && random_mat(m, &w->wk, kvd, D, sd, &seed) &&
+             random_mat(m, &w->wv, kvd, D, sd, &seed) && random_mat(m, &w->wo, D, qd, sq, &seed) &&
+             random_mat(m, &w->w_gate, F, D, sd, &seed) && random_mat(m, &w->w_up, F, D, sd, &seed) &&
+             random_mat(m, &w->w_down, D, F, sf, &seed);
     }
     ok = ok && (m->lnf_w = random_weights(m, D, 0.1f, 1.0f, &seed));
-    ok = ok && (m->lm_head = c->tied ? m->embed : random_weights(m, (size_t)c->vocab_size * D, sd, 0, &seed));
+    if (ok && c->tied) m->lm_head = m->embed;
+    else ok = ok && random_mat(m, &m->lm_head, (size_t)c->vocab_size, D, sd, &seed);
     rc = ok ? ct_model_init_rope(m, err) : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a random model");
     if (rc) {
         ct_model_free(m);

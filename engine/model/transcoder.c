@@ -807,20 +807,21 @@ ct_status ct_tc_logit_effect(const ct_transcoders *tc, const ct_model *m, int la
     if (D != m->cfg.d_model) return ct_fail(err, CT_STATUS_BAD_SHAPE, "transcoders d_model %d, model %d", D, m->cfg.d_model);
     if (layer < 0 || layer >= tc->n_layers)
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "layer %d outside 0..%d", layer, tc->n_layers - 1);
-    float *d = calloc((size_t)D, sizeof(float)), *row = malloc(sizeof(float) * (size_t)D);
-    ct_status rc = d && row ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    float *d = calloc((size_t)D, sizeof(float)), *row = malloc(sizeof(float) * (size_t)D), *u = malloc(sizeof(float) * (size_t)D);
+    ct_status rc = d && row && u ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     for (int j = 0; !rc && j < tc->layers[layer].n_out; j++) {
         rc = ct_tc_decoder_row(tc, layer, f, j, row, err);
         for (int i = 0; !rc && i < D; i++) d[i] += row[i];
     }
     for (int i = 0; !rc && i < D; i++) d[i] *= m->lnf_w ? m->lnf_w[i] + m->cfg.norm_gain_offset : 1.0f;
     for (int v = 0; !rc && v < V; v++) {
-        const float *u = m->lm_head + (size_t)v * D;
+        ct_mat_row(&m->lm_head, v, u);   // (D,) unembedding row
         double s = 0;
         for (int i = 0; i < D; i++) s += (double)u[i] * d[i];
         out[v] = (float)s;
     }
     free(d);
     free(row);
+    free(u);
     return rc;
 }

@@ -48,6 +48,8 @@ typedef struct {
     float *A1, *A2;         // products along the way (see run_batch)
     float *S;               // (max features at one (layer, position), D) source vectors
     float *v;               // (D,)
+    float *tile;            // (tile_n,) W_O and W_V converted a tile at a time (NULL when read in place)
+    size_t tile_n;
     int *first;             // (T + 1,) first live row at each position
     double flops;           // of the backward passes so far
     int64_t max_block;
@@ -55,7 +57,7 @@ typedef struct {
 
 static void ctx_free(attr_ctx *a) {
     free(a->active); free(a->act_val); free(a->start);
-    free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->v); free(a->first);
+    free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->v); free(a->tile); free(a->first);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,6 +140,39 @@ static void gemm_live(double *flops, const int *first, int Tp, int B, int k, int
              C + ((size_t)t * B + first[t]) * n, n);
 }
 
+// C (Tp, B, n) = A (Tp, B, k) @ W for the rows live at each position (first NULL: every row, one
+// product), W (k, n) a weight matrix as the model stores it (W_O (D, H*hd), W_V (KV*hd, D)) in
+// its dtype. F32 is read in place (gemm_live); any other dtype a tile of W's columns at a time,
+// converted into a->tile once and used by every position's product before the next tile.
+static void gemm_live_mat(attr_ctx *a, const int *first, int Tp, int B, const ct_mat *W, const float *A, float *C) {
+    int k = (int)W->rows, n = (int)W->cols, t0 = 0;
+    int tw = W->cs != 1;   // columns contiguous (a transposed view): products read W^T (n, k)
+    if (ct_mat_in_place(W)) {
+        const float *w = (const float *)(const void *)W->data;
+        int ldw = (int)(tw ? W->cs : W->rs);
+        if (first) gemm_live(&a->flops, first, Tp, B, k, n, A, w, tw, ldw, C);
+        else gemm(&a->flops, 0, tw, Tp * B, n, k, A, k, w, ldw, 0.0f, C, n);
+        return;
+    }
+    while (t0 < Tp && (!first || first[t0] == 0)) t0++;
+    CT_ASSERT(a->tile && a->tile_n >= (size_t)k);
+    int R = (int)(a->tile_n / (size_t)k < (size_t)n ? a->tile_n / (size_t)k : (size_t)n);   // columns per tile
+    ct_mat Wt = ct_mat_t(W);   // (n, k)
+    for (int n0 = 0; n0 < n; n0 += R) {
+        int r = n - n0 < R ? n - n0 : R, ldt = tw ? k : r;
+        if (tw) {   // tile (r, k) = rows n0 .. n0+r-1 of W^T
+            ct_mat_rows(&Wt, n0, r, a->tile);
+        } else {    // tile (k, r) = columns n0 .. n0+r-1 of W
+            ct_mat blk = ct_mat_cols(W, n0, r);
+            ct_mat_rows(&blk, 0, k, a->tile);
+        }
+        if (t0 > 0) gemm(&a->flops, 0, tw, t0 * B, r, k, A, k, a->tile, ldt, 0.0f, C + n0, n);
+        for (int t = t0; t < Tp; t++)
+            gemm(&a->flops, 0, tw, B - first[t], r, k, A + ((size_t)t * B + first[t]) * k, k, a->tile, ldt, 0.0f,
+                 C + ((size_t)t * B + first[t]) * n + n0, n);
+    }
+}
+
 // Source vectors of (layer lf, position t) as written into layer lf + j: S (n, D).
 static ct_status fill_sources(attr_ctx *a, int lf, int t, int j, ct_err *err) {
     int64_t s = a->start[lf * a->T + t], e = a->start[lf * a->T + t + 1];
@@ -163,7 +198,7 @@ static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp,
     const ct_layer *w = &a->m->layers[l];
     float *X = a->A2, *Z = a->A2 + (size_t)B * D;   // X (B, D) the rows' gradients, Z (B, H*hd)
     for (int b = 0; b < B; b++) memcpy(X + (size_t)b * D, Gp + ((size_t)r[b].pos * B + b) * D, sizeof(float) * D);
-    gemm(&a->flops, 0, 0, B, qd, D, X, D, w->wo, qd, 0.0f, Z, qd);
+    gemm_live_mat(a, NULL, 1, B, &w->wo, X, Z);   // Z (B, H*hd) = X (B, D) @ W_O (D, H*hd)
     float *DV = a->A1 + (size_t)Tp * B * D;   // (Tp, B, KV*hd) past the end of the output's room
     for (int b = 0; b < B; b++) {
         int p = r[b].pos;
@@ -179,7 +214,7 @@ static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp,
         }
         a->flops += 2.0 * (p + 1) * H * hd;
     }
-    gemm_live(&a->flops, a->first, Tp, B, kvd, D, DV, w->wv, 0, D, a->A1);
+    gemm_live_mat(a, a->first, Tp, B, &w->wv, DV, a->A1);
 }
 
 // rows (B, n_cols) += the direct effects of every column on each of the B targets, which come
@@ -276,7 +311,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
             continue;
         }
         float *Z = a->A2;   // (Tp, B, H*hd)
-        gemm_live(&a->flops, first, Tp, B, D, qd, Gp, w->wo, 0, qd, Z);
+        gemm_live_mat(a, first, Tp, B, &w->wo, Gp, Z);
         float *ZH = a->A1;   // (H, Tp, B, hd), zero where a row is not live
         for (int h = 0; h < H; h++)
             for (int t = 0; t < Tp; t++) {
@@ -312,7 +347,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
                 }
             }
         float *XN = a->A1;   // (Tp, B, D) gradient at the attention input (after ln1)
-        gemm_live(&a->flops, first, Tp, B, kvd, D, DV, w->wv, 0, D, XN);
+        gemm_live_mat(a, first, Tp, B, &w->wv, DV, XN);
         norm_back(a, G, XN, a->fz->ln1_scale[l], w->ln1_w, Tp, B, first, 1);
     }
     // 5. token embeddings
@@ -359,14 +394,17 @@ static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, 
     float *p = malloc(sizeof(float) * V);   // (V,)
     int64_t *idx = malloc(sizeof(int64_t) * (size_t)(o->max_n_logits < V ? o->max_n_logits : V));   // (max_n_logits,)
     double *mean = calloc((size_t)D, sizeof(double));
-    if (!p || !idx || !mean) {
-        free(p), free(idx), free(mean);
+    float *u = malloc(sizeof(float) * D);   // (D,) an unembedding row
+    if (!p || !idx || !mean || !u) {
+        free(p), free(idx), free(mean), free(u);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
     memcpy(p, a->logits, sizeof(float) * V);
     ct_softmax(p, V);
-    for (int v = 0; v < V; v++)
-        for (int i = 0; i < D; i++) mean[i] += m->lm_head[(size_t)v * D + i];
+    for (int v = 0; v < V; v++) {
+        ct_mat_row(&m->lm_head, v, u);
+        for (int i = 0; i < D; i++) mean[i] += u[i];
+    }
     int K = 0;
     if (o->n_targets > 0) {
         K = o->n_targets;
@@ -406,11 +444,12 @@ static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, 
             tg[k].vocab_id = v;
             tg[k].prob = p[v];
             tg[k].label = token_label(m, v);
-            for (int i = 0; i < D; i++) tg[k].vec[i] = (float)(m->lm_head[(size_t)v * D + i] - mean[i] / V);
+            ct_mat_row(&m->lm_head, v, u);
+            for (int i = 0; i < D; i++) tg[k].vec[i] = (float)(u[i] - mean[i] / V);
         }
         if (!rc && !tg[k].label) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
-    free(p), free(idx), free(mean);
+    free(p), free(idx), free(mean), free(u);
     *out = tg;
     *n_out = K;
     return rc;
@@ -644,6 +683,12 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     a.A2 = malloc(sizeof(float) * s2);
     a.S = malloc(sizeof(float) * (size_t)(a.max_block + 1) * D);
     a.v = malloc(sizeof(float) * (size_t)D);
+    for (int l = 0; l < L; l++) {   // room for a tile of W_O or W_V (k, columns) when not read in place
+        ct_mat wo_t = ct_mat_t(&m->layers[l].wo), wv_t = ct_mat_t(&m->layers[l].wv);
+        size_t n = ct_mat_tile_floats(&wo_t) > ct_mat_tile_floats(&wv_t) ? ct_mat_tile_floats(&wo_t) : ct_mat_tile_floats(&wv_t);
+        if (n > a.tile_n) a.tile_n = n;
+    }
+    a.tile = a.tile_n ? malloc(sizeof(float) * a.tile_n) : NULL;
     a.first = malloc(sizeof(int) * (size_t)(T + 1));
     ct_row_layout lay = {L, T, NA, a.n_cols, a.start};
     if ((rc = ct_rowstore_open(&rs.store, &lay, n_rows, limit / 2, err))) goto done;
@@ -660,7 +705,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     infl = malloc(sizeof(float) * (size_t)(NA + 1));
     visited = calloc((size_t)NA + 1, 1);
     batch = malloc(sizeof(attr_row) * (size_t)B);
-    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !a.first || (ct_rowstore_spilled(rs.store) && !rs.bbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
+    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !a.first || (a.tile_n && !a.tile) || (ct_rowstore_spilled(rs.store) && !rs.bbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
         !row_node || !order || !pick || !infl || !visited || !batch) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
                      (long long)a.n_cols);

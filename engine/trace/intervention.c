@@ -142,8 +142,8 @@ static ct_status iv_edit(void *vp, ct_hook_id at, float *x, int T, ct_err *err) 
             for (int i = 0; i < p->n_iv; i++)
                 if (p->iv[i].kind == CT_IV_TOKEN && covers(&p->iv[i], pos0 + t)) d += new_value(&p->iv[i], 1.0f) - 1.0f;
             if (d == 0.0f) continue;
-            float *xr = x + (size_t)t * D;
-            const float *pe = m->cfg.learned_pos ? m->pos_embed + (size_t)(pos0 + t) * D : NULL;
+            float *xr = x + (size_t)t * D, *pe = NULL;
+            if (m->cfg.learned_pos) ct_mat_row(&m->pos_embed, pos0 + t, pe = p->row);   // (D,) the position's row
             for (int k = 0; k < D; k++) xr[k] += d * (xr[k] - (pe ? pe[k] : 0.0f));
         }
         return CT_OK;

@@ -1,7 +1,8 @@
 // test_alloc.c - generation allocates nothing per token. The test is linked with
 // -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free (Makefile), so every call the
 // engine (the static libctrace.a) makes to them goes through the counters below. On
-// stories260K and a random Llama-shaped model, greedy and top-p: no allocation between one
+// stories260K, a random Llama-shaped model and a tiny Llama checkpoint stored in BF16 (its
+// weights converted a tile at a time in the model's scratch), greedy and top-p: no allocation between one
 // generated token's forward pass and the next, the same number of allocations for 4 tokens as
 // for 60, an MLP callback calling ct_model_mlp inside the forward pass allocates nothing and
 // gives the plain pass's logits, and passes over more or fewer positions after the scratch
@@ -12,6 +13,7 @@
 
 #include "check.h"
 #include "model/model.h"
+#include "tiny.h"
 
 // ----------------------------------------------------------------------------
 // Counting allocator
@@ -77,6 +79,15 @@ static ct_model *load_random(void) {
     ct_err err = {0};
     ct_model *m = NULL;
     if (ct_model_random(&m, &c, 7, &err)) printf("# %s\n", err.msg);
+    return m;
+}
+
+static char bf16_dir[64];   // a tiny Llama checkpoint in BF16 (written by main)
+
+static ct_model *load_bf16(void) {
+    ct_err err = {0};
+    ct_model *m = NULL;
+    if (ct_model_load(NULL, &m, bf16_dir, &err)) printf("# %s\n", err.msg);
     return m;
 }
 
@@ -171,9 +182,9 @@ static void check_model(const char *name, ct_model *(*load)(void), const int *pr
 static void check_reuse(const char *name, ct_model *(*load)(void)) {
     ct_model *m = load(), *fresh = NULL;
     if (!m) return;
-    int V = m->cfg.vocab_size, ids[100];
-    for (int i = 0; i < 100; i++) ids[i] = i ? (i * 37) % V : m->cfg.bos_id;
-    float *a = malloc(sizeof(float) * 100 * (size_t)V), *b = malloc(sizeof(float) * 100 * (size_t)V);
+    int nV = m->cfg.vocab_size, ids[100];   // (a checkpoint without a BOS id starts at token 0)
+    for (int i = 0; i < 100; i++) ids[i] = i || m->cfg.bos_id < 0 ? (i * 37) % nV : m->cfg.bos_id;
+    float *a = malloc(sizeof(float) * 100 * (size_t)nV), *b = malloc(sizeof(float) * 100 * (size_t)nV);
     ct_err err = {0};
     int lens[4] = {40, 100, 3, 100}, same = 1;
     step_log s = {.m = m};
@@ -182,7 +193,7 @@ static void check_reuse(const char *name, ct_model *(*load)(void)) {
         fresh = load();
         ct_status rc = ct_model_forward_ctl(m, ids, lens[i], NULL, NULL, a, 1, i == 3 ? &via_mlp : NULL, &err);
         if (!rc) rc = ct_model_forward(fresh, ids, lens[i], NULL, NULL, b, 1, &err);
-        same = same && rc == CT_OK && memcmp(a, b, sizeof(float) * (size_t)lens[i] * V) == 0;
+        same = same && rc == CT_OK && memcmp(a, b, sizeof(float) * (size_t)lens[i] * nV) == 0;
         ct_model_free(fresh);
     }
     ok(same, "%s: passes over 40, 100, 3 positions and 100 with the MLP through ct_model_mlp give a fresh model's "
@@ -205,5 +216,19 @@ int main(void) {
     }
     check_model("random model", load_random, rnd, 5);
     check_reuse("random model", load_random);
+    char tmp[] = "/tmp/ct_allocXXXXXX";
+    if (mkdtemp(tmp)) {
+        int tiny_prompt[4] = {0, 3, 4, 3};
+        snprintf(bf16_dir, sizeof bf16_dir, "%s/llama-bf16", tmp);
+        make_family(bf16_dir, "LlamaForCausalLM", CT_DT_BF16);
+        ct_model *m = load_bf16();
+        ok(m && m->layers[0].wq.dtype == CT_DT_BF16, "tiny Llama checkpoint in BF16 loads with BF16 weights");
+        ct_model_free(m);
+        check_model("BF16 Llama", load_bf16, tiny_prompt, 4);
+        check_reuse("BF16 Llama", load_bf16);
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+        if (system(cmd) != 0) printf("# could not remove %s\n", tmp);
+    }
     return check_done();
 }

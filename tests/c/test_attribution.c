@@ -6,7 +6,8 @@
 // edge within atol 5e-4, demeaned logits within 1e-5 + 1e-3 |edge|. Tiny random models of every
 // family with per-layer (ReLU, JumpReLU, TopK; with and without skip) and cross-layer
 // transcoders, among them TopK sets whose active features are mostly negative (circuit-tracer's
-// TopK keeps them as they are), then stories260K with its default transcoders.
+// TopK keeps them as they are), with weights stored F32, BF16 and F16 (those read a tile at a
+// time; some cases with one-row tiles), then stories260K with its default transcoders.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 
 #include "trace/attribution.h"
 #include "check.h"
+#include "trace/intervention.h"
 #include "trace/replacement.h"
 #include "tiny.h"
 
@@ -61,6 +63,43 @@ static int64_t pick(int64_t n) {
     return (int64_t)((rng_state >> 33) % (uint64_t)n);
 }
 
+// Token nodes through the intervention code: with every layer constrained (all frozen), doubling
+// the embedding at position t (learned positions left out) moves each demeaned logit at the last
+// position by the graph's edge from token node t, within 1e-5 + 1e-3 |edge|. Logits are compared
+// before Gemma's final softcap (undone: cap atanh(logit / cap)), where graphs measure them.
+static void check_token_interventions(const char *name, ct_replacement *rm, const ct_graph *g, const int *tokens, int T) {
+    const ct_model *m = rm->m;
+    int nV = m->cfg.vocab_size, nL = m->cfg.n_layers, n_bad = 0;
+    int64_t S = g->n_selected, N = g->n_nodes;
+    ct_iv_opts o;
+    ct_iv_opts_default(&o);
+    o.constrained = 1, o.first = 0, o.last = nL - 1, o.activations = 0;
+    float *base = malloc(sizeof(float) * (size_t)T * nV), *lg = malloc(sizeof(float) * (size_t)T * nV);
+    ct_err err = {0};
+    ct_status rc = ct_iv_run(rm, tokens, T, NULL, 0, &o, base, NULL, &err);
+    double worst = 0;
+    for (int t = 0; !rc && t < T; t++) {
+        ct_intervention iv = {CT_IV_TOKEN, 0, 0, t, t, CT_IV_SCALE, 2.0f};
+        if ((rc = ct_iv_run(rm, tokens, T, &iv, 1, &o, lg, NULL, &err))) break;
+        const float *b0 = base + (size_t)(T - 1) * nV, *b1 = lg + (size_t)(T - 1) * nV;
+        double cap = m->cfg.final_softcap, mean = 0, *d = malloc(sizeof(double) * (size_t)nV);
+        for (int v = 0; v < nV; v++) {
+            d[v] = cap > 0 ? cap * (atanh(b1[v] / cap) - atanh(b0[v] / cap)) : (double)b1[v] - b0[v];
+            mean += d[v] / nV;
+        }
+        for (int k = 0; k < g->n_logits; k++) {
+            int64_t id = g->logits[k].vocab_id;
+            double dk = d[id] - mean, edge = g->adj[(size_t)(S + k) * N + S + (int64_t)nL * T + t];
+            worst = fmax(worst, fabs(dk - edge) / (1e-5 + 1e-3 * fabs(edge)));
+            n_bad += !(fabs(dk - edge) <= 1e-5 + 1e-3 * fabs(edge));
+        }
+        free(d);
+    }
+    ok(rc == CT_OK && n_bad == 0, "%s: doubling each of the %d token embeddings by intervention moves the %d logits by "
+       "the graph's edges (worst diff / tolerance %.2g)%s", name, T, g->n_logits, worst, rc ? err.msg : "");
+    free(base), free(lg);
+}
+
 // Checks every column of the named kinds against perturbations; n_features sampled features.
 // n_const: the positions the replacement model holds constant (0: its own rule). Returns how many of
 // the checked feature columns have a negative activation.
@@ -78,6 +117,7 @@ static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *
     if (!rc) rc = ct_attribute(&g, &rm, tokens, T, &o, &err);
     ok(rc == CT_OK, "%s: attribute (%s)", name, rc ? err.msg : "ok");
     if (rc) return 0;
+    check_token_interventions(name, &rm, g, tokens, T);
     int nL = m->cfg.n_layers, nD = m->cfg.d_model;
     size_t TD = (size_t)T * nD;
     probe p = {.m = m, .tc = tc, .T = T, .Lm = nL, .Dm = nD, .input = rm.input, .out_raw = rm.out_raw};
@@ -109,9 +149,9 @@ static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *
     int K = g->n_logits;
     double *u = calloc((size_t)K * nD, sizeof(double)), *mean = calloc(nD, sizeof(double));
     for (int v = 0; v < m->cfg.vocab_size; v++)
-        for (int i = 0; i < nD; i++) mean[i] += m->lm_head[(size_t)v * nD + i];
+        for (int i = 0; i < nD; i++) mean[i] += mat_at(&m->lm_head, v, i);
     for (int k = 0; k < K; k++)
-        for (int i = 0; i < nD; i++) u[k * nD + i] = m->lm_head[(size_t)g->logits[k].vocab_id * nD + i] - mean[i] / m->cfg.vocab_size;
+        for (int i = 0; i < nD; i++) u[k * nD + i] = mat_at(&m->lm_head, g->logits[k].vocab_id, i) - mean[i] / m->cfg.vocab_size;
 
     float *base_in = malloc(sizeof(float) * nL * TD), *in = malloc(sizeof(float) * nL * TD);
     float base_fin[4096], fin[4096];
@@ -220,6 +260,8 @@ typedef struct {
     const char *act;
     int skip;
     const char *in, *out;
+    ct_dtype dt;     // of the model's weights
+    int small_tiles; // products convert one row (or column) of a weight at a time
 } tc_case;
 
 static const int prompt[8] = {0, 3, 4, 3, 2, 5, 3, 8};
@@ -228,31 +270,40 @@ int main(void) {
     char tmp[] = "/tmp/ct_attrXXXXXX";
     if (!mkdtemp(tmp)) return 1;
     const tc_case cases[] = {
-        {"LlamaForCausalLM", 0, "relu", 0, "mlp.hook_in", "mlp.hook_out"},
-        {"LlamaForCausalLM", 0, "topk", 1, "hook_resid_mid", "mlp.hook_out"},
-        {"Gemma2ForCausalLM", 0, "jumprelu", 0, "ln2.hook_normalized", "hook_mlp_out"},
-        {"Gemma2ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out"},
-        {"GPT2LMHeadModel", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out"},
-        {"GPT2LMHeadModel", 0, "topk", 0, "ln2.hook_normalized", "hook_mlp_out"},
-        {"Qwen3ForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out"},
-        {"Qwen3ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out"},
-        {"LlamaForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out"},
-        {"Gemma2ForCausalLM", 1, "jumprelu", 0, "hook_resid_mid", "hook_mlp_out"},
-        {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out"},
-        {"LlamaForCausalLM", 0, "topk-negative", 1, "mlp.hook_in", "mlp.hook_out"},
-        {"Gemma2ForCausalLM", 0, "topk-negative", 0, "ln2.hook_normalized", "hook_mlp_out"},
-        {"Gemma3ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out"},
-        {"Gemma3ForConditionalGeneration", 0, "topk", 0, "ln2.hook_normalized", "mlp.hook_out"},
-        {"Gemma3ForCausalLM", 1, "jumprelu", 1, "hook_resid_mid", "hook_mlp_out"},
+        {"LlamaForCausalLM", 0, "relu", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
+        {"LlamaForCausalLM", 0, "topk", 1, "hook_resid_mid", "mlp.hook_out", CT_DT_F32, 0},
+        {"Gemma2ForCausalLM", 0, "jumprelu", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F32, 0},
+        {"Gemma2ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
+        {"GPT2LMHeadModel", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F32, 0},
+        {"GPT2LMHeadModel", 0, "topk", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F32, 0},
+        {"Qwen3ForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
+        {"Qwen3ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
+        {"LlamaForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0},
+        {"Gemma2ForCausalLM", 1, "jumprelu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0},
+        {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0},
+        {"LlamaForCausalLM", 0, "topk-negative", 1, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
+        {"Gemma2ForCausalLM", 0, "topk-negative", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F32, 0},
+        {"Gemma3ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F32, 0},
+        {"Gemma3ForConditionalGeneration", 0, "topk", 0, "ln2.hook_normalized", "mlp.hook_out", CT_DT_F32, 0},
+        {"Gemma3ForCausalLM", 1, "jumprelu", 1, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0},
+        {"LlamaForCausalLM", 0, "relu", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_BF16, 0},
+        {"Gemma2ForCausalLM", 0, "jumprelu", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F16, 0},
+        {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_BF16, 0},
+        {"Qwen3ForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_BF16, 1},
+        {"LlamaForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out", CT_DT_F16, 1},
+        {"GPT2LMHeadModel", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F16, 1},
+        {"Gemma3ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_BF16, 1},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const tc_case *k = &cases[c];
         char mdir[256], tdir[256], name[256];
-        snprintf(mdir, sizeof mdir, "%s/%s", tmp, k->arch);
+        ct_dtype dt = k->dt;
+        snprintf(mdir, sizeof mdir, "%s/%s-%s", tmp, k->arch, ct_dtype_name(dt));
         snprintf(tdir, sizeof tdir, "%s/tc%zu", tmp, c);
-        snprintf(name, sizeof name, "%s %s %s%s %s->%s", k->arch, k->clt ? "CLT" : "PLT", k->act, k->skip ? "+skip" : "",
-                 k->in, k->out);
-        make_family(mdir, k->arch, CT_DT_F32);
+        snprintf(name, sizeof name, "%s %s %s %s%s %s->%s%s", k->arch, ct_dtype_name(dt), k->clt ? "CLT" : "PLT", k->act,
+                 k->skip ? "+skip" : "", k->in, k->out, k->small_tiles ? ", one-row tiles" : "");
+        ct_mat_tile_limit(k->small_tiles ? 1 : 0);
+        make_family(mdir, k->arch, dt);
         make_transcoders(tdir, family_width(k->arch), k->clt, k->act, k->skip, k->in, k->out);
         ct_model *m = NULL;
         ct_transcoders *tc = NULL;
@@ -265,13 +316,14 @@ int main(void) {
         // Gemma-3 instruction-tuned models hold 4 positions constant (their chat prefix): the same
         // graph with 4 constant positions is exact too, and has no feature at positions 0..3 and
         // no edge from an error node there
-        if (okm && k->arch[5] == '3' && !k->clt) {
+        if (okm && k->arch[5] == '3' && !k->clt && dt == CT_DT_F32) {
             snprintf(name, sizeof name, "%s %s %s, 4 constant positions", k->arch, k->act, k->out);
             check_graph(name, m, tc, prompt, 8, 100, 4);
         }
         ct_transcoders_free(tc);
         ct_model_free(m);
     }
+    ct_mat_tile_limit(0);
 
     // stories260K with its default transcoders: real weights
     const char *models = getenv("CTRACE_MODELS") ? getenv("CTRACE_MODELS") : "../shared/models";

@@ -122,8 +122,10 @@ static void check_gemma3_model(const ct_model *m, const char *arch, ct_dtype dt,
         float raw[8];
         double ss = 0;
         for (int i = 0; i < 8; i++) {
+            float row[D_GEMMA3];   // (d_model,): row h * 8 + i of q_proj
             double s = 0;
-            for (int k = 0; k < c->d_model; k++) s += (double)w->wq[(size_t)(h * 8 + i) * c->d_model + k] * xin[k];
+            ct_mat_row(&w->wq, h * 8 + i, row);
+            for (int k = 0; k < c->d_model; k++) s += (double)row[k] * xin[k];
             raw[i] = (float)s;
             ss += s * s;
         }
@@ -136,6 +138,33 @@ static void check_gemma3_model(const ct_model *m, const char *arch, ct_dtype dt,
        "(max |diff| %.2g, tol 1e-5)", arch, worst);
 }
 
+// Where the weights of a loaded checkpoint live: every matrix a view into the mapped file in
+// the file's dtype, and the memory the model owns exactly the float32 copies of its vectors
+// (norm gains, biases) when they are not F32, counted from the file itself.
+static void check_storage(const ct_model *m, const char *arch, ct_dtype dt) {
+    const ct_safetensors *st = m->shards[0];
+    int views = m->n_shards == 1, n_mats = 0;
+    size_t vec_floats = 0, owned = 0;
+    for (int i = 0; i < st->n_tensors; i++)
+        if (st->tensors[i].ndim == 1) vec_floats += (size_t)ct_st_numel(&st->tensors[i]);
+    for (int i = 0; i < m->n_owned; i++) owned += m->owned_bytes[i];
+    const ct_mat *top[3] = {&m->embed, &m->lm_head, &m->pos_embed};
+    for (int l = -1; l < m->cfg.n_layers; l++) {
+        const ct_layer *w = l >= 0 ? &m->layers[l] : NULL;
+        const ct_mat *mats[7] = {w ? &w->wq : top[0], w ? &w->wk : top[1], w ? &w->wv : top[2], w ? &w->wo : NULL,
+                                 w ? &w->w_gate : NULL, w ? &w->w_up : NULL, w ? &w->w_down : NULL};
+        for (int k = 0; k < 7; k++) {
+            if (!mats[k] || !mats[k]->data) continue;
+            n_mats++;
+            views = views && mats[k]->dtype == dt && mats[k]->data >= st->map && mats[k]->data < st->map + st->size;
+        }
+    }
+    size_t want = dt == CT_DT_F32 ? 0 : vec_floats * sizeof(float);
+    ok(views && n_mats > 0 && owned == want, "%s %s: %d weight matrices are views into the mapped file in %s; the "
+       "model owns %zu bytes (its %zu vector floats as float32%s)", arch, ct_dtype_name(dt), n_mats, ct_dtype_name(dt),
+       owned, vec_floats, dt == CT_DT_F32 ? ": none, F32 is used in place" : "");
+}
+
 static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     char dir[512], dir2[600];
     snprintf(dir, sizeof dir, "%s/%s-%s", tmp, arch, ct_dtype_name(dt));
@@ -146,6 +175,7 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     ct_status rc = ct_model_load(NULL, &m, dir, &err);
     ok(rc == CT_OK, "%s %s loads (%s)", arch, ct_dtype_name(dt), rc ? err.msg : "ok");
     if (rc) return;
+    check_storage(m, arch, dt);
     ct_hook_cache hc;
     ct_hook_cache_init_all(&hc, m, &err);
     float logits[8 * V], logits2[8 * V];
@@ -187,6 +217,16 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     }
     ct_kv_cache_free(&kv);
     ok(same, "%s: KV-cache steps match the batched forward (1e-5)", arch);
+    if (dt != CT_DT_F32) {   // products converting one row of a weight at a time: the same logits
+        ct_model *m1 = NULL;
+        ct_mat_tile_limit(1);
+        rc = ct_model_load(NULL, &m1, dir, &err);
+        if (!rc) rc = ct_model_forward(m1, prompt, 8, NULL, NULL, logits2, 1, &err);
+        ct_mat_tile_limit(0);
+        ok(rc == CT_OK && check_close(logits2, logits, 8 * V, 1e-5, 1e-5, "one-row tiles"),
+           "%s %s: tiles of one row give the whole-matrix tile's logits (1e-5 (1 + |x|))", arch, ct_dtype_name(dt));
+        ct_model_free(m1);
+    }
     ct_hook_cache_free(&hc);
     // Gemma-3's embedding scale follows the stored dtype: its checkpoints are re-saved in their own
     int keep = is_gemma3(arch);
@@ -313,8 +353,9 @@ static void check_llama2c_as_hf(const char *tmp) {
     float *owned[256];
     int n = 0, no = 0;
     char names[256][96];
+#define F32(mat) ((const float *)(mat).data)   // llama2.c weights: F32 in place
 #define E(nm, p, a0, a1) (snprintf(names[n], 96, "%s", nm), e[n] = (ct_st_entry){.name = names[n], .dtype = CT_DT_F32, .ndim = (a1) ? 2 : 1, .shape = {a0, a1}, .data = p}, n++)
-    E("model.embed_tokens.weight", a->embed, c->vocab_size, d);
+    E("model.embed_tokens.weight", (const float *)a->embed.data, c->vocab_size, d);   // llama2.c: F32 in place
     E("model.norm.weight", a->lnf_w, d, 0);
     for (int l = 0; l < c->n_layers; l++) {
         const ct_layer *w = &a->layers[l];
@@ -323,22 +364,23 @@ static void check_llama2c_as_hf(const char *tmp) {
         // HF row (h, j, i) = llama2.c row (h, i, j): pairs (2i, 2i+1) -> (i, i + hd/2)
         for (int r = 0; r < d; r++) {
             int h = r / hd, j = (r % hd) / (hd / 2), i = r % (hd / 2);
-            memcpy(q + (size_t)r * d, w->wq + (size_t)(h * hd + 2 * i + j) * d, sizeof(float) * (size_t)d);
-            if (r < kvd) memcpy(k + (size_t)r * d, w->wk + (size_t)(h * hd + 2 * i + j) * d, sizeof(float) * (size_t)d);
+            memcpy(q + (size_t)r * d, F32(w->wq) + (size_t)(h * hd + 2 * i + j) * d, sizeof(float) * (size_t)d);
+            if (r < kvd) memcpy(k + (size_t)r * d, F32(w->wk) + (size_t)(h * hd + 2 * i + j) * d, sizeof(float) * (size_t)d);
         }
 #define L_(s, p, a0, a1) (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, s), E(nm, p, a0, a1))
         L_("input_layernorm.weight", w->ln1_w, d, 0);
         L_("self_attn.q_proj.weight", q, d, d);
         L_("self_attn.k_proj.weight", k, kvd, d);
-        L_("self_attn.v_proj.weight", w->wv, kvd, d);
-        L_("self_attn.o_proj.weight", w->wo, d, d);
+        L_("self_attn.v_proj.weight", F32(w->wv), kvd, d);
+        L_("self_attn.o_proj.weight", F32(w->wo), d, d);
         L_("post_attention_layernorm.weight", w->ln2_w, d, 0);
-        L_("mlp.gate_proj.weight", w->w_gate, f, d);
-        L_("mlp.up_proj.weight", w->w_up, f, d);
-        L_("mlp.down_proj.weight", w->w_down, d, f);
+        L_("mlp.gate_proj.weight", F32(w->w_gate), f, d);
+        L_("mlp.up_proj.weight", F32(w->w_up), f, d);
+        L_("mlp.down_proj.weight", F32(w->w_down), d, f);
 #undef L_
     }
 #undef E
+#undef F32
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     ct_status rc = ct_safetensors_write(NULL, path, e, n, NULL, 0, &err);
     for (int i = 0; i < no; i++) free(owned[i]);
@@ -369,7 +411,7 @@ static void check_long_attention(void) {
     ct_model *m = NULL;
     ct_err err = {0};
     enum { T = 150 };
-    if (ct_model_random(&m, &c, 11, &err) || ct_model_init_rope(m, &err)) {
+    if (ct_model_random(&m, &c, 11, &err)) {   // (fills the RoPE table itself)
         ok(0, "random model (%s)", err.msg);
         return;
     }

@@ -76,11 +76,11 @@ int main(void) {
     float *buf = malloc(size + extra);
     memcpy(buf, map, size);
     ((int32_t *)buf)[5] = -m->cfg.vocab_size;
-    memcpy((char *)buf + size, m->embed, extra);
+    memcpy((char *)buf + size, m->embed.data, extra);
     ct_unmap_file(map, size);
     ct_model *u = NULL;
     rc = ct_model_parse_llama2c(&u, (const uint8_t *)buf, size + extra, &err);
-    ok(rc == CT_OK && !u->cfg.tied && u->lm_head != u->embed, "unshared classifier parses (%s)", rc ? err.msg : "ok");
+    ok(rc == CT_OK && !u->cfg.tied && u->lm_head.data != u->embed.data, "unshared classifier parses (%s)", rc ? err.msg : "ok");
     float la[512], lb[512];
     if (!rc) {
         ct_model_forward(m, ids, 10, NULL, NULL, la, 0, &err);

@@ -94,7 +94,7 @@ int main(void) {
        "its logits are the forward pass's (one row against T rows through BLAS: 1e-5)");
     int emb_ok = 1, err0 = 1;
     for (int t = 0; t < n; t++)
-        for (int i = 0; i < D; i++) emb_ok &= c->embed[(size_t)t * D + i] == m->embed[(size_t)ids[t] * D + i];
+        for (int i = 0; i < D; i++) emb_ok &= c->embed[(size_t)t * D + i] == ((const float *)m->embed.data)[(size_t)ids[t] * D + i];
     for (int l = 0; l < L; l++)
         for (int i = 0; i < D; i++) err0 &= c->err[(size_t)l * n * D + i] == 0.0f;
     ok(emb_ok && err0, "embeddings as added; error vectors zero at position 0");
@@ -173,7 +173,7 @@ int main(void) {
     worst = 0;
     for (int v = 0; v < V; v++) {
         double s = 0;
-        for (int i = 0; i < D; i++) s += (double)m->lm_head[(size_t)v * D + i] * row[i] * m->lnf_w[i];
+        for (int i = 0; i < D; i++) s += (double)((const float *)m->lm_head.data)[(size_t)v * D + i] * row[i] * m->lnf_w[i];
         worst = fmax(worst, fabs(s - eff[v]));
     }
     ok(worst < 1e-5, "= W_U (g * decoder row), max diff %.2g", worst);

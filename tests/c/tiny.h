@@ -58,6 +58,19 @@ static void write_file(const char *path, const char *text) {
     fclose(f);
 }
 
+// Element (r, c) of a weight matrix in its stored dtype, through the scalar conversions (the
+// tests' reading of a ct_mat, apart from the engine's vectorised ones).
+__attribute__((unused)) static float mat_at(const ct_mat *m, int64_t r, int64_t c) {
+    const uint8_t *p = m->data + (size_t)(r * m->rs + c * m->cs) * ct_dtype_size(m->dtype);
+    uint16_t h = (uint16_t)(p[0] | p[1] << 8);
+    float f;
+    switch (m->dtype) {
+    case CT_DT_BF16: return ct_bf16_to_f32(h);
+    case CT_DT_F16: return ct_f16_to_f32(h);
+    default: memcpy(&f, p, 4); return f;
+    }
+}
+
 enum { D = 16, F = 32, V = 40, L = 2, H = 4, KV = 2 };
 
 // Gemma-3 checkpoints are 18 wide: sqrt(18) is not a BF16 or F16 number, so the embedding scale's

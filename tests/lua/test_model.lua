@@ -108,6 +108,53 @@ t.run {
 
 -- errors: wrong types, unknown options, freed objects, out-of-range indices
 t.run {
+  {"a BF16 checkpoint: the unembedding as stored, whole and by row", function()
+    -- a one-layer untied Llama in BF16 written with numpy (tests/ref); lm_head.txt holds the
+    -- float32 values of its unembedding, row by row
+    local dir = os.tmpname()
+    os.remove(dir)
+    local py = [[
+import json, os, sys
+sys.path.insert(0, "tests/ref")
+import numpy as np
+from make_transcoders import save_safetensors
+d = sys.argv[1]
+os.makedirs(d)
+D, F, V, H = 8, 16, 11, 2
+rng = np.random.default_rng(3)
+u = lambda *s: (rng.uniform(-1, 1, size=s).astype(np.float32), "BF16")
+json.dump({"architectures": ["LlamaForCausalLM"], "hidden_size": D, "intermediate_size": F, "num_hidden_layers": 1,
+           "num_attention_heads": H, "num_key_value_heads": H, "vocab_size": V, "tie_word_embeddings": False},
+          open(d + "/config.json", "w"))
+p = "model.layers.0."
+w = {"model.embed_tokens.weight": u(V, D), "model.norm.weight": u(D), "lm_head.weight": u(V, D),
+     p + "input_layernorm.weight": u(D), p + "post_attention_layernorm.weight": u(D),
+     p + "self_attn.q_proj.weight": u(D, D), p + "self_attn.k_proj.weight": u(D, D),
+     p + "self_attn.v_proj.weight": u(D, D), p + "self_attn.o_proj.weight": u(D, D),
+     p + "mlp.gate_proj.weight": u(F, D), p + "mlp.up_proj.weight": u(F, D), p + "mlp.down_proj.weight": u(D, F)}
+save_safetensors(d + "/model.safetensors", w)
+np.savetxt(d + "/lm_head.txt", w["lm_head.weight"][0].reshape(-1).astype(np.float64), "%.17g")
+]]
+    local f = assert(io.open(dir .. ".py", "w"))
+    f:write(py) f:close()
+    t.ok(os.execute("/usr/bin/python3 " .. dir .. ".py " .. dir) == 0, "numpy writes the checkpoint")
+    local bm = ct.load_model(dir)
+    local U = bm:unembedding()
+    t.eq(U:shape()[1] * 100 + U:shape()[2], 1108, "unembedding (11, 8)")
+    local want, bad, i = {}, 0, 0
+    for line in io.lines(dir .. "/lm_head.txt") do want[#want + 1] = tonumber(line) end
+    for r = 1, 11 do for c = 1, 8 do
+      i = i + 1
+      if U:get(r, c) ~= want[i] then bad = bad + 1 end
+    end end
+    t.eq(#want == 88 and bad, 0, "every BF16 value of lm_head.weight as float32, exactly")
+    local row, rbad = bm:unembedding(3), 0
+    for c = 1, 8 do if row[c] ~= want[3 * 8 + c] then rbad = rbad + 1 end end
+    t.eq(rbad, 0, "unembedding(3) is row 3 (from 0)")
+    t.eq(bm:forward({0, 5, 9}):shape()[2], 11, "the BF16 model runs")
+    bm:free()
+    os.execute("rm -rf " .. dir .. " " .. dir .. ".py")
+  end},
   {"errors raise cleanly", function()
     t.raises(function() ct.load_model("no/such/model") end, "NOT_FOUND", "missing model")
     t.raises(function() ct.load_model(42) end, "BAD_ARG", "number as path")

@@ -4,8 +4,9 @@
 # single-file C peer (bench/ref_llama2c.c, -O3) on the same checkpoint, transcoder encoding and
 # training, attribution graphs (bench/bench_attribution.c: one process per configuration, so
 # each reports its own peak RSS), interventions (bench/intervene.lua) and feature labels over
-# HTTP from a loopback server (bench/labels.sh), and the cost of ctrace run's sandbox on the main
-# job (bench/sandbox.sh).
+# HTTP from a loopback server (bench/labels.sh), the cost of ctrace run's sandbox on the main
+# job (bench/sandbox.sh), and a BF16 checkpoint of Llama-3.2-1B's shapes used as stored
+# (bench/weights.sh: writes 2.47 GB to $TMPDIR and removes it).
 set -eu
 cd "$(dirname "$0")/.."
 make -s all
@@ -31,3 +32,4 @@ done
 build/ctrace bench/intervene.lua
 bench/labels.sh
 bench/sandbox.sh
+bench/weights.sh

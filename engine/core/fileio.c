@@ -121,6 +121,20 @@ void ct_unmap_file(void *map, size_t size) {
     if (map) munmap(map, size);
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22   // Linux 5.14
+#endif
+
+void ct_map_advise(const void *p, size_t n, ct_advice advice) {
+    static long page;
+    if (!p || !n) return;
+    if (!page) page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1), b = ((uintptr_t)p + n + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+    int adv = advice == CT_ADVISE_POPULATE ? MADV_POPULATE_READ : advice == CT_ADVISE_WILLNEED ? MADV_WILLNEED : MADV_RANDOM;
+    if (madvise((void *)a, b - a, adv) != 0 && advice == CT_ADVISE_POPULATE && errno == EINVAL)
+        madvise((void *)a, b - a, MADV_WILLNEED);   // an older kernel: read ahead at least
+}
+
 int ct_is_dir(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);

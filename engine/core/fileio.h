@@ -23,6 +23,15 @@ ct_status ct_read_file(ct_ctx *c, const char *path, char **buf, size_t *len, siz
 // Maps the file read-only. An empty file gives *map NULL and *size 0.
 ct_status ct_map_file(ct_ctx *c, const char *path, void **map, size_t *size, ct_err *err);
 void ct_unmap_file(void *map, size_t size);
+// Hints about the pages behind [p, p + n) of a read-only file mapping (widened to whole pages;
+// a hint the kernel lacks or refuses is ignored: they change speed, never results).
+//   POPULATE  map them now, reading what the page cache lacks: one call instead of a page
+//             fault per page (on this kind of machine faults cost ~8x more per byte)
+//   WILLNEED  start reading them into the page cache in the background
+//   RANDOM    a fault reads only the pages it needs (no read-around): for tensors read a few
+//             rows at a time
+typedef enum { CT_ADVISE_POPULATE, CT_ADVISE_WILLNEED, CT_ADVISE_RANDOM } ct_advice;
+void ct_map_advise(const void *p, size_t n, ct_advice advice);
 int ct_is_dir(const char *path);
 int ct_is_file(const char *path);
 // Creates directory path and its missing parents (mode 0755), checked against c's write root.

@@ -5,7 +5,8 @@
 // little-endian (or byte-sized) dtypes in C order are accepted. npz: the end-of-central-
 // directory record is found from the end (ZIP64 records are followed), central entries give
 // method, sizes, CRC and local offset; stored members are used in place from the mapping,
-// deflated ones are inflated (zlib) into memory; CRC-32 is checked for both.
+// deflated ones are inflated (zlib) into memory; CRC-32 is checked for both, over every byte,
+// when the archive is opened (core/crc32.h: memory speed; numpy's reader checks it too).
 #ifndef CT_NPZ_H
 #define CT_NPZ_H
 

@@ -227,7 +227,13 @@ static int l_tc_encoder_row(lua_State *L) {
     lua_Integer f = luaL_checkinteger(L, 3);
     if (f < 0 || f >= tc->layers[l].d_tc)
         return ct_lua_fail(L, CT_STATUS_OUT_OF_RANGE, "feature %d outside 0..%d", (int)f, tc->layers[l].d_tc - 1);
-    return push_vec(L, tc->layers[l].W_enc + (size_t)f * tc->d_model, tc->d_model);
+    int64_t shape[1] = {tc->d_model};
+    ct_tensor *t = ct_tensor_new(1, shape);
+    if (!t) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
+    ct_lua_push_tensor(L, t);
+    ct_err err = {0};
+    if (ct_tc_encoder_row(tc, l, (int64_t)f, ct_tensor_data(t), &err)) return ct_lua_raise(L, &err);
+    return 1;
 }
 
 // tc:params(layer) -> {b_enc=, b_dec=, threshold=} copies

@@ -91,11 +91,11 @@ static ct_status get_vec(const layer_file *f, const char *name, int64_t n, int r
 
 static void layer_free(ct_tc_layer *l, int d_model) {
     ct_dealloc(l->W_dec_owned, sizeof(float) * (size_t)l->d_tc * (size_t)l->n_out * (size_t)d_model + 1);
-    if (l->W_enc_owned) ct_dealloc(l->W_enc, sizeof(float) * (size_t)l->d_tc * (size_t)d_model + 1);
+    ct_dealloc(l->W_enc_owned, sizeof(float) * (size_t)l->d_tc * (size_t)d_model + 1);
     ct_dealloc(l->b_enc, sizeof(float) * (size_t)l->d_tc + 1);
     ct_dealloc(l->threshold, sizeof(float) * (size_t)l->d_tc + 1);
     ct_dealloc(l->b_dec, sizeof(float) * (size_t)d_model + 1);
-    ct_dealloc(l->W_skip, sizeof(float) * (size_t)d_model * (size_t)d_model + 1);
+    ct_dealloc(l->W_skip_owned, sizeof(float) * (size_t)d_model * (size_t)d_model + 1);
     memset(l, 0, sizeof *l);
 }
 
@@ -119,20 +119,28 @@ static ct_status check_dims(int64_t F, int64_t D, const char *where, ct_err *err
     return CT_OK;
 }
 
-// Encoder (F, D) from a tensor stored (F, D), or (D, F) when transposed.
+// Encoder (F, D) from a tensor stored (F, D), or (D, F) when transposed: used where it is.
 static ct_status set_encoder(ct_tc_layer *L, const tensor_ref *t, int transposed, ct_err *err) {
     int64_t F = L->d_tc, D = transposed ? t->shape[0] : t->shape[1];
-    ct_mat m;
-    ct_status rc = as_mat(&m, t->data, t->dtype, F, D, transposed, t->name, err);
-    if (rc) return rc;
-    if (!transposed && t->dtype == CT_DT_F32 && (uintptr_t)t->data % 4 == 0) {
-        L->W_enc = (float *)t->data;   // used in place from the read-only mapping
+    return as_mat(&L->W_enc, t->data, t->dtype, F, D, transposed, t->name, err);
+}
+
+// The skip matrix (D, D) stored row-major: used in place when the file holds aligned float32,
+// else converted once (D^2 floats, a small part of a layer).
+static ct_status set_skip(ct_tc_layer *L, const ct_mat *m, ct_err *err) {
+    if (ct_mat_in_place(m) && m->cs == 1 && m->rs == m->cols) {
+        L->W_skip = (const float *)m->data;
         return CT_OK;
     }
-    L->W_enc = mat_to_f32(&m);
-    L->W_enc_owned = 1;
-    return L->W_enc ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for an encoder of %lld x %lld", (long long)F,
-                                      (long long)D);
+    if (!(L->W_skip_owned = mat_to_f32(m))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a skip matrix");
+    L->W_skip = L->W_skip_owned;
+    return CT_OK;
+}
+
+// Bytes from a matrix's first element to the end of its last.
+static size_t mat_extent(const ct_mat *m) {
+    if (m->rows < 1 || m->cols < 1) return 0;
+    return (size_t)((m->rows - 1) * m->rs + (m->cols - 1) * m->cs + 1) * ct_dtype_size(m->dtype);
 }
 
 // ----------------------------------------------------------------------------
@@ -192,7 +200,7 @@ static ct_status load_plt_layer(ct_transcoders *tc, int l, const layer_file *f, 
                            shape_str(&sk, s1, sizeof s1), (long long)D, (long long)D);
         ct_mat m;
         if ((rc = as_mat(&m, sk.data, sk.dtype, D, D, 0, sk.name, err))) return rc;
-        if (!(L->W_skip = mat_to_f32(&m))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        if ((rc = set_skip(L, &m, err))) return rc;
         L->skip_mode = affine ? CT_SKIP_XW : CT_SKIP_XWT;
     }
     // activation: TopK from a scalar k, JumpReLU from a threshold, else ReLU
@@ -280,7 +288,7 @@ static ct_status load_clt_layer(ct_ctx *ctx, ct_transcoders *tc, int i, const ch
         ct_mat m;
         size_t es = ct_dtype_size(sk.dtype);
         if ((rc = as_mat(&m, sk.data + (size_t)i * (size_t)(D * D) * es, sk.dtype, D, D, 0, "W_skip", err))) return rc;
-        if (!(L->W_skip = mat_to_f32(&m))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        if ((rc = set_skip(L, &m, err))) return rc;
         L->skip_mode = CT_SKIP_XW;
     }
     return CT_OK;
@@ -329,7 +337,7 @@ static ct_status load_gs2_clt_layer(ct_transcoders *tc, int i, const layer_file 
             return ct_fail(err, CT_STATUS_BAD_SHAPE, "%s: affine_skip_connection has shape %s; expected [%lld, %lld]", where,
                            shape_str(&sk, s1, sizeof s1), (long long)D, (long long)D);
         if ((rc = as_mat(&m, sk.data, sk.dtype, D, D, 0, sk.name, err))) return rc;
-        if (!(L->W_skip = mat_to_f32(&m))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        if ((rc = set_skip(L, &m, err))) return rc;
         L->skip_mode = CT_SKIP_XW;
     }
     return CT_OK;
@@ -602,6 +610,9 @@ ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *pat
         ct_transcoders_free(tc);
         return rc;
     }
+    // decoders are read a few rows at a time: a fault on them reads only what it needs
+    for (int l = 0; l < tc->n_layers; l++)
+        ct_map_advise(tc->layers[l].W_dec.data, mat_extent(&tc->layers[l].W_dec), CT_ADVISE_RANDOM);
     *out = tc;
     return CT_OK;
 }
@@ -662,18 +673,77 @@ ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int 
     if (layer < 0 || layer >= tc->n_layers)
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "transcoder layer %d outside 0..%d", layer, tc->n_layers - 1);
     const ct_tc_layer *L = &tc->layers[layer];
-    int F = L->d_tc, D = tc->d_model;
+    const ct_mat *W = &L->W_enc;
+    int F = L->d_tc;
     float *buf = pre ? pre : act;
     if (!buf) return CT_OK;
-    // buf (T, F) = x (T, D) @ W_enc (F, D)^T + b_enc
-    ct_sgemm(0, 1, T, F, D, 1.0f, x, D, L->W_enc, D, 0.0f, buf, F);
-    for (int t = 0; t < T; t++)
-        for (int f = 0; f < F; f++) buf[(size_t)t * F + f] += L->b_enc[f];
+    // the whole encoder is read: its pages mapped in one call (nothing to do when they are)
+    if (!L->W_enc_owned) ct_map_advise(W->data, mat_extent(W), CT_ADVISE_POPULATE);
+    // buf (T, F) = x (T, D) @ W_enc (F, D)^T + b_enc, W_enc as stored (converted a tile at a time
+    // into scratch when it is not aligned float32)
+    size_t tile_n = ct_mat_tile_floats(W);
+    float *tile = tile_n ? malloc(sizeof(float) * tile_n) : NULL;
+    if (tile_n && !tile) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for encoder tiles of %zu floats", tile_n);
+    ct_mat_matmul(buf, x, W, L->b_enc, T, tile, tile_n);
+    free(tile);
     if (act) {
         if (act != buf) memcpy(act, buf, sizeof(float) * (size_t)T * F);
         return ct_tc_activate(tc, layer, act, T, err);
     }
     return CT_OK;
+}
+
+static ct_status check_feature(const ct_transcoders *tc, int layer, int64_t f, ct_err *err) {
+    if (layer < 0 || layer >= tc->n_layers)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "transcoder layer %d outside 0..%d", layer, tc->n_layers - 1);
+    if (f < 0 || f >= tc->layers[layer].d_tc)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "feature %lld outside 0..%d of layer %d", (long long)f,
+                       tc->layers[layer].d_tc - 1, layer);
+    return CT_OK;
+}
+
+ct_status ct_tc_encoder_row(const ct_transcoders *tc, int layer, int64_t f, float *out, ct_err *err) {
+    ct_status rc = check_feature(tc, layer, f, err);
+    if (!rc) ct_mat_row(&tc->layers[layer].W_enc, f, out);
+    return rc;
+}
+
+ct_status ct_tc_encoder_rows(const ct_transcoders *tc, int layer, const int64_t *features, int n, float *const *rows,
+                             ct_err *err) {
+    for (int i = 0; i < n; i++) {
+        ct_status rc = check_feature(tc, layer, features[i], err);
+        if (rc) return rc;
+    }
+    const ct_mat *W = &tc->layers[layer].W_enc;
+    if (W->cs == 1) {   // rows as stored
+        for (int i = 0; i < n; i++) ct_mat_row(W, features[i], rows[i]);
+        return CT_OK;
+    }
+    // stored (D, F): stored row d holds element d of every feature's row
+    size_t es = ct_dtype_size(W->dtype);
+    for (int64_t d = 0; d < W->cols; d++) {
+        const uint8_t *src = W->data + (size_t)(d * W->cs) * es;
+        for (int i = 0; i < n; i++) ct_to_f32(rows[i] + d, src + (size_t)(features[i] * W->rs) * es, W->dtype, 1);
+    }
+    return CT_OK;
+}
+
+void ct_tc_prefetch_rows(const ct_transcoders *tc, int layer, const int64_t *features, int n) {
+    const ct_mat *W = &tc->layers[layer].W_dec;
+    if (W->cs != 1 || tc->layers[layer].W_dec_owned) return;   // a row is not one range of the file
+    size_t es = ct_dtype_size(W->dtype), len = (size_t)W->cols * es;
+    const uint8_t *a = NULL, *b = NULL;   // the range gathered so far: rows that are near merge
+    for (int i = 0; i < n; i++) {
+        if (features[i] < 0 || features[i] >= W->rows) continue;
+        const uint8_t *p = W->data + (size_t)(features[i] * W->rs) * es;
+        if (a && p >= a && p <= b + 4096) {
+            if (p + len > b) b = p + len;
+            continue;
+        }
+        if (a) ct_map_advise(a, (size_t)(b - a), CT_ADVISE_WILLNEED);
+        a = p, b = p + len;
+    }
+    if (a) ct_map_advise(a, (size_t)(b - a), CT_ADVISE_WILLNEED);
 }
 
 ct_status ct_tc_decoder_row(const ct_transcoders *tc, int layer, int64_t f, int j, float *out, ct_err *err) {
@@ -714,6 +784,13 @@ ct_status ct_tc_decode_add(const ct_transcoders *tc, int layer, int j, const flo
             for (int f = 0; f < F; f++)
                 if (act[(size_t)t * F + f] != 0.0f) pos[start[f] + fill[f]++] = t;
         free(fill);
+        // the rows about to be read, asked for at once
+        int64_t *feats = malloc(sizeof(int64_t) * (nnz + 1));
+        int n = 0;
+        for (int f = 0; feats && f < F; f++)
+            if (start[f] != start[f + 1]) feats[n++] = f;
+        if (feats) ct_tc_prefetch_rows(tc, layer, feats, n);
+        free(feats);
     }
     for (int f = 0; f < F && !rc; f++) {
         if (start[f] == start[f + 1]) continue;
@@ -789,9 +866,10 @@ ct_status ct_transcoders_random(ct_transcoders **out, const ct_model *m, int d_t
     int ok = 1;
     for (int l = 0; l < L && ok; l++) {
         ct_tc_layer *y = &tc->layers[l];
-        y->d_tc = d_tc, y->n_out = 1, y->W_enc_owned = 1;
-        ok = (y->W_enc = random_vec((size_t)d_tc * D, s, 0, &seed)) && (y->b_enc = random_vec((size_t)d_tc, 0.1f, 0, &seed)) &&
+        y->d_tc = d_tc, y->n_out = 1;
+        ok = (y->W_enc_owned = random_vec((size_t)d_tc * D, s, 0, &seed)) && (y->b_enc = random_vec((size_t)d_tc, 0.1f, 0, &seed)) &&
              (y->b_dec = random_vec((size_t)D, 0.1f, 0, &seed)) && (y->W_dec_owned = random_vec((size_t)d_tc * D, s, 0, &seed));
+        if (ok) y->W_enc = (ct_mat){(const uint8_t *)y->W_enc_owned, CT_DT_F32, d_tc, D, D, 1};
         if (ok) y->W_dec = (ct_mat){(const uint8_t *)y->W_dec_owned, CT_DT_F32, d_tc, D, D, 1};
     }
     if (!ok) {

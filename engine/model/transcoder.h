@@ -10,9 +10,12 @@
 // pre-activations of a position kept as they are, negative ones included, the rest zero (no
 // ReLU; ties at the k-th value to the lower index). A feature is active where its activation is
 // non-zero, whatever its sign.
-// Encoders are held as float32 (F, D) (aliasing the mapping when the file holds aligned F32 in
-// that layout); decoders stay in the mapped file and are read row by row on demand, so large
-// sets never need their decoders resident.
+// Weights stay in the mapped files in the dtype and layout they are stored in; nothing makes a
+// float32 copy of an encoder or a decoder. Encoders: aligned F32, (F, D) or (D, F), goes to
+// sgemm as it is; anything else (BF16, F16, F64, the unaligned F32 of npz members) is converted
+// a tile of features at a time inside ct_tc_encode (ct_mat_matmul, as model weights are). Decoders are read row by
+// row on demand (only the rows of active features are touched), with read-around off, so sets
+// larger than memory work from the page cache they can get.
 #ifndef CT_TRANSCODER_H
 #define CT_TRANSCODER_H
 
@@ -29,15 +32,17 @@ typedef enum { CT_SKIP_NONE, CT_SKIP_XWT, CT_SKIP_XW } ct_skip_mode;   // y += x
 
 typedef struct {
     int d_tc;              // F
-    float *W_enc;          // (F, D) row-major float32
-    int W_enc_owned;
+    ct_mat W_enc;          // (F, D) as the file stores it: features as rows (cs 1) or as the
+                           // columns of a (D, F) tensor (rs 1); any float dtype, any alignment
+    float *W_enc_owned;    // the encoder's memory when the set owns it (random sets), else NULL
     float *b_enc;          // (F,)
     float *threshold;      // (F,) or NULL
     ct_mat W_dec;          // PLT (F, D); CLT (F, n_out * D), slice j at columns j*D
     float *W_dec_owned;    // the decoder's memory when the set owns it (random sets), else NULL
     int n_out;             // PLT 1; CLT L - l
     float *b_dec;          // (D,)
-    float *W_skip;         // (D, D) or NULL
+    const float *W_skip;   // (D, D) or NULL: the file's when it holds aligned float32, else W_skip_owned
+    float *W_skip_owned;   // a float32 copy of a skip stored in another dtype, else NULL
     ct_skip_mode skip_mode;
 } ct_tc_layer;
 
@@ -70,6 +75,16 @@ ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_e
 
 // pre (T, F) = x (T, D) W_enc^T + b_enc; act (T, F) = activation(pre). Either output may be NULL.
 ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int T, float *pre, float *act, ct_err *err);
+// Encoder row of feature f of `layer`: out (D,), the direction whose dot product with the input
+// is f's pre-activation (before b_enc).
+ct_status ct_tc_encoder_row(const ct_transcoders *tc, int layer, int64_t f, float *out, ct_err *err);
+// Encoder rows of n features of `layer`: rows[i] (D,) = the row of features[i]. An encoder
+// stored (D, F) is read one stored row at a time for all n features (each page visited once).
+ct_status ct_tc_encoder_rows(const ct_transcoders *tc, int layer, const int64_t *features, int n, float *const *rows,
+                             ct_err *err);
+// Starts reading the decoder rows of n features of `layer` (every slice) into the page cache in
+// the background: when they are not there, one request for all instead of a fault per page.
+void ct_tc_prefetch_rows(const ct_transcoders *tc, int layer, const int64_t *features, int n);
 // The activation function alone, in place on v (T, F).
 ct_status ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T, ct_err *err);
 // y (T, D) += act (T, F) @ W_dec slice j (the decoder into layer `layer + j`); reads only the

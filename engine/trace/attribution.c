@@ -50,6 +50,9 @@ typedef struct {
     float *v;               // (D,)
     float *tile;            // (tile_n,) W_O and W_V converted a tile at a time (NULL when read in place)
     size_t tile_n;
+    float *enc;             // (B, D) the encoder rows of a batch of feature targets
+    float **enc_rows;       // (B,) pointers into enc
+    int64_t *feats;         // (B,)
     int *first;             // (T + 1,) first live row at each position
     double flops;           // of the backward passes so far
     int64_t max_block;
@@ -58,6 +61,7 @@ typedef struct {
 static void ctx_free(attr_ctx *a) {
     free(a->active); free(a->act_val); free(a->start);
     free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->v); free(a->tile); free(a->first);
+    free(a->enc); free(a->enc_rows); free(a->feats);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -604,6 +608,23 @@ typedef struct {
     int64_t n_visit;        // visit indices known so far
 } rows_state;
 
+// batch (nb,) for the feature targets order[0..nb) (indices into a->active), their encoder rows
+// read a layer at a time into a->enc
+static ct_status feature_batch(attr_ctx *a, const int64_t *order, int nb, attr_row *batch, ct_err *err) {
+    for (int i = 0; i < nb; i++) {
+        const int32_t *af = a->active + 3 * order[i];
+        batch[i] = (attr_row){af[0], af[1], a->enc + (size_t)i * a->D};
+    }
+    for (int l = 0; l < a->L; l++) {
+        int n = 0;
+        for (int i = 0; i < nb; i++)
+            if (batch[i].layer == l) a->feats[n] = a->active[3 * order[i] + 2], a->enc_rows[n++] = a->enc + (size_t)i * a->D;
+        ct_status rc = n ? ct_tc_encoder_rows(a->tc, l, a->feats, n, a->enc_rows, err) : CT_OK;
+        if (rc) return rc;
+    }
+    return CT_OK;
+}
+
 static ct_status batch_rows(attr_ctx *a, rows_state *rs, const attr_row *r, int B, ct_attr_stats *stats, ct_err *err) {
     int64_t nc = a->n_cols;
     float *rows = ct_rowstore_next(rs->store, B);   // in memory: computed in place
@@ -690,6 +711,9 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     }
     a.tile = a.tile_n ? malloc(sizeof(float) * a.tile_n) : NULL;
     a.first = malloc(sizeof(int) * (size_t)(T + 1));
+    a.enc = malloc(sizeof(float) * (size_t)B * D);
+    a.enc_rows = malloc(sizeof(float *) * (size_t)B);
+    a.feats = malloc(sizeof(int64_t) * (size_t)B);
     ct_row_layout lay = {L, T, NA, a.n_cols, a.start};
     if ((rc = ct_rowstore_open(&rs.store, &lay, n_rows, limit / 2, err))) goto done;
     if (ct_rowstore_spilled(rs.store)) rs.bbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
@@ -705,7 +729,8 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     infl = malloc(sizeof(float) * (size_t)(NA + 1));
     visited = calloc((size_t)NA + 1, 1);
     batch = malloc(sizeof(attr_row) * (size_t)B);
-    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !a.first || (a.tile_n && !a.tile) || (ct_rowstore_spilled(rs.store) && !rs.bbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
+    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !a.first || (a.tile_n && !a.tile) || !a.enc || !a.enc_rows || !a.feats ||
+        (ct_rowstore_spilled(rs.store) && !rs.bbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
         !row_node || !order || !pick || !infl || !visited || !batch) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
                      (long long)a.n_cols);
@@ -765,10 +790,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
                                           (long long)(n_visited + i0), (long long)budget)))
                 goto done;
             int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;
-            for (int i = 0; i < nb; i++) {
-                const int32_t *af = a.active + 3 * order[i0 + i];
-                batch[i] = (attr_row){af[0], af[1], tc->layers[af[0]].W_enc + (size_t)af[2] * D};
-            }
+            if ((rc = feature_batch(&a, order + i0, nb, batch, err))) goto done;
             if ((rc = batch_rows(&a, &rs, batch, nb, &stats, err))) goto done;
             report(o, "features", n_visited + i0 + nb, budget);
         }

@@ -154,6 +154,7 @@ static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *
         for (int i = 0; i < nD; i++) u[k * nD + i] = mat_at(&m->lm_head, g->logits[k].vocab_id, i) - mean[i] / m->cfg.vocab_size;
 
     float *base_in = malloc(sizeof(float) * nL * TD), *in = malloc(sizeof(float) * nL * TD);
+    float *wrow = malloc(sizeof(float) * nD);
     float base_fin[4096], fin[4096];
     probe_run(&p, tokens, base_in, base_fin);
     // the frozen pass with no perturbation reproduces the clean run
@@ -206,10 +207,14 @@ static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *
         // feature targets
         for (int64_t r = 0; r < S; r++) {
             ct_node_info ni = ct_graph_node(g, r);
-            const float *w = tc->layers[ni.layer].W_enc + (size_t)ni.feature * nD;
+            if (ct_tc_encoder_row(tc, ni.layer, ni.feature, wrow, &err)) {   // the feature's encoder row
+                printf("# %s: encoder row of feature row %lld\n", name, (long long)r);
+                n_bad++;
+                continue;
+            }
             const float *x1 = in + ((size_t)ni.layer * T + ni.pos) * nD, *x0 = base_in + ((size_t)ni.layer * T + ni.pos) * nD;
             double meas = 0;
-            for (int i = 0; i < nD; i++) meas += ((double)x1[i] - x0[i]) * w[i];
+            for (int i = 0; i < nD; i++) meas += ((double)x1[i] - x0[i]) * wrow[i];
             double pred = ct_graph_weight(g, r, col), d = fabs(meas - pred);
             if (d > worst_f) worst_f = d;
             if (!(d <= 5e-4)) {
@@ -246,7 +251,7 @@ static int64_t check_graph(const char *name, ct_model *m, const ct_transcoders *
         }
     ok(const_ok, "%s: positions 0..%d are constant: no feature node, no edge from their error nodes", name, n_const - 1);
 
-    free(seen), free(u), free(mean), free(base_in), free(in);
+    free(seen), free(u), free(mean), free(base_in), free(in), free(wrow);
     free(p.clean_in), free(p.clean_out), free(p.clean_skip), free(p.delta), free(p.embed_delta);
     ct_hook_cache_free(&p.hc);
     ct_frozen_run_free(&clean);
@@ -262,6 +267,7 @@ typedef struct {
     const char *in, *out;
     ct_dtype dt;     // of the model's weights
     int small_tiles; // products convert one row (or column) of a weight at a time
+    int enc;         // how the encoders are stored (tiny.h TC_ENC_*)
 } tc_case;
 
 static const int prompt[8] = {0, 3, 4, 3, 2, 5, 3, 8};
@@ -270,29 +276,34 @@ int main(void) {
     char tmp[] = "/tmp/ct_attrXXXXXX";
     if (!mkdtemp(tmp)) return 1;
     const tc_case cases[] = {
-        {"LlamaForCausalLM", 0, "relu", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
-        {"LlamaForCausalLM", 0, "topk", 1, "hook_resid_mid", "mlp.hook_out", CT_DT_F32, 0},
-        {"Gemma2ForCausalLM", 0, "jumprelu", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F32, 0},
-        {"Gemma2ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
-        {"GPT2LMHeadModel", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F32, 0},
-        {"GPT2LMHeadModel", 0, "topk", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F32, 0},
-        {"Qwen3ForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
-        {"Qwen3ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
-        {"LlamaForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0},
-        {"Gemma2ForCausalLM", 1, "jumprelu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0},
-        {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0},
-        {"LlamaForCausalLM", 0, "topk-negative", 1, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0},
-        {"Gemma2ForCausalLM", 0, "topk-negative", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F32, 0},
-        {"Gemma3ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F32, 0},
-        {"Gemma3ForConditionalGeneration", 0, "topk", 0, "ln2.hook_normalized", "mlp.hook_out", CT_DT_F32, 0},
-        {"Gemma3ForCausalLM", 1, "jumprelu", 1, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0},
-        {"LlamaForCausalLM", 0, "relu", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_BF16, 0},
-        {"Gemma2ForCausalLM", 0, "jumprelu", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F16, 0},
-        {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_BF16, 0},
-        {"Qwen3ForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_BF16, 1},
-        {"LlamaForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out", CT_DT_F16, 1},
-        {"GPT2LMHeadModel", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F16, 1},
-        {"Gemma3ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_BF16, 1},
+        {"LlamaForCausalLM", 0, "relu", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"LlamaForCausalLM", 0, "topk", 1, "hook_resid_mid", "mlp.hook_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"Gemma2ForCausalLM", 0, "jumprelu", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"Gemma2ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"GPT2LMHeadModel", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"GPT2LMHeadModel", 0, "topk", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"Qwen3ForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"Qwen3ForCausalLM", 0, "relu", 1, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"LlamaForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"Gemma2ForCausalLM", 1, "jumprelu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"LlamaForCausalLM", 0, "topk-negative", 1, "mlp.hook_in", "mlp.hook_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"Gemma2ForCausalLM", 0, "topk-negative", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"Gemma3ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"Gemma3ForConditionalGeneration", 0, "topk", 0, "ln2.hook_normalized", "mlp.hook_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"Gemma3ForCausalLM", 1, "jumprelu", 1, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_F32},
+        {"LlamaForCausalLM", 0, "relu", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_BF16, 0, TC_ENC_F32},
+        {"Gemma2ForCausalLM", 0, "jumprelu", 0, "ln2.hook_normalized", "hook_mlp_out", CT_DT_F16, 0, TC_ENC_F32},
+        {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_BF16, 0, TC_ENC_F32},
+        {"Qwen3ForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_BF16, 1, TC_ENC_F32},
+        {"LlamaForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out", CT_DT_F16, 1, TC_ENC_F32},
+        {"GPT2LMHeadModel", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F16, 1, TC_ENC_F32},
+        {"Gemma3ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_BF16, 1, TC_ENC_F32},
+        // encoders as the published sets store them: (D, F) float32, (F, D) bf16
+        {"Gemma2ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_GS2},
+        {"LlamaForCausalLM", 0, "relu", 1, "hook_resid_mid", "mlp.hook_out", CT_DT_F32, 0, TC_ENC_BF16},
+        {"Gemma2ForCausalLM", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_BF16},
+        {"LlamaForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_BF16, 1, TC_ENC_BF16},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const tc_case *k = &cases[c];
@@ -300,11 +311,12 @@ int main(void) {
         ct_dtype dt = k->dt;
         snprintf(mdir, sizeof mdir, "%s/%s-%s", tmp, k->arch, ct_dtype_name(dt));
         snprintf(tdir, sizeof tdir, "%s/tc%zu", tmp, c);
-        snprintf(name, sizeof name, "%s %s %s %s%s %s->%s%s", k->arch, ct_dtype_name(dt), k->clt ? "CLT" : "PLT", k->act,
-                 k->skip ? "+skip" : "", k->in, k->out, k->small_tiles ? ", one-row tiles" : "");
+        snprintf(name, sizeof name, "%s %s %s %s%s %s->%s%s%s", k->arch, ct_dtype_name(dt), k->clt ? "CLT" : "PLT", k->act,
+                 k->skip ? "+skip" : "", k->in, k->out, k->small_tiles ? ", one-row tiles" : "",
+                 k->enc == TC_ENC_GS2 ? ", encoders (D, F)" : k->enc == TC_ENC_BF16 ? ", encoders bf16" : "");
         ct_mat_tile_limit(k->small_tiles ? 1 : 0);
         make_family(mdir, k->arch, dt);
-        make_transcoders(tdir, family_width(k->arch), k->clt, k->act, k->skip, k->in, k->out);
+        make_transcoders_enc(tdir, family_width(k->arch), k->clt, k->act, k->skip, k->in, k->out, k->enc);
         ct_model *m = NULL;
         ct_transcoders *tc = NULL;
         ct_err err = {0};

@@ -193,7 +193,7 @@ int main(void) {
     {
         float We[10] = {1, 0, 0, 1, 1, 1, -1, 0, 0, -1}, Wd[10] = {1, 0, 0, 1, 1, 1, 2, 0, 0, 2};
         float be[5] = {-0.5f, -0.5f, -0.5f, -0.5f, -0.5f}, bd[2] = {0.1f, -0.1f};
-        ct_tc_layer layer = {.d_tc = 5, .W_enc = We, .b_enc = be, .W_dec = {(const uint8_t *)Wd, CT_DT_F32, 5, 2, 2, 1},
+        ct_tc_layer layer = {.d_tc = 5, .W_enc = {(const uint8_t *)We, CT_DT_F32, 5, 2, 2, 1}, .b_enc = be, .W_dec = {(const uint8_t *)Wd, CT_DT_F32, 5, 2, 2, 1},
                              .n_out = 1, .b_dec = bd};
         ct_transcoders tc = {.kind = CT_TC_PLT, .n_layers = 1, .d_model = 2, .act = CT_TC_TOPK, .k = 3, .layers = &layer};
         float xs[8] = {-1, -2, 1, 0.5f, 0, 0, -2, 1};   // (4, 2)

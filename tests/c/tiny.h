@@ -192,9 +192,13 @@ static void make_family(const char *dir, const char *arch, ct_dtype dt) {
 // Transcoders for a tiny model of width d: per-layer (circuit-tracer layer_{i}.safetensors) or
 // cross-layer (W_enc_{i} / W_dec_{i}) files and a config.yaml. act: "relu", "jumprelu", "topk" (k 4)
 // or "topk-negative" (k 4, encoder biases near -2, so that most kept pre-activations are negative).
+// enc: how the encoders are stored: TC_ENC_F32 (F, D) float32 as circuit-tracer writes them,
+// TC_ENC_BF16 (F, D) bf16 as the published Llama, Qwen and cross-layer sets, TC_ENC_GS2 a per-layer
+// set with GemmaScope-2 keys (w_enc (D, F) float32, w_dec, threshold, affine_skip_connection).
 enum { TF = 32 };
-__attribute__((unused)) static void make_transcoders(const char *dir, int d, int clt, const char *act, int skip,
-                                                     const char *in_hook, const char *out_hook) {
+enum { TC_ENC_F32, TC_ENC_BF16, TC_ENC_GS2 };
+__attribute__((unused)) static void make_transcoders_enc(const char *dir, int d, int clt, const char *act, int skip,
+                                                         const char *in_hook, const char *out_hook, int enc) {
     mkdir(dir, 0755);
     char path[1200], yaml[2048];
     ct_err err = {0};
@@ -206,20 +210,21 @@ __attribute__((unused)) static void make_transcoders(const char *dir, int d, int
     for (int l = 0; l < L; l++) {
         ckpt c = {0};
         char n[64];
-        int n_out = clt ? L - l : 1;
-        snprintf(n, sizeof n, clt ? "W_enc_%d" : "W_enc", l);
-        add(&c, n, CT_DT_F32, 2, TF, d, 0);
+        int n_out = clt ? L - l : 1, gs2 = enc == TC_ENC_GS2 && !clt;
+        snprintf(n, sizeof n, clt ? "W_enc_%d" : gs2 ? "w_enc" : "W_enc", l);
+        if (gs2) add(&c, n, CT_DT_F32, 2, d, TF, 0);
+        else add(&c, n, enc == TC_ENC_BF16 ? CT_DT_BF16 : CT_DT_F32, 2, TF, d, 0);
         snprintf(n, sizeof n, clt ? "b_enc_%d" : "b_enc", l);
         add(&c, n, CT_DT_F32, 1, TF, 0, neg ? -2.0f : 0.1f);
         snprintf(n, sizeof n, clt ? "b_dec_%d" : "b_dec", l);
         add(&c, n, CT_DT_F32, 1, d, 0, 0);
         if (jump) {
-            snprintf(n, sizeof n, clt ? "threshold_%d" : "activation_function.threshold", l);
+            snprintf(n, sizeof n, clt ? "threshold_%d" : gs2 ? "threshold" : "activation_function.threshold", l);
             add(&c, n, CT_DT_F32, 1, TF, 0, 0.5f);   // uniform(0, 1)
         }
         if (skip && clt) add3(&c, "W_skip", L, d, d, 0);
-        if (skip && !clt) add(&c, "W_skip", CT_DT_F32, 2, d, d, 0);
-        if (!clt) add(&c, "W_dec", CT_DT_F32, 2, TF, d, 0);
+        if (skip && !clt) add(&c, gs2 ? "affine_skip_connection" : "W_skip", CT_DT_F32, 2, d, d, 0);
+        if (!clt) add(&c, gs2 ? "w_dec" : "W_dec", CT_DT_F32, 2, TF, d, 0);
         snprintf(path, sizeof path, clt ? "%s/W_enc_%d.safetensors" : "%s/layer_%d.safetensors", dir, l);
         if (ct_safetensors_write(NULL, path, c.e, c.n, NULL, 0, &err)) printf("# write failed: %s\n", err.msg);
         ckpt_free(&c);
@@ -231,6 +236,11 @@ __attribute__((unused)) static void make_transcoders(const char *dir, int d, int
             ckpt_free(&c);
         }
     }
+}
+
+__attribute__((unused)) static void make_transcoders(const char *dir, int d, int clt, const char *act, int skip,
+                                                     const char *in_hook, const char *out_hook) {
+    make_transcoders_enc(dir, d, clt, act, skip, in_hook, out_hook, TC_ENC_F32);
 }
 
 #endif

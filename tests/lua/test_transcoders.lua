@@ -1,11 +1,17 @@
 -- test_transcoders.lua - every transcoder format, built by tests/ref/make_transcoders.py with
 -- numpy alone (GemmaScope npz stored and deflated, circuit-tracer safetensors in both decoder
--- orientations, TopK (k in the file or in config.yaml, kept values of both signs), GemmaScope-2 keys, a cross-layer directory with BF16 decoders, a
--- GemmaScope-2 cross-layer set with per-layer files and an affine skip), loads
+-- orientations, TopK (k in the file or in config.yaml, kept values of both signs), GemmaScope-2
+-- keys, a cross-layer directory with BF16 decoders, a GemmaScope-2 cross-layer set with per-layer
+-- files and an affine skip; and wide sets whose encoders ctrace reads in several tiles and a
+-- partial one: npz (D, F) float32 unaligned in the archive, (F, D) bf16, f16 and unaligned
+-- float32 safetensors, a bf16 cross-layer set), loads
 -- and gives numpy's dense encode / decode / reconstruction to 4e-6, relative for values above
 -- one (|a - b| <= 4e-6 max(1, |b|)): float32 carries 6e-8 relative precision and these are
--- sums of 16-120 terms, numpy's in another order and ctrace's with the fused multiply-adds of the
--- BLAS kernels the CPU gets (worst seen 1.1e-6; 120 terms bound the error near 7e-6).
+-- sums of 16-160 terms, numpy's in another order and ctrace's with the fused multiply-adds of the
+-- BLAS kernels the CPU gets (worst seen 2.2e-6; 120 terms bound the error near 7e-6). Encoder
+-- rows equal the file's values exactly (conversion to float32 is exact). Loading keeps every
+-- encoder and decoder in its file: the engine's allocations grow by the set's vectors (biases,
+-- thresholds, skip matrices) and nothing more. An npz member with one flipped byte is refused.
 package.path = "tests/lua/?.lua;" .. package.path
 local t = require "tap"
 local ct = require "ctrace"
@@ -54,12 +60,20 @@ local cases = {
   {"gemmascope2", "gemmascope2/params.safetensors", "plt", "jump_relu"},
   {"clt", "clt", "clt", "jump_relu"},
   {"gemmascope2_clt", "gemmascope2_clt/config.yaml", "clt", "jump_relu"},
+  {"wide_npz", "wide_npz/params.npz", "plt", "jump_relu"},
+  {"wide_bf16", "wide_bf16/layer_0.safetensors", "plt", "relu"},
+  {"wide_f16", "wide_f16/layer_0.safetensors", "plt", "jump_relu"},
+  {"wide_f32_unaligned", "wide_f32_unaligned/layer_0.safetensors", "plt", "relu"},
+  {"wide_clt_bf16", "wide_clt_bf16", "clt", "relu"},
 }
 
 for _, c in ipairs(cases) do
   local name, path, kind, act = c[1], c[2], c[3], c[4]
   local ok_, err = pcall(function()
+    collectgarbage()
+    local before = ct.mem_bytes()
     local tc = ct.load_transcoders(dir .. "/" .. path)
+    local grown = ct.mem_bytes() - before
     t.eq(tc.kind, kind, name .. ": kind")
     t.eq(tc.activation, act, name .. ": activation")
     local xs, want = read_rows(dir .. "/" .. name .. "/x.txt"), read_rows(dir .. "/" .. name .. "/expected.txt", true)
@@ -76,6 +90,25 @@ for _, c in ipairs(cases) do
         if w then worst.dec = math.max(worst.dec, maxdiff(tc:decode(l, acts, target), w)) end
       end
     end
+    -- what loading allocated: at most the vectors of every layer (b_enc, threshold, b_dec) and a
+    -- skip matrix, each allocation a byte over; a float32 copy of an encoder alone is F * D floats
+    local vectors, enc_copy = 0, math.huge
+    for l = 0, L - 1 do
+      local F = tc:d_transcoder(l)
+      vectors = vectors + 4 * (2 * F + D + D * D) + 4
+      enc_copy = math.min(enc_copy, 4 * F * D)
+    end
+    t.ok(grown <= vectors, string.format("%s: loading allocated %d bytes, no more than the vectors and skips (%d; an "
+                                         .. "encoder's float32 copy would be %d)", name, grown, vectors, enc_copy))
+    local rows_exact = true
+    for key, v in pairs(want) do
+      local l, f = key:match("^encrow_(%d+)_(%d+)$")
+      if l then
+        local r = tc:encoder_row(tonumber(l), tonumber(f))
+        for i = 1, D do rows_exact = rows_exact and r:get(i) == v[i] end
+      end
+    end
+    t.ok(rows_exact, name .. ": encoder rows equal the file's values")
     local rec = tc:reconstruct(inputs)
     for l = 0, L - 1 do worst.rec = math.max(worst.rec, maxdiff(rec[l + 1], want["recon_" .. l])) end
     t.ok(worst.enc <= 4e-6, string.format("%s: encode (pre and activations) matches numpy, max diff %.2g", name, worst.enc))
@@ -141,6 +174,10 @@ t.run {
     t.raises(function() ct.load_transcoders(b .. "corrupt_directory.npz") end, "corrupt central directory", "corrupt zip directory")
     t.raises(function() ct.load_transcoders(b .. "truncated.npz") end, "BAD_FORMAT", "truncated npz")
     t.ok(ct.load_transcoders(b .. "good.npz") ~= nil, "the undamaged archive loads")
+    t.raises(function() ct.load_transcoders(b .. "flipped_W_dec.npz") end, "member 'W_dec' fails its CRC-32 check",
+             "a decoder with one flipped byte")
+    t.raises(function() ct.load_transcoders(b .. "flipped_W_enc.npz") end, "member 'W_enc' fails its CRC-32 check",
+             "an encoder with one flipped byte")
     t.raises(function() ct.load_transcoders(b .. "yaml_syntax") end, "config.yaml line 4", "config.yaml syntax error names its line")
     t.raises(function() ct.load_transcoders(b .. "unknown_activation") end, "unknown activation 'gelu'", "unknown activation")
     t.raises(function() ct.load_transcoders(b .. "duplicate_layer") end, "repeats the file of layer 0", "duplicate layer")

@@ -19,10 +19,15 @@ rng = np.random.default_rng(1234)
 D, F, T = 16, 40, 5
 
 
-def save_safetensors(path, tensors):
+def save_safetensors(path, tensors, pad_to=8):
+    """pad_to: the header's length is padded to a multiple of it (1: not padded, so the data of
+    tensors whose sizes are multiples of 4 starts off 4-byte alignment when the header is odd)."""
     header, blobs, off = {}, [], 0
     for name, (arr, dtype) in tensors.items():
-        if dtype == "BF16":
+        if dtype == "F16":
+            raw = np.asarray(arr, dtype="<f2").tobytes()
+            vals = np.asarray(arr, dtype=np.float16).astype(np.float32)
+        elif dtype == "BF16":
             u = np.asarray(arr, dtype=np.float32).view(np.uint32)
             raw = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes()
             vals = (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).view(np.float32)   # what the file holds
@@ -37,7 +42,9 @@ def save_safetensors(path, tensors):
         off += len(raw)
         tensors[name] = (vals, dtype)
     h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
+    h += b" " * ((pad_to - len(h) % pad_to) % pad_to)
+    if pad_to == 1 and len(h) % 4 == 0:
+        h += b" "
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
@@ -60,7 +67,7 @@ def write_case(out, name, layers, kind, skip_mode=None, n_layers=None):
     """layers: list of dicts W_enc (F, D), W_dec (F, n_out, D), b_enc, b_dec, threshold, W_skip."""
     d = os.path.join(out, name)
     L = len(layers)
-    xs = [rng.standard_normal((T, D)).astype(np.float32) for _ in range(L)]
+    xs = [rng.standard_normal((T, p["W_enc"].shape[1])).astype(np.float32) for p in layers]
     # the reference runs in float64 on the float32 values the files hold
     layers = [{k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v) for k, v in p.items()} for p in layers]
     lines, recon, acts = [], [np.tile(layers[l]["b_dec"], (T, 1)) for l in range(L)], []
@@ -71,6 +78,9 @@ def write_case(out, name, layers, kind, skip_mode=None, n_layers=None):
         acts.append(act)
         lines.append(("pre_%d" % l, pre))
         lines.append(("act_%d" % l, act))
+        Fl = p["W_enc"].shape[0]
+        for f in sorted({0, 1, Fl // 2, Fl - 1}):   # encoder rows, exactly as the file holds them
+            lines.append(("encrow_%d_%d" % (l, f), p["W_enc"][f]))
         for j in range(p["W_dec"].shape[1]):
             dec = act @ p["W_dec"][:, j, :]
             lines.append(("dec_%d_%d" % (l, l + j), dec))
@@ -83,20 +93,22 @@ def write_case(out, name, layers, kind, skip_mode=None, n_layers=None):
         for x in xs:
             f.write(" ".join("%.9g" % v for v in x.ravel()) + "\n")
     with open(os.path.join(d, "expected.txt"), "w") as f:
-        for n, v in lines:
-            f.write(n + " " + " ".join("%.9g" % x for x in np.asarray(v, dtype=np.float64).ravel()) + "\n")
+        for n, v in lines:   # encoder rows to 17 digits: the float32 values exactly
+            fmt = "%.17g" if n.startswith("encrow_") else "%.9g"
+            f.write(n + " " + " ".join(fmt % x for x in np.asarray(v, dtype=np.float64).ravel()) + "\n")
     return acts
 
 
-def plt_params(threshold=True, skip=False):
-    p = {"W_enc": rng.standard_normal((F, D)).astype(np.float32) * 0.5,
-         "W_dec": rng.standard_normal((F, 1, D)).astype(np.float32) * 0.3,
-         "b_enc": rng.standard_normal(F).astype(np.float32) * 0.1,
-         "b_dec": rng.standard_normal(D).astype(np.float32) * 0.1}
+def plt_params(threshold=True, skip=False, f=F, d=D, shift=0.0, enc_scale=0.5, dec_scale=0.3):
+    """shift: added to b_enc (negative: fewer active features)."""
+    p = {"W_enc": rng.standard_normal((f, d)).astype(np.float32) * np.float32(enc_scale),
+         "W_dec": rng.standard_normal((f, 1, d)).astype(np.float32) * np.float32(dec_scale),
+         "b_enc": rng.standard_normal(f).astype(np.float32) * 0.1 + np.float32(shift),
+         "b_dec": rng.standard_normal(d).astype(np.float32) * 0.1}
     if threshold:
-        p["threshold"] = rng.uniform(0, 0.5, F).astype(np.float32)
+        p["threshold"] = rng.uniform(0, 0.5, f).astype(np.float32)
     if skip:
-        p["W_skip"] = rng.standard_normal((D, D)).astype(np.float32) * 0.1
+        p["W_skip"] = rng.standard_normal((d, d)).astype(np.float32) * 0.1
     return p
 
 
@@ -218,7 +230,61 @@ def main():
         f.write("model_kind: cross_layer_transcoder\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: hook_mlp_out\n"
                 "transcoders:\n" + "".join("  - layer_%d.safetensors\n" % i for i in range(L)))
     write_case(out, case, ps, "jump_relu", "xw")
+    make_wide(out)
     make_bad(out)
+
+
+# Wide sets: encoders of WF features read in several tiles (ctrace converts about 2^20 floats a
+# tile: 8192 features of d_model WD) and a last, partial one; each stored layout and dtype.
+# Pre-activations are N(0, 1) around b_enc (encoder entries N(0, 1/128)); b_enc shifted by -2.6
+# leaves about 0.5% (~80) features active; decoder entries N(0, 0.01) keep the encoder's float32
+# rounding, summed over them, as small as the small sets'.
+WD, WF, WSHIFT = 128, 2 * 8192 + 40, -2.6
+
+
+def make_wide(out):
+    def st_case(case, enc_dtype, dec_dtype="F32", pad_to=8, skip=False, threshold=False, act="relu"):
+        os.makedirs(os.path.join(out, case), exist_ok=True)
+        p = plt_params(threshold=threshold, skip=skip, f=WF, d=WD, shift=WSHIFT, enc_scale=0.0884, dec_scale=0.1)
+        t = {"W_enc": (p["W_enc"], enc_dtype), "W_dec": (p["W_dec"][:, 0, :], dec_dtype), "b_enc": (p["b_enc"], "F32"),
+             "b_dec": (p["b_dec"], "F32")}
+        if threshold:
+            t["activation_function.threshold"] = (p["threshold"], "F32")
+        if skip:
+            t["W_skip"] = (p["W_skip"], "BF16")
+        save_safetensors(os.path.join(out, case, "layer_0.safetensors"), t, pad_to)
+        p["W_enc"] = np.asarray(t["W_enc"][0], np.float32)   # the values the file holds
+        p["W_dec"] = np.asarray(t["W_dec"][0], np.float32).reshape(WF, 1, WD)
+        if skip:
+            p["W_skip"] = np.asarray(t["W_skip"][0], np.float32)
+        write_case(out, case, [p], act, "xwt")
+    # GemmaScope npz (stored: members unaligned within the archive), W_enc (D, F)
+    os.makedirs(os.path.join(out, "wide_npz"), exist_ok=True)
+    p = plt_params(f=WF, d=WD, shift=WSHIFT, enc_scale=0.0884, dec_scale=0.1)
+    np.savez(os.path.join(out, "wide_npz", "params.npz"), W_enc=p["W_enc"].T.copy(), W_dec=p["W_dec"][:, 0, :],
+             b_enc=p["b_enc"], b_dec=p["b_dec"], threshold=p["threshold"])
+    write_case(out, "wide_npz", [p], "jump_relu")
+    # circuit-tracer layout, (F, D): bf16 as the published Llama and Qwen sets (decoder and skip
+    # bf16 too), f16, and float32 whose data is not 4-byte aligned in the file
+    st_case("wide_bf16", "BF16", "BF16", skip=True)
+    st_case("wide_f16", "F16", threshold=True, act="jump_relu")
+    st_case("wide_f32_unaligned", "F32", pad_to=1)
+    # a cross-layer set stored as the published ones: bf16 encoders and decoders, 2 layers
+    case = "wide_clt_bf16"
+    os.makedirs(os.path.join(out, case), exist_ok=True)
+    ps = []
+    for i in range(2):
+        p = plt_params(threshold=False, f=WF, d=WD, shift=WSHIFT, enc_scale=0.0884, dec_scale=0.1)
+        p["W_dec"] = rng.standard_normal((WF, 2 - i, WD)).astype(np.float32) * 0.1
+        e = {"W_enc_%d" % i: (p["W_enc"], "BF16"), "b_enc_%d" % i: (p["b_enc"], "BF16"), "b_dec_%d" % i: (p["b_dec"], "BF16")}
+        dd = {"W_dec_%d" % i: (p["W_dec"], "BF16")}
+        save_safetensors(os.path.join(out, case, "W_enc_%d.safetensors" % i), e)
+        save_safetensors(os.path.join(out, case, "W_dec_%d.safetensors" % i), dd)
+        p["W_enc"], p["b_enc"], p["b_dec"] = (np.asarray(e[k][0], np.float32) for k in ("W_enc_%d" % i, "b_enc_%d" % i,
+                                                                                           "b_dec_%d" % i))
+        p["W_dec"] = np.asarray(dd["W_dec_%d" % i][0], np.float32)
+        ps.append(p)
+    write_case(out, case, ps, "relu")
 
 
 def make_bad(out):
@@ -234,6 +300,13 @@ def make_bad(out):
     cd = raw.rfind(b"PK\x01\x02")   # damage the last central directory entry's signature
     open(os.path.join(b, "corrupt_directory.npz"), "wb").write(raw[:cd] + b"XX" + raw[cd + 2:])
     open(os.path.join(b, "truncated.npz"), "wb").write(raw[: len(raw) // 2])
+    # one byte of a member's data flipped: the decoder (never read whole by ctrace) and the encoder
+    for member in ("W_dec", "W_enc"):
+        hdr = raw.find(member.encode() + b".npy")               # its local header's name
+        data = raw.find(b"\x93NUMPY", hdr) + 128 + 5             # inside the array data
+        bad = bytearray(raw)
+        bad[data] ^= 0x10
+        open(os.path.join(b, "flipped_%s.npz" % member), "wb").write(bytes(bad))
     # config.yaml with a syntax error on line 4
     d = os.path.join(b, "yaml_syntax")
     os.makedirs(d, exist_ok=True)

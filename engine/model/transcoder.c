@@ -816,7 +816,9 @@ void ct_tc_skip_add(const ct_transcoders *tc, int layer, const float *x, int T, 
     ct_sgemm(0, L->skip_mode == CT_SKIP_XWT, T, D, D, 1.0f, x, D, L->W_skip, D, 1.0f, y, D);
 }
 
-ct_status ct_tc_reconstruct(const ct_transcoders *tc, const float *inputs, int T, float *out, ct_err *err) {
+ct_status ct_tc_reconstruct_each(const ct_transcoders *tc, const float *inputs, int T, float *out,
+                                 ct_status (*each)(void *arg, int layer, const float *act, int F, ct_err *err), void *arg,
+                                 ct_err *err) {
     int L = tc->n_layers, D = tc->d_model;
     size_t TD = (size_t)T * D;
     for (int l = 0; l < L; l++) {
@@ -830,10 +832,15 @@ ct_status ct_tc_reconstruct(const ct_transcoders *tc, const float *inputs, int T
         float *act = malloc(sizeof(float) * (size_t)T * F);
         if (!act) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
         rc = ct_tc_encode(tc, l, inputs + l * TD, T, NULL, act, err);
+        if (!rc && each) rc = each(arg, l, act, F, err);
         for (int j = 0; !rc && j < tc->layers[l].n_out; j++) rc = ct_tc_decode_add(tc, l, j, act, T, out + (l + j) * TD, err);
         free(act);
     }
     return rc;
+}
+
+ct_status ct_tc_reconstruct(const ct_transcoders *tc, const float *inputs, int T, float *out, ct_err *err) {
+    return ct_tc_reconstruct_each(tc, inputs, T, out, NULL, NULL, err);
 }
 
 // ----------------------------------------------------------------------------

@@ -101,5 +101,10 @@ ct_status ct_tc_logit_effect(const ct_transcoders *tc, const ct_model *m, int la
 // Reconstruction of every output hook from every input hook: inputs (L, T, D) -> out (L, T, D)
 // (features at position 0 included; callers that zero BOS do it on the activations).
 ct_status ct_tc_reconstruct(const ct_transcoders *tc, const float *inputs, int T, float *out, ct_err *err);
+// The same, handing each layer's activations act (T, F) to each(arg, layer, act, F, err) on the
+// way (a failure it returns stops the reconstruction).
+ct_status ct_tc_reconstruct_each(const ct_transcoders *tc, const float *inputs, int T, float *out,
+                                 ct_status (*each)(void *arg, int layer, const float *act, int F, ct_err *err), void *arg,
+                                 ct_err *err);
 
 #endif

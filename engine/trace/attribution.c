@@ -77,16 +77,18 @@ static ct_status take_clean_run(attr_ctx *a, ct_replacement *rm, const int *toke
     a->err_vec = c->err;
     a->logits = c->logits;
     // active features, sorted by (layer, position, index) as the clean run lists them (none at
-    // the constant positions); the graph takes them over (the clean run would compute them again if asked)
-    if (!ct_clean_acts(rm, c, 0, err)) return err->status;
-    ct_sparse_acts *acts = &c->acts[0];
+    // the constant positions): a copy the graph takes over (the clean run keeps its own for
+    // interventions)
+    const ct_sparse_acts *acts = ct_clean_acts(rm, c, 0, err);
+    if (!acts) return err->status;
     int64_t n = acts->n;
     a->n_active = n;
-    a->active = acts->idx, a->act_val = acts->value;
-    *acts = (ct_sparse_acts){0};
-    c->have_acts[0] = 0;
+    a->active = malloc(sizeof(int32_t) * 3 * (size_t)(n + 1));
+    a->act_val = malloc(sizeof(float) * (size_t)(n + 1));
     a->start = calloc((size_t)a->L * a->T + 1, sizeof(int64_t));
-    if (!a->start) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for active features");
+    if (!a->active || !a->act_val || !a->start) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for active features");
+    memcpy(a->active, acts->idx, sizeof(int32_t) * 3 * (size_t)n);
+    memcpy(a->act_val, acts->value, sizeof(float) * (size_t)n);
     // start[l * T + t]: the first active index of (layer, position)
     for (int64_t i = 0; i < n; i++) a->start[(int64_t)a->active[3 * i] * a->T + a->active[3 * i + 1] + 1]++;
     for (int64_t k = 0; k < (int64_t)a->L * a->T; k++) {

@@ -54,8 +54,10 @@ void ct_attr_opts_default(ct_attr_opts *o);
 
 // Computes the attribution graph of tokens (T,) (which start with BOS or another special token;
 // ct_replacement_check_prompt's start on models that require one)
-// in the replacement model r, from the prompt's clean run (r's held one when it is of these tokens;
-// r releases it before the graph is built, to leave the graph its room).
+// in the replacement model r, from the prompt's clean run (r's held one when it is of these tokens,
+// else a new one r keeps: interventions on the prompt after the graph start from it; r releases
+// it before the graph is built when it is more than a quarter of o->memory_limit, to leave the
+// graph its room).
 ct_status ct_attribute(ct_graph **out, ct_replacement *r, const int *tokens, int T, const ct_attr_opts *o, ct_err *err);
 
 #endif

@@ -154,6 +154,18 @@ size_t ct_clean_run_bytes(const ct_clean_run *c) {
     return n * sizeof(float);
 }
 
+// Keeps the activations of one layer of the reconstruction as ct_clean_acts lists them.
+typedef struct {
+    ct_clean_run *c;
+    int64_t cap;
+    int n_const;
+} keep_acts;
+
+static ct_status keep_layer_acts(void *arg, int layer, const float *act, int F, ct_err *err) {
+    keep_acts *k = arg;
+    return ct_sparse_acts_append(&k->c->acts[0], &k->cap, layer, 0, k->n_const, act, k->c->T, F, 0, err);
+}
+
 // The clean run of tokens for a set reading tc->input_hook and writing tc->output_hook; own_raw:
 // keep the raw MLP outputs apart (they differ from the output hook). Error vectors are zero at the
 // first n_const positions.
@@ -203,8 +215,11 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
             for (int k = 0; k < per; k++) ct_frozen_drop_extra(&c->frozen, per * l + k);   // copied: one copy is enough
         }
         c->embed = ct_frozen_extra(&c->frozen, per * L);
-        // error = output hook - reconstruction from every layer's features; constant positions zero
-        rc = ct_tc_reconstruct(tc, c->in, T, c->err, err);
+        // error = output hook - reconstruction from every layer's features; constant positions
+        // zero. The reconstruction's activations are the clean run's (one encode serves both).
+        keep_acts k = {c, 0, n_const};
+        rc = ct_tc_reconstruct_each(tc, c->in, T, c->err, keep_layer_acts, &k, err);
+        c->have_acts[0] = !rc;
         size_t zero = (size_t)(n_const < T ? n_const : T) * D;
         for (int l = 0; l < L && !rc; l++) {
             float *e = c->err + l * TD;

@@ -95,8 +95,8 @@ void ct_replacement_free(ct_replacement *r);
 // replaces it; the tokens are checked with ct_replacement_check_prompt). Valid until the next call
 // with other tokens, or ct_replacement_release.
 ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err);
-// Frees the held clean run (attribution does before it builds its graph when the run is large,
-// to leave the graph the room).
+// Frees the held clean run (its memory: inputs, outputs and errors (L, T, D), the frozen patterns;
+// attribution does before it builds its graph when the run is large, to leave the graph the room).
 void ct_replacement_release(ct_replacement *r);
 // At least n floats of r's scratch (grown when needed; kept until ct_replacement_free); NULL when
 // out of memory.

@@ -184,8 +184,9 @@ int main(void) {
     ct_attr_opts_default(&ao);
     ao.max_feature_nodes = 200;
     ct_graph *gr = NULL;
-    ok(ct_attribute(&gr, &r, ids, n, &ao, &err) == CT_OK && r.clean && r.clean->T == n,
-       "a graph; its clean run (%zu bytes) stays for interventions on the prompt", ct_clean_run_bytes(r.clean));
+    ok(ct_attribute(&gr, &r, ids, n, &ao, &err) == CT_OK && r.clean && r.clean->T == n && r.clean->have_acts[0],
+       "a graph; its clean run (%zu bytes) stays for interventions on the prompt, its activations with it",
+       ct_clean_run_bytes(r.clean));
     ct_graph *gr2 = NULL;
     ao.memory_limit = 4 * ct_clean_run_bytes(r.clean) - 4;   // the clean run is more than a quarter of it
     ok(ct_attribute(&gr2, &r, ids, n, &ao, &err) == CT_OK && r.clean == NULL,

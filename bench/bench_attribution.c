@@ -20,35 +20,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench.h"
 #include "trace/attribution.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-// OpenBLAS sgemm GFLOP/s on (M, K) x (K, N), median of reps.
-static double sgemm_gflops(int M, int N, int K, int reps) {
-    float *a = malloc(sizeof(float) * (size_t)M * K), *b = malloc(sizeof(float) * (size_t)K * N);
-    float *c = malloc(sizeof(float) * (size_t)M * N);
-    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 7) / 7;
-    for (size_t i = 0; i < (size_t)K * N; i++) b[i] = (float)(i % 5) / 5;
-    double t[32];
-    for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
-        ct_sgemm(0, 0, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
-        t[r] = now_s() - t0;
-    }
-    qsort(t, (size_t)reps, sizeof(double), cmp_d);
-    free(a), free(b), free(c);
-    return 2.0 * M * N * K / t[reps / 2] / 1e9;
-}
 
 static double peak_rss_gb(void) {
     struct rusage ru;
@@ -66,19 +39,19 @@ static int run(const char *name, ct_model *m, const ct_transcoders *tc, const in
     o.stats = &st;
     ct_graph *g = NULL;
     ct_err err = {0};
-    double t0 = now_s();
+    double t0 = now();
     ct_replacement r;
     if (ct_replacement_init(&r, m, tc, &err) || ct_attribute(&g, &r, tokens, T, &o, &err)) {
         printf("%s: %s\n", name, err.msg);
         return 1;
     }
     ct_replacement_free(&r);
-    double total = now_s() - t0;
+    double total = now() - t0;
     // the ceiling, measured now (same process, same threads): a square product and one shaped
     // like the backward pass's largest (rows = positions x batch)
-    double ceil_sq = sgemm_gflops(1024, 1024, 1024, 9);
+    double ceil_sq = sgemm_gflops(0, 1024, 1024, 1024, 9);
     int D = m->cfg.d_model;
-    double ceil_bw = sgemm_gflops(T * batch < 16384 ? T * batch : 16384, D, D, 5);
+    double ceil_bw = sgemm_gflops(0, T * batch < 16384 ? T * batch : 16384, D, D, 5);
     double gf = st.backward_flops / st.backward_s / 1e9;
     printf("%s: %d tokens, %lld active features, %lld feature rows + %d logits, %lld nodes, %lld batches of %d\n", name, T,
            (long long)st.n_active, (long long)g->n_selected, g->n_logits, (long long)g->n_nodes, (long long)st.n_batches,

@@ -13,48 +13,13 @@
 // logits (16, V) of the 16-token prompt, float32 (to compare two builds, or with the numpy
 // reference: tests/ref/hf_reference.py DIR LOGITS_OUT <the ids printed>).
 // Uses the public model API only, so the same file builds against any libctrace.a.
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
+#include "bench.h"
 #include "model/model.h"
 
 #define ROUNDS 5
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_d);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
-// kB of a /proc/self/status field ("VmHWM", "RssAnon", ...)
-static long status_kb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    size_t n = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, key, n) == 0 && line[n] == ':') v = atol(line + n + 1);
-    if (f) fclose(f);
-    return v;
-}
-
-static long peak_anon_kb;   // the largest RssAnon seen at a report
-
 static void mem_report(const char *when) {
-    long anon = status_kb("RssAnon");
-    if (anon > peak_anon_kb) peak_anon_kb = anon;
+    long anon = anon_kb();
     printf("  memory %-22s RSS %7.0f MiB (anon %6.0f, file %6.0f), peak RSS %7.0f MiB, peak anon %6.0f MiB\n", when,
            status_kb("VmRSS") / 1024.0, anon / 1024.0, status_kb("RssFile") / 1024.0, status_kb("VmHWM") / 1024.0,
            peak_anon_kb / 1024.0);

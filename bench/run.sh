@@ -6,7 +6,8 @@
 # each reports its own peak RSS), interventions (bench/intervene.lua) and feature labels over
 # HTTP from a loopback server (bench/labels.sh), the cost of ctrace run's sandbox on the main
 # job (bench/sandbox.sh), and a BF16 checkpoint of Llama-3.2-1B's shapes used as stored
-# (bench/weights.sh: writes 2.47 GB to $TMPDIR and removes it).
+# (bench/weights.sh: writes 2.47 GB to $TMPDIR and removes it). Transcoder sets at their real
+# size are bench/transcoders.sh (several GB of disk; not run here).
 set -eu
 cd "$(dirname "$0")/.."
 make -s all
@@ -14,7 +15,7 @@ make -s all
 core=$(build/ctrace -e 'io.write(os.getenv("OPENBLAS_CORETYPE") or "")')
 if [ -n "$core" ]; then export OPENBLAS_CORETYPE="$core"; fi
 mkdir -p build/bench
-LIBS="build/libctrace.a $(pkg-config --libs libseccomp luajit libcjson libcurl openblas libutf8proc zlib) -lm -lpthread"
+LIBS="build/libctrace.a $(pkg-config --libs libseccomp luajit libcjson libcurl openblas libutf8proc yaml-0.1 zlib) -lm -lpthread"
 cc -O3 -o build/bench/ref_llama2c bench/ref_llama2c.c -lm
 cc -O2 $(pkg-config --cflags openblas) -o build/bench/sgemm bench/sgemm.c $(pkg-config --libs openblas)
 cc -O2 -std=c11 -D_GNU_SOURCE -Iengine $(pkg-config --cflags openblas) -o build/bench/bench_transcoder bench/bench_transcoder.c $LIBS

@@ -14,7 +14,7 @@ make -s build/libctrace.a
 core=$(make -s all >/dev/null && build/ctrace -e 'io.write(os.getenv("OPENBLAS_CORETYPE") or "")')
 if [ -n "$core" ]; then export OPENBLAS_CORETYPE="$core"; fi
 mkdir -p build/bench
-LIBS="$(pkg-config --libs libseccomp luajit libcjson libcurl openblas libutf8proc zlib) -lm -lpthread"
+LIBS="$(pkg-config --libs libseccomp luajit libcjson libcurl openblas libutf8proc yaml-0.1 zlib) -lm -lpthread"
 CF="-O2 -std=c11 -D_GNU_SOURCE $(pkg-config --cflags openblas)"
 cc $CF -Iengine -o build/bench/bench_weights bench/bench_weights.c build/libctrace.a $LIBS
 dir=$(mktemp -d "${TMPDIR:-/tmp}/ctrace-weights-XXXXXX")

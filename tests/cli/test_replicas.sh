@@ -48,6 +48,17 @@ lua() {
   [ $rc = 0 ] || not_ok "ctrace tests/cli/replicas.lua $1 ran to the end" "$res"
 }
 
+# a check that must fail: replicas.lua or check_replicas.py reporting "not ok" on a line
+# matching PATTERN (and nothing failing outright) is a pass
+must_fail() {
+  local what=$1 pattern=$2 res
+  shift 2
+  res=$("$@" 2>&1)
+  if echo "$res" | grep "^not ok" | grep -q -- "$pattern"; then
+    ok "$what is caught: $(echo "$res" | grep -m1 -- "$pattern" | cut -c1-110)"
+  else not_ok "$what is caught" "$res"; fi
+}
+
 gen() {
   local res t0=$SECONDS
   if res=$($GEN "$out" "$@" 2>&1); then ok "generated $* in $((SECONDS - t0)) s: $(echo "$res" | tail -1 | sed 's/^replicas: //')"
@@ -103,6 +114,8 @@ done
 lua l0 $G $out/mwhanna/gemma-scope-transcoders $L0_0
 lua l0 $G $out/mntss/gemma-scope-transcoders $L0_0                   # list form: hf:// npz through the hub
 lua same $out/mwhanna/gemma-scope-transcoders $out/mntss/gemma-scope-transcoders $G
+lua l0 $G gemma $L0_0                                                 # circuit-tracer's short name, through the hub
+must_fail "an L0 three times the target" "L0 per layer" "$CTRACE" tests/cli/replicas.lua l0 $G $out/mwhanna/gemma-scope-transcoders 228,195
 # circuit-tracer's bundled configs before August 2025 (transcoders as maps): ctrace reads them
 # once its config reader takes YAML's block mappings in lists; until then it must refuse them
 # with an error naming the file and line (replicas.lua maps)
@@ -146,6 +159,17 @@ for size in 270m 1b; do
     check "$set, layout b" "$out" $set --layers 2
     check "$set, layout a" $tmp/a $set --layers 2
     check "$set: layouts a and b" --same $tmp/a "$out"
+    if [ $set = mwhanna/gemma-scope-2-270m-pt ]; then   # the checker catches broken files
+      sub=$tmp/a/$set/transcoder_all/width_16k_l0_small_affine
+      sed -i 's/mlp.hook_in/hook_resid_mid/' $sub/config.yaml
+      must_fail "a config.yaml with another input hook" "hooks mlp.hook_in" $CHECK $tmp/a $set --layers 2
+      sed -i 's/hook_resid_mid/mlp.hook_in/' $sub/config.yaml
+      printf 'x' >> $sub/layer_1.safetensors
+      must_fail "a byte past a layer file's tensors" "data holds" $CHECK $tmp/a $set --layers 2
+      $PY bench/replicas/replicas.py $tmp/a $set --layers 2 --gs2-layout a --seed 1 > /dev/null 2>&1
+      must_fail "layouts a and b of other seeds" "the same numbers" $CHECK --same $tmp/a "$out"
+      $PY bench/replicas/replicas.py $tmp/a $set --layers 2 --gs2-layout a > /dev/null 2>&1
+    fi
     check "$model: mlp.hook_in rows" --inputs "$out" $model 12 $tmp/rows.json
     lua inputs $out/$set/transcoder_all/width_16k_l0_small_affine $tmp/rows.json 15,15 \
       $tmp/a/$set/transcoder_all/width_16k_l0_small_affine

@@ -481,7 +481,7 @@ def main(argv):
             L = int(argv[argv.index("--layers") + 1])
             check_target(out, target, L)
     except (AssertionError, KeyError, ValueError, OSError, json.JSONDecodeError, yaml.YAMLError) as e:
-        check(False, f"{' '.join(argv[:2])}: readable", f"{type(e).__name__}: {e}")
+        check(False, f"{' '.join(argv[:2])}: readable ({type(e).__name__}: {e})")
     print(f"# {n_checks - failed} of {n_checks} checks passed")
     return 1 if failed else 0
 

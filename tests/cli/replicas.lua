@@ -9,13 +9,8 @@
 --       both sets give the same activations on the model's hook inputs (the same transcoders in
 --       two layouts)
 --   ctrace tests/cli/replicas.lua inputs TRANSCODERS INPUTS_JSON L0S [TRANSCODERS_B]
---       for models ctrace does not run: L0 on given input rows (JSON {layer: rows}); with
+--       L0 on given input rows (JSON {layer: rows}); with
 --       TRANSCODERS_B, also the same activations and reconstructions from both
---   ctrace tests/cli/replicas.lua maps MODEL_DIR CONFIG L0S
---       circuit-tracer's configs before August 2025 (transcoders as maps of id, layer, filepath):
---       as "l0" when ctrace reads them; otherwise refused with an error naming the file and line
---   ctrace tests/cli/replicas.lua refused MODEL_DIR
---       a model family ctrace does not support is refused with UNSUPPORTED naming it
 local ct = require "ctrace"
 
 local FACTOR = 1.5   -- the measured L0 against the target (replicas.py calibrates to about 1.3x)
@@ -81,16 +76,6 @@ end
 local cmd = arg[1]
 if cmd == "l0" then
   l0(arg[2], arg[3], targets(arg[4]))
-elseif cmd == "maps" then
-  local name = arg[3]:match("[^/]+$")
-  local ok, e = pcall(ct.load_transcoders, arg[3])
-  if ok then
-    l0(arg[2], arg[3], targets(arg[4]))
-  else
-    e = tostring(e)
-    say(e:match("config%.yaml line %d+: ") and e:find(name, 1, true), ("%s (maps in the list) refused with the file and line: %s"):format(
-        name, e:sub(1, 90)), e)
-  end
 elseif cmd == "same" then
   local a, ea = load(arg[2])
   local b, eb = load(arg[3])
@@ -156,10 +141,6 @@ elseif cmd == "inputs" then
     say(scale > 0 and worst <= 1e-4 * scale, ("both layouts reconstruct the same outputs (largest difference %.2g of %.3g)"):format(
       worst, scale))
   end
-elseif cmd == "refused" then
-  local ok, e = pcall(ct.load_model, arg[2])
-  say(not ok and tostring(e):match("^UNSUPPORTED: .*config%.json: unknown architecture 'Gemma3ForCausalLM'") ~= nil,
-      "load_model refuses the Gemma-3 family with UNSUPPORTED naming it", ok and "it loaded" or e)
 else
   say(false, "replicas.lua: unknown command " .. tostring(cmd))
 end

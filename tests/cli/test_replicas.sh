@@ -116,12 +116,11 @@ lua l0 $G $out/mntss/gemma-scope-transcoders $L0_0                   # list form
 lua same $out/mwhanna/gemma-scope-transcoders $out/mntss/gemma-scope-transcoders $G
 lua l0 $G gemma $L0_0                                                 # circuit-tracer's short name, through the hub
 must_fail "an L0 three times the target" "L0 per layer" "$CTRACE" tests/cli/replicas.lua l0 $G $out/mwhanna/gemma-scope-transcoders 228,195
-# circuit-tracer's bundled configs before August 2025 (transcoders as maps): ctrace reads them
-# once its config reader takes YAML's block mappings in lists; until then it must refuse them
-# with an error naming the file and line (replicas.lua maps)
-lua maps $G $out/decoderesearch/circuit-tracer/circuit_tracer/configs/gemmascope-l0-0.yaml $L0_0
-lua maps $G $out/decoderesearch/circuit-tracer/circuit_tracer/configs/gemmascope-l0-1.yaml $L0_1
-lua maps $G $out/decoderesearch/circuit-tracer/circuit_tracer/configs/gemmascope-l0-2.yaml $L0_2
+# circuit-tracer's bundled configs before August 2025 (transcoders as a list of maps of id, layer
+# and filepath) load as they are, hf:// npz through the hub
+lua l0 $G $out/decoderesearch/circuit-tracer/circuit_tracer/configs/gemmascope-l0-0.yaml $L0_0
+lua l0 $G $out/decoderesearch/circuit-tracer/circuit_tracer/configs/gemmascope-l0-1.yaml $L0_1
+lua l0 $G $out/decoderesearch/circuit-tracer/circuit_tracer/configs/gemmascope-l0-2.yaml $L0_2
 rm -rf $out/google/gemma-scope-2b-pt-transcoders $out/mwhanna/gemma-scope-transcoders $tmp/hf
 gen mntss/clt-gemma-2-2b-426k --layers 2
 check "mntss/clt-gemma-2-2b-426k" "$out" mntss/clt-gemma-2-2b-426k --layers 2
@@ -145,14 +144,13 @@ lua l0 $out/Qwen/Qwen3-0.6B $out/mwhanna/qwen3-0.6b-transcoders-lowl0 50,50
 rm -rf $out/Qwen $out/mwhanna
 
 # ---- Gemma-3: the models, and the GemmaScope-2 sets in both layouts (a: circuit-tracer layer
-# files; b: a config listing Google's params.safetensors). ctrace does not run Gemma-3 models
-# yet: the family must be refused cleanly, and the sets' activity is measured on mlp.hook_in
-# rows made from each model's stored norm gains. When Gemma-3 lands, "refused" fails here: then
-# measure L0 on the prompt with "lua l0" as for the other families.
+# files; b: a config listing Google's params.safetensors). Activity is measured on the prompt, as
+# for the other families, and on mlp.hook_in rows made from each model's stored norm gains (the
+# rows the calibration used), where both layouts must agree.
 for size in 270m 1b; do
   for v in pt it; do
     if [ $size = 270m ]; then model=google/gemma-3-270m; else model=google/gemma-3-1b-$v; fi
-    [ -d $out/$model ] || { gen $model --layers 2; check "$model" "$out" $model --layers 2; lua refused $out/$model; }
+    [ -d $out/$model ] || { gen $model --layers 2; check "$model" "$out" $model --layers 2; }
     set=mwhanna/gemma-scope-2-$size-$v
     gen $set --layers 2 --gs2-layout b
     $PY bench/replicas/replicas.py $tmp/a $set --layers 2 --gs2-layout a > /dev/null 2>&1
@@ -170,6 +168,7 @@ for size in 270m 1b; do
       must_fail "layouts a and b of other seeds" "the same numbers" $CHECK --same $tmp/a "$out"
       $PY bench/replicas/replicas.py $tmp/a $set --layers 2 --gs2-layout a > /dev/null 2>&1
     fi
+    lua l0 $out/$model $out/$set/transcoder_all/width_16k_l0_small_affine 15,15
     check "$model: mlp.hook_in rows" --inputs "$out" $model 12 $tmp/rows.json
     lua inputs $out/$set/transcoder_all/width_16k_l0_small_affine $tmp/rows.json 15,15 \
       $tmp/a/$set/transcoder_all/width_16k_l0_small_affine

@@ -20,15 +20,15 @@ local clock = ct.clock
 local function gib(b) return b / 2^30 end
 
 if arg[1] == "--json" then
-  local g = ct.load_graph(arg[2])
+  local g = ct.load_graph(arg[2]):prune{node_threshold = 1, edge_threshold = 1}   -- save_json alone prunes as circuit-tracer
   local before = ct.memory()
   local t = clock()
   g:save_json(arg[3], {slug = "graph"})
   local after = ct.memory()
   local size = io.open(arg[3]):seek("end")
-  print(string.format("scale: save_json every node %.2f s, %d nodes, %.1f MB file, anonymous memory %+.1f MB across the "
-                      .. "write (peak rss %.2f GiB)", clock() - t, g:info().n_nodes, size / 1e6, (after.anon - before.anon) / 1e6,
-                      gib(after.peak_rss)))
+  print(string.format("scale: save_json every node %.2f s, %d nodes, %d edges, %.1f MB file, anonymous memory %+.1f MB "
+                      .. "across the write (peak rss %.2f GiB)", clock() - t, g:info().n_kept, g:info().n_edges, size / 1e6,
+                      (after.anon - before.anon) / 1e6, gib(after.peak_rss)))
   os.exit(0)
 end
 

@@ -11,7 +11,8 @@
 #   gemma       google/gemma-2-2b + GemmaScope 16k (circuit-tracer's "gemma": every file
 #               downloaded through the loopback hub into a fresh Hugging Face cache first):
 #               the Dallas prompt unlimited and in 10 GiB, 64 and 256 tokens in 16 GiB, the
-#               JSON of a graph with every node kept
+#               JSON of a graph with every node kept; then the Gemma Dallas case study through
+#               ctrace run with labels from the loopback Neuronpedia
 #   gemma-clt   google/gemma-2-2b + mntss/clt-gemma-2-2b-426k, the Dallas prompt in 16 GiB
 #   llama       meta-llama/Llama-3.2-1B + its per-layer set, unlimited and in 12 GiB
 #   llama-clt   meta-llama/Llama-3.2-1B + mntss/clt-llama-3.2-1b-524k, unlimited
@@ -97,12 +98,33 @@ clean() { [ $keep = 1 ] || rm -rf "${@/#/$dir/}"; }
 
 # serve DIR's repositories on loopback; sets HF_ENDPOINT and a fresh HF_HOME
 serve() {
+  rm -f "$dir/port"
   $PY tests/net/server.py ../shared/reference/fixtures/neuronpedia "$dir" > "$dir/port" 2> "$dir/server.log" &
   server=$!
   for _ in $(seq 100); do [ -s "$dir/port" ] && break; sleep 0.1; done
   export HF_ENDPOINT=http://127.0.0.1:$(awk '{print $2}' "$dir/port")/hf HF_HOME=$dir/hf
 }
 server=""
+
+# study: the Gemma Dallas case study, end to end through ctrace run (sandboxed) on a copy of its
+# folder, on the snapshots in the cache, with labels from the loopback Neuronpedia
+study() {
+  local snap_m snap_t t0=$SECONDS out
+  snap_m=$(ls -d "$HF_HOME"/hub/models--google--gemma-2-2b/snapshots/* | head -1)
+  snap_t=$(ls -d "$HF_HOME"/hub/models--mwhanna--gemma-scope-transcoders/snapshots/* | head -1)
+  serve
+  rm -rf "$dir/study" && cp -r experiments/gemma-2-2b-dallas-austin "$dir/study" && rm -rf "$dir/study/results"
+  echo "## the Gemma Dallas case study through ctrace run"
+  if out=$(CTRACE_NEURONPEDIA_URL=${HF_ENDPOINT%/hf}/np CTRACE_GEMMA_MODEL=$snap_m CTRACE_GEMMA_TRANSCODERS=$snap_t/config.yaml \
+           $PY bench/measure.py --label "ctrace run gemma-2-2b-dallas-austin" -- "$CT" run "$dir/study" 2>&1); then
+    echo "$out" | grep -E '^(labels|measure):'
+    echo "scale: case study results: $(cd "$dir/study/results" && ls | tr '\n' ' ')"
+  else
+    echo "scale: the case study FAILED:"; echo "$out" | tail -20
+  fi
+  kill $server; wait $server 2> /dev/null || true; server=""
+  rm -rf "$dir/study"
+}
 trap '[ -n "$server" ] && kill $server 2> /dev/null; true' EXIT
 
 for t in "${targets[@]}"; do
@@ -126,7 +148,9 @@ for t in "${targets[@]}"; do
       run "gemma-2-2b + GemmaScope PLTs, Dallas, 10 GiB" 10 google/gemma-2-2b gemma "$DALLAS" --quick
       run "gemma-2-2b + GemmaScope PLTs, 64 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 64 --quick
       run "gemma-2-2b + GemmaScope PLTs, 256 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 256 --quick
-      unset HF_HUB_OFFLINE HF_ENDPOINT HF_HOME
+      unset HF_HUB_OFFLINE
+      study
+      unset HF_ENDPOINT HF_HOME
       clean hf ;;
     gemma-clt)
       build google/gemma-2-2b mntss/clt-gemma-2-2b-426k || continue

@@ -1,8 +1,9 @@
 // sgemm.c - the machine's ceiling for ctrace's numeric work: OpenBLAS sgemm GFLOP/s, median of
 // repeats, at the BLAS library's default thread count. With no arguments: square matrices of 64,
 // 256 and 1024; else each argument MxNxK is one product C (M, N) = A (M, K) B (N, K)^T, and the
-// argument "copy" measures memcpy of 512 MiB (bytes copied per second: the memory bandwidth a
-// pass over weights stored in memory can use).
+// argument "copy" measures memcpy of 512 MiB (bytes read plus bytes written per second, as STREAM
+// counts its copy: the memory traffic one thread can move, against which a pass over weights held
+// in memory is measured).
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +38,7 @@ static void measure(int M, int N, int K, int reps) {
     free(a), free(b), free(c), free(t);
 }
 
-// memcpy of n bytes, median of reps, as a line "copy: X GB/s".
+// memcpy of n bytes, median of reps, as a line "copy: X GB/s" (2n bytes of traffic a copy).
 static void copy_rate(size_t n, int reps) {
     char *a = malloc(n), *b = malloc(n);
     double t[32];
@@ -54,7 +55,8 @@ static void copy_rate(size_t n, int reps) {
         t[r] = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
     }
     qsort(t, (size_t)reps, sizeof(double), cmp);
-    printf("copy: %.1f GB/s (memcpy of %zu MiB, median of %d)\n", n / t[reps / 2] / 1e9, n >> 20, reps);
+    printf("copy: %.1f GB/s (memcpy of %zu MiB, read + written, median of %d)\n", 2.0 * n / t[reps / 2] / 1e9, n >> 20,
+           reps);
     free(a), free(b);
 }
 

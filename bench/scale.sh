@@ -76,13 +76,14 @@ build() {
 }
 
 # run LABEL MEM_GIB(0: none) MODEL SET PROMPT [scale.lua options]: one measured run, then sgemm at
-# the backward's shapes
+# the backward's shapes. In a cgroup: the page cache dropped first (a page cached before the cgroup
+# exists is never charged to it), then $RUNS runs (default 2: the second is the steady state)
 run() {
   local label=$1 mem=$2 out
   shift 2
   if [ "$mem" != 0 ] && [ $cgroups = 0 ]; then echo "scale: $label: left out (no memory cgroup)"; return; fi
   echo "## $label"
-  if out=$($PY bench/measure.py --label "$label" $([ "$mem" != 0 ] && echo --mem "$mem") -- \
+  if out=$($PY bench/measure.py --label "$label" $([ "$mem" != 0 ] && echo --mem "$mem" --drop-caches --runs "${RUNS:-2}") -- \
             "$CT" bench/scale.lua "$@" --gflops "$gflops" --bandwidth "$bandwidth" 2>&1); then
     echo "$out" | grep -E '^(scale|measure):'
   else
@@ -146,8 +147,8 @@ for t in "${targets[@]}"; do
           "$dir/graphs/full.json" | grep -E '^(scale|measure):'
       rm -rf "$dir/graphs"
       run "gemma-2-2b + GemmaScope PLTs, Dallas, 10 GiB" 10 google/gemma-2-2b gemma "$DALLAS" --quick
-      run "gemma-2-2b + GemmaScope PLTs, 64 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 64 --quick
-      run "gemma-2-2b + GemmaScope PLTs, 256 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 256 --quick
+      RUNS=1 run "gemma-2-2b + GemmaScope PLTs, 64 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 64 --quick
+      RUNS=1 run "gemma-2-2b + GemmaScope PLTs, 256 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 256 --quick
       unset HF_HUB_OFFLINE
       study
       unset HF_ENDPOINT HF_HOME

@@ -11,7 +11,8 @@
 #   gemma       google/gemma-2-2b + GemmaScope 16k (circuit-tracer's "gemma": every file
 #               downloaded through the loopback hub into a fresh Hugging Face cache first):
 #               the Dallas prompt unlimited and in 10 GiB, 64 and 256 tokens in 16 GiB, the
-#               JSON of a graph with every node kept; then the Gemma Dallas case study through
+#               JSON of a graph with every node kept, its edges against frozen perturbations
+#               (bench/edges.c); then the Gemma Dallas case study through
 #               ctrace run with labels from the loopback Neuronpedia
 #   gemma-clt   google/gemma-2-2b + mntss/clt-gemma-2-2b-426k, the Dallas prompt in 16 GiB
 #   llama       meta-llama/Llama-3.2-1B + its per-layer set, unlimited and in 12 GiB
@@ -47,6 +48,8 @@ core=$(build/ctrace -e 'io.write(os.getenv("OPENBLAS_CORETYPE") or "")')   # the
 if [ -n "$core" ]; then export OPENBLAS_CORETYPE="$core"; fi
 mkdir -p build/bench "$dir"
 cc -O2 $(pkg-config --cflags openblas) -o build/bench/sgemm bench/sgemm.c $(pkg-config --libs openblas)
+cc -O2 -std=c11 -D_GNU_SOURCE -Iengine -Itests/c $(pkg-config --cflags openblas) -o build/bench/edges bench/edges.c \
+  build/libctrace.a $(pkg-config --libs libseccomp luajit libcjson libcurl openblas libutf8proc zlib yaml-0.1) -lm -lpthread
 dir=$(cd "$dir" && pwd)
 CT=$PWD/build/ctrace
 PY=/usr/bin/python3   # Debian's, with numpy
@@ -107,12 +110,15 @@ serve() {
 }
 server=""
 
+# snapshot REPO: the directory of REPO's (org--name) snapshot in the Hugging Face cache
+snapshot() { ls -d "$HF_HOME"/hub/models--$1/snapshots/* | head -1; }
+
 # study: the Gemma Dallas case study, end to end through ctrace run (sandboxed) on a copy of its
 # folder, on the snapshots in the cache, with labels from the loopback Neuronpedia
 study() {
   local snap_m snap_t t0=$SECONDS out
-  snap_m=$(ls -d "$HF_HOME"/hub/models--google--gemma-2-2b/snapshots/* | head -1)
-  snap_t=$(ls -d "$HF_HOME"/hub/models--mwhanna--gemma-scope-transcoders/snapshots/* | head -1)
+  snap_m=$(snapshot google--gemma-2-2b)
+  snap_t=$(snapshot mwhanna--gemma-scope-transcoders)
   serve
   rm -rf "$dir/study" && cp -r experiments/gemma-2-2b-dallas-austin "$dir/study" && rm -rf "$dir/study/results"
   echo "## the Gemma Dallas case study through ctrace run"
@@ -146,6 +152,9 @@ for t in "${targets[@]}"; do
         $PY bench/measure.py --label "JSON of every node" -- "$CT" bench/scale.lua --json "$dir/graphs/graph.safetensors" \
           "$dir/graphs/full.json" | grep -E '^(scale|measure):'
       rm -rf "$dir/graphs"
+      echo "## edges of the Dallas graph against frozen perturbations of the model (bench/edges.c)"
+      build/bench/edges "$(snapshot google--gemma-2-2b)" "$(snapshot mwhanna--gemma-scope-transcoders)" "$DALLAS" |
+        grep -v '^ok' | sed 's/^/scale: edges: /' || true
       run "gemma-2-2b + GemmaScope PLTs, Dallas, 10 GiB" 10 google/gemma-2-2b gemma "$DALLAS" --quick
       RUNS=1 run "gemma-2-2b + GemmaScope PLTs, 64 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 64 --quick
       RUNS=1 run "gemma-2-2b + GemmaScope PLTs, 256 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 256 --quick

@@ -73,7 +73,7 @@ $(BUILD)/libctrace.a: $(CORE_OBJ)
 $(BUILD)/ctrace: $(BUILD)/engine/main.o $(BIND_OBJ) $(BUILD)/libctrace.a
 	$(CC) $(SAN) $^ $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/c/%.c tests/c/check.h tests/c/tiny.h $(BUILD)/libctrace.a
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h tests/c/tiny.h tests/c/edges.h $(BUILD)/libctrace.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/c $< $(BUILD)/libctrace.a $(TEST_LDFLAGS) $(LDLIBS) -o $@
 

@@ -2,28 +2,53 @@
 -- circuit-tracer's command line runs them (max_feature_nodes 7,500, batch 256, 10 logits,
 -- desired_logit_prob 0.95). Prints one "scale:" line per figure; asserts nothing about time.
 --
---   ctrace bench/scale.lua MODEL TRANSCODERS PROMPT [GRAPH_DIR] [--chat] [--gflops X]
+--   ctrace bench/scale.lua MODEL TRANSCODERS PROMPT [GRAPH_DIR] [--chat] [--tokens N] [--gflops X] [--bandwidth X] [--quick]
 --     MODEL, TRANSCODERS   anything ct.load_model / ct.load_transcoders take (hub names too)
 --     PROMPT               the prompt text (--chat: one user turn through the chat template)
 --     GRAPH_DIR            where the graph files go (default: a directory under /tmp)
+--     --tokens N           the prompt's tokens repeated (after BOS) to exactly N tokens
 --     --gflops X           the sgemm rate measured in the same run, to state the multiply-add bound
+--     --bandwidth X        the copy bandwidth (GB/s) measured in the same run, to state the bound it
+--                          sets on generation (the weight bytes a token reads over X)
+--     --quick              the graph only: no graph files, interventions or generation
+--   ctrace bench/scale.lua --json GRAPH.safetensors OUT.json
+--     writes the JSON of a saved full graph with every node kept, and the anonymous memory that
+--     took beyond the graph itself
 local ct = require "ctrace"
 
-local args, chat, gflops = {}, false, nil
+local clock = ct.clock
+local function gib(b) return b / 2^30 end
+
+if arg[1] == "--json" then
+  local g = ct.load_graph(arg[2]):prune{node_threshold = 1, edge_threshold = 1}   -- save_json alone prunes as circuit-tracer
+  local before = ct.memory()
+  local t = clock()
+  g:save_json(arg[3], {slug = "graph"})
+  local after = ct.memory()
+  local size = io.open(arg[3]):seek("end")
+  print(string.format("scale: save_json every node %.2f s, %d nodes, %d edges, %.1f MB file, anonymous memory %+.1f MB "
+                      .. "across the write (peak rss %.2f GiB)", clock() - t, g:info().n_kept, g:info().n_edges, size / 1e6,
+                      (after.anon - before.anon) / 1e6, gib(after.peak_rss)))
+  os.exit(0)
+end
+
+local args, chat, gflops, bandwidth, n_tokens, quick = {}, false, nil, nil, nil, false
 local i = 1
 while i <= #arg do
   if arg[i] == "--chat" then chat = true
+  elseif arg[i] == "--quick" then quick = true
   elseif arg[i] == "--gflops" then i = i + 1; gflops = tonumber(arg[i])
+  elseif arg[i] == "--bandwidth" then i = i + 1; bandwidth = tonumber(arg[i])
+  elseif arg[i] == "--tokens" then i = i + 1; n_tokens = tonumber(arg[i])
   else args[#args + 1] = arg[i] end
   i = i + 1
 end
 local model_ref, tc_ref, prompt, dir = args[1], args[2], args[3], args[4]
-assert(model_ref and tc_ref and prompt, "usage: scale.lua MODEL TRANSCODERS PROMPT [GRAPH_DIR] [--chat] [--gflops X]")
+assert(model_ref and tc_ref and prompt, "usage: scale.lua MODEL TRANSCODERS PROMPT [GRAPH_DIR] [--chat] [--tokens N] "
+       .. "[--gflops X] [--bandwidth X] [--quick]")
 dir = dir or os.tmpname() .. ".d"
 ct.mkdirs(dir)
 
-local clock = ct.clock
-local function gib(b) return b / 2^30 end
 local function mem(tag)
   local m = ct.memory()
   print(string.format("scale: memory %-22s rss %.2f GiB (anon %.2f, file %.2f), peak rss %.2f GiB", tag,
@@ -47,6 +72,11 @@ mem("after loading")
 
 local rm = ct.replacement_model(m, tc)
 local input = chat and {chat = {{role = "user", content = prompt}}} or prompt
+if n_tokens then   -- BOS, then the prompt's tokens over and over
+  local ids = m:tokenize(prompt)
+  input = {ids[1]}
+  while #input < n_tokens do input[#input + 1] = ids[(#input - 1) % (#ids - 1) + 2] end
+end
 local opts = {max_feature_nodes = 7500, batch_size = 256, max_n_logits = 10, desired_logit_prob = 0.95, verbose = false}
 local t2 = clock()
 local g, st = rm:attribute(input, opts)
@@ -71,7 +101,14 @@ print(string.format("scale: multiply-adds %.1f G (forward %.1f, encoders %.1f, b
                     enc / 1e9, st.backward_flops / 2e9,
                     gflops and string.format("; at sgemm's %.1f GFLOP/s they need %.2f s; attribution took %.2fx that",
                                              gflops, 2 * macs / 1e9 / gflops, t_attr / (2 * macs / 1e9 / gflops)) or ""))
+-- the backward's largest products: a batch's rows at every position through W_O and W_V
+print(string.format("scale: backward shapes %dx%dx%d %dx%dx%d (M x N x K, for sgemm at the same shapes)",
+                    st.batch_size * T, D, qd, st.batch_size * T, kvd, D))
 mem("after attribution")
+if quick then
+  print(string.format("scale: total %.2f s from script start", clock() - t0))
+  os.exit(0)
+end
 
 -- graph files: the pruned JSON streams (anonymous memory before and after the write)
 local p = g:prune{node_threshold = 0.8, edge_threshold = 0.98}
@@ -105,12 +142,18 @@ for k = 1, 21 do
 end
 print(string.format("scale: top_logits(10) over %d logits %.2f ms (median of 21)", V, median(tl) * 1e3))
 
--- generation: tokens per second against the bound memory bandwidth sets
+-- generation: tokens per second after the prompt (17 tokens generated less 1), against the bound
+-- memory bandwidth sets
 local n_gen = 16
 local a = clock()
-m:generate(ids, {max_tokens = n_gen, temperature = 0, stop_at_eos = false})
-local t_gen = clock() - a
-print(string.format("scale: generation %.2f tokens/s (%d tokens after the %d-token prompt, prompt pass included)",
-                    n_gen / t_gen, n_gen, T))
+m:generate(ids, {max_tokens = 1, temperature = 0, stop_at_eos = false})
+local t_one = clock() - a
+a = clock()
+m:generate(ids, {max_tokens = n_gen + 1, temperature = 0, stop_at_eos = false})
+local t_gen = clock() - a - t_one
+print(string.format("scale: generation %.2f tokens/s (%d tokens after the %d-token prompt's pass); %.2f GB of %s weights "
+                    .. "a token%s", n_gen / t_gen, n_gen, T, cfg.step_bytes / 1e9, cfg.dtype,
+                    bandwidth and string.format(": at the copy bandwidth's %.1f GB/s at most %.2f tokens/s", bandwidth,
+                                                bandwidth * 1e9 / cfg.step_bytes) or ""))
 mem("at the end")
 print(string.format("scale: total %.2f s from script start", clock() - t0))

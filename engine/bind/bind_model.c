@@ -195,6 +195,9 @@ static int l_model_config(lua_State *L) {
     lua_setfield(L, -2, "tied_embeddings");
     lua_pushstring(L, m->path);
     lua_setfield(L, -2, "path");
+    lua_pushstring(L, ct_dtype_name(m->layers[0].wq.dtype));
+    lua_setfield(L, -2, "dtype");
+    SETN("step_bytes", (double)ct_model_step_bytes(m));
 #undef SETI
 #undef SETN
     return 1;

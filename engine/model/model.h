@@ -138,6 +138,10 @@ ct_status ct_model_init_rope(ct_model *m, ct_err *err);
 // The name the model goes by, into buf: "org/name" for a snapshot of the Hugging Face hub cache
 // (.../models--org--name/snapshots/<rev>), else the last component of its path ("gemma-3-1b-it").
 void ct_model_name(const ct_model *m, char *buf, size_t n);
+// Bytes of weight matrices one generation step reads: every layer's matrices and the
+// unembedding, in their stored dtype (the embedding's one row left out unless it is the
+// unembedding too). The bound memory bandwidth sets on tokens/s is bandwidth / this.
+size_t ct_model_step_bytes(const ct_model *m);
 // Frees the scratch (ct_model_free does) and leaves it empty.
 void ct_scratch_free(ct_scratch *s);
 

@@ -958,6 +958,20 @@ ct_status ct_model_load_hf_config(ct_ctx *ctx, ct_model **out, const char *dir, 
     return CT_OK;
 }
 
+static size_t mat_bytes(const ct_mat *w) {
+    return w->data ? (size_t)w->rows * (size_t)w->cols * ct_dtype_size(w->dtype) : 0;
+}
+
+size_t ct_model_step_bytes(const ct_model *m) {
+    size_t n = mat_bytes(&m->lm_head);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const ct_layer *w = &m->layers[l];
+        n += mat_bytes(&w->wq) + mat_bytes(&w->wk) + mat_bytes(&w->wv) + mat_bytes(&w->wo) + mat_bytes(&w->w_gate) +
+             mat_bytes(&w->w_up) + mat_bytes(&w->w_down);
+    }
+    return n;
+}
+
 void ct_model_name(const ct_model *m, char *buf, size_t n) {
     char p[sizeof m->path];
     snprintf(p, sizeof p, "%s", m->path);

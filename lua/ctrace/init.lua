@@ -140,7 +140,8 @@ M.default_transcoders = {stories260K = "experiments/stories260K-transcoders/tran
                          ["stories260K-clt"] = "experiments/stories260K-transcoders/clt"}
 
 -- circuit-tracer's short names for transcoder sets.
-M.transcoder_sets = {gemma = "mntss/gemma-scope-transcoders", llama = "mntss/transcoder-Llama-3.2-1B"}
+-- circuit-tracer's short names (its utils/hf_utils.py)
+M.transcoder_sets = {gemma = "mwhanna/gemma-scope-transcoders", llama = "mntss/transcoder-Llama-3.2-1B"}
 
 -- A transcoder set's Hugging Face name, as circuit-tracer takes it: "org/repo", "org/repo/folder",
 -- "org/repo//folder" (its scan form), each with "@revision"; "hf://org/repo[/path][?revision=r]".

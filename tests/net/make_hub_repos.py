@@ -12,6 +12,8 @@ DIR/google/gemma-scope-2b-pt-transcoders    layer_{l}/width_16k/average_l0_{x}/p
 DIR/mntss/gemma-scope-transcoders           config.yaml listing those npz files (the list form) and a
                                             features/ folder of 1,100 files (more siblings than
                                             huggingface_hub trusts: the folder is listed by the tree API)
+DIR/mwhanna/gemma-scope-transcoders         config.yaml without a list and layer_{i}.safetensors (F32,
+                                            JumpReLU thresholds): circuit-tracer's "gemma"
 DIR/mntss/clt-gemma-2-2b-426k               W_enc_{i}.safetensors, W_dec_{i}.safetensors (BF16), config.yaml
                                             without a list, and files a snapshot must leave alone
 DIR/mntss/transcoder-Llama-3.2-1B           layer_{i}.safetensors (BF16, W_skip), a 4-line config.yaml
@@ -116,6 +118,14 @@ def main():
           "transcoders:\n" + "".join(entries))
     for i in range(1100):
         write(os.path.join(g, "features", "layer_%d" % (i % L), "%05d.json" % i), '{"index": %d}\n' % i)
+
+    # the same kind of set in circuit-tracer's own layout, which its "gemma" names
+    g = os.path.join(out, "mwhanna", "gemma-scope-transcoders")
+    os.makedirs(g, exist_ok=True)
+    for l in range(L):
+        save_safetensors(os.path.join(g, "layer_%d.safetensors" % l), plt_layer(skip=False, threshold=True, dtype="F32"))
+    write(os.path.join(g, "config.yaml"), 'model_name: "google/gemma-2-2b"\nmodel_kind: "transcoder_set"\n'
+          'feature_input_hook: "ln2.hook_normalized"\nfeature_output_hook: "hook_mlp_out"\n')
 
     # the cross-layer set: W_enc_i (W_enc_i, b_enc_i, b_dec_i), W_dec_i [F, L - i, D], BF16
     c = os.path.join(out, "mntss", "clt-gemma-2-2b-426k")

@@ -394,7 +394,8 @@ function model_summary(m) return m:config().architecture .. " " .. m:generate(""
     assert(load(prelude))()
     local ref = {
       model = model_summary(ct.load_model(tmp .. "/gen/gemma-2-2b")),   -- the same weights in one file
-      gemma = tc_summary(ct.load_transcoders(tmp .. "/gen/gemma-scope")),   -- the same npz files, local
+      npz = tc_summary(ct.load_transcoders(tmp .. "/gen/gemma-scope")),   -- the same npz files, local
+      gemma = tc_summary(ct.load_transcoders(files .. "/mwhanna/gemma-scope-transcoders")),
       clt = tc_summary(ct.load_transcoders(files .. "/mntss/clt-gemma-2-2b-426k")),
       llama = tc_summary(ct.load_transcoders(files .. "/mntss/transcoder-Llama-3.2-1B")),
       gs2 = tc_summary(ct.load_transcoders(files .. "/mwhanna/gemma-scope-2-1b-it/transcoder_all/width_16k_l0_small_affine")),
@@ -418,10 +419,8 @@ function model_summary(m) return m:config().architecture .. " " .. m:generate(""
       -- name, what (load_model or load_transcoders), reference, scan, the snapshot's files, API requests
       -- {revision endpoint, tree pages}
       {"google/gemma-2-2b", "model", ref.model, nil, M_GEMMA, {1, 0}},   -- the shards at its commit: no second listing
-      {"gemma", "tc", ref.gemma, "mntss/gemma-scope-transcoders",
-       {"models--google--gemma-scope-2b-pt-transcoders/layer_0/width_16k/average_l0_76/params.npz",
-        "models--google--gemma-scope-2b-pt-transcoders/layer_1/width_16k/average_l0_65/params.npz",
-        "models--mntss--gemma-scope-transcoders/config.yaml"}, {1, 1}},   -- 1,101 siblings: the root by the tree API
+      {"gemma", "tc", ref.gemma, "mwhanna/gemma-scope-transcoders",
+       set_files("mwhanna/gemma-scope-transcoders", {"config.yaml", "layer_0.safetensors", "layer_1.safetensors"}), {1, 0}},
       {"mntss/clt-gemma-2-2b-426k", "tc", ref.clt, "mntss/clt-gemma-2-2b-426k", CLT, {1, 0}},
       {"hf://mntss/clt-gemma-2-2b-426k?revision=v2", "tc", ref.clt, "mntss/clt-gemma-2-2b-426k@v2", CLT, {1, 0}},
       {"mntss/transcoder-Llama-3.2-1B", "tc", ref.llama, "mntss/transcoder-Llama-3.2-1B", LLAMA, {1, 0}},
@@ -434,6 +433,10 @@ function model_summary(m) return m:config().architecture .. " " .. m:generate(""
        "mwhanna/gemma-scope-2-1b-it//transcoder_all/width_16k_l0_small_affine", GS2, {1, 0}},
       {"test/wide", "tc", ref.wide, "test/wide", set_files("test/wide", {"config.yaml", "layer_0.safetensors", "layer_1.safetensors"}),
        {1, 3}},   -- 2,503 siblings: the root in three pages of 1,000
+      {"mntss/gemma-scope-transcoders", "tc", ref.npz, "mntss/gemma-scope-transcoders",
+       {"models--google--gemma-scope-2b-pt-transcoders/layer_0/width_16k/average_l0_76/params.npz",
+        "models--google--gemma-scope-2b-pt-transcoders/layer_1/width_16k/average_l0_65/params.npz",
+        "models--mntss--gemma-scope-transcoders/config.yaml"}, {1, 1}},   -- 1,101 siblings: the root by the tree API
     }
     for i, f in ipairs(forms) do
       local name, what, want, scan, want_files, api = f[1], f[2], f[3], f[4], f[5], f[6]

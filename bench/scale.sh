@@ -93,7 +93,7 @@ run() {
     echo "scale: $label FAILED:"; echo "$out" | tail -20
   fi
   local shapes
-  shapes=$(echo "$out" | sed -n 's/^scale: backward shapes \([0-9x]*\) \([0-9x]*\) .*/\1 \2/p')
+  shapes=$(echo "$out" | sed -n 's/^scale: backward shapes \([0-9x]*\) \([0-9x]*\) .*/\1 \2/p' | head -1)
   [ -n "$shapes" ] && build/bench/sgemm $shapes | sed 's/^/scale: backward shape: /'
   return 0
 }

@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,13 +229,55 @@ static int large_threads(void) {
     return g_threads;
 }
 
+void ct_sgemm_here(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                   float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
+                ldb, beta, C, ldc);
+}
+
 void ct_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc) {
     int small = (double)M * N * K < (double)(1 << 22), large = large_threads();   // read before any change
     int want = small ? 1 : large;
     if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
-                ldb, beta, C, ldc);
+    ct_sgemm_here(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+typedef struct {
+    void (*fn)(void *arg, int w, int n_workers);
+    void *arg;
+    int w, n;
+} worker;
+
+static void *run_worker(void *p) {
+    worker *k = p;
+    k->fn(k->arg, k->w, k->n);
+    return NULL;
+}
+
+// The BLAS's products on the calling thread only (ct_sgemm_here).
+static void blas_one_thread(void) {
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+void ct_parallel(int max_workers, void (*fn)(void *arg, int w, int n_workers), void *arg) {
+    int n = large_threads();
+    if (n > max_workers) n = max_workers;
+    if (n > CT_MAX_WORKERS) n = CT_MAX_WORKERS;
+    if (n < 1) n = 1;
+    blas_one_thread();   // each worker's products on its own thread
+    worker k[CT_MAX_WORKERS];
+    pthread_t th[CT_MAX_WORKERS];
+    int started = 0;
+    for (int w = 1; w < n; w++) {
+        k[w] = (worker){fn, arg, w, n};
+        if (pthread_create(&th[w], NULL, run_worker, &k[w]) != 0) break;
+        started = w;
+    }
+    // a worker that could not start: its share runs here, after the caller's own
+    fn(arg, 0, n);
+    for (int w = started + 1; w < n; w++) fn(arg, w, n);
+    for (int w = 1; w <= started; w++) pthread_join(th[w], NULL);
 }
 
 void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb) {
@@ -579,14 +622,23 @@ __attribute__((target("avx,f16c"))) static float dot_f16_f16c(const uint8_t *w, 
     return s;
 }
 
-// CPU features, read once (0 / 1; -1 not yet read)
-static int g_avx2 = -1, g_f16c = -1;
+// CPU features, read once (the tile workers of ct_mat_matmul convert on several threads)
+static int g_avx2, g_f16c;
+static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
+
+static void read_cpu(void) {
+    g_avx2 = __builtin_cpu_supports("avx2") != 0;
+    // AVX usable (the OS saves the registers: the builtin checks), then F16C (CPUID 1, ECX bit 29;
+    // clang knows no "f16c" for __builtin_cpu_supports)
+    unsigned a, b, c, d;
+    g_f16c = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
+}
 #endif
 
 // Whether the 8-wide code serves BF16 (AVX2) / F16 (F16C) here.
 static int fast_bf16(void) {
 #ifdef CT_X86_CONVERT
-    if (g_avx2 < 0) g_avx2 = __builtin_cpu_supports("avx2") != 0;
+    pthread_once(&g_cpu_once, read_cpu);
     return g_avx2 && !g_convert_portable;
 #else
     return 0;
@@ -595,11 +647,7 @@ static int fast_bf16(void) {
 
 static int fast_f16(void) {
 #ifdef CT_X86_CONVERT
-    if (g_f16c < 0) {   // AVX usable (the OS saves the registers: the builtin checks), then F16C (CPUID 1, ECX bit 29;
-                        // clang knows no "f16c" for __builtin_cpu_supports)
-        unsigned a, b, c, d;
-        g_f16c = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
-    }
+    pthread_once(&g_cpu_once, read_cpu);
     return g_f16c && !g_convert_portable;
 #else
     return 0;
@@ -677,9 +725,30 @@ static size_t g_tile = CT_MAT_TILE;   // tests: smaller tiles
 
 void ct_mat_tile_limit(size_t floats) { g_tile = floats ? floats : CT_MAT_TILE; }
 
+// Rows of W (N, K) a tile holds: g_tile / K, a multiple of 16 from 16 rows on (whole blocks for
+// the BLAS kernels), at least one row and at most N.
+static int tile_rows(const ct_mat *W) {
+    int64_t r = (int64_t)(g_tile / (size_t)(W->cols > 0 ? W->cols : 1));
+    if (r >= 16) r &= ~(int64_t)15;
+    if (r > W->rows) r = W->rows;
+    return r < 1 ? 1 : (int)r;
+}
+
+// Workers a product shares n tiles among: one a tile, up to the thread count.
+static int tile_workers(int64_t n_tiles) {
+    int w = ct_get_threads();
+    if (w > CT_MAX_WORKERS) w = CT_MAX_WORKERS;
+    return n_tiles < w ? (int)n_tiles : w < 1 ? 1 : w;
+}
+
 size_t ct_mat_tile_floats(const ct_mat *W) {
     if (ct_mat_in_place(W)) return 0;
-    return (size_t)W->cols > g_tile ? (size_t)W->cols : g_tile;
+    return (size_t)tile_rows(W) * (size_t)W->cols;
+}
+
+size_t ct_mat_scratch_floats(const ct_mat *W) {
+    int R = tile_rows(W);
+    return ct_mat_tile_floats(W) * (size_t)tile_workers((W->rows + R - 1) / R);
 }
 
 // acc (8,) += w (n,) * x (n,) lane by lane, n a multiple of 8: ct_matmul's one-row loop
@@ -737,6 +806,47 @@ static void matvec_cols(float *out, const float *x, const ct_mat *W) {
     }
 }
 
+// A product ct_mat_matmul shares out in tiles of R rows of W.
+typedef struct {
+    const ct_mat *W;
+    const float *x;   // (T, K)
+    float *out;       // (T, N)
+    float *tiles;     // (workers, R * K): a tile for each worker
+    int T, N, K, R;
+    atomic_int next;  // the next tile a worker takes
+} tile_job;
+
+typedef void gemm_fn(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                     float beta, float *C, int ldc);
+
+// out[:, n0:n0+r] (T, r) = x (T, K) @ W[n0:n0+r]^T, rows n0 .. n0+r-1 of W converted into tile
+// first; gemm is ct_sgemm or, on a worker, ct_sgemm_here.
+static void tile_product(const tile_job *j, int n0, int r, float *tile, gemm_fn *gemm) {
+    const ct_mat *W = j->W;
+    int T = j->T, N = j->N, K = j->K;
+    if (W->rs == 1 && W->cs != 1) {
+        // columns contiguous: tile (K, r) = S[:, n0:n0+r] of the stored S = W^T (K, N), K
+        // contiguous pieces of r
+        ct_mat S = ct_mat_t(W), blk = ct_mat_cols(&S, n0, r);
+        ct_mat_rows(&blk, 0, K, tile);
+        gemm(0, 0, T, r, K, 1.0f, j->x, K, tile, r, 0.0f, j->out + n0, N);
+    } else {
+        // tile (r, K) = W[n0:n0+r]; out[:, n0:n0+r] (T, r) = x (T, K) @ tile^T
+        ct_mat_rows(W, n0, r, tile);
+        gemm(0, 1, T, r, K, 1.0f, j->x, K, tile, K, 0.0f, j->out + n0, N);
+    }
+}
+
+// Worker w: the next tile not yet taken, until none is left (a worker that gets less of the CPU
+// takes fewer), converted into w's own tile and multiplied on w's own thread.
+static void tile_worker(void *p, int w, int n_workers) {
+    tile_job *j = p;
+    float *tile = j->tiles + (size_t)w * j->R * j->K;
+    for (int64_t n0; (n0 = (int64_t)atomic_fetch_add(&j->next, 1) * j->R) < j->N;)
+        tile_product(j, (int)n0, j->N - n0 < j->R ? j->N - (int)n0 : j->R, tile, ct_sgemm_here);
+    (void)n_workers;
+}
+
 void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, int T, float *tile, size_t tile_n) {
     int N = (int)W->rows, K = (int)W->cols;
     int f32 = W->dtype == CT_DT_F32 && (uintptr_t)W->data % sizeof(float) == 0;
@@ -752,6 +862,9 @@ void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, 
         // same order as in place
         float buf[DOT_PIECE];
         int K8 = K & ~7;
+#ifdef CT_X86_CONVERT
+        int vec_bf16 = W->dtype == CT_DT_BF16 && fast_bf16(), vec_f16 = W->dtype == CT_DT_F16 && fast_f16();
+#endif
         for (int o = 0; o < N; o++) {
             float acc[8] = {0};
             if (f32) {
@@ -762,11 +875,11 @@ void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, 
             }
             const uint8_t *row = W->data + (size_t)o * (size_t)W->rs * es;
 #ifdef CT_X86_CONVERT
-            if (W->dtype == CT_DT_BF16 && fast_bf16()) {
+            if (vec_bf16) {
                 out[o] = dot_bf16_avx2(row, x, K);
                 continue;
             }
-            if (W->dtype == CT_DT_F16 && fast_f16()) {
+            if (vec_f16) {
                 out[o] = dot_f16_f16c(row, x, K);
                 continue;
             }
@@ -792,20 +905,21 @@ void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, 
         ct_sgemm(0, 0, T, N, K, 1.0f, x, K, wf, (int)W->cs, 0.0f, out, N);
     } else {
         CT_ASSERT(tile && tile_n >= (size_t)K);
-        int R = (int)(tile_n / (size_t)K < (size_t)N ? tile_n / (size_t)K : (size_t)N);   // rows of W per tile
-        ct_mat S = ct_mat_t(W);   // (K, N)
-        for (int n0 = 0; n0 < N; n0 += R) {
-            int r = N - n0 < R ? N - n0 : R;
-            if (W->rs == 1 && W->cs != 1) {
-                // columns contiguous: tile (K, r) = S[:, n0:n0+r], K contiguous pieces of r
-                ct_mat blk = ct_mat_cols(&S, n0, r);
-                ct_mat_rows(&blk, 0, K, tile);
-                ct_sgemm(0, 0, T, r, K, 1.0f, x, K, tile, r, 0.0f, out + n0, N);
-            } else {
-                // tile (r, K) = W[n0:n0+r]; out[:, n0:n0+r] (T, r) = x (T, K) @ tile^T
-                ct_mat_rows(W, n0, r, tile);
-                ct_sgemm(0, 1, T, r, K, 1.0f, x, K, tile, K, 0.0f, out + n0, N);
-            }
+        // tiles of R rows (fewer when tile_n holds less than one), shared among as many workers
+        // as tile_n has room for
+        int R = tile_rows(W);
+        if (tile_n < (size_t)R * K) R = (int)(tile_n / (size_t)K);
+        int64_t n_tiles = (N + R - 1) / R;
+        int workers = tile_workers(n_tiles);
+        if ((size_t)workers > tile_n / ((size_t)R * K)) workers = (int)(tile_n / ((size_t)R * K));
+        tile_job j = {W, x, out, tile, T, N, K, R, 0};
+        if (workers > 1) {
+            ct_parallel(workers, tile_worker, &j);
+        } else if (n_tiles > 1) {   // the tiles in turn, each product on this thread as a worker's would be
+            blas_one_thread();
+            for (int n0 = 0; n0 < N; n0 += R) tile_product(&j, n0, N - n0 < R ? N - n0 : R, tile, ct_sgemm_here);
+        } else {   // one tile: one product, on the BLAS's threads when it is large
+            tile_product(&j, 0, N, tile, ct_sgemm);
         }
     }
     if (b)

@@ -115,35 +115,55 @@ void ct_mat_rows(const ct_mat *m, int64_t r0, int64_t n, float *out);
 // (rs == 1) contiguous. Any other matrix is converted a tile at a time.
 int ct_mat_in_place(const ct_mat *m);
 
-// Floats of scratch ct_mat_matmul needs for W: 0 when W is read in place, else room for a tile
-// of rows: max(CT_MAT_TILE, W->cols). ct_mat_tile_limit(n) makes that max(n, W->cols) (tests:
-// one row per tile with n = 1; 0 restores CT_MAT_TILE).
-#define CT_MAT_TILE ((size_t)1 << 20)
+// A tile: CT_MAT_TILE floats (2 MiB) of rows of W (N, K), that is R = CT_MAT_TILE / K rows (a
+// multiple of 16 from 16 on, at least 1, at most N). ct_mat_tile_floats(W) is R K, the floats of
+// one tile (0 when W is read in place); ct_mat_scratch_floats(W) is what ct_mat_matmul wants: a
+// tile for each worker, up to ct_get_threads() of them and one a tile. ct_mat_tile_limit(n) puts
+// n in place of CT_MAT_TILE (tests: one-row tiles with n = 1; 0 restores CT_MAT_TILE).
+// Measured on 2 cores (a bf16 Llama-3.2-1B forward at 16, 64 and 256 positions, GemmaScope and
+// Llama-3.2-1B transcoder sets at 11 and 64): 512K-float tiles beat 1M ones on the model by 10-25%
+// (its K/V projections, one 1M tile each, run on one thread) and are within 6% on the encoders.
+#define CT_MAT_TILE ((size_t)1 << 19)
 size_t ct_mat_tile_floats(const ct_mat *W);
+size_t ct_mat_scratch_floats(const ct_mat *W);
 void ct_mat_tile_limit(size_t floats);
 
 // out (T, N) = x (T, K) @ W^T [+ b (N,)] for W (N, K) of any float dtype: a Linear weight
 // [out, in] as stored (cs == 1), or the transpose of a stored (K, N) (rs == 1: y = x W), or any
-// strides. tile (tile_n floats, at least ct_mat_tile_floats(W); may be NULL when that is 0) is
-// scratch for converted tiles.
+// strides. tile (tile_n floats, at least K; ct_mat_scratch_floats(W) for full speed; may be NULL
+// when ct_mat_tile_floats(W) is 0) is scratch for converted tiles.
 //   - one position, rows or columns contiguous: every element read once (converted in registers
 //     or a piece at a time into a small buffer on the stack) and summed in ct_matmul's order: the
 //     bits ct_matmul gives on a row-major float32 copy of W.
 //   - W read in place, several positions: as ct_matmul (rows contiguous) or one sgemm (columns
 //     contiguous), the same bits as those.
-//   - otherwise: tiles of tile_n / K rows of W converted into tile, one sgemm per tile (each
-//     output sums over all of K; only how OpenBLAS blocks a smaller product can change the
-//     float32 summation order).
+//   - otherwise: tiles of R rows of W (fewer when tile_n holds less than one tile), each
+//     converted into a worker's part of tile and multiplied by one sgemm on that worker's thread
+//     (ct_parallel: as many workers as tile_n has room for, up to ct_get_threads() and the number
+//     of tiles; each takes the next tile not yet taken). Each output sums over all of K in a
+//     product of a shape fixed by W alone, on one thread, so the bits do not depend on the thread
+//     count; only how OpenBLAS blocks a smaller product can change the float32 summation order.
+//     A W of one tile is one ct_sgemm (on the BLAS's threads when large).
 void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, int T, float *tile, size_t tile_n);
 
 // ----------------------------------------------------------------------------
 // Kernels (contiguous float arrays)
 
 // C (M, N) = alpha op(A) op(B) + beta C, row-major; ta/tb transpose A (M, K) / B (K, N) as
-// stored. Small products run on one BLAS thread: waking the pool costs more than they do
-// (the result does not depend on the thread count).
+// stored. Small products run on one BLAS thread: waking the pool costs more than they do. The
+// bits of a larger one can depend on the thread count (OpenBLAS 0.3.21, Haswell kernels: at
+// (16, 2048, 2048) half the outputs differ in their last bits between 1 and 2 threads).
 void ct_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
+// Runs fn(arg, w, n_workers) for w = 0 .. n_workers-1 on n_workers threads (the caller's among
+// them; n_workers = ct_get_threads(), at most max_workers and CT_MAX_WORKERS), each with the BLAS
+// kept to its own thread: worker w does its share of the work with ct_sgemm_here. Returns after
+// every worker has.
+#define CT_MAX_WORKERS 16
+void ct_parallel(int max_workers, void (*fn)(void *arg, int w, int n_workers), void *arg);
+// As ct_sgemm, on the calling thread only: for the workers of ct_parallel.
+void ct_sgemm_here(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                   float beta, float *C, int ldc);
 // B (M, N) = A^T B in place, A (M, M) lower triangular (row-major, leading dimension lda).
 void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb);
 // out (T, n_out) = x (T, n_in) @ w (n_out, n_in)^T [+ b (n_out,)]

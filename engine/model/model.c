@@ -291,12 +291,12 @@ static int grow(float **p, size_t *cap, size_t n) {
 static int grow_tile(ct_model *m) {
     size_t n = 0;
     const ct_mat *top[] = {&m->lm_head};
-    for (size_t i = 0; i < sizeof top / sizeof *top; i++) n = n > ct_mat_tile_floats(top[i]) ? n : ct_mat_tile_floats(top[i]);
+    for (size_t i = 0; i < sizeof top / sizeof *top; i++) n = n > ct_mat_scratch_floats(top[i]) ? n : ct_mat_scratch_floats(top[i]);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const ct_layer *w = &m->layers[l];
         const ct_mat *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
         for (size_t i = 0; i < sizeof mats / sizeof *mats; i++)
-            if (mats[i]->data && ct_mat_tile_floats(mats[i]) > n) n = ct_mat_tile_floats(mats[i]);
+            if (mats[i]->data && ct_mat_scratch_floats(mats[i]) > n) n = ct_mat_scratch_floats(mats[i]);
     }
     return grow(&m->scratch.tile, &m->scratch.tile_n, n);
 }

@@ -83,8 +83,8 @@ typedef struct {
     size_t pack_n;    // floats in pack
     float *mlp;       // ct_model_mlp: gate (T, F) and up (T, F)
     size_t mlp_n;     // floats in mlp
-    float *tile;      // weights converted to float32 a tile at a time (ct_mat_matmul), shared by the
-                      // pass and ct_model_mlp (no product runs inside another)
+    float *tile;      // weights converted to float32 a tile at a time (ct_mat_matmul: a tile for each
+                      // thread), shared by the pass and ct_model_mlp (no product runs inside another)
     size_t tile_n;    // floats in tile
     void *probs;      // (V,) probability and index pairs for top-p, or NULL
     size_t probs_n;   // pairs in probs

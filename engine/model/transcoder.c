@@ -679,9 +679,10 @@ ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int 
     if (!buf) return CT_OK;
     // the whole encoder is read: its pages mapped in one call (nothing to do when they are)
     if (!L->W_enc_owned) ct_map_advise(W->data, mat_extent(W), CT_ADVISE_POPULATE);
-    // buf (T, F) = x (T, D) @ W_enc (F, D)^T + b_enc, W_enc as stored (converted a tile at a time
-    // into scratch when it is not aligned float32)
-    size_t tile_n = ct_mat_tile_floats(W);
+    // buf (T, F) = x (T, D) @ W_enc (F, D)^T + b_enc, W_enc as stored: converted a tile at a time
+    // into scratch when it is not aligned float32 (tiles shared among the threads), except for one
+    // position (each row converted as it is read)
+    size_t tile_n = T > 1 ? ct_mat_scratch_floats(W) : 0;
     float *tile = tile_n ? malloc(sizeof(float) * tile_n) : NULL;
     if (tile_n && !tile) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for encoder tiles of %zu floats", tile_n);
     ct_mat_matmul(buf, x, W, L->b_enc, T, tile, tile_n);

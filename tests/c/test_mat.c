@@ -6,7 +6,8 @@
 // Tolerance: the float32 rounding bound of a K-term dot product, K 2^-24 sum |w x| (plus one
 // rounding of the bias), whatever order the terms are added in; a wrong element is off by
 // O(|w x|). Bit for bit: F32 read in place is ct_matmul, and one position on a half-precision
-// matrix sums in ct_matmul's order (the same bits as ct_matmul on the converted matrix).
+// matrix sums in ct_matmul's order (the same bits as ct_matmul on the converted matrix); tiles
+// shared among 1, 2 or 3 threads give the bits of one.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -242,22 +243,66 @@ static void check_bits(void) {
             W = make_mat(&buf, vals, half[h], LAY_ROWS, N, K, h);
             ct_mat_matmul(a, x, &W, b, 1, NULL, 0);   // one position needs no tile
             ct_matmul(c, x, vals, b, 1, K, N);
-            ok(memcmp(a, c, sizeof(float) * N) == 0 && ct_mat_tile_floats(&W) == CT_MAT_TILE,
+            ok(memcmp(a, c, sizeof(float) * N) == 0 && ct_mat_tile_floats(&W) == (size_t)N * K,
                "%s, one position, %s: each row converted as it is read gives ct_matmul's bits on the converted "
-               "matrix; several positions need a tile of %zu floats", ct_dtype_name(half[h]),
-               portable ? "portable code (pieces on the stack)" : "fast code (in registers where the CPU can)",
-               (size_t)CT_MAT_TILE);
+               "matrix; several positions need a tile, here the whole (%d, %d) matrix", ct_dtype_name(half[h]),
+               portable ? "portable code (pieces on the stack)" : "fast code (in registers where the CPU can)", N, K);
             free(buf);
         }
     ct_convert_portable(0);
     ct_mat big = {NULL, CT_DT_BF16, 4, CT_MAT_TILE + 5, CT_MAT_TILE + 5, 1};
+    ct_mat wide = {NULL, CT_DT_BF16, 100000, 1000, 1000, 1};   // 524 rows a tile: 512, a multiple of 16
     ct_mat_tile_limit(1);
     size_t small = ct_mat_tile_floats(&W);
     ct_mat_tile_limit(0);
-    ok(ct_mat_tile_floats(&big) == CT_MAT_TILE + 5 && small == K,
-       "a tile holds at least one row (%zu floats for rows of %zu); ct_mat_tile_limit(1) gives one-row tiles (%zu)",
-       ct_mat_tile_floats(&big), (size_t)CT_MAT_TILE + 5, small);
+    ok(ct_mat_tile_floats(&big) == CT_MAT_TILE + 5 && small == K && ct_mat_tile_floats(&wide) == 512 * 1000,
+       "a tile holds at least one row (%zu floats for rows of %zu), else whole blocks of 16 rows (%zu floats for rows "
+       "of 1000); ct_mat_tile_limit(1) gives one-row tiles (%zu)", ct_mat_tile_floats(&big), (size_t)CT_MAT_TILE + 5,
+       ct_mat_tile_floats(&wide), small);
+    int n0 = ct_get_threads();
+    ct_set_threads(3);
+    size_t three = ct_mat_scratch_floats(&wide);
+    ct_set_threads(n0);
+    ct_mat square = {NULL, CT_DT_BF16, 500, 1000, 1000, 1};   // one tile
+    ok(three == 3 * ct_mat_tile_floats(&wide) && ct_mat_scratch_floats(&square) == 500 * 1000,
+       "scratch: a tile for each worker (3 threads, 196 tiles: 3 tiles), no more workers than tiles (1 tile: 1)");
     free(vals), free(x);
+}
+
+// Tiles shared among workers: the same bits on 1, 2 and 3 threads, and with scratch for fewer
+// workers than threads, for both stored layouts and half-precision and unaligned F32 data. Each
+// tile's product (64, 128, 512) is large enough for ct_sgemm to use the BLAS's threads.
+static void check_threads(void) {
+    enum { N = 600, K = 512, T = 64 };
+    float *vals = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * T * K);
+    float *a = malloc(sizeof(float) * T * N), *c = malloc(sizeof(float) * T * N);
+    for (int i = 0; i < T * K; i++) x[i] = frand();
+    const ct_dtype dts[3] = {CT_DT_BF16, CT_DT_F16, CT_DT_F32};
+    int n0 = ct_get_threads(), same = 1, cases = 0;
+    ct_mat_tile_limit(128 * K);   // 128 rows a tile: 5 tiles, the last partial
+    for (int d = 0; d < 3; d++)
+        for (int lay = 0; lay < N_LAYOUTS; lay += 2) {   // rows contiguous, transposed view
+            uint8_t *buf;
+            ct_mat W = make_mat(&buf, vals, dts[d], (layout)lay, N, K, dts[d] == CT_DT_F32 ? 2 : 0);
+            size_t one = ct_mat_tile_floats(&W);
+            float *tile = malloc(sizeof(float) * 3 * one);
+            ct_set_threads(1);
+            ct_mat_matmul(c, x, &W, NULL, T, tile, one);
+            for (int th = 1; th <= 3; th++)
+                for (int room = 1; room <= th; room++) {
+                    ct_set_threads(th);
+                    for (int i = 0; i < T * N; i++) a[i] = NAN;
+                    ct_mat_matmul(a, x, &W, NULL, T, tile, room * one);
+                    same = same && memcmp(a, c, sizeof(float) * T * N) == 0;
+                    cases++;
+                }
+            free(tile), free(buf);
+        }
+    ct_mat_tile_limit(0);
+    ct_set_threads(n0);
+    ok(same, "%d products (BF16, F16, unaligned F32; rows contiguous and transposed; 5 tiles on 1, 2 and 3 threads, "
+       "scratch for 1 to 3 workers): the bits of one thread", cases);
+    free(vals), free(x), free(a), free(c);
 }
 
 // Views: the transpose and a column block address the same elements.
@@ -280,5 +325,6 @@ int main(void) {
     check_views();
     check_products();
     check_bits();
+    check_threads();
     return check_done();
 }

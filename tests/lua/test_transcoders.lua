@@ -11,7 +11,8 @@
 -- BLAS kernels the CPU gets (worst seen 2.2e-6; 120 terms bound the error near 7e-6). Encoder
 -- rows equal the file's values exactly (conversion to float32 is exact). Loading keeps every
 -- encoder and decoder in its file: the engine's allocations grow by the set's vectors (biases,
--- thresholds, skip matrices) and nothing more. An npz member with one flipped byte is refused.
+-- thresholds, skip matrices) and nothing more; the wide encoders give the same bits on 1 and 3
+-- threads. An npz member with one flipped byte is refused.
 package.path = "tests/lua/?.lua;" .. package.path
 local t = require "tap"
 local ct = require "ctrace"
@@ -109,6 +110,16 @@ for _, c in ipairs(cases) do
       end
     end
     t.ok(rows_exact, name .. ": encoder rows equal the file's values")
+    if name:match("^wide") then   -- the tiles shared among 1 or 3 threads: the same bits
+      local n0, same = ct.threads(), true
+      ct.threads(1)
+      local p1 = tc:encode(0, inputs[1])
+      ct.threads(3)
+      local p3 = tc:encode(0, inputs[1])
+      ct.threads(n0)
+      for i = 1, p1:size(1) do for j = 1, p1:size(2) do same = same and p1:get(i, j) == p3:get(i, j) end end
+      t.ok(same, name .. ": encoding on 1 and on 3 threads gives the same bits")
+    end
     local rec = tc:reconstruct(inputs)
     for l = 0, L - 1 do worst.rec = math.max(worst.rec, maxdiff(rec[l + 1], want["recon_" .. l])) end
     t.ok(worst.enc <= 4e-6, string.format("%s: encode (pre and activations) matches numpy, max diff %.2g", name, worst.enc))

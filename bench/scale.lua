@@ -8,8 +8,9 @@
 --     GRAPH_DIR            where the graph files go (default: a directory under /tmp)
 --     --tokens N           the prompt's tokens repeated (after BOS) to exactly N tokens
 --     --gflops X           the sgemm rate measured in the same run, to state the multiply-add bound
---     --bandwidth X        the copy bandwidth (GB/s) measured in the same run, to state the bound it
---                          sets on generation (the weight bytes a token reads over X)
+--     --bandwidth X        the rate (GB/s) all threads read memory at, measured in the same run
+--                          (bench/sgemm read), to state the bound it sets on generation (the
+--                          weight bytes a token reads over X)
 --     --quick              the graph only: no graph files, interventions or generation
 --   ctrace bench/scale.lua --json GRAPH.safetensors OUT.json
 --     writes the JSON of a saved full graph with every node kept, and the anonymous memory that
@@ -85,8 +86,8 @@ local info = g:info()
 print(string.format("scale: attribute %.2f s = setup %.2f + logit rows %.2f + feature rows %.2f + graph %.2f; "
                     .. "%d tokens, %d active features, %d rows in %d batches of %d", t_attr, st.setup_s, st.logits_s,
                     st.features_s, st.graph_s, info.n_pos, st.n_active, st.n_rows, st.n_batches, st.batch_size))
-print(string.format("scale: backward %.2f s, %.1f GFLOP, %.1f GFLOP/s%s", st.backward_s, st.backward_flops / 1e9,
-                    st.backward_flops / 1e9 / st.backward_s,
+print(string.format("scale: backward %.2f s (%.2f s in sgemm), %.1f GFLOP, %.1f GFLOP/s%s", st.backward_s,
+                    st.backward_gemm_s, st.backward_flops / 1e9, st.backward_flops / 1e9 / st.backward_s,
                     gflops and string.format(" = %.0f%% of sgemm (%.1f GFLOP/s)", 100 * st.backward_flops / 1e9 / st.backward_s / gflops, gflops) or ""))
 -- multiply-adds of the whole graph: the clean forward (weights times positions, attention
 -- scores), encoding every layer, and the backward passes
@@ -153,7 +154,7 @@ m:generate(ids, {max_tokens = n_gen + 1, temperature = 0, stop_at_eos = false})
 local t_gen = clock() - a - t_one
 print(string.format("scale: generation %.2f tokens/s (%d tokens after the %d-token prompt's pass); %.2f GB of %s weights "
                     .. "a token%s", n_gen / t_gen, n_gen, T, cfg.step_bytes / 1e9, cfg.dtype,
-                    bandwidth and string.format(": at the copy bandwidth's %.1f GB/s at most %.2f tokens/s", bandwidth,
+                    bandwidth and string.format(": at the read bandwidth's %.1f GB/s at most %.2f tokens/s", bandwidth,
                                                 bandwidth * 1e9 / cfg.step_bytes) or ""))
 mem("at the end")
 print(string.format("scale: total %.2f s from script start", clock() - t0))

@@ -65,10 +65,10 @@ $PY bench/measure.py --mem 1 -- true > /dev/null 2>&1 || {
 
 echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB," \
      "OpenBLAS kernels: ${OPENBLAS_CORETYPE:-as detected}; disk free in $dir: $(df -h "$dir" | awk 'NR == 2 {print $4}')"
-sg=$(build/bench/sgemm 1024x1024x1024 copy)
+sg=$(build/bench/sgemm 1024x1024x1024 read)
 echo "$sg"
 gflops=$(echo "$sg" | awk '/^sgemm/ {print $7}')
-bandwidth=$(echo "$sg" | awk '/^copy/ {print $2}')
+bandwidth=$(echo "$sg" | awk '/^read/ {print $2}')
 
 # build TARGET...: the replica files, timed; fails (and the target is skipped) when they cannot be made
 build() {
@@ -154,7 +154,7 @@ for t in "${targets[@]}"; do
       rm -rf "$dir/graphs"
       echo "## edges of the Dallas graph against frozen perturbations of the model (bench/edges.c)"
       build/bench/edges "$(snapshot google--gemma-2-2b)" "$(snapshot mwhanna--gemma-scope-transcoders)" "$DALLAS" |
-        grep -v '^ok' | sed 's/^/scale: edges: /' || true
+        sed 's/^/scale: edges: /' || true
       run "gemma-2-2b + GemmaScope PLTs, Dallas, 10 GiB" 10 google/gemma-2-2b gemma "$DALLAS" --quick
       RUNS=1 run "gemma-2-2b + GemmaScope PLTs, 64 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 64 --quick
       RUNS=1 run "gemma-2-2b + GemmaScope PLTs, 256 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 256 --quick

@@ -250,6 +250,7 @@ static int l_rm_attribute(lua_State *L) {
 #define F(k, v) (lua_pushnumber(L, (lua_Number)(v)), lua_setfield(L, -2, k))
     F("setup_s", stats.setup_s), F("logits_s", stats.logits_s), F("features_s", stats.features_s);
     F("ranking_s", stats.ranking_s), F("graph_s", stats.graph_s), F("backward_s", stats.backward_s);
+    F("backward_gemm_s", stats.backward_gemm_s);
     F("backward_flops", stats.backward_flops), F("n_rows", stats.n_rows), F("n_batches", stats.n_batches);
     F("batch_size", stats.batch_size), F("row_bytes", stats.row_bytes), F("n_active", stats.n_active);
 #undef F

@@ -781,12 +781,13 @@ static void axpy_block(float *restrict a, const float *restrict s, float xi, int
 // stored by rows, cs apart), reading S's rows in order for a block of outputs at a time. Each
 // output gets the partial sums of ct_matmul's one-row loop (acc[i % 8] over i), added in its
 // order, then the trailing products: the bits ct_matmul gives on W as a row-major copy.
-static void matvec_cols(float *out, const float *x, const ct_mat *W) {
-    int N = (int)W->rows, K = (int)W->cols, K8 = K & ~7;
+// Outputs o_begin .. o_end-1 only (o_begin a multiple of COL_BLOCK).
+static void matvec_cols(float *out, const float *x, const ct_mat *W, int o_begin, int o_end) {
+    int N = o_end, K = (int)W->cols, K8 = K & ~7;
     size_t es = ct_dtype_size(W->dtype);
     int f32 = W->dtype == CT_DT_F32 && (uintptr_t)W->data % sizeof(float) == 0;
     float acc[8][COL_BLOCK], buf[COL_BLOCK];   // (8, COL_BLOCK) partial sums, (COL_BLOCK,) a converted piece
-    for (int o0 = 0; o0 < N; o0 += COL_BLOCK) {
+    for (int o0 = o_begin; o0 < N; o0 += COL_BLOCK) {
         int nb = N - o0 < COL_BLOCK ? N - o0 : COL_BLOCK;
         memset(acc, 0, sizeof acc);
         float *o = out + o0;
@@ -803,6 +804,72 @@ static void matvec_cols(float *out, const float *x, const ct_mat *W) {
         if (K8 == K)
             for (int c = 0; c < nb; c++)
                 o[c] = ((acc[0][c] + acc[1][c]) + (acc[2][c] + acc[3][c])) + ((acc[4][c] + acc[5][c]) + (acc[6][c] + acc[7][c]));
+    }
+}
+
+// out (N,) = W (N, K) @ x (K,) for W with rows contiguous (cs == 1), outputs o_begin .. o_end-1:
+// each row read once, a half-precision row converted in registers (AVX2 / F16C) or a piece at a
+// time into buf (L1-resident), and summed in ct_matmul's order.
+static void matvec_rows(float *out, const float *x, const ct_mat *W, int o_begin, int o_end) {
+    int K = (int)W->cols;
+    int f32 = W->dtype == CT_DT_F32 && (uintptr_t)W->data % sizeof(float) == 0;
+    const float *wf = (const float *)(const void *)W->data;
+    size_t es = ct_dtype_size(W->dtype);
+    float buf[DOT_PIECE];
+    int K8 = K & ~7;
+#ifdef CT_X86_CONVERT
+    int vec_bf16 = W->dtype == CT_DT_BF16 && fast_bf16(), vec_f16 = W->dtype == CT_DT_F16 && fast_f16();
+#endif
+    for (int o = o_begin; o < o_end; o++) {
+        float acc[8] = {0};
+        if (f32) {
+            const float *row = wf + (size_t)o * (size_t)W->rs;
+            dot8(acc, row, x, K8);
+            out[o] = dot8_finish(acc, row + K8, x + K8, K - K8);
+            continue;
+        }
+        const uint8_t *row = W->data + (size_t)o * (size_t)W->rs * es;
+#ifdef CT_X86_CONVERT
+        if (vec_bf16) {
+            out[o] = dot_bf16_avx2(row, x, K);
+            continue;
+        }
+        if (vec_f16) {
+            out[o] = dot_f16_f16c(row, x, K);
+            continue;
+        }
+#endif
+        for (int i = 0; i < K; i += DOT_PIECE) {
+            int n = K - i < DOT_PIECE ? K - i : DOT_PIECE;
+            ct_to_f32(buf, row + (size_t)i * es, W->dtype, (size_t)n);
+            if (i + n < K) {
+                dot8(acc, buf, x + i, n);
+            } else {   // the last piece: whole blocks of 8, then the tail
+                int n8 = n & ~7;
+                dot8(acc, buf, x + i, n8);
+                out[o] = dot8_finish(acc, buf + n8, x + i + n8, n - n8);
+            }
+        }
+    }
+}
+
+// One position's product shared among the threads: worker w computes a contiguous range of
+// outputs (whole column blocks when W's columns are contiguous). Each output is computed as on
+// one thread, so the bits do not depend on the thread count.
+typedef struct {
+    float *out;
+    const float *x;
+    const ct_mat *W;
+} matvec_job;
+
+static void matvec_worker(void *p, int w, int n_workers) {
+    const matvec_job *j = p;
+    int64_t N = j->W->rows;
+    if (j->W->cs == 1) {
+        matvec_rows(j->out, j->x, j->W, (int)(N * w / n_workers), (int)(N * (w + 1) / n_workers));
+    } else {
+        int64_t blocks = (N + COL_BLOCK - 1) / COL_BLOCK, b0 = blocks * w / n_workers, b1 = blocks * (w + 1) / n_workers;
+        matvec_cols(j->out, j->x, j->W, (int)(b0 * COL_BLOCK), (int)(b1 * COL_BLOCK < N ? b1 * COL_BLOCK : N));
     }
 }
 
@@ -852,52 +919,17 @@ void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, 
     int f32 = W->dtype == CT_DT_F32 && (uintptr_t)W->data % sizeof(float) == 0;
     const float *wf = (const float *)(const void *)W->data;
     size_t es = ct_dtype_size(W->dtype);
-    if (f32 && W->cs == 1 && W->rs == K) {
+    if (f32 && W->cs == 1 && W->rs == K && T > 1) {
         ct_matmul(out, x, wf, b, T, K, N);
         return;
     }
-    if (T == 1 && W->cs == 1) {
-        // out (N,) = W (N, K) @ x (K,), each row read once; a half-precision row is converted in
-        // registers (AVX2 / F16C) or a piece at a time into buf (L1-resident), and summed in the
-        // same order as in place
-        float buf[DOT_PIECE];
-        int K8 = K & ~7;
-#ifdef CT_X86_CONVERT
-        int vec_bf16 = W->dtype == CT_DT_BF16 && fast_bf16(), vec_f16 = W->dtype == CT_DT_F16 && fast_f16();
-#endif
-        for (int o = 0; o < N; o++) {
-            float acc[8] = {0};
-            if (f32) {
-                const float *row = wf + (size_t)o * (size_t)W->rs;
-                dot8(acc, row, x, K8);
-                out[o] = dot8_finish(acc, row + K8, x + K8, K - K8);
-                continue;
-            }
-            const uint8_t *row = W->data + (size_t)o * (size_t)W->rs * es;
-#ifdef CT_X86_CONVERT
-            if (vec_bf16) {
-                out[o] = dot_bf16_avx2(row, x, K);
-                continue;
-            }
-            if (vec_f16) {
-                out[o] = dot_f16_f16c(row, x, K);
-                continue;
-            }
-#endif
-            for (int i = 0; i < K; i += DOT_PIECE) {
-                int n = K - i < DOT_PIECE ? K - i : DOT_PIECE;
-                ct_to_f32(buf, row + (size_t)i * es, W->dtype, (size_t)n);
-                if (i + n < K) {
-                    dot8(acc, buf, x + i, n);
-                } else {   // the last piece: whole blocks of 8, then the tail
-                    int n8 = n & ~7;
-                    dot8(acc, buf, x + i, n8);
-                    out[o] = dot8_finish(acc, buf + n8, x + i + n8, n - n8);
-                }
-            }
-        }
-    } else if (T == 1 && W->rs == 1) {
-        matvec_cols(out, x, W);
+    if (T == 1 && (W->cs == 1 || W->rs == 1)) {
+        // out (N,) = W (N, K) @ x (K,): every element read once, in ct_matmul's order
+        matvec_job j = {out, x, W};
+        if ((size_t)N * (size_t)K * es >= CT_MATVEC_SHARED && ct_get_threads() > 1)
+            ct_parallel(CT_MAX_WORKERS, matvec_worker, &j);
+        else
+            matvec_worker(&j, 0, 1);
     } else if (f32 && W->cs == 1) {
         ct_sgemm(0, 1, T, N, K, 1.0f, x, K, wf, (int)W->rs, 0.0f, out, N);
     } else if (f32 && W->rs == 1) {

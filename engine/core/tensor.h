@@ -134,7 +134,8 @@ void ct_mat_tile_limit(size_t floats);
 // when ct_mat_tile_floats(W) is 0) is scratch for converted tiles.
 //   - one position, rows or columns contiguous: every element read once (converted in registers
 //     or a piece at a time into a small buffer on the stack) and summed in ct_matmul's order: the
-//     bits ct_matmul gives on a row-major float32 copy of W.
+//     bits ct_matmul gives on a row-major float32 copy of W. From CT_MATVEC_SHARED bytes of W on,
+//     the outputs are split into one range per thread (ct_parallel): the same bits.
 //   - W read in place, several positions: as ct_matmul (rows contiguous) or one sgemm (columns
 //     contiguous), the same bits as those.
 //   - otherwise: tiles of R rows of W (fewer when tile_n holds less than one tile), each
@@ -145,6 +146,10 @@ void ct_mat_tile_limit(size_t floats);
 //     count; only how OpenBLAS blocks a smaller product can change the float32 summation order.
 //     A W of one tile is one ct_sgemm (on the BLAS's threads when large).
 void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, int T, float *tile, size_t tile_n);
+// Weight bytes from which one position's product is shared among the threads (generation reads
+// every weight once a token: one thread alone does not reach the memory's bandwidth; a pass over
+// 4 MiB takes about 0.3 ms, starting a thread some 30 us).
+#define CT_MATVEC_SHARED ((size_t)4 << 20)
 
 // ----------------------------------------------------------------------------
 // Kernels (contiguous float arrays)

@@ -333,6 +333,8 @@ typedef struct {
     int embed_scale_sqrt_d;       // embeddings times sqrt(d_model) (Gemma)
     const char *attn_scalar;      // key: attention scale = value^-1/2 (Gemma); NULL: 1/sqrt(head_dim)
     const char *attn_softcap, *final_softcap;   // keys of the logit softcaps (NULL: none)
+    double attn_softcap_def, final_softcap_def; // the softcaps when the config does not say (a null
+                                                // value in the config: none)
     const char *sliding_window;   // key of the attention window of the sliding layers (NULL: none)
     int sliding_window_def;       // the window when the config does not say
     int sliding_pattern;          // without layer_types, layer i slides iff (i + 1) % pattern != 0
@@ -412,6 +414,8 @@ static const hf_family hf_families[] = {
         .act_names = {"gelu_pytorch_tanh"}, .tied = 1, .embed_scale_sqrt_d = 1, .attn_scalar = "query_pre_attn_scalar",
         .attn_softcap = "attn_logit_softcapping", .final_softcap = "final_logit_softcapping",
         .sliding_window = "sliding_window", .sliding_pattern = 2, .optional_biases = 1,
+        // Gemma2Config's defaults for keys a config leaves out
+        .attn_scalar_def = 256, .attn_softcap_def = 50.0, .final_softcap_def = 30.0, .sliding_window_def = 4096,
         .w = {
             LLAMA_NAMES,
             .post_attn_w = LAYER "post_attention_layernorm.weight", .ln2_w = LAYER "pre_feedforward_layernorm.weight",
@@ -573,6 +577,9 @@ static int json_token_id(const cJSON *o, const char *key, int def) {
 // json_int / json_num with a key the family may lack (NULL: the default).
 static int key_int(const cJSON *o, const char *key, int def) { return key ? json_int(o, key, def) : def; }
 static double key_num(const cJSON *o, const char *key, double def) { return key ? json_num(o, key, def) : def; }
+// Whether the key is there with a null value: "none" (0) for softcaps and windows, as transformers
+// reads None, where a missing key takes the family's default.
+static int key_null(const cJSON *o, const char *key) { return key && cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, key)); }
 
 // One RoPE specification (rope_scaling, or an entry of rope_parameters: rope_type, factor,
 // rope_theta) for the full-attention layers or (local) the sliding layers' own base. Types:
@@ -665,9 +672,9 @@ static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *
     c->attn_scale = c->head_dim > 0 ? 1.0f / sqrtf((float)c->head_dim) : 0;
     if (f->attn_scalar)
         c->attn_scale = (float)(1.0 / sqrt(json_num(t, f->attn_scalar, f->attn_scalar_def > 0 ? f->attn_scalar_def : c->head_dim)));
-    c->attn_softcap = (float)key_num(t, f->attn_softcap, 0.0);
-    c->final_softcap = (float)key_num(t, f->final_softcap, 0.0);
-    c->sliding_window = key_int(t, f->sliding_window, f->sliding_window_def);
+    c->attn_softcap = key_null(t, f->attn_softcap) ? 0.0f : (float)key_num(t, f->attn_softcap, f->attn_softcap_def);
+    c->final_softcap = key_null(t, f->final_softcap) ? 0.0f : (float)key_num(t, f->final_softcap, f->final_softcap_def);
+    c->sliding_window = key_null(t, f->sliding_window) ? 0 : key_int(t, f->sliding_window, f->sliding_window_def);
     if (json_bool(t, "use_bidirectional_attention", 0))
         return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: use_bidirectional_attention (an embedding model); "
                        "expected a causal language model", dir);

@@ -27,6 +27,7 @@ typedef struct {
 typedef struct {
     double setup_s, logits_s, features_s, ranking_s, graph_s;   // wall-clock seconds per phase
     double backward_s, backward_flops;   // inside the backward passes (logit and feature rows)
+    double backward_gemm_s;              // ... of which in sgemm
     int64_t n_active, n_rows, n_batches;
     int batch_size;                      // rows per backward pass (the option, or fewer to fit memory)
     int spilled;                         // rows kept in a file rather than memory
@@ -59,5 +60,8 @@ void ct_attr_opts_default(ct_attr_opts *o);
 // it before the graph is built when it is more than a quarter of o->memory_limit, to leave the
 // graph its room).
 ct_status ct_attribute(ct_graph **out, ct_replacement *r, const int *tokens, int T, const ct_attr_opts *o, ct_err *err);
+// Rows a backward pass gathers for one product (1024; tests: fewer, to cross the packs' seams; 0
+// restores the default).
+void ct_attr_pack_limit(int rows);
 
 #endif

@@ -4,7 +4,8 @@
 // |edge|. Tiny random models of every family with per-layer (ReLU, JumpReLU, TopK; with and
 // without skip) and cross-layer transcoders, among them TopK sets whose active features are mostly
 // negative (circuit-tracer's TopK keeps them as they are), with weights stored F32, BF16 and F16
-// (those read a tile at a time; some cases with one-row tiles), then stories260K with its default
+// (those read a tile at a time; some cases with one-row tiles and the backward's live rows
+// multiplied 5 at a time), then stories260K with its default
 // transcoders.
 #include <stdlib.h>
 #include <string.h>
@@ -66,9 +67,10 @@ int main(void) {
         snprintf(mdir, sizeof mdir, "%s/%s-%s", tmp, k->arch, ct_dtype_name(dt));
         snprintf(tdir, sizeof tdir, "%s/tc%zu", tmp, c);
         snprintf(name, sizeof name, "%s %s %s %s%s %s->%s%s%s", k->arch, ct_dtype_name(dt), k->clt ? "CLT" : "PLT", k->act,
-                 k->skip ? "+skip" : "", k->in, k->out, k->small_tiles ? ", one-row tiles" : "",
+                 k->skip ? "+skip" : "", k->in, k->out, k->small_tiles ? ", one-row tiles, products of 5 rows" : "",
                  k->enc == TC_ENC_GS2 ? ", encoders (D, F)" : k->enc == TC_ENC_BF16 ? ", encoders bf16" : "");
         ct_mat_tile_limit(k->small_tiles ? 1 : 0);
+        ct_attr_pack_limit(k->small_tiles ? 5 : 0);
         make_family(mdir, k->arch, dt);
         make_transcoders_enc(tdir, family_width(k->arch), k->clt, k->act, k->skip, k->in, k->out, k->enc);
         ct_model *m = NULL;
@@ -92,6 +94,7 @@ int main(void) {
         ct_model_free(m);
     }
     ct_mat_tile_limit(0);
+    ct_attr_pack_limit(0);
 
     // stories260K with its default transcoders: real weights
     const char *models = getenv("CTRACE_MODELS") ? getenv("CTRACE_MODELS") : "../shared/models";

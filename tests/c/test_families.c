@@ -303,6 +303,35 @@ static void check_gemma3_config_errors(const char *tmp) {
     ct_model_free(m);
 }
 
+// Gemma-2 keys a config leaves out take Gemma2Config's defaults (softcaps 50 and 30, window 4096,
+// query_pre_attn_scalar 256); a null value means none, as transformers reads None.
+static void check_gemma2_defaults(const char *tmp) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/Gemma2ForCausalLM-F32", tmp);
+#define G2 "{\"architectures\": [\"Gemma2ForCausalLM\"], \"hidden_size\": 16, \"intermediate_size\": 32, " \
+           "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 4, " \
+           "\"vocab_size\": 40"
+    static const struct { const char *json; float attn, final, scale; int window; } cases[] = {
+        {G2 "}", 50.0f, 30.0f, 0.0625f, 4096},
+        {G2 ", \"attn_logit_softcapping\": null, \"final_logit_softcapping\": null, \"sliding_window\": null}", 0, 0,
+         0.0625f, 0},
+        {G2 ", \"attn_logit_softcapping\": 20, \"sliding_window\": 7, \"query_pre_attn_scalar\": 4}", 20.0f, 30.0f, 0.5f, 7},
+    };
+#undef G2
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ct_model *m = NULL;
+        ct_err err = {0};
+        ct_status rc = ct_model_load_hf_config(NULL, &m, dir, cases[i].json, strlen(cases[i].json), &err);
+        const ct_config *c = rc ? NULL : &m->cfg;
+        ok(c && c->attn_softcap == cases[i].attn && c->final_softcap == cases[i].final && c->attn_scale == cases[i].scale &&
+           c->sliding_window == cases[i].window,
+           "Gemma-2 config %zu: softcaps %g / %g, attention scale %g, window %d (expected %g / %g, %g, %d)%s%s", i,
+           c ? c->attn_softcap : -1, c ? c->final_softcap : -1, c ? c->attn_scale : -1, c ? c->sliding_window : -1,
+           cases[i].attn, cases[i].final, cases[i].scale, cases[i].window, rc ? ": " : "", rc ? err.msg : "");
+        ct_model_free(m);
+    }
+}
+
 // The name a model goes by (circuit-tracer's Gemma-3 -it rule reads it): a Hub snapshot's repository,
 // else the last component of the path.
 static void check_model_names(void) {
@@ -451,6 +480,7 @@ int main(void) {
     for (int a = 0; a < 6; a++)
         for (int k = 0; k < 3; k++) check_family(tmp, archs[a], dts[k]);
     check_gemma3_config_errors(tmp);
+    check_gemma2_defaults(tmp);
     check_model_names();
     check_llama2c_as_hf(tmp);
     check_long_attention();

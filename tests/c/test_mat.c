@@ -303,6 +303,37 @@ static void check_threads(void) {
     ok(same, "%d products (BF16, F16, unaligned F32; rows contiguous and transposed; 5 tiles on 1, 2 and 3 threads, "
        "scratch for 1 to 3 workers): the bits of one thread", cases);
     free(vals), free(x), free(a), free(c);
+
+    // one position over CT_MATVEC_SHARED bytes: outputs split among 2 and 3 threads (rows, and
+    // column blocks of a transposed view with a partial last block), ct_matmul's bits on the
+    // converted matrix; N not a multiple of the threads, K of 8
+    enum { N1 = 2103, K1 = 1100 };
+    vals = malloc(sizeof(float) * N1 * K1), x = malloc(sizeof(float) * K1);
+    a = malloc(sizeof(float) * N1), c = malloc(sizeof(float) * N1);
+    for (int i = 0; i < K1; i++) x[i] = frand();
+    const ct_dtype one_pos[4] = {CT_DT_BF16, CT_DT_F16, CT_DT_F32, CT_DT_F32};
+    same = 1, cases = 0;
+    int big = 1;
+    for (int d = 0; d < 4; d++)
+        for (int lay = 0; lay < N_LAYOUTS; lay += 2) {
+            uint8_t *buf;
+            ct_mat W = make_mat(&buf, vals, one_pos[d], (layout)lay, N1, K1, d == 3 ? 2 : 0);   // the last: unaligned
+            big = big && (size_t)N1 * K1 * ct_dtype_size(one_pos[d]) >= CT_MATVEC_SHARED;
+            ct_matmul(c, x, vals, NULL, 1, K1, N1);
+            for (int th = 1; th <= 3; th++) {
+                ct_set_threads(th);
+                for (int i = 0; i < N1; i++) a[i] = NAN;
+                ct_mat_matmul(a, x, &W, NULL, 1, NULL, 0);
+                same = same && memcmp(a, c, sizeof(float) * N1) == 0;
+                cases++;
+            }
+            free(buf);
+        }
+    ct_set_threads(n0);
+    ok(same && big, "%d one-position products of (%d, %d) (BF16, F16, F32, unaligned F32; rows contiguous and "
+       "transposed; %s CT_MATVEC_SHARED) on 1, 2 and 3 threads: ct_matmul's bits", cases, N1, K1,
+       big ? "all over" : "NOT all over");
+    free(vals), free(x), free(a), free(c);
 }
 
 // Views: the transpose and a column block address the same elements.

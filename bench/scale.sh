@@ -100,7 +100,7 @@ run() {
 
 clean() { [ $keep = 1 ] || rm -rf "${@/#/$dir/}"; }
 
-# serve DIR's repositories on loopback; sets HF_ENDPOINT and a fresh HF_HOME
+# serve DIR's repositories on loopback; sets HF_ENDPOINT and HF_HOME ($dir/hf)
 serve() {
   rm -f "$dir/port"
   $PY tests/net/server.py ../shared/reference/fixtures/neuronpedia "$dir" > "$dir/port" 2> "$dir/server.log" &
@@ -139,6 +139,7 @@ for t in "${targets[@]}"; do
   case $t in
     gemma)
       build google/gemma-2-2b mwhanna/gemma-scope-transcoders || continue
+      rm -rf "$dir/hf"   # a cache left by an interrupted run would make the download a cache hit
       serve
       a=$SECONDS
       "$CT" -e 'local ct = require "ctrace"; ct.load_model("google/gemma-2-2b"); ct.load_transcoders("gemma")' > /dev/null

@@ -85,7 +85,13 @@ static int *prompt_ids(lua_State *L, int idx, const ct_model *m, int *n, const c
     if (lua_type(L, idx) == LUA_TSTRING) {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        rc = ct_prompt_text(m, s, len, &ids, n, &err);
+        // then, as for ids, a special token first (circuit-tracer's ensure_tokenized): a text the
+        // tokenizer starts with an ordinary token (Qwen3, GPT-2) gets BOS, so that the graph's
+        // tokens given back as ids name the same prompt
+        int *text_ids = NULL, k = 0;
+        rc = ct_prompt_text(m, s, len, &text_ids, &k, &err);
+        if (!rc) rc = ct_prompt_ids(m, text_ids, k, &ids, n, &err);
+        free(text_ids);
     } else if (lua_type(L, idx) == LUA_TTABLE) {
         int k;
         int *raw = ct_lua_check_ids(L, idx, &k);

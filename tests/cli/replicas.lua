@@ -73,9 +73,33 @@ local function l0(mdir, tpath, want)
   say(ok, ("%s: L0 per layer within %gx of the target (%s)"):format(tpath, FACTOR, detail), detail)
 end
 
+-- A text prompt whose tokens start with an ordinary token gets BOS in front (circuit-tracer's
+-- ensure_tokenized), so that the graph's tokens, given back as ids, are the same prompt: the same
+-- tokens and the same logits as the text.
+local function roundtrip(mdir, tpath)
+  local m, tc = ct.load_model(mdir), ct.load_transcoders(tpath)
+  local rm = ct.replacement_model(m, tc)
+  local text = m:tokenize(PROMPT)
+  local g = rm:attribute(PROMPT, {max_feature_nodes = 10, batch_size = 16, verbose = false})
+  local ids = g:tokens()
+  say(#ids == #text + 1 and ids[2] == text[1] and ids[#ids] == text[#text],
+      ("%s: the text's %d tokens (the first %d) get BOS in front: %d tokens, the first %d"):format(mdir, #text, text[1],
+        #ids, ids[1]))
+  local a = rm:intervene(PROMPT, {}, {activations = false}).logits
+  local b = rm:intervene(ids, {}, {activations = false}).logits
+  local same = #a:shape() == #b:shape() and a:numel() == b:numel()
+  for i = 1, a:size(2) do
+    if not same then break end
+    same = a:get(a:size(1), i) == b:get(b:size(1), i)
+  end
+  say(same, "the graph's tokens as ids run the same prompt as the text: the same logits", "")
+end
+
 local cmd = arg[1]
 if cmd == "l0" then
   l0(arg[2], arg[3], targets(arg[4]))
+elseif cmd == "roundtrip" then
+  roundtrip(arg[2], arg[3])
 elseif cmd == "same" then
   local a, ea = load(arg[2])
   local b, eb = load(arg[3])

@@ -141,6 +141,7 @@ rm -rf $out/meta-llama $out/mntss
 gen Qwen/Qwen3-0.6B mwhanna/qwen3-0.6b-transcoders-lowl0 --layers 2
 for t in Qwen/Qwen3-0.6B mwhanna/qwen3-0.6b-transcoders-lowl0; do check "$t" "$out" $t --layers 2; done
 lua l0 $out/Qwen/Qwen3-0.6B $out/mwhanna/qwen3-0.6b-transcoders-lowl0 50,50
+lua roundtrip $out/Qwen/Qwen3-0.6B $out/mwhanna/qwen3-0.6b-transcoders-lowl0
 rm -rf $out/Qwen $out/mwhanna
 
 # ---- Gemma-3: the models, and the GemmaScope-2 sets in both layouts (a: circuit-tracer layer

@@ -8,10 +8,14 @@
 // O(|w x|). Bit for bit: F32 read in place is ct_matmul, and one position on a half-precision
 // matrix sums in ct_matmul's order (the same bits as ct_matmul on the converted matrix); tiles
 // shared among 1, 2 or 3 threads give the bits of one.
+#include <errno.h>
 #include <math.h>
+#include <seccomp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "core/tensor.h"
@@ -351,11 +355,57 @@ static void check_views(void) {
        "views: row 2 of (3, 4), row 3 of its transpose, columns 1..2 of row 1, of the transpose's row 2");
 }
 
+// Threads that cannot start (a seccomp filter refusing clone and clone3, as a sandbox or a
+// thread limit would): ct_parallel runs their share on the calling thread, and a product shared
+// among 2 threads, in tiles and for one position, gives the bits it gives on one. In a child
+// process, which leaves with _exit (no exit handler may need a thread).
+static void check_no_threads(void) {
+    enum { N = 600, K = 512, T = 16 };
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        float *vals = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * T * K);
+        float *a = malloc(sizeof(float) * T * N), *c = malloc(sizeof(float) * T * N);
+        for (int i = 0; i < T * K; i++) x[i] = frand();
+        uint8_t *buf;
+        ct_mat W = make_mat(&buf, vals, CT_DT_BF16, LAY_ROWS, N, K, 0);
+        ct_mat_tile_limit(128 * K);   // 5 tiles
+        size_t one = ct_mat_tile_floats(&W);
+        float *tile = malloc(sizeof(float) * 2 * one);
+        ct_set_threads(1);
+        ct_mat_matmul(c, x, &W, NULL, T, tile, one);
+        scmp_filter_ctx f = seccomp_init(SCMP_ACT_ALLOW);
+        int rc = !f || seccomp_rule_add(f, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 0) ||
+                 seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) || seccomp_load(f);
+        if (rc) _exit(3);
+        ct_set_threads(2);
+        for (int i = 0; i < T * N; i++) a[i] = NAN;
+        ct_mat_matmul(a, x, &W, NULL, T, tile, 2 * one);
+        int same = memcmp(a, c, sizeof(float) * T * N) == 0;
+        // one position over CT_MATVEC_SHARED bytes: each thread's range of outputs
+        enum { N1 = 2103, K1 = 1100 };
+        float *v1 = malloc(sizeof(float) * N1 * K1), *x1 = malloc(sizeof(float) * K1), r1[N1], r2[N1];
+        for (int i = 0; i < K1; i++) x1[i] = frand();
+        uint8_t *buf1;
+        ct_mat W1 = make_mat(&buf1, v1, CT_DT_F32, LAY_ROWS, N1, K1, 0);
+        ct_matmul(r1, x1, v1, NULL, 1, K1, N1);
+        ct_mat_matmul(r2, x1, &W1, NULL, 1, NULL, 0);
+        same = same && memcmp(r1, r2, sizeof r1) == 0;
+        _exit(same ? 0 : 1);
+    }
+    int status = 0;
+    int waited = pid > 0 && waitpid(pid, &status, 0) == pid;
+    ok(waited && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+       "no thread can start (clone refused): products on 2 threads run on the caller, the bits of one thread "
+       "(child exit status %d)", waited && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
 int main(void) {
     check_conversion();
     check_views();
     check_products();
     check_bits();
     check_threads();
+    check_no_threads();
     return check_done();
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 
 // ----------------------------------------------------------------------------
 // Counted allocation
@@ -25,7 +26,15 @@ void *ct_alloc(size_t nbytes) {
 void *ct_calloc(size_t nbytes) {
     void *p = calloc(1, nbytes ? nbytes : 1);
     if (p) atomic_fetch_add(&g_mem_bytes, nbytes);
+    ct_advise_huge(p, nbytes);
     return p;
+}
+
+void ct_advise_huge(void *p, size_t nbytes) {
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (!p || nbytes < 4 * huge) return;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + nbytes) & ~(huge - 1);
+    (void)madvise((void *)a, e - a, MADV_HUGEPAGE);   // a hint: refused or unsupported, nothing changes
 }
 
 void ct_dealloc(void *p, size_t nbytes) {
@@ -284,6 +293,10 @@ void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb) 
     int small = (double)M * M * N < (double)(1 << 23), large = large_threads();
     int want = small ? 1 : large;
     if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
+    cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, M, N, 1.0f, A, lda, B, ldb);
+}
+
+void ct_strmm_lower_t_here(int M, int N, const float *A, int lda, float *B, int ldb) {
     cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, M, N, 1.0f, A, lda, B, ldb);
 }
 

@@ -44,26 +44,36 @@ typedef struct {
     int64_t n_cols;         // n_active + (L+1)*T + K
     int K;
     // batch scratch, sized in ct_attribute
-    float *G;               // (T, B, D) gradients, position-major
-    float *A1, *A2;         // products along the way (see run_batch)
-    float *S;               // (max features at one (layer, position), D) source vectors
+    float *G;               // (T*B, D) room for a batch's gradients, live rows packed (run_batch)
+    float *A1, *A2;         // (T*B, D + KV*hd), (T*B, max(D, H*hd)): products along the way
+    float *S;               // (S_workers, S_n) source vectors: (max features at one (layer, position), D) each
+    size_t S_n;
+    int S_workers;
+    float *M;               // (S_workers, M_n) mix_back's buffers: (T, about 256 columns) each
+    size_t M_n;
     float *v;               // (D,)
-    float *tile;            // (tile_n,) W_O and W_V converted a tile at a time (NULL when read in place)
-    float *PA, *PC;         // (g_pack, max(D, H*hd)) live rows gathered for one product, and its result
+    float *gain;            // (D,) a norm's gain (norm_back)
+    float *tile;            // (tile_n,) W_O or W_V converted (NULL when every one is read in place)
+    const uint8_t *tile_of; // the data of the matrix the tile holds, and whether transposed
+    int tile_tw;
     size_t tile_n;
     float *enc;             // (B, D) the encoder rows of a batch of feature targets
     float **enc_rows;       // (B,) pointers into enc
     int64_t *feats;         // (B,)
     int *first;             // (T + 1,) first live row at each position
+    int64_t *off;           // (T + 1,) where each position's live rows start in the packed layout (run_batch)
     double flops;           // of the backward passes so far
     double gemm_s;          // seconds in their matrix products
     int64_t max_block;
 } attr_ctx;
 
+// Where row b of position t lies in a batch's packed layout (b live at t: first[t] <= b).
+static inline int64_t at(const attr_ctx *a, int t, int b) { return a->off[t] + b - a->first[t]; }
+
 static void ctx_free(attr_ctx *a) {
     free(a->active); free(a->act_val); free(a->start);
-    free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->v); free(a->tile); free(a->PA); free(a->PC);
-    free(a->first);
+    free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->M); free(a->v); free(a->gain); free(a->tile);
+    free(a->first); free(a->off);
     free(a->enc); free(a->enc_rows); free(a->feats);
 }
 
@@ -104,30 +114,71 @@ static ct_status take_clean_run(attr_ctx *a, ct_replacement *rm, const int *toke
 // ---------------------------------------------------------------------------------------------
 // Backward pass of one batch
 
-// out (Tp, B, D) (+)= the transpose of a frozen norm's Jacobian applied to in (Tp, B, D):
-// in * gain / d[t], centred over D for LayerNorm. w NULL: no gain (the normalised value). Only
-// the rows live at each position (first, see run_batch; NULL: all) are read and written.
-static void norm_back(const attr_ctx *a, float *out, const float *in, const float *d, const float *w, int Tp, int B,
-                      const int *first, int add) {
-    const ct_config *c = &a->m->cfg;
-    int D = a->D;
-    float off = c->norm == CT_NORM_RMS ? c->norm_gain_offset : 0.0f;
-    for (int t = 0; t < Tp; t++) {
-        float inv = 1.0f / d[t];
-        for (int b = first ? first[t] : 0; b < B; b++) {
-            const float *x = in + ((size_t)t * B + b) * D;
-            float *y = out + ((size_t)t * B + b) * D;
-            double mean = 0.0;
-            if (c->norm == CT_NORM_LAYER) {
-                for (int i = 0; i < D; i++) mean += x[i] * (w ? w[i] : 1.0f) * inv;
-                mean /= D;
+// A step of the backward with at least this many floats of work is shared among the threads
+// (ct_parallel); less runs on the calling thread.
+#define SPLIT_FLOATS (1 << 18)
+static int64_t g_split = SPLIT_FLOATS;   // tests: less
+
+void ct_attr_split_limit(int64_t floats) { g_split = floats > 0 ? floats : SPLIT_FLOATS; }
+
+static int n_split(int64_t floats) {
+    int n = ct_get_threads();
+    return floats < g_split ? 1 : n < CT_MAX_WORKERS ? n : CT_MAX_WORKERS;
+}
+
+typedef struct {
+    const attr_ctx *a;
+    float *out;
+    const float *in, *d, *gain;
+    int Tp, add;
+    const int64_t *off;
+} norm_job;
+
+// Worker w of nw: every nw-th live row of norm_back's (see there).
+static void norm_rows(void *arg, int w, int nw) {
+    const norm_job *j = arg;
+    int D = j->a->D, layer = j->a->m->cfg.norm == CT_NORM_LAYER;
+    const float *g = j->gain;
+    for (int t = 0; t < j->Tp; t++) {
+        float inv = 1.0f / j->d[t];
+        for (int64_t k = j->off[t]; k < j->off[t + 1]; k++) {
+            if (k % nw != w) continue;
+            const float *x = j->in + (size_t)k * D;
+            float *y = j->out + (size_t)k * D;
+            float mean = 0.0f;
+            if (layer) {
+                double m = 0.0;
+                for (int i = 0; i < D; i++) m += x[i] * g[i] * inv;
+                mean = (float)(m / D);
             }
-            for (int i = 0; i < D; i++) {
-                float v = x[i] * (w ? w[i] + off : 1.0f) * inv - (float)mean;
-                y[i] = add ? y[i] + v : v;
+            int i = 0;   // fixed-size blocks vectorise at -O2
+            if (j->add) {
+                for (; i + 16 <= D; i += 16)
+                    for (int q = 0; q < 16; q++) y[i + q] += x[i + q] * g[i + q] * inv - mean;
+                for (; i < D; i++) y[i] += x[i] * g[i] * inv - mean;
+            } else {
+                for (; i + 16 <= D; i += 16)
+                    for (int q = 0; q < 16; q++) y[i + q] = x[i + q] * g[i + q] * inv - mean;
+                for (; i < D; i++) y[i] = x[i] * g[i] * inv - mean;
             }
         }
     }
+}
+
+// out (n, D) (+)= the transpose of a frozen norm's Jacobian applied to in (n, D), rows packed
+// by position (off[t] .. off[t+1]-1 at position t, see run_batch; NULL: one row at position 0):
+// in * gain / d[t], centred over D for LayerNorm. w NULL: no gain (the normalised value).
+static void norm_back(attr_ctx *a, float *out, const float *in, const float *d, const float *w, int Tp, const int64_t *off,
+                      int add) {
+    static const int64_t one[2] = {0, 1};
+    if (!off) off = one, Tp = 1;
+    const ct_config *c = &a->m->cfg;
+    float g0 = c->norm == CT_NORM_RMS ? c->norm_gain_offset : 0.0f;
+    for (int i = 0; i < a->D; i++) a->gain[i] = w ? w[i] + g0 : 1.0f;
+    norm_job j = {a, out, in, d, a->gain, Tp, add, off};
+    int nw = n_split(off[Tp] * a->D);
+    if (nw > 1) ct_parallel(nw, norm_rows, &j);
+    else norm_rows(&j, 0, 1);
 }
 
 // ct_sgemm, counting its floating-point operations and time
@@ -139,83 +190,82 @@ static void gemm(attr_ctx *a, int ta, int tb, int M, int N, int K, const float *
     a->flops += 2.0 * M * N * K;
 }
 
-// Rows of one packed product (gemm_live_mat): enough for the BLAS's full rate.
+// Rows of one of mix_back's products at most (tests: fewer, to cross the seams of its chunks).
 #define PACK_ROWS 1024
-static int g_pack = PACK_ROWS;   // tests: fewer
+static int g_pack = PACK_ROWS;
 
 void ct_attr_pack_limit(int rows) { g_pack = rows > 0 ? rows : PACK_ROWS; }
 
-// Copies the live rows of X (Tp, B, w) from (position *t, row *b) on into P (m, w) in order, at
-// most g_pack of them; returns m and moves (*t, *b) past them. Live: rows first[t] .. B-1 of
-// position t, at least one at every position below Tp (the batch's last row is at Tp - 1).
-static int gather_live(float *P, const float *X, int w, const int *first, int Tp, int B, int *t, int *b) {
-    int m = 0;
-    while (*t < Tp && m < g_pack) {
-        int n = B - *b < g_pack - m ? B - *b : g_pack - m;
-        memcpy(P + (size_t)m * w, X + ((size_t)*t * B + *b) * w, sizeof(float) * (size_t)n * w);
-        m += n, *b += n;
-        if (*b == B && ++*t < Tp) *b = first[*t];
-    }
-    return m;
+typedef struct {
+    int M, N, K, tw, ldw;
+    const float *A, *W;
+    float *C;
+} split_job;
+
+// Worker w of nw: its share of split_product's rows, on its own thread.
+static void split_worker(void *arg, int w, int nw) {
+    const split_job *j = arg;
+    int m0 = (int)((int64_t)j->M * w / nw), m1 = (int)((int64_t)j->M * (w + 1) / nw);
+    if (m1 > m0)
+        ct_sgemm_here(0, j->tw, m1 - m0, j->N, j->K, 1.0f, j->A + (size_t)m0 * j->K, j->K, j->W, j->ldw, 0.0f,
+                      j->C + (size_t)m0 * j->N, j->N);
 }
 
-// The inverse of gather_live: P (m, w) into the live rows of X from (t, b) on.
-static void scatter_live(float *X, const float *P, int w, int m, const int *first, int Tp, int B, int t, int b) {
-    for (int i = 0; i < m;) {
-        int n = B - b < m - i ? B - b : m - i;
-        memcpy(X + ((size_t)t * B + b) * w, P + (size_t)i * w, sizeof(float) * (size_t)n * w);
-        i += n, b += n;
-        if (b == B && ++t < Tp) b = first[t];
-    }
+// C (M, N) = A (M, K) @ op(W), W (K, N) with leading dimension ldw, or (N, K) when tw: the rows of
+// A shared among the threads, each share one product on its own thread. The BLAS's own threads,
+// never woken, do not spin beside the backward's other steps (measured on gemma-2-2b, 64 tokens:
+// the backward 171 s against 179 s with the BLAS's threads).
+static void split_product(attr_ctx *a, int M, int N, int K, const float *A, const float *W, int ldw, int tw, float *C) {
+    double t = ct_now();
+    split_job j = {M, N, K, tw, ldw, A, W, C};
+    int nw = n_split((int64_t)M * N);
+    if (nw > M) nw = M > 0 ? M : 1;
+    ct_parallel(nw, split_worker, &j);
+    a->gemm_s += ct_now() - t;
+    a->flops += 2.0 * M * N * K;
+}
+
+typedef struct {
+    ct_mat W;    // rows contiguous
+    float *out;  // (W.rows, W.cols)
+} convert_job;
+
+// Worker w of nw: its share of W's rows converted to float.
+static void convert_worker(void *arg, int w, int nw) {
+    const convert_job *j = arg;
+    int64_t r0 = j->W.rows * w / nw, r1 = j->W.rows * (w + 1) / nw;
+    ct_mat_rows(&j->W, r0, r1 - r0, j->out + (size_t)r0 * j->W.cols);
 }
 
 // C (M, n) = A (M, k) @ W for W (k, n) a weight matrix as the model stores it (W_O (D, H*hd),
-// W_V (KV*hd, D), a skip connection) in its dtype: F32 read in place, any other dtype a tile of
-// W's columns at a time converted into a->tile.
+// W_V (KV*hd, D), a skip connection) in its dtype: F32 read in place; any other dtype converted
+// whole into a->tile, which keeps it for the next product with the same W.
 static void mat_product(attr_ctx *a, int M, const ct_mat *W, const float *A, float *C) {
     int k = (int)W->rows, n = (int)W->cols;
     int tw = W->cs != 1;   // columns contiguous (a transposed view): products read W^T (n, k)
     if (ct_mat_in_place(W)) {
-        gemm(a, 0, tw, M, n, k, A, k, (const float *)(const void *)W->data, (int)(tw ? W->cs : W->rs), 0.0f, C, n);
+        split_product(a, M, n, k, A, (const float *)(const void *)W->data, (int)(tw ? W->cs : W->rs), tw, C);
         return;
     }
-    CT_ASSERT(a->tile && a->tile_n >= (size_t)k);
-    int R = (int)(a->tile_n / (size_t)k < (size_t)n ? a->tile_n / (size_t)k : (size_t)n);   // columns per tile
-    ct_mat Wt = ct_mat_t(W);   // (n, k)
-    for (int n0 = 0; n0 < n; n0 += R) {
-        int r = n - n0 < R ? n - n0 : R;
-        if (tw) {   // tile (r, k) = rows n0 .. n0+r-1 of W^T
-            ct_mat_rows(&Wt, n0, r, a->tile);
-        } else {    // tile (k, r) = columns n0 .. n0+r-1 of W
-            ct_mat blk = ct_mat_cols(W, n0, r);
-            ct_mat_rows(&blk, 0, k, a->tile);
-        }
-        gemm(a, 0, tw, M, r, k, A, k, a->tile, tw ? k : r, 0.0f, C + n0, n);
+    CT_ASSERT(a->tile && a->tile_n >= (size_t)k * n);
+    if (a->tile_of != W->data || a->tile_tw != tw) {
+        convert_job j = {tw ? ct_mat_t(W) : *W, a->tile};   // (n, k) = W^T or (k, n) = W, rows contiguous
+        ct_parallel(n_split((int64_t)k * n), convert_worker, &j);
+        a->tile_of = W->data, a->tile_tw = tw;
     }
+    split_product(a, M, n, k, A, a->tile, tw ? k : n, tw, C);
 }
 
-// C (Tp, B, n) = A (Tp, B, k) @ W for the rows live at each position (first NULL: every row).
-// The leading positions where every row is live are one product over A as it lies; the live rows
-// of the others are gathered into a->PA (g_pack at a time), multiplied into a->PC and scattered
-// back: a few large products where one per position would have few rows each (a batch's rows
-// spread over the positions, so late positions keep few of them). Measured on gemma-2-2b, Dallas
-// prompt: the backward's products at 164 GFLOP/s against 116 with one product per position.
-static void gemm_live_mat(attr_ctx *a, const int *first, int Tp, int B, const ct_mat *W, const float *A, float *C) {
-    int k = (int)W->rows, n = (int)W->cols, t0 = 0;
-    while (t0 < Tp && (!first || first[t0] == 0)) t0++;
-    if (t0 > 0) mat_product(a, t0 * B, W, A, C);
-    for (int t = t0, b = t0 < Tp ? first[t0] : 0; t < Tp;) {
-        int ts = t, bs = b, m = gather_live(a->PA, A, k, first, Tp, B, &t, &b);
-        mat_product(a, m, W, a->PA, a->PC);
-        scatter_live(C, a->PC, n, m, first, Tp, B, ts, bs);
-    }
-}
+typedef struct {
+    int layer, pos;       // read point: layer L for logit targets
+    const float *vec;     // (D,) at the transcoder input hook (features) or final norm output
+} attr_row;
 
 // Source vectors of (layer lf, position t) as written into layer lf + j: S (n, D).
-static ct_status fill_sources(attr_ctx *a, int lf, int t, int j, ct_err *err) {
+static ct_status fill_sources(const attr_ctx *a, float *S, int lf, int t, int j, ct_err *err) {
     int64_t s = a->start[lf * a->T + t], e = a->start[lf * a->T + t + 1];
     for (int64_t i = s; i < e; i++) {
-        float *row = a->S + (size_t)(i - s) * a->D;
+        float *row = S + (size_t)(i - s) * a->D;
         ct_status rc = ct_tc_decoder_row(a->tc, lf, a->active[3 * i + 2], j, row, err);
         if (rc) return rc;
         for (int k = 0; k < a->D; k++) row[k] *= a->act_val[i];
@@ -224,24 +274,137 @@ static ct_status fill_sources(attr_ctx *a, int lf, int t, int j, ct_err *err) {
 }
 
 typedef struct {
-    int layer, pos;       // read point: layer L for logit targets
-    const float *vec;     // (D,) at the transcoder input hook (features) or final norm output
-} attr_row;
+    const attr_ctx *a;
+    const float *GO;      // (n_live, D) the gradient at layer l's output hook
+    float *rows;          // (B, n_cols)
+    const int *first;
+    int l, Tp, B;
+    ct_status rc[CT_MAX_WORKERS];
+    ct_err err[CT_MAX_WORKERS];
+} sources_job;
 
-// Attention backward of layer l when each row's gradient Gp (Tp, B, D) is non-zero only at the
+// Worker w of nw: the columns of every nw-th position of sources_back's (see there), with its
+// own source matrix a->S + w * S_n and the BLAS on its own thread.
+static void sources_worker(void *arg, int w, int nw) {
+    sources_job *j = arg;
+    const attr_ctx *a = j->a;
+    const ct_transcoders *tc = a->tc;
+    int T = a->T, D = a->D, l = j->l, B = j->B;
+    int64_t ldr = a->n_cols;
+    float *S = a->S + (size_t)w * a->S_n;
+    for (int t = a->n_const + w; t < j->Tp && !j->rc[w]; t += nw) {
+        int f = j->first[t];
+        const float *g = j->GO + (size_t)a->off[t] * D;   // (B - f, D): the rows live at t
+        for (int lf = tc->kind == CT_TC_CLT ? 0 : l; lf <= l && !j->rc[w]; lf++) {
+            int64_t s0 = a->start[lf * T + t], n = a->start[lf * T + t + 1] - s0;
+            if (l - lf >= tc->layers[lf].n_out || n == 0) continue;
+            if ((j->rc[w] = fill_sources(a, S, lf, t, l - lf, &j->err[w]))) break;
+            // rows[live, s0:s0+n] += GO[t, live] (B', D) @ S^T (D, n)
+            ct_sgemm_here(0, 1, B - f, (int)n, D, 1.0f, g, D, S, D, 1.0f, j->rows + f * ldr + s0, (int)ldr);
+        }
+        int64_t col = a->n_active + (int64_t)l * T + t;   // the error node of (l, t)
+        ct_sgemm_here(0, 1, B - f, 1, D, 1.0f, g, D, a->err_vec + ((size_t)l * T + t) * D, D, 1.0f, j->rows + f * ldr + col,
+                      (int)ldr);
+    }
+}
+
+// rows (B, n_cols) += the direct effects of the features written at layer l's output hook (every
+// layer's for a cross-layer set) and of layer l's error nodes, through GO (n_live, D): one
+// product per position, the positions shared among the threads.
+static ct_status sources_back(attr_ctx *a, const float *GO, const int *first, int l, int Tp, int B, float *rows, ct_err *err) {
+    const ct_transcoders *tc = a->tc;
+    int T = a->T, D = a->D;
+    sources_job j = {.a = a, .GO = GO, .rows = rows, .first = first, .l = l, .Tp = Tp, .B = B};
+    int64_t live = 0;   // multiply-adds, counted here in a fixed order
+    for (int t = a->n_const; t < Tp; t++) {
+        int64_t n = 1;
+        for (int lf = tc->kind == CT_TC_CLT ? 0 : l; lf <= l; lf++)
+            if (l - lf < tc->layers[lf].n_out) n += a->start[lf * T + t + 1] - a->start[lf * T + t];
+        live += (B - first[t]) * n;
+    }
+    a->flops += 2.0 * (double)live * D;
+    int nw = n_split(live * D);
+    if (nw > a->S_workers) nw = a->S_workers;
+    ct_parallel(nw, sources_worker, &j);   // one worker too: its products on this thread alone
+    for (int w = 0; w < nw; w++)
+        if (j.rc[w]) {
+            *err = j.err[w];
+            return j.rc[w];
+        }
+    return CT_OK;
+}
+
+typedef struct {
+    const attr_ctx *a;
+    const attr_row *r;
+    const float *Z;   // (n_live, H*hd)
+    float *DV;        // (n_live, KV*hd)
+    int l, Tp, B, cs;
+} mix_job;
+
+// Worker w of nw: every nw-th chunk of mix_back's (see there), in its own buffer a->M + w * M_n.
+static void mix_worker(void *arg, int w, int nw) {
+    const mix_job *j = arg;
+    const attr_ctx *a = j->a;
+    int T = a->T, hd = a->hd, H = a->H, KV = a->KV, group = H / KV, B = j->B;
+    const int *first = a->first;
+    size_t qd = (size_t)H * hd, kvd = (size_t)KV * hd;
+    float *X = a->M + (size_t)w * a->M_n;
+    for (int c0 = w * j->cs; c0 < B; c0 += nw * j->cs) {
+        int c1 = c0 + j->cs < B ? c0 + j->cs : B, Tc = j->r[c1 - 1].pos + 1, n = (c1 - c0) * hd;
+        for (int h = 0; h < H; h++) {
+            // X (Tc, n): head h of the chunk's rows, zero where a row is not live
+            for (int t = 0; t < Tc; t++)
+                for (int b = c0; b < c1; b++) {
+                    float *x = X + (size_t)t * n + (size_t)(b - c0) * hd;
+                    if (b < first[t]) memset(x, 0, sizeof(float) * hd);
+                    else memcpy(x, j->Z + (size_t)(a->off[t] + b - first[t]) * qd + (size_t)h * hd, sizeof(float) * hd);
+                }
+            ct_strmm_lower_t_here(Tc, n, a->fz->pattern[j->l] + (size_t)h * T * T, T, X, n);
+            // into the live rows of DV: the group's first head copied, the others added
+            for (int t = 0; t < Tc; t++)
+                for (int b = c0 > first[t] ? c0 : first[t]; b < c1; b++) {
+                    float *o = j->DV + (size_t)(a->off[t] + b - first[t]) * kvd + (size_t)(h / group) * hd;
+                    const float *x = X + (size_t)t * n + (size_t)(b - c0) * hd;
+                    if (h % group == 0) memcpy(o, x, sizeof(float) * hd);
+                    else
+                        for (int i = 0; i < hd; i++) o[i] += x[i];
+                }
+        }
+    }
+}
+
+// DV (n_live, KV*hd) = for each live row: the sum over the heads h sharing a key/value head of
+// dV_h = P_h^T Z_h, for Z (n_live, H*hd) the gradient at the attention's output (before W_O) and
+// P_h the frozen pattern (lower triangular). Chunks of rows with nearby positions (one product of
+// about 256 columns each; at most g_pack rows) use only the leading positions their last row
+// needs; the chunks are shared among the threads.
+static void mix_back(attr_ctx *a, const attr_row *r, int B, int Tp, int l, const float *Z, float *DV) {
+    int cs = (256 + a->hd - 1) / a->hd;
+    mix_job j = {a, r, Z, DV, l, Tp, B, cs < g_pack ? cs : g_pack};
+    double macs = 0.0;
+    for (int c0 = 0; c0 < B; c0 += j.cs) {
+        int c1 = c0 + j.cs < B ? c0 + j.cs : B, Tc = r[c1 - 1].pos + 1;
+        macs += (double)Tc * (Tc + 1) / 2 * (c1 - c0) * a->hd * a->H;
+    }
+    a->flops += 2.0 * macs;
+    ct_parallel(n_split((int64_t)(macs / 16)), mix_worker, &j);   // one worker too: its products on this thread alone
+}
+
+// Attention backward of layer l when each row's gradient Gp (n_live, D) is non-zero only at the
 // row's own position p: Z = Gp[p] W_O (one vector per row); dV_h[k] = P_h[p, k] Z_h for k <= p;
-// A1 (Tp, B, D) = dV W_V for the live rows.
+// A1 (n_live, D) = dV W_V.
 static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp, int l, const float *Gp) {
     int T = a->T, D = a->D, hd = a->hd, H = a->H, KV = a->KV, group = H / KV, qd = H * hd, kvd = KV * hd;
     const ct_layer *w = &a->m->layers[l];
     float *X = a->A2, *Z = a->A2 + (size_t)B * D;   // X (B, D) the rows' gradients, Z (B, H*hd)
-    for (int b = 0; b < B; b++) memcpy(X + (size_t)b * D, Gp + ((size_t)r[b].pos * B + b) * D, sizeof(float) * D);
-    gemm_live_mat(a, NULL, 1, B, &w->wo, X, Z);   // Z (B, H*hd) = X (B, D) @ W_O (D, H*hd)
-    float *DV = a->A1 + (size_t)Tp * B * D;   // (Tp, B, KV*hd) past the end of the output's room
+    for (int b = 0; b < B; b++) memcpy(X + (size_t)b * D, Gp + (size_t)at(a, r[b].pos, b) * D, sizeof(float) * D);
+    mat_product(a, B, &w->wo, X, Z);   // Z (B, H*hd) = X (B, D) @ W_O (D, H*hd)
+    float *DV = a->A1 + (size_t)a->off[Tp] * D;   // (n_live, KV*hd) past the end of the output's room
     for (int b = 0; b < B; b++) {
         int p = r[b].pos;
         for (int k = 0; k <= p; k++) {
-            float *o = DV + ((size_t)k * B + b) * kvd;
+            float *o = DV + (size_t)at(a, k, b) * kvd;
             memset(o, 0, sizeof(float) * kvd);
             for (int h = 0; h < H; h++) {
                 float pk = a->fz->pattern[l][((size_t)h * T + p) * T + k];
@@ -252,34 +415,38 @@ static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp,
         }
         a->flops += 2.0 * (p + 1) * H * hd;
     }
-    gemm_live_mat(a, a->first, Tp, B, &w->wv, DV, a->A1);
+    mat_product(a, (int)a->off[Tp], &w->wv, DV, a->A1);
 }
 
 // rows (B, n_cols) += the direct effects of every column on each of the B targets, which come
 // sorted by position. The gradient of a target is zero after its position, so at position t
-// only rows first[t] .. B-1 are live; every product skips the others.
+// only rows first[t] .. B-1 are live. The gradients keep only those, packed by position: row b
+// of position t at at(a, t, b) = off[t] + b - first[t], n_live = off[Tp] rows in all, so every
+// product over them is one product.
 static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, ct_err *err) {
     const ct_config *c = &a->m->cfg;
     const ct_transcoders *tc = a->tc;
-    int L = a->L, T = a->T, D = a->D, hd = a->hd, H = a->H, KV = a->KV, group = H / KV;
-    int qd = H * hd, kvd = KV * hd;
+    int L = a->L, T = a->T, D = a->D;
     int64_t ldr = a->n_cols;
     int Tp = r[B - 1].pos + 1, top = -1;
     int *first = a->first;
+    int64_t *off = a->off;
     for (int b = 0, t = 0; t <= Tp; t++) {
         while (b < B && r[b].pos < t) b++;
         first[t] = b;
+        off[t] = t == 0 ? 0 : off[t - 1] + B - first[t - 1];
     }
+    int n_live = (int)off[Tp];
     for (int b = 0; b < B; b++)
         if (r[b].layer > top) top = r[b].layer;
     float *G = a->G;
-    memset(G, 0, sizeof(float) * (size_t)Tp * B * D);
+    memset(G, 0, sizeof(float) * (size_t)n_live * D);
     // logit targets: seed at the final norm's output
     for (int b = 0; b < B; b++)
         if (r[b].layer == L) {
-            float *g = G + ((size_t)r[b].pos * B + b) * D;
+            float *g = G + (size_t)at(a, r[b].pos, b) * D;
             memcpy(g, r[b].vec, sizeof(float) * D);
-            norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 1, 1, NULL, 0);
+            norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 1, NULL, 0);
         }
     for (int l = (top < L ? top : L - 1); l >= 0; l--) {
         const ct_tc_layer *tl = &tc->layers[l];
@@ -289,56 +456,37 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
         if (top > l) {
             const float *GO = G;
             if (a->out_raw && c->post_norms) {   // raw MLP output: back through the post-FF norm
-                norm_back(a, a->A1, G, a->fz->ln2_post_scale[l], w->post_ff_w, Tp, B, first, 0);
+                norm_back(a, a->A1, G, a->fz->ln2_post_scale[l], w->post_ff_w, Tp, off, 0);
                 GO = a->A1;
             }
-            int l0 = tc->kind == CT_TC_CLT ? 0 : l;
-            for (int lf = l0; lf <= l; lf++) {
-                if (l - lf >= tc->layers[lf].n_out) continue;
-                for (int t = a->n_const; t < Tp; t++) {
-                    int64_t s0 = a->start[lf * T + t], n = a->start[lf * T + t + 1] - s0;
-                    int f = first[t];
-                    if (n == 0) continue;
-                    ct_status rc = fill_sources(a, lf, t, l - lf, err);
-                    if (rc) return rc;
-                    // rows[live, s0:s0+n] += GO[t, live] (B', D) @ S^T (D, n)
-                    gemm(a, 0, 1, B - f, (int)n, D, GO + ((size_t)t * B + f) * D, D, a->S, D, 1.0f,
-                             rows + f * ldr + s0, (int)ldr);
-                }
-            }
-            for (int t = a->n_const; t < Tp; t++) {
-                int f = first[t];
-                int64_t col = a->n_active + (int64_t)l * T + t;
-                gemm(a, 0, 1, B - f, 1, D, GO + ((size_t)t * B + f) * D, D, a->err_vec + ((size_t)l * T + t) * D, D,
-                         1.0f, rows + f * ldr + col, (int)ldr);
-            }
+            ct_status rc = sources_back(a, GO, first, l, Tp, B, rows, err);
+            if (rc) return rc;
             // 2. skip connection: PLT y = x W^T gives g_x = g_y W; CLT y = x W gives g_x = g_y W^T
             if (tl->W_skip) {
                 float *GI = a->A2;
                 ct_mat skip = {(const uint8_t *)tl->W_skip, CT_DT_F32, D, D, D, 1};   // (D, D) row-major
                 if (tl->skip_mode == CT_SKIP_XW) skip = ct_mat_t(&skip);
-                gemm_live_mat(a, first, Tp, B, &skip, GO, GI);
+                mat_product(a, n_live, &skip, GO, GI);
                 if (a->input == CT_TC_IN_RESID_MID) {
-                    for (int t = 0; t < Tp; t++)
-                        for (size_t i = ((size_t)t * B + first[t]) * D; i < (size_t)(t + 1) * B * D; i++) G[i] += GI[i];
+                    for (size_t i = 0; i < (size_t)n_live * D; i++) G[i] += GI[i];
                 } else {
-                    norm_back(a, G, GI, a->fz->ln2_scale[l], a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, Tp, B, first, 1);
+                    norm_back(a, G, GI, a->fz->ln2_scale[l], a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, Tp, off, 1);
                 }
             }
         }
         // 3. feature targets of this layer: encoder rows at the input hook
         for (int b = 0; b < B; b++) {
             if (r[b].layer != l) continue;
-            float *g = G + ((size_t)r[b].pos * B + b) * D, *v = a->v;
+            float *g = G + (size_t)at(a, r[b].pos, b) * D, *v = a->v;
             memcpy(v, r[b].vec, sizeof(float) * D);
             if (a->input != CT_TC_IN_RESID_MID)
-                norm_back(a, v, v, a->fz->ln2_scale[l] + r[b].pos, a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, 1, 1, NULL, 0);
+                norm_back(a, v, v, a->fz->ln2_scale[l] + r[b].pos, a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, 1, NULL, 0);
             for (int i = 0; i < D; i++) g[i] += v[i];
         }
         // 4. attention with frozen patterns: Z = G' W_O; dV_h = P_h^T Z_h; G += N1^T(dV W_V)
         const float *Gp = G;
         if (c->post_norms) {
-            norm_back(a, a->A1, G, a->fz->ln1_post_scale[l], w->post_attn_w, Tp, B, first, 0);
+            norm_back(a, a->A1, G, a->fz->ln1_post_scale[l], w->post_attn_w, Tp, off, 0);
             Gp = a->A1;
         }
         // every target injected at this layer (or a logit target at the last layer): the
@@ -347,54 +495,22 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
         for (int b = 0; b < B && single; b++) single = r[b].layer == l || (r[b].layer == L && l == L - 1);
         if (single) {
             attention_back_single(a, r, B, Tp, l, Gp);
-            norm_back(a, G, a->A1, a->fz->ln1_scale[l], w->ln1_w, Tp, B, first, 1);
+            norm_back(a, G, a->A1, a->fz->ln1_scale[l], w->ln1_w, Tp, off, 1);
             continue;
         }
-        float *Z = a->A2;   // (Tp, B, H*hd)
-        gemm_live_mat(a, first, Tp, B, &w->wo, Gp, Z);
-        float *ZH = a->A1;   // (H, Tp, B, hd), zero where a row is not live
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < Tp; t++) {
-                float *dst = ZH + ((size_t)h * Tp + t) * B * hd;
-                memset(dst, 0, sizeof(float) * (size_t)first[t] * hd);
-                for (int b = first[t]; b < B; b++)
-                    memcpy(dst + (size_t)b * hd, Z + ((size_t)t * B + b) * qd + (size_t)h * hd, sizeof(float) * hd);
-            }
-        // ZH_h (Tp', cols) = P_h^T ZH_h in place, P_h lower triangular; chunks of rows with
-        // nearby positions use only the leading Tp' positions their last row needs
-        int cs = (256 + hd - 1) / hd;
-        for (int c0 = 0; c0 < B; c0 += cs) {
-            int c1 = c0 + cs < B ? c0 + cs : B, Tc = r[c1 - 1].pos + 1;
-            for (int h = 0; h < H; h++)
-            {
-                ct_strmm_lower_t(Tc, (c1 - c0) * hd, a->fz->pattern[l] + (size_t)h * T * T, T,
-                                 ZH + (size_t)h * Tp * B * hd + (size_t)c0 * hd, B * hd);
-                a->flops += (double)Tc * (Tc + 1) * (c1 - c0) * hd;
-            }
-        }
-        float *DV = a->A2;   // (Tp, B, KV*hd): heads sharing a key/value head summed
-        for (int t = 0; t < Tp; t++)
-            for (int b = first[t]; b < B; b++) {
-                float *dst = DV + ((size_t)t * B + b) * kvd;
-                for (int k = 0; k < KV; k++) {
-                    float *o = dst + (size_t)k * hd;
-                    const float *src = ZH + (((size_t)(k * group) * Tp + t) * B + b) * hd;
-                    memcpy(o, src, sizeof(float) * hd);
-                    for (int h = 1; h < group; h++) {
-                        const float *s2 = src + (size_t)h * Tp * B * hd;
-                        for (int i = 0; i < hd; i++) o[i] += s2[i];
-                    }
-                }
-            }
-        float *XN = a->A1;   // (Tp, B, D) gradient at the attention input (after ln1)
-        gemm_live_mat(a, first, Tp, B, &w->wv, DV, XN);
-        norm_back(a, G, XN, a->fz->ln1_scale[l], w->ln1_w, Tp, B, first, 1);
+        float *Z = a->A2;   // (n_live, H*hd)
+        mat_product(a, n_live, &w->wo, Gp, Z);
+        float *DV = a->A1 + (size_t)n_live * D;   // (n_live, KV*hd) past the end of XN's room
+        mix_back(a, r, B, Tp, l, Z, DV);
+        float *XN = a->A1;   // (n_live, D) gradient at the attention input (after ln1)
+        mat_product(a, n_live, &w->wv, DV, XN);
+        norm_back(a, G, XN, a->fz->ln1_scale[l], w->ln1_w, Tp, off, 1);
     }
     // 5. token embeddings
     for (int t = 0; t < Tp; t++) {
         int f = first[t];
         int64_t col = a->n_active + (int64_t)L * T + t;
-        gemm(a, 0, 1, B - f, 1, D, G + ((size_t)t * B + f) * D, D, a->embed + (size_t)t * D, D, 1.0f,
+        gemm(a, 0, 1, B - f, 1, D, G + (size_t)off[t] * D, D, a->embed + (size_t)t * D, D, 1.0f,
                  rows + f * ldr + col, (int)ldr);
     }
     return CT_OK;
@@ -663,11 +779,8 @@ static ct_status feature_batch(attr_ctx *a, const int64_t *order, int nb, attr_r
 
 static ct_status batch_rows(attr_ctx *a, rows_state *rs, const attr_row *r, int B, ct_attr_stats *stats, ct_err *err) {
     int64_t nc = a->n_cols;
-    float *rows = ct_rowstore_next(rs->store, B);   // in memory: computed in place
-    if (!rows) {
-        rows = rs->bbuf;
-        memset(rows, 0, sizeof(float) * (size_t)B * nc);
-    }
+    float *rows = rs->bbuf;
+    memset(rows, 0, sizeof(float) * (size_t)B * nc);
     ct_status rc = timed_batch(a, r, B, rows, stats, err);
     for (int b = 0; !rc && b < B; b++) {
         const float *row = rows + (size_t)b * nc;
@@ -725,36 +838,44 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     a.n_cols = NA + (int64_t)(L + 1) * T + K;
     int64_t budget = o->max_feature_nodes > 0 && o->max_feature_nodes < NA ? o->max_feature_nodes : NA;
     int64_t n_rows = K + budget;
-    // memory: rows in RAM up to half the limit (else packed in a file); the batch's scratch
-    // (see run_batch) within an eighth, by fewer rows per batch when needed
+    // memory: rows in RAM up to half the limit (else in a file); the batch's scratch (see
+    // run_batch) within an eighth, by fewer rows per batch when needed
     size_t limit = o->memory_limit ? o->memory_limit : (size_t)4 << 30;
     size_t qd = (size_t)a.H * a.hd, kvd = (size_t)a.KV * a.hd, wmax = (size_t)D > qd ? (size_t)D : qd;
-    size_t per_row = sizeof(float) * ((size_t)T * (D + (wmax > D + kvd ? wmax : D + kvd) + wmax + D + qd) + (size_t)a.n_cols);
+    size_t per_row = sizeof(float) * ((size_t)T * (D + D + kvd + wmax) + (size_t)a.n_cols);   // G, A1, A2, its row
     int B = o->batch_size;
     while (B > 1 && (size_t)B * per_row > limit / 8) B /= 2;
     stats.batch_size = B;
-    size_t s1 = (size_t)T * B * (wmax > D + kvd ? wmax : D + kvd), s2 = (size_t)T * B * wmax;
+    size_t s1 = (size_t)T * B * (D + kvd), s2 = (size_t)T * B * wmax;
     if (s2 < (size_t)B * (D + qd)) s2 = (size_t)B * (D + qd);
     a.G = malloc(sizeof(float) * (size_t)T * B * D);
     a.A1 = malloc(sizeof(float) * s1);
     a.A2 = malloc(sizeof(float) * s2);
-    a.S = malloc(sizeof(float) * (size_t)(a.max_block + 1) * D);
+    ct_advise_huge(a.G, sizeof(float) * (size_t)T * B * D);
+    ct_advise_huge(a.A1, sizeof(float) * s1);
+    ct_advise_huge(a.A2, sizeof(float) * s2);
+    a.S_workers = ct_get_threads() < CT_MAX_WORKERS ? ct_get_threads() : CT_MAX_WORKERS;
+    a.S_n = (size_t)(a.max_block + 1) * D;
+    a.S = malloc(sizeof(float) * a.S_n * (size_t)a.S_workers);
+    a.M_n = (size_t)T * ((256 + a.hd - 1) / a.hd) * a.hd;
+    a.M = malloc(sizeof(float) * a.M_n * (size_t)a.S_workers);
     a.v = malloc(sizeof(float) * (size_t)D);
-    for (int l = 0; l < L; l++) {   // room for a tile of W_O or W_V (k, columns) when not read in place
-        ct_mat wo_t = ct_mat_t(&m->layers[l].wo), wv_t = ct_mat_t(&m->layers[l].wv);
-        size_t n = ct_mat_tile_floats(&wo_t) > ct_mat_tile_floats(&wv_t) ? ct_mat_tile_floats(&wo_t) : ct_mat_tile_floats(&wv_t);
-        if (n > a.tile_n) a.tile_n = n;
+    a.gain = malloc(sizeof(float) * (size_t)D);
+    for (int l = 0; l < L; l++) {   // room for W_O or W_V converted, when one is not read in place
+        const ct_mat *wo = &m->layers[l].wo, *wv = &m->layers[l].wv;
+        size_t no = ct_mat_in_place(wo) ? 0 : (size_t)wo->rows * wo->cols, nv = ct_mat_in_place(wv) ? 0 : (size_t)wv->rows * wv->cols;
+        if (no > a.tile_n) a.tile_n = no;
+        if (nv > a.tile_n) a.tile_n = nv;
     }
     a.tile = a.tile_n ? malloc(sizeof(float) * a.tile_n) : NULL;
-    a.PA = malloc(sizeof(float) * (size_t)g_pack * wmax);
-    a.PC = malloc(sizeof(float) * (size_t)g_pack * wmax);
     a.first = malloc(sizeof(int) * (size_t)(T + 1));
+    a.off = malloc(sizeof(int64_t) * (size_t)(T + 1));
     a.enc = malloc(sizeof(float) * (size_t)B * D);
     a.enc_rows = malloc(sizeof(float *) * (size_t)B);
     a.feats = malloc(sizeof(int64_t) * (size_t)B);
     ct_row_layout lay = {L, T, NA, a.n_cols, a.start};
     if ((rc = ct_rowstore_open(&rs.store, &lay, n_rows, limit / 2, err))) goto done;
-    if (ct_rowstore_spilled(rs.store)) rs.bbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
+    rs.bbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
     rs.rowsum = calloc((size_t)n_rows, sizeof(double));
     if (budget < NA) {   // the influence ranking reads the rows at the visited features' columns
         rs.ld = budget;
@@ -767,8 +888,8 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     infl = malloc(sizeof(float) * (size_t)(NA + 1));
     visited = calloc((size_t)NA + 1, 1);
     batch = malloc(sizeof(attr_row) * (size_t)B);
-    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.v || !a.first || (a.tile_n && !a.tile) || !a.PA || !a.PC || !a.enc || !a.enc_rows || !a.feats ||
-        (ct_rowstore_spilled(rs.store) && !rs.bbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
+    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.M || !a.v || !a.gain || !a.first || (a.tile_n && !a.tile) || !a.off || !a.enc || !a.enc_rows || !a.feats ||
+        !rs.bbuf || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
         !row_node || !order || !pick || !infl || !visited || !batch) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
                      (long long)a.n_cols);
@@ -868,6 +989,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     g->logits = calloc((size_t)K, sizeof(ct_logit_target));
     g->n_nodes = N;
     g->adj = calloc((size_t)(S + K) * (size_t)N, sizeof(float));
+    ct_advise_huge(g->adj, sizeof(float) * (size_t)(S + K) * (size_t)N);
     col_of = malloc(sizeof(int64_t) * (size_t)(NA + 1));
     if (!g->selected || !g->tokens || !g->logits || !g->adj || !col_of) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for a graph of %lld nodes", (long long)N);

@@ -60,8 +60,11 @@ void ct_attr_opts_default(ct_attr_opts *o);
 // it before the graph is built when it is more than a quarter of o->memory_limit, to leave the
 // graph its room).
 ct_status ct_attribute(ct_graph **out, ct_replacement *r, const int *tokens, int T, const ct_attr_opts *o, ct_err *err);
-// Rows a backward pass gathers for one product (1024; tests: fewer, to cross the packs' seams; 0
-// restores the default).
+// Rows in one of the backward's mixing products at most (1024; tests: fewer, to cross the seams
+// between them; 0 restores the default).
 void ct_attr_pack_limit(int rows);
+// Floats of work from which a step of the backward pass is shared among the threads (1 << 18;
+// tests: 1, to share every step; 0 restores the default).
+void ct_attr_split_limit(int64_t floats);
 
 #endif

@@ -12,12 +12,12 @@
 struct ct_rowstore {
     ct_row_layout lay;
     int64_t max_rows, n_rows;
-    float *mem;              // (max_rows, n_cols) in memory, or NULL when spilled
+    float *mem;              // in memory: room for max_rows full rows (only what is written is touched), or NULL
     int fd;                  // spill file (unlinked), -1 in memory
-    int64_t *off;            // (max_rows,) offset of each packed row in the file, in floats
+    int64_t *off;            // (max_rows,) offset of each packed row in memory or the file, in floats
     int32_t *layer, *pos;    // (max_rows,) each row's read point
-    int64_t file_floats;
-    float *buf;              // packing / reading buffer (n_cols)
+    int64_t n_floats;        // written so far
+    float *buf;              // spilled: packing / reading buffer (n_cols)
 };
 
 // Segments of a row read at (layer, pos), with values taken from v laid out packed.
@@ -93,40 +93,32 @@ void ct_rowstore_close(ct_rowstore *s) {
 int ct_rowstore_spilled(const ct_rowstore *s) { return s->mem == NULL; }
 int64_t ct_rowstore_rows(const ct_rowstore *s) { return s->n_rows; }
 
-size_t ct_rowstore_bytes(const ct_rowstore *s) {
-    return s->mem ? (size_t)s->max_rows * (size_t)s->lay.n_cols * sizeof(float) : (size_t)s->file_floats * sizeof(float);
-}
-
-float *ct_rowstore_next(ct_rowstore *s, int64_t n) {
-    if (!s->mem || s->n_rows + n > s->max_rows) return NULL;
-    return s->mem + (size_t)s->n_rows * s->lay.n_cols;
-}
+size_t ct_rowstore_bytes(const ct_rowstore *s) { return (size_t)s->n_floats * sizeof(float); }
 
 ct_status ct_rowstore_append(ct_rowstore *s, const float *row, int layer, int pos, ct_err *err) {
     if (s->n_rows >= s->max_rows) return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "row store: full at %lld rows", (long long)s->max_rows);
     int64_t r = s->n_rows;
     s->layer[r] = layer, s->pos[r] = pos;
-    if (s->mem) {
-        float *dst = s->mem + (size_t)r * s->lay.n_cols;
-        if (dst != row) memcpy(dst, row, sizeof(float) * (size_t)s->lay.n_cols);
-    } else {
-        ct_row_seg segs[1024 + 1];
-        int n = segments(&s->lay, layer, pos, NULL, segs);
-        int64_t len = 0;
-        for (int i = 0; i < n; i++) {
-            memcpy(s->buf + len, row + segs[i].col, sizeof(float) * (size_t)segs[i].n);
-            len += segs[i].n;
-        }
+    // the row packed: into memory, or the buffer and then the file
+    float *dst = s->mem ? s->mem + s->n_floats : s->buf;
+    ct_row_seg segs[1024 + 1];
+    int n = segments(&s->lay, layer, pos, NULL, segs);
+    int64_t len = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(dst + len, row + segs[i].col, sizeof(float) * (size_t)segs[i].n);
+        len += segs[i].n;
+    }
+    if (!s->mem) {
         size_t bytes = sizeof(float) * (size_t)len;
-        off_t at = (off_t)s->file_floats * (off_t)sizeof(float);
+        off_t at = (off_t)s->n_floats * (off_t)sizeof(float);
         for (size_t done = 0; done < bytes;) {
             ssize_t w = pwrite(s->fd, (const char *)s->buf + done, bytes - done, at + (off_t)done);
             if (w <= 0) return ct_fail(err, CT_STATUS_IO, "row store: writing row %lld: %s", (long long)r, w < 0 ? strerror(errno) : "disk full");
             done += (size_t)w;
         }
-        s->off[r] = s->file_floats;
-        s->file_floats += len;
     }
+    s->off[r] = s->n_floats;
+    s->n_floats += len;
     s->n_rows++;
     return CT_OK;
 }
@@ -134,8 +126,7 @@ ct_status ct_rowstore_append(ct_rowstore *s, const float *row, int layer, int po
 ct_status ct_rowstore_read(ct_rowstore *s, int64_t r, ct_row_seg *segs, int *n_segs, ct_err *err) {
     if (r < 0 || r >= s->n_rows) return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "row store: row %lld of %lld", (long long)r, (long long)s->n_rows);
     if (s->mem) {
-        segs[0] = (ct_row_seg){0, s->lay.n_cols, s->mem + (size_t)r * s->lay.n_cols};
-        *n_segs = 1;
+        *n_segs = segments(&s->lay, s->layer[r], s->pos[r], s->mem + s->off[r], segs);
         return CT_OK;
     }
     size_t bytes = sizeof(float) * (size_t)packed_len(&s->lay, s->layer[r], s->pos[r]);
@@ -150,7 +141,12 @@ ct_status ct_rowstore_read(ct_rowstore *s, int64_t r, ct_row_seg *segs, int *n_s
 }
 
 float ct_row_value(const ct_row_seg *segs, int n_segs, int64_t c) {
-    for (int i = 0; i < n_segs; i++)
-        if (c >= segs[i].col && c < segs[i].col + segs[i].n) return segs[i].v[c - segs[i].col];
+    int lo = 0, hi = n_segs;   // segments ascend by column: the last one starting at or before c
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (segs[mid].col <= c) lo = mid;
+        else hi = mid;
+    }
+    if (n_segs > 0 && c >= segs[lo].col && c < segs[lo].col + segs[lo].n) return segs[lo].v[c - segs[lo].col];
     return 0.0f;
 }

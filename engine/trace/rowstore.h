@@ -5,7 +5,7 @@
 // at positions up to the target's can be non-zero, so a spilled row keeps just those: one
 // segment per earlier layer (the layer's features at positions 1..pos, consecutive columns
 // since features are sorted by layer, position, index) and the error/token/logit tail. Rows in
-// memory are one full-width segment.
+// memory are kept the same way: memory is touched only for what the rows can hold.
 #ifndef CT_ROWSTORE_H
 #define CT_ROWSTORE_H
 
@@ -34,11 +34,8 @@ ct_status ct_rowstore_open(ct_rowstore **out, const ct_row_layout *lay, int64_t 
 void ct_rowstore_close(ct_rowstore *s);
 int ct_rowstore_spilled(const ct_rowstore *s);
 int64_t ct_rowstore_rows(const ct_rowstore *s);
-// Bytes the store holds (memory or file).
+// Bytes the rows take (memory or file).
 size_t ct_rowstore_bytes(const ct_rowstore *s);
-// In memory: where the next n rows will be stored (zeroed), so a caller can compute them in
-// place before appending them; NULL when spilled or full.
-float *ct_rowstore_next(ct_rowstore *s, int64_t n);
 // Appends a full-width row (n_cols) of a target read at (layer, pos); layer L for logits.
 ct_status ct_rowstore_append(ct_rowstore *s, const float *row, int layer, int pos, ct_err *err);
 // Row r as segments (at most L + 1); *n_segs set.

@@ -60,6 +60,7 @@ int main(void) {
         {"Gemma2ForCausalLM", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out", CT_DT_F32, 0, TC_ENC_BF16},
         {"LlamaForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out", CT_DT_BF16, 1, TC_ENC_BF16},
     };
+    int threads = ct_get_threads();
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const tc_case *k = &cases[c];
         char mdir[256], tdir[256], name[256];
@@ -67,10 +68,12 @@ int main(void) {
         snprintf(mdir, sizeof mdir, "%s/%s-%s", tmp, k->arch, ct_dtype_name(dt));
         snprintf(tdir, sizeof tdir, "%s/tc%zu", tmp, c);
         snprintf(name, sizeof name, "%s %s %s %s%s %s->%s%s%s", k->arch, ct_dtype_name(dt), k->clt ? "CLT" : "PLT", k->act,
-                 k->skip ? "+skip" : "", k->in, k->out, k->small_tiles ? ", one-row tiles, products of 5 rows" : "",
+                 k->skip ? "+skip" : "", k->in, k->out, k->small_tiles ? ", one-row tiles, products of 5 rows, 3 threads" : "",
                  k->enc == TC_ENC_GS2 ? ", encoders (D, F)" : k->enc == TC_ENC_BF16 ? ", encoders bf16" : "");
         ct_mat_tile_limit(k->small_tiles ? 1 : 0);
         ct_attr_pack_limit(k->small_tiles ? 5 : 0);
+        ct_attr_split_limit(k->small_tiles ? 1 : 0);   // every step of the backward shared among 3 threads
+        ct_set_threads(k->small_tiles ? 3 : threads);
         make_family(mdir, k->arch, dt);
         make_transcoders_enc(tdir, family_width(k->arch), k->clt, k->act, k->skip, k->in, k->out, k->enc);
         ct_model *m = NULL;
@@ -95,6 +98,8 @@ int main(void) {
     }
     ct_mat_tile_limit(0);
     ct_attr_pack_limit(0);
+    ct_attr_split_limit(0);
+    ct_set_threads(threads);
 
     // stories260K with its default transcoders: real weights
     const char *models = getenv("CTRACE_MODELS") ? getenv("CTRACE_MODELS") : "../shared/models";

@@ -26,11 +26,12 @@ typedef struct {
     int err_positions;       // 0: every error node; else the error nodes of this many positions
                              // (the first, the middle and the last for 3), at every layer
     double feat_atol, feat_rtol;   // feature targets: |measured - edge| <= atol + rtol |edge|
+    size_t memory_limit;     // 0: the attribution's default
 } edge_check;
 
 // The tests' defaults: every error node, atol 5e-4 on feature targets.
 __attribute__((unused)) static edge_check edge_check_default(int n_features, int n_const) {
-    return (edge_check){n_features, n_const, 64, 0, 0, 5e-4, 0.0};
+    return (edge_check){n_features, n_const, 64, 0, 0, 5e-4, 0.0, 0};
 }
 
 typedef struct {
@@ -125,6 +126,7 @@ __attribute__((unused)) static int64_t check_graph(const char *name, ct_model *m
     ct_attr_opts_default(&o);
     o.batch_size = ck->batch_size;
     if (ck->max_feature_nodes) o.max_feature_nodes = ck->max_feature_nodes;
+    if (ck->memory_limit) o.memory_limit = ck->memory_limit;
     ct_graph *g = NULL;
     ct_replacement rm;
     ct_status rc = ct_replacement_init(&rm, m, tc, &err);

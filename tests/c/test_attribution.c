@@ -27,6 +27,36 @@ typedef struct {
 
 static const int prompt[8] = {0, 3, 4, 3, 2, 5, 3, 8};
 
+// The influence ranking shared among the threads (every step split, as set by the caller) picks
+// the same features as on one thread: a budget of half the active features, chosen a batch of 4
+// at a time.
+static void check_ranking_threads(const char *name, ct_model *m, const ct_transcoders *tc, int threads) {
+    ct_graph *g[2] = {NULL, NULL};
+    ct_err err = {0};
+    for (int k = 0; k < 2; k++) {
+        ct_set_threads(k ? 1 : threads);
+        ct_replacement rm;
+        ct_attr_opts o;
+        ct_attr_opts_default(&o);
+        o.batch_size = 4, o.update_interval = 1, o.max_feature_nodes = 0;
+        if (ct_replacement_init(&rm, m, tc, &err)) break;
+        ct_graph *all = NULL;   // the active count, for the budget
+        if (ct_attribute(&all, &rm, prompt, 8, &o, &err) == CT_OK) {
+            o.max_feature_nodes = all->n_active / 2;
+            ct_attribute(&g[k], &rm, prompt, 8, &o, &err);
+        }
+        ct_graph_free(all);
+        ct_replacement_free(&rm);
+    }
+    ct_set_threads(threads);
+    int same = g[0] && g[1] && g[0]->n_selected == g[1]->n_selected &&
+               memcmp(g[0]->selected, g[1]->selected, sizeof(int64_t) * (size_t)g[0]->n_selected) == 0;
+    ok(same, "%s: a budget of %lld features ranked on %d threads picks the features one thread picks", name,
+       g[0] ? (long long)g[0]->n_selected : -1LL, threads);
+    ct_graph_free(g[0]);
+    ct_graph_free(g[1]);
+}
+
 int main(void) {
     char tmp[] = "/tmp/ct_attrXXXXXX";
     if (!mkdtemp(tmp)) return 1;
@@ -68,7 +98,7 @@ int main(void) {
         snprintf(mdir, sizeof mdir, "%s/%s-%s", tmp, k->arch, ct_dtype_name(dt));
         snprintf(tdir, sizeof tdir, "%s/tc%zu", tmp, c);
         snprintf(name, sizeof name, "%s %s %s %s%s %s->%s%s%s", k->arch, ct_dtype_name(dt), k->clt ? "CLT" : "PLT", k->act,
-                 k->skip ? "+skip" : "", k->in, k->out, k->small_tiles ? ", one-row tiles, products of 5 rows, 3 threads" : "",
+                 k->skip ? "+skip" : "", k->in, k->out, k->small_tiles ? ", one-row tiles, products of 5 rows, 3 threads, 12 KB" : "",
                  k->enc == TC_ENC_GS2 ? ", encoders (D, F)" : k->enc == TC_ENC_BF16 ? ", encoders bf16" : "");
         ct_mat_tile_limit(k->small_tiles ? 1 : 0);
         ct_attr_pack_limit(k->small_tiles ? 5 : 0);
@@ -82,7 +112,10 @@ int main(void) {
         int okm = ct_model_load(NULL, &m, mdir, &err) == CT_OK && ct_transcoders_load(NULL, &tc, tdir, &err) == CT_OK;
         ok(okm, "%s: load (%s)", name, okm ? "ok" : err.msg);
         edge_check ck = edge_check_default(100, 0);
+        // one-row tiles: a working memory of 12 KB too (rows in a file, batches of a row or two)
+        if (k->small_tiles) ck.memory_limit = 12 << 10;
         int64_t neg = okm ? check_graph(name, m, tc, prompt, 8, &ck) : 0;
+        if (okm && k->small_tiles) check_ranking_threads(name, m, tc, 3);
         if (okm && strcmp(k->act, "topk-negative") == 0)
             ok(neg >= 20, "%s: %lld of the checked features have a negative activation (active as they are)", name, (long long)neg);
         // Gemma-3 instruction-tuned models hold 4 positions constant (their chat prefix): the same

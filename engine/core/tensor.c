@@ -289,13 +289,6 @@ void ct_parallel(int max_workers, void (*fn)(void *arg, int w, int n_workers), v
     for (int w = 1; w <= started; w++) pthread_join(th[w], NULL);
 }
 
-void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb) {
-    int small = (double)M * M * N < (double)(1 << 23), large = large_threads();
-    int want = small ? 1 : large;
-    if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
-    cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, M, N, 1.0f, A, lda, B, ldb);
-}
-
 void ct_strmm_lower_t_here(int M, int N, const float *A, int lda, float *B, int ldb) {
     cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, M, N, 1.0f, A, lda, B, ldb);
 }

@@ -173,9 +173,8 @@ void ct_parallel(int max_workers, void (*fn)(void *arg, int w, int n_workers), v
 // As ct_sgemm, on the calling thread only: for the workers of ct_parallel.
 void ct_sgemm_here(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                    float beta, float *C, int ldc);
-// B (M, N) = A^T B in place, A (M, M) lower triangular (row-major, leading dimension lda).
-void ct_strmm_lower_t(int M, int N, const float *A, int lda, float *B, int ldb);
-// As ct_strmm_lower_t, on the calling thread only: for the workers of ct_parallel.
+// B (M, N) = A^T B in place, A (M, M) lower triangular (row-major, leading dimension lda), on the
+// calling thread only: for the workers of ct_parallel.
 void ct_strmm_lower_t_here(int M, int N, const float *A, int lda, float *B, int ldb);
 // out (T, n_out) = x (T, n_in) @ w (n_out, n_in)^T [+ b (n_out,)]
 void ct_matmul(float *out, const float *x, const float *w, const float *b, int T, int n_in,

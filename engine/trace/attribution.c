@@ -277,7 +277,6 @@ typedef struct {
     const attr_ctx *a;
     const float *GO;      // (n_live, D) the gradient at layer l's output hook
     float *rows;          // (B, n_cols)
-    const int *first;
     int l, Tp, B;
     ct_status rc[CT_MAX_WORKERS];
     ct_err err[CT_MAX_WORKERS];
@@ -293,7 +292,7 @@ static void sources_worker(void *arg, int w, int nw) {
     int64_t ldr = a->n_cols;
     float *S = a->S + (size_t)w * a->S_n;
     for (int t = a->n_const + w; t < j->Tp && !j->rc[w]; t += nw) {
-        int f = j->first[t];
+        int f = a->first[t];
         const float *g = j->GO + (size_t)a->off[t] * D;   // (B - f, D): the rows live at t
         for (int lf = tc->kind == CT_TC_CLT ? 0 : l; lf <= l && !j->rc[w]; lf++) {
             int64_t s0 = a->start[lf * T + t], n = a->start[lf * T + t + 1] - s0;
@@ -311,10 +310,11 @@ static void sources_worker(void *arg, int w, int nw) {
 // rows (B, n_cols) += the direct effects of the features written at layer l's output hook (every
 // layer's for a cross-layer set) and of layer l's error nodes, through GO (n_live, D): one
 // product per position, the positions shared among the threads.
-static ct_status sources_back(attr_ctx *a, const float *GO, const int *first, int l, int Tp, int B, float *rows, ct_err *err) {
+static ct_status sources_back(attr_ctx *a, const float *GO, int l, int Tp, int B, float *rows, ct_err *err) {
     const ct_transcoders *tc = a->tc;
     int T = a->T, D = a->D;
-    sources_job j = {.a = a, .GO = GO, .rows = rows, .first = first, .l = l, .Tp = Tp, .B = B};
+    const int *first = a->first;
+    sources_job j = {.a = a, .GO = GO, .rows = rows, .l = l, .Tp = Tp, .B = B};
     int64_t live = 0;   // multiply-adds, counted here in a fixed order
     for (int t = a->n_const; t < Tp; t++) {
         int64_t n = 1;
@@ -334,12 +334,15 @@ static ct_status sources_back(attr_ctx *a, const float *GO, const int *first, in
     return CT_OK;
 }
 
+// Rows in one of mix_back's chunks: about 256 columns of head_dim hd each.
+static int mix_rows(int hd) { return (256 + hd - 1) / hd; }
+
 typedef struct {
     const attr_ctx *a;
     const attr_row *r;
     const float *Z;   // (n_live, H*hd)
     float *DV;        // (n_live, KV*hd)
-    int l, Tp, B, cs;
+    int l, B, cs;
 } mix_job;
 
 // Worker w of nw: every nw-th chunk of mix_back's (see there), in its own buffer a->M + w * M_n.
@@ -358,13 +361,13 @@ static void mix_worker(void *arg, int w, int nw) {
                 for (int b = c0; b < c1; b++) {
                     float *x = X + (size_t)t * n + (size_t)(b - c0) * hd;
                     if (b < first[t]) memset(x, 0, sizeof(float) * hd);
-                    else memcpy(x, j->Z + (size_t)(a->off[t] + b - first[t]) * qd + (size_t)h * hd, sizeof(float) * hd);
+                    else memcpy(x, j->Z + (size_t)at(a, t, b) * qd + (size_t)h * hd, sizeof(float) * hd);
                 }
             ct_strmm_lower_t_here(Tc, n, a->fz->pattern[j->l] + (size_t)h * T * T, T, X, n);
             // into the live rows of DV: the group's first head copied, the others added
             for (int t = 0; t < Tc; t++)
                 for (int b = c0 > first[t] ? c0 : first[t]; b < c1; b++) {
-                    float *o = j->DV + (size_t)(a->off[t] + b - first[t]) * kvd + (size_t)(h / group) * hd;
+                    float *o = j->DV + (size_t)at(a, t, b) * kvd + (size_t)(h / group) * hd;
                     const float *x = X + (size_t)t * n + (size_t)(b - c0) * hd;
                     if (h % group == 0) memcpy(o, x, sizeof(float) * hd);
                     else
@@ -379,9 +382,9 @@ static void mix_worker(void *arg, int w, int nw) {
 // P_h the frozen pattern (lower triangular). Chunks of rows with nearby positions (one product of
 // about 256 columns each; at most g_pack rows) use only the leading positions their last row
 // needs; the chunks are shared among the threads.
-static void mix_back(attr_ctx *a, const attr_row *r, int B, int Tp, int l, const float *Z, float *DV) {
-    int cs = (256 + a->hd - 1) / a->hd;
-    mix_job j = {a, r, Z, DV, l, Tp, B, cs < g_pack ? cs : g_pack};
+static void mix_back(attr_ctx *a, const attr_row *r, int B, int l, const float *Z, float *DV) {
+    int cs = mix_rows(a->hd);
+    mix_job j = {a, r, Z, DV, l, B, cs < g_pack ? cs : g_pack};
     double macs = 0.0;
     for (int c0 = 0; c0 < B; c0 += j.cs) {
         int c1 = c0 + j.cs < B ? c0 + j.cs : B, Tc = r[c1 - 1].pos + 1;
@@ -459,7 +462,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
                 norm_back(a, a->A1, G, a->fz->ln2_post_scale[l], w->post_ff_w, Tp, off, 0);
                 GO = a->A1;
             }
-            ct_status rc = sources_back(a, GO, first, l, Tp, B, rows, err);
+            ct_status rc = sources_back(a, GO, l, Tp, B, rows, err);
             if (rc) return rc;
             // 2. skip connection: PLT y = x W^T gives g_x = g_y W; CLT y = x W gives g_x = g_y W^T
             if (tl->W_skip) {
@@ -502,7 +505,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
         float *Z = a->A2;   // (n_live, H*hd)
         mat_product(a, n_live, &w->wo, Gp, Z);
         float *DV = a->A1 + (size_t)n_live * D;   // (n_live, KV*hd) past the end of XN's room
-        mix_back(a, r, B, Tp, l, Z, DV);
+        mix_back(a, r, B, l, Z, DV);
         float *XN = a->A1;   // (n_live, D) gradient at the attention input (after ln1)
         mat_product(a, n_live, &w->wv, DV, XN);
         norm_back(a, G, XN, a->fz->ln1_scale[l], w->ln1_w, Tp, off, 1);
@@ -878,7 +881,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     a.S_workers = ct_get_threads() < CT_MAX_WORKERS ? ct_get_threads() : CT_MAX_WORKERS;
     a.S_n = (size_t)(a.max_block + 1) * D;
     a.S = malloc(sizeof(float) * a.S_n * (size_t)a.S_workers);
-    a.M_n = (size_t)T * ((256 + a.hd - 1) / a.hd) * a.hd;
+    a.M_n = (size_t)T * mix_rows(a.hd) * a.hd;
     a.M = malloc(sizeof(float) * a.M_n * (size_t)a.S_workers);
     a.v = malloc(sizeof(float) * (size_t)D);
     a.gain = malloc(sizeof(float) * (size_t)D);

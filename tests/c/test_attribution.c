@@ -4,11 +4,14 @@
 // |edge|. Tiny random models of every family with per-layer (ReLU, JumpReLU, TopK; with and
 // without skip) and cross-layer transcoders, among them TopK sets whose active features are mostly
 // negative (circuit-tracer's TopK keeps them as they are), with weights stored F32, BF16 and F16
-// (those read a tile at a time; some cases with one-row tiles and the backward's live rows
-// multiplied 5 at a time), then stories260K with its default
-// transcoders.
+// (those read a tile at a time; some cases with one-row tiles, the backward's mixing in chunks of
+// at most 5 rows, every step shared among 3 threads and a 12 KB working memory), then
+// stories260K with its default transcoders. Rows spilled to a file that cannot be made or
+// written fail the attribution with a message, never a graph.
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "edges.h"
@@ -55,6 +58,42 @@ static void check_ranking_threads(const char *name, ct_model *m, const ct_transc
        g[0] ? (long long)g[0]->n_selected : -1LL, threads);
     ct_graph_free(g[0]);
     ct_graph_free(g[1]);
+}
+
+// A working memory too small for the rows sends them to a file under $TMPDIR: a directory that
+// does not exist, or a disk that fills (RLIMIT_FSIZE stands in for it), fails the attribution
+// with CT_STATUS_IO and a message naming the row store, and leaves no graph.
+static void check_spill_failures(ct_model *m, const ct_transcoders *tc, const char *tmp) {
+    const char *old = getenv("TMPDIR");
+    char *saved = old ? strdup(old) : NULL;
+    for (int k = 0; k < 2; k++) {
+        char dir[300];
+        snprintf(dir, sizeof dir, k == 0 ? "%s/no/such/dir" : "%s", tmp);
+        setenv("TMPDIR", dir, 1);
+        struct rlimit lim, small = {4096, 4096};
+        void (*h)(int) = signal(SIGXFSZ, SIG_IGN);   // a write past the limit fails with EFBIG
+        getrlimit(RLIMIT_FSIZE, &lim);
+        if (k == 1) small.rlim_max = lim.rlim_max, setrlimit(RLIMIT_FSIZE, &small);
+        ct_replacement rm;
+        ct_err err = {0};
+        ct_attr_opts o;
+        ct_attr_opts_default(&o);
+        o.memory_limit = 12 << 10;
+        ct_graph *g = NULL;
+        ct_status rc = ct_replacement_init(&rm, m, tc, &err);
+        if (!rc) rc = ct_attribute(&g, &rm, prompt, 8, &o, &err);
+        if (k == 1) setrlimit(RLIMIT_FSIZE, &lim);
+        signal(SIGXFSZ, h);
+        const char *want = k == 0 ? "row store: cannot create a file in" : "row store: writing row";
+        ok(rc == CT_STATUS_IO && !g && strstr(err.msg, want),
+           "rows spilled to %s: CT_STATUS_IO, no graph, \"%s...\" (got status %d: %s)",
+           k == 0 ? "a directory that does not exist" : "a disk that fills at 4 KB", want, rc, err.msg);
+        ct_graph_free(g);
+        ct_replacement_free(&rm);
+    }
+    if (saved) setenv("TMPDIR", saved, 1);
+    else unsetenv("TMPDIR");
+    free(saved);
 }
 
 int main(void) {
@@ -115,6 +154,7 @@ int main(void) {
         // one-row tiles: a working memory of 12 KB too (rows in a file, batches of a row or two)
         if (k->small_tiles) ck.memory_limit = 12 << 10;
         int64_t neg = okm ? check_graph(name, m, tc, prompt, 8, &ck) : 0;
+        if (okm && c == 0) check_spill_failures(m, tc, tmp);
         if (okm && k->small_tiles) check_ranking_threads(name, m, tc, 3);
         if (okm && strcmp(k->act, "topk-negative") == 0)
             ok(neg >= 20, "%s: %lld of the checked features have a negative activation (active as they are)", name, (long long)neg);

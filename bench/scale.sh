@@ -67,7 +67,6 @@ echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | se
      "OpenBLAS kernels: ${OPENBLAS_CORETYPE:-as detected}; disk free in $dir: $(df -h "$dir" | awk 'NR == 2 {print $4}')"
 sg=$(build/bench/sgemm 1024x1024x1024 read)
 echo "$sg"
-gflops=$(echo "$sg" | awk '/^sgemm/ {print $7}')
 bandwidth=$(echo "$sg" | awk '/^read/ {print $2}')
 
 # build TARGET...: the replica files, timed; fails (and the target is skipped) when they cannot be made
@@ -78,20 +77,31 @@ build() {
   echo "scale: built $* in $((SECONDS - t0)) s ($(du -sh "$dir" | cut -f1) on disk)"
 }
 
-# run LABEL MEM_GIB(0: none) MODEL SET PROMPT [scale.lua options]: one measured run, then sgemm at
-# the backward's shapes. In a cgroup: the page cache dropped first (a page cached before the cgroup
-# exists is never charged to it), then $RUNS runs (default 2: the second is the steady state)
+# sgemm1024: GFLOP/s of sgemm 1024^3 now
+sgemm1024() { build/bench/sgemm 1024x1024x1024 | awk '{print $7}'; }
+
+# run LABEL MEM_GIB(0: none) MODEL SET PROMPT [scale.lua options]: one measured run between two
+# measurements of sgemm 1024^3 (the machine's rate drifts: the ratio to the multiply-add bound is
+# restated at the faster of the two), then sgemm at the backward's shapes. In a cgroup: the page
+# cache dropped first (a page cached before the cgroup exists is never charged to it), then $RUNS
+# runs (default 2: the second is the steady state)
 run() {
-  local label=$1 mem=$2 out
+  local label=$1 mem=$2 out before after
   shift 2
   if [ "$mem" != 0 ] && [ $cgroups = 0 ]; then echo "scale: $label: left out (no memory cgroup)"; return; fi
   echo "## $label"
+  before=$(sgemm1024)
   if out=$($PY bench/measure.py --label "$label" $([ "$mem" != 0 ] && echo --mem "$mem" --drop-caches --runs "${RUNS:-2}") -- \
-            "$CT" bench/scale.lua "$@" --gflops "$gflops" --bandwidth "$bandwidth" 2>&1); then
+            "$CT" bench/scale.lua "$@" --gflops "$before" --bandwidth "$bandwidth" 2>&1); then
     echo "$out" | grep -E '^(scale|measure):'
   else
     echo "scale: $label FAILED:"; echo "$out" | tail -20
   fi
+  after=$(sgemm1024)
+  echo "$out" | awk -v b="$before" -v a="$after" '
+    /^scale: attribute / { t = $3 }
+    /^scale: multiply-adds / { g = a > b ? a : b
+      printf "scale: sgemm 1024^3 %.1f GFLOP/s before the run, %.1f after: at the faster, attribution took %.2fx the time its %s G multiply-adds need\n", b, a, t / (2 * $3 / g), $3 }'
   local shapes
   shapes=$(echo "$out" | sed -n 's/^scale: backward shapes \([0-9x]*\) \([0-9x]*\) .*/\1 \2/p' | head -1)
   [ -n "$shapes" ] && build/bench/sgemm $shapes | sed 's/^/scale: backward shape: /'

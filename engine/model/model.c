@@ -556,6 +556,10 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
     const ct_frozen *fz = ctl ? ctl->frozen : NULL;
     if (fz && (kv_in && kv_in->len != 0))
         return ct_fail(err, CT_STATUS_BAD_ARG, "forward: frozen values need a pass from position 0");
+    int first = ctl ? ctl->first_layer : 0;
+    if (first < 0 || first >= L || (first > 0 && (!ctl->resid || kv_in || hooks)))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "forward: a pass from layer %d of 0..%d needs the residual stream entering "
+                       "it, and no KV cache or hooks", first, L - 1);
     ct_kv_cache local = {0}, *kv = kv_in;
     ct_status rc = CT_OK;
     if (!kv) {
@@ -604,22 +608,26 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
     if (c->rope != CT_ROPE_NONE) rope_table(m, m->rope_inv_freq, b.cs, b.sn, pos0, T);
     if (c->rope != CT_ROPE_NONE && m->rope_local_inv_freq) rope_table(m, m->rope_local_inv_freq, b.cs_local, b.sn_local, pos0, T);
 
-    // embeddings: x = embed[token] * scale (+ pos_embed)
-    for (int t = 0; t < T; t++) {
-        float *xr = b.x + (size_t)t * D;
-        ct_mat_row(&m->embed, tokens[t], xr);
-        for (int i = 0; i < D; i++) xr[i] *= c->embed_scale;
+    // embeddings: x = embed[token] * scale (+ pos_embed); or the residual stream entering the first layer
+    if (first > 0) {
+        memcpy(b.x, ctl->resid, sizeof(float) * TD);
+    } else {
+        for (int t = 0; t < T; t++) {
+            float *xr = b.x + (size_t)t * D;
+            ct_mat_row(&m->embed, tokens[t], xr);
+            for (int i = 0; i < D; i++) xr[i] *= c->embed_scale;
+        }
+        hook_copy(hooks, CT_HOOK_EMBED, -1, b.x, TD);
+        if (c->learned_pos) {
+            float *ph = hook_slot(hooks, CT_HOOK_POS_EMBED, -1);
+            ct_mat_rows(&m->pos_embed, pos0, T, b.xb);   // (T, D); xb is free until the first norm
+            for (size_t i = 0; i < TD; i++) b.x[i] += b.xb[i];
+            if (ph) memcpy(ph, b.xb, sizeof(float) * TD);
+        }
+        if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_EMBED, -1}, b.x, T, err))) goto done;
     }
-    hook_copy(hooks, CT_HOOK_EMBED, -1, b.x, TD);
-    if (c->learned_pos) {
-        float *ph = hook_slot(hooks, CT_HOOK_POS_EMBED, -1);
-        ct_mat_rows(&m->pos_embed, pos0, T, b.xb);   // (T, D); xb is free until the first norm
-        for (size_t i = 0; i < TD; i++) b.x[i] += b.xb[i];
-        if (ph) memcpy(ph, b.xb, sizeof(float) * TD);
-    }
-    if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_EMBED, -1}, b.x, T, err))) goto done;
 
-    for (int l = 0; l < L; l++) {
+    for (int l = first; l < L; l++) {
         const ct_layer *w = &m->layers[l];
         float *kc = kv->k + (size_t)l * kv->max_len * kvd, *vc = kv->v + (size_t)l * kv->max_len * kvd;
         hook_copy(hooks, CT_HOOK_RESID_PRE, l, b.x, TD);
@@ -701,8 +709,8 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
     hook_copy(hooks, CT_HOOK_LNF_SCALE, -1, b.scale, (size_t)T);
     hook_copy(hooks, CT_HOOK_UNEMBED_PRE, -1, b.xb, TD);
     if (logits) {
-        int first = all_logits ? 0 : T - 1, n = T - first;
-        ct_mat_matmul(logits, b.xb + (size_t)first * D, &m->lm_head, NULL, n, sc->tile, sc->tile_n);
+        int t0 = all_logits ? 0 : T - 1, n = T - t0;
+        ct_mat_matmul(logits, b.xb + (size_t)t0 * D, &m->lm_head, NULL, n, sc->tile, sc->tile_n);
         if (c->final_softcap > 0)
             for (size_t i = 0; i < (size_t)n * V; i++) logits[i] = c->final_softcap * tanhf(logits[i] / c->final_softcap);
     }

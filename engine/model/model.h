@@ -281,13 +281,17 @@ void ct_frozen_run_free(ct_frozen_run *f);
 // MLP's raw output (mlp_out_raw: before Gemma's post-feedforward norm, which is then applied)
 // or at its contribution to the residual. edit, when set, may change x (T, D) in place at
 // hook_embed (after positions are added), blocks.l.hook_resid_mid, mlp.hook_out (raw output)
-// and hook_mlp_out, before the value is used.
+// and hook_mlp_out, before the value is used. first_layer > 0 starts the pass at that layer from
+// resid (T, D), the residual stream entering it (a pass from position 0 without a KV cache or
+// hooks): the layers before it are not run.
 typedef struct {
     ct_status (*mlp)(void *ctx, int layer, const ct_mlp_io *io, float *out, ct_err *err);
     int mlp_out_raw;
     ct_status (*edit)(void *ctx, ct_hook_id at, float *x, int T, ct_err *err);
     const ct_frozen *frozen;
     void *ctx;
+    int first_layer;
+    const float *resid;
 } ct_forward_ctl;
 
 // Runs tokens (T,) at positions kv->len .. kv->len+T-1 (kv may be NULL: a fresh pass from

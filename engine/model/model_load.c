@@ -551,32 +551,66 @@ static ct_status hf_get_conv1d(hf_ctx *h, ct_mat *out, const char *name, int64_t
     return CT_OK;
 }
 
-static int json_int(const cJSON *o, const char *key, int def) {
+// The first config value of the wrong type met while reading: reading goes on with the default,
+// and the config is refused once read (cfg_refuse), naming the key, what it holds and what it needs.
+typedef struct {
+    const char *key, *expected;
+    const cJSON *found;
+} cfg_bad;
+
+static void wrong_type(cfg_bad *b, const char *key, const cJSON *v, const char *expected) {
+    if (!b->key) *b = (cfg_bad){key, expected, v};
+}
+
+static ct_status cfg_refuse(const cfg_bad *b, const char *dir, ct_err *err) {
+    if (!b->key) return CT_OK;
+    const cJSON *v = b->found;
+    char found[64];
+    if (cJSON_IsNumber(v)) snprintf(found, sizeof found, "%.17g", v->valuedouble);
+    else if (cJSON_IsString(v)) snprintf(found, sizeof found, "the string \"%.24s\"", v->valuestring);
+    else snprintf(found, sizeof found, "%s", cJSON_IsBool(v) ? "a boolean" : cJSON_IsArray(v) ? "a list" : "an object");
+    return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: \"%s\" is %s; expected %s", dir, b->key, found, b->expected);
+}
+
+// A key's value, or the default when the key is missing or null (transformers' None).
+static int json_int(cfg_bad *b, const cJSON *o, const char *key, int def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 2e9) return def;
+    if (!v || cJSON_IsNull(v)) return def;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 2e9) {
+        wrong_type(b, key, v, "an integer");
+        return def;
+    }
     return (int)v->valuedouble;
 }
 
-static double json_num(const cJSON *o, const char *key, double def) {
+static double json_num(cfg_bad *b, const cJSON *o, const char *key, double def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return def;
+    if (!cJSON_IsNumber(v)) wrong_type(b, key, v, "a number");
     return cJSON_IsNumber(v) ? v->valuedouble : def;
 }
 
-static int json_bool(const cJSON *o, const char *key, int def) {
+static int json_bool(cfg_bad *b, const cJSON *o, const char *key, int def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return def;
+    if (!cJSON_IsBool(v)) wrong_type(b, key, v, "true or false");
     return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
 }
 
 // Reads eos_token_id that may be a number or a list (first entry).
-static int json_token_id(const cJSON *o, const char *key, int def) {
+static int json_token_id(cfg_bad *b, const cJSON *o, const char *key, int def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
-    return cJSON_IsNumber(v) && v->valuedouble >= -1 && v->valuedouble < (1 << 24) ? (int)v->valuedouble : def;
+    if (!v || cJSON_IsNull(v) || (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0)) return def;
+    const cJSON *e = cJSON_IsArray(v) ? cJSON_GetArrayItem(v, 0) : v;
+    if (cJSON_IsNumber(e) && e->valuedouble >= -1 && e->valuedouble < (1 << 24) && e->valuedouble == floor(e->valuedouble))
+        return (int)e->valuedouble;
+    wrong_type(b, key, e, "a token id (an integer from -1) or a list of them");
+    return def;
 }
 
 // json_int / json_num with a key the family may lack (NULL: the default).
-static int key_int(const cJSON *o, const char *key, int def) { return key ? json_int(o, key, def) : def; }
-static double key_num(const cJSON *o, const char *key, double def) { return key ? json_num(o, key, def) : def; }
+static int key_int(cfg_bad *b, const cJSON *o, const char *key, int def) { return key ? json_int(b, o, key, def) : def; }
+static double key_num(cfg_bad *b, const cJSON *o, const char *key, double def) { return key ? json_num(b, o, key, def) : def; }
 // Whether the key is there with a null value: "none" (0) for softcaps and windows, as transformers
 // reads None, where a missing key takes the family's default.
 static int key_null(const cJSON *o, const char *key) { return key && cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, key)); }
@@ -585,27 +619,28 @@ static int key_null(const cJSON *o, const char *key) { return key && cJSON_IsNul
 // rope_theta) for the full-attention layers or (local) the sliding layers' own base. Types:
 // default, linear (families with a local base: Gemma-3) and llama3 (the others).
 static ct_status hf_rope_spec(ct_config *c, const hf_family *f, const cJSON *o, int local, const char *what,
-                              const char *dir, ct_err *err) {
+                              cfg_bad *bad, const char *dir, ct_err *err) {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
     if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(o, "type");
     const char *ty = cJSON_IsString(type) ? type->valuestring : "default";
-    const cJSON *theta = cJSON_GetObjectItemCaseSensitive(o, "rope_theta");
-    if (cJSON_IsNumber(theta)) *(local ? &c->rope_local_theta : &c->rope_theta) = (float)theta->valuedouble;
+    float *theta = local ? &c->rope_local_theta : &c->rope_theta;
+    *theta = (float)json_num(bad, o, "rope_theta", *theta);
     float *linear = local ? &c->rope_local_linear : &c->rope_linear;
     if (strcmp(ty, "default") == 0) {
         *linear = 0.0f;
     } else if (strcmp(ty, "linear") == 0 && f->rope_local) {
-        double factor = json_num(o, "factor", 0.0);
+        double factor = json_num(bad, o, "factor", 0.0);
+        if (bad->key) return cfg_refuse(bad, dir, err);   // its type, rather than the default's range
         if (!(factor > 0 && factor < 1e9))
             return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: %s type linear needs a factor > 0, got %g", dir,
                            what, factor);
         *linear = (float)factor;
     } else if (strcmp(ty, "llama3") == 0 && !f->rope_local) {
         c->rope_llama3 = 1;
-        c->rope_factor = (float)json_num(o, "factor", 8.0);
-        c->rope_low_freq = (float)json_num(o, "low_freq_factor", 1.0);
-        c->rope_high_freq = (float)json_num(o, "high_freq_factor", 4.0);
-        c->rope_original_max = (float)json_num(o, "original_max_position_embeddings", 8192);
+        c->rope_factor = (float)json_num(bad, o, "factor", 8.0);
+        c->rope_low_freq = (float)json_num(bad, o, "low_freq_factor", 1.0);
+        c->rope_high_freq = (float)json_num(bad, o, "high_freq_factor", 4.0);
+        c->rope_original_max = (float)json_num(bad, o, "original_max_position_embeddings", 8192);
     } else {
         return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: %s type '%.32s'; expected %s", dir, what, ty,
                        f->rope_local ? "default or linear" : "default or llama3");
@@ -646,17 +681,18 @@ static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *
     }
     *text = t;
     const hf_keys *k = f->keys;
-    c->d_model = key_int(t, k->d_model, k->d_model_def);
-    c->n_layers = key_int(t, k->n_layers, k->n_layers_def);
-    c->n_heads = key_int(t, k->n_heads, k->n_heads_def);
-    c->n_kv_heads = key_int(t, k->n_kv_heads, k->n_kv_heads_def ? k->n_kv_heads_def : c->n_heads);
+    cfg_bad bs = {0}, *bad = &bs;
+    c->d_model = key_int(bad, t, k->d_model, k->d_model_def);
+    c->n_layers = key_int(bad, t, k->n_layers, k->n_layers_def);
+    c->n_heads = key_int(bad, t, k->n_heads, k->n_heads_def);
+    c->n_kv_heads = key_int(bad, t, k->n_kv_heads, k->n_kv_heads_def ? k->n_kv_heads_def : c->n_heads);
     long long mlp_def = k->d_mlp_def ? k->d_mlp_def : (long long)k->d_mlp_per_d_model * c->d_model;
-    c->d_mlp = key_int(t, k->d_mlp, mlp_def >= INT_MIN && mlp_def <= INT_MAX ? (int)mlp_def : 0);
-    c->vocab_size = key_int(t, k->vocab_size, k->vocab_size_def);
-    c->max_seq_len = key_int(t, k->max_seq_len, k->max_seq_len_def);
-    c->head_dim = key_int(t, k->head_dim, k->head_dim_def ? k->head_dim_def : c->n_heads > 0 ? c->d_model / c->n_heads : 0);
+    c->d_mlp = key_int(bad, t, k->d_mlp, mlp_def >= INT_MIN && mlp_def <= INT_MAX ? (int)mlp_def : 0);
+    c->vocab_size = key_int(bad, t, k->vocab_size, k->vocab_size_def);
+    c->max_seq_len = key_int(bad, t, k->max_seq_len, k->max_seq_len_def);
+    c->head_dim = key_int(bad, t, k->head_dim, k->head_dim_def ? k->head_dim_def : c->n_heads > 0 ? c->d_model / c->n_heads : 0);
     c->norm = f->norm;
-    c->norm_eps = (float)key_num(t, k->norm_eps, k->norm_eps_def);
+    c->norm_eps = (float)key_num(bad, t, k->norm_eps, k->norm_eps_def);
     c->norm_gain_offset = f->norm_gain_offset;
     c->rope = f->rope;
     c->gated_mlp = f->w.w_gate != NULL;
@@ -666,24 +702,24 @@ static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *
     c->qk_norm = f->w.q_norm != NULL;
     c->post_norms = f->w.post_attn_w != NULL;
     // tie_word_embeddings, BOS and EOS: the text config's, else the top level's
-    c->tied = k->tied ? json_bool(t, k->tied, json_bool(j, k->tied, f->tied)) : f->tied;
-    c->bos_id = json_token_id(t, "bos_token_id", json_token_id(j, "bos_token_id", -1));
-    c->eos_id = json_token_id(t, "eos_token_id", json_token_id(j, "eos_token_id", -1));
+    c->tied = k->tied ? json_bool(bad, t, k->tied, json_bool(bad, j, k->tied, f->tied)) : f->tied;
+    c->bos_id = json_token_id(bad, t, "bos_token_id", json_token_id(bad, j, "bos_token_id", -1));
+    c->eos_id = json_token_id(bad, t, "eos_token_id", json_token_id(bad, j, "eos_token_id", -1));
     c->attn_scale = c->head_dim > 0 ? 1.0f / sqrtf((float)c->head_dim) : 0;
     if (f->attn_scalar)
-        c->attn_scale = (float)(1.0 / sqrt(json_num(t, f->attn_scalar, f->attn_scalar_def > 0 ? f->attn_scalar_def : c->head_dim)));
-    c->attn_softcap = key_null(t, f->attn_softcap) ? 0.0f : (float)key_num(t, f->attn_softcap, f->attn_softcap_def);
-    c->final_softcap = key_null(t, f->final_softcap) ? 0.0f : (float)key_num(t, f->final_softcap, f->final_softcap_def);
-    c->sliding_window = key_null(t, f->sliding_window) ? 0 : key_int(t, f->sliding_window, f->sliding_window_def);
-    if (json_bool(t, "use_bidirectional_attention", 0))
+        c->attn_scale = (float)(1.0 / sqrt(json_num(bad, t, f->attn_scalar, f->attn_scalar_def > 0 ? f->attn_scalar_def : c->head_dim)));
+    c->attn_softcap = key_null(t, f->attn_softcap) ? 0.0f : (float)key_num(bad, t, f->attn_softcap, f->attn_softcap_def);
+    c->final_softcap = key_null(t, f->final_softcap) ? 0.0f : (float)key_num(bad, t, f->final_softcap, f->final_softcap_def);
+    c->sliding_window = key_null(t, f->sliding_window) ? 0 : key_int(bad, t, f->sliding_window, f->sliding_window_def);
+    if (json_bool(bad, t, "use_bidirectional_attention", 0))
         return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: use_bidirectional_attention (an embedding model); "
                        "expected a causal language model", dir);
     if (f->rope != CT_ROPE_NONE) {
-        c->rope_theta = (float)json_num(t, "rope_theta", f->rope_theta_def > 0 ? f->rope_theta_def : 10000.0);
-        if (f->rope_local) c->rope_local_theta = (float)json_num(t, f->rope_local, f->rope_local_def);
+        c->rope_theta = (float)json_num(bad, t, "rope_theta", f->rope_theta_def > 0 ? f->rope_theta_def : 10000.0);
+        if (f->rope_local) c->rope_local_theta = (float)json_num(bad, t, f->rope_local, f->rope_local_def);
         const cJSON *rs = cJSON_GetObjectItemCaseSensitive(t, "rope_scaling");
         ct_status rc;
-        if (cJSON_IsObject(rs) && (rc = hf_rope_spec(c, f, rs, 0, "rope_scaling", dir, err))) return rc;
+        if (cJSON_IsObject(rs) && (rc = hf_rope_spec(c, f, rs, 0, "rope_scaling", bad, dir, err))) return rc;
         // newer files: rope_parameters per layer type (its rope_theta values win over the keys above)
         const cJSON *rp = cJSON_GetObjectItemCaseSensitive(t, "rope_parameters");
         if (f->rope_local && cJSON_IsObject(rp)) {
@@ -692,9 +728,9 @@ static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *
             if (!cJSON_IsObject(full) && !cJSON_IsObject(slide))
                 return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: rope_parameters: expected "
                                "{\"full_attention\": {...}, \"sliding_attention\": {...}}", dir);
-            if (cJSON_IsObject(full) && (rc = hf_rope_spec(c, f, full, 0, "rope_parameters.full_attention", dir, err)))
+            if (cJSON_IsObject(full) && (rc = hf_rope_spec(c, f, full, 0, "rope_parameters.full_attention", bad, dir, err)))
                 return rc;
-            if (cJSON_IsObject(slide) && (rc = hf_rope_spec(c, f, slide, 1, "rope_parameters.sliding_attention", dir, err)))
+            if (cJSON_IsObject(slide) && (rc = hf_rope_spec(c, f, slide, 1, "rope_parameters.sliding_attention", bad, dir, err)))
                 return rc;
         }
     }
@@ -709,7 +745,7 @@ static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *
             return ct_fail(err, CT_STATUS_UNSUPPORTED, "%s/config.json: %s '%.32s'; expected %s", dir, f->act_keys[0],
                            act->valuestring, f->act_names[0]);
     }
-    return CT_OK;
+    return cfg_refuse(bad, dir, err);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
@@ -844,7 +880,9 @@ static ct_status hf_layer_types(ct_model *m, const hf_family *f, const cJSON *t,
         }
         return CT_OK;
     }
-    int pattern = json_int(t, "sliding_window_pattern", json_int(t, "_sliding_window_pattern", f->sliding_pattern));
+    cfg_bad bs = {0}, *bad = &bs;
+    int pattern = json_int(bad, t, "sliding_window_pattern", json_int(bad, t, "_sliding_window_pattern", f->sliding_pattern));
+    if (bad->key) return cfg_refuse(bad, dir, err);
     if (pattern < 1)
         return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s/config.json: sliding_window_pattern must be at least 1, got %d", dir,
                        pattern);

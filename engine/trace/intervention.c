@@ -189,6 +189,23 @@ static ct_frozen frozen_of(const iv_pass *p) {
     return f;
 }
 
+static int g_skip = 1;   // tests: 0 runs every layer
+
+void ct_iv_skip_clean_layers(int on) { g_skip = on; }
+
+// The first layer the pass runs: the layers below every intervention see only the clean run's
+// values, so (no readout asked for) the pass starts from the clean residual stream entering it,
+// with the same bits as a pass through them.
+static int first_changed_layer(const iv_pass *p) {
+    if (!g_skip || p->o->activations) return 0;
+    int first = p->c->L - 1;
+    for (int i = 0; i < p->n_iv; i++) {
+        int l = p->iv[i].kind == CT_IV_TOKEN ? 0 : p->iv[i].layer;
+        if (l < first) first = l;
+    }
+    return first;
+}
+
 ct_status ct_iv_run(ct_replacement *r, const int *tokens, int T, const ct_intervention *iv, int n_iv, const ct_iv_opts *o,
                     float *logits, ct_sparse_acts *acts, ct_err *err) {
     if (acts) memset(acts, 0, sizeof *acts);
@@ -197,7 +214,9 @@ ct_status ct_iv_run(ct_replacement *r, const int *tokens, int T, const ct_interv
     if (rc) return rc;
     p.acts = o->activations ? acts : NULL;
     ct_frozen fz = frozen_of(&p);
-    ct_forward_ctl ctl = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .frozen = fz.pattern ? &fz : NULL, .ctx = &p};
+    int first = first_changed_layer(&p);
+    ct_forward_ctl ctl = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .frozen = fz.pattern ? &fz : NULL, .ctx = &p,
+                          .first_layer = first, .resid = p.c->resid + (size_t)first * T * p.c->D};
     rc = ct_model_forward_ctl(r->m, tokens, T, NULL, NULL, logits, 1, &ctl, err);
     if (rc && acts) ct_sparse_acts_free(acts);
     return rc;

@@ -143,13 +143,13 @@ void ct_clean_run_free(ct_clean_run *c) {
     ct_frozen_run_free(&c->frozen);
     for (int k = 0; k < 2; k++) ct_sparse_acts_free(&c->acts[k]);
     if (c->raw != c->out) free((float *)c->raw);
-    free(c->tokens), free(c->in), free(c->out), free(c->err), free(c->logits);
+    free(c->tokens), free(c->in), free(c->out), free(c->err), free(c->resid), free(c->logits);
     free(c);
 }
 
 size_t ct_clean_run_bytes(const ct_clean_run *c) {
     if (!c) return 0;
-    size_t LTD = (size_t)c->L * c->T * c->D, n = (c->raw != c->out ? 4 : 3) * LTD;
+    size_t LTD = (size_t)c->L * c->T * c->D, n = (c->raw != c->out ? 5 : 4) * LTD;
     for (int i = 0; i < c->frozen.hc.n; i++) n += c->frozen.hc.values[i] ? (size_t)ct_tensor_numel(c->frozen.hc.values[i]) : 0;
     return n * sizeof(float);
 }
@@ -179,7 +179,7 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
     int L = m->cfg.n_layers, D = m->cfg.d_model, V = m->cfg.vocab_size;
     size_t TD = (size_t)T * D, LTD = (size_t)L * TD;
     ct_clean_run *c = calloc(1, sizeof *c);
-    ct_hook_id *ids = malloc(sizeof *ids * (size_t)(3 * L + 1));
+    ct_hook_id *ids = malloc(sizeof *ids * (size_t)(4 * L + 1));
     if (!c || !ids) {
         free(c), free(ids);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
@@ -190,28 +190,31 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
     c->out = malloc(sizeof(float) * LTD);
     c->raw = own_raw ? malloc(sizeof(float) * LTD) : c->out;
     c->err = malloc(sizeof(float) * LTD);
+    c->resid = malloc(sizeof(float) * LTD);
     c->logits = malloc(sizeof(float) * (size_t)V * (all_logits ? (size_t)T : 1));
-    ct_status rc = c->tokens && c->in && c->out && c->raw && c->err && c->logits
+    ct_status rc = c->tokens && c->in && c->out && c->raw && c->err && c->resid && c->logits
                        ? CT_OK
                        : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for the clean run of a %d-token prompt", T);
-    // the pass: frozen values, then per layer the input and output hooks (and the raw output),
-    // then the embeddings
+    // the pass: frozen values, then per layer the input and output hooks (and the raw output)
+    // and the residual stream entering it, then the embeddings
     int n = 0;
     for (int l = 0; l < L && !rc; l++) {
         rc = ct_hook_at(m, l, tc->input_hook, &ids[n++], err);
         if (!rc) rc = ct_hook_at(m, l, tc->output_hook, &ids[n++], err);
         if (own_raw) ids[n++] = (ct_hook_id){CT_HOOK_MLP_RAW_OUT, l};
+        ids[n++] = (ct_hook_id){CT_HOOK_RESID_PRE, l};
     }
     ids[n++] = (ct_hook_id){CT_HOOK_EMBED, -1};
     if (!rc) rc = ct_frozen_capture(&c->frozen, m, tokens, T, ids, n, c->logits, all_logits, err);
     free(ids);
     if (!rc) {
-        int per = own_raw ? 3 : 2;
+        int per = own_raw ? 4 : 3;
         memcpy(c->tokens, tokens, sizeof(int) * (size_t)T);
         for (int l = 0; l < L; l++) {
             memcpy(c->in + l * TD, ct_frozen_extra(&c->frozen, per * l), sizeof(float) * TD);
             memcpy(c->out + l * TD, ct_frozen_extra(&c->frozen, per * l + 1), sizeof(float) * TD);
             if (own_raw) memcpy((float *)c->raw + l * TD, ct_frozen_extra(&c->frozen, per * l + 2), sizeof(float) * TD);
+            memcpy(c->resid + l * TD, ct_frozen_extra(&c->frozen, per * l + per - 1), sizeof(float) * TD);
             for (int k = 0; k < per; k++) ct_frozen_drop_extra(&c->frozen, per * l + k);   // copied: one copy is enough
         }
         c->embed = ct_frozen_extra(&c->frozen, per * L);

@@ -62,6 +62,7 @@ typedef struct {
     float *out;               // (L, T, D) transcoder output hook values
     const float *raw;         // (L, T, D) raw MLP outputs (out itself when the output hook is raw)
     float *err;               // (L, T, D) error vectors, zero at the constant positions
+    float *resid;             // (L, T, D) the residual stream entering each layer (hook_resid_pre)
     float *logits;            // (V,) the last position's, or (T, V) when all positions were asked for
     ct_sparse_acts acts[2];   // post- [0] and pre-activation [1] readouts of every layer at
     int have_acts[2];         // positions >= n_const, computed on first use (ct_clean_acts)

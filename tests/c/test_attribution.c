@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "edges.h"
+#include "trace/intervention.h"
 #include "tiny.h"
 
 typedef struct {
@@ -96,6 +97,59 @@ static void check_spill_failures(ct_model *m, const ct_transcoders *tc, const ch
     free(saved);
 }
 
+// An intervention pass without a readout starts at the lowest layer its interventions touch,
+// from the clean run's residual stream there: its logits have the same bits as a pass through
+// every layer, for features, error nodes, tokens and none, free and constrained, attention frozen
+// or not. And it does start there: a change to that stored residual stream shows in its logits.
+static void check_iv_skip(const char *name, ct_model *m, const ct_transcoders *tc) {
+    int nl = m->cfg.n_layers, nv = m->cfg.vocab_size, T = 8;
+    ct_replacement rm;
+    ct_err err = {0};
+    ct_status rc = ct_replacement_init(&rm, m, tc, &err);
+    const ct_intervention ivs[][2] = {
+        {{CT_IV_FEATURE, nl - 1, 5, 3, 3, CT_IV_SET, 3.0f}},
+        {{CT_IV_FEATURE, 1, 2, 2, -1, CT_IV_SET, 2.0f}, {CT_IV_ERROR, nl - 1, 0, 4, 4, CT_IV_SCALE, 0.0f}},
+        {{CT_IV_ERROR, nl - 1, 0, 5, 6, CT_IV_SCALE, -1.0f}},
+        {{CT_IV_TOKEN, 0, 0, 5, 5, CT_IV_SCALE, 0.5f}},
+    };
+    const int n_ivs[] = {1, 2, 1, 1, 0};
+    float *lg0 = malloc(sizeof(float) * (size_t)T * nv), *lg1 = malloc(sizeof(float) * (size_t)T * nv);
+    int same = !rc && lg0 && lg1, runs = 0;
+    for (int mode = 0; mode < 4 && same; mode++) {
+        ct_iv_opts o;
+        ct_iv_opts_default(&o);
+        o.activations = 0;
+        if (mode == 1) o.freeze_attention = 0;
+        if (mode >= 2) o.constrained = 1, o.first = mode == 2 ? 0 : 1, o.last = nl - 1;
+        for (int k = 0; k < 5 && same; k++) {
+            const ct_intervention *iv = k < 4 ? ivs[k] : NULL;
+            ct_iv_skip_clean_layers(0);
+            rc = ct_iv_run(&rm, prompt, T, iv, n_ivs[k], &o, lg0, NULL, &err);
+            ct_iv_skip_clean_layers(1);
+            if (!rc) rc = ct_iv_run(&rm, prompt, T, iv, n_ivs[k], &o, lg1, NULL, &err);
+            same = !rc && memcmp(lg0, lg1, sizeof(float) * (size_t)T * nv) == 0;
+            runs++;
+        }
+    }
+    ok(same, "%s: intervention passes from the lowest layer touched give the bits of whole passes (%d cases%s%s)", name,
+       runs, rc ? ": " : "", rc ? err.msg : "");
+    int moved = 0;
+    if (same) {   // the feature at the last layer: the pass reads the residual stream entering it
+        ct_iv_opts o;
+        ct_iv_opts_default(&o);
+        o.activations = 0;
+        float *x = rm.clean->resid + (size_t)(nl - 1) * T * m->cfg.d_model;
+        ct_iv_run(&rm, prompt, T, ivs[0], 1, &o, lg0, NULL, &err);
+        x[0] += 1.0f;
+        ct_iv_run(&rm, prompt, T, ivs[0], 1, &o, lg1, NULL, &err);
+        x[0] -= 1.0f;
+        moved = memcmp(lg0, lg1, sizeof(float) * (size_t)nv) != 0;
+    }
+    ok(moved, "%s: a pass changing layer %d reads the clean residual stream entering it", name, nl - 1);
+    free(lg0), free(lg1);
+    ct_replacement_free(&rm);
+}
+
 int main(void) {
     char tmp[] = "/tmp/ct_attrXXXXXX";
     if (!mkdtemp(tmp)) return 1;
@@ -155,6 +209,7 @@ int main(void) {
         if (k->small_tiles) ck.memory_limit = 12 << 10;
         int64_t neg = okm ? check_graph(name, m, tc, prompt, 8, &ck) : 0;
         if (okm && c == 0) check_spill_failures(m, tc, tmp);
+        if (okm) check_iv_skip(name, m, tc);
         if (okm && k->small_tiles) check_ranking_threads(name, m, tc, 3);
         if (okm && strcmp(k->act, "topk-negative") == 0)
             ok(neg >= 20, "%s: %lld of the checked features have a negative activation (active as they are)", name, (long long)neg);

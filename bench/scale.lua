@@ -135,8 +135,18 @@ for k = 1, 3 do
   local a = clock(); m:forward(ids); fw[k] = clock() - a
   a = clock(); rm:intervene(ids, iv, {activations = false}); ivs[k] = clock() - a
 end
-print(string.format("scale: intervention first %.2f s, then %.2f s; forward %.2f s (first %.2fx, then %.2fx a forward)",
-                    t_iv1, median(ivs), median(fw), t_iv1 / median(fw), median(ivs) / median(fw)))
+print(string.format("scale: intervention on a layer-%d feature first %.2f s, then %.2f s; forward %.2f s (first %.2fx, "
+                    .. "then %.2fx a forward)", feats[1].layer, t_iv1, median(ivs), median(fw), t_iv1 / median(fw),
+                    median(ivs) / median(fw)))
+-- the same on the deepest of the 20 most influential features: its pass starts at that layer
+local deep = feats[1]
+for _, f in ipairs(p:top_features{n = 20}) do if f.layer > deep.layer then deep = f end end
+local ivd = {}
+for k = 1, 3 do
+  local a = clock(); rm:intervene(ids, {{node = deep, scale = -2}}, {activations = false}); ivd[k] = clock() - a
+end
+print(string.format("scale: intervention on a layer-%d feature of %d layers %.2f s (%.2fx a forward)", deep.layer,
+                    cfg.n_layers, median(ivd), median(ivd) / median(fw)))
 local tl = {}
 for k = 1, 21 do
   local a = clock(); r:top_logits(10); tl[k] = clock() - a

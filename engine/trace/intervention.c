@@ -194,16 +194,36 @@ static int g_skip = 1;   // tests: 0 runs every layer
 void ct_iv_skip_clean_layers(int on) { g_skip = on; }
 
 // The first layer the pass runs: the layers below every intervention see only the clean run's
-// values, so (no readout asked for) the pass starts from the clean residual stream entering it,
-// with the same bits as a pass through them.
+// values, so the pass starts from the clean residual stream entering it, with the same bits as a
+// pass through them (their readout is the clean run's: keep_clean_readout).
 static int first_changed_layer(const iv_pass *p) {
-    if (!g_skip || p->o->activations) return 0;
+    if (!g_skip) return 0;
     int first = p->c->L - 1;
     for (int i = 0; i < p->n_iv; i++) {
         int l = p->iv[i].kind == CT_IV_TOKEN ? 0 : p->iv[i].layer;
         if (l < first) first = l;
     }
     return first;
+}
+
+// The readout of the layers below `first`, which the pass does not run: the clean run's entries.
+static ct_status keep_clean_readout(iv_pass *p, ct_replacement *r, int first, ct_err *err) {
+    const ct_sparse_acts *clean = ct_clean_acts(r, r->clean, p->o->pre_activation, err);   // r->clean is p->c
+    if (!clean) return err->status;
+    int64_t n = 0;
+    while (n < clean->n && clean->idx[3 * n] < first) n++;
+    ct_sparse_acts *a = p->acts;
+    a->idx = malloc(sizeof(int32_t) * 3 * (size_t)(n + 1));
+    a->value = malloc(sizeof(float) * (size_t)(n + 1));
+    if (!a->idx || !a->value) {
+        ct_sparse_acts_free(a);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for activations");
+    }
+    memcpy(a->idx, clean->idx, sizeof(int32_t) * 3 * (size_t)n);
+    memcpy(a->value, clean->value, sizeof(float) * (size_t)n);
+    a->n = n;
+    p->acts_cap = n + 1;
+    return CT_OK;
 }
 
 ct_status ct_iv_run(ct_replacement *r, const int *tokens, int T, const ct_intervention *iv, int n_iv, const ct_iv_opts *o,
@@ -215,6 +235,7 @@ ct_status ct_iv_run(ct_replacement *r, const int *tokens, int T, const ct_interv
     p.acts = o->activations ? acts : NULL;
     ct_frozen fz = frozen_of(&p);
     int first = first_changed_layer(&p);
+    if (first > 0 && p.acts && (rc = keep_clean_readout(&p, r, first, err))) return rc;
     ct_forward_ctl ctl = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .frozen = fz.pattern ? &fz : NULL, .ctx = &p,
                           .first_layer = first, .resid = p.c->resid + (size_t)first * T * p.c->D};
     rc = ct_model_forward_ctl(r->m, tokens, T, NULL, NULL, logits, 1, &ctl, err);

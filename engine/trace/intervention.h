@@ -55,8 +55,9 @@ ct_status ct_iv_check(const ct_replacement *r, const ct_intervention *iv, int n_
 // >= r->n_const (the constant positions left out, as in graphs), sorted.
 ct_status ct_iv_run(ct_replacement *r, const int *tokens, int T, const ct_intervention *iv, int n_iv, const ct_iv_opts *o,
                     float *logits, ct_sparse_acts *acts, ct_err *err);
-// Tests: 0 makes ct_iv_run run every layer (by default a pass without a readout starts at the
-// lowest layer an intervention touches, from the clean run's residual stream there); 1 restores it.
+// Tests: 0 makes ct_iv_run run every layer (by default a pass starts at the lowest layer an
+// intervention touches, from the clean run's residual stream there, its readout below that layer
+// the clean run's); 1 restores it.
 void ct_iv_skip_clean_layers(int on);
 // The prompt's clean activations (post- or pre-activation), computed once per clean run.
 const ct_sparse_acts *ct_iv_clean_acts(ct_replacement *r, const int *tokens, int T, int pre_activation, ct_err *err);

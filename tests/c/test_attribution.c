@@ -97,10 +97,16 @@ static void check_spill_failures(ct_model *m, const ct_transcoders *tc, const ch
     free(saved);
 }
 
-// An intervention pass without a readout starts at the lowest layer its interventions touch,
-// from the clean run's residual stream there: its logits have the same bits as a pass through
-// every layer, for features, error nodes, tokens and none, free and constrained, attention frozen
-// or not. And it does start there: a change to that stored residual stream shows in its logits.
+// An intervention pass starts at the lowest layer its interventions touch, from the clean run's
+// residual stream there, the readout below it the clean run's: its logits and activations (post-
+// and pre-activation) have the same bits as a pass through every layer, for features, error
+// nodes, tokens and none, free and constrained, attention frozen or not. And it does start there:
+// a change to that stored residual stream shows in its logits.
+static int same_acts(const ct_sparse_acts *a, const ct_sparse_acts *b) {
+    return a->n == b->n && memcmp(a->idx, b->idx, sizeof(int32_t) * 3 * (size_t)a->n) == 0 &&
+           memcmp(a->value, b->value, sizeof(float) * (size_t)a->n) == 0;
+}
+
 static void check_iv_skip(const char *name, ct_model *m, const ct_transcoders *tc) {
     int nl = m->cfg.n_layers, nv = m->cfg.vocab_size, T = 8;
     ct_replacement rm;
@@ -115,19 +121,22 @@ static void check_iv_skip(const char *name, ct_model *m, const ct_transcoders *t
     const int n_ivs[] = {1, 2, 1, 1, 0};
     float *lg0 = malloc(sizeof(float) * (size_t)T * nv), *lg1 = malloc(sizeof(float) * (size_t)T * nv);
     int same = !rc && lg0 && lg1, runs = 0;
-    for (int mode = 0; mode < 4 && same; mode++) {
+    for (int mode = 0; mode < 6 && same; mode++) {
         ct_iv_opts o;
         ct_iv_opts_default(&o);
-        o.activations = 0;
+        o.activations = mode >= 4, o.pre_activation = mode == 5;
         if (mode == 1) o.freeze_attention = 0;
-        if (mode >= 2) o.constrained = 1, o.first = mode == 2 ? 0 : 1, o.last = nl - 1;
+        if (mode == 2 || mode == 3) o.constrained = 1, o.first = mode == 2 ? 0 : 1, o.last = nl - 1;
         for (int k = 0; k < 5 && same; k++) {
             const ct_intervention *iv = k < 4 ? ivs[k] : NULL;
+            ct_sparse_acts a0 = {0}, a1 = {0};
             ct_iv_skip_clean_layers(0);
-            rc = ct_iv_run(&rm, prompt, T, iv, n_ivs[k], &o, lg0, NULL, &err);
+            rc = ct_iv_run(&rm, prompt, T, iv, n_ivs[k], &o, lg0, &a0, &err);
             ct_iv_skip_clean_layers(1);
-            if (!rc) rc = ct_iv_run(&rm, prompt, T, iv, n_ivs[k], &o, lg1, NULL, &err);
-            same = !rc && memcmp(lg0, lg1, sizeof(float) * (size_t)T * nv) == 0;
+            if (!rc) rc = ct_iv_run(&rm, prompt, T, iv, n_ivs[k], &o, lg1, &a1, &err);
+            same = !rc && memcmp(lg0, lg1, sizeof(float) * (size_t)T * nv) == 0 && same_acts(&a0, &a1) &&
+                   (!o.activations || a0.n > 0);
+            ct_sparse_acts_free(&a0), ct_sparse_acts_free(&a1);
             runs++;
         }
     }

@@ -138,9 +138,9 @@ end
 print(string.format("scale: intervention on a layer-%d feature first %.2f s, then %.2f s; forward %.2f s (first %.2fx, "
                     .. "then %.2fx a forward)", feats[1].layer, t_iv1, median(ivs), median(fw), t_iv1 / median(fw),
                     median(ivs) / median(fw)))
--- the same on the deepest of the 20 most influential features: its pass starts at that layer
+-- the same on the pruned graph's deepest feature: its pass starts at that layer
 local deep = feats[1]
-for _, f in ipairs(p:top_features{n = 20}) do if f.layer > deep.layer then deep = f end end
+for _, f in ipairs(p:nodes("feature")) do if f.layer > deep.layer then deep = f end end
 local ivd = {}
 for k = 1, 3 do
   local a = clock(); rm:intervene(ids, {{node = deep, scale = -2}}, {activations = false}); ivd[k] = clock() - a

@@ -103,8 +103,8 @@ static void check_spill_failures(ct_model *m, const ct_transcoders *tc, const ch
 // nodes, tokens and none, free and constrained, attention frozen or not. And it does start there:
 // a change to that stored residual stream shows in its logits.
 static int same_acts(const ct_sparse_acts *a, const ct_sparse_acts *b) {
-    return a->n == b->n && memcmp(a->idx, b->idx, sizeof(int32_t) * 3 * (size_t)a->n) == 0 &&
-           memcmp(a->value, b->value, sizeof(float) * (size_t)a->n) == 0;
+    return a->n == b->n && (a->n == 0 || (memcmp(a->idx, b->idx, sizeof(int32_t) * 3 * (size_t)a->n) == 0 &&
+                                          memcmp(a->value, b->value, sizeof(float) * (size_t)a->n) == 0));
 }
 
 static void check_iv_skip(const char *name, ct_model *m, const ct_transcoders *tc) {
@@ -155,6 +155,20 @@ static void check_iv_skip(const char *name, ct_model *m, const ct_transcoders *t
         moved = memcmp(lg0, lg1, sizeof(float) * (size_t)nv) != 0;
     }
     ok(moved, "%s: a pass changing layer %d reads the clean residual stream entering it", name, nl - 1);
+    // a pass from a later layer needs the residual stream there, and no KV cache or hooks
+    ct_hook_cache hc;
+    ct_hook_id id = {CT_HOOK_EMBED, -1};
+    ct_kv_cache kv = {0};
+    ct_forward_ctl bad[3] = {{.first_layer = 1}, {.first_layer = nl}, {.first_layer = 1, .resid = lg0}};
+    int refused = ct_hook_cache_init(&hc, &id, 1, &err) == CT_OK && ct_kv_cache_init(&kv, m, T, &err) == CT_OK;
+    for (int k = 0; k < 3 && refused; k++)
+        refused = ct_model_forward_ctl(m, prompt, T, NULL, k == 2 ? &hc : NULL, lg0, 1, &bad[k], &err) == CT_STATUS_BAD_ARG &&
+                  strstr(err.msg, "a pass from layer");
+    refused = refused && ct_model_forward_ctl(m, prompt, T, &kv, NULL, lg0, 1, &bad[2], &err) == CT_STATUS_BAD_ARG;
+    ok(refused, "%s: a pass from layer 1 without the residual stream, from layer %d, or with hooks or a KV cache: "
+       "refused (%s)", name, nl, err.msg);
+    ct_hook_cache_free(&hc);
+    ct_kv_cache_free(&kv);
     free(lg0), free(lg1);
     ct_replacement_free(&rm);
 }

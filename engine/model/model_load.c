@@ -586,15 +586,21 @@ static int json_int(cfg_bad *b, const cJSON *o, const char *key, int def) {
 static double json_num(cfg_bad *b, const cJSON *o, const char *key, double def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return def;
-    if (!cJSON_IsNumber(v)) wrong_type(b, key, v, "a number");
-    return cJSON_IsNumber(v) ? v->valuedouble : def;
+    if (!cJSON_IsNumber(v)) {
+        wrong_type(b, key, v, "a number");
+        return def;
+    }
+    return v->valuedouble;
 }
 
 static int json_bool(cfg_bad *b, const cJSON *o, const char *key, int def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return def;
-    if (!cJSON_IsBool(v)) wrong_type(b, key, v, "true or false");
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+    if (!cJSON_IsBool(v)) {
+        wrong_type(b, key, v, "true or false");
+        return def;
+    }
+    return cJSON_IsTrue(v);
 }
 
 // Reads eos_token_id that may be a number or a list (first entry).

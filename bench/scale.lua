@@ -52,8 +52,8 @@ ct.mkdirs(dir)
 
 local function mem(tag)
   local m = ct.memory()
-  print(string.format("scale: memory %-22s rss %.2f GiB (anon %.2f, file %.2f), peak rss %.2f GiB", tag,
-                      gib(m.rss), gib(m.anon), gib(m.file), gib(m.peak_rss)))
+  print(string.format("scale: memory %-22s rss %.2f GiB (anon %.2f, file %.2f of which %.2f in 2 MiB pages), peak rss %.2f GiB",
+                      tag, gib(m.rss), gib(m.anon), gib(m.file), gib(m.file_huge or 0), gib(m.peak_rss)))
   return m
 end
 local function median(t) table.sort(t) return t[math.floor((#t + 1) / 2)] end

@@ -82,16 +82,19 @@ sgemm1024() { build/bench/sgemm 1024x1024x1024 | awk '{print $7}'; }
 
 # run LABEL MEM_GIB(0: none) MODEL SET PROMPT [scale.lua options]: one measured run between two
 # measurements of sgemm 1024^3 (the machine's rate drifts: the ratio to the multiply-add bound is
-# restated at the faster of the two), then sgemm at the backward's shapes. In a cgroup: the page
-# cache dropped first (a page cached before the cgroup exists is never charged to it), then $RUNS
-# runs (default 2: the second is the steady state)
+# restated at the faster of the two), then sgemm at the backward's shapes. Where cgroups can be
+# made (root): the page cache dropped first (a page cached before the cgroup exists is never
+# charged to it; and files just written are cached as the writer left them, not as ctrace reads
+# them: in 2 MiB pieces where it asks for them), then $RUNS runs (default 2: the second is the
+# steady state)
 run() {
   local label=$1 mem=$2 out before after
   shift 2
   if [ "$mem" != 0 ] && [ $cgroups = 0 ]; then echo "scale: $label: left out (no memory cgroup)"; return; fi
   echo "## $label"
   before=$(sgemm1024)
-  if out=$($PY bench/measure.py --label "$label" $([ "$mem" != 0 ] && echo --mem "$mem" --drop-caches --runs "${RUNS:-2}") -- \
+  if out=$($PY bench/measure.py --label "$label" $([ "$mem" != 0 ] && echo --mem "$mem") \
+            $([ $cgroups = 1 ] && echo --drop-caches --runs "${RUNS:-2}") -- \
             "$CT" bench/scale.lua "$@" --gflops "$before" --bandwidth "$bandwidth" 2>&1); then
     echo "$out" | grep -E '^(scale|measure):'
   else
@@ -167,8 +170,8 @@ for t in "${targets[@]}"; do
       build/bench/edges "$(snapshot google--gemma-2-2b)" "$(snapshot mwhanna--gemma-scope-transcoders)" "$DALLAS" |
         sed 's/^/scale: edges: /' || true
       run "gemma-2-2b + GemmaScope PLTs, Dallas, 10 GiB" 10 google/gemma-2-2b gemma "$DALLAS" --quick
-      RUNS=1 run "gemma-2-2b + GemmaScope PLTs, 64 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 64 --quick
-      RUNS=1 run "gemma-2-2b + GemmaScope PLTs, 256 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 256 --quick
+      run "gemma-2-2b + GemmaScope PLTs, 64 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 64 --quick
+      run "gemma-2-2b + GemmaScope PLTs, 256 tokens, 16 GiB" 16 google/gemma-2-2b gemma "$LONG" --tokens 256 --quick
       unset HF_HUB_OFFLINE
       study
       unset HF_ENDPOINT HF_HOME

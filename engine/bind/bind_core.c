@@ -157,26 +157,36 @@ static int l_peak_rss(lua_State *L) {
     return 1;
 }
 
-// The process's memory now, bytes, from /proc/self/status: {rss =, anon =, file =, peak_rss =}
-// (anonymous and file-backed resident pages apart: mapped weights are file pages); nil where
-// /proc cannot be read.
-static int l_memory(lua_State *L) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) {
-        lua_pushnil(L);
-        return 1;
-    }
-    static const struct { const char *key, *field; } keys[] = {
-        {"VmRSS:", "rss"}, {"RssAnon:", "anon"}, {"RssFile:", "file"}, {"VmHWM:", "peak_rss"}};
-    lua_newtable(L);
+// Fields of a /proc file ("Key:   N kB" lines) into the table on top of the stack, in bytes; 0
+// when the file cannot be read.
+typedef struct { const char *key, *field; } proc_key;
+static int proc_fields(lua_State *L, const char *path, const proc_key *keys, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
     char line[256];
     while (fgets(line, sizeof line, f))
-        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        for (size_t i = 0; i < n; i++)
             if (strncmp(line, keys[i].key, strlen(keys[i].key)) == 0) {
                 lua_pushnumber(L, strtod(line + strlen(keys[i].key), NULL) * 1024);   // kB
                 lua_setfield(L, -2, keys[i].field);
             }
     fclose(f);
+    return 1;
+}
+
+// The process's memory now, bytes, from /proc/self/status: {rss =, anon =, file =, peak_rss =}
+// (anonymous and file-backed resident pages apart: mapped weights are file pages), and from
+// /proc/self/smaps_rollup file_huge, the file pages mapped 2 MiB at a time (absent where the
+// kernel lacks it); nil where /proc cannot be read.
+static int l_memory(lua_State *L) {
+    static const proc_key status[] = {{"VmRSS:", "rss"}, {"RssAnon:", "anon"}, {"RssFile:", "file"}, {"VmHWM:", "peak_rss"}};
+    static const proc_key rollup[] = {{"FilePmdMapped:", "file_huge"}};
+    lua_newtable(L);
+    if (!proc_fields(L, "/proc/self/status", status, sizeof status / sizeof status[0])) {
+        lua_pushnil(L);
+        return 1;
+    }
+    proc_fields(L, "/proc/self/smaps_rollup", rollup, 1);
     return 1;
 }
 

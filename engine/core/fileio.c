@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -97,6 +98,27 @@ ct_status ct_read_file(ct_ctx *c, const char *path, char **buf, size_t *len, siz
     return CT_OK;
 }
 
+// Files from 2 MiB on are mapped at a 2 MiB boundary, so the page cache's 2 MiB pieces of them
+// (see CT_ADVISE_HUGE) can be mapped whole: an address range reserved 2 MiB larger, the file
+// placed at its first boundary, the rest given back.
+#define MAP_ALIGN ((size_t)2 << 20)
+static void *map_aligned(int fd, size_t n) {
+    if (n < MAP_ALIGN) return mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    uint8_t *r = mmap(NULL, n + MAP_ALIGN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED) return mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    uint8_t *a = (uint8_t *)(((uintptr_t)r + MAP_ALIGN - 1) & ~(uintptr_t)(MAP_ALIGN - 1));
+    void *m = mmap(a, n, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+    if (m == MAP_FAILED) {
+        munmap(r, n + MAP_ALIGN);
+        return mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    }
+    uintptr_t pg = sysconf(_SC_PAGESIZE) > 0 ? (uintptr_t)sysconf(_SC_PAGESIZE) : 4096;
+    uint8_t *end = (uint8_t *)(((uintptr_t)a + n + pg - 1) & ~(pg - 1));   // past the file's last page
+    if (a > r) munmap(r, (size_t)(a - r));
+    if (r + n + MAP_ALIGN > end) munmap(end, (size_t)(r + n + MAP_ALIGN - end));
+    return m;
+}
+
 ct_status ct_map_file(ct_ctx *c, const char *path, void **map, size_t *size, ct_err *err) {
     *map = NULL;
     *size = 0;
@@ -105,7 +127,7 @@ ct_status ct_map_file(ct_ctx *c, const char *path, void **map, size_t *size, ct_
     ct_status rc = ct_open_read(c, path, &fd, &n, err);
     if (rc) return rc;
     if (n > 0) {
-        void *m = mmap(NULL, (size_t)n, PROT_READ, MAP_PRIVATE, fd, 0);
+        void *m = map_aligned(fd, (size_t)n);
         if (m == MAP_FAILED) {
             close(fd);
             return ct_fail(err, CT_STATUS_IO, "cannot map %s: %s", path, strerror(errno));
@@ -130,7 +152,10 @@ void ct_map_advise(const void *p, size_t n, ct_advice advice) {
     if (!p || !n) return;
     if (!page) page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1), b = ((uintptr_t)p + n + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
-    int adv = advice == CT_ADVISE_POPULATE ? MADV_POPULATE_READ : advice == CT_ADVISE_WILLNEED ? MADV_WILLNEED : MADV_RANDOM;
+    int adv = advice == CT_ADVISE_POPULATE   ? MADV_POPULATE_READ
+              : advice == CT_ADVISE_WILLNEED ? MADV_WILLNEED
+              : advice == CT_ADVISE_HUGE     ? MADV_HUGEPAGE
+                                             : MADV_RANDOM;
     if (madvise((void *)a, b - a, adv) != 0 && advice == CT_ADVISE_POPULATE && errno == EINVAL)
         madvise((void *)a, b - a, MADV_WILLNEED);   // an older kernel: read ahead at least
 }

@@ -973,6 +973,8 @@ ct_status ct_model_load_hf_config(ct_ctx *ctx, ct_model **out, const char *dir, 
     if (!rc) rc = hf_layer_types(m, f, t, dir, err);
     cJSON_Delete(j);
     if (!rc) rc = hf_open_shards(ctx, m, dir, err);
+    for (int i = 0; !rc && i < m->n_shards; i++)   // every pass reads the weights whole
+        if (m->shards[i]->mapped) ct_map_advise(m->shards[i]->map, m->shards[i]->size, CT_ADVISE_HUGE);
     hf_ctx h = {m, f, dir, "", err};
     const hf_names *nm = f ? &f->w : NULL;
     const ct_config *c = &m->cfg;

@@ -610,9 +610,12 @@ ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *pat
         ct_transcoders_free(tc);
         return rc;
     }
-    // decoders are read a few rows at a time: a fault on them reads only what it needs
-    for (int l = 0; l < tc->n_layers; l++)
+    // decoders are read a few rows at a time: a fault on them reads only what it needs; encoders
+    // are read whole by every encoding
+    for (int l = 0; l < tc->n_layers; l++) {
         ct_map_advise(tc->layers[l].W_dec.data, mat_extent(&tc->layers[l].W_dec), CT_ADVISE_RANDOM);
+        if (!tc->layers[l].W_enc_owned) ct_map_advise(tc->layers[l].W_enc.data, mat_extent(&tc->layers[l].W_enc), CT_ADVISE_HUGE);
+    }
     *out = tc;
     return CT_OK;
 }

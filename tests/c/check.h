@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int check_n, check_failed;
 
@@ -33,6 +34,43 @@ static inline int check_close(const float *a, const float *b, size_t n, double a
     }
     printf("# %s: max |diff| %.3g at %zu (%zu values)\n", label, worst, at, n);
     return good;
+}
+
+// This process's mapping holding p: its "VmFlags:" line of /proc/self/smaps ("hg": a hint
+// for huge pages, "rr": random reads) copied into flags; 0 when no mapping holds p.
+static inline int vma_flags(const void *p, char *flags, size_t n) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0, found = 0;
+    flags[0] = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && line[strspn(line, "0123456789abcdef")] == '-')
+            in = (unsigned long)p >= a && (unsigned long)p < b;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            size_t k = strcspn(line + 8, "\n");
+            if (k >= n) k = n - 1;
+            memcpy(flags, line + 8, k);
+            flags[k] = 0;
+            found = 1;
+            break;
+        }
+    }
+    if (f) fclose(f);
+    return found;
+}
+
+// 1 when a mapping of this process without access ("---p": an address range only reserved)
+// overlaps [a, b)
+static inline int reserved_between(unsigned long a, unsigned long b) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512], perms[8];
+    int any = 0;
+    unsigned long x, y;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "%lx-%lx %7s", &x, &y, perms) == 3 && x < b && y > a && strcmp(perms, "---p") == 0) any = 1;
+    if (f) fclose(f);
+    return any;
 }
 
 static inline int check_done(void) {

@@ -223,6 +223,33 @@ int main(void) {
     ok(ct_ctx_resolve(&c, "test://in/a.txt", out, sizeof out, &err) == CT_OK && calls == 1 && strcmp(out, path("in/a.txt")) == 0,
        "through the resolver");
 
+    // mappings: a file from 2 MiB on at a 2 MiB boundary, the rest of the reserved range given
+    // back, every byte as in the file; the hints set the mapping's flags
+    size_t big_n = ((size_t)2 << 20) + 12345, two = (size_t)2 << 20;
+    unsigned char *want = malloc(big_n);
+    for (size_t i = 0; i < big_n; i++) want[i] = (unsigned char)(i * 7 % 251);
+    FILE *bf = fopen(path("in/big.bin"), "wb");
+    fwrite(want, 1, big_n, bf);
+    fclose(bf);
+    ok(ct_map_file(&c, path("in/big.bin"), &map, &size, &err) == CT_OK && size == big_n, "a 2 MiB + 12,345-byte file mapped");
+    unsigned long at = (unsigned long)map, end = (at + big_n + 4095) & ~4095UL;
+    ok(at % two == 0, "at a 2 MiB boundary (%#lx)", at);
+    ok(!reserved_between(at - two, at) && !reserved_between(end, at + big_n + two),
+       "nothing left of the reserved range before or after it");
+    ok(memcmp(map, want, big_n) == 0, "every byte as in the file, the last page too");
+    char fl[256];
+    int thp = access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
+    ct_map_advise(map, size, CT_ADVISE_HUGE);
+    if (!thp) printf("# no transparent huge pages in this kernel: the HUGE hint is not checked\n");
+    ok(!thp || (vma_flags(map, fl, sizeof fl) && strstr(fl, " hg")), "HUGE: the mapping hints huge pages (VmFlags:%s)", fl);
+    ct_map_advise((char *)map + two, 4096, CT_ADVISE_RANDOM);
+    ok(vma_flags((char *)map + two, fl, sizeof fl) && strstr(fl, " rr") && vma_flags(map, fl, sizeof fl) && !strstr(fl, " rr"),
+       "RANDOM: on its pages only");
+    ok(memcmp(map, want, big_n) == 0, "the bytes unchanged by the hints");
+    ct_unmap_file(map, size);
+    ok(vma_flags(map, fl, sizeof fl) == 0 && !reserved_between(at - two, at + big_n + two), "unmapped whole");
+    free(want);
+
     ct_ctx_free(&c);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);

@@ -24,6 +24,11 @@ static int same_ids(const int *a, int na, const int *b, int nb) {
     return na == nb && memcmp(a, b, sizeof(int) * (size_t)na) == 0;
 }
 
+// the middle of a mapped matrix: a page of its own (the pages at its ends may be shared)
+static const void *mid(const ct_mat *w) {
+    return w->data + (size_t)w->rows * (size_t)w->cols * ct_dtype_size(w->dtype) / 2;
+}
+
 int main(void) {
     char path[1024];
     ct_err err = {0};
@@ -35,6 +40,15 @@ int main(void) {
     ok(rc == CT_OK, "stories260K and its transcoders (%s)", rc ? err.msg : "ok");
     if (rc) return check_done();
     int L = m->cfg.n_layers, D = m->cfg.d_model, V = m->cfg.vocab_size;
+    // mapped encoders hint huge pages (read whole by every encoding), decoders random reads
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0) {
+        char fe[256], fd[256];
+        int hints = 1;
+        for (int l = 0; l < tc->n_layers; l++)
+            hints = hints && !tc->layers[l].W_enc_owned && vma_flags(mid(&tc->layers[l].W_enc), fe, sizeof fe) && strstr(fe, " hg") &&
+                    vma_flags(mid(&tc->layers[l].W_dec), fd, sizeof fd) && strstr(fd, " rr") && !strstr(fd, " hg");
+        ok(hints, "encoders of every layer mapped with the huge-page hint, decoders with random reads (VmFlags:%s |%s)", fe, fd);
+    }
 
     // ---- prompts
     const char *text = "Once upon a time, there was a little girl named Lily. She";

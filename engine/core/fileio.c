@@ -100,7 +100,8 @@ ct_status ct_read_file(ct_ctx *c, const char *path, char **buf, size_t *len, siz
 
 // Files from 2 MiB on are mapped at a 2 MiB boundary, so the page cache's 2 MiB pieces of them
 // (see CT_ADVISE_HUGE) can be mapped whole: an address range reserved 2 MiB larger, the file
-// placed at its first boundary, the rest given back.
+// placed at its first boundary, the rest given back. (Recent kernels place large file mappings
+// so themselves; older ones do not.)
 #define MAP_ALIGN ((size_t)2 << 20)
 static void *map_aligned(int fd, size_t n) {
     if (n < MAP_ALIGN) return mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);

@@ -323,6 +323,7 @@ ct_status ct_npz_open(ct_ctx *ctx, ct_npz **out, const char *path, ct_err *err) 
     size_t size;
     ct_status rc = ct_map_file(ctx, path, &map, &size, err);
     if (rc) return rc;
+    ct_map_advise(map, size, CT_ADVISE_HUGE);   // every stored member is read whole (its CRC) before any use
     rc = parse(out, map, size, 1, err);
     if (rc) {
         ct_unmap_file(map, size);

@@ -61,14 +61,14 @@ static inline int vma_flags(const void *p, char *flags, size_t n) {
 }
 
 // 1 when a mapping of this process without access ("---p": an address range only reserved)
-// overlaps [a, b)
-static inline int reserved_between(unsigned long a, unsigned long b) {
+// ends at a or starts at b: what would be left of a reservation around [a, b)
+static inline int reserved_beside(unsigned long a, unsigned long b) {
     FILE *f = fopen("/proc/self/maps", "r");
     char line[512], perms[8];
     int any = 0;
     unsigned long x, y;
     while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "%lx-%lx %7s", &x, &y, perms) == 3 && x < b && y > a && strcmp(perms, "---p") == 0) any = 1;
+        if (sscanf(line, "%lx-%lx %7s", &x, &y, perms) == 3 && (y == a || x == b) && strcmp(perms, "---p") == 0) any = 1;
     if (f) fclose(f);
     return any;
 }

@@ -140,6 +140,20 @@ t.run {
     t.ok(tc.skip, "skip connection found")
     local g = ct.load_transcoders(dir .. "/gemmascope_stored/params.npz")
     t.eq(g.feature_input_hook, "ln2.hook_normalized", "GemmaScope default input hook")
+    -- every member of an npz is read whole (its CRC-32): the archive is mapped with the huge-page
+    -- hint from the start, where the kernel has transparent huge pages
+    local thp = io.open("/sys/kernel/mm/transparent_hugepage/enabled")
+    if thp then
+      thp:close()
+      local flags, in_npz = {}, false
+      for line in io.lines("/proc/self/smaps") do
+        if line:match("^%x+%-%x+ ") then in_npz = line:find("gemmascope_stored/params.npz", 1, true) ~= nil
+        elseif in_npz and line:match("^VmFlags:") then flags[#flags + 1] = line end
+      end
+      local all = #flags > 0
+      for _, f in ipairs(flags) do all = all and f:find(" hg", 1, true) ~= nil end
+      t.ok(all, "the npz's mappings hint huge pages: " .. table.concat(flags, " | "))
+    end
     t.eq(ct.load_transcoders(dir .. "/clt").feature_input_hook, "hook_resid_mid", "CLT hook")
     t.eq(ct.load_transcoders(dir .. "/topk").k, 4, "TopK k read from the file")
   end},

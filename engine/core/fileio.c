@@ -159,6 +159,7 @@ void ct_map_advise(const void *p, size_t n, ct_advice advice) {
                                              : MADV_RANDOM;
     if (madvise((void *)a, b - a, adv) != 0 && advice == CT_ADVISE_POPULATE && errno == EINVAL)
         madvise((void *)a, b - a, MADV_WILLNEED);   // an older kernel: read ahead at least
+    if (advice == CT_ADVISE_RANDOM) madvise((void *)a, b - a, MADV_NOHUGEPAGE);   // nor 2 MiB at a time
 }
 
 int ct_is_dir(const char *path) {

@@ -28,8 +28,8 @@ void ct_unmap_file(void *map, size_t size);
 //   POPULATE  map them now, reading what the page cache lacks: one call instead of a page
 //             fault per page (on this kind of machine faults cost ~8x more per byte)
 //   WILLNEED  start reading them into the page cache in the background
-//   RANDOM    a fault reads only the pages it needs (no read-around): for tensors read a few
-//             rows at a time
+//   RANDOM    a fault reads only the pages it needs (no read-around, no 2 MiB pages, even
+//             inside a range hinted HUGE): for tensors read a few rows at a time
 //   HUGE      read whole, again and again (weights of every pass, encoders): given before the
 //             pages are first read, the page cache holds them in 2 MiB pieces mapped whole where
 //             the filesystem keeps such pieces (ext4 from Linux 6.16, XFS; ct_map_file places

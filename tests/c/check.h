@@ -37,7 +37,7 @@ static inline int check_close(const float *a, const float *b, size_t n, double a
 }
 
 // This process's mapping holding p: its "VmFlags:" line of /proc/self/smaps ("hg": a hint
-// for huge pages, "rr": random reads) copied into flags; 0 when no mapping holds p.
+// for huge pages, "nh": none, "rr": random reads) copied into flags; 0 when no mapping holds p.
 static inline int vma_flags(const void *p, char *flags, size_t n) {
     FILE *f = fopen("/proc/self/smaps", "r");
     char line[512];

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int check_n, check_failed;
 
@@ -35,6 +36,9 @@ static inline int check_close(const float *a, const float *b, size_t n, double a
     printf("# %s: max |diff| %.3g at %zu (%zu values)\n", label, worst, at, n);
     return good;
 }
+
+// 1 when the kernel has transparent huge pages (the huge-page hints can be checked)
+static inline int thp_here(void) { return access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0; }
 
 // This process's mapping holding p: its "VmFlags:" line of /proc/self/smaps ("hg": a hint
 // for huge pages, "nh": none, "rr": random reads) copied into flags; 0 when no mapping holds p.

@@ -237,7 +237,7 @@ int main(void) {
     ok(!reserved_beside(at, end), "nothing left of the reserved range before or after it");
     ok(memcmp(map, want, big_n) == 0, "every byte as in the file, the last page too");
     char fl[256];
-    int thp = access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
+    int thp = thp_here();
     ct_map_advise(map, size, CT_ADVISE_HUGE);
     if (!thp) printf("# no transparent huge pages in this kernel: the HUGE hint is not checked\n");
     ok(!thp || (vma_flags(map, fl, sizeof fl) && strstr(fl, " hg")), "HUGE: the mapping hints huge pages (VmFlags:%s)", fl);

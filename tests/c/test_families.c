@@ -177,7 +177,7 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     if (rc) return;
     check_storage(m, arch, dt);
     char fl[256];
-    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0)   // every pass reads the weights whole
+    if (thp_here())   // every pass reads the weights whole
         ok(m->n_shards == 1 && vma_flags(m->shards[0]->map, fl, sizeof fl) && strstr(fl, " hg"),
            "%s %s: the weights' file mapped with the huge-page hint (VmFlags:%s)", arch, ct_dtype_name(dt), fl);
     ct_hook_cache hc;

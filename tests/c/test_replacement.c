@@ -41,7 +41,7 @@ int main(void) {
     if (rc) return check_done();
     int L = m->cfg.n_layers, D = m->cfg.d_model, V = m->cfg.vocab_size;
     // mapped encoders hint huge pages (read whole by every encoding), decoders random reads
-    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0) {
+    if (thp_here()) {
         char fe[256], fd[256];
         int hints = 1;
         for (int l = 0; l < tc->n_layers; l++)

@@ -25,7 +25,8 @@ static int traceback(lua_State *L) {
     return 1;
 }
 
-// Calls the function below n_args arguments; prints errors; returns 0 on success.
+// Calls the function below n_args arguments; prints errors; returns 0 on success, 1 on an error
+// (the program's exit status for a failed script, as the README states).
 static int docall(lua_State *L, int n_args, int n_results) {
     int base = lua_gettop(L) - n_args;
     lua_pushcfunction(L, traceback);
@@ -40,7 +41,7 @@ static int docall(lua_State *L, int n_args, int n_results) {
         lua_pop(L, 1);
         lua_gc(L, LUA_GCCOLLECT, 0);
     }
-    return st;
+    return st ? 1 : 0;
 }
 
 // ----------------------------------------------------------------------------
@@ -207,8 +208,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: ctrace [options] [script.lua [args...]]\n"
             "       ctrace run | check | new <folder>   (case-study folders; --help on each)\n"
-            "       ctrace attribute --prompt TEXT ...  (a graph without a script)\n"
-            "       ctrace serve <dir>                 (graphs and viewer pages on localhost)\n"
+            "       ctrace attribute -p TEXT [-t SET] ...  (a graph without a script; circuit-tracer's flags)\n"
+            "       ctrace serve <dir> | start-server --graph_file_dir <dir>  (graphs and viewer pages on localhost)\n"
             "  script.lua args   run a Lua script (\"-\" reads it from standard input)\n"
             "  -e code           run a Lua chunk (may repeat; runs before the script)\n"
             "  (no script, no -e) start the REPL; state persists between lines\n"
@@ -217,7 +218,7 @@ static void usage(FILE *f) {
             "Scripts find ctrace with require \"ctrace\".\n");
 }
 
-// ctrace run | check | new | attribute | serve: the subcommands live in lua/ctrace/cli.lua.
+// ctrace run | check | new | attribute | serve | start-server: the subcommands live in lua/ctrace/cli.lua.
 static int subcommand(const char *cmd, int argc, char **argv) {
     lua_State *L = ct_host_new();
     if (!L) {
@@ -254,7 +255,7 @@ static int subcommand(const char *cmd, int argc, char **argv) {
 
 int ct_host_main(int argc, char **argv) {
     int i = 1, ran = 0, st = 0;
-    static const char *const cmds[] = {"run", "check", "new", "attribute", "serve", NULL};
+    static const char *const cmds[] = {"run", "check", "new", "attribute", "serve", "start-server", NULL};
     if (argc == 2 && strcmp(argv[1], "--run-child") == 0) return ct_host_run_child();
     for (int c = 0; argc >= 2 && cmds[c]; c++)
         if (strcmp(argv[1], cmds[c]) == 0) return subcommand(argv[1], argc - 2, argv + 2);

@@ -103,9 +103,11 @@ void ct_lua_register_state(lua_State *L);
 void ct_lua_register_activations(lua_State *L);
 void ct_lua_register_run(lua_State *L);
 // In an experiment process of `ctrace run` (bind_run.c): a request to the parent, answered
-// (*reply malloc'ed); and the record of every attribution made, for the manifest.
+// (*reply malloc'ed); and the record of every attribution made, for the manifest: its prompt's
+// tokens, the scalar options the script gave (table at index opts, may be none) with the values
+// in force over them (table at index in_force), and its time.
 ct_status ct_lua_broker(const char *req, size_t n, char **reply, size_t *reply_n, ct_err *err);
-void ct_lua_record_attribution(lua_State *L, const ct_graph *g, int opts, double seconds);
+void ct_lua_record_attribution(lua_State *L, const ct_graph *g, int opts, int in_force, double seconds);
 
 // Pushes a new ctrace.Activations that takes a's arrays (a is left empty).
 void ct_lua_push_activations(lua_State *L, ct_sparse_acts *a);

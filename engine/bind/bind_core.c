@@ -142,7 +142,7 @@ static void serve_ready(void *ctx, int port) {
 // serve(dir, port): serves dir on 127.0.0.1 until Ctrl-C (returns then)
 static int l_serve(lua_State *L) {
     const char *dir = luaL_checkstring(L, 1);
-    int port = (int)luaL_optinteger(L, 2, 8046);
+    int port = (int)luaL_optinteger(L, 2, 8041);
     ct_err err = {0};
     ct_status rc = ct_serve_dir(ct_lua_ctx(L), dir, port, serve_ready, NULL, &err);
     if (rc && rc != CT_STATUS_CANCELLED) return ct_lua_raise(L, &err);

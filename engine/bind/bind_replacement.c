@@ -226,7 +226,7 @@ static int l_rm_attribute(lua_State *L) {
     o.max_feature_nodes = v > 9e15 ? 0 : (int64_t)v;
     v = ct_lua_opt_number(L, 3, "update_interval", o.update_interval);
     o.update_interval = v >= 1 && v <= 1e6 ? (int)v : (v < 1 ? 0 : 1000000);
-    v = ct_lua_opt_number(L, 3, "memory_limit", 0);
+    v = ct_lua_opt_number(L, 3, "memory_limit", (lua_Number)o.memory_limit);
     if (!(v >= 0 && v < 1e18)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "attribute: memory_limit must be a byte count, got %g", v);
     o.memory_limit = (size_t)v;
     ct_attr_stats stats;
@@ -251,7 +251,17 @@ static int l_rm_attribute(lua_State *L) {
         if (p) free(g->prompt), g->prompt = p;
     }
     ct_lua_push_graph(L, g);   // owned by Lua from here
-    ct_lua_record_attribution(L, g, 3, stats.setup_s + stats.logits_s + stats.features_s + stats.graph_s);
+    // the options in force, defaults included, for the manifest (over the scalars the script gave)
+    lua_createtable(L, 0, 6);
+#define F(k, v) (lua_pushnumber(L, (lua_Number)(v)), lua_setfield(L, -2, k))
+    F("max_n_logits", o.max_n_logits), F("desired_logit_prob", o.desired_logit_prob), F("batch_size", o.batch_size);
+    F("update_interval", o.update_interval), F("memory_limit", o.memory_limit);
+#undef F
+    if (o.max_feature_nodes > 0) lua_pushnumber(L, (lua_Number)o.max_feature_nodes);
+    else lua_pushstring(L, "unlimited");
+    lua_setfield(L, -2, "max_feature_nodes");
+    ct_lua_record_attribution(L, g, 3, lua_gettop(L), stats.setup_s + stats.logits_s + stats.features_s + stats.graph_s);
+    lua_pop(L, 1);
     lua_createtable(L, 0, 14);
 #define F(k, v) (lua_pushnumber(L, (lua_Number)(v)), lua_setfield(L, -2, k))
     F("setup_s", stats.setup_s), F("logits_s", stats.logits_s), F("features_s", stats.features_s);

@@ -269,7 +269,25 @@ static int l_broker(lua_State *L) {
 
 // Adds an attribution to the run's record (registry "ctrace.attributions", present only in an
 // experiment process): prompt token ids, the options given (numbers, strings, booleans) and seconds.
-void ct_lua_record_attribution(lua_State *L, const ct_graph *g, int opts, double seconds) {
+// Copies the string-keyed scalars of the table at index from into the table on top.
+static void copy_scalars(lua_State *L, int from) {
+    if (!lua_istable(L, from)) return;
+    lua_pushnil(L);
+    while (lua_next(L, from)) {
+        int t = lua_type(L, -1);
+        if (lua_type(L, -2) == LUA_TSTRING && (t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+}
+
+void ct_lua_record_attribution(lua_State *L, const ct_graph *g, int opts, int in_force, double seconds) {
+    opts = opts < 0 ? lua_gettop(L) + opts + 1 : opts;
+    in_force = in_force < 0 ? lua_gettop(L) + in_force + 1 : in_force;
     lua_getfield(L, LUA_REGISTRYINDEX, "ctrace.attributions");
     if (!lua_istable(L, -1)) {
         lua_pop(L, 1);
@@ -279,19 +297,8 @@ void ct_lua_record_attribution(lua_State *L, const ct_graph *g, int opts, double
     ct_lua_push_ids(L, g->tokens, g->n_pos);
     lua_setfield(L, -2, "prompt_tokens");
     lua_newtable(L);
-    if (lua_istable(L, opts)) {
-        lua_pushnil(L);
-        while (lua_next(L, opts)) {
-            int t = lua_type(L, -1);
-            if (lua_type(L, -2) == LUA_TSTRING && (t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN)) {
-                lua_pushvalue(L, -2);
-                lua_insert(L, -2);
-                lua_rawset(L, -4);
-            } else {
-                lua_pop(L, 1);
-            }
-        }
-    }
+    copy_scalars(L, opts);
+    copy_scalars(L, in_force);
     lua_setfield(L, -2, "options");
     lua_pushnumber(L, seconds);
     lua_setfield(L, -2, "seconds");

@@ -386,7 +386,9 @@ ct_status ct_serve_dir(const ct_ctx *ctx, const char *dir, int port, void (*read
         int e = errno;
         close(s);
         close(dirfd);
-        return ct_fail(err, CT_STATUS_IO, "serve: cannot listen on 127.0.0.1:%d: %s", port, strerror(e));
+        return ct_fail(err, CT_STATUS_IO, "serve: cannot listen on 127.0.0.1:%d: %s%s", port, strerror(e),
+                       e == EADDRINUSE ? " (another program serves there: choose another port with --port N, or "
+                                         "--port 0 for any free one)" : "");
     }
     conn *cs = calloc(CT_SERVE_MAX_CONN, sizeof *cs);
     if (!cs) {

@@ -2,10 +2,11 @@
 --   ctrace run <folder>       runs <folder>/experiment.lua; results/ and results/manifest.json
 --   ctrace check <folder>     runs it (unless --no-run) and compares results/ with expected/
 --   ctrace new <folder>       a case-study folder that runs as is
---   ctrace attribute ...      circuit-tracer's command-line job: a graph without a script
---   ctrace serve <dir>        graphs and viewer pages on localhost
+--   ctrace attribute ...      circuit-tracer's command-line job (and its flags): a graph without a script
+--   ctrace serve <dir>        graphs and viewer pages on localhost (start-server: circuit-tracer's name)
 -- main(cmd, args) returns the process's exit status: 0, 1 when the command failed, 2 for bad
--- arguments. Case studies live in ctrace.casestudy, the sandbox in ctrace.sandbox.
+-- arguments. A failure prints its message without Lua's file and line (--trace or CTRACE_TRACE=1:
+-- with them and the traceback). Case studies live in ctrace.casestudy, the sandbox in ctrace.sandbox.
 local ct = require "ctrace"
 
 local M = {}
@@ -35,19 +36,34 @@ unchanged inputs) and compares each file of <folder>/expected/ with the file of
 the same name in results/: JSON files number by number within a tolerance (expected/tolerance.json
 {"default": 1e-4} if present, else 1e-4, relative above 1), strings and other files exactly.
 Prints every difference; exits 1 if there is one.]],
-  attribute = [[usage: ctrace attribute (--prompt TEXT | --chat TEXT | --chat-file FILE.json)
-                        [--model PATH_OR_NAME] [--transcoders PATH_OR_NAME]
-                        [--slug NAME] [--graph-dir DIR] [--graph-file FILE.safetensors]
-                        [--node-threshold 0.8] [--edge-threshold 0.98] [--max-feature-nodes 7500]
-                        [--batch-size 256] [--max-n-logits 10] [--desired-logit-prob 0.95]
-                        [--scan ID] [--server] [--port 8046]
-Attributes the prompt (defaults: stories260K and its transcoders) and writes the pruned graph as
-<graph-dir>/<slug>.json (default graphs/, slug from the prompt), its graph-metadata.json entry and
-its viewer page; --graph-file also saves the full graph; --server then serves the directory.
---chat TEXT is one user turn through the model's chat template, the model's turn opened after it
-(instruction-tuned models); --chat-file a JSON list of messages [{"role": ..., "content": ...}]
-(ending in an assistant turn: that turn is continued).]],
-  serve = [[usage: ctrace serve <dir> [--port 8046]
+  attribute = [[usage: ctrace attribute (-p/--prompt TEXT | --chat TEXT | --chat-file FILE.json)
+                        [-t/--transcoder_set NAME_OR_PATH] [-m/--model NAME_OR_PATH]
+                        [--slug NAME] [--graph_file_dir DIR] [-o/--graph_output_path FILE]
+                        [--node_threshold 0.8] [--edge_threshold 0.98] [--max_feature_nodes 7500]
+                        [--batch_size 256] [--max_n_logits 10] [--desired_logit_prob 0.95]
+                        [--offload {cpu,disk,None}] [--dtype {float32,bfloat16,float16,fp32,bf16,fp16}]
+                        [--verbose] [--scan ID] [--server] [--port 8041]
+                        [--lazy-encoder] [--lazy-decoder] [--backend {transformerlens,nnsight}]
+circuit-tracer's command line. Attributes the prompt with the transcoder set (default:
+stories260K's) on the model its config.yaml names (model_name), or on --model, and writes the
+pruned graph as <graph_file_dir>/<slug>.json (default graphs/, slug from the prompt) with its
+graph-metadata.json entry and its viewer page; with -o alone (no --slug, no --graph_file_dir),
+only the full graph FILE (.safetensors). --server then serves the directory.
+--offload: where the rows of the graph wait while it is computed: cpu (and None) in memory up to
+2 GiB, then a file; disk: a file beyond 512 MiB (working memory 1 GiB). --dtype: ctrace maps the
+weights in their stored dtype and computes in float32 whatever is given (float32 is the default;
+bfloat16 and float16 change nothing but are noted). --lazy-encoder, --lazy-decoder: ctrace
+always maps encoders and decoders and reads them as they are used. --backend: ctrace has one
+engine; both names give the same graph. --verbose: progress on standard error (the default on a
+terminal). --chat TEXT is one user turn through the model's chat template, the model's turn
+opened after it (instruction-tuned models); --chat-file a JSON list of messages [{"role": ...,
+"content": ...}] (ending in an assistant turn: that turn is continued).
+Flags may be written with underscores or hyphens (--graph_file_dir, --graph-file-dir), as
+--flag=value, and shortened to any unambiguous prefix; ctrace's older names --transcoders,
+--graph-dir and --graph-file still work.]],
+  ["start-server"] = [[usage: ctrace start-server --graph_file_dir DIR [--port 8041]
+circuit-tracer's name for ctrace serve DIR.]],
+  serve = [[usage: ctrace serve <dir> [--port 8041]
 Serves the graphs, viewer pages and graph-metadata.json in <dir> on http://127.0.0.1:<port>/
 until Ctrl-C.]],
   new = [[usage: ctrace new <folder>
@@ -55,27 +71,39 @@ Creates <folder> (a path, or a name under experiments/) with an experiment.lua t
 (the attribution graph of a prompt on stories260K and a summary), a README.md and expected/.]],
 }
 
+-- Each command's flags: the long name (hyphens) -> {key, kind}, kind one of "string", "number",
+-- "positive", "nonnegative", a list of choices, or nil (a switch); aliases: other names of a
+-- flag (short forms, circuit-tracer's and older spellings) -> the long name; at most one
+-- positional argument.
 local RUN_FLAGS = {["--timeout"] = {"timeout", "positive"}, ["--unsafe"] = {"unsafe"}, ["--memory"] = {"memory", "positive"},
                    ["--credentials"] = {"credentials"}, ["--download-limit"] = {"download_limit", "nonnegative"}}
 local CHECK_FLAGS = {["--no-run"] = {"no_run"}}
 for k, v in pairs(RUN_FLAGS) do CHECK_FLAGS[k] = v end
 
--- Each command's arguments: flags (a key, and whether it takes a number, a string or nothing)
--- and at most one positional argument.
 local ARGS = {
   run = {positional = "folder", flags = RUN_FLAGS},
   check = {positional = "folder", flags = CHECK_FLAGS},
   new = {positional = "folder", flags = {}},
   serve = {positional = "dir", flags = {["--port"] = {"port", "number"}}},
-  attribute = {flags = {
-    ["--prompt"] = {"prompt", "string"}, ["--model"] = {"model", "string"}, ["--transcoders"] = {"transcoders", "string"},
-    ["--chat"] = {"chat", "string"}, ["--chat-file"] = {"chat_file", "string"},
-    ["--slug"] = {"slug", "string"}, ["--graph-dir"] = {"graph_dir", "string"}, ["--graph-file"] = {"graph_file", "string"},
-    ["--scan"] = {"scan", "string"}, ["--node-threshold"] = {"node_threshold", "number"},
-    ["--edge-threshold"] = {"edge_threshold", "number"}, ["--max-feature-nodes"] = {"max_feature_nodes", "number"},
-    ["--batch-size"] = {"batch_size", "number"}, ["--max-n-logits"] = {"max_n_logits", "number"},
-    ["--desired-logit-prob"] = {"desired_logit_prob", "number"}, ["--port"] = {"port", "number"},
-    ["--server"] = {"server"}}},
+  ["start-server"] = {flags = {["--graph-file-dir"] = {"dir", "string"}, ["--port"] = {"port", "number"}}},
+  attribute = {
+    flags = {
+      ["--prompt"] = {"prompt", "string"}, ["--model"] = {"model", "string"},
+      ["--transcoder-set"] = {"transcoders", "string"}, ["--chat"] = {"chat", "string"},
+      ["--chat-file"] = {"chat_file", "string"}, ["--slug"] = {"slug", "string"},
+      ["--graph-file-dir"] = {"graph_dir", "string"}, ["--graph-output-path"] = {"graph_file", "string"},
+      ["--scan"] = {"scan", "string"}, ["--node-threshold"] = {"node_threshold", "number"},
+      ["--edge-threshold"] = {"edge_threshold", "number"}, ["--max-feature-nodes"] = {"max_feature_nodes", "positive"},
+      ["--batch-size"] = {"batch_size", "positive"}, ["--max-n-logits"] = {"max_n_logits", "positive"},
+      ["--desired-logit-prob"] = {"desired_logit_prob", "number"}, ["--port"] = {"port", "number"},
+      ["--server"] = {"server"}, ["--verbose"] = {"verbose"},
+      ["--offload"] = {"offload", {"cpu", "disk", "None"}},
+      ["--dtype"] = {"dtype", {"float32", "bfloat16", "float16", "fp32", "bf16", "fp16"}},
+      ["--lazy-encoder"] = {"lazy_encoder"}, ["--lazy-decoder"] = {"lazy_decoder"},
+      ["--backend"] = {"backend", {"transformerlens", "nnsight"}}},
+    aliases = {["-p"] = "--prompt", ["-m"] = "--model", ["-t"] = "--transcoder-set", ["-o"] = "--graph-output-path",
+               ["--transcoders"] = "--transcoder-set", ["--graph-dir"] = "--graph-file-dir",
+               ["--graph-file"] = "--graph-output-path"}},
 }
 
 -- Exit statuses of failures by their prefix (others: 1).
@@ -87,6 +115,52 @@ local function printable(s)
   return (tostring(s):gsub("[%z\1-\8\11-\31\127]", "?"):gsub("\194[\128-\159]", "??"))
 end
 
+-- Levenshtein distance of a and b (short strings: flag names)
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = {[0] = i}
+    for j = 1, #b do
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a:byte(i) == b:byte(j) and 0 or 1))
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- The closest of names to name, when it is close enough to be a likely typo; else nil.
+local function closest(name, names)
+  local best, bd
+  for _, n in ipairs(names) do
+    local d = distance(name, n)
+    if not bd or d < bd or (d == bd and n < best) then best, bd = n, d end
+  end
+  return best and bd <= math.max(2, math.floor(#name / 4)) and best or nil
+end
+
+-- The long name of flag a of spec (an alias, underscores for hyphens, a unique prefix as
+-- argparse takes them), or nil and why not.
+local function resolve(spec, a)
+  local aliases = spec.aliases or {}
+  if spec.flags[a] or aliases[a] then return aliases[a] or a end
+  if not a:match("^%-%-%w") then return nil end
+  local norm = "--" .. a:sub(3):gsub("_", "-")
+  if spec.flags[norm] or aliases[norm] then return aliases[norm] or norm end
+  local names, found, seen = {}, {}, {}
+  for n in pairs(spec.flags) do names[#names + 1] = n end
+  for n in pairs(aliases) do if n:sub(1, 2) == "--" then names[#names + 1] = n end end
+  table.sort(names)
+  for _, n in ipairs(names) do
+    local long = aliases[n] or n
+    if n:sub(1, #norm) == norm and not seen[long] then found[#found + 1], seen[long] = n, true end
+  end
+  if #found == 1 then return aliases[found[1]] or found[1] end
+  if #found > 1 then return nil, "ambiguous option '" .. a .. "': could be " .. table.concat(found, ", ") end
+  local near = closest(norm, names)
+  return nil, "unexpected argument '" .. a .. "'" .. (near and ("; did you mean " .. near .. "?") or "")
+end
+
 -- The options of cmd from args, or nil and the exit status after printing why (or the help).
 local function parse(cmd, args)
   local spec, o, i = ARGS[cmd], {}, 1
@@ -95,26 +169,47 @@ local function parse(cmd, args)
     return nil, 2
   end
   while i <= #args do
-    local a = args[i]
-    local flag = spec.flags[a]
+    local a, value = args[i], nil
     if a == "-h" or a == "--help" then
       print(HELP[cmd])
       return nil, 0
-    elseif flag and flag[2] then
-      local v = args[i + 1]
-      if v == nil then return fail(a .. " needs a value") end
-      if flag[2] ~= "string" then
-        v = tonumber(v)
-        if not v then return fail(a .. " needs a number") end
-        if (flag[2] == "positive" and v <= 0) or (flag[2] == "nonnegative" and v < 0) then
-          return fail(a .. " needs a " .. flag[2] .. " number")
-        end
+    end
+    local name, why = nil, nil
+    if a:match("^%-%-[^=]+=") then a, value = a:match("^(%-%-[^=]+)=(.*)$") end
+    if a:sub(1, 1) == "-" and #a > 1 and not tonumber(a) then
+      name, why = resolve(spec, a)
+      if not name and not value and a:match("^%-%a.") and (spec.aliases or {})[a:sub(1, 2)] then   -- -pTEXT
+        name, value = spec.aliases[a:sub(1, 2)], a:sub(3)
       end
-      o[flag[1]] = v
-      i = i + 1
+      if not name then return fail(why or ("unexpected argument '" .. a .. "'")) end
+    end
+    local flag = name and spec.flags[name]
+    if flag and flag[2] then
+      if value == nil then
+        value = args[i + 1]
+        if value == nil then return fail(name .. " needs a value") end
+        i = i + 1
+      end
+      local kind = flag[2]
+      if type(kind) == "table" then
+        local okc = false
+        for _, c in ipairs(kind) do okc = okc or c == value end
+        if not okc then
+          return fail(string.format("%s: '%s' is not one of %s", name, value, table.concat(kind, ", ")))
+        end
+      elseif kind ~= "string" then
+        local v = tonumber(value)
+        if not v then return fail(name .. " needs a number, got '" .. value .. "'") end
+        if (kind == "positive" and v <= 0) or (kind == "nonnegative" and v < 0) then
+          return fail(name .. " needs a " .. kind .. " number, got " .. value)
+        end
+        value = v
+      end
+      o[flag[1]] = value
     elseif flag then
+      if value ~= nil then return fail(name .. " takes no value") end
       o[flag[1]] = true
-    elseif spec.positional and a:sub(1, 1) ~= "-" and o[spec.positional] == nil then
+    elseif spec.positional and o[spec.positional] == nil then
       o[spec.positional] = a
     else
       return fail("unexpected argument '" .. a .. "'")
@@ -141,31 +236,53 @@ local function attribute_prompt(o)
   return {chat = messages}, type(last) == "table" and type(last.content) == "string" and last.content or "chat"
 end
 
+-- Working memory of an attribution by --offload (ct's memory_limit: rows beyond half of it wait
+-- in a file)
+local OFFLOAD_MEMORY = {cpu = 4 * 2^30, None = 4 * 2^30, disk = 2^30}
+
 local function attribute_cmd(o)
   local given = (o.prompt and 1 or 0) + (o.chat and 1 or 0) + (o.chat_file and 1 or 0)
   if given ~= 1 then error("BAD_ARG: give exactly one of --prompt, --chat and --chat-file", 0) end
+  if o.dtype and not (o.dtype == "float32" or o.dtype == "fp32") then
+    io.stderr:write("ctrace attribute: --dtype ", o.dtype, ": the weights stay in their stored dtype and ctrace ",
+                    "computes in float32\n")
+  end
   local prompt, about = attribute_prompt(o)
-  local m = ct.load_model(o.model or "stories260K")
-  local tc = ct.load_transcoders(o.transcoders or (o.model == nil and "stories260K" or error("BAD_ARG: --transcoders is needed with --model", 0)))
+  -- the set first: its config names the model (circuit-tracer's order)
+  local tc = ct.load_transcoders(o.transcoders or "stories260K")
+  local model = o.model or (tc.model_name ~= "" and tc.model_name)
+  if not model then
+    error("BAD_ARG: the transcoder set's config.yaml names no model_name; give the model with --model (-m)", 0)
+  end
+  local m = ct.load_model(model)
   local rm = ct.replacement_model(m, tc)
   local g = rm:attribute(prompt, {max_feature_nodes = o.max_feature_nodes or 7500, batch_size = o.batch_size or 256,
-                                  max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob})
+                                  max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob,
+                                  memory_limit = OFFLOAD_MEMORY[o.offload or "cpu"], verbose = o.verbose or nil})
+  if o.graph_file then
+    if o.graph_file:match("%.pt$") then
+      error("UNSUPPORTED: -o " .. o.graph_file .. ": ctrace writes the full graph as .safetensors; give a path ending in .safetensors", 0)
+    end
+    g:save(o.graph_file)
+    io.stderr:write("ctrace attribute: wrote ", o.graph_file, "\n")
+    if not o.slug and not o.graph_dir then return 0 end   -- circuit-tracer: -o alone writes no graph files
+  end
   local dir = o.graph_dir or "graphs"
   ct.mkdirs(dir)
   local slug = o.slug or about:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 48)
   if slug == "" then slug = "graph" end
-  if o.graph_file then g:save(o.graph_file) end
   local p = g:prune{node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
-  p:save_json(dir .. "/" .. slug .. ".json", {slug = slug, scan = o.scan or tc.scan ~= "" and tc.scan or "stories260K"})
+  local scan = o.scan or (tc.scan ~= "" and tc.scan) or (tc.model_name ~= "" and tc.model_name) or model
+  p:save_json(dir .. "/" .. slug .. ".json", {slug = slug, scan = scan})
   print(p:summary())
   io.stderr:write("ctrace attribute: wrote ", dir, "/", slug, ".json and ", slug, ".html\n")
-  if o.server then return M.main("serve", {dir, "--port", tostring(o.port or 8046)}) end
+  if o.server then return M.main("serve", {dir, "--port", tostring(o.port or 8041)}) end
   return 0
 end
 
 local function serve_cmd(o)
   io.stderr:write("ctrace serve: ", o.dir, " (Ctrl-C stops)\n")
-  require("ctrace.core").serve(o.dir, o.port or 8046)
+  require("ctrace.core").serve(o.dir, o.port or 8041)
   return 0
 end
 
@@ -187,20 +304,36 @@ local function case_study(cmd, o)
   return 0
 end
 
+-- A failure's message for a person: without the Lua file and line an engine error carries
+-- (CTRACE_TRACE=1 keeps them, with the traceback)
+local function user_message(msg)
+  return (msg:gsub("^[^\n]-%.lua:%d+: ", ""))
+end
+
 function M.main(cmd, args)
-  local o, status = parse(cmd, args)
+  local trace = os.getenv("CTRACE_TRACE") == "1"
+  local rest = {}
+  for _, a in ipairs(args) do
+    if a == "--trace" then trace = true else rest[#rest + 1] = a end
+  end
+  local o, status = parse(cmd, rest)
   if not o then return status end
   local need = ARGS[cmd].positional or (cmd == "attribute" and not o.chat and not o.chat_file and "prompt")
+    or (cmd == "start-server" and "dir")
   if need and not o[need] then
     io.stderr:write(HELP[cmd], "\n")
     return 2
   end
-  local run = cmd == "attribute" and attribute_cmd or cmd == "serve" and serve_cmd or function(x) return case_study(cmd, x) end
-  local ok, res = pcall(run, o)
+  local run = cmd == "attribute" and attribute_cmd or (cmd == "serve" or cmd == "start-server") and serve_cmd
+    or function(x) return case_study(cmd, x) end
+  local ok, res = xpcall(function() return run(o) end, function(e)
+    e = tostring(e)
+    return trace and debug.traceback(e, 2) or e
+  end)
   if not ok then
-    res = tostring(res)
-    io.stderr:write("ctrace ", cmd, ": ", printable(res), "\n")
-    return EXIT[res:match("^(%u+):") or res:match("^[^\n]-:%d+: (%u+):")] or 1
+    local code = EXIT[res:match("^(%u+):") or res:match("^[^\n]-:%d+: (%u+):")] or 1
+    io.stderr:write("ctrace ", cmd, ": ", printable(trace and res or user_message(res)), "\n")
+    return code
   end
   return res
 end

@@ -262,7 +262,11 @@ for _ in $(seq 150); do
   tasks=$(ls /proc/$child/task 2>/dev/null | wc -l)
   [ "$tasks" -ge 2 ] && break
 done
-unconfined=$(for t in /proc/$child/task/*; do grep -q "^Seccomp:[[:space:]]*2" $t/status && grep -q "^NoNewPrivs:[[:space:]]*1" $t/status || echo $t; done)
+# (a thread that ends between the listing and the reading of its status is not counted)
+unconfined=$(for t in /proc/$child/task/*; do
+  st=$(cat $t/status 2> /dev/null) || continue
+  echo "$st" | grep -q "^Seccomp:[[:space:]]*2" && echo "$st" | grep -q "^NoNewPrivs:[[:space:]]*1" || echo $t
+done)
 capeff=$(awk '/^CapEff/ {print $2}' /proc/$child/status)
 kill -INT $pid; wait $pid
 [ "$tasks" -ge 2 ] && [ -z "$unconfined" ] && [ "$capeff" = 0000000000000000 ] &&
@@ -479,11 +483,15 @@ extra = [p for p in paths if p not in want]
 outs = {o["path"]: o["sha256"] for o in m["outputs"]}
 want_outs = ["g.html", "g.json", "graph-metadata.json"]
 wrong = [p for p, h in outs.items() if hashlib.sha256(open(res + "/" + p, "rb").read()).hexdigest() != h]
-ok = not (bad or missing or extra or wrong) and len(paths) == len(set(paths)) and sorted(outs) == want_outs and len(m["attributions"]) == 1
-print("ok" if ok else "bad hashes %s; missing %s; extra %s; outputs %s %s" % (bad, missing, extra, list(outs), wrong))
+# every option in force: the one given (verbose) and the defaults
+opts = m["attributions"][0]["options"] if len(m["attributions"]) == 1 else {}
+want_opts = {"verbose": False, "batch_size": 512, "max_n_logits": 10, "desired_logit_prob": 0.95, "update_interval": 4,
+             "max_feature_nodes": "unlimited", "memory_limit": 4 << 30}
+ok = not (bad or missing or extra or wrong) and len(paths) == len(set(paths)) and sorted(outs) == want_outs and opts == want_opts
+print("ok" if ok else "bad hashes %s; missing %s; extra %s; outputs %s %s; options %s" % (bad, missing, extra, list(outs), wrong, opts))
 PY
 )
-  [ $st -eq 0 ] && [ "$got" = ok ] && ok "$mode run: the manifest lists every file read and written, once, with its SHA-256" ||
+  [ $st -eq 0 ] && [ "$got" = ok ] && ok "$mode run: the manifest lists every file read and written, once, with its SHA-256, and every option in force" ||
     { bad "$mode manifest (exit $st): $got"; show "$tmp/inputs.out"; }
 done
 exp unsafe_lifts "os.execute('touch $tmp/unsafe_lifts/touched')"

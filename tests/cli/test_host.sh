@@ -25,7 +25,10 @@ grep -q "CANCELLED" "$out/t.txt" && [ "$(tail -1 "$out/t.txt")" = "true" ]
 check $? "REPL: a timeout stops its own line and not the next"
 
 $CT -e 'error("boom")' 2> "$out/err.txt"; rc=$?
-[ $rc -ne 0 ] && grep -q "boom" "$out/err.txt" && grep -q "traceback" "$out/err.txt"; check $? "errors exit non-zero with a traceback"
+[ $rc -eq 1 ] && grep -q "boom" "$out/err.txt" && grep -q "traceback" "$out/err.txt"; check $? "errors exit 1 with a traceback (got $rc)"
+printf 'error("script boom")\n' > "$out/e.lua"
+$CT "$out/e.lua" 2> /dev/null; rc=$?
+[ $rc -eq 1 ]; check $? "a script's error exits 1, as the README says (got $rc)"
 
 $CT --bogus 2>/dev/null; [ $? -eq 2 ]; check $? "unknown option exits 2"
 $CT --help | grep -q "usage: ctrace"; check $? "--help"

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# test_circuit_tracer_cli.sh - ctrace attribute takes circuit-tracer's command line: the examples
+# of circuit-tracer's README as written there (its hub sets replaced by ctrace's default set),
+# its short forms, underscores, --flag=value and unambiguous prefixes (argparse's), its defaults
+# (port 8041, graph files only with --slug and --graph_file_dir when -o is given), the model taken
+# from the set's config.yaml, and messages that say what was expected.
+set -u
+cd "$(dirname "$0")/../.."
+CTRACE=$PWD/${BUILD:-build}/ctrace
+SET=$PWD/experiments/stories260K-transcoders/transcoders
+tmp=$(mktemp -d)
+pid=
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+n=0
+fail=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+bad() { n=$((n + 1)); echo "not ok $n - $1"; fail=1; }
+show() { sed 's/^/#   /' "$1"; }
+cd "$tmp"
+
+# circuit-tracer's README, "Complete workflow with visualization" (--transcoder_set gemma -> the
+# stories260K set; the server is stopped once it listens)
+port_free=1
+(exec 3<> /dev/tcp/127.0.0.1/8041) 2> /dev/null && port_free=0
+if [ $port_free = 1 ]; then
+  "$CTRACE" attribute \
+    --prompt "The International Advanced Security Group (IAS" \
+    --transcoder_set "$SET" \
+    --slug gemma-demo \
+    --graph_file_dir ./graph_files \
+    --server > out1.txt 2>&1 &
+  pid=$!
+  for _ in $(seq 300); do grep -q listening out1.txt && break; kill -0 $pid 2> /dev/null || break; sleep 0.1; done
+  grep -q "listening on http://127.0.0.1:8041/" out1.txt && ok "README workflow: serving on circuit-tracer's port 8041" ||
+    { bad "README workflow: no server on 8041"; show out1.txt; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8041/gemma-demo.json)
+  [ "$code" = 200 ] && ok "the graph is served as <slug>.json" || bad "served graph: $code"
+  kill -INT $pid; wait $pid 2> /dev/null; pid=
+else
+  echo "# port 8041 is busy here: the README workflow runs without --server"
+  "$CTRACE" attribute --prompt "The International Advanced Security Group (IAS" --transcoder_set "$SET" \
+    --slug gemma-demo --graph_file_dir ./graph_files > out1.txt 2>&1 || { bad "README workflow"; show out1.txt; }
+fi
+test -s graph_files/gemma-demo.json -a -s graph_files/graph-metadata.json -a -s graph_files/gemma-demo.html &&
+  ok "README workflow: graph_files/gemma-demo.json, graph-metadata.json and the viewer page" ||
+  { bad "README workflow files"; ls -R . | sed 's/^/#   /'; }
+grep -q '"slug": *"gemma-demo"' graph_files/gemma-demo.json && grep -q '"scan": *"stories260K"' graph_files/gemma-demo.json &&
+  ok "its metadata: the slug, and the scan of a set that names none is its model" || bad "slug/scan in the JSON"
+grep -q '"prompt": *"<s> The International' graph_files/gemma-demo.json ||
+  grep -q 'The International Advanced Security Group' graph_files/gemma-demo.json &&
+  ok "the prompt as given" || bad "prompt not in the JSON"
+
+# "Basic Usage" repeats --slug and --graph_file_dir: argparse keeps the last
+"$CTRACE" attribute --prompt "Once upon a time" --transcoder_set "$SET" --slug first --graph_file_dir ./one \
+  --slug basic --graph_file_dir ./basic > out2.txt 2>&1 && test -s basic/basic.json -a ! -e one &&
+  ok "Basic Usage: a repeated flag, the last one counts" || { bad "repeated flags"; show out2.txt; }
+
+# "Attribution only (save raw graph)": -o alone writes the full graph and no graph files
+"$CTRACE" attribute -p "The capital of France is" -t "$SET" -o france_capital.safetensors > out3.txt 2>&1 &&
+  test -s france_capital.safetensors -a ! -e graphs &&
+  ok "-p -t -o: the full graph only, as circuit-tracer writes only the .pt" || { bad "-o alone"; show out3.txt; }
+cat > info.lua <<'LUA'
+local g = require("ctrace").load_graph(arg[1])
+local i = g:info()
+io.write(i.n_features, " ", i.n_logits, " ", g:prompt(), "\n")
+LUA
+"$CTRACE" info.lua france_capital.safetensors > out4.txt 2>&1 && grep -q "capital of France" out4.txt &&
+  ok "and it loads with its prompt" || { bad "graph from -o"; show out4.txt; }
+"$CTRACE" attribute -p "The capital of France is" -t "$SET" -o france.pt > out5.txt 2>&1
+[ $? = 1 ] && grep -q "safetensors" out5.txt && ! grep -q "%.lua:" out5.txt && test ! -e france.pt &&
+  ok "-o FILE.pt: refused with what ctrace writes instead (exit 1)" || { bad "-o .pt"; show out5.txt; }
+
+# argparse's spellings: --flag=value, -pTEXT, prefixes, hyphens for underscores, ctrace's older names
+"$CTRACE" attribute -p"Once upon a time" --transcoder-set="$SET" --max_feat 50 --node-thresh=0.5 --graph-dir old \
+  --slug=spell --graph-file=spell.safetensors --batch_size 64 --max_n_logits=3 --desired_logit_prob 0.9 \
+  --offload disk --dtype fp32 --lazy-encoder --lazy-decoder --backend nnsight > out6.txt 2>&1 &&
+  test -s old/spell.json -a -s spell.safetensors &&
+  ok "-pTEXT, --flag=value, unique prefixes, hyphens, older names, every accepted flag" || { bad "spellings"; show out6.txt; }
+"$CTRACE" info.lua spell.safetensors > out7.txt 2>&1
+read -r nf nl _ < out7.txt
+[ "${nf:-99}" -le 50 ] 2> /dev/null && [ "${nl:-99}" -le 3 ] 2> /dev/null &&
+  ok "--max_feat 50 and --max_n_logits=3 took effect ($nf features, $nl logits)" || { bad "options ignored"; show out7.txt; }
+"$CTRACE" attribute -p "Once upon a time" -t "$SET" --dtype bf16 -o dt.safetensors > out8.txt 2>&1 &&
+  grep -q "float32" out8.txt && ok "--dtype bf16 runs and says ctrace computes in float32" || { bad "--dtype bf16"; show out8.txt; }
+
+# bad arguments: exit 2, the expected form named
+expect2() {   # expect2 NAME PATTERN ARGS...: exit 2 and PATTERN in the message
+  local name=$1 pat=$2
+  shift 2
+  "$CTRACE" attribute "$@" > err.txt 2>&1
+  local rc=$?
+  [ $rc = 2 ] && grep -q -- "$pat" err.txt && ok "$name" || { bad "$name (exit $rc)"; show err.txt; }
+}
+expect2 "a typo: did you mean" "did you mean --prompt" --promt "x"
+expect2 "a typo in circuit-tracer's spelling" "did you mean --transcoder-set" -p x --transcoder_sett "$SET"
+expect2 "an ambiguous prefix names the candidates" "could be" -p x --graph y
+expect2 "a choice outside the list" "'int8' is not one of float32" -p x --dtype int8
+expect2 "--offload outside the list" "is not one of cpu, disk, None" -p x --offload gpu
+expect2 "--prompt with no value" "--prompt needs a value" --prompt
+expect2 "a switch given a value" "takes no value" -p x --server=yes
+expect2 "a bad number" "needs a number" -p x --batch_size many
+
+# the model is the one the set's config.yaml names
+mkdir noname named
+for f in "$SET"/layer_*.safetensors; do ln -s "$f" noname/; ln -s "$f" named/; done
+grep -v model_name "$SET/config.yaml" > noname/config.yaml
+sed 's/^model_name: .*/model_name: nosuch-org\/nosuch-model/' "$SET/config.yaml" > named/config.yaml
+HF_HUB_OFFLINE=1 "$CTRACE" attribute -p x -t noname > out9.txt 2>&1
+[ $? = 1 ] && grep -q "names no model_name; give the model with --model" out9.txt &&
+  ok "a set naming no model: exit 1, asks for --model" || { bad "no model_name"; show out9.txt; }
+HF_HUB_OFFLINE=1 "$CTRACE" attribute -p x -t named > out10.txt 2>&1
+[ $? = 1 ] && grep -q "nosuch-org/nosuch-model" out10.txt && ! grep -q "%.lua:[0-9]" out10.txt &&
+  ok "the model the config names is the one loaded (and its error has no Lua file:line)" || { bad "model_name"; show out10.txt; }
+HF_HUB_OFFLINE=1 "$CTRACE" attribute -p "Once upon a time" -t named -m stories260K --slug m --graph_file_dir m > out11.txt 2>&1 &&
+  test -s m/m.json && ok "-m overrides the config" || { bad "-m"; show out11.txt; }
+HF_HUB_OFFLINE=1 CTRACE_TRACE=1 "$CTRACE" attribute -p x -t named > out12.txt 2>&1
+grep -q "traceback" out12.txt && ok "CTRACE_TRACE=1: the traceback" || { bad "no traceback"; show out12.txt; }
+
+# start-server: circuit-tracer's name for serve
+"$CTRACE" start-server --graph_file_dir graph_files --port 0 2> srv.txt &
+pid=$!
+for _ in $(seq 50); do grep -q listening srv.txt && break; sleep 0.1; done
+port=$(grep listening srv.txt | grep -o "127.0.0.1:[0-9]*" | cut -d: -f2)
+[ -n "$port" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/gemma-demo.json")" = 200 ] &&
+  ok "start-server --graph_file_dir serves the graphs" || { bad "start-server"; show srv.txt; }
+"$CTRACE" serve graph_files --port "${port:-1}" > busy.txt 2>&1
+[ $? = 1 ] && grep -q "choose another port with --port" busy.txt &&
+  ok "a busy port: exit 1 and the hint to choose another with --port" || { bad "busy port"; show busy.txt; }
+kill -INT $pid; wait $pid 2> /dev/null; pid=
+"$CTRACE" start-server > srv2.txt 2>&1
+[ $? = 2 ] && grep -q "graph_file_dir" srv2.txt && ok "start-server without --graph_file_dir: exit 2 and its usage" ||
+  { bad "start-server usage"; show srv2.txt; }
+echo "1..$n"
+exit $fail

@@ -178,8 +178,8 @@ local function parse(cmd, args)
     if a:match("^%-%-[^=]+=") then a, value = a:match("^(%-%-[^=]+)=(.*)$") end
     if a:sub(1, 1) == "-" and #a > 1 and not tonumber(a) then
       name, why = resolve(spec, a)
-      if not name and not value and a:match("^%-%a.") and (spec.aliases or {})[a:sub(1, 2)] then   -- -pTEXT
-        name, value = spec.aliases[a:sub(1, 2)], a:sub(3)
+      if not name and not value and a:match("^%-%a.") and (spec.aliases or {})[a:sub(1, 2)] then   -- -pTEXT, -p=TEXT
+        name, value = spec.aliases[a:sub(1, 2)], a:sub(a:sub(3, 3) == "=" and 4 or 3)
       end
       if not name then return fail(why or ("unexpected argument '" .. a .. "'")) end
     end
@@ -188,6 +188,9 @@ local function parse(cmd, args)
       if value == nil then
         value = args[i + 1]
         if value == nil then return fail(name .. " needs a value") end
+        if value:match("^%-%-.") or (spec.aliases or {})[value] then   -- a flag, as argparse reads it
+          return fail(name .. " needs a value, got the flag " .. value)
+        end
         i = i + 1
       end
       local kind = flag[2]

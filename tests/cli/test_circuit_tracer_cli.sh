@@ -71,11 +71,15 @@ LUA
   ok "-o FILE.pt: refused with what ctrace writes instead (exit 1)" || { bad "-o .pt"; show out5.txt; }
 
 # argparse's spellings: --flag=value, -pTEXT, prefixes, hyphens for underscores, ctrace's older names
-"$CTRACE" attribute -p"Once upon a time" --transcoder-set="$SET" --max_feat 50 --node-thresh=0.5 --graph-dir old \
+"$CTRACE" attribute -p="Once upon a time" --transcoder-set="$SET" --max_feat 50 --node-thresh=0.5 --graph-dir old \
   --slug=spell --graph-file=spell.safetensors --batch_size 64 --max_n_logits=3 --desired_logit_prob 0.9 \
   --offload disk --dtype fp32 --lazy-encoder --lazy-decoder --backend nnsight > out6.txt 2>&1 &&
   test -s old/spell.json -a -s spell.safetensors &&
-  ok "-pTEXT, --flag=value, unique prefixes, hyphens, older names, every accepted flag" || { bad "spellings"; show out6.txt; }
+  ok "-p=TEXT, --flag=value, unique prefixes, hyphens, older names, every accepted flag" || { bad "spellings"; show out6.txt; }
+grep -q '"prompt": *"Once upon a time"' old/spell.json || grep -q 'Once upon a time' old/spell.json &&
+  ! grep -q '=Once' old/spell.json && ok "-p=TEXT: the prompt without its '='" || bad "-p=TEXT kept the '='"
+"$CTRACE" attribute -p"Once upon a time" -t "$SET" -o attached.safetensors > out6b.txt 2>&1 && test -s attached.safetensors &&
+  ok "-pTEXT" || { bad "-pTEXT"; show out6b.txt; }
 "$CTRACE" info.lua spell.safetensors > out7.txt 2>&1
 read -r nf nl _ < out7.txt
 [ "${nf:-99}" -le 50 ] 2> /dev/null && [ "${nl:-99}" -le 3 ] 2> /dev/null &&
@@ -97,6 +101,8 @@ expect2 "an ambiguous prefix names the candidates" "could be" -p x --graph y
 expect2 "a choice outside the list" "'int8' is not one of float32" -p x --dtype int8
 expect2 "--offload outside the list" "is not one of cpu, disk, None" -p x --offload gpu
 expect2 "--prompt with no value" "--prompt needs a value" --prompt
+expect2 "--prompt followed by a flag" "--prompt needs a value, got the flag --server" --prompt --server
+expect2 "-t followed by a short flag" "needs a value, got the flag -p" -t -p x
 expect2 "a switch given a value" "takes no value" -p x --server=yes
 expect2 "a bad number" "needs a number" -p x --batch_size many
 

@@ -228,7 +228,7 @@ static int l_rm_attribute(lua_State *L) {
     o.update_interval = v >= 1 && v <= 1e6 ? (int)v : (v < 1 ? 0 : 1000000);
     v = ct_lua_opt_number(L, 3, "memory_limit", (lua_Number)o.memory_limit);
     if (!(v >= 0 && v < 1e18)) return ct_lua_fail(L, CT_STATUS_BAD_ARG, "attribute: memory_limit must be a byte count, got %g", v);
-    o.memory_limit = (size_t)v;
+    if (v > 0) o.memory_limit = (size_t)v;   // 0: the default
     ct_attr_stats stats;
     o.stats = &stats;
     int verbose = ct_lua_opt_bool(L, 3, "verbose", ct_lua_terminal(L));
@@ -257,6 +257,8 @@ static int l_rm_attribute(lua_State *L) {
     F("max_n_logits", o.max_n_logits), F("desired_logit_prob", o.desired_logit_prob), F("batch_size", o.batch_size);
     F("update_interval", o.update_interval), F("memory_limit", o.memory_limit);
 #undef F
+    lua_pushboolean(L, verbose);
+    lua_setfield(L, -2, "verbose");
     if (o.max_feature_nodes > 0) lua_pushnumber(L, (lua_Number)o.max_feature_nodes);
     else lua_pushstring(L, "unlimited");
     lua_setfield(L, -2, "max_feature_nodes");

@@ -267,8 +267,6 @@ static int l_broker(lua_State *L) {
     return 1;
 }
 
-// Adds an attribution to the run's record (registry "ctrace.attributions", present only in an
-// experiment process): prompt token ids, the options given (numbers, strings, booleans) and seconds.
 // Copies the string-keyed scalars of the table at index from into the table on top.
 static void copy_scalars(lua_State *L, int from) {
     if (!lua_istable(L, from)) return;
@@ -285,6 +283,9 @@ static void copy_scalars(lua_State *L, int from) {
     }
 }
 
+// Adds an attribution to the run's record (registry "ctrace.attributions", present only in an
+// experiment process): prompt token ids, the options given (numbers, strings, booleans) with the
+// values in force over them, and seconds.
 void ct_lua_record_attribution(lua_State *L, const ct_graph *g, int opts, int in_force, double seconds) {
     opts = opts < 0 ? lua_gettop(L) + opts + 1 : opts;
     in_force = in_force < 0 ? lua_gettop(L) + in_force + 1 : in_force;

@@ -42,13 +42,15 @@ Prints every difference; exits 1 if there is one.]],
                         [--node_threshold 0.8] [--edge_threshold 0.98] [--max_feature_nodes 7500]
                         [--batch_size 256] [--max_n_logits 10] [--desired_logit_prob 0.95]
                         [--offload {cpu,disk,None}] [--dtype {float32,bfloat16,float16,fp32,bf16,fp16}]
-                        [--verbose] [--scan ID] [--server] [--port 8041]
-                        [--lazy-encoder] [--lazy-decoder] [--backend {transformerlens,nnsight}]
+                        [--verbose] [--scan ID] [--server] [--port 8041] [--features_dir DIR]
+                        [--lazy-encoder] [--lazy-decoder] [--backend {transformerlens,nnsight}] [--trace]
 circuit-tracer's command line. Attributes the prompt with the transcoder set (default:
 stories260K's) on the model its config.yaml names (model_name), or on --model, and writes the
 pruned graph as <graph_file_dir>/<slug>.json (default graphs/, slug from the prompt) with its
 graph-metadata.json entry and its viewer page; with -o alone (no --slug, no --graph_file_dir),
-only the full graph FILE (.safetensors). --server then serves the directory.
+only the full graph FILE (.safetensors). --server then serves the directory (with -o alone: the
+default directory and slug). --features_dir DIR: accepted (it must exist) and noted; ctrace's
+viewer shows the labels the graph JSON holds and serves no feature files.
 --offload: where the rows of the graph wait while it is computed: cpu (and None) in memory up to
 2 GiB, then a file; disk: a file beyond 512 MiB (working memory 1 GiB). --dtype: ctrace maps the
 weights in their stored dtype and computes in float32 whatever is given (float32 is the default;
@@ -59,11 +61,12 @@ terminal). --chat TEXT is one user turn through the model's chat template, the m
 opened after it (instruction-tuned models); --chat-file a JSON list of messages [{"role": ...,
 "content": ...}] (ending in an assistant turn: that turn is continued).
 Flags may be written with underscores or hyphens (--graph_file_dir, --graph-file-dir), as
---flag=value, and shortened to any unambiguous prefix; ctrace's older names --transcoders,
---graph-dir and --graph-file still work.]],
-  ["start-server"] = [[usage: ctrace start-server --graph_file_dir DIR [--port 8041]
-circuit-tracer's name for ctrace serve DIR.]],
-  serve = [[usage: ctrace serve <dir> [--port 8041]
+--flag=value, and shortened to any unambiguous prefix; ctrace's older names --transcoders and
+--graph-dir still work. Errors print without Lua's file and line; --trace (or CTRACE_TRACE=1)
+adds them and the traceback. Exit status: 0 done, 1 failed, 2 bad arguments.]],
+  ["start-server"] = [[usage: ctrace start-server --graph_file_dir DIR [--port 8041] [--features_dir DIR]
+circuit-tracer's name for ctrace serve DIR (--features_dir: see ctrace attribute --help).]],
+  serve = [[usage: ctrace serve <dir> [--port 8041] [--features_dir DIR]
 Serves the graphs, viewer pages and graph-metadata.json in <dir> on http://127.0.0.1:<port>/
 until Ctrl-C.]],
   new = [[usage: ctrace new <folder>
@@ -72,9 +75,12 @@ Creates <folder> (a path, or a name under experiments/) with an experiment.lua t
 }
 
 -- Each command's flags: the long name (hyphens) -> {key, kind}, kind one of "string", "number",
--- "positive", "nonnegative", a list of choices, or nil (a switch); aliases: other names of a
+-- "positive", "nonnegative", "unit" (0..1), "count" (a whole number from 1), "port" (0..65535),
+-- "dir" (an existing directory), a list of choices, or nil (a switch); aliases: other names of a
 -- flag (short forms, circuit-tracer's and older spellings) -> the long name; at most one
--- positional argument.
+-- positional argument; prefixes: whether a unique prefix names a flag (circuit-tracer's commands,
+-- as argparse reads them; never run's and check's, whose --unsafe and --credentials must be
+-- written out).
 local RUN_FLAGS = {["--timeout"] = {"timeout", "positive"}, ["--unsafe"] = {"unsafe"}, ["--memory"] = {"memory", "positive"},
                    ["--credentials"] = {"credentials"}, ["--download-limit"] = {"download_limit", "nonnegative"}}
 local CHECK_FLAGS = {["--no-run"] = {"no_run"}}
@@ -84,30 +90,32 @@ local ARGS = {
   run = {positional = "folder", flags = RUN_FLAGS},
   check = {positional = "folder", flags = CHECK_FLAGS},
   new = {positional = "folder", flags = {}},
-  serve = {positional = "dir", flags = {["--port"] = {"port", "number"}}},
-  ["start-server"] = {flags = {["--graph-file-dir"] = {"dir", "string"}, ["--port"] = {"port", "number"}}},
+  serve = {positional = "dir", flags = {["--port"] = {"port", "port"}, ["--features-dir"] = {"features_dir", "dir"}}},
+  ["start-server"] = {prefixes = true, flags = {["--graph-file-dir"] = {"dir", "string"}, ["--port"] = {"port", "port"},
+                                                ["--features-dir"] = {"features_dir", "dir"}}},
   attribute = {
+    prefixes = true,
     flags = {
       ["--prompt"] = {"prompt", "string"}, ["--model"] = {"model", "string"},
       ["--transcoder-set"] = {"transcoders", "string"}, ["--chat"] = {"chat", "string"},
       ["--chat-file"] = {"chat_file", "string"}, ["--slug"] = {"slug", "string"},
       ["--graph-file-dir"] = {"graph_dir", "string"}, ["--graph-output-path"] = {"graph_file", "string"},
-      ["--scan"] = {"scan", "string"}, ["--node-threshold"] = {"node_threshold", "number"},
-      ["--edge-threshold"] = {"edge_threshold", "number"}, ["--max-feature-nodes"] = {"max_feature_nodes", "positive"},
-      ["--batch-size"] = {"batch_size", "positive"}, ["--max-n-logits"] = {"max_n_logits", "positive"},
-      ["--desired-logit-prob"] = {"desired_logit_prob", "number"}, ["--port"] = {"port", "number"},
+      ["--scan"] = {"scan", "string"}, ["--node-threshold"] = {"node_threshold", "unit"},
+      ["--edge-threshold"] = {"edge_threshold", "unit"}, ["--max-feature-nodes"] = {"max_feature_nodes", "count"},
+      ["--batch-size"] = {"batch_size", "count"}, ["--max-n-logits"] = {"max_n_logits", "count"},
+      ["--desired-logit-prob"] = {"desired_logit_prob", "unit"}, ["--port"] = {"port", "port"},
+      ["--features-dir"] = {"features_dir", "dir"},
       ["--server"] = {"server"}, ["--verbose"] = {"verbose"},
       ["--offload"] = {"offload", {"cpu", "disk", "None"}},
       ["--dtype"] = {"dtype", {"float32", "bfloat16", "float16", "fp32", "bf16", "fp16"}},
       ["--lazy-encoder"] = {"lazy_encoder"}, ["--lazy-decoder"] = {"lazy_decoder"},
       ["--backend"] = {"backend", {"transformerlens", "nnsight"}}},
     aliases = {["-p"] = "--prompt", ["-m"] = "--model", ["-t"] = "--transcoder-set", ["-o"] = "--graph-output-path",
-               ["--transcoders"] = "--transcoder-set", ["--graph-dir"] = "--graph-file-dir",
-               ["--graph-file"] = "--graph-output-path"}},
+               ["--transcoders"] = "--transcoder-set", ["--graph-dir"] = "--graph-file-dir"}},
 }
 
--- Exit statuses of failures by their prefix (others: 1).
-local EXIT = {BUSY = 75, SANDBOX = 77, TIMEOUT = 124, INTERRUPTED = 130, CANCELLED = 130, TERMINATED = 143}
+-- Exit statuses of failures by their prefix (others: 1); USAGE: a bad combination of arguments.
+local EXIT = {USAGE = 2, BUSY = 75, SANDBOX = 77, TIMEOUT = 124, INTERRUPTED = 130, CANCELLED = 130, TERMINATED = 143}
 
 -- Text that may come from a case-study folder (names, values, messages), printable: control
 -- characters (C0, DEL, C1 as UTF-8) shown as '?', so nothing it holds can redraw the terminal.
@@ -151,11 +159,12 @@ local function resolve(spec, a)
   for n in pairs(spec.flags) do names[#names + 1] = n end
   for n in pairs(aliases) do if n:sub(1, 2) == "--" then names[#names + 1] = n end end
   table.sort(names)
-  for _, n in ipairs(names) do
+  for _, n in ipairs(spec.prefixes and names or {}) do
     local long = aliases[n] or n
-    if n:sub(1, #norm) == norm and not seen[long] then found[#found + 1], seen[long] = n, true end
+    if n:sub(1, #norm) == norm and not seen[long] then found[#found + 1], seen[long] = long, true end
   end
-  if #found == 1 then return aliases[found[1]] or found[1] end
+  table.sort(found)
+  if #found == 1 then return found[1] end
   if #found > 1 then return nil, "ambiguous option '" .. a .. "': could be " .. table.concat(found, ", ") end
   local near = closest(norm, names)
   return nil, "unexpected argument '" .. a .. "'" .. (near and ("; did you mean " .. near .. "?") or "")
@@ -188,8 +197,8 @@ local function parse(cmd, args)
       if value == nil then
         value = args[i + 1]
         if value == nil then return fail(name .. " needs a value") end
-        if value:match("^%-%-.") or (spec.aliases or {})[value] then   -- a flag, as argparse reads it
-          return fail(name .. " needs a value, got the flag " .. value)
+        if not value:find(" ") and (value:match("^%-%-.") or (spec.aliases or {})[value:sub(1, 2)]) then
+          return fail(name .. " needs a value, got the flag " .. value)   -- as argparse reads it
         end
         i = i + 1
       end
@@ -200,12 +209,19 @@ local function parse(cmd, args)
         if not okc then
           return fail(string.format("%s: '%s' is not one of %s", name, value, table.concat(kind, ", ")))
         end
+      elseif kind == "dir" then
+        if ct.exists(value) ~= "directory" then return fail(name .. ": no directory " .. value) end
       elseif kind ~= "string" then
         local v = tonumber(value)
-        if not v then return fail(name .. " needs a number, got '" .. value .. "'") end
-        if (kind == "positive" and v <= 0) or (kind == "nonnegative" and v < 0) then
-          return fail(name .. " needs a " .. kind .. " number, got " .. value)
+        if not v or v ~= v or v == math.huge or v == -math.huge then
+          return fail(name .. " needs a number, got '" .. value .. "'")
         end
+        local whole = v == math.floor(v)
+        local why = (kind == "positive" and v <= 0 and "a positive number") or (kind == "nonnegative" and v < 0 and "a number >= 0")
+          or (kind == "unit" and (v < 0 or v > 1) and "a number from 0 to 1")
+          or (kind == "count" and (v < 1 or not whole) and "a whole number from 1")
+          or (kind == "port" and (v < 0 or v > 65535 or not whole) and "a port number from 0 to 65535 (0: any free port)")
+        if why then return fail(name .. " needs " .. why .. ", got " .. value) end
         value = v
       end
       o[flag[1]] = value
@@ -243,19 +259,44 @@ end
 -- in a file)
 local OFFLOAD_MEMORY = {cpu = 4 * 2^30, None = 4 * 2^30, disk = 2^30}
 
+-- The note printed when --features_dir is given: ctrace's viewer does not read feature files yet.
+local function features_note(o)
+  if o.features_dir then
+    io.stderr:write("ctrace: --features_dir ", o.features_dir, ": ctrace's viewer shows the labels the graph JSON ",
+                    "holds and reads no feature files; the directory is not served\n")
+  end
+end
+
+local function serve_cmd(o)
+  features_note(o)
+  io.stderr:write("ctrace serve: ", o.dir, " (Ctrl-C stops)\n")
+  require("ctrace.core").serve(o.dir, o.port or 8041)
+  return 0
+end
+
 local function attribute_cmd(o)
+  -- what circuit-tracer's parser refuses, refused before any work (exit 2)
   local given = (o.prompt and 1 or 0) + (o.chat and 1 or 0) + (o.chat_file and 1 or 0)
-  if given ~= 1 then error("BAD_ARG: give exactly one of --prompt, --chat and --chat-file", 0) end
+  if given ~= 1 then error("USAGE: give exactly one of --prompt, --chat and --chat-file", 0) end
+  if o.model == "" then o.model = nil end   -- as circuit-tracer: the set's model_name then
+  if o.model and not o.transcoders then
+    error("USAGE: --model " .. o.model .. " needs its transcoder set: give it with -t/--transcoder_set", 0)
+  end
+  if o.graph_file and not o.graph_file:lower():match("%.safetensors$") then
+    error("USAGE: -o " .. o.graph_file .. ": ctrace writes the full graph as .safetensors (a .pt writer is to come); " ..
+          "give a path ending in .safetensors", 0)
+  end
   if o.dtype and not (o.dtype == "float32" or o.dtype == "fp32") then
     io.stderr:write("ctrace attribute: --dtype ", o.dtype, ": the weights stay in their stored dtype and ctrace ",
                     "computes in float32\n")
   end
+  features_note(o)
   local prompt, about = attribute_prompt(o)
   -- the set first: its config names the model (circuit-tracer's order)
   local tc = ct.load_transcoders(o.transcoders or "stories260K")
   local model = o.model or (tc.model_name ~= "" and tc.model_name)
   if not model then
-    error("BAD_ARG: the transcoder set's config.yaml names no model_name; give the model with --model (-m)", 0)
+    error("USAGE: the transcoder set's config.yaml names no model_name; give the model with --model (-m)", 0)
   end
   local m = ct.load_model(model)
   local rm = ct.replacement_model(m, tc)
@@ -263,12 +304,10 @@ local function attribute_cmd(o)
                                   max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob,
                                   memory_limit = OFFLOAD_MEMORY[o.offload or "cpu"], verbose = o.verbose or nil})
   if o.graph_file then
-    if o.graph_file:match("%.pt$") then
-      error("UNSUPPORTED: -o " .. o.graph_file .. ": ctrace writes the full graph as .safetensors; give a path ending in .safetensors", 0)
-    end
     g:save(o.graph_file)
     io.stderr:write("ctrace attribute: wrote ", o.graph_file, "\n")
-    if not o.slug and not o.graph_dir then return 0 end   -- circuit-tracer: -o alone writes no graph files
+    -- circuit-tracer: -o alone writes no graph files (--server needs them: then the defaults)
+    if not o.slug and not o.graph_dir and not o.server then return 0 end
   end
   local dir = o.graph_dir or "graphs"
   ct.mkdirs(dir)
@@ -279,13 +318,7 @@ local function attribute_cmd(o)
   p:save_json(dir .. "/" .. slug .. ".json", {slug = slug, scan = scan})
   print(p:summary())
   io.stderr:write("ctrace attribute: wrote ", dir, "/", slug, ".json and ", slug, ".html\n")
-  if o.server then return M.main("serve", {dir, "--port", tostring(o.port or 8041)}) end
-  return 0
-end
-
-local function serve_cmd(o)
-  io.stderr:write("ctrace serve: ", o.dir, " (Ctrl-C stops)\n")
-  require("ctrace.core").serve(o.dir, o.port or 8041)
+  if o.server then return serve_cmd{dir = dir, port = o.port} end
   return 0
 end
 

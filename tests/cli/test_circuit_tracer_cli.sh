@@ -67,12 +67,13 @@ LUA
 "$CTRACE" info.lua france_capital.safetensors > out4.txt 2>&1 && grep -q "capital of France" out4.txt &&
   ok "and it loads with its prompt" || { bad "graph from -o"; show out4.txt; }
 "$CTRACE" attribute -p "The capital of France is" -t "$SET" -o france.pt > out5.txt 2>&1
-[ $? = 1 ] && grep -q "safetensors" out5.txt && ! grep -q "%.lua:" out5.txt && test ! -e france.pt &&
-  ok "-o FILE.pt: refused with what ctrace writes instead (exit 1)" || { bad "-o .pt"; show out5.txt; }
+[ $? = 2 ] && grep -q "safetensors" out5.txt && ! grep -q '\.lua:[0-9]' out5.txt && test ! -e france.pt &&
+  ! grep -q "replacement" out5.txt && ok "-o FILE.pt: refused before any work with what ctrace writes instead (exit 2)" ||
+  { bad "-o .pt"; show out5.txt; }
 
 # argparse's spellings: --flag=value, -pTEXT, prefixes, hyphens for underscores, ctrace's older names
 "$CTRACE" attribute -p="Once upon a time" --transcoder-set="$SET" --max_feat 50 --node-thresh=0.5 --graph-dir old \
-  --slug=spell --graph-file=spell.safetensors --batch_size 64 --max_n_logits=3 --desired_logit_prob 0.9 \
+  --slug=spell --graph_output=spell.safetensors --batch_size 64 --max_n_logits=3 --desired_logit_prob 0.9 \
   --offload disk --dtype fp32 --lazy-encoder --lazy-decoder --backend nnsight > out6.txt 2>&1 &&
   test -s old/spell.json -a -s spell.safetensors &&
   ok "-p=TEXT, --flag=value, unique prefixes, hyphens, older names, every accepted flag" || { bad "spellings"; show out6.txt; }
@@ -105,6 +106,24 @@ expect2 "--prompt followed by a flag" "--prompt needs a value, got the flag --se
 expect2 "-t followed by a short flag" "needs a value, got the flag -p" -t -p x
 expect2 "a switch given a value" "takes no value" -p x --server=yes
 expect2 "a bad number" "needs a number" -p x --batch_size many
+expect2 "NaN for an integer" "needs a number" -p x --batch_size nan
+expect2 "a fraction for an integer" "needs a whole number from 1" -p x --max_n_logits 2.5
+expect2 "a port that is not one" "needs a port number" -p x --server --port 80.7
+expect2 "a threshold above 1" "needs a number from 0 to 1" -p x --edge_threshold 3
+expect2 "a features dir that does not exist" "no directory" -p x --features_dir ./nowhere
+expect2 "-m without its set" "needs its transcoder set" -p x -m stories260K
+expect2 "-p and --chat together" "exactly one of" -p x --chat y
+expect2 "-p followed by an attached short flag" "got the flag -tfoo" -p -tfoo
+"$CTRACE" run ./nowhere --u > err.txt 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "unexpected argument '--u'" err.txt &&
+  ok "ctrace run takes no prefix: --u is not --unsafe" || { bad "run --u (exit $rc)"; show err.txt; }
+"$CTRACE" attribute -p "-- a comment, then a story" -t "$SET" -o dash.safetensors > out13.txt 2>&1 && test -s dash.safetensors &&
+  ok "a prompt starting with -- that holds a space is a value, as argparse reads it" || { bad "prompt with --"; show out13.txt; }
+"$CTRACE" attribute -p "Once upon a time" -t "$SET" --graph_file gdir --slug s > out14.txt 2>&1 && test -s gdir/s.json &&
+  ok "--graph_file is a prefix of --graph_file_dir, as in argparse" || { bad "--graph_file"; show out14.txt; }
+mkdir feats
+"$CTRACE" attribute -p "Once upon a time" -t "$SET" --features_dir feats -o f.safetensors > out15.txt 2>&1 &&
+  grep -q "reads no feature files" out15.txt && ok "--features_dir: accepted and noted" || { bad "--features_dir"; show out15.txt; }
 
 # the model is the one the set's config.yaml names
 mkdir noname named
@@ -112,15 +131,23 @@ for f in "$SET"/layer_*.safetensors; do ln -s "$f" noname/; ln -s "$f" named/; d
 grep -v model_name "$SET/config.yaml" > noname/config.yaml
 sed 's/^model_name: .*/model_name: nosuch-org\/nosuch-model/' "$SET/config.yaml" > named/config.yaml
 HF_HUB_OFFLINE=1 "$CTRACE" attribute -p x -t noname > out9.txt 2>&1
-[ $? = 1 ] && grep -q "names no model_name; give the model with --model" out9.txt &&
-  ok "a set naming no model: exit 1, asks for --model" || { bad "no model_name"; show out9.txt; }
+[ $? = 2 ] && grep -q "names no model_name; give the model with --model" out9.txt &&
+  ok "a set naming no model: exit 2, asks for --model" || { bad "no model_name"; show out9.txt; }
 HF_HUB_OFFLINE=1 "$CTRACE" attribute -p x -t named > out10.txt 2>&1
-[ $? = 1 ] && grep -q "nosuch-org/nosuch-model" out10.txt && ! grep -q "%.lua:[0-9]" out10.txt &&
+[ $? = 1 ] && grep -q "nosuch-org/nosuch-model" out10.txt && ! grep -q '\.lua:[0-9]' out10.txt &&
   ok "the model the config names is the one loaded (and its error has no Lua file:line)" || { bad "model_name"; show out10.txt; }
 HF_HUB_OFFLINE=1 "$CTRACE" attribute -p "Once upon a time" -t named -m stories260K --slug m --graph_file_dir m > out11.txt 2>&1 &&
   test -s m/m.json && ok "-m overrides the config" || { bad "-m"; show out11.txt; }
 HF_HUB_OFFLINE=1 CTRACE_TRACE=1 "$CTRACE" attribute -p x -t named > out12.txt 2>&1
 grep -q "traceback" out12.txt && ok "CTRACE_TRACE=1: the traceback" || { bad "no traceback"; show out12.txt; }
+
+# -o with --server (no --slug, no --graph_file_dir): the graph files go to the defaults and are served
+"$CTRACE" attribute -p "Once upon a time" -t "$SET" -o srv.safetensors --server --port 0 > out16.txt 2>&1 &
+pid=$!
+for _ in $(seq 300); do grep -q listening out16.txt && break; kill -0 $pid 2> /dev/null || break; sleep 0.1; done
+grep -q listening out16.txt && test -s graphs/once-upon-a-time.json && test -s srv.safetensors &&
+  ok "-o with --server: the full graph, and the graph files served from graphs/" || { bad "-o --server"; show out16.txt; }
+kill -INT $pid 2> /dev/null; wait $pid 2> /dev/null; pid=
 
 # start-server: circuit-tracer's name for serve
 "$CTRACE" start-server --graph_file_dir graph_files --port 0 2> srv.txt &
@@ -129,9 +156,11 @@ for _ in $(seq 50); do grep -q listening srv.txt && break; sleep 0.1; done
 port=$(grep listening srv.txt | grep -o "127.0.0.1:[0-9]*" | cut -d: -f2)
 [ -n "$port" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/gemma-demo.json")" = 200 ] &&
   ok "start-server --graph_file_dir serves the graphs" || { bad "start-server"; show srv.txt; }
-"$CTRACE" serve graph_files --port "${port:-1}" > busy.txt 2>&1
-[ $? = 1 ] && grep -q "choose another port with --port" busy.txt &&
-  ok "a busy port: exit 1 and the hint to choose another with --port" || { bad "busy port"; show busy.txt; }
+if [ -n "$port" ]; then
+  "$CTRACE" serve graph_files --port "$port" > busy.txt 2>&1
+  [ $? = 1 ] && grep -q "choose another port with --port" busy.txt &&
+    ok "a busy port: exit 1 and the hint to choose another with --port" || { bad "busy port"; show busy.txt; }
+else bad "a busy port: no server to collide with"; fi
 kill -INT $pid; wait $pid 2> /dev/null; pid=
 "$CTRACE" start-server > srv2.txt 2>&1
 [ $? = 2 ] && grep -q "graph_file_dir" srv2.txt && ok "start-server without --graph_file_dir: exit 2 and its usage" ||

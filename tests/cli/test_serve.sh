@@ -14,7 +14,7 @@ ok() { n=$((n + 1)); echo "ok $n - $1"; }
 bad() { n=$((n + 1)); echo "not ok $n - $1"; fail=1; }
 
 "$CTRACE" attribute --prompt "Once upon a time" --graph-dir "$tmp/g" --slug once --max-feature-nodes 200 \
-  --graph-file "$tmp/once.safetensors" > "$tmp/out.txt" 2>&1 &&
+  -o "$tmp/once.safetensors" > "$tmp/out.txt" 2>&1 &&
   test -s "$tmp/g/once.json" -a -s "$tmp/g/once.html" -a -s "$tmp/g/graph-metadata.json" -a -s "$tmp/once.safetensors" &&
   ok "ctrace attribute writes the graph, graph-metadata.json, the viewer page and the full graph" ||
   { bad "ctrace attribute"; sed 's/^/#   /' "$tmp/out.txt"; }

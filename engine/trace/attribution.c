@@ -23,7 +23,7 @@ void ct_attr_opts_default(ct_attr_opts *o) {
     o->desired_logit_prob = 0.95;
     o->batch_size = 512;
     o->update_interval = 4;
-    o->memory_limit = (size_t)4 << 30;
+    o->memory_limit = CT_ATTR_MEMORY_LIMIT;
 }
 
 typedef struct {
@@ -865,7 +865,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     int64_t n_rows = K + budget;
     // memory: rows in RAM up to half the limit (else in a file); the batch's scratch (see
     // run_batch) within an eighth, by fewer rows per batch when needed
-    size_t limit = o->memory_limit ? o->memory_limit : (size_t)4 << 30;   // 0: the default's 4 GiB
+    size_t limit = o->memory_limit ? o->memory_limit : CT_ATTR_MEMORY_LIMIT;
     size_t qd = (size_t)a.H * a.hd, kvd = (size_t)a.KV * a.hd, wmax = (size_t)D > qd ? (size_t)D : qd;
     size_t per_row = sizeof(float) * ((size_t)T * (D + D + kvd + wmax) + (size_t)a.n_cols);   // G, A1, A2, its row
     int B = o->batch_size;

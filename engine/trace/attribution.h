@@ -47,9 +47,11 @@ typedef struct {
     void *progress_ctx;
     const ct_ctx *ctx;            // cancellation and deadline, checked between batches (may be NULL)
     ct_attr_stats *stats;         // may be NULL
-    size_t memory_limit;          // working memory in bytes (0: 4 GiB): rows beyond half of it go
+    size_t memory_limit;          // working memory in bytes (0: CT_ATTR_MEMORY_LIMIT): rows beyond half of it go
                                   // to a file, batches shrink to keep their scratch within an eighth
 } ct_attr_opts;
+
+#define CT_ATTR_MEMORY_LIMIT ((size_t)4 << 30)   // the default working memory, 4 GiB
 
 void ct_attr_opts_default(ct_attr_opts *o);
 

@@ -255,9 +255,9 @@ local function attribute_prompt(o)
   return {chat = messages}, type(last) == "table" and type(last.content) == "string" and last.content or "chat"
 end
 
--- Working memory of an attribution by --offload (ct's memory_limit: rows beyond half of it wait
--- in a file)
-local OFFLOAD_MEMORY = {cpu = 4 * 2^30, None = 4 * 2^30, disk = 2^30}
+-- Working memory of an attribution by --offload (rm:attribute's memory_limit: rows beyond half of
+-- it wait in a file); cpu and None: the engine's default (4 GiB)
+local OFFLOAD_MEMORY = {disk = 2^30}
 
 -- The note printed when --features_dir is given: ctrace's viewer does not read feature files yet.
 local function features_note(o)
@@ -270,7 +270,7 @@ end
 local function serve_cmd(o)
   features_note(o)
   io.stderr:write("ctrace serve: ", o.dir, " (Ctrl-C stops)\n")
-  require("ctrace.core").serve(o.dir, o.port or 8041)
+  require("ctrace.core").serve(o.dir, o.port)   -- the engine's default port: 8041
   return 0
 end
 
@@ -302,7 +302,7 @@ local function attribute_cmd(o)
   local rm = ct.replacement_model(m, tc)
   local g = rm:attribute(prompt, {max_feature_nodes = o.max_feature_nodes or 7500, batch_size = o.batch_size or 256,
                                   max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob,
-                                  memory_limit = OFFLOAD_MEMORY[o.offload or "cpu"], verbose = o.verbose or nil})
+                                  memory_limit = OFFLOAD_MEMORY[o.offload], verbose = o.verbose or nil})
   if o.graph_file then
     g:save(o.graph_file)
     io.stderr:write("ctrace attribute: wrote ", o.graph_file, "\n")

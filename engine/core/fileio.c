@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +162,78 @@ void ct_map_advise(const void *p, size_t n, ct_advice advice) {
     if (madvise((void *)a, b - a, adv) != 0 && advice == CT_ADVISE_POPULATE && errno == EINVAL)
         madvise((void *)a, b - a, MADV_WILLNEED);   // an older kernel: read ahead at least
     if (advice == CT_ADVISE_RANDOM) madvise((void *)a, b - a, MADV_NOHUGEPAGE);   // nor 2 MiB at a time
+}
+
+// Pieces a range is mapped in, so ct_prefetch_stop waits for at most one (64 MiB: about 25 ms
+// from a disk reading 2.9 GB/s).
+#define PREFETCH_PIECE ((size_t)64 << 20)
+
+struct ct_prefetch {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const void **ptr;   // (n,)
+    size_t *len;        // (n,)
+    int n, ahead;
+    int at;             // the range the caller works on (-1 before the first)
+    atomic_int stop;
+};
+
+static void *prefetch_main(void *arg) {
+    ct_prefetch *p = arg;
+    for (int i = 0; i < p->n; i++) {
+        pthread_mutex_lock(&p->mu);
+        while (!atomic_load(&p->stop) && i > p->at + p->ahead) pthread_cond_wait(&p->cv, &p->mu);
+        int stop = atomic_load(&p->stop);
+        pthread_mutex_unlock(&p->mu);
+        if (stop) break;
+        const char *a = p->ptr[i];
+        for (size_t off = 0; off < p->len[i] && !atomic_load(&p->stop); off += PREFETCH_PIECE)
+            ct_map_advise(a + off, p->len[i] - off < PREFETCH_PIECE ? p->len[i] - off : PREFETCH_PIECE, CT_ADVISE_POPULATE);
+    }
+    return NULL;
+}
+
+ct_prefetch *ct_prefetch_start(const void *const *ptr, const size_t *len, int n, int ahead) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += len[i];
+    if (total == 0) return NULL;   // nothing to read
+    ct_prefetch *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->ptr = malloc(sizeof(void *) * (size_t)n);
+    p->len = malloc(sizeof(size_t) * (size_t)n);
+    if (!p->ptr || !p->len) goto fail;
+    memcpy(p->ptr, ptr, sizeof(void *) * (size_t)n);
+    memcpy(p->len, len, sizeof(size_t) * (size_t)n);
+    p->n = n, p->ahead = ahead < 0 ? 0 : ahead, p->at = -1;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if (pthread_create(&p->thread, NULL, prefetch_main, p) == 0) return p;
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+fail:
+    free(p->ptr), free(p->len), free(p);
+    return NULL;
+}
+
+void ct_prefetch_at(ct_prefetch *p, int i) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->at = i;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void ct_prefetch_stop(ct_prefetch *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->stop, 1);
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->ptr), free(p->len), free(p);
 }
 
 int ct_is_dir(const char *path) {

@@ -38,6 +38,18 @@ void ct_unmap_file(void *map, size_t size);
 //             (on this kind of machine up to 8x: 0.8 s instead of 0.1 s for 2.5 GB)
 typedef enum { CT_ADVISE_POPULATE, CT_ADVISE_WILLNEED, CT_ADVISE_RANDOM, CT_ADVISE_HUGE } ct_advice;
 void ct_map_advise(const void *p, size_t n, ct_advice advice);
+// A thread that maps ranges of file mappings in order (POPULATE: reading what the page cache
+// lacks), at most `ahead` ranges beyond the one the caller works on, so the disk reads the next
+// ranges while the caller computes on the current one. The bound keeps what is read early from
+// pushing out, in a memory-limited cgroup, what the caller still needs.
+//   ct_prefetch *p = ct_prefetch_start(ptr, len, n, 2);   // ranges copied; NULL: no thread
+//   for (i = 0; i < n; i++) { ct_prefetch_at(p, i); ...use range i... }
+//   ct_prefetch_stop(p);                                  // waits for the piece being read
+// Every call accepts NULL (nothing done). Speed only: results never depend on it.
+typedef struct ct_prefetch ct_prefetch;
+ct_prefetch *ct_prefetch_start(const void *const *ptr, const size_t *len, int n, int ahead);
+void ct_prefetch_at(ct_prefetch *p, int i);
+void ct_prefetch_stop(ct_prefetch *p);
 int ct_is_dir(const char *path);
 int ct_is_file(const char *path);
 // Creates directory path and its missing parents (mode 0755), checked against c's write root.

@@ -879,6 +879,100 @@ static void matvec_worker(void *p, int w, int n_workers) {
     }
 }
 
+// ct_mat_matmul_few: each row of W read once a group of FEW_GROUP positions, converted 8
+// elements at a time and multiplied with the group's rows of x as dot_bf16_avx2 / dot_f16_f16c
+// multiply it with one; outputs split among the threads by rows.
+#define FEW_GROUP 8
+
+typedef struct {
+    float *out;        // (T, N)
+    const float *x;    // (T, K)
+    const ct_mat *W;   // (N, K), rows contiguous, BF16 or F16
+    int T;
+} few_job;
+
+#ifdef CT_X86_CONVERT
+__attribute__((target("avx2,f16c"))) static inline __m256 load8_half(const uint8_t *p, int f16) {
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return f16 ? _mm256_cvtph_ps(h) : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// out[p * N] (p < P) = row (K,) . x[p * K ..] (P <= FEW_GROUP): the P sums of dot_bf16_avx2 at once
+__attribute__((target("avx2,f16c"), always_inline)) static inline void few_dots(float *out, int N, const uint8_t *row,
+                                                                              const float *x, int K, int P, int f16) {
+    __m256 acc[FEW_GROUP];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) acc[p] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= K; i += 8) {
+        __m256 v = load8_half(row + 2 * i, f16);
+#pragma GCC unroll 8
+        for (int p = 0; p < P; p++) acc[p] = _mm256_add_ps(acc[p], _mm256_mul_ps(v, _mm256_loadu_ps(x + (size_t)p * K + i)));
+    }
+    for (int p = 0; p < P; p++) {
+        float a[8];
+        _mm256_storeu_ps(a, acc[p]);
+        float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+        for (int j = i; j < K; j++) {
+            uint16_t h = (uint16_t)load_u16(row + 2 * j);
+            s += (f16 ? ct_f16_to_f32(h) : ct_bf16_to_f32(h)) * x[(size_t)p * K + j];
+        }
+        out[(size_t)p * N] = s;
+    }
+}
+
+// Rows o0 .. o1-1 of the product, FEW_GROUP positions at a time (the group's size a constant in
+// each call, so its accumulators stay in registers).
+__attribute__((target("avx2,f16c"))) static void few_rows(const few_job *j, int o0, int o1) {
+    const ct_mat *W = j->W;
+    int N = (int)W->rows, K = (int)W->cols, f16 = W->dtype == CT_DT_F16;
+    for (int o = o0; o < o1; o++) {
+        const uint8_t *row = W->data + (size_t)o * (size_t)W->rs * 2;
+        for (int t0 = 0; t0 < j->T; t0 += FEW_GROUP) {
+            float *out = j->out + (size_t)t0 * N + o;
+            const float *x = j->x + (size_t)t0 * K;
+            switch (j->T - t0 < FEW_GROUP ? j->T - t0 : FEW_GROUP) {
+            case 1: few_dots(out, N, row, x, K, 1, f16); break;
+            case 2: few_dots(out, N, row, x, K, 2, f16); break;
+            case 3: few_dots(out, N, row, x, K, 3, f16); break;
+            case 4: few_dots(out, N, row, x, K, 4, f16); break;
+            case 5: few_dots(out, N, row, x, K, 5, f16); break;
+            case 6: few_dots(out, N, row, x, K, 6, f16); break;
+            case 7: few_dots(out, N, row, x, K, 7, f16); break;
+            default: few_dots(out, N, row, x, K, 8, f16); break;
+            }
+        }
+    }
+    _mm256_zeroupper();
+}
+#endif
+
+static void few_worker(void *p, int w, int n_workers) {
+#ifdef CT_X86_CONVERT
+    const few_job *j = p;
+    int64_t N = j->W->rows;
+    few_rows(j, (int)(N * w / n_workers), (int)(N * (w + 1) / n_workers));
+#else
+    (void)p, (void)w, (void)n_workers;
+#endif
+}
+
+int ct_mat_matmul_few(float *out, const float *x, const ct_mat *W, const float *b, int T) {
+    int N = (int)W->rows, K = (int)W->cols;
+    // few_rows needs AVX2 (fast_bf16) for both dtypes, and F16C for F16
+    int fast = (W->dtype == CT_DT_BF16 && fast_bf16()) || (W->dtype == CT_DT_F16 && fast_f16() && fast_bf16());
+    if (T < 2 || T > CT_MAT_FEW || W->cs != 1 || !fast) return 0;
+    few_job j = {out, x, W, T};
+    if ((size_t)N * (size_t)K * 2 >= CT_MATVEC_SHARED && ct_get_threads() > 1)
+        ct_parallel(CT_MAX_WORKERS, few_worker, &j);
+    else
+        few_worker(&j, 0, 1);
+    if (b)
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < N; o++) out[(size_t)t * N + o] += b[o];
+    return 1;
+}
+
 // A product ct_mat_matmul shares out in tiles of R rows of W.
 typedef struct {
     const ct_mat *W;

@@ -154,6 +154,17 @@ void ct_mat_matmul(float *out, const float *x, const ct_mat *W, const float *b, 
 // every weight once a token: one thread alone does not reach the memory's bandwidth; a pass over
 // 4 MiB takes about 0.3 ms, starting a thread some 30 us).
 #define CT_MATVEC_SHARED ((size_t)4 << 20)
+// ct_mat_matmul for 2 .. CT_MAT_FEW positions on a W in BF16 or F16 with rows contiguous, where
+// the CPU converts them in registers (AVX2, and F16C for F16); returns 0 (nothing done) for any
+// other product. No tile: each row converted as it is read, and each output summed as the
+// one-position path sums it, so every position gets the bits of its own one-position product
+// whatever T and the thread count. That is not the bits of ct_mat_matmul on several positions
+// (sgemm's order, the same as on a float32 copy of W), hence a call of its own: ctrace's
+// encoders use it (11 positions over the bf16 encoders of Llama-3.2-1B's transcoders, 131,072 x
+// 2,048 a layer: 1.3 s for the 16 layers instead of 2.0 s converting tiles for sgemm); a model's
+// weights do not, so a half-precision checkpoint computes exactly as its float32 conversion.
+#define CT_MAT_FEW 16
+int ct_mat_matmul_few(float *out, const float *x, const ct_mat *W, const float *b, int T);
 
 // ----------------------------------------------------------------------------
 // Kernels (contiguous float arrays)

@@ -682,14 +682,17 @@ ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int 
     if (!buf) return CT_OK;
     // the whole encoder is read: its pages mapped in one call (nothing to do when they are)
     if (!L->W_enc_owned) ct_map_advise(W->data, mat_extent(W), CT_ADVISE_POPULATE);
-    // buf (T, F) = x (T, D) @ W_enc (F, D)^T + b_enc, W_enc as stored: converted a tile at a time
-    // into scratch when it is not aligned float32 (tiles shared among the threads), except for one
-    // position (each row converted as it is read)
-    size_t tile_n = T > 1 ? ct_mat_scratch_floats(W) : 0;
-    float *tile = tile_n ? malloc(sizeof(float) * tile_n) : NULL;
-    if (tile_n && !tile) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for encoder tiles of %zu floats", tile_n);
-    ct_mat_matmul(buf, x, W, L->b_enc, T, tile, tile_n);
-    free(tile);
+    // buf (T, F) = x (T, D) @ W_enc (F, D)^T + b_enc, W_enc as stored: a few positions on half
+    // precision each summed as one alone (ct_mat_matmul_few), else converted a tile at a time
+    // into scratch when it is not aligned float32 (tiles shared among the threads), except for
+    // one position (each row converted as it is read)
+    if (!ct_mat_matmul_few(buf, x, W, L->b_enc, T)) {
+        size_t tile_n = T > 1 ? ct_mat_scratch_floats(W) : 0;
+        float *tile = tile_n ? malloc(sizeof(float) * tile_n) : NULL;
+        if (tile_n && !tile) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for encoder tiles of %zu floats", tile_n);
+        ct_mat_matmul(buf, x, W, L->b_enc, T, tile, tile_n);
+        free(tile);
+    }
     if (act) {
         if (act != buf) memcpy(act, buf, sizeof(float) * (size_t)T * F);
         return ct_tc_activate(tc, layer, act, T, err);
@@ -820,6 +823,23 @@ void ct_tc_skip_add(const ct_transcoders *tc, int layer, const float *x, int T, 
     ct_sgemm(0, L->skip_mode == CT_SKIP_XWT, T, D, D, 1.0f, x, D, L->W_skip, D, 1.0f, y, D);
 }
 
+// A thread reading the mapped encoders from disk two layers ahead of the layer being encoded
+// (NULL when none is mapped, or no thread starts).
+static ct_prefetch *prefetch_encoders(const ct_transcoders *tc) {
+    const void **ptr = malloc(sizeof(void *) * (size_t)tc->n_layers);
+    size_t *len = malloc(sizeof(size_t) * (size_t)tc->n_layers);
+    ct_prefetch *pf = NULL;
+    if (ptr && len) {
+        for (int l = 0; l < tc->n_layers; l++) {
+            const ct_tc_layer *L = &tc->layers[l];
+            ptr[l] = L->W_enc.data, len[l] = L->W_enc_owned ? 0 : mat_extent(&L->W_enc);
+        }
+        pf = ct_prefetch_start(ptr, len, tc->n_layers, 2);
+    }
+    free(ptr), free(len);
+    return pf;
+}
+
 ct_status ct_tc_reconstruct_each(const ct_transcoders *tc, const float *inputs, int T, float *out,
                                  ct_status (*each)(void *arg, int layer, const float *act, int F, ct_err *err), void *arg,
                                  ct_err *err) {
@@ -831,15 +851,21 @@ ct_status ct_tc_reconstruct_each(const ct_transcoders *tc, const float *inputs, 
         ct_tc_skip_add(tc, l, inputs + l * TD, T, y);
     }
     ct_status rc = CT_OK;
+    ct_prefetch *pf = prefetch_encoders(tc);
     for (int l = 0; l < L && !rc; l++) {
         int F = tc->layers[l].d_tc;
         float *act = malloc(sizeof(float) * (size_t)T * F);
-        if (!act) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        if (!act) {
+            ct_prefetch_stop(pf);
+            return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        }
+        ct_prefetch_at(pf, l);
         rc = ct_tc_encode(tc, l, inputs + l * TD, T, NULL, act, err);
         if (!rc && each) rc = each(arg, l, act, F, err);
         for (int j = 0; !rc && j < tc->layers[l].n_out; j++) rc = ct_tc_decode_add(tc, l, j, act, T, out + (l + j) * TD, err);
         free(act);
     }
+    ct_prefetch_stop(pf);
     return rc;
 }
 

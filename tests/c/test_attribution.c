@@ -107,6 +107,33 @@ static int same_acts(const ct_sparse_acts *a, const ct_sparse_acts *b) {
                                           memcmp(a->value, b->value, sizeof(float) * (size_t)a->n) == 0));
 }
 
+// Encoders in BF16 (as the published Llama, Qwen and cross-layer sets store them): a prompt's
+// positions encoded together have the bits of each encoded alone (ct_mat_matmul_few), so an
+// intervention re-encoding one position sees the clean run's pre-activations exactly. Needs the
+// CPU's AVX2 (elsewhere tiles: within rounding, not asserted here).
+static void check_encode_alone(const char *name, const ct_transcoders *tc) {
+    enum { T = 8 };
+    int dm = tc->d_model, same = 1, avx2 = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    avx2 = __builtin_cpu_supports("avx2");
+#endif
+    uint64_t seed = 7;
+    float *x = malloc(sizeof(float) * T * (size_t)dm);
+    for (int i = 0; i < T * dm; i++) x[i] = ct_rand_uniform(&seed) - 0.5f;
+    for (int l = 0; l < tc->n_layers; l++) {
+        int nf = tc->layers[l].d_tc;
+        float *all = malloc(sizeof(float) * T * (size_t)nf), *one = malloc(sizeof(float) * (size_t)nf);
+        ct_err err = {0};
+        same = same && ct_tc_encode(tc, l, x, T, all, NULL, &err) == CT_OK;
+        for (int t = 0; same && t < T; t++)
+            same = ct_tc_encode(tc, l, x + (size_t)t * dm, 1, one, NULL, &err) == CT_OK &&
+                   memcmp(one, all + (size_t)t * nf, sizeof(float) * (size_t)nf) == 0;
+        free(all), free(one);
+    }
+    free(x);
+    if (avx2) ok(same, "%s: %d positions encoded together have the bits of each encoded alone, every layer", name, T);
+}
+
 static void check_iv_skip(const char *name, ct_model *m, const ct_transcoders *tc) {
     int nl = m->cfg.n_layers, nv = m->cfg.vocab_size, T = 8;
     ct_replacement rm;
@@ -233,6 +260,7 @@ int main(void) {
         int64_t neg = okm ? check_graph(name, m, tc, prompt, 8, &ck) : 0;
         if (okm && c == 0) check_spill_failures(m, tc, tmp);
         if (okm) check_iv_skip(name, m, tc);
+        if (okm && k->enc == TC_ENC_BF16) check_encode_alone(name, tc);
         if (okm && k->small_tiles) check_ranking_threads(name, m, tc, 3);
         if (okm && strcmp(k->act, "topk-negative") == 0)
             ok(neg >= 20, "%s: %lld of the checked features have a negative activation (active as they are)", name, (long long)neg);

@@ -6,8 +6,9 @@
 // Tolerance: the float32 rounding bound of a K-term dot product, K 2^-24 sum |w x| (plus one
 // rounding of the bias), whatever order the terms are added in; a wrong element is off by
 // O(|w x|). Bit for bit: F32 read in place is ct_matmul, and one position on a half-precision
-// matrix sums in ct_matmul's order (the same bits as ct_matmul on the converted matrix); tiles
-// shared among 1, 2 or 3 threads give the bits of one.
+// matrix sums in ct_matmul's order (the same bits as ct_matmul on the converted matrix), and so
+// does each of 2..CT_MAT_FEW positions in ct_mat_matmul_few; tiles shared among 1, 2 or 3
+// threads give the bits of one.
 #include <errno.h>
 #include <math.h>
 #include <seccomp.h>
@@ -273,6 +274,63 @@ static void check_bits(void) {
     free(vals), free(x);
 }
 
+// ct_mat_matmul_few: 2 .. CT_MAT_FEW positions on BF16 / F16 rows where the CPU converts in
+// registers, every position's outputs the bits of that position alone (ct_mat_matmul's
+// one-position path, ct_matmul's order), on 1, 2 and 3 threads (2103 x 1100 is over
+// CT_MATVEC_SHARED: rows split), rows contiguous and strided, data at an odd address; one
+// position and CT_MAT_FEW + 1 refused (ct_mat_matmul's tiles then, within the rounding bound).
+static void check_few(void) {
+    enum { N = 2103, K = 1100, TMAX = CT_MAT_FEW + 1 };
+    float *vals = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * TMAX * K), b[N];
+    float *a = malloc(sizeof(float) * TMAX * N), *one = malloc(sizeof(float) * TMAX * N);
+    for (int i = 0; i < TMAX * K; i++) x[i] = frand();
+    for (int i = 0; i < N; i++) b[i] = frand();
+    int avx2 = 0, f16c = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    unsigned ra, rb, rc, rd;
+    avx2 = __builtin_cpu_supports("avx2");
+    f16c = __builtin_cpu_supports("avx") && __get_cpuid(1, &ra, &rb, &rc, &rd) && (rc >> 29 & 1);
+#endif
+    const ct_dtype half[2] = {CT_DT_BF16, CT_DT_F16};
+    const int Ts[6] = {2, 5, 8, 9, 11, CT_MAT_FEW};
+    int n0 = ct_get_threads();
+    for (int h = 0; h < 2; h++) {
+        int fast = avx2 && (half[h] == CT_DT_BF16 || f16c), same = 1, cases = 0, bad = 0;
+        double worst = 0;
+        for (int lay = 0; lay < 2; lay++) {   // LAY_ROWS, LAY_ROWS_STRIDED
+            uint8_t *buf;
+            ct_mat W = make_mat(&buf, vals, half[h], (layout)lay, N, K, 1);
+            size_t tn = ct_mat_scratch_floats(&W);
+            float *tile = malloc(sizeof(float) * tn);
+            ct_set_threads(1);
+            for (int t = 0; t < TMAX; t++) ct_mat_matmul(one + (size_t)t * N, x + (size_t)t * K, &W, b, 1, NULL, 0);
+            for (int th = 1; th <= 3; th++) {
+                ct_set_threads(th);
+                for (int ti = 0; ti < 6; ti++) {
+                    int T = Ts[ti];
+                    for (int i = 0; i < T * N; i++) a[i] = NAN;
+                    int done = ct_mat_matmul_few(a, x, &W, b, T);
+                    if (!done) ct_mat_matmul(a, x, &W, b, T, tile, tn);
+                    same = same && done == fast && memcmp(a, one, sizeof(float) * (size_t)T * N) == 0;
+                    bad += count_off(a, x, vals, b, T, N, K, &worst);
+                    cases++;
+                }
+                for (int i = 0; i < TMAX * N; i++) a[i] = NAN;
+                same = same && !ct_mat_matmul_few(a, x, &W, b, TMAX) && !ct_mat_matmul_few(a, x, &W, b, 1);
+                ct_mat_matmul(a, x, &W, b, TMAX, tile, tn);
+                bad += count_off(a, x, vals, b, TMAX, N, K, &worst);
+            }
+            free(tile), free(buf);
+        }
+        ct_set_threads(n0);
+        ok(bad == 0 && (!fast || same),
+           "%s rows, %d products of 2..%d positions (rows contiguous and strided, 1-3 threads)%s; %d positions in "
+           "tiles; all within the rounding bound (worst %.3f)", ct_dtype_name(half[h]), cases, CT_MAT_FEW,
+           fast ? ": each position the bits of its own one-position product" : " (this CPU: refused, tiles)", TMAX, worst);
+    }
+    free(vals), free(x), free(a), free(one);
+}
+
 // Tiles shared among workers: the same bits on 1, 2 and 3 threads, and with scratch for fewer
 // workers than threads, for both stored layouts and half-precision and unaligned F32 data. Each
 // tile's product (64, 128, 512) is large enough for ct_sgemm to use the BLAS's threads.
@@ -405,6 +463,7 @@ int main(void) {
     check_views();
     check_products();
     check_bits();
+    check_few();
     check_threads();
     check_no_threads();
     return check_done();

@@ -4,29 +4,36 @@
 #   tests/setup.sh test      also the test tools (clang for libFuzzer, chromium for the viewer, valgrind,
 #                            iproute2 for the tests' own network namespace, procps (pgrep) for the
 #                            sandbox attacks, python3-yaml (PyYAML) as the config oracle, python3-jinja2
-#                            (the chat templates' reference), node + npm packages used as tokenizer
-#                            oracles)
+#                            (the chat templates' reference), python3-torch (the .pt graph files'
+#                            reference), node + npm packages used as tokenizer oracles)
 set -eu
 cd "$(dirname "$0")/.."
 mode=${1:-runtime}
 
 runtime_pkgs="pkg-config libseccomp-dev libluajit-5.1-dev luajit libopenblas-dev libcjson-dev libcurl4-openssl-dev libutf8proc-dev libyaml-dev zlib1g-dev make gcc"
 test_pkgs="clang libclang-rt-14-dev perl python3-numpy python3-yaml python3-jinja2 chromium curl valgrind iproute2 procps git"
+# installed without its recommendations (libtorch-dev, a compiler toolchain: not needed to load and save)
+torch_pkgs="python3-torch"
 
 missing=""
 for p in $runtime_pkgs $([ "$mode" = test ] && echo $test_pkgs); do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ "$mode" = test ] && ! command -v node >/dev/null; then missing="$missing nodejs npm"; fi
-if [ -n "$missing" ]; then
+missing_torch=""
+for p in $([ "$mode" = test ] && echo $torch_pkgs); do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_torch="$missing_torch $p"
+done
+if [ -n "$missing$missing_torch" ]; then
   if [ "$(id -u)" != 0 ]; then
-    echo "ctrace: missing Debian packages:$missing" >&2
-    echo "ctrace: install them with: sudo apt-get install$missing" >&2
+    echo "ctrace: missing Debian packages:$missing$missing_torch" >&2
+    echo "ctrace: install them with: sudo apt-get install$missing$missing_torch" >&2
     exit 1
   fi
-  echo "ctrace: installing$missing"
+  echo "ctrace: installing$missing$missing_torch"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  [ -z "$missing" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  [ -z "$missing_torch" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing_torch >/dev/null
 fi
 
 if [ "$mode" = test ] && [ ! -d tests/tok/node_modules/@huggingface/tokenizers ]; then

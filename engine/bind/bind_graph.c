@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "bind.h"
 #include "trace/graph.h"
@@ -419,21 +420,33 @@ static int l_graph_json(lua_State *L) {
     return 1;
 }
 
+static int ends_with(const char *s, size_t n, const char *suffix) {
+    size_t k = strlen(suffix);
+    return n >= k && strcasecmp(s + n - k, suffix) == 0;
+}
+
+// g:save(path): circuit-tracer's .pt when path ends in .pt, else safetensors
 static int l_graph_save(lua_State *L) {
     ct_graph *g = check_graph(L, 1);
+    size_t n;
+    const char *path = luaL_checklstring(L, 2, &n);
     ct_err err = {0};
-    if (ct_graph_save(ct_lua_ctx(L), g, luaL_checkstring(L, 2), &err)) return ct_lua_raise(L, &err);
+    ct_status rc = ends_with(path, n, ".pt") ? ct_graph_save_pt(ct_lua_ctx(L), g, path, &err)
+                                             : ct_graph_save(ct_lua_ctx(L), g, path, &err);
+    if (rc) return ct_lua_raise(L, &err);
     return 0;
 }
 
-// ctrace.load_graph(path): a graph JSON (.json) or a full graph in safetensors
+// ctrace.load_graph(path): a graph JSON (.json), circuit-tracer's .pt, or a full graph in
+// safetensors
 static int l_load_graph(lua_State *L) {
     size_t n;
     const char *path = luaL_checklstring(L, 1, &n);
     ct_graph *g = NULL;
     ct_err err = {0};
-    ct_status rc = n >= 5 && strcmp(path + n - 5, ".json") == 0 ? ct_graph_load_json(ct_lua_ctx(L), &g, path, &err)
-                                                                : ct_graph_load(ct_lua_ctx(L), &g, path, &err);
+    ct_status rc = ends_with(path, n, ".json") ? ct_graph_load_json(ct_lua_ctx(L), &g, path, &err)
+                   : ends_with(path, n, ".pt") ? ct_graph_load_pt(ct_lua_ctx(L), &g, path, &err)
+                                               : ct_graph_load(ct_lua_ctx(L), &g, path, &err);
     if (rc) return ct_lua_raise(L, &err);
     ct_lua_push_graph(L, g);
     return 1;

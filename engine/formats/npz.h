@@ -2,11 +2,10 @@
 //
 // npy: "\x93NUMPY", major/minor version, header length (v1: u16, v2/v3: u32), a Python dict
 // literal {'descr': '<f4', 'fortran_order': False, 'shape': (2304, 16384), }. Only
-// little-endian (or byte-sized) dtypes in C order are accepted. npz: the end-of-central-
-// directory record is found from the end (ZIP64 records are followed), central entries give
-// method, sizes, CRC and local offset; stored members are used in place from the mapping,
-// deflated ones are inflated (zlib) into memory; CRC-32 is checked for both, over every byte,
-// when the archive is opened (core/crc32.h: memory speed; numpy's reader checks it too).
+// little-endian (or byte-sized) dtypes in C order are accepted. npz: a zip archive of .npy
+// members (formats/zip.h: stored members used in place from the mapping, deflated ones inflated
+// into memory, CRC-32 checked for both, over every byte, when the archive is opened, as numpy's
+// reader checks it), each member parsed as npy; member names lose their ".npy".
 #ifndef CT_NPZ_H
 #define CT_NPZ_H
 
@@ -14,6 +13,7 @@
 #include <stdint.h>
 
 #include "formats/safetensors.h"   // ct_dtype
+#include "formats/zip.h"
 #include "core/ctx.h"
 #include "core/status.h"
 
@@ -26,13 +26,13 @@ typedef struct {
     int64_t shape[CT_NPY_MAX_DIMS];
     const uint8_t *data;     // array bytes (little-endian, C order); not aligned in general
     size_t nbytes;
-    uint8_t *owned;          // inflated member (NULL for stored ones)
 } ct_npy_array;
 
 typedef struct ct_npz {
     uint8_t *map;
     size_t size;
     int mapped;
+    ct_zip zip;              // the members (inflated ones owned there)
     int n;
     ct_npy_array *arrays;
 } ct_npz;
@@ -43,7 +43,7 @@ ct_status ct_npz_parse(ct_npz **out, const uint8_t *buf, size_t size, ct_err *er
 void ct_npz_free(ct_npz *z);
 const ct_npy_array *ct_npz_find(const ct_npz *z, const char *name);
 
-// Parses one .npy file image (buf, size) into a (borrowing, .owned NULL, .name NULL).
+// Parses one .npy file image (buf, size) into a (borrowing; .name NULL).
 ct_status ct_npy_parse(ct_npy_array *a, const uint8_t *buf, size_t size, ct_err *err);
 int64_t ct_npy_numel(const ct_npy_array *a);
 // Float arrays (f2, f4, f8) to float32: out has ct_npy_numel(a) floats.

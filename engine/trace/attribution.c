@@ -1004,6 +1004,8 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     g->n_layers = L;
     g->d_model = D;
     g->vocab_size = m->cfg.vocab_size;
+    g->n_heads = m->cfg.n_heads, g->n_kv_heads = m->cfg.n_kv_heads, g->d_head = m->cfg.head_dim, g->d_mlp = m->cfg.d_mlp;
+    snprintf(g->architecture, sizeof g->architecture, "%s", m->cfg.architecture);
     g->n_active = NA;
     g->active = a.active, a.active = NULL;
     g->activation = a.act_val, a.act_val = NULL;

@@ -39,6 +39,8 @@ typedef struct ct_graph {
     char **token_text;         // (T,) decoded token strings (owned; may be NULL)
     char **node_label;         // (N,) labels (owned; NULL or NULL entries: none)
     int n_layers, d_model, vocab_size;
+    int n_heads, n_kv_heads, d_head, d_mlp;   // the model's shape (0: unknown), for circuit-tracer's cfg
+    char architecture[64];     // the model's architecture ("LlamaForCausalLM"; "" unknown)
     int64_t n_active;
     int32_t *active;           // (n_active, 3) layer, position, feature index
     float *activation;         // (n_active,)
@@ -137,6 +139,18 @@ ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_e
 // input_tokens) and the prompt and settings in the metadata.
 ct_status ct_graph_save(ct_ctx *ctx, const ct_graph *g, const char *path, ct_err *err);
 ct_status ct_graph_load(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err);
+
+// The full graph as circuit-tracer's Graph.to_pt writes it (torch.save of a dict: input_string,
+// adjacency_matrix (N, N) float32, cfg (a circuit_tracer UnifiedConfig), active_features,
+// logit_targets (LogitTarget(token_str, vocab_idx) each), logit_probabilities, vocab_size,
+// input_tokens, selected_features, activation_values, scan), and read back from such a file
+// (older files' logit_targets as a tensor of token ids, any cfg object with n_layers; tensors
+// float32, float16, bfloat16 or float64, int64 or int32). trace/graph_pt.c.
+ct_status ct_graph_save_pt(ct_ctx *ctx, const ct_graph *g, const char *path, ct_err *err);
+ct_status ct_graph_load_pt(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err);
+// The graph of a parsed .pt (formats/pt.h); path names it in messages.
+struct ct_pt_file;
+ct_status ct_graph_from_pt(ct_graph **out, const struct ct_pt_file *p, const char *path, ct_err *err);
 
 // Cantor pairing of (layer, feature), as Neuronpedia numbers features.
 int64_t ct_cantor(int64_t layer, int64_t feature);

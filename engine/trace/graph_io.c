@@ -765,17 +765,23 @@ ct_status ct_graph_save(ct_ctx *ctx, const ct_graph *g, const char *path, ct_err
             cJSON_AddItemToArray(texts, cJSON_CreateString(g->token_text && g->token_text[t] ? g->token_text[t] : ""));
         char *lab = cJSON_PrintUnformatted(labels), *txt = cJSON_PrintUnformatted(texts);
         cJSON_Delete(labels), cJSON_Delete(texts);
-        char n_layers[16], d_model[16], vocab[16], settings[512];
+        char n_layers[16], d_model[16], vocab[16], n_heads[16], n_kv[16], d_head[16], d_mlp[16], settings[512];
         snprintf(n_layers, sizeof n_layers, "%d", g->n_layers);
         snprintf(d_model, sizeof d_model, "%d", g->d_model);
         snprintf(vocab, sizeof vocab, "%d", g->vocab_size);
+        snprintf(n_heads, sizeof n_heads, "%d", g->n_heads);
+        snprintf(n_kv, sizeof n_kv, "%d", g->n_kv_heads);
+        snprintf(d_head, sizeof d_head, "%d", g->d_head);
+        snprintf(d_mlp, sizeof d_mlp, "%d", g->d_mlp);
         snprintf(settings, sizeof settings,
                  "{\"max_n_logits\": %d, \"desired_logit_prob\": %.17g, \"batch_size\": %d, \"max_feature_nodes\": %lld, "
                  "\"update_interval\": %d}", g->settings.max_n_logits, g->settings.desired_logit_prob, g->settings.batch_size,
                  (long long)g->settings.max_feature_nodes, g->settings.update_interval);
         const char *meta[] = {"format", "ctrace-graph", "version", CT_VERSION, "input_string", g->prompt ? g->prompt : "",
                               "prompt_tokens", txt ? txt : "[]", "logit_labels", lab ? lab : "[]", "n_layers", n_layers,
-                              "d_model", d_model, "vocab_size", vocab, "scan_name", g->scan, "model_name", g->model_name,
+                              "d_model", d_model, "vocab_size", vocab, "n_heads", n_heads, "n_key_value_heads", n_kv,
+                              "d_head", d_head, "d_mlp", d_mlp, "architecture", g->architecture,
+                              "scan_name", g->scan, "model_name", g->model_name,
                               "feature_input_hook", g->input_hook, "feature_output_hook", g->output_hook,
                               "generation_settings", settings};
         if (!lab || !txt) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
@@ -858,6 +864,19 @@ ct_status ct_graph_load(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *e
         goto done;
     }
     g->n_layers = (int)n_layers, g->d_model = (int)d_model, g->vocab_size = (int)vocab;
+    // the model's shape (files before these keys: unknown, 0)
+    int *shape[4] = {&g->n_heads, &g->n_kv_heads, &g->d_head, &g->d_mlp};
+    const char *shape_keys[4] = {"n_heads", "n_key_value_heads", "d_head", "d_mlp"};
+    for (int i = 0; i < 4; i++) {
+        long long v = 0;
+        const char *sv = meta_get(st, shape_keys[i]);
+        if (sv && !parse_int(sv, 0, INT_MAX, &v)) {
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: metadata %s must be a decimal integer of 0..%d; found '%.24s'", path,
+                         shape_keys[i], INT_MAX, sv);
+            goto done;
+        }
+        *shape[i] = (int)v;
+    }
     g->n_active = af->shape[0], g->n_selected = sf->shape[0], g->n_pos = (int)it->shape[0], g->n_logits = (int)lk->shape[0];
     // below 2^53 + 100001 * 2^31 + 2^31: no overflow
     g->n_nodes = g->n_selected + (int64_t)(g->n_layers + 1) * g->n_pos + g->n_logits;
@@ -960,6 +979,7 @@ ct_status ct_graph_load(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *e
     g->prompt = strdup((v = meta_get(st, "input_string")) ? v : "");
     snprintf(g->scan, sizeof g->scan, "%s", (v = meta_get(st, "scan_name")) ? v : "");
     snprintf(g->model_name, sizeof g->model_name, "%s", (v = meta_get(st, "model_name")) ? v : "");
+    snprintf(g->architecture, sizeof g->architecture, "%s", (v = meta_get(st, "architecture")) ? v : "");
     snprintf(g->input_hook, sizeof g->input_hook, "%s", (v = meta_get(st, "feature_input_hook")) ? v : "");
     snprintf(g->output_hook, sizeof g->output_hook, "%s", (v = meta_get(st, "feature_output_hook")) ? v : "");
     long long x;

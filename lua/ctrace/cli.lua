@@ -4,6 +4,7 @@
 --   ctrace new <folder>       a case-study folder that runs as is
 --   ctrace attribute ...      circuit-tracer's command-line job (and its flags): a graph without a script
 --   ctrace serve <dir>        graphs and viewer pages on localhost (start-server: circuit-tracer's name)
+--   ctrace convert IN OUT     a graph between .pt, .safetensors and graph JSON
 -- main(cmd, args) returns the process's exit status: 0, 1 when the command failed, 2 for bad
 -- arguments. A failure prints its message without Lua's file and line (--trace or CTRACE_TRACE=1:
 -- with them and the traceback). Case studies live in ctrace.casestudy, the sandbox in ctrace.sandbox.
@@ -48,7 +49,7 @@ circuit-tracer's command line. Attributes the prompt with the transcoder set (de
 stories260K's) on the model its config.yaml names (model_name), or on --model, and writes the
 pruned graph as <graph_file_dir>/<slug>.json (default graphs/, slug from the prompt) with its
 graph-metadata.json entry and its viewer page; with -o alone (no --slug, no --graph_file_dir),
-only the full graph FILE (.safetensors). --server then serves the directory (with -o alone: the
+only the full graph FILE (circuit-tracer's .pt, or .safetensors). --server then serves the directory (with -o alone: the
 default directory and slug). --features_dir DIR: accepted (it must exist) and noted; ctrace's
 viewer shows the labels the graph JSON holds and serves no feature files.
 --offload: where the rows of the graph wait while it is computed: cpu (and None) in memory up to
@@ -64,6 +65,14 @@ Flags may be written with underscores or hyphens (--graph_file_dir, --graph-file
 --flag=value, and shortened to any unambiguous prefix; ctrace's older names --transcoders and
 --graph-dir still work. Errors print without Lua's file and line; --trace (or CTRACE_TRACE=1)
 adds them and the traceback. Exit status: 0 done, 1 failed, 2 bad arguments.]],
+  convert = [[usage: ctrace convert <input> <output> [--slug NAME] [--scan ID] [--node_threshold 0.8]
+                      [--edge_threshold 0.98]
+Converts a graph between circuit-tracer's .pt (Graph.to_pt), ctrace's .safetensors and the graph
+JSON Neuronpedia and the viewers read, by the files' extensions. A full graph (.pt, .safetensors)
+becomes .pt or .safetensors as it is, or .json pruned with the thresholds (as circuit-tracer's
+create_graph_files: slug from the output's name, graph-metadata.json and the viewer page beside
+it); a graph JSON holds only its pruned graph, so it converts to .json alone.
+Exit status: 0 done, 1 failed, 2 bad arguments.]],
   ["start-server"] = [[usage: ctrace start-server --graph_file_dir DIR [--port 8041] [--features_dir DIR]
 circuit-tracer's name for ctrace serve DIR (--features_dir: see ctrace attribute --help).]],
   serve = [[usage: ctrace serve <dir> [--port 8041] [--features_dir DIR]
@@ -90,6 +99,9 @@ local ARGS = {
   run = {positional = "folder", flags = RUN_FLAGS},
   check = {positional = "folder", flags = CHECK_FLAGS},
   new = {positional = "folder", flags = {}},
+  convert = {positional = {"input", "output"}, prefixes = true,
+             flags = {["--slug"] = {"slug", "string"}, ["--scan"] = {"scan", "string"},
+                      ["--node-threshold"] = {"node_threshold", "unit"}, ["--edge-threshold"] = {"edge_threshold", "unit"}}},
   serve = {positional = "dir", flags = {["--port"] = {"port", "port"}, ["--features-dir"] = {"features_dir", "dir"}}},
   ["start-server"] = {prefixes = true, flags = {["--graph-file-dir"] = {"dir", "string"}, ["--port"] = {"port", "port"},
                                                 ["--features-dir"] = {"features_dir", "dir"}}},
@@ -171,6 +183,11 @@ local function resolve(spec, a)
 end
 
 -- The options of cmd from args, or nil and the exit status after printing why (or the help).
+-- A command's positional arguments, in order.
+local function positionals(spec)
+  return type(spec.positional) == "table" and spec.positional or {spec.positional}
+end
+
 local function parse(cmd, args)
   local spec, o, i = ARGS[cmd], {}, 1
   local function fail(msg)
@@ -228,10 +245,11 @@ local function parse(cmd, args)
     elseif flag then
       if value ~= nil then return fail(name .. " takes no value") end
       o[flag[1]] = true
-    elseif spec.positional and o[spec.positional] == nil then
-      o[spec.positional] = a
     else
-      return fail("unexpected argument '" .. a .. "'")
+      local slot
+      for _, p in ipairs(positionals(spec)) do slot = slot or (o[p] == nil and p) end
+      if not slot then return fail("unexpected argument '" .. a .. "'") end
+      o[slot] = a
     end
     i = i + 1
   end
@@ -282,9 +300,9 @@ local function attribute_cmd(o)
   if o.model and not o.transcoders then
     error("USAGE: --model " .. o.model .. " needs its transcoder set: give it with -t/--transcoder_set", 0)
   end
-  if o.graph_file and not o.graph_file:lower():match("%.safetensors$") then
-    error("USAGE: -o " .. o.graph_file .. ": ctrace writes the full graph as .safetensors (a .pt writer is to come); " ..
-          "give a path ending in .safetensors", 0)
+  if o.graph_file and not (o.graph_file:lower():match("%.pt$") or o.graph_file:lower():match("%.safetensors$")) then
+    error("USAGE: -o " .. o.graph_file .. ": the full graph is written as circuit-tracer's .pt or as .safetensors; " ..
+          "give a path ending in .pt or .safetensors", 0)
   end
   if o.dtype and not (o.dtype == "float32" or o.dtype == "fp32") then
     io.stderr:write("ctrace attribute: --dtype ", o.dtype, ": the weights stay in their stored dtype and ctrace ",
@@ -322,6 +340,38 @@ local function attribute_cmd(o)
   return 0
 end
 
+-- The extension of a graph file ctrace reads and writes: "pt", "safetensors" or "json" (nil else).
+local function graph_kind(path)
+  local ext = path:lower():match("%.(%w+)$")
+  return (ext == "pt" or ext == "safetensors" or ext == "json") and ext or nil
+end
+
+local function convert_cmd(o)
+  for _, p in ipairs{o.input, o.output} do
+    if not graph_kind(p) then
+      error("USAGE: " .. p .. ": expected a graph file ending in .pt, .safetensors or .json", 0)
+    end
+  end
+  if graph_kind(o.input) == "json" and graph_kind(o.output) ~= "json" then
+    error("USAGE: " .. o.input .. " holds a pruned graph (graph JSON); only a full graph (.pt, .safetensors) " ..
+          "converts to " .. o.output, 0)
+  end
+  local g = ct.load_graph(o.input)
+  local dir = o.output:match("^(.*)/[^/]*$")
+  if dir and dir ~= "" then ct.mkdirs(dir) end   -- as create_graph_files makes its output directory
+  if graph_kind(o.output) ~= "json" then
+    g:save(o.output)
+  else
+    local slug = o.slug or o.output:match("([^/]*)%.[^./]*$")
+    if not g:info().pruned then
+      g = g:prune{node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
+    end
+    g:save_json(o.output, {slug = slug, scan = o.scan})
+  end
+  io.stderr:write("ctrace convert: wrote ", o.output, "\n")
+  return 0
+end
+
 local function case_study(cmd, o)
   local casestudy = require "ctrace.casestudy"
   local folder = o.folder:gsub("/+$", "")
@@ -354,14 +404,16 @@ function M.main(cmd, args)
   end
   local o, status = parse(cmd, rest)
   if not o then return status end
-  local need = ARGS[cmd].positional or (cmd == "attribute" and not o.chat and not o.chat_file and "prompt")
-    or (cmd == "start-server" and "dir")
-  if need and not o[need] then
-    io.stderr:write(HELP[cmd], "\n")
-    return 2
+  local need = ARGS[cmd].positional and positionals(ARGS[cmd])
+    or {(cmd == "attribute" and not o.chat and not o.chat_file and "prompt") or (cmd == "start-server" and "dir") or nil}
+  for _, k in ipairs(need) do
+    if not o[k] then
+      io.stderr:write(HELP[cmd], "\n")
+      return 2
+    end
   end
   local run = cmd == "attribute" and attribute_cmd or (cmd == "serve" or cmd == "start-server") and serve_cmd
-    or function(x) return case_study(cmd, x) end
+    or cmd == "convert" and convert_cmd or function(x) return case_study(cmd, x) end
   local ok, res = xpcall(function() return run(o) end, function(e)
     e = tostring(e)
     return trace and debug.traceback(e, 2) or e

@@ -55,21 +55,32 @@ grep -q '"prompt": *"<s> The International' graph_files/gemma-demo.json ||
   --slug basic --graph_file_dir ./basic > out2.txt 2>&1 && test -s basic/basic.json -a ! -e one &&
   ok "Basic Usage: a repeated flag, the last one counts" || { bad "repeated flags"; show out2.txt; }
 
-# "Attribution only (save raw graph)": -o alone writes the full graph and no graph files
-"$CTRACE" attribute -p "The capital of France is" -t "$SET" -o france_capital.safetensors > out3.txt 2>&1 &&
-  test -s france_capital.safetensors -a ! -e graphs &&
-  ok "-p -t -o: the full graph only, as circuit-tracer writes only the .pt" || { bad "-o alone"; show out3.txt; }
+# "Attribution only (save raw graph)", verbatim: -o alone writes the full graph (circuit-tracer's
+# .pt) and no graph files; .safetensors is ctrace's own form of the same graph
+"$CTRACE" attribute \
+  --prompt "The capital of France is" \
+  --transcoder_set "$SET" \
+  --graph_output_path france_capital.pt > out3.txt 2>&1 &&
+  test -s france_capital.pt -a ! -e graphs && /usr/bin/python3 -c "import sys, zipfile
+sys.exit('france_capital/data.pkl' not in zipfile.ZipFile('france_capital.pt').namelist())" &&
+  ok "Attribution only: the full graph as circuit-tracer's .pt (a zip with france_capital/data.pkl), no graph files" ||
+  { bad "-o alone"; show out3.txt; }
 cat > info.lua <<'LUA'
 local g = require("ctrace").load_graph(arg[1])
 local i = g:info()
 io.write(i.n_features, " ", i.n_logits, " ", g:prompt(), "\n")
 LUA
-"$CTRACE" info.lua france_capital.safetensors > out4.txt 2>&1 && grep -q "capital of France" out4.txt &&
+"$CTRACE" info.lua france_capital.pt > out4.txt 2>&1 && grep -q "capital of France" out4.txt &&
   ok "and it loads with its prompt" || { bad "graph from -o"; show out4.txt; }
-"$CTRACE" attribute -p "The capital of France is" -t "$SET" -o france.pt > out5.txt 2>&1
-[ $? = 2 ] && grep -q "safetensors" out5.txt && ! grep -q '\.lua:[0-9]' out5.txt && test ! -e france.pt &&
-  ! grep -q "replacement" out5.txt && ok "-o FILE.pt: refused before any work with what ctrace writes instead (exit 2)" ||
-  { bad "-o .pt"; show out5.txt; }
+"$CTRACE" attribute -p "The capital of France is" -t "$SET" -o france_capital.safetensors > out5.txt 2>&1 &&
+  "$CTRACE" convert france_capital.safetensors fc.pt > out5b.txt 2>&1 && "$CTRACE" convert france_capital.pt fc.safetensors \
+  >> out5b.txt 2>&1 && cmp -s fc.safetensors france_capital.safetensors &&
+  ok "-o FILE.safetensors: the same graph (converted to .pt and back from circuit-tracer's: the same bytes)" ||
+  { bad "-o .safetensors"; show out5.txt; show out5b.txt; }
+"$CTRACE" attribute -p "The capital of France is" -t "$SET" -o france.npz > out5c.txt 2>&1
+[ $? = 2 ] && grep -q "\.pt or \.safetensors" out5c.txt && ! grep -q '\.lua:[0-9]' out5c.txt && test ! -e france.npz &&
+  ! grep -q "replacement" out5c.txt && ok "-o FILE.npz: refused before any work with what ctrace writes (exit 2)" ||
+  { bad "-o .npz"; show out5c.txt; }
 
 # argparse's spellings: --flag=value, -pTEXT, prefixes, hyphens for underscores, ctrace's older names
 "$CTRACE" attribute -p="Once upon a time" --transcoder-set="$SET" --max_feat 50 --node-thresh=0.5 --graph-dir old \

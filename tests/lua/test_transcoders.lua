@@ -203,9 +203,9 @@ t.run {
     t.raises(function() ct.load_transcoders(b .. "corrupt_directory.npz") end, "corrupt central directory", "corrupt zip directory")
     t.raises(function() ct.load_transcoders(b .. "truncated.npz") end, "BAD_FORMAT", "truncated npz")
     t.ok(ct.load_transcoders(b .. "good.npz") ~= nil, "the undamaged archive loads")
-    t.raises(function() ct.load_transcoders(b .. "flipped_W_dec.npz") end, "member 'W_dec' fails its CRC-32 check",
+    t.raises(function() ct.load_transcoders(b .. "flipped_W_dec.npz") end, "member 'W_dec.npy' fails its CRC-32 check",
              "a decoder with one flipped byte")
-    t.raises(function() ct.load_transcoders(b .. "flipped_W_enc.npz") end, "member 'W_enc' fails its CRC-32 check",
+    t.raises(function() ct.load_transcoders(b .. "flipped_W_enc.npz") end, "member 'W_enc.npy' fails its CRC-32 check",
              "an encoder with one flipped byte")
     t.raises(function() ct.load_transcoders(b .. "yaml_syntax") end, "config.yaml line 4", "config.yaml syntax error names its line")
     t.raises(function() ct.load_transcoders(b .. "unknown_activation") end, "unknown activation 'gelu'", "unknown activation")

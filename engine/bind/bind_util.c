@@ -84,9 +84,36 @@ void **ct_lua_new_box(lua_State *L, const char *mt) {
     return box;
 }
 
+// The name under which the running C function sits in metatable mt's methods (its __methods
+// table), or NULL: what a method called on a freed object was called.
+static const char *method_name(lua_State *L, const char *mt) {
+    lua_Debug ar;
+    const char *name = NULL;
+    if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "f", &ar)) return NULL;   // [.., fn]
+    luaL_getmetatable(L, mt);                                                 // [.., fn, mt]
+    lua_getfield(L, -1, "__methods");                                         // [.., fn, mt, methods]
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (!name && lua_next(L, -2)) {                                    // [.., methods, key, value]
+            if (lua_rawequal(L, -1, -5) && lua_type(L, -2) == LUA_TSTRING) name = lua_tostring(L, -2);
+            lua_pop(L, name ? 2 : 1);
+        }
+    }
+    lua_pop(L, 3);   // the name stays referenced by the methods table
+    return name;
+}
+
 void *ct_lua_check_box(lua_State *L, int idx, const char *mt) {
     void **box = luaL_checkudata(L, idx, mt);
-    if (!*box) luaL_argerror(L, idx, lua_pushfstring(L, "%s expected (freed)", mt));
+    if (!*box) {
+        // the method's name: a C method's, else the Lua method that called this function
+        const char *name = method_name(L, mt);
+        lua_Debug ar;
+        if (!name && lua_getstack(L, 1, &ar) && lua_getinfo(L, "n", &ar) && ar.name && ar.namewhat && !strcmp(ar.namewhat, "method"))
+            name = ar.name;
+        if (name) ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s:%s called on a freed %s (free() released it)", mt, name, mt + 7);
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "a freed %s was used (free() released it)", mt);
+    }
     return *box;
 }
 

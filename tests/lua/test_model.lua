@@ -174,11 +174,13 @@ np.savetxt(d + "/lm_head.txt", w["lm_head.weight"][0].reshape(-1).astype(np.floa
     t.raises(function() x:get(1, 1) end, "expected 1 indices", "wrong index count")
     t.raises(function() x.select(m, 1, 1) end, "ctrace.Tensor expected", "model passed as tensor")
     x:free()
-    t.raises(function() return x[1] end, "freed", "freed tensor")
+    t.raises(function() return x[1] end, "a freed ctrace.Tensor was used", "freed tensor")
+    t.raises(function() return x:shape() end, "ctrace.Tensor:shape called on a freed Tensor", "freed tensor: the method named")
     local m2 = ct.load_model("stories260K")
     local tok = m2:tokenizer()
     m2:free()
-    t.raises(function() m2:forward({1}) end, "freed", "freed model")
+    t.raises(function() m2:forward({1}) end, "a freed ctrace.Model was used", "freed model")
+    t.raises(function() m2:tokenizer() end, "ctrace.Model:tokenizer called on a freed Model", "freed model: the method named")
     t.raises(function() tok:encode("a") end, "freed", "tokenizer of a freed model")
     m2:free()   -- idempotent
   end},

@@ -284,8 +284,8 @@ static void copy_scalars(lua_State *L, int from) {
 }
 
 // Adds an attribution to the run's record (registry "ctrace.attributions", present only in an
-// experiment process): prompt token ids, the options given (numbers, strings, booleans) with the
-// values in force over them, and seconds.
+// experiment process): prompt token ids, the logit targets, the options given (numbers, strings,
+// booleans) with the values in force over them, and seconds.
 void ct_lua_record_attribution(lua_State *L, const ct_graph *g, int opts, int in_force, double seconds) {
     opts = opts < 0 ? lua_gettop(L) + opts + 1 : opts;
     in_force = in_force < 0 ? lua_gettop(L) + in_force + 1 : in_force;
@@ -294,9 +294,23 @@ void ct_lua_record_attribution(lua_State *L, const ct_graph *g, int opts, int in
         lua_pop(L, 1);
         return;
     }
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     ct_lua_push_ids(L, g->tokens, g->n_pos);
     lua_setfield(L, -2, "prompt_tokens");
+    // the logit targets attributed (token ids, or V + i for a direction given as a target), with
+    // their labels and weights: what targets, max_n_logits and desired_logit_prob chose
+    lua_createtable(L, g->n_logits, 0);
+    for (int k = 0; k < g->n_logits; k++) {
+        lua_createtable(L, 0, 3);
+        lua_pushnumber(L, (lua_Number)g->logits[k].vocab_id);
+        lua_setfield(L, -2, "id");
+        lua_pushstring(L, g->logits[k].label ? g->logits[k].label : "");
+        lua_setfield(L, -2, "label");
+        lua_pushnumber(L, g->logits[k].prob);
+        lua_setfield(L, -2, "weight");
+        lua_rawseti(L, -2, k + 1);
+    }
+    lua_setfield(L, -2, "logit_targets");
     lua_newtable(L);
     copy_scalars(L, opts);
     copy_scalars(L, in_force);

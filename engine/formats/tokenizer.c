@@ -454,6 +454,9 @@ ct_status ct_tokenizer_token_text(const ct_tokenizer *t, int id, char **text, si
     size_t n = (size_t)t->piece_lens[id];
     char b;
     if (n == 6 && sscanf(p, "<0x%02X%c", &byte, &c) == 2 && c == '>') b = (char)byte, p = &b, n = 1;
+    // llama2.c's exports write the control pieces with newlines around them ("\n<s>\n"): shown
+    // as the tokens' names, as Hugging Face's decode shows them
+    if (n > 2 && p[0] == '\n' && p[n - 1] == '\n' && p[1] == '<' && p[n - 2] == '>') p++, n -= 2;
     *text = malloc(n + 1);
     if (!*text) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     memcpy(*text, p, n);

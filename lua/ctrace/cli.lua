@@ -196,7 +196,8 @@ local function parse(cmd, args)
   end
   while i <= #args do
     local a, value = args[i], nil
-    if a == "-h" or a == "--help" then
+    -- --help, and under argparse's prefixes --h, --he, --hel (no other flag starts with --h)
+    if a == "-h" or a == "--help" or (spec.prefixes and #a >= 3 and ("--help"):sub(1, #a) == a) then
       print(HELP[cmd])
       return nil, 0
     end

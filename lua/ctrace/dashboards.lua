@@ -85,15 +85,17 @@ function M.load(dir)
   return d
 end
 
+local quote = require("ctrace.graph").quote   -- tokens on one line (a newline token as \n)
+
 -- A short label from the dashboard: the tokens the feature fires on most, and its top logits.
 local function label(fe)
   local seen, on = {}, {}
   for _, e in ipairs(fe.examples) do
     local tok = e.tokens[e.marked]
-    if not seen[tok] and #on < 3 then seen[tok] = true on[#on + 1] = string.format("%q", tok) end
+    if not seen[tok] and #on < 3 then seen[tok] = true on[#on + 1] = quote(tok) end
   end
   local out = {}
-  for i = 1, math.min(3, #fe.top_logits) do out[i] = string.format("%q", fe.top_logits[i].token) end
+  for i = 1, math.min(3, #fe.top_logits) do out[i] = quote(fe.top_logits[i].token) end
   if #on == 0 then return "never active on the corpus" end
   return "on " .. table.concat(on, ", ") .. " -> " .. table.concat(out, ", ")
 end

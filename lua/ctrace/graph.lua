@@ -54,16 +54,25 @@ function M.top_features(g, opts)
   return out
 end
 
+-- s in double quotes on one line: a quote and a backslash escaped, newlines and tabs as \n, \r
+-- and \t, other control characters (C0, DEL) as \ddd, so no token or label can break a line or
+-- redraw the terminal
+local ESC = {["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t", ['"'] = '\\"', ["\\"] = "\\\\"}
+local function quote(s)
+  return '"' .. s:gsub('[%c"\\]', function(c) return ESC[c] or string.format("\\%03d", c:byte()) end) .. '"'
+end
+M.quote = quote
+
 function M.summary(g, n)
-  local lines = {string.format("prompt: %q", g:prompt())}
+  local lines = {"prompt: " .. quote(g:prompt())}
   local logits = {}
-  for _, l in ipairs(g:logits()) do logits[#logits + 1] = string.format("%q %.3f", l.token, l.prob) end
+  for _, l in ipairs(g:logits()) do logits[#logits + 1] = string.format("%s %.3f", quote(l.token), l.prob) end
   lines[#lines + 1] = "logit targets: " .. table.concat(logits, ", ")
   local ok, r, c = pcall(g.scores, g)
   if ok then lines[#lines + 1] = string.format("replacement %.3f, completeness %.3f", r, c) end
   for _, f in ipairs(g:top_features{n = n or 5}) do
     lines[#lines + 1] = string.format("  %-12s act %.3f  influence %.3f%s", f.node_id, f.activation, f.influence,
-                                      f.label and ("  " .. f.label) or "")
+                                      f.label and ("  " .. quote(f.label)) or "")
   end
   return table.concat(lines, "\n")
 end

@@ -487,11 +487,17 @@ wrong = [p for p, h in outs.items() if hashlib.sha256(open(res + "/" + p, "rb").
 opts = m["attributions"][0]["options"] if len(m["attributions"]) == 1 else {}
 want_opts = {"verbose": False, "batch_size": 512, "max_n_logits": 10, "desired_logit_prob": 0.95, "update_interval": 4,
              "max_feature_nodes": "unlimited", "memory_limit": 4 << 30}
+# and the logit targets attributed: token ids with their labels and probabilities
+lt = m["attributions"][0].get("logit_targets", []) if len(m["attributions"]) == 1 else []
+lt_ok = len(lt) >= 1 and all(isinstance(t["id"], int) and 0 <= t["id"] < 512 and isinstance(t["label"], str) and
+                             0 < t["weight"] <= 1 for t in lt) and sum(t["weight"] for t in lt) > 0.5
 ok = not (bad or missing or extra or wrong) and len(paths) == len(set(paths)) and sorted(outs) == want_outs and opts == want_opts
-print("ok" if ok else "bad hashes %s; missing %s; extra %s; outputs %s %s; options %s" % (bad, missing, extra, list(outs), wrong, opts))
+ok = ok and lt_ok
+print("ok" if ok else "bad hashes %s; missing %s; extra %s; outputs %s %s; options %s; targets %s" % (bad, missing, extra,
+      list(outs), wrong, opts, lt))
 PY
 )
-  [ $st -eq 0 ] && [ "$got" = ok ] && ok "$mode run: the manifest lists every file read and written, once, with its SHA-256, and every option in force" ||
+  [ $st -eq 0 ] && [ "$got" = ok ] && ok "$mode run: the manifest lists every file read and written, once, with its SHA-256, every option in force and the logit targets" ||
     { bad "$mode manifest (exit $st): $got"; show "$tmp/inputs.out"; }
 done
 exp unsafe_lifts "os.execute('touch $tmp/unsafe_lifts/touched')"

@@ -176,5 +176,15 @@ kill -INT $pid; wait $pid 2> /dev/null; pid=
 "$CTRACE" start-server > srv2.txt 2>&1
 [ $? = 2 ] && grep -q "graph_file_dir" srv2.txt && ok "start-server without --graph_file_dir: exit 2 and its usage" ||
   { bad "start-server usage"; show srv2.txt; }
+# --h is --help (argparse's prefix); --trace keeps Lua's file, line and traceback on an error
+"$CTRACE" attribute --h > h.txt 2>&1 && grep -q "^usage: ctrace attribute" h.txt &&
+  ok "--h: the usage, exit 0 (argparse reads it as --help)" || { bad "--h"; show h.txt; }
+"$CTRACE" attribute -p "x" -t "$tmp/none" > t1.txt 2>&1
+s1=$?
+"$CTRACE" attribute -p "x" -t "$tmp/none" --trace > t2.txt 2>&1
+s2=$?
+[ $s1 = 1 ] && [ $s2 = 1 ] && ! grep -q '\.lua:[0-9]' t1.txt && grep -q '\.lua:[0-9]' t2.txt && grep -q "stack traceback" t2.txt &&
+  ok "a failure: the message alone (exit 1); with --trace, Lua's file and line and the traceback" ||
+  { bad "--trace"; show t1.txt; show t2.txt; }
 echo "1..$n"
 exit $fail

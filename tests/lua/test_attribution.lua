@@ -314,6 +314,11 @@ t.run {
     t.raises(function() g:node("9_9_9") end, "NOT_FOUND", "unknown node id")
     local other = rm:attribute("One day", {verbose = false})
     t.raises(function() g:edges_in(other:node(other:info().n_nodes)) end, "another graph", "node of another graph")
+    -- control tokens and characters shown on one line: BOS as its name, a newline as \n
+    local nl = rm:attribute("One day\nthe \"sun\"", {verbose = false, max_feature_nodes = 20})
+    t.eq(select(2, nl:tokens())[1], "<s>", "the BOS token shown as <s> (llama2.c writes it as \\n<s>\\n)")
+    local first = nl:summary():match("^[^\n]*")
+    t.eq(first, 'prompt: "One day\\nthe \\"sun\\""', "summary: the prompt on one line, newline and quotes escaped")
     local p = g:prune{}
     local dropped
     for _, x in ipairs(g:nodes("feature")) do

@@ -107,25 +107,30 @@ static int *prompt_ids(lua_State *L, int idx, const ct_model *m, int *n, const c
 
 // Progress on a terminal: phase, done/total, rate and time left, on one rewritten line.
 typedef struct {
-    double t0;
-    int64_t last_done;
+    double t0;       // the attribution's start
+    double t_rows;   // the feature rows' start (the logit rows done): their rate counts from here
+    int open;        // a line is drawn without its newline yet
 } progress_state;
 
 // (A carriage return and spaces rewrite the line: no escape sequence, so the line also passes
-// through ctrace run's relay of an experiment's output.)
+// through ctrace run's relay of an experiment's output.) The time left is the feature rows left at
+// the rate of the feature rows so far (setup and logit rows left out: they are not repeated).
 static void progress_line(void *ctx, const char *phase, int64_t done, int64_t total) {
     progress_state *p = ctx;
-    double el = ct_now() - p->t0;
+    double now = ct_now(), el = now - p->t0;
     char line[160];
-    double rate = el > 0 ? done / el : 0;
+    if (strcmp(phase, "logits") == 0) p->t_rows = now;
+    double rows_s = p->t_rows > 0 ? now - p->t_rows : 0, rate = rows_s > 0 ? done / rows_s : 0;
     if (strcmp(phase, "done") == 0)
         snprintf(line, sizeof line, "attribute: done in %.1f s", el);
     else if (strcmp(phase, "features") == 0 && rate > 0)
-        snprintf(line, sizeof line, "attribute: feature rows %lld/%lld, %.0f rows/s, %.0f s left", (long long)done,
-                 (long long)total, rate, (total - done) / rate);
+        snprintf(line, sizeof line, "attribute: feature rows %lld/%lld, %.0f rows/s, %.0f s left (%.0f s so far)",
+                 (long long)done, (long long)total, rate, (total - done) / rate, el);
     else
-        snprintf(line, sizeof line, "attribute: %s", phase);
-    fprintf(stderr, "\r%-78s%s", line, strcmp(phase, "done") == 0 ? "\n" : "");
+        snprintf(line, sizeof line, "attribute: %s (%.0f s so far)", strcmp(phase, "logits") == 0 ? "logit rows done" : phase,
+                 el);
+    p->open = strcmp(phase, "done") != 0;
+    fprintf(stderr, "\r%-78s%s", line, p->open ? "" : "\n");
     fflush(stderr);
 }
 
@@ -232,7 +237,7 @@ static int l_rm_attribute(lua_State *L) {
     ct_attr_stats stats;
     o.stats = &stats;
     int verbose = ct_lua_opt_bool(L, 3, "verbose", ct_lua_terminal(L));
-    progress_state ps = {ct_now(), 0};
+    progress_state ps = {ct_now(), 0, 0};
     if (verbose) o.progress = progress_line, o.progress_ctx = &ps;
     o.ctx = ct_lua_ctx(L);
     ct_attr_target *targets;
@@ -245,6 +250,7 @@ static int l_rm_attribute(lua_State *L) {
     ct_err err = {0};
     ct_status rc = ct_attribute(&g, &b->r, ids, n, &o, &err);
     free(ids);
+    if (ps.open) fputc('\n', stderr);   // a failure (Ctrl-C too) on a line of its own
     if (rc) return ct_lua_raise(L, &err);
     if (lua_type(L, 2) == LUA_TSTRING) {   // the prompt as given
         char *p = strdup(lua_tostring(L, 2));

@@ -138,18 +138,27 @@ typedef struct {
     const char *name;
     double last;
     int drawn;
+    double t0;       // the first call: the rate counts from here
+    int64_t done0;   // bytes at t0 (a resumed download starts past 0)
 } bar;
-
 
 static void draw(void *ud, int64_t done, int64_t total) {
     bar *b = ud;
     double t = ct_now();
+    if (b->t0 == 0) b->t0 = t, b->done0 = done;
     if (t - b->last < 0.1 && done != total) return;
     b->last = t;
     b->drawn = 1;
+    // the rate over this download so far, and the time the rest takes at that rate
+    char rate[64] = "";
+    double bps = t - b->t0 > 0.2 ? (double)(done - b->done0) / (t - b->t0) : 0;
+    if (bps > 0 && total > 0 && done < total)
+        snprintf(rate, sizeof rate, "  %.1f MB/s  %.0f s left", bps / 1e6, (double)(total - done) / bps);
+    else if (bps > 0)
+        snprintf(rate, sizeof rate, "  %.1f MB/s", bps / 1e6);
     if (total > 0)
-        fprintf(stderr, "\r%s  %.1f / %.1f MB  %3d%%", b->name, done / 1e6, total / 1e6, (int)(100.0 * done / total));
-    else fprintf(stderr, "\r%s  %.1f MB", b->name, done / 1e6);
+        fprintf(stderr, "\r%s  %.1f / %.1f MB  %3d%%%-28s", b->name, done / 1e6, total / 1e6, (int)(100.0 * done / total), rate);
+    else fprintf(stderr, "\r%s  %.1f MB%-28s", b->name, done / 1e6, rate);
 }
 
 static void strip_etag(const char *in, char *out, size_t n) {

@@ -323,6 +323,7 @@ local function attribute_cmd(o)
                                   max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob,
                                   memory_limit = OFFLOAD_MEMORY[o.offload], verbose = o.verbose or nil})
   if o.graph_file then
+    io.stderr:write("ctrace attribute: writing the full graph to ", o.graph_file, "\n")
     g:save(o.graph_file)
     io.stderr:write("ctrace attribute: wrote ", o.graph_file, "\n")
     -- circuit-tracer: -o alone writes no graph files (--server needs them: then the defaults)
@@ -332,6 +333,9 @@ local function attribute_cmd(o)
   ct.mkdirs(dir)
   local slug = o.slug or about:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 48)
   if slug == "" then slug = "graph" end
+  -- what follows the attribution takes seconds on a large graph: said before it starts
+  io.stderr:write(string.format("ctrace attribute: pruning (node threshold %g, edge threshold %g) and writing %s/%s.json\n",
+                                o.node_threshold or 0.8, o.edge_threshold or 0.98, dir, slug))
   local p = g:prune{node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
   local scan = o.scan or (tc.scan ~= "" and tc.scan) or (tc.model_name ~= "" and tc.model_name) or model
   p:save_json(dir .. "/" .. slug .. ".json", {slug = slug, scan = scan})
@@ -415,11 +419,12 @@ function M.main(cmd, args)
   end
   local run = cmd == "attribute" and attribute_cmd or (cmd == "serve" or cmd == "start-server") and serve_cmd
     or cmd == "convert" and convert_cmd or function(x) return case_study(cmd, x) end
-  local ok, res = xpcall(function() return run(o) end, function(e)
-    e = tostring(e)
-    return trace and debug.traceback(e, 2) or e
-  end)
+  -- the handler is C (core.traceback): a Lua one would be stopped by the hook Ctrl-C installs,
+  -- which raises at the next Lua instruction ("error in error handling")
+  local ok, res = xpcall(function() return run(o) end, require("ctrace.core").traceback)
   if not ok then
+    res = tostring(res)
+    if not trace then res = res:gsub("\nstack traceback:.*$", "") end
     local code = EXIT[res:match("^(%u+):") or res:match("^[^\n]-:%d+: (%u+):")] or 1
     io.stderr:write("ctrace ", cmd, ": ", printable(trace and res or user_message(res)), "\n")
     return code

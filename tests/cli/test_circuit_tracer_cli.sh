@@ -186,5 +186,18 @@ s2=$?
 [ $s1 = 1 ] && [ $s2 = 1 ] && ! grep -q '\.lua:[0-9]' t1.txt && grep -q '\.lua:[0-9]' t2.txt && grep -q "stack traceback" t2.txt &&
   ok "a failure: the message alone (exit 1); with --trace, Lua's file and line and the traceback" ||
   { bad "--trace"; show t1.txt; show t2.txt; }
+# Ctrl-C during the feature rows: exit 130, the message on a line of its own after the progress
+# line (whose time left counts the feature rows' own rate)
+long=$(for i in 1 2 3 4 5 6; do printf 'Once upon a time there was a little girl named Lily who liked to play in the park. '; done)
+"$CTRACE" attribute -p "$long" -t "$SET" --verbose -o long.pt > int.out 2> int.err &
+pid=$!
+for _ in $(seq 600); do grep -q "feature rows" int.err && break; kill -0 $pid 2> /dev/null || break; sleep 0.05; done
+kill -INT $pid
+wait $pid
+st=$?
+pid=
+[ $st = 130 ] && grep -q "^ctrace attribute: CANCELLED: interrupted" int.err && grep -q "s left" int.err && test ! -e long.pt &&
+  ok "Ctrl-C: exit 130, 'CANCELLED: interrupted' on its own line after the progress, no graph file" ||
+  { bad "Ctrl-C (exit $st)"; show int.err; }
 echo "1..$n"
 exit $fail

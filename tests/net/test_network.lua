@@ -223,6 +223,13 @@ t.run {
     -- script(1) gives the child a terminal
     local out = sh(string.format("HF_HUB_CACHE=%s/pb script -qfec '%s %s' /dev/null 2>&1", tmp, ctrace_bin, path))
     t.ok(out:find("hf://test/norange/big.bin  8.0 / 8.0 MB  100%", 1, true), "name, MB done of total, percent", out:sub(1, 300))
+    -- a slow server (about 2 MB/s): the rate and the time left
+    f = io.open(path, "w") f:write('print(require("ctrace").hub.file("hf://test/slow/big.bin"))') f:close()
+    out = sh(string.format("HF_HUB_CACHE=%s/pb2 script -qfec '%s %s' /dev/null 2>&1", tmp, ctrace_bin, path))
+    local mbs, left = out:match("hf://test/slow/big%.bin  [%d.]+ / 8%.0 MB +%d+%%  ([%d.]+) MB/s  (%d+) s left")
+    t.ok(mbs and tonumber(mbs) > 0.3 and tonumber(mbs) < 20 and tonumber(left) < 30,
+         "a slow download shows its rate and time left (" .. tostring(mbs) .. " MB/s, " .. tostring(left) .. " s left)",
+         out:sub(1, 300))
   end},
   {"kill -9 half-way: the cache stays clean and the next run resumes", function()
     local pid, out = child('print(require("ctrace").hub.file("hf://test/slow/big.bin"))', true)

@@ -211,6 +211,7 @@ static void usage(FILE *f) {
             "       ctrace attribute -p TEXT [-t SET] ...  (a graph without a script; circuit-tracer's flags)\n"
             "       ctrace serve <dir> | start-server --graph_file_dir <dir>  (graphs and viewer pages on localhost)\n"
             "       ctrace convert <in> <out>   (a graph between circuit-tracer's .pt, .safetensors and graph JSON)\n"
+            "       ctrace upload <graph>       (to Neuronpedia, with NEURONPEDIA_API_KEY)\n"
             "  script.lua args   run a Lua script (\"-\" reads it from standard input)\n"
             "  -e code           run a Lua chunk (may repeat; runs before the script)\n"
             "  (no script, no -e) start the REPL; state persists between lines\n"
@@ -219,7 +220,7 @@ static void usage(FILE *f) {
             "Scripts find ctrace with require \"ctrace\".\n");
 }
 
-// ctrace run | check | new | attribute | serve | start-server | convert: the subcommands live in lua/ctrace/cli.lua.
+// ctrace run | check | new | attribute | serve | start-server | convert | upload: the subcommands live in lua/ctrace/cli.lua.
 static int subcommand(const char *cmd, int argc, char **argv) {
     lua_State *L = ct_host_new();
     if (!L) {
@@ -256,7 +257,7 @@ static int subcommand(const char *cmd, int argc, char **argv) {
 
 int ct_host_main(int argc, char **argv) {
     int i = 1, ran = 0, st = 0;
-    static const char *const cmds[] = {"run", "check", "new", "attribute", "serve", "start-server", "convert", NULL};
+    static const char *const cmds[] = {"run", "check", "new", "attribute", "serve", "start-server", "convert", "upload", NULL};
     if (argc == 2 && strcmp(argv[1], "--run-child") == 0) return ct_host_run_child();
     for (int c = 0; argc >= 2 && cmds[c]; c++)
         if (strcmp(argv[1], cmds[c]) == 0) return subcommand(argv[1], argc - 2, argv + 2);

@@ -452,6 +452,17 @@ static int l_load_graph(lua_State *L) {
     return 1;
 }
 
+// ctrace.core.parse_graph_json(text, name): a graph JSON held in a string (name for messages)
+static int l_parse_graph_json(lua_State *L) {
+    size_t n;
+    const char *text = luaL_checklstring(L, 1, &n), *name = luaL_optstring(L, 2, "graph JSON");
+    ct_graph *g = NULL;
+    ct_err err = {0};
+    if (ct_graph_parse_json(&g, text, n, name, &err)) return ct_lua_raise(L, &err);
+    ct_lua_push_graph(L, g);
+    return 1;
+}
+
 static int l_graph_free(lua_State *L) {
     graph_box *b = luaL_checkudata(L, 1, CT_MT_GRAPH);
     ct_graph_free(b->g);
@@ -482,7 +493,7 @@ void ct_lua_register_graph(lua_State *L) {
         {"set_label", l_graph_set_label}, {"save_json", l_graph_save_json}, {"save_page", l_graph_save_page}, {"save", l_graph_save}, {"free", l_graph_free},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_graph_free}, {"__tostring", l_graph_tostring}, {NULL, NULL}};
-    static const luaL_Reg fns[] = {{"load_graph", l_load_graph}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"load_graph", l_load_graph}, {"parse_graph_json", l_parse_graph_json}, {NULL, NULL}};
     ct_lua_new_type(L, CT_MT_GRAPH, methods, NULL, meta);
     ct_lua_set_funcs(L, fns);
     lua_newtable(L);   // graphs by id, weak values: a node table does not keep its graph alive

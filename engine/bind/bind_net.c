@@ -362,8 +362,33 @@ static int l_net_configure(lua_State *L) {
     return 1;
 }
 
+// np_upload_graph(json_text, slug) -> the graph's page on Neuronpedia (raises on failure)
+static int l_np_upload_graph(lua_State *L) {
+    size_t n;
+    const char *json = luaL_checklstring(L, 1, &n), *slug = luaL_checkstring(L, 2);
+    char *page = NULL;
+    ct_err err = {0};
+    if (ct_np_upload_graph(&ct_lua_state_of(L)->np, slug, json, n, &page, &err)) return ct_lua_raise(L, &err);
+    lua_pushstring(L, page);
+    free(page);
+    return 1;
+}
+
+// np_graph(model_id, slug) -> the published graph's JSON text (raises on failure)
+static int l_np_graph(lua_State *L) {
+    const char *model = luaL_checkstring(L, 1), *slug = luaL_checkstring(L, 2);
+    char *json = NULL;
+    size_t n = 0;
+    ct_err err = {0};
+    if (ct_np_get_graph(&ct_lua_state_of(L)->np, model, slug, &json, &n, &err)) return ct_lua_raise(L, &err);
+    lua_pushlstring(L, json, n);
+    free(json);
+    return 1;
+}
+
 void ct_lua_register_net(lua_State *L) {
     static const luaL_Reg fns[] = {{"np_feature", l_np_feature}, {"np_features", l_np_features}, {"np_search", l_np_search},
+                                   {"np_upload_graph", l_np_upload_graph}, {"np_graph", l_np_graph},
                                    {"hub_file", l_hub_file}, {"hub_cached", l_hub_cached}, {"hub_snapshot", l_hub_snapshot},
                                    {"net_configure", l_net_configure},
                                    {NULL, NULL}};

@@ -315,11 +315,12 @@ static ct_status start(req_state *s, CURLM *multi) {
         snprintf(range, sizeof range, "%lld-", (long long)s->offset);
         curl_easy_setopt(e, CURLOPT_RANGE, range);
     }
-    if (strcmp(m, "POST") == 0) {
+    if (strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0) {   // a body from memory either way
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body ? r->body_len : 0));
+        if (m[1] == 'U') curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
     } else if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
-        return ct_fail(&r->err, CT_STATUS_BAD_ARG, "HTTP method '%s'; expected GET, POST or HEAD", m);
+        return ct_fail(&r->err, CT_STATUS_BAD_ARG, "HTTP method '%s'; expected GET, POST, PUT or HEAD", m);
     }
     r->attempts++;
     s->state = RUNNING;

@@ -59,9 +59,9 @@ enum { CT_FOLLOW_ALL = 0, CT_FOLLOW_NONE = 1, CT_FOLLOW_RELATIVE = 2 };
 
 typedef struct {
     // ---- request (set by the caller) ----
-    const char *method;        // "GET" (default), "POST", "HEAD"
+    const char *method;        // "GET" (default), "POST", "PUT", "HEAD"
     const char *url;
-    const char *body;          // POST body (JSON), body_len bytes
+    const char *body;          // POST or PUT body (JSON), body_len bytes
     size_t body_len;
     const char *auth;          // a header line such as "x-api-key: K", or NULL
     const char *auth_prefix;   // auth is sent only while the URL starts with this

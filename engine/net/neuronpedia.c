@@ -2,6 +2,7 @@
 #include "net/neuronpedia.h"
 
 #include <cJSON.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -491,5 +492,113 @@ ct_status ct_np_search(ct_np_client *c, const char *model_id, const char *const 
         ct_err_where(err, url);
     ct_http_req_free(&r);
     free(body);
+    return rc;
+}
+
+// ---- graphs ---------------------------------------------------------------------------------
+
+// A POST of a JSON object body to base/api/path; *out the parsed response (cJSON_Delete).
+static ct_status np_post(ct_np_client *c, const char *path, cJSON *body, cJSON **out, const char *what, ct_err *err) {
+    char *text = cJSON_PrintUnformatted(body), url[700];
+    cJSON_Delete(body);
+    if (!text) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    snprintf(url, sizeof url, "%s/api/%s", c->base_url, path);
+    ct_http_req r = {.method = "POST", .url = url, .body = text, .body_len = strlen(text), .accept = "application/json",
+                     .auth = c->auth[0] ? c->auth : NULL, .auth_prefix = c->base_url};
+    ct_status rc = ct_http_perform(&r, 1, &c->http);
+    c->requests += r.attempts;
+    if (rc) rc = ct_fail(err, rc, "neuronpedia %s: %s", what, r.err.msg);
+    else if (!(*out = cJSON_ParseWithLength(r.body_out, r.body_out_len)))
+        rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "neuronpedia %s: the response is not JSON (from %s)", what, url);
+    ct_http_req_free(&r);
+    free(text);
+    return rc;
+}
+
+ct_status ct_np_upload_graph(ct_np_client *c, const char *slug, const char *json, size_t n, char **page, ct_err *err) {
+    *page = NULL;
+    if (!c->auth[0])
+        return ct_fail(err, CT_STATUS_BAD_ARG, "neuronpedia upload: no API key; set NEURONPEDIA_API_KEY (your key from "
+                       "neuronpedia.org, account settings)");
+    if (c->offline) return ct_fail(err, CT_STATUS_OFFLINE, "neuronpedia upload: offline mode is on");
+    if (n < 1024 || n > ((size_t)100 << 20))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "neuronpedia upload: a graph JSON of %zu bytes; Neuronpedia takes 1 KiB to "
+                       "100 MiB", n);
+    for (const char *p = slug; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '.' || *p == '-'))
+            return ct_fail(err, CT_STATUS_BAD_ARG, "neuronpedia upload: slug '%.64s' has '%c'; expected letters, digits, "
+                           "'_', '.' and '-'", slug, *p);
+    // 1. a signed URL for the bytes
+    char filename[300];
+    snprintf(filename, sizeof filename, "%s.json", slug);
+    cJSON *b = cJSON_CreateObject(), *res = NULL;
+    cJSON_AddStringToObject(b, "filename", filename);
+    cJSON_AddNumberToObject(b, "contentLength", (double)n);
+    cJSON_AddStringToObject(b, "contentType", "application/json");
+    ct_status rc = np_post(c, "graph/signed-put", b, &res, "upload (signed-put)", err);
+    const cJSON *url = get(res, "url"), *id = get(res, "putRequestId");
+    if (!rc && (!cJSON_IsString(url) || !(cJSON_IsString(id) || cJSON_IsNumber(id))))
+        rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "neuronpedia upload: signed-put answered without url and putRequestId");
+    // 2. the bytes to that URL (no API key: it is another server's)
+    if (!rc) {
+        ct_http_req r = {.method = "PUT", .url = url->valuestring, .body = json, .body_len = n};
+        rc = ct_http_perform(&r, 1, &c->http);
+        c->requests += r.attempts;
+        if (rc) rc = ct_fail(err, rc, "neuronpedia upload (PUT): %s", r.err.msg);
+        ct_http_req_free(&r);
+    }
+    // 3. the graph recorded
+    if (!rc) {
+        cJSON *s = cJSON_CreateObject(), *done = NULL;
+        cJSON_AddItemToObject(s, "putRequestId", cJSON_Duplicate(id, 1));
+        rc = np_post(c, "graph/save-to-db", s, &done, "upload (save-to-db)", err);
+        const cJSON *u = get(done, "url");
+        if (!rc && !(*page = strdup(cJSON_IsString(u) ? u->valuestring : "")))
+            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        cJSON_Delete(done);
+    }
+    cJSON_Delete(res);
+    return rc;
+}
+
+ct_status ct_np_get_graph(ct_np_client *c, const char *model_id, const char *slug, char **json, size_t *n, ct_err *err) {
+    *json = NULL;
+    *n = 0;
+    char key[1300];
+    snprintf(key, sizeof key, "neuronpedia-graph %s %s/%s", c->base_url, model_id, slug);
+    if (c->use_cache && !cache_open(c, NULL) && ct_cache_get(&c->cache, key, json, n, NULL) == CT_OK) return CT_OK;
+    if (c->offline)
+        return ct_fail(err, CT_STATUS_OFFLINE, "neuronpedia: graph %s/%s is not in the cache and offline mode is on", model_id,
+                       slug);
+    char url[2048];
+    snprintf(url, sizeof url, "%s/api/graph/", c->base_url);
+    if (ct_url_escape(url, sizeof url, model_id, 0) || ct_url_escape(url, sizeof url, "/", 1) ||
+        ct_url_escape(url, sizeof url, slug, 0))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "neuronpedia: graph ids too long");
+    ct_http_req r = {.method = "GET", .url = url, .accept = "application/json", .auth = c->auth[0] ? c->auth : NULL,
+                     .auth_prefix = c->base_url};
+    ct_status rc = ct_http_perform(&r, 1, &c->http);
+    c->requests += r.attempts;
+    cJSON *meta = rc ? NULL : cJSON_ParseWithLength(r.body_out, r.body_out_len);
+    const cJSON *u = get(meta, "url");
+    if (rc) rc = ct_fail(err, rc, "neuronpedia: graph %s/%s: %s", model_id, slug, r.err.msg);
+    else if (!cJSON_IsString(u)) rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "neuronpedia: graph %s/%s: no url in %s", model_id, slug, url);
+    ct_http_req_free(&r);
+    if (!rc) {   // the JSON itself, from where Neuronpedia keeps it (up to 100 MiB)
+        ct_http_opts o = c->http;
+        if (o.max_body < ((int64_t)128 << 20)) o.max_body = (int64_t)128 << 20;
+        ct_http_req g = {.method = "GET", .url = u->valuestring};
+        rc = ct_http_perform(&g, 1, &o);
+        c->requests += g.attempts;
+        if (rc) {
+            rc = ct_fail(err, rc, "neuronpedia: graph %s/%s: %s", model_id, slug, g.err.msg);
+        } else {
+            *json = g.body_out, *n = g.body_out_len;
+            g.body_out = NULL;
+            if (c->use_cache && !cache_open(c, NULL)) ct_cache_put(&c->cache, key, *json, *n, NULL);   // a failed write costs a refetch
+        }
+        ct_http_req_free(&g);
+    }
+    cJSON_Delete(meta);
     return rc;
 }

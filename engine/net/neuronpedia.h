@@ -79,6 +79,14 @@ ct_status ct_np_search(ct_np_client *c, const char *model_id, const char *const 
                        const char *query, int offset, ct_np_hit **hits, int *count, int *has_more,
                        int *next_offset, ct_err *err);
 
+// Uploads a graph JSON (json, n bytes) as Neuronpedia's own client does: POST
+// /api/graph/signed-put, PUT of the bytes to the URL it gives, POST /api/graph/save-to-db. Needs
+// the API key (NEURONPEDIA_API_KEY). *page (malloc'ed): the graph's page on Neuronpedia.
+ct_status ct_np_upload_graph(ct_np_client *c, const char *slug, const char *json, size_t n, char **page, ct_err *err);
+// A published graph's JSON: GET /api/graph/{model_id}/{slug}, then the url it names; cached like
+// features (offline: from the cache only). *json (malloc'ed, NUL-terminated), *n bytes.
+ct_status ct_np_get_graph(ct_np_client *c, const char *model_id, const char *slug, char **json, size_t *n, ct_err *err);
+
 // 1 when offline mode is on in the environment (CTRACE_OFFLINE or HF_HUB_OFFLINE: 1/true/yes/on).
 int ct_offline_env(void);
 

@@ -133,6 +133,8 @@ ct_status ct_graph_json(const ct_graph *g, const ct_json_opts *o, char **out, si
 ct_status ct_graph_metadata_upsert(ct_ctx *ctx, const ct_graph *g, const char *dir, const ct_json_opts *o, ct_err *err);
 // Reads a graph JSON back: nodes and links (a pruned graph over the nodes the file holds).
 ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err);
+// The same from a graph JSON in memory (text, len bytes); path names it in messages.
+ct_status ct_graph_parse_json(ct_graph **out, const char *text, size_t len, const char *path, ct_err *err);
 
 // The full graph as safetensors with circuit-tracer's Graph field names (adjacency_matrix,
 // active_features, selected_features, activation_values, logit_tokens, logit_probabilities,

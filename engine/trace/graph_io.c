@@ -505,8 +505,15 @@ ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_e
     size_t len = 0;
     ct_status rc = ct_read_file(ctx, path, &text, &len, (size_t)1 << 32, err);
     if (rc) return rc;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    rc = ct_graph_parse_json(out, text, len, path, err);
     free(text);
+    return rc;
+}
+
+ct_status ct_graph_parse_json(ct_graph **out, const char *text, size_t len, const char *path, ct_err *err) {
+    *out = NULL;
+    ct_status rc = CT_OK;
+    cJSON *root = cJSON_ParseWithLength(text, len);
     if (!root) return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: not valid JSON", path);
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
     const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(root, "nodes");

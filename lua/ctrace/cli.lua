@@ -5,6 +5,7 @@
 --   ctrace attribute ...      circuit-tracer's command-line job (and its flags): a graph without a script
 --   ctrace serve <dir>        graphs and viewer pages on localhost (start-server: circuit-tracer's name)
 --   ctrace convert IN OUT     a graph between .pt, .safetensors and graph JSON
+--   ctrace upload GRAPH       a graph to Neuronpedia (NEURONPEDIA_API_KEY)
 -- main(cmd, args) returns the process's exit status: 0, 1 when the command failed, 2 for bad
 -- arguments. A failure prints its message without Lua's file and line (--trace or CTRACE_TRACE=1:
 -- with them and the traceback). Case studies live in ctrace.casestudy, the sandbox in ctrace.sandbox.
@@ -73,6 +74,13 @@ becomes .pt or .safetensors as it is, or .json pruned with the thresholds (as ci
 create_graph_files: slug from the output's name, graph-metadata.json and the viewer page beside
 it); a graph JSON holds only its pruned graph, so it converts to .json alone.
 Exit status: 0 done, 1 failed, 2 bad arguments.]],
+  upload = [[usage: ctrace upload <graph> [--slug NAME] [--scan ID] [--node_threshold 0.8] [--edge_threshold 0.98]
+Uploads a graph to Neuronpedia as its own client does (a signed URL, the bytes, then the graph
+saved), with the key in NEURONPEDIA_API_KEY (CTRACE_NEURONPEDIA_URL: another server), and prints
+the graph's page. <graph>: a graph JSON (.json, as it is: its metadata names slug and scan), or a
+full graph (.pt, .safetensors: pruned with the thresholds first; slug from the file's name unless
+--slug, scan the graph's unless --scan). Open a published graph with ct.load_graph of its page URL
+or "neuronpedia:<model>/<slug>". Exit status: 0 done, 1 failed, 2 bad arguments.]],
   ["start-server"] = [[usage: ctrace start-server --graph_file_dir DIR [--port 8041] [--features_dir DIR]
 circuit-tracer's name for ctrace serve DIR (--features_dir: see ctrace attribute --help).]],
   serve = [[usage: ctrace serve <dir> [--port 8041] [--features_dir DIR]
@@ -99,6 +107,9 @@ local ARGS = {
   run = {positional = "folder", flags = RUN_FLAGS},
   check = {positional = "folder", flags = CHECK_FLAGS},
   new = {positional = "folder", flags = {}},
+  upload = {positional = "input", prefixes = true,
+            flags = {["--slug"] = {"slug", "string"}, ["--scan"] = {"scan", "string"},
+                     ["--node-threshold"] = {"node_threshold", "unit"}, ["--edge-threshold"] = {"edge_threshold", "unit"}}},
   convert = {positional = {"input", "output"}, prefixes = true,
              flags = {["--slug"] = {"slug", "string"}, ["--scan"] = {"scan", "string"},
                       ["--node-threshold"] = {"node_threshold", "unit"}, ["--edge-threshold"] = {"edge_threshold", "unit"}}},
@@ -377,6 +388,25 @@ local function convert_cmd(o)
   return 0
 end
 
+local function upload_cmd(o)
+  local kind = graph_kind(o.input)
+  if not kind then error("USAGE: " .. o.input .. ": expected a graph file ending in .json, .pt or .safetensors", 0) end
+  local np = require "ctrace.neuronpedia"
+  local url
+  if kind == "json" then
+    if o.slug or o.scan then error("USAGE: a graph JSON is uploaded as it is: its metadata names slug and scan", 0) end
+    url = np.upload(o.input)
+  else
+    local g = ct.load_graph(o.input)
+    local p = g:prune{node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
+    local scan = o.scan or (g:info().scan ~= "" and g:info().scan) or nil
+    if not scan then error("USAGE: " .. o.input .. " names no scan (Neuronpedia's model id): give it with --scan", 0) end
+    url = np.upload(p, {slug = o.slug or o.input:match("([^/]*)%.[^./]*$"), scan = scan})
+  end
+  print(url)
+  return 0
+end
+
 local function case_study(cmd, o)
   local casestudy = require "ctrace.casestudy"
   local folder = o.folder:gsub("/+$", "")
@@ -418,7 +448,7 @@ function M.main(cmd, args)
     end
   end
   local run = cmd == "attribute" and attribute_cmd or (cmd == "serve" or cmd == "start-server") and serve_cmd
-    or cmd == "convert" and convert_cmd or function(x) return case_study(cmd, x) end
+    or cmd == "convert" and convert_cmd or cmd == "upload" and upload_cmd or function(x) return case_study(cmd, x) end
   -- the handler is C (core.traceback): a Lua one would be stopped by the hook Ctrl-C installs,
   -- which raises at the next Lua instruction ("error in error handling")
   local ok, res = xpcall(function() return run(o) end, require("ctrace.core").traceback)

@@ -10,7 +10,7 @@
 --                                   rm:attribute(prompt, opts) -> ctrace.Graph; a prompt is text,
 --                                   token ids or a chat {chat = {{role =, content =}, ...}}
 -- ctrace.chat                       chat templates (m:apply_chat_template(messages, opts))
--- ctrace.load_graph(path)           graph JSON or a full graph in safetensors
+-- ctrace.load_graph(path)           graph JSON, a full graph (.pt, .safetensors), or a Neuronpedia graph
 -- ctrace.neuronpedia, ctrace.hub, ctrace.labels   feature labels, Hugging Face files, label sources
 local core = require "ctrace.core"
 require "ctrace.transcoders"   -- Lua methods of ctrace.Transcoders
@@ -40,7 +40,15 @@ local M = {
   -- renamed; a full disk raises IO and leaves the old file); every ctrace writer goes through it
   write_file = core.write_file,
   supernode = intervention.supernode,
-  load_graph = core.load_graph,
+  -- (path or Neuronpedia graph reference): graph JSON, full graph (.pt, .safetensors), or a graph
+  -- published on Neuronpedia (its page URL, or neuronpedia:<model>/<slug>)
+  load_graph = function(ref)
+    local np = require "ctrace.neuronpedia"
+    local model, slug
+    if type(ref) == "string" then model, slug = np.graph_ref(ref) end
+    if model then return np.graph(model, slug) end
+    return core.load_graph(ref)
+  end,
 }
 
 -- Whether a path is there, as a probe: a path outside a run's read roots counts as absent (the

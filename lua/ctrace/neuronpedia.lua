@@ -16,6 +16,12 @@
 --       -> {results = {{model_id, source_id, index, label, type, cosine}}, has_more, next_offset}
 --          | nil, message, code
 --   np.url(model_id, source_id, index) -> the feature's dashboard page
+--   np.upload(graph or graph JSON path, {slug =, scan =}) -> the graph's page on Neuronpedia
+--       (a full graph is pruned first with the default thresholds, as save_json does; needs
+--       $NEURONPEDIA_API_KEY; the upload flow of Neuronpedia's own client: signed URL, PUT, save)
+--   np.graph(model_id, slug) -> a graph published on Neuronpedia (cached like features; also
+--       ctrace.load_graph("https://www.neuronpedia.org/<model>/graph?slug=<slug>") or
+--       ctrace.load_graph("neuronpedia:<model>/<slug>"))
 --   np.source_of(tc) -> {model_id, source_set} for a transcoder set, or nil
 --
 -- The server is $CTRACE_NEURONPEDIA_URL or https://www.neuronpedia.org; $NEURONPEDIA_API_KEY is
@@ -96,6 +102,39 @@ function M.source_of(tc)
   end
   local repo = (tc.scan or ""):match("^([^/@]+/[^/@]+)")
   return repo and M.sources[repo]
+end
+
+-- Graphs
+
+function M.upload(g, opts)
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "slug" and k ~= "scan" then error("BAD_ARG: neuronpedia.upload: unknown option '" .. tostring(k) .. "' (expected slug, scan)", 2) end
+  end
+  local text
+  if type(g) == "string" then   -- a graph JSON file: as it is (its metadata names slug and scan)
+    local f = assert(io.open(g, "rb"))
+    text = f:read("*a")
+    f:close()
+  else
+    text = g:json{slug = opts.slug, scan = opts.scan}
+  end
+  local slug = opts.slug or text:match('"slug"%s*:%s*"([^"]*)"') or ""
+  return core.np_upload_graph(text, slug)
+end
+
+function M.graph(model_id, slug)
+  return core.parse_graph_json(core.np_graph(model_id, slug), "neuronpedia:" .. model_id .. "/" .. slug)
+end
+
+-- model_id, slug of a Neuronpedia graph reference (its page URL, or neuronpedia:<model>/<slug>),
+-- or nil
+function M.graph_ref(ref)
+  local model, slug = ref:match("^neuronpedia:([^/]+)/(.+)$")
+  if model then return model, slug end
+  model, slug = ref:match("^https?://[%w.]*neuronpedia%.org/([^/]+)/graph%?slug=([^&#]+)")
+  if model then return model, (slug:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
+  return nil
 end
 
 return M

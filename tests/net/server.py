@@ -8,6 +8,12 @@ Routes
   /np/api/feature/{model}/{source}/{index}    GET  one feature
   /np/api/features                            POST batch (array body)
   /np/api/explanation/search                  POST search
+  /np/api/graph/signed-put                    POST {"filename", "contentLength", "contentType"} (x-api-key
+                                              needed) -> {"url": /s3/<key>, "key", "putRequestId"}
+  /s3/<key>                                   PUT the graph's bytes; GET them back
+  /np/api/graph/save-to-db                    POST {"putRequestId"}: checks the JSON's metadata (slug,
+                                              scan: a model id here is any name without "fault") -> {"message", "url"}
+  /np/api/graph/{model}/{slug}                GET {"modelId", "slug", "url": /s3/<key>} or 404
   /hf/{org}/{repo}/resolve/{rev}/{path}       HEAD/GET  files under HF_FILES_DIR/{org}/{repo}/{path}
   /hf/api/models/{org}/{repo}/revision/{rev}  GET  the repository: "sha" and "siblings" (every file)
   /hf/api/models/{org}/{repo}/tree/{rev}[/{path}]  GET  a folder's entries (?recursive=true: all below
@@ -47,6 +53,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TREE_PAGE = 1000
 lock = threading.RLock()
 stats = {}
+graphs = {}   # the graph upload flow: "puts" (putRequestId -> key), "blobs" (key -> bytes), "saved" ((scan, slug) -> key)
 inflight = {"now": 0, "max": 0}
 HASH_FILE = os.environ.get("CT_HUB_HASH_CACHE")
 hashes = {}   # (kind, real path) -> (size, mtime_ns, inode, hex digest)
@@ -446,6 +453,67 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.sendfile(f, start, end - start + 1)
 
     # ---- dispatch ----
+    # ---- Neuronpedia graphs: the upload flow and published graphs ----
+    def np_signed_put(self):
+        count("np.signed_put")
+        if not self.headers.get("x-api-key"):
+            return self.send(401, {"error": "API key required"})
+        b = self.body_json() or {}
+        name, n = b.get("filename", ""), b.get("contentLength", 0)
+        if not name.endswith(".json"):
+            return self.send(400, {"error": "Filename must end in .json"})
+        if not (1024 <= n <= 100 << 20):
+            return self.send(400, {"error": "Content length must be between 1 KB and 100 MB"})
+        with lock:
+            count("np.put_ids")
+            pid = "put-%d" % stats["np.put_ids"]
+            graphs.setdefault("puts", {})[pid] = {"key": pid + "/" + name, "length": n}
+        self.send(200, {"url": "http://%s/s3/%s/%s" % (self.headers.get("Host"), pid, name), "key": pid + "/" + name,
+                        "putRequestId": pid})
+
+    def s3(self, key):
+        if self.command == "PUT":
+            n = int(self.headers.get("Content-Length") or 0)
+            with lock:
+                graphs.setdefault("blobs", {})[key] = self.rfile.read(n)
+            return self.send(200, b"", "text/plain")
+        blob = graphs.get("blobs", {}).get(key)
+        if blob is None:
+            return self.send(404, b"<Error>NoSuchKey</Error>", "application/xml")
+        self.send(200, blob, "application/json")
+
+    def np_save(self):
+        count("np.save_to_db")
+        put = graphs.get("puts", {}).get((self.body_json() or {}).get("putRequestId"))
+        blob = put and graphs.get("blobs", {}).get(put["key"])
+        if blob is None:
+            return self.send(400, {"error": "No upload found for this putRequestId"})
+        if len(blob) != put["length"]:
+            return self.send(400, {"error": "Uploaded size differs from contentLength"})
+        try:
+            g = json.loads(blob)
+            meta = g["metadata"]
+            slug, scan = meta["slug"], meta["scan"]
+            assert isinstance(g["nodes"], list) and isinstance(g["links"], list)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return self.send(400, {"error": "Invalid graph JSON", "details": ["metadata.slug, metadata.scan, nodes, links: required"]})
+        ok = lambda x: isinstance(x, str) and x and all(c.isalnum() or c in "_.-" for c in x)
+        if not ok(slug) or not ok(scan):
+            return self.send(400, {"error": "Invalid slug or scan"})
+        if "fault" in scan:
+            return self.send(400, {"error": "ERR_MODEL_DOES_NOT_EXIST"})
+        with lock:
+            graphs.setdefault("saved", {})[(scan, slug)] = put["key"]
+        self.send(200, {"message": "Graph saved to database",
+                        "url": "https://www.neuronpedia.org/%s/graph?slug=%s" % (scan, slug)})
+
+    def np_graph_get(self, model, slug):
+        count("np.graph_get")
+        key = graphs.get("saved", {}).get((model, slug))
+        if key is None:
+            return self.send(404, {"error": "Graph not found"})
+        self.send(200, {"modelId": model, "slug": slug, "url": "http://%s/s3/%s" % (self.headers.get("Host"), key)})
+
     def route(self):
         if self.path.startswith("http://"):   # absolute form: we are someone's proxy
             count("proxied")
@@ -467,6 +535,14 @@ class Handler(BaseHTTPRequestHandler):
                 return self.np_batch()
             if parts[:4] == ["np", "api", "explanation", "search"] and self.command == "POST":
                 return self.np_search()
+            if parts[:4] == ["np", "api", "graph", "signed-put"] and self.command == "POST":
+                return self.np_signed_put()
+            if parts[:4] == ["np", "api", "graph", "save-to-db"] and self.command == "POST":
+                return self.np_save()
+            if parts[:3] == ["np", "api", "graph"] and len(parts) == 5 and self.command == "GET":
+                return self.np_graph_get(urllib.parse.unquote(parts[3]), urllib.parse.unquote(parts[4]))
+            if parts[0] == "s3" and len(parts) >= 2 and self.command in ("PUT", "GET"):
+                return self.s3("/".join(parts[1:]))
             q = self.path.split("?", 1)[1] if "?" in self.path else ""
             dec = [urllib.parse.unquote(x) for x in parts]
             if any(x in ("..", ".") or "/.." in x or "../" in x for x in dec) and parts[0] in ("hf", "cdn"):
@@ -483,7 +559,7 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    do_GET = do_POST = do_HEAD = route
+    do_GET = do_POST = do_HEAD = do_PUT = route
 
 
 class Server(ThreadingHTTPServer):

@@ -16,6 +16,7 @@ void ct_graph_free(ct_graph *g) {
         for (int64_t i = 0; i < g->n_nodes; i++) free(g->node_label[i]);
     free(g->node_label);
     free(g->tokens);
+    free(g->qparams);
     free(g->active);
     free(g->activation);
     free(g->selected);
@@ -308,9 +309,10 @@ static ct_status copy_header(ct_graph **out, const ct_graph *g, ct_err *err) {
     *p = *g;
     p->prompt = NULL, p->token_text = NULL, p->node_label = NULL, p->tokens = NULL, p->active = NULL;
     p->activation = NULL, p->selected = NULL, p->logits = NULL, p->adj = NULL, p->node_mask = NULL;
-    p->node_influence = NULL, p->has_scores = 0;
+    p->node_influence = NULL, p->has_scores = 0, p->qparams = NULL;
     int ok = 1;
     p->prompt = strdup(g->prompt ? g->prompt : "");
+    if (g->qparams && !(p->qparams = strdup(g->qparams))) ok = 0;
     p->tokens = malloc(sizeof(int) * (size_t)(g->n_pos + 1));
     p->token_text = calloc((size_t)g->n_pos + 1, sizeof(char *));
     p->active = malloc(sizeof(int32_t) * 3 * (size_t)(g->n_active + 1));

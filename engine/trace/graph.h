@@ -58,6 +58,8 @@ typedef struct ct_graph {
     int has_scores;
     ct_graph_settings settings;
     char model_name[256], scan[256], input_hook[64], output_hook[64];
+    char *qparams;             // the graph JSON's qParams (pins, supernodes: the viewers' state) as
+                               // read, compact JSON (owned; NULL: the empty default is written)
 } ct_graph;
 
 typedef enum { CT_NODE_FEATURE, CT_NODE_ERROR, CT_NODE_TOKEN, CT_NODE_LOGIT } ct_node_kind;

@@ -298,8 +298,11 @@ static ct_status json_text(const ct_graph *p, const ct_json_opts *o, sbuf *b, ct
     for (int64_t i = ct_graph_token_node(p, 0); i < N; i++) used[i] = 1;
     sb_str(b, "{\n  \"metadata\": ");
     write_metadata(b, p, o, "  ", 1);
-    sb_str(b, ",\n  \"qParams\": {\"pinnedIds\": [], \"supernodes\": [], \"linkType\": \"both\", \"clickedId\": \"\", \"sg_pos\": \"\"},\n"
-               "  \"nodes\": [\n");
+    // the viewers' state (pins, supernodes) as read from a graph JSON, else circuit-tracer's empty
+    // one (compact, as a read one is written back)
+    sb_str(b, ",\n  \"qParams\": ");
+    sb_str(b, p->qparams ? p->qparams : "{\"pinnedIds\":[],\"supernodes\":[],\"linkType\":\"both\",\"clickedId\":\"\",\"sg_pos\":\"\"}");
+    sb_str(b, ",\n  \"nodes\": [\n");
     int first = 1;
     int64_t l0 = ct_graph_logit_node(p, 0);
     for (int64_t i = 0; i < N; i++) {
@@ -657,6 +660,10 @@ ct_status ct_graph_parse_json(ct_graph **out, const char *text, size_t len, cons
             rc = bad(err, path, "layer outside the graph's layers", k);
             goto done;
         }
+        if (g->node_mask[idx]) {
+            rc = bad(err, path, "the same node as an earlier one (a node appears once)", k);
+            goto done;
+        }
         g->node_mask[idx] = 1;
         g->node_influence[idx] = (float)x->influence;
         if (x->clerp && *x->clerp && x->kind != CT_NODE_LOGIT && !(g->node_label[idx] = strdup(x->clerp))) {
@@ -705,6 +712,9 @@ ct_status ct_graph_parse_json(ct_graph **out, const char *text, size_t len, cons
     }
     g->prompt = strdup(jstr(meta, "prompt") ? jstr(meta, "prompt") : "");
     snprintf(g->scan, sizeof g->scan, "%s", jstr(meta, "scan") ? jstr(meta, "scan") : "");
+    // the viewers' state, kept as it is (an object only: it is written back verbatim)
+    const cJSON *qp = cJSON_GetObjectItemCaseSensitive(root, "qParams");
+    if (cJSON_IsObject(qp) && !(g->qparams = cJSON_PrintUnformatted(qp))) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     g->settings.node_threshold = g->settings.edge_threshold = -1;
     const cJSON *nt = cJSON_GetObjectItemCaseSensitive(meta, "node_threshold");
     if (cJSON_IsNumber(nt)) g->settings.node_threshold = nt->valuedouble;

@@ -4,15 +4,19 @@
 --   viewer.write(json_path [, html_path] [, {dashboards = table}])   -> html_path
 --   viewer.page_parts(title, dashboards) -> the page before and after the graph JSON (g:save_json
 --       streams a graph's page with them through g:save_page)
---       nodes laid out by layer (tokens at the bottom, logits at the top) and position; edges
---       coloured by sign, width by weight; hover for label, activation and influence; click for a
---       node's strongest inputs and outputs; pin nodes (the pin button or shift-click) and show
---       only the pinned subgraph; group pinned nodes into named supernodes; an edge-weight slider
---       hides weaker edges and a node-threshold slider keeps the nodes carrying a share of the
---       influence (as pruning does); the feature dashboard (top activating tokens, top logits) where one
---       is given ({[layer .. "_" .. feature] = {top = {{text, activation}...}, logits = {...}}}).
---       Opened with ?selftest, the page clicks its first feature node and writes what it found
---       into <pre id="selftest"> (used by the tests).
+--       nodes laid out in a band per layer (labelled; tokens at the bottom, logits at the top) and
+--       a column per position (a cell's nodes in rows inside its column); edges drawn on a canvas
+--       (half a million of them), coloured by sign; hover for label, activation and influence;
+--       click for a node's strongest inputs and outputs, its edges highlighted over the rest; pin
+--       nodes (the pin button or shift-click) and show only the pinned subgraph; group pinned
+--       nodes into named supernodes; pins and supernodes read from the graph JSON's qParams and
+--       saved back into it (circuit-tracer's form: pinnedIds, supernodes [name, id, ...]) by the
+--       save link; an edge slider hides edges below a |weight| (its label gives the weight and
+--       its share of the largest) and a node-threshold slider keeps the nodes carrying a share
+--       of the influence (as pruning does); the feature dashboard (top activating tokens, top
+--       logits) where one is given ({[layer .. "_" .. feature] = {top = {{text, activation}...},
+--       logits = {...}}}). Opened with ?selftest, the page clicks its first feature node and
+--       writes what it found into <pre id="selftest"> (used by the tests).
 --   viewer.svg(json_path, svg_path)   the same layout as a static picture
 local ct = require "ctrace"
 
@@ -33,27 +37,30 @@ local PAGE = [==[<!DOCTYPE html>
 <style>
 body { font: 13px sans-serif; margin: 0; display: flex; height: 100vh; }
 #main { flex: 1; overflow: auto; position: relative; }
+#edges { position: absolute; left: 0; top: 0; }
+#graph { position: absolute; left: 0; top: 0; }
 #side { width: 360px; border-left: 1px solid #ccc; padding: 8px; overflow: auto; }
 svg text { font-size: 10px; fill: #333; }
+svg text.axis { fill: #777; }
 .node { stroke: #333; stroke-width: 0.5; cursor: pointer; }
 .node.pinned { stroke: #000; stroke-width: 2.5; }
 .node.selected { stroke: #f0a; stroke-width: 3; }
-.edge { stroke-opacity: 0.55; }
 .hidden { display: none; }
 table { border-collapse: collapse; width: 100%; } td { padding: 1px 4px; border-bottom: 1px solid #eee; }
 button { margin: 2px; } h3 { margin: 6px 0 3px; }
 .sn { fill: none; stroke: #888; stroke-dasharray: 4 3; }
 </style></head><body>
-<div id="main"><svg id="graph" xmlns="http://www.w3.org/2000/svg"></svg></div>
+<div id="main"><canvas id="edges"></canvas><svg id="graph" xmlns="http://www.w3.org/2000/svg"></svg></div>
 <div id="side">
   <div><b id="title"></b></div>
   <div id="stats"></div>
-  <div>edge weight &ge; <span id="thr-label">0</span> (share of the largest)<br>
+  <div>edges with |weight| &ge; <span id="thr-label">0</span><br>
     <input id="thr" type="range" min="0" max="1" step="0.01" value="0" style="width:100%"></div>
   <div>node threshold <span id="nthr-label">1</span> (keep the nodes carrying this share of influence)<br>
     <input id="nthr" type="range" min="0.05" max="1" step="0.01" value="1" style="width:100%"></div>
   <div><button id="pin">pin selected</button><button id="subgraph">pinned subgraph</button>
-    <button id="all">whole graph</button><button id="group">group pinned</button><button id="clear">unpin all</button></div>
+    <button id="all">whole graph</button><button id="group">group pinned</button><button id="clear">unpin all</button>
+    <a id="save" href="#" download="graph.json">save pins and supernodes</a></div>
   <div id="hover" style="min-height:3em;color:#555"></div>
   <div id="details"></div>
   <h3>Supernodes</h3><div id="supernodes">none</div>
@@ -70,50 +77,94 @@ window.addEventListener("error", e => window.ctraceErrors.push(String(e.message)
 const data = JSON.parse(document.getElementById("graph-data").textContent);
 const dash = JSON.parse(document.getElementById("dashboards").textContent);
 const NS = "http://www.w3.org/2000/svg";
-const svg = document.getElementById("graph");
+const svg = document.getElementById("graph"), canvas = document.getElementById("edges");
 const byId = new Map(data.nodes.map(n => [n.node_id, n]));
-const pinned = new Set(), supernodes = [];
+// pins and supernodes: circuit-tracer's qParams (pinnedIds; supernodes as [name, id, id, ...])
+const qp = data.qParams || {};
+const pinned = new Set((Array.isArray(qp.pinnedIds) ? qp.pinnedIds : String(qp.pinnedIds || "").split(","))
+  .filter(id => byId.has(id)));
+const supernodes = (Array.isArray(qp.supernodes) ? qp.supernodes : [])
+  .filter(s => Array.isArray(s) && s.length > 1).map(s => ({ name: String(s[0]), members: s.slice(1).filter(id => byId.has(id)) }));
 let selected = null;
 const layerOf = n => n.feature_type === "embedding" ? -1 : parseInt(n.layer, 10);
 const layers = [...new Set(data.nodes.map(layerOf))].sort((a, b) => a - b);
+const logitLayer = data.nodes.filter(n => n.feature_type === "logit").map(layerOf)[0];
 const nPos = data.metadata.prompt_tokens.length;
-const W = Math.max(900, nPos * 70), H = Math.max(500, layers.length * 70);
-svg.setAttribute("width", W); svg.setAttribute("height", H + 40);
-// layout: a row per layer (tokens at the bottom), a column per position, nodes of a cell side by side
+// layout: a band per layer (tokens at the bottom, logits at the top), a column per position; the
+// nodes of a cell in rows inside their column, the most influential first, so no cell spills
+// into its neighbours
 const cells = new Map();
 for (const n of data.nodes) {
   const k = layerOf(n) + "/" + n.ctx_idx;
   if (!cells.has(k)) cells.set(k, []);
   cells.get(k).push(n);
 }
+const colW = Math.max(70, Math.min(160, 12000 / Math.max(1, nPos)));
+let maxRows = 1;
+for (const list of cells.values()) maxRows = Math.max(maxRows, Math.ceil(list.length / Math.max(1, Math.floor((colW - 8) / 9))));
+const bandH = Math.max(60, Math.min(200, maxRows * 9 + 16));
+const left = 60, W = left + nPos * colW + 20, H = layers.length * bandH + 20;
+for (const el of [svg, canvas]) { el.setAttribute("width", W); el.setAttribute("height", H + 40); }
+const bandY = l => H - (layers.indexOf(l) + 0.5) * bandH;
 for (const [k, list] of cells) {
   const [l, p] = k.split("/").map(Number);
-  const y = H - 20 - layers.indexOf(l) * (H - 40) / Math.max(1, layers.length - 1);
-  list.forEach((n, i) => { n.x = 40 + (p + 0.5) * (W - 80) / nPos + (i - (list.length - 1) / 2) * 7; n.y = y; });
+  const perRow = Math.max(1, Math.floor((colW - 8) / 9)), rows = Math.ceil(list.length / perRow);
+  const dy = Math.min(9, (bandH - 12) / Math.max(1, rows - 1));
+  list.sort((a, b) => (a.influence ?? 1) - (b.influence ?? 1));
+  list.forEach((n, i) => {
+    const row = Math.floor(i / perRow), inRow = Math.min(perRow, list.length - row * perRow), c = i % perRow;
+    n.x = left + p * colW + colW / 2 + (c - (inRow - 1) / 2) * 9;
+    n.y = bandY(l) + (row - (rows - 1) / 2) * dy;
+  });
 }
-for (let p = 0; p < nPos; p++) {
+function text(x, y, s, anchor, cls) {
   const t = document.createElementNS(NS, "text");
-  t.setAttribute("x", 40 + (p + 0.5) * (W - 80) / nPos); t.setAttribute("y", H + 30);
-  t.setAttribute("text-anchor", "middle"); t.textContent = data.metadata.prompt_tokens[p];
+  t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("text-anchor", anchor);
+  if (cls) t.setAttribute("class", cls);
+  t.textContent = s;
   svg.appendChild(t);
 }
-const maxW = Math.max(1e-12, ...data.links.map(l => Math.abs(l.weight)));
-const edgeEls = data.links.map(l => {
-  const s = byId.get(l.source), t = byId.get(l.target);
-  const e = document.createElementNS(NS, "line");
-  e.setAttribute("class", "edge");
-  e.setAttribute("x1", s.x); e.setAttribute("y1", s.y); e.setAttribute("x2", t.x); e.setAttribute("y2", t.y);
-  e.setAttribute("stroke", l.weight >= 0 ? "#1f77b4" : "#d62728");
-  e.setAttribute("stroke-width", 0.3 + 3 * Math.abs(l.weight) / maxW);
-  e.link = l;
-  svg.appendChild(e);
-  return e;
-});
+for (let p = 0; p < nPos; p++) text(left + (p + 0.5) * colW, H + 30, data.metadata.prompt_tokens[p], "middle");
+for (const l of layers) text(left - 6, bandY(l) + 3, l === -1 ? "Emb" : l === logitLayer ? "Logit" : "L" + l, "end", "axis");
+// edges on a canvas (a line element each would not hold half a million); the largest weight by a
+// loop (Math.max(...list) takes no more arguments than the engine's stack holds)
+let maxW = 1e-12;
+for (const l of data.links) maxW = Math.max(maxW, Math.abs(l.weight));
+const links = data.links.map(l => ({ s: byId.get(l.source), t: byId.get(l.target), w: l.weight, l }));
+let drawn = 0, highlighted = 0;
+const ctx = canvas.getContext("2d");
+function drawEdges(visible, thr) {
+  ctx.clearRect(0, 0, W, H + 40);
+  drawn = highlighted = 0;
+  const mine = [];
+  for (const sign of [1, -1]) {   // batched by colour: one path per sign
+    ctx.beginPath();
+    for (const e of links) {
+      if ((e.w >= 0) !== (sign > 0) || !e.s || !e.t || Math.abs(e.w) < thr || !visible(e.s) || !visible(e.t)) continue;
+      drawn++;
+      if (selected && (e.s === selected || e.t === selected)) { mine.push(e); continue; }
+      ctx.moveTo(e.s.x, e.s.y); ctx.lineTo(e.t.x, e.t.y);
+    }
+    ctx.strokeStyle = sign > 0 ? "#1f77b4" : "#d62728";
+    ctx.globalAlpha = selected ? 0.08 : 0.35;
+    ctx.lineWidth = 0.6;
+    ctx.stroke();
+  }
+  ctx.globalAlpha = 0.9;   // the selected node's edges, on top, width by weight
+  for (const e of mine) {
+    ctx.beginPath(); ctx.moveTo(e.s.x, e.s.y); ctx.lineTo(e.t.x, e.t.y);
+    ctx.strokeStyle = e.w >= 0 ? "#1f77b4" : "#d62728";
+    ctx.lineWidth = 0.8 + 3 * Math.abs(e.w) / maxW;
+    ctx.stroke();
+    highlighted++;
+  }
+  ctx.globalAlpha = 1;
+}
 const colors = { "cross layer transcoder": "#9ecae1", "mlp reconstruction error": "#bbbbbb", "embedding": "#a1d99b", "logit": "#fdae6b" };
 const nodeEls = data.nodes.map(n => {
   const c = document.createElementNS(NS, "circle");
   c.setAttribute("class", "node"); c.setAttribute("cx", n.x); c.setAttribute("cy", n.y);
-  c.setAttribute("r", n.feature_type === "cross layer transcoder" ? 4 : 5);
+  c.setAttribute("r", n.feature_type === "cross layer transcoder" ? 3.5 : 4.5);
   c.setAttribute("fill", colors[n.feature_type] || "#ccc");
   c.dataset.id = n.node_id;
   const title = document.createElementNS(NS, "title");
@@ -122,6 +173,7 @@ const nodeEls = data.nodes.map(n => {
   c.addEventListener("mouseenter", () => { document.getElementById("hover").textContent = describe(n); });
   c.addEventListener("click", ev => { if (ev.shiftKey) togglePin(n); select(n); });
   n.el = c;
+  if (pinned.has(n.node_id)) c.classList.add("pinned");
   svg.appendChild(c);
   return c;
 });
@@ -132,7 +184,7 @@ function describe(n) {
 }
 function edgeTable(title, list, key) {
   list.sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight));
-  let h = "<h3>" + title + "</h3><table>";
+  let h = "<h3>" + title + " (" + list.length + ")</h3><table>";
   for (const l of list.slice(0, 10)) {
     const o = byId.get(l[key]);
     h += "<tr><td>" + escapeHtml(o.node_id) + "</td><td>" + escapeHtml(o.clerp || "") + "</td><td>" + fmt(l.weight) + "</td></tr>";
@@ -152,6 +204,7 @@ function select(n) {
   h += edgeTable("Strongest inputs", data.links.filter(l => l.target === n.node_id), "source");
   h += edgeTable("Strongest outputs", data.links.filter(l => l.source === n.node_id), "target");
   document.getElementById("details").innerHTML = h;
+  applyView(onlyPinned);
 }
 function featureIndex(n) { return n.node_id.split("_")[1]; }
 function togglePin(n) {
@@ -163,20 +216,42 @@ function togglePin(n) {
 function keptNode(n, q) {
   return n.influence === null || n.influence === undefined || n.feature_type === "embedding" || n.influence <= q;
 }
-function applyView(onlyPinned) {
-  const thr = parseFloat(document.getElementById("thr").value) * maxW;
+function applyView(only) {
+  const share = parseFloat(document.getElementById("thr").value), thr = share * maxW;
   const q = parseFloat(document.getElementById("nthr").value);
-  document.getElementById("thr-label").textContent = fmt(thr);
+  document.getElementById("thr-label").textContent = fmt(thr) + " (" + Math.round(share * 100) + "% of the largest, " + fmt(maxW) + ")";
   document.getElementById("nthr-label").textContent = q.toFixed(2);
-  const visible = id => keptNode(byId.get(id), q) && (!onlyPinned || pinned.has(id));
-  let shownE = 0;
-  for (const e of edgeEls) {
-    const hide = Math.abs(e.link.weight) < thr || !visible(e.link.source) || !visible(e.link.target);
-    e.classList.toggle("hidden", hide);
-    if (!hide) shownE++;
+  const visible = n => keptNode(n, q) && (!only || pinned.has(n.node_id));
+  drawEdges(visible, thr);
+  for (const n of data.nodes) n.el.classList.toggle("hidden", !visible(n));
+  document.getElementById("stats").textContent = data.nodes.length + " nodes, " + data.links.length + " edges (" + drawn + " shown)";
+}
+// the graph JSON with the current pins and supernodes in its qParams, as circuit-tracer's viewer saves them
+function qParamsNow() {
+  return Object.assign({}, qp, { pinnedIds: [...pinned], supernodes: supernodes.map(s => [s.name, ...s.members]) });
+}
+// (made when the link is clicked: the JSON of half a million links is not written at every pin)
+document.getElementById("save").addEventListener("click", ev => {
+  const a = ev.currentTarget;
+  if (a.href.startsWith("blob:")) URL.revokeObjectURL(a.href);
+  const strip = (k, v) => (k === "el" || k === "x" || k === "y") ? undefined : v;   // the layout's own fields
+  a.href = URL.createObjectURL(new Blob([JSON.stringify(Object.assign({}, data, { qParams: qParamsNow() }), strip)],
+                                        { type: "application/json" }));
+  a.download = (data.metadata.slug || "graph") + ".json";
+});
+function drawSupernodes() {
+  for (const r of svg.querySelectorAll("rect.sn")) r.remove();
+  for (const s of supernodes) {
+    const members = s.members.map(id => byId.get(id));
+    if (!members.length) continue;
+    let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    for (const m of members) { x0 = Math.min(x0, m.x); y0 = Math.min(y0, m.y); x1 = Math.max(x1, m.x); y1 = Math.max(y1, m.y); }
+    const r = document.createElementNS(NS, "rect");
+    r.setAttribute("class", "sn");
+    r.setAttribute("x", x0 - 8); r.setAttribute("y", y0 - 8); r.setAttribute("width", x1 - x0 + 16); r.setAttribute("height", y1 - y0 + 16);
+    svg.appendChild(r);
   }
-  for (const c of nodeEls) c.classList.toggle("hidden", !visible(c.dataset.id));
-  document.getElementById("stats").textContent = data.nodes.length + " nodes, " + data.links.length + " edges (" + shownE + " shown)";
+  document.getElementById("supernodes").innerHTML = supernodes.length ? supernodes.map(s => "<div><b>" + escapeHtml(s.name) + "</b>: " + s.members.map(escapeHtml).join(", ") + "</div>").join("") : "none";
 }
 let onlyPinned = false;
 document.getElementById("thr").addEventListener("input", () => applyView(onlyPinned));
@@ -188,23 +263,20 @@ document.getElementById("clear").addEventListener("click", () => { for (const id
 document.getElementById("group").addEventListener("click", () => {
   if (pinned.size < 1) return;
   const name = (window.prompt ? window.prompt("supernode name") : null) || ("group " + (supernodes.length + 1));
-  const members = [...pinned].map(id => byId.get(id));
-  supernodes.push({ name, members: members.map(m => m.node_id) });
-  const xs = members.map(m => m.x), ys = members.map(m => m.y);
-  const r = document.createElementNS(NS, "rect");
-  r.setAttribute("class", "sn");
-  r.setAttribute("x", Math.min(...xs) - 8); r.setAttribute("y", Math.min(...ys) - 8);
-  r.setAttribute("width", Math.max(...xs) - Math.min(...xs) + 16); r.setAttribute("height", Math.max(...ys) - Math.min(...ys) + 16);
-  svg.appendChild(r);
-  document.getElementById("supernodes").innerHTML = supernodes.map(s => "<div><b>" + escapeHtml(s.name) + "</b>: " + s.members.map(escapeHtml).join(", ") + "</div>").join("");
+  supernodes.push({ name, members: [...pinned] });
+  drawSupernodes();
 });
 document.getElementById("title").textContent = data.metadata.prompt;
 applyView(false);
+drawSupernodes();
+const loadMs = performance.now();   // from the navigation's start: the page read, parsed and drawn
 if (location.search.indexOf("selftest") >= 0) {
   window.ctraceErrors = window.ctraceErrors || [];
   const first = data.nodes.find(n => n.feature_type === "cross layer transcoder") || data.nodes[0];
   first.el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
   const details = document.getElementById("details").textContent;
+  const touching = data.links.filter(l => l.source === first.node_id || l.target === first.node_id).length;
+  const highlightedOnClick = highlighted;
   const slider = document.getElementById("nthr");
   slider.value = "0.5";
   slider.dispatchEvent(new Event("input"));
@@ -212,10 +284,16 @@ if (location.search.indexOf("selftest") >= 0) {
   const expectedAtHalf = data.nodes.filter(n => keptNode(n, 0.5)).length;
   slider.value = "1";
   slider.dispatchEvent(new Event("input"));
+  // columns: every node inside its position's column
+  const spill = data.nodes.filter(n => Math.abs(n.x - (left + (n.ctx_idx + 0.5) * colW)) > colW / 2).length;
+  // pins and supernodes as saved: the qParams the save link would write
+  const saved = qParamsNow();
   document.getElementById("selftest").textContent = JSON.stringify({
-    nodes: document.querySelectorAll("circle.node").length, edges: document.querySelectorAll("line.edge").length,
+    nodes: document.querySelectorAll("circle.node").length, edges: drawn,
     json_nodes: data.nodes.length, json_links: data.links.length, clicked: first.node_id,
     details_shown: details.indexOf(first.node_id) >= 0 && details.indexOf("Strongest inputs") >= 0,
+    highlighted: highlightedOnClick, touching, spill, load_ms: Math.round(loadMs),
+    pinned: saved.pinnedIds, supernodes: saved.supernodes,
     threshold_visible: visibleAtHalf, threshold_expected: expectedAtHalf, errors: window.ctraceErrors });
 }
 </script></body></html>

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Short libFuzzer runs (FUZZ_SECONDS, default 20 s each) of the safetensors, llama2.c, tokenizer,
-# npz, .pt (PyTorch), yaml, Neuronpedia response, Hugging Face listing and config.json readers under AddressSanitizer and
+# npz, .pt (PyTorch), graph JSON, yaml, Neuronpedia response, Hugging Face listing and config.json readers under AddressSanitizer and
 # UBSan: any crash or sanitizer report fails.
 cd "$(dirname "$0")/../.."
 secs=${FUZZ_SECONDS:-20}
@@ -8,7 +8,7 @@ n=0; failed=0
 check() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed+1)); fi; }
 make -s fuzz > /dev/null 2>&1; check $? "fuzz targets build with clang -fsanitize=fuzzer,address,undefined"
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
-for t in safetensors llama2c tokenizer npz pt yaml neuronpedia hfconfig; do
+for t in safetensors llama2c tokenizer npz pt graph yaml neuronpedia hfconfig; do
   mkdir -p "$out/$t"
   ASAN_OPTIONS=detect_leaks=1 build/fuzz/fuzz_$t "$out/$t" tests/fuzz/seeds/$t -max_total_time="$secs" -rss_limit_mb=2048 \
     -max_len=65536 -artifact_prefix="$out/crash-" > "$out/$t.log" 2>&1

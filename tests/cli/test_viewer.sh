@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # test_viewer.sh - the viewer page written beside a graph JSON, in headless Chromium (Debian's
-# chromium): it loads with no script errors, its DOM holds as many nodes and edges as the JSON,
-# clicking a node shows its details (the page's ?selftest mode clicks its first feature node),
-# the node-threshold slider hides the nodes beyond it,
+# chromium): it loads with no script errors, it draws as many nodes and edges as the JSON, every
+# node inside its position's column, clicking a node shows its details and highlights its edges
+# (the page's ?selftest mode clicks its first feature node), the node-threshold slider hides the
+# nodes beyond it, pins and supernodes survive load_graph + save_json into the page, graphs of
+# 100,000 and 500,000 links open without an error (the time printed),
 # and a screenshot is kept in build/test-artifacts/viewer.png. Also the static SVG.
 set -u
 cd "$(dirname "$0")/../.."
@@ -43,15 +45,72 @@ print(r.nodes == #g.nodes and r.json_nodes == #g.nodes and "same" or "differ",
       r.edges == #g.links and r.json_links == #g.links and "same" or "differ",
       r.details_shown and "shown" or "missing", #r.errors == 0 and "clean" or table.concat(r.errors, "; "),
       (r.threshold_visible == r.threshold_expected and r.threshold_visible < #g.nodes) and "pruned" or
-        ("shows " .. tostring(r.threshold_visible) .. " of " .. tostring(r.threshold_expected)))' <<< "$result" 2>&1)
+        ("shows " .. tostring(r.threshold_visible) .. " of " .. tostring(r.threshold_expected)),
+      (r.highlighted == r.touching and r.touching > 0) and "highlighted" or ("highlighted " .. r.highlighted .. " of " .. r.touching),
+      r.spill == 0 and "columns" or ("spill " .. r.spill))' <<< "$result" 2>&1)
 set -- $counts
 [ "${1:-}" = same ] && ok "DOM nodes = JSON nodes" || bad "node count: $counts"
-[ "${2:-}" = same ] && ok "DOM edges = JSON links" || bad "edge count: $counts"
+[ "${2:-}" = same ] && ok "edges drawn = JSON links" || bad "edge count: $counts"
 [ "${3:-}" = shown ] && ok "clicking a node shows its details" || bad "details: $counts"
+[ "${6:-}" = highlighted ] && ok "clicking a node highlights exactly its edges" || bad "highlight: $counts"
+[ "${7:-}" = columns ] && ok "every node drawn inside its position's column" || bad "layout: $counts"
 [ "${4:-}" = clean ] && ! grep -q 'CONSOLE.*Uncaught' "$tmp/console.txt" && ok "no script errors" || {
   bad "script errors: $counts"; grep CONSOLE "$tmp/console.txt" | head -5 | sed 's/^/#   /'; }
 
 [ "${5:-}" = pruned ] && ok "the node-threshold slider at 0.5 shows exactly the nodes within it" || bad "node threshold: $counts"
+
+# pins and supernodes in circuit-tracer's qParams: kept by load_graph + save_json, shown by the
+# page and what its save link writes
+"$CTRACE" -e '
+local ct = require "ctrace"
+local f = assert(io.open("'"$tmp"'/lily.json")); local g = ct.json_decode(f:read("*a")); f:close()
+local ids = {}
+for _, n in ipairs(g.nodes) do if n.feature_type == "cross layer transcoder" then ids[#ids + 1] = n.node_id end end
+g.qParams.pinnedIds = {ids[1], ids[2]}
+g.qParams.supernodes = {{"say she", ids[3], ids[4]}}
+ct.write_file("'"$tmp"'/pins.json", ct.json_encode(g))
+ct.load_graph("'"$tmp"'/pins.json"):save_json("'"$tmp"'/pins2.json", {slug = "pins"})
+io.write(ids[1], " ", ids[2], " ", ids[3], " ", ids[4])' > "$tmp/ids.txt" 2>&1
+read -r p1 p2 s1 s2 < "$tmp/ids.txt"
+dom=$(timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --dump-dom "file://$tmp/pins2.html?selftest" 2> /dev/null)
+pins=$(echo "$dom" | grep -o '<pre id="selftest">[^<]*' | sed 's/&quot;/"/g' | grep -o '"pinned":.*"supernodes":[^]]*]]')
+[ -n "$p1" ] && [ "$pins" = "\"pinned\":[\"$p1\",\"$p2\"],\"supernodes\":[[\"say she\",\"$s1\",\"$s2\"]]" ] &&
+  ok "pins and supernodes (qParams) through load_graph + save_json into the page and its save link" ||
+  { bad "pins and supernodes: '$pins' (ids $p1 $p2 $s1 $s2)"; sed 's/^/#   /' "$tmp/ids.txt"; }
+
+# graphs of 100,000 and 500,000 links (2,009 nodes): no script error, every edge drawn; the time
+# from navigation to the drawn page printed (not asserted)
+/usr/bin/python3 - "$tmp" <<'EOF'
+import json, random, sys
+random.seed(1)
+T, L = 24, 18
+nodes = [{"node_id": "%d_%d_%d" % (l, 1000 + i, i % T), "feature": 1000 + i, "layer": str(l), "ctx_idx": i % T,
+          "feature_type": "cross layer transcoder", "influence": random.random(), "activation": 1.0, "clerp": ""}
+         for l in range(L) for i in range(110)]
+nodes += [{"node_id": "E_%d_%d" % (100 + p, p), "feature": 100 + p, "layer": "E", "ctx_idx": p, "feature_type": "embedding",
+           "influence": None, "activation": None, "clerp": ""} for p in range(T)]
+nodes += [{"node_id": "%d_%d_%d" % (L + 1, 7 + k, T - 1), "feature": 7 + k, "layer": str(L + 1), "ctx_idx": T - 1,
+           "feature_type": "logit", "influence": None, "activation": None, "clerp": "", "token_prob": 0.1} for k in range(5)]
+ids = [n["node_id"] for n in nodes]
+for n_links in (100000, 500000):
+    seen, links = set(), []
+    while len(links) < n_links:
+        s, t = random.randrange(len(ids)), random.randrange(len(ids))
+        if s != t and (s, t) not in seen:
+            seen.add((s, t))
+            links.append({"source": ids[s], "target": ids[t], "weight": round(random.gauss(0, 1), 4)})
+    g = {"metadata": {"slug": "big", "scan": "x", "prompt": "p", "prompt_tokens": ["t%d" % p for p in range(T)]},
+         "qParams": {"pinnedIds": [], "supernodes": []}, "nodes": nodes, "links": links}
+    json.dump(g, open("%s/big%d.json" % (sys.argv[1], n_links), "w"), separators=(",", ":"))
+EOF
+for k in 100000 500000; do
+  "$CTRACE" -e "require('ctrace.viewer').write('$tmp/big$k.json')" || bad "viewer page of $k links"
+  r=$(timeout 300 "$CHROMIUM" --headless --no-sandbox --disable-gpu --dump-dom "file://$tmp/big$k.html?selftest" 2> /dev/null |
+      grep -o '<pre id="selftest">[^<]*' | sed 's/&quot;/"/g')
+  echo "$r" | grep -q "\"edges\":$k,.*\"errors\":\[\]" && echo "$r" | grep -q '"spill":0' &&
+    ok "$k links: every edge drawn, no script error; open in $(echo "$r" | grep -o '"load_ms":[0-9]*' | cut -d: -f2) ms" ||
+    bad "$k links: $(echo "$r" | cut -c1-300)"
+done
 
 mkdir -p build/test-artifacts
 timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1400,800 \

@@ -275,6 +275,12 @@ t.run {
     back:save_json(dir .. "/again.json", {slug = "lily-she", scan = "stories260K", metadata = false})
     t.ok(read(dir .. "/again.json") == text, "load_graph(json) then save_json gives the same file")
     t.eq(#back:nodes(), #j.nodes, "loaded node count")
+    -- a node listed twice (a stranger's file): refused, naming it
+    local first_node = text:match('\n    ({"node_id"[^\n]-}),\n')
+    f = io.open(dir .. "/dup.json", "w")
+    f:write((text:gsub('"nodes": %[\n', function(h) return h .. "    " .. first_node .. ",\n" end, 1)))
+    f:close()
+    t.raises(function() ct.load_graph(dir .. "/dup.json") end, "the same node as an earlier one", "a node listed twice")
     -- the viewer page is streamed from the graph: the same bytes as the page made from the file,
     -- and a label holding "</script>" cannot end the element the JSON sits in
     local viewer = require "ctrace.viewer"

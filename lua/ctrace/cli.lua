@@ -304,6 +304,28 @@ local function serve_cmd(o)
   return 0
 end
 
+-- A failure's message for a person: without the Lua file and line an engine error carries
+-- (CTRACE_TRACE=1 keeps them, with the traceback)
+local function user_message(msg)
+  return (msg:gsub("^[^\n]-%.lua:%d+: ", ""))
+end
+
+-- The feature dashboards a set keeps beside its config.yaml (dashboards.json, as ctrace's own sets
+-- do): labels every feature node of the pruned graph p and returns the dashboards for its viewer
+-- page; nil for a set without them (a note when they do not fit the set).
+local function set_dashboards(tc, m, p)
+  local path = tc.path or ""
+  local dir = ct.exists(path) == "directory" and path or path:match("^(.*)/[^/]*$")
+  local dash = require "ctrace.dashboards"
+  local d = dir and dash.load(dir)
+  if not d then return nil end
+  local ok, res = pcall(dash.annotate, p, m, d)
+  if ok then return res end
+  io.stderr:write("ctrace attribute: ", dir, "/dashboards.json does not fit the set (", user_message(tostring(res)),
+                  "): no labels\n")
+  return nil
+end
+
 local function attribute_cmd(o)
   -- what circuit-tracer's parser refuses, refused before any work (exit 2)
   local given = (o.prompt and 1 or 0) + (o.chat and 1 or 0) + (o.chat_file and 1 or 0)
@@ -349,7 +371,7 @@ local function attribute_cmd(o)
                                 o.node_threshold or 0.8, o.edge_threshold or 0.98, dir, slug))
   local p = g:prune{node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
   local scan = o.scan or (tc.scan ~= "" and tc.scan) or (tc.model_name ~= "" and tc.model_name) or model
-  p:save_json(dir .. "/" .. slug .. ".json", {slug = slug, scan = scan})
+  p:save_json(dir .. "/" .. slug .. ".json", {slug = slug, scan = scan, dashboards = set_dashboards(tc, m, p)})
   print(p:summary())
   io.stderr:write("ctrace attribute: wrote ", dir, "/", slug, ".json and ", slug, ".html\n")
   if o.server then return serve_cmd{dir = dir, port = o.port} end
@@ -425,11 +447,6 @@ local function case_study(cmd, o)
   return 0
 end
 
--- A failure's message for a person: without the Lua file and line an engine error carries
--- (CTRACE_TRACE=1 keeps them, with the traceback)
-local function user_message(msg)
-  return (msg:gsub("^[^\n]-%.lua:%d+: ", ""))
-end
 
 function M.main(cmd, args)
   local trace = os.getenv("CTRACE_TRACE") == "1"

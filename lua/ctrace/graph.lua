@@ -63,6 +63,11 @@ local function quote(s)
 end
 M.quote = quote
 
+-- s on one line without quotes (a label): control characters escaped as quote escapes them
+local function oneline(s)
+  return (s:gsub("%c", function(c) return ESC[c] or string.format("\\%03d", c:byte()) end))
+end
+
 function M.summary(g, n)
   local lines = {"prompt: " .. quote(g:prompt())}
   local logits = {}
@@ -72,7 +77,7 @@ function M.summary(g, n)
   if ok then lines[#lines + 1] = string.format("replacement %.3f, completeness %.3f", r, c) end
   for _, f in ipairs(g:top_features{n = n or 5}) do
     lines[#lines + 1] = string.format("  %-12s act %.3f  influence %.3f%s", f.node_id, f.activation, f.influence,
-                                      f.label and ("  " .. quote(f.label)) or "")
+                                      f.label and ("  " .. oneline(f.label)) or "")
   end
   return table.concat(lines, "\n")
 end

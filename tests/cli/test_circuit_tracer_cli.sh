@@ -50,6 +50,13 @@ grep -q '"prompt": *"<s> The International' graph_files/gemma-demo.json ||
   grep -q 'The International Advanced Security Group' graph_files/gemma-demo.json &&
   ok "the prompt as given" || bad "prompt not in the JSON"
 
+# the set's own feature dashboards (dashboards.json beside its config): labels in the graph JSON,
+# dashboards in the viewer page
+labelled=$(grep -c '"clerp": "on ' graph_files/gemma-demo.json)
+[ "$labelled" -gt 0 ] && grep -q '"top":\[\[' graph_files/gemma-demo.html &&
+  ok "labels from the set's dashboards: $labelled feature nodes labelled, their dashboards in the viewer page" ||
+  bad "no labels from the set's dashboards ($labelled)"
+
 # "Basic Usage" repeats --slug and --graph_file_dir: argparse keeps the last
 "$CTRACE" attribute --prompt "Once upon a time" --transcoder_set "$SET" --slug first --graph_file_dir ./one \
   --slug basic --graph_file_dir ./basic > out2.txt 2>&1 && test -s basic/basic.json -a ! -e one &&

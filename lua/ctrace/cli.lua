@@ -146,29 +146,7 @@ local function printable(s)
   return (tostring(s):gsub("[%z\1-\8\11-\31\127]", "?"):gsub("\194[\128-\159]", "??"))
 end
 
--- Levenshtein distance of a and b (short strings: flag names)
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = {[0] = i}
-    for j = 1, #b do
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a:byte(i) == b:byte(j) and 0 or 1))
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
--- The closest of names to name, when it is close enough to be a likely typo; else nil.
-local function closest(name, names)
-  local best, bd
-  for _, n in ipairs(names) do
-    local d = distance(name, n)
-    if not bd or d < bd or (d == bd and n < best) then best, bd = n, d end
-  end
-  return best and bd <= math.max(2, math.floor(#name / 4)) and best or nil
-end
+local closest = ct.closest   -- a likely typo's intended name (ctrace.closest)
 
 -- The long name of flag a of spec (an alias, underscores for hyphens, a unique prefix as
 -- argparse takes them), or nil and why not.

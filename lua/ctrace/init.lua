@@ -68,6 +68,39 @@ function M.model_dirs()
   return dirs
 end
 
+-- Levenshtein distance of a and b (short strings: names and flags)
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = {[0] = i}
+    for j = 1, #b do
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a:byte(i) == b:byte(j) and 0 or 1))
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- The closest of names to name, when it is close enough to be a likely typo; else nil.
+function M.closest(name, names)
+  local best, bd
+  for _, n in ipairs(names) do
+    local d = distance(name, n)
+    if not bd or d < bd or (d == bd and n < best) then best, bd = n, d end
+  end
+  return best and bd <= math.max(2, math.floor(#name / 4)) and best or nil
+end
+
+-- " (did you mean 'x'?)" for a name close to one of names (a case slip or a typo), else "".
+local function did_you_mean(name, names)
+  for _, n in ipairs(names) do
+    if n:lower() == name:lower() then return " (did you mean '" .. n .. "'?)" end
+  end
+  local near = M.closest(name, names)
+  return near and (" (did you mean '" .. near .. "'?)") or ""
+end
+
 -- Resolves a model name ("stories260K") to a path; other strings are returned unchanged.
 function M.resolve_model(name)
   if type(name) ~= "string" then
@@ -78,8 +111,13 @@ function M.resolve_model(name)
     local p = dir .. "/" .. name
     if exists(p .. "/" .. name .. ".bin") or exists(p .. "/config.json") then return p end
   end
-  error("NOT_FOUND: no model named '" .. name .. "' (looked in " .. table.concat(M.model_dirs(), ", ") ..
-        "; set CTRACE_MODELS or pass a path)", 3)
+  local known = {}
+  for _, dir in ipairs(M.model_dirs()) do
+    local ok, names = pcall(core.list_dir, dir)
+    for _, n in ipairs(ok and names or {}) do known[#known + 1] = n end
+  end
+  error("NOT_FOUND: no model named '" .. name .. "'" .. did_you_mean(name, known) .. " (looked in " ..
+        table.concat(M.model_dirs(), ", ") .. "; set CTRACE_MODELS or pass a path)", 3)
 end
 
 -- The results folder of an experiment script: pass arg[0]. Under `ctrace run`, the run's
@@ -231,6 +269,14 @@ function M.load_transcoders(path_or_name)
       return core.load_transcoders(fetched(path_or_name, uri))
     end
     if ref then return hub_transcoders(path_or_name, ref) end
+    if not path_or_name:find("/", 1, true) then   -- a bare name ctrace does not know
+      local names = {}
+      for k in pairs(M.default_transcoders) do names[#names + 1] = k end
+      for k in pairs(M.transcoder_sets) do names[#names + 1] = k end
+      table.sort(names)
+      error("NOT_FOUND: no transcoder set named '" .. path_or_name .. "'" .. did_you_mean(path_or_name, names) ..
+            " and no such path (names: " .. table.concat(names, ", ") .. "; or a path, org/repo or hf:// address)", 2)
+    end
   end
   return core.load_transcoders(path_or_name)
 end

@@ -193,6 +193,13 @@ s2=$?
 [ $s1 = 1 ] && [ $s2 = 1 ] && ! grep -q '\.lua:[0-9]' t1.txt && grep -q '\.lua:[0-9]' t2.txt && grep -q "stack traceback" t2.txt &&
   ok "a failure: the message alone (exit 1); with --trace, Lua's file and line and the traceback" ||
   { bad "--trace"; show t1.txt; show t2.txt; }
+# a misspelt model or set name: "did you mean"
+"$CTRACE" attribute -p "x" -t stories260k > dy1.txt 2>&1
+"$CTRACE" attribute -p "x" -t stories260K -m stories260k > dy2.txt 2>&1
+grep -q "no transcoder set named 'stories260k' (did you mean 'stories260K'?)" dy1.txt &&
+  grep -q "no model named 'stories260k' (did you mean 'stories260K'?)" dy2.txt &&
+  ok "a misspelt set or model name: did you mean 'stories260K'?" || { bad "did you mean (names)"; show dy1.txt; show dy2.txt; }
+
 # Ctrl-C during the feature rows: exit 130, the message on a line of its own after the progress
 # line (whose time left counts the feature rows' own rate)
 long=$(for i in 1 2 3 4 5 6; do printf 'Once upon a time there was a little girl named Lily who liked to play in the park. '; done)

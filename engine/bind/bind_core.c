@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <zlib.h>
 
 #include "bind.h"
 #include "core/fileio.h"
@@ -56,6 +57,23 @@ static int l_write_file(lua_State *L) {
 }
 
 // realpath(path) -> the resolved absolute path, or nil
+// zlib_compress(s) -> s in zlib's format (RFC 1950, level 6: the same bytes every time)
+static int l_zlib_compress(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    uLongf cap = compressBound((uLong)n);
+    Bytef *out = malloc(cap ? cap : 1);
+    if (!out) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "zlib_compress: out of memory for %zu bytes", n);
+    int zr = compress2(out, &cap, (const Bytef *)s, (uLong)n, 6);
+    if (zr != Z_OK) {
+        free(out);
+        return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "zlib_compress: zlib error %d", zr);
+    }
+    lua_pushlstring(L, (const char *)out, cap);
+    free(out);
+    return 1;
+}
+
 static int l_realpath(lua_State *L) {
     char buf[PATH_MAX];
     if (!realpath(luaL_checkstring(L, 1), buf)) return 0;
@@ -203,7 +221,7 @@ int luaopen_ctrace_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"methods", l_methods}, {"clock", l_clock},
         {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"memory", l_memory}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
-        {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {"realpath", l_realpath}, {NULL, NULL}};
+        {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {"zlib_compress", l_zlib_compress}, {"realpath", l_realpath}, {NULL, NULL}};
     lua_newtable(L);
     ct_lua_register_tensor(L);
     ct_lua_register_model(L);

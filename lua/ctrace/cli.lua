@@ -51,8 +51,10 @@ stories260K's) on the model its config.yaml names (model_name), or on --model, a
 pruned graph as <graph_file_dir>/<slug>.json (default graphs/, slug from the prompt) with its
 graph-metadata.json entry and its viewer page; with -o alone (no --slug, no --graph_file_dir),
 only the full graph FILE (circuit-tracer's .pt, or .safetensors). --server then serves the directory (with -o alone: the
-default directory and slug). --features_dir DIR: accepted (it must exist) and noted; ctrace's
-viewer shows the labels the graph JSON holds and serves no feature files.
+default directory and slug). --features_dir DIR (an existing directory): the set's dashboards
+(dashboards.json beside its config) written there as the feature files circuit-tracer's viewer
+reads (its start-server --features_dir DIR shows them for a scan starting with /); ctrace's own
+viewer shows the dashboards its page holds and serves no feature files.
 --offload: where the rows of the graph wait while it is computed: cpu (and None) in memory up to
 2 GiB, then a file; disk: a file beyond 512 MiB (working memory 1 GiB). --dtype: ctrace maps the
 weights in their stored dtype and computes in float32 whatever is given (float32 is the default;
@@ -270,8 +272,8 @@ local OFFLOAD_MEMORY = {disk = 2^30}
 -- The note printed when --features_dir is given: ctrace's viewer does not read feature files yet.
 local function features_note(o)
   if o.features_dir then
-    io.stderr:write("ctrace: --features_dir ", o.features_dir, ": ctrace's viewer shows the labels the graph JSON ",
-                    "holds and reads no feature files; the directory is not served\n")
+    io.stderr:write("ctrace: --features_dir ", o.features_dir, ": ctrace's viewer shows the labels and dashboards ",
+                    "its page holds and reads no feature files; the directory is not served\n")
   end
 end
 
@@ -291,11 +293,16 @@ end
 -- The feature dashboards a set keeps beside its config.yaml (dashboards.json, as ctrace's own sets
 -- do): labels every feature node of the pruned graph p and returns the dashboards for its viewer
 -- page; nil for a set without them (a note when they do not fit the set).
-local function set_dashboards(tc, m, p)
+-- The set's dashboards.json (nil without one) and the directory it is in.
+local function load_dashboards(tc)
   local path = tc.path or ""
   local dir = ct.exists(path) == "directory" and path or path:match("^(.*)/[^/]*$")
+  return dir and require("ctrace.dashboards").load(dir), dir
+end
+
+local function set_dashboards(tc, m, p)
   local dash = require "ctrace.dashboards"
-  local d = dir and dash.load(dir)
+  local d, dir = load_dashboards(tc)
   if not d then return nil end
   local ok, res = pcall(dash.annotate, p, m, d)
   if ok then return res end
@@ -320,7 +327,6 @@ local function attribute_cmd(o)
     io.stderr:write("ctrace attribute: --dtype ", o.dtype, ": the weights stay in their stored dtype and ctrace ",
                     "computes in float32\n")
   end
-  features_note(o)
   local prompt, about = attribute_prompt(o)
   -- the set first: its config names the model (circuit-tracer's order)
   local tc = ct.load_transcoders(o.transcoders or "stories260K")
@@ -329,6 +335,16 @@ local function attribute_cmd(o)
     error("USAGE: the transcoder set's config.yaml names no model_name; give the model with --model (-m)", 0)
   end
   local m = ct.load_model(model)
+  if o.features_dir then   -- the set's dashboards as the feature files circuit-tracer's viewer reads
+    local d = load_dashboards(tc)
+    if d then
+      local n = require("ctrace.dashboards").feature_files(m, d, o.features_dir)
+      io.stderr:write("ctrace attribute: wrote the dashboards of ", n, " features to ", o.features_dir, " (index.json.gz, ",
+                      "layer_*.bin: circuit-tracer's start-server --features_dir shows them for a scan starting with /)\n")
+    else
+      io.stderr:write("ctrace attribute: --features_dir: the set keeps no dashboards.json; no feature files written\n")
+    end
+  end
   local rm = ct.replacement_model(m, tc)
   local g = rm:attribute(prompt, {max_feature_nodes = o.max_feature_nodes or 7500, batch_size = o.batch_size or 256,
                                   max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob,

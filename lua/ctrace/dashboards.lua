@@ -7,6 +7,8 @@
 --   local f = dash.feature(d, model, layer, index)
 --       -> {layer, index, density, max, examples = {{text, position, activation, tokens, marked}},
 --           top_logits = {{token, value}}, bottom_logits = ..., label}
+--   dash.feature_files(model, d, dir) -> the number of features written: the dashboards as the
+--       feature files circuit-tracer's viewer reads for a local scan (its --features_dir)
 --   dash.annotate(graph, model, d) -> viewer table: labels every feature node of the graph from
 --       its dashboard and returns the dashboards of those features in the form ctrace.viewer
 --       shows ({["layer_index"] = {top = {{context, activation}}, logits = {tokens}}})
@@ -137,6 +139,53 @@ function M.annotate(graph, model, d)
     graph:set_label(n, out[key].label)
   end
   return out
+end
+
+-- Feature files in the format circuit-tracer's viewer reads for a scan that starts with "/" (its
+-- start-server --features_dir DIR serves them under /features/): DIR/index.json.gz, a
+-- zlib-compressed JSON list with, for each layer, {filename = "layer_<l>.bin", offsets} (the byte
+-- offset of each feature's record and the end), and DIR/layer_<l>.bin, each feature a record of a
+-- 4-byte little-endian length and that many bytes of zlib-compressed JSON: {index (the Cantor pair
+-- of layer and index, as graph JSON nodes name features), examples_quantiles = {{quantile_name,
+-- examples = {{tokens, tokens_acts_list, train_token_ind, is_repeated_datapoint}}}}, top_logits,
+-- bottom_logits (token texts), act_min, act_max}. ctrace's dashboards keep one activation an
+-- example (the marked token's); the others are 0.
+function M.feature_files(model, d, dir)
+  local core = require "ctrace.core"
+  local function u32(n) return string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536) % 256,
+                                           math.floor(n / 16777216) % 256) end
+  ct.mkdirs(dir)
+  local index, count = {}, 0
+  for l = 0, #d.layers - 1 do
+    local parts, offsets, at = {}, {0}, 0
+    for f = 0, #d.layers[l + 1] - 1 do
+      local fe = M.feature(d, model, l, f)
+      local examples, act_max = {}, 0
+      for i, e in ipairs(fe.examples) do
+        local acts = {}
+        for j = 1, #e.tokens do acts[j] = j == e.marked and e.activation or 0 end
+        examples[i] = {tokens = e.tokens, tokens_acts_list = acts, train_token_ind = e.marked - 1,
+                       is_repeated_datapoint = false}
+        act_max = math.max(act_max, e.activation)
+      end
+      local top, bottom = {}, {}
+      for i, x in ipairs(fe.top_logits) do top[i] = x.token end
+      for i, x in ipairs(fe.bottom_logits) do bottom[i] = x.token end
+      local json = ct.json_encode({index = (l + f) * (l + f + 1) / 2 + f, act_min = 0, act_max = act_max,
+                                   examples_quantiles = {{quantile_name = "Top activations", examples = examples}},
+                                   top_logits = top, bottom_logits = bottom, density = fe.density})
+      local z = core.zlib_compress(json)
+      parts[#parts + 1] = u32(#z) .. z
+      at = at + 4 + #z
+      offsets[#offsets + 1] = at
+      count = count + 1
+    end
+    local name = "layer_" .. l .. ".bin"
+    ct.write_file(dir .. "/" .. name, table.concat(parts))
+    index[l + 1] = {filename = name, offsets = offsets}
+  end
+  ct.write_file(dir .. "/index.json.gz", core.zlib_compress(ct.json_encode(index)))
+  return count
 end
 
 return M

@@ -139,9 +139,41 @@ expect2 "-p followed by an attached short flag" "got the flag -tfoo" -p -tfoo
   ok "a prompt starting with -- that holds a space is a value, as argparse reads it" || { bad "prompt with --"; show out13.txt; }
 "$CTRACE" attribute -p "Once upon a time" -t "$SET" --graph_file gdir --slug s > out14.txt 2>&1 && test -s gdir/s.json &&
   ok "--graph_file is a prefix of --graph_file_dir, as in argparse" || { bad "--graph_file"; show out14.txt; }
+# --features_dir: the set's dashboards written as the feature files circuit-tracer's viewer reads
+# for a local scan, checked by reading them as its JavaScript does (index.json.gz: per layer a
+# file and byte offsets; each record a 4-byte length and zlib JSON; features named by the Cantor
+# pair of layer and index, as the graph JSON's nodes name them)
 mkdir feats
-"$CTRACE" attribute -p "Once upon a time" -t "$SET" --features_dir feats -o f.safetensors > out15.txt 2>&1 &&
-  grep -q "reads no feature files" out15.txt && ok "--features_dir: accepted and noted" || { bad "--features_dir"; show out15.txt; }
+"$CTRACE" attribute -p "Once upon a time" -t "$SET" --features_dir feats --slug f --graph_file_dir fg > out15.txt 2>&1 &&
+  SET="$SET" /usr/bin/python3 - > feats.txt 2>&1 <<'EOF'
+import json, math, struct, zlib
+index = json.loads(zlib.decompress(open("feats/index.json.gz", "rb").read()))
+g = json.load(open("fg/f.json"))
+feats = [n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder"]
+dash = json.load(open(__import__("os").environ["SET"] + "/dashboards.json"))
+for n in feats:
+    z = n["feature"]                         # util.cantorUnpair
+    w = math.floor((math.sqrt(8 * z + 1) - 1) / 2)
+    idx = z - w * (w + 1) // 2
+    layer = w - idx
+    assert (layer, idx) == (int(n["layer"]), int(n["node_id"].split("_")[1])), n["node_id"]
+    e = index[layer]
+    start, end = e["offsets"][idx], e["offsets"][idx + 1]
+    blob = open("feats/" + e["filename"], "rb").read()[start:end + 1]   # an HTTP range: end inclusive
+    length = struct.unpack("<I", blob[:4])[0]
+    f = json.loads(zlib.decompress(blob[4:4 + length]).decode("utf-8", "replace"))   # as pako's UTF-8 decoding reads it
+    assert f["index"] == z and f["act_min"] <= f["act_max"]
+    ex = f["examples_quantiles"][0]["examples"]
+    fe = dash["layers"][layer][idx]
+    assert len(ex) == len(fe["examples"])
+    for x, y in zip(ex, fe["examples"]):
+        assert len(x["tokens"]) == len(x["tokens_acts_list"]) and abs(x["tokens_acts_list"][x["train_token_ind"]] - y[2]) < 1e-6
+    assert all(isinstance(t, str) for t in f["top_logits"] + f["bottom_logits"])
+print(len(feats), sum(len(e["offsets"]) - 1 for e in index))
+EOF
+[ $? = 0 ] && grep -q "wrote the dashboards of" out15.txt &&
+  ok "--features_dir: the set's dashboards as circuit-tracer's feature files (graph features read back: $(cat feats.txt))" ||
+  { bad "--features_dir"; show out15.txt; show feats.txt; }
 
 # the model is the one the set's config.yaml names
 mkdir noname named

@@ -84,12 +84,13 @@ void **ct_lua_new_box(lua_State *L, const char *mt) {
     return box;
 }
 
-// The name under which the running C function sits in metatable mt's methods (its __methods
-// table), or NULL: what a method called on a freed object was called.
-static const char *method_name(lua_State *L, const char *mt) {
+// The name under which the function running at stack level `level` (0: this C function, 1: its
+// caller) sits in metatable mt's methods (its __methods table), or NULL: what a method called on a
+// freed object was called.
+static const char *method_name(lua_State *L, const char *mt, int level) {
     lua_Debug ar;
     const char *name = NULL;
-    if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "f", &ar)) return NULL;   // [.., fn]
+    if (!lua_getstack(L, level, &ar) || !lua_getinfo(L, "f", &ar)) return NULL;   // [.., fn]
     luaL_getmetatable(L, mt);                                                 // [.., fn, mt]
     lua_getfield(L, -1, "__methods");                                         // [.., fn, mt, methods]
     if (lua_istable(L, -1)) {
@@ -106,11 +107,9 @@ static const char *method_name(lua_State *L, const char *mt) {
 void *ct_lua_check_box(lua_State *L, int idx, const char *mt) {
     void **box = luaL_checkudata(L, idx, mt);
     if (!*box) {
-        // the method's name: a C method's, else the Lua method that called this function
-        const char *name = method_name(L, mt);
-        lua_Debug ar;
-        if (!name && lua_getstack(L, 1, &ar) && lua_getinfo(L, "n", &ar) && ar.name && ar.namewhat && !strcmp(ar.namewhat, "method"))
-            name = ar.name;
+        // the method's name: a C method's, else that of a Lua method of the type that called it
+        const char *name = method_name(L, mt, 0);
+        if (!name) name = method_name(L, mt, 1);
         if (name) ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s:%s called on a freed %s (free() released it)", mt, name, mt + 7);
         ct_lua_fail(L, CT_STATUS_BAD_ARG, "a freed %s was used (free() released it)", mt);
     }

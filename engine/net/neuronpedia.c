@@ -524,10 +524,12 @@ ct_status ct_np_upload_graph(ct_np_client *c, const char *slug, const char *json
     if (n < 1024 || n > ((size_t)100 << 20))
         return ct_fail(err, CT_STATUS_BAD_ARG, "neuronpedia upload: a graph JSON of %zu bytes; Neuronpedia takes 1 KiB to "
                        "100 MiB", n);
+    // Neuronpedia's save-to-db takes [A-Za-z0-9_-] only: refused here, before the bytes go out
+    if (!*slug) return ct_fail(err, CT_STATUS_BAD_ARG, "neuronpedia upload: an empty slug");
     for (const char *p = slug; *p; p++)
-        if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '.' || *p == '-'))
-            return ct_fail(err, CT_STATUS_BAD_ARG, "neuronpedia upload: slug '%.64s' has '%c'; expected letters, digits, "
-                           "'_', '.' and '-'", slug, *p);
+        if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '-'))
+            return ct_fail(err, CT_STATUS_BAD_ARG, "neuronpedia upload: slug '%.64s' has '%c'; Neuronpedia takes letters, "
+                           "digits, '_' and '-'", slug, *p);
     // 1. a signed URL for the bytes
     char filename[300];
     snprintf(filename, sizeof filename, "%s.json", slug);
@@ -541,10 +543,18 @@ ct_status ct_np_upload_graph(ct_np_client *c, const char *slug, const char *json
         rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "neuronpedia upload: signed-put answered without url and putRequestId");
     // 2. the bytes to that URL (no API key: it is another server's)
     if (!rc) {
+        // up to 100 MiB: no limit on the attempt (min_rate counts only bytes received), one retry
+        ct_http_opts o = c->http;
+        o.timeout_ms = 0, o.min_rate = 0, o.max_retries = 1;
         ct_http_req r = {.method = "PUT", .url = url->valuestring, .body = json, .body_len = n};
-        rc = ct_http_perform(&r, 1, &c->http);
+        rc = ct_http_perform(&r, 1, &o);
         c->requests += r.attempts;
-        if (rc) rc = ct_fail(err, rc, "neuronpedia upload (PUT): %s", r.err.msg);
+        if (rc) {   // the message names the URL without its query: the signature is a write grant
+            char where[512];
+            snprintf(where, sizeof where, "%s", url->valuestring);
+            where[strcspn(where, "?")] = 0;
+            rc = ct_fail(err, rc, "neuronpedia upload (PUT to %s): HTTP %ld", where, r.status);
+        }
         ct_http_req_free(&r);
     }
     // 3. the graph recorded
@@ -553,8 +563,9 @@ ct_status ct_np_upload_graph(ct_np_client *c, const char *slug, const char *json
         cJSON_AddItemToObject(s, "putRequestId", cJSON_Duplicate(id, 1));
         rc = np_post(c, "graph/save-to-db", s, &done, "upload (save-to-db)", err);
         const cJSON *u = get(done, "url");
-        if (!rc && !(*page = strdup(cJSON_IsString(u) ? u->valuestring : "")))
-            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        if (!rc && !cJSON_IsString(u))
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "neuronpedia upload: save-to-db answered without the graph's url");
+        if (!rc && !(*page = strdup(u->valuestring))) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
         cJSON_Delete(done);
     }
     cJSON_Delete(res);
@@ -564,17 +575,16 @@ ct_status ct_np_upload_graph(ct_np_client *c, const char *slug, const char *json
 ct_status ct_np_get_graph(ct_np_client *c, const char *model_id, const char *slug, char **json, size_t *n, ct_err *err) {
     *json = NULL;
     *n = 0;
-    char key[1300];
-    snprintf(key, sizeof key, "neuronpedia-graph %s %s/%s", c->base_url, model_id, slug);
-    if (c->use_cache && !cache_open(c, NULL) && ct_cache_get(&c->cache, key, json, n, NULL) == CT_OK) return CT_OK;
-    if (c->offline)
-        return ct_fail(err, CT_STATUS_OFFLINE, "neuronpedia: graph %s/%s is not in the cache and offline mode is on", model_id,
-                       slug);
-    char url[2048];
+    char url[2048], key[2100];
     snprintf(url, sizeof url, "%s/api/graph/", c->base_url);
     if (ct_url_escape(url, sizeof url, model_id, 0) || ct_url_escape(url, sizeof url, "/", 1) ||
         ct_url_escape(url, sizeof url, slug, 0))
         return ct_fail(err, CT_STATUS_BAD_ARG, "neuronpedia: graph ids too long");
+    snprintf(key, sizeof key, "neuronpedia-graph %s", url);   // the escaped path: one key per graph
+    if (c->use_cache && !cache_open(c, NULL) && ct_cache_get(&c->cache, key, json, n, NULL) == CT_OK) return CT_OK;
+    if (c->offline)
+        return ct_fail(err, CT_STATUS_OFFLINE, "neuronpedia: graph %s/%s is not in the cache and offline mode is on", model_id,
+                       slug);
     ct_http_req r = {.method = "GET", .url = url, .accept = "application/json", .auth = c->auth[0] ? c->auth : NULL,
                      .auth_prefix = c->base_url};
     ct_status rc = ct_http_perform(&r, 1, &c->http);
@@ -585,18 +595,24 @@ ct_status ct_np_get_graph(ct_np_client *c, const char *model_id, const char *slu
     else if (!cJSON_IsString(u)) rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "neuronpedia: graph %s/%s: no url in %s", model_id, slug, url);
     ct_http_req_free(&r);
     if (!rc) {   // the JSON itself, from where Neuronpedia keeps it (up to 100 MiB)
-        ct_http_opts o = c->http;
+        ct_http_opts o = c->http;   // up to 100 MiB: bounded by min_rate while bytes flow, not by timeout_ms
         if (o.max_body < ((int64_t)128 << 20)) o.max_body = (int64_t)128 << 20;
+        o.timeout_ms = 0;
         ct_http_req g = {.method = "GET", .url = u->valuestring};
         rc = ct_http_perform(&g, 1, &o);
         c->requests += g.attempts;
+        cJSON *check = rc ? NULL : cJSON_ParseWithLength(g.body_out, g.body_out_len);
         if (rc) {
             rc = ct_fail(err, rc, "neuronpedia: graph %s/%s: %s", model_id, slug, g.err.msg);
+        } else if (!cJSON_IsObject(check) || !cJSON_IsArray(get(check, "nodes")) || !g.body_out) {
+            // nothing cached but a graph JSON: a portal page or a lying server is not kept
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "neuronpedia: graph %s/%s: the file is not a graph JSON", model_id, slug);
         } else {
             *json = g.body_out, *n = g.body_out_len;
             g.body_out = NULL;
             if (c->use_cache && !cache_open(c, NULL)) ct_cache_put(&c->cache, key, *json, *n, NULL);   // a failed write costs a refetch
         }
+        cJSON_Delete(check);
         ct_http_req_free(&g);
     }
     cJSON_Delete(meta);

@@ -125,8 +125,9 @@ typedef struct {
     const char *source_set;      // feature_details.neuronpedia_source_set (may be NULL)
 } ct_json_opts;
 ct_status ct_graph_save_json(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, ct_err *err);
-// The same JSON between prefix and suffix (an HTML page around it), every "</" in it written
-// "<\/" so it cannot end the <script> element that holds it.
+// The same JSON between prefix and suffix (an HTML page around it), every "<" in it written
+// "\u003c" (JSON has '<' only inside strings), so nothing a label holds can end or escape the
+// <script> element that holds it ("</script>", "<!--" then "<script").
 ct_status ct_graph_save_page(ct_ctx *ctx, const ct_graph *g, const char *path, const ct_json_opts *o, const char *prefix,
                              const char *suffix, ct_err *err);
 // The same JSON as a string: *out (malloc'ed, NUL-terminated), *n bytes.

@@ -21,28 +21,28 @@
 // A growing text buffer, or a stream into a file being written (f set: the text goes straight
 // to the file, so a graph's JSON never needs its whole text in memory); write errors surface
 // once, at the end.
-// script: the text goes inside an HTML <script> element, every "</" written "<\/".
+// script: the text goes inside an HTML <script> element, every "<" written as a JSON escape (u003c).
 typedef struct {
     char *s;
     size_t n, cap;
     int oom;
     FILE *f;
     int script;
-    char last;   // the last byte written (script mode)
 } sbuf;
 
 static void sb_put(sbuf *b, const char *s, size_t n) {
     if (b->f) {   // a failed write is caught by ct_wfile_commit
         size_t from = 0;
+        // in a <script> element every '<' (only inside JSON strings) becomes \u003c: no "</script>"
+        // ends the element and no "<!--" with "<script" puts the parser in its escaped states
         for (size_t i = 0; b->script && i < n; i++) {
-            if (s[i] == '/' && (i ? s[i - 1] : b->last) == '<') {
+            if (s[i] == '<') {
                 fwrite(s + from, 1, i - from, b->f);
-                fputc('\\', b->f);
-                from = i;
+                fputs("\\u003c", b->f);
+                from = i + 1;
             }
         }
         fwrite(s + from, 1, n - from, b->f);
-        if (n) b->last = s[n - 1];
         b->n += n;
         return;
     }

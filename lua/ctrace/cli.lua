@@ -293,22 +293,30 @@ end
 -- The feature dashboards a set keeps beside its config.yaml (dashboards.json, as ctrace's own sets
 -- do): labels every feature node of the pruned graph p and returns the dashboards for its viewer
 -- page; nil for a set without them (a note when they do not fit the set).
--- The set's dashboards.json (nil without one) and the directory it is in.
+-- The set's dashboards.json (nil without one, or a note when it cannot be read) and its directory.
 local function load_dashboards(tc)
   local path = tc.path or ""
   local dir = ct.exists(path) == "directory" and path or path:match("^(.*)/[^/]*$")
-  return dir and require("ctrace.dashboards").load(dir), dir
+  if not dir then return nil end
+  local ok, d = pcall(require("ctrace.dashboards").load, dir)
+  if ok then return d, dir end
+  io.stderr:write("ctrace attribute: ", dir, "/dashboards.json cannot be read (", user_message(tostring(d)), ")\n")
+  return nil
 end
 
 local function set_dashboards(tc, m, p)
-  local dash = require "ctrace.dashboards"
   local d, dir = load_dashboards(tc)
   if not d then return nil end
-  local ok, res = pcall(dash.annotate, p, m, d)
-  if ok then return res end
-  io.stderr:write("ctrace attribute: ", dir, "/dashboards.json does not fit the set (", user_message(tostring(res)),
-                  "): no labels\n")
-  return nil
+  -- every feature node of the graph in the dashboards before any label is set: all or none
+  for _, n in ipairs(p:nodes("feature")) do
+    local layer = type(d.layers) == "table" and d.layers[n.layer + 1]
+    if type(layer) ~= "table" or not layer[n.feature + 1] then
+      io.stderr:write(string.format("ctrace attribute: %s/dashboards.json does not fit the set (no feature %d of " ..
+                                    "layer %d): no labels\n", dir, n.feature, n.layer))
+      return nil
+    end
+  end
+  return require("ctrace.dashboards").annotate(p, m, d)
 end
 
 local function attribute_cmd(o)

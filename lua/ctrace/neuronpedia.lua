@@ -120,6 +120,13 @@ function M.upload(g, opts)
     text = g:json{slug = opts.slug, scan = opts.scan}
   end
   local slug = opts.slug or text:match('"slug"%s*:%s*"([^"]*)"') or ""
+  -- the scan is Neuronpedia's model id: checked before the bytes go out (save-to-db refuses
+  -- anything but [A-Za-z0-9_-], and model ids it does not know)
+  local scan = text:match('"scan"%s*:%s*"([^"]*)"') or ""
+  if not scan:match("^[%w_-]+$") or scan == "ctrace" then
+    error("BAD_ARG: neuronpedia.upload: the graph's scan '" .. scan .. "' is no Neuronpedia model id; give one " ..
+          "(scan = \"gemma-2-2b\", ctrace upload --scan)", 2)
+  end
   return core.np_upload_graph(text, slug)
 end
 

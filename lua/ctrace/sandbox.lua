@@ -7,7 +7,7 @@
 -- survives JSON); the answer: {results = {{v = r1}, ...}} or {error = message}.
 local core = require "ctrace.core"
 
-local M = {forwarded = {"np_feature", "np_features", "np_search", "hub_file", "hub_cached", "hub_snapshot"}}
+local M = {forwarded = {"np_feature", "np_features", "np_search", "np_graph", "hub_file", "hub_cached", "hub_snapshot"}}
 
 -- Replaces ctrace.core's network functions by requests to the parent (in the experiment process).
 function M.install()

@@ -86,7 +86,7 @@ const pinned = new Set((Array.isArray(qp.pinnedIds) ? qp.pinnedIds : String(qp.p
 const supernodes = (Array.isArray(qp.supernodes) ? qp.supernodes : [])
   .filter(s => Array.isArray(s) && s.length > 1).map(s => ({ name: String(s[0]), members: s.slice(1).filter(id => byId.has(id)) }));
 let selected = null;
-const layerOf = n => n.feature_type === "embedding" ? -1 : parseInt(n.layer, 10);
+const layerOf = n => n.feature_type === "embedding" ? -1 : (parseInt(n.layer, 10) || 0);   // a bad layer: 0, drawn
 const layers = [...new Set(data.nodes.map(layerOf))].sort((a, b) => a - b);
 const logitLayer = data.nodes.filter(n => n.feature_type === "logit").map(layerOf)[0];
 const nPos = data.metadata.prompt_tokens.length;
@@ -185,7 +185,7 @@ function describe(n) {
 function edgeTable(title, list, key) {
   list.sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight));
   let h = "<h3>" + title + " (" + list.length + ")</h3><table>";
-  for (const l of list.slice(0, 10)) {
+  for (const l of list.filter(l => byId.has(l[key])).slice(0, 10)) {   // a link to no node of the file: left out
     const o = byId.get(l[key]);
     h += "<tr><td>" + escapeHtml(o.node_id) + "</td><td>" + escapeHtml(o.clerp || "") + "</td><td>" + fmt(l.weight) + "</td></tr>";
   }
@@ -299,8 +299,10 @@ if (location.search.indexOf("selftest") >= 0) {
 </script></body></html>
 ]==]
 
--- Keeps embedded JSON from closing its <script> element.
-local function embed(text) return (text:gsub("</", "<\\/")) end
+-- Keeps embedded JSON from closing or escaping its <script> element
+-- (every '<' as \u003c: JSON has '<' only inside strings, where the escape reads the same, so no
+-- "</script>", and no "<!--" then "<script" that would keep the element open, can come out of it)
+local function embed(text) return (text:gsub("<", "\\u003c")) end
 
 -- The page before and after the graph's JSON: title (a slug) and feature dashboards filled in.
 function M.page_parts(title, dashboards)

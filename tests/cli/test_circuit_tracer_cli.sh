@@ -57,6 +57,17 @@ labelled=$(grep -c '"clerp": "on ' graph_files/gemma-demo.json)
   ok "labels from the set's dashboards: $labelled feature nodes labelled, their dashboards in the viewer page" ||
   bad "no labels from the set's dashboards ($labelled)"
 
+# dashboards that do not fit the set, or that cannot be read: a note, the graph written, no label
+mkdir -p badset && cp "$SET"/config.yaml "$SET"/layer_*.safetensors badset/
+echo '{"layers": [[]], "corpus": [], "window": [8, 2]}' > badset/dashboards.json
+"$CTRACE" attribute -p "Once upon a time" -t badset --slug bd --graph_file_dir bdg > bd1.txt 2>&1 &&
+  grep -q "does not fit the set" bd1.txt && test -s bdg/bd.json && ! grep -q '"clerp": "on ' bdg/bd.json &&
+  echo 'not json' > badset/dashboards.json &&
+  "$CTRACE" attribute -p "Once upon a time" -t badset --slug bd2 --graph_file_dir bdg > bd2.txt 2>&1 &&
+  grep -q "cannot be read" bd2.txt && test -s bdg/bd2.json &&
+  ok "dashboards that do not fit the set or cannot be read: a note, the graph written without labels" ||
+  { bad "bad dashboards"; show bd1.txt; show bd2.txt; }
+
 # "Basic Usage" repeats --slug and --graph_file_dir: argparse keeps the last
 "$CTRACE" attribute --prompt "Once upon a time" --transcoder_set "$SET" --slug first --graph_file_dir ./one \
   --slug basic --graph_file_dir ./basic > out2.txt 2>&1 && test -s basic/basic.json -a ! -e one &&

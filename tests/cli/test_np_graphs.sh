@@ -35,8 +35,8 @@ cd "$tmp"
 export NEURONPEDIA_API_KEY=test-key
 "$CTRACE" upload once.pt --scan stories260K > u1.txt 2> u1.err
 [ $? = 0 ] && grep -qx "https://www.neuronpedia.org/stories260K/graph?slug=once" u1.txt &&
-  [ "$(stat np.signed_put)" = 1 ] && [ "$(stat np.save_to_db)" = 1 ] &&
-  ok "ctrace upload FILE.pt: signed-put with the key (refused without), PUT, save-to-db; prints the graph's page" ||
+  [ "$(stat np.signed_put)" = 1 ] && [ "$(stat np.save_to_db)" = 1 ] && [ "$(stat s3.x-api-key)" = 0 ] &&
+  ok "ctrace upload FILE.pt: signed-put and save-to-db with the key (refused without), PUT without it; prints the page" ||
   { bad "upload"; show u1.txt; show u1.err; }
 
 cat > load.lua <<'EOF'
@@ -74,5 +74,17 @@ CTRACE_OFFLINE=1 "$CTRACE" load.lua neuronpedia:stories260K/other > o.txt 2>&1
 print(require("ctrace").neuronpedia.upload(g, {slug = "from-lua", scan = "stories260K"}))' > u5.txt 2>&1 &&
   grep -q "slug=from-lua" u5.txt && ok "ct.neuronpedia.upload(graph, {slug, scan}) from Lua" || { bad "upload from Lua"; show u5.txt; }
 
+# a dotted slug (Neuronpedia takes [A-Za-z0-9_-]) and a graph without a Neuronpedia scan: refused
+# before anything is sent
+"$CTRACE" upload once.pt --scan stories260K --slug v1.2 > u6.txt 2>&1
+s6=$?
+"$CTRACE" upload once.pt > u7.txt 2>&1
+s7=$?
+"$CTRACE" -e 'local g = require("ctrace").load_graph("once.pt")
+require("ctrace").neuronpedia.upload(g, {slug = "no-scan"})' > u8.txt 2>&1
+[ $s6 = 1 ] && grep -q "slug 'v1.2' has '.'" u6.txt && [ $s7 = 2 ] && grep -q "names no scan" u7.txt &&
+  grep -q "no Neuronpedia model id" u8.txt &&
+  [ "$(stat np.signed_put)" = 4 ] && ok "a dotted slug, a graph with no scan: refused before anything is sent" ||
+  { bad "slug/scan rules ($(stat np.signed_put) signed-puts)"; show u6.txt; show u7.txt; }
 echo "1..$n"
 exit $fail

@@ -282,17 +282,20 @@ t.run {
     f:close()
     t.raises(function() ct.load_graph(dir .. "/dup.json") end, "the same node as an earlier one", "a node listed twice")
     -- the viewer page is streamed from the graph: the same bytes as the page made from the file,
-    -- and a label holding "</script>" cannot end the element the JSON sits in
+    -- and a label holding "</script>", or "<!--" then "<script" (which would keep the element
+    -- open past its own end tag), cannot end or escape the element the JSON sits in
     local viewer = require "ctrace.viewer"
     local fnode = back:nodes("feature")[1]
-    back:set_label(fnode, "</script><img src=x onerror=alert(1)>")
+    back:set_label(fnode, "<!--<script></script><img src=x onerror=alert(1)>")
     back:save_json(dir .. "/labelled.json", {slug = "labelled", metadata = false})
     viewer.write(dir .. "/labelled.json", dir .. "/from-file.html")
     local page = read(dir .. "/labelled.html")
     t.ok(page == read(dir .. "/from-file.html"), "save_json's streamed page = the page viewer.write makes from the JSON file")
     local _, n_close = page:gsub("</script>", "")
     local _, n_open = page:gsub("<script", "")
-    t.ok(n_close == n_open and page:find("<\\/script><img", 1, true), "the label's </script> is written <\\/script>")
+    t.ok(n_close == n_open and not page:find("<!--", 1, true) and
+         page:find("\\u003c!--\\u003cscript>\\u003c/script>\\u003cimg", 1, true),
+         "the label's every '<' is written \\u003c (no <!--, no <script or </script> from it)")
     -- graph-metadata.json: one entry per slug, replaced on rewrite
     p:save_json(dir .. "/other.json", {slug = "other", scan = "stories260K"})
     p:save_json(path, {slug = "lily-she", scan = "stories260K"})

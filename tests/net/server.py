@@ -458,7 +458,9 @@ class Handler(BaseHTTPRequestHandler):
         count("np.signed_put")
         if not self.headers.get("x-api-key"):
             return self.send(401, {"error": "API key required"})
-        b = self.body_json() or {}
+        b = self.body_json()
+        if not isinstance(b, dict):
+            return self.send(400, {"error": "Invalid request body"})
         name, n = b.get("filename", ""), b.get("contentLength", 0)
         if not name.endswith(".json"):
             return self.send(400, {"error": "Filename must end in .json"})
@@ -472,6 +474,7 @@ class Handler(BaseHTTPRequestHandler):
                         "putRequestId": pid})
 
     def s3(self, key):
+        self.note_auth("s3")   # the storage host must never see the API key
         if self.command == "PUT":
             n = int(self.headers.get("Content-Length") or 0)
             with lock:
@@ -484,7 +487,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def np_save(self):
         count("np.save_to_db")
-        put = graphs.get("puts", {}).get((self.body_json() or {}).get("putRequestId"))
+        if not self.headers.get("x-api-key"):
+            return self.send(401, {"error": "API key required"})
+        b = self.body_json()
+        put = graphs.get("puts", {}).get(b.get("putRequestId") if isinstance(b, dict) else None)
         blob = put and graphs.get("blobs", {}).get(put["key"])
         if blob is None:
             return self.send(400, {"error": "No upload found for this putRequestId"})
@@ -497,7 +503,7 @@ class Handler(BaseHTTPRequestHandler):
             assert isinstance(g["nodes"], list) and isinstance(g["links"], list)
         except (ValueError, KeyError, TypeError, AssertionError):
             return self.send(400, {"error": "Invalid graph JSON", "details": ["metadata.slug, metadata.scan, nodes, links: required"]})
-        ok = lambda x: isinstance(x, str) and x and all(c.isalnum() or c in "_.-" for c in x)
+        ok = lambda x: isinstance(x, str) and x and all(c.isalnum() or c in "_-" for c in x)   # Neuronpedia's rule
         if not ok(slug) or not ok(scan):
             return self.send(400, {"error": "Invalid slug or scan"})
         if "fault" in scan:

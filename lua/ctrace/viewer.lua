@@ -6,7 +6,8 @@
 --       streams a graph's page with them through g:save_page)
 --       nodes laid out in a band per layer (labelled; tokens at the bottom, logits at the top) and
 --       a column per position (a cell's nodes in rows inside its column); edges drawn on a canvas
---       (half a million of them), coloured by sign; hover for label, activation and influence;
+--       the size of the view that follows the scroll (half a million of them, and graphs wider
+--       than a canvas may be), coloured by sign; hover for label, activation and influence;
 --       click for a node's strongest inputs and outputs, its edges highlighted over the rest; pin
 --       nodes (the pin button or shift-click) and show only the pinned subgraph; group pinned
 --       nodes into named supernodes; pins and supernodes read from the graph JSON's qParams and
@@ -104,7 +105,7 @@ let maxRows = 1;
 for (const list of cells.values()) maxRows = Math.max(maxRows, Math.ceil(list.length / Math.max(1, Math.floor((colW - 8) / 9))));
 const bandH = Math.max(60, Math.min(200, maxRows * 9 + 16));
 const left = 60, W = left + nPos * colW + 20, H = layers.length * bandH + 20;
-for (const el of [svg, canvas]) { el.setAttribute("width", W); el.setAttribute("height", H + 40); }
+svg.setAttribute("width", W); svg.setAttribute("height", H + 40);
 const bandY = l => H - (layers.indexOf(l) + 0.5) * bandH;
 for (const [k, list] of cells) {
   const [l, p] = k.split("/").map(Number);
@@ -131,10 +132,22 @@ for (const l of layers) text(left - 6, bandY(l) + 3, l === -1 ? "Emb" : l === lo
 let maxW = 1e-12;
 for (const l of data.links) maxW = Math.max(maxW, Math.abs(l.weight));
 const links = data.links.map(l => ({ s: byId.get(l.source), t: byId.get(l.target), w: l.weight, l }));
-let drawn = 0, highlighted = 0;
-const ctx = canvas.getContext("2d");
+let drawn = 0, highlighted = 0, lastVisible = () => true, lastThr = 0, pending = false;
+const ctx = canvas.getContext("2d"), main = document.getElementById("main");
+// The canvas covers only the visible part of the graph and follows the scroll (a canvas the size of
+// a long prompt's graph, past 32,767 pixels a side, would draw nothing); edges outside the view
+// are skipped, those crossing it clipped by the canvas.
 function drawEdges(visible, thr) {
-  ctx.clearRect(0, 0, W, H + 40);
+  lastVisible = visible, lastThr = thr;
+  const sl = main.scrollLeft, st = main.scrollTop;
+  const cw = Math.min(W, main.clientWidth || 1200), ch = Math.min(H + 40, main.clientHeight || 800);
+  if (canvas.width !== cw || canvas.height !== ch) { canvas.width = cw; canvas.height = ch; }
+  canvas.style.left = sl + "px"; canvas.style.top = st + "px";
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, cw, ch);
+  ctx.setTransform(1, 0, 0, 1, -sl, -st);
+  const out = e => Math.max(e.s.x, e.t.x) < sl || Math.min(e.s.x, e.t.x) > sl + cw ||
+                   Math.max(e.s.y, e.t.y) < st || Math.min(e.s.y, e.t.y) > st + ch;
   drawn = highlighted = 0;
   const mine = [];
   for (const sign of [1, -1]) {   // batched by colour: one path per sign
@@ -143,6 +156,7 @@ function drawEdges(visible, thr) {
       if ((e.w >= 0) !== (sign > 0) || !e.s || !e.t || Math.abs(e.w) < thr || !visible(e.s) || !visible(e.t)) continue;
       drawn++;
       if (selected && (e.s === selected || e.t === selected)) { mine.push(e); continue; }
+      if (out(e)) continue;
       ctx.moveTo(e.s.x, e.s.y); ctx.lineTo(e.t.x, e.t.y);
     }
     ctx.strokeStyle = sign > 0 ? "#1f77b4" : "#d62728";
@@ -160,6 +174,12 @@ function drawEdges(visible, thr) {
   }
   ctx.globalAlpha = 1;
 }
+// scrolling redraws the edges once a frame
+main.addEventListener("scroll", () => {
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => { pending = false; drawEdges(lastVisible, lastThr); });
+});
 const colors = { "cross layer transcoder": "#9ecae1", "mlp reconstruction error": "#bbbbbb", "embedding": "#a1d99b", "logit": "#fdae6b" };
 const nodeEls = data.nodes.map(n => {
   const c = document.createElementNS(NS, "circle");
@@ -284,6 +304,12 @@ if (location.search.indexOf("selftest") >= 0) {
   const expectedAtHalf = data.nodes.filter(n => keptNode(n, 0.5)).length;
   slider.value = "1";
   slider.dispatchEvent(new Event("input"));
+  // the canvas stays the size of the view and follows a scroll to the far end
+  main.scrollLeft = W; main.scrollTop = H;
+  drawEdges(lastVisible, lastThr);
+  const canvasFollows = canvas.width <= Math.max(1, main.clientWidth) && parseInt(canvas.style.left, 10) === main.scrollLeft;
+  main.scrollLeft = 0; main.scrollTop = 0;
+  drawEdges(lastVisible, lastThr);
   // columns: every node inside its position's column
   const spill = data.nodes.filter(n => Math.abs(n.x - (left + (n.ctx_idx + 0.5) * colW)) > colW / 2).length;
   // pins and supernodes as saved: the qParams the save link would write
@@ -292,7 +318,8 @@ if (location.search.indexOf("selftest") >= 0) {
     nodes: document.querySelectorAll("circle.node").length, edges: drawn,
     json_nodes: data.nodes.length, json_links: data.links.length, clicked: first.node_id,
     details_shown: details.indexOf(first.node_id) >= 0 && details.indexOf("Strongest inputs") >= 0,
-    highlighted: highlightedOnClick, touching, spill, load_ms: Math.round(loadMs),
+    highlighted: highlightedOnClick, touching, spill, load_ms: Math.round(loadMs), canvas_follows: canvasFollows,
+    graph_width: W,
     pinned: saved.pinnedIds, supernodes: saved.supernodes,
     threshold_visible: visibleAtHalf, threshold_expected: expectedAtHalf, errors: window.ctraceErrors });
 }

@@ -102,7 +102,25 @@ for n_links in (100000, 500000):
     g = {"metadata": {"slug": "big", "scan": "x", "prompt": "p", "prompt_tokens": ["t%d" % p for p in range(T)]},
          "qParams": {"pinnedIds": [], "supernodes": []}, "nodes": nodes, "links": links}
     json.dump(g, open("%s/big%d.json" % (sys.argv[1], n_links), "w"), separators=(",", ":"))
+# a long prompt: 600 positions, a graph wider than a canvas may be (32,767 pixels)
+T = 600
+nodes = [{"node_id": "%d_%d_%d" % (l, 5, p), "feature": 5, "layer": str(l), "ctx_idx": p, "feature_type": "cross layer transcoder",
+          "influence": random.random(), "activation": 1.0, "clerp": ""} for l in range(3) for p in range(T)]
+nodes += [{"node_id": "E_%d_%d" % (100 + p, p), "feature": 100 + p, "layer": "E", "ctx_idx": p, "feature_type": "embedding",
+           "influence": None, "activation": None, "clerp": ""} for p in range(T)]
+links = [{"source": "E_%d_%d" % (100 + p, p), "target": "0_5_%d" % p, "weight": 1.0} for p in range(T)]
+links += [{"source": "0_5_%d" % p, "target": "2_5_%d" % min(T - 1, p + 3), "weight": -0.5} for p in range(T)]
+g = {"metadata": {"slug": "wide", "scan": "x", "prompt": "p", "prompt_tokens": ["t%d" % p for p in range(T)]},
+     "qParams": {"pinnedIds": [], "supernodes": []}, "nodes": nodes, "links": links}
+json.dump(g, open("%s/wide.json" % sys.argv[1], "w"), separators=(",", ":"))
 EOF
+"$CTRACE" -e "require('ctrace.viewer').write('$tmp/wide.json')" || bad "viewer page of a 600-position graph"
+r=$(timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --dump-dom "file://$tmp/wide.html?selftest" 2> /dev/null |
+    grep -o '<pre id="selftest">[^<]*' | sed 's/&quot;/"/g')
+w=$(echo "$r" | grep -o '"graph_width":[0-9]*' | cut -d: -f2)
+echo "$r" | grep -q '"canvas_follows":true' && echo "$r" | grep -q '"edges":1200,.*"errors":\[\]' && [ "${w:-0}" -gt 32767 ] &&
+  ok "600 positions ($w pixels wide): the edge canvas keeps the view's size and follows the scroll; every edge drawn" ||
+  bad "wide graph: $(echo "$r" | cut -c1-300)"
 for k in 100000 500000; do
   "$CTRACE" -e "require('ctrace.viewer').write('$tmp/big$k.json')" || bad "viewer page of $k links"
   r=$(timeout 300 "$CHROMIUM" --headless --no-sandbox --disable-gpu --dump-dom "file://$tmp/big$k.html?selftest" 2> /dev/null |

@@ -178,12 +178,15 @@ assert np.array_equal(a["adjacency_matrix"], b["adjacency_matrix"])
 EOF
 [ $? = 0 ] && ok "a view at an offset, bfloat16 activations (converted exactly), a list scan, logit ids as a tensor" ||
   { bad "torch.save variants"; show r2.log; }
+# refused FILE LOG MESSAGE DESCRIPTION: ctrace fails to read FILE, saying MESSAGE
+refused() {
+  "$CTRACE" read.lua "$1" x.safetensors > "$2" 2>&1
+  [ $? != 0 ] && grep -q "$3" "$2" && ok "$4" || { bad "$4"; show "$2"; }
+}
 "$CTRACE" read.lua strided.pt x.safetensors > r3.log 2>&1
 [ $? != 0 ] && grep -q "strides other than C order" r3.log && ok "a strided view is refused: $(grep -o 'a tensor with strides[^;]*' r3.log)" ||
   { bad "strided view"; show r3.log; }
-"$CTRACE" read.lua legacy.pt x.safetensors > r4.log 2>&1
-[ $? != 0 ] && grep -q "legacy format" r4.log && ok "the legacy (pre-zip) format is refused with how to resave it" ||
-  { bad "legacy format"; show r4.log; }
+refused legacy.pt r4.log "legacy format" "the legacy (pre-zip) format is refused with how to resave it"
 
 # 3. a pickle that calls things: nothing is called (os.system becomes an inert object)
 PYTHONPATH=ct $PY - > evil.log 2>&1 <<'EOF'
@@ -208,12 +211,8 @@ with zipfile.ZipFile("many.pt", "w") as z:
 with zipfile.ZipFile("deflated.pt", "w", compression=zipfile.ZIP_DEFLATED) as z:
     z.writestr("deflated/data.pkl", b"\x80\x02N.")
 EOF
-"$CTRACE" read.lua many.pt x.safetensors > r6.log 2>&1
-[ $? != 0 ] && grep -q "more than 1048576 values" r6.log && ok "a pickle making two million values is refused (at most 2^20)" ||
-  { bad "many values"; show r6.log; }
-"$CTRACE" read.lua deflated.pt x.safetensors > r7.log 2>&1
-[ $? != 0 ] && grep -q "is compressed" r7.log && ok "a compressed member is refused before it is inflated" ||
-  { bad "compressed member"; show r7.log; }
+refused many.pt r6.log "more than 1048576 values" "a pickle making two million values is refused (at most 2^20)"
+refused deflated.pt r7.log "is compressed" "a compressed member is refused before it is inflated"
 
 # 4. ctrace convert
 "$CTRACE" convert g.pt c.safetensors > c1.log 2>&1 && cmp -s c.safetensors g.safetensors &&

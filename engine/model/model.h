@@ -48,6 +48,7 @@ typedef struct {
     int gated_mlp;             // down(act(gate x) * up x); else fc -> act -> proj (GPT-2)
     ct_act act;
     float embed_scale;         // Gemma: sqrt(D)
+    int embed_scale_rounded;   // Gemma-3: embed_scale is rounded to the embedding's dtype
     int learned_pos;           // GPT-2 position embeddings
     int qk_norm;               // Qwen3, Gemma-3: per-head RMSNorm of q and k
     int post_norms;            // Gemma: post-attention and post-feedforward norms
@@ -127,6 +128,14 @@ ct_status ct_model_load_hf_config(ct_ctx *ctx, ct_model **out, const char *dir, 
 // Validates a llama2.c checkpoint held in memory (borrowed). Used by the fuzzer and tests.
 ct_status ct_model_parse_llama2c(ct_model **out, const uint8_t *buf, size_t size, ct_err *err);
 void ct_model_free(ct_model *m);
+// Holds m's weights as a checkpoint stored in dt (CT_DT_BF16 or CT_DT_F16) holds them, as
+// circuit-tracer's --dtype has its model cast: every matrix stored in another float dtype is
+// rounded to dt (nearest even) into memory m owns, in dt (a float32 checkpoint's matrices take half
+// their bytes), every vector (norm gains, biases) is rounded and kept as float32, and an embedding
+// scale taken in the weights' dtype is rounded. The arithmetic stays float32, so m then computes
+// exactly as the same checkpoint saved in dt. CT_DT_F32 changes nothing (widening changes no
+// number). Call it before m is used: a replacement model keeps results of the weights it saw.
+ct_status ct_model_hold_as(ct_model *m, ct_dtype dt, ct_err *err);
 // A Llama-shaped model (RMS norms, gated SiLU MLP, RoPE) with uniform random weights scaled by
 // 1/sqrt(fan-in), for benchmarks and tests at sizes no checkpoint is worth writing for.
 ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, ct_err *err);

@@ -704,6 +704,7 @@ static ct_status hf_config(ct_config *c, const hf_family **family, const cJSON *
     c->gated_mlp = f->w.w_gate != NULL;
     c->act = f->act;
     c->embed_scale = f->embed_scale_sqrt_d ? sqrtf((float)c->d_model) : 1.0f;
+    c->embed_scale_rounded = f->embed_scale_rounded;
     c->learned_pos = f->w.pos_embed != NULL;
     c->qk_norm = f->w.q_norm != NULL;
     c->post_norms = f->w.post_attn_w != NULL;
@@ -904,6 +905,12 @@ static float round_to_bits(float x, int bits) {
     return (float)ldexp(rint(ldexp(f, bits)), e - bits);
 }
 
+// The scale in the embedding's dtype (families with embed_scale_rounded)
+static void round_embed_scale(ct_model *m) {
+    ct_dtype dt = m->embed.dtype;
+    if (dt == CT_DT_BF16 || dt == CT_DT_F16) m->cfg.embed_scale = round_to_bits(m->cfg.embed_scale, dt == CT_DT_BF16 ? 8 : 11);
+}
+
 static ct_status hf_layer(hf_ctx *h, int l) {
     const ct_config *c = &h->m->cfg;
     const hf_names *nm = &h->f->w;
@@ -981,10 +988,7 @@ ct_status ct_model_load_hf_config(ct_ctx *ctx, ct_model **out, const char *dir, 
     int64_t D = c->d_model, V = c->vocab_size;
     if (!rc && f->alt_prefix && !hf_find(&h, nm->embed)) h.prefix = f->alt_prefix;
     if (!rc) rc = hf_get_mat(&h, &m->embed, nm->embed, 0, V, D);
-    if (!rc && f->embed_scale_rounded) {   // the scale in the embedding's stored dtype
-        ct_dtype dt = m->embed.dtype;
-        if (dt == CT_DT_BF16 || dt == CT_DT_F16) m->cfg.embed_scale = round_to_bits(m->cfg.embed_scale, dt == CT_DT_BF16 ? 8 : 11);
-    }
+    if (!rc && f->embed_scale_rounded) round_embed_scale(m);
     if (!rc && nm->pos_embed) rc = hf_get_mat(&h, &m->pos_embed, nm->pos_embed, 0, c->max_seq_len, D);
     if (!rc) rc = hf_get(&h, &m->lnf_w, nm->final_norm_w, 0, D);
     if (!rc && nm->final_norm_b) rc = hf_get(&h, &m->lnf_b, nm->final_norm_b, 0, D);
@@ -1049,6 +1053,71 @@ void ct_model_name(const ct_model *m, char *buf, size_t n) {
     }
     const char *base = strrchr(p, '/');
     snprintf(buf, n, "%s", base ? base + 1 : p);
+}
+
+// ----------------------------------------------------------------------------
+// Weights held in another dtype (ct_model_hold_as)
+
+// w (rows, cols) of any float dtype and strides -> a row-major copy in dt owned by m. row: (cols,)
+static int hold_mat(ct_model *m, ct_mat *w, ct_dtype dt, float *row) {
+    if (!w->data || w->dtype == dt) return 1;
+    uint16_t *p = (uint16_t *)model_own(m, ((size_t)w->rows * (size_t)w->cols + 1) / 2);
+    if (!p) return 0;
+    for (int64_t r = 0; r < w->rows; r++) {
+        ct_mat_row(w, r, row);
+        uint16_t *o = p + (size_t)r * (size_t)w->cols;
+        for (int64_t c = 0; c < w->cols; c++) o[c] = dt == CT_DT_BF16 ? ct_f32_to_bf16(row[c]) : ct_f32_to_f16(row[c]);
+    }
+    *w = (ct_mat){(const uint8_t *)p, dt, w->rows, w->cols, w->cols, 1};
+    return 1;
+}
+
+// *v (n,), when present -> a copy owned by m, each value rounded to dt
+static int hold_vec(ct_model *m, const float **v, size_t n, ct_dtype dt) {
+    if (!*v) return 1;
+    float *p = model_own(m, n);
+    if (!p) return 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b[2];
+        uint16_t h = dt == CT_DT_BF16 ? ct_f32_to_bf16((*v)[i]) : ct_f32_to_f16((*v)[i]);
+        memcpy(b, &h, 2);
+        ct_to_f32(&p[i], b, dt, 1);
+    }
+    *v = p;
+    return 1;
+}
+
+ct_status ct_model_hold_as(ct_model *m, ct_dtype dt, ct_err *err) {
+    if (dt == CT_DT_F32) return CT_OK;
+    if (dt != CT_DT_BF16 && dt != CT_DT_F16)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "weights can be held in BF16 or F16 (or F32: as stored), not %s",
+                       ct_dtype_name(dt));
+    const ct_config *c = &m->cfg;
+    size_t D = (size_t)c->d_model, F = (size_t)c->d_mlp, hd = (size_t)c->head_dim;
+    size_t qd = (size_t)c->n_heads * hd, kvd = (size_t)c->n_kv_heads * hd;
+    size_t longest = (size_t)(F > D ? F : D) + qd;   // the longest row of any matrix
+    float *row = malloc(sizeof(float) * longest);
+    int tied = m->lm_head.data == m->embed.data;
+    int ok = row && hold_mat(m, &m->embed, dt, row) && hold_mat(m, &m->pos_embed, dt, row) &&
+             (tied || hold_mat(m, &m->lm_head, dt, row)) && hold_vec(m, &m->lnf_w, D, dt) && hold_vec(m, &m->lnf_b, D, dt);
+    if (ok && tied) m->lm_head = m->embed;
+    for (int l = 0; ok && l < c->n_layers; l++) {
+        ct_layer *w = &m->layers[l];
+        ok = hold_mat(m, &w->wq, dt, row) && hold_mat(m, &w->wk, dt, row) && hold_mat(m, &w->wv, dt, row) &&
+             hold_mat(m, &w->wo, dt, row) && hold_mat(m, &w->w_gate, dt, row) && hold_mat(m, &w->w_up, dt, row) &&
+             hold_mat(m, &w->w_down, dt, row) && hold_vec(m, &w->ln1_w, D, dt) && hold_vec(m, &w->ln1_b, D, dt) &&
+             hold_vec(m, &w->bq, qd, dt) && hold_vec(m, &w->bk, kvd, dt) && hold_vec(m, &w->bv, kvd, dt) &&
+             hold_vec(m, &w->bo, D, dt) && hold_vec(m, &w->q_norm, hd, dt) && hold_vec(m, &w->k_norm, hd, dt) &&
+             hold_vec(m, &w->post_attn_w, D, dt) && hold_vec(m, &w->ln2_w, D, dt) && hold_vec(m, &w->ln2_b, D, dt) &&
+             hold_vec(m, &w->b_up, F, dt) && hold_vec(m, &w->b_down, D, dt) && hold_vec(m, &w->post_ff_w, D, dt);
+    }
+    free(row);
+    if (!ok) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory holding the weights in %s", ct_dtype_name(dt));
+    if (c->embed_scale_rounded) {   // sqrt(d_model) rounded once, as a checkpoint stored in dt has it
+        m->cfg.embed_scale = sqrtf((float)c->d_model);
+        round_embed_scale(m);
+    }
+    return CT_OK;
 }
 
 // ----------------------------------------------------------------------------

@@ -56,9 +56,10 @@ default directory and slug). --features_dir DIR (an existing directory): the set
 reads (its start-server --features_dir DIR shows them for a scan starting with /); ctrace's own
 viewer shows the dashboards its page holds and serves no feature files.
 --offload: where the rows of the graph wait while it is computed: cpu (and None) in memory up to
-2 GiB, then a file; disk: a file beyond 512 MiB (working memory 1 GiB). --dtype: ctrace maps the
-weights in their stored dtype and computes in float32 whatever is given (float32 is the default;
-bfloat16 and float16 change nothing but are noted). --lazy-encoder, --lazy-decoder: ctrace
+2 GiB, then a file; disk: a file beyond 512 MiB (working memory 1 GiB). --dtype bfloat16 or
+float16: the model's weights rounded to that dtype and its matrices held in it (a float32
+checkpoint's in half the memory), as the same checkpoint saved in that dtype; the arithmetic stays
+float32; float32 (the default) keeps the weights as stored. --lazy-encoder, --lazy-decoder: ctrace
 always maps encoders and decoders and reads them as they are used. --backend: ctrace has one
 engine; both names give the same graph. --verbose: progress on standard error (the default on a
 terminal). --chat TEXT is one user turn through the model's chat template, the model's turn
@@ -331,10 +332,6 @@ local function attribute_cmd(o)
     error("USAGE: -o " .. o.graph_file .. ": the full graph is written as circuit-tracer's .pt or as .safetensors; " ..
           "give a path ending in .pt or .safetensors", 0)
   end
-  if o.dtype and not (o.dtype == "float32" or o.dtype == "fp32") then
-    io.stderr:write("ctrace attribute: --dtype ", o.dtype, ": the weights stay in their stored dtype and ctrace ",
-                    "computes in float32\n")
-  end
   local prompt, about = attribute_prompt(o)
   -- the set first: its config names the model (circuit-tracer's order)
   local tc = ct.load_transcoders(o.transcoders or "stories260K")
@@ -342,7 +339,7 @@ local function attribute_cmd(o)
   if not model then
     error("USAGE: the transcoder set's config.yaml names no model_name; give the model with --model (-m)", 0)
   end
-  local m = ct.load_model(model)
+  local m = ct.load_model(model, {dtype = o.dtype})
   if o.features_dir then   -- the set's dashboards as the feature files circuit-tracer's viewer reads
     local d = load_dashboards(tc)
     if d then

@@ -6,14 +6,30 @@
 --   g:save_json(path, {slug, scan, source_set, metadata, viewer = true, dashboards})
 --       the graph JSON, its graph-metadata.json entry, and (unless viewer = false) the viewer page
 --       beside it (path with .html); dashboards: feature dashboards for the page
+--   g:save(path) -> the full graph (.pt: circuit-tracer's file, else safetensors)
+--   save_json, save and save_svg make the file's directory when it is missing, as circuit-tracer's
+--   create_graph_files makes its output directory
 --   g:save_svg(path) -> a static picture of the (pruned) graph
 --   g:label(source) -> labels every feature node from a label source (ctrace.labels): returns
 --       {labelled, missing, errors, requests, features}
 local core = require "ctrace.core"
 local M = core.methods("ctrace.Graph")
 
+-- The directory of path, made when missing (path must be a string: the C method says so otherwise).
+local function make_dir_of(path)
+  local dir = type(path) == "string" and path:match("^(.*)/[^/]*$")
+  if dir and dir ~= "" then core.mkdirs(dir) end
+end
+
+local save = M.save
+function M.save(g, path, ...)
+  make_dir_of(path)
+  return save(g, path, ...)
+end
+
 local save_json = M.save_json
 function M.save_json(g, path, opts)
+  make_dir_of(path)
   local o, viewer, dashboards = {}, true, nil
   for k, v in pairs(opts or {}) do
     if k == "viewer" then viewer = v
@@ -31,6 +47,7 @@ function M.save_json(g, path, opts)
 end
 
 function M.save_svg(g, path)
+  make_dir_of(path)
   return require("ctrace.viewer").svg(core.json_decode(g:json{slug = "svg"}), path)
 end
 

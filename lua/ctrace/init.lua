@@ -150,7 +150,19 @@ end
 -- A model: a local path, a name in the model directories, "stories260K" (downloaded from
 -- karpathy/tinyllamas when not on disk), or a Hugging Face repository ("org/repo",
 -- "hf://org/repo?revision=r") fetched into the hub cache.
-function M.load_model(path_or_name)
+-- dtype names as circuit-tracer's --dtype takes them (and torch's), by the engine's name
+local DTYPES = {float32 = "F32", fp32 = "F32", bfloat16 = "BF16", bf16 = "BF16", float16 = "F16", fp16 = "F16",
+                half = "F16", F32 = "F32", BF16 = "BF16", F16 = "F16"}
+
+-- opts.dtype: the weights held as a checkpoint stored in that dtype holds them ("bfloat16",
+-- "float16"; "float32", the default, keeps them as stored): see README, "dtype".
+function M.load_model(path_or_name, opts)
+  local dtype = "F32"
+  for k, v in pairs(opts or {}) do
+    if k ~= "dtype" then error("BAD_ARG: load_model: unknown option '" .. tostring(k) .. "' (expected dtype)", 2) end
+    dtype = DTYPES[v] or error("BAD_ARG: load_model: dtype " .. tostring(v) .. "; expected float32, bfloat16 or float16", 2)
+  end
+  local load_model = function(p) return core.load_model(p, dtype) end
   if type(path_or_name) == "string" and not exists(path_or_name) then
     if path_or_name:match("^hf://") or path_or_name:match("^[%w._-]+/[%w._-]+$") or path_or_name:match("^[%w._-]+/[%w._-]+%?revision=") then
       local ok, dir = pcall(M.hub.model, path_or_name)
@@ -158,17 +170,17 @@ function M.load_model(path_or_name)
         local status, msg = tostring(dir):match("^([A-Z_]+): (.*)$")
         not_local(path_or_name, status, msg or tostring(dir))
       end
-      return core.load_model(dir)
+      return load_model(dir)
     end
     if path_or_name == "stories260K" then
       local ok, p = pcall(M.resolve_model, path_or_name)
-      if ok then return core.load_model(p) end
+      if ok then return load_model(p) end
       local got, dir = pcall(M.hub.default_model)
       if not got then error(tostring(p):gsub("^[^:]*:%d+: ", "") .. "; downloading it failed: " .. tostring(dir), 0) end
-      return core.load_model(dir)
+      return load_model(dir)
     end
   end
-  return core.load_model(M.resolve_model(path_or_name))
+  return load_model(M.resolve_model(path_or_name))
 end
 
 -- A tokenizer file, or a Hugging Face repository's tokenizer.json ("org/repo", "hf://org/repo",

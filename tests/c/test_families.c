@@ -165,6 +165,8 @@ static void check_storage(const ct_model *m, const char *arch, ct_dtype dt) {
        owned, vec_floats, dt == CT_DT_F32 ? ": none, F32 is used in place" : "");
 }
 
+static void check_hold_as(const char *dir, const char *arch, const float *logits);
+
 static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
     char dir[512], dir2[600];
     snprintf(dir, sizeof dir, "%s/%s-%s", tmp, arch, ct_dtype_name(dt));
@@ -252,8 +254,43 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
         ok(rc == CT_STATUS_NOT_FOUND && strstr(err.msg, "model.extra.weight"), "%s: an index naming a missing tensor: %s",
            arch, err.msg);
     }
+    if (dt == CT_DT_F32) check_hold_as(dir, arch, logits);
     ct_model_free(m);
     ct_model_free(m2);
+}
+
+// A float32 checkpoint held in BF16 or F16 (ct_model_hold_as, --dtype) computes exactly as the
+// same checkpoint saved in that dtype by the writer: every matrix and vector rounded, the
+// embedding scale too (Gemma-3), matrices held in the dtype. F32 changes nothing.
+static void check_hold_as(const char *dir, const char *arch, const float *logits) {
+    const ct_dtype dts[] = {CT_DT_BF16, CT_DT_F16, CT_DT_F32};
+    for (int k = 0; k < 3; k++) {
+        ct_dtype dt = dts[k];
+        char dir2[700];
+        snprintf(dir2, sizeof dir2, "%s-as-%s", dir, ct_dtype_name(dt));
+        ct_model *saved = NULL, *held = NULL;
+        ct_err err = {0};
+        static float want[8 * V], got[8 * V];
+        ct_status rc = resave(dir, dir2, dt) ? ct_model_load(NULL, &saved, dir2, &err) : CT_STATUS_IO;
+        if (!rc) rc = ct_model_forward(saved, prompt, 8, NULL, NULL, want, 1, &err);
+        if (!rc) rc = ct_model_load(NULL, &held, dir, &err);
+        if (!rc) rc = ct_model_hold_as(held, dt, &err);
+        if (!rc) rc = ct_model_forward(held, prompt, 8, NULL, NULL, got, 1, &err);
+        int stored = !rc && held->layers[0].wq.dtype == dt && held->embed.dtype == dt && held->layers[1].w_down.dtype == dt;
+        ok(stored && memcmp(want, got, sizeof got) == 0 && (dt != CT_DT_F32 || memcmp(got, logits, sizeof got) == 0) &&
+           (dt == CT_DT_F32 || memcmp(got, logits, sizeof got) != 0) && held->cfg.embed_scale == saved->cfg.embed_scale,
+           "%s F32 held as %s: matrices in %s, the logits of the checkpoint saved in %s (%s)", arch, ct_dtype_name(dt),
+           ct_dtype_name(dt), ct_dtype_name(dt), rc ? err.msg : "ok");
+        ct_model_free(saved);
+        ct_model_free(held);
+    }
+    ct_model *m = NULL;
+    ct_err err = {0};
+    ct_status rc = ct_model_load(NULL, &m, dir, &err);
+    if (!rc) rc = ct_model_hold_as(m, CT_DT_I8, &err);
+    ok(rc == CT_STATUS_BAD_ARG && strstr(err.msg, "BF16 or F16") && strstr(err.msg, "I8"), "%s held as I8: %s", arch,
+       err.msg);
+    ct_model_free(m);
 }
 
 // Gemma-3 configs that cannot run: each refused with a message naming the key and what was expected.

@@ -114,8 +114,17 @@ grep -q '"prompt": *"Once upon a time"' old/spell.json || grep -q 'Once upon a t
 read -r nf nl _ < out7.txt
 [ "${nf:-99}" -le 50 ] 2> /dev/null && [ "${nl:-99}" -le 3 ] 2> /dev/null &&
   ok "--max_feat 50 and --max_n_logits=3 took effect ($nf features, $nl logits)" || { bad "options ignored"; show out7.txt; }
+# --dtype: the float32 stories260K held in bfloat16 gives the graph of the model loaded that way in Lua,
+# not the float32 one
 "$CTRACE" attribute -p "Once upon a time" -t "$SET" --dtype bf16 -o dt.safetensors > out8.txt 2>&1 &&
-  grep -q "float32" out8.txt && ok "--dtype bf16 runs and says ctrace computes in float32" || { bad "--dtype bf16"; show out8.txt; }
+  "$CTRACE" attribute -p "Once upon a time" -t "$SET" -o f32.safetensors > out8b.txt 2>&1 &&
+  printf '%s\n' 'local ct = require "ctrace"' \
+    'local m = ct.load_model("stories260K", {dtype = "bfloat16"})' 'assert(m:config().dtype == "BF16")' \
+    'local rm = ct.replacement_model(m, ct.load_transcoders(arg[1]))' \
+    'rm:attribute("Once upon a time", {max_feature_nodes = 7500, batch_size = 256}):save("lua.safetensors")' > bf16.lua &&
+  "$CTRACE" bf16.lua "$SET" > out8c.txt 2>&1 && cmp -s dt.safetensors lua.safetensors && ! cmp -s dt.safetensors f32.safetensors &&
+  ok "--dtype bf16: the graph of the model held in bfloat16 (ct.load_model dtype), not the float32 one" ||
+  { bad "--dtype bf16"; show out8.txt; show out8c.txt; }
 
 # bad arguments: exit 2, the expected form named
 expect2() {   # expect2 NAME PATTERN ARGS...: exit 2 and PATTERN in the message

@@ -8,19 +8,17 @@ set -u
 cd "$(dirname "$0")/../.."
 CTRACE=$PWD/${CTRACE_BUILD:-build}/ctrace
 SET=$PWD/experiments/stories260K-transcoders/transcoders
+. tests/net/server.sh
 tmp=$(mktemp -d)
 server=""
-trap '[ -n "$server" ] && { kill -9 $server; wait $server; } 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'server_stop; rm -rf "$tmp"' EXIT
 n=0
 fail=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 bad() { n=$((n + 1)); echo "not ok $n - $1"; fail=1; }
 show() { sed 's/^/#   /' "$1"; }
 mkdir -p "$tmp/files"
-/usr/bin/python3 tests/net/server.py ../shared/reference/fixtures/neuronpedia "$tmp/files" > "$tmp/port" 2> "$tmp/server.log" &
-server=$!
-for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
-base=http://127.0.0.1:$(awk '{print $2}' "$tmp/port")
+server_start "$tmp/files" "$tmp/server.log" || { echo "Bail out! the test server did not start"; exit 1; }
 export CTRACE_NEURONPEDIA_URL=$base/np CTRACE_CACHE=$tmp/cache
 unset NEURONPEDIA_API_KEY CTRACE_OFFLINE HF_HUB_OFFLINE
 stat() { curl -s "$base/stats" | /usr/bin/python3 -c "import json, sys; print(json.load(sys.stdin).get('$1', 0))"; }

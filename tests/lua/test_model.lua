@@ -7,6 +7,18 @@ local ct = require "ctrace"
 local m = ct.load_model("stories260K")
 
 t.run {
+  {"load_model's dtype: bfloat16 rounds the float32 weights (held in BF16), bad names and options raise", function()
+    local mb = ct.load_model("stories260K", {dtype = "bf16"})
+    t.eq(m:config().dtype, "F32", "stored F32")
+    t.eq(mb:config().dtype, "BF16", "held in BF16")
+    local a, b = m:forward("Once upon a time"), mb:forward("Once upon a time")
+    t.ok(a:get(3, 100) ~= b:get(3, 100), "the logits change with the weights")
+    t.close(a:get(3, 100), b:get(3, 100), 0.5, "and stay close")
+    t.eq(ct.load_model("stories260K", {dtype = "float32"}):forward("Once upon a time"):get(3, 100), a:get(3, 100),
+         "float32: as stored")
+    t.raises(function() ct.load_model("stories260K", {dtype = "int8"}) end, "dtype int8; expected float32, bfloat16 or float16", "int8")
+    t.raises(function() ct.load_model("stories260K", {dtipe = "bf16"}) end, "unknown option 'dtipe'", "a misspelt option")
+  end},
   {"greedy 200 from BOS equals greedy_200.txt", function()
     local f = assert(io.open(t.shared .. "/stories260K/greedy_200.txt", "rb"))
     local want = f:read("*a") f:close()

@@ -367,7 +367,7 @@ t.run {
     local g3 = ct.load_model("test/gemma-3-tiny-it")
     local ids = g3:apply_chat_template({{role = "user", content = "Hi"}}, {add_generation_prompt = true})
     t.eq(table.concat(ids, " "), "2 105 2364 107 10979 106 107 105 4368 107", "the chat template fetched with the model")
-    local rm3 = ct.replacement_model(g3, ct.load_transcoders(tmp .. "/gen3/transcoders"))
+    local rm3 = ct.replacement_model(g3, ct.load_transcoders(tmp .. "/gen/g3/transcoders"))
     t.eq(rm3:constant_positions(), 4, "test/gemma-3-tiny-it: 4 constant positions (its name, from the hub cache path)")
     local other = tmp .. "/other-hub"
     local r = child('print(require("ctrace").hub.file("hf://test/plain/config.json"))', false, "HF_HUB_CACHE=" .. other)

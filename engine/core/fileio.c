@@ -158,6 +158,7 @@ void ct_map_advise(const void *p, size_t n, ct_advice advice) {
     int adv = advice == CT_ADVISE_POPULATE   ? MADV_POPULATE_READ
               : advice == CT_ADVISE_WILLNEED ? MADV_WILLNEED
               : advice == CT_ADVISE_HUGE     ? MADV_HUGEPAGE
+              : advice == CT_ADVISE_DONTNEED ? MADV_DONTNEED
                                              : MADV_RANDOM;
     if (madvise((void *)a, b - a, adv) != 0 && advice == CT_ADVISE_POPULATE && errno == EINVAL)
         madvise((void *)a, b - a, MADV_WILLNEED);   // an older kernel: read ahead at least

@@ -36,7 +36,8 @@ void ct_unmap_file(void *map, size_t size);
 //             files on 2 MiB boundaries), so a pass over them is not slowed
 //             by a mapping of 4 KiB pages that the machine's memory activity has made cold
 //             (on this kind of machine up to 8x: 0.8 s instead of 0.1 s for 2.5 GB)
-typedef enum { CT_ADVISE_POPULATE, CT_ADVISE_WILLNEED, CT_ADVISE_RANDOM, CT_ADVISE_HUGE } ct_advice;
+//   DONTNEED  no longer needed: this process drops them (a later read faults them in from the file)
+typedef enum { CT_ADVISE_POPULATE, CT_ADVISE_WILLNEED, CT_ADVISE_RANDOM, CT_ADVISE_HUGE, CT_ADVISE_DONTNEED } ct_advice;
 void ct_map_advise(const void *p, size_t n, ct_advice advice);
 // A thread that maps ranges of file mappings in order (POPULATE: reading what the page cache
 // lacks), at most `ahead` ranges beyond the one the caller works on, so the disk reads the next

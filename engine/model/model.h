@@ -133,8 +133,10 @@ void ct_model_free(ct_model *m);
 // rounded to dt (nearest even) into memory m owns, in dt (a float32 checkpoint's matrices take half
 // their bytes), every vector (norm gains, biases) is rounded and kept as float32, and an embedding
 // scale taken in the weights' dtype is rounded. The arithmetic stays float32, so m then computes
-// exactly as the same checkpoint saved in dt. CT_DT_F32 changes nothing (widening changes no
-// number). Call it before m is used: a replacement model keeps results of the weights it saw.
+// exactly as the same checkpoint saved in dt. CT_DT_F32 keeps the matrices and vectors as stored
+// (widening changes no number) but takes the embedding scale unrounded, as the checkpoint saved in
+// F32 has it. When every matrix was copied, the checkpoint's mapped pages are dropped from m.
+// Call it before m is used: a replacement model keeps results of the weights it saw.
 ct_status ct_model_hold_as(ct_model *m, ct_dtype dt, ct_err *err);
 // A Llama-shaped model (RMS norms, gated SiLU MLP, RoPE) with uniform random weights scaled by
 // 1/sqrt(fan-in), for benchmarks and tests at sizes no checkpoint is worth writing for.

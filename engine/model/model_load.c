@@ -1059,8 +1059,10 @@ void ct_model_name(const ct_model *m, char *buf, size_t n) {
 // Weights held in another dtype (ct_model_hold_as)
 
 // w (rows, cols) of any float dtype and strides -> a row-major copy in dt owned by m. row: (cols,)
-static int hold_mat(ct_model *m, ct_mat *w, ct_dtype dt, float *row) {
-    if (!w->data || w->dtype == dt) return 1;
+// *kept counts the matrices left as they were (already in dt).
+static int hold_mat(ct_model *m, ct_mat *w, ct_dtype dt, float *row, int *kept) {
+    if (!w->data) return 1;
+    if (w->dtype == dt) return ++*kept;
     uint16_t *p = (uint16_t *)model_own(m, ((size_t)w->rows * (size_t)w->cols + 1) / 2);
     if (!p) return 0;
     for (int64_t r = 0; r < w->rows; r++) {
@@ -1088,24 +1090,26 @@ static int hold_vec(ct_model *m, const float **v, size_t n, ct_dtype dt) {
 }
 
 ct_status ct_model_hold_as(ct_model *m, ct_dtype dt, ct_err *err) {
-    if (dt == CT_DT_F32) return CT_OK;
-    if (dt != CT_DT_BF16 && dt != CT_DT_F16)
-        return ct_fail(err, CT_STATUS_BAD_ARG, "weights can be held in BF16 or F16 (or F32: as stored), not %s",
-                       ct_dtype_name(dt));
     const ct_config *c = &m->cfg;
+    if (dt != CT_DT_F32 && dt != CT_DT_BF16 && dt != CT_DT_F16)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "weights can be held in F32, BF16 or F16, not %s", ct_dtype_name(dt));
+    if (c->embed_scale_rounded) m->cfg.embed_scale = sqrtf((float)c->d_model);   // rounded below for BF16, F16
+    if (dt == CT_DT_F32) return CT_OK;
     size_t D = (size_t)c->d_model, F = (size_t)c->d_mlp, hd = (size_t)c->head_dim;
     size_t qd = (size_t)c->n_heads * hd, kvd = (size_t)c->n_kv_heads * hd;
     size_t longest = (size_t)(F > D ? F : D) + qd;   // the longest row of any matrix
     float *row = malloc(sizeof(float) * longest);
-    int tied = m->lm_head.data == m->embed.data;
-    int ok = row && hold_mat(m, &m->embed, dt, row) && hold_mat(m, &m->pos_embed, dt, row) &&
-             (tied || hold_mat(m, &m->lm_head, dt, row)) && hold_vec(m, &m->lnf_w, D, dt) && hold_vec(m, &m->lnf_b, D, dt);
+    int tied = m->lm_head.data == m->embed.data, kept = 0;
+    int ok = row && hold_mat(m, &m->embed, dt, row, &kept) && hold_mat(m, &m->pos_embed, dt, row, &kept) &&
+             (tied || hold_mat(m, &m->lm_head, dt, row, &kept)) && hold_vec(m, &m->lnf_w, D, dt) &&
+             hold_vec(m, &m->lnf_b, D, dt);
     if (ok && tied) m->lm_head = m->embed;
     for (int l = 0; ok && l < c->n_layers; l++) {
         ct_layer *w = &m->layers[l];
-        ok = hold_mat(m, &w->wq, dt, row) && hold_mat(m, &w->wk, dt, row) && hold_mat(m, &w->wv, dt, row) &&
-             hold_mat(m, &w->wo, dt, row) && hold_mat(m, &w->w_gate, dt, row) && hold_mat(m, &w->w_up, dt, row) &&
-             hold_mat(m, &w->w_down, dt, row) && hold_vec(m, &w->ln1_w, D, dt) && hold_vec(m, &w->ln1_b, D, dt) &&
+        ok = hold_mat(m, &w->wq, dt, row, &kept) && hold_mat(m, &w->wk, dt, row, &kept) &&
+             hold_mat(m, &w->wv, dt, row, &kept) && hold_mat(m, &w->wo, dt, row, &kept) &&
+             hold_mat(m, &w->w_gate, dt, row, &kept) && hold_mat(m, &w->w_up, dt, row, &kept) &&
+             hold_mat(m, &w->w_down, dt, row, &kept) && hold_vec(m, &w->ln1_w, D, dt) && hold_vec(m, &w->ln1_b, D, dt) &&
              hold_vec(m, &w->bq, qd, dt) && hold_vec(m, &w->bk, kvd, dt) && hold_vec(m, &w->bv, kvd, dt) &&
              hold_vec(m, &w->bo, D, dt) && hold_vec(m, &w->q_norm, hd, dt) && hold_vec(m, &w->k_norm, hd, dt) &&
              hold_vec(m, &w->post_attn_w, D, dt) && hold_vec(m, &w->ln2_w, D, dt) && hold_vec(m, &w->ln2_b, D, dt) &&
@@ -1113,9 +1117,11 @@ ct_status ct_model_hold_as(ct_model *m, ct_dtype dt, ct_err *err) {
     }
     free(row);
     if (!ok) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory holding the weights in %s", ct_dtype_name(dt));
-    if (c->embed_scale_rounded) {   // sqrt(d_model) rounded once, as a checkpoint stored in dt has it
-        m->cfg.embed_scale = sqrtf((float)c->d_model);
-        round_embed_scale(m);
+    if (c->embed_scale_rounded) round_embed_scale(m);
+    if (!kept) {   // nothing reads the checkpoint's pages any more
+        for (int i = 0; i < m->n_shards; i++)
+            if (m->shards[i]->mapped) ct_map_advise(m->shards[i]->map, m->shards[i]->size, CT_ADVISE_DONTNEED);
+        if (m->map) ct_map_advise(m->map, m->map_size, CT_ADVISE_DONTNEED);
     }
     return CT_OK;
 }

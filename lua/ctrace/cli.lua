@@ -56,10 +56,11 @@ default directory and slug). --features_dir DIR (an existing directory): the set
 reads (its start-server --features_dir DIR shows them for a scan starting with /); ctrace's own
 viewer shows the dashboards its page holds and serves no feature files.
 --offload: where the rows of the graph wait while it is computed: cpu (and None) in memory up to
-2 GiB, then a file; disk: a file beyond 512 MiB (working memory 1 GiB). --dtype bfloat16 or
-float16: the model's weights rounded to that dtype and its matrices held in it (a float32
-checkpoint's in half the memory), as the same checkpoint saved in that dtype; the arithmetic stays
-float32; float32 (the default) keeps the weights as stored. --lazy-encoder, --lazy-decoder: ctrace
+2 GiB, then a file; disk: a file beyond 512 MiB (working memory 1 GiB). --dtype: the model's
+weights as the same checkpoint saved in that dtype holds them: bfloat16 or float16 round them and
+hold the matrices in that dtype (a float32 checkpoint's in half the memory); float32 (the default)
+reads narrower ones exactly as they are, without widening them in memory; the arithmetic stays
+float32 and the transcoders stay as stored. --lazy-encoder, --lazy-decoder: ctrace
 always maps encoders and decoders and reads them as they are used. --backend: ctrace has one
 engine; both names give the same graph. --verbose: progress on standard error (the default on a
 terminal). --chat TEXT is one user turn through the model's chat template, the model's turn
@@ -339,7 +340,7 @@ local function attribute_cmd(o)
   if not model then
     error("USAGE: the transcoder set's config.yaml names no model_name; give the model with --model (-m)", 0)
   end
-  local m = ct.load_model(model, {dtype = o.dtype})
+  local m = ct.load_model(model, {dtype = o.dtype or "float32"})   -- circuit-tracer's default
   if o.features_dir then   -- the set's dashboards as the feature files circuit-tracer's viewer reads
     local d = load_dashboards(tc)
     if d then

@@ -154,10 +154,13 @@ end
 local DTYPES = {float32 = "F32", fp32 = "F32", bfloat16 = "BF16", bf16 = "BF16", float16 = "F16", fp16 = "F16",
                 half = "F16", F32 = "F32", BF16 = "BF16", F16 = "F16"}
 
--- opts.dtype: the weights held as a checkpoint stored in that dtype holds them ("bfloat16",
--- "float16"; "float32", the default, keeps them as stored): see README, "dtype".
+-- opts.dtype: the weights held as the checkpoint saved in that dtype holds them ("float32",
+-- "bfloat16", "float16"); without it, as stored. See README, "--dtype".
 function M.load_model(path_or_name, opts)
-  local dtype = "F32"
+  local dtype
+  if opts ~= nil and type(opts) ~= "table" then
+    error("BAD_ARG: load_model: options must be a table ({dtype = ...}), not a " .. type(opts), 2)
+  end
   for k, v in pairs(opts or {}) do
     if k ~= "dtype" then error("BAD_ARG: load_model: unknown option '" .. tostring(k) .. "' (expected dtype)", 2) end
     dtype = DTYPES[v] or error("BAD_ARG: load_model: dtype " .. tostring(v) .. "; expected float32, bfloat16 or float16", 2)

@@ -50,6 +50,8 @@ def blocks(path):
     out, cur = [], None
     for i, line in enumerate(open(path, encoding="utf-8"), 1):
         line = line.rstrip("\n")
+        if re.match(r"\s+```|~~~", line):
+            ok(False, "README line %d: a fence this walk does not read (indented, or ~~~)" % i)
         if line.startswith("```"):
             if cur is None:
                 cur = (line[3:].strip(), i + 1, [])
@@ -59,16 +61,27 @@ def blocks(path):
                 cur = None
         elif cur is not None:
             cur[2].append(line)
+    if cur is not None:
+        ok(False, "README line %d: a block never closed" % (cur[1] - 1))
     return out
 
 
-def run(cmd, timeout=600, stdin=None):
-    p = subprocess.run(["bash", "-c", cmd], cwd=work, input=stdin, capture_output=True, text=True, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
+def run(cmd, timeout=600):
+    p = subprocess.Popen(["bash", "-c", cmd], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        err += b"\n(killed after %d s)" % timeout
+    return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
 # ---- shell commands ----
 SKIP = {"make check": "this walk runs inside make check (CI runs it on every change)"}
+# what would run the suite, and this walk, inside itself
+RECURSIVE = re.compile(r"^make\b.*\b(check|test|asan)\b|tests/run_all\.sh|test_readme\.sh")
 
 # synopsis as written -> (command run in its place, what its output must hold)
 SYNOPSIS = {
@@ -126,9 +139,16 @@ def serves(cmd, page):
 SERVES = {"--server": "once.json", "build/ctrace serve graphs": "once.html"}
 
 
+used = set()   # the keys of the tables above and below that met their README text
+
+
 def shell(cmd):
+    for table in (SKIP, SYNOPSIS, WRITES, SERVES):
+        used.update(k for k in table if k == cmd or (table is SERVES and k in cmd))
     if cmd in SKIP:
         return skip(cmd, SKIP[cmd])
+    if RECURSIVE.search(cmd):
+        return ok(False, "%s: would run the suite inside itself; add it to SKIP with the reason" % cmd)
     if cmd in SYNOPSIS:
         real, want = SYNOPSIS[cmd]
         rc, out, err = run(real)
@@ -147,11 +167,16 @@ def shell(cmd):
        "exit %d\n%s%s" % (rc, out, err))
 
 
-def commands(lines):
-    for line in lines:
-        if not line.strip() or line.startswith(" "):   # an indented line continues the comment above
+def commands(lines, first):
+    for i, line in enumerate(lines):
+        if not line.strip() or re.match(r"\s+#", line):   # an indented comment continues the one above
             continue
-        yield re.split(r"\s{2,}#", line)[0].strip()
+        cmd = re.split(r"\s{2,}#", line)[0].strip()
+        if line.startswith(" ") or cmd.endswith("\\"):
+            ok(False, "README line %d: a command indented or continued on the next line, which this walk "
+               "would not run whole: %s" % (first + i, line.strip()))
+            continue
+        yield cmd
 
 
 # ---- Lua examples ----
@@ -188,7 +213,10 @@ HAND_WRITTEN = {"labels.json": '{"1_2": "a label written by hand"}\n'}
 
 
 def keyed(table, text):
-    return next((v for k, v in table.items() if text.startswith(k)), None)
+    k = next((k for k in table if text.startswith(k)), None)
+    if k is not None:
+        used.add(k)
+    return table.get(k)
 
 
 def lua(text, line, all_lua):
@@ -217,12 +245,17 @@ def main():
     all_lua = ["\n".join(b[2]) for b in bs if b[0] == "lua"]
     for lang, line, body in bs:
         if lang == "sh":
-            for cmd in commands(body):
+            for cmd in commands(body, line):
                 shell(cmd)
         elif lang == "lua":
             lua("\n".join(body), line, all_lua)
         else:
             ok(False, "README line %d: a block in %s, which this walk cannot run" % (line, lang))
+    for table in (SKIP, SYNOPSIS, WRITES, SERVES, CONTINUES, CHECKS):
+        for k in table:
+            ok(k in used, "this walk's entry %r still names README text" % k.replace("\n", " / ")[:90])
+    for k in CONTINUES.values():   # the examples continued
+        ok(any(t.startswith(k) for t in all_lua), "the example continued, %r, is in the README" % k.splitlines()[-1])
     print("1..%d" % n)
     sys.exit(1 if failed else 0)
 

@@ -7,10 +7,14 @@
 # Gemma-3 -it).
 set -u
 cd "$(dirname "$0")/../.."
+if [ -n "${CTRACE_README_WALK:-}" ]; then
+  echo "1..0 # SKIP inside the README walk itself"; exit 0
+fi
 if [ "${CTRACE_BUILD:-build}" != build ]; then
   echo "1..0 # SKIP the README's commands name build/ctrace: the walk runs in the plain pass"; exit 0
 fi
 ROOT=$PWD
+export PYTHONDONTWRITEBYTECODE=1   # nothing written into the repository (tests/ref/__pycache__)
 . tests/net/server.sh
 tmp=$(mktemp -d)
 server=""
@@ -29,7 +33,9 @@ for e in "$ROOT"/experiments/*/; do
 done
 ln -s "$(cd ../shared && pwd)" $tmp/shared
 
-unset MAKEFLAGS MAKELEVEL MFLAGS CTRACE_OFFLINE HF_HUB_OFFLINE HF_HUB_CACHE CTRACE_CACHE CTRACE_TRACE
+unset MAKEFLAGS MAKELEVEL MFLAGS CTRACE_OFFLINE HF_HUB_OFFLINE HF_HUB_CACHE CTRACE_CACHE CTRACE_TRACE CTRACE_MODELS \
+      CTRACE_ROOT HF_TOKEN HUGGING_FACE_HUB_TOKEN
+export CTRACE_README_WALK=1
 export HF_HOME=$tmp/hf HF_ENDPOINT=$base/hf CTRACE_NEURONPEDIA_URL=$base/np NEURONPEDIA_API_KEY=test-key \
        XDG_CACHE_HOME=$tmp/cache
 /usr/bin/python3 tests/cli/readme_walk.py README.md $tmp/work

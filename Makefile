@@ -3,6 +3,7 @@
 #   make run        install what is missing, build, and run the main job on stories260K
 #   make check      install what is missing (test tools too), build, and run the whole suite
 #   make            build build/ctrace
+#   make MPI=1      build build/mpi/ctrace, which also runs as the ranks of an MPI job (mpirun, srun)
 #   make test       build and run the whole test suite (C, Lua, tokenizer parity, fuzz smoke)
 #   make test-c     the C tests only; make test-lua the Lua tests only
 #   make asan       build under AddressSanitizer + UBSan into build/asan/ and run the C and Lua tests
@@ -21,6 +22,13 @@ CFLAGS  ?= $(OPT) -g
 PKGS    = libseccomp:libseccomp-dev luajit:libluajit-5.1-dev libcjson:libcjson-dev libcurl:libcurl4-openssl-dev \
           openblas:libopenblas-dev libutf8proc:libutf8proc-dev yaml-0.1:libyaml-dev zlib:zlib1g-dev
 
+# the build that joins MPI jobs (Open MPI): its own directory, CT_MPI defined
+ifeq ($(MPI),1)
+BUILD   = build/mpi
+PKGS   += ompi-c:libopenmpi-dev
+MPI_DEF = -DCT_MPI
+endif
+
 # ---- dependency probe -------------------------------------------------------
 ifeq ($(filter deps clean run check,$(MAKECMDGOALS)),)
 MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(word 1,$(subst :, ,$(p))) 2>/dev/null && echo y),,$(word 2,$(subst :, ,$(p))))))
@@ -32,7 +40,7 @@ DEP_CFLAGS := $(shell pkg-config --cflags $(MODS))
 DEP_LIBS   := $(shell pkg-config --libs $(MODS))
 endif
 
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SAN) $(DEP_CFLAGS) -Iengine -MMD -MP
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SAN) $(MPI_DEF) $(DEP_CFLAGS) -Iengine -MMD -MP
 LDLIBS     = $(DEP_LIBS) -lm -lpthread
 
 # ---- sources ----------------------------------------------------------------
@@ -82,7 +90,9 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h tests/c/tiny.h tests/c/edges.h $(B
 $(BUILD)/tests/test_alloc: TEST_LDFLAGS = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free
 
 # ---- tests ------------------------------------------------------------------
+# with Open MPI present, the MPI build too (tests/cli/test_mpi.sh)
 test: all $(TEST_BIN)
+	@if pkg-config --exists ompi-c; then $(MAKE) --no-print-directory MPI=1 all; fi
 	BUILD=$(BUILD) tests/run_all.sh
 
 test-c: $(TEST_BIN)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "bind/bind.h"
+#include "core/dist.h"
 #include "host.h"
 
 static int traceback(lua_State *L) {
@@ -36,7 +37,9 @@ static int docall(lua_State *L, int n_args, int n_results) {
     ct_lua_protect_end(L);
     lua_remove(L, base);
     if (st) {
-        fprintf(stderr, "ctrace: %s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error)");
+        if (ct_dist_size() > 1) fprintf(stderr, "ctrace [rank %d]: ", ct_dist_rank());   // which rank of an MPI job
+        else fprintf(stderr, "ctrace: ");
+        fprintf(stderr, "%s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error)");
         fflush(stderr);
         lua_pop(L, 1);
         lua_gc(L, LUA_GCCOLLECT, 0);
@@ -259,8 +262,18 @@ int ct_host_main(int argc, char **argv) {
     int i = 1, ran = 0, st = 0;
     static const char *const cmds[] = {"run", "check", "new", "attribute", "serve", "start-server", "convert", "upload", NULL};
     if (argc == 2 && strcmp(argv[1], "--run-child") == 0) return ct_host_run_child();
-    for (int c = 0; argc >= 2 && cmds[c]; c++)
-        if (strcmp(argv[1], cmds[c]) == 0) return subcommand(argv[1], argc - 2, argv + 2);
+    for (int c = 0; argc >= 2 && cmds[c]; c++) {
+        if (strcmp(argv[1], cmds[c]) != 0) continue;
+        // of the commands, attribute alone shares its work among the ranks of an MPI job; the
+        // others would each do the whole of it, and ctrace run's sandbox admits no MPI traffic
+        if (ct_dist_size() > 1 && strcmp(argv[1], "attribute") != 0) {
+            fprintf(stderr, "ctrace [rank %d] %s: runs as one process, not as %d ranks of an MPI job: run it without "
+                    "mpirun (of the commands, attribute runs under MPI; scripts do too)\n", ct_dist_rank(), argv[1],
+                    ct_dist_size());
+            return 2;
+        }
+        return subcommand(argv[1], argc - 2, argv + 2);
+    }
     for (; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);

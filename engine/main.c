@@ -1,8 +1,10 @@
 // main.c - the `ctrace` program.
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "host.h"
+#include "core/dist.h"
 #include "core/tensor.h"
 
 int main(int argc, char **argv) {
@@ -10,5 +12,12 @@ int main(int argc, char **argv) {
     // it fell back to generic ones (see ct_blas_better_core); on failure carry on as we are.
     const char *core = ct_blas_better_core();
     if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);
-    return ct_host_main(argc, argv);
+    ct_err err = {0};
+    if (ct_dist_init(&argc, &argv, &err)) {
+        fprintf(stderr, "ctrace: %s\n", err.msg);
+        return 2;
+    }
+    int st = ct_host_main(argc, argv);
+    ct_dist_finalize(st);
+    return st;
 }

@@ -8,6 +8,7 @@
 #include <zlib.h>
 
 #include "bind.h"
+#include "core/dist.h"
 #include "core/fileio.h"
 #include "core/sha256.h"
 #include "net/serve.h"
@@ -21,6 +22,14 @@ static int l_threads(lua_State *L) {
     if (!lua_isnoneornil(L, 1)) ct_set_threads((int)luaL_checkinteger(L, 1));
     lua_pushinteger(L, ct_get_threads());
     return 1;
+}
+
+// This process's rank, the job's size (1: not an MPI job) and whether this build joins MPI jobs.
+static int l_dist(lua_State *L) {
+    lua_pushinteger(L, ct_dist_rank());
+    lua_pushinteger(L, ct_dist_size());
+    lua_pushboolean(L, ct_dist_built());
+    return 3;
 }
 
 // Monotonic wall-clock seconds (os.clock counts CPU time of every BLAS thread).
@@ -219,7 +228,7 @@ static int l_methods(lua_State *L) {
 
 int luaopen_ctrace_core(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"methods", l_methods}, {"clock", l_clock},
+        {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"dist", l_dist}, {"methods", l_methods}, {"clock", l_clock},
         {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"memory", l_memory}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
         {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {"zlib_compress", l_zlib_compress}, {"realpath", l_realpath}, {NULL, NULL}};
     lua_newtable(L);

@@ -277,6 +277,7 @@ static int l_rm_attribute(lua_State *L) {
     F("backward_gemm_s", stats.backward_gemm_s);
     F("backward_flops", stats.backward_flops), F("n_rows", stats.n_rows), F("n_batches", stats.n_batches);
     F("batch_size", stats.batch_size), F("row_bytes", stats.row_bytes), F("n_active", stats.n_active);
+    F("comm_bytes", stats.comm_bytes), F("comm_s", stats.comm_s);
 #undef F
     lua_pushboolean(L, stats.spilled);
     lua_setfield(L, -2, "spilled");

@@ -33,7 +33,8 @@
     X(CT_STATUS_CHECKSUM, -18, "CHECKSUM", "content does not match its hash")   \
     X(CT_STATUS_OFFLINE, -19, "OFFLINE", "needs the network in offline mode")   \
     X(CT_STATUS_BUSY, -20, "BUSY", "in use by another process")                 \
-    X(CT_STATUS_SYSTEM, -21, "SYSTEM", "the operating system refused")
+    X(CT_STATUS_SYSTEM, -21, "SYSTEM", "the operating system refused")          \
+    X(CT_STATUS_REMOTE, -22, "REMOTE", "another rank of the MPI job failed")
 
 typedef enum {
 #define CT_X(name, value, str, desc) name = value,

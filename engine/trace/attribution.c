@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
 #include "trace/replacement.h"
 #include "trace/rowstore.h"
 
@@ -773,11 +774,12 @@ static void report(const ct_attr_opts *o, const char *phase, int64_t done, int64
     if (o->progress) o->progress(o->progress_ctx, phase, done, total);
 }
 
-// Computes a batch of rows into bbuf (B, n_cols), then stores them: row sums, the values at the
+// Computes batches of rows into bbuf (B, n_cols), then stores them: row sums, the values at the
 // visited features' columns (sq), and the rows themselves.
 typedef struct {
     ct_rowstore *store;
     float *bbuf;            // (B, n_cols)
+    float *rbuf;            // (B, n_cols) another rank's batch, or NULL (one process)
     double *rowsum;         // (max rows,)
     float *sq;              // (max rows, ld) or NULL: values at the columns of visited features
     int64_t ld;
@@ -785,14 +787,14 @@ typedef struct {
     int64_t n_visit;        // visit indices known so far
 } rows_state;
 
-// batch (nb,) for the feature targets order[0..nb) (indices into a->active), their encoder rows
-// read a layer at a time into a->enc
-static ct_status feature_batch(attr_ctx *a, const int64_t *order, int nb, attr_row *batch, ct_err *err) {
+// batch (nb,) for the feature targets order[0..nb) (indices into a->active): each row's layer and
+// position, and (vectors) its encoder row, read a layer at a time into a->enc
+static ct_status feature_batch(attr_ctx *a, const int64_t *order, int nb, attr_row *batch, int vectors, ct_err *err) {
     for (int i = 0; i < nb; i++) {
         const int32_t *af = a->active + 3 * order[i];
         batch[i] = (attr_row){af[0], af[1], a->enc + (size_t)i * a->D};
     }
-    for (int l = 0; l < a->L; l++) {
+    for (int l = 0; vectors && l < a->L; l++) {
         int n = 0;
         for (int i = 0; i < nb; i++)
             if (batch[i].layer == l) a->feats[n] = a->active[3 * order[i] + 2], a->enc_rows[n++] = a->enc + (size_t)i * a->D;
@@ -802,11 +804,10 @@ static ct_status feature_batch(attr_ctx *a, const int64_t *order, int nb, attr_r
     return CT_OK;
 }
 
-static ct_status batch_rows(attr_ctx *a, rows_state *rs, const attr_row *r, int B, ct_attr_stats *stats, ct_err *err) {
+// Stores the rows (B, n_cols) of batch r.
+static ct_status store_rows(attr_ctx *a, rows_state *rs, const attr_row *r, int B, const float *rows, ct_err *err) {
     int64_t nc = a->n_cols;
-    float *rows = rs->bbuf;
-    memset(rows, 0, sizeof(float) * (size_t)B * nc);
-    ct_status rc = timed_batch(a, r, B, rows, stats, err);
+    ct_status rc = CT_OK;
     for (int b = 0; !rc && b < B; b++) {
         const float *row = rows + (size_t)b * nc;
         int64_t at = ct_rowstore_rows(rs->store);
@@ -814,6 +815,59 @@ static ct_status batch_rows(attr_ctx *a, rows_state *rs, const attr_row *r, int 
         if (rs->sq)
             for (int64_t j = 0; j < rs->n_visit; j++) rs->sq[at * rs->ld + j] = fabsf(row[rs->visit[j]]);
         rc = ct_rowstore_append(rs->store, row, r[b].layer, r[b].pos, err);
+    }
+    return rc;
+}
+
+// The rows to compute in one go: logit targets (tg, K of them) or features (order, n of them).
+typedef struct {
+    const target *tg;
+    const int64_t *order;
+    int64_t n;
+} row_list;
+
+// Batch j (rows j B ..) of list: the rows' layers and positions, and (vectors) their vectors. *nb: its rows.
+static ct_status list_batch(attr_ctx *a, const row_list *list, int64_t j, int B, attr_row *batch, int *nb, int vectors,
+                            ct_err *err) {
+    int64_t i0 = j * B;
+    *nb = list->n - i0 < B ? (int)(list->n - i0) : B;
+    if (list->order) return feature_batch(a, list->order + i0, *nb, batch, vectors, err);
+    for (int i = 0; i < *nb; i++) batch[i] = (attr_row){a->L, a->T - 1, list->tg[i0 + i].vec};
+    return CT_OK;
+}
+
+// The rows of list, stored in order, by every rank: batch j is computed by rank j mod P, a wave of
+// P batches at a time, and broadcast to the others. One process computes each batch and stores it.
+// Each batch is the one a single process forms, so the rows have the same bits on any number of
+// ranks (and threads). done0, total: progress before the list and in all (feature rows).
+static ct_status list_rows(attr_ctx *a, rows_state *rs, const row_list *list, attr_row *batch, int B,
+                           const ct_attr_opts *o, int64_t done0, int64_t total, ct_attr_stats *stats, ct_err *err) {
+    int P = ct_dist_size(), me = ct_dist_rank();
+    int64_t n_batches = (list->n + B - 1) / B;
+    ct_status rc = CT_OK;
+    for (int64_t w0 = 0; !rc && w0 < n_batches; w0 += P) {
+        int nb;
+        if (w0 + me < n_batches) {
+            rc = list->order ? ct_ctx_check_cancel(o->ctx, err, "attribution stopped after %lld of %lld feature rows",
+                                                   (long long)(done0 + w0 * B), (long long)total)
+                             : CT_OK;
+            if (!rc) rc = list_batch(a, list, w0 + me, B, batch, &nb, 1, err);
+            if (!rc) memset(rs->bbuf, 0, sizeof(float) * (size_t)nb * (size_t)a->n_cols);
+            if (!rc) rc = timed_batch(a, batch, nb, rs->bbuf, stats, err);
+        }
+        double t = ct_now();
+        if ((rc = ct_dist_agree(rc, err))) break;
+        stats->comm_s += ct_now() - t;
+        for (int p = 0; !rc && p < P && w0 + p < n_batches; p++) {
+            float *rows = p == me ? rs->bbuf : rs->rbuf;
+            rc = list_batch(a, list, w0 + p, B, batch, &nb, 0, err);
+            size_t bytes = sizeof(float) * (size_t)nb * (size_t)a->n_cols;
+            t = ct_now();
+            if (!rc) rc = ct_dist_bcast(rows, bytes, p, err);
+            if (P > 1) stats->comm_s += ct_now() - t, stats->comm_bytes += (double)bytes;
+            if (!rc) rc = store_rows(a, rs, batch, nb, rows, err);
+            if (!rc && list->order) report(o, "features", done0 + (w0 + p) * B + nb, total);
+        }
     }
     return rc;
 }
@@ -901,6 +955,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     ct_row_layout lay = {L, T, NA, a.n_cols, a.start};
     if ((rc = ct_rowstore_open(&rs.store, &lay, n_rows, limit / 2, err))) goto done;
     rs.bbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
+    if (ct_dist_size() > 1) rs.rbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
     rs.rowsum = calloc((size_t)n_rows, sizeof(double));
     if (budget < NA) {   // the influence ranking reads the rows at the visited features' columns
         rs.ld = budget;
@@ -914,7 +969,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     visited = calloc((size_t)NA + 1, 1);
     batch = malloc(sizeof(attr_row) * (size_t)B);
     if (!a.G || !a.A1 || !a.A2 || !a.S || !a.M || !a.v || !a.gain || !a.first || (a.tile_n && !a.tile) || !a.off || !a.enc || !a.enc_rows || !a.feats ||
-        !rs.bbuf || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
+        !rs.bbuf || (ct_dist_size() > 1 && !rs.rbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
         !row_node || !order || !pick || !infl || !visited || !batch) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
                      (long long)a.n_cols);
@@ -922,14 +977,9 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     }
 
     // logit rows
-    for (int k0 = 0; k0 < K; k0 += B) {
-        int nb = K - k0 < B ? K - k0 : B;
-        for (int i = 0; i < nb; i++) {
-            batch[i] = (attr_row){L, T - 1, tg[k0 + i].vec};
-            row_node[k0 + i] = NA + (int64_t)(L + 1) * T + k0 + i;
-        }
-        if ((rc = batch_rows(&a, &rs, batch, nb, &stats, err))) goto done;
-    }
+    for (int k = 0; k < K; k++) row_node[k] = NA + (int64_t)(L + 1) * T + k;
+    row_list logit_rows = {tg, NULL, K};
+    if ((rc = list_rows(&a, &rs, &logit_rows, batch, B, o, 0, K, &stats, err))) goto done;
     report(o, "logits", K, K);
     stats.logits_s = (t0 = ct_now()) - t1;
 
@@ -969,15 +1019,8 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
         }
         rs.n_visit = n_visited + n_pending;
         if (rs.sq && (rc = fill_sq(&rs, n_visited, n_visited + n_pending, err))) goto done;
-        for (int64_t i0 = 0; i0 < n_pending; i0 += B) {
-            if ((rc = ct_ctx_check_cancel(o->ctx, err, "attribution stopped after %lld of %lld feature rows",
-                                          (long long)(n_visited + i0), (long long)budget)))
-                goto done;
-            int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;
-            if ((rc = feature_batch(&a, order + i0, nb, batch, err))) goto done;
-            if ((rc = batch_rows(&a, &rs, batch, nb, &stats, err))) goto done;
-            report(o, "features", n_visited + i0 + nb, budget);
-        }
+        row_list feature_rows = {NULL, order, n_pending};
+        if ((rc = list_rows(&a, &rs, &feature_rows, batch, B, o, n_visited, budget, &stats, err))) goto done;
         n_visited += n_pending;
     }
     stats.features_s = (t1 = ct_now()) - t0;
@@ -989,8 +1032,8 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     stats.row_bytes = ct_rowstore_bytes(rs.store);
     // the scratch is done with; the graph takes its room, and the clean run's when that is more
     // than a quarter of the working memory (else it stays for interventions on the same prompt)
-    free(rs.sq), free(rs.bbuf), free(a.G), free(a.A1), free(a.A2);
-    rs.sq = NULL, rs.bbuf = NULL, a.G = a.A1 = a.A2 = NULL;
+    free(rs.sq), free(rs.bbuf), free(rs.rbuf), free(a.G), free(a.A1), free(a.A2);
+    rs.sq = NULL, rs.bbuf = rs.rbuf = NULL, a.G = a.A1 = a.A2 = NULL;
     if (ct_clean_run_bytes(rm->clean) > limit / 4) ct_replacement_release(rm);
 
     // graph: selected features ascending, then error, token and logit nodes
@@ -1064,7 +1107,7 @@ done:
     }
     targets_free(tg, a.K);
     ct_rowstore_close(rs.store);
-    free(rs.bbuf), free(rs.rowsum), free(rs.sq), free(visit);
+    free(rs.bbuf), free(rs.rbuf), free(rs.rowsum), free(rs.sq), free(visit);
     free(row_node), free(order), free(pick), free(infl), free(visited), free(batch), free(col_of);
     ctx_free(&a);
     *out = g;

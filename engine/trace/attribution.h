@@ -32,6 +32,8 @@ typedef struct {
     int batch_size;                      // rows per backward pass (the option, or fewer to fit memory)
     int spilled;                         // rows kept in a file rather than memory
     size_t row_bytes;                    // the rows' size (memory or file)
+    double comm_bytes;                   // MPI: bytes of rows this rank sent and received
+    double comm_s;                       // MPI: seconds in the ranks' agreement and broadcasts
 } ct_attr_stats;
 
 typedef struct {

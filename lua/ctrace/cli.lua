@@ -341,7 +341,8 @@ local function attribute_cmd(o)
     error("USAGE: the transcoder set's config.yaml names no model_name; give the model with --model (-m)", 0)
   end
   local m = ct.load_model(model, {dtype = o.dtype or "float32"})   -- circuit-tracer's default
-  if o.features_dir then   -- the set's dashboards as the feature files circuit-tracer's viewer reads
+  local rank = ct.dist.rank   -- under MPI every rank computes its share of the rows; rank 0 writes
+  if o.features_dir and rank == 0 then   -- the set's dashboards as the feature files circuit-tracer's viewer reads
     local d = load_dashboards(tc)
     if d then
       local n = require("ctrace.dashboards").feature_files(m, d, o.features_dir)
@@ -354,7 +355,9 @@ local function attribute_cmd(o)
   local rm = ct.replacement_model(m, tc)
   local g = rm:attribute(prompt, {max_feature_nodes = o.max_feature_nodes or 7500, batch_size = o.batch_size or 256,
                                   max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob,
-                                  memory_limit = OFFLOAD_MEMORY[o.offload], verbose = o.verbose or nil})
+                                  memory_limit = OFFLOAD_MEMORY[o.offload],
+                                  verbose = rank == 0 and (o.verbose or nil) or false})
+  if rank ~= 0 then return 0 end
   if o.graph_file then
     io.stderr:write("ctrace attribute: writing the full graph to ", o.graph_file, "\n")
     g:save(o.graph_file)
@@ -473,7 +476,8 @@ function M.main(cmd, args)
     res = tostring(res)
     if not trace then res = res:gsub("\nstack traceback:.*$", "") end
     local code = EXIT[res:match("^(%u+):") or res:match("^[^\n]-:%d+: (%u+):")] or 1
-    io.stderr:write("ctrace ", cmd, ": ", printable(trace and res or user_message(res)), "\n")
+    local rank = ct.dist.size > 1 and ("[rank " .. ct.dist.rank .. "] ") or ""   -- which rank of an MPI job
+    io.stderr:write("ctrace ", rank, cmd, ": ", printable(trace and res or user_message(res)), "\n")
     return code
   end
   return res

@@ -8,12 +8,15 @@
 --       beside it (path with .html); dashboards: feature dashboards for the page
 --   g:save(path) -> the full graph (.pt: circuit-tracer's file, else safetensors)
 --   save_json, save and save_svg make the file's directory when it is missing, as circuit-tracer's
---   create_graph_files makes its output directory
+--   create_graph_files makes its output directory; under MPI they write on rank 0 only
 --   g:save_svg(path) -> a static picture of the (pruned) graph
 --   g:label(source) -> labels every feature node from a label source (ctrace.labels): returns
 --       {labelled, missing, errors, requests, features}
 local core = require "ctrace.core"
 local M = core.methods("ctrace.Graph")
+
+-- Under MPI only rank 0 writes files: the others hold the same graph and skip the saving methods.
+local rank = select(1, core.dist())
 
 -- The directory of path, made when missing (path must be a string: the C method says so otherwise).
 local function make_dir_of(path)
@@ -23,12 +26,14 @@ end
 
 local save = M.save
 function M.save(g, path, ...)
+  if rank ~= 0 then return end
   make_dir_of(path)
   return save(g, path, ...)
 end
 
 local save_json = M.save_json
 function M.save_json(g, path, opts)
+  if rank ~= 0 then return end
   make_dir_of(path)
   local o, viewer, dashboards = {}, true, nil
   for k, v in pairs(opts or {}) do
@@ -47,6 +52,7 @@ function M.save_json(g, path, opts)
 end
 
 function M.save_svg(g, path)
+  if rank ~= 0 then return end
   make_dir_of(path)
   return require("ctrace.viewer").svg(core.json_decode(g:json{slug = "svg"}), path)
 end

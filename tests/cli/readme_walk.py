@@ -13,6 +13,7 @@ the day it is written.
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,6 +106,8 @@ WRITES = {
     "build/ctrace new my-study": files_exist("experiments/my-study/experiment.lua"),
     "build/ctrace attribute -p \"Once upon a time\" -o graph.pt": files_exist("graph.pt"),
     "build/ctrace convert graph.pt graph.safetensors": files_exist("graph.safetensors"),
+    "make MPI=1": files_exist("build/mpi/ctrace"),
+    "mpirun -n 2 build/mpi/ctrace attribute -p \"Once upon a time\" -o graph-mpi.pt": files_exist("graph-mpi.pt"),
     "build/ctrace convert graph.pt graphs/lily.json": files_exist("graphs/lily.json", "graphs/lily.html",
                                                                   "graphs/graph-metadata.json"),
 }
@@ -147,6 +150,8 @@ def shell(cmd):
         used.update(k for k in table if k == cmd or (table is SERVES and k in cmd))
     if cmd in SKIP:
         return skip(cmd, SKIP[cmd])
+    if (cmd.startswith("mpirun") or "MPI=1" in cmd) and not shutil.which("mpirun"):
+        return skip(cmd, "no Open MPI here (tests/setup.sh test installs it)")
     if RECURSIVE.search(cmd):
         return ok(False, "%s: would run the suite inside itself; add it to SKIP with the reason" % cmd)
     if cmd in SYNOPSIS:

@@ -36,6 +36,7 @@ ln -s "$(cd ../shared && pwd)" $tmp/shared
 unset MAKEFLAGS MAKELEVEL MFLAGS CTRACE_OFFLINE HF_HUB_OFFLINE HF_HUB_CACHE CTRACE_CACHE CTRACE_TRACE CTRACE_MODELS \
       CTRACE_ROOT HF_TOKEN HUGGING_FACE_HUB_TOKEN
 export CTRACE_README_WALK=1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # the suite runs as root on CI machines
 export HF_HOME=$tmp/hf HF_ENDPOINT=$base/hf CTRACE_NEURONPEDIA_URL=$base/np NEURONPEDIA_API_KEY=test-key \
        XDG_CACHE_HOME=$tmp/cache
 /usr/bin/python3 tests/cli/readme_walk.py README.md $tmp/work

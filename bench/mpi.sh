@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# ctrace under MPI on this machine: one stories260K graph over a 512-token prompt (circuit-tracer's
+# command-line defaults) as 1 process x 1 thread, 1 process x 2 threads and 2 ranks x 1 thread
+# (mpirun), interleaved, N runs each (default 3); medians of the attribution's wall time, the
+# backward passes', the time the ranks spend agreeing and broadcasting, the bytes each rank sends
+# and receives, and the parallel efficiency (1 x 1 time / (workers x time)). Figures only.
+#   bench/mpi.sh [N] [tokens]
+set -eu
+cd "$(dirname "$0")/.."
+make -s MPI=1 all
+N=${1:-3}
+T=${2:-512}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for i in $(seq "$N"); do
+  echo "1x1 $(build/mpi/ctrace -e 'require("ctrace").threads(1)' bench/mpi/graph.lua "$T")" >> "$out"
+  echo "1x2 $(build/mpi/ctrace bench/mpi/graph.lua "$T")" >> "$out"
+  echo "2x1 $(mpirun -n 2 build/mpi/ctrace bench/mpi/graph.lua "$T")" >> "$out"
+done
+echo "# stories260K, $T tokens, 7,500 feature nodes, batch 256: medians of $N runs ($(nproc) cores)"
+echo "# ranks x threads   wall s   backward s   comm s   MB sent+received per rank   batches   MB per batch   efficiency"
+base=$(awk '$1 == "1x1" { print $4 }' "$out" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+for k in 1x1 1x2 2x1; do
+  awk -v k="$k" -v base="$base" '$1 == k { n++; w[n] = $4; b[n] = $5; c[n] = $6; mb = $7; nb = $8; pb = $9 }
+    function med(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+                                   return a[int((n + 1) / 2)] }
+    END { split(k, p, "x"); mw = med(w, n); printf "%-18s %7.2f   %10.2f   %6.2f   %25.1f   %7d   %12.2f   %9.0f%%\n",
+          k, mw, med(b, n), med(c, n), mb, nb, pb, 100 * base / (p[1] * p[2] * mw) }' "$out"
+done

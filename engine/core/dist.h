@@ -1,0 +1,36 @@
+// dist.h - the ranks of an MPI job, or one process.
+//
+// ctrace runs under MPI's own launchers (mpirun, Slurm's srun) and has no scheduler of its own.
+// Built with `make MPI=1` (CT_MPI defined, linked with Open MPI), a process started by a launcher
+// (its environment names a rank: OMPI_COMM_WORLD_RANK, PMIX_RANK or PMI_RANK) joins the job in
+// ct_dist_init; any other process, and every process of a build without MPI, is rank 0 of 1 and
+// calls nothing of MPI. The collectives below are then plain returns. A build without MPI started
+// as one of several processes of a job refuses to run (each would do the whole job).
+//
+//   ct_dist_init(&argc, &argv, &err);   // first thing in main (after any re-exec)
+//   ... rank 0 writes the output; every rank computes its share ...
+//   ct_dist_finalize(status);      // last: a failure on one rank ends the whole job (MPI_Abort)
+#ifndef CT_DIST_H
+#define CT_DIST_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+
+ct_status ct_dist_init(int *argc, char ***argv, ct_err *err);
+// status 0: MPI_Finalize; else MPI_Abort(status), which stops every rank within seconds and makes
+// the launcher exit non-zero naming this rank.
+void ct_dist_finalize(int status);
+int ct_dist_rank(void);
+int ct_dist_size(void);
+// Whether this build can join MPI jobs (make MPI=1).
+int ct_dist_built(void);
+
+// buf (bytes) from rank root to every rank.
+ct_status ct_dist_bcast(void *buf, size_t bytes, int root, ct_err *err);
+// Every rank learns whether any rank failed: rc when this rank failed, else CT_OK when none did,
+// else CT_STATUS_REMOTE naming the highest failing rank (whose own message it prints itself).
+// A collective: every rank must reach it.
+ct_status ct_dist_agree(ct_status rc, ct_err *err);
+
+#endif

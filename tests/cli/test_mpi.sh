@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# test_mpi.sh - ctrace as the ranks of an MPI job (make MPI=1: build/mpi/ctrace) under Open MPI's
+# mpirun, 2 and 3 ranks on this machine (shared memory and loopback): one graph's rows shared among
+# the ranks gives the bytes of a single process (the plain build) for ctrace attribute and for a
+# script's rm:attribute + g:save (rank 0 writes); a rank that is killed or fails ends the job
+# within seconds, non-zero, naming the rank, and no output is written; the plain build refuses to
+# run as one of several ranks; commands other than attribute refuse to.
+set -u
+cd "$(dirname "$0")/../.."
+if [ -n "${CTRACE_BUILD:-}" ] && [ "$CTRACE_BUILD" != build ]; then
+  echo "1..0 # SKIP the MPI build is tested in the plain pass"; exit 0
+fi
+if ! command -v mpirun > /dev/null || [ ! -x build/mpi/ctrace ]; then
+  echo "1..0 # SKIP no Open MPI here (tests/setup.sh test installs openmpi-bin and libopenmpi-dev; make test builds build/mpi)"
+  exit 0
+fi
+CTRACE=$PWD/build/ctrace
+MPI_CTRACE=$PWD/build/mpi/ctrace
+SET=$PWD/experiments/stories260K-transcoders/transcoders
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+[ -n "${KEEP:-}" ] && trap 'echo "# kept $tmp"' EXIT
+cd "$tmp"
+n=0
+fail=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+bad() { n=$((n + 1)); echo "not ok $n - $1"; fail=1; }
+show() { sed 's/^/#   /' "$1" | tail -20; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+mpi() { local np=$1; shift; timeout 300 mpirun --oversubscribe -n "$np" "$@"; }
+PROMPT="Once upon a time, there was a little girl named Lily. She"
+
+# the serial reference: the plain build, one process
+"$CTRACE" attribute -p "$PROMPT" -t "$SET" --max_feature_nodes 1000 --batch_size 64 -o serial.safetensors \
+  > serial.log 2>&1 || { bad "serial graph"; show serial.log; }
+"$CTRACE" attribute -p "$PROMPT" -t "$SET" --max_feature_nodes 1000 --batch_size 64 --slug lily --graph_file_dir serial \
+  > serial2.log 2>&1 || { bad "serial graph JSON"; show serial2.log; }
+
+for np in 2 3; do
+  mpi $np "$MPI_CTRACE" attribute -p "$PROMPT" -t "$SET" --max_feature_nodes 1000 --batch_size 64 \
+    -o mpi$np.safetensors > mpi$np.log 2>&1
+  [ $? = 0 ] && cmp -s serial.safetensors mpi$np.safetensors &&
+    ok "ctrace attribute on $np ranks: the full graph has the single process's bytes" || { bad "attribute on $np ranks"; show mpi$np.log; }
+  mpi $np "$MPI_CTRACE" attribute -p "$PROMPT" -t "$SET" --max_feature_nodes 1000 --batch_size 64 --slug lily \
+    --graph_file_dir mpi$np > mpi${np}b.log 2> mpi${np}b.err   # (mpirun interleaves the two streams)
+  [ $? = 0 ] && cmp -s serial/lily.json mpi$np/lily.json && cmp -s serial/lily.html mpi$np/lily.html &&
+    [ "$(grep -c "wrote mpi$np/lily.json" mpi${np}b.err)" = 1 ] && [ "$(grep -c "^prompt:" mpi${np}b.log)" = 1 ] &&
+    ok "$np ranks: the graph JSON and page as one process writes them, written and summarised once (rank 0)" ||
+    { bad "graph JSON on $np ranks"; show mpi${np}b.log; show mpi${np}b.err; }
+done
+
+# a script: every rank calls rm:attribute; g:save writes on rank 0 only; all features (one round of
+# many batches) and the influence-ranked queue
+cat > graph.lua <<'LUA'
+local ct = require "ctrace"
+local m = ct.load_model("stories260K")
+local rm = ct.replacement_model(m, ct.load_transcoders(arg[1]))
+local g = rm:attribute("Once upon a time, there was a little girl named Lily. She", {batch_size = 32, max_feature_nodes = arg[3] and tonumber(arg[3]) or nil})
+g:save(arg[2])
+io.write(ct.dist.rank, "/", ct.dist.size, " ")
+LUA
+"$CTRACE" graph.lua "$SET" all.safetensors > all.log 2>&1 || { bad "serial script"; show all.log; }
+mpi 3 "$MPI_CTRACE" graph.lua "$SET" all3.safetensors > all3.log 2>&1
+[ $? = 0 ] && cmp -s all.safetensors all3.safetensors && grep -q "0/3" all3.log && grep -q "2/3" all3.log &&
+  ok "a script on 3 ranks, every active feature: rm:attribute + g:save give the single process's bytes" ||
+  { bad "script on 3 ranks"; show all3.log; }
+
+# faults: a rank killed (SIGKILL) in the middle of a graph, while the others wait for its rows; a
+# rank that fails (a Lua error) while the others are attributing
+cat > die.lua <<'LUA'
+local ct = require "ctrace"
+local m = ct.load_model("stories260K")
+local rm = ct.replacement_model(m, ct.load_transcoders(arg[1]))
+if ct.dist.rank == 1 then
+  local f = io.open(arg[3] .. ".pid", "w")
+  f:write(io.open("/proc/self/stat"):read("*n"))
+  f:close()
+  if arg[3] == "error" then error("rank 1 gives up") end
+end
+local p = string.rep("Once upon a time, there was a little girl named Lily. She liked to play. ", 4)
+rm:attribute(p, {batch_size = 8}):save(arg[2])
+LUA
+mpi 2 "$MPI_CTRACE" die.lua "$SET" die-kill.safetensors kill > die-kill.log 2>&1 &
+job=$!
+for _ in $(seq 300); do [ -s kill.pid ] && break; sleep 0.1; done
+sleep 1
+kill -0 $job 2> /dev/null && running=1 || running=0
+start=$(date +%s)
+kill -9 "$(cat kill.pid)"
+wait $job
+rc=$?
+took=$(( $(date +%s) - start ))
+[ $running = 1 ] && [ $rc != 0 ] && [ $rc != 124 ] && [ $took -lt 30 ] && [ ! -e die-kill.safetensors ] &&
+  grep -q "rank 1" die-kill.log && ok "rank 1 killed during the graph: the job exits $rc within ${took} s, names rank 1, writes nothing" ||
+  { bad "rank 1 killed: running $running, exit $rc after ${took} s"; show die-kill.log; }
+start=$(date +%s)
+mpi 2 "$MPI_CTRACE" die.lua "$SET" die-error.safetensors error > die-error.log 2>&1
+rc=$?
+took=$(( $(date +%s) - start ))
+[ $rc = 1 ] && [ $took -lt 30 ] && [ ! -e die-error.safetensors ] && grep -q "ctrace \[rank 1\]: die.lua:8: rank 1 gives up" die-error.log &&
+  ok "rank 1 fails: the job exits 1 in ${took} s with rank 1's message, writes nothing" ||
+  { bad "rank 1 fails: exit $rc after ${took} s"; show die-error.log; }
+
+# the plain build refuses to run as one of several ranks; other commands refuse MPI
+mpi 2 "$CTRACE" -e 'print("ran")' > plain.log 2>&1
+[ $? != 0 ] && ! grep -q "^ran" plain.log && grep -q "built without MPI" plain.log &&
+  ok "the plain build under mpirun: refused (each rank would do the whole job)" || { bad "plain build"; show plain.log; }
+mpi 2 "$MPI_CTRACE" convert serial.safetensors c.pt > conv.log 2>&1
+[ $? != 0 ] && [ ! -e c.pt ] && grep -q "runs as one process" conv.log &&
+  ok "ctrace convert under mpirun: refused with a message" || { bad "convert under mpirun"; show conv.log; }
+# one process of the MPI build, no launcher: rank 0 of 1, MPI not started
+"$CTRACE" graph.lua "$SET" plain1000.safetensors 1000 > plain1000.log 2>&1
+"$MPI_CTRACE" graph.lua "$SET" solo.safetensors 1000 > solo.log 2>&1
+[ $? = 0 ] && grep -q "^0/1" solo.log && cmp -s solo.safetensors plain1000.safetensors &&
+  ok "the MPI build without a launcher: one process, the same bytes" || { bad "MPI build alone"; show solo.log; }
+
+echo "1..$n"
+exit $fail

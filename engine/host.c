@@ -308,6 +308,10 @@ int ct_host_main(int argc, char **argv) {
             break;
         }
     }
+    if (!ran && st == 0 && ct_dist_size() > 1) {   // mpirun gives stdin to rank 0 alone: the others would end at once
+        fprintf(stderr, "ctrace [rank %d]: no REPL under MPI: give a script or -e\n", ct_dist_rank());
+        st = 2;
+    }
     if (!ran && st == 0) st = repl(L);
     lua_close(L);
     return st;

@@ -32,6 +32,38 @@ static int l_dist(lua_State *L) {
     return 3;
 }
 
+// dist_gather(s): on rank 0 the strings of every rank (a list in rank order), elsewhere nil.
+static int l_dist_gather(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char **parts;
+    size_t *sizes;
+    ct_err err = {0};
+    if (ct_dist_gather(s, n, &parts, &sizes, &err)) return ct_lua_raise(L, &err);
+    if (!parts) return 0;
+    int P = ct_dist_size();
+    lua_createtable(L, P, 0);
+    for (int r = 0; r < P; r++) {
+        lua_pushlstring(L, parts[r], sizes[r]);
+        lua_rawseti(L, -2, r + 1);
+        free(parts[r]);
+    }
+    free(parts), free(sizes);
+    return 1;
+}
+
+// dist_abort(msg): under MPI, msg printed with this rank and the whole job aborted; else nothing.
+static int l_dist_abort(lua_State *L) {
+    ct_dist_abort(luaL_checkstring(L, 1));
+    return 0;
+}
+
+// dist_alone(on): this process works alone (true) or as its rank again (false); see dist.h.
+static int l_dist_alone(lua_State *L) {
+    ct_dist_alone(lua_toboolean(L, 1));
+    return 0;
+}
+
 // Monotonic wall-clock seconds (os.clock counts CPU time of every BLAS thread).
 static int l_clock(lua_State *L) {
     lua_pushnumber(L, ct_now());
@@ -228,7 +260,8 @@ static int l_methods(lua_State *L) {
 
 int luaopen_ctrace_core(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"dist", l_dist}, {"methods", l_methods}, {"clock", l_clock},
+        {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"dist", l_dist}, {"dist_gather", l_dist_gather}, {"dist_alone", l_dist_alone},
+        {"dist_abort", l_dist_abort}, {"methods", l_methods}, {"clock", l_clock},
         {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"memory", l_memory}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
         {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {"zlib_compress", l_zlib_compress}, {"realpath", l_realpath}, {NULL, NULL}};
     lua_newtable(L);

@@ -484,6 +484,13 @@ static int l_graph_tostring(lua_State *L) {
     return 1;
 }
 
+// ctrace.core.graph_metadata_add(path): the graph JSON at path listed in graph-metadata.json beside it.
+static int l_graph_metadata_add(lua_State *L) {
+    ct_err err = {0};
+    if (ct_graph_metadata_add_file(ct_lua_ctx(L), luaL_checkstring(L, 1), &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
 void ct_lua_register_graph(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"node", l_graph_node}, {"nodes", l_graph_nodes}, {"edges_in", l_graph_edges_in}, {"edges_out", l_graph_edges_out},
@@ -493,7 +500,8 @@ void ct_lua_register_graph(lua_State *L) {
         {"set_label", l_graph_set_label}, {"save_json", l_graph_save_json}, {"save_page", l_graph_save_page}, {"save", l_graph_save}, {"free", l_graph_free},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_graph_free}, {"__tostring", l_graph_tostring}, {NULL, NULL}};
-    static const luaL_Reg fns[] = {{"load_graph", l_load_graph}, {"parse_graph_json", l_parse_graph_json}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"load_graph", l_load_graph}, {"parse_graph_json", l_parse_graph_json},
+                                   {"graph_metadata_add", l_graph_metadata_add}, {NULL, NULL}};
     ct_lua_new_type(L, CT_MT_GRAPH, methods, NULL, meta);
     ct_lua_set_funcs(L, fns);
     lua_newtable(L);   // graphs by id, weak values: a node table does not keep its graph alive

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "bind.h"
+#include "core/dist.h"
 #include "trace/attribution.h"
 #include "trace/intervention.h"
 
@@ -236,7 +237,7 @@ static int l_rm_attribute(lua_State *L) {
     if (v > 0) o.memory_limit = (size_t)v;   // 0: the default
     ct_attr_stats stats;
     o.stats = &stats;
-    int verbose = ct_lua_opt_bool(L, 3, "verbose", ct_lua_terminal(L));
+    int verbose = ct_lua_opt_bool(L, 3, "verbose", ct_lua_terminal(L) && ct_dist_rank() == 0);   // MPI: rank 0's progress
     progress_state ps = {ct_now(), 0, 0};
     if (verbose) o.progress = progress_line, o.progress_ctx = &ps;
     o.ctx = ct_lua_ctx(L);

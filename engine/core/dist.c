@@ -1,13 +1,16 @@
 // dist.c - the ranks of an MPI job, or one process (dist.h).
 #include "core/dist.h"
 
+#include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "core/tensor.h"
 
-static int g_rank = 0, g_size = 1;
+static int g_rank = 0, g_size = 1, g_alone = 0;
 
 // The first of the variables set, as a number; -1 when none is.
 static int env_int(const char *const *vars) {
@@ -39,12 +42,16 @@ ct_status ct_dist_init(int *argc, char ***argv, ct_err *err) {
     g_mpi = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-    // threads: Slurm's cores per task, else the machine's cores shared among the ranks on it
-    // (ctrace.threads(n) sets them later)
-    const char *per_task = getenv("SLURM_CPUS_PER_TASK"), *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    // threads, unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says: the cores this rank is bound
+    // to (mpirun binds ranks to cores, srun to their --cpus-per-task), else the machine's shared
+    // among the ranks on it (ctrace.threads(n) sets them later)
+    if (getenv("OPENBLAS_NUM_THREADS") || getenv("OMP_NUM_THREADS")) return CT_OK;
+    cpu_set_t set;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), bound = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
     if (!local) local = getenv("SLURM_NTASKS_PER_NODE");
-    long cores = sysconf(_SC_NPROCESSORS_ONLN), n = local ? atol(local) : 1;
-    if (per_task && atoi(per_task) > 0) ct_set_threads(atoi(per_task));
+    long n = local ? atol(local) : 1;
+    if (bound > 0 && bound < cores) ct_set_threads((int)bound);
     else if (n > 1 && cores > 0) ct_set_threads(cores / n > 0 ? (int)(cores / n) : 1);
     return CT_OK;
 }
@@ -60,7 +67,7 @@ void ct_dist_finalize(int status) {
 }
 
 ct_status ct_dist_bcast(void *buf, size_t bytes, int root, ct_err *err) {
-    if (g_size == 1) return CT_OK;
+    if (ct_dist_size() == 1) return CT_OK;
     // in pieces of at most 1 GiB: MPI counts are ints
     for (size_t at = 0; at < bytes;) {
         size_t n = bytes - at < ((size_t)1 << 30) ? bytes - at : ((size_t)1 << 30);
@@ -71,8 +78,68 @@ ct_status ct_dist_bcast(void *buf, size_t bytes, int root, ct_err *err) {
     return CT_OK;
 }
 
+static ct_status gather_self(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err);
+
+// n bytes at p to or from rank peer, in pieces of at most 1 GiB (MPI counts are ints)
+static int transfer(void *p, size_t n, int peer, int sending) {
+    for (size_t at = 0; at < n;) {
+        int k = (int)(n - at < ((size_t)1 << 30) ? n - at : ((size_t)1 << 30));
+        int rc = sending ? MPI_Send((char *)p + at, k, MPI_BYTE, peer, 7, MPI_COMM_WORLD)
+                         : MPI_Recv((char *)p + at, k, MPI_BYTE, peer, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return 0;
+        at += (size_t)k;
+    }
+    return 1;
+}
+
+ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
+    *out = NULL, *sizes = NULL;
+    if (ct_dist_size() == 1) return gather_self(buf, n, out, sizes, err);
+    uint64_t mine = n, *all = g_rank == 0 ? calloc((size_t)g_size, sizeof *all) : NULL;
+    int ok = (g_rank != 0 || all) &&
+             MPI_Gather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD) == MPI_SUCCESS;
+    if (ok && g_rank != 0) return transfer((void *)buf, n, 0, 1) ? CT_OK
+                                  : ct_fail(err, CT_STATUS_REMOTE, "rank %d: sending its results failed", g_rank);
+    if (ok) {
+        *out = calloc((size_t)g_size, sizeof(char *));
+        *sizes = calloc((size_t)g_size, sizeof(size_t));
+        ok = *out && *sizes;
+    }
+    for (int r = 0; ok && r < g_size; r++) {
+        (*sizes)[r] = (size_t)all[r];
+        ok = ((*out)[r] = malloc((size_t)all[r] ? (size_t)all[r] : 1)) != NULL;
+        if (ok && r == 0) memcpy((*out)[0], buf, n);
+        else if (ok) ok = transfer((*out)[r], (size_t)all[r], r, 0);
+    }
+    free(all);
+    if (ok) return CT_OK;
+    for (int r = 0; *out && r < g_size; r++) free((*out)[r]);
+    free(*out), free(*sizes);
+    *out = NULL, *sizes = NULL;
+    return ct_fail(err, CT_STATUS_REMOTE, "rank 0: gathering the ranks' results failed (or out of memory)");
+}
+
+void ct_dist_abort(const char *msg) {
+    if (ct_dist_size() == 1) return;
+    fprintf(stderr, "ctrace [rank %d]: %s\n", g_rank, msg);
+    fflush(stdout), fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
+    if (ct_dist_size() == 1) return CT_OK;
+    uint64_t lo = 0, hi = 0;
+    if (MPI_Allreduce(&value, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS ||
+        MPI_Allreduce(&value, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return ct_fail(err, CT_STATUS_REMOTE, "rank %d: the ranks could not compare their %s", g_rank, what);
+    if (lo != hi)
+        return ct_fail(err, CT_STATUS_REMOTE, "the ranks' %s differ (rank %d's among them): the ranks must run the same "
+                       "model, transcoders and prompt with the same arithmetic (identical CPUs and BLAS kernels)", what, g_rank);
+    return CT_OK;
+}
+
 ct_status ct_dist_agree(ct_status rc, ct_err *err) {
-    if (g_size == 1) return rc;
+    if (ct_dist_size() == 1) return rc;
     int mine = rc ? g_rank + 1 : 0, worst = 0;
     if (MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS && !rc)
         return ct_fail(err, CT_STATUS_REMOTE, "rank %d: the ranks could not agree", g_rank);
@@ -107,7 +174,36 @@ ct_status ct_dist_agree(ct_status rc, ct_err *err) {
     return rc;
 }
 
+static ct_status gather_self(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err);
+
+ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
+    return gather_self(buf, n, out, sizes, err);
+}
+
+void ct_dist_abort(const char *msg) { (void)msg; }
+
+ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
+    (void)value, (void)what, (void)err;
+    return CT_OK;
+}
+
 #endif
 
-int ct_dist_rank(void) { return g_rank; }
-int ct_dist_size(void) { return g_size; }
+int ct_dist_rank(void) { return g_alone ? 0 : g_rank; }
+int ct_dist_size(void) { return g_alone ? 1 : g_size; }
+void ct_dist_alone(int on) { g_alone += on ? 1 : (g_alone > 0 ? -1 : 0); }
+
+// One process's gather: its own buffer.
+static ct_status gather_self(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
+    *out = malloc(sizeof(char *));
+    *sizes = malloc(sizeof(size_t));
+    char *c = malloc(n ? n : 1);
+    if (!*out || !*sizes || !c) {
+        free(*out), free(*sizes), free(c);
+        *out = NULL, *sizes = NULL;
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory gathering %zu bytes", n);
+    }
+    if (n) memcpy(c, buf, n);
+    (*out)[0] = c, (*sizes)[0] = n;
+    return CT_OK;
+}

@@ -14,6 +14,7 @@
 #define CT_DIST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/status.h"
 
@@ -28,6 +29,19 @@ int ct_dist_built(void);
 
 // buf (bytes) from rank root to every rank.
 ct_status ct_dist_bcast(void *buf, size_t bytes, int root, ct_err *err);
+// Rank 0 receives every rank's buffer (n bytes at buf): (*out)[r] (malloc'ed, (*sizes)[r] bytes)
+// for each rank r, itself included, both arrays malloc'ed; other ranks get NULL. A collective.
+ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err);
+// on 1: this process works alone (ct_dist_size() 1, rank 0: its attributions are not shared) until
+// on 0, for work already shared out among the ranks (ct.dist.map). Nested calls count.
+void ct_dist_alone(int on);
+// A failure of this rank the others cannot learn of (they may wait for it in a collective): msg
+// printed as "ctrace [rank N]: msg" and the whole job aborted (MPI_Abort, status 1). One process,
+// or a rank working alone: returns.
+void ct_dist_abort(const char *msg);
+// Whether every rank holds the same value (a checksum of what the ranks must share): CT_OK, else
+// CT_STATUS_REMOTE on every rank, naming what differs. A collective.
+ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err);
 // Every rank learns whether any rank failed: rc when this rank failed, else CT_OK when none did,
 // else CT_STATUS_REMOTE naming the highest failing rank (whose own message it prints itself).
 // A collective: every rank must reach it.

@@ -872,6 +872,20 @@ static ct_status list_rows(attr_ctx *a, rows_state *rs, const row_list *list, at
     return rc;
 }
 
+// FNV-1a of the clean run's active features, their activations' bits and the logit targets: what
+// the ranks of an MPI job must share.
+static uint64_t setup_checksum(const attr_ctx *a, const target *tg) {
+    uint64_t h = 1469598103934665603ull;
+#define MIX(p, n)                                                              \
+    for (size_t i_ = 0; i_ < (size_t)(n); i_++) h = (h ^ ((const uint8_t *)(p))[i_]) * 1099511628211ull;
+    MIX(a->active, sizeof(int32_t) * 3 * (size_t)a->n_active);
+    MIX(a->act_val, sizeof(float) * (size_t)a->n_active);
+    for (int k = 0; k < a->K; k++) MIX(&tg[k].vocab_id, sizeof tg[k].vocab_id);
+    MIX(&a->n_cols, sizeof a->n_cols);
+#undef MIX
+    return h;
+}
+
 // The stored rows' values at the columns of visits j0 .. j1-1 (features chosen after the rows).
 static ct_status fill_sq(rows_state *rs, int64_t j0, int64_t j1, ct_err *err) {
     ct_row_seg segs[1025];
@@ -975,6 +989,10 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
                      (long long)a.n_cols);
         goto done;
     }
+
+    // under MPI: every rank must hold the same clean run (active features and their activations,
+    // logit targets), or the rows they share would not fit together
+    if ((rc = ct_dist_same(setup_checksum(&a, tg), "active features, activations and logit targets", err))) goto done;
 
     // logit rows
     for (int k = 0; k < K; k++) row_node[k] = NA + (int64_t)(L + 1) * T + k;

@@ -134,6 +134,9 @@ ct_status ct_graph_save_page(ct_ctx *ctx, const ct_graph *g, const char *path, c
 ct_status ct_graph_json(const ct_graph *g, const ct_json_opts *o, char **out, size_t *n, ct_err *err);
 // Adds or replaces the slug's entry in dir/graph-metadata.json.
 ct_status ct_graph_metadata_upsert(ct_ctx *ctx, const ct_graph *g, const char *dir, const ct_json_opts *o, ct_err *err);
+// The entry of the graph JSON at path (its metadata object) put into graph-metadata.json beside it,
+// as ct_graph_metadata_upsert puts a graph's: graphs saved without their entry listed afterwards.
+ct_status ct_graph_metadata_add_file(ct_ctx *ctx, const char *path, ct_err *err);
 // Reads a graph JSON back: nodes and links (a pruned graph over the nodes the file holds).
 ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err);
 // The same from a graph JSON in memory (text, len bytes); path names it in messages.

@@ -390,30 +390,30 @@ ct_status ct_graph_save_page(ct_ctx *ctx, const ct_graph *g, const char *path, c
     return save_streamed(ctx, g, path, o, prefix ? prefix : "", suffix ? suffix : "", err);
 }
 
-ct_status ct_graph_metadata_upsert(ct_ctx *ctx, const ct_graph *g, const char *dir, const ct_json_opts *o, ct_err *err) {
-    ct_status rc = check_slug(o ? o->slug : NULL, err);
-    if (rc) return rc;
+// Puts entry (taken: freed here) into dir/graph-metadata.json in place of the one with its slug,
+// else at the end.
+static ct_status upsert_entry(ct_ctx *ctx, const char *dir, const char *slug_of_entry, cJSON *entry, ct_err *err) {
+    ct_status rc;
     char path[4200];
     snprintf(path, sizeof path, "%s/graph-metadata.json", dir);
     cJSON *root = NULL;
     char *text = NULL;
     size_t len = 0;
     if (access(path, F_OK) == 0) {
-        if ((rc = ct_read_file(ctx, path, &text, &len, (size_t)1 << 32, err))) return rc;
+        if ((rc = ct_read_file(ctx, path, &text, &len, (size_t)1 << 32, err))) {
+            cJSON_Delete(entry);
+            return rc;
+        }
         root = cJSON_ParseWithLength(text, len);
         free(text);
         if (!cJSON_IsObject(root) || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "graphs"))) {
-            cJSON_Delete(root);
+            cJSON_Delete(root), cJSON_Delete(entry);
             return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: expected an object with a \"graphs\" array", path);
         }
     } else {
         root = cJSON_CreateObject();
         if (root) cJSON_AddItemToObject(root, "graphs", cJSON_CreateArray());
     }
-    sbuf b = {0};
-    write_metadata(&b, g, o, "", 0);
-    cJSON *entry = b.oom ? NULL : cJSON_Parse(b.s);
-    free(b.s);
     cJSON *graphs = root ? cJSON_GetObjectItemCaseSensitive(root, "graphs") : NULL;
     if (!entry || !graphs) {
         cJSON_Delete(root), cJSON_Delete(entry);
@@ -423,7 +423,7 @@ ct_status ct_graph_metadata_upsert(ct_ctx *ctx, const ct_graph *g, const char *d
     cJSON *it;
     cJSON_ArrayForEach(it, graphs) {
         const cJSON *slug = cJSON_GetObjectItemCaseSensitive(it, "slug");
-        if (cJSON_IsString(slug) && strcmp(slug->valuestring, o->slug) == 0) {
+        if (cJSON_IsString(slug) && strcmp(slug->valuestring, slug_of_entry) == 0) {
             cJSON_ReplaceItemInArray(graphs, i, entry);
             replaced = 1;
             break;
@@ -447,6 +447,46 @@ ct_status ct_graph_metadata_upsert(ct_ctx *ctx, const ct_graph *g, const char *d
     rc = sb_save(ctx, &ob, path, err);
     free(ob.s);
     return rc;
+}
+
+ct_status ct_graph_metadata_upsert(ct_ctx *ctx, const ct_graph *g, const char *dir, const ct_json_opts *o, ct_err *err) {
+    ct_status rc = check_slug(o ? o->slug : NULL, err);
+    if (rc) return rc;
+    sbuf b = {0};
+    write_metadata(&b, g, o, "", 0);
+    cJSON *entry = b.oom ? NULL : cJSON_Parse(b.s);
+    free(b.s);
+    if (!entry) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    return upsert_entry(ctx, dir, o->slug, entry, err);
+}
+
+static const char *jstr(const cJSON *o, const char *key);
+
+ct_status ct_graph_metadata_add_file(ct_ctx *ctx, const char *path, ct_err *err) {
+    char *text = NULL;
+    size_t len = 0;
+    ct_status rc = ct_read_file(ctx, path, &text, &len, (size_t)1 << 32, err);
+    if (rc) return rc;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    cJSON *md = root ? cJSON_DetachItemFromObjectCaseSensitive(root, "metadata") : NULL;
+    cJSON_Delete(root);
+    const char *slug = md ? jstr(md, "slug") : NULL;
+    if (!cJSON_IsObject(md) || !slug) {
+        cJSON_Delete(md);
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: expected a graph JSON with a metadata object naming its slug", path);
+    }
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    if ((rc = check_slug(slug, err))) {
+        cJSON_Delete(md);
+        return rc;
+    }
+    // the entry: the fields write_metadata writes first, without those only the graph JSON has
+    static const char *const graph_only[] = {"info", "generation_settings", "pruning_settings", "feature_details", NULL};
+    for (int i = 0; graph_only[i]; i++) cJSON_DeleteItemFromObjectCaseSensitive(md, graph_only[i]);
+    return upsert_entry(ctx, dir, slug, md, err);
 }
 
 // ---------------------------------------------------------------------------------------------

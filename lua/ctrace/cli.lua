@@ -38,7 +38,7 @@ unchanged inputs) and compares each file of <folder>/expected/ with the file of
 the same name in results/: JSON files number by number within a tolerance (expected/tolerance.json
 {"default": 1e-4} if present, else 1e-4, relative above 1), strings and other files exactly.
 Prints every difference; exits 1 if there is one.]],
-  attribute = [[usage: ctrace attribute (-p/--prompt TEXT | --chat TEXT | --chat-file FILE.json)
+  attribute = [[usage: ctrace attribute (-p/--prompt TEXT | --prompts FILE | --chat TEXT | --chat-file FILE.json)
                         [-t/--transcoder_set NAME_OR_PATH] [-m/--model NAME_OR_PATH]
                         [--slug NAME] [--graph_file_dir DIR] [-o/--graph_output_path FILE]
                         [--node_threshold 0.8] [--edge_threshold 0.98] [--max_feature_nodes 7500]
@@ -54,7 +54,11 @@ only the full graph FILE (circuit-tracer's .pt, or .safetensors). --server then 
 default directory and slug). --features_dir DIR (an existing directory): the set's dashboards
 (dashboards.json beside its config) written there as the feature files circuit-tracer's viewer
 reads (its start-server --features_dir DIR shows them for a scan starting with /); ctrace's own
-viewer shows the dashboards its page holds and serves no feature files.
+viewer shows the dashboards its page holds and serves no feature files. --prompts FILE: a graph
+a prompt (one a line, or a JSON object a line: {"prompt", "slug", "targets"}), each
+<graph_file_dir>/<slug>.json with its page (slug: its own, else <n>-<slug of the prompt>), all
+listed in graph-metadata.json in the file's order; under mpirun the prompts are shared among the
+ranks, each graph computed by one rank.
 --offload: where the rows of the graph wait while it is computed: cpu (and None) in memory up to
 2 GiB, then a file; disk: a file beyond 512 MiB (working memory 1 GiB). --dtype: the model's
 weights as the same checkpoint saved in that dtype holds them: bfloat16 or float16 round them and
@@ -123,7 +127,7 @@ local ARGS = {
   attribute = {
     prefixes = true,
     flags = {
-      ["--prompt"] = {"prompt", "string"}, ["--model"] = {"model", "string"},
+      ["--prompt"] = {"prompt", "string"}, ["--prompts"] = {"prompts", "string"}, ["--model"] = {"model", "string"},
       ["--transcoder-set"] = {"transcoders", "string"}, ["--chat"] = {"chat", "string"},
       ["--chat-file"] = {"chat_file", "string"}, ["--slug"] = {"slug", "string"},
       ["--graph-file-dir"] = {"graph_dir", "string"}, ["--graph-output-path"] = {"graph_file", "string"},
@@ -321,10 +325,49 @@ local function set_dashboards(tc, m, p)
   return require("ctrace.dashboards").annotate(p, m, d)
 end
 
+-- A slug made of a text: lower case, runs of other characters as "-", at most 48 characters.
+local function slugify(text)
+  local slug = text:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 48)
+  return slug ~= "" and slug or "graph"
+end
+
+-- The prompts of --prompts FILE: one a line (empty lines skipped), or a JSON object a line:
+-- {"prompt": text, "slug": name, "targets": [token, ...]}. Each gets a slug: its own, else
+-- "<n>-<slug of the prompt>" (n its number among the prompts, from 1).
+local function read_prompts(path)
+  local f, msg = io.open(path, "rb")
+  if not f then error("NOT_FOUND: --prompts: " .. tostring(msg), 0) end
+  local items, n = {}, 0
+  for line in f:lines() do
+    n = n + 1
+    line = line:gsub("\r$", "")
+    if line:match("^%s*{") then
+      local ok, it = pcall(ct.json_decode, line)
+      if not ok or type(it) ~= "table" or type(it.prompt) ~= "string" or (it.slug ~= nil and type(it.slug) ~= "string")
+         or (it.targets ~= nil and type(it.targets) ~= "table") then
+        f:close()
+        error("BAD_ARG: --prompts " .. path .. " line " .. n .. ": expected a prompt, or a JSON object " ..
+              "{\"prompt\": text, \"slug\": name, \"targets\": [token, ...]}", 0)
+      end
+      items[#items + 1] = {prompt = it.prompt, slug = it.slug, targets = it.targets}
+    elseif line:match("%S") then
+      items[#items + 1] = {prompt = line}
+    end
+  end
+  f:close()
+  if #items == 0 then error("BAD_ARG: --prompts " .. path .. ": no prompt in the file", 0) end
+  for i, it in ipairs(items) do it.slug = it.slug or (i .. "-" .. slugify(it.prompt)) end
+  return items
+end
+
 local function attribute_cmd(o)
   -- what circuit-tracer's parser refuses, refused before any work (exit 2)
-  local given = (o.prompt and 1 or 0) + (o.chat and 1 or 0) + (o.chat_file and 1 or 0)
-  if given ~= 1 then error("USAGE: give exactly one of --prompt, --chat and --chat-file", 0) end
+  local given = (o.prompt and 1 or 0) + (o.chat and 1 or 0) + (o.chat_file and 1 or 0) + (o.prompts and 1 or 0)
+  if given ~= 1 then error("USAGE: give exactly one of --prompt, --prompts, --chat and --chat-file", 0) end
+  if o.prompts and (o.graph_file or o.slug) then
+    error("USAGE: --prompts writes one graph a prompt into --graph_file_dir, each with its own slug: " ..
+          "-o and --slug name a single graph", 0)
+  end
   if o.model == "" then o.model = nil end   -- as circuit-tracer: the set's model_name then
   if o.model and not o.transcoders then
     error("USAGE: --model " .. o.model .. " needs its transcoder set: give it with -t/--transcoder_set", 0)
@@ -333,7 +376,9 @@ local function attribute_cmd(o)
     error("USAGE: -o " .. o.graph_file .. ": the full graph is written as circuit-tracer's .pt or as .safetensors; " ..
           "give a path ending in .pt or .safetensors", 0)
   end
-  local prompt, about = attribute_prompt(o)
+  local prompt, about
+  local items = o.prompts and read_prompts(o.prompts)
+  if not items then prompt, about = attribute_prompt(o) end
   -- the set first: its config names the model (circuit-tracer's order)
   local tc = ct.load_transcoders(o.transcoders or "stories260K")
   local model = o.model or (tc.model_name ~= "" and tc.model_name)
@@ -342,7 +387,8 @@ local function attribute_cmd(o)
   end
   local m = ct.load_model(model, {dtype = o.dtype or "float32"})   -- circuit-tracer's default
   local rank = ct.dist.rank   -- under MPI every rank computes its share of the rows; rank 0 writes
-  if o.features_dir and rank == 0 then   -- the set's dashboards as the feature files circuit-tracer's viewer reads
+  local function feature_files()   -- the set's dashboards as the feature files circuit-tracer's viewer reads
+    if not o.features_dir then return end
     local d = load_dashboards(tc)
     if d then
       local n = require("ctrace.dashboards").feature_files(m, d, o.features_dir)
@@ -353,11 +399,35 @@ local function attribute_cmd(o)
     end
   end
   local rm = ct.replacement_model(m, tc)
-  local g = rm:attribute(prompt, {max_feature_nodes = o.max_feature_nodes or 7500, batch_size = o.batch_size or 256,
-                                  max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob,
-                                  memory_limit = OFFLOAD_MEMORY[o.offload],
-                                  verbose = rank == 0 and (o.verbose or nil) or false})
+  local opts = {max_feature_nodes = o.max_feature_nodes or 7500, batch_size = o.batch_size or 256,
+                max_n_logits = o.max_n_logits, desired_logit_prob = o.desired_logit_prob,
+                memory_limit = OFFLOAD_MEMORY[o.offload], verbose = o.verbose}
+  if rank ~= 0 then opts.verbose = false end   -- progress from rank 0 only
+  local dir = o.graph_dir or "graphs"
+  local scan = o.scan or (tc.scan ~= "" and tc.scan) or (tc.model_name ~= "" and tc.model_name) or model
+  local thresholds = {node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
+  if items then   -- a graph a prompt, the prompts shared among the ranks; rank 0 lists them in order
+    if rank == 0 then ct.mkdirs(dir) end
+    local done = ct.dist.map(items, function(it)
+      opts.targets = it.targets
+      local p = rm:attribute(it.prompt, opts):prune(thresholds)
+      local path = dir .. "/" .. it.slug .. ".json"
+      p:save_json(path, {slug = it.slug, scan = scan, dashboards = set_dashboards(tc, m, p), metadata = false})
+      return {path = path, summary = p:summary()}
+    end)
+    if rank ~= 0 then return 0 end
+    feature_files()
+    for _, d in ipairs(done) do
+      require("ctrace.core").graph_metadata_add(d.path)
+      print(d.summary)
+    end
+    io.stderr:write("ctrace attribute: wrote ", #done, " graphs and their pages into ", dir, "/ (graph-metadata.json lists them)\n")
+    if o.server then return serve_cmd{dir = dir, port = o.port} end
+    return 0
+  end
+  local g = rm:attribute(prompt, opts)
   if rank ~= 0 then return 0 end
+  feature_files()
   if o.graph_file then
     io.stderr:write("ctrace attribute: writing the full graph to ", o.graph_file, "\n")
     g:save(o.graph_file)
@@ -365,15 +435,12 @@ local function attribute_cmd(o)
     -- circuit-tracer: -o alone writes no graph files (--server needs them: then the defaults)
     if not o.slug and not o.graph_dir and not o.server then return 0 end
   end
-  local dir = o.graph_dir or "graphs"
   ct.mkdirs(dir)
-  local slug = o.slug or about:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", ""):sub(1, 48)
-  if slug == "" then slug = "graph" end
+  local slug = o.slug or slugify(about)
   -- what follows the attribution takes seconds on a large graph: said before it starts
   io.stderr:write(string.format("ctrace attribute: pruning (node threshold %g, edge threshold %g) and writing %s/%s.json\n",
                                 o.node_threshold or 0.8, o.edge_threshold or 0.98, dir, slug))
-  local p = g:prune{node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
-  local scan = o.scan or (tc.scan ~= "" and tc.scan) or (tc.model_name ~= "" and tc.model_name) or model
+  local p = g:prune(thresholds)
   p:save_json(dir .. "/" .. slug .. ".json", {slug = slug, scan = scan, dashboards = set_dashboards(tc, m, p)})
   print(p:summary())
   io.stderr:write("ctrace attribute: wrote ", dir, "/", slug, ".json and ", slug, ".html\n")
@@ -460,7 +527,8 @@ function M.main(cmd, args)
   local o, status = parse(cmd, rest)
   if not o then return status end
   local need = ARGS[cmd].positional and positionals(ARGS[cmd])
-    or {(cmd == "attribute" and not o.chat and not o.chat_file and "prompt") or (cmd == "start-server" and "dir") or nil}
+    or {(cmd == "attribute" and not o.chat and not o.chat_file and not o.prompts and "prompt") or
+        (cmd == "start-server" and "dir") or nil}
   for _, k in ipairs(need) do
     if not o[k] then
       io.stderr:write(HELP[cmd], "\n")

@@ -25,9 +25,8 @@ local M = {
   tensor = core.tensor,
   zeros = core.zeros,
   threads = core.threads,
-  -- the MPI job this process is a rank of: {rank, size, mpi}; size 1 without mpirun/srun, mpi
-  -- whether this build joins MPI jobs (make MPI=1). Rank 0 writes the files (README, "MPI").
-  dist = (function() local r, n, b = core.dist() return {rank = r, size = n, mpi = b} end)(),
+  -- the MPI job this process is a rank of: rank, size, mpi, map(items, fn) (ctrace.dist)
+  dist = require "ctrace.dist",
   mem_bytes = core.mem_bytes,
   clock = core.clock,   -- monotonic wall-clock seconds
   json_encode = core.json_encode,   -- (value [, pretty]) -> string

@@ -107,6 +107,8 @@ WRITES = {
     "build/ctrace attribute -p \"Once upon a time\" -o graph.pt": files_exist("graph.pt"),
     "build/ctrace convert graph.pt graph.safetensors": files_exist("graph.safetensors"),
     "make MPI=1": files_exist("build/mpi/ctrace"),
+    "mpirun -n 2 build/mpi/ctrace attribute --prompts prompts.txt --graph_file_dir many": files_exist(
+        "many/1-once-upon-a-time.json", "many/3-tom-was-sad.html", "many/graph-metadata.json"),
     "mpirun -n 2 build/mpi/ctrace attribute -p \"Once upon a time\" -o graph-mpi.pt": files_exist("graph-mpi.pt"),
     "build/ctrace convert graph.pt graphs/lily.json": files_exist("graphs/lily.json", "graphs/lily.html",
                                                                   "graphs/graph-metadata.json"),

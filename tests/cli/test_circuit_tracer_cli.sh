@@ -265,5 +265,22 @@ pid=
 [ $st = 130 ] && grep -q "^ctrace attribute: CANCELLED: interrupted" int.err && grep -q "s left" int.err && test ! -e long.pt &&
   ok "Ctrl-C: exit 130, 'CANCELLED: interrupted' on its own line after the progress, no graph file" ||
   { bad "Ctrl-C (exit $st)"; show int.err; }
+# --prompts FILE: a graph a prompt (plain lines and JSON lines with slug and targets), each as
+# a single --prompt run writes it, all listed in graph-metadata.json in the file's order
+printf 'Once upon a time\n\n{"prompt": "Lily had a dog", "slug": "dog"}\n{"prompt": "The sun was", "targets": [300, 301]}\n' > prompts.txt
+"$CTRACE" attribute --prompts prompts.txt -t "$SET" --max_feature_nodes 200 --graph_file_dir many > many.log 2> many.err &&
+  "$CTRACE" attribute -p "Lily had a dog" -t "$SET" --max_feature_nodes 200 --slug dog --graph_file_dir one > /dev/null 2>&1 &&
+  cmp -s many/dog.json one/dog.json && cmp -s many/dog.html one/dog.html &&
+  [ "$(grep -o '"slug":"[^"]*"' many/graph-metadata.json | tr '\n' ' ')" = '"slug":"1-once-upon-a-time" "slug":"dog" "slug":"3-the-sun-was" ' ] &&
+  [ "$(grep '"slug":"dog"' one/graph-metadata.json)" = "$(grep '"slug":"dog"' many/graph-metadata.json | sed 's/,$//')" ] &&
+  grep -q '"slug": *"3-the-sun-was"' many/3-the-sun-was.json && [ "$(grep -c '^prompt:' many.log)" = 3 ] &&
+  ok "--prompts: 3 graphs and pages, each as --prompt writes it, listed in order in graph-metadata.json" ||
+  { bad "--prompts"; show many.err; }
+printf 'x\n{"prompt": 7}\n' > badprompts.txt
+"$CTRACE" attribute --prompts badprompts.txt -t "$SET" > bp.txt 2>&1
+[ $? = 1 ] && grep -q "badprompts.txt line 2: expected a prompt" bp.txt && ok "--prompts: a bad line named" || { bad "bad --prompts"; show bp.txt; }
+"$CTRACE" attribute --prompts prompts.txt -o x.pt > bp2.txt 2>&1
+[ $? = 2 ] && grep -q "name a single graph" bp2.txt && ok "--prompts with -o: refused (exit 2)" || { bad "--prompts -o"; show bp2.txt; }
+
 echo "1..$n"
 exit $fail

@@ -55,15 +55,49 @@ cat > graph.lua <<'LUA'
 local ct = require "ctrace"
 local m = ct.load_model("stories260K")
 local rm = ct.replacement_model(m, ct.load_transcoders(arg[1]))
-local g = rm:attribute("Once upon a time, there was a little girl named Lily. She", {batch_size = 32, max_feature_nodes = arg[3] and tonumber(arg[3]) or nil})
+local g, s = rm:attribute("Once upon a time, there was a little girl named Lily. She", {batch_size = 32, max_feature_nodes = arg[3] and tonumber(arg[3]) or nil})
 g:save(arg[2])
+io.stderr:write("batches ", ct.dist.rank, " ", s.n_batches, "\n")
 io.write(ct.dist.rank, "/", ct.dist.size, " ")
 LUA
-"$CTRACE" graph.lua "$SET" all.safetensors > all.log 2>&1 || { bad "serial script"; show all.log; }
-mpi 3 "$MPI_CTRACE" graph.lua "$SET" all3.safetensors > all3.log 2>&1
+"$CTRACE" graph.lua "$SET" all.safetensors > all.log 2> all.err || { bad "serial script"; show all.err; }
+mpi 3 "$MPI_CTRACE" graph.lua "$SET" all3.safetensors > all3.log 2> all3.err
 [ $? = 0 ] && cmp -s all.safetensors all3.safetensors && grep -q "0/3" all3.log && grep -q "2/3" all3.log &&
   ok "a script on 3 ranks, every active feature: rm:attribute + g:save give the single process's bytes" ||
-  { bad "script on 3 ranks"; show all3.log; }
+  { bad "script on 3 ranks"; show all3.log; show all3.err; }
+# the work was shared: each rank computed about a third of the batches, together all of them
+serial_b=$(awk '/^batches/ { print $3 }' all.err)
+per_rank=$(awk '/^batches/ { print $3 }' all3.err | sort -n | tr '\n' ' ')
+sum=$(awk '/^batches/ { s += $3 } END { print s }' all3.err)
+max=$(awk '/^batches/ { if ($3 > m) m = $3 } END { print m }' all3.err)
+[ -n "$serial_b" ] && [ "$sum" = "$serial_b" ] && [ "$max" -le $(( serial_b / 3 + 1 )) ] &&
+  ok "3 ranks computed $per_rank of the $serial_b batches one process computes" || { bad "batches per rank: $per_rank of $serial_b"; show all3.err; }
+
+# a prompt set (ctrace attribute --prompts) and ct.dist.map: the prompts shared among the ranks;
+# the same files, the same output as one process
+printf 'Once upon a time\n{"prompt": "Lily had a dog", "slug": "dog"}\nTom was sad\n{"prompt": "The sun was", "targets": [300, 301]}\nThe cat\n' > prompts.txt
+"$CTRACE" attribute --prompts prompts.txt -t "$SET" --max_feature_nodes 200 --graph_file_dir pserial > pserial.log 2>&1 ||
+  { bad "serial prompt set"; show pserial.log; }
+for np in 2 3; do
+  mpi $np "$MPI_CTRACE" attribute --prompts prompts.txt -t "$SET" --max_feature_nodes 200 --graph_file_dir p$np > p$np.log 2> p$np.err
+  [ $? = 0 ] && diff -r pserial p$np > /dev/null && [ "$(grep -c '^prompt:' p$np.log)" = 5 ] &&
+    ok "--prompts on $np ranks: the 5 graphs, pages and graph-metadata.json of one process" ||
+    { bad "--prompts on $np ranks"; show p$np.err; }
+done
+cat > map.lua <<'LUA'
+local ct = require "ctrace"
+local rm = ct.replacement_model(ct.load_model("stories260K"), ct.load_transcoders(arg[1]))
+local prompts = {"Once upon a time", "Lily had a dog", "Tom was sad", "The sun", "A big red ball"}
+local r = ct.dist.map(prompts, function(p, i)
+  local g = rm:attribute(p, {max_feature_nodes = 100})
+  return {i = i, scores = {g:scores()}, nodes = #g:nodes(), logits = g:logits()}
+end)
+if ct.dist.rank == 0 then print(ct.json_encode(r)) else assert(r == nil) end
+LUA
+"$CTRACE" map.lua "$SET" > map1.txt 2>&1
+mpi 3 "$MPI_CTRACE" map.lua "$SET" > map3.txt 2>&1
+[ $? = 0 ] && [ -s map1.txt ] && cmp -s map1.txt map3.txt && grep -q '"i":5' map3.txt &&
+  ok "ct.dist.map on 3 ranks: rank 0 gets every result in input order, as one process does" || { bad "dist.map"; show map3.txt; }
 
 # faults: a rank killed (SIGKILL) in the middle of a graph, while the others wait for its rows; a
 # rank that fails (a Lua error) while the others are attributing
@@ -100,6 +134,33 @@ took=$(( $(date +%s) - start ))
 [ $rc = 1 ] && [ $took -lt 30 ] && [ ! -e die-error.safetensors ] && grep -q "ctrace \[rank 1\]: die.lua:8: rank 1 gives up" die-error.log &&
   ok "rank 1 fails: the job exits 1 in ${took} s with rank 1's message, writes nothing" ||
   { bad "rank 1 fails: exit $rc after ${took} s"; show die-error.log; }
+
+# a failure one rank's script catches (pcall) still ends the job: the others wait for its rows
+cat > caught.lua <<'LUA'
+local ct = require "ctrace"
+local rm = ct.replacement_model(ct.load_model("stories260K"), ct.load_transcoders(arg[1]))
+local ok, e = pcall(rm.attribute, rm, "Once upon a time", {batch_size = ct.dist.rank == 1 and 0 or 32})
+print("carried on", ok, e)
+LUA
+start=$(date +%s)
+mpi 2 "$MPI_CTRACE" caught.lua "$SET" > caught.log 2>&1
+rc=$?
+took=$(( $(date +%s) - start ))
+[ $rc = 1 ] && [ $took -lt 30 ] && grep -q "ctrace \[rank 1\]: .*batch_size" caught.log && ! grep -q "carried on" caught.log &&
+  ok "a failed attribution caught with pcall on rank 1: the job still ends (exit 1 in ${took} s), naming rank 1" ||
+  { bad "caught failure: exit $rc after ${took} s"; show caught.log; }
+# ranks that do not hold the same clean run (here: different prompts) are stopped before they share rows
+cat > differ.lua <<'LUA'
+local ct = require "ctrace"
+local rm = ct.replacement_model(ct.load_model("stories260K"), ct.load_transcoders(arg[1]))
+rm:attribute(ct.dist.rank == 0 and "Once upon a time" or "Once upon a day", {batch_size = 32})
+print("carried on")
+LUA
+mpi 2 "$MPI_CTRACE" differ.lua "$SET" > differ.log 2>&1
+[ $? = 1 ] && grep -q "ranks' active features, activations and logit targets differ" differ.log && ! grep -q "carried on" differ.log &&
+  ok "ranks with different clean runs: refused before any row is shared" || { bad "different clean runs"; show differ.log; }
+echo 'print(1)' | mpi 2 "$MPI_CTRACE" > repl.log 2>&1
+[ $? != 0 ] && grep -q "no REPL under MPI" repl.log && ok "no REPL under mpirun (stdin reaches rank 0 only)" || { bad "REPL under MPI"; show repl.log; }
 
 # the plain build refuses to run as one of several ranks; other commands refuse MPI
 mpi 2 "$CTRACE" -e 'print("ran")' > plain.log 2>&1

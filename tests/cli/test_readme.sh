@@ -37,6 +37,7 @@ unset MAKEFLAGS MAKELEVEL MFLAGS CTRACE_OFFLINE HF_HUB_OFFLINE HF_HUB_CACHE CTRA
       CTRACE_ROOT HF_TOKEN HUGGING_FACE_HUB_TOKEN
 export CTRACE_README_WALK=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # the suite runs as root on CI machines
+export OMPI_MCA_rmaps_base_oversubscribe=1   # mpirun -n 2 on a machine with fewer cores
 export HF_HOME=$tmp/hf HF_ENDPOINT=$base/hf CTRACE_NEURONPEDIA_URL=$base/np NEURONPEDIA_API_KEY=test-key \
        XDG_CACHE_HOME=$tmp/cache
 /usr/bin/python3 tests/cli/readme_walk.py README.md $tmp/work

@@ -1,0 +1,51 @@
+-- ctrace.dist - the MPI job this process is a rank of (README, "MPI"); ct.dist.
+--
+--   dist.rank, dist.size   this process's rank and the job's size (0 and 1 without mpirun or srun)
+--   dist.mpi               whether this build joins MPI jobs (make MPI=1)
+--   dist.map(items, fn) -> on rank 0 the list {fn(items[1], 1), fn(items[2], 2), ...} in input
+--       order (nil on the other ranks). Item i is done by rank (i - 1) % size, which works alone
+--       while it does it (its attributions are not shared among the ranks; files it saves, it
+--       writes). Results travel as JSON (ct.json_encode: numbers exact, strings, booleans, tables;
+--       nil stays nil), on one process too, so a job gives rank 0 what one process gives it.
+local core = require "ctrace.core"
+
+local rank, size, mpi = core.dist()
+local M = {rank = rank, size = size, mpi = mpi}
+
+-- Under MPI an attribution that fails on any rank ends the job (its message printed with the rank):
+-- the other ranks may be waiting for its rows, so it cannot be caught with pcall and carried on from.
+if size > 1 then
+  local RM = core.methods("ctrace.ReplacementModel")
+  local attribute = RM.attribute
+  function RM.attribute(...)
+    local r = {pcall(attribute, ...)}
+    if not r[1] and select(2, core.dist()) > 1 then core.dist_abort(tostring(r[2])) end
+    if not r[1] then error(r[2], 0) end
+    return unpack(r, 2, table.maxn(r))
+  end
+end
+
+function M.map(items, fn)
+  if type(items) ~= "table" or type(fn) ~= "function" then
+    error("BAD_ARG: dist.map(items, fn): expected a list and a function", 2)
+  end
+  local mine = {}
+  for i = 1, #items do
+    if (i - 1) % size == rank then
+      core.dist_alone(true)
+      local ok, r = pcall(fn, items[i], i)
+      core.dist_alone(false)
+      if not ok then error(r, 0) end
+      mine[#mine + 1] = {i, r}
+    end
+  end
+  local parts = core.dist_gather(core.json_encode(mine))
+  if not parts then return nil end
+  local out = {}
+  for _, part in ipairs(parts) do
+    for _, e in ipairs(core.json_decode(part)) do out[e[1]] = e[2] end
+  end
+  return out
+end
+
+return M

@@ -52,6 +52,25 @@ static int l_dist_gather(lua_State *L) {
     return 1;
 }
 
+// dist_bcast(s): rank 0's string s on every rank (s is ignored elsewhere).
+static int l_dist_bcast(lua_State *L) {
+    size_t n = 0;
+    const char *s = ct_dist_rank() == 0 ? luaL_checklstring(L, 1, &n) : NULL;
+    uint64_t len = n;
+    ct_err err = {0};
+    if (ct_dist_bcast(&len, sizeof len, 0, &err)) return ct_lua_raise(L, &err);
+    char *buf = malloc(len ? (size_t)len : 1);
+    if (!buf) return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory for %llu broadcast bytes", (unsigned long long)len);
+    if (s) memcpy(buf, s, n);
+    if (ct_dist_bcast(buf, (size_t)len, 0, &err)) {
+        free(buf);
+        return ct_lua_raise(L, &err);
+    }
+    lua_pushlstring(L, buf, (size_t)len);
+    free(buf);
+    return 1;
+}
+
 // dist_abort(msg): under MPI, msg printed with this rank and the whole job aborted; else nothing.
 static int l_dist_abort(lua_State *L) {
     ct_dist_abort(luaL_checkstring(L, 1));
@@ -261,7 +280,7 @@ static int l_methods(lua_State *L) {
 int luaopen_ctrace_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"dist", l_dist}, {"dist_gather", l_dist_gather}, {"dist_alone", l_dist_alone},
-        {"dist_abort", l_dist_abort}, {"methods", l_methods}, {"clock", l_clock},
+        {"dist_abort", l_dist_abort}, {"dist_bcast", l_dist_bcast}, {"methods", l_methods}, {"clock", l_clock},
         {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"memory", l_memory}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
         {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {"zlib_compress", l_zlib_compress}, {"realpath", l_realpath}, {NULL, NULL}};
     lua_newtable(L);

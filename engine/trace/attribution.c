@@ -198,30 +198,39 @@ static int g_pack = PACK_ROWS;
 
 void ct_attr_pack_limit(int rows) { g_pack = rows > 0 ? rows : PACK_ROWS; }
 
+// Rows of one of split_product's pieces at most: the pieces depend on the product alone, never on
+// the thread count, so a row's bits do not either (the BLAS may sum a row differently in products
+// of different heights).
+#define PIECE_ROWS 256
+
 typedef struct {
-    int M, N, K, tw, ldw;
+    int M, N, K, tw, ldw, n_pieces;
     const float *A, *W;
     float *C;
 } split_job;
 
-// Worker w of nw: its share of split_product's rows, on its own thread.
+// Worker w of nw: every nw-th of split_product's pieces, each one product on this thread.
 static void split_worker(void *arg, int w, int nw) {
     const split_job *j = arg;
-    int m0 = (int)((int64_t)j->M * w / nw), m1 = (int)((int64_t)j->M * (w + 1) / nw);
-    if (m1 > m0)
-        ct_sgemm_here(0, j->tw, m1 - m0, j->N, j->K, 1.0f, j->A + (size_t)m0 * j->K, j->K, j->W, j->ldw, 0.0f,
-                      j->C + (size_t)m0 * j->N, j->N);
+    for (int p = w; p < j->n_pieces; p += nw) {
+        int m0 = (int)((int64_t)j->M * p / j->n_pieces), m1 = (int)((int64_t)j->M * (p + 1) / j->n_pieces);
+        if (m1 > m0)
+            ct_sgemm_here(0, j->tw, m1 - m0, j->N, j->K, 1.0f, j->A + (size_t)m0 * j->K, j->K, j->W, j->ldw, 0.0f,
+                          j->C + (size_t)m0 * j->N, j->N);
+    }
 }
 
 // C (M, N) = A (M, K) @ op(W), W (K, N) with leading dimension ldw, or (N, K) when tw: the rows of
-// A shared among the threads, each share one product on its own thread. The BLAS's own threads,
-// never woken, do not spin beside the backward's other steps (measured on gemma-2-2b, 64 tokens:
-// the backward 171 s against 179 s with the BLAS's threads).
+// A in pieces of at most PIECE_ROWS (one piece for a small product) shared among the threads, each
+// piece one product on its thread. The BLAS's own threads, never woken, do not spin beside the
+// backward's other steps (measured on gemma-2-2b, 64 tokens: the backward 171 s against 179 s with
+// the BLAS's threads).
 static void split_product(attr_ctx *a, int M, int N, int K, const float *A, const float *W, int ldw, int tw, float *C) {
     double t = ct_now();
-    split_job j = {M, N, K, tw, ldw, A, W, C};
+    int n_pieces = (int64_t)M * N < g_split ? 1 : (M + PIECE_ROWS - 1) / PIECE_ROWS;
+    split_job j = {M, N, K, tw, ldw, n_pieces > 0 ? n_pieces : 1, A, W, C};
     int nw = n_split((int64_t)M * N);
-    if (nw > M) nw = M > 0 ? M : 1;
+    if (nw > j.n_pieces) nw = j.n_pieces;
     ct_parallel(nw, split_worker, &j);
     a->gemm_s += ct_now() - t;
     a->flops += 2.0 * M * N * K;

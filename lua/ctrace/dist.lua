@@ -2,8 +2,8 @@
 --
 --   dist.rank, dist.size   this process's rank and the job's size (0 and 1 without mpirun or srun)
 --   dist.mpi               whether this build joins MPI jobs (make MPI=1)
---   dist.map(items, fn) -> on rank 0 the list {fn(items[1], 1), fn(items[2], 2), ...} in input
---       order (nil on the other ranks). Item i is done by rank (i - 1) % size, which works alone
+--   dist.map(items, fn [, {to = "all"}]) -> on rank 0 the list {fn(items[1], 1), fn(items[2], 2),
+--       ...} in input order (nil on the other ranks; to = "all": on every rank). Item i is done by rank (i - 1) % size, which works alone
 --       while it does it (its attributions are not shared among the ranks; files it saves, it
 --       writes). Results travel as JSON (ct.json_encode: numbers exact, strings, booleans, tables;
 --       nil stays nil), on one process too, so a job gives rank 0 what one process gives it.
@@ -25,10 +25,12 @@ if size > 1 then
   end
 end
 
-function M.map(items, fn)
-  if type(items) ~= "table" or type(fn) ~= "function" then
-    error("BAD_ARG: dist.map(items, fn): expected a list and a function", 2)
+function M.map(items, fn, opts)
+  if type(items) ~= "table" or type(fn) ~= "function" or (opts ~= nil and type(opts) ~= "table") then
+    error("BAD_ARG: dist.map(items, fn [, opts]): expected a list, a function and an options table", 2)
   end
+  local to_all = opts and opts.to == "all"
+  if opts and opts.to ~= nil and not to_all then error("BAD_ARG: dist.map: to = \"all\" or nothing", 2) end
   local mine = {}
   for i = 1, #items do
     if (i - 1) % size == rank then
@@ -40,11 +42,19 @@ function M.map(items, fn)
     end
   end
   local parts = core.dist_gather(core.json_encode(mine))
-  if not parts then return nil end
-  local out = {}
-  for _, part in ipairs(parts) do
-    for _, e in ipairs(core.json_decode(part)) do out[e[1]] = e[2] end
+  local text
+  if parts then
+    local all = {}
+    for _, part in ipairs(parts) do
+      for _, e in ipairs(core.json_decode(part)) do all[#all + 1] = e end
+    end
+    table.sort(all, function(a, b) return a[1] < b[1] end)
+    text = core.json_encode(all)
   end
+  if to_all then text = core.dist_bcast(text or "") end
+  if not text then return nil end
+  local out = {}
+  for _, e in ipairs(core.json_decode(text)) do out[e[1]] = e[2] end
   return out
 end
 

@@ -39,8 +39,11 @@ local M = {
   list_dir = core.list_dir,   -- (path) -> sorted entry names, is_directory
   exists = core.exists,       -- (path) -> "file", "directory" or nil
   -- (path, text): the file's new content, whole or not at all (a temporary file synced and
-  -- renamed; a full disk raises IO and leaves the old file); every ctrace writer goes through it
-  write_file = core.write_file,
+  -- renamed; a full disk raises IO and leaves the old file); every ctrace writer goes through it.
+  -- Under MPI, rank 0 writes (inside ct.dist.map each rank works alone and writes its own)
+  write_file = function(path, text)
+    if (core.dist()) == 0 then return core.write_file(path, text) end
+  end,
   supernode = intervention.supernode,
   -- (path or Neuronpedia graph reference): graph JSON, full graph (.pt, .safetensors), or a graph
   -- published on Neuronpedia (its page URL, or neuronpedia:<model>/<slug>)
@@ -134,7 +137,7 @@ end
 
 -- Writes value as indented JSON and a newline to path (whole or not at all, as write_file).
 function M.write_json(path, value)
-  core.write_file(path, core.json_encode(value, true) .. "\n")
+  M.write_file(path, core.json_encode(value, true) .. "\n")
 end
 
 -- Raises for a name that is no local path and could not be had from Hugging Face either.

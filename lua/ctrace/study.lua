@@ -88,23 +88,25 @@ function M.run(rm, spec)
   local targets = target_ids(rm, spec.targets)
   if #targets == 0 then fail("expected at least one target token", 2) end
   local clean = rm:intervene(spec.prompt, {}, {activations = false})
-  local rows = {}
+  local runs = {}   -- the sweep: interventions x scales x layer ranges
   for _, iv in ipairs(spec.interventions) do
     if type(iv.list) ~= "table" or #iv.list == 0 then
       fail("intervention '" .. tostring(iv.name) .. "' has an empty list", 2)
     end
     for _, k in ipairs(spec.scales or {false}) do
       for _, layers in ipairs(spec.layer_ranges or {false}) do
-        local list = k and with_scale(iv.list, k) or iv.list
-        rows[#rows + 1] = record(rm, spec, targets, clean, iv.name or ("intervention " .. #rows + 1), list, k or nil,
-                                 layers or nil)
+        runs[#runs + 1] = {name = iv.name or ("intervention " .. #runs + 1), list = iv.list, k = k, layers = layers}
       end
     end
   end
+  -- under MPI the runs are shared among the ranks (ct.dist.map); every rank gets every row
+  local rows = ct.dist.map(runs, function(r)
+    return record(rm, spec, targets, clean, r.name, r.k and with_scale(r.list, r.k) or r.list, r.k or nil, r.layers or nil)
+  end, {to = "all"})
   return {prompt = spec.prompt, targets = targets, rows = rows, clean = clean:top_logits(5)}
 end
 
-local write_file = require("ctrace.core").write_file   -- whole files or nothing
+local write_file = ct.write_file   -- whole files or nothing
 
 local function csv_field(v)
   v = tostring(v == nil and "" or v)
@@ -114,7 +116,11 @@ end
 
 -- A study's table as CSV and JSON, and a chart: bars (one group per intervention), lines over
 -- scales, or lines over the constrained range's last layer.
+-- Under MPI, rank 0 writes (every rank holds the same study).
+local function writer() return (require("ctrace.core").dist()) == 0 end
+
 function M.write(s, dir, name, o)
+  if not writer() then return end
   o = o or {}
   local ti = o.target or 1
   local head = {"name", "scale", "layers"}
@@ -203,6 +209,7 @@ function M.faithfulness(rm, g, o)
 end
 
 function M.write_faithfulness(f, dir, name)
+  if not writer() then return end
   local lines = {"node,predicted,measured"}
   for _, p in ipairs(f.points) do lines[#lines + 1] = string.format("%s,%.6g,%.6g", p[3], p[1], p[2]) end
   write_file(dir .. "/" .. name .. ".csv", table.concat(lines, "\n") .. "\n")

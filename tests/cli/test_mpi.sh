@@ -14,6 +14,7 @@ if ! command -v mpirun > /dev/null || [ ! -x build/mpi/ctrace ]; then
   echo "1..0 # SKIP no Open MPI here (tests/setup.sh test installs openmpi-bin and libopenmpi-dev; make test builds build/mpi)"
   exit 0
 fi
+ROOT=$PWD
 CTRACE=$PWD/build/ctrace
 MPI_CTRACE=$PWD/build/mpi/ctrace
 SET=$PWD/experiments/stories260K-transcoders/transcoders
@@ -98,6 +99,17 @@ LUA
 mpi 3 "$MPI_CTRACE" map.lua "$SET" > map3.txt 2>&1
 [ $? = 0 ] && [ -s map1.txt ] && cmp -s map1.txt map3.txt && grep -q '"i":5' map3.txt &&
   ok "ct.dist.map on 3 ranks: rank 0 gets every result in input order, as one process does" || { bad "dist.map"; show map3.txt; }
+
+# the flagship case study's script under mpirun (its graph's rows, its studies' runs shared among 3
+# ranks; rank 0 writes): every result file as one process writes it
+mkdir -p flag1 flag3
+cp "$ROOT/experiments/stories260K-lily-she/experiment.lua" flag1/
+cp flag1/experiment.lua flag3/
+"$CTRACE" flag1/experiment.lua > flag1.log 2>&1 || { bad "the flagship script alone"; show flag1.log; }
+mpi 3 "$MPI_CTRACE" flag3/experiment.lua > flag3.log 2>&1
+[ $? = 0 ] && [ -s flag1/results/report.md ] && diff -r flag1/results flag3/results > flag.diff &&
+  ok "the flagship study on 3 ranks: its $(ls flag1/results | wc -l) result files as one process writes them" ||
+  { bad "the flagship study on 3 ranks"; show flag3.log; head -5 flag.diff | sed 's/^/#   /'; }
 
 # faults: a rank killed (SIGKILL) in the middle of a graph, while the others wait for its rows; a
 # rank that fails (a Lua error) while the others are attributing

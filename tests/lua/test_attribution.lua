@@ -138,6 +138,16 @@ t.run {
     g:save(dir .. "/a.safetensors")
     g2:save(dir .. "/b.safetensors")
     t.ok(read(dir .. "/a.safetensors") == read(dir .. "/b.safetensors"), "two runs: identical adjacency bytes")
+    -- the thread count changes no bit (the products' pieces depend on the products alone), so the
+    -- ranks of an MPI job, each with its own threads, compute the rows one process would
+    local threads = ct.threads()
+    for _, n in ipairs {1, 3} do
+      ct.threads(n)
+      rm:attribute(prompt, {verbose = false}):save(dir .. "/t" .. n .. ".safetensors")
+    end
+    ct.threads(threads)
+    t.ok(read(dir .. "/t1.safetensors") == read(dir .. "/a.safetensors") and
+         read(dir .. "/t3.safetensors") == read(dir .. "/a.safetensors"), "1, 3 and " .. threads .. " threads: identical bytes")
   end},
 
   {"rows spilled to a file give the same graph as rows in memory", function()

@@ -2,15 +2,21 @@
 # ctrace under MPI on this machine: one stories260K graph over a 512-token prompt (circuit-tracer's
 # command-line defaults) as 1 process x 1 thread, 1 process x 2 threads and 2 ranks x 1 thread
 # (mpirun), interleaved, N runs each (default 3); medians of the attribution's wall time, the
-# backward passes', the time the ranks spend agreeing and broadcasting, the bytes each rank sends
-# and receives, and the parallel efficiency (1 x 1 time / (workers x time)). Figures only.
+# backward passes', the time the ranks spend agreeing and broadcasting (waiting for each other's
+# batches included), the bytes each rank sends and receives, and the parallel efficiency (1 x 1
+# time / (workers x time)); first the broadcast rate between two ranks (bench/mpi/bcast.c).
+# Figures only.
 #   bench/mpi.sh [N] [tokens]
 set -eu
 cd "$(dirname "$0")/.."
 make -s MPI=1 all
+mkdir -p build/bench
+mpicc -O2 -std=c11 -D_GNU_SOURCE -DCT_MPI -Iengine -o build/bench/mpi_bcast bench/mpi/bcast.c build/mpi/libctrace.a \
+  $(pkg-config --libs openblas) -lm -lpthread
 N=${1:-3}
 T=${2:-512}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpirun -n 2 build/bench/mpi_bcast 64 9   # the link: shared memory between the two ranks here
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for i in $(seq "$N"); do

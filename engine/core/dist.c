@@ -21,7 +21,20 @@ static int env_int(const char *const *vars) {
     return -1;
 }
 
-
+// One process's gather: its own buffer.
+static ct_status gather_self(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
+    *out = malloc(sizeof(char *));
+    *sizes = malloc(sizeof(size_t));
+    char *c = malloc(n ? n : 1);
+    if (!*out || !*sizes || !c) {
+        free(*out), free(*sizes), free(c);
+        *out = NULL, *sizes = NULL;
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory gathering %zu bytes", n);
+    }
+    if (n) memcpy(c, buf, n);
+    (*out)[0] = c, (*sizes)[0] = n;
+    return CT_OK;
+}
 
 #ifdef CT_MPI
 #include <mpi.h>
@@ -78,8 +91,6 @@ ct_status ct_dist_bcast(void *buf, size_t bytes, int root, ct_err *err) {
     return CT_OK;
 }
 
-static ct_status gather_self(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err);
-
 // n bytes at p to or from rank peer, in pieces of at most 1 GiB (MPI counts are ints)
 static int transfer(void *p, size_t n, int peer, int sending) {
     for (size_t at = 0; at < n;) {
@@ -133,8 +144,8 @@ ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
         MPI_Allreduce(&value, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
         return ct_fail(err, CT_STATUS_REMOTE, "rank %d: the ranks could not compare their %s", g_rank, what);
     if (lo != hi)
-        return ct_fail(err, CT_STATUS_REMOTE, "the ranks' %s differ (rank %d's among them): the ranks must run the same "
-                       "model, transcoders and prompt with the same arithmetic (identical CPUs and BLAS kernels)", what, g_rank);
+        return ct_fail(err, CT_STATUS_REMOTE, "the ranks' %s differ: the ranks must run the same model, transcoders and "
+                       "prompt with the same arithmetic (identical CPUs and BLAS kernels)", what);
     return CT_OK;
 }
 
@@ -174,8 +185,6 @@ ct_status ct_dist_agree(ct_status rc, ct_err *err) {
     return rc;
 }
 
-static ct_status gather_self(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err);
-
 ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
     return gather_self(buf, n, out, sizes, err);
 }
@@ -192,18 +201,3 @@ ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
 int ct_dist_rank(void) { return g_alone ? 0 : g_rank; }
 int ct_dist_size(void) { return g_alone ? 1 : g_size; }
 void ct_dist_alone(int on) { g_alone += on ? 1 : (g_alone > 0 ? -1 : 0); }
-
-// One process's gather: its own buffer.
-static ct_status gather_self(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
-    *out = malloc(sizeof(char *));
-    *sizes = malloc(sizeof(size_t));
-    char *c = malloc(n ? n : 1);
-    if (!*out || !*sizes || !c) {
-        free(*out), free(*sizes), free(c);
-        *out = NULL, *sizes = NULL;
-        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory gathering %zu bytes", n);
-    }
-    if (n) memcpy(c, buf, n);
-    (*out)[0] = c, (*sizes)[0] = n;
-    return CT_OK;
-}

@@ -3,10 +3,11 @@
 --   dist.rank, dist.size   this process's rank and the job's size (0 and 1 without mpirun or srun)
 --   dist.mpi               whether this build joins MPI jobs (make MPI=1)
 --   dist.map(items, fn [, {to = "all"}]) -> on rank 0 the list {fn(items[1], 1), fn(items[2], 2),
---       ...} in input order (nil on the other ranks; to = "all": on every rank). Item i is done by rank (i - 1) % size, which works alone
---       while it does it (its attributions are not shared among the ranks; files it saves, it
---       writes). Results travel as JSON (ct.json_encode: numbers exact, strings, booleans, tables;
---       nil stays nil), on one process too, so a job gives rank 0 what one process gives it.
+--       ...} in input order (nil on the other ranks; to = "all": on every rank). Item i is done
+--       by rank (i - 1) % size, which works alone while it does it (its attributions are not
+--       shared among the ranks, a map inside fn stays on it; files it saves, it writes). Results
+--       travel as JSON (ct.json_encode: numbers exact, strings, booleans, tables; nil stays nil),
+--       on one process too, so a job gives rank 0 what one process gives it.
 local core = require "ctrace.core"
 
 local rank, size, mpi = core.dist()
@@ -31,9 +32,10 @@ function M.map(items, fn, opts)
   end
   local to_all = opts and opts.to == "all"
   if opts and opts.to ~= nil and not to_all then error("BAD_ARG: dist.map: to = \"all\" or nothing", 2) end
+  local me, n = core.dist()   -- inside another map's fn: 0 of 1
   local mine = {}
   for i = 1, #items do
-    if (i - 1) % size == rank then
+    if (i - 1) % n == me then
       core.dist_alone(true)
       local ok, r = pcall(fn, items[i], i)
       core.dist_alone(false)

@@ -31,6 +31,17 @@ static int is_array(lua_State *L, int idx, size_t *n) {
     return count == len;
 }
 
+// d (finite) as the shortest of %.15g, %.16g and %.17g that reads back as d. (cJSON prints %1.15g
+// whenever that is merely close to d, so 0.1 + 0.2 would come back as 0.3.)
+static cJSON *number(double d) {
+    char buf[32];
+    for (int p = 15; p <= 17; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    return cJSON_CreateRaw(buf);
+}
+
 static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errn) {
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
     switch (lua_type(L, idx)) {
@@ -43,7 +54,7 @@ static cJSON *to_json(lua_State *L, int idx, int depth, char *err, size_t errn) 
             snprintf(err, errn, "cannot encode %s in JSON", isnan(d) ? "NaN" : "infinity");
             return NULL;
         }
-        return cJSON_CreateNumber(d);
+        return number(d);
     }
     case LUA_TTABLE: {
         if (depth > 200) {

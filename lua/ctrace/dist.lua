@@ -6,8 +6,9 @@
 --       ...} in input order (nil on the other ranks; to = "all": on every rank). Item i is done
 --       by rank (i - 1) % size, which works alone while it does it (its attributions are not
 --       shared among the ranks, a map inside fn stays on it; files it saves, it writes). Results
---       travel as JSON (ct.json_encode: numbers exact, strings, booleans, tables; nil stays nil),
---       on one process too, so a job gives rank 0 what one process gives it.
+--       travel as JSON (ct.json_encode: numbers exact, strings, booleans, tables; nil stays nil;
+--       keys of sparse tables become strings), on one process too, so a job gives rank 0 what one
+--       process gives it. A failing fn ends the job (under MPI, even inside pcall).
 local core = require "ctrace.core"
 
 local rank, size, mpi = core.dist()
@@ -26,6 +27,13 @@ if size > 1 then
   end
 end
 
+-- A failure of this rank's share: under MPI the others would wait for its results, so the job ends
+-- (even inside pcall); one process raises it.
+local function fail(msg)
+  if select(2, core.dist()) > 1 then core.dist_abort(tostring(msg)) end
+  error(msg, 0)
+end
+
 function M.map(items, fn, opts)
   if type(items) ~= "table" or type(fn) ~= "function" or (opts ~= nil and type(opts) ~= "table") then
     error("BAD_ARG: dist.map(items, fn [, opts]): expected a list, a function and an options table", 2)
@@ -39,11 +47,13 @@ function M.map(items, fn, opts)
       core.dist_alone(true)
       local ok, r = pcall(fn, items[i], i)
       core.dist_alone(false)
-      if not ok then error(r, 0) end
+      if not ok then fail(r) end
       mine[#mine + 1] = {i, r}
     end
   end
-  local parts = core.dist_gather(core.json_encode(mine))
+  local ok, text_mine = pcall(core.json_encode, mine)
+  if not ok then fail("dist.map: a result cannot travel as JSON: " .. tostring(text_mine)) end
+  local parts = core.dist_gather(text_mine)
   local text
   if parts then
     local all = {}

@@ -13,6 +13,21 @@ t.run {
     t.eq(back.c.e, false, "booleans")
     t.eq(#back.n, 0, "empty table as an empty array")
   end},
+  {"every double reads back as itself (cJSON alone prints 0.1 + 0.2 as 0.3)", function()
+    local xs, bad = {0.1 + 0.2, 1 / 3, 2 ^ 53 + 2, 5e-324, -0.0, 1e308, 0.1}, 0
+    local seed = 12345
+    for _ = 1, 2000 do   -- doubles of every magnitude and all 53 bits
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      local m = seed / 2147483648
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      xs[#xs + 1] = (m + seed / 2147483648 / 2147483648) * 2 ^ ((seed % 200) - 100)
+    end
+    local back = ct.json_decode(ct.json_encode(xs))
+    for i, x in ipairs(xs) do if back[i] ~= x then bad = bad + 1 end end
+    t.eq(bad, 0, #xs .. " doubles: none changed")
+    t.eq(ct.json_encode({0.1, 3, 0.1 + 0.2}), "[0.1,3,0.30000000000000004]", "the shortest of 15, 16, 17 digits")
+  end},
+
   {"same table, same bytes", function()
     local a, b = {}, {}
     for i = 1, 50 do a["k" .. i] = i end

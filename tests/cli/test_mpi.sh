@@ -25,8 +25,9 @@ cd "$tmp"
 n=0
 fail=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
-bad() { n=$((n + 1)); echo "not ok $n - $1"; fail=1; }
-show() { sed 's/^/#   /' "$1" | tail -20; }
+# a failure's lines go to stderr too, so a harness that hides passing output still shows them
+bad() { n=$((n + 1)); echo "not ok $n - $1"; echo "test_mpi.sh: not ok $n - $1" >&2; fail=1; }
+show() { sed 's/^/#   /' "$1" | tail -20 | tee /dev/stderr; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 mpi() { local np=$1; shift; timeout 300 mpirun --oversubscribe -n "$np" "$@"; }
 PROMPT="Once upon a time, there was a little girl named Lily. She"

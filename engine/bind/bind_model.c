@@ -15,15 +15,14 @@ static ct_model *check_model(lua_State *L, int idx) { return ct_lua_check_box(L,
 static int l_load_model(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     const char *dt_name = luaL_optstring(L, 2, NULL);
-    ct_dtype dt = !dt_name ? CT_DT_COUNT : strcmp(dt_name, "BF16") == 0 ? CT_DT_BF16
-                                         : strcmp(dt_name, "F16") == 0  ? CT_DT_F16
-                                         : strcmp(dt_name, "F32") == 0  ? CT_DT_F32 : CT_DT_COUNT;
+    int dt = 0;   // by its name; ct_model_hold_as refuses all but F32, BF16 and F16
+    while (dt_name && dt < CT_DT_COUNT && strcmp(dt_name, ct_dtype_name((ct_dtype)dt)) != 0) dt++;
     if (dt_name && dt == CT_DT_COUNT)
         return ct_lua_fail(L, CT_STATUS_BAD_ARG, "load_model: dtype '%s'; expected F32, BF16 or F16", dt_name);
     ct_model *m;
     ct_err err = {0};
     if (ct_model_load(ct_lua_ctx(L), &m, path, &err)) return ct_lua_raise(L, &err);
-    if (dt_name && ct_model_hold_as(m, dt, &err)) {
+    if (dt_name && ct_model_hold_as(m, (ct_dtype)dt, &err)) {
         ct_model_free(m);
         return ct_lua_raise(L, &err);
     }

@@ -407,7 +407,6 @@ local function attribute_cmd(o)
   local scan = o.scan or (tc.scan ~= "" and tc.scan) or (tc.model_name ~= "" and tc.model_name) or model
   local thresholds = {node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
   if items then   -- a graph a prompt, the prompts shared among the ranks; rank 0 lists them in order
-    if rank == 0 then ct.mkdirs(dir) end
     local done = ct.dist.map(items, function(it)
       opts.targets = it.targets
       local p = rm:attribute(it.prompt, opts):prune(thresholds)
@@ -435,7 +434,6 @@ local function attribute_cmd(o)
     -- circuit-tracer: -o alone writes no graph files (--server needs them: then the defaults)
     if not o.slug and not o.graph_dir and not o.server then return 0 end
   end
-  ct.mkdirs(dir)
   local slug = o.slug or slugify(about)
   -- what follows the attribution takes seconds on a large graph: said before it starts
   io.stderr:write(string.format("ctrace attribute: pruning (node threshold %g, edge threshold %g) and writing %s/%s.json\n",
@@ -464,9 +462,7 @@ local function convert_cmd(o)
     error("USAGE: " .. o.input .. " holds a pruned graph (graph JSON); only a full graph (.pt, .safetensors) " ..
           "converts to " .. o.output, 0)
   end
-  local g = ct.load_graph(o.input)
-  local dir = o.output:match("^(.*)/[^/]*$")
-  if dir and dir ~= "" then ct.mkdirs(dir) end   -- as create_graph_files makes its output directory
+  local g = ct.load_graph(o.input)   -- (saving makes the output's directory, as create_graph_files does)
   if graph_kind(o.output) ~= "json" then
     g:save(o.output)
   else

@@ -27,6 +27,10 @@ if size > 1 then
   end
 end
 
+-- Whether this process writes files: rank 0, or any rank working alone (inside a map's fn). The
+-- saving methods of graphs, ct.write_file and ct.write_json do nothing elsewhere.
+function M.writes() return (core.dist()) == 0 end
+
 -- A failure of this rank's share: under MPI the others would wait for its results, so the job ends
 -- (even inside pcall); one process raises it.
 local function fail(msg)

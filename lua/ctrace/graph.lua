@@ -16,8 +16,8 @@ local core = require "ctrace.core"
 local M = core.methods("ctrace.Graph")
 
 -- Under MPI only rank 0 writes files: the others hold the same graph and skip the saving methods
--- (inside ct.dist.map each rank works alone, as rank 0 of 1, and writes its own).
-local function rank() return (core.dist()) end
+-- (ctrace.dist.writes).
+local writes = require("ctrace.dist").writes
 
 -- The directory of path, made when missing (path must be a string: the C method says so otherwise).
 local function make_dir_of(path)
@@ -27,14 +27,14 @@ end
 
 local save = M.save
 function M.save(g, path, ...)
-  if rank() ~= 0 then return end
+  if not writes() then return end
   make_dir_of(path)
   return save(g, path, ...)
 end
 
 local save_json = M.save_json
 function M.save_json(g, path, opts)
-  if rank() ~= 0 then return end
+  if not writes() then return end
   make_dir_of(path)
   local o, viewer, dashboards = {}, true, nil
   for k, v in pairs(opts or {}) do
@@ -53,7 +53,7 @@ function M.save_json(g, path, opts)
 end
 
 function M.save_svg(g, path)
-  if rank() ~= 0 then return end
+  if not writes() then return end
   make_dir_of(path)
   return require("ctrace.viewer").svg(core.json_decode(g:json{slug = "svg"}), path)
 end

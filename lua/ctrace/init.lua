@@ -16,6 +16,7 @@ local core = require "ctrace.core"
 require "ctrace.transcoders"   -- Lua methods of ctrace.Transcoders
 require "ctrace.graph"         -- Lua methods of ctrace.Graph
 local intervention = require "ctrace.intervention"   -- rm:intervene, rm:generate, supernodes
+local dist = require "ctrace.dist"
 local chat = require "ctrace.chat"   -- chat prompts ({chat = messages}) on models and replacement models
 
 local M = {
@@ -26,7 +27,7 @@ local M = {
   zeros = core.zeros,
   threads = core.threads,
   -- the MPI job this process is a rank of: rank, size, mpi, map(items, fn) (ctrace.dist)
-  dist = require "ctrace.dist",
+  dist = dist,
   mem_bytes = core.mem_bytes,
   clock = core.clock,   -- monotonic wall-clock seconds
   json_encode = core.json_encode,   -- (value [, pretty]) -> string
@@ -40,9 +41,9 @@ local M = {
   exists = core.exists,       -- (path) -> "file", "directory" or nil
   -- (path, text): the file's new content, whole or not at all (a temporary file synced and
   -- renamed; a full disk raises IO and leaves the old file); every ctrace writer goes through it.
-  -- Under MPI, rank 0 writes (inside ct.dist.map each rank works alone and writes its own)
+  -- Under MPI, rank 0 writes (ctrace.dist.writes)
   write_file = function(path, text)
-    if (core.dist()) == 0 then return core.write_file(path, text) end
+    if dist.writes() then return core.write_file(path, text) end
   end,
   supernode = intervention.supernode,
   -- (path or Neuronpedia graph reference): graph JSON, full graph (.pt, .safetensors), or a graph

@@ -115,12 +115,9 @@ local function csv_field(v)
 end
 
 -- A study's table as CSV and JSON, and a chart: bars (one group per intervention), lines over
--- scales, or lines over the constrained range's last layer.
--- Under MPI, rank 0 writes (every rank holds the same study).
-local function writer() return (require("ctrace.core").dist()) == 0 end
-
+-- scales, or lines over the constrained range's last layer. (Under MPI every rank holds the same
+-- study, and ct.write_file writes on rank 0.)
 function M.write(s, dir, name, o)
-  if not writer() then return end
   o = o or {}
   local ti = o.target or 1
   local head = {"name", "scale", "layers"}
@@ -209,7 +206,6 @@ function M.faithfulness(rm, g, o)
 end
 
 function M.write_faithfulness(f, dir, name)
-  if not writer() then return end
   local lines = {"node,predicted,measured"}
   for _, p in ipairs(f.points) do lines[#lines + 1] = string.format("%s,%.6g,%.6g", p[3], p[1], p[2]) end
   write_file(dir .. "/" .. name .. ".csv", table.concat(lines, "\n") .. "\n")

@@ -128,14 +128,15 @@ if ct.dist.rank == 1 then
   f:close()
   if arg[3] == "error" then error("rank 1 gives up") end
 end
-local p = string.rep("Once upon a time, there was a little girl named Lily. She liked to play. ", 4)
+-- long enough (about 150 tokens, every feature: several seconds) that the kill below lands mid-graph
+local p = string.rep("Once upon a time, there was a little girl named Lily. She liked to play. ", 8)
 rm:attribute(p, {batch_size = 8}):save(arg[2])
 LUA
 mpi 2 "$MPI_CTRACE" die.lua "$SET" die-kill.safetensors kill > die-kill.log 2>&1 &
 job=$!
 for _ in $(seq 300); do [ -s kill.pid ] && break; sleep 0.1; done
 sleep 1
-kill -0 $job 2> /dev/null && running=1 || running=0
+kill -0 $job 2> /dev/null && [ ! -e die-kill.safetensors ] && running=1 || running=0   # still in the graph
 start=$(date +%s)
 kill -9 "$(cat kill.pid)"
 wait $job

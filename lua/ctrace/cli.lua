@@ -356,7 +356,21 @@ local function read_prompts(path)
   end
   f:close()
   if #items == 0 then error("BAD_ARG: --prompts " .. path .. ": no prompt in the file", 0) end
-  for i, it in ipairs(items) do it.slug = it.slug or (i .. "-" .. slugify(it.prompt)) end
+  -- checked before any work: a slug names a file in the graph directory, and two alike would
+  -- leave one graph in place of two
+  local seen = {}
+  for i, it in ipairs(items) do
+    it.slug = it.slug or (i .. "-" .. slugify(it.prompt))
+    if not it.slug:match("^[%w_.-]+$") then
+      error("BAD_ARG: --prompts " .. path .. ": prompt " .. i .. "'s slug '" .. it.slug ..
+            "' may hold only letters, digits, '-', '_' and '.'", 0)
+    end
+    if seen[it.slug] then
+      error("BAD_ARG: --prompts " .. path .. ": prompts " .. seen[it.slug] .. " and " .. i .. " have the same slug '" ..
+            it.slug .. "'", 0)
+    end
+    seen[it.slug] = i
+  end
   return items
 end
 

@@ -279,6 +279,15 @@ printf 'Once upon a time\n\n{"prompt": "Lily had a dog", "slug": "dog"}\n{"promp
 printf 'x\n{"prompt": 7}\n' > badprompts.txt
 "$CTRACE" attribute --prompts badprompts.txt -t "$SET" > bp.txt 2>&1
 [ $? = 1 ] && grep -q "badprompts.txt line 2: expected a prompt" bp.txt && ok "--prompts: a bad line named" || { bad "bad --prompts"; show bp.txt; }
+# slugs from a stranger's prompt file: a path out of the directory, or two alike, refused before any work
+printf '{"prompt": "x", "slug": "../escaped"}\n' > trav.txt
+"$CTRACE" attribute --prompts trav.txt -t "$SET" --graph_file_dir tg > tr.txt 2>&1
+[ $? = 1 ] && grep -q "slug '../escaped' may hold only" tr.txt && [ ! -e escaped.json ] && [ ! -e tg ] &&
+  ok "--prompts: a slug leaving the directory refused, nothing written" || { bad "--prompts traversal"; show tr.txt; }
+printf 'a\n{"prompt": "b", "slug": "1-a"}\n' > dup.txt
+"$CTRACE" attribute --prompts dup.txt -t "$SET" --graph_file_dir dg > du.txt 2>&1
+[ $? = 1 ] && grep -q "prompts 1 and 2 have the same slug '1-a'" du.txt && [ ! -e dg ] &&
+  ok "--prompts: two prompts with one slug refused, nothing written" || { bad "--prompts duplicate slugs"; show du.txt; }
 "$CTRACE" attribute --prompts prompts.txt -o x.pt > bp2.txt 2>&1
 [ $? = 2 ] && grep -q "name a single graph" bp2.txt && ok "--prompts with -o: refused (exit 2)" || { bad "--prompts -o"; show bp2.txt; }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
 #include "bind.h"
 
 static ct_model *check_model(lua_State *L, int idx) { return ct_lua_check_box(L, idx, CT_MT_MODEL); }
@@ -19,9 +20,18 @@ static int l_load_model(lua_State *L) {
     while (dt_name && dt < CT_DT_COUNT && strcmp(dt_name, ct_dtype_name((ct_dtype)dt)) != 0) dt++;
     if (dt_name && dt == CT_DT_COUNT)
         return ct_lua_fail(L, CT_STATUS_BAD_ARG, "load_model: dtype '%s'; expected F32, BF16 or F16", dt_name);
+    int split = lua_toboolean(L, 3);   // hold this rank's share of the layers (one process: all)
     ct_model *m;
     ct_err err = {0};
     if (ct_model_load(ct_lua_ctx(L), &m, path, &err)) return ct_lua_raise(L, &err);
+    int P = ct_dist_size(), lo, hi, nl = m->cfg.n_layers;
+    ct_layer_share(nl, ct_dist_rank(), P, &lo, &hi);
+    if (split && P > 1 && (P > nl ? ct_fail(&err, CT_STATUS_BAD_ARG, "load_model: %d layers cannot be split among %d "
+                                             "ranks (one layer each at least)", nl, P)
+                                  : ct_model_hold_layers(m, lo, hi, &err))) {
+        ct_model_free(m);
+        return ct_lua_raise(L, &err);
+    }
     if (dt_name && ct_model_hold_as(m, (ct_dtype)dt, &err)) {
         ct_model_free(m);
         return ct_lua_raise(L, &err);
@@ -206,9 +216,15 @@ static int l_model_config(lua_State *L) {
     lua_setfield(L, -2, "tied_embeddings");
     lua_pushstring(L, m->path);
     lua_setfield(L, -2, "path");
-    lua_pushstring(L, ct_dtype_name(m->layers[0].wq.dtype));
+    lua_pushstring(L, ct_dtype_name(m->layers[m->hold_lo].wq.dtype));
     lua_setfield(L, -2, "dtype");
     SETN("step_bytes", (double)ct_model_step_bytes(m));
+    if (ct_model_is_split(m)) {   // {first, last}: the layers this rank holds (the layer split)
+        lua_createtable(L, 2, 0);
+        lua_pushinteger(L, m->hold_lo), lua_rawseti(L, -2, 1);
+        lua_pushinteger(L, m->hold_hi - 1), lua_rawseti(L, -2, 2);
+        lua_setfield(L, -2, "held_layers");
+    }
 #undef SETI
 #undef SETN
     return 1;
@@ -233,6 +249,8 @@ static int l_model_index(lua_State *L) {
 static int l_model_unembedding(lua_State *L) {
     ct_model *m = check_model(L, 1);
     int D = m->cfg.d_model, V = m->cfg.vocab_size;
+    ct_err err = {0};
+    if (ct_model_holds(m, m->cfg.n_layers, "unembedding", &err)) return ct_lua_raise(L, &err);
     if (lua_isnoneornil(L, 2)) {   // a float32 copy of the whole matrix, in whatever dtype it is stored
         int64_t shape[2] = {V, D};
         ct_tensor *t = ct_tensor_new(2, shape);

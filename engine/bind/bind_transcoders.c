@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 
+#include "core/dist.h"
 #include "bind.h"
 #include "core/fileio.h"
 #include "formats/yaml.h"
@@ -45,8 +46,9 @@ static ct_tensor *new_2d(lua_State *L, int64_t a, int64_t b) {
 // Hugging Face name is known by that name, "org/repo//folder@revision", as in circuit-tracer)
 static int l_load_transcoders(lua_State *L) {
     const char *path = luaL_checkstring(L, 1), *scan = NULL;
+    int split = 0;
     if (!lua_isnoneornil(L, 2)) {
-        static const char *const keys[] = {"scan", NULL};
+        static const char *const keys[] = {"scan", "layer_split", NULL};
         luaL_checktype(L, 2, LUA_TTABLE);
         ct_lua_check_opts(L, 2, "load_transcoders", keys);
         lua_getfield(L, 2, "scan");
@@ -54,13 +56,17 @@ static int l_load_transcoders(lua_State *L) {
             return ct_lua_fail(L, CT_STATUS_BAD_ARG, "load_transcoders: option 'scan' expects a string, got %s", luaL_typename(L, -1));
         scan = lua_tostring(L, -1);   // referenced by the options table
         lua_pop(L, 1);
+        lua_getfield(L, 2, "layer_split");
+        split = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         if (scan && strlen(scan) >= sizeof ((ct_transcoders *)0)->scan)
             return ct_lua_fail(L, CT_STATUS_BAD_ARG, "load_transcoders: scan '%.40s...' is longer than %zu bytes", scan,
                                sizeof ((ct_transcoders *)0)->scan - 1);
     }
     ct_transcoders *tc;
     ct_err err = {0};
-    if (ct_transcoders_load(ct_lua_ctx(L), &tc, path, &err)) return ct_lua_raise(L, &err);
+    if (ct_transcoders_load_share(ct_lua_ctx(L), &tc, path, split ? ct_dist_rank() : 0, split ? ct_dist_size() : 1, &err))
+        return ct_lua_raise(L, &err);
     if (scan) snprintf(tc->scan, sizeof tc->scan, "%s", scan);
     void **box = ct_lua_new_box(L, CT_MT_TRANSCODERS);
     *box = tc;
@@ -505,8 +511,13 @@ static int l_tc_index(lua_State *L) {
     else if (strcmp(k, "neuronpedia_source_set") == 0) lua_pushstring(L, tc->np_source_set);
     else if (strcmp(k, "scan") == 0) lua_pushstring(L, tc->scan);
     else if (strcmp(k, "path") == 0) lua_pushstring(L, tc->path);
-    else if (strcmp(k, "skip") == 0) lua_pushboolean(L, tc->layers[0].W_skip != NULL);
-    else lua_pushnil(L);
+    else if (strcmp(k, "skip") == 0) lua_pushboolean(L, tc->layers[tc->hold_lo].W_skip != NULL);
+    else if (strcmp(k, "files") == 0) lua_pushinteger(L, tc->n_st + tc->n_npz);   // weight files opened
+    else if (strcmp(k, "held_layers") == 0 && tc->hold_hi) {   // {first, last} under the layer split
+        lua_createtable(L, 2, 0);
+        lua_pushinteger(L, tc->hold_lo), lua_rawseti(L, -2, 1);
+        lua_pushinteger(L, tc->hold_hi - 1), lua_rawseti(L, -2, 2);
+    } else lua_pushnil(L);
     return 1;
 }
 

@@ -130,6 +130,20 @@ ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes,
     return ct_fail(err, CT_STATUS_REMOTE, "rank 0: gathering the ranks' results failed (or out of memory)");
 }
 
+ct_status ct_dist_send(const void *buf, size_t bytes, int to, ct_err *err) {
+    if (ct_dist_size() == 1 || to < 0 || to >= g_size || to == g_rank)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "rank %d of %d cannot send to rank %d", ct_dist_rank(), ct_dist_size(), to);
+    return transfer((void *)buf, bytes, to, 1) ? CT_OK
+           : ct_fail(err, CT_STATUS_REMOTE, "rank %d: sending %zu bytes to rank %d failed", g_rank, bytes, to);
+}
+
+ct_status ct_dist_recv(void *buf, size_t bytes, int from, ct_err *err) {
+    if (ct_dist_size() == 1 || from < 0 || from >= g_size || from == g_rank)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "rank %d of %d cannot receive from rank %d", ct_dist_rank(), ct_dist_size(), from);
+    return transfer(buf, bytes, from, 0) ? CT_OK
+           : ct_fail(err, CT_STATUS_REMOTE, "rank %d: receiving %zu bytes from rank %d failed", g_rank, bytes, from);
+}
+
 void ct_dist_abort(const char *msg) {
     if (ct_dist_size() == 1) return;
     fprintf(stderr, "ctrace [rank %d]: %s\n", g_rank, msg);
@@ -189,6 +203,16 @@ ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes,
     return gather_self(buf, n, out, sizes, err);
 }
 
+ct_status ct_dist_send(const void *buf, size_t bytes, int to, ct_err *err) {
+    (void)buf, (void)bytes;
+    return ct_fail(err, CT_STATUS_BAD_ARG, "one process cannot send to rank %d", to);
+}
+
+ct_status ct_dist_recv(void *buf, size_t bytes, int from, ct_err *err) {
+    (void)buf, (void)bytes;
+    return ct_fail(err, CT_STATUS_BAD_ARG, "one process cannot receive from rank %d", from);
+}
+
 void ct_dist_abort(const char *msg) { (void)msg; }
 
 ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
@@ -197,6 +221,11 @@ ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
 }
 
 #endif
+
+void ct_layer_share(int L, int r, int p, int *lo, int *hi) {
+    *lo = (int)((int64_t)L * r / p);
+    *hi = (int)((int64_t)L * (r + 1) / p);
+}
 
 int ct_dist_rank(void) { return g_alone ? 0 : g_rank; }
 int ct_dist_size(void) { return g_alone ? 1 : g_size; }

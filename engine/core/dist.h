@@ -29,6 +29,13 @@ int ct_dist_built(void);
 
 // buf (bytes) from rank root to every rank.
 ct_status ct_dist_bcast(void *buf, size_t bytes, int root, ct_err *err);
+// buf (bytes) to rank `to`, or from rank `from` (the sizes agreed beforehand): the layer split's
+// pipeline between neighbouring ranks. One process: nothing to send or receive (BAD_ARG).
+ct_status ct_dist_send(const void *buf, size_t bytes, int to, ct_err *err);
+ct_status ct_dist_recv(void *buf, size_t bytes, int from, ct_err *err);
+// Rank r of p's share of L layers under the layer split: [*lo, *hi), consecutive ranges in rank
+// order, their sizes differing by at most one (L * r / p .. L * (r + 1) / p).
+void ct_layer_share(int L, int r, int p, int *lo, int *hi);
 // Rank 0 receives every rank's buffer (n bytes at buf): (*out)[r] (malloc'ed, (*sizes)[r] bytes)
 // for each rank r, itself included, both arrays malloc'ed; other ranks get NULL. A collective.
 ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err);

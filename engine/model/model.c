@@ -525,6 +525,8 @@ static void mlp(const ct_model *m, int l, const float *x, int T, float *restrict
 }
 
 ct_status ct_model_mlp(ct_model *m, int layer, const float *x, int T, float *out, ct_err *err) {
+    ct_status rc = ct_model_holds(m, layer, "mlp", err);
+    if (rc) return rc;
     size_t TF = region((size_t)T * m->cfg.d_mlp + 1);
     ct_scratch *sc = &m->scratch;   // its own region: a pass calling this holds fwd and att
     if (!grow(&sc->mlp, &sc->mlp_n, 2 * TF) || !grow_tile(m))
@@ -556,10 +558,17 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
     const ct_frozen *fz = ctl ? ctl->frozen : NULL;
     if (fz && (kv_in && kv_in->len != 0))
         return ct_fail(err, CT_STATUS_BAD_ARG, "forward: frozen values need a pass from position 0");
-    int first = ctl ? ctl->first_layer : 0;
-    if (first < 0 || first >= L || (first > 0 && (!ctl->resid || kv_in || hooks)))
+    int first = ctl ? ctl->first_layer : 0, last = ctl && ctl->last_layer ? ctl->last_layer : L;
+    if (first < 0 || first >= L || (first > 0 && (!ctl->resid || kv_in)))
         return ct_fail(err, CT_STATUS_BAD_ARG, "forward: a pass from layer %d of 0..%d needs the residual stream entering "
-                       "it, and no KV cache or hooks", first, L - 1);
+                       "it, and no KV cache", first, L - 1);
+    if (last <= first || last > L || (last < L && (!ctl->resid_out || kv_in)))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "forward: a pass from layer %d to before layer %d of %d needs a residual "
+                       "stream to leave and no KV cache", first, last, L);
+    if (ct_model_is_split(m) && (first != m->hold_lo || last != m->hold_hi))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "forward: this process holds layers %d..%d of %d (a layer-split model); a "
+                       "pass over layers %d..%d needs the others (only attribution runs on a layer-split model)",
+                       m->hold_lo, m->hold_hi - 1, L, first, last - 1);
     ct_kv_cache local = {0}, *kv = kv_in;
     ct_status rc = CT_OK;
     if (!kv) {
@@ -627,7 +636,7 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_EMBED, -1}, b.x, T, err))) goto done;
     }
 
-    for (int l = first; l < L; l++) {
+    for (int l = first; l < last; l++) {
         const ct_layer *w = &m->layers[l];
         float *kc = kv->k + (size_t)l * kv->max_len * kvd, *vc = kv->v + (size_t)l * kv->max_len * kvd;
         hook_copy(hooks, CT_HOOK_RESID_PRE, l, b.x, TD);
@@ -704,15 +713,19 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         hook_copy(hooks, CT_HOOK_RESID_POST, l, b.x, TD);
     }
 
-    norm_rows(c, b.xb, b.x, m->lnf_w, m->lnf_b, b.scale, hook_slot(hooks, CT_HOOK_LNF_NORMALIZED, -1), T, D,
-              fz ? fz->lnf_scale : NULL);
-    hook_copy(hooks, CT_HOOK_LNF_SCALE, -1, b.scale, (size_t)T);
-    hook_copy(hooks, CT_HOOK_UNEMBED_PRE, -1, b.xb, TD);
-    if (logits) {
-        int t0 = all_logits ? 0 : T - 1, n = T - t0;
-        ct_mat_matmul(logits, b.xb + (size_t)t0 * D, &m->lm_head, NULL, n, sc->tile, sc->tile_n);
-        if (c->final_softcap > 0)
-            for (size_t i = 0; i < (size_t)n * V; i++) logits[i] = c->final_softcap * tanhf(logits[i] / c->final_softcap);
+    if (last < L) {   // the residual stream leaving the last layer run, for the next rank
+        memcpy(ctl->resid_out, b.x, sizeof(float) * TD);
+    } else {
+        norm_rows(c, b.xb, b.x, m->lnf_w, m->lnf_b, b.scale, hook_slot(hooks, CT_HOOK_LNF_NORMALIZED, -1), T, D,
+                  fz ? fz->lnf_scale : NULL);
+        hook_copy(hooks, CT_HOOK_LNF_SCALE, -1, b.scale, (size_t)T);
+        hook_copy(hooks, CT_HOOK_UNEMBED_PRE, -1, b.xb, TD);
+        if (logits) {
+            int t0 = all_logits ? 0 : T - 1, n = T - t0;
+            ct_mat_matmul(logits, b.xb + (size_t)t0 * D, &m->lm_head, NULL, n, sc->tile, sc->tile_n);
+            if (c->final_softcap > 0)
+                for (size_t i = 0; i < (size_t)n * V; i++) logits[i] = c->final_softcap * tanhf(logits[i] / c->final_softcap);
+        }
     }
     kv->len = S;
     // a hook asked for twice: the pass filled its first slot; the others get a copy
@@ -733,9 +746,12 @@ done:
 // Frozen values
 
 ct_status ct_frozen_capture(ct_frozen_run *f, ct_model *m, const int *tokens, int T, const ct_hook_id *extra,
-                            int n_extra, float *logits, int all_logits, ct_err *err) {
+                            int n_extra, float *logits, int all_logits, const ct_forward_ctl *ctl, ct_err *err) {
     memset(f, 0, sizeof *f);
     int L = m->cfg.n_layers, post = m->cfg.post_norms != 0;
+    int lo = ctl ? ctl->first_layer : 0, hi = ctl && ctl->last_layer ? ctl->last_layer : L;
+    if (lo < 0 || hi > L || lo >= hi)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "frozen run: layers %d..%d of %d", lo, hi - 1, L);
     ct_hook_id *ids = malloc(sizeof *ids * (size_t)(5 * L + 1 + n_extra));
     f->ptrs = calloc((size_t)(5 * L), sizeof *f->ptrs);
     if (!ids || !f->ptrs) {
@@ -746,22 +762,24 @@ ct_status ct_frozen_capture(ct_frozen_run *f, ct_model *m, const int *tokens, in
     int n = 0;
     static const ct_hook_kind per_layer[] = {CT_HOOK_PATTERN, CT_HOOK_LN1_SCALE, CT_HOOK_LN2_SCALE,
                                              CT_HOOK_LN1_POST_SCALE, CT_HOOK_LN2_POST_SCALE};
-    for (int k = 0; k < 3 + 2 * post; k++)
-        for (int l = 0; l < L; l++) ids[n++] = (ct_hook_id){per_layer[k], l};
-    ids[n++] = (ct_hook_id){CT_HOOK_LNF_SCALE, -1};
+    for (int k = 0; k < 3 + 2 * post; k++)   // the layers the pass runs
+        for (int l = lo; l < hi; l++) ids[n++] = (ct_hook_id){per_layer[k], l};
+    if (hi == L) ids[n++] = (ct_hook_id){CT_HOOK_LNF_SCALE, -1};
     f->n_frozen = n;
     for (int i = 0; i < n_extra; i++) ids[n++] = extra[i];
     ct_status rc = ct_hook_cache_init(&f->hc, ids, n, err);
     free(ids);
-    if (!rc) rc = ct_model_forward(m, tokens, T, NULL, &f->hc, logits, all_logits, err);
+    if (!rc) rc = ct_model_forward_ctl(m, tokens, T, NULL, &f->hc, logits, all_logits, ctl, err);
     if (rc) {
         ct_frozen_run_free(f);
         return rc;
     }
-    for (int i = 0; i < f->n_frozen - 1; i++) f->ptrs[i] = ct_tensor_data(f->hc.values[i]);
+    // ptrs (5, L): each kind's values by layer, NULL for the layers the pass did not run
+    for (int i = 0, k = 0; k < 3 + 2 * post; k++)
+        for (int l = lo; l < hi; l++) f->ptrs[k * L + l] = ct_tensor_data(f->hc.values[i++]);
     const float *const *p = f->ptrs;
     f->fz = (ct_frozen){p, p + L, post ? p + 3 * L : NULL, p + 2 * L, post ? p + 4 * L : NULL,
-                        ct_tensor_data(f->hc.values[f->n_frozen - 1])};
+                        hi == L ? ct_tensor_data(f->hc.values[f->n_frozen - 1]) : NULL};
     return CT_OK;
 }
 

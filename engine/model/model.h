@@ -113,6 +113,8 @@ struct ct_model {
     size_t *owned_bytes;
     int n_owned, cap_owned;
     ct_scratch scratch;        // working memory of the forward pass (model.c)
+    int hold_lo, hold_hi;      // the layers this process holds, [hold_lo, hold_hi) (ct_model_hold_layers);
+                               // hold_hi 0: all of them
 };
 
 // Loads a llama2.c checkpoint (.bin), a directory holding one, or a Hugging Face directory
@@ -138,6 +140,17 @@ void ct_model_free(ct_model *m);
 // F32 has it. When every matrix was copied, the checkpoint's mapped pages are dropped from m.
 // Call it before m is used: a replacement model keeps results of the weights it saw.
 ct_status ct_model_hold_as(ct_model *m, ct_dtype dt, ct_err *err);
+// Keeps only layers [lo, hi) of m, for a layer-split model (one rank's share of an MPI job): the
+// other layers' weights are dropped from m (their pages are never read), the embedding kept when lo
+// is 0 (or tied to a kept unembedding), the final norm and unembedding when hi is L. A forward pass
+// then runs exactly the held layers (ct_forward_ctl first_layer and last_layer); anything reaching
+// for a dropped weight is refused (BAD_ARG naming the held layers). Call it before m is used.
+ct_status ct_model_hold_layers(ct_model *m, int lo, int hi, ct_err *err);
+// Whether m holds only some of its layers (ct_model_hold_layers with a range short of 0..L).
+int ct_model_is_split(const ct_model *m);
+// CT_OK when m holds layer l (l == -1: the embedding; l == L: the final norm and unembedding),
+// else BAD_ARG naming what (fn) needed it and the layers m holds.
+ct_status ct_model_holds(const ct_model *m, int l, const char *fn, ct_err *err);
 // A Llama-shaped model (RMS norms, gated SiLU MLP, RoPE) with uniform random weights scaled by
 // 1/sqrt(fan-in), for benchmarks and tests at sizes no checkpoint is worth writing for.
 ct_status ct_model_random(ct_model **out, const ct_config *cfg, uint64_t seed, ct_err *err);
@@ -269,6 +282,7 @@ typedef struct {
 // Works in the model's scratch (its own region: callable from an MLP control inside a pass).
 ct_status ct_model_mlp(ct_model *m, int layer, const float *x, int T, float *out, ct_err *err);
 
+struct ct_forward_ctl;
 // A clean run's values for passes that hold them fixed, plus any extra hooks asked for.
 typedef struct {
     ct_hook_cache hc;        // the frozen values, then the extra hooks
@@ -279,9 +293,10 @@ typedef struct {
 
 // Runs tokens (T,) from position 0 and keeps every attention pattern and norm denominator, and
 // the extra hooks (n_extra ids); logits (may be NULL): (T, V) when all_logits, else (V,) of the
-// last position.
+// last position. ctl (may be NULL) may run a range of layers (first_layer .. last_layer): the
+// frozen values are then those of its layers (NULL for the others; lnf_scale only with the last).
 ct_status ct_frozen_capture(ct_frozen_run *out, ct_model *m, const int *tokens, int T, const ct_hook_id *extra,
-                            int n_extra, float *logits, int all_logits, ct_err *err);
+                            int n_extra, float *logits, int all_logits, const struct ct_forward_ctl *ctl, ct_err *err);
 // Data of extra hook i (in the order asked for).
 const float *ct_frozen_extra(const ct_frozen_run *f, int i);
 // Frees extra hook i's tensor once its values are copied elsewhere.
@@ -293,9 +308,11 @@ void ct_frozen_run_free(ct_frozen_run *f);
 // or at its contribution to the residual. edit, when set, may change x (T, D) in place at
 // hook_embed (after positions are added), blocks.l.hook_resid_mid, mlp.hook_out (raw output)
 // and hook_mlp_out, before the value is used. first_layer > 0 starts the pass at that layer from
-// resid (T, D), the residual stream entering it (a pass from position 0 without a KV cache or
-// hooks): the layers before it are not run.
-typedef struct {
+// resid (T, D), the residual stream entering it (a pass from position 0 without a KV cache):
+// the layers before it are not run. last_layer > 0 stops the pass after layer last_layer - 1,
+// writing the residual stream leaving it into resid_out (T, D) (no final norm, no logits; hooks of
+// layers not run are left zero). A layer-split model runs exactly its held layers this way.
+typedef struct ct_forward_ctl {
     ct_status (*mlp)(void *ctx, int layer, const ct_mlp_io *io, float *out, ct_err *err);
     int mlp_out_raw;
     ct_status (*edit)(void *ctx, ct_hook_id at, float *x, int T, ct_err *err);
@@ -303,6 +320,8 @@ typedef struct {
     void *ctx;
     int first_layer;
     const float *resid;
+    int last_layer;
+    float *resid_out;
 } ct_forward_ctl;
 
 // Runs tokens (T,) at positions kv->len .. kv->len+T-1 (kv may be NULL: a fresh pass from

@@ -1126,6 +1126,39 @@ ct_status ct_model_hold_as(ct_model *m, ct_dtype dt, ct_err *err) {
     return CT_OK;
 }
 
+ct_status ct_model_hold_layers(ct_model *m, int lo, int hi, ct_err *err) {
+    int L = m->cfg.n_layers;
+    if (lo < 0 || hi > L || lo >= hi)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "hold layers %d..%d: expected a range within the model's 0..%d", lo, hi - 1,
+                       L - 1);
+    if (ct_model_is_split(m))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "hold layers %d..%d: the model holds layers %d..%d already", lo, hi - 1,
+                       m->hold_lo, m->hold_hi - 1);
+    for (int l = 0; l < L; l++)
+        if (l < lo || l >= hi) memset(&m->layers[l], 0, sizeof m->layers[l]);
+    int tied = m->lm_head.data == m->embed.data;
+    if (hi < L) m->lm_head = (ct_mat){0}, m->lnf_w = m->lnf_b = NULL;
+    if (lo > 0 && !(tied && hi == L)) m->embed = (ct_mat){0};
+    if (lo > 0) m->pos_embed = (ct_mat){0};
+    m->hold_lo = lo, m->hold_hi = hi;
+    return CT_OK;
+}
+
+int ct_model_is_split(const ct_model *m) { return m->hold_hi > 0 && (m->hold_lo > 0 || m->hold_hi < m->cfg.n_layers); }
+
+ct_status ct_model_holds(const ct_model *m, int l, const char *fn, ct_err *err) {
+    int L = m->cfg.n_layers;
+    if (!ct_model_is_split(m) || (l >= m->hold_lo && l < m->hold_hi) || (l == -1 && m->hold_lo == 0) ||
+        (l == L && m->hold_hi == L))
+        return CT_OK;
+    char what[32];
+    if (l == -1) snprintf(what, sizeof what, "the embedding");
+    else if (l == L) snprintf(what, sizeof what, "the unembedding");
+    else snprintf(what, sizeof what, "layer %d", l);
+    return ct_fail(err, CT_STATUS_BAD_ARG, "%s: needs %s, held by another rank: this process holds layers %d..%d of %d "
+                   "(a layer-split model)", fn, what, m->hold_lo, m->hold_hi - 1, L);
+}
+
 // ----------------------------------------------------------------------------
 // Dispatch
 

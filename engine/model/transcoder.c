@@ -1,6 +1,8 @@
 // transcoder.c - transcoder sets: formats, encode, decode, reconstruction (see transcoder.h).
 #include "model/transcoder.h"
 
+#include "core/dist.h"
+
 #include <ctype.h>
 #include <limits.h>
 #include <math.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/dist.h"
 #include "core/fileio.h"
 #include "formats/npz.h"
 #include "formats/yaml.h"
@@ -361,8 +364,16 @@ static ct_status resolve(ct_ctx *ctx, const char *base_dir, const char *p, char 
 // ----------------------------------------------------------------------------
 // Loading a set
 
+// The set has n layers; under the layer split (hold_lo, hold_hi: rank and size until here) the
+// rank's share of them is held.
 static ct_status set_layers(ct_transcoders *tc, int n, ct_err *err) {
     if (n <= 0 || n > 4096) return ct_fail(err, CT_STATUS_BAD_FORMAT, "transcoders: %d layers; expected 1..4096", n);
+    int rank = tc->hold_lo, size = tc->hold_hi;
+    tc->hold_lo = tc->hold_hi = 0;
+    if (size > n)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "transcoders: %d layers cannot be split among %d ranks (one layer each at "
+                       "least)", n, size);
+    if (size > 1) ct_layer_share(n, rank, size, &tc->hold_lo, &tc->hold_hi);
     tc->n_layers = n;
     tc->layers = calloc((size_t)n, sizeof *tc->layers);
     return tc->layers ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
@@ -425,6 +436,13 @@ static ct_status list_files(const ct_yaml *list, const char *name, const ct_yaml
     return CT_OK;
 }
 
+// Whether layer i's files are opened: every layer's without a layer split; else a per-layer set's
+// held layers, a cross-layer set's layers below the last held one (their decoders write into it).
+static int holds_file(const ct_transcoders *tc, int i) {
+    if (!tc->hold_hi) return 1;
+    return tc->kind == CT_TC_CLT ? i < tc->hold_hi : i >= tc->hold_lo && i < tc->hold_hi;
+}
+
 static ct_status load_dir_files(ct_ctx *ctx, ct_transcoders *tc, const char *dir, const ct_yaml *list, const char *name,
                                 ct_err *err) {
     char p[1200], q[1200];
@@ -433,7 +451,7 @@ static ct_status load_dir_files(ct_ctx *ctx, ct_transcoders *tc, const char *dir
         int gap, n = count_files(dir, "W_enc_%d.safetensors", &gap);
         if (gap) return ct_fail(err, CT_STATUS_NOT_FOUND, "%s: W_enc_%d.safetensors is missing (W_enc_%d exists)", dir, n, gap);
         if ((rc = set_layers(tc, n, err))) return rc;
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n && holds_file(tc, i); i++) {
             snprintf(p, sizeof p, "%s/W_enc_%d.safetensors", dir, i);
             snprintf(q, sizeof q, "%s/W_dec_%d.safetensors", dir, i);
             if ((rc = load_clt_layer(ctx, tc, i, p, q, err))) return rc;
@@ -453,6 +471,7 @@ static ct_status load_dir_files(ct_ctx *ctx, ct_transcoders *tc, const char *dir
     if (list && !files) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     if (list) rc = list_files(list, name, files, err);
     for (int i = 0; !rc && i < n; i++) {
+        if (!holds_file(tc, i)) continue;
         if (list) {
             if ((rc = resolve(ctx, dir, files[i]->value, p, sizeof p, err))) break;
             for (int k = 0; k < i && !rc; k++)
@@ -528,24 +547,31 @@ static ct_status config_activation(ct_transcoders *tc, const ct_yaml *cfg, const
                            name, k ? k->line : a->line, k ? ct_yaml_type(k) : "no k", k && k->kind == CT_YAML_SCALAR ? " '" : "",
                            k && k->kind == CT_YAML_SCALAR ? k->value : "", k && k->kind == CT_YAML_SCALAR ? "'" : "");
         tc->k = (int)kv;
-        for (int l = 0; l < tc->n_layers; l++)   // torch.topk refuses a k above the width too
-            if (tc->k > tc->layers[l].d_tc)
+        for (int l = 0; l < tc->n_layers; l++)   // torch.topk refuses a k above the width too (held layers)
+            if (tc->layers[l].d_tc && tc->k > tc->layers[l].d_tc)
                 return ct_fail(err, CT_STATUS_BAD_FORMAT, "config.yaml line %d: activation topk with k = %d but layer %d has %d features",
                                a->line, tc->k, l, tc->layers[l].d_tc);
     }
     if (tc->act == CT_TC_JUMPRELU)
         for (int l = 0; l < tc->n_layers; l++)
-            if (!tc->layers[l].threshold)
+            if (tc->layers[l].d_tc && !tc->layers[l].threshold)
                 return ct_fail(err, CT_STATUS_NOT_FOUND, "%s line %d: jump_relu but layer %d has no threshold", name, a->line, l);
     return CT_OK;
 }
 
 ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *path, ct_err *err) {
+    return ct_transcoders_load_share(ctx, out, path, 0, 1, err);
+}
+
+ct_status ct_transcoders_load_share(ct_ctx *ctx, ct_transcoders **out, const char *path, int rank, int size, ct_err *err) {
     *out = NULL;
+    if (size < 1 || rank < 0 || rank >= size)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "transcoders: rank %d of %d", rank, size);
     ct_status rc = ct_ctx_check_read(ctx, path, err);   // a refused path: refused before anything else is looked at
     if (rc && rc != CT_STATUS_NOT_FOUND) return rc;
     ct_transcoders *tc = calloc(1, sizeof *tc);
     if (!tc) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    tc->hold_lo = rank, tc->hold_hi = size;   // the share, until set_layers knows the layers
     snprintf(tc->path, sizeof tc->path, "%s", path);
     char dir[1024], cfg_path[1200];
     const char *cfg_name = cfg_path;   // messages about the config name it and the line
@@ -613,6 +639,7 @@ ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *pat
     // decoders are read a few rows at a time: a fault on them reads only what it needs; encoders
     // are read whole by every encoding
     for (int l = 0; l < tc->n_layers; l++) {
+        if (!tc->layers[l].d_tc) continue;   // not held
         ct_map_advise(tc->layers[l].W_dec.data, mat_extent(&tc->layers[l].W_dec), CT_ADVISE_RANDOM);
         if (!tc->layers[l].W_enc_owned) ct_map_advise(tc->layers[l].W_enc.data, mat_extent(&tc->layers[l].W_enc), CT_ADVISE_HUGE);
     }
@@ -625,6 +652,12 @@ ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_e
         return ct_fail(err, CT_STATUS_BAD_SHAPE, "transcoders have d_model %d; the model has %d", tc->d_model, m->cfg.d_model);
     if (tc->n_layers != m->cfg.n_layers)
         return ct_fail(err, CT_STATUS_BAD_SHAPE, "transcoders cover %d layers; the model has %d", tc->n_layers, m->cfg.n_layers);
+    int mlo = ct_model_is_split(m) ? m->hold_lo : 0, mhi = ct_model_is_split(m) ? m->hold_hi : 0;
+    if (tc->hold_lo != mlo || tc->hold_hi != (mhi == m->cfg.n_layers && mlo == 0 ? 0 : mhi))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "the model holds layers %d..%d and the transcoders %d..%d: a layer-split "
+                       "model needs transcoders loaded for the same layers", m->hold_hi ? m->hold_lo : 0,
+                       (m->hold_hi ? m->hold_hi : m->cfg.n_layers) - 1, tc->hold_lo,
+                       (tc->hold_hi ? tc->hold_hi : tc->n_layers) - 1);
     const char *hooks[2] = {tc->input_hook, tc->output_hook};
     for (int i = 0; i < 2; i++) {
         ct_hook_id id;
@@ -637,6 +670,16 @@ ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_e
 
 // ----------------------------------------------------------------------------
 // Encode, decode, reconstruct
+
+// CT_OK when the set holds layer's weights (layer in range), else why not.
+static ct_status check_layer(const ct_transcoders *tc, int layer, ct_err *err) {
+    if (layer < 0 || layer >= tc->n_layers)
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "transcoder layer %d outside 0..%d", layer, tc->n_layers - 1);
+    if (!tc->layers[layer].d_tc)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "transcoder layer %d is held by another rank: this process holds layers "
+                       "%d..%d (a layer-split set)", layer, tc->hold_lo, tc->hold_hi - 1);
+    return CT_OK;
+}
 
 ct_status ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T, ct_err *err) {
     const ct_tc_layer *L = &tc->layers[layer];
@@ -673,8 +716,8 @@ ct_status ct_tc_activate(const ct_transcoders *tc, int layer, float *v, int T, c
 }
 
 ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int T, float *pre, float *act, ct_err *err) {
-    if (layer < 0 || layer >= tc->n_layers)
-        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "transcoder layer %d outside 0..%d", layer, tc->n_layers - 1);
+    ct_status rc0 = check_layer(tc, layer, err);
+    if (rc0) return rc0;
     const ct_tc_layer *L = &tc->layers[layer];
     const ct_mat *W = &L->W_enc;
     int F = L->d_tc;
@@ -701,8 +744,8 @@ ct_status ct_tc_encode(const ct_transcoders *tc, int layer, const float *x, int 
 }
 
 static ct_status check_feature(const ct_transcoders *tc, int layer, int64_t f, ct_err *err) {
-    if (layer < 0 || layer >= tc->n_layers)
-        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "transcoder layer %d outside 0..%d", layer, tc->n_layers - 1);
+    ct_status rc = check_layer(tc, layer, err);
+    if (rc) return rc;
     if (f < 0 || f >= tc->layers[layer].d_tc)
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "feature %lld outside 0..%d of layer %d", (long long)f,
                        tc->layers[layer].d_tc - 1, layer);
@@ -754,10 +797,9 @@ void ct_tc_prefetch_rows(const ct_transcoders *tc, int layer, const int64_t *fea
 }
 
 ct_status ct_tc_decoder_row(const ct_transcoders *tc, int layer, int64_t f, int j, float *out, ct_err *err) {
-    if (layer < 0 || layer >= tc->n_layers)
-        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "transcoder layer %d outside 0..%d", layer, tc->n_layers - 1);
+    ct_status rc = check_feature(tc, layer, f, err);
+    if (rc) return rc;
     const ct_tc_layer *L = &tc->layers[layer];
-    if (f < 0 || f >= L->d_tc) return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "feature %lld outside 0..%d", (long long)f, L->d_tc - 1);
     if (j < 0 || j >= L->n_out)
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "layer %d features write %d layer(s); target offset %d is out of range",
                        layer, L->n_out, j);
@@ -922,6 +964,8 @@ ct_status ct_tc_logit_effect(const ct_transcoders *tc, const ct_model *m, int la
     if (D != m->cfg.d_model) return ct_fail(err, CT_STATUS_BAD_SHAPE, "transcoders d_model %d, model %d", D, m->cfg.d_model);
     if (layer < 0 || layer >= tc->n_layers)
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "layer %d outside 0..%d", layer, tc->n_layers - 1);
+    ct_status rc0 = ct_model_holds(m, m->cfg.n_layers, "logit effect", err);
+    if (rc0) return rc0;
     float *d = calloc((size_t)D, sizeof(float)), *row = malloc(sizeof(float) * (size_t)D), *u = malloc(sizeof(float) * (size_t)D);
     ct_status rc = d && row && u ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     for (int j = 0; !rc && j < tc->layers[layer].n_out; j++) {

@@ -54,7 +54,9 @@ typedef struct ct_transcoders {
     char input_hook[64], output_hook[64];
     char model_name[256], scan[256], format[64], path[1024];
     char np_model_id[128], np_source_set[128];   // config neuronpedia_model_id / _source_set, or ""
-    ct_tc_layer *layers;   // (L,)
+    ct_tc_layer *layers;   // (L,); a layer not held (the layer split) all zero
+    int hold_lo, hold_hi;  // the layers this process holds, [hold_lo, hold_hi) (ct_transcoders_load_layers);
+                           // hold_hi 0: all of them
     // files the weights live in
     ct_safetensors **st;
     int n_st;
@@ -66,11 +68,17 @@ typedef struct ct_transcoders {
 // W_enc_{i}/W_dec_{i} files), or one file (.npz or .safetensors: a one-layer set). Every file,
 // those a config.yaml lists included, is opened through ctx; hf:// entries go through its resolver.
 ct_status ct_transcoders_load(ct_ctx *ctx, ct_transcoders **out, const char *path, ct_err *err);
+// The same holding only what rank `rank` of `size` needs under the layer split (its share of the
+// layers, ct_layer_share): a per-layer set's files of those layers; a cross-layer set's files of
+// every layer below the share's end (their decoders write into it; only those slices are read).
+// Other layers' files are not opened. size 1: every layer.
+ct_status ct_transcoders_load_share(ct_ctx *ctx, ct_transcoders **out, const char *path, int rank, int size, ct_err *err);
 void ct_transcoders_free(ct_transcoders *tc);
 // A per-layer set for m with uniform random weights (mlp.hook_in -> mlp.hook_out, d_tc features
 // per layer, TopK k, or ReLU when k is 0), for benchmarks and tests.
 ct_status ct_transcoders_random(ct_transcoders **out, const ct_model *m, int d_tc, int k, uint64_t seed, ct_err *err);
-// Checks that the set fits the model: d_model, layer count, hook names.
+// Checks that the set fits the model: d_model, layer count, hook names, and for a layer-split
+// model that the set holds the same layers.
 ct_status ct_transcoders_check(const ct_transcoders *tc, const ct_model *m, ct_err *err);
 
 // pre (T, F) = x (T, D) W_enc^T + b_enc; act (T, F) = activation(pre). Either output may be NULL.

@@ -67,6 +67,9 @@ typedef struct {
     double flops;           // of the backward passes so far
     double gemm_s;          // seconds in their matrix products
     int64_t max_block;
+    // the layer split (a layer-split model: this rank's layers [lo, hi); else 0, L)
+    int split, lo, hi;
+    float *xbuf;            // (B, n_cols) a batch's columns packed for another rank (split)
 } attr_ctx;
 
 // Where row b of position t lies in a batch's packed layout (b live at t: first[t] <= b).
@@ -76,7 +79,7 @@ static void ctx_free(attr_ctx *a) {
     free(a->active); free(a->act_val); free(a->start);
     free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->M); free(a->v); free(a->gain); free(a->tile);
     free(a->first); free(a->off);
-    free(a->enc); free(a->enc_rows); free(a->feats);
+    free(a->enc); free(a->enc_rows); free(a->feats); free(a->xbuf);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -84,7 +87,7 @@ static void ctx_free(attr_ctx *a) {
 
 static ct_status take_clean_run(attr_ctx *a, ct_replacement *rm, const int *tokens, ct_err *err) {
     ct_clean_run *c;
-    ct_status rc = ct_replacement_clean(rm, tokens, a->T, &c, err);
+    ct_status rc = ct_replacement_clean_all(rm, tokens, a->T, &c, err);   // a collective on a layer-split model
     if (rc) return rc;
     ct_scratch_free(&rm->m->scratch);   // no forward pass runs until the graph is built: its room goes to the rows
     a->fz = &c->frozen.fz;
@@ -432,15 +435,41 @@ static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp,
     mat_product(a, (int)a->off[Tp], &w->wv, DV, a->A1);
 }
 
+// The columns (B, n_cols) before column n (a cross-layer set's partial sums at the features of
+// lower layers) to (send) or from rank peer, packed through a->xbuf.
+static ct_status pass_prefix(attr_ctx *a, float *rows, int B, int64_t n, int peer, int send, ct_err *err) {
+    size_t w = (size_t)n, bytes = sizeof(float) * (size_t)B * w;
+    if (send)
+        for (int b = 0; b < B; b++) memcpy(a->xbuf + b * w, rows + (size_t)b * a->n_cols, sizeof(float) * w);
+    ct_status rc = send ? ct_dist_send(a->xbuf, bytes, peer, err) : ct_dist_recv(a->xbuf, bytes, peer, err);
+    if (!rc && !send)
+        for (int b = 0; b < B; b++) memcpy(rows + (size_t)b * a->n_cols, a->xbuf + b * w, sizeof(float) * w);
+    return rc;
+}
+
 // rows (B, n_cols) += the direct effects of every column on each of the B targets, which come
 // sorted by position. The gradient of a target is zero after its position, so at position t
 // only rows first[t] .. B-1 are live. The gradients keep only those, packed by position: row b
 // of position t at at(a, t, b) = off[t] + b - first[t], n_live = off[Tp] rows in all, so every
 // product over them is one product.
+//
+// Under the layer split each rank runs its own layers [lo, hi) of the pass: it takes the gradient
+// (and a cross-layer set's partial sums at lower layers' features) from the rank above when the
+// pass starts above it, and hands both to the rank below; rank 0 reads the token columns. Every
+// value is computed as one process computes it, in the same order. A failure here leaves a
+// neighbour waiting: it aborts the job (ct_dist_abort).
+static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, ct_err *err);
+
 static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, ct_err *err) {
+    ct_status rc = run_layers(a, r, B, rows, err);
+    if (rc && a->split) ct_dist_abort(err->msg);
+    return rc;
+}
+
+static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, ct_err *err) {
     const ct_config *c = &a->m->cfg;
     const ct_transcoders *tc = a->tc;
-    int L = a->L, T = a->T, D = a->D;
+    int L = a->L, T = a->T, D = a->D, me = ct_dist_rank();
     int64_t ldr = a->n_cols;
     int Tp = r[B - 1].pos + 1, top = -1;
     int *first = a->first;
@@ -453,16 +482,26 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
     int n_live = (int)off[Tp];
     for (int b = 0; b < B; b++)
         if (r[b].layer > top) top = r[b].layer;
+    int start = top < L ? top : L - 1;   // the first layer the pass runs through
+    if (start < a->lo) return CT_OK;     // (layer split) the pass does not reach this rank's layers
     float *G = a->G;
-    memset(G, 0, sizeof(float) * (size_t)n_live * D);
-    // logit targets: seed at the final norm's output
-    for (int b = 0; b < B; b++)
-        if (r[b].layer == L) {
-            float *g = G + (size_t)at(a, r[b].pos, b) * D;
-            memcpy(g, r[b].vec, sizeof(float) * D);
-            norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 1, NULL, 0);
-        }
-    for (int l = (top < L ? top : L - 1); l >= 0; l--) {
+    int clt = tc->kind == CT_TC_CLT;
+    ct_status rc = CT_OK;
+    if (start >= a->hi) {   // (layer split) the rank above ran the layers before
+        rc = ct_dist_recv(G, sizeof(float) * (size_t)n_live * D, me + 1, err);
+        if (!rc && clt) rc = pass_prefix(a, rows, B, a->start[(int64_t)a->hi * T], me + 1, 0, err);
+        if (rc) return rc;
+    } else {
+        memset(G, 0, sizeof(float) * (size_t)n_live * D);
+        // logit targets: seed at the final norm's output
+        for (int b = 0; b < B; b++)
+            if (r[b].layer == L) {
+                float *g = G + (size_t)at(a, r[b].pos, b) * D;
+                memcpy(g, r[b].vec, sizeof(float) * D);
+                norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 1, NULL, 0);
+            }
+    }
+    for (int l = start < a->hi ? start : a->hi - 1; l >= a->lo; l--) {
         const ct_tc_layer *tl = &tc->layers[l];
         const ct_layer *w = &a->m->layers[l];
         // 1. sources written at layer l's output hook (nothing reaches them from the targets
@@ -473,8 +512,7 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
                 norm_back(a, a->A1, G, a->fz->ln2_post_scale[l], w->post_ff_w, Tp, off, 0);
                 GO = a->A1;
             }
-            ct_status rc = sources_back(a, GO, l, Tp, B, rows, err);
-            if (rc) return rc;
+            if ((rc = sources_back(a, GO, l, Tp, B, rows, err))) return rc;
             // 2. skip connection: PLT y = x W^T gives g_x = g_y W; CLT y = x W gives g_x = g_y W^T
             if (tl->W_skip) {
                 float *GI = a->A2;
@@ -520,6 +558,11 @@ static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, c
         float *XN = a->A1;   // (n_live, D) gradient at the attention input (after ln1)
         mat_product(a, n_live, &w->wv, DV, XN);
         norm_back(a, G, XN, a->fz->ln1_scale[l], w->ln1_w, Tp, off, 1);
+    }
+    if (a->lo > 0) {   // (layer split) the rank below runs the layers after
+        rc = ct_dist_send(G, sizeof(float) * (size_t)n_live * D, me - 1, err);
+        if (!rc && clt) rc = pass_prefix(a, rows, B, a->start[(int64_t)a->lo * T], me - 1, 1, err);
+        return rc;
     }
     // 5. token embeddings
     for (int t = 0; t < Tp; t++) {
@@ -572,7 +615,10 @@ static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, 
     }
     memcpy(p, a->logits, sizeof(float) * V);
     ct_softmax(p, V);
-    for (int v = 0; v < V; v++) {
+    // the unembedding's rows, on the rank that holds it (the layer split: the last; only it seeds
+    // the logit rows)
+    int unembed = a->hi == a->L;
+    for (int v = 0; unembed && v < V; v++) {
         ct_mat_row(&m->lm_head, v, u);
         for (int i = 0; i < D; i++) mean[i] += u[i];
     }
@@ -615,8 +661,8 @@ static ct_status make_targets(attr_ctx *a, const ct_attr_opts *o, target **out, 
             tg[k].vocab_id = v;
             tg[k].prob = p[v];
             tg[k].label = token_label(m, v);
-            ct_mat_row(&m->lm_head, v, u);
-            for (int i = 0; i < D; i++) tg[k].vec[i] = (float)(u[i] - mean[i] / V);
+            if (unembed) ct_mat_row(&m->lm_head, v, u);
+            for (int i = 0; i < D; i++) tg[k].vec[i] = unembed ? (float)(u[i] - mean[i] / V) : 0.0f;
         }
         if (!rc && !tg[k].label) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
@@ -803,7 +849,7 @@ static ct_status feature_batch(attr_ctx *a, const int64_t *order, int nb, attr_r
         const int32_t *af = a->active + 3 * order[i];
         batch[i] = (attr_row){af[0], af[1], a->enc + (size_t)i * a->D};
     }
-    for (int l = 0; vectors && l < a->L; l++) {
+    for (int l = a->lo; vectors && l < a->hi; l++) {   // the layers this rank runs
         int n = 0;
         for (int i = 0; i < nb; i++)
             if (batch[i].layer == l) a->feats[n] = a->active[3 * order[i] + 2], a->enc_rows[n++] = a->enc + (size_t)i * a->D;
@@ -886,13 +932,86 @@ static ct_status share_out(attr_ctx *a, const row_list *list, int64_t j0, int n,
     return CT_OK;
 }
 
+// The columns rank r of p finishes under the layer split: its layers' features and error nodes,
+// and on rank 0 the token nodes. span (3, 2): [first, end) of each.
+static void own_columns(const attr_ctx *a, int r, int p, int64_t span[3][2]) {
+    int lo, hi, T = a->T;
+    ct_layer_share(a->L, r, p, &lo, &hi);
+    span[0][0] = a->start[(int64_t)lo * T], span[0][1] = a->start[(int64_t)hi * T];
+    span[1][0] = a->n_active + (int64_t)lo * T, span[1][1] = a->n_active + (int64_t)hi * T;
+    span[2][0] = span[2][1] = a->n_active + (int64_t)a->L * T;
+    if (r == 0) span[2][1] += T;
+}
+
+// Under the layer split every rank computes its part of each batch (run_batch), then each rank's
+// finished columns (own_columns) go to every rank, rank after rank, so each holds the rows one
+// process computes. Returns the bytes broadcast.
+static ct_status share_columns(attr_ctx *a, float *rows, int B, double *bytes, ct_err *err) {
+    int P = ct_dist_size();
+    ct_status rc = CT_OK;
+    *bytes = 0;
+    for (int r = 0; r < P && !rc; r++) {
+        int64_t span[3][2], w = 0;
+        own_columns(a, r, P, span);
+        for (int k = 0; k < 3; k++) w += span[k][1] - span[k][0];
+        float *x = a->xbuf;
+        for (int b = 0; b < B && r == ct_dist_rank(); b++)
+            for (int k = 0; k < 3; k++) {
+                size_t n = (size_t)(span[k][1] - span[k][0]);
+                memcpy(x, rows + (size_t)b * a->n_cols + span[k][0], sizeof(float) * n);
+                x += n;
+            }
+        rc = ct_dist_bcast(a->xbuf, sizeof(float) * (size_t)B * (size_t)w, r, err);
+        *bytes += sizeof(float) * (double)B * (double)w;
+        x = a->xbuf;
+        for (int b = 0; b < B && !rc && r != ct_dist_rank(); b++)
+            for (int k = 0; k < 3; k++) {
+                size_t n = (size_t)(span[k][1] - span[k][0]);
+                memcpy(rows + (size_t)b * a->n_cols + span[k][0], x, sizeof(float) * n);
+                x += n;
+            }
+    }
+    return rc;
+}
+
+// list_rows under the layer split: batch after batch through every rank (see run_batch).
+static ct_status pipeline_rows(attr_ctx *a, rows_state *rs, const row_list *list, attr_row *batch, int B,
+                               const ct_attr_opts *o, int64_t done0, int64_t total, ct_attr_stats *stats, ct_err *err) {
+    int64_t n_batches = (list->n + B - 1) / B;
+    ct_status rc = CT_OK;
+    for (int64_t j = 0; !rc && j < n_batches; j++) {
+        int nb;
+        rc = list->order ? ct_ctx_check_cancel(o->ctx, err, "attribution stopped after %lld of %lld feature rows",
+                                               (long long)(done0 + j * B), (long long)total)
+                         : CT_OK;
+        double t = ct_now();
+        if ((rc = ct_dist_agree(rc, err))) break;   // every rank goes on, or none
+        stats->comm_s += ct_now() - t;
+        if ((rc = list_batch(a, list, j, B, batch, &nb, 1, err))) {
+            ct_dist_abort(err->msg);
+            break;
+        }
+        memset(rs->bbuf, 0, sizeof(float) * (size_t)nb * (size_t)a->n_cols);
+        if ((rc = timed_batch(a, batch, nb, rs->bbuf, stats, err))) break;
+        double bytes;
+        t = ct_now();
+        if ((rc = share_columns(a, rs->bbuf, nb, &bytes, err))) break;
+        stats->comm_s += ct_now() - t, stats->comm_bytes += bytes;
+        if ((rc = store_rows(a, rs, batch, nb, rs->bbuf, err))) break;
+        if (list->order) report(o, "features", done0 + j * B + nb, total);
+    }
+    return rc;
+}
+
 // The rows of list, stored in order, by every rank. One process computes each batch and stores
 // it. Under MPI the batches are shared out a group at a time (share_out: balanced by their work),
 // each rank computes its own, then every batch is broadcast from its rank in order and stored by
 // all. Each batch is the one a single process forms, so the rows have the same bits on any number
-// of ranks (and threads). done0, total: progress before the list and in all (feature rows).
+// of ranks (and threads). done0, total: progress before the list and in all (feature rows). A
+// layer-split model's rows: pipeline_rows.
 static ct_status list_rows(attr_ctx *a, rows_state *rs, const row_list *list, attr_row *batch, int B,
                            const ct_attr_opts *o, int64_t done0, int64_t total, ct_attr_stats *stats, ct_err *err) {
+    if (a->split) return pipeline_rows(a, rs, list, batch, B, o, done0, total, stats, err);
     int P = ct_dist_size(), me = ct_dist_rank(), G = P == 1 ? 1 : GROUP_PER_RANK * P;
     int64_t n_batches = (list->n + B - 1) / B;
     size_t batch_floats = (size_t)B * (size_t)a->n_cols;
@@ -969,7 +1088,8 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
                        T, m->cfg.max_seq_len);
     attr_ctx a = {.m = m, .tc = tc, .L = m->cfg.n_layers, .T = T, .D = m->cfg.d_model, .H = m->cfg.n_heads,
                   .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim, .input = rm->input, .out_raw = rm->out_raw,
-                  .n_const = rm->n_const};
+                  .n_const = rm->n_const, .split = ct_model_is_split(m), .lo = 0, .hi = m->cfg.n_layers};
+    if (a.split) a.lo = m->hold_lo, a.hi = m->hold_hi;
     target *tg = NULL;
     rows_state rs = {0};
     float *infl = NULL;
@@ -1013,7 +1133,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     a.M = malloc(sizeof(float) * a.M_n * (size_t)a.S_workers);
     a.v = malloc(sizeof(float) * (size_t)D);
     a.gain = malloc(sizeof(float) * (size_t)D);
-    for (int l = 0; l < L; l++) {   // room for W_O or W_V converted, when one is not read in place
+    for (int l = a.lo; l < a.hi; l++) {   // room for W_O or W_V converted, when one is not read in place
         const ct_mat *wo = &m->layers[l].wo, *wv = &m->layers[l].wv;
         size_t no = ct_mat_in_place(wo) ? 0 : (size_t)wo->rows * wo->cols, nv = ct_mat_in_place(wv) ? 0 : (size_t)wv->rows * wv->cols;
         if (no > a.tile_n) a.tile_n = no;
@@ -1027,8 +1147,10 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     a.feats = malloc(sizeof(int64_t) * (size_t)B);
     ct_row_layout lay = {L, T, NA, a.n_cols, a.start};
     if ((rc = ct_rowstore_open(&rs.store, &lay, n_rows, limit / 2, err))) goto done;
-    rs.bbuf = malloc(sizeof(float) * (ct_dist_size() > 1 ? HOLD_BATCHES : 1) * (size_t)B * (size_t)a.n_cols);
-    if (ct_dist_size() > 1) rs.rbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
+    int row_split = ct_dist_size() > 1 && !a.split;   // MPI without the layer split: batches shared out
+    rs.bbuf = malloc(sizeof(float) * (row_split ? HOLD_BATCHES : 1) * (size_t)B * (size_t)a.n_cols);
+    if (row_split) rs.rbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
+    if (a.split) a.xbuf = malloc(sizeof(float) * (size_t)B * (size_t)a.n_cols);
     rs.rowsum = calloc((size_t)n_rows, sizeof(double));
     if (budget < NA) {   // the influence ranking reads the rows at the visited features' columns
         rs.ld = budget;
@@ -1042,7 +1164,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     visited = calloc((size_t)NA + 1, 1);
     batch = malloc(sizeof(attr_row) * (size_t)B);
     if (!a.G || !a.A1 || !a.A2 || !a.S || !a.M || !a.v || !a.gain || !a.first || (a.tile_n && !a.tile) || !a.off || !a.enc || !a.enc_rows || !a.feats ||
-        !rs.bbuf || (ct_dist_size() > 1 && !rs.rbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
+        !rs.bbuf || (row_split && !rs.rbuf) || (a.split && !a.xbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
         !row_node || !order || !pick || !infl || !visited || !batch) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
                      (long long)a.n_cols);

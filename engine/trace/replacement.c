@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
+
 const float *ct_tc_input_of(ct_tc_input in, const ct_mlp_io *io) {
     return in == CT_TC_IN_RESID_MID ? io->resid_mid : in == CT_TC_IN_NORMALIZED ? io->normalized : io->mlp_in;
 }
@@ -79,6 +81,14 @@ ct_status ct_replacement_init(ct_replacement *r, ct_model *m, const ct_transcode
     }
     ct_status rc = ct_transcoders_check(tc, m, err);
     if (rc) return rc;
+    if (ct_model_is_split(m)) {   // the ranks' shares must tile the layers, in rank order
+        int lo, hi, L = m->cfg.n_layers;
+        ct_layer_share(L, ct_dist_rank(), ct_dist_size(), &lo, &hi);
+        if (lo != m->hold_lo || hi != m->hold_hi)
+            return ct_fail(err, CT_STATUS_BAD_ARG, "rank %d of %d holds layers %d..%d of %d; its share of the layer split "
+                           "is %d..%d (load the model and transcoders with the layer split on every rank)", ct_dist_rank(),
+                           ct_dist_size(), m->hold_lo, m->hold_hi - 1, L, lo, hi - 1);
+    }
     const char *in = tc->input_hook, *out = tc->output_hook;
     if (strcmp(in, "hook_resid_mid") == 0) r->input = CT_TC_IN_RESID_MID;
     else if (strcmp(in, "ln2.hook_normalized") == 0) r->input = CT_TC_IN_NORMALIZED;
@@ -166,6 +176,74 @@ static ct_status keep_layer_acts(void *arg, int layer, const float *act, int F, 
     return ct_sparse_acts_append(&k->c->acts[0], &k->cap, layer, 0, k->n_const, act, k->c->T, F, 0, err);
 }
 
+// bcast of n bytes at *p from rank root, *p malloc'ed on the other ranks (n + 1 bytes)
+static ct_status bcast_new(void **p, size_t n, int root, ct_err *err) {
+    if (ct_dist_rank() != root) {
+        free(*p);
+        if (!(*p = malloc(n + 1))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory receiving %zu bytes", n);
+    }
+    return ct_dist_bcast(*p, n, root, err);
+}
+
+// A layer-split rank's reconstruction (see clean_run): it encodes its layers [lo, hi) into the
+// clean run's activations; every rank's are shared in rank order (so every rank lists all, in
+// layer order, as one process does); then it reconstructs its layers' output hooks into c->err,
+// adding each decoder's part in the order one process adds it (layer after layer, from 0), a
+// cross-layer set's lower layers from their shared activations.
+static ct_status split_reconstruct(ct_clean_run *c, const ct_transcoders *tc, int lo, int hi, keep_acts *k, ct_err *err) {
+    int T = c->T, D = c->D, F = 1;
+    size_t TD = (size_t)T * D;
+    for (int l = 0; l < hi; l++) F = tc->layers[l].d_tc > F ? tc->layers[l].d_tc : F;
+    float *act = malloc(sizeof(float) * (size_t)T * F);   // (T, F)
+    ct_status rc = act ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int l = lo; l < hi && !rc; l++) {
+        rc = ct_tc_encode(tc, l, c->in + l * TD, T, NULL, act, err);
+        if (!rc) rc = keep_layer_acts(k, l, act, tc->layers[l].d_tc, err);
+    }
+    // every rank's activations, in rank order: counts, then entries
+    ct_sparse_acts *a = &c->acts[0], all = {0};
+    for (int r = 0; r < ct_dist_size() && !rc; r++) {
+        int64_t n = a->n;
+        void *idx = r == ct_dist_rank() ? a->idx : NULL, *val = r == ct_dist_rank() ? a->value : NULL;
+        rc = ct_dist_bcast(&n, sizeof n, r, err);
+        if (!rc) rc = bcast_new(&idx, sizeof(int32_t) * 3 * (size_t)n, r, err);
+        if (!rc) rc = bcast_new(&val, sizeof(float) * (size_t)n, r, err);
+        int32_t *ni = rc ? NULL : realloc(all.idx, sizeof(int32_t) * 3 * (size_t)(all.n + n + 1));
+        float *nv = rc || !ni ? NULL : realloc(all.value, sizeof(float) * (size_t)(all.n + n + 1));
+        if (ni) all.idx = ni;
+        if (nv) all.value = nv;
+        if (!rc && (!ni || !nv)) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for activations");
+        if (!rc) {
+            memcpy(all.idx + 3 * all.n, idx, sizeof(int32_t) * 3 * (size_t)n);
+            memcpy(all.value + all.n, val, sizeof(float) * (size_t)n);
+            all.n += n;
+        }
+        if (r != ct_dist_rank()) free(idx), free(val);
+    }
+    ct_sparse_acts_free(a);
+    *a = all;
+    // the reconstruction of the held layers, decoder after decoder as ct_tc_reconstruct adds them
+    for (int l = lo; l < hi && !rc; l++) {
+        float *y = c->err + l * TD;
+        for (int t = 0; t < T; t++) memcpy(y + (size_t)t * D, tc->layers[l].b_dec, sizeof(float) * (size_t)D);
+        ct_tc_skip_add(tc, l, c->in + l * TD, T, y);
+    }
+    for (int lf = tc->kind == CT_TC_CLT ? 0 : lo; lf < hi && !rc; lf++) {
+        int Ff = tc->layers[lf].d_tc;
+        if (lf >= lo) {   // its own activations, every position's (the constant ones too, as one process)
+            rc = ct_tc_encode(tc, lf, c->in + lf * TD, T, NULL, act, err);
+        } else {   // a lower rank's, from the shared list (positions from n_const on: the others' errors are zero)
+            memset(act, 0, sizeof(float) * (size_t)T * Ff);
+            for (int64_t i = 0; i < a->n; i++)
+                if (a->idx[3 * i] == lf) act[(size_t)a->idx[3 * i + 1] * Ff + a->idx[3 * i + 2]] = a->value[i];
+        }
+        for (int l = lf > lo ? lf : lo; l < hi && l - lf < tc->layers[lf].n_out && !rc; l++)
+            rc = ct_tc_decode_add(tc, lf, l - lf, act, T, c->err + l * TD, err);
+    }
+    free(act);
+    return rc;
+}
+
 // The clean run of tokens for a set reading tc->input_hook and writing tc->output_hook; own_raw:
 // keep the raw MLP outputs apart (they differ from the output hook). Error vectors are zero at the
 // first n_const positions.
@@ -186,45 +264,61 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
     }
     c->T = T, c->L = L, c->D = D;
     c->tokens = malloc(sizeof(int) * (size_t)T);
-    c->in = malloc(sizeof(float) * LTD);
-    c->out = malloc(sizeof(float) * LTD);
-    c->raw = own_raw ? malloc(sizeof(float) * LTD) : c->out;
-    c->err = malloc(sizeof(float) * LTD);
-    c->resid = malloc(sizeof(float) * LTD);
+    // (L, T, D) each; a layer-split model fills its own layers' (the others stay zero pages)
+    c->in = calloc(LTD, sizeof(float));
+    c->out = calloc(LTD, sizeof(float));
+    c->raw = own_raw ? calloc(LTD, sizeof(float)) : c->out;
+    c->err = calloc(LTD, sizeof(float));
+    c->resid = calloc(LTD, sizeof(float));
     c->logits = malloc(sizeof(float) * (size_t)V * (all_logits ? (size_t)T : 1));
     ct_status rc = c->tokens && c->in && c->out && c->raw && c->err && c->resid && c->logits
                        ? CT_OK
                        : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for the clean run of a %d-token prompt", T);
     // the pass: frozen values, then per layer the input and output hooks (and the raw output)
-    // and the residual stream entering it, then the embeddings
+    // and the residual stream entering it, then the embeddings. A layer-split model runs its layers
+    // on the residual stream the rank below sends, and sends its own to the rank above.
+    int split = ct_model_is_split(m), lo = split ? m->hold_lo : 0, hi = split ? m->hold_hi : L, me = ct_dist_rank();
+    float *resid_in = NULL, *resid_out = NULL;
+    ct_forward_ctl ctl = {.first_layer = lo, .last_layer = hi};
+    if (split && !rc) {
+        ctl.resid = resid_in = lo > 0 ? malloc(sizeof(float) * TD) : NULL;
+        ctl.resid_out = resid_out = hi < L ? malloc(sizeof(float) * TD) : NULL;
+        if ((lo > 0 && !resid_in) || (hi < L && !resid_out)) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        if (!rc && lo > 0) rc = ct_dist_recv(resid_in, sizeof(float) * TD, me - 1, err);
+    }
     int n = 0;
-    for (int l = 0; l < L && !rc; l++) {
+    for (int l = lo; l < hi && !rc; l++) {
         rc = ct_hook_at(m, l, tc->input_hook, &ids[n++], err);
         if (!rc) rc = ct_hook_at(m, l, tc->output_hook, &ids[n++], err);
         if (own_raw) ids[n++] = (ct_hook_id){CT_HOOK_MLP_RAW_OUT, l};
         ids[n++] = (ct_hook_id){CT_HOOK_RESID_PRE, l};
     }
-    ids[n++] = (ct_hook_id){CT_HOOK_EMBED, -1};
-    if (!rc) rc = ct_frozen_capture(&c->frozen, m, tokens, T, ids, n, c->logits, all_logits, err);
+    if (lo == 0) ids[n++] = (ct_hook_id){CT_HOOK_EMBED, -1};
+    if (!rc) rc = ct_frozen_capture(&c->frozen, m, tokens, T, ids, n, c->logits, all_logits, split ? &ctl : NULL, err);
     free(ids);
+    if (split && !rc && hi < L) rc = ct_dist_send(resid_out, sizeof(float) * TD, me + 1, err);
+    if (split && !rc)   // the last rank's logits
+        rc = ct_dist_bcast(c->logits, sizeof(float) * (size_t)V * (all_logits ? (size_t)T : 1), ct_dist_size() - 1, err);
+    free(resid_in), free(resid_out);
     if (!rc) {
         int per = own_raw ? 4 : 3;
         memcpy(c->tokens, tokens, sizeof(int) * (size_t)T);
-        for (int l = 0; l < L; l++) {
-            memcpy(c->in + l * TD, ct_frozen_extra(&c->frozen, per * l), sizeof(float) * TD);
-            memcpy(c->out + l * TD, ct_frozen_extra(&c->frozen, per * l + 1), sizeof(float) * TD);
-            if (own_raw) memcpy((float *)c->raw + l * TD, ct_frozen_extra(&c->frozen, per * l + 2), sizeof(float) * TD);
-            memcpy(c->resid + l * TD, ct_frozen_extra(&c->frozen, per * l + per - 1), sizeof(float) * TD);
-            for (int k = 0; k < per; k++) ct_frozen_drop_extra(&c->frozen, per * l + k);   // copied: one copy is enough
+        for (int l = lo; l < hi; l++) {
+            int e = per * (l - lo);
+            memcpy(c->in + l * TD, ct_frozen_extra(&c->frozen, e), sizeof(float) * TD);
+            memcpy(c->out + l * TD, ct_frozen_extra(&c->frozen, e + 1), sizeof(float) * TD);
+            if (own_raw) memcpy((float *)c->raw + l * TD, ct_frozen_extra(&c->frozen, e + 2), sizeof(float) * TD);
+            memcpy(c->resid + l * TD, ct_frozen_extra(&c->frozen, e + per - 1), sizeof(float) * TD);
+            for (int k = 0; k < per; k++) ct_frozen_drop_extra(&c->frozen, e + k);   // copied: one copy is enough
         }
-        c->embed = ct_frozen_extra(&c->frozen, per * L);
+        c->embed = lo == 0 ? ct_frozen_extra(&c->frozen, per * (hi - lo)) : NULL;
         // error = output hook - reconstruction from every layer's features; constant positions
         // zero. The reconstruction's activations are the clean run's (one encode serves both).
         keep_acts k = {c, 0, n_const};
-        rc = ct_tc_reconstruct_each(tc, c->in, T, c->err, keep_layer_acts, &k, err);
+        rc = split ? split_reconstruct(c, tc, lo, hi, &k, err) : ct_tc_reconstruct_each(tc, c->in, T, c->err, keep_layer_acts, &k, err);
         c->have_acts[0] = !rc;
         size_t zero = (size_t)(n_const < T ? n_const : T) * D;
-        for (int l = 0; l < L && !rc; l++) {
+        for (int l = lo; l < hi && !rc; l++) {
             float *e = c->err + l * TD;
             const float *o = c->out + l * TD;
             for (size_t i = 0; i < TD; i++) e[i] = i < zero ? 0.0f : o[i] - e[i];
@@ -238,8 +332,27 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
     return CT_OK;
 }
 
+static ct_status open_run(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
+                          ct_err *err);
+
+// Refused on a layer-split model outside attribution: its clean run is a collective of every rank.
+static ct_status not_split(const ct_model *m, ct_err *err) {
+    if (!ct_model_is_split(m)) return CT_OK;
+    return ct_fail(err, CT_STATUS_BAD_ARG, "this process holds layers %d..%d of %d (a layer-split model): only attribution "
+                   "runs on it", m->hold_lo, m->hold_hi - 1, m->cfg.n_layers);
+}
+
 ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
                             ct_err *err) {
+    *out = NULL;
+    ct_status rc = not_split(r->m, err);
+    if (rc) return rc;
+    return open_run(out, r, tokens, T, all_logits, err);
+}
+
+// Gemma-2 with hook_mlp_out: the raw MLP output differs from the output hook (post-FF norm)
+static ct_status open_run(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
+                          ct_err *err) {
     // Gemma-2 with hook_mlp_out: the raw MLP output differs from the output hook (post-FF norm)
     int own_raw = !r->out_raw && r->m->cfg.post_norms;
     return clean_run(out, r->m, r->tc, own_raw, r->n_const, tokens, T, all_logits, err);
@@ -247,12 +360,18 @@ ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const i
 
 ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err) {
     *out = NULL;
+    ct_status rc = not_split(r->m, err);
+    return rc ? rc : ct_replacement_clean_all(r, tokens, T, out, err);
+}
+
+ct_status ct_replacement_clean_all(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err) {
+    *out = NULL;
     ct_clean_run *c = r->clean;
     if (!(c && c->T == T && memcmp(c->tokens, tokens, sizeof(int) * (size_t)T) == 0)) {
         ct_status rc = ct_replacement_check_prompt(r, tokens, T, err);
         if (rc) return rc;
         ct_replacement_release(r);
-        rc = ct_clean_run_open(&r->clean, r, tokens, T, 0, err);
+        rc = open_run(&r->clean, r, tokens, T, 0, err);
         if (rc) return rc;
     }
     *out = r->clean;
@@ -310,6 +429,7 @@ const ct_sparse_acts *ct_clean_acts(const ct_replacement *r, ct_clean_run *c, in
 ct_status ct_tc_errors(ct_model *m, const ct_transcoders *tc, const int *tokens, int T, float *err_out, ct_err *err) {
     ct_clean_run *c;
     ct_status rc = ct_transcoders_check(tc, m, err);
+    if (!rc) rc = not_split(m, err);
     if (!rc) rc = clean_run(&c, m, tc, 0, 1, tokens, T, 0, err);
     if (rc) return rc;
     rc = ct_tc_reconstruct(tc, c->in, T, err_out, err);

@@ -94,8 +94,14 @@ void ct_replacement_free(ct_replacement *r);
 
 // The clean run of tokens (T,): the one held when it is of these tokens, else a new one (which
 // replaces it; the tokens are checked with ct_replacement_check_prompt). Valid until the next call
-// with other tokens, or ct_replacement_release.
+// with other tokens, or ct_replacement_release. Refused on a layer-split model (BAD_ARG).
 ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err);
+// The same on a layer-split model too, where it is a collective: every rank calls it with the same
+// tokens (ct_attribute does). Each rank runs its layers on the residual stream the rank below sends
+// and sends its own up; the clean run then holds this rank's layers (hooks, frozen values, error
+// vectors; the others zero), every rank's active features (ct_clean_acts, post-activation), the
+// last rank's logits and, on rank 0, the embeddings.
+ct_status ct_replacement_clean_all(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err);
 // Frees the held clean run (its memory: inputs, outputs and errors (L, T, D), the frozen patterns;
 // attribution does before it builds its graph when the run is large, to leave the graph the room).
 void ct_replacement_release(ct_replacement *r);
@@ -104,6 +110,7 @@ void ct_replacement_release(ct_replacement *r);
 float *ct_replacement_work(ct_replacement *r, size_t n);
 
 // A clean run not held by r (all_logits: logits of every position). Free with ct_clean_run_free.
+// Refused on a layer-split model.
 ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
                             ct_err *err);
 void ct_clean_run_free(ct_clean_run *c);

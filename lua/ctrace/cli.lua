@@ -46,6 +46,7 @@ Prints every difference; exits 1 if there is one.]],
                         [--offload {cpu,disk,None}] [--dtype {float32,bfloat16,float16,fp32,bf16,fp16}]
                         [--verbose] [--scan ID] [--server] [--port 8041] [--features_dir DIR]
                         [--lazy-encoder] [--lazy-decoder] [--backend {transformerlens,nnsight}] [--trace]
+                        [--split-layers]
 circuit-tracer's command line. Attributes the prompt with the transcoder set (default:
 stories260K's) on the model its config.yaml names (model_name), or on --model, and writes the
 pruned graph as <graph_file_dir>/<slug>.json (default graphs/, slug from the prompt) with its
@@ -58,7 +59,9 @@ viewer shows the dashboards its page holds and serves no feature files. --prompt
 a prompt (one a line, or a JSON object a line: {"prompt", "slug", "targets"}), each
 <graph_file_dir>/<slug>.json with its page (slug: its own, else <n>-<slug of the prompt>), all
 listed in graph-metadata.json in the file's order; under mpirun the prompts are shared among the
-ranks, each graph computed by one rank.
+ranks, each graph computed by one rank. --split-layers (under mpirun): each rank holds only its
+share of the model's and the set's layers and runs its part of every pass, for models that do
+not fit one machine (the same graph bytes as one process); without it the ranks share the rows.
 --offload: where the rows of the graph wait while it is computed: cpu (and None) in memory up to
 2 GiB, then a file; disk: a file beyond 512 MiB (working memory 1 GiB). --dtype: the model's
 weights as the same checkpoint saved in that dtype holds them: bfloat16 or float16 round them and
@@ -140,6 +143,7 @@ local ARGS = {
       ["--offload"] = {"offload", {"cpu", "disk", "None"}},
       ["--dtype"] = {"dtype", {"float32", "bfloat16", "float16", "fp32", "bf16", "fp16"}},
       ["--lazy-encoder"] = {"lazy_encoder"}, ["--lazy-decoder"] = {"lazy_decoder"},
+      ["--split-layers"] = {"split_layers"},
       ["--backend"] = {"backend", {"transformerlens", "nnsight"}}},
     aliases = {["-p"] = "--prompt", ["-m"] = "--model", ["-t"] = "--transcoder-set", ["-o"] = "--graph-output-path",
                ["--transcoders"] = "--transcoder-set", ["--graph-dir"] = "--graph-file-dir"}},
@@ -382,6 +386,10 @@ local function attribute_cmd(o)
     error("USAGE: --prompts writes one graph a prompt into --graph_file_dir, each with its own slug: " ..
           "-o and --slug name a single graph", 0)
   end
+  if o.prompts and o.split_layers then
+    error("USAGE: --split-layers runs each graph over every rank; --prompts gives each rank its own prompts: " ..
+          "give one of them", 0)
+  end
   if o.model == "" then o.model = nil end   -- as circuit-tracer: the set's model_name then
   if o.model and not o.transcoders then
     error("USAGE: --model " .. o.model .. " needs its transcoder set: give it with -t/--transcoder_set", 0)
@@ -394,12 +402,13 @@ local function attribute_cmd(o)
   local items = o.prompts and read_prompts(o.prompts)
   if not items then prompt, about = attribute_prompt(o) end
   -- the set first: its config names the model (circuit-tracer's order)
-  local tc = ct.load_transcoders(o.transcoders or "stories260K")
+  local split = o.split_layers or nil
+  local tc = ct.load_transcoders(o.transcoders or "stories260K", {layer_split = split})
   local model = o.model or (tc.model_name ~= "" and tc.model_name)
   if not model then
     error("USAGE: the transcoder set's config.yaml names no model_name; give the model with --model (-m)", 0)
   end
-  local m = ct.load_model(model, {dtype = o.dtype or "float32"})   -- circuit-tracer's default
+  local m = ct.load_model(model, {dtype = o.dtype or "float32", layer_split = split})   -- float32: circuit-tracer's default
   local rank = ct.dist.rank   -- under MPI every rank computes its share of the rows; rank 0 writes
   local function feature_files()   -- the set's dashboards as the feature files circuit-tracer's viewer reads
     if not o.features_dir then return end

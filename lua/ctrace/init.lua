@@ -162,16 +162,24 @@ local DTYPES = {float32 = "F32", fp32 = "F32", bfloat16 = "BF16", bf16 = "BF16",
 
 -- opts.dtype: the weights held as the checkpoint saved in that dtype holds them ("float32",
 -- "bfloat16", "float16"); without it, as stored. See README, "--dtype".
+-- opts.layer_split: under MPI, this rank holds only its share of the layers (README, "Layers
+-- across ranks"); load the transcoders with it too. One process holds them all.
 function M.load_model(path_or_name, opts)
-  local dtype
+  local dtype, split
   if opts ~= nil and type(opts) ~= "table" then
-    error("BAD_ARG: load_model: options must be a table ({dtype = ...}), not a " .. type(opts), 2)
+    error("BAD_ARG: load_model: options must be a table ({dtype = ..., layer_split = ...}), not a " .. type(opts), 2)
   end
   for k, v in pairs(opts or {}) do
-    if k ~= "dtype" then error("BAD_ARG: load_model: unknown option '" .. tostring(k) .. "' (expected dtype)", 2) end
-    dtype = DTYPES[v] or error("BAD_ARG: load_model: dtype " .. tostring(v) .. "; expected float32, bfloat16 or float16", 2)
+    if k == "dtype" then
+      dtype = DTYPES[v] or error("BAD_ARG: load_model: dtype " .. tostring(v) .. "; expected float32, bfloat16 or float16", 2)
+    elseif k == "layer_split" then
+      if type(v) ~= "boolean" then error("BAD_ARG: load_model: layer_split expects a boolean, got " .. type(v), 2) end
+      split = v
+    else
+      error("BAD_ARG: load_model: unknown option '" .. tostring(k) .. "' (expected dtype or layer_split)", 2)
+    end
   end
-  local load_model = function(p) return core.load_model(p, dtype) end
+  local load_model = function(p) return core.load_model(p, dtype, split) end
   if type(path_or_name) == "string" and not exists(path_or_name) then
     if path_or_name:match("^hf://") or path_or_name:match("^[%w._-]+/[%w._-]+$") or path_or_name:match("^[%w._-]+/[%w._-]+%?revision=") then
       local ok, dir = pcall(M.hub.model, path_or_name)
@@ -237,7 +245,7 @@ end
 -- the files a config without a `transcoders` list needs (layer_*.safetensors, or W_enc_* and
 -- W_dec_* for a cross-layer set) from the same folder at the same commit (circuit-tracer's
 -- snapshot_download); the files a list names are fetched by the loader, each by its hf:// address.
-local function hub_transcoders(name, ref)
+local function hub_transcoders(name, ref, split)
   local F = ref.folder ~= "" and (ref.folder .. "/") or ""
   local function snap(rev, patterns)
     local dir, files, code = M.hub.snapshot("hf://" .. ref.repo .. (rev ~= "main" and ("?revision=" .. rev) or ""), patterns)
@@ -266,14 +274,25 @@ local function hub_transcoders(name, ref)
     end
   end
   local scan = ref.repo .. (ref.folder ~= "" and ("//" .. ref.folder) or "") .. (ref.given_rev and ("@" .. ref.rev) or "")
-  return core.load_transcoders(cfg, {scan = scan})
+  return core.load_transcoders(cfg, {scan = scan, layer_split = split})
 end
 
 -- A transcoder set: config.yaml, a directory, one .npz / .safetensors file, the name of a
 -- model with a default set ("stories260K"), or a set on Hugging Face by circuit-tracer's names:
 -- "gemma", "llama", "org/repo", "org/repo/folder", "org/repo//folder", each with "@revision",
 -- and hf:// addresses of a repository, a folder, a config.yaml or one transcoder file.
-function M.load_transcoders(path_or_name)
+-- opts.layer_split: under MPI, this rank's share of the layers only (as load_model's).
+function M.load_transcoders(path_or_name, opts)
+  local split
+  if opts ~= nil and type(opts) ~= "table" then
+    error("BAD_ARG: load_transcoders: options must be a table ({layer_split = ...}), not a " .. type(opts), 2)
+  end
+  for k, v in pairs(opts or {}) do
+    if k ~= "layer_split" then error("BAD_ARG: load_transcoders: unknown option '" .. tostring(k) .. "' (expected layer_split)", 2) end
+    if type(v) ~= "boolean" then error("BAD_ARG: load_transcoders: layer_split expects a boolean, got " .. type(v), 2) end
+    split = v
+  end
+  local held = {layer_split = split}
   local default = M.default_transcoders[path_or_name]
   if default and not exists(path_or_name) then
     local p = (M.root or ".") .. "/" .. default
@@ -281,15 +300,15 @@ function M.load_transcoders(path_or_name)
       error("NOT_FOUND: the default transcoders of " .. path_or_name .. " are missing at " .. p ..
             " (regenerate them with experiments/stories260K-transcoders/train.lua)", 2)
     end
-    return core.load_transcoders(p)
+    return core.load_transcoders(p, held)
   end
   if type(path_or_name) == "string" and not exists(path_or_name) then
     local ref = hub_ref(M.transcoder_sets[path_or_name] or path_or_name)
     if ref and ref.file and not ref.file:match("%.ya?ml$") then   -- one transcoder file
       local uri = "hf://" .. ref.repo .. "/" .. ref.file .. (ref.rev ~= "main" and ("?revision=" .. ref.rev) or "")
-      return core.load_transcoders(fetched(path_or_name, uri))
+      return core.load_transcoders(fetched(path_or_name, uri), held)
     end
-    if ref then return hub_transcoders(path_or_name, ref) end
+    if ref then return hub_transcoders(path_or_name, ref, split) end
     if not path_or_name:find("/", 1, true) then   -- a bare name ctrace does not know
       local names = {}
       for k in pairs(M.default_transcoders) do names[#names + 1] = k end
@@ -299,7 +318,7 @@ function M.load_transcoders(path_or_name)
             " and no such path (names: " .. table.concat(names, ", ") .. "; or a path, org/repo or hf:// address)", 2)
     end
   end
-  return core.load_transcoders(path_or_name)
+  return core.load_transcoders(path_or_name, held)
 end
 
 -- Trains per-layer TopK transcoders for every layer of a model on texts and writes the set to

@@ -149,7 +149,7 @@ __attribute__((unused)) static int64_t check_graph(const char *name, ct_model *m
         pid[l] = ids[2 * l];
     }
     ids[2 * nL] = (ct_hook_id){CT_HOOK_EMBED, -1};
-    ct_frozen_capture(&clean, m, tokens, T, ids, 2 * nL + 1, NULL, 0, &err);
+    ct_frozen_capture(&clean, m, tokens, T, ids, 2 * nL + 1, NULL, 0, NULL, &err);
     p.fz = &clean.fz;
     p.clean_in = malloc(sizeof(float) * nL * TD), p.clean_out = malloc(sizeof(float) * nL * TD);
     p.clean_skip = calloc(nL * TD, sizeof(float)), p.delta = calloc(nL * TD, sizeof(float));

@@ -182,19 +182,30 @@ static void check_iv_skip(const char *name, ct_model *m, const ct_transcoders *t
         moved = memcmp(lg0, lg1, sizeof(float) * (size_t)nv) != 0;
     }
     ok(moved, "%s: a pass changing layer %d reads the clean residual stream entering it", name, nl - 1);
-    // a pass from a later layer needs the residual stream there, and no KV cache or hooks
-    ct_hook_cache hc;
-    ct_hook_id id = {CT_HOOK_EMBED, -1};
+    // a pass from a later layer needs the residual stream there and no KV cache; one stopping early
+    // needs somewhere for the residual stream leaving it, and at least one layer
     ct_kv_cache kv = {0};
-    ct_forward_ctl bad[3] = {{.first_layer = 1}, {.first_layer = nl}, {.first_layer = 1, .resid = lg0}};
-    int refused = ct_hook_cache_init(&hc, &id, 1, &err) == CT_OK && ct_kv_cache_init(&kv, m, T, &err) == CT_OK;
-    for (int k = 0; k < 3 && refused; k++)
-        refused = ct_model_forward_ctl(m, prompt, T, NULL, k == 2 ? &hc : NULL, lg0, 1, &bad[k], &err) == CT_STATUS_BAD_ARG &&
+    float *out = malloc(sizeof(float) * (size_t)T * m->cfg.d_model);
+    ct_forward_ctl bad[4] = {{.first_layer = 1}, {.first_layer = nl}, {.first_layer = 1, .resid = lg0, .last_layer = 1},
+                             {.last_layer = 1}};
+    int refused = out && ct_kv_cache_init(&kv, m, T, &err) == CT_OK;
+    for (int k = 0; k < 4 && refused; k++)
+        refused = ct_model_forward_ctl(m, prompt, T, NULL, NULL, lg0, 1, &bad[k], &err) == CT_STATUS_BAD_ARG &&
                   strstr(err.msg, "a pass from layer");
-    refused = refused && ct_model_forward_ctl(m, prompt, T, &kv, NULL, lg0, 1, &bad[2], &err) == CT_STATUS_BAD_ARG;
-    ok(refused, "%s: a pass from layer 1 without the residual stream, from layer %d, or with hooks or a KV cache: "
-       "refused (%s)", name, nl, err.msg);
-    ct_hook_cache_free(&hc);
+    ct_forward_ctl with_kv = {.first_layer = 1, .resid = lg0};
+    refused = refused && ct_model_forward_ctl(m, prompt, T, &kv, NULL, lg0, 1, &with_kv, &err) == CT_STATUS_BAD_ARG;
+    ok(refused, "%s: a pass from layer 1 without the residual stream, from layer %d, stopping before it starts or "
+       "without room for the residual stream it leaves, or with a KV cache: refused (%s)", name, nl, err.msg);
+    // layers 0 and 1.. in two passes, the residual stream handed over (the layer split's pipeline):
+    // the logits of one pass, bit for bit
+    ct_forward_ctl part0 = {.last_layer = 1, .resid_out = out}, part1 = {.first_layer = 1, .resid = out};
+    int piped = out && ct_model_forward(m, prompt, T, NULL, NULL, lg0, 1, &err) == CT_OK &&
+               ct_model_forward_ctl(m, prompt, T, NULL, NULL, NULL, 1, &part0, &err) == CT_OK &&
+               ct_model_forward_ctl(m, prompt, T, NULL, NULL, lg1, 1, &part1, &err) == CT_OK &&
+               memcmp(lg0, lg1, sizeof(float) * (size_t)T * nv) == 0;
+    ok(piped, "%s: layer 0, then layers 1..%d from the residual stream it leaves: the logits of one pass, bit for bit",
+       name, nl - 1);
+    free(out);
     ct_kv_cache_free(&kv);
     free(lg0), free(lg1);
     ct_replacement_free(&rm);

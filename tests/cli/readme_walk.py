@@ -110,6 +110,8 @@ WRITES = {
     "mpirun -n 2 build/mpi/ctrace attribute --prompts prompts.txt --graph_file_dir many": files_exist(
         "many/1-once-upon-a-time.json", "many/3-tom-was-sad.html", "many/graph-metadata.json"),
     "mpirun -n 2 build/mpi/ctrace attribute -p \"Once upon a time\" -o graph-mpi.pt": files_exist("graph-mpi.pt"),
+    "mpirun -n 2 build/mpi/ctrace attribute -p \"Once upon a time\" --split-layers -o split/graph-mpi.pt": files_exist(
+        "split/graph-mpi.pt"),
     "build/ctrace convert graph.pt graphs/lily.json": files_exist("graphs/lily.json", "graphs/lily.html",
                                                                   "graphs/graph-metadata.json"),
 }

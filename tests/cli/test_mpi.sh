@@ -2,9 +2,10 @@
 # test_mpi.sh - ctrace as the ranks of an MPI job (make MPI=1: build/mpi/ctrace) under Open MPI's
 # mpirun, 2 and 3 ranks on this machine (shared memory and loopback): one graph's rows shared among
 # the ranks gives the bytes of a single process (the plain build) for ctrace attribute and for a
-# script's rm:attribute + g:save (rank 0 writes); a rank that is killed or fails ends the job
-# within seconds, non-zero, naming the rank, and no output is written; the plain build refuses to
-# run as one of several ranks; commands other than attribute refuse to.
+# script's rm:attribute + g:save (rank 0 writes), for a prompt set and a study's sweep; a layer-split
+# model (each rank holding its share of the layers) gives the same bytes; a rank that is killed or
+# fails ends the job within seconds, non-zero, naming the rank, and no output is written; the plain
+# build refuses to run as one of several ranks; commands other than attribute refuse to.
 set -u
 cd "$(dirname "$0")/../.."
 if [ -n "${CTRACE_BUILD:-}" ] && [ "$CTRACE_BUILD" != build ]; then
@@ -116,12 +117,76 @@ mpi 3 "$MPI_CTRACE" flag3/experiment.lua > flag3.log 2>&1
   ok "the flagship study on 3 ranks: its $(ls flag1/results | wc -l) result files as one process writes them" ||
   { bad "the flagship study on 3 ranks"; show flag3.log; head -5 flag.diff | sed 's/^/#   /'; }
 
-# faults: a rank killed (SIGKILL) in the middle of a graph, while the others wait for its rows; a
-# rank that fails (a Lua error) while the others are attributing
+# layers across ranks (--split-layers, layer_split): each rank holds only its share of the model's
+# and the set's layers and runs its part of every pass (the gradient handed down from rank to rank);
+# the graph is the one a single process computes
+for np in 2 3; do
+  mpi $np "$MPI_CTRACE" attribute -p "$PROMPT" -t "$SET" --max_feature_nodes 1000 --batch_size 64 --split-layers \
+    -o split$np.safetensors > split$np.log 2>&1
+  [ $? = 0 ] && cmp -s serial.safetensors split$np.safetensors &&
+    ok "--split-layers on $np ranks: the full graph has the single process's bytes" || { bad "--split-layers on $np ranks"; show split$np.log; }
+done
+mpi 2 "$MPI_CTRACE" attribute -p "$PROMPT" -t "$SET" --max_feature_nodes 1000 --batch_size 64 --split-layers --slug lily \
+  --graph_file_dir split2 > split2b.log 2>&1
+[ $? = 0 ] && cmp -s serial/lily.json split2/lily.json && cmp -s serial/lily.html split2/lily.html &&
+  ok "--split-layers on 2 ranks: the graph JSON and page as one process writes them" || { bad "--split-layers JSON"; show split2b.log; }
+# a script, every feature, a per-layer and a cross-layer set (whose decoders write across the ranks'
+# layers), on 3 ranks and on 5 (one layer each): the same bytes; each rank held its own layers, opened
+# only the files it needs and dropped the other layers' weights (their bytes sum to the whole model's)
+cat > split.lua <<'LUA'
+local ct = require "ctrace"
+local m = ct.load_model("stories260K", {layer_split = true})
+local tc = ct.load_transcoders(arg[1], {layer_split = true})
+local g = ct.replacement_model(m, tc):attribute("Once upon a time, there was a little girl named Lily. She", {batch_size = 32})
+g:save(arg[2])
+local h = m.held_layers or {0, m.n_layers - 1}
+local f = io.open(arg[2] .. ".rank" .. ct.dist.rank, "w")
+f:write(string.format("%d %d %d %.0f\n", h[1], h[2], tc.files, m.step_bytes))
+f:close()
+LUA
+for kind in transcoders clt; do
+  KSET=$ROOT/experiments/stories260K-transcoders/$kind
+  "$CTRACE" split.lua "$KSET" $kind.st > $kind.log 2>&1 || { bad "serial $kind script"; show $kind.log; }
+  whole=$(cut -d' ' -f4 $kind.st.rank0)
+  for np in 3 5; do
+    mpi $np "$MPI_CTRACE" split.lua "$KSET" $kind$np.st > $kind$np.log 2>&1
+    rc=$?
+    held=$(for r in $(seq 0 $((np - 1))); do cat $kind$np.st.rank$r 2> /dev/null; done)
+    want=$(for r in $(seq 0 $((np - 1))); do lo=$((5 * r / np)); hi=$((5 * (r + 1) / np));
+             [ $kind = clt ] && files=$((2 * hi)) || files=$((hi - lo)); echo "$lo $((hi - 1)) $files"; done)
+    sum=$(echo "$held" | awk '{ s += $4 } END { printf "%.0f", s }')
+    [ $rc = 0 ] && cmp -s $kind.st $kind$np.st && [ "$(echo "$held" | cut -d' ' -f1-3)" = "$want" ] && [ "$sum" = "$whole" ] &&
+      ok "layer split, $kind set, $np ranks: one process's bytes; ranks held layers $(echo "$held" | awk '{ printf "%s-%s ", $1, $2 }')with $(echo "$held" | awk '{ printf "%s ", $3 }')files" ||
+      { bad "layer split, $kind, $np ranks (held: $held; want $want; weight bytes $sum of $whole)"; show $kind$np.log; }
+  done
+done
+# a layer-split rank refuses what needs the other layers, and a split that cannot be made
+cat > refuse.lua <<'LUA'
+local ct = require "ctrace"
+local m = ct.load_model("stories260K", {layer_split = true})
+local out = {}
+out[1] = select(2, pcall(ct.replacement_model, m, ct.load_transcoders(arg[1])))
+local rm = ct.replacement_model(m, ct.load_transcoders(arg[1], {layer_split = true}))
+out[2] = select(2, pcall(m.forward, m, "Once upon a time"))
+local f = io.open("refuse.rank" .. ct.dist.rank, "w")
+f:write(tostring(out[1]), "\n", tostring(out[2]), "\n")
+f:close()
+LUA
+mpi 2 "$MPI_CTRACE" refuse.lua "$SET" > refuse.log 2>&1
+[ $? = 0 ] && grep -q "the model holds layers 2..4 and the transcoders 0..4: a layer-split model needs transcoders loaded for the same layers" refuse.rank1 &&
+  grep -q "forward: this process holds layers 0..1 of 5 (a layer-split model)" refuse.rank0 &&
+  ok "a layer-split rank refuses transcoders of other layers and a forward pass over all layers" || { bad "layer-split refusals"; show refuse.log; cat refuse.rank* 2>/dev/null | sed 's/^/#   /'; }
+mpi 6 "$MPI_CTRACE" attribute -p "$PROMPT" -t "$SET" --split-layers -o six.safetensors > six.log 2>&1
+[ $? != 0 ] && [ ! -e six.safetensors ] && grep -q "5 layers cannot be split among 6 ranks" six.log &&
+  ok "--split-layers on 6 ranks for 5 layers: refused with a message" || { bad "6 ranks, 5 layers"; show six.log; }
+
+# faults: a rank killed (SIGKILL) in the middle of a graph, while the others wait for its rows (or its
+# gradient, under the layer split); a rank that fails (a Lua error) while the others are attributing
 cat > die.lua <<'LUA'
 local ct = require "ctrace"
-local m = ct.load_model("stories260K")
-local rm = ct.replacement_model(m, ct.load_transcoders(arg[1]))
+local split = arg[4] == "split"   -- layers across the ranks
+local m = ct.load_model("stories260K", {layer_split = split})
+local rm = ct.replacement_model(m, ct.load_transcoders(arg[1], {layer_split = split}))
 if ct.dist.rank == 1 then
   local f = io.open(arg[3] .. ".pid", "w")
   f:write(io.open("/proc/self/stat"):read("*n"))
@@ -132,24 +197,27 @@ end
 local p = string.rep("Once upon a time, there was a little girl named Lily. She liked to play. ", 8)
 rm:attribute(p, {batch_size = 8}):save(arg[2])
 LUA
-mpi 2 "$MPI_CTRACE" die.lua "$SET" die-kill.safetensors kill > die-kill.log 2>&1 &
-job=$!
-for _ in $(seq 300); do [ -s kill.pid ] && break; sleep 0.1; done
-sleep 1
-kill -0 $job 2> /dev/null && [ ! -e die-kill.safetensors ] && running=1 || running=0   # still in the graph
-start=$(date +%s)
-kill -9 "$(cat kill.pid)"
-wait $job
-rc=$?
-took=$(( $(date +%s) - start ))
-[ $running = 1 ] && [ $rc != 0 ] && [ $rc != 124 ] && [ $took -lt 30 ] && [ ! -e die-kill.safetensors ] &&
-  grep -q "rank 1" die-kill.log && ok "rank 1 killed during the graph: the job exits $rc within ${took} s, names rank 1, writes nothing" ||
-  { bad "rank 1 killed: running $running, exit $rc after ${took} s"; show die-kill.log; }
+for mode in rows split; do
+  mpi 2 "$MPI_CTRACE" die.lua "$SET" die-$mode.safetensors kill $mode > die-$mode.log 2>&1 &
+  job=$!
+  for _ in $(seq 300); do [ -s kill.pid ] && break; sleep 0.1; done
+  sleep 1
+  kill -0 $job 2> /dev/null && [ ! -e die-$mode.safetensors ] && running=1 || running=0   # still in the graph
+  start=$(date +%s)
+  kill -9 "$(cat kill.pid)"
+  wait $job
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  rm -f kill.pid
+  [ $running = 1 ] && [ $rc != 0 ] && [ $rc != 124 ] && [ $took -lt 30 ] && [ ! -e die-$mode.safetensors ] &&
+    grep -q "rank 1" die-$mode.log && ok "rank 1 killed during the graph ($mode shared): the job exits $rc within ${took} s, names rank 1, writes nothing" ||
+    { bad "rank 1 killed ($mode): running $running, exit $rc after ${took} s"; show die-$mode.log; }
+done
 start=$(date +%s)
 mpi 2 "$MPI_CTRACE" die.lua "$SET" die-error.safetensors error > die-error.log 2>&1
 rc=$?
 took=$(( $(date +%s) - start ))
-[ $rc = 1 ] && [ $took -lt 30 ] && [ ! -e die-error.safetensors ] && grep -q "ctrace \[rank 1\]: die.lua:8: rank 1 gives up" die-error.log &&
+[ $rc = 1 ] && [ $took -lt 30 ] && [ ! -e die-error.safetensors ] && grep -q "ctrace \[rank 1\]: die.lua:9: rank 1 gives up" die-error.log &&
   ok "rank 1 fails: the job exits 1 in ${took} s with rank 1's message, writes nothing" ||
   { bad "rank 1 fails: exit $rc after ${took} s"; show die-error.log; }
 

@@ -264,12 +264,12 @@ int ct_host_main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--run-child") == 0) return ct_host_run_child();
     for (int c = 0; argc >= 2 && cmds[c]; c++) {
         if (strcmp(argv[1], cmds[c]) != 0) continue;
-        // of the commands, attribute alone shares its work among the ranks of an MPI job; the
-        // others would each do the whole of it, and ctrace run's sandbox admits no MPI traffic
-        if (ct_dist_size() > 1 && strcmp(argv[1], "attribute") != 0) {
+        // of the commands, attribute and run share their work among the ranks of an MPI job; the
+        // others would each do the whole of it
+        if (ct_dist_size() > 1 && strcmp(argv[1], "attribute") != 0 && strcmp(argv[1], "run") != 0) {
             fprintf(stderr, "ctrace [rank %d] %s: runs as one process, not as %d ranks of an MPI job: run it without "
-                    "mpirun (of the commands, attribute runs under MPI; scripts do too)\n", ct_dist_rank(), argv[1],
-                    ct_dist_size());
+                    "mpirun (of the commands, attribute and run run under MPI; scripts do too)\n", ct_dist_rank(),
+                    argv[1], ct_dist_size());
             return 2;
         }
         return subcommand(argv[1], argc - 2, argv + 2);

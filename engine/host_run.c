@@ -4,7 +4,9 @@
 // the files it read and the attributions it made. The parent enforces the deadline, writes the
 // manifest and commits the results.
 //
-// The spec (JSON): {folder, script, staging, root, read = {dirs}, unsafe, memory, file_size}.
+// The spec (JSON): {folder, script, staging, root, read = {dirs}, unsafe, memory, file_size}, and
+// under MPI {rank, size, threads}: the parent's place in the job, which this process joins through
+// the parent (ct_dist_relay: it may open no socket of its own).
 //
 // The script's environment (unless unsafe): the safe base functions; string, table, math, bit,
 // coroutine, io and os as read-only tables without string.dump, os.execute, io.popen and the
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include "bind/bind.h"
+#include "core/dist.h"
 #include "core/fileio.h"
 #include "core/sha256.h"
 #include "host.h"
@@ -473,6 +476,7 @@ typedef struct {
     const char *read[64];
     int n_read, unsafe;
     double memory, file_size;
+    int rank, size, threads;   // under MPI (size > 1): the parent's rank and the job's size
 } run_spec;
 
 static ct_status parse_spec(cJSON *j, run_spec *s, ct_err *err) {
@@ -494,7 +498,20 @@ static ct_status parse_spec(cJSON *j, run_spec *s, ct_err *err) {
     s->memory = cJSON_IsNumber(v) ? v->valuedouble : 0;
     v = cJSON_GetObjectItemCaseSensitive(j, "file_size");
     s->file_size = cJSON_IsNumber(v) ? v->valuedouble : 0;
+    const char *ints[] = {"rank", "size", "threads"};
+    int *to[] = {&s->rank, &s->size, &s->threads};
+    for (int i = 0; i < 3; i++) {
+        v = cJSON_GetObjectItemCaseSensitive(j, ints[i]);
+        *to[i] = cJSON_IsNumber(v) ? v->valueint : (i == 1);
+    }
+    if (s->size < 1 || s->rank < 0 || s->rank >= s->size || s->threads < 0)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "run spec: rank %d of %d, %d threads", s->rank, s->size, s->threads);
     return CT_OK;
+}
+
+// The relay's transport: a request to the parent, its answer (ct_dist_relay).
+static ct_status to_parent(const void *req, size_t n, char **reply, size_t *reply_n, ct_err *err) {
+    return ct_lua_broker(req, n, reply, reply_n, err);
 }
 
 static int traceback(lua_State *L) {
@@ -716,6 +733,8 @@ int ct_host_run_child(void) {
         cJSON_Delete(j);
         return 2;
     }
+    if (s.size > 1) ct_dist_relay(s.rank, s.size, to_parent);   // the job, through the parent
+    if (s.threads > 0) ct_set_threads(s.threads);
     int status = 1;
     ct_isolation iso = {0};
     if (!s.unsafe) {

@@ -4,13 +4,14 @@
 // In the parent:
 //   core.run_lock(folder, exclusive) -> lock (lock:release(); released when collected or when
 //       the process ends); raises BUSY when another run holds the folder
-//   core.run_staging(folder) -> a new empty staging directory in folder
-//   core.run_child(spec_json, {timeout =, unsafe =, credentials =, download_limit =}, on_request)
+//   core.run_staging(folder [, beside]) -> a new empty staging directory in folder (beside: another
+//       rank's, removing no earlier run's)
+//   core.run_child(spec_json, {timeout =, unsafe =, credentials =, download_limit =, quiet =}, on_request)
 //       -> {how =, code =, signal =, report =}
 //       starts the experiment process, sends it the spec, answers its requests with
 //       on_request(text) -> text (made with this state's network settings, but with the Hugging
 //       Face and Neuronpedia tokens only if credentials, and downloads within download_limit
-//       bytes), relays its output, stops it at the deadline or on Ctrl-C. how: "exited",
+//       bytes), relays its output (quiet: its standard error only), stops it at the deadline or on Ctrl-C. how: "exited",
 //       "signaled", "timeout", "interrupted" or "terminated"; report: its report text, if any
 //   core.run_outputs(dir [, seconds]) -> {{path =, size =, sha256 =}, ...} (synced; raises on links,
 //       and TIMEOUT when hashing takes longer than seconds)
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "bind.h"
+#include "core/dist.h"
 #include "run/child.h"
 #include "run/confine.h"
 #include "run/txn.h"
@@ -62,7 +64,9 @@ static int l_run_lock(lua_State *L) {
 static int l_run_staging(lua_State *L) {
     char out[4096];
     ct_err err = {0};
-    if (ct_run_staging(out, sizeof out, luaL_checkstring(L, 1), &err)) return ct_lua_raise(L, &err);
+    const char *folder = luaL_checkstring(L, 1);
+    int beside = lua_toboolean(L, 2);   // another rank's: earlier runs' staging left alone
+    if ((beside ? ct_run_staging_beside : ct_run_staging)(out, sizeof out, folder, &err)) return ct_lua_raise(L, &err);
     lua_pushstring(L, out);
     return 1;
 }
@@ -153,6 +157,15 @@ static int env_allowed(const char *kv) {
     return 0;
 }
 
+// An MPI launcher's variable: the experiment process joins the job through its parent, never by
+// itself (it would claim the parent's rank).
+static int launcher_var(const char *kv) {
+    static const char *const prefix[] = {"OMPI_", "PMIX_", "PMI_", NULL};
+    for (int i = 0; prefix[i]; i++)
+        if (strncmp(kv, prefix[i], strlen(prefix[i])) == 0) return 1;
+    return 0;
+}
+
 extern char **environ;
 
 typedef struct {
@@ -161,6 +174,7 @@ typedef struct {
 } request_ctx;
 
 static void on_request(void *data, const char *req, size_t n, char **reply, size_t *reply_n) {
+    if (ct_dist_serve(req, n, reply, reply_n)) return;   // the child's share of the MPI job (dist.h)
     request_ctx *r = data;
     lua_State *L = r->L;
     lua_pushvalue(L, r->handler);
@@ -177,7 +191,7 @@ static int l_run_child(lua_State *L) {
     size_t spec_n;
     const char *spec = luaL_checklstring(L, 1, &spec_n);
     luaL_checktype(L, 2, LUA_TTABLE);
-    static const char *const keys[] = {"timeout", "unsafe", "credentials", "download_limit", NULL};
+    static const char *const keys[] = {"timeout", "unsafe", "credentials", "download_limit", "quiet", NULL};
     ct_lua_check_opts(L, 2, "run_child", keys);
     double timeout = ct_lua_opt_number(L, 2, "timeout", 0);
     int unsafe = ct_lua_opt_bool(L, 2, "unsafe", 0), credentials = ct_lua_opt_bool(L, 2, "credentials", 0);
@@ -188,7 +202,8 @@ static int l_run_child(lua_State *L) {
     char **env = lua_newuserdata(L, sizeof *env * (n_env + 2));   // collected with the call
     size_t k = 0;
     for (size_t i = 0; i < n_env; i++)
-        if ((unsafe || env_allowed(environ[i])) && strncmp(environ[i], "CTRACE_TERMINAL=", 16)) env[k++] = environ[i];
+        if ((unsafe || env_allowed(environ[i])) && strncmp(environ[i], "CTRACE_TERMINAL=", 16) && !launcher_var(environ[i]))
+            env[k++] = environ[i];
     if (isatty(2)) env[k++] = "CTRACE_TERMINAL=1";   // progress lines reach a person (host_run.c)
     env[k] = NULL;
     char *argv[] = {"ctrace", "--run-child", NULL};
@@ -196,6 +211,7 @@ static int l_run_child(lua_State *L) {
     ct_err err = {0};
     ct_lua_state *s = ct_lua_state_of(L);
     if (ct_child_spawn(&c, "/proc/self/exe", argv, env, &err)) return ct_lua_raise(L, &err);
+    c.quiet = ct_lua_opt_bool(L, 2, "quiet", 0);
     // the requests served for the child: until the run's deadline, within its download budget,
     // and with the user's tokens only when asked (--credentials)
     double saved_deadline = s->ctx.deadline;

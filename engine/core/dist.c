@@ -79,7 +79,7 @@ void ct_dist_finalize(int status) {
     g_mpi = 0;
 }
 
-ct_status ct_dist_bcast(void *buf, size_t bytes, int root, ct_err *err) {
+static ct_status impl_bcast(void *buf, size_t bytes, int root, ct_err *err) {
     if (ct_dist_size() == 1) return CT_OK;
     // in pieces of at most 1 GiB: MPI counts are ints
     for (size_t at = 0; at < bytes;) {
@@ -103,7 +103,7 @@ static int transfer(void *p, size_t n, int peer, int sending) {
     return 1;
 }
 
-ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
+static ct_status impl_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
     *out = NULL, *sizes = NULL;
     if (ct_dist_size() == 1) return gather_self(buf, n, out, sizes, err);
     uint64_t mine = n, *all = g_rank == 0 ? calloc((size_t)g_size, sizeof *all) : NULL;
@@ -130,28 +130,28 @@ ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes,
     return ct_fail(err, CT_STATUS_REMOTE, "rank 0: gathering the ranks' results failed (or out of memory)");
 }
 
-ct_status ct_dist_send(const void *buf, size_t bytes, int to, ct_err *err) {
+static ct_status impl_send(const void *buf, size_t bytes, int to, ct_err *err) {
     if (ct_dist_size() == 1 || to < 0 || to >= g_size || to == g_rank)
         return ct_fail(err, CT_STATUS_BAD_ARG, "rank %d of %d cannot send to rank %d", ct_dist_rank(), ct_dist_size(), to);
     return transfer((void *)buf, bytes, to, 1) ? CT_OK
            : ct_fail(err, CT_STATUS_REMOTE, "rank %d: sending %zu bytes to rank %d failed", g_rank, bytes, to);
 }
 
-ct_status ct_dist_recv(void *buf, size_t bytes, int from, ct_err *err) {
+static ct_status impl_recv(void *buf, size_t bytes, int from, ct_err *err) {
     if (ct_dist_size() == 1 || from < 0 || from >= g_size || from == g_rank)
         return ct_fail(err, CT_STATUS_BAD_ARG, "rank %d of %d cannot receive from rank %d", ct_dist_rank(), ct_dist_size(), from);
     return transfer(buf, bytes, from, 0) ? CT_OK
            : ct_fail(err, CT_STATUS_REMOTE, "rank %d: receiving %zu bytes from rank %d failed", g_rank, bytes, from);
 }
 
-void ct_dist_abort(const char *msg) {
+static void impl_abort(const char *msg) {
     if (ct_dist_size() == 1) return;
     fprintf(stderr, "ctrace [rank %d]: %s\n", g_rank, msg);
     fflush(stdout), fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
-ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
+static ct_status impl_same(uint64_t value, const char *what, ct_err *err) {
     if (ct_dist_size() == 1) return CT_OK;
     uint64_t lo = 0, hi = 0;
     if (MPI_Allreduce(&value, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS ||
@@ -163,7 +163,7 @@ ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
     return CT_OK;
 }
 
-ct_status ct_dist_agree(ct_status rc, ct_err *err) {
+static ct_status impl_agree(ct_status rc, ct_err *err) {
     if (ct_dist_size() == 1) return rc;
     int mine = rc ? g_rank + 1 : 0, worst = 0;
     if (MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS && !rc)
@@ -174,8 +174,11 @@ ct_status ct_dist_agree(ct_status rc, ct_err *err) {
 
 #else
 
-// The job's size a launcher gave this process in its environment (mpirun; srun with PMI-2), or -1.
-static int launcher_size(void) { return env_int((const char *const[]){"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", NULL}); }
+// The job's size a launcher gave this process in its environment (mpirun; srun with PMI-2; srun's
+// tasks in a step with any plugin: SLURM_STEP_NUM_TASKS), or -1.
+static int launcher_size(void) {
+    return env_int((const char *const[]){"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS", NULL});
+}
 
 int ct_dist_built(void) { return 0; }
 
@@ -189,33 +192,33 @@ ct_status ct_dist_init(int *argc, char ***argv, ct_err *err) {
 
 void ct_dist_finalize(int status) { (void)status; }
 
-ct_status ct_dist_bcast(void *buf, size_t bytes, int root, ct_err *err) {
+static ct_status impl_bcast(void *buf, size_t bytes, int root, ct_err *err) {
     (void)buf, (void)bytes, (void)root, (void)err;
     return CT_OK;
 }
 
-ct_status ct_dist_agree(ct_status rc, ct_err *err) {
+static ct_status impl_agree(ct_status rc, ct_err *err) {
     (void)err;
     return rc;
 }
 
-ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
+static ct_status impl_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
     return gather_self(buf, n, out, sizes, err);
 }
 
-ct_status ct_dist_send(const void *buf, size_t bytes, int to, ct_err *err) {
+static ct_status impl_send(const void *buf, size_t bytes, int to, ct_err *err) {
     (void)buf, (void)bytes;
     return ct_fail(err, CT_STATUS_BAD_ARG, "one process cannot send to rank %d", to);
 }
 
-ct_status ct_dist_recv(void *buf, size_t bytes, int from, ct_err *err) {
+static ct_status impl_recv(void *buf, size_t bytes, int from, ct_err *err) {
     (void)buf, (void)bytes;
     return ct_fail(err, CT_STATUS_BAD_ARG, "one process cannot receive from rank %d", from);
 }
 
-void ct_dist_abort(const char *msg) { (void)msg; }
+static void impl_abort(const char *msg) { (void)msg; }
 
-ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
+static ct_status impl_same(uint64_t value, const char *what, ct_err *err) {
     (void)value, (void)what, (void)err;
     return CT_OK;
 }
@@ -225,6 +228,189 @@ ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
 void ct_layer_share(int L, int r, int p, int *lo, int *hi) {
     *lo = (int)((int64_t)L * r / p);
     *hi = (int)((int64_t)L * (r + 1) / p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay: ctrace run's experiment process reaches MPI through its parent (dist.h)
+
+static ct_dist_transport g_send;   // set in the experiment process of a ctrace run under MPI
+
+enum { OP_BCAST = 1, OP_SEND, OP_RECV, OP_SAME, OP_AGREE };
+static const char MAGIC[4] = {'C', 'T', 'D', '1'};
+
+typedef struct {   // a request: this header, then its data
+    char magic[4];
+    int32_t op, peer;
+    uint64_t value, n;
+} relay_req;
+
+typedef struct {   // a reply: this header, then data or, on failure, the message
+    int32_t status;
+} relay_reply;
+
+#define PIECE (CT_DIST_RELAY_MAX - (int)sizeof(relay_req))
+
+void ct_dist_relay(int rank, int size, ct_dist_transport send) {
+    g_rank = rank, g_size = size, g_send = send;
+}
+
+// One request to the parent: op with data in (n_in bytes); the reply's data into out (n_out bytes).
+static ct_status relay(int op, int peer, uint64_t value, const void *in, size_t n_in, void *out, size_t n_out,
+                       ct_err *err) {
+    char *req = malloc(sizeof(relay_req) + n_in + 1), *rep = NULL;
+    if (!req) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory relaying %zu bytes", n_in);
+    relay_req h;
+    memset(&h, 0, sizeof h);   // padding included: the bytes sent are all defined
+    memcpy(h.magic, MAGIC, 4);
+    h.op = op, h.peer = peer, h.value = value, h.n = n_in;
+    memcpy(req, &h, sizeof h);
+    if (n_in) memcpy(req + sizeof h, in, n_in);
+    size_t rn = 0;
+    ct_status rc = g_send(req, sizeof h + n_in, &rep, &rn, err);
+    free(req);
+    if (rc) return rc;
+    relay_reply r;
+    if (rn < sizeof r) rc = ct_fail(err, CT_STATUS_BAD_RESPONSE, "rank %d: a malformed answer from ctrace run", g_rank);
+    else memcpy(&r, rep, sizeof r);
+    if (!rc && r.status)
+        rc = ct_fail(err, (ct_status)r.status, "%.*s", (int)(rn - sizeof r < 400 ? rn - sizeof r : 400), rep + sizeof r);
+    else if (!rc && out && rn - sizeof r != n_out)
+        rc = ct_fail(err, CT_STATUS_BAD_RESPONSE, "rank %d: ctrace run answered %zu bytes for %zu", g_rank, rn - sizeof r, n_out);
+    if (!rc && out) memcpy(out, rep + sizeof r, n_out);
+    free(rep);
+    return rc;
+}
+
+// op over n bytes at buf, a piece at a time: data goes up when this rank gives it (up), comes back
+// into buf when it receives (down).
+static ct_status relay_pieces(int op, int peer, void *buf, size_t n, int up, int down, ct_err *err) {
+    ct_status rc = CT_OK;
+    for (size_t at = 0; at < n && !rc; at += PIECE) {
+        size_t k = n - at < (size_t)PIECE ? n - at : (size_t)PIECE;
+        rc = relay(op, peer, k, up ? (char *)buf + at : NULL, up ? k : 0, down ? (char *)buf + at : NULL, down ? k : 0, err);
+    }
+    return rc;
+}
+
+static ct_status relay_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
+    uint64_t mine = n;
+    *out = NULL, *sizes = NULL;
+    if (g_rank != 0) {
+        ct_status rc = relay_pieces(OP_SEND, 0, &mine, sizeof mine, 1, 0, err);
+        return rc ? rc : relay_pieces(OP_SEND, 0, (void *)buf, n, 1, 0, err);
+    }
+    *out = calloc((size_t)g_size, sizeof(char *));
+    *sizes = calloc((size_t)g_size, sizeof(size_t));
+    ct_status rc = *out && *sizes ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory gathering");
+    for (int r = 0; r < g_size && !rc; r++) {
+        uint64_t k = n;
+        if (r > 0) rc = relay_pieces(OP_RECV, r, &k, sizeof k, 0, 1, err);
+        if (!rc && !((*out)[r] = malloc(k ? (size_t)k : 1))) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory gathering");
+        if (!rc) (*sizes)[r] = (size_t)k;
+        if (!rc && r == 0 && n) memcpy((*out)[0], buf, n);
+        if (!rc && r > 0) rc = relay_pieces(OP_RECV, r, (*out)[r], (size_t)k, 0, 1, err);
+    }
+    if (rc) {
+        for (int r = 0; *out && r < g_size; r++) free((*out)[r]);
+        free(*out), free(*sizes);
+        *out = NULL, *sizes = NULL;
+    }
+    return rc;
+}
+
+int ct_dist_serve(const char *req, size_t n, char **reply, size_t *reply_n) {
+    relay_req h;
+    if (n < sizeof h || memcmp(req, MAGIC, 4) != 0) return 0;
+    memcpy(&h, req, sizeof h);
+    const char *data = req + sizeof h;
+    size_t dn = n - sizeof h, out_n = 0;
+    ct_err err = {0};
+    ct_status rc = dn == h.n ? CT_OK : ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed request of %zu bytes says %llu", dn,
+                                                (unsigned long long)h.n);
+    char *out = NULL;
+    if (!rc && (h.peer < 0 || h.peer >= g_size))
+        rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed request names rank %d of %d", h.peer, g_size);
+    if (!rc && (h.op == OP_BCAST || h.op == OP_RECV)) {   // h.value bytes come back
+        if (h.value > (uint64_t)PIECE || !(out = malloc((size_t)h.value + 1)))
+            rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed transfer of %llu bytes", (unsigned long long)h.value);
+        if (!rc && h.op == OP_BCAST && h.peer == ct_dist_rank()) {
+            if (dn != h.value) rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed broadcast without its data");
+            else memcpy(out, data, dn);
+        }
+        if (!rc) rc = h.op == OP_BCAST ? impl_bcast(out, (size_t)h.value, h.peer, &err)
+                                       : impl_recv(out, (size_t)h.value, h.peer, &err);
+        out_n = rc ? 0 : (size_t)h.value;   // the root's own data too: every rank gets its piece back
+    } else if (!rc && h.op == OP_SEND) {
+        rc = impl_send(data, dn, h.peer, &err);
+    } else if (!rc && h.op == OP_SAME) {
+        char what[256];
+        snprintf(what, sizeof what, "%.*s", (int)(dn < 255 ? dn : 255), data);
+        rc = impl_same(h.value, what, &err);
+    } else if (!rc && h.op == OP_AGREE) {
+        rc = impl_agree((ct_status)h.value, &err);
+    } else if (!rc) {
+        rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed request of unknown kind %d", h.op);
+    }
+    const char *body = rc ? err.msg : out;
+    size_t body_n = rc ? strlen(err.msg) : out_n;
+    relay_reply r = {.status = rc};
+    *reply = malloc(sizeof r + body_n + 1);
+    *reply_n = *reply ? sizeof r + body_n : 0;
+    if (*reply) {
+        memcpy(*reply, &r, sizeof r);
+        if (body_n) memcpy(*reply + sizeof r, body, body_n);
+    }
+    free(out);
+    return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The calls: through the relay in ctrace run's experiment process, else MPI (or one process)
+
+static int relayed(void) { return g_send && ct_dist_size() > 1; }
+
+ct_status ct_dist_bcast(void *buf, size_t bytes, int root, ct_err *err) {
+    if (relayed()) return relay_pieces(OP_BCAST, root, buf, bytes, g_rank == root, 1, err);
+    return impl_bcast(buf, bytes, root, err);
+}
+
+ct_status ct_dist_send(const void *buf, size_t bytes, int to, ct_err *err) {
+    if (relayed()) return relay_pieces(OP_SEND, to, (void *)buf, bytes, 1, 0, err);
+    return impl_send(buf, bytes, to, err);
+}
+
+ct_status ct_dist_recv(void *buf, size_t bytes, int from, ct_err *err) {
+    if (relayed()) return relay_pieces(OP_RECV, from, buf, bytes, 0, 1, err);
+    return impl_recv(buf, bytes, from, err);
+}
+
+ct_status ct_dist_gather(const void *buf, size_t n, char ***out, size_t **sizes, ct_err *err) {
+    if (relayed()) return relay_gather(buf, n, out, sizes, err);
+    return impl_gather(buf, n, out, sizes, err);
+}
+
+ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err) {
+    if (relayed()) return relay(OP_SAME, 0, value, what, strlen(what), NULL, 0, err);
+    return impl_same(value, what, err);
+}
+
+ct_status ct_dist_agree(ct_status rc, ct_err *err) {
+    if (!relayed()) return impl_agree(rc, err);
+    ct_err mine = *err;   // this rank's own failure keeps its message
+    ct_status all = relay(OP_AGREE, 0, (uint64_t)rc, NULL, 0, NULL, 0, err);
+    if (rc) *err = mine;
+    return rc ? rc : all;
+}
+
+void ct_dist_abort(const char *msg) {
+    if (!relayed()) {
+        impl_abort(msg);
+        return;
+    }
+    // the parent, seeing this process fail, ends the job
+    fprintf(stderr, "ctrace [rank %d]: %s\n", g_rank, msg);
+    fflush(stdout), fflush(stderr);
+    _exit(1);
 }
 
 int ct_dist_rank(void) { return g_alone ? 0 : g_rank; }

@@ -49,6 +49,18 @@ void ct_dist_abort(const char *msg);
 // Whether every rank holds the same value (a checksum of what the ranks must share): CT_OK, else
 // CT_STATUS_REMOTE on every rank, naming what differs. A collective.
 ct_status ct_dist_same(uint64_t value, const char *what, ct_err *err);
+// ctrace run under MPI: the rank is the parent process (it joined the job); its sandboxed
+// experiment process, which may open no socket, reaches MPI through it. The experiment process
+// calls ct_dist_relay with the parent's rank and size and a transport that hands a request to the
+// parent and returns its reply; from then on every function here works through the parent, which
+// answers each request with ct_dist_serve (a real MPI call). Requests carry at most
+// CT_DIST_RELAY_MAX bytes: larger transfers go in pieces (every rank cuts them alike).
+#define CT_DIST_RELAY_MAX (1 << 20)
+typedef ct_status (*ct_dist_transport)(const void *req, size_t n, char **reply, size_t *reply_n, ct_err *err);
+void ct_dist_relay(int rank, int size, ct_dist_transport send);
+// Whether req (n bytes) is a relayed request (then *reply, *reply_n: the malloc'ed answer to send
+// back); 0 for any other request.
+int ct_dist_serve(const char *req, size_t n, char **reply, size_t *reply_n);
 // Every rank learns whether any rank failed: rc when this rank failed, else CT_OK when none did,
 // else CT_STATUS_REMOTE naming the highest failing rank (whose own message it prints itself).
 // A collective: every rank must reach it.

@@ -150,6 +150,7 @@ static void relay(int *fd, int dest, double deadline) {
         *fd = -1;
         return;
     }
+    if (dest < 0) return;   // dropped
     if (isatty(dest))
         for (ssize_t i = 0; i < k; i++) {
             unsigned char ch = (unsigned char)buf[i];
@@ -244,7 +245,7 @@ ct_status ct_child_wait(ct_child *c, double deadline, ct_child_request_fn fn, vo
         if (deadline > 0 && (deadline - ct_now()) * 1000 < ms) ms = (int)((deadline - ct_now()) * 1000) + 1;
         int k = poll(p, 3, ms);
         if (k < 0 && errno != EINTR) break;
-        if (k > 0 && p[1].revents) relay(&c->out, 1, deadline);
+        if (k > 0 && p[1].revents) relay(&c->out, c->quiet ? -1 : 1, deadline);
         if (k > 0 && p[2].revents) relay(&c->err, 2, deadline);
         if (k > 0 && p[0].revents && c->sock >= 0) {
             ct_status r = handle_message(c, deadline, fn, data, end, err);

@@ -30,6 +30,7 @@ typedef struct {
     pid_t pid;        // also its session and process group
     int sock;         // the parent's end
     int out, err;     // its standard output and error (pipes the parent relays)
+    int quiet;        // its standard output dropped (a rank of an MPI job other than 0: rank 0 prints)
 } ct_child;
 
 typedef enum {

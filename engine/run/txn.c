@@ -45,7 +45,10 @@ ct_status ct_run_staging(char *out, size_t n, const char *folder, ct_err *err) {
             rc = ct_remove_tree(p, err);
     }
     closedir(d);
-    if (rc) return rc;
+    return rc ? rc : ct_run_staging_beside(out, n, folder, err);
+}
+
+ct_status ct_run_staging_beside(char *out, size_t n, const char *folder, ct_err *err) {
     if (snprintf(out, n, "%s/" STAGING_PREFIX "XXXXXX", folder) >= (int)n)
         return ct_fail(err, CT_STATUS_BAD_ARG, "%s: path too long", folder);
     if (!mkdtemp(out)) return ct_fail(err, CT_STATUS_IO, "%s: cannot make a staging directory: %s", folder, strerror(errno));

@@ -25,6 +25,9 @@ void ct_run_unlock(int fd);
 // A new, empty staging directory in folder (mode 0700). Staging directories that earlier runs
 // left (a killed parent) are removed first: call it holding the exclusive lock.
 ct_status ct_run_staging(char *out, size_t n, const char *folder, ct_err *err);
+// The same removing nothing: the staging of another rank of an MPI job, made after rank 0 (which
+// holds the lock) made its own.
+ct_status ct_run_staging_beside(char *out, size_t n, const char *folder, ct_err *err);
 
 typedef struct {
     char *path;       // relative to the directory

@@ -83,6 +83,9 @@ end
 
 local function run_staged(folder, script, staging, o, probe)
   local spec = {folder = core.realpath(folder), script = script, staging = staging, root = ct.root or ".", unsafe = o.unsafe or false}
+  if ct.dist.size > 1 then   -- the experiment joins the job through this process
+    spec.rank, spec.size, spec.threads = ct.dist.rank, ct.dist.size, ct.threads()
+  end
   if not o.unsafe then
     spec.read = read_roots(folder)
     spec.memory = o.memory and math.floor(o.memory * 2 ^ 30) or probe.memory_total   -- RLIMIT_DATA
@@ -91,7 +94,7 @@ local function run_staged(folder, script, staging, o, probe)
   local t0 = ct.clock()
   local limit = (o.download_limit or DOWNLOAD_LIMIT_GIB) * 2 ^ 30
   local r = core.run_child(core.json_encode(spec), {timeout = o.timeout, unsafe = o.unsafe, credentials = o.credentials,
-                                                    download_limit = limit}, answer)
+                                                    download_limit = limit, quiet = ct.dist.rank ~= 0}, answer)
   if STOPPED[r.how] then error(string.format(STOPPED[r.how], tostring(o.timeout)), 0) end
   if r.how == "signaled" then error("FAILED: the experiment process was killed by signal " .. r.signal
                                     .. (r.signal == 9 and " (out of memory?)" or r.signal == 25 and " (a file too large)" or ""), 0) end
@@ -103,12 +106,46 @@ local function run_staged(folder, script, staging, o, probe)
     if f.path ~= "manifest.json" then outputs[#outputs + 1] = f end
   end
   local manifest = {ctrace_version = ct.version, blas_core = ct.blas_core, threads = ct.threads(), folder = folder,
+                    mpi_ranks = ct.dist.size > 1 and ct.dist.size or nil,
                     run_options = {timeout = o.timeout, memory = o.memory, unsafe = o.unsafe or false,
                                    credentials = o.credentials or false, download_limit_bytes = limit},
                     isolation = o.unsafe and "none (--unsafe)" or report.isolation,
                     seconds = ct.clock() - t0, peak_rss_bytes = report.peak_rss_bytes, inputs = report.inputs,
                     outputs = outputs, attributions = report.attributions}
   ct.write_json(staging .. "/manifest.json", manifest)
+  return manifest
+end
+
+-- ctrace run as the ranks of an MPI job: rank 0 holds the folder's lock, and commits; every rank
+-- runs the script in its own confined process (which reaches the job through this one) writing
+-- into a staging directory of its own; the other ranks' are removed. A failure on any rank ends
+-- the job (MPI_Abort) before anything is committed: its experiment's partners may be waiting for it.
+local function run_ranks(folder, script, o, p)
+  local rank = ct.dist.rank
+  local lock, staging, ok, msg
+  if rank == 0 then
+    ok, msg = pcall(function() lock = core.run_lock(folder, true); staging = core.run_staging(folder) end)
+  end
+  msg = core.dist_bcast(rank == 0 and not ok and tostring(msg) or "")
+  if msg ~= "" then error(msg, 0) end   -- rank 0 could not start: every rank stops
+  local manifest
+  ok, msg = pcall(function()
+    if rank ~= 0 then staging = core.run_staging(folder, true) end   -- after rank 0's, which cleaned up
+    manifest = run_staged(folder, core.realpath(script), staging, o, p)
+  end)
+  if not ok then
+    if staging then pcall(core.remove_tree, staging) end
+    core.dist_abort(tostring(msg) .. "\n(results/ left as they were)")
+  end
+  core.dist_bcast("")   -- every rank's experiment ended well
+  if rank ~= 0 then
+    core.remove_tree(staging)
+    return manifest
+  end
+  local committed, err = pcall(core.run_commit, staging, folder .. "/results")
+  if not committed then pcall(core.remove_tree, staging) end
+  lock:release()
+  if not committed then error(tostring(err) .. "\n(results/ left as they were)", 0) end
   return manifest
 end
 
@@ -121,6 +158,7 @@ function M.run(folder, o)
           .. tostring(p.seccomp) .. "; Linux 5.13 or later with Landlock enabled is needed). "
           .. "Run only folders you trust, with --unsafe.", 0)
   end
+  if ct.dist.size > 1 then return run_ranks(folder, script, o, p) end
   local lock = core.run_lock(folder, true)
   local staging = core.run_staging(folder)
   local ok, manifest = pcall(run_staged, folder, core.realpath(script), staging, o, p)

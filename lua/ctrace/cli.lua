@@ -523,8 +523,11 @@ local function case_study(cmd, o)
   local folder = o.folder:gsub("/+$", "")
   if cmd == "run" then
     local mf = casestudy.run(folder, o)
-    io.stderr:write(string.format("ctrace run: %s in %.2f s, peak memory %.0f MB; results/manifest.json\n", folder,
-                                  mf.seconds, mf.peak_rss_bytes / 1e6))
+    if ct.dist.rank == 0 then   -- under MPI rank 0 committed the results
+      io.stderr:write(string.format("ctrace run: %s in %.2f s, peak memory %.0f MB%s; results/manifest.json\n", folder,
+                                    mf.seconds, mf.peak_rss_bytes / 1e6,
+                                    ct.dist.size > 1 and (" (rank 0 of " .. ct.dist.size .. ")") or ""))
+    end
   elseif cmd == "check" then
     local diffs, n, tol = casestudy.check(folder, o)
     for _, d in ipairs(diffs) do io.stderr:write("  ", printable(d), "\n") end

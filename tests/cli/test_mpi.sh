@@ -117,6 +117,43 @@ mpi 3 "$MPI_CTRACE" flag3/experiment.lua > flag3.log 2>&1
   ok "the flagship study on 3 ranks: its $(ls flag1/results | wc -l) result files as one process writes them" ||
   { bad "the flagship study on 3 ranks"; show flag3.log; head -5 flag.diff | sed 's/^/#   /'; }
 
+# ctrace run as the ranks of a job: each rank's confined experiment process reaches the job through
+# its parent; rank 0 commits the results, which are one process's (manifest aside), and ctrace check
+# passes on them; a rank killed mid-run leaves results/ as they were and no staging behind
+cp -r "$ROOT/experiments/stories260K-lily-she" run1
+rm -rf run1/results
+cp -r run1 run3
+"$CTRACE" run run1 > run1.log 2>&1 || { bad "ctrace run alone"; show run1.log; }
+mpi 3 "$MPI_CTRACE" run run3 > run3.log 2>&1
+rc=$?
+differs=$(cd run1/results && for f in *; do [ "$f" = manifest.json ] || cmp -s "$f" ../../run3/results/"$f" || echo "$f"; done)
+[ $rc = 0 ] && [ -s run1/results/report.md ] && [ -z "$differs" ] && [ "$(ls run1/results | wc -l)" = "$(ls run3/results | wc -l)" ] &&
+  grep -q '"mpi_ranks":[[:space:]]*3' run3/results/manifest.json && [ "$(grep -c 'results/manifest.json' run3.log)" = 1 ] &&
+  [ -z "$(ls -a run3 | grep ctrace-staging)" ] && "$CTRACE" check run3 --no-run > check3.log 2>&1 &&
+  ok "ctrace run on 3 ranks: $(ls run3/results | wc -l) result files as one process's run writes them, committed once, checked" ||
+  { bad "ctrace run on 3 ranks (exit $rc; differ: $differs)"; show run3.log; show check3.log; }
+cat > run3/experiment.lua <<'LUA'
+local ct = require "ctrace"
+local out = ct.results_dir(arg[0])
+local rm = ct.replacement_model(ct.load_model("stories260K"), ct.load_transcoders("stories260K"))
+ct.write_file(out .. "/partial.txt", "written before the graph\n")
+rm:attribute(string.rep("Once upon a time, there was a little girl named Lily. She liked to play. ", 8), {batch_size = 8})
+ct.write_file(out .. "/graph.txt", "done\n")
+LUA
+before=$(cd run3/results && sha256sum * | sha256sum)
+mpi 2 "$MPI_CTRACE" run run3 > runkill.log 2>&1 &
+job=$!
+for _ in $(seq 300); do [ "$(pgrep -f -- --run-child | wc -l)" = 2 ] && break; sleep 0.1; done
+sleep 2
+kill -0 $job 2> /dev/null && running=1 || running=0
+pkill -9 -n -f -- --run-child   # the newest experiment process: one rank's
+wait $job
+rc=$?
+after=$(cd run3/results && sha256sum * | sha256sum)
+[ $running = 1 ] && [ $rc != 0 ] && [ $rc != 124 ] && [ "$before" = "$after" ] && [ ! -e run3/results/partial.txt ] &&
+  ok "ctrace run on 2 ranks, one rank's experiment killed mid-graph: the job fails (exit $rc), results/ as they were" ||
+  { bad "killed rank under ctrace run (running $running, exit $rc)"; show runkill.log; }
+
 # layers across ranks (--split-layers, layer_split): each rank holds only its share of the model's
 # and the set's layers and runs its part of every pass (the gradient handed down from rank to rank);
 # the graph is the one a single process computes
@@ -252,6 +289,9 @@ echo 'print(1)' | mpi 2 "$MPI_CTRACE" > repl.log 2>&1
 mpi 2 "$CTRACE" -e 'print("ran")' > plain.log 2>&1
 [ $? != 0 ] && ! grep -q "^ran" plain.log && grep -q "built without MPI" plain.log &&
   ok "the plain build under mpirun: refused (each rank would do the whole job)" || { bad "plain build"; show plain.log; }
+SLURM_STEP_NUM_TASKS=4 "$CTRACE" -e 'print("ran")' > slurm.log 2>&1
+[ $? != 0 ] && ! grep -q "^ran" slurm.log && grep -q "one of 4 processes" slurm.log &&
+  ok "the plain build as one of srun's 4 tasks: refused" || { bad "plain build under srun"; show slurm.log; }
 mpi 2 "$MPI_CTRACE" convert serial.safetensors c.pt > conv.log 2>&1
 [ $? != 0 ] && [ ! -e c.pt ] && grep -q "runs as one process" conv.log &&
   ok "ctrace convert under mpirun: refused with a message" || { bad "convert under mpirun"; show conv.log; }

@@ -132,16 +132,14 @@ local function run_ranks(folder, script, o, p)
   ok, msg = pcall(function()
     if rank ~= 0 then staging = core.run_staging(folder, true) end   -- after rank 0's, which cleaned up
     manifest = run_staged(folder, core.realpath(script), staging, o, p)
+    if rank ~= 0 then core.remove_tree(staging) end   -- before waiting for the others: nothing of it is kept
   end)
   if not ok then
     if staging then pcall(core.remove_tree, staging) end
     core.dist_abort(tostring(msg) .. "\n(results/ left as they were)")
   end
   core.dist_bcast("")   -- every rank's experiment ended well
-  if rank ~= 0 then
-    core.remove_tree(staging)
-    return manifest
-  end
+  if rank ~= 0 then return manifest end
   local committed, err = pcall(core.run_commit, staging, folder .. "/results")
   if not committed then pcall(core.remove_tree, staging) end
   lock:release()

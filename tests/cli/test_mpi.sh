@@ -154,6 +154,35 @@ after=$(cd run3/results && sha256sum * | sha256sum)
   ok "ctrace run on 2 ranks, one rank's experiment killed mid-graph: the job fails (exit $rc), results/ as they were" ||
   { bad "killed rank under ctrace run (running $running, exit $rc)"; show runkill.log; }
 
+# a full disk (a 3 MB tmpfs) under ctrace run on 2 ranks: rank 0's write fails (its error swallowed
+# by pcall), the job fails, the previous results stay whole and no rank leaves a staging directory
+if unshare -m true 2> /dev/null; then
+  unshare -m bash -s "$MPI_CTRACE" "$PWD" > fulldisk.tap 2>&1 <<'SH'
+MPI_CTRACE=$1 here=$2
+disk=$here/disk; mkdir -p $disk && mount -t tmpfs -o size=3m tmpfs $disk || { echo "MOUNT FAILED"; exit 0; }
+mkdir $disk/f
+go() { printf '%s\n' "$2" > $disk/f/experiment.lua
+       timeout 300 mpirun --oversubscribe -n 2 $MPI_CTRACE run $disk/f < /dev/null > $here/fulldisk_$1.out 2>&1; echo "$1 $?"; }
+go good 'local ct = require "ctrace"; ct.write_json(ct.results_dir(arg[0]) .. "/a.json", {run = "good", ranks = ct.dist.size})'
+good=$(cd $disk/f/results && cat $(ls) | sha256sum)
+go full 'local ct = require "ctrace"; local out = ct.results_dir(arg[0]); ct.write_json(out .. "/a.json", {run = "new"})
+pcall(ct.write_file, out .. "/big.bin", string.rep("x", 5 * 2 ^ 20))
+ct.dist.map({1, 2}, function(i) return i end)'
+[ "$(cd $disk/f/results && cat $(ls) | sha256sum)" = "$good" ] && echo "SAME" || echo "CHANGED"
+grep -q '"ranks":[[:space:]]*2' $disk/f/results/a.json && echo "RANKS 2"
+ls -a $disk/f | grep -c ctrace-staging | sed 's/^/STAGING /'
+umount $disk
+SH
+  if grep -q "MOUNT FAILED" fulldisk.tap; then
+    echo "# full-disk case skipped: tmpfs cannot be mounted here"
+  else
+    grep -q "^good 0" fulldisk.tap && grep -q "RANKS 2" fulldisk.tap && grep -q "^full 1" fulldisk.tap &&
+      grep -q "^SAME" fulldisk.tap && grep -q "STAGING 0" fulldisk.tap &&
+      ok "ctrace run on 2 ranks, a full disk: the job fails, the previous results whole, no staging left" ||
+      { bad "full disk under MPI"; show fulldisk.tap; show fulldisk_full.out; }
+  fi
+fi
+
 # layers across ranks (--split-layers, layer_split): each rank holds only its share of the model's
 # and the set's layers and runs its part of every pass (the gradient handed down from rank to rank);
 # the graph is the one a single process computes

@@ -77,6 +77,13 @@ static int l_dist_abort(lua_State *L) {
     return 0;
 }
 
+// dist_agree(ok) -> whether every rank passed ok (a collective: no rank returns before all reach it)
+static int l_dist_agree(lua_State *L) {
+    ct_err err = {0};
+    lua_pushboolean(L, ct_dist_agree(lua_toboolean(L, 1) ? CT_OK : CT_STATUS_REMOTE, &err) == CT_OK);
+    return 1;
+}
+
 // dist_alone(on): this process works alone (true) or as its rank again (false); see dist.h.
 static int l_dist_alone(lua_State *L) {
     ct_dist_alone(lua_toboolean(L, 1));
@@ -280,7 +287,7 @@ static int l_methods(lua_State *L) {
 int luaopen_ctrace_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"mem_bytes", l_mem_bytes}, {"threads", l_threads}, {"dist", l_dist}, {"dist_gather", l_dist_gather}, {"dist_alone", l_dist_alone},
-        {"dist_abort", l_dist_abort}, {"dist_bcast", l_dist_bcast}, {"methods", l_methods}, {"clock", l_clock},
+        {"dist_abort", l_dist_abort}, {"dist_bcast", l_dist_bcast}, {"dist_agree", l_dist_agree}, {"methods", l_methods}, {"clock", l_clock},
         {"sha256", l_sha256}, {"peak_rss", l_peak_rss}, {"memory", l_memory}, {"mkdirs", l_mkdirs}, {"list_dir", l_list_dir},
         {"write_file", l_write_file}, {"exists", l_exists}, {"serve", l_serve}, {"traceback", l_traceback}, {"zlib_compress", l_zlib_compress}, {"realpath", l_realpath}, {NULL, NULL}};
     lua_newtable(L);

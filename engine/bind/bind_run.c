@@ -35,6 +35,9 @@
 
 #define LOCK_MT "ctrace.RunLock"
 
+// a relayed request of the experiment process (dist.h) is one of its requests (child.h)
+_Static_assert(CT_DIST_RELAY_MAX <= CT_REQUEST_MAX, "relayed requests must fit the requests the parent reads");
+
 static int lock_release(lua_State *L) {
     int *fd = luaL_checkudata(L, 1, LOCK_MT);
     ct_run_unlock(*fd);

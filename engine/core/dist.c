@@ -11,6 +11,7 @@
 #include "core/tensor.h"
 
 static int g_rank = 0, g_size = 1, g_alone = 0;
+static int g_serving = 0;   // inside ct_dist_serve: the relayed traffic's communicator
 
 // The first of the variables set, as a number; -1 when none is.
 static int env_int(const char *const *vars) {
@@ -40,6 +41,10 @@ static ct_status gather_self(const void *buf, size_t n, char ***out, size_t **si
 #include <mpi.h>
 
 static int g_mpi = 0;
+// The job's communicators: the world, and a duplicate that carries the traffic relayed for ctrace
+// run's experiment processes (ct_dist_serve), which can then never match the parents' own calls.
+static MPI_Comm g_relayed;
+#define COMM (g_serving ? g_relayed : MPI_COMM_WORLD)
 
 // The rank a launcher gave this process in its environment, or -1.
 static int launcher_rank(void) { return env_int((const char *const[]){"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", NULL}); }
@@ -55,6 +60,8 @@ ct_status ct_dist_init(int *argc, char ***argv, ct_err *err) {
     g_mpi = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &g_relayed) != MPI_SUCCESS)
+        return ct_fail(err, CT_STATUS_SYSTEM, "rank %d: MPI could not make a communicator", g_rank);
     // threads, unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says: the cores this rank is bound
     // to (mpirun binds ranks to cores, srun to their --cpus-per-task), else the machine's shared
     // among the ranks on it (ctrace.threads(n) sets them later)
@@ -84,7 +91,7 @@ static ct_status impl_bcast(void *buf, size_t bytes, int root, ct_err *err) {
     // in pieces of at most 1 GiB: MPI counts are ints
     for (size_t at = 0; at < bytes;) {
         size_t n = bytes - at < ((size_t)1 << 30) ? bytes - at : ((size_t)1 << 30);
-        if (MPI_Bcast((char *)buf + at, (int)n, MPI_BYTE, root, MPI_COMM_WORLD) != MPI_SUCCESS)
+        if (MPI_Bcast((char *)buf + at, (int)n, MPI_BYTE, root, COMM) != MPI_SUCCESS)
             return ct_fail(err, CT_STATUS_REMOTE, "rank %d: a broadcast from rank %d failed", g_rank, root);
         at += n;
     }
@@ -95,9 +102,11 @@ static ct_status impl_bcast(void *buf, size_t bytes, int root, ct_err *err) {
 static int transfer(void *p, size_t n, int peer, int sending) {
     for (size_t at = 0; at < n;) {
         int k = (int)(n - at < ((size_t)1 << 30) ? n - at : ((size_t)1 << 30));
-        int rc = sending ? MPI_Send((char *)p + at, k, MPI_BYTE, peer, 7, MPI_COMM_WORLD)
-                         : MPI_Recv((char *)p + at, k, MPI_BYTE, peer, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) return 0;
+        MPI_Status st;
+        int got = k, rc = sending ? MPI_Send((char *)p + at, k, MPI_BYTE, peer, 7, COMM)
+                                  : MPI_Recv((char *)p + at, k, MPI_BYTE, peer, 7, COMM, &st);
+        if (rc == MPI_SUCCESS && !sending) MPI_Get_count(&st, MPI_BYTE, &got);
+        if (rc != MPI_SUCCESS || got != k) return 0;   // a shorter message than agreed fails too
         at += (size_t)k;
     }
     return 1;
@@ -108,7 +117,7 @@ static ct_status impl_gather(const void *buf, size_t n, char ***out, size_t **si
     if (ct_dist_size() == 1) return gather_self(buf, n, out, sizes, err);
     uint64_t mine = n, *all = g_rank == 0 ? calloc((size_t)g_size, sizeof *all) : NULL;
     int ok = (g_rank != 0 || all) &&
-             MPI_Gather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD) == MPI_SUCCESS;
+             MPI_Gather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, 0, COMM) == MPI_SUCCESS;
     if (ok && g_rank != 0) return transfer((void *)buf, n, 0, 1) ? CT_OK
                                   : ct_fail(err, CT_STATUS_REMOTE, "rank %d: sending its results failed", g_rank);
     if (ok) {
@@ -154,8 +163,8 @@ static void impl_abort(const char *msg) {
 static ct_status impl_same(uint64_t value, const char *what, ct_err *err) {
     if (ct_dist_size() == 1) return CT_OK;
     uint64_t lo = 0, hi = 0;
-    if (MPI_Allreduce(&value, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS ||
-        MPI_Allreduce(&value, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+    if (MPI_Allreduce(&value, &lo, 1, MPI_UINT64_T, MPI_MIN, COMM) != MPI_SUCCESS ||
+        MPI_Allreduce(&value, &hi, 1, MPI_UINT64_T, MPI_MAX, COMM) != MPI_SUCCESS)
         return ct_fail(err, CT_STATUS_REMOTE, "rank %d: the ranks could not compare their %s", g_rank, what);
     if (lo != hi)
         return ct_fail(err, CT_STATUS_REMOTE, "the ranks' %s differ: the ranks must run the same model, transcoders and "
@@ -166,7 +175,7 @@ static ct_status impl_same(uint64_t value, const char *what, ct_err *err) {
 static ct_status impl_agree(ct_status rc, ct_err *err) {
     if (ct_dist_size() == 1) return rc;
     int mine = rc ? g_rank + 1 : 0, worst = 0;
-    if (MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS && !rc)
+    if (MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MAX, COMM) != MPI_SUCCESS && !rc)
         return ct_fail(err, CT_STATUS_REMOTE, "rank %d: the ranks could not agree", g_rank);
     if (rc || !worst) return rc;
     return ct_fail(err, CT_STATUS_REMOTE, "rank %d failed (its message is above)", worst - 1);
@@ -238,9 +247,9 @@ static ct_dist_transport g_send;   // set in the experiment process of a ctrace 
 enum { OP_BCAST = 1, OP_SEND, OP_RECV, OP_SAME, OP_AGREE };
 static const char MAGIC[4] = {'C', 'T', 'D', '1'};
 
-typedef struct {   // a request: this header, then its data
+typedef struct {   // a request: this header (32 bytes, no padding), then its data
     char magic[4];
-    int32_t op, peer;
+    int32_t op, peer, reserved;   // reserved: 0
     uint64_t value, n;
 } relay_req;
 
@@ -260,7 +269,7 @@ static ct_status relay(int op, int peer, uint64_t value, const void *in, size_t 
     char *req = malloc(sizeof(relay_req) + n_in + 1), *rep = NULL;
     if (!req) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory relaying %zu bytes", n_in);
     relay_req h;
-    memset(&h, 0, sizeof h);   // padding included: the bytes sent are all defined
+    memset(&h, 0, sizeof h);
     memcpy(h.magic, MAGIC, 4);
     h.op = op, h.peer = peer, h.value = value, h.n = n_in;
     memcpy(req, &h, sizeof h);
@@ -269,7 +278,7 @@ static ct_status relay(int op, int peer, uint64_t value, const void *in, size_t 
     ct_status rc = g_send(req, sizeof h + n_in, &rep, &rn, err);
     free(req);
     if (rc) return rc;
-    relay_reply r;
+    relay_reply r = {0};
     if (rn < sizeof r) rc = ct_fail(err, CT_STATUS_BAD_RESPONSE, "rank %d: a malformed answer from ctrace run", g_rank);
     else memcpy(&r, rep, sizeof r);
     if (!rc && r.status)
@@ -331,23 +340,31 @@ int ct_dist_serve(const char *req, size_t n, char **reply, size_t *reply_n) {
     if (!rc && (h.peer < 0 || h.peer >= g_size))
         rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed request names rank %d of %d", h.peer, g_size);
     if (!rc && (h.op == OP_BCAST || h.op == OP_RECV)) {   // h.value bytes come back
-        if (h.value > (uint64_t)PIECE || !(out = malloc((size_t)h.value + 1)))
+        if (h.value > (uint64_t)PIECE || !(out = calloc((size_t)h.value + 1, 1)))
             rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed transfer of %llu bytes", (unsigned long long)h.value);
         if (!rc && h.op == OP_BCAST && h.peer == ct_dist_rank()) {
             if (dn != h.value) rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed broadcast without its data");
             else memcpy(out, data, dn);
         }
+        g_serving = 1;
         if (!rc) rc = h.op == OP_BCAST ? impl_bcast(out, (size_t)h.value, h.peer, &err)
                                        : impl_recv(out, (size_t)h.value, h.peer, &err);
+        g_serving = 0;
         out_n = rc ? 0 : (size_t)h.value;   // the root's own data too: every rank gets its piece back
     } else if (!rc && h.op == OP_SEND) {
+        g_serving = 1;
         rc = impl_send(data, dn, h.peer, &err);
+        g_serving = 0;
     } else if (!rc && h.op == OP_SAME) {
         char what[256];
         snprintf(what, sizeof what, "%.*s", (int)(dn < 255 ? dn : 255), data);
+        g_serving = 1;
         rc = impl_same(h.value, what, &err);
+        g_serving = 0;
     } else if (!rc && h.op == OP_AGREE) {
+        g_serving = 1;
         rc = impl_agree((ct_status)h.value, &err);
+        g_serving = 0;
     } else if (!rc) {
         rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed request of unknown kind %d", h.op);
     }

@@ -887,6 +887,9 @@ ct_status ct_tc_reconstruct_each(const ct_transcoders *tc, const float *inputs, 
                                  ct_err *err) {
     int L = tc->n_layers, D = tc->d_model;
     size_t TD = (size_t)T * D;
+    if (tc->hold_hi)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "reconstruct: this process holds transcoder layers %d..%d of %d (a layer-split "
+                       "set); reconstructing every layer needs them all", tc->hold_lo, tc->hold_hi - 1, L);
     for (int l = 0; l < L; l++) {
         float *y = out + l * TD;
         for (int t = 0; t < T; t++) memcpy(y + (size_t)t * D, tc->layers[l].b_dec, sizeof(float) * (size_t)D);
@@ -965,6 +968,7 @@ ct_status ct_tc_logit_effect(const ct_transcoders *tc, const ct_model *m, int la
     if (layer < 0 || layer >= tc->n_layers)
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "layer %d outside 0..%d", layer, tc->n_layers - 1);
     ct_status rc0 = ct_model_holds(m, m->cfg.n_layers, "logit effect", err);
+    if (!rc0) rc0 = check_layer(tc, layer, err);
     if (rc0) return rc0;
     float *d = calloc((size_t)D, sizeof(float)), *row = malloc(sizeof(float) * (size_t)D), *u = malloc(sizeof(float) * (size_t)D);
     ct_status rc = d && row && u ? CT_OK : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");

@@ -1230,10 +1230,11 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     stats.spilled = ct_rowstore_spilled(rs.store);
     stats.row_bytes = ct_rowstore_bytes(rs.store);
     // the scratch is done with; the graph takes its room, and the clean run's when that is more
-    // than a quarter of the working memory (else it stays for interventions on the same prompt)
+    // than a quarter of the working memory (else it stays for interventions on the same prompt; a
+    // layer-split model's is always released, on every rank alike: it serves nothing else)
     free(rs.sq), free(rs.bbuf), free(rs.rbuf), free(a.G), free(a.A1), free(a.A2);
     rs.sq = NULL, rs.bbuf = rs.rbuf = NULL, a.G = a.A1 = a.A2 = NULL;
-    if (ct_clean_run_bytes(rm->clean) > limit / 4) ct_replacement_release(rm);
+    if (a.split || ct_clean_run_bytes(rm->clean) > limit / 4) ct_replacement_release(rm);
 
     // graph: selected features ascending, then error, token and logit nodes
     g = calloc(1, sizeof *g);

@@ -280,6 +280,11 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
     int split = ct_model_is_split(m), lo = split ? m->hold_lo : 0, hi = split ? m->hold_hi : L, me = ct_dist_rank();
     float *resid_in = NULL, *resid_out = NULL;
     ct_forward_ctl ctl = {.first_layer = lo, .last_layer = hi};
+    if (split && !rc) {   // every rank must run the same prompt (checked before anything is sent)
+        uint64_t h = 1469598103934665603ull;
+        for (size_t i = 0; i < sizeof(int) * (size_t)T; i++) h = (h ^ ((const uint8_t *)tokens)[i]) * 1099511628211ull;
+        rc = ct_dist_same(h ^ (uint64_t)T, "prompts", err);
+    }
     if (split && !rc) {
         ctl.resid = resid_in = lo > 0 ? malloc(sizeof(float) * TD) : NULL;
         ctl.resid_out = resid_out = hi < L ? malloc(sizeof(float) * TD) : NULL;
@@ -325,6 +330,8 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
         }
     }
     if (rc) {
+        // a layer-split rank that fails leaves its neighbours waiting for what it would have sent
+        if (split) ct_dist_abort(err->msg);
         ct_clean_run_free(c);
         return rc;
     }

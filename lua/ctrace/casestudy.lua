@@ -138,7 +138,9 @@ local function run_ranks(folder, script, o, p)
     if staging then pcall(core.remove_tree, staging) end
     core.dist_abort(tostring(msg) .. "\n(results/ left as they were)")
   end
-  core.dist_bcast("")   -- every rank's experiment ended well
+  -- every rank's experiment ended well: an agreement, which no rank leaves before all reach it
+  -- (a rank failing after its script's last collective aborts the job first: rank 0 never commits)
+  core.dist_agree(true)
   if rank ~= 0 then return manifest end
   local committed, err = pcall(core.run_commit, staging, folder .. "/results")
   if not committed then pcall(core.remove_tree, staging) end

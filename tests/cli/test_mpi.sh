@@ -154,6 +154,29 @@ after=$(cd run3/results && sha256sum * | sha256sum)
   ok "ctrace run on 2 ranks, one rank's experiment killed mid-graph: the job fails (exit $rc), results/ as they were" ||
   { bad "killed rank under ctrace run (running $running, exit $rc)"; show runkill.log; }
 
+# a hostile experiment under ctrace run on 2 ranks, talking to its parent through the relay
+# directly: rank 1 sends 1 byte where rank 0 asks for 64 KiB (the parent answers with an error,
+# never with its own memory), and a request naming rank 7 of 2 is refused
+mkdir -p hostile
+cat > hostile/experiment.lua <<'LUA'
+local ct = require "ctrace"
+local core = require "ctrace.core"
+local function le(n, bytes) local t = {} for i = 1, bytes do t[i] = string.char(n % 256); n = math.floor(n / 256) end return table.concat(t) end
+local function req(op, peer, value, data) return "CTD1" .. le(op, 4) .. le(peer, 4) .. le(0, 4) .. le(value, 8) .. le(#data, 8) .. data end
+local function status(reply) return reply:byte(1) + 256 * reply:byte(2) end
+local r
+if ct.dist.rank == 1 then r = core.broker(req(2, 0, 1, "x"))              -- send 1 byte to rank 0
+else r = core.broker(req(3, 1, 65536, "")) end                            -- receive 64 KiB from rank 1
+local bad_peer = core.broker(req(3, 7, 16, ""))
+ct.write_file(ct.results_dir(arg[0]) .. "/hostile.txt", string.format("short %d %d peer %d %s\n", status(r), #r,
+              status(bad_peer), bad_peer:sub(5)))
+LUA
+mpi 2 "$MPI_CTRACE" run hostile > hostile.log 2>&1
+[ $? = 0 ] && grep -q "^short [1-9][0-9]* [0-9]* peer [1-9][0-9]* a relayed request names rank 7 of 2" hostile/results/hostile.txt &&
+  [ "$(cut -d' ' -f3 hostile/results/hostile.txt)" -lt 1024 ] &&
+  ok "ctrace run on 2 ranks, hostile relay requests: a short message and a rank out of the job refused with errors" ||
+  { bad "hostile relay requests"; show hostile.log; cat hostile/results/hostile.txt 2> /dev/null | sed 's/^/#   /'; }
+
 # a full disk (a 3 MB tmpfs) under ctrace run on 2 ranks: rank 0's write fails (its error swallowed
 # by pcall), the job fails, the previous results stay whole and no rank leaves a staging directory
 if unshare -m true 2> /dev/null; then
@@ -232,16 +255,21 @@ local ct = require "ctrace"
 local m = ct.load_model("stories260K", {layer_split = true})
 local out = {}
 out[1] = select(2, pcall(ct.replacement_model, m, ct.load_transcoders(arg[1])))
-local rm = ct.replacement_model(m, ct.load_transcoders(arg[1], {layer_split = true}))
+local tc = ct.load_transcoders(arg[1], {layer_split = true})
+local rm = ct.replacement_model(m, tc)
 out[2] = select(2, pcall(m.forward, m, "Once upon a time"))
+local x = {}
+for l = 1, 5 do x[l] = ct.zeros(2, 64) end
+out[3] = select(2, pcall(tc.reconstruct, tc, x))
 local f = io.open("refuse.rank" .. ct.dist.rank, "w")
-f:write(tostring(out[1]), "\n", tostring(out[2]), "\n")
+f:write(tostring(out[1]), "\n", tostring(out[2]), "\n", tostring(out[3]), "\n")
 f:close()
 LUA
 mpi 2 "$MPI_CTRACE" refuse.lua "$SET" > refuse.log 2>&1
 [ $? = 0 ] && grep -q "the model holds layers 2..4 and the transcoders 0..4: a layer-split model needs transcoders loaded for the same layers" refuse.rank1 &&
   grep -q "forward: this process holds layers 0..1 of 5 (a layer-split model)" refuse.rank0 &&
-  ok "a layer-split rank refuses transcoders of other layers and a forward pass over all layers" || { bad "layer-split refusals"; show refuse.log; cat refuse.rank* 2>/dev/null | sed 's/^/#   /'; }
+  grep -q "reconstruct: this process holds transcoder layers 0..1 of 5" refuse.rank0 &&
+  ok "a layer-split rank refuses transcoders of other layers, a forward pass and a reconstruction over all layers" || { bad "layer-split refusals"; show refuse.log; cat refuse.rank* 2>/dev/null | sed 's/^/#   /'; }
 mpi 6 "$MPI_CTRACE" attribute -p "$PROMPT" -t "$SET" --split-layers -o six.safetensors > six.log 2>&1
 [ $? != 0 ] && [ ! -e six.safetensors ] && grep -q "5 layers cannot be split among 6 ranks" six.log &&
   ok "--split-layers on 6 ranks for 5 layers: refused with a message" || { bad "6 ranks, 5 layers"; show six.log; }

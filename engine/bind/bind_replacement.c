@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "bind.h"
+#include "trace/qk.h"
 #include "core/dist.h"
 #include "trace/attribution.h"
 #include "trace/intervention.h"
@@ -283,6 +284,105 @@ static int l_rm_attribute(lua_State *L) {
     lua_pushboolean(L, stats.spilled);
     lua_setfield(L, -2, "spilled");
     return 2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// QK attribution
+
+// A node of ct_qk's columns (col == n_cols: the constant part) as a Lua table: kind, layer, pos,
+// feature, activation, token, and its id as graph JSON names it.
+static void push_qk_node(lua_State *L, const ct_qk *q, int64_t col, const int *tokens, int L_layers, int T) {
+    lua_createtable(L, 0, 6);
+    char id[64];
+    int64_t NA = q->n_active;
+    if (col < NA) {
+        const int32_t *f = q->active + 3 * col;
+        lua_pushstring(L, "feature"), lua_setfield(L, -2, "kind");
+        lua_pushinteger(L, f[0]), lua_setfield(L, -2, "layer");
+        lua_pushinteger(L, f[1]), lua_setfield(L, -2, "pos");
+        lua_pushinteger(L, f[2]), lua_setfield(L, -2, "feature");
+        lua_pushnumber(L, q->act[col]), lua_setfield(L, -2, "activation");
+        snprintf(id, sizeof id, "%d_%d_%d", f[0], f[2], f[1]);
+    } else if (col < NA + (int64_t)L_layers * T) {
+        int l = (int)((col - NA) / T), t = (int)((col - NA) % T);
+        lua_pushstring(L, "error"), lua_setfield(L, -2, "kind");
+        lua_pushinteger(L, l), lua_setfield(L, -2, "layer");
+        lua_pushinteger(L, t), lua_setfield(L, -2, "pos");
+        snprintf(id, sizeof id, "%d_-1_%d", l, t);
+    } else if (col < q->n_cols) {
+        int t = (int)(col - NA - (int64_t)L_layers * T);
+        lua_pushstring(L, "token"), lua_setfield(L, -2, "kind");
+        lua_pushinteger(L, t), lua_setfield(L, -2, "pos");
+        lua_pushinteger(L, tokens[t]), lua_setfield(L, -2, "token");
+        snprintf(id, sizeof id, "E_%d_%d", tokens[t], t);
+    } else {
+        lua_pushstring(L, "constant"), lua_setfield(L, -2, "kind");
+        snprintf(id, sizeof id, "constant");
+    }
+    lua_pushstring(L, id), lua_setfield(L, -2, "node_id");
+}
+
+static int qk_int_opt(lua_State *L, int idx, const char *k, int def, int required) {
+    lua_getfield(L, idx, k);
+    int has = !lua_isnil(L, -1);
+    lua_Number v = lua_tonumber(L, -1);
+    if ((has && (lua_type(L, -1) != LUA_TNUMBER || v != floor(v) || fabs(v) > 2e9)) || (!has && required))
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: option '%s' expects an integer, got %s", k, luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return has ? (int)v : def;
+}
+
+// rm:qk(prompt, {layer =, head =, query = last position, key =, top = 20}) -> {score, scale, total,
+// terms = {{query = node, key = node, value = }, ...}}: head `head`'s pre-softmax score at layer
+// `layer` between positions query and key split into pairs of nodes (trace/qk.h), the top pairs by
+// size; total: the sum over every pair, the constant parts included (equal to score)
+static int l_rm_qk(lua_State *L) {
+    rm_box *b = check_rm(L, 1);
+    ct_model *m = b->r.m;
+    static const char *const allowed[] = {"layer", "head", "query", "key", "top", NULL};
+    luaL_checktype(L, 3, LUA_TTABLE);
+    ct_lua_check_opts(L, 3, "qk", allowed);
+    int layer = qk_int_opt(L, 3, "layer", 0, 1), head = qk_int_opt(L, 3, "head", 0, 1);
+    int query = qk_int_opt(L, 3, "query", -1, 0), key = qk_int_opt(L, 3, "key", 0, 1), top = qk_int_opt(L, 3, "top", 20, 0);
+    int T;
+    int *ids = prompt_ids(L, 2, m, &T, "qk");   // raises nothing after this but through ct_lua_raise below
+    if (query == -1) query = T - 1;
+    ct_qk q = {0};
+    ct_err err = {0};
+    ct_status rc = top >= 1 && top <= 100000 ? ct_qk_run(&q, &b->r, ids, T, layer, head, query, key, &err)
+                                             : ct_fail(&err, CT_STATUS_BAD_ARG, "qk: top must be in 1..100000, got %d", top);
+    ct_qk_pair *pairs = rc ? NULL : malloc(sizeof *pairs * (size_t)top);
+    int n = 0;
+    if (!rc && !pairs) rc = ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) rc = ct_qk_top(&q, top, pairs, &n, &err);
+    if (rc) {
+        free(ids), free(pairs);
+        ct_qk_free(&q);
+        return ct_lua_raise(L, &err);
+    }
+    int hd = q.hd;
+    double total = 0;   // every pair: (sum of the query's parts) . (sum of the key's parts)
+    for (int c = 0; c < hd; c++) {
+        double sq = q.q0[c], sk = q.k0[c];
+        for (int64_t i = 0; i < q.n_cols; i++) sq += q.q[(size_t)c * q.n_cols + i], sk += q.k[(size_t)c * q.n_cols + i];
+        total += sq * sk;
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushnumber(L, q.score), lua_setfield(L, -2, "score");
+    lua_pushnumber(L, q.scale), lua_setfield(L, -2, "scale");
+    lua_pushnumber(L, q.scale * total), lua_setfield(L, -2, "total");
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_createtable(L, 0, 3);
+        push_qk_node(L, &q, pairs[i].i, ids, m->cfg.n_layers, T), lua_setfield(L, -2, "query");
+        push_qk_node(L, &q, pairs[i].j, ids, m->cfg.n_layers, T), lua_setfield(L, -2, "key");
+        lua_pushnumber(L, pairs[i].value), lua_setfield(L, -2, "value");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "terms");
+    free(ids), free(pairs);
+    ct_qk_free(&q);
+    return 1;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -587,7 +687,7 @@ static int l_rm_tostring(lua_State *L) {
 
 void ct_lua_register_replacement(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"attribute", l_rm_attribute}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
+        {"attribute", l_rm_attribute}, {"qk", l_rm_qk}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
         {"donor_values", l_rm_donor_values}, {"model", l_rm_model}, {"transcoders", l_rm_transcoders},
         {"constant_positions", l_rm_constant_positions}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_rm_gc}, {"__tostring", l_rm_tostring}, {NULL, NULL}};

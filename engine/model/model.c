@@ -389,6 +389,21 @@ static void rope_apply(const ct_config *c, float *v, const float *cs, const floa
     }
 }
 
+void ct_model_rope(const ct_model *m, int layer, int pos, float *v) {
+    const ct_config *c = &m->cfg;
+    if (c->rope == CT_ROPE_NONE) return;
+    int half = c->head_dim / 2;
+    const float *inv = m->layers[layer].sliding && m->rope_local_inv_freq ? m->rope_local_inv_freq : m->rope_inv_freq;
+    float *cs = malloc(sizeof(float) * (size_t)half * 2 + 1), *sn = cs ? cs + half : NULL;
+    if (!cs) return;
+    for (int i = 0; i < half; i++) {   // as rope_table
+        float ang = (float)pos * inv[i];
+        cs[i] = cosf(ang), sn[i] = sinf(ang);
+    }
+    rope_apply(c, v, cs, sn);
+    free(cs);
+}
+
 // y (n,) += a * x (n,)
 static void axpy(float *restrict y, float a, const float *restrict x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];

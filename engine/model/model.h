@@ -166,6 +166,9 @@ void ct_model_name(const ct_model *m, char *buf, size_t n);
 // unembedding, in their stored dtype (the embedding's one row left out unless it is the
 // unembedding too). The bound memory bandwidth sets on tokens/s is bandwidth / this.
 size_t ct_model_step_bytes(const ct_model *m);
+// Rotates one head vector v (hd,) as a pass rotates the queries and keys of layer `layer` at
+// position pos (RoPE with the layer's base); nothing for a model without RoPE.
+void ct_model_rope(const ct_model *m, int layer, int pos, float *v);
 // Frees the scratch (ct_model_free does) and leaves it empty.
 void ct_scratch_free(ct_scratch *s);
 

@@ -273,6 +273,8 @@ static void mat_product(attr_ctx *a, int M, const ct_mat *W, const float *A, flo
 typedef struct {
     int layer, pos;       // read point: layer L for logit targets
     const float *vec;     // (D,) at the transcoder input hook (features) or final norm output
+    int resid;            // read instead at the residual stream entering `layer` (1), or at its attention's
+                          // input (2) (ct_attribute_resid; a batch of such rows reads them all at one layer)
 } attr_row;
 
 // Source vectors of (layer lf, position t) as written into layer lf + j: S (n, D).
@@ -482,8 +484,10 @@ static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, 
     int n_live = (int)off[Tp];
     for (int b = 0; b < B; b++)
         if (r[b].layer > top) top = r[b].layer;
-    int start = top < L ? top : L - 1;   // the first layer the pass runs through
-    if (start < a->lo) return CT_OK;     // (layer split) the pass does not reach this rank's layers
+    // the first layer the pass runs through (rows read at the residual stream entering layer `top`:
+    // the one below it)
+    int start = r[0].resid ? top - 1 : top < L ? top : L - 1;
+    if (a->split && start < a->lo) return CT_OK;   // the pass does not reach this rank's layers
     float *G = a->G;
     int clt = tc->kind == CT_TC_CLT;
     ct_status rc = CT_OK;
@@ -493,12 +497,14 @@ static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, 
         if (rc) return rc;
     } else {
         memset(G, 0, sizeof(float) * (size_t)n_live * D);
-        // logit targets: seed at the final norm's output
+        // logit targets: seed at the final norm's output; residual-stream rows: as they are
         for (int b = 0; b < B; b++)
-            if (r[b].layer == L) {
+            if (r[b].layer == L || r[b].resid) {
                 float *g = G + (size_t)at(a, r[b].pos, b) * D;
                 memcpy(g, r[b].vec, sizeof(float) * D);
-                norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 1, NULL, 0);
+                if (!r[b].resid) norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 1, NULL, 0);
+                if (r[b].resid == 2)   // read at the attention's input: back through the frozen pre-attention norm
+                    norm_back(a, g, g, a->fz->ln1_scale[r[b].layer] + r[b].pos, a->m->layers[r[b].layer].ln1_w, 1, NULL, 0);
             }
     }
     for (int l = start < a->hi ? start : a->hi - 1; l >= a->lo; l--) {
@@ -528,7 +534,7 @@ static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, 
         }
         // 3. feature targets of this layer: encoder rows at the input hook
         for (int b = 0; b < B; b++) {
-            if (r[b].layer != l) continue;
+            if (r[b].layer != l || r[b].resid) continue;
             float *g = G + (size_t)at(a, r[b].pos, b) * D, *v = a->v;
             memcpy(v, r[b].vec, sizeof(float) * D);
             if (a->input != CT_TC_IN_RESID_MID)
@@ -545,7 +551,8 @@ static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, 
         // (its gradient still zero): the gradient sits at one position per row, and mixing is a
         // scaled copy of the pattern row
         int single = 1;
-        for (int b = 0; b < B && single; b++) single = r[b].layer <= l || (r[b].layer == L && l == L - 1);
+        for (int b = 0; b < B && single; b++)
+            single = (!r[b].resid && r[b].layer <= l) || (r[b].layer == L && l == L - 1) || (r[b].resid && l == r[b].layer - 1);
         if (single) {
             attention_back_single(a, r, B, Tp, l, Gp);
             norm_back(a, G, a->A1, a->fz->ln1_scale[l], w->ln1_w, Tp, off, 1);
@@ -847,7 +854,7 @@ typedef struct {
 static ct_status feature_batch(attr_ctx *a, const int64_t *order, int nb, attr_row *batch, int vectors, ct_err *err) {
     for (int i = 0; i < nb; i++) {
         const int32_t *af = a->active + 3 * order[i];
-        batch[i] = (attr_row){af[0], af[1], a->enc + (size_t)i * a->D};
+        batch[i] = (attr_row){af[0], af[1], a->enc + (size_t)i * a->D, 0};
     }
     for (int l = a->lo; vectors && l < a->hi; l++) {   // the layers this rank runs
         int n = 0;
@@ -887,7 +894,7 @@ static ct_status list_batch(attr_ctx *a, const row_list *list, int64_t j, int B,
     int64_t i0 = j * B;
     *nb = list->n - i0 < B ? (int)(list->n - i0) : B;
     if (list->order) return feature_batch(a, list->order + i0, *nb, batch, vectors, err);
-    for (int i = 0; i < *nb; i++) batch[i] = (attr_row){a->L, a->T - 1, list->tg[i0 + i].vec};
+    for (int i = 0; i < *nb; i++) batch[i] = (attr_row){a->L, a->T - 1, list->tg[i0 + i].vec, 0};
     return CT_OK;
 }
 
@@ -1076,6 +1083,44 @@ static ct_status fill_sq(rows_state *rs, int64_t j0, int64_t j1, ct_err *err) {
     return CT_OK;
 }
 
+// The backward passes' scratch for batches of B rows (a->G .. a->feats; see attr_ctx).
+static ct_status ctx_scratch(attr_ctx *a, int B, ct_err *err) {
+    int T = a->T, D = a->D;
+    size_t qd = (size_t)a->H * a->hd, kvd = (size_t)a->KV * a->hd, wmax = (size_t)D > qd ? (size_t)D : qd;
+    size_t s1 = (size_t)T * B * (D + kvd), s2 = (size_t)T * B * wmax;
+    if (s2 < (size_t)B * (D + qd)) s2 = (size_t)B * (D + qd);
+    a->G = malloc(sizeof(float) * (size_t)T * B * D);
+    a->A1 = malloc(sizeof(float) * s1);
+    a->A2 = malloc(sizeof(float) * s2);
+    ct_advise_huge(a->G, sizeof(float) * (size_t)T * B * D);
+    ct_advise_huge(a->A1, sizeof(float) * s1);
+    ct_advise_huge(a->A2, sizeof(float) * s2);
+    a->S_workers = ct_get_threads() < CT_MAX_WORKERS ? ct_get_threads() : CT_MAX_WORKERS;
+    a->S_n = (size_t)(a->max_block + 1) * D;
+    a->S = malloc(sizeof(float) * a->S_n * (size_t)a->S_workers);
+    a->M_n = (size_t)T * mix_rows(a->hd) * a->hd;
+    a->M = malloc(sizeof(float) * a->M_n * (size_t)a->S_workers);
+    a->v = malloc(sizeof(float) * (size_t)D);
+    a->gain = malloc(sizeof(float) * (size_t)D);
+    for (int l = a->lo; l < a->hi; l++) {   // room for W_O or W_V converted, when one is not read in place
+        const ct_mat *wo = &a->m->layers[l].wo, *wv = &a->m->layers[l].wv;
+        size_t no = ct_mat_in_place(wo) ? 0 : (size_t)wo->rows * wo->cols, nv = ct_mat_in_place(wv) ? 0 : (size_t)wv->rows * wv->cols;
+        if (no > a->tile_n) a->tile_n = no;
+        if (nv > a->tile_n) a->tile_n = nv;
+    }
+    a->tile = a->tile_n ? malloc(sizeof(float) * a->tile_n) : NULL;
+    a->first = malloc(sizeof(int) * (size_t)(T + 1));
+    a->off = malloc(sizeof(int64_t) * (size_t)(T + 1));
+    a->enc = malloc(sizeof(float) * (size_t)B * D);
+    a->enc_rows = malloc(sizeof(float *) * (size_t)B);
+    a->feats = malloc(sizeof(int64_t) * (size_t)B);
+    if (!a->G || !a->A1 || !a->A2 || !a->S || !a->M || !a->v || !a->gain || !a->first || (a->tile_n && !a->tile) || !a->off ||
+        !a->enc || !a->enc_rows || !a->feats)
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
+                       (long long)a->n_cols);
+    return CT_OK;
+}
+
 ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, int T, const ct_attr_opts *o, ct_err *err) {
     *out = NULL;
     ct_model *m = rm->m;
@@ -1118,33 +1163,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     int B = o->batch_size;
     while (B > 1 && (size_t)B * per_row > limit / 8) B /= 2;
     stats.batch_size = B;
-    size_t s1 = (size_t)T * B * (D + kvd), s2 = (size_t)T * B * wmax;
-    if (s2 < (size_t)B * (D + qd)) s2 = (size_t)B * (D + qd);
-    a.G = malloc(sizeof(float) * (size_t)T * B * D);
-    a.A1 = malloc(sizeof(float) * s1);
-    a.A2 = malloc(sizeof(float) * s2);
-    ct_advise_huge(a.G, sizeof(float) * (size_t)T * B * D);
-    ct_advise_huge(a.A1, sizeof(float) * s1);
-    ct_advise_huge(a.A2, sizeof(float) * s2);
-    a.S_workers = ct_get_threads() < CT_MAX_WORKERS ? ct_get_threads() : CT_MAX_WORKERS;
-    a.S_n = (size_t)(a.max_block + 1) * D;
-    a.S = malloc(sizeof(float) * a.S_n * (size_t)a.S_workers);
-    a.M_n = (size_t)T * mix_rows(a.hd) * a.hd;
-    a.M = malloc(sizeof(float) * a.M_n * (size_t)a.S_workers);
-    a.v = malloc(sizeof(float) * (size_t)D);
-    a.gain = malloc(sizeof(float) * (size_t)D);
-    for (int l = a.lo; l < a.hi; l++) {   // room for W_O or W_V converted, when one is not read in place
-        const ct_mat *wo = &m->layers[l].wo, *wv = &m->layers[l].wv;
-        size_t no = ct_mat_in_place(wo) ? 0 : (size_t)wo->rows * wo->cols, nv = ct_mat_in_place(wv) ? 0 : (size_t)wv->rows * wv->cols;
-        if (no > a.tile_n) a.tile_n = no;
-        if (nv > a.tile_n) a.tile_n = nv;
-    }
-    a.tile = a.tile_n ? malloc(sizeof(float) * a.tile_n) : NULL;
-    a.first = malloc(sizeof(int) * (size_t)(T + 1));
-    a.off = malloc(sizeof(int64_t) * (size_t)(T + 1));
-    a.enc = malloc(sizeof(float) * (size_t)B * D);
-    a.enc_rows = malloc(sizeof(float *) * (size_t)B);
-    a.feats = malloc(sizeof(int64_t) * (size_t)B);
+    if ((rc = ctx_scratch(&a, B, err))) goto done;
     ct_row_layout lay = {L, T, NA, a.n_cols, a.start};
     if ((rc = ct_rowstore_open(&rs.store, &lay, n_rows, limit / 2, err))) goto done;
     int row_split = ct_dist_size() > 1 && !a.split;   // MPI without the layer split: batches shared out
@@ -1163,8 +1182,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     infl = malloc(sizeof(float) * (size_t)(NA + 1));
     visited = calloc((size_t)NA + 1, 1);
     batch = malloc(sizeof(attr_row) * (size_t)B);
-    if (!a.G || !a.A1 || !a.A2 || !a.S || !a.M || !a.v || !a.gain || !a.first || (a.tile_n && !a.tile) || !a.off || !a.enc || !a.enc_rows || !a.feats ||
-        !rs.bbuf || (row_split && !rs.rbuf) || (a.split && !a.xbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
+    if (!rs.bbuf || (row_split && !rs.rbuf) || (a.split && !a.xbuf) || !rs.rowsum || (budget < NA && !rs.sq) || !visit ||
         !row_node || !order || !pick || !infl || !visited || !batch) {
         rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
                      (long long)a.n_cols);
@@ -1312,4 +1330,42 @@ done:
     ctx_free(&a);
     *out = g;
     return rc;
+}
+
+ct_status ct_attribute_resid(ct_replacement *rm, const int *tokens, int T, int layer, int attn_in, const int *pos,
+                             const float *vec, int n, ct_resid_rows *out, ct_err *err) {
+    memset(out, 0, sizeof *out);
+    ct_model *m = rm->m;
+    int L = m->cfg.n_layers, D = m->cfg.d_model;
+    if (ct_model_is_split(m))
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "residual-stream rows: not on a layer-split model (it holds layers %d..%d)",
+                       m->hold_lo, m->hold_hi - 1);
+    if (T < 1 || layer < 0 || layer > L - (attn_in != 0) || n < 1)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "residual-stream rows: %d rows at layer %d of 0..%d over %d tokens", n, layer, L, T);
+    for (int i = 0; i < n; i++)
+        if (pos[i] < 0 || pos[i] >= T || (i > 0 && pos[i] < pos[i - 1]))
+            return ct_fail(err, CT_STATUS_BAD_ARG, "residual-stream rows: position %d (row %d) outside 0..%d or out of order",
+                           pos[i], i + 1, T - 1);
+    attr_ctx a = {.m = m, .tc = rm->tc, .L = L, .T = T, .D = D, .H = m->cfg.n_heads, .KV = m->cfg.n_kv_heads,
+                  .hd = m->cfg.head_dim, .input = rm->input, .out_raw = rm->out_raw, .n_const = rm->n_const, .lo = 0, .hi = L};
+    attr_row *batch = malloc(sizeof *batch * (size_t)n);
+    ct_status rc = batch ? take_clean_run(&a, rm, tokens, err) : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    a.n_cols = a.n_active + (int64_t)(L + 1) * T;
+    if (!rc) rc = ctx_scratch(&a, n, err);
+    float *rows = rc ? NULL : calloc((size_t)n * (size_t)a.n_cols, sizeof(float));
+    if (!rc && !rows) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for %d rows of %lld columns", n, (long long)a.n_cols);
+    for (int i = 0; !rc && i < n; i++) batch[i] = (attr_row){layer, pos[i], vec + (size_t)i * D, attn_in ? 2 : 1};
+    if (!rc) rc = run_batch(&a, batch, n, rows, err);
+    if (!rc) {
+        *out = (ct_resid_rows){a.n_active, a.n_cols, a.active, a.act_val, rows};
+        a.active = NULL, a.act_val = NULL, rows = NULL;
+    }
+    free(rows), free(batch);
+    ctx_free(&a);
+    return rc;
+}
+
+void ct_resid_rows_free(ct_resid_rows *r) {
+    free(r->active), free(r->act), free(r->rows);
+    memset(r, 0, sizeof *r);
 }

@@ -71,4 +71,22 @@ void ct_attr_pack_limit(int rows);
 // tests: 1, to share every step; 0 restores the default).
 void ct_attr_split_limit(int64_t floats);
 
+// Direct effects on directions read at the residual stream entering layer `layer` (blocks.l.
+// hook_resid_pre; layer L: the final norm's input), or with attn_in at that layer's attention input
+// (blocks.l.attn.hook_in, after the frozen pre-attention norm), at positions pos (n,) (ascending)
+// with vectors vec (n, D): rows over the columns of ct_attribute's rows but the logit ones (every
+// active feature of the clean run, L*T error nodes, T token nodes), each computed as ct_attribute
+// computes a row. A row's sum plus the constants (biases, the positions held constant) is its
+// direction's dot product with the clean value read there.
+typedef struct {
+    int64_t n_active, n_cols;   // n_cols = n_active + (L + 1) * T
+    int32_t *active;            // (n_active, 3) layer, position, feature
+    float *act;                 // (n_active,) activations
+    float *rows;                // (n, n_cols)
+} ct_resid_rows;
+
+ct_status ct_attribute_resid(ct_replacement *rm, const int *tokens, int T, int layer, int attn_in, const int *pos,
+                             const float *vec, int n, ct_resid_rows *out, ct_err *err);
+void ct_resid_rows_free(ct_resid_rows *r);
+
 #endif

@@ -63,13 +63,46 @@ static ct_status probe_edit(void *ctx, ct_hook_id at, float *x, int T, ct_err *e
 }
 
 // Frozen pass with the current perturbation: inputs (L, T, D), final-norm output at T-1 (D,).
-static void probe_run(probe *p, const int *tokens, float *inputs, float *final) {
+__attribute__((unused)) static void probe_run(probe *p, const int *tokens, float *inputs, float *final) {
     ct_forward_ctl ctl = {.mlp = probe_mlp, .mlp_out_raw = p->out_raw, .edit = probe_edit, .frozen = p->fz, .ctx = p};
     ct_err err = {0};
     if (ct_model_forward_ctl(p->m, tokens, p->T, NULL, &p->hc, NULL, 0, &ctl, &err)) printf("# forward: %s\n", err.msg);
     size_t TD = (size_t)p->T * p->Dm;
     for (int l = 0; l < p->Lm; l++) memcpy(inputs + l * TD, ct_tensor_data(p->hc.values[l]), sizeof(float) * TD);
     memcpy(final, ct_tensor_data(p->hc.values[p->Lm]) + (size_t)(p->T - 1) * p->Dm, sizeof(float) * p->Dm);
+}
+
+// A probe of the clean run of tokens (T,): its frozen values (clean, which the probe points into),
+// the transcoders' clean inputs, outputs and skip terms, no perturbation yet. Returns the token
+// embeddings as added (T, D), held by clean. Free with probe_close.
+__attribute__((unused)) static const float *probe_open(probe *p, ct_frozen_run *clean, ct_model *m, const ct_transcoders *tc,
+                                                       const ct_replacement *rm, const int *tokens, int T) {
+    int nL = m->cfg.n_layers, nD = m->cfg.d_model;
+    size_t TD = (size_t)T * nD;
+    *p = (probe){.m = m, .tc = tc, .T = T, .Lm = nL, .Dm = nD, .input = rm->input, .out_raw = rm->out_raw};
+    ct_hook_id ids[2 * 64 + 1];
+    ct_err err = {0};
+    for (int l = 0; l < nL; l++) {
+        ct_hook_at(m, l, tc->input_hook, &ids[2 * l], &err);
+        ct_hook_at(m, l, tc->output_hook, &ids[2 * l + 1], &err);
+    }
+    ids[2 * nL] = (ct_hook_id){CT_HOOK_EMBED, -1};
+    ct_frozen_capture(clean, m, tokens, T, ids, 2 * nL + 1, NULL, 0, NULL, &err);
+    p->fz = &clean->fz;
+    p->clean_in = malloc(sizeof(float) * nL * TD), p->clean_out = malloc(sizeof(float) * nL * TD);
+    p->clean_skip = calloc(nL * TD, sizeof(float)), p->delta = calloc(nL * TD, sizeof(float));
+    p->embed_delta = calloc(TD, sizeof(float));
+    for (int l = 0; l < nL; l++) {
+        memcpy(p->clean_in + l * TD, ct_frozen_extra(clean, 2 * l), sizeof(float) * TD);
+        memcpy(p->clean_out + l * TD, ct_frozen_extra(clean, 2 * l + 1), sizeof(float) * TD);
+        ct_tc_skip_add(tc, l, p->clean_in + l * TD, T, p->clean_skip + l * TD);
+    }
+    return ct_frozen_extra(clean, 2 * nL);
+}
+
+__attribute__((unused)) static void probe_close(probe *p, ct_frozen_run *clean) {
+    free(p->clean_in), free(p->clean_out), free(p->clean_skip), free(p->delta), free(p->embed_delta);
+    ct_frozen_run_free(clean);
 }
 
 static uint64_t rng_state = 99;
@@ -138,28 +171,12 @@ __attribute__((unused)) static int64_t check_graph(const char *name, ct_model *m
     check_token_interventions(name, &rm, g, tokens, T);
     int nL = m->cfg.n_layers, nD = m->cfg.d_model;
     size_t TD = (size_t)T * nD;
-    probe p = {.m = m, .tc = tc, .T = T, .Lm = nL, .Dm = nD, .input = rm.input, .out_raw = rm.out_raw};
-    ct_replacement_free(&rm);
-    // clean run: frozen values, transcoder inputs and outputs, embeddings
+    probe p;
     ct_frozen_run clean;
-    ct_hook_id ids[2 * 64 + 1], pid[65];
-    for (int l = 0; l < nL; l++) {
-        ct_hook_at(m, l, tc->input_hook, &ids[2 * l], &err);
-        ct_hook_at(m, l, tc->output_hook, &ids[2 * l + 1], &err);
-        pid[l] = ids[2 * l];
-    }
-    ids[2 * nL] = (ct_hook_id){CT_HOOK_EMBED, -1};
-    ct_frozen_capture(&clean, m, tokens, T, ids, 2 * nL + 1, NULL, 0, NULL, &err);
-    p.fz = &clean.fz;
-    p.clean_in = malloc(sizeof(float) * nL * TD), p.clean_out = malloc(sizeof(float) * nL * TD);
-    p.clean_skip = calloc(nL * TD, sizeof(float)), p.delta = calloc(nL * TD, sizeof(float));
-    p.embed_delta = calloc(TD, sizeof(float));
-    for (int l = 0; l < nL; l++) {
-        memcpy(p.clean_in + l * TD, ct_frozen_extra(&clean, 2 * l), sizeof(float) * TD);
-        memcpy(p.clean_out + l * TD, ct_frozen_extra(&clean, 2 * l + 1), sizeof(float) * TD);
-        ct_tc_skip_add(tc, l, p.clean_in + l * TD, T, p.clean_skip + l * TD);
-    }
-    const float *embed = ct_frozen_extra(&clean, 2 * nL);
+    const float *embed = probe_open(&p, &clean, m, tc, &rm, tokens, T);
+    ct_replacement_free(&rm);
+    ct_hook_id pid[65];
+    for (int l = 0; l < nL; l++) ct_hook_at(m, l, tc->input_hook, &pid[l], &err);
     pid[nL] = (ct_hook_id){CT_HOOK_UNEMBED_PRE, -1};
     ct_hook_cache_init(&p.hc, pid, nL + 1, &err);
 
@@ -273,9 +290,8 @@ __attribute__((unused)) static int64_t check_graph(const char *name, ct_model *m
     ok(const_ok, "%s: positions 0..%d are constant: no feature node, no edge from their error nodes", name, n_const - 1);
 
     free(seen), free(u), free(mean), free(base_in), free(in), free(ep), free(recon), free(row);
-    free(p.clean_in), free(p.clean_out), free(p.clean_skip), free(p.delta), free(p.embed_delta);
     ct_hook_cache_free(&p.hc);
-    ct_frozen_run_free(&clean);
+    probe_close(&p, &clean);
     ct_graph_free(g);
     return n_negative;
 }

@@ -360,17 +360,10 @@ static int l_rm_qk(lua_State *L) {
         ct_qk_free(&q);
         return ct_lua_raise(L, &err);
     }
-    int hd = q.hd;
-    double total = 0;   // every pair: (sum of the query's parts) . (sum of the key's parts)
-    for (int c = 0; c < hd; c++) {
-        double sq = q.q0[c], sk = q.k0[c];
-        for (int64_t i = 0; i < q.n_cols; i++) sq += q.q[(size_t)c * q.n_cols + i], sk += q.k[(size_t)c * q.n_cols + i];
-        total += sq * sk;
-    }
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 4);
     lua_pushnumber(L, q.score), lua_setfield(L, -2, "score");
     lua_pushnumber(L, q.scale), lua_setfield(L, -2, "scale");
-    lua_pushnumber(L, q.scale * total), lua_setfield(L, -2, "total");
+    lua_pushnumber(L, q.total), lua_setfield(L, -2, "total");
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         lua_createtable(L, 0, 3);

@@ -339,6 +339,7 @@ int ct_dist_serve(const char *req, size_t n, char **reply, size_t *reply_n) {
     char *out = NULL;
     if (!rc && (h.peer < 0 || h.peer >= g_size))
         rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed request names rank %d of %d", h.peer, g_size);
+    g_serving = 1;   // the calls below travel on the relayed traffic's communicator
     if (!rc && (h.op == OP_BCAST || h.op == OP_RECV)) {   // h.value bytes come back
         if (h.value > (uint64_t)PIECE || !(out = calloc((size_t)h.value + 1, 1)))
             rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed transfer of %llu bytes", (unsigned long long)h.value);
@@ -346,28 +347,21 @@ int ct_dist_serve(const char *req, size_t n, char **reply, size_t *reply_n) {
             if (dn != h.value) rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed broadcast without its data");
             else memcpy(out, data, dn);
         }
-        g_serving = 1;
         if (!rc) rc = h.op == OP_BCAST ? impl_bcast(out, (size_t)h.value, h.peer, &err)
                                        : impl_recv(out, (size_t)h.value, h.peer, &err);
-        g_serving = 0;
         out_n = rc ? 0 : (size_t)h.value;   // the root's own data too: every rank gets its piece back
     } else if (!rc && h.op == OP_SEND) {
-        g_serving = 1;
         rc = impl_send(data, dn, h.peer, &err);
-        g_serving = 0;
     } else if (!rc && h.op == OP_SAME) {
         char what[256];
         snprintf(what, sizeof what, "%.*s", (int)(dn < 255 ? dn : 255), data);
-        g_serving = 1;
         rc = impl_same(h.value, what, &err);
-        g_serving = 0;
     } else if (!rc && h.op == OP_AGREE) {
-        g_serving = 1;
         rc = impl_agree((ct_status)h.value, &err);
-        g_serving = 0;
     } else if (!rc) {
         rc = ct_fail(&err, CT_STATUS_BAD_ARG, "a relayed request of unknown kind %d", h.op);
     }
+    g_serving = 0;
     const char *body = rc ? err.msg : out;
     size_t body_n = rc ? strlen(err.msg) : out_n;
     relay_reply r = {.status = rc};

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/crc32.h"
 #include "core/dist.h"
 #include "trace/replacement.h"
 #include "trace/rowstore.h"
@@ -950,6 +951,18 @@ static void own_columns(const attr_ctx *a, int r, int p, int64_t span[3][2]) {
     if (r == 0) span[2][1] += T;
 }
 
+// The columns span (3, 2) of rows (B, n_cols) into a->xbuf, packed row after row (pack), or back.
+static void pack_spans(attr_ctx *a, float *rows, int B, int64_t span[3][2], int pack) {
+    float *x = a->xbuf;
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < 3; k++) {
+            size_t n = (size_t)(span[k][1] - span[k][0]);
+            float *row = rows + (size_t)b * a->n_cols + span[k][0];
+            memcpy(pack ? x : row, pack ? row : x, sizeof(float) * n);
+            x += n;
+        }
+}
+
 // Under the layer split every rank computes its part of each batch (run_batch), then each rank's
 // finished columns (own_columns) go to every rank, rank after rank, so each holds the rows one
 // process computes. Returns the bytes broadcast.
@@ -961,22 +974,10 @@ static ct_status share_columns(attr_ctx *a, float *rows, int B, double *bytes, c
         int64_t span[3][2], w = 0;
         own_columns(a, r, P, span);
         for (int k = 0; k < 3; k++) w += span[k][1] - span[k][0];
-        float *x = a->xbuf;
-        for (int b = 0; b < B && r == ct_dist_rank(); b++)
-            for (int k = 0; k < 3; k++) {
-                size_t n = (size_t)(span[k][1] - span[k][0]);
-                memcpy(x, rows + (size_t)b * a->n_cols + span[k][0], sizeof(float) * n);
-                x += n;
-            }
+        if (r == ct_dist_rank()) pack_spans(a, rows, B, span, 1);
         rc = ct_dist_bcast(a->xbuf, sizeof(float) * (size_t)B * (size_t)w, r, err);
         *bytes += sizeof(float) * (double)B * (double)w;
-        x = a->xbuf;
-        for (int b = 0; b < B && !rc && r != ct_dist_rank(); b++)
-            for (int k = 0; k < 3; k++) {
-                size_t n = (size_t)(span[k][1] - span[k][0]);
-                memcpy(rows + (size_t)b * a->n_cols + span[k][0], x, sizeof(float) * n);
-                x += n;
-            }
+        if (!rc && r != ct_dist_rank()) pack_spans(a, rows, B, span, 0);
     }
     return rc;
 }
@@ -1060,15 +1061,10 @@ static ct_status list_rows(attr_ctx *a, rows_state *rs, const row_list *list, at
 // FNV-1a of the clean run's active features, their activations' bits and the logit targets: what
 // the ranks of an MPI job must share.
 static uint64_t setup_checksum(const attr_ctx *a, const target *tg) {
-    uint64_t h = 1469598103934665603ull;
-#define MIX(p, n)                                                              \
-    for (size_t i_ = 0; i_ < (size_t)(n); i_++) h = (h ^ ((const uint8_t *)(p))[i_]) * 1099511628211ull;
-    MIX(a->active, sizeof(int32_t) * 3 * (size_t)a->n_active);
-    MIX(a->act_val, sizeof(float) * (size_t)a->n_active);
-    for (int k = 0; k < a->K; k++) MIX(&tg[k].vocab_id, sizeof tg[k].vocab_id);
-    MIX(&a->n_cols, sizeof a->n_cols);
-#undef MIX
-    return h;
+    uint64_t h = ct_fnv1a(CT_FNV1A_START, a->active, sizeof(int32_t) * 3 * (size_t)a->n_active);
+    h = ct_fnv1a(h, a->act_val, sizeof(float) * (size_t)a->n_active);
+    for (int k = 0; k < a->K; k++) h = ct_fnv1a(h, &tg[k].vocab_id, sizeof tg[k].vocab_id);
+    return ct_fnv1a(h, &a->n_cols, sizeof a->n_cols);
 }
 
 // The stored rows' values at the columns of visits j0 .. j1-1 (features chosen after the rows).
@@ -1081,6 +1077,16 @@ static ct_status fill_sq(rows_state *rs, int64_t j0, int64_t j1, ct_err *err) {
         for (int64_t j = j0; j < j1; j++) rs->sq[r * rs->ld + j] = fabsf(ct_row_value(segs, n_segs, rs->visit[j]));
     }
     return CT_OK;
+}
+
+// The context of a prompt of T tokens on rm (its layers: those the model holds).
+static attr_ctx ctx_of(const ct_replacement *rm, int T) {
+    const ct_model *m = rm->m;
+    attr_ctx a = {.m = rm->m, .tc = rm->tc, .L = m->cfg.n_layers, .T = T, .D = m->cfg.d_model, .H = m->cfg.n_heads,
+                  .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim, .input = rm->input, .out_raw = rm->out_raw,
+                  .n_const = rm->n_const, .split = ct_model_is_split(m), .lo = 0, .hi = m->cfg.n_layers};
+    if (a.split) a.lo = m->hold_lo, a.hi = m->hold_hi;
+    return a;
 }
 
 // The backward passes' scratch for batches of B rows (a->G .. a->feats; see attr_ctx).
@@ -1131,10 +1137,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     if (m->cfg.max_seq_len > 0 && T > m->cfg.max_seq_len)
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "attribute: the prompt has %d tokens; the model's context is %d",
                        T, m->cfg.max_seq_len);
-    attr_ctx a = {.m = m, .tc = tc, .L = m->cfg.n_layers, .T = T, .D = m->cfg.d_model, .H = m->cfg.n_heads,
-                  .KV = m->cfg.n_kv_heads, .hd = m->cfg.head_dim, .input = rm->input, .out_raw = rm->out_raw,
-                  .n_const = rm->n_const, .split = ct_model_is_split(m), .lo = 0, .hi = m->cfg.n_layers};
-    if (a.split) a.lo = m->hold_lo, a.hi = m->hold_hi;
+    attr_ctx a = ctx_of(rm, T);
     target *tg = NULL;
     rows_state rs = {0};
     float *infl = NULL;
@@ -1346,8 +1349,7 @@ ct_status ct_attribute_resid(ct_replacement *rm, const int *tokens, int T, int l
         if (pos[i] < 0 || pos[i] >= T || (i > 0 && pos[i] < pos[i - 1]))
             return ct_fail(err, CT_STATUS_BAD_ARG, "residual-stream rows: position %d (row %d) outside 0..%d or out of order",
                            pos[i], i + 1, T - 1);
-    attr_ctx a = {.m = m, .tc = rm->tc, .L = L, .T = T, .D = D, .H = m->cfg.n_heads, .KV = m->cfg.n_kv_heads,
-                  .hd = m->cfg.head_dim, .input = rm->input, .out_raw = rm->out_raw, .n_const = rm->n_const, .lo = 0, .hi = L};
+    attr_ctx a = ctx_of(rm, T);
     attr_row *batch = malloc(sizeof *batch * (size_t)n);
     ct_status rc = batch ? take_clean_run(&a, rm, tokens, err) : ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     a.n_cols = a.n_active + (int64_t)(L + 1) * T;

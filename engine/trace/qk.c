@@ -86,7 +86,7 @@ ct_status ct_qk_run(ct_qk *out, ct_replacement *rm, const int *tokens, int T, in
     if (!rc) {
         memcpy(out->q_clean, ct_tensor_data(hc.values[0]) + ((size_t)query * H + head) * hd, sizeof(float) * (size_t)hd);
         memcpy(out->k_clean, ct_tensor_data(hc.values[1]) + ((size_t)key * KV + kvh) * hd, sizeof(float) * (size_t)hd);
-        double s = 0;
+        double s = 0, total = 0;
         for (int j = 0; j < hd; j++) {   // the constant parts: what the nodes leave of the clean vectors
             double sq = 0, sk = 0;
             for (int64_t i = 0; i < out->n_cols; i++) {
@@ -96,8 +96,10 @@ ct_status ct_qk_run(ct_qk *out, ct_replacement *rm, const int *tokens, int T, in
             out->q0[j] = (float)(out->q_clean[j] - sq);
             out->k0[j] = (float)(out->k_clean[j] - sk);
             s += (double)out->q_clean[j] * out->k_clean[j];
+            total += (sq + out->q0[j]) * (sk + out->k0[j]);
         }
         out->score = out->scale * s;
+        out->total = out->scale * total;
     }
     ct_hook_cache_free(&hc);
     if (rc) ct_qk_free(out);

@@ -26,6 +26,7 @@ typedef struct {
     float *q_clean, *k_clean;    // (hd,) the model's query and key (RoPE applied)
     double scale;                // multiplies q . k
     double score;                // scale q_clean . k_clean: the pre-softmax score
+    double total;                // the sum of every pair's term, the constant parts included (= score)
 } ct_qk;
 
 // The split of head `head`'s score at layer `layer`, query position `query`, key position `key`

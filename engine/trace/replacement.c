@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/crc32.h"
 #include "core/dist.h"
 
 const float *ct_tc_input_of(ct_tc_input in, const ct_mlp_io *io) {
@@ -281,9 +282,7 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
     float *resid_in = NULL, *resid_out = NULL;
     ct_forward_ctl ctl = {.first_layer = lo, .last_layer = hi};
     if (split && !rc) {   // every rank must run the same prompt (checked before anything is sent)
-        uint64_t h = 1469598103934665603ull;
-        for (size_t i = 0; i < sizeof(int) * (size_t)T; i++) h = (h ^ ((const uint8_t *)tokens)[i]) * 1099511628211ull;
-        rc = ct_dist_same(h ^ (uint64_t)T, "prompts", err);
+        rc = ct_dist_same(ct_fnv1a(CT_FNV1A_START, tokens, sizeof(int) * (size_t)T) ^ (uint64_t)T, "prompts", err);
     }
     if (split && !rc) {
         ctl.resid = resid_in = lo > 0 ? malloc(sizeof(float) * TD) : NULL;
@@ -339,9 +338,6 @@ static ct_status clean_run(ct_clean_run **out, ct_model *m, const ct_transcoders
     return CT_OK;
 }
 
-static ct_status open_run(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
-                          ct_err *err);
-
 // Refused on a layer-split model outside attribution: its clean run is a collective of every rank.
 static ct_status not_split(const ct_model *m, ct_err *err) {
     if (!ct_model_is_split(m)) return CT_OK;
@@ -349,20 +345,18 @@ static ct_status not_split(const ct_model *m, ct_err *err) {
                    "runs on it", m->hold_lo, m->hold_hi - 1, m->cfg.n_layers);
 }
 
-ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
-                            ct_err *err) {
-    *out = NULL;
-    ct_status rc = not_split(r->m, err);
-    if (rc) return rc;
-    return open_run(out, r, tokens, T, all_logits, err);
-}
-
-// Gemma-2 with hook_mlp_out: the raw MLP output differs from the output hook (post-FF norm)
 static ct_status open_run(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
                           ct_err *err) {
     // Gemma-2 with hook_mlp_out: the raw MLP output differs from the output hook (post-FF norm)
     int own_raw = !r->out_raw && r->m->cfg.post_norms;
     return clean_run(out, r->m, r->tc, own_raw, r->n_const, tokens, T, all_logits, err);
+}
+
+ct_status ct_clean_run_open(ct_clean_run **out, const ct_replacement *r, const int *tokens, int T, int all_logits,
+                            ct_err *err) {
+    *out = NULL;
+    ct_status rc = not_split(r->m, err);
+    return rc ? rc : open_run(out, r, tokens, T, all_logits, err);
 }
 
 ct_status ct_replacement_clean(ct_replacement *r, const int *tokens, int T, ct_clean_run **out, ct_err *err) {

@@ -154,21 +154,6 @@ after=$(cd run3/results && sha256sum * | sha256sum)
   ok "ctrace run on 2 ranks, one rank's experiment killed mid-graph: the job fails (exit $rc), results/ as they were" ||
   { bad "killed rank under ctrace run (running $running, exit $rc)"; show runkill.log; }
 
-# a folder another run holds (its lock taken here with flock): every rank stops at once with rank
-# 0's message, nothing written
-before=$(cd run3/results && sha256sum * | sha256sum)
-flock run3 sleep 30 &
-holder=$!
-sleep 0.5
-mpi 2 "$MPI_CTRACE" run run3 > busy.log 2>&1
-rc=$?
-kill $holder 2> /dev/null
-wait $holder 2> /dev/null
-[ $rc != 0 ] && grep -q 'another ctrace run is using this folder' busy.log &&
-  [ "$(cd run3/results && sha256sum * | sha256sum)" = "$before" ] && [ -z "$(ls -a run3 | grep ctrace-staging)" ] &&
-  ok "ctrace run on 2 ranks, the folder held by another run: both ranks stop (exit $rc), results/ as they were" ||
-  { bad "ctrace run on 2 ranks, folder busy (exit $rc)"; show busy.log; }
-
 # a hostile experiment under ctrace run on 2 ranks, talking to its parent through the relay
 # directly: rank 1 sends 1 byte where rank 0 asks for 64 KiB (the parent answers with an error,
 # never with its own memory), and a request naming rank 7 of 2 is refused

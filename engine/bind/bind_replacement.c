@@ -289,37 +289,64 @@ static int l_rm_attribute(lua_State *L) {
 // ---------------------------------------------------------------------------------------------
 // QK attribution
 
-// A node of ct_qk's columns (col == n_cols: the constant part) as a Lua table: kind, layer, pos,
-// feature, activation, token, and its id as graph JSON names it.
-static void push_qk_node(lua_State *L, const ct_qk *q, int64_t col, const int *tokens, int L_layers, int T) {
+// The columns pairs name: the clean run's active features, L*T error nodes, T token nodes.
+typedef struct {
+    int64_t n_active, n_cols;
+    const int32_t *active;   // (n_active, 3)
+    const float *act;        // (n_active,)
+    const int *tokens;       // (T,)
+    int L, T;
+} qk_cols;
+
+// A node (col == n_cols: the constant part) as a Lua table: kind, layer, pos, feature, activation,
+// token, and its id as graph JSON names it.
+static void push_qk_node(lua_State *L, const qk_cols *c, int64_t col) {
     lua_createtable(L, 0, 6);
     char id[64];
-    int64_t NA = q->n_active;
+    int64_t NA = c->n_active;
     if (col < NA) {
-        const int32_t *f = q->active + 3 * col;
+        const int32_t *f = c->active + 3 * col;
         lua_pushstring(L, "feature"), lua_setfield(L, -2, "kind");
         lua_pushinteger(L, f[0]), lua_setfield(L, -2, "layer");
         lua_pushinteger(L, f[1]), lua_setfield(L, -2, "pos");
         lua_pushinteger(L, f[2]), lua_setfield(L, -2, "feature");
-        lua_pushnumber(L, q->act[col]), lua_setfield(L, -2, "activation");
+        lua_pushnumber(L, c->act[col]), lua_setfield(L, -2, "activation");
         snprintf(id, sizeof id, "%d_%d_%d", f[0], f[2], f[1]);
-    } else if (col < NA + (int64_t)L_layers * T) {
-        int l = (int)((col - NA) / T), t = (int)((col - NA) % T);
+    } else if (col < NA + (int64_t)c->L * c->T) {
+        int l = (int)((col - NA) / c->T), t = (int)((col - NA) % c->T);
         lua_pushstring(L, "error"), lua_setfield(L, -2, "kind");
         lua_pushinteger(L, l), lua_setfield(L, -2, "layer");
         lua_pushinteger(L, t), lua_setfield(L, -2, "pos");
         snprintf(id, sizeof id, "%d_-1_%d", l, t);
-    } else if (col < q->n_cols) {
-        int t = (int)(col - NA - (int64_t)L_layers * T);
+    } else if (col < c->n_cols) {
+        int t = (int)(col - NA - (int64_t)c->L * c->T);
         lua_pushstring(L, "token"), lua_setfield(L, -2, "kind");
         lua_pushinteger(L, t), lua_setfield(L, -2, "pos");
-        lua_pushinteger(L, tokens[t]), lua_setfield(L, -2, "token");
-        snprintf(id, sizeof id, "E_%d_%d", tokens[t], t);
+        lua_pushinteger(L, c->tokens[t]), lua_setfield(L, -2, "token");
+        snprintf(id, sizeof id, "E_%d_%d", c->tokens[t], t);
     } else {
         lua_pushstring(L, "constant"), lua_setfield(L, -2, "kind");
         snprintf(id, sizeof id, "constant");
     }
     lua_pushstring(L, id), lua_setfield(L, -2, "node_id");
+}
+
+// Sets t.score, t.total, t.prob and t.terms = {{query = node, key = node, value =, shift =}, ...}
+// on the table on top of the stack.
+static void set_qk_key(lua_State *L, const qk_cols *c, double score, double total, double prob, const ct_qk_pair *pairs, int n) {
+    lua_pushnumber(L, score), lua_setfield(L, -2, "score");
+    lua_pushnumber(L, total), lua_setfield(L, -2, "total");
+    lua_pushnumber(L, prob), lua_setfield(L, -2, "prob");
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_createtable(L, 0, 4);
+        push_qk_node(L, c, pairs[i].i), lua_setfield(L, -2, "query");
+        push_qk_node(L, c, pairs[i].j), lua_setfield(L, -2, "key");
+        lua_pushnumber(L, pairs[i].value), lua_setfield(L, -2, "value");
+        lua_pushnumber(L, pairs[i].shift), lua_setfield(L, -2, "shift");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "terms");
 }
 
 static int qk_int_opt(lua_State *L, int idx, const char *k, int def, int required) {
@@ -332,10 +359,12 @@ static int qk_int_opt(lua_State *L, int idx, const char *k, int def, int require
     return has ? (int)v : def;
 }
 
-// rm:qk(prompt, {layer =, head =, query = last position, key =, top = 20}) -> {score, scale, total,
-// terms = {{query = node, key = node, value = }, ...}}: head `head`'s pre-softmax score at layer
-// `layer` between positions query and key split into pairs of nodes (trace/qk.h), the top pairs by
-// size; total: the sum over every pair, the constant parts included (equal to score)
+// rm:qk(prompt, {layer =, head =, query = last position, key =, top = 20}) -> {layer, head, query,
+// key, scale, score, total, prob, terms = {{query = node, key = node, value =, shift =}, ...}}:
+// head `head`'s pre-softmax score at layer `layer` between positions query and key split into pairs
+// of nodes (trace/qk.h), the top pairs by size; total: the sum over every pair, the constant parts
+// included (equal to score). Without key: the whole row, {layer, head, query, scale, keys = {{key =,
+// score =, total =, prob =, terms =}, ...}} over every key the query sees.
 static int l_rm_qk(lua_State *L) {
     rm_box *b = check_rm(L, 1);
     ct_model *m = b->r.m;
@@ -343,38 +372,51 @@ static int l_rm_qk(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     ct_lua_check_opts(L, 3, "qk", allowed);
     int layer = qk_int_opt(L, 3, "layer", 0, 1), head = qk_int_opt(L, 3, "head", 0, 1);
-    int query = qk_int_opt(L, 3, "query", -1, 0), key = qk_int_opt(L, 3, "key", 0, 1), top = qk_int_opt(L, 3, "top", 20, 0);
+    int query = qk_int_opt(L, 3, "query", -1, 0), key = qk_int_opt(L, 3, "key", -1, 0), top = qk_int_opt(L, 3, "top", 20, 0);
+    lua_getfield(L, 3, "key");
+    int row = lua_isnil(L, -1);
+    lua_pop(L, 1);
     int T;
     int *ids = prompt_ids(L, 2, m, &T, "qk");   // raises nothing after this but through ct_lua_raise below
     if (query == -1) query = T - 1;
     ct_qk q = {0};
+    ct_qk_row r = {0};
     ct_err err = {0};
-    ct_status rc = top >= 1 && top <= 100000 ? ct_qk_run(&q, &b->r, ids, T, layer, head, query, key, &err)
-                                             : ct_fail(&err, CT_STATUS_BAD_ARG, "qk: top must be in 1..100000, got %d", top);
-    ct_qk_pair *pairs = rc ? NULL : malloc(sizeof *pairs * (size_t)top);
+    ct_qk_pair *pairs = NULL;
     int n = 0;
-    if (!rc && !pairs) rc = ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
-    if (!rc) rc = ct_qk_top(&q, top, pairs, &n, &err);
+    ct_status rc = top >= 1 && top <= 100000 ? CT_OK : ct_fail(&err, CT_STATUS_BAD_ARG, "qk: top must be in 1..100000, got %d", top);
+    if (!rc && row) rc = ct_qk_row_run(&r, &b->r, ids, T, layer, head, query, top, &err);
+    if (!rc && !row) rc = ct_qk_run(&q, &b->r, ids, T, layer, head, query, key, &err);
+    if (!rc && !row && !(pairs = malloc(sizeof *pairs * (size_t)top))) rc = ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc && !row) rc = ct_qk_top(&q, top, pairs, &n, &err);
     if (rc) {
         free(ids), free(pairs);
-        ct_qk_free(&q);
+        ct_qk_free(&q), ct_qk_row_free(&r);
         return ct_lua_raise(L, &err);
     }
-    lua_createtable(L, 0, 4);
-    lua_pushnumber(L, q.score), lua_setfield(L, -2, "score");
-    lua_pushnumber(L, q.scale), lua_setfield(L, -2, "scale");
-    lua_pushnumber(L, q.total), lua_setfield(L, -2, "total");
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        lua_createtable(L, 0, 3);
-        push_qk_node(L, &q, pairs[i].i, ids, m->cfg.n_layers, T), lua_setfield(L, -2, "query");
-        push_qk_node(L, &q, pairs[i].j, ids, m->cfg.n_layers, T), lua_setfield(L, -2, "key");
-        lua_pushnumber(L, pairs[i].value), lua_setfield(L, -2, "value");
-        lua_rawseti(L, -2, i + 1);
+    qk_cols c = row ? (qk_cols){r.n_active, r.n_cols, r.active, r.act, ids, m->cfg.n_layers, T}
+                    : (qk_cols){q.n_active, q.n_cols, q.active, q.act, ids, m->cfg.n_layers, T};
+    lua_createtable(L, 0, 10);
+    lua_pushinteger(L, layer), lua_setfield(L, -2, "layer");
+    lua_pushinteger(L, head), lua_setfield(L, -2, "head");
+    lua_pushinteger(L, query), lua_setfield(L, -2, "query");
+    lua_pushnumber(L, row ? r.scale : q.scale), lua_setfield(L, -2, "scale");
+    if (row) {
+        lua_createtable(L, r.n_keys, 0);
+        for (int i = 0; i < r.n_keys; i++) {
+            const ct_qk_key *k = &r.keys[i];
+            lua_createtable(L, 0, 5);
+            lua_pushinteger(L, k->key), lua_setfield(L, -2, "key");
+            set_qk_key(L, &c, k->score, k->total, k->prob, k->pairs, k->n_pairs);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_setfield(L, -2, "keys");
+    } else {
+        lua_pushinteger(L, key), lua_setfield(L, -2, "key");
+        set_qk_key(L, &c, q.score, q.total, q.prob, pairs, n);
     }
-    lua_setfield(L, -2, "terms");
     free(ids), free(pairs);
-    ct_qk_free(&q);
+    ct_qk_free(&q), ct_qk_row_free(&r);
     return 1;
 }
 

@@ -17,6 +17,8 @@ static const struct { const char *name; int per_layer; } hook_names[CT_HOOK_N_KI
     [CT_HOOK_ATTN_IN] = {"attn.hook_in", 1},
     [CT_HOOK_Q] = {"attn.hook_q", 1},
     [CT_HOOK_K] = {"attn.hook_k", 1},
+    [CT_HOOK_Q_NORM_SCALE] = {"attn.q_norm.hook_scale", 1},
+    [CT_HOOK_K_NORM_SCALE] = {"attn.k_norm.hook_scale", 1},
     [CT_HOOK_V] = {"attn.hook_v", 1},
     [CT_HOOK_PATTERN] = {"attn.hook_pattern", 1},
     [CT_HOOK_Z] = {"attn.hook_z", 1},
@@ -63,6 +65,8 @@ int ct_hook_exists(const ct_model *m, ct_hook_id id) {
     case CT_HOOK_LN1_POST_SCALE:
     case CT_HOOK_LN2_POST_SCALE: return c->post_norms;
     case CT_HOOK_POS_EMBED: return c->learned_pos;
+    case CT_HOOK_Q_NORM_SCALE:
+    case CT_HOOK_K_NORM_SCALE: return c->qk_norm;
     default: return 1;
     }
 }
@@ -114,6 +118,12 @@ int ct_hook_shape(const ct_model *m, ct_hook_id id, int T, int64_t *shape) {
     case CT_HOOK_Q: case CT_HOOK_Z:
         shape[0] = T, shape[1] = c->n_heads, shape[2] = c->head_dim;
         return 3;
+    case CT_HOOK_Q_NORM_SCALE:
+        shape[0] = T, shape[1] = c->n_heads;
+        return 2;
+    case CT_HOOK_K_NORM_SCALE:
+        shape[0] = T, shape[1] = c->n_kv_heads;
+        return 2;
     case CT_HOOK_K: case CT_HOOK_V:
         shape[0] = T, shape[1] = c->n_kv_heads, shape[2] = c->head_dim;
         return 3;
@@ -364,6 +374,21 @@ static void norm_rows(const ct_config *c, float *out, const float *x, const floa
         scale[t] = d;
         if (normalized_hook) normalize_row(c, normalized_hook + (size_t)t * n, xr, d, n);
     }
+}
+
+// v (hd,) = a q/k norm of v in place with gain g: denominator *frozen when given (the norm is then
+// linear), else computed; *scale (may be NULL) gets the denominator used.
+static void head_norm(const ct_config *c, float *v, const float *g, const float *frozen, float *scale) {
+    int hd = c->head_dim;
+    float d;
+    if (frozen) {
+        d = *frozen;
+        float inv = 1.0f / d;
+        for (int i = 0; i < hd; i++) v[i] = v[i] * inv * (g ? g[i] + c->norm_gain_offset : 1.0f);
+    } else {
+        d = ct_rmsnorm(v, v, g, c->norm_gain_offset, c->norm_eps, hd);
+    }
+    if (scale) *scale = d;
 }
 
 // cs, sn (T, hd/2): cos and sin of position * inv_freq (hd/2,) for the T positions from pos0.
@@ -665,17 +690,22 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         ct_mat_matmul(kc + (size_t)pos0 * kvd, b.xb, &w->wk, w->bk, T, sc->tile, sc->tile_n);
         ct_mat_matmul(vc + (size_t)pos0 * kvd, b.xb, &w->wv, w->bv, T, sc->tile, sc->tile_n);
         int own_base = w->sliding && m->rope_local_inv_freq;   // the sliding layers' own RoPE base (Gemma-3)
+        float *qs = hook_slot(hooks, CT_HOOK_Q_NORM_SCALE, l), *ks = hook_slot(hooks, CT_HOOK_K_NORM_SCALE, l);
+        const float *fq = fz && fz->q_norm_scale ? fz->q_norm_scale[l] : NULL;   // (T, H) or NULL
+        const float *fk = fz && fz->k_norm_scale ? fz->k_norm_scale[l] : NULL;   // (T, KV) or NULL
         for (int t = 0; t < T; t++) {
             float *kr = kc + (size_t)(pos0 + t) * kvd;
             float *qr = b.q + (size_t)t * qd;
             const float *cs = (own_base ? b.cs_local : b.cs) + (size_t)t * (hd / 2);
             const float *sn = (own_base ? b.sn_local : b.sn) + (size_t)t * (hd / 2);
             for (int h = 0; h < c->n_heads; h++) {
-                if (c->qk_norm) ct_rmsnorm(qr + h * hd, qr + h * hd, w->q_norm, c->norm_gain_offset, c->norm_eps, hd);
+                size_t i = (size_t)t * c->n_heads + h;
+                if (c->qk_norm) head_norm(c, qr + h * hd, w->q_norm, fq ? fq + i : NULL, qs ? qs + i : NULL);
                 if (c->rope != CT_ROPE_NONE) rope_apply(c, qr + h * hd, cs, sn);
             }
             for (int h = 0; h < c->n_kv_heads; h++) {
-                if (c->qk_norm) ct_rmsnorm(kr + h * hd, kr + h * hd, w->k_norm, c->norm_gain_offset, c->norm_eps, hd);
+                size_t i = (size_t)t * c->n_kv_heads + h;
+                if (c->qk_norm) head_norm(c, kr + h * hd, w->k_norm, fk ? fk + i : NULL, ks ? ks + i : NULL);
                 if (c->rope != CT_ROPE_NONE) rope_apply(c, kr + h * hd, cs, sn);
             }
         }
@@ -794,7 +824,7 @@ ct_status ct_frozen_capture(ct_frozen_run *f, ct_model *m, const int *tokens, in
         for (int l = lo; l < hi; l++) f->ptrs[k * L + l] = ct_tensor_data(f->hc.values[i++]);
     const float *const *p = f->ptrs;
     f->fz = (ct_frozen){p, p + L, post ? p + 3 * L : NULL, p + 2 * L, post ? p + 4 * L : NULL,
-                        hi == L ? ct_tensor_data(f->hc.values[f->n_frozen - 1]) : NULL};
+                        hi == L ? ct_tensor_data(f->hc.values[f->n_frozen - 1]) : NULL, NULL, NULL};
     return CT_OK;
 }
 

@@ -195,6 +195,8 @@ typedef enum {
     CT_HOOK_ATTN_IN,        // (T, D)  blocks.l.attn.hook_in (after the gain)
     CT_HOOK_Q,              // (T, H, hd)  after q-norm and RoPE
     CT_HOOK_K,              // (T, KV, hd)
+    CT_HOOK_Q_NORM_SCALE,   // (T, H)  blocks.l.attn.q_norm.hook_scale: q-norm denominators (Qwen3, Gemma-3)
+    CT_HOOK_K_NORM_SCALE,   // (T, KV) blocks.l.attn.k_norm.hook_scale
     CT_HOOK_V,              // (T, KV, hd)
     CT_HOOK_PATTERN,        // (H, T, T) post-softmax
     CT_HOOK_Z,              // (T, H, hd) attention-weighted values
@@ -279,6 +281,8 @@ typedef struct {
     const float *const *ln2_scale;        // (L) each (T,)
     const float *const *ln2_post_scale;   // (L) each (T,) Gemma post-feedforward norm
     const float *lnf_scale;               // (T,)
+    const float *const *q_norm_scale;     // (L) each (T, H) per-head q-norm denominators (Qwen3, Gemma-3)
+    const float *const *k_norm_scale;     // (L) each (T, KV)
 } ct_frozen;
 
 // out (T, D) = the raw MLP output of layer `layer` on x (T, D), the pre-MLP norm's output.

@@ -209,7 +209,7 @@ static void check_family(const char *tmp, const char *arch, ct_dtype dt) {
         }
         shapes_ok = shapes_ok && good;
     }
-    int expect = 5 + (m->cfg.learned_pos ? 1 : 0) - 1 + L * (CT_HOOK_N_LAYER - (m->cfg.post_norms ? 0 : 2));
+    int expect = 5 + (m->cfg.learned_pos ? 1 : 0) - 1 + L * (CT_HOOK_N_LAYER - (m->cfg.post_norms ? 0 : 2) - (m->cfg.qk_norm ? 0 : 2));
     ok(shapes_ok && hc.n == expect, "%s: all %d hook points present with the right shapes", arch, hc.n);
     if (is_gemma3(arch)) check_gemma3_model(m, arch, dt, &hc);
     // incremental decoding with the KV cache equals the batched pass

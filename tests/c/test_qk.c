@@ -3,9 +3,9 @@
 // by the clean ones plus perturbations (tests/c/edges.h's probe): removing every node leaves the
 // query and key at their constant parts; adding a node's write once more (a token's embedding, a
 // feature's decoder rows times its activation, an error vector) moves them by that node's part;
-// the terms sum to the model's score. Tiny random models of the families without q/k norms, with
-// per-layer and cross-layer transcoders, skip connections and grouped keys and values; q/k norms
-// are refused. Tolerance: 1e-4 + 1e-3 |value| per component (float32 passes of width 16).
+// the terms sum to the model's score. Tiny random models of every family (q/k norms with their
+// denominators frozen too, a sliding-window layer), with per-layer and cross-layer transcoders,
+// skip connections and grouped keys and values. Tolerance: 1e-4 + 1e-3 |value| per component (float32 passes of width 16).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,14 +55,9 @@ static void check_case(const char *name, ct_model *m, const ct_transcoders *tc) 
     const ct_config *c = &m->cfg;
     int nL = c->n_layers, nD = c->d_model, hd = c->head_dim, layer = nL - 1, head = c->n_heads - 1, qpos = 7, kpos = 3;
     int kvh = head / (c->n_heads / c->n_kv_heads);
+    if (m->layers[layer].sliding && c->sliding_window > 0 && qpos - kpos >= c->sliding_window) kpos = qpos - 1;
     ct_status rc = ct_replacement_init(&rm, m, tc, &err);
     if (!rc) rc = ct_qk_run(&qk, &rm, prompt, TQ, layer, head, qpos, kpos, &err);
-    if (c->qk_norm) {
-        ok(rc == CT_STATUS_UNSUPPORTED && strstr(err.msg, "q/k norms"), "%s: q/k norms refused (%s)", name, err.msg);
-        if (!rc) ct_qk_free(&qk);
-        ct_replacement_free(&rm);
-        return;
-    }
     ok(rc == CT_OK, "%s: qk (%s)", name, rc ? err.msg : "ok");
     if (rc) {
         ct_replacement_free(&rm);
@@ -87,6 +82,17 @@ static void check_case(const char *name, ct_model *m, const ct_transcoders *tc) 
     probe p;
     ct_frozen_run clean;
     const float *embed = probe_open(&p, &clean, m, tc, &rm, prompt, T);
+    // q/k norms: their denominators at the head's layer frozen too (the graph's patterns make the
+    // other layers' queries and keys irrelevant)
+    ct_hook_id nid[2] = {{CT_HOOK_Q_NORM_SCALE, layer}, {CT_HOOK_K_NORM_SCALE, layer}};
+    ct_hook_cache nhc = {0};
+    const float *qns[64] = {0}, *kns[64] = {0};
+    ct_frozen fz = clean.fz;
+    if (c->qk_norm && !ct_hook_cache_init(&nhc, nid, 2, &err) && !ct_model_forward(m, prompt, T, NULL, &nhc, NULL, 0, &err)) {
+        qns[layer] = ct_tensor_data(nhc.values[0]), kns[layer] = ct_tensor_data(nhc.values[1]);
+        fz.q_norm_scale = qns, fz.k_norm_scale = kns;
+        p.fz = &fz;
+    }
     float *q = malloc(sizeof(float) * hd), *k = malloc(sizeof(float) * hd), *q1 = malloc(sizeof(float) * hd),
           *k1 = malloc(sizeof(float) * hd), *want_q = malloc(sizeof(float) * hd), *want_k = malloc(sizeof(float) * hd);
     float *row = malloc(sizeof(float) * nD);
@@ -167,10 +173,117 @@ static void check_case(const char *name, ct_model *m, const ct_transcoders *tc) 
         v *= qk.scale;
         good = fabs(v - top[t].value) <= 1e-5 + 1e-4 * fabs(v) && (t == 0 || fabs(top[t].value) <= fabs(top[t - 1].value));
     }
-    ok(good, "%s: the top 10 pairs, by size, each the product of its parts (%s)", name, rc ? err.msg : "ok");
+    // and no pair left out is larger than the 10th: every pair of the (N + 1)^2 in double
+    double tenth = n_top == 10 ? fabs(top[9].value) : 0;
+    int64_t n_above = 0;
+    for (int64_t i = 0; i <= N; i++)
+        for (int64_t j2 = 0; j2 <= N; j2++) {
+            double v = 0;
+            for (int j = 0; j < hd; j++)
+                v += (double)(i < N ? qk.q[(size_t)j * N + i] : qk.q0[j]) * (j2 < N ? qk.k[(size_t)j * N + j2] : qk.k0[j]);
+            n_above += fabs(v * qk.scale) > tenth * (1 + 1e-6) + 1e-12;
+        }
+    good = good && n_above < 10;
+    ok(good, "%s: the top 10 pairs, by size, each the product of its parts; %lld of all pairs larger than the 10th (%s)",
+       name, (long long)n_above, rc ? err.msg : "ok");
+
+    // linearity: a query-side node (a feature after the key position, so the key does not move)
+    // scaled by a moves the query by (a - 1) q_i and the score by (a - 1) sum_j scale q_i . k_j
+    int64_t lin_col = -1;
+    for (int64_t col = 0; col < qk.n_active && lin_col < 0; col++) {
+        const int32_t *f = qk.active + 3 * col;
+        double nq = 0;
+        for (int j = 0; j < hd; j++) nq += fabs(qk.q[(size_t)j * N + col]);
+        if (f[0] < layer && f[1] > kpos && f[1] <= qpos && nq > 1e-3) lin_col = col;
+    }
+    double lin_worst = 0;
+    static const float scales[] = {0.0f, 2.0f, -1.0f, 3.5f};
+    for (size_t s = 0; lin_col >= 0 && s < sizeof scales / sizeof *scales; s++) {
+        const int32_t *f = qk.active + 3 * lin_col;
+        memset(p.delta, 0, sizeof(float) * nL * TD);
+        memset(p.embed_delta, 0, sizeof(float) * TD);
+        for (int j = 0; j < tc->layers[f[0]].n_out; j++) {
+            ct_tc_decoder_row(tc, f[0], f[2], j, row, &err);
+            float *d = p.delta + ((size_t)(f[0] + j) * T + f[1]) * nD;
+            for (int i = 0; i < nD; i++) d[i] = (scales[s] - 1) * qk.act[lin_col] * row[i];
+        }
+        probe_qk(&p, layer, head, qpos, kvh, kpos, q1, k1);
+        double row_sum = 0, got = 0;   // sum_j term(i, j) = scale q_i . k (the clean key); the frozen score
+        for (int j = 0; j < hd; j++) {
+            want_q[j] = q[j] + (scales[s] - 1) * qk.q[(size_t)j * N + lin_col];
+            row_sum += (double)qk.q[(size_t)j * N + lin_col] * qk.k_clean[j];
+            got += (double)q1[j] * k1[j];
+        }
+        row_sum *= qk.scale, got *= qk.scale;
+        double want = qk.score + (scales[s] - 1) * row_sum;
+        lin_worst = fmax(lin_worst, fmax(off_by(q1, want_q, hd), fabs(got - want) / (1e-4 + 1e-3 * fabs(want))));
+    }
+    ok(lin_col >= 0 && lin_worst <= 1, "%s: a query-side feature scaled by 0, 2, -1, 3.5 moves the query by (a-1) its part "
+       "and the score by (a-1) its terms (worst diff / tolerance %.2g)", name, lin_worst);
+
+    // the attention probability and each pair's shift, against the pass's pattern and the softmax
+    // of the row recomputed here from its queries and keys
+    ct_hook_id pid[3] = {{CT_HOOK_PATTERN, layer}, {CT_HOOK_Q, layer}, {CT_HOOK_K, layer}};
+    ct_hook_cache phc = {0};
+    ct_hook_cache_init(&phc, pid, 3, &err);
+    ct_model_forward(m, prompt, T, NULL, &phc, NULL, 0, &err);
+    const float *pat = ct_tensor_data(phc.values[0]) + ((size_t)head * T + qpos) * T;   // (T,) the query's row
+    const float *Qh = ct_tensor_data(phc.values[1]) + ((size_t)qpos * c->n_heads + head) * hd;
+    int lo = m->layers[layer].sliding && c->sliding_window > 0 && qpos - c->sliding_window + 1 > 0 ? qpos - c->sliding_window + 1 : 0;
+    double sc[TQ];
+    for (int t = lo; t <= qpos; t++) {
+        const float *Kt = ct_tensor_data(phc.values[2]) + ((size_t)t * c->n_kv_heads + kvh) * hd;
+        double d = 0;
+        for (int j = 0; j < hd; j++) d += (double)Qh[j] * Kt[j];
+        sc[t] = d * c->attn_scale;
+    }
+    double shift_worst = 0;
+    for (int t = 0; t < n_top; t++) {   // p(key) with the pair's term taken from the key's score
+        double z = 0, pk = 0, cap = c->attn_softcap;
+        for (int u = lo; u <= qpos; u++) {
+            double s = u == kpos ? sc[u] - top[t].value : sc[u];
+            double e = exp(cap > 0 ? cap * tanh(s / cap) : s);
+            z += e;
+            if (u == kpos) pk = e;
+        }
+        shift_worst = fmax(shift_worst, fabs(top[t].shift - (pat[kpos] - pk / z)));
+    }
+    ok(fabs(qk.prob - pat[kpos]) <= 1e-5 && shift_worst <= 1e-5, "%s: probability %.6g (pattern %.6g); the top pairs' "
+       "shifts (worst diff %.2g; 1e-5)", name, qk.prob, pat[kpos], shift_worst);
+
+    // the row: every key the query sees, each as the single-key split gives it (the same score and
+    // probability; the same pairs but where two are within float32 rounding of each other, values
+    // within 1e-6 (1 + |value|): the key's side comes from a backward batch of several keys), the
+    // terms summing to the score and the probabilities to 1
+    ct_qk_row qr;
+    rc = ct_qk_row_run(&qr, &rm, prompt, T, layer, head, qpos, 10, &err);
+    ct_qk_key *keys = qr.keys;
+    int n_keys = qr.n_keys;
+    int row_ok = rc == CT_OK && n_keys == qpos - lo + 1;
+    double psum = 0;
+    for (int r = 0; row_ok && r < n_keys; r++) {
+        ct_qk one;
+        ct_qk_pair one_top[10];
+        int n_one = 0;
+        row_ok = keys[r].key == lo + r && !ct_qk_run(&one, &rm, prompt, T, layer, head, qpos, lo + r, &err) &&
+                 !ct_qk_top(&one, 10, one_top, &n_one, &err);
+        row_ok = row_ok && n_one == keys[r].n_pairs && one.score == keys[r].score && one.prob == keys[r].prob &&
+                 fabs(keys[r].prob - pat[lo + r]) <= 1e-5 && fabs(keys[r].total - keys[r].score) <= 1e-5 * fabs(keys[r].score) + 1e-6;
+        for (int t = 0; row_ok && t < n_one; t++)   // the key's side from a batch of keys: float32 sums in another order
+            row_ok = fabs(one_top[t].value - keys[r].pairs[t].value) <= 1e-6 * (1 + fabs(one_top[t].value)) &&
+                     ((one_top[t].i == keys[r].pairs[t].i && one_top[t].j == keys[r].pairs[t].j) ||
+                      fabs(fabs(one_top[t].value) - fabs(keys[r].pairs[t].value)) <= 1e-6 * (1 + fabs(one_top[t].value)));
+        if (one.q) ct_qk_free(&one);
+        psum += keys[r].prob;
+    }
+    ok(row_ok && fabs(psum - 1) <= 1e-9, "%s: the row of %d keys: each key as its own split; "
+       "probabilities sum to %.12g (%s)", name, n_keys, psum, rc ? err.msg : "ok");
+    ct_qk_row_free(&qr);
+    ct_hook_cache_free(&phc);
 
     free(q), free(k), free(q1), free(k1), free(want_q), free(want_k), free(row);
     probe_close(&p, &clean);
+    ct_hook_cache_free(&nhc);
     ct_qk_free(&qk);
     ct_replacement_free(&rm);
 }
@@ -185,6 +298,9 @@ int main(void) {
         {"GPT2LMHeadModel", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out"},
         {"GPT2LMHeadModel", 1, "relu", 0, "hook_resid_mid", "hook_mlp_out"},
         {"Qwen3ForCausalLM", 0, "topk", 0, "mlp.hook_in", "mlp.hook_out"},
+        {"Qwen3ForCausalLM", 1, "relu", 1, "hook_resid_mid", "hook_mlp_out"},
+        {"Gemma3ForCausalLM", 0, "jumprelu", 1, "mlp.hook_in", "hook_mlp_out"},
+        {"Gemma3ForConditionalGeneration", 1, "topk", 0, "ln2.hook_normalized", "mlp.hook_out"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const qk_case *k = &cases[i];

@@ -714,6 +714,7 @@ ct_status ct_model_forward_ctl(ct_model *m, const int *tokens, int T, ct_kv_cach
         hook_copy(hooks, CT_HOOK_V, l, vc + (size_t)pos0 * kvd, (size_t)T * kvd);
         attention(m, l, b.q, kc, vc, pos0, T, b.z, b.att, pos0 == 0 ? hook_slot(hooks, CT_HOOK_PATTERN, l) : NULL,
                   fz && fz->pattern ? fz->pattern[l] : NULL, sc->pack);
+        if (ctl && ctl->edit && (rc = ctl->edit(ctl->ctx, (ct_hook_id){CT_HOOK_Z, l}, b.z, T, err))) goto done;
         hook_copy(hooks, CT_HOOK_Z, l, b.z, (size_t)T * qd);
         ct_mat_matmul(b.ao, b.z, &w->wo, w->bo, T, sc->tile, sc->tile_n);
         hook_copy(hooks, CT_HOOK_ATTN_RESULT, l, b.ao, TD);

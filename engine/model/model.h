@@ -314,7 +314,8 @@ void ct_frozen_run_free(ct_frozen_run *f);
 // MLP's raw output (mlp_out_raw: before Gemma's post-feedforward norm, which is then applied)
 // or at its contribution to the residual. edit, when set, may change x (T, D) in place at
 // hook_embed (after positions are added), blocks.l.hook_resid_mid, mlp.hook_out (raw output)
-// and hook_mlp_out, before the value is used. first_layer > 0 starts the pass at that layer from
+// and hook_mlp_out, and x (T, H*hd) at attn.hook_z (each head's attention-weighted values),
+// before the value is used. first_layer > 0 starts the pass at that layer from
 // resid (T, D), the residual stream entering it (a pass from position 0 without a KV cache):
 // the layers before it are not run. last_layer > 0 stops the pass after layer last_layer - 1,
 // writing the residual stream leaving it into resid_out (T, D) (no final norm, no logits; hooks of

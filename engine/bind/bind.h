@@ -118,6 +118,9 @@ void ct_lua_push_activation(lua_State *L, int layer, int pos, int64_t feature, f
 void ct_lua_push_graph(lua_State *L, ct_graph *g);
 // The live graph whose node tables carry graph_id id, or NULL (freed or collected).
 ct_graph *ct_lua_graph_by_id(lua_State *L, lua_Number id);
+// A node argument at arg of the graph at gi: a node table (its index), a 1-based index, or a
+// node_id string; raises when it is none of the graph's (kept) nodes. Returns its 0-based index.
+int64_t ct_lua_check_node(lua_State *L, int gi, int arg);
 
 // Tokenizer userdata that borrows a model's tokenizer keeps the model alive (uservalue).
 void ct_lua_push_tokenizer_of(lua_State *L, int model_idx, ct_tokenizer *tok);

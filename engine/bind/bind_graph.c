@@ -100,7 +100,7 @@ static void push_node(lua_State *L, int gi, int64_t i) {
 }
 
 // A node argument: a node table (its index), a 1-based index, or a node_id string.
-static int64_t check_node(lua_State *L, int gi, int arg) {
+int64_t ct_lua_check_node(lua_State *L, int gi, int arg) {
     ct_graph *g = check_graph(L, gi);
     int64_t i = -1;
     if (lua_istable(L, arg)) {
@@ -136,7 +136,7 @@ static int64_t check_node(lua_State *L, int gi, int arg) {
 }
 
 static int l_graph_node(lua_State *L) {
-    int64_t i = check_node(L, 1, 2);
+    int64_t i = ct_lua_check_node(L, 1, 2);
     push_node(L, 1, i);
     return 1;
 }
@@ -171,7 +171,7 @@ static int cmp_edge(const void *x, const void *y) {
 // Edges into (in = 1) or out of a node, strongest first: list of {node=, weight=}.
 static int push_edges(lua_State *L, int in) {
     ct_graph *g = check_graph(L, 1);
-    int64_t i = check_node(L, 1, 2), N = g->n_nodes;
+    int64_t i = ct_lua_check_node(L, 1, 2), N = g->n_nodes;
     static const char *const allowed[] = {"n", NULL};
     ct_lua_check_opts(L, 3, in ? "edges_in" : "edges_out", allowed);
     lua_Number limit = ct_lua_opt_number(L, 3, "n", (lua_Number)N);
@@ -236,7 +236,7 @@ static int l_graph_influence(lua_State *L) {
 // g:total_effects(node) -> Tensor (N,): every node's signed effect on node summed over paths
 static int l_graph_total_effects(lua_State *L) {
     ct_graph *g = check_graph(L, 1);
-    int64_t target = check_node(L, 1, 2), N = g->n_nodes;
+    int64_t target = ct_lua_check_node(L, 1, 2), N = g->n_nodes;
     ct_tensor *t = ct_tensor_new(1, &N);
     double *v = malloc(sizeof(double) * (size_t)(N + 1));
     ct_err err = {0};
@@ -338,7 +338,7 @@ static int l_graph_scores(lua_State *L) {
 // g:set_label(node, text)
 static int l_graph_set_label(lua_State *L) {
     ct_graph *g = check_graph(L, 1);
-    int64_t i = check_node(L, 1, 2);
+    int64_t i = ct_lua_check_node(L, 1, 2);
     const char *s = luaL_optstring(L, 3, NULL);
     if (!g->node_label && !(g->node_label = calloc((size_t)g->n_nodes, sizeof(char *))))
         return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");

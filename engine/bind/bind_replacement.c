@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "bind.h"
+#include "trace/heads.h"
 #include "trace/qk.h"
 #include "core/dist.h"
 #include "trace/attribution.h"
@@ -420,6 +421,47 @@ static int l_rm_qk(lua_State *L) {
     return 1;
 }
 
+// rm:edge_heads(g, source, target) -> {edge =, residual =, multi =, heads = {{layer =, head =,
+// value =}, ...}}: the edge of g (a graph of this replacement model) from source to target split
+// into its residual part, each attention head's one-hop part (the heads with a non-zero part,
+// largest first; ties: lower layer, then head) and the multi-hop rest (trace/heads.h).
+static int l_rm_edge_heads(lua_State *L) {
+    rm_box *b = check_rm(L, 1);
+    const ct_graph *g = ct_lua_check_box(L, 2, CT_MT_GRAPH);
+    int64_t source = ct_lua_check_node(L, 2, 3), target = ct_lua_check_node(L, 2, 4);
+    ct_edge_heads e;
+    ct_err err = {0};
+    if (ct_edge_heads_run(&e, &b->r, g, target, source, &err)) return ct_lua_raise(L, &err);
+    int n = e.n_layers * e.n_heads, k = 0;
+    int *order = malloc(sizeof(int) * (size_t)n);
+    if (!order) {
+        ct_edge_heads_free(&e);
+        return ct_lua_fail(L, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    for (int i = 0; i < n; i++)   // the non-zero parts, by size (insertion: a few hundred heads)
+        if (e.heads[i] != 0) {
+            int j = k++;
+            for (; j > 0 && fabs(e.heads[order[j - 1]]) < fabs(e.heads[i]); j--) order[j] = order[j - 1];
+            order[j] = i;
+        }
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, e.edge), lua_setfield(L, -2, "edge");
+    lua_pushnumber(L, e.residual), lua_setfield(L, -2, "residual");
+    lua_pushnumber(L, e.multi), lua_setfield(L, -2, "multi");
+    lua_createtable(L, k, 0);
+    for (int i = 0; i < k; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, order[i] / e.n_heads), lua_setfield(L, -2, "layer");
+        lua_pushinteger(L, order[i] % e.n_heads), lua_setfield(L, -2, "head");
+        lua_pushnumber(L, e.heads[order[i]]), lua_setfield(L, -2, "value");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "heads");
+    free(order);
+    ct_edge_heads_free(&e);
+    return 1;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Interventions
 
@@ -722,7 +764,7 @@ static int l_rm_tostring(lua_State *L) {
 
 void ct_lua_register_replacement(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"attribute", l_rm_attribute}, {"qk", l_rm_qk}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
+        {"attribute", l_rm_attribute}, {"qk", l_rm_qk}, {"edge_heads", l_rm_edge_heads}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
         {"donor_values", l_rm_donor_values}, {"model", l_rm_model}, {"transcoders", l_rm_transcoders},
         {"constant_positions", l_rm_constant_positions}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_rm_gc}, {"__tostring", l_rm_tostring}, {NULL, NULL}};

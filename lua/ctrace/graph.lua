@@ -12,6 +12,8 @@
 --   g:save_svg(path) -> a static picture of the (pruned) graph
 --   g:label(source) -> labels every feature node from a label source (ctrace.labels): returns
 --       {labelled, missing, errors, requests, features}
+--   g:edge_heads(source, target[, rm]) -> rm:edge_heads(g, source, target), rm defaulting to the
+--       replacement model that attributed g (or the graph g was pruned from) in this session
 local core = require "ctrace.core"
 local M = core.methods("ctrace.Graph")
 
@@ -56,6 +58,31 @@ function M.save_svg(g, path)
   if not writes() then return end
   make_dir_of(path)
   return require("ctrace.viewer").svg(core.json_decode(g:json{slug = "svg"}), path)
+end
+
+-- The replacement model that attributed each graph in this session (weak keys), for g:edge_heads.
+local made_by = setmetatable({}, {__mode = "k"})
+local RM = core.methods("ctrace.ReplacementModel")
+local attribute = RM.attribute
+function RM.attribute(rm, ...)
+  local g, stats = attribute(rm, ...)
+  made_by[g] = rm
+  return g, stats
+end
+local prune = M.prune
+function M.prune(g, ...)
+  local p = prune(g, ...)
+  made_by[p] = made_by[g]
+  return p
+end
+
+function M.edge_heads(g, source, target, rm)
+  rm = rm or made_by[g]
+  if not rm then
+    error("BAD_ARG: edge_heads: this graph was not attributed in this session; give its replacement model: " ..
+          "g:edge_heads(source, target, rm)", 2)
+  end
+  return rm:edge_heads(g, source, target)
 end
 
 function M.label(g, source)

@@ -1,8 +1,11 @@
--- test_qk.lua - rm:qk on stories260K with its default transcoders through the public API: one key's
--- score split into pairs (the terms sum to the score; the pairs sorted, with their nodes, values and
--- probability shifts), the whole row (every key the query sees, each as its own split, probabilities
--- summing to 1), the same numbers on a second call, and bad input refused with a message.
--- The C tests (tests/c/test_qk.c) check the split against the frozen model on every family.
+-- test_qk.lua - attention on stories260K with its default transcoders through the public API.
+-- rm:qk: one key's score split into pairs (the terms sum to the score; the pairs sorted, with their
+-- nodes, values and probability shifts), the whole row (every key the query sees, each as its own
+-- split, probabilities summing to 1), the same numbers on a second call, bad input refused.
+-- g:edge_heads: a pruned graph's edges split by heads (the parts sum to the edge; no head above the
+-- last layer; a source at another position has no residual part), pruned edges and graphs from
+-- files refused with a message. The C tests (tests/c/test_qk.c, test_heads.c) check both against
+-- the frozen model on every family.
 package.path = "tests/lua/?.lua;" .. package.path
 local t = require "tap"
 local ct = require "ctrace"
@@ -61,4 +64,50 @@ refuses({layer = 0, head = 0, key = 1.5}, "option 'key' expects an integer, got 
 refuses({layer = 0, head = 0, key = 1, top = 0}, "top must be in 1..100000, got 0", "no pairs")
 refuses({head = 0, key = 1}, "option 'layer' expects an integer, got nil", "no layer")
 refuses({layer = 0, head = 0, keys = 1}, "keys", "an unknown option")
+
+-- head-resolved edges
+local g = rm:attribute(prompt, {verbose = false})
+local pg = g:prune{}
+local logit = pg:nodes("logit")[1]
+local n_edges, sums, cross, last = 0, true, 0, nil
+local targets = pg:top_features{n = 4}
+table.insert(targets, 1, logit)
+for _, target in ipairs(targets) do
+  for _, e in ipairs(pg:edges_in(target, {n = 6})) do
+    local r = pg:edge_heads(e.node, target)
+    local total = r.residual + r.multi
+    for i, h in ipairs(r.heads) do
+      total = total + h.value
+      sums = sums and (i == 1 or math.abs(h.value) <= math.abs(r.heads[i - 1].value)) and h.layer >= 0 and h.head < 8
+    end
+    sums = sums and r.edge == e.weight and math.abs(total - r.edge) <= 1e-9 * (1 + math.abs(r.edge))
+    if e.node.pos ~= target.pos then
+      cross = cross + 1
+      sums = sums and r.residual == 0 and #r.heads > 0
+    end
+    if target.kind == "logit" and e.node.kind == "feature" and e.node.layer == 4 then last = r end
+    n_edges = n_edges + 1
+  end
+end
+t.ok(n_edges >= 20 and cross > 0 and sums, string.format("%d edges (%d across positions): residual, heads by size and the " ..
+     "multi-hop rest sum to each edge; across positions no residual part", n_edges, cross))
+t.ok(last and #last.heads == 0 and math.abs(last.multi) <= 1e-5 * math.abs(last.edge),
+     "a last-layer feature's edge to a logit goes through no head")
+local low, high   -- a layer-0 feature and a later one: no edge from the later one
+for _, n in ipairs(pg:nodes("feature")) do
+  if n.layer == 0 and not low then low = n end
+  if n.layer == 4 then high = n end
+end
+local okc, e = pcall(pg.edge_heads, pg, high, low)
+t.ok(not okc and tostring(e):find("is not kept in this pruned graph", 1, true), "an edge not in the pruned graph: " .. tostring(e))
+local dir = os.tmpname()
+os.remove(dir)
+g:save(dir .. ".pt")
+local loaded = ct.load_graph(dir .. ".pt")
+okc, e = pcall(loaded.edge_heads, loaded, 1, loaded:nodes("logit")[1])
+t.ok(not okc and tostring(e):find("give its replacement model", 1, true), "a graph from a file without its model: " .. tostring(e))
+local r1 = loaded:edge_heads(1, loaded:nodes("logit")[1], rm)
+local r2 = g:edge_heads(1, g:nodes("logit")[1])
+t.ok(r1.edge == r2.edge and r1.residual == r2.residual and r1.multi == r2.multi, "with its model given: the same split")
+os.remove(dir .. ".pt")
 t.done()

@@ -462,6 +462,21 @@ static int l_rm_edge_heads(lua_State *L) {
     return 1;
 }
 
+// rm:record_heads(g, top): every kept edge of the pruned graph g split by heads, its `top` heads
+// kept in g for its graph JSON (trace/heads.h ct_graph_record_heads). Returns the number of edges.
+static int l_rm_record_heads(lua_State *L) {
+    rm_box *b = check_rm(L, 1);
+    ct_graph *g = ct_lua_check_box(L, 2, CT_MT_GRAPH);
+    lua_Number top = luaL_checknumber(L, 3);
+    if (top != floor(top) || top < 1 || top > CT_EDGE_HEADS_MAX)
+        return ct_lua_fail(L, CT_STATUS_BAD_ARG, "record_heads: %g heads an edge; expected an integer in 1..%d", top,
+                           CT_EDGE_HEADS_MAX);
+    ct_err err = {0};
+    if (ct_graph_record_heads(g, &b->r, (int)top, &err)) return ct_lua_raise(L, &err);
+    lua_pushnumber(L, (lua_Number)g->n_head_edges);
+    return 1;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Interventions
 
@@ -764,7 +779,7 @@ static int l_rm_tostring(lua_State *L) {
 
 void ct_lua_register_replacement(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"attribute", l_rm_attribute}, {"qk", l_rm_qk}, {"edge_heads", l_rm_edge_heads}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
+        {"attribute", l_rm_attribute}, {"qk", l_rm_qk}, {"edge_heads", l_rm_edge_heads}, {"record_heads", l_rm_record_heads}, {"intervene_raw", l_rm_intervene}, {"generate", l_rm_generate},
         {"donor_values", l_rm_donor_values}, {"model", l_rm_model}, {"transcoders", l_rm_transcoders},
         {"constant_positions", l_rm_constant_positions}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_rm_gc}, {"__tostring", l_rm_tostring}, {NULL, NULL}};

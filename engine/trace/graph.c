@@ -25,6 +25,7 @@ void ct_graph_free(ct_graph *g) {
     free(g->adj);
     free(g->node_mask);
     free(g->node_influence);
+    free(g->head_edges);
     free(g);
 }
 
@@ -309,7 +310,7 @@ static ct_status copy_header(ct_graph **out, const ct_graph *g, ct_err *err) {
     *p = *g;
     p->prompt = NULL, p->token_text = NULL, p->node_label = NULL, p->tokens = NULL, p->active = NULL;
     p->activation = NULL, p->selected = NULL, p->logits = NULL, p->adj = NULL, p->node_mask = NULL;
-    p->node_influence = NULL, p->has_scores = 0, p->qparams = NULL;
+    p->node_influence = NULL, p->has_scores = 0, p->qparams = NULL, p->n_head_edges = 0, p->head_edges = NULL;
     int ok = 1;
     p->prompt = strdup(g->prompt ? g->prompt : "");
     if (g->qparams && !(p->qparams = strdup(g->qparams))) ok = 0;

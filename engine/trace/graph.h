@@ -32,6 +32,17 @@ typedef struct {
     double node_threshold, edge_threshold;   // -1: not pruned
 } ct_graph_settings;
 
+// An edge's split by attention heads (trace/heads.h), as a graph keeps it for its files: the
+// residual part, the multi-hop rest and the n heads with the largest one-hop parts.
+#define CT_EDGE_HEADS_MAX 8
+typedef struct {
+    int64_t target, source;    // nodes
+    float residual, multi;
+    int n;                     // heads kept, at most CT_EDGE_HEADS_MAX, largest |value| first
+    int32_t layer[CT_EDGE_HEADS_MAX], head[CT_EDGE_HEADS_MAX];
+    float value[CT_EDGE_HEADS_MAX];
+} ct_head_edge;
+
 typedef struct ct_graph {
     char *prompt;              // decoded prompt text (owned)
     int n_pos;                 // T
@@ -60,6 +71,8 @@ typedef struct ct_graph {
     char model_name[256], scan[256], input_hook[64], output_hook[64];
     char *qparams;             // the graph JSON's qParams (pins, supernodes: the viewers' state) as
                                // read, compact JSON (owned; NULL: the empty default is written)
+    int64_t n_head_edges;      // edges split by heads (ct_graph_record_heads), in adj's order
+    ct_head_edge *head_edges;  // (n_head_edges,) or NULL: written into graph JSON links
 } ct_graph;
 
 typedef enum { CT_NODE_FEATURE, CT_NODE_ERROR, CT_NODE_TOKEN, CT_NODE_LOGIT } ct_node_kind;

@@ -313,16 +313,32 @@ static ct_status json_text(const ct_graph *p, const ct_json_opts *o, sbuf *b, ct
     }
     sb_str(b, "\n  ],\n  \"links\": [\n");
     first = 1;
+    int64_t k = 0;   // the next edge split by heads (p->head_edges: in this order)
     for (int64_t r = 0; r < ct_graph_n_rows(p); r++) {
         const float *row = p->adj + (size_t)r * N;
+        int64_t target = ct_graph_row_node(p, r);
         char t[64];
-        ct_graph_node_id(p, ct_graph_row_node(p, r), t, sizeof t);
+        ct_graph_node_id(p, target, t, sizeof t);
         for (int64_t c = 0; c < N; c++) {
             if (row[c] == 0.0f) continue;
             char s[64];
             ct_graph_node_id(p, c, s, sizeof s);
             sb_printf(b, "%s    {\"source\": \"%s\", \"target\": \"%s\", \"weight\": ", first ? "" : ",\n", s, t);
             sb_float(b, row[c]);
+            const ct_head_edge *e = k < p->n_head_edges ? &p->head_edges[k] : NULL;
+            if (e && e->target == target && e->source == c) {   // extra fields the viewers may ignore
+                sb_str(b, ", \"heads\": [");
+                for (int i = 0; i < e->n; i++) {
+                    sb_printf(b, "%s{\"layer\": %d, \"head\": %d, \"weight\": ", i ? ", " : "", e->layer[i], e->head[i]);
+                    sb_float(b, e->value[i]);
+                    sb_str(b, "}");
+                }
+                sb_str(b, "], \"residual\": ");
+                sb_float(b, e->residual);
+                sb_str(b, ", \"multi_hop\": ");
+                sb_float(b, e->multi);
+                k++;
+            }
             sb_str(b, "}");
             first = 0;
         }

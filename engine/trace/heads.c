@@ -1,6 +1,7 @@
 // heads.c - head-resolved edges (see heads.h).
 #include "trace/heads.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,16 +195,86 @@ void ct_edge_heads_free(ct_edge_heads *e) {
     memset(e, 0, sizeof *e);
 }
 
-ct_status ct_edge_heads_run(ct_edge_heads *out, ct_replacement *rm, const ct_graph *g, int64_t target, int64_t source,
-                            ct_err *err) {
-    memset(out, 0, sizeof *out);
+// The work of one target: its read (layer R, position pt), its closed-head side (y, g_post, g_pre).
+typedef struct {
+    int R, pt;
+    float *r, *y, *g_post, *g_pre, *wr;   // (D,) (L, H*hd) (L, D) (D,) (D,)
+} tside;
+
+static void ctx_close(hctx *h, tside *t) {
+    free(h->tile), free(h->a), free(h->b);
+    free(t->r), free(t->y), free(t->g_post), free(t->g_pre), free(t->wr);
+}
+
+// h and t for graph g of rm (checked against rm's model), on g's clean run.
+static ct_status ctx_open(hctx *h, tside *t, ct_replacement *rm, const ct_graph *g, ct_err *err) {
     const ct_model *m = rm->m;
     const ct_config *c = &m->cfg;
-    int L = c->n_layers, D = c->d_model, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
-    int64_t N = g->n_nodes, S = g->n_selected, first_logit = ct_graph_logit_node(g, 0);
+    int L = c->n_layers, D = c->d_model;
+    memset(h, 0, sizeof *h), memset(t, 0, sizeof *t);
     if (g->n_layers != L || g->d_model != D)
         return ct_fail(err, CT_STATUS_BAD_ARG, "edge heads: the graph has %d layers of width %d; the model %d of %d",
                        g->n_layers, g->d_model, L, D);
+    ct_clean_run *cr;
+    ct_status rc = ct_replacement_clean(rm, g->tokens, g->n_pos, &cr, err);
+    if (rc) return rc;
+    *h = (hctx){rm, m, c, rm->tc, cr, &cr->frozen.fz, g, L, g->n_pos, D, c->n_heads, c->n_kv_heads, c->head_dim, NULL, 0,
+                NULL, NULL};
+    for (int l = 0; l < L; l++) {
+        size_t a = ct_mat_scratch_floats(&m->layers[l].wv), b = ct_mat_scratch_floats(&m->layers[l].wo);
+        h->tile_n = a > h->tile_n ? a : h->tile_n, h->tile_n = b > h->tile_n ? b : h->tile_n;
+    }
+    h->tile = h->tile_n ? malloc(sizeof(float) * h->tile_n) : NULL;
+    h->a = malloc(sizeof(float) * (size_t)D), h->b = malloc(sizeof(float) * (size_t)D);
+    t->r = malloc(sizeof(float) * (size_t)D), t->y = malloc(sizeof(float) * (size_t)L * h->H * h->hd);
+    t->g_post = malloc(sizeof(float) * (size_t)L * D), t->g_pre = malloc(sizeof(float) * (size_t)D);
+    t->wr = malloc(sizeof(float) * (size_t)D);
+    if ((h->tile_n && !h->tile) || !h->a || !h->b || !t->r || !t->y || !t->g_post || !t->g_pre || !t->wr) {
+        ctx_close(h, t);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
+    return CT_OK;
+}
+
+static ct_status target_open(hctx *h, tside *t, int64_t target, ct_err *err) {
+    ct_status rc = target_read(h, target, &t->R, &t->pt, t->r, err);
+    if (!rc) target_side(h, t->R, t->pt, t->r, t->y, t->g_post, t->g_pre);
+    return rc;
+}
+
+// The parts of the edge from source (its side v (L, KV*hd)) to t's target: *residual, heads (L, H).
+static ct_status split_edge(hctx *h, tside *t, int64_t source, const float *v, double *residual, double *heads,
+                            ct_err *err) {
+    int D = h->D, H = h->H, KV = h->KV, hd = h->hd;
+    ct_node_info s = ct_graph_node(h->g, source);
+    double res = 0;
+    if (s.pos == t->pt) {   // the closed-head gradient at each of the source's writes below the read
+        float act = s.kind == CT_NODE_FEATURE ? h->g->activation[s.active] : 1.0f;
+        if (s.kind == CT_NODE_TOKEN)
+            for (int i = 0; i < D; i++) res += (double)t->g_pre[i] * h->cr->embed[(size_t)s.pos * D + i];
+        for (int j = 0; j < t->R && j < h->L; j++) {
+            int wrote;
+            ct_status rc = source_write(h, &s, act, j, t->wr, &wrote, err);
+            if (rc) return rc;
+            for (int i = 0; wrote && i < D; i++) res += (double)t->g_post[(size_t)j * D + i] * t->wr[i];
+        }
+    }
+    *residual = res;
+    memset(heads, 0, sizeof(double) * (size_t)h->L * H);
+    for (int l = 0; l <= t->R && l < h->L; l++) {
+        const float *pat = h->fz->pattern[l];   // (H, T, T)
+        for (int hh = 0; hh < H; hh++) {
+            const float *yh = t->y + ((size_t)l * H + hh) * hd, *vh = v + ((size_t)l * KV + hh / (H / KV)) * hd;
+            double d = 0;
+            for (int i = 0; i < hd; i++) d += (double)yh[i] * vh[i];
+            heads[(size_t)l * H + hh] = pat[((size_t)hh * h->T + t->pt) * h->T + s.pos] * d;
+        }
+    }
+    return CT_OK;
+}
+
+static ct_status check_ends(const ct_graph *g, int64_t target, int64_t source, ct_err *err) {
+    int64_t N = g->n_nodes, S = g->n_selected, first_logit = ct_graph_logit_node(g, 0);
     if (target < 0 || target >= N || (target >= S && target < first_logit))
         return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "edge heads: target node %lld; expected a feature (0..%lld) or a logit "
                        "(%lld..%lld)", (long long)target, (long long)S - 1, (long long)first_logit, (long long)N - 1);
@@ -213,61 +284,106 @@ ct_status ct_edge_heads_run(ct_edge_heads *out, ct_replacement *rm, const ct_gra
     if (g->node_mask && (!g->node_mask[source] || !g->node_mask[target] || ct_graph_weight(g, target, source) == 0.0f))
         return ct_fail(err, CT_STATUS_NOT_FOUND, "edge heads: the edge from node %lld to node %lld is not kept in this pruned "
                        "graph", (long long)source, (long long)target);
-    ct_clean_run *cr;
-    ct_status rc = ct_replacement_clean(rm, g->tokens, g->n_pos, &cr, err);
+    return CT_OK;
+}
+
+ct_status ct_edge_heads_run(ct_edge_heads *out, ct_replacement *rm, const ct_graph *g, int64_t target, int64_t source,
+                            ct_err *err) {
+    memset(out, 0, sizeof *out);
+    hctx h;
+    tside t;
+    ct_status rc = check_ends(g, target, source, err);
+    if (!rc) rc = ctx_open(&h, &t, rm, g, err);
     if (rc) return rc;
-    hctx h = {rm, m, c, rm->tc, cr, &cr->frozen.fz, g, L, g->n_pos, D, H, KV, hd, NULL, 0, NULL, NULL};
-    size_t tile_n = ct_mat_scratch_floats(&m->layers[0].wv);
-    for (int l = 0; l < L; l++) {
-        size_t a = ct_mat_scratch_floats(&m->layers[l].wv), b = ct_mat_scratch_floats(&m->layers[l].wo);
-        tile_n = a > tile_n ? a : tile_n, tile_n = b > tile_n ? b : tile_n;
-    }
-    h.tile_n = tile_n;
-    h.tile = tile_n ? malloc(sizeof(float) * tile_n) : NULL;
-    h.a = malloc(sizeof(float) * (size_t)D), h.b = malloc(sizeof(float) * (size_t)D);
-    float *r = malloc(sizeof(float) * (size_t)D), *y = malloc(sizeof(float) * (size_t)L * H * hd);
-    float *g_post = malloc(sizeof(float) * (size_t)L * D), *g_pre = malloc(sizeof(float) * (size_t)D);
-    float *v = malloc(sizeof(float) * (size_t)L * KV * hd), *wr = malloc(sizeof(float) * (size_t)D);
-    out->heads = calloc((size_t)L * H, sizeof(double));
-    if ((tile_n && !h.tile) || !h.a || !h.b || !r || !y || !g_post || !g_pre || !v || !wr || !out->heads)
-        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    int R = 0, pt = 0;
-    if (!rc) rc = target_read(&h, target, &R, &pt, r, err);
+    float *v = malloc(sizeof(float) * (size_t)h.L * h.KV * h.hd);
+    out->heads = malloc(sizeof(double) * (size_t)h.L * h.H);
+    if (!v || !out->heads) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc) rc = target_open(&h, &t, target, err);
+    if (!rc) rc = source_side(&h, source, v, err);
+    if (!rc) rc = split_edge(&h, &t, source, v, &out->residual, out->heads, err);
     if (!rc) {
-        target_side(&h, R, pt, r, y, g_post, g_pre);
-        rc = source_side(&h, source, v, err);
-    }
-    if (!rc) {
-        ct_node_info s = ct_graph_node(g, source);
-        out->n_layers = L, out->n_heads = H;
+        out->n_layers = h.L, out->n_heads = h.H;
         out->edge = ct_graph_weight(g, target, source);
-        double res = 0;
-        if (s.pos == pt) {   // the closed-head gradient at each of the source's writes below the read
-            float act = s.kind == CT_NODE_FEATURE ? g->activation[s.active] : 1.0f;
-            if (s.kind == CT_NODE_TOKEN)
-                for (int i = 0; i < D; i++) res += (double)g_pre[i] * cr->embed[(size_t)s.pos * D + i];
-            for (int j = 0; j < R && j < L && !rc; j++) {
-                int wrote;
-                rc = source_write(&h, &s, act, j, wr, &wrote, err);
-                for (int i = 0; wrote && !rc && i < D; i++) res += (double)g_post[(size_t)j * D + i] * wr[i];
-            }
-        }
-        out->residual = res;
-        double sum = res;
-        for (int l = 0; l <= R && l < L; l++) {
-            const float *pat = cr->frozen.fz.pattern[l];   // (H, T, T)
-            for (int hh = 0; hh < H; hh++) {
-                const float *yh = y + ((size_t)l * H + hh) * hd, *vh = v + ((size_t)l * KV + hh / (H / KV)) * hd;
-                double d = 0;
-                for (int i = 0; i < hd; i++) d += (double)yh[i] * vh[i];
-                double a = pat[((size_t)hh * h.T + pt) * h.T + s.pos];
-                out->heads[(size_t)l * H + hh] = a * d;
-                sum += a * d;
-            }
-        }
+        double sum = out->residual;
+        for (int i = 0; i < h.L * h.H; i++) sum += out->heads[i];
         out->multi = out->edge - sum;
     }
-    free(h.tile), free(h.a), free(h.b), free(r), free(y), free(g_post), free(g_pre), free(v), free(wr);
+    free(v);
+    ctx_close(&h, &t);
     if (rc) ct_edge_heads_free(out);
     return rc;
+}
+
+ct_status ct_graph_record_heads(ct_graph *g, ct_replacement *rm, int top, ct_err *err) {
+    if (!g->node_mask)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "edge heads: a full graph has an edge for every pair; record the heads of a "
+                       "pruned graph's edges");
+    if (top < 1 || top > CT_EDGE_HEADS_MAX)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "edge heads: %d heads an edge asked for; expected 1..%d", top, CT_EDGE_HEADS_MAX);
+    hctx h;
+    tside t;
+    ct_status rc = ctx_open(&h, &t, rm, g, err);
+    if (rc) return rc;
+    int64_t N = g->n_nodes, n_rows = ct_graph_n_rows(g), first_logit = ct_graph_logit_node(g, 0), n_src = 0, n_edges = 0;
+    int LH = h.L * h.H;
+    size_t vn = (size_t)h.L * h.KV * h.hd;
+    // the sources of kept edges, each side computed once: slot[c] its place in V, or -1
+    int64_t *slot = malloc(sizeof(int64_t) * (size_t)N);
+    double *heads = malloc(sizeof(double) * (size_t)LH);
+    int *order = malloc(sizeof(int) * (size_t)LH);
+    if (!slot || !heads || !order) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int64_t c = 0; !rc && c < N; c++) {
+        slot[c] = -1;
+        for (int64_t r = 0; r < n_rows && c < first_logit; r++)
+            if (g->adj[(size_t)r * N + c] != 0.0f) {
+                slot[c] = n_src++;
+                break;
+            }
+    }
+    for (int64_t r = 0; !rc && r < n_rows; r++)
+        for (int64_t c = 0; c < first_logit; c++) n_edges += g->adj[(size_t)r * N + c] != 0.0f;
+    float *V = rc ? NULL : malloc(sizeof(float) * vn * (size_t)(n_src ? n_src : 1));
+    ct_head_edge *rec = rc ? NULL : calloc((size_t)(n_edges ? n_edges : 1), sizeof *rec);
+    if (!rc && (!V || !rec))
+        rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for the heads of %lld edges from %lld sources",
+                     (long long)n_edges, (long long)n_src);
+    for (int64_t c = 0; !rc && c < N; c++)
+        if (slot[c] >= 0) rc = source_side(&h, c, V + vn * (size_t)slot[c], err);
+    int64_t k = 0;
+    for (int64_t r = 0; !rc && r < n_rows; r++) {
+        const float *row = g->adj + (size_t)r * N;
+        int64_t target = ct_graph_row_node(g, r);
+        int any = 0;
+        for (int64_t c = 0; c < first_logit && !any; c++) any = row[c] != 0.0f;
+        if (!any) continue;
+        if ((rc = target_open(&h, &t, target, err))) break;
+        for (int64_t c = 0; !rc && c < first_logit; c++) {
+            if (row[c] == 0.0f) continue;
+            double res;
+            if ((rc = split_edge(&h, &t, c, V + vn * (size_t)slot[c], &res, heads, err))) break;
+            ct_head_edge *e = &rec[k++];
+            double sum = res;
+            int n = 0;
+            for (int i = 0; i < LH; i++) {   // the top heads by |part| (ties: lower layer, then head)
+                sum += heads[i];
+                if (heads[i] == 0) continue;
+                int j = n < top ? n++ : top;
+                for (; j > 0 && fabs(heads[order[j - 1]]) < fabs(heads[i]); j--)
+                    if (j < top) order[j] = order[j - 1];
+                if (j < top) order[j] = i;
+            }
+            *e = (ct_head_edge){target, c, (float)res, (float)(row[c] - sum), n, {0}, {0}, {0}};
+            for (int i = 0; i < n; i++)
+                e->layer[i] = order[i] / h.H, e->head[i] = order[i] % h.H, e->value[i] = (float)heads[order[i]];
+        }
+    }
+    free(slot), free(heads), free(order), free(V);
+    ctx_close(&h, &t);
+    if (rc) {
+        free(rec);
+        return rc;
+    }
+    free(g->head_edges);
+    g->head_edges = rec, g->n_head_edges = k;
+    return CT_OK;
 }

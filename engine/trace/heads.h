@@ -36,4 +36,10 @@ ct_status ct_edge_heads_run(ct_edge_heads *out, ct_replacement *rm, const ct_gra
                             ct_err *err);
 void ct_edge_heads_free(ct_edge_heads *e);
 
+// Splits every kept edge of the pruned graph g (of rm) from a feature, error or token node and keeps
+// in g->head_edges each one's residual part, multi-hop rest and its top (1..CT_EDGE_HEADS_MAX)
+// heads by the size of their part, in adj's order (graph JSON writes them into its links). Each
+// source's side and each target's are computed once.
+ct_status ct_graph_record_heads(ct_graph *g, ct_replacement *rm, int top, ct_err *err);
+
 #endif

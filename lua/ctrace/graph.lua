@@ -14,6 +14,8 @@
 --       {labelled, missing, errors, requests, features}
 --   g:edge_heads(source, target[, rm]) -> rm:edge_heads(g, source, target), rm defaulting to the
 --       replacement model that attributed g (or the graph g was pruned from) in this session
+--   g:prune{..., heads = n} -> the pruned graph with every kept edge split by heads, its n largest
+--       heads (1..8) written into the graph JSON's links (rm:record_heads)
 local core = require "ctrace.core"
 local M = core.methods("ctrace.Graph")
 
@@ -69,20 +71,29 @@ function RM.attribute(rm, ...)
   made_by[g] = rm
   return g, stats
 end
+local function model_of(g, rm, what)
+  rm = rm or made_by[g]
+  if not rm then
+    error("BAD_ARG: " .. what .. ": this graph was not attributed in this session; give its replacement model", 3)
+  end
+  return rm
+end
+
 local prune = M.prune
-function M.prune(g, ...)
-  local p = prune(g, ...)
+function M.prune(g, opts)
+  local o, heads = {}, nil
+  for k, v in pairs(opts or {}) do
+    if k == "heads" then heads = v else o[k] = v end
+  end
+  local p = prune(g, o)
   made_by[p] = made_by[g]
+  if heads then model_of(g, nil, "prune{heads}"):record_heads(p, heads) end
   return p
 end
 
+-- rm: the graph's replacement model when it was not attributed here (loaded from a file)
 function M.edge_heads(g, source, target, rm)
-  rm = rm or made_by[g]
-  if not rm then
-    error("BAD_ARG: edge_heads: this graph was not attributed in this session; give its replacement model: " ..
-          "g:edge_heads(source, target, rm)", 2)
-  end
-  return rm:edge_heads(g, source, target)
+  return model_of(g, rm, "edge_heads (give it as g:edge_heads(source, target, rm))"):edge_heads(g, source, target)
 end
 
 function M.label(g, source)

@@ -110,4 +110,29 @@ local r1 = loaded:edge_heads(1, loaded:nodes("logit")[1], rm)
 local r2 = g:edge_heads(1, g:nodes("logit")[1])
 t.ok(r1.edge == r2.edge and r1.residual == r2.residual and r1.multi == r2.multi, "with its model given: the same split")
 os.remove(dir .. ".pt")
+
+-- every kept edge split while pruning, its top heads in the graph JSON's links
+local hp = g:prune{heads = 3}
+hp:save_json(dir .. ".json", {viewer = false})
+local j = ct.json_decode(io.open(dir .. ".json"):read("*a"))
+os.remove(dir .. ".json")
+local n_links, n_heads, same = 0, 0, true
+for _, l in ipairs(j.links) do
+  if l.heads then
+    n_heads = n_heads + 1
+    local r = hp:edge_heads(l.source, l.target)
+    same = same and #l.heads == math.min(3, #r.heads) and math.abs(l.residual - r.residual) <= 1e-6 * (1 + math.abs(r.residual))
+      and math.abs(l.multi_hop - r.multi) <= 1e-5 * (1 + math.abs(r.edge))
+    for i, h in ipairs(l.heads) do
+      same = same and h.layer == r.heads[i].layer and h.head == r.heads[i].head and math.abs(h.weight - r.heads[i].value) <= 1e-6 * (1 + math.abs(h.weight))
+    end
+  end
+  n_links = n_links + 1
+end
+t.ok(n_heads == n_links and n_links > 100 and same, string.format("%d of %d links carry their top 3 heads, residual and " ..
+     "multi-hop parts, as g:edge_heads gives them", n_heads, n_links))
+okc, e = pcall(rm.record_heads, rm, g, 3)
+t.ok(not okc and tostring(e):find("record the heads of a pruned graph", 1, true), "a full graph refused: " .. tostring(e))
+okc, e = pcall(rm.record_heads, rm, hp, 9)
+t.ok(not okc and tostring(e):find("expected an integer in 1..8", 1, true), "9 heads an edge refused: " .. tostring(e))
 t.done()

@@ -46,7 +46,7 @@ Prints every difference; exits 1 if there is one.]],
                         [--offload {cpu,disk,None}] [--dtype {float32,bfloat16,float16,fp32,bf16,fp16}]
                         [--verbose] [--scan ID] [--server] [--port 8041] [--features_dir DIR]
                         [--lazy-encoder] [--lazy-decoder] [--backend {transformerlens,nnsight}] [--trace]
-                        [--split-layers]
+                        [--split-layers] [--edge-heads N]
 circuit-tracer's command line. Attributes the prompt with the transcoder set (default:
 stories260K's) on the model its config.yaml names (model_name), or on --model, and writes the
 pruned graph as <graph_file_dir>/<slug>.json (default graphs/, slug from the prompt) with its
@@ -72,7 +72,9 @@ always maps encoders and decoders and reads them as they are used. --backend: ct
 engine; both names give the same graph. --verbose: progress on standard error (the default on a
 terminal). --chat TEXT is one user turn through the model's chat template, the model's turn
 opened after it (instruction-tuned models); --chat-file a JSON list of messages [{"role": ...,
-"content": ...}] (ending in an assistant turn: that turn is continued).
+"content": ...}] (ending in an assistant turn: that turn is continued). --edge-heads N: every
+edge of the pruned graph split by attention heads, each link of the graph JSON carrying its N
+(1..8) largest heads' parts, its residual part and its multi-hop rest (ctrace's own fields).
 Flags may be written with underscores or hyphens (--graph_file_dir, --graph-file-dir), as
 --flag=value, and shortened to any unambiguous prefix; ctrace's older names --transcoders and
 --graph-dir still work. Errors print without Lua's file and line; --trace (or CTRACE_TRACE=1)
@@ -143,7 +145,7 @@ local ARGS = {
       ["--offload"] = {"offload", {"cpu", "disk", "None"}},
       ["--dtype"] = {"dtype", {"float32", "bfloat16", "float16", "fp32", "bf16", "fp16"}},
       ["--lazy-encoder"] = {"lazy_encoder"}, ["--lazy-decoder"] = {"lazy_decoder"},
-      ["--split-layers"] = {"split_layers"},
+      ["--split-layers"] = {"split_layers"}, ["--edge-heads"] = {"edge_heads", "count"},
       ["--backend"] = {"backend", {"transformerlens", "nnsight"}}},
     aliases = {["-p"] = "--prompt", ["-m"] = "--model", ["-t"] = "--transcoder-set", ["-o"] = "--graph-output-path",
                ["--transcoders"] = "--transcoder-set", ["--graph-dir"] = "--graph-file-dir"}},
@@ -390,6 +392,10 @@ local function attribute_cmd(o)
     error("USAGE: --split-layers runs each graph over every rank; --prompts gives each rank its own prompts: " ..
           "give one of them", 0)
   end
+  if o.edge_heads and (o.edge_heads > 8 or o.split_layers) then
+    error(o.split_layers and "USAGE: --edge-heads needs the whole model in one process; --split-layers divides it"
+          or "USAGE: --edge-heads " .. o.edge_heads .. ": expected 1..8 heads an edge", 0)
+  end
   if o.model == "" then o.model = nil end   -- as circuit-tracer: the set's model_name then
   if o.model and not o.transcoders then
     error("USAGE: --model " .. o.model .. " needs its transcoder set: give it with -t/--transcoder_set", 0)
@@ -428,7 +434,8 @@ local function attribute_cmd(o)
   if rank ~= 0 then opts.verbose = false end   -- progress from rank 0 only
   local dir = o.graph_dir or "graphs"
   local scan = o.scan or (tc.scan ~= "" and tc.scan) or (tc.model_name ~= "" and tc.model_name) or model
-  local thresholds = {node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98}
+  local thresholds = {node_threshold = o.node_threshold or 0.8, edge_threshold = o.edge_threshold or 0.98,
+                      heads = o.edge_heads}
   if items then   -- a graph a prompt, the prompts shared among the ranks; rank 0 lists them in order
     local done = ct.dist.map(items, function(it)
       opts.targets = it.targets

@@ -291,5 +291,22 @@ printf 'a\n{"prompt": "b", "slug": "1-a"}\n' > dup.txt
 "$CTRACE" attribute --prompts prompts.txt -o x.pt > bp2.txt 2>&1
 [ $? = 2 ] && grep -q "name a single graph" bp2.txt && ok "--prompts with -o: refused (exit 2)" || { bad "--prompts -o"; show bp2.txt; }
 
+# --edge-heads: every link of the graph JSON carries its top heads by size (none for an edge no head
+# carries: a last-layer feature into a logit), its residual and multi-hop parts
+"$CTRACE" attribute -p "Once upon a time" -t "$SET" --edge-heads 3 --slug eh --graph_file_dir eh > eh.txt 2>&1
+python3 - eh/eh.json > ehc.txt 2>&1 <<'PY'
+import json, sys
+links = json.load(open(sys.argv[1]))["links"]
+bad = [l for l in links if not ("heads" in l and len(l["heads"]) <= 3 and "residual" in l and "multi_hop" in l and
+       all(abs(a["weight"]) >= abs(b["weight"]) for a, b in zip(l["heads"], l["heads"][1:])))]
+three = sum(len(l.get("heads", [])) == 3 for l in links)
+print("%d links, %d with 3 heads, %d bad" % (len(links), three, len(bad)))
+sys.exit(1 if bad or three < 100 else 0)
+PY
+[ $? = 0 ] && ok "--edge-heads 3: every link carries up to 3 heads by size, its residual and multi-hop parts: $(cat ehc.txt)" ||
+  { bad "--edge-heads"; show eh.txt; show ehc.txt; }
+"$CTRACE" attribute -p "x" -t "$SET" --edge-heads 9 > eh9.txt 2>&1
+[ $? = 2 ] && grep -q "edge-heads 9: expected 1..8" eh9.txt && ok "--edge-heads 9 refused (exit 2)" || { bad "--edge-heads 9"; show eh9.txt; }
+
 echo "1..$n"
 exit $fail

@@ -10,6 +10,7 @@
 void ct_qk_free(ct_qk *q) {
     free(q->active), free(q->act), free(q->q), free(q->k), free(q->q0), free(q->k0), free(q->q_clean), free(q->k_clean);
     free(q->row), free(q->k_row), free(q->gq), free(q->gk_row);
+    free(q->q_idx), free(q->q_nrm), free(q->q_pack), free(q->q_tot);
     memset(q, 0, sizeof *q);
 }
 
@@ -62,6 +63,36 @@ static ct_status side(ct_replacement *rm, const int *tokens, int T, int layer, c
     ct_resid_rows_free(&rr);
     free(dirs), free(v), free(at);
     return rc;
+}
+
+typedef struct { int64_t col; float norm; } node_norm;
+
+static int cmp_norm(const void *x, const void *y) {   // by norm descending, then column
+    const node_norm *a = x, *b = y;
+    if (a->norm != b->norm) return a->norm > b->norm ? -1 : 1;
+    return a->col < b->col ? -1 : a->col > b->col;
+}
+
+// The columns whose part (hd, n_cols) is not all zero, then the constant (n_cols), by norm
+// descending: idx (n,) their columns, norm (n,), packed (n, hd) their parts as rows.
+static int64_t live_nodes(const float *parts, const float *zero, int hd, int64_t n_cols, node_norm *tmp, int64_t *idx,
+                          float *norm, float *packed) {
+    int64_t n = 0;
+    for (int64_t i = 0; i <= n_cols; i++) {
+        double s = 0;
+        for (int c = 0; c < hd; c++) {
+            double x = i < n_cols ? parts[(size_t)c * n_cols + i] : zero[c];
+            s += x * x;
+        }
+        if (s > 0) tmp[n++] = (node_norm){i, (float)sqrt(s)};
+    }
+    qsort(tmp, (size_t)n, sizeof *tmp, cmp_norm);
+    for (int64_t r = 0; r < n; r++) {
+        idx[r] = tmp[r].col, norm[r] = tmp[r].norm;
+        for (int c = 0; c < hd; c++)
+            packed[(size_t)r * hd + c] = tmp[r].col < n_cols ? parts[(size_t)c * n_cols + tmp[r].col] : zero[c];
+    }
+    return n;
 }
 
 // The row's clean values from a pass that keeps them (the query, the keys lo..query, the q/k-norm
@@ -117,11 +148,22 @@ static ct_status begin(ct_qk *out, ct_replacement *rm, const int *tokens, int T,
     }
     ct_hook_cache_free(&hc);
     if (!rc) rc = side(rm, tokens, T, layer, &m->layers[layer].wq, head, &query, 1, out->gq, out, &out->q, err);
+    int64_t N = out->n_cols + 1;
+    node_norm *tmp = NULL;
+    if (!rc) {
+        out->q_tot = malloc(sizeof(double) * (size_t)hd), out->q_idx = malloc(sizeof(int64_t) * (size_t)N);
+        out->q_nrm = malloc(sizeof(float) * (size_t)N), out->q_pack = malloc(sizeof(float) * (size_t)N * hd);
+        tmp = malloc(sizeof *tmp * (size_t)N);
+        if (!out->q_tot || !out->q_idx || !out->q_nrm || !out->q_pack || !tmp) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
     for (int j = 0; !rc && j < hd; j++) {   // the constant part: what the nodes leave of the clean query
         double s = 0;
         for (int64_t i = 0; i < out->n_cols; i++) s += out->q[(size_t)j * out->n_cols + i];
         out->q0[j] = (float)(out->q_clean[j] - s);
+        out->q_tot[j] = s + out->q0[j];
     }
+    if (!rc) out->n_qlive = live_nodes(out->q, out->q0, hd, out->n_cols, tmp, out->q_idx, out->q_nrm, out->q_pack);
+    free(tmp);
     if (rc) ct_qk_free(out);
     return rc;
 }
@@ -151,13 +193,10 @@ static ct_status finish_key(ct_qk *q, int key, float *k, ct_err *err) {
     memcpy(q->k_clean, q->k_row + (size_t)(key - q->lo) * hd, sizeof(float) * (size_t)hd);
     double total = 0;
     for (int j = 0; j < hd; j++) {
-        double sq = 0, sk = 0;
-        for (int64_t i = 0; i < q->n_cols; i++) {
-            sq += q->q[(size_t)j * q->n_cols + i];
-            sk += k[(size_t)j * q->n_cols + i];
-        }
+        double sk = 0;
+        for (int64_t i = 0; i < q->n_cols; i++) sk += k[(size_t)j * q->n_cols + i];
         q->k0[j] = (float)(q->k_clean[j] - sk);
-        total += (sq + q->q0[j]) * (sk + q->k0[j]);
+        total += q->q_tot[j] * (sk + q->k0[j]);
     }
     q->score = q->row[key - q->lo];
     q->total = q->scale * total;
@@ -193,72 +232,49 @@ static int cmp_pair(const void *x, const void *y) {
     return a->j < b->j ? -1 : a->j > b->j;
 }
 
-typedef struct { int64_t col; float norm; } node_norm;
-
-static int cmp_norm(const void *x, const void *y) {   // by norm descending, then column
-    const node_norm *a = x, *b = y;
-    if (a->norm != b->norm) return a->norm > b->norm ? -1 : 1;
-    return a->col < b->col ? -1 : a->col > b->col;
-}
-
-// The columns whose part (hd, n_cols) is not all zero, then the constant (n_cols), by norm
-// descending: idx (n,) their columns, norm (n,), packed (n, hd) their parts as rows.
-static int64_t live_nodes(const float *parts, const float *zero, int hd, int64_t n_cols, node_norm *tmp, int64_t *idx,
-                          float *norm, float *packed) {
-    int64_t n = 0;
-    for (int64_t i = 0; i <= n_cols; i++) {
-        double s = 0;
-        for (int c = 0; c < hd; c++) {
-            double x = i < n_cols ? parts[(size_t)c * n_cols + i] : zero[c];
-            s += x * x;
-        }
-        if (s > 0) tmp[n++] = (node_norm){i, (float)sqrt(s)};
-    }
-    qsort(tmp, (size_t)n, sizeof *tmp, cmp_norm);
-    for (int64_t r = 0; r < n; r++) {
-        idx[r] = tmp[r].col, norm[r] = tmp[r].norm;
-        for (int c = 0; c < hd; c++)
-            packed[(size_t)r * hd + c] = tmp[r].col < n_cols ? parts[(size_t)c * n_cols + tmp[r].col] : zero[c];
-    }
-    return n;
-}
-
-#define TOP_BLOCK 256   // query-side nodes a product at a time
+#define TOP_QB 256    // query-side nodes a tile
+#define TOP_KB 1024   // key-side nodes a tile
 
 ct_status ct_qk_top(const ct_qk *q, int n, ct_qk_pair *pairs, int *n_out, ct_err *err) {
     *n_out = 0;
     if (n < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "qk: %d pairs asked for; expected at least 1", n);
     int hd = q->hd;
     int64_t N = q->n_cols + 1, cols = q->n_cols;
-    int64_t *iq = malloc(sizeof(int64_t) * (size_t)N), *ik = malloc(sizeof(int64_t) * (size_t)N);
-    float *nq_ = malloc(sizeof(float) * (size_t)N), *nk_ = malloc(sizeof(float) * (size_t)N);
+    int64_t *ik = malloc(sizeof(int64_t) * (size_t)N);
+    float *nk_ = malloc(sizeof(float) * (size_t)N);
     node_norm *tmp = malloc(sizeof *tmp * (size_t)N);
-    float *Q = malloc(sizeof(float) * (size_t)N * hd), *K = malloc(sizeof(float) * (size_t)N * hd);
-    float *C = malloc(sizeof(float) * (size_t)TOP_BLOCK * (size_t)N), *A = malloc(sizeof(float) * (size_t)TOP_BLOCK * (size_t)N);
+    float *K = malloc(sizeof(float) * (size_t)N * hd);
+    float *C = malloc(sizeof(float) * TOP_QB * TOP_KB), *A = malloc(sizeof(float) * TOP_QB * TOP_KB);
     int64_t *pick = malloc(sizeof(int64_t) * (size_t)n);
     ct_qk_pair *best = malloc(sizeof *best * (size_t)(2 * n));
-    if (!iq || !ik || !nq_ || !nk_ || !tmp || !Q || !K || !C || !A || !pick || !best) {
-        free(iq), free(ik), free(nq_), free(nk_), free(tmp), free(Q), free(K), free(C), free(A), free(pick), free(best);
+    if (!ik || !nk_ || !tmp || !K || !C || !A || !pick || !best) {
+        free(ik), free(nk_), free(tmp), free(K), free(C), free(A), free(pick), free(best);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for the pairs of %lld nodes", (long long)N);
     }
-    int64_t nq = live_nodes(q->q, q->q0, hd, cols, tmp, iq, nq_, Q), nk = live_nodes(q->k, q->k0, hd, cols, tmp, ik, nk_, K);
+    const int64_t *iq = q->q_idx;
+    const float *nq_ = q->q_nrm, *Q = q->q_pack;
+    int64_t nq = q->n_qlive, nk = live_nodes(q->k, q->k0, hd, cols, tmp, ik, nk_, K);
     int kept = 0;
-    for (int64_t i0 = 0; i0 < nq && nk > 0; i0 += TOP_BLOCK) {
-        // |q_i . k_j| <= |q_i| |k_j| (with room for float32 rounding): the block's pairs with a bound
-        // below the n-th best cannot enter; nor can any later block's once its first cannot
-        double bar = kept == n ? fabs(best[n - 1].value) : 0, qmax = (double)q->scale * nq_[i0] * (1 + 1e-4);
-        if (bar > 0 && qmax * nk_[0] < bar) break;
-        int64_t mk = nk;   // keys whose bound can reach the bar
-        while (bar > 0 && mk > 0 && qmax * nk_[mk - 1] < bar) mk--;
-        int nb = nq - i0 < TOP_BLOCK ? (int)(nq - i0) : TOP_BLOCK;
-        // C (nb, mk) = scale Q[i0..] (nb, hd) @ K (mk, hd)^T
-        ct_sgemm(0, 1, nb, (int)mk, hd, (float)q->scale, Q + (size_t)i0 * hd, hd, K, hd, 0.0f, C, (int)mk);
-        for (size_t e = 0; e < (size_t)nb * (size_t)mk; e++) A[e] = fabsf(C[e]);
-        int64_t got = ct_topk(pick, A, (int64_t)nb * mk, n);
-        for (int64_t t = 0; t < got; t++)
-            best[kept++] = (ct_qk_pair){iq[i0 + pick[t] / mk], ik[pick[t] % mk], C[pick[t]], 0};
-        qsort(best, (size_t)kept, sizeof *best, cmp_pair);
-        if (kept > n) kept = n;
+    // tiles of pairs in the order of their nodes' norms: |q_i . k_j| <= |q_i| |k_j| (with room for
+    // float32 rounding) bounds a tile by its first row and column; one below the n-th best cannot
+    // enter, nor can the rest of its row of tiles, nor (its first) any later row
+    for (int64_t i0 = 0; i0 < nq; i0 += TOP_QB) {
+        int nb = nq - i0 < TOP_QB ? (int)(nq - i0) : TOP_QB;
+        double qmax = (double)q->scale * nq_[i0] * (1 + 1e-4);
+        int64_t j0 = 0;
+        for (; j0 < nk; j0 += TOP_KB) {
+            if (kept == n && qmax * nk_[j0] < fabs(best[n - 1].value)) break;
+            int kb = nk - j0 < TOP_KB ? (int)(nk - j0) : TOP_KB;
+            // C (nb, kb) = scale Q[i0..] (nb, hd) @ K[j0..] (kb, hd)^T
+            ct_sgemm_here(0, 1, nb, kb, hd, (float)q->scale, Q + (size_t)i0 * hd, hd, K + (size_t)j0 * hd, hd, 0.0f, C, kb);
+            for (size_t e = 0; e < (size_t)nb * (size_t)kb; e++) A[e] = fabsf(C[e]);
+            int64_t got = ct_topk(pick, A, (int64_t)nb * kb, n);
+            for (int64_t t = 0; t < got; t++)
+                best[kept++] = (ct_qk_pair){iq[i0 + pick[t] / kb], ik[j0 + pick[t] % kb], C[pick[t]], 0};
+            qsort(best, (size_t)kept, sizeof *best, cmp_pair);
+            if (kept > n) kept = n;
+        }
+        if (j0 == 0 && nk > 0) break;
     }
     for (int t = 0; t < kept; t++) {   // each value in double from its parts, and its shift
         double v = 0;
@@ -273,7 +289,7 @@ ct_status ct_qk_top(const ct_qk *q, int n, ct_qk_pair *pairs, int *n_out, ct_err
     qsort(best, (size_t)kept, sizeof *best, cmp_pair);
     memcpy(pairs, best, sizeof *best * (size_t)kept);
     *n_out = kept;
-    free(iq), free(ik), free(nq_), free(nk_), free(tmp), free(Q), free(K), free(C), free(A), free(pick), free(best);
+    free(ik), free(nk_), free(tmp), free(K), free(C), free(A), free(pick), free(best);
     return CT_OK;
 }
 

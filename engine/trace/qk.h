@@ -34,6 +34,12 @@ typedef struct {
     double cap;                  // the attention softcap, 0: none
     float *k_row;                // (query - lo + 1, hd) their clean keys
     float *gq, *gk_row;          // (hd,) and (query - lo + 1, hd): q/k norm gains / denominators, or NULL
+    // the query side as ct_qk_top reads it, made once: its live nodes (non-zero part; the constant
+    // as n_cols) by norm descending, their norms and parts as rows; and every node's part summed
+    int64_t n_qlive;
+    int64_t *q_idx;              // (n_qlive,)
+    float *q_nrm, *q_pack;       // (n_qlive,) (n_qlive, hd)
+    double *q_tot;               // (hd,) the query's parts and constant summed (the query)
 } ct_qk;
 
 // The split of head `head`'s score at layer `layer`, query position `query`, key position `key`

@@ -360,6 +360,37 @@ static int qk_int_opt(lua_State *L, int idx, const char *k, int def, int require
     return has ? (int)v : def;
 }
 
+// A node table at idx, as graph nodes and rm:qk's terms name them: {kind = "feature" (the default
+// when feature is given) | "error" | "token", layer =, pos =, feature =}, or a graph JSON node_id
+// ("{layer}_{feature}_{pos}", "{layer}_-1_{pos}", "E_{token}_{pos}").
+static void read_qk_node(lua_State *L, int idx, ct_qk_node *n) {
+    memset(n, 0, sizeof *n);
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        const char *s = lua_tostring(L, idx);
+        int a, c, used = 0;
+        long long b;
+        if (sscanf(s, "E_%lld_%d%n", &b, &c, &used) == 2 && s[used] == 0) {
+            n->kind = CT_NODE_TOKEN, n->pos = c;
+        } else if (sscanf(s, "%d_%lld_%d%n", &a, &b, &c, &used) == 3 && s[used] == 0) {
+            n->kind = b < 0 ? CT_NODE_ERROR : CT_NODE_FEATURE, n->layer = a, n->feature = b, n->pos = c;
+        } else {
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without: '%s' is no node id (expected layer_feature_pos, layer_-1_pos or "
+                        "E_token_pos)", s);
+        }
+        return;
+    }
+    if (!lua_istable(L, idx)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without expects a node (table or node_id), got %s", luaL_typename(L, idx));
+    lua_getfield(L, idx, "kind");
+    const char *kind = lua_tostring(L, -1);
+    int feature = qk_int_opt(L, idx, "feature", -1, 0);
+    if (kind && strcmp(kind, "error") && strcmp(kind, "token") && strcmp(kind, "feature"))
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without: a node of kind '%s'; expected feature, error or token", kind);
+    if (!kind && feature < 0) ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without: expected a node with kind or feature");
+    n->kind = kind && strcmp(kind, "error") == 0 ? CT_NODE_ERROR : kind && strcmp(kind, "token") == 0 ? CT_NODE_TOKEN : CT_NODE_FEATURE;
+    lua_pop(L, 1);
+    n->layer = qk_int_opt(L, idx, "layer", -1, 0), n->pos = qk_int_opt(L, idx, "pos", -1, 0), n->feature = feature;
+}
+
 // rm:qk(prompt, {layer =, head =, query = last position, key =, top = 20}) -> {layer, head, query,
 // key, scale, score, total, prob, terms = {{query = node, key = node, value =, shift =}, ...}}:
 // head `head`'s pre-softmax score at layer `layer` between positions query and key split into pairs
@@ -369,13 +400,21 @@ static int qk_int_opt(lua_State *L, int idx, const char *k, int def, int require
 static int l_rm_qk(lua_State *L) {
     rm_box *b = check_rm(L, 1);
     ct_model *m = b->r.m;
-    static const char *const allowed[] = {"layer", "head", "query", "key", "top", NULL};
+    static const char *const allowed[] = {"layer", "head", "query", "key", "top", "without", NULL};
     luaL_checktype(L, 3, LUA_TTABLE);
     ct_lua_check_opts(L, 3, "qk", allowed);
     int layer = qk_int_opt(L, 3, "layer", 0, 1), head = qk_int_opt(L, 3, "head", 0, 1);
     int query = qk_int_opt(L, 3, "query", -1, 0), key = qk_int_opt(L, 3, "key", -1, 0), top = qk_int_opt(L, 3, "top", 20, 0);
     lua_getfield(L, 3, "key");
     int row = lua_isnil(L, -1);
+    lua_pop(L, 1);
+    ct_qk_node without, *wo = NULL;
+    lua_getfield(L, 3, "without");
+    if (!lua_isnil(L, -1)) {
+        if (!row) ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without = node changes every key's score: leave out key (the whole row)");
+        read_qk_node(L, lua_gettop(L), &without);
+        wo = &without;
+    }
     lua_pop(L, 1);
     int T;
     int *ids = prompt_ids(L, 2, m, &T, "qk");   // raises nothing after this but through ct_lua_raise below
@@ -386,7 +425,7 @@ static int l_rm_qk(lua_State *L) {
     ct_qk_pair *pairs = NULL;
     int n = 0;
     ct_status rc = top >= 1 && top <= 100000 ? CT_OK : ct_fail(&err, CT_STATUS_BAD_ARG, "qk: top must be in 1..100000, got %d", top);
-    if (!rc && row) rc = ct_qk_row_run(&r, &b->r, ids, T, layer, head, query, top, &err);
+    if (!rc && row) rc = ct_qk_row_run(&r, &b->r, ids, T, layer, head, query, top, wo, &err);
     if (!rc && !row) rc = ct_qk_run(&q, &b->r, ids, T, layer, head, query, key, &err);
     if (!rc && !row && !(pairs = malloc(sizeof *pairs * (size_t)top))) rc = ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
     if (!rc && !row) rc = ct_qk_top(&q, top, pairs, &n, &err);
@@ -409,6 +448,10 @@ static int l_rm_qk(lua_State *L) {
             lua_createtable(L, 0, 5);
             lua_pushinteger(L, k->key), lua_setfield(L, -2, "key");
             set_qk_key(L, &c, k->score, k->total, k->prob, k->pairs, k->n_pairs);
+            if (wo) {
+                lua_pushnumber(L, k->without), lua_setfield(L, -2, "score_without");
+                lua_pushnumber(L, k->prob_without), lua_setfield(L, -2, "prob_without");
+            }
             lua_rawseti(L, -2, i + 1);
         }
         lua_setfield(L, -2, "keys");
@@ -597,12 +640,21 @@ static ct_intervention *read_interventions(lua_State *L, int idx, ct_model *m, c
 
 static void read_iv_opts(lua_State *L, int idx, ct_model *m, ct_iv_opts *o, const char *fn) {
     static const char *const allowed[] = {"freeze_attention", "constrained_layers", "readout", "activations", "watch",
-                                          "max_tokens", "temperature", "top_p", "seed", "stop_at_eos", NULL};
+                                          "max_tokens", "temperature", "top_p", "seed", "stop_at_eos",
+                                          "free_attention_layer", "hooks", NULL};
     ct_lua_check_opts(L, idx, fn, allowed);
     ct_iv_opts_default(o);
     o->freeze_attention = ct_lua_opt_bool(L, idx, "freeze_attention", 1);
     o->activations = ct_lua_opt_bool(L, idx, "activations", 1);
     if (lua_istable(L, idx)) {
+        lua_getfield(L, idx, "free_attention_layer");
+        if (!lua_isnil(L, -1)) {
+            lua_Number v = lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER || v != floor(v) || fabs(v) > 1e6)
+                ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: free_attention_layer expects a layer, got %s", fn, luaL_typename(L, -1));
+            o->free_attention_layer = (int)v;
+        }
+        lua_pop(L, 1);
         lua_getfield(L, idx, "constrained_layers");
         if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "all") == 0) {
             o->constrained = 1, o->first = 0, o->last = m->cfg.n_layers - 1;
@@ -658,6 +710,31 @@ static void push_watched(lua_State *L, int idx, const ct_sparse_acts *a) {
     }
 }
 
+// opts.hooks at idx: a list of hook names (as m:run_with_cache names them) -> ids (n), held by a
+// userdata left on the stack (NULL and nothing pushed without the option). Raises on a bad list.
+static ct_hook_id *read_hooks(lua_State *L, int idx, const ct_model *m, int *n) {
+    *n = 0;
+    if (!lua_istable(L, idx)) return NULL;
+    lua_getfield(L, idx, "hooks");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    int t = lua_gettop(L), k = lua_istable(L, t) ? (int)lua_objlen(L, t) : 0;
+    if (k < 1 || k > 4096) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervene: hooks expects a list of hook names, got %s", luaL_typename(L, t));
+    ct_hook_id *ids = lua_newuserdata(L, sizeof *ids * (size_t)k);   // collected if a name is bad
+    for (int i = 0; i < k; i++) {
+        lua_rawgeti(L, t, i + 1);
+        ct_err err = {0};
+        if (lua_type(L, -1) != LUA_TSTRING) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervene: hook %d: expected a name, got %s", i + 1, luaL_typename(L, -1));
+        if (ct_hook_parse(m, lua_tostring(L, -1), &ids[i], &err)) ct_lua_raise(L, &err);
+        lua_pop(L, 1);
+    }
+    lua_remove(L, t);
+    *n = k;
+    return ids;
+}
+
 // rm:intervene(prompt, interventions, opts) -> logits (T, V), and the activations: a
 // ctrace.Activations (every feature with its clean value), the watched list, or nil
 static int l_rm_intervene(lua_State *L) {
@@ -668,6 +745,8 @@ static int l_rm_intervene(lua_State *L) {
     ct_iv_opts o;
     read_iv_opts(L, 4, m, &o, "intervene");
     check_watch(L, 4);
+    int n_hooks = 0;
+    ct_hook_id *hook_ids = read_hooks(L, 4, m, &n_hooks);
     int T;
     int *ids = prompt_ids(L, 2, m, &T, "intervene");
     int64_t shape[2] = {T, m->cfg.vocab_size};
@@ -675,14 +754,18 @@ static int l_rm_intervene(lua_State *L) {
     ct_sparse_acts acts = {0}, both = {0};
     const ct_sparse_acts *clean = NULL;
     ct_err err = {0};
-    ct_status rc = logits ? ct_iv_run(&b->r, ids, T, iv, n_iv, &o, ct_tensor_data(logits), &acts, &err)
-                          : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory for logits");
+    ct_hook_cache hc = {0};
+    ct_status rc = logits ? CT_OK : ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory for logits");
+    if (!rc && hook_ids) rc = ct_hook_cache_init(&hc, hook_ids, n_hooks, &err);
+    if (!rc && hook_ids) o.hooks = &hc;
+    if (!rc) rc = ct_iv_run(&b->r, ids, T, iv, n_iv, &o, ct_tensor_data(logits), &acts, &err);
     if (!rc && o.activations && !(clean = ct_iv_clean_acts(&b->r, ids, T, o.pre_activation, &err))) rc = err.status;
     if (!rc && o.activations) rc = ct_sparse_acts_union(&both, &acts, clean, &err);
     free(ids);
     ct_sparse_acts_free(&acts);
     if (rc) {
         ct_tensor_free(logits);
+        ct_hook_cache_free(&hc);
         return ct_lua_raise(L, &err);
     }
     ct_lua_push_tensor(L, logits);
@@ -698,7 +781,17 @@ static int l_rm_intervene(lua_State *L) {
         lua_pushnil(L);
     }
     lua_remove(L, watch);
-    return 2;
+    if (!o.hooks) return 2;
+    lua_createtable(L, 0, hc.n);   // {name = tensor}
+    for (int i = 0; i < hc.n; i++) {
+        char name[96];
+        ct_hook_name(hc.ids[i], name, sizeof name);
+        ct_lua_push_tensor(L, hc.values[i]);   // takes it
+        hc.values[i] = NULL;
+        lua_setfield(L, -2, name);
+    }
+    ct_hook_cache_free(&hc);
+    return 3;
 }
 
 // rm:donor_values(prompt, {{layer, pos, feature}, ...}) -> {value, ...}: the features' activations

@@ -1294,8 +1294,10 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
         if (visited[i]) g->selected[s++] = i;
     }
     for (int k = 0; k < K; k++) {
-        g->logits[k] = (ct_logit_target){tg[k].vocab_id, tg[k].prob, tg[k].label};
+        int custom = tg[k].vocab_id >= a.m->cfg.vocab_size;   // its direction kept (edge heads read it)
+        g->logits[k] = (ct_logit_target){tg[k].vocab_id, tg[k].prob, tg[k].label, custom ? tg[k].vec : NULL};
         tg[k].label = NULL;
+        if (custom) tg[k].vec = NULL;
     }
     ct_row_seg segs[1025];
     int n_segs;

@@ -20,7 +20,7 @@ void ct_graph_free(ct_graph *g) {
     free(g->active);
     free(g->activation);
     free(g->selected);
-    for (int k = 0; g->logits && k < g->n_logits; k++) free(g->logits[k].label);
+    for (int k = 0; g->logits && k < g->n_logits; k++) free(g->logits[k].label), free(g->logits[k].vec);
     free(g->logits);
     free(g->adj);
     free(g->node_mask);
@@ -330,7 +330,12 @@ static ct_status copy_header(ct_graph **out, const ct_graph *g, ct_err *err) {
             if (g->token_text && g->token_text[t] && !(p->token_text[t] = strdup(g->token_text[t]))) ok = 0;
         for (int k = 0; k < g->n_logits && ok; k++) {
             p->logits[k] = g->logits[k];
+            p->logits[k].vec = NULL;
             if (!(p->logits[k].label = strdup(g->logits[k].label ? g->logits[k].label : ""))) ok = 0;
+            if (ok && g->logits[k].vec) {
+                if (!(p->logits[k].vec = malloc(sizeof(float) * (size_t)g->d_model))) ok = 0;
+                else memcpy(p->logits[k].vec, g->logits[k].vec, sizeof(float) * (size_t)g->d_model);
+            }
         }
     }
     if (ok && g->node_label) {

@@ -20,6 +20,8 @@ typedef struct {
     int64_t vocab_id;   // token id; custom targets get V + i
     float prob;         // weight: the token's probability, or the weight given with a custom target
     char *label;        // token text or the custom target's label (owned)
+    float *vec;         // (d_model,) a custom target's direction as given (owned), when the graph was
+                        // attributed here; NULL for token targets and graphs read from files
 } ct_logit_target;
 
 // Settings the graph was computed (and pruned) with; recorded in files.

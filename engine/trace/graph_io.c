@@ -708,7 +708,7 @@ ct_status ct_graph_parse_json(ct_graph **out, const char *text, size_t len, cons
             break;
         case CT_NODE_LOGIT:
             idx = ct_graph_logit_node(g, k_logit);
-            g->logits[k_logit] = (ct_logit_target){x->feature, (float)x->prob, NULL};
+            g->logits[k_logit] = (ct_logit_target){x->feature, (float)x->prob, NULL, NULL};
             k_logit++;
             break;
         }
@@ -1040,7 +1040,7 @@ ct_status ct_graph_load(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *e
     // labels and token texts: each array walked once (its items are a list, not indexed)
     const cJSON *l = cJSON_IsArray(labels) ? labels->child : NULL;
     for (int k = 0; k < g->n_logits; k++, l = l ? l->next : NULL) {
-        g->logits[k] = (ct_logit_target){lt[k], probs[k], strdup(cJSON_IsString(l) ? l->valuestring : "")};
+        g->logits[k] = (ct_logit_target){lt[k], probs[k], strdup(cJSON_IsString(l) ? l->valuestring : ""), NULL};
         if (!g->logits[k].label) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
     const cJSON *s = cJSON_IsArray(texts) ? texts->child : NULL;

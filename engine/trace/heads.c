@@ -98,16 +98,33 @@ static ct_status source_write(hctx *h, const ct_node_info *s, float act, int j, 
     return CT_OK;
 }
 
+// r (D,) = the unembedding row of vocab id v less the mean row: the demeaned logit's direction.
+static ct_status demeaned_row(hctx *h, int64_t v, float *r, ct_err *err) {
+    int D = h->D;
+    int64_t V = h->c->vocab_size;
+    double *mean = calloc((size_t)D, sizeof(double));
+    if (!mean) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    for (int64_t w = 0; w < V; w++) {
+        ct_mat_row(&h->m->lm_head, w, r);
+        for (int i = 0; i < D; i++) mean[i] += r[i];
+    }
+    ct_mat_row(&h->m->lm_head, v, r);
+    for (int i = 0; i < D; i++) r[i] = (float)(r[i] - mean[i] / (double)V);
+    free(mean);
+    return CT_OK;
+}
+
 // The target's read: its layer R (a feature's; L for a logit, read after the last layer), position
 // and direction r (D,) in the residual stream there (a feature: its encoder row back through the
-// frozen pre-MLP norm to hook_resid_mid; a logit: the demeaned unembedding row back through the
-// final norm).
+// frozen pre-MLP norm to hook_resid_mid; a logit: the demeaned unembedding row (a custom target:
+// its direction as given) back through the final norm).
 static ct_status target_read(hctx *h, int64_t target, int *R, int *pos, float *r, ct_err *err) {
     const ct_graph *g = h->g;
     ct_node_info t = ct_graph_node(g, target);
     int D = h->D;
+    ct_status rc;
     if (t.kind == CT_NODE_FEATURE) {
-        ct_status rc = ct_tc_encoder_row(h->tc, t.layer, t.feature, r, err);
+        rc = ct_tc_encoder_row(h->tc, t.layer, t.feature, r, err);
         if (rc) return rc;
         if (h->rm->input != CT_TC_IN_RESID_MID)
             norm_lin(h->c, r, r, h->fz->ln2_scale[t.layer][t.pos],
@@ -116,23 +133,19 @@ static ct_status target_read(hctx *h, int64_t target, int *R, int *pos, float *r
         return CT_OK;
     }
     int64_t k = target - ct_graph_logit_node(g, 0), V = h->c->vocab_size;
-    if (g->logits[k].vocab_id < 0 || g->logits[k].vocab_id >= V)
-        return ct_fail(err, CT_STATUS_UNSUPPORTED, "edge heads: logit target %lld is a custom target (%s); its direction is "
-                       "not kept in the graph", (long long)k, g->logits[k].label ? g->logits[k].label : "no label");
-    double *mean = calloc((size_t)D, sizeof(double));
-    if (!mean) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    for (int64_t v = 0; v < V; v++) {   // u = W_U[v] - mean_v W_U[v]
-        ct_mat_row(&h->m->lm_head, v, r);
-        for (int i = 0; i < D; i++) mean[i] += r[i];
+    if (g->logits[k].vec) {   // a custom target: its direction as given
+        memcpy(r, g->logits[k].vec, sizeof(float) * D);
+    } else if (g->logits[k].vocab_id < 0 || g->logits[k].vocab_id >= V) {
+        return ct_fail(err, CT_STATUS_UNSUPPORTED, "edge heads: logit target %lld is a custom target (%s) whose direction "
+                       "the graph does not keep (a graph read from a file)", (long long)k,
+                       g->logits[k].label ? g->logits[k].label : "no label");
+    } else if ((rc = demeaned_row(h, g->logits[k].vocab_id, r, err))) {
+        return rc;
     }
-    ct_mat_row(&h->m->lm_head, g->logits[k].vocab_id, r);
-    for (int i = 0; i < D; i++) r[i] = (float)(r[i] - mean[i] / (double)V);
-    free(mean);
     norm_lin(h->c, r, r, h->fz->lnf_scale[h->T - 1], h->m->lnf_w, D, 1);
     *R = h->L, *pos = h->T - 1;
     return CT_OK;
 }
-
 // The target's side with every head closed, from its read direction r (D,) at layer R, position
 // p: y (L, H*hd), zero from layer R + 1 on, each head's W_O^T P1^T g at its layer; g_post (L, D)
 // the gradient at each layer's MLP output (below R; zero above); g_pre (D,) the gradient entering

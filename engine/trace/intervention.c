@@ -10,6 +10,7 @@ void ct_iv_opts_default(ct_iv_opts *o) {
     memset(o, 0, sizeof *o);
     o->freeze_attention = 1;
     o->activations = 1;
+    o->free_attention_layer = -1;
 }
 
 ct_status ct_iv_check(const ct_replacement *r, const ct_intervention *iv, int n_iv, int T, ct_err *err) {
@@ -234,11 +235,27 @@ ct_status ct_iv_run(ct_replacement *r, const int *tokens, int T, const ct_interv
     if (rc) return rc;
     p.acts = o->activations ? acts : NULL;
     ct_frozen fz = frozen_of(&p);
-    int first = first_changed_layer(&p);
-    if (first > 0 && p.acts && (rc = keep_clean_readout(&p, r, first, err))) return rc;
+    int L = p.c->L, free_l = o->free_attention_layer;
+    const float **pat = NULL;   // (L) the frozen patterns but the free layer's
+    if (free_l != -1 && (free_l < 0 || free_l >= L))
+        return ct_fail(err, CT_STATUS_OUT_OF_RANGE, "free_attention_layer %d outside 0..%d", free_l, L - 1);
+    if (free_l >= 0 && !fz.pattern)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "free_attention_layer %d: every pattern is free already (freeze_attention "
+                       "off, no constrained layers)", free_l);
+    if (free_l >= 0) {
+        if (!(pat = malloc(sizeof *pat * (size_t)L))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        for (int l = 0; l < L; l++) pat[l] = l == free_l ? NULL : fz.pattern[l];
+        fz.pattern = pat;
+    }
+    int first = o->hooks ? 0 : first_changed_layer(&p);
+    if (first > 0 && p.acts && (rc = keep_clean_readout(&p, r, first, err))) {
+        free(pat);
+        return rc;
+    }
     ct_forward_ctl ctl = {.mlp = iv_mlp, .mlp_out_raw = 1, .edit = iv_edit, .frozen = fz.pattern ? &fz : NULL, .ctx = &p,
                           .first_layer = first, .resid = p.c->resid + (size_t)first * T * p.c->D};
-    rc = ct_model_forward_ctl(r->m, tokens, T, NULL, NULL, logits, 1, &ctl, err);
+    rc = ct_model_forward_ctl(r->m, tokens, T, NULL, o->hooks, logits, 1, &ctl, err);
+    free(pat);
     if (rc && acts) ct_sparse_acts_free(acts);
     return rc;
 }
@@ -251,8 +268,11 @@ const ct_sparse_acts *ct_iv_clean_acts(ct_replacement *r, const int *tokens, int
 ct_status ct_iv_generate(ct_replacement *r, const int *tokens, int T, const ct_intervention *iv, int n_iv,
                          const ct_iv_opts *o, const ct_gen_opts *g, int *out, int *n_out, ct_err *err) {
     *n_out = 0;
+    if (o->free_attention_layer != -1 || o->hooks)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "generate: free_attention_layer and hooks are for one pass over a prompt "
+                       "(intervene)");
     ct_iv_opts po = *o;
-    po.activations = 0;
+    po.activations = 0, po.hooks = NULL;
     iv_pass p;
     ct_status rc = pass_open(&p, r, tokens, T, iv, n_iv, &po, err);
     if (rc) return rc;

@@ -15,7 +15,8 @@
 //     deltas computed from clean activations (and, with skip transcoders, skip(x) - skip(x
 //     clean)); cross-layer decoders write only inside the range. The range covering every layer
 //     also freezes every norm denominator: the direct effects the attribution graph holds.
-//   freeze_attention (default on): attention patterns are the clean run's.
+//   freeze_attention (default on): attention patterns are the clean run's (but, with
+//     free_attention_layer, those of one layer, recomputed: how a head's pattern answers).
 // Every pass starts from the prompt's clean run (trace/replacement.h), which the replacement model
 // keeps between calls on the same prompt.
 #ifndef CT_INTERVENTION_H
@@ -42,6 +43,10 @@ typedef struct {
     int first, last;
     int pre_activation;          // activations read before the activation function
     int activations;             // 1: return every layer's activations (else only what is needed)
+    int free_attention_layer;    // -1 (default): none; else this layer's patterns are computed from
+                                 // the pass's queries and keys while the others stay frozen (needs
+                                 // freeze_attention or constrained layers; the prompt pass only)
+    ct_hook_cache *hooks;        // NULL, or hooks the prompt pass fills (it then runs every layer)
 } ct_iv_opts;
 
 void ct_iv_opts_default(ct_iv_opts *o);

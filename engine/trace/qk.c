@@ -302,8 +302,28 @@ void ct_qk_row_free(ct_qk_row *r) {
 
 #define ROW_ROWS 256   // key-side rows (keys x hd) a backward batch at a time
 
+// The column of node n among q's, or -1 (NOT_FOUND in err).
+static int64_t node_column(const ct_qk *q, const ct_qk_node *n, int L, int T, ct_err *err) {
+    if (n->kind == CT_NODE_FEATURE) {
+        for (int64_t i = 0; i < q->n_active; i++) {
+            const int32_t *f = q->active + 3 * i;
+            if (f[0] == n->layer && f[1] == n->pos && f[2] == n->feature) return i;
+        }
+        ct_fail(err, CT_STATUS_NOT_FOUND, "qk: feature %d_%lld_%d is not active in the prompt's clean run", n->layer,
+                (long long)n->feature, n->pos);
+        return -1;
+    }
+    if (n->pos < 0 || n->pos >= T || (n->kind == CT_NODE_ERROR && (n->layer < 0 || n->layer >= L)) ||
+        (n->kind != CT_NODE_ERROR && n->kind != CT_NODE_TOKEN)) {
+        ct_fail(err, CT_STATUS_NOT_FOUND, "qk: no such node (kind %d, layer %d, position %d; %d layers, %d positions)",
+                (int)n->kind, n->layer, n->pos, L, T);
+        return -1;
+    }
+    return q->n_active + (n->kind == CT_NODE_ERROR ? (int64_t)n->layer * T + n->pos : (int64_t)L * T + n->pos);
+}
+
 ct_status ct_qk_row_run(ct_qk_row *out, ct_replacement *rm, const int *tokens, int T, int layer, int head, int query, int top,
-                        ct_err *err) {
+                        const ct_qk_node *without, ct_err *err) {
     memset(out, 0, sizeof *out);
     if (top < 1) return ct_fail(err, CT_STATUS_BAD_ARG, "qk: %d pairs asked for; expected at least 1", top);
     ct_qk q;
@@ -311,6 +331,11 @@ ct_status ct_qk_row_run(ct_qk_row *out, ct_replacement *rm, const int *tokens, i
     if (rc) return rc;
     const ct_model *m = rm->m;
     int hd = q.hd, kvh = head / (m->cfg.n_heads / m->cfg.n_kv_heads), n_row = query - q.lo + 1;
+    int64_t col = without ? node_column(&q, without, m->cfg.n_layers, T, err) : -1;
+    if (without && col < 0) {
+        ct_qk_free(&q);
+        return err->status;
+    }
     int per = ROW_ROWS / hd > 0 ? ROW_ROWS / hd : 1;
     *out = (ct_qk_row){layer, head, query, q.lo, q.scale, q.n_active, q.n_cols, NULL, NULL, n_row, calloc((size_t)n_row, sizeof(ct_qk_key))};
     int *pos = malloc(sizeof(int) * (size_t)per);
@@ -328,11 +353,25 @@ ct_status ct_qk_row_run(ct_qk_row *out, ct_replacement *rm, const int *tokens, i
             if (!rc) rc = finish_key(&q, pos[b], parts + (size_t)b * hd * q.n_cols, err);
             if (!rc) rc = ct_qk_top(&q, top, k->pairs, &k->n_pairs, err);
             k->key = pos[b], k->score = q.score, k->total = q.total, k->prob = q.prob;
+            k->without = k->prob_without = NAN;
+            if (!rc && col >= 0) {   // scale (q - q_col) . (k - k_col)
+                double s = 0;
+                for (int c = 0; c < hd; c++)
+                    s += ((double)q.q_clean[c] - q.q[(size_t)c * q.n_cols + col]) *
+                         ((double)q.k_clean[c] - q.k[(size_t)c * q.n_cols + col]);
+                k->without = q.scale * s;
+            }
         }
         q.k = NULL;   // borrowed from parts
         free(parts);
     }
     free(pos);
+    if (!rc && col >= 0) {   // the row's probabilities with every key's score without the node
+        double mx = -INFINITY, z = 0;
+        for (int r = 0; r < n_row; r++) mx = fmax(mx, capped(&q, out->keys[r].without));
+        for (int r = 0; r < n_row; r++) z += exp(capped(&q, out->keys[r].without) - mx);
+        for (int r = 0; r < n_row; r++) out->keys[r].prob_without = exp(capped(&q, out->keys[r].without) - mx) / z;
+    }
     out->active = q.active, out->act = q.act;
     q.active = NULL, q.act = NULL;
     ct_qk_free(&q);

@@ -14,6 +14,7 @@
 #ifndef CT_QK_H
 #define CT_QK_H
 
+#include "trace/graph.h"
 #include "trace/replacement.h"
 
 typedef struct {
@@ -67,7 +68,17 @@ typedef struct {
     double score, total, prob;
     int n_pairs;
     ct_qk_pair *pairs;   // (n_pairs,) as ct_qk_top
+    double without;      // the score with one node's parts taken from both the query and the key
+    double prob_without; // the probability then (every key's score without it); NAN: no node given
 } ct_qk_key;
+
+// A node of the pairs, to take out of a row: a feature (layer, pos, feature), an error node
+// (layer, pos) or a token (pos).
+typedef struct {
+    ct_node_kind kind;
+    int layer, pos;
+    int64_t feature;
+} ct_qk_node;
 
 // The whole row of head `layer`.`head` from position `query`: every key it sees.
 typedef struct {
@@ -81,9 +92,12 @@ typedef struct {
 } ct_qk_row;
 
 // Each key of the row split as ct_qk_run splits one, with its top `top` pairs. The query side is
-// computed once, the keys' sides a batch of keys at a time. Free with ct_qk_row_free.
+// computed once, the keys' sides a batch of keys at a time. without (may be NULL): a node whose
+// parts are taken out of the query and of every key: each key's score and probability then (what
+// removing the node does to the pattern in the frozen model, where only this layer's attention
+// answers). Free with ct_qk_row_free.
 ct_status ct_qk_row_run(ct_qk_row *out, ct_replacement *rm, const int *tokens, int T, int layer, int head, int query, int top,
-                        ct_err *err);
+                        const ct_qk_node *without, ct_err *err);
 void ct_qk_row_free(ct_qk_row *r);
 
 #endif

@@ -12,7 +12,9 @@
 --       pos: an index, {first, last}, {first, "end"} (also generated tokens) or "all".
 --       opts: freeze_attention (true), constrained_layers ({first, last} or "all": direct
 --             effects), readout ("post" | "pre"), activations (true: every feature's activation
---             and its change from the clean run).
+--             and its change from the clean run), free_attention_layer (one layer whose patterns
+--             are recomputed while the others stay frozen), hooks (a list of hook names: the
+--             pass's values there, result.hooks[name], tensors as m:run_with_cache gives them).
 --   result.logits (T, V); result:top_logits(n [, pos]) -> {{token, id, prob, logit}, ...};
 --   result.activations (list of {layer, pos, feature, value, clean, delta}; made when first read
 --   from result.acts, a ctrace.Activations kept in C); result:activation(layer, pos, feature) ->
@@ -118,8 +120,8 @@ end
 
 function M.intervene(rm, prompt, list, opts)
   local flat = rm:expand_interventions(list)
-  local logits, acts = rm:intervene_raw(prompt, flat, opts)
-  local r = {logits = logits, model = rm:model(), interventions = flat}
+  local logits, acts, hooks = rm:intervene_raw(prompt, flat, opts)
+  local r = {logits = logits, model = rm:model(), interventions = flat, hooks = hooks}
   if type(acts) == "table" then r.activations = acts else r.acts = acts end   -- watched list, or every feature
   return setmetatable(r, Result)
 end

@@ -256,7 +256,7 @@ static void check_case(const char *name, ct_model *m, const ct_transcoders *tc) 
     // within 1e-6 (1 + |value|): the key's side comes from a backward batch of several keys), the
     // terms summing to the score and the probabilities to 1
     ct_qk_row qr;
-    rc = ct_qk_row_run(&qr, &rm, prompt, T, layer, head, qpos, 10, &err);
+    rc = ct_qk_row_run(&qr, &rm, prompt, T, layer, head, qpos, 10, NULL, &err);
     ct_qk_key *keys = qr.keys;
     int n_keys = qr.n_keys;
     int row_ok = rc == CT_OK && n_keys == qpos - lo + 1;

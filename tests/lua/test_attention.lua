@@ -135,4 +135,42 @@ okc, e = pcall(rm.record_heads, rm, g, 3)
 t.ok(not okc and tostring(e):find("record the heads of a pruned graph", 1, true), "a full graph refused: " .. tostring(e))
 okc, e = pcall(rm.record_heads, rm, hp, 9)
 t.ok(not okc and tostring(e):find("expected an integer in 1..8", 1, true), "9 heads an edge refused: " .. tostring(e))
+
+-- a head's pattern answering an intervention: the row predicted without a node (rm:qk{without})
+-- against the frozen model with only that layer's attention free, read through hooks
+local hook = "blocks.4.attn.hook_pattern"
+local q4 = rm:qk(prompt, {layer = 4, head = 1, key = 12, top = 20})
+local node
+for _, term in ipairs(q4.terms) do if term.key.kind == "feature" then node = term.key break end end
+local pred = rm:qk(prompt, {layer = 4, head = 1, top = 1, without = node})
+local iv = {{layer = node.layer, pos = node.pos, feature = node.feature, scale = 0}}
+local fr = rm:intervene(prompt, iv, {constrained_layers = "all", free_attention_layer = 4, hooks = {hook}, activations = false})
+local worst, sum = 0, 0
+for _, k in ipairs(pred.keys) do
+  worst = math.max(worst, math.abs(fr.hooks[hook]:get(2, T, k.key + 1) - k.prob_without))
+  sum = sum + k.prob_without
+end
+t.ok(worst <= 1e-5 and math.abs(sum - 1) <= 1e-9 and pred.keys[13].prob_without ~= pred.keys[13].prob,
+     string.format("without %s: the frozen model with layer 4's attention free gives the predicted row (worst %.2g; 1e-5)",
+                   node.node_id, worst))
+local by_id = rm:qk(prompt, {layer = 4, head = 1, top = 1, without = node.node_id})
+t.ok(by_id.keys[13].prob_without == pred.keys[13].prob_without, "without = a node_id: the same row")
+local still = rm:intervene(prompt, iv, {constrained_layers = "all", hooks = {hook}, activations = false})
+t.ok(math.abs(still.hooks[hook]:get(2, T, 13) - q4.prob) <= 1e-6, "every pattern frozen: the clean probability stays")
+local function refuses_iv(opts, want, what)
+  local okc, e = pcall(rm.intervene, rm, prompt, iv, opts)
+  t.ok(not okc and tostring(e):find(want, 1, true), what .. ": " .. tostring(e))
+end
+refuses_iv({free_attention_layer = 5}, "free_attention_layer 5 outside 0..4", "a free layer past the last")
+refuses_iv({free_attention_layer = 1, freeze_attention = false}, "every pattern is free already", "a free layer with no frozen patterns")
+refuses_iv({hooks = {"blocks.9.attn.hook_pattern"}}, "layer in 0..4", "a hook of no layer")
+refuses_iv({hooks = "x"}, "hooks expects a list of hook names", "hooks not a list")
+okc, e = pcall(rm.generate, rm, prompt, {}, {max_tokens = 2, free_attention_layer = 1})
+t.ok(not okc and tostring(e):find("for one pass over a prompt", 1, true), "generate with a free layer refused: " .. tostring(e))
+okc, e = pcall(rm.qk, rm, prompt, {layer = 4, head = 1, key = 3, without = node})
+t.ok(not okc and tostring(e):find("leave out key", 1, true), "without with one key refused: " .. tostring(e))
+okc, e = pcall(rm.qk, rm, prompt, {layer = 4, head = 1, without = "4_99999_3"})
+t.ok(not okc and tostring(e):find("is not active in the prompt's clean run", 1, true), "without an inactive feature: " .. tostring(e))
+okc, e = pcall(rm.qk, rm, prompt, {layer = 4, head = 1, without = "nonsense"})
+t.ok(not okc and tostring(e):find("is no node id", 1, true), "without a bad id: " .. tostring(e))
 t.done()

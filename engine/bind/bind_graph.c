@@ -347,6 +347,43 @@ static int l_graph_set_label(lua_State *L) {
     return 0;
 }
 
+// g:head_edges() -> {{source =, target = (1-based node indices), residual =, multi =, heads =
+// {{layer =, head =, value =}, ...}}, ...}: the edges split by heads (rm:record_heads), in the
+// adjacency's order
+static int l_graph_head_edges(lua_State *L) {
+    ct_graph *g = check_graph(L, 1);
+    lua_createtable(L, (int)g->n_head_edges, 0);
+    for (int64_t k = 0; k < g->n_head_edges; k++) {
+        const ct_head_edge *e = &g->head_edges[k];
+        lua_createtable(L, 0, 5);
+        set_num(L, "source", (double)(e->source + 1));
+        set_num(L, "target", (double)(e->target + 1));
+        set_num(L, "residual", e->residual);
+        set_num(L, "multi", e->multi);
+        lua_createtable(L, e->n, 0);
+        for (int i = 0; i < e->n; i++) {
+            lua_createtable(L, 0, 3);
+            set_num(L, "layer", e->layer[i]);
+            set_num(L, "head", e->head[i]);
+            set_num(L, "value", e->value[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_setfield(L, -2, "heads");
+        lua_rawseti(L, -2, (int)k + 1);
+    }
+    return 1;
+}
+
+// g:set_qk_json(text): the graph JSON's "qk" array (heads' QK splits; ctrace.graph's prune{qk})
+static int l_graph_set_qk_json(lua_State *L) {
+    ct_graph *g = check_graph(L, 1);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    ct_err err = {0};
+    if (ct_graph_set_qk_json(g, s, n, &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
 // The JSON options at idx ({slug=, scan=, source_set=[, metadata=]}); the strings stay referenced
 // by the options table.
 static ct_json_opts json_opts(lua_State *L, int idx, const char *fn) {
@@ -497,7 +534,7 @@ void ct_lua_register_graph(lua_State *L) {
         {"json", l_graph_json}, {"adjacency", l_graph_adjacency}, {"influence", l_graph_influence},
         {"total_effects", l_graph_total_effects}, {"logits", l_graph_logits}, {"tokens", l_graph_tokens},
         {"prompt", l_graph_prompt}, {"info", l_graph_info}, {"prune", l_graph_prune}, {"scores", l_graph_scores},
-        {"set_label", l_graph_set_label}, {"save_json", l_graph_save_json}, {"save_page", l_graph_save_page}, {"save", l_graph_save}, {"free", l_graph_free},
+        {"set_label", l_graph_set_label}, {"set_qk_json", l_graph_set_qk_json}, {"head_edges", l_graph_head_edges}, {"save_json", l_graph_save_json}, {"save_page", l_graph_save_page}, {"save", l_graph_save}, {"free", l_graph_free},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_graph_free}, {"__tostring", l_graph_tostring}, {NULL, NULL}};
     static const luaL_Reg fns[] = {{"load_graph", l_load_graph}, {"parse_graph_json", l_parse_graph_json},

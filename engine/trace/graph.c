@@ -26,6 +26,7 @@ void ct_graph_free(ct_graph *g) {
     free(g->node_mask);
     free(g->node_influence);
     free(g->head_edges);
+    free(g->qk_json);
     free(g);
 }
 
@@ -310,7 +311,7 @@ static ct_status copy_header(ct_graph **out, const ct_graph *g, ct_err *err) {
     *p = *g;
     p->prompt = NULL, p->token_text = NULL, p->node_label = NULL, p->tokens = NULL, p->active = NULL;
     p->activation = NULL, p->selected = NULL, p->logits = NULL, p->adj = NULL, p->node_mask = NULL;
-    p->node_influence = NULL, p->has_scores = 0, p->qparams = NULL, p->n_head_edges = 0, p->head_edges = NULL;
+    p->node_influence = NULL, p->has_scores = 0, p->qparams = NULL, p->n_head_edges = 0, p->head_edges = NULL, p->qk_json = NULL;
     int ok = 1;
     p->prompt = strdup(g->prompt ? g->prompt : "");
     if (g->qparams && !(p->qparams = strdup(g->qparams))) ok = 0;

@@ -75,6 +75,8 @@ typedef struct ct_graph {
                                // read, compact JSON (owned; NULL: the empty default is written)
     int64_t n_head_edges;      // edges split by heads (ct_graph_record_heads), in adj's order
     ct_head_edge *head_edges;  // (n_head_edges,) or NULL: written into graph JSON links
+    char *qk_json;             // heads' scores split into QK pairs, a JSON array written as the graph
+                               // JSON's "qk" (ctrace's own field; compact, owned), or NULL
 } ct_graph;
 
 typedef enum { CT_NODE_FEATURE, CT_NODE_ERROR, CT_NODE_TOKEN, CT_NODE_LOGIT } ct_node_kind;
@@ -131,6 +133,9 @@ ct_status ct_graph_prune(ct_graph **out, const ct_graph *g, double node_threshol
 
 // Replacement and completeness scores of the full graph (or those recorded at pruning).
 ct_status ct_graph_scores(const ct_graph *g, double *replacement, double *completeness, ct_err *err);
+
+// Sets g->qk_json from text (len bytes): it must be a JSON array (BAD_FORMAT otherwise).
+ct_status ct_graph_set_qk_json(ct_graph *g, const char *text, size_t len, ct_err *err);
 
 // Neuronpedia / circuit-tracer graph JSON. Full graphs are pruned with the settings' thresholds
 // first (defaults 0.8 / 0.98). Node labels become each node's clerp.

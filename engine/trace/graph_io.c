@@ -302,6 +302,10 @@ static ct_status json_text(const ct_graph *p, const ct_json_opts *o, sbuf *b, ct
     // one (compact, as a read one is written back)
     sb_str(b, ",\n  \"qParams\": ");
     sb_str(b, p->qparams ? p->qparams : "{\"pinnedIds\":[],\"supernodes\":[],\"linkType\":\"both\",\"clickedId\":\"\",\"sg_pos\":\"\"}");
+    if (p->qk_json) {   // ctrace's own: heads' QK splits, for its viewer
+        sb_str(b, ",\n  \"qk\": ");
+        sb_str(b, p->qk_json);
+    }
     sb_str(b, ",\n  \"nodes\": [\n");
     int first = 1;
     int64_t l0 = ct_graph_logit_node(p, 0);
@@ -771,6 +775,8 @@ ct_status ct_graph_parse_json(ct_graph **out, const char *text, size_t len, cons
     // the viewers' state, kept as it is (an object only: it is written back verbatim)
     const cJSON *qp = cJSON_GetObjectItemCaseSensitive(root, "qParams");
     if (cJSON_IsObject(qp) && !(g->qparams = cJSON_PrintUnformatted(qp))) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    const cJSON *qk = cJSON_GetObjectItemCaseSensitive(root, "qk");   // ctrace's heads' QK splits, kept as they are
+    if (cJSON_IsArray(qk) && !(g->qk_json = cJSON_PrintUnformatted(qk))) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     g->settings.node_threshold = g->settings.edge_threshold = -1;
     const cJSON *nt = cJSON_GetObjectItemCaseSensitive(meta, "node_threshold");
     if (cJSON_IsNumber(nt)) g->settings.node_threshold = nt->valuedouble;
@@ -1074,4 +1080,18 @@ done:
     }
     *out = g;
     return rc;
+}
+
+ct_status ct_graph_set_qk_json(ct_graph *g, const char *text, size_t len, ct_err *err) {
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    if (!cJSON_IsArray(j)) {
+        cJSON_Delete(j);
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qk: expected a JSON array");
+    }
+    char *c = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!c) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    free(g->qk_json);
+    g->qk_json = c;
+    return CT_OK;
 }

@@ -14,8 +14,11 @@
 --       {labelled, missing, errors, requests, features}
 --   g:edge_heads(source, target[, rm]) -> rm:edge_heads(g, source, target), rm defaulting to the
 --       replacement model that attributed g (or the graph g was pruned from) in this session
---   g:prune{..., heads = n} -> the pruned graph with every kept edge split by heads, its n largest
---       heads (1..8) written into the graph JSON's links (rm:record_heads)
+--   g:prune{..., heads = n [, qk = m]} -> the pruned graph with every kept edge split by heads, its
+--       n largest heads (1..8) written into the graph JSON's links (rm:record_heads; g:head_edges()
+--       lists them); with qk, the m heads (layer, head, query, key) carrying the most across
+--       positions have their scores split into QK pairs, the graph JSON's "qk" (8 pairs each), which
+--       the viewer shows for a head clicked in an edge's list
 local core = require "ctrace.core"
 local M = core.methods("ctrace.Graph")
 
@@ -79,15 +82,48 @@ local function model_of(g, rm, what)
   return rm
 end
 
+-- The m (layer, head, query, key) whose one-hop parts are the largest among g's edges across
+-- positions, each split into its top 8 QK pairs: a list for g:set_qk_json.
+local function qk_splits(rm, g, m)
+  local best, keys = {}, {}
+  for _, e in ipairs(g:head_edges()) do
+    local s, t = g:node(e.source), g:node(e.target)
+    for _, h in ipairs(s.pos ~= t.pos and e.heads or {}) do
+      local k = string.format("%d %d %d %d", h.layer, h.head, t.pos, s.pos)
+      if not best[k] then keys[#keys + 1] = k; best[k] = 0 end
+      best[k] = math.max(best[k], math.abs(h.value))
+    end
+  end
+  table.sort(keys, function(a, b) if best[a] ~= best[b] then return best[a] > best[b] end return a < b end)
+  local out, ids = {}, g:tokens()
+  for i = 1, math.min(m, #keys) do
+    local layer, head, query, key = keys[i]:match("(%d+) (%d+) (%d+) (%d+)")
+    local r = rm:qk(ids, {layer = tonumber(layer), head = tonumber(head), query = tonumber(query), key = tonumber(key), top = 8})
+    local pairs_ = {}
+    for j, x in ipairs(r.terms) do
+      pairs_[j] = {query = x.query.node_id, key = x.key.node_id, value = x.value, shift = x.shift}
+    end
+    out[i] = {layer = r.layer, head = r.head, query = r.query, key = r.key, score = r.score, prob = r.prob, pairs = pairs_}
+  end
+  return out
+end
+
 local prune = M.prune
 function M.prune(g, opts)
-  local o, heads = {}, nil
+  local o, heads, qk = {}, nil, nil
   for k, v in pairs(opts or {}) do
-    if k == "heads" then heads = v else o[k] = v end
+    if k == "heads" then heads = v elseif k == "qk" then qk = v else o[k] = v end
+  end
+  if qk ~= nil and (not heads or type(qk) ~= "number" or qk < 1 or qk % 1 ~= 0) then
+    error("BAD_ARG: prune: qk = m (a count from 1) goes with heads = n", 2)
   end
   local p = prune(g, o)
   made_by[p] = made_by[g]
-  if heads then model_of(g, nil, "prune{heads}"):record_heads(p, heads) end
+  if heads then
+    local rm = model_of(g, nil, "prune{heads}")
+    rm:record_heads(p, heads)
+    if qk then p:set_qk_json(core.json_encode(qk_splits(rm, p, qk))) end
+  end
   return p
 end
 

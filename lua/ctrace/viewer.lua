@@ -8,7 +8,9 @@
 --       a column per position (a cell's nodes in rows inside its column); edges drawn on a canvas
 --       the size of the view that follows the scroll (half a million of them, and graphs wider
 --       than a canvas may be), coloured by sign; hover for label, activation and influence;
---       click for a node's strongest inputs and outputs, its edges highlighted over the rest; pin
+--       click for a node's strongest inputs and outputs, its edges highlighted over the rest (an
+--       edge split by heads, from g:prune{heads}: click it for its heads, and a head for its QK
+--       pairs when the graph holds them, g:prune{qk}); pin
 --       nodes (the pin button or shift-click) and show only the pinned subgraph; group pinned
 --       nodes into named supernodes; pins and supernodes read from the graph JSON's qParams and
 --       saved back into it (circuit-tracer's form: pinnedIds, supernodes [name, id, ...]) by the
@@ -202,15 +204,45 @@ function describe(n) {
   return n.node_id + " (" + n.feature_type + ")" + (n.clerp ? ": " + n.clerp : "") +
     " activation " + fmt(n.activation) + ", influence " + fmt(n.influence);
 }
+// links split by attention heads (ctrace's "heads", "residual", "multi_hop" fields) and heads'
+// scores split into QK pairs (ctrace's "qk": layer, head, query and key positions)
+const qkBy = new Map((data.qk || []).map(q => [q.layer + "/" + q.head + "/" + q.query + "/" + q.key, q]));
+let shown = [];   // the links of the edge tables shown, by their rows' data-i
 function edgeTable(title, list, key) {
   list.sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight));
   let h = "<h3>" + title + " (" + list.length + ")</h3><table>";
   for (const l of list.filter(l => byId.has(l[key])).slice(0, 10)) {   // a link to no node of the file: left out
-    const o = byId.get(l[key]);
-    h += "<tr><td>" + escapeHtml(o.node_id) + "</td><td>" + escapeHtml(o.clerp || "") + "</td><td>" + fmt(l.weight) + "</td></tr>";
+    const o = byId.get(l[key]), i = shown.push(l) - 1;
+    const via = l.heads && l.heads.length ? "via " + l.heads[0].layer + "." + l.heads[0].head : "";
+    h += "<tr class=\"link" + (l.heads ? " split" : "") + "\" data-i=\"" + i + "\"><td>" + escapeHtml(o.node_id) + "</td><td>" +
+      escapeHtml(o.clerp || "") + "</td><td>" + fmt(l.weight) + "</td><td>" + via + "</td></tr>";
   }
   return h + "</table>";
 }
+function showHeads(l) {
+  const s = byId.get(l.source), t = byId.get(l.target);
+  let h = "<h3>Heads of " + escapeHtml(l.source) + " &rarr; " + escapeHtml(l.target) + "</h3><div>edge " + fmt(l.weight) +
+    ": residual " + fmt(l.residual) + ", multi-hop " + fmt(l.multi_hop) + "; one hop through</div><table>";
+  for (const x of l.heads) {
+    const k = x.layer + "/" + x.head + "/" + t.ctx_idx + "/" + s.ctx_idx, q = qkBy.get(k);
+    h += "<tr class=\"head" + (q ? " qk" : "") + "\" data-q=\"" + (q ? k : "") + "\"><td>layer " + x.layer + " head " + x.head +
+      "</td><td>" + fmt(x.weight) + "</td><td>" + (q ? "why it attends &rsaquo;" : "") + "</td></tr>";
+  }
+  document.getElementById("heads").innerHTML = h + "</table>";
+  document.getElementById("qkpairs").innerHTML = "";
+}
+function showQK(q) {
+  let h = "<h3>QK of layer " + q.layer + " head " + q.head + ", position " + q.query + " to " + q.key + "</h3><div>score " +
+    fmt(q.score) + ", attention " + fmt(q.prob) + "</div><table><tr><td>query side</td><td>key side</td><td>term</td><td>shift</td></tr>";
+  for (const x of q.pairs)
+    h += "<tr><td>" + escapeHtml(x.query) + "</td><td>" + escapeHtml(x.key) + "</td><td>" + fmt(x.value) + "</td><td>" + fmt(x.shift) + "</td></tr>";
+  document.getElementById("qkpairs").innerHTML = h + "</table>";
+}
+document.getElementById("details").addEventListener("click", ev => {
+  const row = ev.target.closest("tr.link.split"), head = ev.target.closest("tr.head.qk");
+  if (row) showHeads(shown[+row.dataset.i]);
+  if (head) showQK(qkBy.get(head.dataset.q));
+});
 function escapeHtml(s) { return String(s).replace(/[&<>"]/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
 function select(n) {
   if (selected) selected.el.classList.remove("selected");
@@ -221,9 +253,10 @@ function select(n) {
     h += "<h3>Top activations</h3><table>" + (d.top || []).slice(0, 8).map(t => "<tr><td>" + escapeHtml(t[0]) + "</td><td>" + fmt(t[1]) + "</td></tr>").join("") + "</table>";
     h += "<h3>Top logits</h3><div>" + (d.logits || []).slice(0, 8).map(escapeHtml).join(", ") + "</div>";
   }
+  shown = [];
   h += edgeTable("Strongest inputs", data.links.filter(l => l.target === n.node_id), "source");
   h += edgeTable("Strongest outputs", data.links.filter(l => l.source === n.node_id), "target");
-  document.getElementById("details").innerHTML = h;
+  document.getElementById("details").innerHTML = h + "<div id=\"heads\"></div><div id=\"qkpairs\"></div>";
   applyView(onlyPinned);
 }
 function featureIndex(n) { return n.node_id.split("_")[1]; }
@@ -312,6 +345,23 @@ if (location.search.indexOf("selftest") >= 0) {
   drawEdges(lastVisible, lastThr);
   // columns: every node inside its position's column
   const spill = data.nodes.filter(n => Math.abs(n.x - (left + (n.ctx_idx + 0.5) * colW)) > colW / 2).length;
+  // an edge split by heads whose head has a QK split: its target selected, its row and then the
+  // head's row clicked
+  let headsShown = null, qkShown = null;
+  const withQk = data.links.find(l => l.heads && l.heads.some(x => qkBy.has(x.layer + "/" + x.head + "/" +
+    (byId.get(l.target) || {}).ctx_idx + "/" + (byId.get(l.source) || {}).ctx_idx)));
+  if (withQk) {
+    const t = byId.get(withQk.target);
+    t.el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+    let row = [...document.querySelectorAll("tr.link.split")].find(r => shown[+r.dataset.i] === withQk);
+    if (row) row.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+    else showHeads(withQk);   // not among the 10 strongest inputs shown
+    headsShown = document.getElementById("heads").textContent.indexOf("Heads of " + withQk.source) >= 0;
+    const head = document.querySelector("tr.head.qk");
+    if (head) head.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+    qkShown = document.getElementById("qkpairs").textContent.indexOf("query side") >= 0;
+    first.el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+  }
   // pins and supernodes as saved: the qParams the save link would write
   const saved = qParamsNow();
   document.getElementById("selftest").textContent = JSON.stringify({
@@ -321,7 +371,8 @@ if (location.search.indexOf("selftest") >= 0) {
     highlighted: highlightedOnClick, touching, spill, load_ms: Math.round(loadMs), canvas_follows: canvasFollows,
     graph_width: W,
     pinned: saved.pinnedIds, supernodes: saved.supernodes,
-    threshold_visible: visibleAtHalf, threshold_expected: expectedAtHalf, errors: window.ctraceErrors });
+    threshold_visible: visibleAtHalf, threshold_expected: expectedAtHalf, heads_shown: headsShown, qk_shown: qkShown,
+    qk_entries: qkBy.size, errors: window.ctraceErrors });
 }
 </script></body></html>
 ]==]

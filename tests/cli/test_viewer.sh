@@ -2,7 +2,8 @@
 # test_viewer.sh - the viewer page written beside a graph JSON, in headless Chromium (Debian's
 # chromium): it loads with no script errors, it draws as many nodes and edges as the JSON, every
 # node inside its position's column, clicking a node shows its details and highlights its edges
-# (the page's ?selftest mode clicks its first feature node), the node-threshold slider hides the
+# (the page's ?selftest mode clicks its first feature node), an edge split by heads shows its heads
+# and a head its QK pairs when clicked, the node-threshold slider hides the
 # nodes beyond it, pins and supernodes survive load_graph + save_json into the page, graphs of
 # 100,000 and 500,000 links open without an error (the time printed),
 # and a screenshot is kept in build/test-artifacts/viewer.png. Also the static SVG.
@@ -22,7 +23,7 @@ bad() { n=$((n + 1)); echo "not ok $n - $1"; fail=1; }
 local ct = require "ctrace"
 local m = ct.load_model("stories260K")
 local g = ct.replacement_model(m, ct.load_transcoders("stories260K")):attribute("Once upon a time, there was a little girl named Lily. She", {verbose = false})
-local p = g:prune{}
+local p = g:prune{heads = 3, qk = 8}   -- edges split by heads, 8 heads with their QK pairs
 p:set_label(p:top_features{n = 1}[1], "she <b>&</b> \"quotes\"")   -- labels are escaped
 p:save_json(arg and arg[1] or "'"$tmp"'/lily.json", {slug = "lily", scan = "stories260K"})
 p:save_svg("'"$tmp"'/lily.svg")' && test -s "$tmp/lily.html" && ok "save_json writes the viewer page beside the JSON" ||
@@ -47,7 +48,9 @@ print(r.nodes == #g.nodes and r.json_nodes == #g.nodes and "same" or "differ",
       (r.threshold_visible == r.threshold_expected and r.threshold_visible < #g.nodes) and "pruned" or
         ("shows " .. tostring(r.threshold_visible) .. " of " .. tostring(r.threshold_expected)),
       (r.highlighted == r.touching and r.touching > 0) and "highlighted" or ("highlighted " .. r.highlighted .. " of " .. r.touching),
-      r.spill == 0 and "columns" or ("spill " .. r.spill))' <<< "$result" 2>&1)
+      r.spill == 0 and "columns" or ("spill " .. r.spill),
+      (r.heads_shown and r.qk_shown and r.qk_entries == 8) and "heads" or ("heads " .. tostring(r.heads_shown) .. " qk " ..
+        tostring(r.qk_shown) .. " of " .. tostring(r.qk_entries)))' <<< "$result" 2>&1)
 set -- $counts
 [ "${1:-}" = same ] && ok "DOM nodes = JSON nodes" || bad "node count: $counts"
 [ "${2:-}" = same ] && ok "edges drawn = JSON links" || bad "edge count: $counts"
@@ -58,6 +61,8 @@ set -- $counts
   bad "script errors: $counts"; grep CONSOLE "$tmp/console.txt" | head -5 | sed 's/^/#   /'; }
 
 [ "${5:-}" = pruned ] && ok "the node-threshold slider at 0.5 shows exactly the nodes within it" || bad "node threshold: $counts"
+[ "${8:-}" = heads ] && ok "clicking an edge split by heads shows its heads, clicking a head its QK pairs" ||
+  bad "heads and QK: $counts"
 
 # pins and supernodes in circuit-tracer's qParams: kept by load_graph + save_json, shown by the
 # page and what its save link writes

@@ -284,6 +284,11 @@ static ct_status check_slug(const char *slug, ct_err *err) {
     return CT_OK;
 }
 
+// An edge's place in the order graph JSON writes links in: its target's row, then its source.
+static int64_t row_of(const ct_graph *g, int64_t node) {
+    return node < g->n_selected ? node : g->n_selected + (node - ct_graph_logit_node(g, 0));
+}
+
 // The JSON text of a pruned graph p into b.
 static ct_status json_text(const ct_graph *p, const ct_json_opts *o, sbuf *b, ct_err *err) {
     int64_t N = p->n_nodes;
@@ -329,6 +334,9 @@ static ct_status json_text(const ct_graph *p, const ct_json_opts *o, sbuf *b, ct
             ct_graph_node_id(p, c, s, sizeof s);
             sb_printf(b, "%s    {\"source\": \"%s\", \"target\": \"%s\", \"weight\": ", first ? "" : ",\n", s, t);
             sb_float(b, row[c]);
+            while (k < p->n_head_edges && (row_of(p, p->head_edges[k].target) < r ||
+                                           (row_of(p, p->head_edges[k].target) == r && p->head_edges[k].source < c)))
+                k++;   // a split edge with no link (weight 0): nothing to write it on
             const ct_head_edge *e = k < p->n_head_edges ? &p->head_edges[k] : NULL;
             if (e && e->target == target && e->source == c) {   // extra fields the viewers may ignore
                 sb_str(b, ", \"heads\": [");
@@ -562,6 +570,68 @@ static ct_status bad(ct_err *err, const char *path, const char *what, int i) {
     return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: node %d: %s", path, i + 1, what);
 }
 
+// A link's split by heads as graph JSON writes it ("heads": [{"layer", "head", "weight"}, ...],
+// "residual", "multi_hop") into g->head_edges (grown as needed), for the edge target <- source.
+static ct_status read_link_heads(ct_graph *g, const cJSON *link, const cJSON *hs, int64_t target, int64_t source,
+                                 const char *path, int li, ct_err *err) {
+    const cJSON *res = cJSON_GetObjectItemCaseSensitive(link, "residual"), *mh = cJSON_GetObjectItemCaseSensitive(link, "multi_hop");
+    int n = cJSON_GetArraySize(hs);
+    if (!cJSON_IsArray(hs) || n > CT_EDGE_HEADS_MAX || !cJSON_IsNumber(res) || !cJSON_IsNumber(mh))
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: link %d: heads must be a list of at most %d heads, with residual and "
+                       "multi_hop numbers", path, li + 1, CT_EDGE_HEADS_MAX);
+    if ((g->n_head_edges & (g->n_head_edges - 1)) == 0) {   // 0, 1, 2, 4, ...: double the room
+        ct_head_edge *m = realloc(g->head_edges, sizeof *m * (size_t)(g->n_head_edges ? 2 * g->n_head_edges : 1));
+        if (!m) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        g->head_edges = m;
+    }
+    ct_head_edge *e = &g->head_edges[g->n_head_edges];
+    *e = (ct_head_edge){target, source, (float)res->valuedouble, (float)mh->valuedouble, 0, {0}, {0}, {0}};
+    const cJSON *h;
+    cJSON_ArrayForEach(h, hs) {
+        long long layer, head;
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(h, "weight");
+        if (!jint(h, "layer", &layer) || !jint(h, "head", &head) || !cJSON_IsNumber(w) || layer < 0 || layer >= g->n_layers ||
+            head < 0 || head >= (g->n_heads > 0 ? g->n_heads : 1 << 16))   // a graph JSON does not say how many
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: link %d: head %d: expected layer (0..%d), head and weight", path,
+                           li + 1, e->n + 1, g->n_layers - 1);
+        e->layer[e->n] = (int32_t)layer, e->head[e->n] = (int32_t)head, e->value[e->n] = (float)w->valuedouble;
+        e->n++;
+    }
+    g->n_head_edges++;
+    return CT_OK;
+}
+
+static const ct_graph *g_sorting;   // for cmp_head_edge (qsort has no context)
+static int same_edge(const ct_head_edge *a, const ct_head_edge *b) {
+    return row_of(g_sorting, a->target) == row_of(g_sorting, b->target) && a->source == b->source;
+}
+// by the edge's place, then by the record's values (a link given twice: one order whatever qsort does)
+static int cmp_head_edge(const void *x, const void *y) {
+    const ct_head_edge *a = x, *b = y;
+    int64_t ra = row_of(g_sorting, a->target), rb = row_of(g_sorting, b->target);
+    if (ra != rb) return ra < rb ? -1 : 1;
+    if (a->source != b->source) return a->source < b->source ? -1 : 1;
+    if (a->residual != b->residual) return a->residual < b->residual ? -1 : 1;
+    if (a->multi != b->multi) return a->multi < b->multi ? -1 : 1;
+    if (a->n != b->n) return a->n < b->n ? -1 : 1;
+    int c = memcmp(a->layer, b->layer, sizeof a->layer);
+    if (!c) c = memcmp(a->head, b->head, sizeof a->head);
+    return c ? c : memcmp(a->value, b->value, sizeof a->value);
+}
+
+// g->head_edges in the adjacency's order, a link given twice kept once.
+static void sort_head_edges(ct_graph *g) {
+    if (g->n_head_edges < 2) return;
+    g_sorting = g;
+    qsort(g->head_edges, (size_t)g->n_head_edges, sizeof *g->head_edges, cmp_head_edge);
+    int64_t w = 0;
+    for (int64_t k = 0; k < g->n_head_edges; k++) {
+        if (w > 0 && same_edge(&g->head_edges[w - 1], &g->head_edges[k])) w--;
+        g->head_edges[w++] = g->head_edges[k];
+    }
+    g->n_head_edges = w;
+}
+
 ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err) {
     *out = NULL;
     char *text = NULL;
@@ -763,8 +833,11 @@ ct_status ct_graph_parse_json(ct_graph **out, const char *text, size_t len, cons
             goto done;
         }
         row[si] = (float)w->valuedouble;
+        const cJSON *hs = cJSON_GetObjectItemCaseSensitive(it, "heads");
+        if (hs && (rc = read_link_heads(g, it, hs, ti, si, path, li, err))) goto done;
         li++;
     }
+    sort_head_edges(g);
     // prompt and settings
     int t = 0;
     cJSON_ArrayForEach(it, ptoks) {   // in one pass: an array is a list, its items are not indexed

@@ -136,6 +136,28 @@ t.ok(not okc and tostring(e):find("record the heads of a pruned graph", 1, true)
 okc, e = pcall(rm.record_heads, rm, hp, 9)
 t.ok(not okc and tostring(e):find("expected an integer in 1..8", 1, true), "9 heads an edge refused: " .. tostring(e))
 
+-- the heads and QK splits through a graph JSON and back: the same bytes; a hostile file refused
+local qp = g:prune{heads = 3, qk = 4}
+qp:save_json(dir .. "-a.json", {slug = "a", viewer = false})
+ct.load_graph(dir .. "-a.json"):save_json(dir .. "-b.json", {slug = "a", viewer = false})
+local a, b = io.open(dir .. "-a.json"):read("*a"), io.open(dir .. "-b.json"):read("*a")
+t.ok(a == b and a:find('"qk": [', 1, true) and a:find('"multi_hop"', 1, true), "heads and QK splits through load_graph + save_json: the same bytes")
+local ja = ct.json_decode(a)
+local function hostile(edit, want, what)
+  local j = ct.json_decode(a)
+  edit(j)
+  ct.write_file(dir .. "-h.json", ct.json_encode(j))
+  local okh, eh = pcall(ct.load_graph, dir .. "-h.json")
+  t.ok(not okh and tostring(eh):find(want, 1, true), what .. ": " .. tostring(eh))
+end
+local function first_split(j) for _, l in ipairs(j.links) do if #l.heads > 0 then return l end end end
+hostile(function(j) local l = first_split(j); for i = 1, 9 do l.heads[i] = l.heads[1] end end, "at most 8 heads", "nine heads on a link")
+hostile(function(j) first_split(j).heads[1].layer = 5 end, "expected layer (0..4), head and weight", "a head's layer past the last")
+hostile(function(j) first_split(j).heads[1].head = -1 end, "expected layer (0..4), head and weight", "a negative head")
+hostile(function(j) first_split(j).heads = "L2H6" end, "heads must be a list", "heads not a list")
+hostile(function(j) first_split(j).residual = nil end, "with residual and multi_hop numbers", "no residual part")
+os.remove(dir .. "-a.json"); os.remove(dir .. "-b.json"); os.remove(dir .. "-h.json")
+
 -- a head's pattern answering an intervention: the row predicted without a node (rm:qk{without})
 -- against the frozen model with only that layer's attention free, read through hooks
 local hook = "blocks.4.attn.hook_pattern"

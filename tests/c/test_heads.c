@@ -212,6 +212,7 @@ static void check_case(const char *name, ct_model *m, const ct_transcoders *tc) 
 
     free(recon), free(row), free(read), free(mean);
     ct_hook_cache_free(&zc);
+    ct_hook_cache_free(&h.p.hc);
     probe_close(&h.p, &clean);
     ct_graph_free(g);
     ct_replacement_free(&rm);

@@ -16,7 +16,7 @@ typedef struct {
     int L, T, D, H, KV, hd;
     float *tile;        // (tile_n,) for ct_mat_matmul
     size_t tile_n;
-    float *a, *b;       // (D,) scratch
+    float *a, *b, *gp; // (D,) scratch: mlp_skip's (a, b), target_side's (gp)
 } hctx;
 
 // out (n,) = the linear part of a frozen norm with denominator d and gain w (NULL: none) applied
@@ -154,7 +154,7 @@ static void target_side(hctx *h, int R, int p, float *r, float *y, float *g_post
     int D = h->D, Hd = h->H * h->hd;
     memset(y, 0, sizeof(float) * (size_t)h->L * Hd);
     memset(g_post, 0, sizeof(float) * (size_t)h->L * D);
-    float *g = r, *gp = malloc(sizeof(float) * (size_t)D);
+    float *g = r, *gp = h->gp;
     for (int m = (R < h->L ? R : h->L - 1); m >= 0; m--) {
         const ct_layer *w = &h->m->layers[m];
         if (m < R) {   // the MLP of layer m sits between the read and its attention
@@ -167,7 +167,6 @@ static void target_side(hctx *h, int R, int p, float *r, float *y, float *g_post
         ct_mat_matmul(y + (size_t)m * Hd, gp, &wot, NULL, 1, h->tile, h->tile_n);
     }
     memcpy(g_pre, g, sizeof(float) * D);
-    free(gp);
 }
 
 // The source's side with every head closed: v (L, KV*hd), zero up to its first write: each
@@ -215,7 +214,7 @@ typedef struct {
 } tside;
 
 static void ctx_close(hctx *h, tside *t) {
-    free(h->tile), free(h->a), free(h->b);
+    free(h->tile), free(h->a), free(h->b), free(h->gp);
     free(t->r), free(t->y), free(t->g_post), free(t->g_pre), free(t->wr);
 }
 
@@ -232,17 +231,17 @@ static ct_status ctx_open(hctx *h, tside *t, ct_replacement *rm, const ct_graph 
     ct_status rc = ct_replacement_clean(rm, g->tokens, g->n_pos, &cr, err);
     if (rc) return rc;
     *h = (hctx){rm, m, c, rm->tc, cr, &cr->frozen.fz, g, L, g->n_pos, D, c->n_heads, c->n_kv_heads, c->head_dim, NULL, 0,
-                NULL, NULL};
+                NULL, NULL, NULL};
     for (int l = 0; l < L; l++) {
         size_t a = ct_mat_scratch_floats(&m->layers[l].wv), b = ct_mat_scratch_floats(&m->layers[l].wo);
         h->tile_n = a > h->tile_n ? a : h->tile_n, h->tile_n = b > h->tile_n ? b : h->tile_n;
     }
     h->tile = h->tile_n ? malloc(sizeof(float) * h->tile_n) : NULL;
-    h->a = malloc(sizeof(float) * (size_t)D), h->b = malloc(sizeof(float) * (size_t)D);
+    h->a = malloc(sizeof(float) * (size_t)D), h->b = malloc(sizeof(float) * (size_t)D), h->gp = malloc(sizeof(float) * (size_t)D);
     t->r = malloc(sizeof(float) * (size_t)D), t->y = malloc(sizeof(float) * (size_t)L * h->H * h->hd);
     t->g_post = malloc(sizeof(float) * (size_t)L * D), t->g_pre = malloc(sizeof(float) * (size_t)D);
     t->wr = malloc(sizeof(float) * (size_t)D);
-    if ((h->tile_n && !h->tile) || !h->a || !h->b || !t->r || !t->y || !t->g_post || !t->g_pre || !t->wr) {
+    if ((h->tile_n && !h->tile) || !h->a || !h->b || !h->gp || !t->r || !t->y || !t->g_post || !t->g_pre || !t->wr) {
         ctx_close(h, t);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }

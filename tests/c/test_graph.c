@@ -46,7 +46,7 @@ static ct_graph *hand_graph(void) {
     for (int i = 0; i < 3; i++) g->selected[i] = i;
     g->n_logits = 1;
     g->logits = calloc(1, sizeof(ct_logit_target));
-    g->logits[0] = (ct_logit_target){4, 1.0f, strdup("x")};
+    g->logits[0] = (ct_logit_target){4, 1.0f, strdup("x"), NULL};
     g->n_nodes = 8;
     g->adj = calloc(4 * 8, sizeof(float));   // rows of f0, f1, f2 and the logit
 #define E(t, s, w) g->adj[((t) == 7 ? 3 : (t)) * 8 + (s)] = (w)

@@ -3,6 +3,8 @@
 //
 // The userdata borrows the model and the transcoder set and keeps both alive through its
 // uservalue; freeing either makes the replacement model unusable with a clear error.
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -363,26 +365,42 @@ static int qk_int_opt(lua_State *L, int idx, const char *k, int def, int require
 // A node table at idx, as graph nodes and rm:qk's terms name them: {kind = "feature" (the default
 // when feature is given) | "error" | "token", layer =, pos =, feature =}, or a graph JSON node_id
 // ("{layer}_{feature}_{pos}", "{layer}_-1_{pos}", "E_{token}_{pos}").
-static void read_qk_node(lua_State *L, int idx, ct_qk_node *n) {
+// The next integer of s at *p, followed by `end` (0: the string's end): 1 and *v, or 0.
+static int next_int(const char **p, char end, long long lo, long long hi, long long *v) {
+    char *e;
+    errno = 0;
+    long long x = strtoll(*p, &e, 10);
+    if (e == *p || errno || *e != end || x < lo || x > hi || (**p != '-' && (**p < '0' || **p > '9'))) return 0;
+    *v = x, *p = e + (end != 0);
+    return 1;
+}
+
+static void read_qk_node(lua_State *L, int idx, ct_qk_node *n, long long *token) {
     memset(n, 0, sizeof *n);
+    *token = -1;
     if (lua_type(L, idx) == LUA_TSTRING) {
-        const char *s = lua_tostring(L, idx);
-        int a, c, used = 0;
-        long long b;
-        if (sscanf(s, "E_%lld_%d%n", &b, &c, &used) == 2 && s[used] == 0) {
-            n->kind = CT_NODE_TOKEN, n->pos = c;
-        } else if (sscanf(s, "%d_%lld_%d%n", &a, &b, &c, &used) == 3 && s[used] == 0) {
-            n->kind = b < 0 ? CT_NODE_ERROR : CT_NODE_FEATURE, n->layer = a, n->feature = b, n->pos = c;
+        const char *s = lua_tostring(L, idx), *p = s;
+        long long a = 0, b = 0, c = 0;
+        int ok = 0;
+        if (s[0] == 'E' && s[1] == '_') {
+            p += 2;
+            ok = next_int(&p, '_', 0, INT_MAX, &b) && next_int(&p, 0, 0, INT_MAX, &c);
+            n->kind = CT_NODE_TOKEN, n->pos = (int)c, *token = b;
         } else {
+            ok = next_int(&p, '_', 0, INT_MAX, &a) && next_int(&p, '_', -1, INT64_MAX, &b) && next_int(&p, 0, 0, INT_MAX, &c);
+            n->kind = b == -1 ? CT_NODE_ERROR : CT_NODE_FEATURE, n->layer = (int)a, n->feature = b, n->pos = (int)c;
+        }
+        if (!ok)
             ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without: '%s' is no node id (expected layer_feature_pos, layer_-1_pos or "
                         "E_token_pos)", s);
-        }
         return;
     }
     if (!lua_istable(L, idx)) ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without expects a node (table or node_id), got %s", luaL_typename(L, idx));
     lua_getfield(L, idx, "kind");
     const char *kind = lua_tostring(L, -1);
     int feature = qk_int_opt(L, idx, "feature", -1, 0);
+    if (kind && strcmp(kind, "feature") == 0 && feature < 0)
+        ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without: a feature node needs its feature index, got %d", feature);
     if (kind && strcmp(kind, "error") && strcmp(kind, "token") && strcmp(kind, "feature"))
         ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without: a node of kind '%s'; expected feature, error or token", kind);
     if (!kind && feature < 0) ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without: expected a node with kind or feature");
@@ -409,10 +427,11 @@ static int l_rm_qk(lua_State *L) {
     int row = lua_isnil(L, -1);
     lua_pop(L, 1);
     ct_qk_node without, *wo = NULL;
+    long long wtoken = -1;   // a token node's id as its node_id names it
     lua_getfield(L, 3, "without");
     if (!lua_isnil(L, -1)) {
         if (!row) ct_lua_fail(L, CT_STATUS_BAD_ARG, "qk: without = node changes every key's score: leave out key (the whole row)");
-        read_qk_node(L, lua_gettop(L), &without);
+        read_qk_node(L, lua_gettop(L), &without, &wtoken);
         wo = &without;
     }
     lua_pop(L, 1);
@@ -425,6 +444,9 @@ static int l_rm_qk(lua_State *L) {
     ct_qk_pair *pairs = NULL;
     int n = 0;
     ct_status rc = top >= 1 && top <= 100000 ? CT_OK : ct_fail(&err, CT_STATUS_BAD_ARG, "qk: top must be in 1..100000, got %d", top);
+    if (!rc && wo && wtoken >= 0 && (without.pos >= T || ids[without.pos] != wtoken))
+        rc = ct_fail(&err, CT_STATUS_NOT_FOUND, "qk: without: node E_%lld_%d names token %lld at position %d, where the prompt "
+                     "has %d (of %d positions)", wtoken, without.pos, wtoken, without.pos, without.pos < T ? ids[without.pos] : -1, T);
     if (!rc && row) rc = ct_qk_row_run(&r, &b->r, ids, T, layer, head, query, top, wo, &err);
     if (!rc && !row) rc = ct_qk_run(&q, &b->r, ids, T, layer, head, query, key, &err);
     if (!rc && !row && !(pairs = malloc(sizeof *pairs * (size_t)top))) rc = ct_fail(&err, CT_STATUS_NO_MEMORY, "out of memory");
@@ -651,9 +673,14 @@ static void read_iv_opts(lua_State *L, int idx, ct_model *m, ct_iv_opts *o, cons
         if (!lua_isnil(L, -1)) {
             lua_Number v = lua_tonumber(L, -1);
             if (lua_type(L, -1) != LUA_TNUMBER || v != floor(v) || fabs(v) > 1e6)
-                ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: free_attention_layer expects a layer, got %s", fn, luaL_typename(L, -1));
+                ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: free_attention_layer expects a layer (an integer), got %s %s", fn,
+                            luaL_typename(L, -1), lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
             o->free_attention_layer = (int)v;
         }
+        lua_pop(L, 1);
+        lua_getfield(L, idx, "hooks");
+        if (!lua_isnil(L, -1) && strcmp(fn, "intervene") != 0)
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "%s: hooks are read from one pass over a prompt (intervene)", fn);
         lua_pop(L, 1);
         lua_getfield(L, idx, "constrained_layers");
         if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "all") == 0) {
@@ -728,6 +755,9 @@ static ct_hook_id *read_hooks(lua_State *L, int idx, const ct_model *m, int *n) 
         ct_err err = {0};
         if (lua_type(L, -1) != LUA_TSTRING) ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervene: hook %d: expected a name, got %s", i + 1, luaL_typename(L, -1));
         if (ct_hook_parse(m, lua_tostring(L, -1), &ids[i], &err)) ct_lua_raise(L, &err);
+        if (ids[i].kind == CT_HOOK_MLP_PRE || ids[i].kind == CT_HOOK_MLP_POST)
+            ct_lua_fail(L, CT_STATUS_BAD_ARG, "intervene: hook '%s' is inside the MLP, which an intervention's pass replaces; "
+                        "its input (mlp.hook_in) and output (mlp.hook_out, hook_mlp_out) are hooks of the pass", lua_tostring(L, -1));
         lua_pop(L, 1);
     }
     lua_remove(L, t);

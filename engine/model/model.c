@@ -794,22 +794,25 @@ done:
 ct_status ct_frozen_capture(ct_frozen_run *f, ct_model *m, const int *tokens, int T, const ct_hook_id *extra,
                             int n_extra, float *logits, int all_logits, const ct_forward_ctl *ctl, ct_err *err) {
     memset(f, 0, sizeof *f);
-    int L = m->cfg.n_layers, post = m->cfg.post_norms != 0;
+    int L = m->cfg.n_layers, post = m->cfg.post_norms != 0, qkn = m->cfg.qk_norm != 0;
     int lo = ctl ? ctl->first_layer : 0, hi = ctl && ctl->last_layer ? ctl->last_layer : L;
     if (lo < 0 || hi > L || lo >= hi)
         return ct_fail(err, CT_STATUS_BAD_ARG, "frozen run: layers %d..%d of %d", lo, hi - 1, L);
-    ct_hook_id *ids = malloc(sizeof *ids * (size_t)(5 * L + 1 + n_extra));
-    f->ptrs = calloc((size_t)(5 * L), sizeof *f->ptrs);
+    // the kinds held per layer, each in its slot of ptrs (7, L): pattern, ln1, ln2, post-attention,
+    // post-feedforward, q-norm, k-norm denominators (those the model has)
+    static const ct_hook_kind per_layer[7] = {CT_HOOK_PATTERN, CT_HOOK_LN1_SCALE, CT_HOOK_LN2_SCALE, CT_HOOK_LN1_POST_SCALE,
+                                              CT_HOOK_LN2_POST_SCALE, CT_HOOK_Q_NORM_SCALE, CT_HOOK_K_NORM_SCALE};
+    const int has[7] = {1, 1, 1, post, post, qkn, qkn};
+    ct_hook_id *ids = malloc(sizeof *ids * (size_t)(7 * L + 1 + n_extra));
+    f->ptrs = calloc((size_t)(7 * L), sizeof *f->ptrs);
     if (!ids || !f->ptrs) {
         free(ids);
         ct_frozen_run_free(f);
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
     int n = 0;
-    static const ct_hook_kind per_layer[] = {CT_HOOK_PATTERN, CT_HOOK_LN1_SCALE, CT_HOOK_LN2_SCALE,
-                                             CT_HOOK_LN1_POST_SCALE, CT_HOOK_LN2_POST_SCALE};
-    for (int k = 0; k < 3 + 2 * post; k++)   // the layers the pass runs
-        for (int l = lo; l < hi; l++) ids[n++] = (ct_hook_id){per_layer[k], l};
+    for (int k = 0; k < 7; k++)   // the layers the pass runs
+        for (int l = lo; l < hi && has[k]; l++) ids[n++] = (ct_hook_id){per_layer[k], l};
     if (hi == L) ids[n++] = (ct_hook_id){CT_HOOK_LNF_SCALE, -1};
     f->n_frozen = n;
     for (int i = 0; i < n_extra; i++) ids[n++] = extra[i];
@@ -820,12 +823,13 @@ ct_status ct_frozen_capture(ct_frozen_run *f, ct_model *m, const int *tokens, in
         ct_frozen_run_free(f);
         return rc;
     }
-    // ptrs (5, L): each kind's values by layer, NULL for the layers the pass did not run
-    for (int i = 0, k = 0; k < 3 + 2 * post; k++)
-        for (int l = lo; l < hi; l++) f->ptrs[k * L + l] = ct_tensor_data(f->hc.values[i++]);
+    // each kind's values by layer, NULL for the layers the pass did not run
+    for (int i = 0, k = 0; k < 7; k++)
+        for (int l = lo; l < hi && has[k]; l++) f->ptrs[k * L + l] = ct_tensor_data(f->hc.values[i++]);
     const float *const *p = f->ptrs;
     f->fz = (ct_frozen){p, p + L, post ? p + 3 * L : NULL, p + 2 * L, post ? p + 4 * L : NULL,
-                        hi == L ? ct_tensor_data(f->hc.values[f->n_frozen - 1]) : NULL, NULL, NULL};
+                        hi == L ? ct_tensor_data(f->hc.values[f->n_frozen - 1]) : NULL, qkn ? p + 5 * L : NULL,
+                        qkn ? p + 6 * L : NULL};
     return CT_OK;
 }
 

@@ -295,7 +295,7 @@ typedef struct {
     ct_hook_cache hc;        // the frozen values, then the extra hooks
     int n_frozen;
     ct_frozen fz;            // points into hc
-    const float **ptrs;      // (5L) storage behind fz's per-layer arrays
+    const float **ptrs;      // (7L) storage behind fz's per-layer arrays
 } ct_frozen_run;
 
 // Runs tokens (T,) from position 0 and keeps every attention pattern and norm denominator, and

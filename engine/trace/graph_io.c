@@ -2,6 +2,7 @@
 // and the full graph as safetensors (see graph.h and formats.md section 5).
 #include <cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -570,15 +571,52 @@ static ct_status bad(ct_err *err, const char *path, const char *what, int i) {
     return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: node %d: %s", path, i + 1, what);
 }
 
+static int finite_num(const cJSON *o, const char *k) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(x) && fabs(x->valuedouble) <= FLT_MAX;
+}
+
+static int count_num(const cJSON *o, const char *k) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble <= INT_MAX && x->valuedouble == floor(x->valuedouble);
+}
+
+// A "qk" array as ctrace writes it: heads' QK splits, each {layer, head, query, key (counts), score,
+// prob (numbers), pairs: [{query, key (node ids), value, shift (numbers)}, ...]}. what names it.
+static ct_status check_qk(const cJSON *qk, const char *what, ct_err *err) {
+    if (!cJSON_IsArray(qk)) return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: expected a list of heads' QK splits", what);
+    int i = 0;
+    const cJSON *q;
+    cJSON_ArrayForEach(q, qk) {
+        i++;
+        const cJSON *pairs = cJSON_GetObjectItemCaseSensitive(q, "pairs");
+        if (!cJSON_IsObject(q) || !count_num(q, "layer") || !count_num(q, "head") || !count_num(q, "query") ||
+            !count_num(q, "key") || !finite_num(q, "score") || !finite_num(q, "prob") || !cJSON_IsArray(pairs))
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: entry %d: expected {layer, head, query, key: counts; score, prob: "
+                           "numbers; pairs: a list}", what, i);
+        int k = 0;
+        const cJSON *p;
+        cJSON_ArrayForEach(p, pairs) {
+            k++;
+            if (!cJSON_IsObject(p) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(p, "query")) ||
+                !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(p, "key")) || !finite_num(p, "value") || !finite_num(p, "shift"))
+                return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: entry %d, pair %d: expected {query, key: node ids; value, "
+                               "shift: numbers}", what, i, k);
+        }
+    }
+    return CT_OK;
+}
+
 // A link's split by heads as graph JSON writes it ("heads": [{"layer", "head", "weight"}, ...],
 // "residual", "multi_hop") into g->head_edges (grown as needed), for the edge target <- source.
 static ct_status read_link_heads(ct_graph *g, const cJSON *link, const cJSON *hs, int64_t target, int64_t source,
                                  const char *path, int li, ct_err *err) {
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(link, "residual"), *mh = cJSON_GetObjectItemCaseSensitive(link, "multi_hop");
-    int n = cJSON_GetArraySize(hs);
-    if (!cJSON_IsArray(hs) || n > CT_EDGE_HEADS_MAX || !cJSON_IsNumber(res) || !cJSON_IsNumber(mh))
-        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: link %d: heads must be a list of at most %d heads, with residual and "
-                       "multi_hop numbers", path, li + 1, CT_EDGE_HEADS_MAX);
+    int n = cJSON_IsArray(hs) ? cJSON_GetArraySize(hs) : -1;
+    if (n < 0 || n > CT_EDGE_HEADS_MAX || !finite_num(link, "residual") || !finite_num(link, "multi_hop"))
+        return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: link %d: heads must be a list of at most %d heads (found %s of %d), "
+                       "with residual and multi_hop finite numbers", path, li + 1, CT_EDGE_HEADS_MAX,
+                       n < 0 ? "no list" : "a list", n < 0 ? 0 : n);
     if ((g->n_head_edges & (g->n_head_edges - 1)) == 0) {   // 0, 1, 2, 4, ...: double the room
         ct_head_edge *m = realloc(g->head_edges, sizeof *m * (size_t)(g->n_head_edges ? 2 * g->n_head_edges : 1));
         if (!m) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
@@ -588,12 +626,13 @@ static ct_status read_link_heads(ct_graph *g, const cJSON *link, const cJSON *hs
     *e = (ct_head_edge){target, source, (float)res->valuedouble, (float)mh->valuedouble, 0, {0}, {0}, {0}};
     const cJSON *h;
     cJSON_ArrayForEach(h, hs) {
-        long long layer, head;
+        long long layer = -1, head = -1;
         const cJSON *w = cJSON_GetObjectItemCaseSensitive(h, "weight");
-        if (!jint(h, "layer", &layer) || !jint(h, "head", &head) || !cJSON_IsNumber(w) || layer < 0 || layer >= g->n_layers ||
-            head < 0 || head >= (g->n_heads > 0 ? g->n_heads : 1 << 16))   // a graph JSON does not say how many
-            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: link %d: head %d: expected layer (0..%d), head and weight", path,
-                           li + 1, e->n + 1, g->n_layers - 1);
+        int max_head = g->n_heads > 0 ? g->n_heads - 1 : (1 << 16) - 1;   // a graph JSON does not say how many
+        if (!jint(h, "layer", &layer) || !jint(h, "head", &head) || !finite_num(h, "weight") || layer < 0 ||
+            layer >= g->n_layers || head < 0 || head > max_head)
+            return ct_fail(err, CT_STATUS_BAD_FORMAT, "%s: link %d: head %d: expected layer (0..%d), head (0..%d) and a finite "
+                           "weight; found layer %lld, head %lld", path, li + 1, e->n + 1, g->n_layers - 1, max_head, layer, head);
         e->layer[e->n] = (int32_t)layer, e->head[e->n] = (int32_t)head, e->value[e->n] = (float)w->valuedouble;
         e->n++;
     }
@@ -601,35 +640,34 @@ static ct_status read_link_heads(ct_graph *g, const cJSON *link, const cJSON *hs
     return CT_OK;
 }
 
-static const ct_graph *g_sorting;   // for cmp_head_edge (qsort has no context)
-static int same_edge(const ct_head_edge *a, const ct_head_edge *b) {
-    return row_of(g_sorting, a->target) == row_of(g_sorting, b->target) && a->source == b->source;
-}
-// by the edge's place, then by the record's values (a link given twice: one order whatever qsort does)
-static int cmp_head_edge(const void *x, const void *y) {
-    const ct_head_edge *a = x, *b = y;
-    int64_t ra = row_of(g_sorting, a->target), rb = row_of(g_sorting, b->target);
-    if (ra != rb) return ra < rb ? -1 : 1;
+typedef struct { int64_t row, source, i; } edge_key;   // an edge's place, and its record's index
+
+static int cmp_edge_key(const void *x, const void *y) {
+    const edge_key *a = x, *b = y;
+    if (a->row != b->row) return a->row < b->row ? -1 : 1;
     if (a->source != b->source) return a->source < b->source ? -1 : 1;
-    if (a->residual != b->residual) return a->residual < b->residual ? -1 : 1;
-    if (a->multi != b->multi) return a->multi < b->multi ? -1 : 1;
-    if (a->n != b->n) return a->n < b->n ? -1 : 1;
-    int c = memcmp(a->layer, b->layer, sizeof a->layer);
-    if (!c) c = memcmp(a->head, b->head, sizeof a->head);
-    return c ? c : memcmp(a->value, b->value, sizeof a->value);
+    return a->i < b->i ? -1 : a->i > b->i;
 }
 
-// g->head_edges in the adjacency's order, a link given twice kept once.
-static void sort_head_edges(ct_graph *g) {
-    if (g->n_head_edges < 2) return;
-    g_sorting = g;
-    qsort(g->head_edges, (size_t)g->n_head_edges, sizeof *g->head_edges, cmp_head_edge);
-    int64_t w = 0;
-    for (int64_t k = 0; k < g->n_head_edges; k++) {
-        if (w > 0 && same_edge(&g->head_edges[w - 1], &g->head_edges[k])) w--;
-        g->head_edges[w++] = g->head_edges[k];
+// g->head_edges in the adjacency's order, a link given twice kept once (its last, as its weight).
+static ct_status sort_head_edges(ct_graph *g, ct_err *err) {
+    int64_t n = g->n_head_edges, w = 0;
+    if (n < 2) return CT_OK;
+    edge_key *k = malloc(sizeof *k * (size_t)n);
+    ct_head_edge *e = malloc(sizeof *e * (size_t)n);
+    if (!k || !e) {
+        free(k), free(e);
+        return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     }
-    g->n_head_edges = w;
+    for (int64_t i = 0; i < n; i++) k[i] = (edge_key){row_of(g, g->head_edges[i].target), g->head_edges[i].source, i};
+    qsort(k, (size_t)n, sizeof *k, cmp_edge_key);
+    for (int64_t i = 0; i < n; i++) {
+        if (w > 0 && k[i].row == k[i - 1].row && k[i].source == k[i - 1].source) w--;
+        e[w++] = g->head_edges[k[i].i];
+    }
+    free(g->head_edges), free(k);
+    g->head_edges = e, g->n_head_edges = w;
+    return CT_OK;
 }
 
 ct_status ct_graph_load_json(ct_ctx *ctx, ct_graph **out, const char *path, ct_err *err) {
@@ -837,7 +875,7 @@ ct_status ct_graph_parse_json(ct_graph **out, const char *text, size_t len, cons
         if (hs && (rc = read_link_heads(g, it, hs, ti, si, path, li, err))) goto done;
         li++;
     }
-    sort_head_edges(g);
+    if ((rc = sort_head_edges(g, err))) goto done;
     // prompt and settings
     int t = 0;
     cJSON_ArrayForEach(it, ptoks) {   // in one pass: an array is a list, its items are not indexed
@@ -849,7 +887,12 @@ ct_status ct_graph_parse_json(ct_graph **out, const char *text, size_t len, cons
     const cJSON *qp = cJSON_GetObjectItemCaseSensitive(root, "qParams");
     if (cJSON_IsObject(qp) && !(g->qparams = cJSON_PrintUnformatted(qp))) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
     const cJSON *qk = cJSON_GetObjectItemCaseSensitive(root, "qk");   // ctrace's heads' QK splits, kept as they are
-    if (cJSON_IsArray(qk) && !(g->qk_json = cJSON_PrintUnformatted(qk))) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (qk && !rc) {
+        char what[300];
+        snprintf(what, sizeof what, "%s: qk", path);
+        if (!(rc = check_qk(qk, what, err)) && !(g->qk_json = cJSON_PrintUnformatted(qk)))
+            rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    }
     g->settings.node_threshold = g->settings.edge_threshold = -1;
     const cJSON *nt = cJSON_GetObjectItemCaseSensitive(meta, "node_threshold");
     if (cJSON_IsNumber(nt)) g->settings.node_threshold = nt->valuedouble;
@@ -1156,14 +1199,15 @@ done:
 }
 
 ct_status ct_graph_set_qk_json(ct_graph *g, const char *text, size_t len, ct_err *err) {
+    if (!g->node_mask)
+        return ct_fail(err, CT_STATUS_BAD_ARG, "graph qk: QK splits go with a pruned graph (a full graph's JSON is written "
+                       "from a pruned copy)");
     cJSON *j = cJSON_ParseWithLength(text, len);
-    if (!cJSON_IsArray(j)) {
-        cJSON_Delete(j);
-        return ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qk: expected a JSON array");
-    }
-    char *c = cJSON_PrintUnformatted(j);
+    ct_status rc = j ? check_qk(j, "graph qk", err) : ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qk: not JSON");
+    char *c = rc ? NULL : cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
-    if (!c) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (!rc && !c) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (rc) return rc;
     free(g->qk_json);
     g->qk_json = c;
     return CT_OK;

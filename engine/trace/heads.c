@@ -224,9 +224,9 @@ static ct_status ctx_open(hctx *h, tside *t, ct_replacement *rm, const ct_graph 
     const ct_config *c = &m->cfg;
     int L = c->n_layers, D = c->d_model;
     memset(h, 0, sizeof *h), memset(t, 0, sizeof *t);
-    if (g->n_layers != L || g->d_model != D)
-        return ct_fail(err, CT_STATUS_BAD_ARG, "edge heads: the graph has %d layers of width %d; the model %d of %d",
-                       g->n_layers, g->d_model, L, D);
+    if (g->n_layers != L || g->d_model != D || (g->n_heads > 0 && g->n_heads != c->n_heads))
+        return ct_fail(err, CT_STATUS_BAD_ARG, "edge heads: the graph has %d layers of width %d and %d heads; the model %d of "
+                       "%d and %d (a graph of another model)", g->n_layers, g->d_model, g->n_heads, L, D, c->n_heads);
     ct_clean_run *cr;
     ct_status rc = ct_replacement_clean(rm, g->tokens, g->n_pos, &cr, err);
     if (rc) return rc;

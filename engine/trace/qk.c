@@ -260,7 +260,7 @@ ct_status ct_qk_top(const ct_qk *q, int n, ct_qk_pair *pairs, int *n_out, ct_err
     // enter, nor can the rest of its row of tiles, nor (its first) any later row
     for (int64_t i0 = 0; i0 < nq; i0 += TOP_QB) {
         int nb = nq - i0 < TOP_QB ? (int)(nq - i0) : TOP_QB;
-        double qmax = (double)q->scale * nq_[i0] * (1 + 1e-4);
+        double qmax = fabs(q->scale) * nq_[i0] * (1 + 1e-4);
         int64_t j0 = 0;
         for (; j0 < nk; j0 += TOP_KB) {
             if (kept == n && qmax * nk_[j0] < fabs(best[n - 1].value)) break;
@@ -352,6 +352,10 @@ ct_status ct_qk_row_run(ct_qk_row *out, ct_replacement *rm, const int *tokens, i
             if (!k->pairs) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
             if (!rc) rc = finish_key(&q, pos[b], parts + (size_t)b * hd * q.n_cols, err);
             if (!rc) rc = ct_qk_top(&q, top, k->pairs, &k->n_pairs, err);
+            if (!rc && k->n_pairs < top) {   // a long row asks for room it may not fill
+                ct_qk_pair *shrunk = realloc(k->pairs, sizeof *k->pairs * (size_t)(k->n_pairs ? k->n_pairs : 1));
+                if (shrunk) k->pairs = shrunk;
+            }
             k->key = pos[b], k->score = q.score, k->total = q.total, k->prob = q.prob;
             k->without = k->prob_without = NAN;
             if (!rc && col >= 0) {   // scale (q - q_col) . (k - k_col)

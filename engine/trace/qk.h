@@ -57,7 +57,8 @@ typedef struct {
 } ct_qk_pair;
 
 // The n pairs (at most) of largest |value| into pairs (n,), sorted by |value| descending (ties:
-// lower i, then lower j); *n_out: how many. Nodes whose part is zero on their side are left out.
+// lower i, then lower j; pairs tied exactly at the n-th place are chosen in the order of their
+// nodes' norms); *n_out: how many. Nodes whose part is zero on their side are left out.
 // Pairs are chosen on float32 products, bounded by the parts' norms (exact: a pair left unread
 // cannot beat the n-th), and their values then summed in double.
 ct_status ct_qk_top(const ct_qk *q, int n, ct_qk_pair *pairs, int *n_out, ct_err *err);

@@ -206,15 +206,21 @@ function describe(n) {
 }
 // links split by attention heads (ctrace's "heads", "residual", "multi_hop" fields) and heads'
 // scores split into QK pairs (ctrace's "qk": layer, head, query and key positions)
-const qkBy = new Map((data.qk || []).map(q => [q.layer + "/" + q.head + "/" + q.query + "/" + q.key, q]));
+// (a file may come from anyone: entries that are not what ctrace writes are left out, every value
+// shown goes through escapeHtml or Number)
+const num = x => (typeof x === "number" && isFinite(x)) ? x : NaN;
+const qkBy = new Map((Array.isArray(data.qk) ? data.qk : [])
+  .filter(q => q && typeof q === "object" && Array.isArray(q.pairs))
+  .map(q => [num(q.layer) + "/" + num(q.head) + "/" + num(q.query) + "/" + num(q.key), q]));
+const headsOf = l => Array.isArray(l.heads) ? l.heads.filter(x => x && typeof x === "object") : [];
 let shown = [];   // the links of the edge tables shown, by their rows' data-i
 function edgeTable(title, list, key) {
   list.sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight));
   let h = "<h3>" + title + " (" + list.length + ")</h3><table>";
   for (const l of list.filter(l => byId.has(l[key])).slice(0, 10)) {   // a link to no node of the file: left out
     const o = byId.get(l[key]), i = shown.push(l) - 1;
-    const via = l.heads && l.heads.length ? "via " + l.heads[0].layer + "." + l.heads[0].head : "";
-    h += "<tr class=\"link" + (l.heads ? " split" : "") + "\" data-i=\"" + i + "\"><td>" + escapeHtml(o.node_id) + "</td><td>" +
+    const hs = headsOf(l), via = hs.length ? "via " + num(hs[0].layer) + "." + num(hs[0].head) : "";
+    h += "<tr class=\"link" + (hs.length ? " split" : "") + "\" data-i=\"" + i + "\"><td>" + escapeHtml(o.node_id) + "</td><td>" +
       escapeHtml(o.clerp || "") + "</td><td>" + fmt(l.weight) + "</td><td>" + via + "</td></tr>";
   }
   return h + "</table>";
@@ -223,18 +229,19 @@ function showHeads(l) {
   const s = byId.get(l.source), t = byId.get(l.target);
   let h = "<h3>Heads of " + escapeHtml(l.source) + " &rarr; " + escapeHtml(l.target) + "</h3><div>edge " + fmt(l.weight) +
     ": residual " + fmt(l.residual) + ", multi-hop " + fmt(l.multi_hop) + "; one hop through</div><table>";
-  for (const x of l.heads) {
-    const k = x.layer + "/" + x.head + "/" + t.ctx_idx + "/" + s.ctx_idx, q = qkBy.get(k);
-    h += "<tr class=\"head" + (q ? " qk" : "") + "\" data-q=\"" + (q ? k : "") + "\"><td>layer " + x.layer + " head " + x.head +
-      "</td><td>" + fmt(x.weight) + "</td><td>" + (q ? "why it attends &rsaquo;" : "") + "</td></tr>";
+  for (const x of headsOf(l)) {
+    const k = num(x.layer) + "/" + num(x.head) + "/" + num(t.ctx_idx) + "/" + num(s.ctx_idx), q = qkBy.get(k);
+    h += "<tr class=\"head" + (q ? " qk" : "") + "\" data-q=\"" + (q ? k : "") + "\"><td>layer " + num(x.layer) + " head " +
+      num(x.head) + "</td><td>" + fmt(x.weight) + "</td><td>" + (q ? "why it attends &rsaquo;" : "") + "</td></tr>";
   }
   document.getElementById("heads").innerHTML = h + "</table>";
   document.getElementById("qkpairs").innerHTML = "";
 }
 function showQK(q) {
-  let h = "<h3>QK of layer " + q.layer + " head " + q.head + ", position " + q.query + " to " + q.key + "</h3><div>score " +
-    fmt(q.score) + ", attention " + fmt(q.prob) + "</div><table><tr><td>query side</td><td>key side</td><td>term</td><td>shift</td></tr>";
-  for (const x of q.pairs)
+  let h = "<h3>QK of layer " + num(q.layer) + " head " + num(q.head) + ", position " + num(q.query) + " to " + num(q.key) +
+    "</h3><div>score " + fmt(q.score) + ", attention " + fmt(q.prob) +
+    "</div><table><tr><td>query side</td><td>key side</td><td>term</td><td>shift</td></tr>";
+  for (const x of q.pairs.filter(x => x && typeof x === "object"))
     h += "<tr><td>" + escapeHtml(x.query) + "</td><td>" + escapeHtml(x.key) + "</td><td>" + fmt(x.value) + "</td><td>" + fmt(x.shift) + "</td></tr>";
   document.getElementById("qkpairs").innerHTML = h + "</table>";
 }
@@ -348,8 +355,8 @@ if (location.search.indexOf("selftest") >= 0) {
   // an edge split by heads whose head has a QK split: its target selected, its row and then the
   // head's row clicked
   let headsShown = null, qkShown = null;
-  const withQk = data.links.find(l => l.heads && l.heads.some(x => qkBy.has(x.layer + "/" + x.head + "/" +
-    (byId.get(l.target) || {}).ctx_idx + "/" + (byId.get(l.source) || {}).ctx_idx)));
+  const withQk = data.links.find(l => headsOf(l).some(x => qkBy.has(num(x.layer) + "/" + num(x.head) + "/" +
+    num((byId.get(l.target) || {}).ctx_idx) + "/" + num((byId.get(l.source) || {}).ctx_idx))));
   if (withQk) {
     const t = byId.get(withQk.target);
     t.el.dispatchEvent(new MouseEvent("click", { bubbles: true }));

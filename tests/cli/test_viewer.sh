@@ -83,6 +83,28 @@ pins=$(echo "$dom" | grep -o '<pre id="selftest">[^<]*' | sed 's/&quot;/"/g' | g
   ok "pins and supernodes (qParams) through load_graph + save_json into the page and its save link" ||
   { bad "pins and supernodes: '$pins' (ids $p1 $p2 $s1 $s2)"; sed 's/^/#   /' "$tmp/ids.txt"; }
 
+# a page made from a stranger's JSON (viewer.write embeds it as it is): markup in a link's heads and
+# in the QK splits is shown as text, never run; entries of the wrong shape are left out
+"$CTRACE" -e '
+local ct = require "ctrace"
+local f = assert(io.open("'"$tmp"'/lily.json")); local g = ct.json_decode(f:read("*a")); f:close()
+local evil = "<img src=x onerror=\"document.title=1\">"
+for _, l in ipairs(g.links) do
+  if l.heads and #l.heads > 0 then l.heads[1].layer = evil; l.heads[1].head = evil; l.residual = evil end
+end
+g.qk[1].layer = evil
+g.qk[2].pairs[1].query = evil
+g.qk[3] = ct.json_decode("null")
+g.qk[4].pairs = "x"
+ct.write_file("'"$tmp"'/evil.json", ct.json_encode(g))
+require("ctrace.viewer").write("'"$tmp"'/evil.json")' > "$tmp/evil.txt" 2>&1
+dom=$(timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --dump-dom "file://$tmp/evil.html?selftest" 2> /dev/null)
+res=$(echo "$dom" | grep -o '<pre id="selftest">[^<]*' | sed 's/&quot;/"/g')
+echo "$res" | grep -q '"errors":\[\]' && ! echo "$dom" | grep -q '<img src="x"' && echo "$dom" | grep -q '<title>' &&
+  ! echo "$dom" | grep -q '<title>1</title>' &&
+  ok "hostile heads and QK splits in a stranger's JSON: shown as text, nothing run, no script error" ||
+  { bad "hostile heads/QK: $res"; sed 's/^/#   /' "$tmp/evil.txt"; }
+
 # graphs of 100,000 and 500,000 links (2,009 nodes): no script error, every edge drawn; the time
 # from navigation to the drawn page printed (not asserted)
 /usr/bin/python3 - "$tmp" <<'EOF'

@@ -152,10 +152,16 @@ local function hostile(edit, want, what)
 end
 local function first_split(j) for _, l in ipairs(j.links) do if #l.heads > 0 then return l end end end
 hostile(function(j) local l = first_split(j); for i = 1, 9 do l.heads[i] = l.heads[1] end end, "at most 8 heads", "nine heads on a link")
-hostile(function(j) first_split(j).heads[1].layer = 5 end, "expected layer (0..4), head and weight", "a head's layer past the last")
-hostile(function(j) first_split(j).heads[1].head = -1 end, "expected layer (0..4), head and weight", "a negative head")
+hostile(function(j) first_split(j).heads[1].layer = 5 end, "expected layer (0..4), head (0..65535) and a finite weight; found layer 5", "a head's layer past the last")
+hostile(function(j) first_split(j).heads[1].head = -1 end, "found layer 0, head -1", "a negative head")
 hostile(function(j) first_split(j).heads = "L2H6" end, "heads must be a list", "heads not a list")
-hostile(function(j) first_split(j).residual = nil end, "with residual and multi_hop numbers", "no residual part")
+hostile(function(j) first_split(j).residual = nil end, "with residual and multi_hop finite numbers", "no residual part")
+hostile(function(j) first_split(j).residual = 1e39 end, "with residual and multi_hop finite numbers", "a residual past float32")
+hostile(function(j) j.qk[1] = "x" end, "qk: entry 1: expected {layer, head, query, key", "a qk entry not an object")
+hostile(function(j) j.qk[2].pairs[1].value = "<img>" end, "qk: entry 2, pair 1: expected {query, key: node ids", "a qk pair with a string value")
+hostile(function(j) j.qk = {layer = 1} end, "qk: expected a list of heads' QK splits", "qk not a list")
+local okq, eq = pcall(g.set_qk_json, g, "[]")
+t.ok(not okq and tostring(eq):find("go with a pruned graph", 1, true), "QK splits on a full graph refused: " .. tostring(eq))
 os.remove(dir .. "-a.json"); os.remove(dir .. "-b.json"); os.remove(dir .. "-h.json")
 
 -- a head's pattern answering an intervention: the row predicted without a node (rm:qk{without})
@@ -195,4 +201,22 @@ okc, e = pcall(rm.qk, rm, prompt, {layer = 4, head = 1, without = "4_99999_3"})
 t.ok(not okc and tostring(e):find("is not active in the prompt's clean run", 1, true), "without an inactive feature: " .. tostring(e))
 okc, e = pcall(rm.qk, rm, prompt, {layer = 4, head = 1, without = "nonsense"})
 t.ok(not okc and tostring(e):find("is no node id", 1, true), "without a bad id: " .. tostring(e))
+for _, bad in ipairs({"3_-2_4", "3_5_4x", "3__4", "99999999999_1_2", "E_1_", "E_x_3"}) do
+  okc, e = pcall(rm.qk, rm, prompt, {layer = 4, head = 1, without = bad})
+  t.ok(not okc and tostring(e):find("is no node id", 1, true), "without '" .. bad .. "': " .. tostring(e))
+end
+okc, e = pcall(rm.qk, rm, prompt, {layer = 4, head = 1, without = "E_999_3"})
+t.ok(not okc and tostring(e):find("names token 999 at position 3, where the prompt has", 1, true), "without a token the prompt does not have there: " .. tostring(e))
+local tok3 = m:tokenize(prompt)[4]
+t.ok(pcall(rm.qk, rm, prompt, {layer = 4, head = 1, top = 1, without = "E_" .. tok3 .. "_3"}), "without the token the prompt has there")
+okc, e = pcall(rm.qk, rm, prompt, {layer = 4, head = 1, without = {kind = "feature", layer = 1, pos = 3}})
+t.ok(not okc and tostring(e):find("needs its feature index", 1, true), "without a feature with no index: " .. tostring(e))
+okc, e = pcall(rm.intervene, rm, prompt, {}, {hooks = {"blocks.1.mlp.hook_pre"}})
+t.ok(not okc and tostring(e):find("is inside the MLP", 1, true), "an MLP-internal hook refused: " .. tostring(e))
+okc, e = pcall(rm.generate, rm, prompt, {}, {max_tokens = 2, hooks = {"blocks.1.attn.hook_pattern"}})
+t.ok(not okc and tostring(e):find("hooks are read from one pass", 1, true), "generate with hooks refused: " .. tostring(e))
+local hq = rm:intervene(prompt, {}, {hooks = {"blocks.1.mlp.hook_out", "blocks.2.attn.hook_pattern"}, activations = false})
+local sum_out = 0
+for i = 1, hq.hooks["blocks.1.mlp.hook_out"]:size(2) do sum_out = sum_out + math.abs(hq.hooks["blocks.1.mlp.hook_out"]:get(T, i)) end
+t.ok(sum_out > 0, "hooks of the pass are filled (mlp.hook_out at the last position)")
 t.done()

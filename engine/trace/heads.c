@@ -17,6 +17,7 @@ typedef struct {
     float *tile;        // (tile_n,) for ct_mat_matmul
     size_t tile_n;
     float *a, *b, *gp; // (D,) scratch: mlp_skip's (a, b), target_side's (gp)
+    double *mean;       // (D,) the unembedding's mean row, made for the first logit target read
 } hctx;
 
 // out (n,) = the linear part of a frozen norm with denominator d and gain w (NULL: none) applied
@@ -102,15 +103,15 @@ static ct_status source_write(hctx *h, const ct_node_info *s, float act, int j, 
 static ct_status demeaned_row(hctx *h, int64_t v, float *r, ct_err *err) {
     int D = h->D;
     int64_t V = h->c->vocab_size;
-    double *mean = calloc((size_t)D, sizeof(double));
-    if (!mean) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
-    for (int64_t w = 0; w < V; w++) {
-        ct_mat_row(&h->m->lm_head, w, r);
-        for (int i = 0; i < D; i++) mean[i] += r[i];
+    if (!h->mean) {
+        if (!(h->mean = calloc((size_t)D, sizeof(double)))) return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+        for (int64_t w = 0; w < V; w++) {
+            ct_mat_row(&h->m->lm_head, w, r);
+            for (int i = 0; i < D; i++) h->mean[i] += r[i];
+        }
     }
     ct_mat_row(&h->m->lm_head, v, r);
-    for (int i = 0; i < D; i++) r[i] = (float)(r[i] - mean[i] / (double)V);
-    free(mean);
+    for (int i = 0; i < D; i++) r[i] = (float)(r[i] - h->mean[i] / (double)V);
     return CT_OK;
 }
 
@@ -214,7 +215,7 @@ typedef struct {
 } tside;
 
 static void ctx_close(hctx *h, tside *t) {
-    free(h->tile), free(h->a), free(h->b), free(h->gp);
+    free(h->tile), free(h->a), free(h->b), free(h->gp), free(h->mean);
     free(t->r), free(t->y), free(t->g_post), free(t->g_pre), free(t->wr);
 }
 
@@ -231,7 +232,7 @@ static ct_status ctx_open(hctx *h, tside *t, ct_replacement *rm, const ct_graph 
     ct_status rc = ct_replacement_clean(rm, g->tokens, g->n_pos, &cr, err);
     if (rc) return rc;
     *h = (hctx){rm, m, c, rm->tc, cr, &cr->frozen.fz, g, L, g->n_pos, D, c->n_heads, c->n_kv_heads, c->head_dim, NULL, 0,
-                NULL, NULL, NULL};
+                NULL, NULL, NULL, NULL};
     for (int l = 0; l < L; l++) {
         size_t a = ct_mat_scratch_floats(&m->layers[l].wv), b = ct_mat_scratch_floats(&m->layers[l].wo);
         h->tile_n = a > h->tile_n ? a : h->tile_n, h->tile_n = b > h->tile_n ? b : h->tile_n;

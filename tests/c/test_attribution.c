@@ -258,12 +258,10 @@ int main(void) {
         ct_attr_pack_limit(k->small_tiles ? 5 : 0);
         ct_attr_split_limit(k->small_tiles ? 1 : 0);   // every step of the backward shared among 3 threads
         ct_set_threads(k->small_tiles ? 3 : threads);
-        make_family(mdir, k->arch, dt);
-        make_transcoders_enc(tdir, family_width(k->arch), k->clt, k->act, k->skip, k->in, k->out, k->enc);
-        ct_model *m = NULL;
-        ct_transcoders *tc = NULL;
+        ct_model *m;
+        ct_transcoders *tc;
         ct_err err = {0};
-        int okm = ct_model_load(NULL, &m, mdir, &err) == CT_OK && ct_transcoders_load(NULL, &tc, tdir, &err) == CT_OK;
+        int okm = make_and_load(mdir, tdir, k->arch, dt, k->clt, k->act, k->skip, k->in, k->out, k->enc, &m, &tc, &err);
         ok(okm, "%s: load (%s)", name, okm ? "ok" : err.msg);
         edge_check ck = edge_check_default(100, 0);
         // one-row tiles: a working memory of 12 KB too (rows in a file, batches of a row or two)

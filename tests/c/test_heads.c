@@ -243,13 +243,11 @@ int main(void) {
         snprintf(tdir, sizeof tdir, "%s/tc%zu", tmp, i);
         snprintf(name, sizeof name, "%s %s %s%s %s->%s", cases[i].arch, cases[i].clt ? "CLT" : "PLT", cases[i].act,
                  cases[i].skip ? "+skip" : "", cases[i].in, cases[i].out);
-        make_family(mdir, cases[i].arch, CT_DT_F32);
-        make_transcoders_enc(tdir, family_width(cases[i].arch), cases[i].clt, cases[i].act, cases[i].skip, cases[i].in,
-                             cases[i].out, TC_ENC_F32);
-        ct_model *m = NULL;
-        ct_transcoders *tc = NULL;
+        ct_model *m;
+        ct_transcoders *tc;
         ct_err err = {0};
-        int okm = ct_model_load(NULL, &m, mdir, &err) == CT_OK && ct_transcoders_load(NULL, &tc, tdir, &err) == CT_OK;
+        int okm = make_and_load(mdir, tdir, cases[i].arch, CT_DT_F32, cases[i].clt, cases[i].act, cases[i].skip, cases[i].in,
+                                cases[i].out, TC_ENC_F32, &m, &tc, &err);
         ok(okm, "%s: load (%s)", name, okm ? "ok" : err.msg);
         if (okm) check_case(name, m, tc);
         ct_transcoders_free(tc);

@@ -334,12 +334,10 @@ int main(void) {
         snprintf(tdir, sizeof tdir, "%s/tc%zu", tmp, i);
         snprintf(name, sizeof name, "%s %s %s%s %s->%s", k->arch, k->clt ? "CLT" : "PLT", k->act, k->skip ? "+skip" : "", k->in,
                  k->out);
-        make_family(mdir, k->arch, CT_DT_F32);
-        make_transcoders_enc(tdir, family_width(k->arch), k->clt, k->act, k->skip, k->in, k->out, TC_ENC_F32);
-        ct_model *m = NULL;
-        ct_transcoders *tc = NULL;
+        ct_model *m;
+        ct_transcoders *tc;
         ct_err err = {0};
-        int okm = ct_model_load(NULL, &m, mdir, &err) == CT_OK && ct_transcoders_load(NULL, &tc, tdir, &err) == CT_OK;
+        int okm = make_and_load(mdir, tdir, k->arch, CT_DT_F32, k->clt, k->act, k->skip, k->in, k->out, TC_ENC_F32, &m, &tc, &err);
         ok(okm, "%s: load (%s)", name, okm ? "ok" : err.msg);
         if (okm) check_case(name, m, tc);
         ct_transcoders_free(tc);

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 
 #include "formats/safetensors.h"
+#include "model/model.h"
+#include "model/transcoder.h"
 
 static uint64_t rng = 12345;
 static float urand(void) {   // uniform(-0.5, 0.5)
@@ -241,6 +243,18 @@ __attribute__((unused)) static void make_transcoders_enc(const char *dir, int d,
 __attribute__((unused)) static void make_transcoders(const char *dir, int d, int clt, const char *act, int skip,
                                                      const char *in_hook, const char *out_hook) {
     make_transcoders_enc(dir, d, clt, act, skip, in_hook, out_hook, TC_ENC_F32);
+}
+
+// A tiny model of family arch (stored in dt) at mdir and a transcoder set for it at tdir (as
+// make_transcoders_enc writes one), then both loaded: 1 with *m and *tc (the caller frees them), or
+// 0 with err saying why.
+__attribute__((unused)) static int make_and_load(const char *mdir, const char *tdir, const char *arch, ct_dtype dt, int clt,
+                                                 const char *act, int skip, const char *in_hook, const char *out_hook,
+                                                 int enc, ct_model **m, ct_transcoders **tc, ct_err *err) {
+    make_family(mdir, arch, dt);
+    make_transcoders_enc(tdir, family_width(arch), clt, act, skip, in_hook, out_hook, enc);
+    *m = NULL, *tc = NULL;
+    return ct_model_load(NULL, m, mdir, err) == CT_OK && ct_transcoders_load(NULL, tc, tdir, err) == CT_OK;
 }
 
 #endif

@@ -47,7 +47,7 @@ typedef struct {
     int64_t n_cols;         // n_active + (L+1)*T + K
     int K;
     // batch scratch, sized in ct_attribute
-    float *G;               // (T*B, D) room for a batch's gradients, live rows packed (run_batch)
+    float *G;               // (T*B, D) room for a batch's gradients, packed (layout)
     float *A1, *A2;         // (T*B, D + KV*hd), (T*B, max(D, H*hd)): products along the way
     float *S;               // (S_workers, S_n) source vectors: (max features at one (layer, position), D) each
     size_t S_n;
@@ -63,8 +63,16 @@ typedef struct {
     float *enc;             // (B, D) the encoder rows of a batch of feature targets
     float **enc_rows;       // (B,) pointers into enc
     int64_t *feats;         // (B,)
-    int *first;             // (T + 1,) first live row at each position
-    int64_t *off;           // (T + 1,) where each position's live rows start in the packed layout (run_batch)
+    // a batch's packed layout (see layout): groups of rows read at one layer, segments of a group's
+    // rows at one position
+    int n_groups;
+    int *grp;               // (B,) each row's group
+    int *gb;                // (L + 2,) group g holds rows gb[g] .. gb[g+1]-1
+    int *first;             // ((L + 1) (T + 1),) [g (T+1) + t]: group g's first row at position >= t
+    int64_t *off;           // ((L + 1) (T + 1),) [g (T+1) + t]: where that row lies (later rows follow)
+    int *gseg;              // (L + 2,) group g's first segment
+    int *seg_pos;           // ((L + 1) T,) each segment's position
+    int64_t *seg_off;       // ((L + 1) T + 1,) where each segment starts (the last: the layout's rows)
     double flops;           // of the backward passes so far
     double gemm_s;          // seconds in their matrix products
     int64_t max_block;
@@ -73,13 +81,26 @@ typedef struct {
     float *xbuf;            // (B, n_cols) a batch's columns packed for another rank (split)
 } attr_ctx;
 
-// Where row b of position t lies in a batch's packed layout (b live at t: first[t] <= b).
-static inline int64_t at(const attr_ctx *a, int t, int b) { return a->off[t] + b - a->first[t]; }
+// Where row b of position t lies in a batch's packed layout (t <= the row's position).
+static inline int64_t at(const attr_ctx *a, int t, int b) {
+    size_t i = (size_t)a->grp[b] * (a->T + 1) + t;
+    return a->off[i] + b - a->first[i];
+}
+
+// Rows of the first ng groups in the layout.
+static int64_t live_rows(const attr_ctx *a, int ng) { return a->seg_off[a->gseg[ng]]; }
+
+// Rows of the first ng groups at position t.
+static int64_t rows_at(const attr_ctx *a, int ng, int t) {
+    int64_t n = 0;
+    for (int g = 0; g < ng; g++) n += a->gb[g + 1] - a->first[(size_t)g * (a->T + 1) + t];
+    return n;
+}
 
 static void ctx_free(attr_ctx *a) {
     free(a->active); free(a->act_val); free(a->start);
     free(a->G); free(a->A1); free(a->A2); free(a->S); free(a->M); free(a->v); free(a->gain); free(a->tile);
-    free(a->first); free(a->off);
+    free(a->grp); free(a->gb); free(a->first); free(a->off); free(a->gseg); free(a->seg_pos); free(a->seg_off);
     free(a->enc); free(a->enc_rows); free(a->feats); free(a->xbuf);
 }
 
@@ -136,18 +157,19 @@ typedef struct {
     const attr_ctx *a;
     float *out;
     const float *in, *d, *gain;
-    int Tp, add;
+    int ns, add;
+    const int *pos;
     const int64_t *off;
 } norm_job;
 
-// Worker w of nw: every nw-th live row of norm_back's (see there).
+// Worker w of nw: every nw-th row of norm_back's (see there).
 static void norm_rows(void *arg, int w, int nw) {
     const norm_job *j = arg;
     int D = j->a->D, layer = j->a->m->cfg.norm == CT_NORM_LAYER;
     const float *g = j->gain;
-    for (int t = 0; t < j->Tp; t++) {
-        float inv = 1.0f / j->d[t];
-        for (int64_t k = j->off[t]; k < j->off[t + 1]; k++) {
+    for (int s = 0; s < j->ns; s++) {
+        float inv = 1.0f / j->d[j->pos[s]];
+        for (int64_t k = j->off[s]; k < j->off[s + 1]; k++) {
             if (k % nw != w) continue;
             const float *x = j->in + (size_t)k * D;
             float *y = j->out + (size_t)k * D;
@@ -171,18 +193,17 @@ static void norm_rows(void *arg, int w, int nw) {
     }
 }
 
-// out (n, D) (+)= the transpose of a frozen norm's Jacobian applied to in (n, D), rows packed
-// by position (off[t] .. off[t+1]-1 at position t, see run_batch; NULL: one row at position 0):
-// in * gain / d[t], centred over D for LayerNorm. w NULL: no gain (the normalised value).
-static void norm_back(attr_ctx *a, float *out, const float *in, const float *d, const float *w, int Tp, const int64_t *off,
-                      int add) {
+// out (n, D) (+)= the transpose of a frozen norm's Jacobian applied to in (n, D): in * gain / d[t],
+// centred over D for LayerNorm, for the rows of the layout's first ns segments (each at its
+// position t; ns 0: one row at position 0). w NULL: no gain (the normalised value).
+static void norm_back(attr_ctx *a, float *out, const float *in, const float *d, const float *w, int ns, int add) {
+    static const int zero[1] = {0};
     static const int64_t one[2] = {0, 1};
-    if (!off) off = one, Tp = 1;
     const ct_config *c = &a->m->cfg;
     float g0 = c->norm == CT_NORM_RMS ? c->norm_gain_offset : 0.0f;
     for (int i = 0; i < a->D; i++) a->gain[i] = w ? w[i] + g0 : 1.0f;
-    norm_job j = {a, out, in, d, a->gain, Tp, add, off};
-    int nw = n_split(off[Tp] * a->D);
+    norm_job j = {a, out, in, d, a->gain, ns ? ns : 1, add, ns ? a->seg_pos : zero, ns ? a->seg_off : one};
+    int nw = n_split(j.off[j.ns] * a->D);
     if (nw > 1) ct_parallel(nw, norm_rows, &j);
     else norm_rows(&j, 0, 1);
 }
@@ -231,7 +252,8 @@ static void split_worker(void *arg, int w, int nw) {
 // the BLAS's threads).
 static void split_product(attr_ctx *a, int M, int N, int K, const float *A, const float *W, int ldw, int tw, float *C) {
     double t = ct_now();
-    int n_pieces = (int64_t)M * N < g_split ? 1 : (M + PIECE_ROWS - 1) / PIECE_ROWS;
+    // an even number of pieces: two threads (a laptop's, this machine's) finish together
+    int n_pieces = (int64_t)M * N < g_split ? 1 : 2 * ((M + 2 * PIECE_ROWS - 1) / (2 * PIECE_ROWS));
     split_job j = {M, N, K, tw, ldw, n_pieces > 0 ? n_pieces : 1, A, W, C};
     int nw = n_split((int64_t)M * N);
     if (nw > j.n_pieces) nw = j.n_pieces;
@@ -294,7 +316,7 @@ typedef struct {
     const attr_ctx *a;
     const float *GO;      // (n_live, D) the gradient at layer l's output hook
     float *rows;          // (B, n_cols)
-    int l, Tp, B;
+    int l, ng;            // the groups live at layer l's output
     ct_status rc[CT_MAX_WORKERS];
     ct_err err[CT_MAX_WORKERS];
 } sources_job;
@@ -305,39 +327,49 @@ static void sources_worker(void *arg, int w, int nw) {
     sources_job *j = arg;
     const attr_ctx *a = j->a;
     const ct_transcoders *tc = a->tc;
-    int T = a->T, D = a->D, l = j->l, B = j->B;
+    int T = a->T, D = a->D, l = j->l;
     int64_t ldr = a->n_cols;
     float *S = a->S + (size_t)w * a->S_n;
-    for (int t = a->n_const + w; t < j->Tp && !j->rc[w]; t += nw) {
-        int f = a->first[t];
-        const float *g = j->GO + (size_t)a->off[t] * D;   // (B - f, D): the rows live at t
+    for (int t = a->n_const + w; t < T && !j->rc[w]; t += nw) {
+        if (!rows_at(a, j->ng, t)) continue;
         for (int lf = tc->kind == CT_TC_CLT ? 0 : l; lf <= l && !j->rc[w]; lf++) {
             int64_t s0 = a->start[lf * T + t], n = a->start[lf * T + t + 1] - s0;
             if (l - lf >= tc->layers[lf].n_out || n == 0) continue;
             if ((j->rc[w] = fill_sources(a, S, lf, t, l - lf, &j->err[w]))) break;
-            // rows[live, s0:s0+n] += GO[t, live] (B', D) @ S^T (D, n)
-            ct_sgemm_here(0, 1, B - f, (int)n, D, 1.0f, g, D, S, D, 1.0f, j->rows + f * ldr + s0, (int)ldr);
+            // rows[live, s0:s0+n] += GO[t, live] (B', D) @ S^T (D, n), a group at a time
+            for (int g = 0; g < j->ng; g++) {
+                size_t i = (size_t)g * (T + 1) + t;
+                int f = a->first[i], e = a->gb[g + 1];
+                if (f < e)
+                    ct_sgemm_here(0, 1, e - f, (int)n, D, 1.0f, j->GO + (size_t)a->off[i] * D, D, S, D, 1.0f,
+                                  j->rows + f * ldr + s0, (int)ldr);
+            }
         }
         int64_t col = a->n_active + (int64_t)l * T + t;   // the error node of (l, t)
-        ct_sgemm_here(0, 1, B - f, 1, D, 1.0f, g, D, a->err_vec + ((size_t)l * T + t) * D, D, 1.0f, j->rows + f * ldr + col,
-                      (int)ldr);
+        for (int g = 0; g < j->ng; g++) {
+            size_t i = (size_t)g * (T + 1) + t;
+            int f = a->first[i], e = a->gb[g + 1];
+            if (f < e)
+                ct_sgemm_here(0, 1, e - f, 1, D, 1.0f, j->GO + (size_t)a->off[i] * D, D, a->err_vec + ((size_t)l * T + t) * D, D,
+                              1.0f, j->rows + f * ldr + col, (int)ldr);
+        }
     }
 }
 
 // rows (B, n_cols) += the direct effects of the features written at layer l's output hook (every
-// layer's for a cross-layer set) and of layer l's error nodes, through GO (n_live, D): one
-// product per position, the positions shared among the threads.
-static ct_status sources_back(attr_ctx *a, const float *GO, int l, int Tp, int B, float *rows, ct_err *err) {
+// layer's for a cross-layer set) and of layer l's error nodes, through GO (the layout's rows of
+// its first ng groups, D): one product per position and group, the positions shared among the
+// threads.
+static ct_status sources_back(attr_ctx *a, const float *GO, int l, int ng, float *rows, ct_err *err) {
     const ct_transcoders *tc = a->tc;
     int T = a->T, D = a->D;
-    const int *first = a->first;
-    sources_job j = {.a = a, .GO = GO, .rows = rows, .l = l, .Tp = Tp, .B = B};
+    sources_job j = {.a = a, .GO = GO, .rows = rows, .l = l, .ng = ng};
     int64_t live = 0;   // multiply-adds, counted here in a fixed order
-    for (int t = a->n_const; t < Tp; t++) {
+    for (int t = a->n_const; t < T; t++) {
         int64_t n = 1;
         for (int lf = tc->kind == CT_TC_CLT ? 0 : l; lf <= l; lf++)
             if (l - lf < tc->layers[lf].n_out) n += a->start[lf * T + t + 1] - a->start[lf * T + t];
-        live += (B - first[t]) * n;
+        live += rows_at(a, ng, t) * n;
     }
     a->flops += 2.0 * (double)live * D;
     int nw = n_split(live * D);
@@ -359,19 +391,21 @@ typedef struct {
     const attr_row *r;
     const float *Z;   // (n_live, H*hd)
     float *DV;        // (n_live, KV*hd)
-    int l, B, cs;
+    int l, ng, cs;
 } mix_job;
 
 // Worker w of nw: every nw-th chunk of mix_back's (see there), in its own buffer a->M + w * M_n.
 static void mix_worker(void *arg, int w, int nw) {
     const mix_job *j = arg;
     const attr_ctx *a = j->a;
-    int T = a->T, hd = a->hd, H = a->H, KV = a->KV, group = H / KV, B = j->B;
-    const int *first = a->first;
+    int T = a->T, hd = a->hd, H = a->H, KV = a->KV, group = H / KV, k = 0;
     size_t qd = (size_t)H * hd, kvd = (size_t)KV * hd;
     float *X = a->M + (size_t)w * a->M_n;
-    for (int c0 = w * j->cs; c0 < B; c0 += nw * j->cs) {
-        int c1 = c0 + j->cs < B ? c0 + j->cs : B, Tc = j->r[c1 - 1].pos + 1, n = (c1 - c0) * hd;
+    for (int g = 0; g < j->ng; g++)
+    for (int c0 = a->gb[g]; c0 < a->gb[g + 1]; c0 += j->cs) {
+        if (k++ % nw != w) continue;
+        int c1 = c0 + j->cs < a->gb[g + 1] ? c0 + j->cs : a->gb[g + 1], Tc = j->r[c1 - 1].pos + 1, n = (c1 - c0) * hd;
+        const int *first = a->first + (size_t)g * (T + 1);
         for (int h = 0; h < H; h++) {
             // X (Tc, n): head h of the chunk's rows, zero where a row is not live
             for (int t = 0; t < Tc; t++)
@@ -394,48 +428,46 @@ static void mix_worker(void *arg, int w, int nw) {
     }
 }
 
-// DV (n_live, KV*hd) = for each live row: the sum over the heads h sharing a key/value head of
-// dV_h = P_h^T Z_h, for Z (n_live, H*hd) the gradient at the attention's output (before W_O) and
-// P_h the frozen pattern (lower triangular). Chunks of rows with nearby positions (one product of
-// about 256 columns each; at most g_pack rows) use only the leading positions their last row
-// needs; the chunks are shared among the threads.
-static void mix_back(attr_ctx *a, const attr_row *r, int B, int l, const float *Z, float *DV) {
+// DV (n_live, KV*hd) = for each row of the layout's first ng groups: the sum over the heads h
+// sharing a key/value head of dV_h = P_h^T Z_h, for Z (n_live, H*hd) the gradient at the
+// attention's output (before W_O) and P_h the frozen pattern (lower triangular). Chunks of a
+// group's rows with nearby positions (one product of about 256 columns each; at most g_pack rows)
+// use only the leading positions their last row needs; the chunks are shared among the threads.
+static void mix_back(attr_ctx *a, const attr_row *r, int ng, int l, const float *Z, float *DV) {
     int cs = mix_rows(a->hd);
-    mix_job j = {a, r, Z, DV, l, B, cs < g_pack ? cs : g_pack};
+    mix_job j = {a, r, Z, DV, l, ng, cs < g_pack ? cs : g_pack};
     double macs = 0.0;
-    for (int c0 = 0; c0 < B; c0 += j.cs) {
-        int c1 = c0 + j.cs < B ? c0 + j.cs : B, Tc = r[c1 - 1].pos + 1;
-        macs += (double)Tc * (Tc + 1) / 2 * (c1 - c0) * a->hd * a->H;
-    }
+    for (int g = 0; g < ng; g++)
+        for (int c0 = a->gb[g]; c0 < a->gb[g + 1]; c0 += j.cs) {
+            int c1 = c0 + j.cs < a->gb[g + 1] ? c0 + j.cs : a->gb[g + 1], Tc = r[c1 - 1].pos + 1;
+            macs += (double)Tc * (Tc + 1) / 2 * (c1 - c0) * a->hd * a->H;
+        }
     a->flops += 2.0 * macs;
     ct_parallel(n_split((int64_t)(macs / 16)), mix_worker, &j);   // one worker too: its products on this thread alone
 }
 
-// Attention backward of layer l when each row's gradient Gp (n_live, D) is non-zero only at the
-// row's own position p: Z = Gp[p] W_O (one vector per row); dV_h[k] = P_h[p, k] Z_h for k <= p;
-// A1 (n_live, D) = dV W_V.
-static void attention_back_single(attr_ctx *a, const attr_row *r, int B, int Tp, int l, const float *Gp) {
-    int T = a->T, D = a->D, hd = a->hd, H = a->H, KV = a->KV, group = H / KV, qd = H * hd, kvd = KV * hd;
-    const ct_layer *w = &a->m->layers[l];
-    float *X = a->A2, *Z = a->A2 + (size_t)B * D;   // X (B, D) the rows' gradients, Z (B, H*hd)
-    for (int b = 0; b < B; b++) memcpy(X + (size_t)b * D, Gp + (size_t)at(a, r[b].pos, b) * D, sizeof(float) * D);
-    mat_product(a, B, &w->wo, X, Z);   // Z (B, H*hd) = X (B, D) @ W_O (D, H*hd)
-    float *DV = a->A1 + (size_t)a->off[Tp] * D;   // (n_live, KV*hd) past the end of the output's room
-    for (int b = 0; b < B; b++) {
+// DV (n_live, KV*hd) at rows b0 .. b1-1, whose gradient Gp (n_live, D) at layer l's attention
+// output is non-zero only at the row's own position p (read at this layer): Z = Gp[p] W_O (one
+// vector per row); dV_h[k] = P_h[p, k] Z_h for k <= p.
+static void single_back(attr_ctx *a, const attr_row *r, int b0, int b1, int l, const float *Gp, float *DV) {
+    int n = b1 - b0, T = a->T, D = a->D, hd = a->hd, H = a->H, KV = a->KV, group = H / KV, qd = H * hd, kvd = KV * hd;
+    float *X = a->A2, *Z = a->A2 + (size_t)n * D;   // X (n, D) the rows' gradients, Z (n, H*hd)
+    for (int b = b0; b < b1; b++) memcpy(X + (size_t)(b - b0) * D, Gp + (size_t)at(a, r[b].pos, b) * D, sizeof(float) * D);
+    mat_product(a, n, &a->m->layers[l].wo, X, Z);   // Z (n, H*hd) = X (n, D) @ W_O (D, H*hd)
+    for (int b = b0; b < b1; b++) {
         int p = r[b].pos;
         for (int k = 0; k <= p; k++) {
             float *o = DV + (size_t)at(a, k, b) * kvd;
             memset(o, 0, sizeof(float) * kvd);
             for (int h = 0; h < H; h++) {
                 float pk = a->fz->pattern[l][((size_t)h * T + p) * T + k];
-                const float *z = Z + (size_t)b * qd + (size_t)h * hd;
+                const float *z = Z + (size_t)(b - b0) * qd + (size_t)h * hd;
                 float *oh = o + (size_t)(h / group) * hd;
                 for (int i = 0; i < hd; i++) oh[i] += pk * z[i];
             }
         }
         a->flops += 2.0 * (p + 1) * H * hd;
     }
-    mat_product(a, (int)a->off[Tp], &w->wv, DV, a->A1);
 }
 
 // The columns (B, n_cols) before column n (a cross-layer set's partial sums at the features of
@@ -450,17 +482,50 @@ static ct_status pass_prefix(attr_ctx *a, float *rows, int B, int64_t n, int pee
     return rc;
 }
 
+// A batch's packed layout. Its rows come in groups read at one layer (r[b].layer: a feature's,
+// L for logit targets, the layer of residual-stream rows), the groups in descending order of
+// their layer and each group's rows by position. A target's gradient is zero below its position,
+// so a group holds at position t only its rows first[t] .. (its last): that segment lies at
+// off[t], the segments of a group position after position, the groups one after another. A
+// group's gradient is zero above its layer, so the pass at layer l runs only over the groups
+// already read, the layout's leading rows, and each product over them is one product.
+static void layout(attr_ctx *a, const attr_row *r, int B) {
+    int T = a->T, ng = 0, ns = 0;
+    int64_t n = 0;
+    for (int b = 0; b < B; b++) {
+        if (b == 0 || r[b].layer != r[b - 1].layer) a->gb[ng++] = b;
+        a->grp[b] = ng - 1;
+    }
+    a->gb[ng] = B;
+    a->n_groups = ng;
+    for (int g = 0; g < ng; g++) {
+        int *first = a->first + (size_t)g * (T + 1);
+        int64_t *off = a->off + (size_t)g * (T + 1);
+        a->gseg[g] = ns;
+        for (int b = a->gb[g], t = 0; t <= T; t++) {
+            while (b < a->gb[g + 1] && r[b].pos < t) b++;
+            first[t] = b, off[t] = n;
+            if (t < T && b < a->gb[g + 1]) a->seg_pos[ns] = t, a->seg_off[ns++] = n, n += a->gb[g + 1] - b;
+        }
+    }
+    a->gseg[ng] = ns;
+    a->seg_off[ns] = n;
+}
+
+// The layout's groups read above layer l (strictly: their gradient reaches its output), or at it too.
+static int groups_above(const attr_ctx *a, const attr_row *r, int l, int strictly) {
+    int g = 0;
+    while (g < a->n_groups && (r[a->gb[g]].layer > l || (!strictly && r[a->gb[g]].layer == l))) g++;
+    return g;
+}
+
 // rows (B, n_cols) += the direct effects of every column on each of the B targets, which come
-// sorted by position. The gradient of a target is zero after its position, so at position t
-// only rows first[t] .. B-1 are live. The gradients keep only those, packed by position: row b
-// of position t at at(a, t, b) = off[t] + b - first[t], n_live = off[Tp] rows in all, so every
-// product over them is one product.
-//
-// Under the layer split each rank runs its own layers [lo, hi) of the pass: it takes the gradient
-// (and a cross-layer set's partial sums at lower layers' features) from the rank above when the
-// pass starts above it, and hands both to the rank below; rank 0 reads the token columns. Every
-// value is computed as one process computes it, in the same order. A failure here leaves a
-// neighbour waiting: it aborts the job (ct_dist_abort).
+// sorted by layer (descending), then position (see layout). Under the layer split each rank runs
+// its own layers [lo, hi) of the pass: it takes the gradient (and a cross-layer set's partial sums
+// at lower layers' features) from the rank above when the pass starts above it, and hands both to
+// the rank below; rank 0 reads the token columns. Every value is computed as one process computes
+// it, in the same order. A failure here leaves a neighbour waiting: it aborts the job
+// (ct_dist_abort).
 static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, ct_err *err);
 
 static ct_status run_batch(attr_ctx *a, const attr_row *r, int B, float *rows, ct_err *err) {
@@ -474,17 +539,9 @@ static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, 
     const ct_transcoders *tc = a->tc;
     int L = a->L, T = a->T, D = a->D, me = ct_dist_rank();
     int64_t ldr = a->n_cols;
-    int Tp = r[B - 1].pos + 1, top = -1;
-    int *first = a->first;
-    int64_t *off = a->off;
-    for (int b = 0, t = 0; t <= Tp; t++) {
-        while (b < B && r[b].pos < t) b++;
-        first[t] = b;
-        off[t] = t == 0 ? 0 : off[t - 1] + B - first[t - 1];
-    }
-    int n_live = (int)off[Tp];
-    for (int b = 0; b < B; b++)
-        if (r[b].layer > top) top = r[b].layer;
+    layout(a, r, B);
+    int64_t n_all = live_rows(a, a->n_groups);
+    int top = r[0].layer;
     // the first layer the pass runs through (rows read at the residual stream entering layer `top`:
     // the one below it)
     int start = r[0].resid ? top - 1 : top < L ? top : L - 1;
@@ -493,33 +550,34 @@ static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, 
     int clt = tc->kind == CT_TC_CLT;
     ct_status rc = CT_OK;
     if (start >= a->hi) {   // (layer split) the rank above ran the layers before
-        rc = ct_dist_recv(G, sizeof(float) * (size_t)n_live * D, me + 1, err);
+        rc = ct_dist_recv(G, sizeof(float) * (size_t)n_all * D, me + 1, err);
         if (!rc && clt) rc = pass_prefix(a, rows, B, a->start[(int64_t)a->hi * T], me + 1, 0, err);
         if (rc) return rc;
     } else {
-        memset(G, 0, sizeof(float) * (size_t)n_live * D);
+        memset(G, 0, sizeof(float) * (size_t)n_all * D);
         // logit targets: seed at the final norm's output; residual-stream rows: as they are
         for (int b = 0; b < B; b++)
             if (r[b].layer == L || r[b].resid) {
                 float *g = G + (size_t)at(a, r[b].pos, b) * D;
                 memcpy(g, r[b].vec, sizeof(float) * D);
-                if (!r[b].resid) norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 1, NULL, 0);
+                if (!r[b].resid) norm_back(a, g, g, a->fz->lnf_scale + r[b].pos, a->m->lnf_w, 0, 0);
                 if (r[b].resid == 2)   // read at the attention's input: back through the frozen pre-attention norm
-                    norm_back(a, g, g, a->fz->ln1_scale[r[b].layer] + r[b].pos, a->m->layers[r[b].layer].ln1_w, 1, NULL, 0);
+                    norm_back(a, g, g, a->fz->ln1_scale[r[b].layer] + r[b].pos, a->m->layers[r[b].layer].ln1_w, 0, 0);
             }
     }
     for (int l = start < a->hi ? start : a->hi - 1; l >= a->lo; l--) {
         const ct_tc_layer *tl = &tc->layers[l];
         const ct_layer *w = &a->m->layers[l];
-        // 1. sources written at layer l's output hook (nothing reaches them from the targets
-        // injected at this layer)
-        if (top > l) {
+        // 1. sources written at layer l's output hook, through the groups read above layer l
+        int ng = groups_above(a, r, l, 1), ns = a->gseg[ng];
+        int n_live = (int)live_rows(a, ng);
+        if (ng > 0) {
             const float *GO = G;
             if (a->out_raw && c->post_norms) {   // raw MLP output: back through the post-FF norm
-                norm_back(a, a->A1, G, a->fz->ln2_post_scale[l], w->post_ff_w, Tp, off, 0);
+                norm_back(a, a->A1, G, a->fz->ln2_post_scale[l], w->post_ff_w, ns, 0);
                 GO = a->A1;
             }
-            if ((rc = sources_back(a, GO, l, Tp, B, rows, err))) return rc;
+            if ((rc = sources_back(a, GO, l, ng, rows, err))) return rc;
             // 2. skip connection: PLT y = x W^T gives g_x = g_y W; CLT y = x W gives g_x = g_y W^T
             if (tl->W_skip) {
                 float *GI = a->A2;
@@ -529,7 +587,7 @@ static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, 
                 if (a->input == CT_TC_IN_RESID_MID) {
                     for (size_t i = 0; i < (size_t)n_live * D; i++) G[i] += GI[i];
                 } else {
-                    norm_back(a, G, GI, a->fz->ln2_scale[l], a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, Tp, off, 1);
+                    norm_back(a, G, GI, a->fz->ln2_scale[l], a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, ns, 1);
                 }
             }
         }
@@ -539,46 +597,54 @@ static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, 
             float *g = G + (size_t)at(a, r[b].pos, b) * D, *v = a->v;
             memcpy(v, r[b].vec, sizeof(float) * D);
             if (a->input != CT_TC_IN_RESID_MID)
-                norm_back(a, v, v, a->fz->ln2_scale[l] + r[b].pos, a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, 1, NULL, 0);
+                norm_back(a, v, v, a->fz->ln2_scale[l] + r[b].pos, a->input == CT_TC_IN_MLP_IN ? w->ln2_w : NULL, 0, 0);
             for (int i = 0; i < D; i++) g[i] += v[i];
         }
-        // 4. attention with frozen patterns: Z = G' W_O; dV_h = P_h^T Z_h; G += N1^T(dV W_V)
+        // 4. attention with frozen patterns, through the groups read at layer l or above:
+        // Z = G' W_O; dV_h = P_h^T Z_h; G += N1^T(dV W_V)
+        ng = groups_above(a, r, l, 0), ns = a->gseg[ng];
+        n_live = (int)live_rows(a, ng);
+        if (ng == 0) continue;
         const float *Gp = G;
         if (c->post_norms) {
-            norm_back(a, a->A1, G, a->fz->ln1_post_scale[l], w->post_attn_w, Tp, off, 0);
+            norm_back(a, a->A1, G, a->fz->ln1_post_scale[l], w->post_attn_w, ns, 0);
             Gp = a->A1;
         }
-        // every target injected at this layer (or a logit target at the last layer) or below
-        // (its gradient still zero): the gradient sits at one position per row, and mixing is a
-        // scaled copy of the pattern row
-        int single = 1;
-        for (int b = 0; b < B && single; b++)
-            single = (!r[b].resid && r[b].layer <= l) || (r[b].layer == L && l == L - 1) || (r[b].resid && l == r[b].layer - 1);
-        if (single) {
-            attention_back_single(a, r, B, Tp, l, Gp);
-            norm_back(a, G, a->A1, a->fz->ln1_scale[l], w->ln1_w, Tp, off, 1);
-            continue;
+        // the groups whose gradient has gone through an attention (a prefix: what follows are read
+        // at this layer, or are logit targets at the last layer, or residual-stream rows just
+        // below their layer), then those whose gradient sits at one position per row, where
+        // mixing is a scaled copy of the pattern row
+        int nf = 0;
+        while (nf < ng) {
+            const attr_row *q = &r[a->gb[nf]];
+            if ((!q->resid && q->layer == l) || (q->layer == L && l == L - 1) || (q->resid && l == q->layer - 1)) break;
+            nf++;
         }
-        float *Z = a->A2;   // (n_live, H*hd)
-        mat_product(a, n_live, &w->wo, Gp, Z);
-        float *DV = a->A1 + (size_t)n_live * D;   // (n_live, KV*hd) past the end of XN's room
-        mix_back(a, r, B, l, Z, DV);
+        float *DV = a->A1 + (size_t)n_all * D;   // (n_live, KV*hd) past the end of XN's room
+        if (nf > 0) {
+            float *Z = a->A2;   // (its rows, H*hd)
+            mat_product(a, (int)live_rows(a, nf), &w->wo, Gp, Z);
+            mix_back(a, r, nf, l, Z, DV);
+        }
+        if (nf < ng) single_back(a, r, a->gb[nf], a->gb[ng], l, Gp, DV);
         float *XN = a->A1;   // (n_live, D) gradient at the attention input (after ln1)
         mat_product(a, n_live, &w->wv, DV, XN);
-        norm_back(a, G, XN, a->fz->ln1_scale[l], w->ln1_w, Tp, off, 1);
+        norm_back(a, G, XN, a->fz->ln1_scale[l], w->ln1_w, ns, 1);
     }
     if (a->lo > 0) {   // (layer split) the rank below runs the layers after
-        rc = ct_dist_send(G, sizeof(float) * (size_t)n_live * D, me - 1, err);
+        rc = ct_dist_send(G, sizeof(float) * (size_t)n_all * D, me - 1, err);
         if (!rc && clt) rc = pass_prefix(a, rows, B, a->start[(int64_t)a->lo * T], me - 1, 1, err);
         return rc;
     }
-    // 5. token embeddings
-    for (int t = 0; t < Tp; t++) {
-        int f = first[t];
-        int64_t col = a->n_active + (int64_t)L * T + t;
-        gemm(a, 0, 1, B - f, 1, D, G + (size_t)off[t] * D, D, a->embed + (size_t)t * D, D, 1.0f,
-                 rows + f * ldr + col, (int)ldr);
-    }
+    // 5. token embeddings, every group read by now
+    for (int g = 0; g < a->n_groups; g++)
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)g * (T + 1) + t;
+            int f = a->first[i], e = a->gb[g + 1];
+            if (f < e)
+                gemm(a, 0, 1, e - f, 1, D, G + (size_t)a->off[i] * D, D, a->embed + (size_t)t * D, D, 1.0f,
+                     rows + f * ldr + a->n_active + (int64_t)L * T + t, (int)ldr);
+        }
     return CT_OK;
 }
 
@@ -794,12 +860,12 @@ static int cmp_index(const void *x, const void *y) {
     return i < j ? -1 : i > j;
 }
 
-// by position, then layer, then index
-static int cmp_pos_layer(const void *x, const void *y, void *ctx) {
+// by layer (descending), then position, then index
+static int cmp_layer_pos(const void *x, const void *y, void *ctx) {
     const int32_t *act = ctx;
     int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
+    if (act[3 * i] != act[3 * j]) return act[3 * j] - act[3 * i];
     if (act[3 * i + 1] != act[3 * j + 1]) return act[3 * i + 1] - act[3 * j + 1];
-    if (act[3 * i] != act[3 * j]) return act[3 * i] - act[3 * j];
     return i < j ? -1 : i > j;
 }
 
@@ -1115,12 +1181,19 @@ static ct_status ctx_scratch(attr_ctx *a, int B, ct_err *err) {
         if (nv > a->tile_n) a->tile_n = nv;
     }
     a->tile = a->tile_n ? malloc(sizeof(float) * a->tile_n) : NULL;
-    a->first = malloc(sizeof(int) * (size_t)(T + 1));
-    a->off = malloc(sizeof(int64_t) * (size_t)(T + 1));
+    size_t n_seg = (size_t)(a->L + 1) * (T + 1);   // a layout's groups: at most one per layer and the logits'
+    a->grp = malloc(sizeof(int) * (size_t)B);
+    a->gb = malloc(sizeof(int) * (size_t)(a->L + 2));
+    a->first = malloc(sizeof(int) * n_seg);
+    a->off = malloc(sizeof(int64_t) * n_seg);
+    a->gseg = malloc(sizeof(int) * (size_t)(a->L + 2));
+    a->seg_pos = malloc(sizeof(int) * n_seg);
+    a->seg_off = malloc(sizeof(int64_t) * n_seg);
     a->enc = malloc(sizeof(float) * (size_t)B * D);
     a->enc_rows = malloc(sizeof(float *) * (size_t)B);
     a->feats = malloc(sizeof(int64_t) * (size_t)B);
-    if (!a->G || !a->A1 || !a->A2 || !a->S || !a->M || !a->v || !a->gain || !a->first || (a->tile_n && !a->tile) || !a->off ||
+    if (!a->G || !a->A1 || !a->A2 || !a->S || !a->M || !a->v || !a->gain || (a->tile_n && !a->tile) || !a->grp || !a->gb ||
+        !a->first || !a->off || !a->gseg || !a->seg_pos || !a->seg_off ||
         !a->enc || !a->enc_rows || !a->feats)
         return ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory for attribution scratch (batch of %d rows, %lld columns)", B,
                        (long long)a->n_cols);
@@ -1226,11 +1299,11 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
             stats.ranking_s += ct_now() - tr;
         }
         // batches: consecutive in (layer, position) order, so each starts at few layers; within a
-        // batch by position, as run_batch wants
+        // batch by layer (descending), then position, as run_batch wants
         qsort(order, (size_t)n_pending, sizeof(int64_t), cmp_index);
         for (int64_t i0 = 0; i0 < n_pending; i0 += B) {
             int nb = n_pending - i0 < B ? (int)(n_pending - i0) : B;
-            qsort_r(order + i0, (size_t)nb, sizeof(int64_t), cmp_pos_layer, a.active);
+            qsort_r(order + i0, (size_t)nb, sizeof(int64_t), cmp_layer_pos, a.active);
         }
         for (int64_t i = 0; i < n_pending; i++) {
             visit[n_visited + i] = order[i];

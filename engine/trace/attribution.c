@@ -74,6 +74,7 @@ typedef struct {
     int *seg_pos;           // ((L + 1) T,) each segment's position
     int64_t *seg_off;       // ((L + 1) T + 1,) where each segment starts (the last: the layout's rows)
     double flops;           // of the backward passes so far
+    double prod_rows;       // rows through mat_product so far
     double gemm_s;          // seconds in their matrix products
     int64_t max_block;
     // the layer split (a layer-split model: this rank's layers [lo, hi); else 0, L)
@@ -279,6 +280,7 @@ static void convert_worker(void *arg, int w, int nw) {
 // whole into a->tile, which keeps it for the next product with the same W.
 static void mat_product(attr_ctx *a, int M, const ct_mat *W, const float *A, float *C) {
     int k = (int)W->rows, n = (int)W->cols;
+    a->prod_rows += M;
     int tw = W->cs != 1;   // columns contiguous (a transposed view): products read W^T (n, k)
     if (ct_mat_in_place(W)) {
         split_product(a, M, n, k, A, (const float *)(const void *)W->data, (int)(tw ? W->cs : W->rs), tw, C);
@@ -975,7 +977,9 @@ static ct_status list_batch(attr_ctx *a, const row_list *list, int64_t j, int B,
 // work, estimated: 12 x its rows x the layers its backward runs through (its highest read layer +
 // 1), plus over its rows the layers each one's gradient runs through times the positions it
 // reaches ((layer + 1) (position + 1)); the weights fitted to the batches' times of a gemma-2-2b
-// graph (23% error, against 27% and 45% for either term alone).
+// graph (23% error, against 27% and 45% for either term alone) when every row of a batch was
+// carried from the batch's top layer; rows now start at their own layer (see layout), which the
+// first term follows.
 static ct_status share_out(attr_ctx *a, const row_list *list, int64_t j0, int n, int B, attr_row *batch, int P,
                            int *owner, ct_err *err) {
     int64_t *cost = calloc((size_t)n, sizeof *cost), *load = calloc((size_t)P, sizeof *load);
@@ -1318,6 +1322,7 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     }
     stats.features_s = (t1 = ct_now()) - t0;
     stats.backward_flops = a.flops;
+    stats.backward_rows = a.prod_rows;
     stats.backward_gemm_s = a.gemm_s;
     stats.n_active = NA;
     stats.n_rows = ct_rowstore_rows(rs.store);

@@ -28,6 +28,7 @@ typedef struct {
     double setup_s, logits_s, features_s, ranking_s, graph_s;   // wall-clock seconds per phase
     double backward_s, backward_flops;   // inside the backward passes (logit and feature rows)
     double backward_gemm_s;              // ... of which in sgemm
+    double backward_rows;                // rows through their products with W_O, W_V and skip connections
     int64_t n_active, n_rows, n_batches;
     int batch_size;                      // rows per backward pass (the option, or fewer to fit memory)
     int spilled;                         // rows kept in a file rather than memory

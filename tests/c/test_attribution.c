@@ -61,6 +61,34 @@ static void check_ranking_threads(const char *name, ct_model *m, const ct_transc
     ct_graph_free(g[1]);
 }
 
+// A batch's rows go through the backward's products with W_O, W_V and a skip connection only at
+// and below the layer each is read at, and at that layer as one vector: a batch holding every
+// row (features of several layers) pushes exactly as many rows through those products as the
+// same rows one batch each.
+static void check_batch_work(const char *name, ct_model *m, const ct_transcoders *tc) {
+    double rows[2] = {-1, -2};
+    int layers = 0;
+    ct_err err = {0};
+    for (int k = 0; k < 2; k++) {
+        ct_replacement rm;
+        ct_attr_opts o;
+        ct_attr_stats st;
+        ct_attr_opts_default(&o);
+        o.batch_size = k ? 1 : 4096, o.max_feature_nodes = 0, o.stats = &st;
+        ct_graph *g = NULL;
+        if (ct_replacement_init(&rm, m, tc, &err)) break;
+        if (ct_attribute(&g, &rm, prompt, 8, &o, &err) == CT_OK) {
+            rows[k] = st.backward_rows;
+            for (int64_t i = 0; k == 0 && i < g->n_active; i++) layers |= 1 << g->active[3 * i];
+        }
+        ct_graph_free(g);
+        ct_replacement_free(&rm);
+    }
+    ok(rows[0] == rows[1] && __builtin_popcount(layers) >= 2,
+       "%s: one batch of every row (features of %d layers) puts %.0f rows through W_O, W_V and the skip; a row a batch %.0f",
+       name, __builtin_popcount(layers), rows[0], rows[1]);
+}
+
 // A working memory too small for the rows sends them to a file under $TMPDIR: a directory that
 // does not exist, or a disk that fills (RLIMIT_FSIZE stands in for it), fails the attribution
 // with CT_STATUS_IO and a message naming the row store, and leaves no graph.
@@ -268,6 +296,7 @@ int main(void) {
         if (k->small_tiles) ck.memory_limit = 12 << 10;
         int64_t neg = okm ? check_graph(name, m, tc, prompt, 8, &ck) : 0;
         if (okm && c == 0) check_spill_failures(m, tc, tmp);
+        if (okm && k->skip && !k->small_tiles) check_batch_work(name, m, tc);
         if (okm) check_iv_skip(name, m, tc);
         if (okm && k->enc == TC_ENC_BF16) check_encode_alone(name, tc);
         if (okm && k->small_tiles) check_ranking_threads(name, m, tc, 3);

@@ -71,8 +71,8 @@ typedef struct {
     int *first;             // ((L + 1) (T + 1),) [g (T+1) + t]: group g's first row at position >= t
     int64_t *off;           // ((L + 1) (T + 1),) [g (T+1) + t]: where that row lies (later rows follow)
     int *gseg;              // (L + 2,) group g's first segment
-    int *seg_pos;           // ((L + 1) T,) each segment's position
-    int64_t *seg_off;       // ((L + 1) T + 1,) where each segment starts (the last: the layout's rows)
+    int *seg_pos;           // ((L + 1) (T + 1),) each segment's position (at most (L + 1) T segments)
+    int64_t *seg_off;       // ((L + 1) (T + 1),) where each segment starts (one more: the layout's rows)
     double flops;           // of the backward passes so far
     double prod_rows;       // rows through mat_product so far
     double gemm_s;          // seconds in their matrix products
@@ -622,6 +622,7 @@ static ct_status run_layers(attr_ctx *a, const attr_row *r, int B, float *rows, 
             if ((!q->resid && q->layer == l) || (q->layer == L && l == L - 1) || (q->resid && l == q->layer - 1)) break;
             nf++;
         }
+        CT_ASSERT(nf >= ng - 1);   // one fresh group at most: a batch holds one kind of row
         float *DV = a->A1 + (size_t)n_all * D;   // (n_live, KV*hd) past the end of XN's room
         if (nf > 0) {
             float *Z = a->A2;   // (its rows, H*hd)
@@ -979,7 +980,7 @@ static ct_status list_batch(attr_ctx *a, const row_list *list, int64_t j, int B,
 // reaches ((layer + 1) (position + 1)); the weights fitted to the batches' times of a gemma-2-2b
 // graph (23% error, against 27% and 45% for either term alone) when every row of a batch was
 // carried from the batch's top layer; rows now start at their own layer (see layout), which the
-// first term follows.
+// second term follows (the first, and the weights, not refitted since).
 static ct_status share_out(attr_ctx *a, const row_list *list, int64_t j0, int n, int B, attr_row *batch, int P,
                            int *owner, ct_err *err) {
     int64_t *cost = calloc((size_t)n, sizeof *cost), *load = calloc((size_t)P, sizeof *load);

@@ -1237,12 +1237,12 @@ ct_status ct_attribute(ct_graph **out, ct_replacement *rm, const int *tokens, in
     int64_t budget = o->max_feature_nodes > 0 && o->max_feature_nodes < NA ? o->max_feature_nodes : NA;
     int64_t n_rows = K + budget;
     // memory: rows in RAM up to half the limit (else in a file); the batch's scratch (see
-    // run_batch) within an eighth, by fewer rows per batch when needed
+    // run_batch) within a quarter, by fewer rows per batch when needed
     size_t limit = o->memory_limit ? o->memory_limit : CT_ATTR_MEMORY_LIMIT;
     size_t qd = (size_t)a.H * a.hd, kvd = (size_t)a.KV * a.hd, wmax = (size_t)D > qd ? (size_t)D : qd;
     size_t per_row = sizeof(float) * ((size_t)T * (D + D + kvd + wmax) + (size_t)a.n_cols);   // G, A1, A2, its row
     int B = o->batch_size;
-    while (B > 1 && (size_t)B * per_row > limit / 8) B /= 2;
+    while (B > 1 && (size_t)B * per_row > limit / 4) B /= 2;
     stats.batch_size = B;
     if ((rc = ctx_scratch(&a, B, err))) goto done;
     ct_row_layout lay = {L, T, NA, a.n_cols, a.start};

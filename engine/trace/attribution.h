@@ -51,7 +51,7 @@ typedef struct {
     const ct_ctx *ctx;            // cancellation and deadline, checked between batches (may be NULL)
     ct_attr_stats *stats;         // may be NULL
     size_t memory_limit;          // working memory in bytes (0: CT_ATTR_MEMORY_LIMIT): rows beyond half of it go
-                                  // to a file, batches shrink to keep their scratch within an eighth
+                                  // to a file, batches shrink to keep their scratch within a quarter
 } ct_attr_opts;
 
 #define CT_ATTR_MEMORY_LIMIT ((size_t)4 << 30)   // the default working memory, 4 GiB

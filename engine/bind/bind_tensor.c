@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bind.h"
+#include "formats/safetensors.h"
 
 void ct_lua_push_tensor(lua_State *L, ct_tensor *t) {
     void **box = ct_lua_new_box(L, CT_MT_TENSOR);
@@ -341,6 +342,71 @@ static int l_tensor_from(lua_State *L) {
     return 1;
 }
 
+// ctrace.save_safetensors(path, {name = tensor, ...} [, {key = "value", ...}]): writes the
+// tensors as F32 in name order (the same table gives the same bytes), with optional string
+// metadata, through a temporary file and a rename.
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+static int l_save_safetensors(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    int n = 0, n_meta = 0;
+    for (int k = 2; k <= 3; k++) {
+        if (lua_isnoneornil(L, k)) continue;
+        for (lua_pushnil(L); lua_next(L, k); lua_pop(L, 1)) {
+            void **box = k == 2 ? luaL_testudata(L, -1, CT_MT_TENSOR) : NULL;
+            if (lua_type(L, -2) != LUA_TSTRING || (k == 2 ? !box || !*box : lua_type(L, -1) != LUA_TSTRING))
+                return ct_lua_fail(L, CT_STATUS_BAD_ARG, "save_safetensors: %s entries must be name = %s; found %s = %s%s",
+                                   k == 2 ? "tensor" : "metadata", k == 2 ? "Tensor" : "string", luaL_typename(L, -2),
+                                   luaL_typename(L, -1), box && !*box ? " (freed)" : "");
+            if (k == 2) n++;
+            else n_meta++;
+        }
+    }
+    // names (then metadata pairs) are borrowed from the argument tables, which outlive the call
+    const char **names = calloc((size_t)n + 2 * (size_t)n_meta + 1, sizeof *names);
+    ct_st_entry *e = calloc((size_t)n + 1, sizeof *e);
+    ct_tensor **held = calloc((size_t)n + 1, sizeof *held);
+    ct_err err = {0};
+    ct_status rc = names && e && held ? CT_OK : ct_fail(&err, CT_STATUS_NO_MEMORY, "save_safetensors: out of memory");
+    int i = 0, m = 0;
+    for (lua_pushnil(L); !rc && lua_next(L, 2); lua_pop(L, 1)) names[i++] = lua_tostring(L, -2);
+    if (!rc) qsort(names, (size_t)n, sizeof *names, cmp_str);
+    if (!rc && n_meta)
+        for (lua_pushnil(L); lua_next(L, 3); lua_pop(L, 1)) {
+            names[n + 2 * m] = lua_tostring(L, -2);
+            names[n + 2 * m + 1] = lua_tostring(L, -1);
+            m++;
+        }
+    for (i = 0; !rc && i < n; i++) {
+        lua_getfield(L, 2, names[i]);
+        ct_tensor *t = *(ct_tensor **)lua_touserdata(L, -1);   // checked above
+        lua_pop(L, 1);
+        if (t->ndim < 1) {
+            rc = ct_fail(&err, CT_STATUS_BAD_SHAPE, "save_safetensors: tensor '%s' has no dimensions; expected 1 or more", names[i]);
+            break;
+        }
+        held[i] = ct_tensor_contiguous(t);
+        if (!held[i]) {
+            rc = ct_fail(&err, CT_STATUS_NO_MEMORY, "save_safetensors: out of memory");
+            break;
+        }
+        e[i].name = names[i];
+        e[i].dtype = CT_DT_F32;
+        e[i].ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++) e[i].shape[d] = t->shape[d];
+        e[i].data = ct_tensor_data(held[i]);
+    }
+    if (!rc) rc = ct_safetensors_write(ct_lua_ctx(L), path, e, n, names + n, n_meta, &err);
+    for (i = 0; held && i < n; i++) ct_tensor_free(held[i]);
+    free(held);
+    free(e);
+    free(names);
+    if (rc) return ct_lua_raise(L, &err);
+    return 0;
+}
+
 void ct_lua_register_tensor(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"shape", l_tensor_shape},   {"size", l_tensor_size},       {"dim", l_tensor_dim},
@@ -351,7 +417,7 @@ void ct_lua_register_tensor(lua_State *L) {
         {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__len", l_tensor_len}, {"__tostring", l_tensor_tostring}, {"__gc", l_tensor_free},
                                     {NULL, NULL}};
-    static const luaL_Reg fns[] = {{"zeros", l_zeros}, {"tensor", l_tensor_from}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"zeros", l_zeros}, {"tensor", l_tensor_from}, {"save_safetensors", l_save_safetensors}, {NULL, NULL}};
     ct_lua_new_type(L, CT_MT_TENSOR, methods, l_tensor_index, meta);
     luaL_getmetatable(L, CT_MT_TENSOR);
     lua_pushstring(L, CT_MT_TENSOR);

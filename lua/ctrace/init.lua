@@ -45,6 +45,11 @@ local M = {
   write_file = function(path, text)
     if dist.writes() then return core.write_file(path, text) end
   end,
+  -- (path, {name = tensor, ...} [, {key = "string"}]): F32 safetensors, names sorted, written as
+  -- write_file writes (whole or not at all); under MPI, rank 0 writes
+  save_safetensors = function(path, tensors, metadata)
+    if dist.writes() then return core.save_safetensors(path, tensors, metadata) end
+  end,
   supernode = intervention.supernode,
   -- (path or Neuronpedia graph reference): graph JSON, full graph (.pt, .safetensors), or a graph
   -- published on Neuronpedia (its page URL, or neuronpedia:<model>/<slug>)

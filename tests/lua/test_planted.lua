@@ -1,0 +1,110 @@
+-- test_planted.lua - planted-circuit models are what they claim by construction: each computes
+-- its task on every input, ablating a planted component breaks exactly the prompts that need
+-- it (and nothing else), and the files are the same bytes for the same options.
+package.path = "tests/lua/?.lua;" .. package.path
+local t = require "tap"
+local ct = require "ctrace"
+local planted = require "ctrace.planted"
+
+local tmp = os.tmpname()
+os.remove(tmp)
+ct.mkdirs(tmp)
+
+local function build(name, opts)
+  opts.dir = tmp .. "/" .. name
+  local truth = planted.two_hop(opts)
+  local m = ct.load_model(opts.dir)
+  local r = planted.evaluate(m, truth)
+  m:free()
+  return truth, r
+end
+
+-- The prompts a component is needed for, as a set of texts.
+local function needs(truth, part)
+  local out = {}
+  for _, p in ipairs(truth.prompts) do
+    if part == "all" or (type(part) == "table" and (p.city == part.city or p.state == part.state)) then out[p.text] = true end
+  end
+  return out
+end
+
+-- Ablating a component: the prompts it is needed for lose their answer's lead (with orthogonal
+-- directions all of it: the capitals' logits tie; in superposition, the interference of other
+-- directions leaves at most `keep` of it, measured 0.26), and every other prompt keeps its
+-- answer, its lead moved by under `move` (exactly 0 with orthogonal directions).
+local function ablations(label, opts, keep, move)
+  local base, rb = build(label, opts)
+  local names = {}
+  for name in pairs(base.components) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local o = {ablate = {name}}
+    for k, v in pairs(opts) do if k ~= "dir" then o[k] = v end end
+    local truth, r = build(label .. "-ablated", o)
+    local part = needs(truth, base.components[name])
+    local worst_in, worst_out, n_in = -math.huge, 0, 0
+    for i, p in ipairs(truth.prompts) do
+      local rel = r.leads[i] / rb.leads[i]
+      if part[p.text] then
+        worst_in, n_in = math.max(worst_in, rel), n_in + 1
+      else
+        worst_out = math.max(worst_out, math.abs(rel - 1))
+      end
+    end
+    local want_n = base.components[name] == "all" and 48 or base.components[name] == "none" and 0 or
+                   base.components[name].city and 4 or 12
+    t.ok(n_in == want_n and (n_in == 0 or worst_in <= keep) and worst_out <= move,
+         label .. ": ablating " .. name .. " breaks exactly its " .. n_in .. " prompts",
+         string.format("%d prompts need it (want %d); they keep %.3g of their lead (at most %g); the rest move %.3g (at most %g)",
+                       n_in, want_n, worst_in, keep, worst_out, move))
+  end
+end
+
+t.run {
+  {"two-hop, no superposition: every prompt answered", function()
+    local truth, r = build("plain", {width = 64, distractors = 4})
+    t.eq(truth.orthogonal, true, "64 dimensions hold the 48 variables as basis vectors")
+    t.eq(r.n, 48, "4 states x 3 cities x 4 templates")
+    t.eq(r.accuracy, 1, "accuracy")
+    t.ok(r.margin > 10, "the answer leads the next logit by over 10", r.margin)
+  end},
+  {"two-hop in superposition (60 variables in 32 dimensions): every prompt answered", function()
+    local truth, r = build("super", {width = 32, distractors = 16})
+    t.eq(truth.orthogonal, false, "directions are not a basis")
+    t.close(truth.superposition, 60 / 32, 1e-12, "60 variables over 32 dimensions")
+    t.ok(truth.max_overlap > 0.1 and truth.max_overlap < 0.2, "the largest overlap of two directions", truth.max_overlap)
+    t.eq(r.accuracy, 1, "accuracy")
+  end},
+  {"the generator reports a model that fails its task: width 24 is too narrow", function()
+    local _, r = build("narrow", {width = 24, distractors = 4})
+    t.ok(r.accuracy < 1, "accuracy below 1 is reported, not hidden", r.accuracy)
+  end},
+  {"ablations break exactly their part (no superposition)", function() ablations("plain", {width = 64, distractors = 4}, 0, 0) end},
+  {"ablations break exactly their part (superposition)", function() ablations("super", {width = 32, distractors = 16}, 1 / 3, 0.01) end},
+  {"same options, same bytes; another seed, other directions", function()
+    build("a", {width = 32, distractors = 8, noise = 0.01, seed = 5})
+    build("b", {width = 32, distractors = 8, noise = 0.01, seed = 5})
+    build("c", {width = 32, distractors = 8, noise = 0.01, seed = 6})
+    for _, f in ipairs{"model.safetensors", "tokenizer.json", "config.json", "truth.json", "truth.safetensors"} do
+      t.eq(ct.sha256(tmp .. "/a/" .. f), ct.sha256(tmp .. "/b/" .. f), f .. " is the same")
+    end
+    t.ok(ct.sha256(tmp .. "/a/model.safetensors") ~= ct.sha256(tmp .. "/c/model.safetensors"), "seed 6 gives other weights")
+  end},
+  {"the tokenizer splits a prompt into its words, BOS first", function()
+    local m = ct.load_model(tmp .. "/plain")
+    local ids = m:tokenize(" the city Dallas of capital")
+    local words = {}
+    for i, id in ipairs(ids) do words[i] = m:token_label(id) end
+    t.eq(table.concat(words, "|"), "<s>| the| city| Dallas| of| capital", "tokens")
+    m:free()
+  end},
+  {"bad options are refused by name", function()
+    t.raises(function() planted.two_hop{dir = tmp .. "/x", width = 4} end, "width must be an integer in 8..4096; found 4", "width too small")
+    t.raises(function() planted.two_hop{dir = tmp .. "/x", wdth = 64} end, "unknown option 'wdth'", "unknown option")
+    t.raises(function() planted.two_hop{dir = tmp .. "/x", ablate = {"mlp0:Paris"}} end, "unknown component 'mlp0:Paris'", "unknown component")
+    t.raises(function() planted.two_hop{dir = tmp .. "/x", noise = -1} end, "noise must be a number in [0, 1)", "negative noise")
+    t.raises(function() planted.two_hop{width = 64} end, "dir (a directory) is required", "no directory")
+  end},
+}
+os.execute("rm -rf " .. tmp)
+t.done()

@@ -328,7 +328,7 @@ static int sb_load(lua_State *L) {
 static const char *const MODULES[] = {"ctrace", "ctrace.core", "ctrace.study", "ctrace.svg", "ctrace.viewer",
                                       "ctrace.graph", "ctrace.intervention", "ctrace.transcoders",
                                       "ctrace.dashboards", "ctrace.labels", "ctrace.neuronpedia", "ctrace.hub", "ctrace.chat",
-                                      "ctrace.sandbox", "ctrace.dist", NULL};
+                                      "ctrace.sandbox", "ctrace.dist", "ctrace.planted", "ctrace.supernodes", NULL};
 
 // require(name): ctrace's own modules only, as text from the project's lua/ctrace/.
 static int sb_require(lua_State *L) {

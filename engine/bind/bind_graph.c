@@ -384,6 +384,24 @@ static int l_graph_set_qk_json(lua_State *L) {
     return 0;
 }
 
+// g:qparams() -> the graph JSON's qParams (pins, supernodes) as JSON text, or nil (the default)
+// g:set_qparams(text): replaces them (ctrace.graph's set_supernodes)
+static int l_graph_qparams(lua_State *L) {
+    ct_graph *g = check_graph(L, 1);
+    if (!g->qparams) return 0;
+    lua_pushstring(L, g->qparams);
+    return 1;
+}
+
+static int l_graph_set_qparams(lua_State *L) {
+    ct_graph *g = check_graph(L, 1);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    ct_err err = {0};
+    if (ct_graph_set_qparams(g, s, n, &err)) return ct_lua_raise(L, &err);
+    return 0;
+}
+
 // The JSON options at idx ({slug=, scan=, source_set=[, metadata=]}); the strings stay referenced
 // by the options table.
 static ct_json_opts json_opts(lua_State *L, int idx, const char *fn) {
@@ -534,7 +552,7 @@ void ct_lua_register_graph(lua_State *L) {
         {"json", l_graph_json}, {"adjacency", l_graph_adjacency}, {"influence", l_graph_influence},
         {"total_effects", l_graph_total_effects}, {"logits", l_graph_logits}, {"tokens", l_graph_tokens},
         {"prompt", l_graph_prompt}, {"info", l_graph_info}, {"prune", l_graph_prune}, {"scores", l_graph_scores},
-        {"set_label", l_graph_set_label}, {"set_qk_json", l_graph_set_qk_json}, {"head_edges", l_graph_head_edges}, {"save_json", l_graph_save_json}, {"save_page", l_graph_save_page}, {"save", l_graph_save}, {"free", l_graph_free},
+        {"set_label", l_graph_set_label}, {"set_qk_json", l_graph_set_qk_json}, {"qparams", l_graph_qparams}, {"set_qparams", l_graph_set_qparams}, {"head_edges", l_graph_head_edges}, {"save_json", l_graph_save_json}, {"save_page", l_graph_save_page}, {"save", l_graph_save}, {"free", l_graph_free},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_graph_free}, {"__tostring", l_graph_tostring}, {NULL, NULL}};
     static const luaL_Reg fns[] = {{"load_graph", l_load_graph}, {"parse_graph_json", l_parse_graph_json},

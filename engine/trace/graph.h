@@ -136,6 +136,10 @@ ct_status ct_graph_scores(const ct_graph *g, double *replacement, double *comple
 
 // Sets g->qk_json from text (len bytes): it must be a JSON array (BAD_FORMAT otherwise).
 ct_status ct_graph_set_qk_json(ct_graph *g, const char *text, size_t len, ct_err *err);
+// Sets g->qparams (the viewers' state: pins, supernodes) from text: a JSON object whose
+// "supernodes", when present, is circuit-tracer's [[name, node_id, ...], ...] with node ids of
+// this graph's kept nodes (BAD_FORMAT or NOT_FOUND otherwise).
+ct_status ct_graph_set_qparams(ct_graph *g, const char *text, size_t len, ct_err *err);
 
 // Neuronpedia / circuit-tracer graph JSON. Full graphs are pruned with the settings' thresholds
 // first (defaults 0.8 / 0.98). Node labels become each node's clerp.

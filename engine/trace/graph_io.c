@@ -1212,3 +1212,43 @@ ct_status ct_graph_set_qk_json(ct_graph *g, const char *text, size_t len, ct_err
     g->qk_json = c;
     return CT_OK;
 }
+
+ct_status ct_graph_set_qparams(ct_graph *g, const char *text, size_t len, ct_err *err) {
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    ct_status rc = cJSON_IsObject(j) ? CT_OK : ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: expected a JSON object");
+    const cJSON *sn = rc ? NULL : cJSON_GetObjectItemCaseSensitive(j, "supernodes"), *e;
+    if (!rc && sn && !cJSON_IsArray(sn))
+        rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: supernodes must be an array of [name, node_id, ...]");
+    int k = 0;
+    const cJSON *list = rc ? NULL : sn;
+    cJSON_ArrayForEach(e, list) {
+        const cJSON *m;
+        int i = 0;
+        if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) < 2) {
+            rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: supernode %d is not [name, node_id, ...]", k);
+            break;
+        }
+        cJSON_ArrayForEach(m, e) {
+            if (!cJSON_IsString(m)) {
+                rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: supernode %d entry %d is not a string", k, i);
+                break;
+            }
+            int64_t n = i > 0 ? ct_graph_find_node_id(g, m->valuestring) : 0;
+            if (n < 0 || (i > 0 && g->node_mask && !g->node_mask[n])) {
+                rc = ct_fail(err, CT_STATUS_NOT_FOUND, "graph qParams: supernode %d names node '%.64s', which this graph %s",
+                             k, m->valuestring, n < 0 ? "does not have" : "pruned");
+                break;
+            }
+            i++;
+        }
+        if (rc) break;
+        k++;
+    }
+    char *c = rc ? NULL : cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!rc && !c) rc = ct_fail(err, CT_STATUS_NO_MEMORY, "out of memory");
+    if (rc) return rc;
+    free(g->qparams);
+    g->qparams = c;
+    return CT_OK;
+}

@@ -22,6 +22,10 @@ local pruned = g:prune{node_threshold = 0.8, edge_threshold = 0.98}
 -- labels and dashboards from the transcoder set's own feature dashboards, for the viewer page
 local dash = require "ctrace.dashboards"
 local dashboards = dash.annotate(pruned, m, assert(dash.load(ct.root .. "/" .. ct.default_transcoders.stories260K)))
+-- automatic supernodes (features grouped by decoder direction and edge profiles, named from their
+-- members' dashboard labels), written into the graph JSON's qParams for the viewer
+local groups = pruned:supernodes{}
+pruned:set_supernodes(groups)
 pruned:save_json(out .. "/lily-she.json", {slug = "lily-she", scan = "stories260K", dashboards = dashboards})
 local full_r, full_c = g:scores()
 local pr, pc = pruned:scores()
@@ -75,7 +79,7 @@ local summary = {
   prompt = prompt, tokens = T, clean = {}, graph = {active_features = g:info().n_active, nodes = pruned:info().n_kept,
   edges = pruned:info().n_edges, replacement = r6(full_r), completeness = r6(full_c), pruned_replacement = r6(pr),
   pruned_completeness = r6(pc)}, top_features = {}, faithfulness = {r = r6(f.r), r_direct = r6(f.r_direct)},
-  inhibit_amplify = {}, swap = {},
+  inhibit_amplify = {}, swap = {}, supernodes = {},
 }
 for i, x in ipairs(rm:intervene(prompt, {}, {activations = false}):top_logits(3)) do
   summary.clean[i] = {token = x.token, prob = r6(x.prob)}
@@ -84,6 +88,11 @@ for i, n in ipairs(top) do summary.top_features[i] = {node = n.node_id, activati
 for i, r in ipairs(s1.rows) do summary.inhibit_amplify[i] = {name = r.name, dprob = r6(r.targets[1].dprob)} end
 for i, r in ipairs(s4.rows) do
   summary.swap[i] = {name = r.name, lo = r6(r.targets[1].prob), had = r6(r.targets[2].prob), was = r6(r.targets[3].prob)}
+end
+for i, grp in ipairs(groups) do
+  local ids = {}
+  for j, n in ipairs(grp.members) do ids[j] = n.node_id end
+  summary.supernodes[i] = {name = grp.name, members = ids, similarity = r6(grp.similarity)}
 end
 ct.write_json(out .. "/summary.json", summary)
 
@@ -100,5 +109,12 @@ for _, r in ipairs(summary.inhibit_amplify) do lines[#lines + 1] = string.format
 lines[#lines + 1] = ""
 lines[#lines + 1] = string.format("Faithfulness over the top 20 features: Pearson r = %.3f (`faithfulness.svg`).", f.r)
 lines[#lines + 1] = "Charts: `inhibit-amplify.svg`, `scale-sweep.svg`, `layer-sweep.svg`, `swap.svg`."
+lines[#lines + 1] = ""
+lines[#lines + 1] = string.format("Automatic supernodes: %d groups of 2 or more features (shown in `lily-she.html`); the first five:", #groups)
+for i = 1, math.min(5, #groups) do
+  local ids = {}
+  for j, n in ipairs(groups[i].members) do ids[j] = n.node_id end
+  lines[#lines + 1] = string.format("- %s: %s", groups[i].name, table.concat(ids, ", "))
+end
 ct.write_file(out .. "/report.md", table.concat(lines, "\n") .. "\n")
 print(table.concat(lines, "\n"))

@@ -230,6 +230,9 @@ local function compare(want, got, tol, path, out)
       out[#out + 1] = string.format("%s: expected %.9g, got %.9g", path, want, got)
     end
   elseif type(want) == "table" and type(got) == "table" then
+    if #want ~= #got then   -- a list longer or shorter than expected (extra keys of an object are allowed)
+      out[#out + 1] = string.format("%s: expected %d entries, got %d", path, #want, #got)
+    end
     for k, v in pairs(want) do compare(v, got[k], tol, path .. "." .. tostring(k), out) end
   elseif want ~= got then
     out[#out + 1] = string.format("%s: expected %s, got %s", path, tostring(want), tostring(got))

@@ -14,6 +14,13 @@
 --       {labelled, missing, errors, requests, features}
 --   g:edge_heads(source, target[, rm]) -> rm:edge_heads(g, source, target), rm defaulting to the
 --       replacement model that attributed g (or the graph g was pruned from) in this session
+--   g:supernodes{threshold = 0.6, min_size = 2, transcoders, model, weights} -> the pruned graph's
+--       features grouped by role (ctrace.supernodes): {{name, members, similarity}, ...}; the
+--       transcoders and model default to those of the replacement model that attributed g in this
+--       session (without them the grouping uses edge profiles only)
+--   g:set_supernodes(groups) -> writes groups ({{name =, members = {nodes or node ids}}, ...}) into
+--       the graph JSON's qParams as circuit-tracer's viewer saves them ([name, node_id, ...]),
+--       keeping its pins; the viewer page shows them
 --   g:prune{..., heads = n [, qk = m]} -> the pruned graph with every kept edge split by heads, its
 --       n largest heads (1..8) written into the graph JSON's links (rm:record_heads; g:head_edges()
 --       lists them); with qk, the m heads (layer, head, query, key) carrying the most across
@@ -130,6 +137,33 @@ end
 -- rm: the graph's replacement model when it was not attributed here (loaded from a file)
 function M.edge_heads(g, source, target, rm)
   return model_of(g, rm, "edge_heads (give it as g:edge_heads(source, target, rm))"):edge_heads(g, source, target)
+end
+
+function M.supernodes(g, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local rm = made_by[g]
+  if rm and o.transcoders == nil then o.transcoders = rm:transcoders() end
+  if rm and o.model == nil then o.model = rm:model() end
+  return require("ctrace.supernodes").find(g, o)
+end
+
+function M.set_supernodes(g, groups)
+  if type(groups) ~= "table" then error("BAD_ARG: set_supernodes expects a list of {name =, members =}", 2) end
+  local qp = g:qparams()
+  qp = qp and core.json_decode(qp) or {pinnedIds = {}, linkType = "both", clickedId = "", sg_pos = ""}
+  local list = {}
+  for i, grp in ipairs(groups) do
+    if type(grp) ~= "table" or type(grp.name) ~= "string" or type(grp.members) ~= "table" or #grp.members == 0 then
+      error("BAD_ARG: set_supernodes: group " .. i .. " needs a name (string) and members (a non-empty list)", 2)
+    end
+    local entry = {grp.name}
+    for _, m in ipairs(grp.members) do entry[#entry + 1] = type(m) == "table" and m.node_id or m end
+    list[i] = entry
+  end
+  qp.supernodes = list
+  -- an empty list must stay a JSON array
+  g:set_qparams(#list == 0 and core.json_encode(qp):gsub('"supernodes":{}', '"supernodes":[]') or core.json_encode(qp))
 end
 
 function M.label(g, source)

@@ -3,7 +3,11 @@
 --
 --   planted.two_hop(opts) -> truth   writes a model directory (config.json, model.safetensors,
 --                                    tokenizer.json, truth.json) and returns the truth table
---   planted.evaluate(model, truth) -> {accuracy, wrong = {prompt, ...}, margin}
+--   planted.evaluate(model, truth) -> {accuracy, wrong = {prompt, ...}, leads, margin}
+--   planted.texts(truth, n, seed) -> n training prompts of the task's form (random fillers)
+--   planted.match(tc, truth) -> which planted variable each transcoder feature writes
+--   planted.recovery(g, p, truth, match, k) -> how the pruned graph p of prompt k (of truth.prompts;
+--                                    g its full graph) recovers the planted path
 --
 -- The two-hop fact lookup (the "Dallas -> Texas -> Austin" shape), two layers:
 --   layer 0 MLP, at a city's position: one neuron per city writes its state's direction
@@ -342,12 +346,12 @@ function M.two_hop(opts)
     task = "two_hop", width = D, states = S, cities_per_state = C, distractors = F, noise = o.noise, seed = o.seed,
     n_variables = #names, superposition = #names / D, max_overlap = max_cos, orthogonal = #names <= D, ablate = o.ablate,
     residual_variables = names, variables = variables, components = components, prompts = prompts,
-    capitals = {}, cities = {},
+    capitals = {}, cities = {}, directions = dirs, vocab = vocab,
   }
   for s = 1, S do truth.capitals[states[s].name] = states[s].capital end
   for _, c in ipairs(cities) do truth.cities[c.token] = states[c.state].name end
 
-  -- files: config.json, model.safetensors, tokenizer.json, truth.json, truth.safetensors
+  -- files: config.json, model.safetensors, tokenizer.json, truth.json (directions included)
   ct.mkdirs(o.dir)
   ct.write_json(o.dir .. "/config.json", {
     architectures = {"LlamaForCausalLM"}, model_type = "llama", hidden_size = D, intermediate_size = d_mlp,
@@ -370,9 +374,6 @@ function M.two_hop(opts)
                       special_tokens = {["<s>"] = {id = "<s>", ids = {0}, tokens = {"<s>"}}}},
     model = {type = "BPE", vocab = tv, merges = {}, fuse_unk = false, byte_fallback = false, ignore_merges = false},
   })
-  local dt = {}
-  for _, name in ipairs(names) do dt["dir." .. name] = ct.tensor(dirs[name]) end
-  ct.save_safetensors(o.dir .. "/truth.safetensors", dt)
   ct.write_json(o.dir .. "/truth.json", truth)
   return truth
 end
@@ -394,6 +395,172 @@ function M.evaluate(model, truth)
     if leads[i] > 0 then right = right + 1 else wrong[#wrong + 1] = p end
   end
   return {accuracy = right / #truth.prompts, wrong = wrong, leads = leads, margin = margin, n = #truth.prompts}
+end
+
+-- n prompts of the task's form: BOS, 0-3 filler words, a city, 0-3 filler words, " capital"
+-- (drawn from seed; every filler word, not only the distractors).
+function M.texts(truth, n, seed)
+  local r = rng(seed or 1)
+  local cities = {}
+  for c in pairs(truth.cities) do cities[#cities + 1] = c end
+  table.sort(cities)
+  local function pick(list) return list[math.min(#list, math.floor(r.uniform() * #list) + 1)] end
+  local out = {}
+  for i = 1, n do
+    local words = {}
+    for _ = 1, math.floor(r.uniform() * 4) do words[#words + 1] = " " .. pick(FILLERS) end
+    words[#words + 1] = pick(cities)
+    for _ = 1, math.floor(r.uniform() * 4) do words[#words + 1] = " " .. pick(FILLERS) end
+    words[#words + 1] = " capital"
+    out[i] = table.concat(words)
+  end
+  return out
+end
+
+local function cosine(a, b)
+  local ab, aa, bb = 0, 0, 0
+  for j = 1, #a do
+    ab, aa, bb = ab + a[j] * b[j], aa + a[j] * a[j], bb + b[j] * b[j]
+  end
+  if aa == 0 or bb == 0 then return 0 end
+  return ab / math.sqrt(aa * bb)
+end
+
+-- The dictionary's side: for each planted variable (written by an MLP), the feature whose
+-- decoder points most along its direction (over the decoder slices reaching the variable's
+-- layer), its cosine, and how many features reach `threshold` (0.5).
+-- -> {[variable] = {layer =, index =, cos =, n_above =}}
+function M.dictionary(tc, truth, threshold)
+  threshold = threshold or 0.5
+  local out = {}
+  for _, v in ipairs(truth.variables) do
+    local best = {cos = -math.huge, n_above = 0}
+    for l = 0, v.layer do
+      if l == v.layer or tc.kind == "clt" then
+        for i = 0, tc:d_transcoder(l) - 1 do
+          local c = cosine(tc:decoder_row(l, i, v.layer):totable(), truth.directions[v.name])
+          if c > best.cos then best.layer, best.index, best.cos = l, i, c end
+          if c >= threshold then best.n_above = best.n_above + 1 end
+        end
+      end
+    end
+    out[v.name] = best
+  end
+  return out
+end
+
+-- The planted variable each feature node of graph g (of truth.prompts[k]) stands for: among the
+-- variables the model computes at the node's position in this prompt (the state at the city,
+-- the answer at the last position, a distractor's attribute at its word), the one whose direction
+-- its decoder slice at the variable's layer points along most, when that cosine is at least
+-- `threshold` (0.3). In context, a feature that mixes several variables in the dictionary
+-- stands for the one the prompt holds. -> {[node_id] = {variable =, cos =}}
+function M.roles(g, tc, truth, k, threshold)
+  threshold = threshold or 0.3
+  local pr = truth.prompts[k]
+  if not pr then error("BAD_ARG: planted.roles: no prompt " .. tostring(k) .. " in the truth", 2) end
+  local last = #g:tokens() - 1
+  local at = {}   -- position -> list of variables computed there
+  local function add(pos, name)
+    at[pos] = at[pos] or {}
+    table.insert(at[pos], name)
+  end
+  add(pr.city_position, "state:" .. pr.state)
+  add(last, "answer:" .. pr.state)
+  local layer_of = {}
+  for _, v in ipairs(truth.variables) do layer_of[v.name] = v.layer end
+  for pos, id in ipairs(g:tokens()) do
+    local name = "attr:" .. (truth.vocab[id + 1] or ""):gsub("^ ", "")
+    if layer_of[name] then add(pos - 1, name) end
+  end
+  local out = {}
+  for _, n in ipairs(g:nodes("feature")) do
+    local best, best_cos = nil, threshold
+    for _, name in ipairs(at[n.pos] or {}) do
+      local lv = layer_of[name]
+      if lv == n.layer or (tc.kind == "clt" and lv > n.layer) then
+        local c = cosine(tc:decoder_row(n.layer, n.feature, lv):totable(), truth.directions[name])
+        if c >= best_cos then best, best_cos = name, c end
+      end
+    end
+    if best then out[n.node_id] = {variable = best, cos = best_cos} end
+  end
+  return out
+end
+
+-- How a graph recovers the planted path of prompt k (an index into truth.prompts): g the full
+-- graph, p its pruned graph, roles from M.roles(g, ...). The planted path: the city's token node
+-- -> features standing for "state:<its state>" (layer 0, the city's position) -> features
+-- standing for "answer:<state>" (layer 1, the last position) -> the capital's logit.
+-- -> {recall (of the 3 planted edges: any kept edge between nodes of the two roles),
+--     nodes_found (of the 4 roles, kept nodes present), precision (planted edges among the kept
+--     edges whose ends are not error nodes), path_share (the planted path's effect on the
+--     capital's logit in the full graph, over the logit's total attribution from tokens and
+--     error nodes), error_share (the error nodes' part of that total), missing = {edge names}}
+function M.recovery(g, p, truth, roles, k)
+  local pr = truth.prompts[k]
+  if not pr then error("BAD_ARG: planted.recovery: no prompt " .. tostring(k) .. " in the truth", 2) end
+  local function role(n)
+    if n.kind == "token" then return n.pos == pr.city_position and "city" or nil end
+    if n.kind == "logit" then return n.token == pr.answer_id and "logit" or nil end
+    local r = n.kind == "feature" and roles[n.node_id]
+    if not r then return nil end
+    if r.variable == "state:" .. pr.state then return "state" end
+    if r.variable == "answer:" .. pr.state then return "answer" end
+    return nil
+  end
+  local planted = {["city>state"] = true, ["state>answer"] = true, ["answer>logit"] = true}
+  local found, present, n_edges, n_planted = {}, {}, 0, 0
+  for _, n in ipairs(p:nodes()) do
+    local rt = role(n)
+    if rt then present[rt] = true end
+    if n.kind ~= "error" then
+      for _, e in ipairs(p:edges_in(n)) do
+        if e.node.kind ~= "error" then
+          n_edges = n_edges + 1
+          local rs = role(e.node)
+          local name = rs and rt and (rs .. ">" .. rt)
+          if name and planted[name] then
+            found[name] = true
+            n_planted = n_planted + 1
+          end
+        end
+      end
+    end
+  end
+  local n_found, missing, n_present = 0, {}, 0
+  for _, name in ipairs{"city>state", "state>answer", "answer>logit"} do
+    if found[name] then n_found = n_found + 1 else missing[#missing + 1] = name end
+  end
+  for _, r in ipairs{"city", "state", "answer", "logit"} do if present[r] then n_present = n_present + 1 end end
+
+  -- shares of the capital's logit in the full graph
+  local by_role, logit = {city = {}, state = {}, answer = {}}, nil
+  for _, n in ipairs(g:nodes()) do
+    local r = role(n)
+    if r == "logit" then logit = n elseif r then table.insert(by_role[r], n.index) end
+  end
+  local path_share, error_share = 0, 0
+  if logit then
+    local A = g:adjacency()   -- (N, N): rows targets, columns sources
+    local te = g:total_effects(logit)
+    local total, errors = 0, 0
+    for _, n in ipairs(g:nodes()) do
+      if n.kind == "token" or n.kind == "error" then total = total + te[n.index] end
+      if n.kind == "error" then errors = errors + te[n.index] end
+    end
+    local path = 0
+    for _, c in ipairs(by_role.city) do
+      for _, st in ipairs(by_role.state) do
+        for _, a in ipairs(by_role.answer) do
+          path = path + A:get(st, c) * A:get(a, st) * A:get(logit.index, a)
+        end
+      end
+    end
+    if total ~= 0 then path_share, error_share = path / total, errors / total end
+  end
+  return {recall = n_found / 3, nodes_found = n_present / 4, precision = n_edges > 0 and n_planted / n_edges or 0,
+          path_share = path_share, error_share = error_share, missing = missing, kept_edges = n_edges}
 end
 
 return M

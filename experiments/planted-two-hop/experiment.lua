@@ -48,11 +48,13 @@ for li, lv in ipairs(LEVELS) do
                                     k_aux = math.min(32, dc.d), steps = 2000, batch = 64, lr = 3e-3, seed = 1, quiet = true})
     local tc = ct.load_transcoders(tdir)
     local ev = tc:evaluate(m, task)
-    local dict = planted.dictionary(tc, truth)
-    local dict_cos, n_path = 0, 0
+    -- the dictionary: each planted path variable's best feature by decoder, encoder, activation
+    local dict = planted.dictionary(tc, truth, {model = m})
+    local dict_cos, enc_cos, act_r, n_path = 0, 0, 0, 0
     for _, v in ipairs(truth.variables) do
       if not v.distractor then
-        dict_cos, n_path = dict_cos + dict[v.name].cos, n_path + 1
+        local d = dict[v.name]
+        dict_cos, enc_cos, act_r, n_path = dict_cos + d.decoder.cos, enc_cos + d.encoder.cos, act_r + d.activation.r, n_path + 1
       end
     end
     local rm = ct.replacement_model(m, tc)
@@ -87,7 +89,8 @@ for li, lv in ipairs(LEVELS) do
       model = name, width = lv.width, distractors = lv.distractors, noise = lv.noise,
       superposition = r6(truth.superposition), max_overlap = r6(truth.max_overlap), model_accuracy = r6(acc.accuracy),
       transcoders = dc.kind, d_transcoder = dc.d, k = dc.k,
-      fvu = {r6(ev.layers[1].fvu), r6(ev.layers[2].fvu)}, dictionary_cos = r6(dict_cos / n_path),
+      fvu = {r6(ev.layers[1].fvu), r6(ev.layers[2].fvu)}, decoder_cos = r6(dict_cos / n_path),
+      encoder_cos = r6(enc_cos / n_path), activation_r = r6(act_r / n_path),
       recall = r6(sum.recall / n), whole_path = r6(sum.whole / n), nodes_found = r6(sum.nodes_found / n),
       precision = r6(sum.precision / n), path_share = r6(sum.path_share / n), error_share = r6(sum.error_share / n),
       supernode_ari = r6(supernodes.ari(truth_labels, found_labels)), features_per_graph = r6(sum.features / n),
@@ -98,7 +101,7 @@ for li, lv in ipairs(LEVELS) do
 end
 
 -- the table: results/recovery.md and .csv; the numbers in results/summary.json
-local cols = {"model", "superposition", "model_accuracy", "transcoders", "d_transcoder", "k", "dictionary_cos",
+local cols = {"model", "superposition", "model_accuracy", "transcoders", "d_transcoder", "k", "decoder_cos", "encoder_cos", "activation_r",
               "recall", "whole_path", "precision", "path_share", "error_share", "supernode_ari", "features_per_graph"}
 local md = {"| " .. table.concat(cols, " | ") .. " |", "|" .. string.rep(" --- |", #cols)}
 local csv = {table.concat(cols, ",")}

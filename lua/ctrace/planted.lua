@@ -5,9 +5,10 @@
 --                                    tokenizer.json, truth.json) and returns the truth table
 --   planted.evaluate(model, truth) -> {accuracy, wrong = {prompt, ...}, leads, margin}
 --   planted.texts(truth, n, seed) -> n training prompts of the task's form (random fillers)
---   planted.match(tc, truth) -> which planted variable each transcoder feature writes
---   planted.recovery(g, p, truth, match, k) -> how the pruned graph p of prompt k (of truth.prompts;
---                                    g its full graph) recovers the planted path
+--   planted.dictionary(tc, truth, {model}) -> each planted variable's best-matching features
+--   planted.roles(g, tc, truth, k) -> the planted variable each feature node of a graph stands for
+--   planted.recovery(g, p, truth, roles, k) -> how the pruned graph p of prompt k (of
+--                                    truth.prompts; g its full graph) recovers the planted path
 --
 -- The two-hop fact lookup (the "Dallas -> Texas -> Austin" shape), two layers:
 --   layer 0 MLP, at a city's position: one neuron per city writes its state's direction
@@ -23,9 +24,12 @@
 -- Every residual variable (token identities, "const" (in every token), "is_city", the states,
 -- moved states, answers and distractor attributes) has a direction. When they number at most
 -- `width`, the directions are distinct basis vectors; beyond it they are random unit vectors
--- (superposition: variables / width > 1), drawn from `seed`. `noise` adds N(0, noise^2) to every
--- entry of the projection matrices. Neurons use "const" as a bias (-1 per unit read), so a
--- neuron is silent unless its own variable is present.
+-- (superposition: variables / width > 1) drawn from `seed` and spread apart (300 gradient steps
+-- on the sum of cos^4 over pairs), and truth.max_overlap is their largest |cos|. `noise` adds
+-- N(0, noise^2) to every entry of the projection matrices (drawn after the directions). Neurons
+-- read "const" as a negative bias of half their gain, so a neuron is silent unless its own
+-- variable is present. The generator does not promise the task is computed: M.evaluate measures it
+-- (at 60 variables in 28 dimensions, or noise 0.05, some prompts fail).
 local ct = require "ctrace"
 
 local M = {}
@@ -327,19 +331,24 @@ function M.two_hop(opts)
   -- the planted path of each state: city token -> state (layer 0 MLP, city position) -> moved
   -- (layer 1 attention) -> answer (layer 1 MLP, last position) -> the capital's logit
   local variables = {}
+  -- each variable: the MLP layer writing it, its neurons there, the residual variables its
+  -- neurons read and the one they write
   for s = 1, S do
     local n = states[s].name
-    variables[#variables + 1] = {name = "state:" .. n, layer = 0, site = "mlp", position = "city", writes = "state:" .. n,
-                                 neurons = {}, group = n}
+    local v = {name = "state:" .. n, layer = 0, position = "city", neurons = {}, reads = {}, writes = "state:" .. n}
     for ci, c in ipairs(cities) do
-      if c.state == s then table.insert(variables[#variables].neurons, ci - 1) end
+      if c.state == s then
+        table.insert(v.neurons, ci - 1)
+        table.insert(v.reads, "tok:" .. c.token)
+      end
     end
-    variables[#variables + 1] = {name = "answer:" .. n, layer = 1, site = "mlp", position = "last", writes = "answer:" .. n,
-                                 neurons = {s - 1}, group = n}
+    variables[#variables + 1] = v
+    variables[#variables + 1] = {name = "answer:" .. n, layer = 1, position = "last", neurons = {s - 1},
+                                 reads = {"moved:" .. n}, writes = "answer:" .. n}
   end
   for f = 1, F do
-    variables[#variables + 1] = {name = "attr:" .. FILLERS[f], layer = 0, site = "mlp", position = "filler",
-                                 writes = "attr:" .. FILLERS[f], neurons = {#cities + f - 1}, distractor = true}
+    variables[#variables + 1] = {name = "attr:" .. FILLERS[f], layer = 0, position = "filler", neurons = {#cities + f - 1},
+                                 reads = {"tok: " .. FILLERS[f]}, writes = "attr:" .. FILLERS[f], distractor = true}
   end
 
   local truth = {
@@ -426,24 +435,88 @@ local function cosine(a, b)
   return ab / math.sqrt(aa * bb)
 end
 
--- The dictionary's side: for each planted variable (written by an MLP), the feature whose
--- decoder points most along its direction (over the decoder slices reaching the variable's
--- layer), its cosine, and how many features reach `threshold` (0.5).
--- -> {[variable] = {layer =, index =, cos =, n_above =}}
-function M.dictionary(tc, truth, threshold)
-  threshold = threshold or 0.5
+-- Pearson correlation of two lists (0 when either is constant).
+local function pearson(x, y)
+  local n, mx, my = #x, 0, 0
+  for i = 1, n do mx, my = mx + x[i], my + y[i] end
+  mx, my = mx / n, my / n
+  local sxy, sxx, syy = 0, 0, 0
+  for i = 1, n do
+    sxy, sxx, syy = sxy + (x[i] - mx) * (y[i] - my), sxx + (x[i] - mx) ^ 2, syy + (y[i] - my) ^ 2
+  end
+  if sxx == 0 or syy == 0 then return 0 end
+  return sxy / math.sqrt(sxx * syy)
+end
+
+-- The dictionary's side: for each planted variable, the features that match it best by
+--   decoder     the cosine of the feature's decoder slice at the variable's layer with the
+--               direction the variable's neurons write (over the features that reach the layer);
+--   encoder     the cosine of its encoder with what the neurons read (their input directions summed);
+--   activation  the Pearson correlation, over every position of the task's prompts, of its
+--               activation with the variable's neurons' summed output (model given);
+-- and n_above: how many features' decoders reach `threshold` (0.5).
+-- -> {[variable] = {decoder = {layer, index, cos}, encoder = {...}, activation = {layer, index, r}, n_above}}
+function M.dictionary(tc, truth, opts)
+  opts = opts or {}
+  local threshold, model = opts.threshold or 0.5, opts.model
+  local feats = {}   -- (layer, index) -> activations over every position of every prompt
+  local neuron = {}  -- layer -> the MLP's post-activation rows (each a list) over the same positions
+  if model then
+    for l = 0, tc.n_layers - 1 do feats[l], neuron[l] = {}, {} end
+    for _, p in ipairs(truth.prompts) do
+      local hooks = {}
+      for l = 0, tc.n_layers - 1 do
+        hooks[#hooks + 1] = "blocks." .. l .. "." .. tc.feature_input_hook
+        hooks[#hooks + 1] = "blocks." .. l .. ".mlp.hook_post"
+      end
+      local _, cache = model:run_with_cache(p.text, {hooks = hooks})
+      for l = 0, tc.n_layers - 1 do
+        local _, acts = tc:encode(l, cache["blocks." .. l .. "." .. tc.feature_input_hook])
+        local post = cache["blocks." .. l .. ".mlp.hook_post"]
+        for pos = 2, acts:size(1) do   -- positions after BOS, as the graphs
+          local a, row = acts[pos]:totable(), post[pos]:totable()
+          for i = 1, #a do
+            feats[l][i] = feats[l][i] or {}
+            table.insert(feats[l][i], a[i])
+          end
+          table.insert(neuron[l], row)
+        end
+      end
+    end
+  end
   local out = {}
   for _, v in ipairs(truth.variables) do
-    local best = {cos = -math.huge, n_above = 0}
+    local reads = {}
+    for j = 1, truth.width do reads[j] = 0 end
+    for _, r in ipairs(v.reads) do
+      for j = 1, truth.width do reads[j] = reads[j] + truth.directions[r][j] end
+    end
+    local value = {}
+    if model then
+      for t, row in ipairs(neuron[v.layer]) do
+        value[t] = 0
+        for _, nu in ipairs(v.neurons) do value[t] = value[t] + row[nu + 1] end
+      end
+    end
+    local best = {decoder = {cos = -math.huge}, encoder = {cos = -math.huge}, activation = {r = -math.huge}, n_above = 0}
     for l = 0, v.layer do
       if l == v.layer or tc.kind == "clt" then
         for i = 0, tc:d_transcoder(l) - 1 do
           local c = cosine(tc:decoder_row(l, i, v.layer):totable(), truth.directions[v.name])
-          if c > best.cos then best.layer, best.index, best.cos = l, i, c end
+          if c > best.decoder.cos then best.decoder = {layer = l, index = i, cos = c} end
           if c >= threshold then best.n_above = best.n_above + 1 end
+          if l == v.layer then   -- a feature reads its own layer's input
+            local e = cosine(tc:encoder_row(l, i):totable(), reads)
+            if e > best.encoder.cos then best.encoder = {layer = l, index = i, cos = e} end
+            if model then
+              local r = pearson(feats[l][i + 1], value)
+              if r > best.activation.r then best.activation = {layer = l, index = i, r = r} end
+            end
+          end
         end
       end
     end
+    if not model then best.activation = nil end
     out[v.name] = best
   end
   return out

@@ -4,7 +4,8 @@
 # node inside its position's column, clicking a node shows its details and highlights its edges
 # (the page's ?selftest mode clicks its first feature node), an edge split by heads shows its heads
 # and a head its QK pairs when clicked, the node-threshold slider hides the
-# nodes beyond it, pins and supernodes survive load_graph + save_json into the page, graphs of
+# nodes beyond it, pins and supernodes survive load_graph + save_json into the page, automatic
+# supernodes show in it, graphs of
 # 100,000 and 500,000 links open without an error (the time printed),
 # and a screenshot is kept in build/test-artifacts/viewer.png. Also the static SVG.
 set -u
@@ -82,6 +83,28 @@ pins=$(echo "$dom" | grep -o '<pre id="selftest">[^<]*' | sed 's/&quot;/"/g' | g
 [ -n "$p1" ] && [ "$pins" = "\"pinned\":[\"$p1\",\"$p2\"],\"supernodes\":[[\"say she\",\"$s1\",\"$s2\"]]" ] &&
   ok "pins and supernodes (qParams) through load_graph + save_json into the page and its save link" ||
   { bad "pins and supernodes: '$pins' (ids $p1 $p2 $s1 $s2)"; sed 's/^/#   /' "$tmp/ids.txt"; }
+
+# automatic supernodes (g:supernodes, g:set_supernodes) in the page: the list the page holds and
+# its save link writes is the graph JSON's, and the supernodes panel shows them
+"$CTRACE" -e '
+local ct = require "ctrace"
+local m = ct.load_model("stories260K")
+local p = ct.replacement_model(m, ct.load_transcoders("stories260K")):attribute("Once upon a time, there was a little girl named Lily. She", {verbose = false}):prune{}
+p:set_supernodes(p:supernodes{})
+p:save_json("'"$tmp"'/auto.json", {slug = "auto"})' || bad "automatic supernodes: graph not written"
+dom=$(timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --dump-dom "file://$tmp/auto.html?selftest" 2> /dev/null)
+same=$("$CTRACE" -e '
+local ct = require "ctrace"
+local dom = io.read("*a")
+local st = dom:match("<pre id=\"selftest\">([^<]*)") or ""
+st = st:gsub("&quot;", "\""):gsub("&lt;", "<"):gsub("&gt;", ">"):gsub("&amp;", "&")
+local f = assert(io.open("'"$tmp"'/auto.json")); local g = ct.json_decode(f:read("*a")); f:close()
+local want, got = g.qParams.supernodes, ct.json_decode(st).supernodes
+local panel = dom:match("<div id=\"supernodes\">(.-)</div></div>") or ""
+print(#want > 0 and ct.json_encode(want) == ct.json_encode(got) and select(2, panel:gsub("<b>", "")) == #want and "same" or
+      ("want " .. #want .. " got " .. tostring(got and #got) .. " panel " .. select(2, panel:gsub("<b>", ""))))' <<< "$dom" 2>&1)
+[ "$same" = same ] && ok "automatic supernodes: the page holds and shows the graph JSON's supernodes" ||
+  bad "automatic supernodes in the page: $same"
 
 # a page made from a stranger's JSON (viewer.write embeds it as it is): markup in a link's heads and
 # in the QK splits is shown as text, never run; entries of the wrong shape are left out

@@ -46,123 +46,30 @@ local function rng(seed)
     local u, v = r.uniform(), r.uniform()
     return math.sqrt(-2 * math.log(u)) * math.cos(2 * math.pi * v)
   end
+  function r.pick(list) return list[math.min(#list, math.floor(r.uniform() * #list) + 1)] end
   return r
 end
 
-local STATES = {
-  {"Texas", "Austin", {"Dallas", "Houston", "Lubbock"}},
-  {"California", "Sacramento", {"Fresno", "Oakland", "Irvine"}},
-  {"Florida", "Tallahassee", {"Miami", "Orlando", "Tampa"}},
-  {"Illinois", "Springfield", {"Chicago", "Peoria", "Aurora"}},
-  {"Ohio", "Columbus", {"Cleveland", "Dayton", "Toledo"}},
-  {"Georgia", "Atlanta", {"Macon", "Savannah", "Augusta"}},
-  {"Nevada", "Carson", {"Reno", "Henderson", "Sparks"}},
-  {"Michigan", "Lansing", {"Detroit", "Flint", "Warren"}},
-}
-local FILLERS = {"the", "city", "of", "in", "near", "big", "old", "new", "fact", "about", "a", "its",
-                 "known", "for", "is", "and"}
-
-local allowed = {dir = true, width = true, states = true, cities_per_state = true, distractors = true,
-                 noise = true, seed = true, ablate = true}
-
-local function check_opts(o)
-  if type(o) ~= "table" then error("BAD_ARG: planted.two_hop expects an options table", 3) end
-  for k in pairs(o) do
-    if not allowed[k] then error("BAD_ARG: planted.two_hop: unknown option '" .. tostring(k) .. "'", 3) end
-  end
-  local function int(k, def, lo, hi)
-    local v = o[k] == nil and def or o[k]
-    if type(v) ~= "number" or v ~= math.floor(v) or v < lo or v > hi then
-      error(string.format("BAD_ARG: planted.two_hop: %s must be an integer in %d..%d; found %s", k, lo, hi, tostring(v)), 4)
-    end
-    return v
-  end
-  local c = {
-    dir = o.dir,
-    width = int("width", 64, 8, 4096),
-    states = int("states", 4, 2, #STATES),
-    cities_per_state = int("cities_per_state", 3, 1, 3),
-    distractors = int("distractors", 4, 0, #FILLERS),
-    seed = int("seed", 1, 1, 2147483646),
-    noise = o.noise == nil and 0 or o.noise,
-    ablate = o.ablate or {},
-  }
-  if type(c.dir) ~= "string" or c.dir == "" then error("BAD_ARG: planted.two_hop: dir (a directory) is required", 3) end
-  if type(c.noise) ~= "number" or not (c.noise >= 0 and c.noise < 1) then
-    error("BAD_ARG: planted.two_hop: noise must be a number in [0, 1); found " .. tostring(c.noise), 3)
-  end
-  if type(c.ablate) ~= "table" then error("BAD_ARG: planted.two_hop: ablate must be a list of component names", 3) end
-  return c
+local function normalize(v)
+  local n2 = 0
+  for j = 1, #v do n2 = n2 + v[j] * v[j] end
+  for j = 1, #v do v[j] = v[j] / math.sqrt(n2) end
 end
 
--- The task's prompts: every city in each of the templates (words around the city).
-local TEMPLATES = {
-  {{}, {}},
-  {{"the", "city"}, {"of"}},
-  {{"fact", "about"}, {"in", "the"}},
-  {{"a", "big", "old"}, {"near"}},
-}
-
-function M.two_hop(opts)
-  local o = check_opts(opts)
-  local S, C, F = o.states, o.cities_per_state, o.distractors
-  -- vocabulary: BOS, cities, " capital", filler words, capitals
-  local vocab, id = {}, {}
-  local function tok(w)
-    vocab[#vocab + 1] = w
-    id[w] = #vocab - 1
-  end
-  tok("<s>")
-  local states, cities = {}, {}
-  for s = 1, S do
-    local st = STATES[s]
-    states[s] = {name = st[1], capital = " " .. st[2], cities = {}}
-    for c = 1, C do
-      local city = " " .. st[3][c]
-      tok(city)
-      cities[#cities + 1] = {token = city, state = s}
-      states[s].cities[c] = city
-    end
-  end
-  tok(" capital")
-  for f = 1, #FILLERS do tok(" " .. FILLERS[f]) end
-  for s = 1, S do tok(states[s].capital) end
-  local V, D = #vocab, o.width
-
-  -- residual variables and their directions
-  local vars, names = {}, {}
-  local function var(name)
-    names[#names + 1] = name
-    vars[name] = #names
-  end
-  for i = 1, V - S do var("tok:" .. vocab[i]) end   -- capitals are outputs only
-  var("const")
-  var("is_city")
-  for s = 1, S do var("state:" .. states[s].name) end
-  for s = 1, S do var("moved:" .. states[s].name) end
-  for s = 1, S do var("answer:" .. states[s].name) end
-  for f = 1, F do var("attr:" .. FILLERS[f]) end
-  local r = rng(o.seed)
-  local dirs = {}
+-- A unit direction in R^D for each name: basis vectors when they fit, else random ones spread
+-- apart (300 gradient steps on the sum of cos^4 over pairs, so the largest overlaps shrink
+-- toward the Welch bound). -> directions by name, the largest |cos| of two of them
+local function directions(names, D, r)
   local vecs = {}
   for i = 1, #names do
     local v = {}
-    if #names <= D then
-      for j = 1, D do v[j] = (j == i) and 1 or 0 end
-    else
-      for j = 1, D do v[j] = r.normal() end
+    for j = 1, D do
+      if #names <= D then v[j] = (j == i) and 1 or 0 else v[j] = r.normal() end
     end
+    normalize(v)
     vecs[i] = v
   end
-  local function normalize(v)
-    local n2 = 0
-    for j = 1, D do n2 = n2 + v[j] * v[j] end
-    for j = 1, D do v[j] = v[j] / math.sqrt(n2) end
-  end
-  for i = 1, #names do normalize(vecs[i]) end
   if #names > D then
-    -- spread the directions apart: gradient steps on the sum of cos^4 over pairs, so the
-    -- largest overlaps shrink toward the Welch bound
     for _ = 1, 300 do
       local step = {}
       for i = 1, #names do
@@ -184,23 +91,29 @@ function M.two_hop(opts)
       end
     end
   end
-  local max_cos = 0
+  local dirs, max_cos = {}, 0
   for i = 1, #names do
     for k = i + 1, #names do
       local c = 0
       for j = 1, D do c = c + vecs[i][j] * vecs[k][j] end
       max_cos = math.max(max_cos, math.abs(c))
     end
+    dirs[names[i]] = vecs[i]
   end
-  for i, name in ipairs(names) do dirs[name] = vecs[i] end
+  return dirs, max_cos
+end
 
-  local hd = 16
-  local d_mlp = math.max(#cities + F, S)
-  local W = {
-    ["model.embed_tokens.weight"] = ct.zeros(V, D),
-    ["model.norm.weight"] = ct.zeros(D),
-    ["lm_head.weight"] = ct.zeros(V, D),
-  }
+-- A two-layer Llama model under construction: B.W holds its weights by Hugging Face name (norm
+-- gains 1, everything else 0), B.dirs its residual variables' directions. One attention head of
+-- hd dimensions per layer; d_mlp neurons per MLP.
+local function new_model(o, vocab, names, hd, d_mlp, rope_theta)
+  local V, D = #vocab, o.width
+  local B = {V = V, D = D, hd = hd, d_mlp = d_mlp, rope_theta = rope_theta, vocab = vocab, names = names,
+             r = rng(o.seed), ablated = {}, id = {}}
+  for i, w in ipairs(vocab) do B.id[w] = i - 1 end
+  for _, name in ipairs(o.ablate) do B.ablated[name] = true end
+  B.dirs, B.max_cos = directions(names, D, B.r)
+  local W = {["model.embed_tokens.weight"] = ct.zeros(V, D), ["model.norm.weight"] = ct.zeros(D), ["lm_head.weight"] = ct.zeros(V, D)}
   for l = 0, 1 do
     local p = "model.layers." .. l .. "."
     W[p .. "input_layernorm.weight"] = ct.zeros(D)
@@ -213,104 +126,225 @@ function M.two_hop(opts)
     W[p .. "mlp.up_proj.weight"] = ct.zeros(d_mlp, D)
     W[p .. "mlp.down_proj.weight"] = ct.zeros(D, d_mlp)
   end
-  local function add_row(t, row, dir, g)   -- t[row, :] += g * dir (row from 1)
-    for j = 1, D do t:set(row, j, t:get(row, j) + g * dir[j]) end
+  for name, t in pairs(W) do
+    if name:match("norm%.weight$") then
+      for j = 1, D do t:set(j, 1) end
+    end
   end
-  local function add_col(t, col, dir, g)   -- t[:, col] += g * dir
-    for j = 1, D do t:set(j, col, t:get(j, col) + g * dir[j]) end
+  B.W = W
+  return B
+end
+
+local function add_row(B, t, row, dir, g)   -- t[row, :] += g * dir (row from 1)
+  for j = 1, B.D do t:set(row, j, t:get(row, j) + g * B.dirs[dir][j]) end
+end
+
+local function add_col(B, t, col, dir, g)   -- t[:, col] += g * dir
+  for j = 1, B.D do t:set(j, col, t:get(j, col) + g * B.dirs[dir][j]) end
+end
+
+local function wt(B, layer, name) return B.W["model.layers." .. layer .. "." .. name .. ".weight"] end
+
+-- A token's embedding: its identity, "const", and the extra variables listed.
+local function embed(B, word, extra)
+  local e = B.W["model.embed_tokens.weight"]
+  add_row(B, e, B.id[word] + 1, "tok:" .. word, 1)
+  add_row(B, e, B.id[word] + 1, "const", 1)
+  for _, x in ipairs(extra or {}) do add_row(B, e, B.id[word] + 1, x, 1) end
+end
+
+-- Neuron n (from 1) of layer's MLP reads its variable (gain 8/a) with "const" as a bias (-4/a),
+-- so on its own input (about a each, normalized) the gate is 4 and the up projection 1; it
+-- writes out_gain units of its direction. Elsewhere its gate is negative and its up projection
+-- zero: silent.
+local function neuron(B, layer, n, reads, writes, a, out_gain)
+  add_row(B, wt(B, layer, "mlp.gate_proj"), n, reads, 8 / a)
+  add_row(B, wt(B, layer, "mlp.gate_proj"), n, "const", -4 / a)
+  add_row(B, wt(B, layer, "mlp.up_proj"), n, reads, 1 / a)
+  add_col(B, wt(B, layer, "mlp.down_proj"), n, writes, out_gain / (4 / (1 + math.exp(-4))))
+end
+
+-- Head dimension (from 1) of content slot c (from 1) in a head of 64 dimensions at RoPE base
+-- 1e4: the 16 dimensions of the 8 slowest pairs (24..31 with 56..63, counting from 0), which
+-- turn by under 0.001 rad a position, so a query and a key there match wherever they sit.
+local function slot(c)
+  assert(c >= 1 and c <= 16, "content slot out of range")
+  return c <= 8 and 24 + c or 56 + (c - 8)
+end
+
+-- Adds N(0, noise^2) to every entry of the projection matrices, tensors in name order (the same
+-- draws every run).
+local function add_noise(B, noise)
+  if noise <= 0 then return end
+  local sorted = {}
+  for name in pairs(B.W) do sorted[#sorted + 1] = name end
+  table.sort(sorted)
+  for _, name in ipairs(sorted) do
+    local t = B.W[name]
+    if t:dim() == 2 then
+      for i = 1, t:size(1) do
+        for j = 1, t:size(2) do t:set(i, j, t:get(i, j) + noise * B.r.normal()) end
+      end
+    end
   end
-  for _, n in ipairs{"model.norm.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
-                     "model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight"} do
-    for j = 1, D do W[n]:set(j, 1) end
+end
+
+-- Fills the fields every truth has, checks the ablated names and writes the files:
+-- config.json, model.safetensors, tokenizer.json (every word an added token, BOS prepended by
+-- the post-processor), truth.json (directions included).
+local function finish(B, o, truth, fn)
+  add_noise(B, o.noise)
+  for _, name in ipairs(o.ablate) do
+    if not truth.components[name] then
+      error("BAD_ARG: planted." .. fn .. ": ablate names an unknown component '" .. tostring(name) .. "'", 3)
+    end
   end
+  truth.width, truth.noise, truth.seed, truth.ablate = B.D, o.noise, o.seed, o.ablate
+  truth.n_variables, truth.superposition, truth.max_overlap = #B.names, #B.names / B.D, B.max_cos
+  truth.orthogonal, truth.residual_variables, truth.directions, truth.vocab = #B.names <= B.D, B.names, B.dirs, B.vocab
+  ct.mkdirs(o.dir)
+  ct.write_json(o.dir .. "/config.json", {
+    architectures = {"LlamaForCausalLM"}, model_type = "llama", hidden_size = B.D, intermediate_size = B.d_mlp,
+    num_hidden_layers = 2, num_attention_heads = 1, num_key_value_heads = 1, head_dim = B.hd, vocab_size = B.V,
+    max_position_embeddings = 64, rms_norm_eps = 1e-5, rope_theta = B.rope_theta, tie_word_embeddings = false,
+    bos_token_id = 0, hidden_act = "silu", torch_dtype = "float32",
+  })
+  ct.save_safetensors(o.dir .. "/model.safetensors", B.W, {format = "pt"})
+  local added, tv = {}, {}
+  for i, w in ipairs(B.vocab) do
+    tv[w] = i - 1
+    added[i] = {id = i - 1, content = w, single_word = false, lstrip = false, rstrip = false, normalized = false,
+                special = i == 1}
+  end
+  local bos = {SpecialToken = {id = "<s>", type_id = 0}}
+  ct.write_json(o.dir .. "/tokenizer.json", {
+    version = "1.0", added_tokens = added,
+    post_processor = {type = "TemplateProcessing", single = {bos, {Sequence = {id = "A", type_id = 0}}},
+                      pair = {bos, {Sequence = {id = "A", type_id = 0}}, {Sequence = {id = "B", type_id = 1}}},
+                      special_tokens = {["<s>"] = {id = "<s>", ids = {0}, tokens = {"<s>"}}}},
+    model = {type = "BPE", vocab = tv, merges = {}, fuse_unk = false, byte_fallback = false, ignore_merges = false},
+  })
+  ct.write_json(o.dir .. "/truth.json", truth)
+  return truth
+end
+
+-- Options: each generator's keys, checked strictly; integers in their ranges.
+local function check_opts(fn, o, ints)
+  if type(o) ~= "table" then error("BAD_ARG: planted." .. fn .. " expects an options table", 3) end
+  local c = {dir = o.dir, noise = o.noise == nil and 0 or o.noise, ablate = o.ablate or {}}
+  for k in pairs(o) do
+    if not ints[k] and k ~= "dir" and k ~= "noise" and k ~= "ablate" then
+      error("BAD_ARG: planted." .. fn .. ": unknown option '" .. tostring(k) .. "'", 3)
+    end
+  end
+  for k, spec in pairs(ints) do
+    local v = o[k] == nil and spec[1] or o[k]
+    if type(v) ~= "number" or v ~= math.floor(v) or v < spec[2] or v > spec[3] then
+      error(string.format("BAD_ARG: planted.%s: %s must be an integer in %d..%d; found %s", fn, k, spec[2], spec[3], tostring(v)), 3)
+    end
+    c[k] = v
+  end
+  if type(c.dir) ~= "string" or c.dir == "" then error("BAD_ARG: planted." .. fn .. ": dir (a directory) is required", 3) end
+  if type(c.noise) ~= "number" or not (c.noise >= 0 and c.noise < 1) then
+    error("BAD_ARG: planted." .. fn .. ": noise must be a number in [0, 1); found " .. tostring(c.noise), 3)
+  end
+  if type(c.ablate) ~= "table" then error("BAD_ARG: planted." .. fn .. ": ablate must be a list of component names", 3) end
+  return c
+end
+
+local STATES = {
+  {"Texas", "Austin", {"Dallas", "Houston", "Lubbock"}},
+  {"California", "Sacramento", {"Fresno", "Oakland", "Irvine"}},
+  {"Florida", "Tallahassee", {"Miami", "Orlando", "Tampa"}},
+  {"Illinois", "Springfield", {"Chicago", "Peoria", "Aurora"}},
+  {"Ohio", "Columbus", {"Cleveland", "Dayton", "Toledo"}},
+  {"Georgia", "Atlanta", {"Macon", "Savannah", "Augusta"}},
+  {"Nevada", "Carson", {"Reno", "Henderson", "Sparks"}},
+  {"Michigan", "Lansing", {"Detroit", "Flint", "Warren"}},
+}
+local FILLERS = {"the", "city", "of", "in", "near", "big", "old", "new", "fact", "about", "a", "its",
+                 "known", "for", "is", "and"}
+
+-- The task's prompts: every city in each of the templates (words around the city).
+local TEMPLATES = {
+  {{}, {}},
+  {{"the", "city"}, {"of"}},
+  {{"fact", "about"}, {"in", "the"}},
+  {{"a", "big", "old"}, {"near"}},
+}
+
+function M.two_hop(opts)
+  local o = check_opts("two_hop", opts, {width = {64, 8, 4096}, states = {4, 2, #STATES}, cities_per_state = {3, 1, 3},
+                                         distractors = {4, 0, #FILLERS}, seed = {1, 1, 2147483646}})
+  local S, C, F = o.states, o.cities_per_state, o.distractors
+  -- vocabulary: BOS, cities, " capital", filler words, capitals
+  local vocab, states, cities = {"<s>"}, {}, {}
+  for s = 1, S do
+    local st = STATES[s]
+    states[s] = {name = st[1], capital = " " .. st[2]}
+    for c = 1, C do
+      vocab[#vocab + 1] = " " .. st[3][c]
+      cities[#cities + 1] = {token = " " .. st[3][c], state = s}
+    end
+  end
+  vocab[#vocab + 1] = " capital"
+  for f = 1, #FILLERS do vocab[#vocab + 1] = " " .. FILLERS[f] end
+  for s = 1, S do vocab[#vocab + 1] = states[s].capital end
+
+  -- residual variables (capitals are outputs only: no identity)
+  local names = {}
+  for i = 1, #vocab - S do names[#names + 1] = "tok:" .. vocab[i] end
+  names[#names + 1] = "const"
+  names[#names + 1] = "is_city"
+  for _, kind in ipairs{"state:", "moved:", "answer:"} do
+    for s = 1, S do names[#names + 1] = kind .. states[s].name end
+  end
+  for f = 1, F do names[#names + 1] = "attr:" .. FILLERS[f] end
+  local B = new_model(o, vocab, names, 16, math.max(#cities + F, S), 1e12)
+  local D, ablated = B.D, B.ablated
 
   -- embeddings: a token's identity, "const", and "is_city" for cities
-  for i = 1, V - S do
-    local e = W["model.embed_tokens.weight"]
-    add_row(e, i, dirs["tok:" .. vocab[i]], 1)
-    add_row(e, i, dirs["const"], 1)
-  end
-  for _, c in ipairs(cities) do add_row(W["model.embed_tokens.weight"], id[c.token] + 1, dirs["is_city"], 1) end
+  for i = 1, #vocab - S do embed(B, vocab[i], (i >= 2 and i <= #cities + 1) and {"is_city"} or nil) end
 
-  -- Scales: a normalized residual holds its k unit variables at about sqrt(D / k) each.
-  local a0 = math.sqrt(D / 3)   -- a city's position at layer 0: token, const, is_city
-  local ablated = {}
-  for _, name in ipairs(o.ablate) do ablated[name] = true end
-
-  -- A neuron reads its variable (gain 4/a) with "const" as a bias (-2/a), so on its own input
-  -- (about a each, normalized) the gate is 2 and the up projection 1; it writes out_gain units
-  -- of its direction. Elsewhere its gate is negative and its up projection zero: silent.
-  local function neuron(layer, n, reads, writes, a, out_gain)
-    local p = "model.layers." .. layer .. ".mlp."
-    add_row(W[p .. "gate_proj.weight"], n, dirs[reads], 8 / a)
-    add_row(W[p .. "gate_proj.weight"], n, dirs["const"], -4 / a)
-    add_row(W[p .. "up_proj.weight"], n, dirs[reads], 1 / a)
-    add_col(W[p .. "down_proj.weight"], n, dirs[writes], out_gain / (4 / (1 + math.exp(-4))))
-  end
-  local mlp0 = {}
+  -- layer 0 MLP: a neuron per city writes its state; one per distractor word its attribute.
+  -- (A normalized residual holds its k unit variables at about sqrt(D / k) each.)
   for ci, c in ipairs(cities) do
-    local name = "mlp0:" .. c.token:sub(2)
-    mlp0[ci] = name
-    if not ablated[name] then neuron(0, ci, "tok:" .. c.token, "state:" .. states[c.state].name, a0, 2) end
+    if not ablated["mlp0:" .. c.token:sub(2)] then neuron(B, 0, ci, "tok:" .. c.token, "state:" .. states[c.state].name, math.sqrt(D / 3), 2) end
   end
   for f = 1, F do
-    local name = "mlp0:" .. FILLERS[f]
-    if not ablated[name] then neuron(0, #cities + f, "tok: " .. FILLERS[f], "attr:" .. FILLERS[f], math.sqrt(D / 2), 2) end
+    if not ablated["mlp0:" .. FILLERS[f]] then neuron(B, 0, #cities + f, "tok: " .. FILLERS[f], "attr:" .. FILLERS[f], math.sqrt(D / 2), 2) end
   end
 
   -- layer 1 attention: q/k on the slowest RoPE pair (head dims hd/2 and hd, from 1), which
-  -- turns by under 1e-9 rad a position at rope_theta 1e12.
-  local s1, s2 = hd / 2, hd
-  local q, k, v, ov = W["model.layers.1.self_attn.q_proj.weight"], W["model.layers.1.self_attn.k_proj.weight"],
-                      W["model.layers.1.self_attn.v_proj.weight"], W["model.layers.1.self_attn.o_proj.weight"]
-  local a1 = math.sqrt(D / 3)   -- normalized scale at layer 1 (about three unit variables)
-  add_row(q, s1, dirs["const"], 4 / a1)        -- every query looks for BOS...
-  add_row(k, s1, dirs["tok:<s>"], 4 / a1)
-  add_row(q, s2, dirs["tok: capital"], 8 / a1)  -- ...and " capital" for a city, more strongly
-  add_row(k, s2, dirs["is_city"], 8 / a1)
+  -- turns by under 1e-9 rad a position at rope_theta 1e12
+  local s1, s2, a1 = 8, 16, math.sqrt(D / 3)   -- about three unit variables at layer 1
+  add_row(B, wt(B, 1, "self_attn.q_proj"), s1, "const", 4 / a1)           -- every query looks for BOS...
+  add_row(B, wt(B, 1, "self_attn.k_proj"), s1, "tok:<s>", 4 / a1)
+  add_row(B, wt(B, 1, "self_attn.q_proj"), s2, "tok: capital", 8 / a1)    -- ...and " capital" for a city, more strongly
+  add_row(B, wt(B, 1, "self_attn.k_proj"), s2, "is_city", 8 / a1)
   if not ablated["head1"] then
-    for s = 1, S do
-      -- value dim s reads the state; the output writes it as "moved"
-      add_row(v, s, dirs["state:" .. states[s].name], 1 / a1)
-      add_col(ov, s, dirs["moved:" .. states[s].name], 2)
+    for s = 1, S do   -- value dimension s reads the state; the output writes it as "moved"
+      add_row(B, wt(B, 1, "self_attn.v_proj"), s, "state:" .. states[s].name, 1 / a1)
+      add_col(B, wt(B, 1, "self_attn.o_proj"), s, "moved:" .. states[s].name, 2)
     end
   end
 
-  -- layer 1 MLP: neuron s reads "moved:state", writes "answer:state"
-  local mlp1 = {}
+  -- layer 1 MLP: neuron s reads "moved:<state>", writes "answer:<state>"
   for s = 1, S do
-    local name = "mlp1:" .. states[s].name
-    mlp1[s] = name
-    if not ablated[name] then neuron(1, s, "moved:" .. states[s].name, "answer:" .. states[s].name, math.sqrt(D / 3), 2) end
+    if not ablated["mlp1:" .. states[s].name] then
+      neuron(B, 1, s, "moved:" .. states[s].name, "answer:" .. states[s].name, math.sqrt(D / 3), 2)
+    end
   end
 
   -- unembedding: a capital's token reads its answer direction
   -- (about 2 sqrt(D / 13) normalized at the last position: a logit near 20)
-  for s = 1, S do add_row(W["lm_head.weight"], id[states[s].capital] + 1, dirs["answer:" .. states[s].name], 10 / math.sqrt(D / 13)) end
-
-  if o.noise > 0 then
-    local sorted = {}
-    for name in pairs(W) do sorted[#sorted + 1] = name end
-    table.sort(sorted)   -- the same draws for the same tensors on every run
-    for _, name in ipairs(sorted) do
-      local t = W[name]
-      if t:dim() == 2 then
-        local n1, n2 = t:size(1), t:size(2)
-        for i = 1, n1 do
-          for j = 1, n2 do t:set(i, j, t:get(i, j) + o.noise * r.normal()) end
-        end
-      end
-    end
-  end
+  for s = 1, S do add_row(B, B.W["lm_head.weight"], B.id[states[s].capital] + 1, "answer:" .. states[s].name, 10 / math.sqrt(D / 13)) end
 
   -- components a test may ablate, and the prompts each one is needed for
   local components = {head1 = "all"}
-  for ci, c in ipairs(cities) do components[mlp0[ci]] = {city = c.token} end
+  for _, c in ipairs(cities) do components["mlp0:" .. c.token:sub(2)] = {city = c.token} end
   for f = 1, F do components["mlp0:" .. FILLERS[f]] = "none" end
-  for s = 1, S do components[mlp1[s]] = {state = states[s].name} end
-  for _, name in ipairs(o.ablate) do
-    if not components[name] then error("BAD_ARG: planted.two_hop: ablate names an unknown component '" .. tostring(name) .. "'", 2) end
-  end
+  for s = 1, S do components["mlp1:" .. states[s].name] = {state = states[s].name} end
 
   -- the task: every city in every template
   local prompts = {}
@@ -324,15 +358,15 @@ function M.two_hop(opts)
       words[#words + 1] = " capital"
       local st = states[c.state]
       prompts[#prompts + 1] = {text = table.concat(words), template = ti, city = c.token, city_position = city_pos,
-                               state = st.name, answer = st.capital, answer_id = id[st.capital]}
+                               state = st.name, answer = st.capital, answer_id = B.id[st.capital]}
     end
   end
 
-  -- the planted path of each state: city token -> state (layer 0 MLP, city position) -> moved
-  -- (layer 1 attention) -> answer (layer 1 MLP, last position) -> the capital's logit
+  -- the planted variables: the MLP layer writing each, its neurons there, the residual
+  -- variables they read and the one they write. The path of a state: city token -> state
+  -- (layer 0 MLP, city position) -> moved (layer 1 attention) -> answer (layer 1 MLP, last
+  -- position) -> the capital's logit.
   local variables = {}
-  -- each variable: the MLP layer writing it, its neurons there, the residual variables its
-  -- neurons read and the one they write
   for s = 1, S do
     local n = states[s].name
     local v = {name = "state:" .. n, layer = 0, position = "city", neurons = {}, reads = {}, writes = "state:" .. n}
@@ -351,40 +385,231 @@ function M.two_hop(opts)
                                  reads = {"tok: " .. FILLERS[f]}, writes = "attr:" .. FILLERS[f], distractor = true}
   end
 
-  local truth = {
-    task = "two_hop", width = D, states = S, cities_per_state = C, distractors = F, noise = o.noise, seed = o.seed,
-    n_variables = #names, superposition = #names / D, max_overlap = max_cos, orthogonal = #names <= D, ablate = o.ablate,
-    residual_variables = names, variables = variables, components = components, prompts = prompts,
-    capitals = {}, cities = {}, directions = dirs, vocab = vocab,
-  }
+  local truth = {task = "two_hop", states = S, cities_per_state = C, distractors = F, variables = variables,
+                 components = components, prompts = prompts, capitals = {}, cities = {}}
   for s = 1, S do truth.capitals[states[s].name] = states[s].capital end
   for _, c in ipairs(cities) do truth.cities[c.token] = states[c.state].name end
+  return finish(B, o, truth, "two_hop")
+end
 
-  -- files: config.json, model.safetensors, tokenizer.json, truth.json (directions included)
-  ct.mkdirs(o.dir)
-  ct.write_json(o.dir .. "/config.json", {
-    architectures = {"LlamaForCausalLM"}, model_type = "llama", hidden_size = D, intermediate_size = d_mlp,
-    num_hidden_layers = 2, num_attention_heads = 1, num_key_value_heads = 1, head_dim = hd, vocab_size = V,
-    max_position_embeddings = 64, rms_norm_eps = 1e-5, rope_theta = 1e12, tie_word_embeddings = false,
-    bos_token_id = 0, hidden_act = "silu", torch_dtype = "float32",
-  })
-  ct.save_safetensors(o.dir .. "/model.safetensors", W, {format = "pt"})
-  local added, tv = {}, {}
-  for i, w in ipairs(vocab) do
-    tv[w] = i - 1
-    added[i] = {id = i - 1, content = w, single_word = false, lstrip = false, rstrip = false, normalized = false,
-                special = i == 1}
+local WORDS = {"apple", "river", "stone", "cloud", "tiger", "lamp", "chair", "bread", "ghost", "piano", "wheel", "candle",
+               "mirror", "forest", "bottle", "garden"}
+
+-- Layer 0's previous-token head: on RoPE's 8 fastest pairs (dims 1..8 with 33..40, from 1) the
+-- key is `amp` along each pair and the query the same turned back by the pair's angle a
+-- position, so a query at t scores a key at s by amp^2 / 8 * sum_i cos(theta_i (t - s - 1)):
+-- largest at s = t - 1. amp is set so that the next best of s = 0..63 trails by 16.
+local function previous_token_head(B, a0)
+  local thetas = {}
+  for i = 0, 7 do thetas[i + 1] = 1 / (B.rope_theta ^ (2 * i / B.hd)) end
+  local function f(delta)
+    local x = 0
+    for _, th in ipairs(thetas) do x = x + math.cos(th * (delta - 1)) end
+    return x
   end
-  local bos = {SpecialToken = {id = "<s>", type_id = 0}}
-  ct.write_json(o.dir .. "/tokenizer.json", {
-    version = "1.0", added_tokens = added,
-    post_processor = {type = "TemplateProcessing", single = {bos, {Sequence = {id = "A", type_id = 0}}},
-                      pair = {bos, {Sequence = {id = "A", type_id = 0}}, {Sequence = {id = "B", type_id = 1}}},
-                      special_tokens = {["<s>"] = {id = "<s>", ids = {0}, tokens = {"<s>"}}}},
-    model = {type = "BPE", vocab = tv, merges = {}, fuse_unk = false, byte_fallback = false, ignore_merges = false},
-  })
-  ct.write_json(o.dir .. "/truth.json", truth)
-  return truth
+  local gap = math.huge
+  for delta = 0, 63 do
+    if delta ~= 1 then gap = math.min(gap, f(1) - f(delta)) end
+  end
+  local amp = math.sqrt(16 * math.sqrt(B.hd) / gap)
+  local q, k = wt(B, 0, "self_attn.q_proj"), wt(B, 0, "self_attn.k_proj")
+  for i, th in ipairs(thetas) do
+    add_row(B, k, i, "const", amp / a0)
+    add_row(B, q, i, "const", amp * math.cos(th) / a0)
+    add_row(B, q, i + B.hd / 2, "const", -amp * math.sin(th) / a0)
+  end
+  return gap * amp * amp / math.sqrt(B.hd)
+end
+
+-- An induction (copy) circuit: after "... A B ... A" the model says B.
+--   layer 0 attention (the previous-token head): every position attends to the one before it
+--     and copies that token's identity into "prev:<word>";
+--   layer 1 attention (the induction head): the query reads the current token ("tok:A"), keys
+--     read "prev:A" (the position after an earlier A) on RoPE's slowest pairs, BOS is the sink;
+--     it copies the attended token's identity into "out:B", which the unembedding reads as B.
+-- Options: width (48), words (8, up to 16), distractors (0: words with a layer 0 MLP neuron
+-- writing an attribute), noise, seed, ablate (components: head0, head1, prev:<word> (head 0's
+-- copy of one word), copy:<word> (head 1's), mlp0:<word>). Prompts: BOS, 3..6 different words,
+-- then one of them again (not the last); the answer is the word that followed it.
+function M.induction(opts)
+  local o = check_opts("induction", opts, {width = {48, 8, 4096}, words = {8, 3, #WORDS}, distractors = {0, 0, #WORDS},
+                                           seed = {1, 1, 2147483646}})
+  local n, F = o.words, math.min(o.distractors, o.words)
+  local vocab, words = {"<s>"}, {}
+  for i = 1, n do
+    words[i] = " " .. WORDS[i]
+    vocab[#vocab + 1] = words[i]
+  end
+  local names = {"tok:<s>", "const"}
+  for _, kind in ipairs{"tok:", "prev:", "out:"} do
+    for i = 1, n do names[#names + 1] = kind .. words[i] end
+  end
+  for i = 1, F do names[#names + 1] = "attr:" .. WORDS[i] end
+  local B = new_model(o, vocab, names, 64, math.max(F, 1), 1e4)
+  local D, ablated = B.D, B.ablated
+  for _, w in ipairs(vocab) do embed(B, w) end
+  local a0, a1 = math.sqrt(D / 2), math.sqrt(D / 6)   -- layer 0: token, const; layer 1: and prev (2 units)
+  for i = 1, F do
+    if not ablated["mlp0:" .. WORDS[i]] then neuron(B, 0, i, "tok:" .. words[i], "attr:" .. WORDS[i], a0, 2) end
+  end
+  local gap = 0
+  if not ablated["head0"] then
+    gap = previous_token_head(B, a0)
+    for i = 1, n do
+      if not ablated["prev:" .. WORDS[i]] then
+        add_row(B, wt(B, 0, "self_attn.v_proj"), i, "tok:" .. words[i], 1 / a0)
+        add_col(B, wt(B, 0, "self_attn.o_proj"), i, "prev:" .. words[i], 2)
+      end
+    end
+  end
+  if not ablated["head1"] then
+    local q, k = wt(B, 1, "self_attn.q_proj"), wt(B, 1, "self_attn.k_proj")
+    for i = 1, n do
+      add_row(B, q, slot(i), "tok:" .. words[i], 8 / a1)
+      add_row(B, k, slot(i), "prev:" .. words[i], 8 / a1)
+      if not ablated["copy:" .. WORDS[i]] then
+        add_row(B, wt(B, 1, "self_attn.v_proj"), i, "tok:" .. words[i], 1 / a1)
+        add_col(B, wt(B, 1, "self_attn.o_proj"), i, "out:" .. words[i], 2)
+      end
+    end
+    -- the sink: BOS scores 8 (a match 16), so with no match BOS takes all but e^-8 per position
+    add_row(B, q, slot(16), "const", 8 / a1)
+    add_row(B, k, slot(16), "tok:<s>", 8 / a0)
+  end
+  -- unembedding: a word reads "out:<word>" (2 units among about 10: a logit near 20)
+  for i = 1, n do add_row(B, B.W["lm_head.weight"], B.id[words[i]] + 1, "out:" .. words[i], 10 / math.sqrt(D / 10)) end
+
+  local components = {head0 = "all", head1 = "all"}
+  for i = 1, n do
+    components["prev:" .. WORDS[i]] = {repeated = words[i]}
+    components["copy:" .. WORDS[i]] = {answer = words[i]}
+  end
+  for i = 1, F do components["mlp0:" .. WORDS[i]] = "none" end
+
+  -- 48 prompts from their own generator: 3..6 different words, then one of them again
+  local r, prompts = rng(o.seed * 7 + 3), {}
+  while #prompts < 48 do
+    local m = 3 + (#prompts % 4)
+    local pool, seq = {}, {}
+    for i = 1, n do pool[i] = words[i] end
+    for i = 1, math.min(m, n) do seq[i] = table.remove(pool, math.floor(r.uniform() * #pool) + 1) end
+    local j = math.min(#seq - 1, math.floor(r.uniform() * (#seq - 1)) + 1)   -- 1..#seq-1
+    prompts[#prompts + 1] = {text = table.concat(seq) .. seq[j], repeated = seq[j], first_position = j,
+                             key_position = j + 1, answer = seq[j + 1], answer_id = B.id[seq[j + 1]]}
+  end
+  local variables = {}
+  for i = 1, F do
+    variables[#variables + 1] = {name = "attr:" .. WORDS[i], layer = 0, position = "word", neurons = {i - 1},
+                                 reads = {"tok:" .. words[i]}, writes = "attr:" .. WORDS[i], distractor = true}
+  end
+  local truth = {task = "induction", words = n, distractors = F, variables = variables, components = components,
+                 prompts = prompts, previous_token_gap = gap}
+  return finish(B, o, truth, "induction")
+end
+
+local FEMALE, MALE = {"Mary", "Anna", "Lucy", "Emma"}, {"John", "Tom", "Jack", "Paul"}
+local BIND_FILLERS = {"and", "met", "then", "saw", "at", "the", "park", "school"}
+
+-- Variable binding: a pronoun bound to the name of its gender. "Mary and John met then she" -> Mary.
+--   layer 0 MLP, at a name: one neuron per name writes its gender ("gender:female");
+--   layer 1 attention, at the pronoun: " she" queries "gender:female", " he" "gender:male" (keys
+--     on RoPE's slowest pairs; BOS is the sink) and copies the attended name's identity into
+--     "out:<name>", which the unembedding reads as the name.
+-- The gender variables reach the answer only through the head's query-key match: a graph with
+-- frozen attention shows the name's token feeding its logit, and QK attribution (rm:qk) shows
+-- why the head looked there. Options: width (48), distractors (0: filler words with a layer 0
+-- neuron writing an attribute), noise, seed, ablate (components: head1, mlp0:<name>,
+-- copy:<name>, mlp0:<filler>). Prompts: every female-male pair, in both orders, with " she" and
+-- " he", in two templates alternately (64).
+function M.binding(opts)
+  local o = check_opts("binding", opts, {width = {48, 8, 4096}, distractors = {0, 0, #BIND_FILLERS}, seed = {1, 1, 2147483646}})
+  local F = o.distractors
+  local vocab, people = {"<s>"}, {}
+  for _, nm in ipairs(FEMALE) do people[#people + 1] = {token = " " .. nm, gender = "female"} end
+  for _, nm in ipairs(MALE) do people[#people + 1] = {token = " " .. nm, gender = "male"} end
+  for _, p in ipairs(people) do vocab[#vocab + 1] = p.token end
+  for _, w in ipairs(BIND_FILLERS) do vocab[#vocab + 1] = " " .. w end
+  vocab[#vocab + 1] = " she"
+  vocab[#vocab + 1] = " he"
+  local names = {"const", "gender:female", "gender:male"}
+  for _, w in ipairs(vocab) do names[#names + 1] = "tok:" .. w end
+  for _, p in ipairs(people) do names[#names + 1] = "out:" .. p.token end
+  for i = 1, F do names[#names + 1] = "attr:" .. BIND_FILLERS[i] end
+  local B = new_model(o, vocab, names, 64, #people + F, 1e4)
+  local D, ablated = B.D, B.ablated
+  for _, w in ipairs(vocab) do embed(B, w) end
+  local a0, a1 = math.sqrt(D / 2), math.sqrt(D / 6)   -- layer 0: token, const; layer 1 at a name: and gender (2 units)
+  for i, p in ipairs(people) do
+    if not ablated["mlp0:" .. p.token:sub(2)] then neuron(B, 0, i, "tok:" .. p.token, "gender:" .. p.gender, a0, 2) end
+  end
+  for i = 1, F do
+    if not ablated["mlp0:" .. BIND_FILLERS[i]] then
+      neuron(B, 0, #people + i, "tok: " .. BIND_FILLERS[i], "attr:" .. BIND_FILLERS[i], a0, 2)
+    end
+  end
+  if not ablated["head1"] then
+    local q, k = wt(B, 1, "self_attn.q_proj"), wt(B, 1, "self_attn.k_proj")
+    local ap = math.sqrt(D / 2)   -- the pronoun's position at layer 1: token, const
+    add_row(B, q, slot(1), "tok: she", 8 / ap)
+    add_row(B, k, slot(1), "gender:female", 8 / a1)
+    add_row(B, q, slot(2), "tok: he", 8 / ap)
+    add_row(B, k, slot(2), "gender:male", 8 / a1)
+    -- the sink: BOS scores 8 (a match 16), so with no match BOS takes all but e^-8 per position
+    add_row(B, q, slot(16), "const", 8 / ap)
+    add_row(B, k, slot(16), "tok:<s>", 8 / a0)
+    for i, p in ipairs(people) do
+      if not ablated["copy:" .. p.token:sub(2)] then
+        add_row(B, wt(B, 1, "self_attn.v_proj"), i, "tok:" .. p.token, 1 / a1)
+        add_col(B, wt(B, 1, "self_attn.o_proj"), i, "out:" .. p.token, 2)
+      end
+    end
+  end
+  -- unembedding: a name reads "out:<name>" (2 units among about 6 at the pronoun)
+  for _, p in ipairs(people) do add_row(B, B.W["lm_head.weight"], B.id[p.token] + 1, "out:" .. p.token, 10 / math.sqrt(D / 6)) end
+
+  local components = {head1 = "all"}
+  for _, p in ipairs(people) do
+    components["mlp0:" .. p.token:sub(2)] = {answer = p.token}
+    components["copy:" .. p.token:sub(2)] = {answer = p.token}
+  end
+  for i = 1, F do components["mlp0:" .. BIND_FILLERS[i]] = "none" end
+
+  local prompts = {}
+  for fi = 1, #FEMALE do
+    for mi = 1, #MALE do
+      for order = 1, 2 do
+        for _, pron in ipairs{" she", " he"} do
+          local f, m = " " .. FEMALE[fi], " " .. MALE[mi]
+          local first, second = order == 1 and f or m, order == 1 and m or f
+          local template = #prompts % 2 == 0 and {first, " and", second, " met", " then", pron}
+                                              or {" then", first, " saw", second, " at", " the", " park", pron}
+          local answer = pron == " she" and f or m
+          local key
+          for i, w in ipairs(template) do if w == answer then key = i end end   -- positions count BOS as 0
+          prompts[#prompts + 1] = {text = table.concat(template), pronoun = pron, answer = answer, answer_id = B.id[answer],
+                                   key_position = key, gender = pron == " she" and "female" or "male",
+                                   other = answer == f and m or f}
+        end
+      end
+    end
+  end
+  local variables = {}
+  for _, g in ipairs{"female", "male"} do
+    local v = {name = "gender:" .. g, layer = 0, position = "name", neurons = {}, reads = {}, writes = "gender:" .. g}
+    for i, p in ipairs(people) do
+      if p.gender == g then
+        table.insert(v.neurons, i - 1)
+        table.insert(v.reads, "tok:" .. p.token)
+      end
+    end
+    variables[#variables + 1] = v
+  end
+  for i = 1, F do
+    variables[#variables + 1] = {name = "attr:" .. BIND_FILLERS[i], layer = 0, position = "filler", neurons = {#people + i - 1},
+                                 reads = {"tok: " .. BIND_FILLERS[i]}, writes = "attr:" .. BIND_FILLERS[i], distractor = true}
+  end
+  local truth = {task = "binding", distractors = F, variables = variables, components = components, prompts = prompts}
+  return finish(B, o, truth, "binding")
 end
 
 -- Runs the task: accuracy (the answer is the argmax at the last position), the prompts answered

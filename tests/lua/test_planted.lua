@@ -10,9 +10,9 @@ local tmp = os.tmpname()
 os.remove(tmp)
 ct.mkdirs(tmp)
 
-local function build(name, opts)
+local function build(name, opts, task)
   opts.dir = tmp .. "/" .. name
-  local truth = planted.two_hop(opts)
+  local truth = planted[task or "two_hop"](opts)
   local m = ct.load_model(opts.dir)
   local r = planted.evaluate(m, truth)
   m:free()
@@ -23,40 +23,48 @@ end
 local function needs(truth, part)
   local out = {}
   for _, p in ipairs(truth.prompts) do
-    if part == "all" or (type(part) == "table" and (p.city == part.city or p.state == part.state)) then out[p.text] = true end
+    local hit = part == "all"
+    if type(part) == "table" then
+      for k, v in pairs(part) do hit = hit or p[k] == v end
+    end
+    if hit then out[p.text] = true end
   end
   return out
 end
 
--- Ablating a component: the prompts it is needed for lose their answer's lead (with orthogonal
--- directions all of it: the capitals' logits tie; in superposition, the interference of other
--- directions leaves at most `keep` of it, measured 0.26), and every other prompt keeps its
--- answer, its lead moved by under `move` (exactly 0 with orthogonal directions).
-local function ablations(label, opts, keep, move)
-  local base, rb = build(label, opts)
+-- Ablating each component in turn (a model rebuilt without it): the prompts it is needed for
+-- lose their answer's lead, every other prompt keeps its answer. `want` bounds
+--   keep  the largest share of its lead a needed prompt keeps,
+--   mean  the mean share the needed prompts keep,
+--   move  the largest relative change of another prompt's lead,
+-- each given or not (1e-5 of slack: float32 logits; a tie comes out as a lead of +-3e-7).
+local function ablations(label, opts, want, task)
+  local base, rb = build(label, opts, task)
   local names = {}
   for name in pairs(base.components) do names[#names + 1] = name end
   table.sort(names)
   for _, name in ipairs(names) do
     local o = {ablate = {name}}
     for k, v in pairs(opts) do if k ~= "dir" then o[k] = v end end
-    local truth, r = build(label .. "-ablated", o)
+    local truth, r = build(label .. "-ablated", o, task)
     local part = needs(truth, base.components[name])
-    local worst_in, worst_out, n_in = -math.huge, 0, 0
+    local keep, sum, n_in, move, rest_right = -math.huge, 0, 0, 0, true
     for i, p in ipairs(truth.prompts) do
       local rel = r.leads[i] / rb.leads[i]
       if part[p.text] then
-        worst_in, n_in = math.max(worst_in, rel), n_in + 1
+        keep, sum, n_in = math.max(keep, rel), sum + rel, n_in + 1
       else
-        worst_out = math.max(worst_out, math.abs(rel - 1))
+        move, rest_right = math.max(move, math.abs(rel - 1)), rest_right and r.leads[i] > 0
       end
     end
-    local want_n = base.components[name] == "all" and 48 or base.components[name] == "none" and 0 or
-                   base.components[name].city and 4 or 12
-    t.ok(n_in == want_n and (n_in == 0 or worst_in <= keep) and worst_out <= move,
+    local mean = n_in > 0 and sum / n_in or 0
+    t.ok((n_in > 0) == (base.components[name] ~= "none") and rest_right and
+         (n_in == 0 or ((not want.keep or keep <= want.keep + 1e-5) and (not want.mean or mean <= want.mean + 1e-5))) and
+         (not want.move or move <= want.move + 1e-5),
          label .. ": ablating " .. name .. " breaks exactly its " .. n_in .. " prompts",
-         string.format("%d prompts need it (want %d); they keep %.3g of their lead (at most %g); the rest move %.3g (at most %g)",
-                       n_in, want_n, worst_in, keep, worst_out, move))
+         string.format("%d prompts need it; they keep at most %.3g of their lead, %.3g on average; the others %s, their "
+                       .. "leads moved by up to %.3g (bounds: %s)", n_in, keep, mean, rest_right and "keep their answers" or
+                       "do not all keep their answers", move, ct.json_encode(want)))
   end
 end
 
@@ -152,8 +160,46 @@ t.run {
     local _, r = build("narrow", {width = 24, distractors = 4})
     t.ok(r.accuracy < 1, "accuracy below 1 is reported, not hidden", r.accuracy)
   end},
-  {"ablations break exactly their part (no superposition)", function() ablations("plain", {width = 64, distractors = 4}, 0, 0) end},
-  {"ablations break exactly their part (superposition)", function() ablations("super", {width = 32, distractors = 16}, 1 / 3, 0.01) end},
+  -- measured (largest over components): two-hop in superposition keeps 0.264 of a lead, moves
+  -- others by 0.007; induction moves others by 0.291 (a word's missing "prev" changes the last
+  -- position's norm, so every logit there scales), in superposition one prompt keeps 0.578 of
+  -- its lead without head 0 (interference alone can favour the answer) but the part's mean stays
+  -- at or below 0; binding keeps 0.0004 (the sink leaves e^-8 per position), in superposition 0.052
+  {"ablations break exactly their part (no superposition)", function() ablations("plain", {width = 64, distractors = 4}, {keep = 0, move = 0}) end},
+  {"ablations break exactly their part (superposition)", function() ablations("super", {width = 32, distractors = 16}, {keep = 1 / 3, move = 0.01}) end},
+  {"induction: every prompt answered, with and without superposition", function()
+    local truth, r = build("ind", {width = 48}, "induction")
+    t.eq(truth.orthogonal, true, "48 dimensions hold the 26 variables as basis vectors")
+    t.eq(r.accuracy, 1, "accuracy on 48 prompts")
+    local sup, rs = build("ind-super", {width = 24}, "induction")
+    t.eq(sup.orthogonal, false, "26 variables in 24 dimensions")
+    t.eq(rs.accuracy, 1, "accuracy in superposition")
+    local m = ct.load_model(tmp .. "/ind")
+    local worst_prev, worst_ind = 1, 1
+    for _, p in ipairs(truth.prompts) do
+      local _, c = m:run_with_cache(p.text, {hooks = {"blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"}})
+      local p0, p1 = c["blocks.0.attn.hook_pattern"], c["blocks.1.attn.hook_pattern"]
+      local T = p1:size(2)
+      for q = 2, T do worst_prev = math.min(worst_prev, p0:get(1, q, q - 1)) end
+      worst_ind = math.min(worst_ind, p1:get(1, T, p.key_position + 1))
+    end
+    t.ok(worst_prev > 0.999, "head 0 attends to the previous position (smallest probability)", worst_prev)
+    t.ok(worst_ind > 0.999, "head 1 attends to the token after the earlier occurrence (smallest probability)", worst_ind)
+    m:free()
+  end},
+  {"ablations break exactly their part (induction)", function() ablations("ind", {width = 48}, {keep = 1e-3, move = 0.3}, "induction") end},
+  {"ablations break exactly their part (induction in superposition)", function() ablations("ind-super", {width = 24}, {mean = 1 / 3}, "induction") end},
+  {"binding: every prompt answered, with and without superposition", function()
+    local truth, r = build("bind", {width = 48}, "binding")
+    t.eq(truth.orthogonal, true, "48 dimensions hold the 30 variables")
+    t.eq(r.n, 64, "16 pairs x 2 orders x 2 pronouns")
+    t.eq(r.accuracy, 1, "accuracy")
+    local sup, rs = build("bind-super", {width = 32, distractors = 8}, "binding")
+    t.eq(sup.orthogonal, false, "38 variables in 32 dimensions")
+    t.eq(rs.accuracy, 1, "accuracy in superposition")
+  end},
+  {"ablations break exactly their part (binding)", function() ablations("bind", {width = 48}, {keep = 1e-3, move = 0}, "binding") end},
+  {"ablations break exactly their part (binding in superposition)", function() ablations("bind-super", {width = 32, distractors = 8}, {mean = 1 / 3}, "binding") end},
   {"same options, same bytes; another seed, other directions", function()
     build("a", {width = 32, distractors = 8, noise = 0.01, seed = 5})
     build("b", {width = 32, distractors = 8, noise = 0.01, seed = 5})

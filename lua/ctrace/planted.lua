@@ -1,7 +1,8 @@
 -- ctrace.planted - models whose circuits are known: Llama-architecture checkpoints written with
 -- weights that implement a computation by construction, and the ground truth beside them.
 --
---   planted.two_hop(opts) -> truth   writes a model directory (config.json, model.safetensors,
+--   planted.two_hop(opts), planted.induction(opts), planted.binding(opts) -> truth
+--                                    each writes a model directory (config.json, model.safetensors,
 --                                    tokenizer.json, truth.json) and returns the truth table
 --   planted.evaluate(model, truth) -> {accuracy, wrong = {prompt, ...}, leads, margin}
 --   planted.texts(truth, n, seed) -> n training prompts of the task's form (random fillers)
@@ -9,6 +10,7 @@
 --   planted.roles(g, tc, truth, k) -> the planted variable each feature node of a graph stands for
 --   planted.recovery(g, p, truth, roles, k) -> how the pruned graph p of prompt k (of
 --                                    truth.prompts; g its full graph) recovers the planted path
+--   planted.attention_recovery(rm, p, truth, roles, k) -> the attention hop's edge and QK pair
 --
 -- The two-hop fact lookup (the "Dallas -> Texas -> Austin" shape), two layers:
 --   layer 0 MLP, at a city's position: one neuron per city writes its state's direction
@@ -502,7 +504,7 @@ function M.induction(opts)
     variables[#variables + 1] = {name = "attr:" .. WORDS[i], layer = 0, position = "word", neurons = {i - 1},
                                  reads = {"tok:" .. words[i]}, writes = "attr:" .. WORDS[i], distractor = true}
   end
-  local truth = {task = "induction", words = n, distractors = F, variables = variables, components = components,
+  local truth = {task = "induction", words = words, distractors = F, variables = variables, components = components,
                  prompts = prompts, previous_token_gap = gap}
   return finish(B, o, truth, "induction")
 end
@@ -608,7 +610,10 @@ function M.binding(opts)
     variables[#variables + 1] = {name = "attr:" .. BIND_FILLERS[i], layer = 0, position = "filler", neurons = {#people + i - 1},
                                  reads = {"tok: " .. BIND_FILLERS[i]}, writes = "attr:" .. BIND_FILLERS[i], distractor = true}
   end
-  local truth = {task = "binding", distractors = F, variables = variables, components = components, prompts = prompts}
+  local truth = {task = "binding", distractors = F, variables = variables, components = components, prompts = prompts,
+                 people = {}, fillers = {}}
+  for _, p in ipairs(people) do truth.people[p.token] = p.gender end
+  for i, w in ipairs(BIND_FILLERS) do truth.fillers[i] = " " .. w end
   return finish(B, o, truth, "binding")
 end
 
@@ -631,22 +636,54 @@ function M.evaluate(model, truth)
   return {accuracy = right / #truth.prompts, wrong = wrong, leads = leads, margin = margin, n = #truth.prompts}
 end
 
--- n prompts of the task's form: BOS, 0-3 filler words, a city, 0-3 filler words, " capital"
--- (drawn from seed; every filler word, not only the distractors).
+-- n training prompts of the task's form, drawn from seed:
+--   two_hop    BOS, 0-3 filler words, a city, 0-3 filler words, " capital" (every filler word);
+--   induction  3-8 words, each a new one or (one time in three, from the fourth on) an earlier
+--              one again;
+--   binding    0-2 filler words, a name, 1-2 filler words, a name, 0-2 filler words, a pronoun
+--              (names of any genders: a pronoun without its name too).
 function M.texts(truth, n, seed)
   local r = rng(seed or 1)
-  local cities = {}
-  for c in pairs(truth.cities) do cities[#cities + 1] = c end
-  table.sort(cities)
-  local function pick(list) return list[math.min(#list, math.floor(r.uniform() * #list) + 1)] end
   local out = {}
-  for i = 1, n do
-    local words = {}
-    for _ = 1, math.floor(r.uniform() * 4) do words[#words + 1] = " " .. pick(FILLERS) end
-    words[#words + 1] = pick(cities)
-    for _ = 1, math.floor(r.uniform() * 4) do words[#words + 1] = " " .. pick(FILLERS) end
-    words[#words + 1] = " capital"
-    out[i] = table.concat(words)
+  if truth.task == "two_hop" then
+    local cities = {}
+    for c in pairs(truth.cities) do cities[#cities + 1] = c end
+    table.sort(cities)
+    for i = 1, n do
+      local words = {}
+      for _ = 1, math.floor(r.uniform() * 4) do words[#words + 1] = " " .. r.pick(FILLERS) end
+      words[#words + 1] = r.pick(cities)
+      for _ = 1, math.floor(r.uniform() * 4) do words[#words + 1] = " " .. r.pick(FILLERS) end
+      words[#words + 1] = " capital"
+      out[i] = table.concat(words)
+    end
+  elseif truth.task == "induction" then
+    for i = 1, n do
+      local seq = {}
+      for j = 1, 3 + math.floor(r.uniform() * 6) do
+        seq[j] = (j >= 4 and r.uniform() < 1 / 3) and seq[math.floor(r.uniform() * (j - 1)) + 1] or r.pick(truth.words)
+      end
+      out[i] = table.concat(seq)
+    end
+  elseif truth.task == "binding" then
+    local names = {}
+    for nm in pairs(truth.people) do names[#names + 1] = nm end
+    table.sort(names)
+    local function fill(lo, hi, words)
+      for _ = 1, lo + math.floor(r.uniform() * (hi - lo + 1)) do words[#words + 1] = r.pick(truth.fillers) end
+    end
+    for i = 1, n do
+      local words = {}
+      fill(0, 2, words)
+      words[#words + 1] = r.pick(names)
+      fill(1, 2, words)
+      words[#words + 1] = r.pick(names)
+      fill(0, 2, words)
+      words[#words + 1] = r.uniform() < 0.5 and " she" or " he"
+      out[i] = table.concat(words)
+    end
+  else
+    error("BAD_ARG: planted.texts: unknown task '" .. tostring(truth.task) .. "'", 2)
   end
   return out
 end
@@ -748,10 +785,10 @@ function M.dictionary(tc, truth, opts)
 end
 
 -- The planted variable each feature node of graph g (of truth.prompts[k]) stands for: among the
--- variables the model computes at the node's position in this prompt (the state at the city,
--- the answer at the last position, a distractor's attribute at its word), the one whose direction
--- its decoder slice at the variable's layer points along most, when that cosine is at least
--- `threshold` (0.3). In context, a feature that mixes several variables in the dictionary
+-- variables the model computes at the node's position in this prompt (two-hop: the state at the
+-- city, the answer at the last position; binding: a name's gender; a distractor's attribute at
+-- its word), the one whose direction its decoder slice at the variable's layer points along
+-- most, when that cosine is at least `threshold` (0.3). In context, a feature that mixes several variables in the dictionary
 -- stands for the one the prompt holds. -> {[node_id] = {variable =, cos =}}
 function M.roles(g, tc, truth, k, threshold)
   threshold = threshold or 0.3
@@ -763,13 +800,17 @@ function M.roles(g, tc, truth, k, threshold)
     at[pos] = at[pos] or {}
     table.insert(at[pos], name)
   end
-  add(pr.city_position, "state:" .. pr.state)
-  add(last, "answer:" .. pr.state)
+  if truth.task == "two_hop" then
+    add(pr.city_position, "state:" .. pr.state)
+    add(last, "answer:" .. pr.state)
+  end
   local layer_of = {}
   for _, v in ipairs(truth.variables) do layer_of[v.name] = v.layer end
   for pos, id in ipairs(g:tokens()) do
-    local name = "attr:" .. (truth.vocab[id + 1] or ""):gsub("^ ", "")
+    local word = truth.vocab[id + 1] or ""
+    local name = "attr:" .. word:gsub("^ ", "")
     if layer_of[name] then add(pos - 1, name) end
+    if truth.task == "binding" and truth.people[word] then add(pos - 1, "gender:" .. truth.people[word]) end
   end
   local out = {}
   for _, n in ipairs(g:nodes("feature")) do
@@ -859,6 +900,45 @@ function M.recovery(g, p, truth, roles, k)
   end
   return {recall = n_found / 3, nodes_found = n_present / 4, precision = n_edges > 0 and n_planted / n_edges or 0,
           path_share = path_share, error_share = error_share, missing = missing, kept_edges = n_edges}
+end
+
+-- How the attention hop of prompt k is recovered (induction, binding): whether the pruned graph
+-- p holds the edge from the token the head copies (at the key position) to the answer's logit
+-- (ov_edge), and whether QK attribution (rm:qk: layer 1's head, the last position against the
+-- key position) puts a planted pair first: for induction the repeated token at the query with
+-- the same token just before the key (read through layer 0's previous-token head), for binding
+-- the pronoun with a feature standing for the name's gender at the key (roles from M.roles).
+-- -> {ov_edge, qk_top, qk_share (the planted pairs' part of the score among the top 20 pairs),
+--     prob (the head's attention probability at the key)}
+function M.attention_recovery(rm, p, truth, roles, k)
+  local pr = truth.prompts[k]
+  if not pr or not pr.key_position then
+    error("BAD_ARG: planted.attention_recovery: prompt " .. tostring(k) .. " has no attention hop (induction or binding)", 2)
+  end
+  local last = #p:tokens() - 1
+  local ov = false
+  for _, n in ipairs(p:nodes("logit")) do
+    if n.token == pr.answer_id then
+      for _, e in ipairs(p:edges_in(n)) do
+        ov = ov or (e.node.kind == "token" and e.node.pos == pr.key_position)
+      end
+    end
+  end
+  local function planted(t)
+    if t.query.kind ~= "token" or t.query.pos ~= last then return false end
+    if truth.task == "induction" then
+      return t.key.kind == "token" and t.key.pos == pr.key_position - 1 and t.key.token == t.query.token
+    end
+    local r = t.key.kind == "feature" and roles[t.key.node_id]
+    return t.key.pos == pr.key_position and r and r.variable == "gender:" .. pr.gender or false
+  end
+  local q = rm:qk(pr.text, {layer = 1, head = 0, query = last, key = pr.key_position, top = 20})
+  local share = 0
+  for _, t in ipairs(q.terms) do
+    if planted(t) then share = share + t.value end
+  end
+  return {ov_edge = ov, qk_top = q.terms[1] ~= nil and planted(q.terms[1]), qk_share = q.total ~= 0 and share / q.total or 0,
+          prob = q.prob}
 end
 
 return M

@@ -156,6 +156,39 @@ t.run {
       end
     end
   end},
+  {"attention hops: the copied token's edge to the answer, and the planted query-key pair first in QK attribution", function()
+    for _, spec in ipairs{{"induction", {width = 48, distractors = 4}}, {"binding", {width = 48}}} do
+      local task = spec[1]
+      local truth = build("att-" .. task, spec[2], task)
+      local m = ct.load_model(tmp .. "/att-" .. task)
+      ct.train_transcoders(m, planted.texts(truth, 2000, 1), {dir = tmp .. "/att-" .. task .. "/tc", d_transcoder = 20, k = 1,
+                                                              k_aux = 20, steps = 2000, batch = 64, lr = 3e-3, seed = 1, quiet = true})
+      local tc = ct.load_transcoders(tmp .. "/att-" .. task .. "/tc")
+      local rm = ct.replacement_model(m, tc)
+      local ov, top, share, moved, blind = 0, 0, 1, 0, 0
+      for k, p in ipairs(truth.prompts) do
+        local g = rm:attribute(p.text, {verbose = false})
+        local pg = g:prune{node_threshold = 0.8, edge_threshold = 0.98}
+        local roles = planted.roles(g, tc, truth, k)
+        local r = planted.attention_recovery(rm, pg, truth, roles, k)
+        ov, top, share = ov + (r.ov_edge and 1 or 0), top + (r.qk_top and 1 or 0), math.min(share, r.qk_share)
+        -- teeth: the key moved one position on finds neither; no roles, no gender pair
+        local shifted = {prompts = {}, task = truth.task}
+        for j, q in ipairs(truth.prompts) do shifted.prompts[j] = q end
+        shifted.prompts[k] = setmetatable({key_position = p.key_position == 1 and 2 or p.key_position - 1}, {__index = p})
+        local s = planted.attention_recovery(rm, pg, shifted, roles, k)
+        if s.ov_edge or s.qk_top then moved = moved + 1 end
+        if task == "binding" and planted.attention_recovery(rm, pg, truth, {}, k).qk_top then blind = blind + 1 end
+      end
+      local n = #truth.prompts
+      t.eq(ov, n, task .. ": every pruned graph holds the edge from the copied token to the answer's logit")
+      t.eq(top, n, task .. ": QK attribution puts the planted pair first on every prompt")
+      t.ok(share > 0.8, task .. ": the planted pairs carry over 80% of the score on every prompt", share)
+      t.eq(moved, 0, task .. ": scored at the wrong key position, neither is found")
+      if task == "binding" then t.eq(blind, 0, "binding: without features standing for gender, no planted pair is found") end
+      m:free()
+    end
+  end},
   {"the generator reports a model that fails its task: width 24 is too narrow", function()
     local _, r = build("narrow", {width = 24, distractors = 4})
     t.ok(r.accuracy < 1, "accuracy below 1 is reported, not hidden", r.accuracy)

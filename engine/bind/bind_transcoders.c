@@ -368,10 +368,11 @@ static int l_train_transcoders(lua_State *L) {
     o.checkpoint_dir = lua_tostring(L, -1);
     lua_getfield(L, 3, "model_name");
     o.model_name = lua_tostring(L, -1);   // the strings stay referenced by the options table
+    int d_tc = (int)ct_lua_opt_number(L, 3, "d_transcoder", 1024);
     o.train = (ct_train_opts){
-        .d_tc = (int)ct_lua_opt_number(L, 3, "d_transcoder", 1024),
+        .d_tc = d_tc,
         .k = (int)ct_lua_opt_number(L, 3, "k", 16),
-        .k_aux = (int)ct_lua_opt_number(L, 3, "k_aux", 32),
+        .k_aux = (int)ct_lua_opt_number(L, 3, "k_aux", d_tc < 32 && d_tc > 0 ? d_tc : 32),   // a small set: all its features
         .aux_coef = (float)ct_lua_opt_number(L, 3, "aux_coef", 1.0 / 32),
         .batch = (int)ct_lua_opt_number(L, 3, "batch", 1024),
         .steps = (long)ct_lua_opt_number(L, 3, "steps", 2000),

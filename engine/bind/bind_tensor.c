@@ -343,14 +343,22 @@ static int l_tensor_from(lua_State *L) {
 }
 
 // ctrace.save_safetensors(path, {name = tensor, ...} [, {key = "value", ...}]): writes the
-// tensors as F32 in name order (the same table gives the same bytes), with optional string
-// metadata, through a temporary file and a rename.
+// tensors as F32 in name order, and the metadata in key order (the same tables give the same
+// bytes), through a temporary file and a rename.
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+// The n keys of the table at idx (strings, checked by the caller), sorted, into out.
+static void sorted_keys(lua_State *L, int idx, const char **out, int n) {
+    int i = 0;
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) out[i++] = lua_tostring(L, -2);
+    qsort(out, (size_t)n, sizeof *out, cmp_str);
+}
 
 static int l_save_safetensors(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    // validate everything before allocating: a raised error then leaks nothing
     int n = 0, n_meta = 0;
     for (int k = 2; k <= 3; k++) {
         if (lua_isnoneornil(L, k)) continue;
@@ -360,33 +368,38 @@ static int l_save_safetensors(lua_State *L) {
                 return ct_lua_fail(L, CT_STATUS_BAD_ARG, "save_safetensors: %s entries must be name = %s; found %s = %s%s",
                                    k == 2 ? "tensor" : "metadata", k == 2 ? "Tensor" : "string", luaL_typename(L, -2),
                                    luaL_typename(L, -1), box && !*box ? " (freed)" : "");
+            size_t len;
+            const char *name = lua_tolstring(L, -2, &len);
+            if (len == 0 || strlen(name) != len || (k == 2 && strcmp(name, "__metadata__") == 0))
+                return ct_lua_fail(L, CT_STATUS_BAD_ARG, "save_safetensors: %s name '%s' is empty, holds a NUL byte or is "
+                                   "__metadata__; expected a plain name", k == 2 ? "a tensor" : "a metadata", name);
+            if (k == 2 && ((ct_tensor *)*box)->ndim < 1)
+                return ct_lua_fail(L, CT_STATUS_BAD_SHAPE, "save_safetensors: tensor '%s' has no dimensions; expected 1 or more", name);
             if (k == 2) n++;
             else n_meta++;
         }
     }
-    // names (then metadata pairs) are borrowed from the argument tables, which outlive the call
-    const char **names = calloc((size_t)n + 2 * (size_t)n_meta + 1, sizeof *names);
+    // names, then metadata keys, borrowed from the argument tables (which outlive the call)
+    const char **names = calloc((size_t)n + (size_t)n_meta + 1, sizeof *names);
+    const char **meta = calloc(2 * (size_t)n_meta + 1, sizeof *meta);
     ct_st_entry *e = calloc((size_t)n + 1, sizeof *e);
     ct_tensor **held = calloc((size_t)n + 1, sizeof *held);
     ct_err err = {0};
-    ct_status rc = names && e && held ? CT_OK : ct_fail(&err, CT_STATUS_NO_MEMORY, "save_safetensors: out of memory");
-    int i = 0, m = 0;
-    for (lua_pushnil(L); !rc && lua_next(L, 2); lua_pop(L, 1)) names[i++] = lua_tostring(L, -2);
-    if (!rc) qsort(names, (size_t)n, sizeof *names, cmp_str);
-    if (!rc && n_meta)
-        for (lua_pushnil(L); lua_next(L, 3); lua_pop(L, 1)) {
-            names[n + 2 * m] = lua_tostring(L, -2);
-            names[n + 2 * m + 1] = lua_tostring(L, -1);
-            m++;
-        }
-    for (i = 0; !rc && i < n; i++) {
+    ct_status rc = names && meta && e && held ? CT_OK : ct_fail(&err, CT_STATUS_NO_MEMORY, "save_safetensors: out of memory");
+    if (!rc) {
+        sorted_keys(L, 2, names, n);
+        if (n_meta) sorted_keys(L, 3, names + n, n_meta);
+    }
+    for (int i = 0; !rc && i < n_meta; i++) {
+        meta[2 * i] = names[n + i];
+        lua_getfield(L, 3, names[n + i]);   // plain names (checked above): getfield finds them
+        meta[2 * i + 1] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    for (int i = 0; !rc && i < n; i++) {
         lua_getfield(L, 2, names[i]);
         ct_tensor *t = *(ct_tensor **)lua_touserdata(L, -1);   // checked above
         lua_pop(L, 1);
-        if (t->ndim < 1) {
-            rc = ct_fail(&err, CT_STATUS_BAD_SHAPE, "save_safetensors: tensor '%s' has no dimensions; expected 1 or more", names[i]);
-            break;
-        }
         held[i] = ct_tensor_contiguous(t);
         if (!held[i]) {
             rc = ct_fail(&err, CT_STATUS_NO_MEMORY, "save_safetensors: out of memory");
@@ -398,10 +411,11 @@ static int l_save_safetensors(lua_State *L) {
         for (int d = 0; d < t->ndim; d++) e[i].shape[d] = t->shape[d];
         e[i].data = ct_tensor_data(held[i]);
     }
-    if (!rc) rc = ct_safetensors_write(ct_lua_ctx(L), path, e, n, names + n, n_meta, &err);
-    for (i = 0; held && i < n; i++) ct_tensor_free(held[i]);
+    if (!rc) rc = ct_safetensors_write(ct_lua_ctx(L), path, e, n, meta, n_meta, &err);
+    for (int i = 0; held && i < n; i++) ct_tensor_free(held[i]);
     free(held);
     free(e);
+    free(meta);
     free(names);
     if (rc) return ct_lua_raise(L, &err);
     return 0;

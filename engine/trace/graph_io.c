@@ -1216,21 +1216,27 @@ ct_status ct_graph_set_qk_json(ct_graph *g, const char *text, size_t len, ct_err
 ct_status ct_graph_set_qparams(ct_graph *g, const char *text, size_t len, ct_err *err) {
     cJSON *j = cJSON_ParseWithLength(text, len);
     ct_status rc = cJSON_IsObject(j) ? CT_OK : ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: expected a JSON object");
-    const cJSON *sn = rc ? NULL : cJSON_GetObjectItemCaseSensitive(j, "supernodes"), *e;
+    const cJSON *sn = NULL, *e, *top = rc ? NULL : j;
+    cJSON_ArrayForEach(e, top) {
+        if (!e->string || strcmp(e->string, "supernodes") != 0) continue;
+        if (sn) rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: \"supernodes\" appears twice; expected once");
+        sn = e;
+    }
     if (!rc && sn && !cJSON_IsArray(sn))
         rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: supernodes must be an array of [name, node_id, ...]");
     int k = 0;
     const cJSON *list = rc ? NULL : sn;
-    cJSON_ArrayForEach(e, list) {
+    cJSON_ArrayForEach(e, list) {   // supernode k + 1: a name, then kept nodes, each once
         const cJSON *m;
         int i = 0;
+        k++;
         if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) < 2) {
             rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: supernode %d is not [name, node_id, ...]", k);
             break;
         }
         cJSON_ArrayForEach(m, e) {
             if (!cJSON_IsString(m)) {
-                rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: supernode %d entry %d is not a string", k, i);
+                rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: supernode %d entry %d is not a string", k, i + 1);
                 break;
             }
             int64_t n = i > 0 ? ct_graph_find_node_id(g, m->valuestring) : 0;
@@ -1239,10 +1245,16 @@ ct_status ct_graph_set_qparams(ct_graph *g, const char *text, size_t len, ct_err
                              k, m->valuestring, n < 0 ? "does not have" : "pruned");
                 break;
             }
+            for (const cJSON *o = e->child->next; i > 0 && o != m; o = o->next)
+                if (strcmp(o->valuestring, m->valuestring) == 0) {
+                    rc = ct_fail(err, CT_STATUS_BAD_FORMAT, "graph qParams: supernode %d names node '%.64s' twice", k,
+                                 m->valuestring);
+                    break;
+                }
+            if (rc) break;
             i++;
         }
         if (rc) break;
-        k++;
     }
     char *c = rc ? NULL : cJSON_PrintUnformatted(j);
     cJSON_Delete(j);

@@ -14,7 +14,7 @@
 --       {labelled, missing, errors, requests, features}
 --   g:edge_heads(source, target[, rm]) -> rm:edge_heads(g, source, target), rm defaulting to the
 --       replacement model that attributed g (or the graph g was pruned from) in this session
---   g:supernodes{threshold = 0.6, min_size = 2, transcoders, model, weights} -> the pruned graph's
+--   g:supernodes{threshold = 0.5, min_size = 2, transcoders, model, weights} -> the pruned graph's
 --       features grouped by role (ctrace.supernodes): {{name, members, similarity}, ...}; the
 --       transcoders and model default to those of the replacement model that attributed g in this
 --       session (without them the grouping uses edge profiles only)
@@ -140,6 +140,7 @@ function M.edge_heads(g, source, target, rm)
 end
 
 function M.supernodes(g, opts)
+  if opts ~= nil and type(opts) ~= "table" then error("BAD_ARG: supernodes expects an options table; found " .. type(opts), 2) end
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
   local rm = made_by[g]
@@ -152,6 +153,9 @@ function M.set_supernodes(g, groups)
   if type(groups) ~= "table" then error("BAD_ARG: set_supernodes expects a list of {name =, members =}", 2) end
   local qp = g:qparams()
   qp = qp and core.json_decode(qp) or {pinnedIds = {}, linkType = "both", clickedId = "", sg_pos = ""}
+  local n = 0
+  for _ in pairs(groups) do n = n + 1 end
+  if n ~= #groups then error("BAD_ARG: set_supernodes expects a list (1.." .. #groups .. "), found " .. n .. " entries", 2) end
   local list = {}
   for i, grp in ipairs(groups) do
     if type(grp) ~= "table" or type(grp.name) ~= "string" or type(grp.members) ~= "table" or #grp.members == 0 then

@@ -420,7 +420,6 @@ local function previous_token_head(B, a0)
     add_row(B, q, i, "const", amp * math.cos(th) / a0)
     add_row(B, q, i + B.hd / 2, "const", -amp * math.sin(th) / a0)
   end
-  return gap * amp * amp / math.sqrt(B.hd)
 end
 
 -- An induction (copy) circuit: after "... A B ... A" the model says B.
@@ -429,14 +428,18 @@ end
 --   layer 1 attention (the induction head): the query reads the current token ("tok:A"), keys
 --     read "prev:A" (the position after an earlier A) on RoPE's slowest pairs, BOS is the sink;
 --     it copies the attended token's identity into "out:B", which the unembedding reads as B.
--- Options: width (48), words (8, up to 16), distractors (0: words with a layer 0 MLP neuron
+-- Options: width (48), words (8, up to 15), distractors (0: words with a layer 0 MLP neuron
 -- writing an attribute), noise, seed, ablate (components: head0, head1, prev:<word> (head 0's
 -- copy of one word), copy:<word> (head 1's), mlp0:<word>). Prompts: BOS, 3..6 different words,
 -- then one of them again (not the last); the answer is the word that followed it.
 function M.induction(opts)
-  local o = check_opts("induction", opts, {width = {48, 8, 4096}, words = {8, 3, #WORDS}, distractors = {0, 0, #WORDS},
+  -- (at most 15 words: content slot 16 is the sink's)
+  local o = check_opts("induction", opts, {width = {48, 8, 4096}, words = {8, 3, 15}, distractors = {0, 0, 15},
                                            seed = {1, 1, 2147483646}})
-  local n, F = o.words, math.min(o.distractors, o.words)
+  local n, F = o.words, o.distractors
+  if F > n then
+    error(string.format("BAD_ARG: planted.induction: distractors (%d) must be at most words (%d): they are words", F, n), 2)
+  end
   local vocab, words = {"<s>"}, {}
   for i = 1, n do
     words[i] = " " .. WORDS[i]
@@ -454,9 +457,8 @@ function M.induction(opts)
   for i = 1, F do
     if not ablated["mlp0:" .. WORDS[i]] then neuron(B, 0, i, "tok:" .. words[i], "attr:" .. WORDS[i], a0, 2) end
   end
-  local gap = 0
   if not ablated["head0"] then
-    gap = previous_token_head(B, a0)
+    previous_token_head(B, a0)
     for i = 1, n do
       if not ablated["prev:" .. WORDS[i]] then
         add_row(B, wt(B, 0, "self_attn.v_proj"), i, "tok:" .. words[i], 1 / a0)
@@ -505,7 +507,7 @@ function M.induction(opts)
                                  reads = {"tok:" .. words[i]}, writes = "attr:" .. WORDS[i], distractor = true}
   end
   local truth = {task = "induction", words = words, distractors = F, variables = variables, components = components,
-                 prompts = prompts, previous_token_gap = gap}
+                 prompts = prompts}
   return finish(B, o, truth, "induction")
 end
 
@@ -643,6 +645,9 @@ end
 --   binding    0-2 filler words, a name, 1-2 filler words, a name, 0-2 filler words, a pronoun
 --              (names of any genders: a pronoun without its name too).
 function M.texts(truth, n, seed)
+  if type(n) ~= "number" or n < 0 or n % 1 ~= 0 then
+    error("BAD_ARG: planted.texts: n must be a count (an integer >= 0); found " .. tostring(n), 2)
+  end
   local r = rng(seed or 1)
   local out = {}
   if truth.task == "two_hop" then
@@ -720,6 +725,11 @@ end
 -- -> {[variable] = {decoder = {layer, index, cos}, encoder = {...}, activation = {layer, index, r}, n_above}}
 function M.dictionary(tc, truth, opts)
   opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "threshold" and k ~= "model" then
+      error("BAD_ARG: planted.dictionary: unknown option '" .. tostring(k) .. "' (expected threshold, model)", 2)
+    end
+  end
   local threshold, model = opts.threshold or 0.5, opts.model
   local feats = {}   -- (layer, index) -> activations over every position of every prompt
   local neuron = {}  -- layer -> the MLP's post-activation rows (each a list) over the same positions

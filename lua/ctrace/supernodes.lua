@@ -10,15 +10,16 @@
 --            are given;
 --   outputs  the cosine of their outgoing edge weights (over the graph's nodes);
 --   inputs   the cosine of their incoming edge weights.
--- The similarity is the weighted mean (weights {decoder = 0.5, outputs = 0.25, inputs = 0.25};
--- without transcoders {outputs = 0.5, inputs = 0.5}). Groups come from average-linkage
+-- The similarity is the weighted mean (weights {decoder = 1, outputs = 1, inputs = 1}; without
+-- transcoders {outputs = 1, inputs = 1}). Groups come from average-linkage
 -- agglomerative clustering: the two groups of largest mean pairwise similarity merge while it is
 -- at least `threshold` (0.5); ties merge the pair with the lowest node indices first, so the
 -- groups are the same for the same graph. Groups of fewer than `min_size` (2) features are not
 -- returned. A group's name: the label most of its members share (node labels, as g:label or
 -- dashboards set them), else its most influential member's label, else, with a model and
 -- transcoders, the token its members' decoders promote most (summed direct logit effects),
--- else "L<layers> <first feature id>".
+-- else "L<layers> <first feature id>". The clustering is cubic in the number of features: 0.14 s
+-- for the 238 of a pruned stories260K graph, 33 s for the 1,920 of the full one.
 local M = {}
 
 local function cosine_dense(a, b)
@@ -56,20 +57,24 @@ local allowed = {threshold = true, min_size = true, transcoders = true, model = 
 
 function M.find(g, opts)
   opts = opts or {}
+  if type(opts) ~= "table" then error("BAD_ARG: supernodes expects an options table; found " .. type(opts), 3) end
   for k in pairs(opts) do
     if not allowed[k] then
       error("BAD_ARG: supernodes: unknown option '" .. tostring(k) .. "' (expected threshold, min_size, transcoders, model, weights)", 3)
     end
   end
   local threshold, min_size, tc = opts.threshold or 0.5, opts.min_size or 2, opts.transcoders
-  if type(threshold) ~= "number" or threshold ~= threshold then error("BAD_ARG: supernodes: threshold must be a number", 3) end
+  if type(threshold) ~= "number" or threshold ~= threshold then
+    error("BAD_ARG: supernodes: threshold must be a number; found " .. tostring(threshold), 3)
+  end
   if type(min_size) ~= "number" or min_size < 1 or min_size % 1 ~= 0 then
     error("BAD_ARG: supernodes: min_size must be an integer >= 1; found " .. tostring(min_size), 3)
   end
   local w = opts.weights or (tc and {decoder = 1, outputs = 1, inputs = 1} or {outputs = 1, inputs = 1})
   for k, v in pairs(w) do
-    if (k ~= "decoder" and k ~= "outputs" and k ~= "inputs") or type(v) ~= "number" or v < 0 then
-      error("BAD_ARG: supernodes: weights are {decoder =, outputs =, inputs =} numbers >= 0; found " .. tostring(k), 3)
+    if (k ~= "decoder" and k ~= "outputs" and k ~= "inputs") or type(v) ~= "number" or not (v >= 0 and v < math.huge) then
+      error("BAD_ARG: supernodes: weights are {decoder =, outputs =, inputs =} finite numbers >= 0; found " .. tostring(k)
+            .. " = " .. tostring(v), 3)
     end
   end
   if (w.decoder or 0) > 0 and not tc then error("BAD_ARG: supernodes: a decoder weight needs the transcoders", 3) end
@@ -208,18 +213,22 @@ end
 -- Adjusted Rand index (Hubert and Arabie, 1985) of two labelings of the same items: 1 for the
 -- same partition, about 0 for chance; two partitions into singletons only count as equal (1).
 function M.ari(a, b)
-  assert(#a == #b, "ari: labelings of different lengths")
+  if #a ~= #b then error(string.format("BAD_ARG: ari: labelings of %d and %d items; expected the same items", #a, #b), 2) end
   local n = #a
   local function c2(x) return x * (x - 1) / 2 end
-  local cell, ra, rb = {}, {}, {}
+  local cell, ra, rb = {}, {}, {}   -- keyed by the labels themselves: 1 and "1" stay apart
   for i = 1, n do
-    local key = tostring(a[i]) .. "\0" .. tostring(b[i])
-    cell[key] = (cell[key] or 0) + 1
-    ra[a[i]] = (ra[a[i]] or 0) + 1
-    rb[b[i]] = (rb[b[i]] or 0) + 1
+    local x, y = a[i], b[i]
+    if x == nil or y == nil or x ~= x or y ~= y then error("BAD_ARG: ari: label " .. i .. " is nil or NaN", 2) end
+    cell[x] = cell[x] or {}
+    cell[x][y] = (cell[x][y] or 0) + 1
+    ra[x] = (ra[x] or 0) + 1
+    rb[y] = (rb[y] or 0) + 1
   end
   local sij, sa, sb = 0, 0, 0
-  for _, x in pairs(cell) do sij = sij + c2(x) end
+  for _, row in pairs(cell) do
+    for _, x in pairs(row) do sij = sij + c2(x) end
+  end
   for _, x in pairs(ra) do sa = sa + c2(x) end
   for _, x in pairs(rb) do sb = sb + c2(x) end
   local expected = n > 1 and sa * sb / c2(n) or 0

@@ -45,6 +45,9 @@ t.run {
     t.eq(sn.ari({"a", "a", "b", "c"}, {7, 7, 3, 9}), 1, "the same partition under other names")
     t.eq(sn.ari({1, 2, 3}, {4, 5, 6}), 1, "two partitions into singletons are the same")
     t.eq(sn.ari({1, 2, 3}, {1, 1, 1}), 0, "singletons against one group: 0")
+    t.close(sn.ari({1, "1"}, {5, 5}), 0, 1e-12, "1 and \"1\" are different labels")
+    t.raises(function() sn.ari({1, 0 / 0}, {1, 2}) end, "label 2 is nil or NaN", "a NaN label")
+    t.raises(function() sn.ari({1, 2}, {1}) end, "labelings of 2 and 1 items", "lengths differ")
   end},
   {"a hand-built graph groups as its edges say", function()
     local g = hand_graph()
@@ -57,11 +60,19 @@ t.run {
     local loose = g:supernodes{threshold = 0.5}
     t.eq(ids(loose[1]), "4_174_2 4_356_2 4_500_2", "at 0.5 the feature sharing only the output joins (mean 0.5)")
     t.eq(#loose, 1, "opposite inputs never join (similarity -0.5)")
-    t.eq(ct.json_encode(g:supernodes{threshold = 0.5}[1].name), ct.json_encode(loose[1].name), "the same groups every time")
+    local function all(groups)
+      local out = {}
+      for i, grp in ipairs(groups) do out[i] = grp.name .. ": " .. ids(grp) .. string.format(" %.9g", grp.similarity) end
+      return table.concat(out, "; ")
+    end
+    t.eq(all(g:supernodes{threshold = 0.5, min_size = 1}), all(hand_graph():supernodes{threshold = 0.5, min_size = 1}),
+         "the same groups, names and similarities every time")
   end},
   {"names: the label most members share, else the most influential member's", function()
     local g = hand_graph({["4_174_2"] = "say upon", ["4_356_2"] = "say upon", ["4_500_2"] = "other"})
     t.eq(g:supernodes{threshold = 0.5}[1].name, "say upon", "the shared label")
+    local one = hand_graph({["4_500_2"] = "other", ["4_356_2"] = "the more influential"})
+    t.eq(one:supernodes{threshold = 0.5}[1].name, "the more influential", "no label shared: the most influential member's")
     local h = hand_graph()
     t.ok(h:supernodes{threshold = 0.75}[1].name:match("^L4 4_%d+_2$") ~= nil, "no labels: layer and first member",
          h:supernodes{threshold = 0.75}[1].name)
@@ -91,8 +102,15 @@ t.run {
     t.raises(function() g:set_supernodes({{name = "x", members = {"4_999_2"}}}) end, "names node '4_999_2', which this graph does not have", "unknown node")
     t.raises(function() g:set_supernodes({{name = "x", members = {}}}) end, "needs a name (string) and members", "no members")
     t.raises(function() g:set_qparams("[1]") end, "expected a JSON object", "not an object")
+    t.raises(function() g:set_qparams('{"supernodes": [], "supernodes": [["x", "nope"]]}') end, '"supernodes" appears twice', "a second list")
+    t.raises(function() g:set_supernodes({{name = "x", members = {"4_174_2", "4_356_2", "4_174_2"}}}) end,
+             "supernode 1 names node '4_174_2' twice", "a member twice")
+    t.raises(function() g:set_supernodes({{name = "x", members = {"4_174_2"}}, nil, {name = "y", members = {"4_356_2"}}}) end,
+             "expects a list", "a hole in the list")
+    t.raises(function() g:supernodes(5) end, "expects an options table", "options not a table")
+    t.raises(function() g:supernodes{weights = {outputs = 0 / 0}} end, "finite numbers >= 0", "a NaN weight")
     t.raises(function() g:set_qparams('{"supernodes": [["only a name"]]}') end, "is not [name, node_id, ...]", "no member")
-    t.raises(function() g:set_qparams('{"supernodes": [["x", 3]]}') end, "entry 1 is not a string", "a number")
+    t.raises(function() g:set_qparams('{"supernodes": [["x", 3]]}') end, "supernode 1 entry 2 is not a string", "a number")
     t.raises(function() g:supernodes{treshold = 1} end, "unknown option 'treshold'", "unknown option")
     t.raises(function() g:supernodes{weights = {decoder = 1}} end, "a decoder weight needs the transcoders", "decoder without transcoders")
     t.raises(function() g:supernodes{min_size = 0} end, "min_size must be an integer >= 1", "min_size 0")

@@ -166,8 +166,7 @@ function M.set_supernodes(g, groups)
     list[i] = entry
   end
   qp.supernodes = list
-  -- an empty list must stay a JSON array
-  g:set_qparams(#list == 0 and core.json_encode(qp):gsub('"supernodes":{}', '"supernodes":[]') or core.json_encode(qp))
+  g:set_qparams(core.json_encode(qp))   -- (an empty table encodes as [])
 end
 
 function M.label(g, source)

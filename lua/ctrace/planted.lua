@@ -174,6 +174,29 @@ local function slot(c)
   return c <= 8 and 24 + c or 56 + (c - 8)
 end
 
+-- A planted variable an MLP layer computes: members are {neuron (from 1), token} pairs, each
+-- neuron reading its token's identity and writing the variable's direction.
+local function mlp_variable(name, layer, position, members)
+  local v = {name = name, layer = layer, position = position, neurons = {}, reads = {}, writes = name}
+  for _, m in ipairs(members) do
+    table.insert(v.neurons, m[1] - 1)
+    table.insert(v.reads, "tok:" .. m[2])
+  end
+  return v
+end
+
+-- Distractor facts: a layer-0 neuron per word (neurons first + 1, ...) writing "attr:<word>",
+-- which nothing reads. Each is a component no prompt needs and a planted variable (distractor).
+local function add_distractors(B, words, first, position, components, variables)
+  for i, w in ipairs(words) do
+    if not B.ablated["mlp0:" .. w] then neuron(B, 0, first + i, "tok: " .. w, "attr:" .. w, math.sqrt(B.D / 2), 2) end
+    components["mlp0:" .. w] = "none"
+    local v = mlp_variable("attr:" .. w, 0, position, {{first + i, " " .. w}})
+    v.distractor = true
+    variables[#variables + 1] = v
+  end
+end
+
 -- Adds N(0, noise^2) to every entry of the projection matrices, tensors in name order (the same
 -- draws every run).
 local function add_noise(B, noise)
@@ -308,13 +331,10 @@ function M.two_hop(opts)
   -- embeddings: a token's identity, "const", and "is_city" for cities
   for i = 1, #vocab - S do embed(B, vocab[i], (i >= 2 and i <= #cities + 1) and {"is_city"} or nil) end
 
-  -- layer 0 MLP: a neuron per city writes its state; one per distractor word its attribute.
+  -- layer 0 MLP: a neuron per city writes its state (distractors below).
   -- (A normalized residual holds its k unit variables at about sqrt(D / k) each.)
   for ci, c in ipairs(cities) do
     if not ablated["mlp0:" .. c.token:sub(2)] then neuron(B, 0, ci, "tok:" .. c.token, "state:" .. states[c.state].name, math.sqrt(D / 3), 2) end
-  end
-  for f = 1, F do
-    if not ablated["mlp0:" .. FILLERS[f]] then neuron(B, 0, #cities + f, "tok: " .. FILLERS[f], "attr:" .. FILLERS[f], math.sqrt(D / 2), 2) end
   end
 
   -- layer 1 attention: q/k on the slowest RoPE pair (head dims hd/2 and hd, from 1), which
@@ -345,7 +365,6 @@ function M.two_hop(opts)
   -- components a test may ablate, and the prompts each one is needed for
   local components = {head1 = "all"}
   for _, c in ipairs(cities) do components["mlp0:" .. c.token:sub(2)] = {city = c.token} end
-  for f = 1, F do components["mlp0:" .. FILLERS[f]] = "none" end
   for s = 1, S do components["mlp1:" .. states[s].name] = {state = states[s].name} end
 
   -- the task: every city in every template
@@ -370,22 +389,15 @@ function M.two_hop(opts)
   -- position) -> the capital's logit.
   local variables = {}
   for s = 1, S do
-    local n = states[s].name
-    local v = {name = "state:" .. n, layer = 0, position = "city", neurons = {}, reads = {}, writes = "state:" .. n}
+    local n, members = states[s].name, {}
     for ci, c in ipairs(cities) do
-      if c.state == s then
-        table.insert(v.neurons, ci - 1)
-        table.insert(v.reads, "tok:" .. c.token)
-      end
+      if c.state == s then members[#members + 1] = {ci, c.token} end
     end
-    variables[#variables + 1] = v
+    variables[#variables + 1] = mlp_variable("state:" .. n, 0, "city", members)
     variables[#variables + 1] = {name = "answer:" .. n, layer = 1, position = "last", neurons = {s - 1},
                                  reads = {"moved:" .. n}, writes = "answer:" .. n}
   end
-  for f = 1, F do
-    variables[#variables + 1] = {name = "attr:" .. FILLERS[f], layer = 0, position = "filler", neurons = {#cities + f - 1},
-                                 reads = {"tok: " .. FILLERS[f]}, writes = "attr:" .. FILLERS[f], distractor = true}
-  end
+  add_distractors(B, {unpack(FILLERS, 1, F)}, #cities, "filler", components, variables)
 
   local truth = {task = "two_hop", states = S, cities_per_state = C, distractors = F, variables = variables,
                  components = components, prompts = prompts, capitals = {}, cities = {}}
@@ -454,9 +466,6 @@ function M.induction(opts)
   local D, ablated = B.D, B.ablated
   for _, w in ipairs(vocab) do embed(B, w) end
   local a0, a1 = math.sqrt(D / 2), math.sqrt(D / 6)   -- layer 0: token, const; layer 1: and prev (2 units)
-  for i = 1, F do
-    if not ablated["mlp0:" .. WORDS[i]] then neuron(B, 0, i, "tok:" .. words[i], "attr:" .. WORDS[i], a0, 2) end
-  end
   if not ablated["head0"] then
     previous_token_head(B, a0)
     for i = 1, n do
@@ -488,7 +497,6 @@ function M.induction(opts)
     components["prev:" .. WORDS[i]] = {repeated = words[i]}
     components["copy:" .. WORDS[i]] = {answer = words[i]}
   end
-  for i = 1, F do components["mlp0:" .. WORDS[i]] = "none" end
 
   -- 48 prompts from their own generator: 3..6 different words, then one of them again
   local r, prompts = rng(o.seed * 7 + 3), {}
@@ -502,10 +510,7 @@ function M.induction(opts)
                              key_position = j + 1, answer = seq[j + 1], answer_id = B.id[seq[j + 1]]}
   end
   local variables = {}
-  for i = 1, F do
-    variables[#variables + 1] = {name = "attr:" .. WORDS[i], layer = 0, position = "word", neurons = {i - 1},
-                                 reads = {"tok:" .. words[i]}, writes = "attr:" .. WORDS[i], distractor = true}
-  end
+  add_distractors(B, {unpack(WORDS, 1, F)}, 0, "word", components, variables)
   local truth = {task = "induction", words = words, distractors = F, variables = variables, components = components,
                  prompts = prompts}
   return finish(B, o, truth, "induction")
@@ -546,11 +551,6 @@ function M.binding(opts)
   for i, p in ipairs(people) do
     if not ablated["mlp0:" .. p.token:sub(2)] then neuron(B, 0, i, "tok:" .. p.token, "gender:" .. p.gender, a0, 2) end
   end
-  for i = 1, F do
-    if not ablated["mlp0:" .. BIND_FILLERS[i]] then
-      neuron(B, 0, #people + i, "tok: " .. BIND_FILLERS[i], "attr:" .. BIND_FILLERS[i], a0, 2)
-    end
-  end
   if not ablated["head1"] then
     local q, k = wt(B, 1, "self_attn.q_proj"), wt(B, 1, "self_attn.k_proj")
     local ap = math.sqrt(D / 2)   -- the pronoun's position at layer 1: token, const
@@ -576,7 +576,6 @@ function M.binding(opts)
     components["mlp0:" .. p.token:sub(2)] = {answer = p.token}
     components["copy:" .. p.token:sub(2)] = {answer = p.token}
   end
-  for i = 1, F do components["mlp0:" .. BIND_FILLERS[i]] = "none" end
 
   local prompts = {}
   for fi = 1, #FEMALE do
@@ -599,19 +598,13 @@ function M.binding(opts)
   end
   local variables = {}
   for _, g in ipairs{"female", "male"} do
-    local v = {name = "gender:" .. g, layer = 0, position = "name", neurons = {}, reads = {}, writes = "gender:" .. g}
+    local members = {}
     for i, p in ipairs(people) do
-      if p.gender == g then
-        table.insert(v.neurons, i - 1)
-        table.insert(v.reads, "tok:" .. p.token)
-      end
+      if p.gender == g then members[#members + 1] = {i, p.token} end
     end
-    variables[#variables + 1] = v
+    variables[#variables + 1] = mlp_variable("gender:" .. g, 0, "name", members)
   end
-  for i = 1, F do
-    variables[#variables + 1] = {name = "attr:" .. BIND_FILLERS[i], layer = 0, position = "filler", neurons = {#people + i - 1},
-                                 reads = {"tok: " .. BIND_FILLERS[i]}, writes = "attr:" .. BIND_FILLERS[i], distractor = true}
-  end
+  add_distractors(B, {unpack(BIND_FILLERS, 1, F)}, #people, "filler", components, variables)
   local truth = {task = "binding", distractors = F, variables = variables, components = components, prompts = prompts,
                  people = {}, fillers = {}}
   for _, p in ipairs(people) do truth.people[p.token] = p.gender end
@@ -693,27 +686,7 @@ function M.texts(truth, n, seed)
   return out
 end
 
-local function cosine(a, b)
-  local ab, aa, bb = 0, 0, 0
-  for j = 1, #a do
-    ab, aa, bb = ab + a[j] * b[j], aa + a[j] * a[j], bb + b[j] * b[j]
-  end
-  if aa == 0 or bb == 0 then return 0 end
-  return ab / math.sqrt(aa * bb)
-end
-
--- Pearson correlation of two lists (0 when either is constant).
-local function pearson(x, y)
-  local n, mx, my = #x, 0, 0
-  for i = 1, n do mx, my = mx + x[i], my + y[i] end
-  mx, my = mx / n, my / n
-  local sxy, sxx, syy = 0, 0, 0
-  for i = 1, n do
-    sxy, sxx, syy = sxy + (x[i] - mx) * (y[i] - my), sxx + (x[i] - mx) ^ 2, syy + (y[i] - my) ^ 2
-  end
-  if sxx == 0 or syy == 0 then return 0 end
-  return sxy / math.sqrt(sxx * syy)
-end
+local cosine, pearson = require("ctrace.supernodes").cosine, require("ctrace.study").pearson
 
 -- The dictionary's side: for each planted variable, the features that match it best by
 --   decoder     the cosine of the feature's decoder slice at the variable's layer with the

@@ -15,6 +15,7 @@
 --                 logit, dlogit, prob, dprob; per watched node its fraction of clean
 --   study.write(s, dir, name, {chart = "bars" | "scales" | "layers", target = 1})
 --       -> dir/name.csv, name.json, name.svg
+--   study.pearson(xs, ys) -> the Pearson correlation of two lists of numbers
 --   study.faithfulness(rm, graph, {prompt =, top = 20, target = 1}) -> {points, r, r_direct}
 --       the graph's predicted effect of removing each of its top nodes on the target logit (the
 --       signed sum over paths of the adjacency, and the direct edge alone) against the effect
@@ -167,7 +168,8 @@ function M.write(s, dir, name, o)
   write_file(dir .. "/" .. name .. ".svg", chart)
 end
 
-local function pearson(xs, ys)
+-- Pearson correlation of two lists (0 when either is constant).
+function M.pearson(xs, ys)
   local n, mx, my = #xs, 0, 0
   for i = 1, n do mx, my = mx + xs[i] / n, my + ys[i] / n end
   local sxy, sxx, syy = 0, 0, 0
@@ -202,7 +204,7 @@ function M.faithfulness(rm, g, o)
     points[#points + 1] = {predicted, measured, n.node_id}
     px[#px + 1], pd[#pd + 1], my[#my + 1] = predicted, direct, measured
   end
-  return {points = points, r = pearson(px, my), r_direct = pearson(pd, my), target = logit.token}
+  return {points = points, r = M.pearson(px, my), r_direct = M.pearson(pd, my), target = logit.token}
 end
 
 function M.write_faithfulness(f, dir, name)

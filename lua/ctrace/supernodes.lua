@@ -3,6 +3,7 @@
 --   supernodes.find(g, {threshold, min_size, transcoders, model, weights}) -> groups, most
 --       influential first: {{name =, members = {node tables}, similarity =}, ...}
 --   supernodes.ari(a, b) -> the adjusted Rand index of two labelings (lists of equal length)
+--   supernodes.cosine(a, b) -> the cosine of two lists of numbers
 --
 -- Two features are similar when they write the same direction and sit alike in the graph:
 --   decoder  the cosine of their total writes to the residual stream (a cross-layer feature's
@@ -22,7 +23,8 @@
 -- for the 238 of a pruned stories260K graph, 33 s for the 1,920 of the full one.
 local M = {}
 
-local function cosine_dense(a, b)
+-- The cosine of two lists of numbers (0 when either is zero).
+function M.cosine(a, b)
   local ab, aa, bb = 0, 0, 0
   for j = 1, #a do
     ab, aa, bb = ab + a[j] * b[j], aa + a[j] * a[j], bb + b[j] * b[j]
@@ -95,7 +97,7 @@ function M.find(g, opts)
     sim[i] = {}
     for j = 1, i - 1 do
       local s = 0
-      if (w.decoder or 0) > 0 then s = s + w.decoder * cosine_dense(dec[i], dec[j]) end
+      if (w.decoder or 0) > 0 then s = s + w.decoder * M.cosine(dec[i], dec[j]) end
       if (w.outputs or 0) > 0 then s = s + w.outputs * cosine_sparse(outs[i], outs[j]) end
       if (w.inputs or 0) > 0 then s = s + w.inputs * cosine_sparse(ins[i], ins[j]) end
       sim[i][j] = s / wsum

@@ -41,6 +41,14 @@ function M.done()
   if failed > 0 then io.write("# ", failed, " of ", n, " failed\n") os.exit(1) end
 end
 
+-- The whole content of the file at path (bytes).
+function M.slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 M.shared = os.getenv("CTRACE_MODELS") or (require("ctrace").root .. "/../shared/models")
 
 return M

@@ -16,12 +16,7 @@ local dir = os.tmpname()
 os.remove(dir)
 assert(os.execute("mkdir -p " .. dir) == 0)
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = t.slurp
 
 local g = rm:attribute(prompt, {verbose = false})
 local info = g:info()

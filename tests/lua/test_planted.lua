@@ -272,9 +272,7 @@ t.run {
     ct.save_safetensors(tmp .. "/s1.safetensors", {b = b, a = a[2], c = a}, m1)
     ct.save_safetensors(tmp .. "/s2.safetensors", {c = a, a = a[2], b = b}, m2)
     t.eq(ct.sha256(tmp .. "/s1.safetensors"), ct.sha256(tmp .. "/s2.safetensors"), "tables built in other orders: the same bytes")
-    local f = assert(io.open(tmp .. "/s1.safetensors", "rb"))
-    local bytes = f:read("*a")
-    f:close()
+    local bytes = t.slurp(tmp .. "/s1.safetensors")
     local n = 0
     for i = 8, 1, -1 do n = n * 256 + bytes:byte(i) end
     local header = bytes:sub(9, 8 + n)

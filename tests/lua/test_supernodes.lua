@@ -7,12 +7,7 @@ local ct = require "ctrace"
 local core = require "ctrace.core"
 local sn = require "ctrace.supernodes"
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local slurp = t.slurp
 
 -- tests/fuzz/seeds/graph/small.json with links of our own: features 4_174_2 and 4_356_2 read
 -- " upon" and drive the logit alike; 4_500_2 reads another token and drives the logit;

@@ -135,6 +135,8 @@ local g = ct.replacement_model(m, ct.load_transcoders("stories260K")):attribute(
 g:save("'"$outside"'/new.txt")' "may write only under"
 refused engine_mkdir "require('ctrace').mkdirs('$outside/new.txt/d')" "may write only under"
 refused write_file_outside "require('ctrace').write_file('$outside/canary.txt', 'x')" "may write only under"
+refused safetensors_outside "local ct = require('ctrace'); ct.save_safetensors('$outside/new.txt', {a = ct.zeros(2)})" "may write only under"
+refused planted_outside "require('ctrace.planted').two_hop{dir = '$outside/new.txt'}" "may write only under"
 refused np_cache_dir "require('ctrace').neuronpedia.configure{cache_dir = '$outside/new.txt', cache_max = 1}" "cannot change during ctrace run"
 
 # results/ shipped as a link to a directory outside, and holding a link to a file outside: a run

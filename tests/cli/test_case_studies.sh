@@ -38,6 +38,15 @@ t "experiments/stories260K-lily-she twice: identical results" same_twice experim
 cp -r experiments/stories260K-lily-she "$tmp/lily"
 sed -i 's/"tokens":	17/"tokens":	18/' "$tmp/lily/expected/summary.json"
 t "check reports a changed number" bash -c "! '$CTRACE' check '$tmp/lily' > '$tmp/out' 2>&1 && grep -q 'summary.json.summary.tokens\|summary.json.tokens: expected 18, got 17' '$tmp/out'"
+# a list one entry shorter in expected/ (a supernode gone): check fails and says so
+cp -r experiments/stories260K-lily-she "$tmp/lily-list"
+"$CTRACE" -e '
+local ct = require "ctrace"
+local p = "'"$tmp"'/lily-list/expected/summary.json"
+local f = assert(io.open(p)); local s = ct.json_decode(f:read("*a")); f:close()
+table.remove(s.supernodes)
+ct.write_json(p, s)'
+t "check reports a list of another length" bash -c "! '$CTRACE' check --no-run '$tmp/lily-list' > '$tmp/out2' 2>&1 && grep -q 'summary.json.supernodes: expected 47 entries, got 48' '$tmp/out2'"
 # new: a folder that runs as is
 t "ctrace new makes a folder" "$CTRACE" new "$tmp/demo"
 t "the new folder runs" "$CTRACE" run "$tmp/demo"

@@ -116,6 +116,7 @@ for _, l in ipairs(g.links) do
   if l.heads and #l.heads > 0 then l.heads[1].layer = evil; l.heads[1].head = evil; l.residual = evil end
 end
 g.qk[1].layer = evil
+g.qParams.supernodes = {{evil, g.nodes[1].node_id, g.nodes[2].node_id}}
 g.qk[2].pairs[1].query = evil
 g.qk[3] = ct.json_decode("null")
 g.qk[4].pairs = "x"
@@ -125,7 +126,7 @@ dom=$(timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --dump-dom "
 res=$(echo "$dom" | grep -o '<pre id="selftest">[^<]*' | sed 's/&quot;/"/g')
 echo "$res" | grep -q '"errors":\[\]' && ! echo "$dom" | grep -q '<img src="x"' && echo "$dom" | grep -q '<title>' &&
   ! echo "$dom" | grep -q '<title>1</title>' &&
-  ok "hostile heads and QK splits in a stranger's JSON: shown as text, nothing run, no script error" ||
+  ok "hostile heads, QK splits and a supernode's name in a stranger's JSON: shown as text, nothing run, no script error" ||
   { bad "hostile heads/QK: $res"; sed 's/^/#   /' "$tmp/evil.txt"; }
 
 # graphs of 100,000 and 500,000 links (2,009 nodes): no script error, every edge drawn; the time
